@@ -1,0 +1,46 @@
+//! The server's configuration: each layer's `Limits`, composed and validated once at startup.
+//!
+//! Every limit a peer can push against lives in one of these structs, with its unit, default
+//! and what happens when it is exceeded; `pushwire serve --help` lists a flag for each.
+
+use crate::{http1, hub, net, transport};
+
+/// Everything the server needs to know, shared read-only by every connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// HTTP/1.1 message limits and timeouts.
+    pub http: http1::Limits,
+    /// Transport limits (batches, event names, send buffers).
+    pub transport: transport::Limits,
+    /// Channel history bounds.
+    pub hub: hub::Limits,
+    /// Event loop and socket limits.
+    pub net: net::Limits,
+}
+
+impl Config {
+    /// Checks every layer's limits; the message names the first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        self.http.validate()?;
+        self.transport.validate()?;
+        self.hub.validate()?;
+        self.net.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_limits_are_refused_at_startup() {
+        let mut config = Config::default();
+        config.http.max_headers = 0;
+        assert!(config.validate().is_err());
+    }
+}

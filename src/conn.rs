@@ -1,0 +1,589 @@
+//! One TCP connection's life, the same for every transport: read a request head, maybe a body,
+//! route it, answer it, and either read the next request (keep-alive, pipelining) or close.
+//!
+//! Implements: HTTP/1.1 connection management ([RFC 9112 §9](https://www.rfc-editor.org/rfc/rfc9112#section-9)):
+//! persistence and pipelining (§9.3), closing after an error that leaves the stream unframed,
+//! a graceful close that stops writing first and discards input for a while (§9.6), the
+//! request deadline (slowloris) and the keep-alive idle timeout; `Expect: 100-continue`
+//! (RFC 9110 §10.1.1).
+//!
+//! The connection is sans-I/O. The event loop calls, in any order:
+//! - [`Conn::handle_input`] with bytes read, [`Conn::handle_eof`] when the peer stops sending;
+//! - [`Conn::poll_command`] until `None`, applying each [`Command`] to the hub and passing any
+//!   [`Reply`] back with [`Conn::handle_reply`];
+//! - [`Conn::handle_timeout`] once [`Conn::poll_timeout`] has passed;
+//! - [`Conn::pending_output`] / [`Conn::consume_output`] to write; [`Conn::wants_read`],
+//!   [`Conn::wants_write_shutdown`] and [`Conn::is_closed`] to know what to do with the socket.
+//!
+//! Does not: touch sockets, read the clock (`now` comes in), or draw randomness.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::http1::body::BodyReader;
+use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, Headers, RequestHead};
+use crate::http1::response::{write_full, write_head, Framing};
+use crate::http1::Error as HttpError;
+use crate::hub::{ChannelName, Cursor, Hub, HubError, Payload, Published, Replay, Since, SinkId};
+use crate::output::Output;
+use crate::transport::envelope::write_json_string;
+use crate::transport::{pages, publish, route, short_poll, Route};
+
+/// A request for the hub, queued by a connection for the event loop to apply.
+#[derive(Debug)]
+pub enum Command {
+    /// Append a message to a channel; answered by [`Reply::Published`].
+    Publish {
+        /// The channel.
+        channel: ChannelName,
+        /// The event name, if any.
+        event: Option<Arc<str>>,
+        /// The message.
+        payload: Payload,
+    },
+    /// Read what follows a cursor without subscribing; answered by [`Reply::Read`].
+    Read {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+        /// The most messages to return.
+        max_messages: usize,
+    },
+}
+
+/// The hub's answer to a [`Command`].
+#[derive(Debug)]
+pub enum Reply {
+    /// The published message's id, or why it was refused.
+    Published(Result<Cursor, HubError>),
+    /// What follows the cursor, or why it could not be read.
+    Read(Result<Replay, HubError>),
+}
+
+/// What applying a command did: the reply for the connection, and a publish to fan out.
+#[derive(Debug)]
+pub struct Applied {
+    /// Goes back to the connection that queued the command.
+    pub reply: Option<Reply>,
+    /// A new message and the sinks (event loops) that have subscribers for it.
+    pub published: Option<Published>,
+}
+
+impl Command {
+    /// Applies the command to the hub. `sink` is the event loop the connection lives on.
+    pub fn apply(self, hub: &mut Hub, _sink: SinkId, now: Instant) -> Applied {
+        match self {
+            Command::Publish {
+                channel,
+                event,
+                payload,
+            } => match hub.publish(&channel, event, payload, now) {
+                Ok(published) => Applied {
+                    reply: Some(Reply::Published(Ok(published.message.id))),
+                    published: Some(published),
+                },
+                Err(e) => Applied {
+                    reply: Some(Reply::Published(Err(e))),
+                    published: None,
+                },
+            },
+            Command::Read {
+                channel,
+                since,
+                max_messages,
+            } => Applied {
+                reply: Some(Reply::Read(hub.read(&channel, since, max_messages, now))),
+                published: None,
+            },
+        }
+    }
+}
+
+/// What the response to the current request needs to remember.
+#[derive(Debug)]
+struct Request {
+    route: Route,
+    /// The body is a text message (publish only).
+    text: bool,
+    keep_alive: bool,
+    head_only: bool,
+}
+
+/// Where the connection is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Reading a request head (RFC 9112 §2–§5).
+    /// Accepts: input, EOF, the request or idle deadline. Next: ReadingBody, Awaiting, or
+    /// Closing after an error.
+    ReadingHead {
+        scanner: HeadScanner,
+        /// When the first byte of this request arrived; `None` while idle.
+        started: Option<Instant>,
+    },
+    /// Reading a request body (RFC 9112 §6).
+    /// Accepts: input, EOF, the request deadline. Next: Awaiting, or Closing on error.
+    ReadingBody {
+        request: Request,
+        reader: BodyReader,
+        body: Vec<u8>,
+        started: Instant,
+    },
+    /// Waiting for the hub's reply to a queued command; further input is only buffered.
+    /// Next: ReadingHead (keep-alive) or Closing.
+    Awaiting { request: Request },
+    /// Output is flushed, then the write side shut; input is discarded until EOF or
+    /// `deadline` (RFC 9112 §9.6). Next: Closed.
+    Closing { deadline: Instant },
+    /// Done; the event loop drops the connection.
+    Closed,
+}
+
+/// One TCP connection, sans-I/O.
+#[derive(Debug)]
+pub struct Conn {
+    config: Arc<Config>,
+    phase: Phase,
+    /// Input not yet consumed; empty (and unallocated) unless a head or body is incomplete or
+    /// requests are pipelined behind one being answered.
+    inbuf: Vec<u8>,
+    out: Output,
+    commands: VecDeque<Command>,
+    /// When the connection last became idle (accepted, or a response finished).
+    idle_since: Instant,
+    /// True until the first request has been answered (a new connection gets the shorter
+    /// request timeout as its idle limit).
+    first_request: bool,
+    /// The peer will send nothing more.
+    peer_eof: bool,
+    close_reason: Option<&'static str>,
+}
+
+impl Conn {
+    /// A connection accepted at `now`.
+    pub fn new(config: Arc<Config>, now: Instant) -> Self {
+        Conn {
+            config,
+            phase: Phase::ReadingHead {
+                scanner: HeadScanner::new(),
+                started: None,
+            },
+            inbuf: Vec::new(),
+            out: Output::new(),
+            commands: VecDeque::new(),
+            idle_since: now,
+            first_request: true,
+            peer_eof: false,
+            close_reason: None,
+        }
+    }
+
+    /// Feeds bytes read from the socket. Then call [`Conn::poll_command`].
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+        match self.phase {
+            Phase::Closing { .. } | Phase::Closed => return, // RFC 9112 §9.6: discarded.
+            _ => {}
+        }
+        if self.inbuf.is_empty() {
+            let used = self.process(data, now);
+            if used < data.len() && self.accepts_input() {
+                self.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            self.inbuf.extend_from_slice(data);
+            self.process_buffered(now);
+        }
+    }
+
+    /// The peer closed its sending side (read returned 0).
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.peer_eof = true;
+        match &self.phase {
+            Phase::Closing { .. } | Phase::Closed => self.phase = Phase::Closed,
+            // A request being answered still gets its answer; the connection closes after.
+            Phase::Awaiting { .. } => {}
+            // Nothing (or only part of a request) was sent: there is nothing to answer.
+            Phase::ReadingHead { .. } | Phase::ReadingBody { .. } => {
+                self.close_reason.get_or_insert("peer closed");
+                self.begin_closing(now);
+            }
+        }
+    }
+
+    /// The next hub command to apply, if any.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
+    /// pipelined requests may queue more.
+    pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
+        let Phase::Awaiting { .. } = self.phase else {
+            debug_assert!(false, "reply without a request");
+            return;
+        };
+        let Phase::Awaiting { request } = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            unreachable!()
+        };
+        match reply {
+            Reply::Published(Ok(id)) => self.respond(
+                &request,
+                201,
+                &[("Content-Type", "application/json")],
+                &publish::created_body(id),
+                now,
+            ),
+            Reply::Read(Ok(replay)) => self.respond(
+                &request,
+                200,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Cache-Control", "no-store"),
+                ],
+                &short_poll::body(&replay),
+                now,
+            ),
+            Reply::Published(Err(e)) | Reply::Read(Err(e)) => {
+                let reason = hub_error_reason(&e);
+                self.respond_error(&request, e.status_hint(), None, reason, now)
+            }
+        }
+    }
+
+    /// When [`Conn::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let http = &self.config.http;
+        match &self.phase {
+            Phase::ReadingHead { started: Some(t), .. } | Phase::ReadingBody { started: t, .. } => {
+                Some(*t + http.request_timeout)
+            }
+            Phase::ReadingHead { started: None, .. } => Some(
+                self.idle_since
+                    + if self.first_request {
+                        http.request_timeout
+                    } else {
+                        http.keep_alive_timeout
+                    },
+            ),
+            Phase::Awaiting { .. } | Phase::Closed => None,
+            Phase::Closing { deadline } => Some(*deadline),
+        }
+    }
+
+    /// Acts on a passed deadline (a call before it is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_none_or(|t| now < t) {
+            return;
+        }
+        match &self.phase {
+            // RFC 9110 §15.5.9: 408 means the server would like to close this unused
+            // connection; a slow sender gets it and the connection closes (slowloris).
+            Phase::ReadingHead { started: Some(_), .. } | Phase::ReadingBody { .. } => {
+                self.fail_request(&HttpError::RequestTimeout, now)
+            }
+            // RFC 9112 §9.5: a server can close an idle connection at any time.
+            Phase::ReadingHead { started: None, .. } => {
+                self.close_reason = Some("idle");
+                self.begin_closing(now);
+            }
+            Phase::Closing { .. } => self.phase = Phase::Closed,
+            Phase::Awaiting { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_output(&self) -> &Output {
+        &self.out
+    }
+
+    /// Reports that `n` bytes of [`Conn::pending_output`] were written. Writing can unblock
+    /// reading (see [`Conn::wants_read`]).
+    pub fn consume_output(&mut self, n: usize, now: Instant) {
+        self.out.consume(n);
+        if !self.inbuf.is_empty() && self.accepts_input() {
+            self.process_buffered(now);
+        }
+    }
+
+    /// True while the loop should read from the socket. False while too much output is queued
+    /// (the peer must read first) or too much input is buffered.
+    pub fn wants_read(&self) -> bool {
+        match self.phase {
+            Phase::Closed => false,
+            Phase::Closing { .. } => true,
+            _ => !self.peer_eof && self.accepts_input(),
+        }
+    }
+
+    /// True when all output is written and the connection is closing: the loop shuts down the
+    /// socket's write side (once) and keeps reading until EOF or the deadline (RFC 9112 §9.6).
+    pub fn wants_write_shutdown(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. }) && self.out.is_empty()
+    }
+
+    /// True when the loop should drop the connection.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Why the connection is closing, for logs.
+    pub fn close_reason(&self) -> Option<&'static str> {
+        self.close_reason
+    }
+
+    fn accepts_input(&self) -> bool {
+        let http = &self.config.http;
+        self.out.len_bytes() < self.config.transport.max_send_buffer_bytes
+            && (self.inbuf.len() as u64) < http.max_head_bytes as u64 + http.max_body_bytes
+    }
+
+    fn process_buffered(&mut self, now: Instant) {
+        let buf = std::mem::take(&mut self.inbuf);
+        let used = self.process(&buf, now);
+        self.inbuf = buf;
+        if used >= self.inbuf.len() || matches!(self.phase, Phase::Closing { .. } | Phase::Closed) {
+            // Release the allocation: an idle connection holds no read buffer.
+            self.inbuf = Vec::new();
+        } else {
+            self.inbuf.drain(..used);
+        }
+    }
+
+    /// Runs the request state machine over `input`; returns how many bytes it used.
+    fn process(&mut self, input: &[u8], now: Instant) -> usize {
+        let mut pos = 0;
+        loop {
+            if !self.accepts_input() {
+                return pos;
+            }
+            match &mut self.phase {
+                Phase::ReadingHead { scanner, started } => {
+                    if started.is_none() {
+                        // RFC 9112 §2.2: a server SHOULD ignore at least one empty line
+                        // received prior to the request-line.
+                        pos += leading_empty_lines(&input[pos..]);
+                        if pos == input.len() {
+                            return pos;
+                        }
+                        *started = Some(now);
+                    }
+                    match scanner.scan(&input[pos..], &self.config.http) {
+                        Ok(None) => return pos,
+                        Ok(Some(len)) => {
+                            let head = &input[pos..pos + len];
+                            pos += len;
+                            self.start_request(head, now);
+                        }
+                        Err(e) => {
+                            self.fail_request(&e, now);
+                            return input.len();
+                        }
+                    }
+                }
+                Phase::ReadingBody { reader, body, .. } => match reader.read(&input[pos..], body) {
+                    Ok(progress) => {
+                        pos += progress.consumed;
+                        if !progress.done {
+                            return pos;
+                        }
+                        let Phase::ReadingBody { request, body, .. } =
+                            std::mem::replace(&mut self.phase, Phase::Closed)
+                        else {
+                            unreachable!()
+                        };
+                        self.dispatch(request, body, now);
+                    }
+                    Err(e) => {
+                        self.fail_request(&e, now);
+                        return input.len();
+                    }
+                },
+                Phase::Awaiting { .. } => return pos,
+                Phase::Closing { .. } | Phase::Closed => return input.len(),
+            }
+        }
+    }
+
+    /// A complete head arrived: check framing, route, then read the body or dispatch.
+    fn start_request(&mut self, head_bytes: &[u8], now: Instant) {
+        let head = match parse_request_head(head_bytes, &self.config.http) {
+            Ok(head) => head,
+            Err(e) => return self.fail_request(&e, now),
+        };
+        // Framing first: if the body's length is unknown, the stream cannot be trusted and
+        // the connection closes after the answer.
+        let reader = match BodyReader::for_request(&head, &self.config.http) {
+            Ok(reader) => reader,
+            Err(e) => return self.fail_request(&e, now),
+        };
+        let keep_alive = head.keep_alive();
+        let head_only = head.method == "HEAD";
+        let route = match route(&head, &self.config.transport) {
+            Ok(route) => route,
+            Err(refusal) => {
+                // A refused request with a body leaves unread bytes: close after answering.
+                let keep_alive = keep_alive && !reader.expects_body();
+                let request = Request {
+                    route: Route::Healthz,
+                    text: false,
+                    keep_alive,
+                    head_only,
+                };
+                return self.respond_error(&request, refusal.status, refusal.allow, refusal.reason, now);
+            }
+        };
+        let request = Request {
+            text: publish::is_text(&head),
+            route,
+            keep_alive,
+            head_only,
+        };
+        if reader.expects_body() {
+            if expects_continue(&head) {
+                // RFC 9110 §10.1.1: a server that receives 100-continue SHOULD send an
+                // interim 100 response if it intends to read the content.
+                let mut interim = Vec::new();
+                write_head(&mut interim, 100, &[], Framing::None, false);
+                self.out.push_owned(interim);
+            }
+            self.phase = Phase::ReadingBody {
+                request,
+                reader,
+                body: Vec::new(),
+                started: now,
+            };
+        } else {
+            self.dispatch(request, Vec::new(), now);
+        }
+    }
+
+    /// A whole request is here: answer it, or queue the hub command that answers it.
+    fn dispatch(&mut self, request: Request, body: Vec<u8>, now: Instant) {
+        match &request.route {
+            Route::Index => self.respond(
+                &request,
+                200,
+                &[("Content-Type", "text/html; charset=utf-8")],
+                pages::INDEX_HTML,
+                now,
+            ),
+            Route::Healthz => self.respond(
+                &request,
+                200,
+                &[("Content-Type", "text/plain")],
+                pages::HEALTHZ,
+                now,
+            ),
+            Route::Publish { channel, event } => {
+                let Some(payload) = publish::payload(request.text, body) else {
+                    return self.respond_error(&request, 400, None, "a text body must be UTF-8", now);
+                };
+                self.commands.push_back(Command::Publish {
+                    channel: channel.clone(),
+                    event: event.as_deref().map(Arc::from),
+                    payload,
+                });
+                self.phase = Phase::Awaiting { request };
+            }
+            Route::ShortPoll { channel, since } => {
+                self.commands.push_back(Command::Read {
+                    channel: channel.clone(),
+                    since: *since,
+                    max_messages: self.config.transport.max_batch_messages,
+                });
+                self.phase = Phase::Awaiting { request };
+            }
+        }
+    }
+
+    /// Answers an HTTP-level error and closes: the stream is not trustworthy after it.
+    fn fail_request(&mut self, error: &HttpError, now: Instant) {
+        self.close_reason = Some("bad request");
+        let request = Request {
+            route: Route::Healthz,
+            text: false,
+            keep_alive: false,
+            head_only: false,
+        };
+        let mut body = Vec::new();
+        body.extend_from_slice(b"{\"error\":");
+        write_json_string(&mut body, &error.to_string());
+        body.extend_from_slice(b"}\n");
+        self.respond(
+            &request,
+            error.status_hint(),
+            &[("Content-Type", "application/json")],
+            &body,
+            now,
+        );
+    }
+
+    fn respond_error(
+        &mut self,
+        request: &Request,
+        status: u16,
+        allow: Option<&str>,
+        reason: &str,
+        now: Instant,
+    ) {
+        let mut body = Vec::new();
+        body.extend_from_slice(b"{\"error\":");
+        write_json_string(&mut body, reason);
+        body.extend_from_slice(b"}\n");
+        let mut fields = vec![("Content-Type", "application/json")];
+        if let Some(allow) = allow {
+            fields.push(("Allow", allow));
+        }
+        self.respond(request, status, &fields, &body, now);
+    }
+
+    /// Writes a complete response, then reads the next request or closes.
+    fn respond(
+        &mut self,
+        request: &Request,
+        status: u16,
+        fields: &[(&str, &str)],
+        body: &[u8],
+        now: Instant,
+    ) {
+        let keep_alive = request.keep_alive && !self.peer_eof;
+        let mut bytes = Vec::with_capacity(body.len() + 160);
+        write_full(&mut bytes, status, fields, body, request.head_only, !keep_alive);
+        self.out.push_owned(bytes);
+        if keep_alive {
+            self.phase = Phase::ReadingHead {
+                scanner: HeadScanner::new(),
+                started: None,
+            };
+            self.idle_since = now;
+            self.first_request = false;
+        } else {
+            self.close_reason.get_or_insert("done");
+            self.begin_closing(now);
+        }
+    }
+
+    fn begin_closing(&mut self, now: Instant) {
+        self.commands.clear();
+        self.phase = Phase::Closing {
+            deadline: now + self.config.http.close_linger,
+        };
+    }
+}
+
+fn expects_continue(head: &RequestHead) -> bool {
+    head.minor_version >= 1
+        && head
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn hub_error_reason(e: &HubError) -> &'static str {
+    match e {
+        HubError::TooManyChannels => "too many channels",
+        HubError::HistoryFull => "history memory is full",
+        _ => "refused by the hub",
+    }
+}

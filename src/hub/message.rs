@@ -1,0 +1,197 @@
+//! Published messages: payload stored once, each wire format encoded at most once.
+//!
+//! Implements: the message a publish creates (channel, cursor id, optional event name, payload,
+//! publish time) and a per-message cache of its wire encodings, so fanning one message out to
+//! many subscribers of one transport costs reference counts, not copies or re-encoding.
+//!
+//! Does not: know any wire format. The transports pass their encoder to [`Message::encoded`].
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crate::hub::channel_name::ChannelName;
+use crate::hub::cursor::Cursor;
+
+/// A message body as published: text (a WebSocket text frame, SSE data) or bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// UTF-8 text.
+    Text(Arc<str>),
+    /// Arbitrary bytes.
+    Binary(Arc<[u8]>),
+}
+
+impl Payload {
+    /// Length of the payload in bytes (for text: UTF-8 bytes).
+    pub fn len_bytes(&self) -> usize {
+        match self {
+            Payload::Text(text) => text.len(),
+            Payload::Binary(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// A wire format a message is sent in; each is encoded at most once per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// A bare WebSocket data frame carrying the payload.
+    WsFrame,
+    /// A WebSocket text frame carrying a JSON envelope (channel, id, event, data).
+    WsEnvelopeFrame,
+    /// One Server-Sent Events event (`id:`, `event:`, `data:` lines, blank line).
+    SseEvent,
+    /// One newline-delimited JSON line, as an HTTP/1.1 chunk of the stream transport.
+    NdjsonChunk,
+    /// One JSON envelope, as an element of a poll response body.
+    JsonEnvelope,
+}
+
+impl Encoding {
+    /// Number of wire formats.
+    pub const COUNT: usize = 5;
+
+    /// Slot of this encoding in a message's cache, below [`Self::COUNT`].
+    fn index(self) -> usize {
+        match self {
+            Encoding::WsFrame => 0,
+            Encoding::WsEnvelopeFrame => 1,
+            Encoding::SseEvent => 2,
+            Encoding::NdjsonChunk => 3,
+            Encoding::JsonEnvelope => 4,
+        }
+    }
+}
+
+/// One published message, shared (`Arc<Message>`) by the channel history and every delivery.
+#[derive(Debug)]
+pub struct Message {
+    /// The channel it was published to.
+    pub channel: ChannelName,
+    /// Its position: the channel's epoch and the message's offset (from 1).
+    pub id: Cursor,
+    /// Optional event name (an SSE `event:` field, an envelope's `event`).
+    pub event: Option<Arc<str>>,
+    /// The body.
+    pub payload: Payload,
+    /// When the hub accepted it; history older than `Limits::max_history_age` is dropped.
+    pub published_at: Instant,
+    /// One lazily filled slot per [`Encoding`], indexed by `Encoding::index`.
+    encodings: [OnceLock<Arc<[u8]>>; Encoding::COUNT],
+}
+
+impl Message {
+    /// A message with an empty encoding cache. The hub creates messages on publish; transports
+    /// call this only to build messages for their own tests.
+    pub fn new(
+        channel: ChannelName,
+        id: Cursor,
+        event: Option<Arc<str>>,
+        payload: Payload,
+        published_at: Instant,
+    ) -> Message {
+        Message {
+            channel,
+            id,
+            event,
+            payload,
+            published_at,
+            encodings: Default::default(),
+        }
+    }
+
+    /// The message in wire format `encoding`, encoded on first use by `encode` and then shared
+    /// (each wire format is encoded once per message, not once per subscriber). Later calls
+    /// with the same `encoding` return the cached bytes and do not call `encode`; concurrent
+    /// first calls from several threads still encode only once.
+    pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&Message) -> Vec<u8>) -> Arc<[u8]> {
+        let slot = &self.encodings[encoding.index()];
+        Arc::clone(slot.get_or_init(|| Arc::from(encode(self))))
+    }
+
+    /// Bytes this message holds in a channel history: the payload plus the event name.
+    pub(crate) fn history_bytes(&self) -> usize {
+        let event_bytes = self.event.as_ref().map_or(0, |event| event.len());
+        self.payload.len_bytes().saturating_add(event_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::cursor::Epoch;
+    use std::cell::Cell;
+
+    fn message(event: Option<&str>, payload: Payload) -> Message {
+        Message::new(
+            ChannelName::parse("news").unwrap(),
+            Cursor {
+                epoch: Epoch(7),
+                offset: 1,
+            },
+            event.map(Arc::from),
+            payload,
+            crate::hub::tests::t0(),
+        )
+    }
+
+    #[test]
+    fn message_encoded_encodes_once_per_encoding() {
+        let m = message(None, Payload::Text(Arc::from("hi")));
+        let calls = Cell::new(0);
+        let encode = |m: &Message| {
+            calls.set(calls.get() + 1);
+            format!("data: {}", m.id).into_bytes()
+        };
+        let first = m.encoded(Encoding::SseEvent, encode);
+        let second = m.encoded(Encoding::SseEvent, encode);
+        assert_eq!(calls.get(), 1);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(&first[..], b"data: 0000000000000007:1");
+
+        let other = m.encoded(Encoding::JsonEnvelope, |_| b"{}".to_vec());
+        assert_eq!(&other[..], b"{}");
+        let again = m.encoded(Encoding::SseEvent, |_| unreachable!("already encoded"));
+        assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    #[test]
+    fn message_encoded_once_across_threads() {
+        let m = Arc::new(message(None, Payload::Binary(Arc::from(&b"x"[..]))));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    m.encoded(Encoding::WsFrame, |_| {
+                        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        vec![0x82, 1, b'x']
+                    })
+                });
+            }
+        });
+        assert_eq!(calls.into_inner(), 1);
+    }
+
+    #[test]
+    fn encoding_indexes_are_distinct_and_in_range() {
+        let all = [
+            Encoding::WsFrame,
+            Encoding::WsEnvelopeFrame,
+            Encoding::SseEvent,
+            Encoding::NdjsonChunk,
+            Encoding::JsonEnvelope,
+        ];
+        let mut seen = [false; Encoding::COUNT];
+        for encoding in all {
+            assert!(!std::mem::replace(&mut seen[encoding.index()], true));
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn message_history_bytes_counts_payload_and_event() {
+        assert_eq!(Payload::Text(Arc::from("héllo")).len_bytes(), 6);
+        assert_eq!(message(None, Payload::Text(Arc::from("abc"))).history_bytes(), 3);
+        let m = message(Some("tick"), Payload::Binary(Arc::from(&[1u8, 2][..])));
+        assert_eq!(m.history_bytes(), 6);
+    }
+}

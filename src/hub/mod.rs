@@ -1,0 +1,1405 @@
+//! The pub/sub core shared by all five transports: channels, history rings, cursors and
+//! per-event-loop subscriber counts.
+//!
+//! Implements:
+//! - Channels by [`ChannelName`], each with an [`Epoch`], a `u64` offset counter and a bounded
+//!   history ring of [`Message`]s (`Arc`-shared with every delivery; each wire format encoded
+//!   once per message by [`Message::encoded`]).
+//! - Resumption by [`Cursor`] (`EPOCH:OFFSET`, "seen up to and including OFFSET") with an
+//!   explicit gap flag: a client is told when messages it has not seen can no longer be
+//!   replayed, and is never silently skipped past them.
+//! - Subscriber counts per *sink* (one event loop, [`SinkId`] below 64): a publish returns the
+//!   [`SinkSet`] of loops to notify, and each loop fans out to its own connections.
+//!
+//! Does not: touch connections, sockets, the clock or randomness. Time comes in as
+//! `now: Instant`, the epoch seed as an argument to [`Hub::new`]. It does not queue deliveries
+//! per connection (the event loops do) and does not lock (the server wraps the `Hub` in a
+//! `Mutex`). (The channel map is std's `HashMap`, whose SipHash keys come from the OS: it
+//! resists hash flooding by peer-chosen names, and no result depends on its iteration order.)
+//!
+//! # Channel lifetime and epochs
+//!
+//! A channel exists from its first [`Hub::publish`], [`Hub::read`] or [`Hub::subscribe`] (if
+//! fewer than [`Limits::max_channels`] exist) and gets a fresh epoch then:
+//! `splitmix64(epoch_seed + n)` for the n-th channel incarnation of this hub, distinct for every
+//! incarnation. Its messages get offsets 1, 2, 3, ... The epoch never changes while the channel
+//! lives. [`Hub::expire`] frees a channel with no subscribers, no history and no activity
+//! (publish, read, subscribe, unsubscribe) for [`Limits::max_history_age`]; if it is created
+//! again it gets a new epoch, so every cursor from before is answered with a gap. The I/O layer
+//! draws the seed, so a restarted server has new epochs too.
+//!
+//! # Cursor and gap rules
+//!
+//! The *tail* cursor is `epoch:last_offset` (`epoch:0` before any message). Let `first` be the
+//! oldest retained offset (`last_offset + 1` when the history is empty). A [`Replay`] answers
+//! [`Since`] as follows:
+//!
+//! | since | messages | gap | next |
+//! |---|---|---|---|
+//! | `Tail` | none | false | the tail |
+//! | `After(c)`, `c.epoch == epoch`, `first - 1 <= c.offset <= last` | `c.offset + 1 ..= last` | false | last returned id, or `c` |
+//! | `After(c)`, another epoch, or `c.offset < first - 1` (evicted) | `first ..= last` | **true** | last returned id, or `epoch:first-1` (the tail when history is empty) |
+//! | `After(c)`, `c.epoch == epoch`, `c.offset > last` (from the future) | none | **true** | the tail |
+//!
+//! Messages come oldest first; [`Hub::read`] returns at most `max_messages` of them (then
+//! `next` is where the next page starts, without a gap), [`Hub::subscribe`] all of them. In
+//! the gap rows the client's cursor is replaced by the oldest position still available
+//! (`epoch:first-1`) or the tail, so reading on from `next` never reports the same gap twice.
+//!
+//! # Memory bounds
+//!
+//! - Per channel, at most [`Limits::max_history_messages`] messages and
+//!   [`Limits::max_history_bytes`] bytes (payload plus event name): a publish evicts the oldest
+//!   messages until the new one fits. A message larger than `max_history_bytes` is refused
+//!   ([`HubError::MessageTooLarge`]).
+//! - A message is dropped once its age reaches [`Limits::max_history_age`], on every access to
+//!   its channel and by [`Hub::expire`].
+//! - Across all channels, at most [`Limits::max_total_history_bytes`] bytes: a publish that
+//!   would exceed it is refused ([`HubError::HistoryFull`]).
+//! - At most [`Limits::max_channels`] channels: creating another is refused
+//!   ([`HubError::TooManyChannels`]).
+//!
+//! Several event loops call into one hub with instants read at slightly different moments, so
+//! within a channel an instant earlier than one already seen counts as the latest one seen:
+//! publish times never decrease along a history.
+
+pub mod channel_name;
+pub mod cursor;
+pub mod message;
+
+pub use channel_name::ChannelName;
+pub use cursor::{Cursor, CursorError, Epoch};
+pub use message::{Encoding, Message, Payload};
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bounds on the memory the hub holds, whatever publishers and subscribers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most messages kept per channel for replay; a publish evicts the oldest beyond.
+    /// Default 1 000.
+    pub max_history_messages: usize,
+    /// Age at which a message is dropped from history; also how long an empty channel with no
+    /// subscribers stays after its last activity before it is freed. Default 300 s.
+    pub max_history_age: Duration,
+    /// Most bytes (payload plus event name) kept per channel; a publish evicts the oldest
+    /// beyond, and a single larger message is refused with 413. Default 64 MiB.
+    pub max_history_bytes: usize,
+    /// Most bytes kept across all channels; a publish beyond is refused with 503. Default 1 GiB.
+    pub max_total_history_bytes: usize,
+    /// Most channels at once; creating another is refused with 503. Default 100 000.
+    pub max_channels: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_history_messages: 1_000,
+            max_history_age: Duration::from_secs(300),
+            max_history_bytes: 64 << 20,
+            max_total_history_bytes: 1 << 30,
+            max_channels: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that the limits make sense together: every bound positive, and one channel's
+    /// history bytes within the total.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_history_messages == 0 {
+            return Err("hub: max_history_messages must be at least 1".into());
+        }
+        if self.max_history_age.is_zero() {
+            return Err("hub: max_history_age must be positive".into());
+        }
+        if self.max_history_bytes == 0 {
+            return Err("hub: max_history_bytes must be at least 1".into());
+        }
+        if self.max_history_bytes > self.max_total_history_bytes {
+            return Err(format!(
+                "hub: max_history_bytes ({}) exceeds max_total_history_bytes ({})",
+                self.max_history_bytes, self.max_total_history_bytes
+            ));
+        }
+        if self.max_channels == 0 {
+            return Err("hub: max_channels must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One event loop that holds subscriptions: an index below [`SinkId::MAX_SINKS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SinkId(u8);
+
+impl SinkId {
+    /// Number of distinct sinks (the width of a [`SinkSet`]).
+    pub const MAX_SINKS: usize = 64;
+
+    /// The sink with this index, or `None` if `index >= 64`.
+    pub fn new(index: u8) -> Option<SinkId> {
+        (usize::from(index) < Self::MAX_SINKS).then_some(SinkId(index))
+    }
+
+    /// The index, below 64.
+    pub fn index(self) -> u8 {
+        self.0
+    }
+
+    /// This sink's bit in a [`SinkSet`].
+    fn bit(self) -> u64 {
+        1 << self.0
+    }
+}
+
+/// A set of sinks, as a bitmask (bit `i` set: sink `i` is in the set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SinkSet(u64);
+
+impl SinkSet {
+    /// The bitmask: bit `i` is set when sink `i` is in the set.
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether `sink` is in the set.
+    pub fn contains(self, sink: SinkId) -> bool {
+        self.0 & sink.bit() != 0
+    }
+
+    /// Whether the set is empty (nobody to notify).
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The sinks in the set, lowest index first.
+    pub fn iter(self) -> impl Iterator<Item = SinkId> {
+        (0..64u8).map(SinkId).filter(move |sink| self.contains(*sink))
+    }
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// From now on: no history, only the tail cursor.
+    Tail,
+    /// After the messages up to and including this cursor (see the module docs for the gap
+    /// rules).
+    After(Cursor),
+}
+
+/// The answer to a read or subscribe: messages to send, whether some were lost, where to go on.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// Messages in offset order, oldest first.
+    pub messages: Vec<Arc<Message>>,
+    /// True when messages after the client's cursor can no longer be replayed (evicted, the
+    /// channel re-created, or a cursor this channel never issued); the client should resync.
+    pub gap: bool,
+    /// The cursor to hand the client: pass it back as `Since::After(next)` to continue.
+    pub next: Cursor,
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The stored message, with its id.
+    pub message: Arc<Message>,
+    /// The sinks with at least one subscriber on the channel: each must be told of `message`.
+    pub sinks: SinkSet,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Channels alive.
+    pub channels: usize,
+    /// Subscriptions across all channels and sinks.
+    pub subscriptions: usize,
+    /// Messages held in histories.
+    pub history_messages: usize,
+    /// Bytes (payload plus event name) held in histories.
+    pub history_bytes: usize,
+}
+
+/// Why the hub refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The channel name is not 1 to 128 bytes of `A-Z a-z 0-9 . _ ~ -` (peer fault).
+    InvalidChannelName,
+    /// Creating the channel would exceed [`Limits::max_channels`].
+    TooManyChannels,
+    /// Storing the message would exceed [`Limits::max_total_history_bytes`].
+    HistoryFull,
+    /// The message alone is larger than [`Limits::max_history_bytes`] (peer fault).
+    MessageTooLarge,
+    /// The channel has used every `u64` offset.
+    OffsetsExhausted,
+}
+
+impl HubError {
+    /// The HTTP status to answer with: 400 for a bad name, 413 for a message that can never
+    /// fit, 503 when the server is at a capacity limit.
+    pub fn status_hint(self) -> u16 {
+        match self {
+            HubError::InvalidChannelName => 400,
+            HubError::MessageTooLarge => 413,
+            HubError::TooManyChannels | HubError::HistoryFull | HubError::OffsetsExhausted => 503,
+        }
+    }
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HubError::InvalidChannelName => "channel name is not 1-128 bytes of [A-Za-z0-9._~-]",
+            HubError::TooManyChannels => "too many channels",
+            HubError::HistoryFull => "total history bytes at the limit",
+            HubError::MessageTooLarge => "message larger than a channel's history",
+            HubError::OffsetsExhausted => "channel offsets exhausted",
+        })
+    }
+}
+
+impl std::error::Error for HubError {}
+
+/// One channel incarnation.
+#[derive(Debug)]
+struct Channel {
+    epoch: Epoch,
+    /// Offset of the newest message published (0: none yet).
+    last_offset: u64,
+    /// Retained messages; offsets `last_offset - len + 1 ..= last_offset`, contiguous.
+    history: VecDeque<Arc<Message>>,
+    /// Sum of `Message::history_bytes` over `history`.
+    history_bytes: usize,
+    /// Subscription count per sink, only sinks with a count above zero.
+    subscribers: Vec<(SinkId, usize)>,
+    /// Latest instant seen by any operation on the channel; never decreases.
+    last_active: Instant,
+}
+
+/// Hub-wide sums, kept in step with every change to a channel.
+#[derive(Debug, Default)]
+struct Totals {
+    history_messages: usize,
+    history_bytes: usize,
+    subscriptions: usize,
+}
+
+/// The pub/sub core. Call [`Hub::publish`], [`Hub::read`], [`Hub::subscribe`] and
+/// [`Hub::unsubscribe`] as requests come in, [`Hub::expire`] periodically (e.g. once a second).
+#[derive(Debug)]
+pub struct Hub {
+    limits: Limits,
+    channels: Channels,
+    totals: Totals,
+}
+
+/// The live channels and the source of their epochs.
+#[derive(Debug)]
+struct Channels {
+    by_name: HashMap<ChannelName, Channel>,
+    epoch_seed: u64,
+    /// Channel incarnations created so far.
+    epoch_counter: u64,
+}
+
+impl Hub {
+    /// An empty hub. `limits` should have passed [`Limits::validate`]; `epoch_seed` should be
+    /// drawn at random by the I/O layer so that a restarted server issues new epochs.
+    pub fn new(limits: Limits, epoch_seed: u64) -> Hub {
+        Hub {
+            limits,
+            channels: Channels {
+                by_name: HashMap::new(),
+                epoch_seed,
+                epoch_counter: 0,
+            },
+            totals: Totals::default(),
+        }
+    }
+
+    /// Appends a message to `channel` (creating it if absent) and returns it with the sinks to
+    /// notify. Evicts the channel's oldest messages as needed to stay within
+    /// `max_history_messages` and `max_history_bytes`.
+    ///
+    /// Errors: [`HubError::TooManyChannels`], [`HubError::MessageTooLarge`],
+    /// [`HubError::HistoryFull`] (retry after [`Hub::expire`] frees space),
+    /// [`HubError::OffsetsExhausted`]. A refused publish changes no history.
+    pub fn publish(
+        &mut self,
+        channel: &ChannelName,
+        event: Option<Arc<str>>,
+        payload: Payload,
+        now: Instant,
+    ) -> Result<Published, HubError> {
+        let limits = self.limits;
+        let ch = self.channels.access(channel, now, &limits, &mut self.totals)?;
+        let offset = ch.last_offset.checked_add(1).ok_or(HubError::OffsetsExhausted)?;
+        let id = Cursor {
+            epoch: ch.epoch,
+            offset,
+        };
+        let message = Arc::new(Message::new(channel.clone(), id, event, payload, ch.last_active));
+        let new_bytes = message.history_bytes();
+        if new_bytes > limits.max_history_bytes {
+            return Err(HubError::MessageTooLarge);
+        }
+        // Plan the eviction first, so a refused publish leaves the history as it was.
+        let mut evicted = 0;
+        let mut freed_bytes = 0;
+        for old in &ch.history {
+            let kept = ch.history.len() - evicted;
+            let kept_bytes = ch.history_bytes.saturating_sub(freed_bytes);
+            if kept < limits.max_history_messages
+                && kept_bytes.saturating_add(new_bytes) <= limits.max_history_bytes
+            {
+                break;
+            }
+            freed_bytes += old.history_bytes();
+            evicted += 1;
+        }
+        let total_bytes = self
+            .totals
+            .history_bytes
+            .saturating_sub(freed_bytes)
+            .saturating_add(new_bytes);
+        if total_bytes > limits.max_total_history_bytes {
+            return Err(HubError::HistoryFull);
+        }
+        ch.history.drain(..evicted);
+        ch.history.push_back(Arc::clone(&message));
+        ch.history_bytes = ch.history_bytes.saturating_sub(freed_bytes) + new_bytes;
+        ch.last_offset = offset;
+        self.totals.history_bytes = total_bytes;
+        self.totals.history_messages = self.totals.history_messages - evicted + 1;
+        let sinks = ch.sinks();
+        Ok(Published { message, sinks })
+    }
+
+    /// Answers a poll: the messages after `since` (at most `max_messages`, oldest first), the
+    /// gap flag and the cursor to continue from, per the rules in the module docs. Creates the
+    /// channel if absent, so `next` carries an epoch that stays valid while the channel lives.
+    ///
+    /// Errors: [`HubError::TooManyChannels`].
+    pub fn read(
+        &mut self,
+        channel: &ChannelName,
+        since: Since,
+        max_messages: usize,
+        now: Instant,
+    ) -> Result<Replay, HubError> {
+        let ch = self
+            .channels
+            .access(channel, now, &self.limits, &mut self.totals)?;
+        Ok(ch.replay(since, max_messages))
+    }
+
+    /// Registers one subscription of `sink` on `channel` (creating it if absent) and replays
+    /// every retained message after `since`, in one step: no publish can fall between the
+    /// replay and live delivery. Live messages follow `Replay::next` without a gap. Each call
+    /// must be matched by one [`Hub::unsubscribe`].
+    ///
+    /// Errors: [`HubError::TooManyChannels`] (nothing is registered then).
+    pub fn subscribe(
+        &mut self,
+        channel: &ChannelName,
+        since: Since,
+        sink: SinkId,
+        now: Instant,
+    ) -> Result<Replay, HubError> {
+        let ch = self
+            .channels
+            .access(channel, now, &self.limits, &mut self.totals)?;
+        // Counts cannot overflow: each subscription is held by a live connection.
+        match ch.subscribers.iter_mut().find(|(s, _)| *s == sink) {
+            Some((_, count)) => *count += 1,
+            None => ch.subscribers.push((sink, 1)),
+        }
+        let replay = ch.replay(since, usize::MAX);
+        self.totals.subscriptions += 1;
+        Ok(replay)
+    }
+
+    /// Removes one subscription of `sink` on `channel`; once its count is zero the sink is no
+    /// longer in [`Published::sinks`]. Without such a subscription this does nothing (it does
+    /// not create the channel).
+    pub fn unsubscribe(&mut self, channel: &ChannelName, sink: SinkId, now: Instant) {
+        let Some(ch) = self.channels.by_name.get_mut(channel) else {
+            return;
+        };
+        let Some(index) = ch.subscribers.iter().position(|(s, _)| *s == sink) else {
+            return;
+        };
+        // Entries only exist with a count of at least 1.
+        let count = &mut ch.subscribers[index].1;
+        *count -= 1;
+        if *count == 0 {
+            ch.subscribers.swap_remove(index);
+        }
+        self.totals.subscriptions -= 1;
+        ch.last_active = ch.last_active.max(now);
+        let now = ch.last_active;
+        drop_expired_history(ch, &mut self.totals, self.limits.max_history_age, now);
+    }
+
+    /// Drops history older than `max_history_age` from every channel, then frees channels with
+    /// no subscribers, no history and no activity for `max_history_age`. Costs one step per
+    /// channel: call it periodically, not per request.
+    pub fn expire(&mut self, now: Instant) {
+        let max_age = self.limits.max_history_age;
+        let totals = &mut self.totals;
+        self.channels.by_name.retain(|_, ch| {
+            drop_expired_history(ch, totals, max_age, now);
+            let idle = now.saturating_duration_since(ch.last_active);
+            !ch.subscribers.is_empty() || !ch.history.is_empty() || idle < max_age
+        });
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            channels: self.channels.by_name.len(),
+            subscriptions: self.totals.subscriptions,
+            history_messages: self.totals.history_messages,
+            history_bytes: self.totals.history_bytes,
+        }
+    }
+}
+
+impl Channels {
+    /// The channel named `name`, created (with a fresh epoch) if absent and fewer than
+    /// `limits.max_channels` exist, marked active at `now`, with its expired history dropped.
+    fn access(
+        &mut self,
+        name: &ChannelName,
+        now: Instant,
+        limits: &Limits,
+        totals: &mut Totals,
+    ) -> Result<&mut Channel, HubError> {
+        let full = self.by_name.len() >= limits.max_channels;
+        let ch = match self.by_name.entry(name.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                if full {
+                    return Err(HubError::TooManyChannels);
+                }
+                let epoch = Epoch(splitmix64(self.epoch_seed.wrapping_add(self.epoch_counter)));
+                self.epoch_counter = self.epoch_counter.wrapping_add(1);
+                entry.insert(Channel {
+                    epoch,
+                    last_offset: 0,
+                    history: VecDeque::new(),
+                    history_bytes: 0,
+                    subscribers: Vec::new(),
+                    last_active: now,
+                })
+            }
+        };
+        ch.last_active = ch.last_active.max(now);
+        let now = ch.last_active;
+        drop_expired_history(ch, totals, limits.max_history_age, now);
+        Ok(ch)
+    }
+}
+
+impl Channel {
+    /// The sinks with at least one subscription.
+    fn sinks(&self) -> SinkSet {
+        SinkSet(
+            self.subscribers
+                .iter()
+                .fold(0, |bits, (sink, _)| bits | sink.bit()),
+        )
+    }
+
+    /// Applies the cursor and gap rules of the module docs.
+    fn replay(&self, since: Since, max_messages: usize) -> Replay {
+        let last = self.last_offset;
+        // History offsets are contiguous and end at `last`, so `first - 1` is:
+        let before_first = last.saturating_sub(self.history.len() as u64);
+        let (from, gap) = match since {
+            Since::Tail => (last, false),
+            // Another incarnation's cursor: its messages are gone.
+            Since::After(c) if c.epoch != self.epoch => (before_first, true),
+            // Messages after the cursor were evicted.
+            Since::After(c) if c.offset < before_first => (before_first, true),
+            // An offset this incarnation never issued.
+            Since::After(c) if c.offset > last => (last, true),
+            Since::After(c) => (c.offset, false),
+        };
+        // `before_first <= from <= last`, so the skip is at most the history length.
+        let skip = usize::try_from(from - before_first).unwrap_or(usize::MAX);
+        let messages: Vec<Arc<Message>> = self
+            .history
+            .range(skip.min(self.history.len())..)
+            .take(max_messages)
+            .cloned()
+            .collect();
+        let offset = messages.last().map_or(from, |m| m.id.offset);
+        Replay {
+            messages,
+            gap,
+            next: Cursor {
+                epoch: self.epoch,
+                offset,
+            },
+        }
+    }
+}
+
+/// Drops the messages of `ch` whose age at `now` reached `max_age` (publish times never
+/// decrease along a history, so they are all at the front).
+fn drop_expired_history(ch: &mut Channel, totals: &mut Totals, max_age: Duration, now: Instant) {
+    while let Some(oldest) = ch.history.front() {
+        if now.saturating_duration_since(oldest.published_at) < max_age {
+            break;
+        }
+        let bytes = oldest.history_bytes();
+        ch.history.pop_front();
+        ch.history_bytes -= bytes;
+        totals.history_bytes -= bytes;
+        totals.history_messages -= 1;
+    }
+}
+
+/// SplitMix64's output function (Steele, Lea, Flood 2014): a bijection on `u64`, so distinct
+/// inputs give distinct epochs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The fake clock's origin; every other instant is this plus a `Duration`. The one clock
+    /// read in `src/hub/`, test-only (shared with the other files' tests).
+    pub(super) fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn name(text: &str) -> ChannelName {
+        ChannelName::parse(text).unwrap()
+    }
+
+    fn text(body: &str) -> Payload {
+        Payload::Text(Arc::from(body))
+    }
+
+    fn sink(index: u8) -> SinkId {
+        SinkId::new(index).unwrap()
+    }
+
+    fn at(epoch: Epoch, offset: u64) -> Since {
+        Since::After(Cursor { epoch, offset })
+    }
+
+    fn offsets(replay: &Replay) -> Vec<u64> {
+        replay.messages.iter().map(|m| m.id.offset).collect()
+    }
+
+    fn small_limits() -> Limits {
+        Limits {
+            max_history_messages: 3,
+            max_history_age: secs(10),
+            max_history_bytes: 100,
+            max_total_history_bytes: 1_000,
+            max_channels: 4,
+        }
+    }
+
+    /// Publishes `count` messages "m1", "m2", ... and returns the channel's epoch.
+    fn publish_n(hub: &mut Hub, channel: &ChannelName, count: u64, now: Instant) -> Epoch {
+        let mut epoch = None;
+        for i in 1..=count {
+            let published = hub.publish(channel, None, text(&format!("m{i}")), now).unwrap();
+            epoch = Some(published.message.id.epoch);
+        }
+        epoch.unwrap()
+    }
+
+    /// The hub's counters agree with its channels, and every bound holds.
+    fn check_invariants(hub: &Hub) {
+        let limits = hub.limits;
+        let (mut messages, mut bytes, mut subscriptions) = (0, 0, 0);
+        assert!(hub.channels.by_name.len() <= limits.max_channels);
+        for (channel_name, ch) in &hub.channels.by_name {
+            assert!(ch.history.len() <= limits.max_history_messages);
+            assert!(ch.history_bytes <= limits.max_history_bytes);
+            let sum: usize = ch.history.iter().map(|m| m.history_bytes()).sum();
+            assert_eq!(sum, ch.history_bytes);
+            let first = ch.last_offset + 1 - ch.history.len() as u64;
+            for (i, m) in ch.history.iter().enumerate() {
+                assert_eq!(m.id.offset, first + i as u64);
+                assert_eq!(m.id.epoch, ch.epoch);
+                assert_eq!(&m.channel, channel_name);
+            }
+            assert!(ch.subscribers.iter().all(|&(_, count)| count > 0));
+            messages += ch.history.len();
+            bytes += ch.history_bytes;
+            subscriptions += ch.subscribers.iter().map(|&(_, count)| count).sum::<usize>();
+        }
+        assert!(bytes <= limits.max_total_history_bytes);
+        let stats = hub.stats();
+        assert_eq!(stats.history_messages, messages);
+        assert_eq!(stats.history_bytes, bytes);
+        assert_eq!(stats.subscriptions, subscriptions);
+    }
+
+    #[test]
+    fn limits_default_is_valid() {
+        let limits = Limits::default();
+        assert_eq!(limits.validate(), Ok(()));
+        assert_eq!(limits.max_history_messages, 1_000);
+        assert_eq!(limits.max_history_age, secs(300));
+        assert_eq!(limits.max_history_bytes, 64 * 1024 * 1024);
+        assert_eq!(limits.max_total_history_bytes, 1024 * 1024 * 1024);
+        assert_eq!(limits.max_channels, 100_000);
+    }
+
+    #[test]
+    fn limits_validate_rejects_nonsense() {
+        let ok = small_limits();
+        assert_eq!(ok.validate(), Ok(()));
+        for bad in [
+            Limits {
+                max_history_messages: 0,
+                ..ok
+            },
+            Limits {
+                max_history_age: Duration::ZERO,
+                ..ok
+            },
+            Limits {
+                max_history_bytes: 0,
+                ..ok
+            },
+            Limits {
+                max_history_bytes: ok.max_total_history_bytes + 1,
+                ..ok
+            },
+            Limits {
+                max_channels: 0,
+                ..ok
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hub_error_status_hints() {
+        assert_eq!(HubError::InvalidChannelName.status_hint(), 400);
+        assert_eq!(HubError::TooManyChannels.status_hint(), 503);
+        assert_eq!(HubError::HistoryFull.status_hint(), 503);
+        assert_eq!(HubError::MessageTooLarge.status_hint(), 413);
+        assert_eq!(HubError::OffsetsExhausted.status_hint(), 503);
+    }
+
+    #[test]
+    fn sink_id_is_below_64_and_sink_set_iterates_in_order() {
+        assert_eq!(SinkId::new(63).map(SinkId::index), Some(63));
+        assert_eq!(SinkId::new(64), None);
+        assert_eq!(SinkId::new(255), None);
+        let set = SinkSet(sink(0).bit() | sink(5).bit() | sink(63).bit());
+        assert_eq!(set.iter().collect::<Vec<_>>(), [sink(0), sink(5), sink(63)]);
+        assert!(set.contains(sink(5)) && !set.contains(sink(6)));
+        assert_eq!(set.bits(), 1 | 1 << 5 | 1 << 63);
+        assert!(SinkSet::default().is_empty() && !set.is_empty());
+    }
+
+    #[test]
+    fn epoch_is_splitmix64_of_seed_plus_counter() {
+        // SplitMix64 seeded with 0: first output 0xe220a8397b1dcdaf.
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), u64::MAX);
+        let a = hub.read(&name("a"), Since::Tail, 0, now).unwrap();
+        let b = hub.read(&name("b"), Since::Tail, 0, now).unwrap();
+        assert_eq!(a.next.epoch, Epoch(splitmix64(u64::MAX)));
+        assert_eq!(b.next.epoch, Epoch(splitmix64(0)));
+    }
+
+    #[test]
+    fn channel_created_on_first_access_with_fresh_epoch() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 42);
+        let news = name("news");
+        let first = hub.read(&news, Since::Tail, 10, now).unwrap();
+        assert_eq!(first.next.offset, 0);
+        assert_eq!(hub.stats().channels, 1);
+        let epoch = first.next.epoch;
+        let m1 = hub.publish(&news, None, text("a"), now).unwrap().message;
+        let m2 = hub.publish(&news, None, text("b"), now).unwrap().message;
+        assert_eq!(m1.id, Cursor { epoch, offset: 1 });
+        assert_eq!(m2.id, Cursor { epoch, offset: 2 });
+        assert_eq!(m2.channel, news);
+        let other = hub.subscribe(&name("other"), Since::Tail, sink(0), now).unwrap();
+        assert_ne!(other.next.epoch, epoch);
+        assert_eq!(hub.stats().channels, 2);
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn since_tail_returns_nothing_and_the_tail() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 3, now);
+        let replay = hub.read(&ch, Since::Tail, 10, now).unwrap();
+        assert!(replay.messages.is_empty());
+        assert!(!replay.gap);
+        assert_eq!(replay.next, Cursor { epoch, offset: 3 });
+    }
+
+    #[test]
+    fn cursor_in_epoch_returns_messages_after_it() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 3, now);
+        let replay = hub.read(&ch, at(epoch, 1), 10, now).unwrap();
+        assert_eq!(offsets(&replay), [2, 3]);
+        assert!(!replay.gap);
+        assert_eq!(replay.next, Cursor { epoch, offset: 3 });
+        let all = hub.read(&ch, at(epoch, 0), 10, now).unwrap();
+        assert_eq!(offsets(&all), [1, 2, 3]);
+        assert!(!all.gap);
+    }
+
+    #[test]
+    fn cursor_at_tail_returns_nothing_without_gap() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 3, now);
+        let replay = hub.read(&ch, at(epoch, 3), 10, now).unwrap();
+        assert!(replay.messages.is_empty() && !replay.gap);
+        assert_eq!(replay.next, Cursor { epoch, offset: 3 });
+        // Before any message, `epoch:0` is the tail.
+        let empty = hub.read(&name("e"), Since::Tail, 10, now).unwrap().next;
+        let replay = hub.read(&name("e"), Since::After(empty), 10, now).unwrap();
+        assert!(replay.messages.is_empty() && !replay.gap);
+        assert_eq!(replay.next, empty);
+    }
+
+    #[test]
+    fn read_pages_by_max_messages_without_gap() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 5, now);
+        let mut since = at(epoch, 0);
+        let mut pages = Vec::new();
+        loop {
+            let replay = hub.read(&ch, since, 2, now).unwrap();
+            assert!(!replay.gap);
+            if replay.messages.is_empty() {
+                assert_eq!(Since::After(replay.next), since);
+                break;
+            }
+            pages.push(offsets(&replay));
+            since = Since::After(replay.next);
+        }
+        assert_eq!(pages, [vec![1, 2], vec![3, 4], vec![5]]);
+        let none = hub.read(&ch, at(epoch, 1), 0, now).unwrap();
+        assert!(none.messages.is_empty() && !none.gap);
+        assert_eq!(none.next, Cursor { epoch, offset: 1 });
+    }
+
+    #[test]
+    fn cursor_after_eviction_signals_gap() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 5, now); // keeps 3, 4, 5
+        let replay = hub.read(&ch, at(epoch, 1), 10, now).unwrap();
+        assert!(replay.gap);
+        assert_eq!(offsets(&replay), [3, 4, 5]);
+        assert_eq!(replay.next, Cursor { epoch, offset: 5 });
+        // `first - 1` is still contiguous: no gap.
+        let replay = hub.read(&ch, at(epoch, 2), 10, now).unwrap();
+        assert!(!replay.gap);
+        assert_eq!(offsets(&replay), [3, 4, 5]);
+        // A gap page continues without a second gap.
+        let page = hub.read(&ch, at(epoch, 0), 1, now).unwrap();
+        assert!(page.gap);
+        assert_eq!(offsets(&page), [3]);
+        let rest = hub.read(&ch, Since::After(page.next), 10, now).unwrap();
+        assert!(!rest.gap);
+        assert_eq!(offsets(&rest), [4, 5]);
+        // With max_messages 0, `next` moves to the oldest position still available.
+        let none = hub.read(&ch, at(epoch, 0), 0, now).unwrap();
+        assert!(none.gap && none.messages.is_empty());
+        assert_eq!(none.next, Cursor { epoch, offset: 2 });
+    }
+
+    #[test]
+    fn cursor_from_another_epoch_signals_gap() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 2, now);
+        let foreign = Epoch(epoch.0 ^ 1);
+        let replay = hub.read(&ch, at(foreign, 1), 10, now).unwrap();
+        assert!(replay.gap);
+        assert_eq!(offsets(&replay), [1, 2]);
+        assert_eq!(replay.next, Cursor { epoch, offset: 2 });
+        let empty = name("empty");
+        let replay = hub.read(&empty, at(foreign, 0), 10, now).unwrap();
+        assert!(replay.gap && replay.messages.is_empty());
+        assert_eq!(replay.next.offset, 0);
+        assert_ne!(replay.next.epoch, foreign);
+    }
+
+    #[test]
+    fn cursor_from_the_future_signals_gap() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 2, now);
+        for offset in [3, 10, u64::MAX] {
+            let replay = hub.read(&ch, at(epoch, offset), 10, now).unwrap();
+            assert!(replay.gap && replay.messages.is_empty());
+            assert_eq!(replay.next, Cursor { epoch, offset: 2 });
+        }
+    }
+
+    #[test]
+    fn history_evicts_oldest_over_max_history_messages() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 10, now);
+        assert_eq!(hub.stats().history_messages, 3);
+        let replay = hub.read(&ch, Since::After(Cursor { epoch, offset: 7 }), 10, now);
+        assert_eq!(offsets(&replay.unwrap()), [8, 9, 10]);
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn history_evicts_oldest_over_max_history_bytes() {
+        let now = t0();
+        let limits = Limits {
+            max_history_messages: 100,
+            max_history_bytes: 10,
+            ..small_limits()
+        };
+        let mut hub = Hub::new(limits, 1);
+        let ch = name("c");
+        for body in ["aaaa", "bbbb", "cccc"] {
+            hub.publish(&ch, None, text(body), now).unwrap();
+        }
+        let replay = hub.read(&ch, at(Epoch(0), 0), 10, now).unwrap();
+        assert_eq!(offsets(&replay), [2, 3]);
+        assert_eq!(hub.stats().history_bytes, 8);
+        // The event name counts too: 2 + 8 bytes fill the history alone.
+        hub.publish(&ch, Some(Arc::from("ev")), text("dddddddd"), now)
+            .unwrap();
+        let replay = hub.read(&ch, at(Epoch(0), 0), 10, now).unwrap();
+        assert_eq!(offsets(&replay), [4]);
+        assert_eq!(hub.stats().history_bytes, 10);
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn message_larger_than_max_history_bytes_refused() {
+        let now = t0();
+        let limits = Limits {
+            max_history_bytes: 10,
+            ..small_limits()
+        };
+        let mut hub = Hub::new(limits, 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 1, now);
+        let big = Payload::Binary(Arc::from(vec![0u8; 11]));
+        assert_eq!(
+            hub.publish(&ch, None, big, now).unwrap_err(),
+            HubError::MessageTooLarge
+        );
+        // Nothing changed: the history is intact and the offset was not used.
+        assert_eq!(hub.stats().history_messages, 1);
+        let next = hub.publish(&ch, None, text("ok"), now).unwrap().message.id;
+        assert_eq!(next, Cursor { epoch, offset: 2 });
+    }
+
+    #[test]
+    fn history_full_refuses_publish_beyond_total() {
+        let now = t0();
+        let limits = Limits {
+            max_history_bytes: 10,
+            max_total_history_bytes: 20,
+            ..small_limits()
+        };
+        let mut hub = Hub::new(limits, 1);
+        let ten = || text("0123456789");
+        hub.publish(&name("a"), None, ten(), now).unwrap();
+        hub.publish(&name("b"), None, ten(), now).unwrap();
+        assert_eq!(
+            hub.publish(&name("c"), None, text("x"), now).unwrap_err(),
+            HubError::HistoryFull
+        );
+        // Replacing a channel's own history does not grow the total.
+        let replaced = hub.publish(&name("a"), None, ten(), now).unwrap();
+        assert_eq!(replaced.message.id.offset, 2);
+        assert_eq!(hub.stats().history_bytes, 20);
+        // Once history ages out, publishing works again.
+        hub.expire(now + secs(10));
+        assert_eq!(hub.stats().history_bytes, 0);
+        hub.publish(&name("c"), None, text("x"), now + secs(10)).unwrap();
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn too_many_channels_refused() {
+        let now = t0();
+        let limits = Limits {
+            max_channels: 2,
+            ..small_limits()
+        };
+        let mut hub = Hub::new(limits, 1);
+        hub.publish(&name("a"), None, text("x"), now).unwrap();
+        hub.read(&name("b"), Since::Tail, 1, now).unwrap();
+        let c = name("c");
+        let refused = HubError::TooManyChannels;
+        assert_eq!(hub.publish(&c, None, text("x"), now).unwrap_err(), refused);
+        assert_eq!(hub.read(&c, Since::Tail, 1, now).unwrap_err(), refused);
+        assert_eq!(hub.subscribe(&c, Since::Tail, sink(0), now).unwrap_err(), refused);
+        assert_eq!(hub.stats().subscriptions, 0);
+        // Existing channels still work; once `b` is freed, `c` can be created.
+        hub.publish(&name("b"), None, text("y"), now).unwrap();
+        hub.expire(now + secs(10));
+        assert_eq!(hub.stats().channels, 0);
+        hub.read(&c, Since::Tail, 1, now + secs(10)).unwrap();
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn history_older_than_max_age_dropped_on_access() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 1, now);
+        publish_n(&mut hub, &ch, 1, now + secs(5));
+        let young = hub.read(&ch, at(epoch, 0), 10, now + secs(9)).unwrap();
+        assert_eq!(offsets(&young), [1, 2]);
+        // At age 10 s (= max_history_age) message 1 is gone.
+        let replay = hub.read(&ch, at(epoch, 0), 10, now + secs(10)).unwrap();
+        assert!(replay.gap);
+        assert_eq!(offsets(&replay), [2]);
+        assert_eq!(hub.stats().history_messages, 1);
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn expire_drops_old_history_and_frees_idle_channel() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        publish_n(&mut hub, &name("c"), 2, now);
+        hub.expire(now + secs(9));
+        assert_eq!(hub.stats().history_messages, 2);
+        hub.expire(now + secs(10));
+        assert_eq!(hub.stats(), HubStats::default());
+    }
+
+    #[test]
+    fn expire_keeps_recently_active_channel() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        publish_n(&mut hub, &ch, 1, now);
+        hub.read(&ch, Since::Tail, 1, now + secs(5)).unwrap();
+        hub.expire(now + secs(10));
+        let stats = hub.stats();
+        assert_eq!((stats.channels, stats.history_messages), (1, 0));
+        hub.expire(now + secs(15));
+        assert_eq!(hub.stats().channels, 0);
+    }
+
+    #[test]
+    fn channel_with_subscribers_never_freed() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        let epoch = hub.subscribe(&ch, Since::Tail, sink(1), now).unwrap().next.epoch;
+        hub.expire(now + secs(1_000));
+        assert_eq!(hub.stats().channels, 1);
+        hub.unsubscribe(&ch, sink(1), now + secs(1_000));
+        hub.expire(now + secs(1_009));
+        assert_eq!(hub.stats().channels, 1);
+        let still = hub.read(&ch, Since::Tail, 1, now + secs(1_009)).unwrap();
+        assert_eq!(still.next.epoch, epoch);
+        hub.expire(now + secs(1_019));
+        assert_eq!(hub.stats().channels, 0);
+    }
+
+    #[test]
+    fn freed_channel_recreated_with_new_epoch_old_cursor_gets_gap() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        let old = publish_n(&mut hub, &ch, 2, now);
+        hub.expire(now + secs(60));
+        assert_eq!(hub.stats().channels, 0);
+        let later = now + secs(60);
+        let fresh = hub.publish(&ch, None, text("new"), later).unwrap().message;
+        assert_ne!(fresh.id.epoch, old);
+        assert_eq!(fresh.id.offset, 1);
+        for offset in [0, 1, 2] {
+            let replay = hub.read(&ch, at(old, offset), 10, later).unwrap();
+            assert!(replay.gap, "old cursor {offset} must signal a gap");
+            assert_eq!(offsets(&replay), [1]);
+            assert_eq!(replay.next, fresh.id);
+        }
+    }
+
+    #[test]
+    fn subscribe_replays_and_registers_atomically() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 2, now);
+        let replay = hub.subscribe(&ch, at(epoch, 1), sink(3), now).unwrap();
+        assert!(!replay.gap);
+        assert_eq!(offsets(&replay), [2]);
+        assert_eq!(replay.next, Cursor { epoch, offset: 2 });
+        // The very next publish is live for the sink and follows `next` without a hole.
+        let live = hub.publish(&ch, None, text("m3"), now).unwrap();
+        assert!(live.sinks.contains(sink(3)));
+        assert_eq!(live.message.id.offset, replay.next.offset + 1);
+        // From the tail: nothing replayed, live continues right after.
+        let tail = hub.subscribe(&ch, Since::Tail, sink(4), now).unwrap();
+        assert!(tail.messages.is_empty());
+        let live = hub.publish(&ch, None, text("m4"), now).unwrap();
+        assert!(live.sinks.contains(sink(4)));
+        assert_eq!(live.message.id.offset, tail.next.offset + 1);
+    }
+
+    #[test]
+    fn subscribe_replays_everything_available() {
+        let now = t0();
+        let limits = Limits {
+            max_history_messages: 2_000,
+            ..Limits::default()
+        };
+        let mut hub = Hub::new(limits, 1);
+        let ch = name("c");
+        let epoch = publish_n(&mut hub, &ch, 1_500, now);
+        let replay = hub.subscribe(&ch, at(epoch, 0), sink(0), now).unwrap();
+        assert!(!replay.gap);
+        assert_eq!(replay.messages.len(), 1_500);
+        assert_eq!(replay.next, Cursor { epoch, offset: 1_500 });
+    }
+
+    #[test]
+    fn publish_returns_exactly_the_sinks_with_subscribers() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let ch = name("c");
+        assert!(hub.publish(&ch, None, text("x"), now).unwrap().sinks.is_empty());
+        for index in [0, 5, 5, 63] {
+            hub.subscribe(&ch, Since::Tail, sink(index), now).unwrap();
+        }
+        hub.subscribe(&name("elsewhere"), Since::Tail, sink(9), now)
+            .unwrap();
+        let sinks = |hub: &mut Hub| {
+            let published = hub.publish(&ch, None, text("x"), now).unwrap();
+            published.sinks.iter().map(SinkId::index).collect::<Vec<_>>()
+        };
+        assert_eq!(sinks(&mut hub), [0, 5, 63]);
+        assert_eq!(hub.stats().subscriptions, 5);
+        hub.unsubscribe(&ch, sink(5), now);
+        assert_eq!(sinks(&mut hub), [0, 5, 63]);
+        hub.unsubscribe(&ch, sink(5), now);
+        assert_eq!(sinks(&mut hub), [0, 63]);
+        // Unknown registrations are no-ops and create nothing.
+        hub.unsubscribe(&ch, sink(5), now);
+        hub.unsubscribe(&ch, sink(7), now);
+        hub.unsubscribe(&name("nowhere"), sink(0), now);
+        assert_eq!(sinks(&mut hub), [0, 63]);
+        let stats = hub.stats();
+        assert_eq!((stats.channels, stats.subscriptions), (2, 3));
+        check_invariants(&hub);
+    }
+
+    #[test]
+    fn earlier_instant_counts_as_latest_seen() {
+        let now = t0();
+        let mut hub = Hub::new(small_limits(), 1);
+        let ch = name("c");
+        let late = hub.publish(&ch, None, text("a"), now + secs(5)).unwrap();
+        let early = hub.publish(&ch, None, text("b"), now).unwrap();
+        assert_eq!(late.message.published_at, now + secs(5));
+        assert_eq!(early.message.published_at, now + secs(5));
+        hub.expire(now);
+        assert_eq!(hub.stats().history_messages, 2);
+        hub.expire(now + secs(15));
+        assert_eq!(hub.stats().channels, 0);
+    }
+
+    /// xorshift64 (Marsaglia 2003): deterministic test randomness without a crate.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// What the test knows from the hub's answers alone.
+    #[derive(Default)]
+    struct Model {
+        /// Every epoch the hub ever issued.
+        epochs: HashSet<Epoch>,
+        /// The latest epoch seen per channel.
+        current: HashMap<ChannelName, Epoch>,
+        /// Every message published per epoch, in order (index = offset - 1).
+        log: HashMap<Epoch, Vec<Arc<Message>>>,
+        /// Cursors the hub returned, per channel.
+        cursors: Vec<(ChannelName, Cursor)>,
+        /// Subscription counts per channel and sink.
+        subscriptions: HashMap<(ChannelName, SinkId), usize>,
+    }
+
+    impl Model {
+        /// Records the epoch the hub reports for `channel`: unchanged, or a never-seen one.
+        fn observe_epoch(&mut self, channel: &ChannelName, epoch: Epoch) {
+            if self.current.get(channel) != Some(&epoch) {
+                assert!(self.epochs.insert(epoch), "re-created channel reused an epoch");
+                assert!(self.log.insert(epoch, Vec::new()).is_none());
+                self.current.insert(channel.clone(), epoch);
+            }
+        }
+
+        fn sinks(&self, channel: &ChannelName) -> SinkSet {
+            let mut bits = 0;
+            for ((c, sink), count) in &self.subscriptions {
+                if c == channel && *count > 0 {
+                    bits |= sink.bit();
+                }
+            }
+            SinkSet(bits)
+        }
+
+        /// Checks a replay against everything published and records its cursors.
+        fn check_replay(
+            &mut self,
+            hub: &Hub,
+            channel: &ChannelName,
+            since: Since,
+            max: usize,
+            replay: &Replay,
+        ) {
+            let epoch = replay.next.epoch;
+            self.observe_epoch(channel, epoch);
+            let log = &self.log[&epoch];
+            let last = log.len() as u64;
+            let ch = &hub.channels.by_name[channel];
+            assert_eq!((ch.epoch, ch.last_offset), (epoch, last));
+            let first = last + 1 - ch.history.len() as u64;
+            // Messages are this incarnation's, contiguous, and the very ones published.
+            for (i, m) in replay.messages.iter().enumerate() {
+                assert_eq!(m.id.epoch, epoch);
+                if i > 0 {
+                    assert_eq!(m.id.offset, replay.messages[i - 1].id.offset + 1);
+                }
+                assert!(Arc::ptr_eq(m, &log[m.id.offset as usize - 1]));
+            }
+            assert!(replay.messages.len() <= max);
+            let from = match since {
+                Since::Tail => {
+                    assert!(!replay.gap && replay.messages.is_empty());
+                    last
+                }
+                Since::After(c) if !replay.gap => {
+                    // No gap: exactly the messages after the cursor, up to `max`.
+                    assert_eq!(c.epoch, epoch);
+                    assert!(c.offset <= last);
+                    c.offset
+                }
+                Since::After(c) if c.epoch == epoch && c.offset > last => {
+                    assert!(replay.messages.is_empty());
+                    last
+                }
+                Since::After(c) => {
+                    // A gap within the epoch only when the next message was evicted.
+                    if c.epoch == epoch {
+                        assert!(c.offset + 1 < first, "gap reported though nothing was lost");
+                    }
+                    first - 1
+                }
+            };
+            let expected = (last - from).min(max as u64) as usize;
+            assert_eq!(replay.messages.len(), expected);
+            if let Some(m) = replay.messages.first() {
+                assert_eq!(m.id.offset, from + 1);
+            }
+            let next = replay.messages.last().map_or(from, |m| m.id.offset);
+            assert_eq!(replay.next, Cursor { epoch, offset: next });
+            self.cursors.push((channel.clone(), replay.next));
+        }
+    }
+
+    #[test]
+    fn random_operations_keep_hub_invariants() {
+        let limits = Limits {
+            max_history_messages: 4,
+            max_history_age: secs(20),
+            max_history_bytes: 24,
+            max_total_history_bytes: 60,
+            max_channels: 3,
+        };
+        let names: Vec<ChannelName> = ["a", "b", "c", "d", "e"].iter().map(|n| name(n)).collect();
+        for seed in 1..=8u64 {
+            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ seed);
+            let mut hub = Hub::new(limits, seed);
+            let mut model = Model::default();
+            let mut now = t0();
+            for _ in 0..5_000 {
+                // Mostly busy, sometimes long quiet spells that let history age and channels go.
+                let step_ms = if rng.below(40) == 0 {
+                    30_000
+                } else {
+                    rng.below(800)
+                };
+                now += Duration::from_millis(step_ms);
+                let channel = names[rng.below(names.len() as u64) as usize].clone();
+                let sink = sink(rng.below(4) as u8);
+                let exists = hub.channels.by_name.contains_key(&channel);
+                let at_capacity = hub.channels.by_name.len() >= limits.max_channels;
+                let since = match rng.below(7) {
+                    0 => Since::Tail,
+                    1 => Since::After(Cursor {
+                        epoch: Epoch(rng.next()),
+                        offset: rng.below(10),
+                    }),
+                    2 => {
+                        let epoch = model.current.get(&channel).copied().unwrap_or(Epoch(0));
+                        Since::After(Cursor {
+                            epoch,
+                            offset: rng.below(30),
+                        })
+                    }
+                    // The latest cursor the hub returned for this channel (a client keeping up).
+                    3 | 4 => model
+                        .cursors
+                        .iter()
+                        .rev()
+                        .find(|(c, _)| *c == channel)
+                        .map_or(Since::Tail, |&(_, cursor)| Since::After(cursor)),
+                    // Any cursor the hub returned, possibly for another channel.
+                    _ if model.cursors.is_empty() => Since::Tail,
+                    _ => {
+                        let i = rng.below(model.cursors.len() as u64) as usize;
+                        Since::After(model.cursors[i].1)
+                    }
+                };
+                match rng.below(10) {
+                    0..=3 => {
+                        let len = rng.below(14) as usize;
+                        let event = (rng.below(3) == 0).then(|| Arc::from("ev"));
+                        let bytes = len + event.as_ref().map_or(0, |e: &Arc<str>| e.len());
+                        let payload = Payload::Binary(Arc::from(vec![7u8; len]));
+                        match hub.publish(&channel, event, payload, now) {
+                            Ok(published) => {
+                                let id = published.message.id;
+                                model.observe_epoch(&channel, id.epoch);
+                                let log = model.log.get_mut(&id.epoch).unwrap();
+                                // Offsets strictly increase, by one, from 1.
+                                assert_eq!(id.offset, log.len() as u64 + 1);
+                                log.push(Arc::clone(&published.message));
+                                assert_eq!(published.sinks, model.sinks(&channel));
+                                model.cursors.push((channel.clone(), id));
+                            }
+                            Err(HubError::TooManyChannels) => assert!(!exists && at_capacity),
+                            Err(HubError::MessageTooLarge) => {
+                                assert!(bytes > limits.max_history_bytes)
+                            }
+                            Err(HubError::HistoryFull) => {
+                                assert!(hub.stats().history_bytes + bytes > limits.max_total_history_bytes)
+                            }
+                            Err(e) => panic!("unexpected {e:?}"),
+                        }
+                    }
+                    4..=6 => {
+                        let max = rng.below(6) as usize;
+                        match hub.read(&channel, since, max, now) {
+                            Ok(replay) => model.check_replay(&hub, &channel, since, max, &replay),
+                            Err(e) => {
+                                assert!(e == HubError::TooManyChannels && !exists && at_capacity)
+                            }
+                        }
+                    }
+                    7 => match hub.subscribe(&channel, since, sink, now) {
+                        Ok(replay) => {
+                            model.check_replay(&hub, &channel, since, usize::MAX, &replay);
+                            let last = model.log[&replay.next.epoch].len() as u64;
+                            assert_eq!(replay.next.offset, last, "live must follow the replay");
+                            *model.subscriptions.entry((channel.clone(), sink)).or_default() += 1;
+                        }
+                        Err(e) => assert!(e == HubError::TooManyChannels && !exists && at_capacity),
+                    },
+                    8 => {
+                        // Usually end a live subscription, sometimes an unknown one (a no-op).
+                        let live: Vec<_> = model
+                            .subscriptions
+                            .iter()
+                            .filter(|(_, count)| **count > 0)
+                            .map(|(key, _)| key.clone())
+                            .collect();
+                        let (channel, sink) = match live.len() {
+                            0 => (channel, sink),
+                            n if rng.below(4) > 0 => live[rng.below(n as u64) as usize].clone(),
+                            _ => (channel, sink),
+                        };
+                        hub.unsubscribe(&channel, sink, now);
+                        if let Some(count) = model.subscriptions.get_mut(&(channel.clone(), sink)) {
+                            *count = count.saturating_sub(1);
+                        }
+                    }
+                    _ => {
+                        hub.expire(now);
+                        for ch in hub.channels.by_name.values() {
+                            for m in &ch.history {
+                                assert!(now.duration_since(m.published_at) < limits.max_history_age);
+                            }
+                        }
+                        // A channel with subscribers is never freed.
+                        for ((c, _), count) in &model.subscriptions {
+                            if *count > 0 {
+                                assert!(hub.channels.by_name.contains_key(c));
+                            }
+                        }
+                    }
+                }
+                check_invariants(&hub);
+                if model.cursors.len() > 200 {
+                    model.cursors.drain(..100);
+                }
+            }
+        }
+    }
+}

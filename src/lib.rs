@@ -1,0 +1,48 @@
+//! pushwire: a push server and its clients, hand-rolled on raw TCP.
+//!
+//! Browsers and services get fresh data from a server in five ways — short polling, long
+//! polling, Server-Sent Events, HTTP chunked streaming and WebSocket — and pushwire serves all
+//! of them over the same pub/sub channels, with one cursor (`EPOCH:OFFSET`) so a client that
+//! reconnects either resumes exactly or is told there is a gap.
+//!
+//! # Layers
+//!
+//! ```text
+//!   net/ (mio event loop: sockets, clock, randomness)              [I/O]
+//!     │ bytes in/out, deadlines, hub commands
+//!   conn.rs (one TCP connection: requests, keep-alive, closing)    [pure]
+//!     │ routed requests
+//!   transport/ (publish, short poll, …: one file per push style)  [pure]
+//!     │ wire formats            │ Subscribe / Publish / Read
+//!   http1/ ws/ sse/ (codecs)    hub/ (channels, history, cursors)  [pure]
+//! ```
+//!
+//! Pure layers never touch a socket, read the clock or draw randomness: time comes in as
+//! `now: Instant`, entropy as arguments. That is what lets tests replay conversations byte by
+//! byte with a fake clock and lets cargo-fuzz drive the parsers at full speed.
+//!
+//! # Reading order
+//!
+//! [`hub`] (the pub/sub core and its cursor/gap rules), [`http1`] (message syntax),
+//! [`conn`] (a connection's life), [`transport`] (the push styles), [`net`] (the event loop).
+//!
+//! # Spec map
+//!
+//! | spec | where |
+//! |---|---|
+//! | RFC 9112 HTTP/1.1 message syntax | [`http1::head`], [`http1::body`], [`http1::response`] |
+//! | RFC 9112 §7.1 chunked coding | [`http1::chunked`] |
+//! | RFC 9112 §9 connection management | [`conn`] |
+//! | RFC 6202 §2 polling | [`transport::short_poll`] |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod conn;
+pub mod http1;
+pub mod hub;
+pub mod net;
+pub mod output;
+pub mod sse;
+pub mod transport;

@@ -1,0 +1,136 @@
+//! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults; every
+//! limit has a flag.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use pushwire::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "pushwire",
+    version,
+    about = "A push server: WebSocket, SSE, long polling, short polling and chunked streaming over pub/sub channels"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (defaults need no configuration file).
+    Serve(ServeArgs),
+}
+
+/// Seconds as a `Duration`; fractions allowed (`0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a valid duration"))
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Largest request head, in bytes (larger: 431).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    max_head_bytes: usize,
+    /// Longest request-target, in bytes (longer: 414).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024)]
+    max_target_bytes: usize,
+    /// Most header fields in a request (more: 431).
+    #[arg(long, value_name = "COUNT", default_value_t = 64)]
+    max_headers: usize,
+    /// Largest request body, i.e. the largest message published over HTTP, in bytes (larger: 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    max_body_bytes: u64,
+    /// Time from a request's first byte to its end, in seconds (slower: 408 and close).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
+    request_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "60")]
+    keep_alive_timeout: Duration,
+
+    /// Messages kept per channel for resuming clients.
+    #[arg(long, value_name = "COUNT", default_value_t = 1000)]
+    history_messages: usize,
+    /// Age after which a message leaves the history, in seconds (also the idle time after
+    /// which an empty channel with no subscribers is freed).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "300")]
+    history_age: Duration,
+    /// Payload bytes kept per channel.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    history_bytes: usize,
+    /// Payload bytes kept across all channels (publishes beyond: 503).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024 * 1024)]
+    total_history_bytes: usize,
+    /// Most channels (creating more: 503).
+    #[arg(long, value_name = "COUNT", default_value_t = 100_000)]
+    max_channels: usize,
+
+    /// Most messages in one poll response.
+    #[arg(long, value_name = "COUNT", default_value_t = 100)]
+    max_batch_messages: usize,
+    /// Most unwritten bytes queued for one connection.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    max_send_buffer_bytes: usize,
+    /// Most open connections (beyond: 503 and close).
+    #[arg(long, value_name = "COUNT", default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        let http = &mut config.http;
+        http.max_head_bytes = self.max_head_bytes;
+        http.max_target_bytes = self.max_target_bytes;
+        http.max_headers = self.max_headers;
+        http.max_body_bytes = self.max_body_bytes;
+        http.request_timeout = self.request_timeout;
+        http.keep_alive_timeout = self.keep_alive_timeout;
+        let hub = &mut config.hub;
+        hub.max_history_messages = self.history_messages;
+        hub.max_history_age = self.history_age;
+        hub.max_history_bytes = self.history_bytes;
+        hub.max_total_history_bytes = self.total_history_bytes;
+        hub.max_channels = self.max_channels;
+        config.transport.max_batch_messages = self.max_batch_messages;
+        config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
+        config.net.max_connections = self.max_connections;
+        config
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.config();
+            if let Err(e) = config.validate() {
+                eprintln!("pushwire: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+            let result = pushwire::net::serve(config, args.listen, |addr| {
+                // Tests and scripts read this line to find a port picked with :0.
+                println!("pushwire listening on http://{addr}");
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pushwire: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::timers::{ConnId, Timers};
+use super::Shared;
+use crate::conn::Conn;
+use crate::http1::response::write_full;
+use crate::hub::SinkId;
+
+const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Most connections accepted in one turn, so a connection flood cannot starve the others.
+const ACCEPTS_PER_TURN: usize = 128;
+/// Most buffers handed to one `write_vectored` call.
+const MAX_IO_SLICES: usize = 64;
+
+/// One accepted connection and what the loop knows about its socket.
+struct Slot {
+    conn: Conn,
+    stream: TcpStream,
+    generation: u32,
+    /// Interest currently registered with the poll.
+    interest: Interest,
+    /// The earliest deadline already pushed to the timer heap.
+    scheduled: Option<Instant>,
+    /// Reading stopped before `WouldBlock` (budget or backpressure): readiness will not be
+    /// reported again, so the loop must come back by itself.
+    read_pending: bool,
+    write_shut: bool,
+}
+
+fn token(key: usize, generation: u32) -> Token {
+    Token((generation as usize) << 32 | key)
+}
+
+fn conn_id(token: Token) -> ConnId {
+    ConnId {
+        key: token.0 & 0xffff_ffff,
+        generation: (token.0 >> 32) as u32,
+    }
+}
+
+/// A single-threaded mio event loop serving connections from one listener.
+pub struct EventLoop {
+    shared: Arc<Shared>,
+    sink: SinkId,
+    poll: Poll,
+    listener: TcpListener,
+    signals: Signals,
+    slots: Slab<Slot>,
+    next_generation: u32,
+    timers: Timers,
+    /// Connections to service again this turn without a readiness event.
+    revisit: Vec<ConnId>,
+    /// The per-loop read buffer shared by all connections.
+    scratch: Vec<u8>,
+    accept_paused_until: Option<Instant>,
+    accept_pending: bool,
+    next_expire: Instant,
+    stopping: bool,
+}
+
+impl EventLoop {
+    /// A loop serving `listener` (already non-blocking).
+    pub fn new(shared: Arc<Shared>, listener: StdListener) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let scratch = vec![0; shared.config.net.read_chunk_bytes];
+        let next_expire = Instant::now() + shared.config.net.expire_interval;
+        Ok(EventLoop {
+            shared,
+            sink: SinkId::new(0).expect("sink 0 exists"),
+            poll,
+            listener,
+            signals,
+            slots: Slab::new(),
+            next_generation: 0,
+            timers: Timers::default(),
+            revisit: Vec::new(),
+            scratch,
+            accept_paused_until: None,
+            accept_pending: false,
+            next_expire,
+            stopping: false,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stopping {
+            let now = Instant::now();
+            let mut deadline = self
+                .timers
+                .next_deadline()
+                .map_or(self.next_expire, |t| t.min(self.next_expire));
+            if let Some(t) = self.accept_paused_until {
+                deadline = deadline.min(t);
+            }
+            let busy =
+                !self.revisit.is_empty() || (self.accept_pending && self.accept_paused_until.is_none());
+            let timeout = if busy {
+                Some(std::time::Duration::ZERO)
+            } else {
+                Some(deadline.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            let revisit = std::mem::take(&mut self.revisit);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_pending = true,
+                    SIGNALS => {
+                        for signal in self.signals.pending() {
+                            info!("signal {signal}: stopping");
+                            self.stopping = true;
+                        }
+                    }
+                    token => self.service(conn_id(token), event.is_readable() || event.is_read_closed(), now),
+                }
+            }
+            for id in revisit {
+                self.service(id, true, now);
+            }
+            self.accept(now);
+            self.fire_timers(now);
+            if now >= self.next_expire {
+                self.shared
+                    .hub
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expire(now);
+                self.next_expire = now + self.shared.config.net.expire_interval;
+            }
+        }
+        info!("stopped with {} connections open", self.slots.len());
+        Ok(())
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if let Some(until) = self.accept_paused_until {
+            if now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        if !self.accept_pending {
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
+                    // EMFILE (24) / ENFILE (23): out of descriptors. Pause instead of exiting
+                    // or spinning on a listener that stays readable.
+                    warn!("accept: {e}; pausing accepts");
+                    self.accept_paused_until = Some(now + self.shared.config.net.accept_pause);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends concern one connection only.
+                    debug!("accept: {e}");
+                }
+            }
+        }
+        // Budget used up: more may be waiting, so come back next turn.
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
+        if self.slots.len() >= self.shared.config.net.max_connections {
+            // Best effort: one non-blocking write of a 503, then close.
+            let mut bytes = Vec::new();
+            write_full(
+                &mut bytes,
+                503,
+                &[("Content-Type", "text/plain")],
+                b"too many connections\n",
+                false,
+                true,
+            );
+            let _ = stream.write(&bytes);
+            debug!("{peer}: refused, connection limit reached");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token(key, generation), Interest::READABLE)
+        {
+            warn!("register: {e}");
+            return;
+        }
+        entry.insert(Slot {
+            conn: Conn::new(self.shared.config.clone(), now),
+            stream,
+            generation,
+            interest: Interest::READABLE,
+            scheduled: None,
+            read_pending: false,
+            write_shut: false,
+        });
+        debug!("{peer}: accepted as {key}");
+        self.reschedule(ConnId { key, generation });
+    }
+
+    /// Reads (if readable), applies commands, writes, and updates the connection's
+    /// registration and deadline.
+    fn service(&mut self, id: ConnId, readable: bool, now: Instant) {
+        let Some(slot) = self
+            .slots
+            .get_mut(id.key)
+            .filter(|s| s.generation == id.generation)
+        else {
+            return; // A stale token of a closed connection.
+        };
+        if readable || slot.read_pending {
+            slot.read_pending = false;
+            let mut budget = self.shared.config.net.read_budget_bytes;
+            while slot.conn.wants_read() {
+                if budget == 0 {
+                    slot.read_pending = true;
+                    break;
+                }
+                match slot.stream.read(&mut self.scratch) {
+                    Ok(0) => {
+                        slot.conn.handle_eof(now);
+                        break;
+                    }
+                    Ok(n) => {
+                        budget = budget.saturating_sub(n);
+                        slot.conn.handle_input(&self.scratch[..n], now);
+                        Self::apply_commands(&self.shared, self.sink, &mut slot.conn, now);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        debug!("read: {e}");
+                        return self.remove(id.key);
+                    }
+                }
+            }
+            if !slot.conn.wants_read() && !slot.conn.is_closed() {
+                // Backpressure: come back once output drains.
+                slot.read_pending = true;
+            }
+        }
+        Self::apply_commands(&self.shared, self.sink, &mut slot.conn, now);
+        if let Err(e) = Self::flush(slot, now) {
+            debug!("write: {e}");
+            return self.remove(id.key);
+        }
+        if slot.conn.is_closed() {
+            return self.remove(id.key);
+        }
+        let want = if slot.conn.pending_output().is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if want != slot.interest {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut slot.stream, token(id.key, id.generation), want)
+            {
+                debug!("reregister: {e}");
+                return self.remove(id.key);
+            }
+            slot.interest = want;
+        }
+        if slot.read_pending && slot.conn.wants_read() {
+            self.revisit.push(id);
+        }
+        self.reschedule(id);
+    }
+
+    fn apply_commands(shared: &Shared, sink: SinkId, conn: &mut Conn, now: Instant) {
+        while let Some(command) = conn.poll_command() {
+            let applied = command.apply(
+                &mut shared.hub.lock().unwrap_or_else(|e| e.into_inner()),
+                sink,
+                now,
+            );
+            if let Some(reply) = applied.reply {
+                conn.handle_reply(reply, now);
+            }
+        }
+    }
+
+    /// Writes as much output as the socket takes; shuts the write side once a closing
+    /// connection's output is flushed.
+    fn flush(slot: &mut Slot, now: Instant) -> io::Result<()> {
+        while !slot.conn.pending_output().is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            let count = slot.conn.pending_output().io_slices(&mut slices);
+            match slot.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => slot.conn.consume_output(n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if slot.conn.wants_write_shutdown() && !slot.write_shut {
+            slot.write_shut = true;
+            let _ = slot.stream.shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    fn reschedule(&mut self, id: ConnId) {
+        let Some(slot) = self.slots.get_mut(id.key) else {
+            return;
+        };
+        if let Some(at) = slot.conn.poll_timeout() {
+            if slot.scheduled.is_none_or(|s| at < s) {
+                slot.scheduled = Some(at);
+                self.timers.push(at, id);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            let Some(slot) = self
+                .slots
+                .get_mut(id.key)
+                .filter(|s| s.generation == id.generation)
+            else {
+                continue;
+            };
+            if slot.scheduled != Some(at) {
+                continue; // Superseded by an earlier entry that already fired.
+            }
+            slot.scheduled = None;
+            slot.conn.handle_timeout(now);
+            self.service(id, false, now);
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        let mut slot = self.slots.remove(key);
+        let _ = self.poll.registry().deregister(&mut slot.stream);
+        debug!("closed {key}: {}", slot.conn.close_reason().unwrap_or("error"));
+    }
+}

@@ -1,0 +1,197 @@
+//! Shared helpers for loopback tests: start the real `pushwire` binary on a free port and talk
+//! to it over real sockets with a deadline on every read.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every read in these tests gives up after this long, so a broken server fails a test
+/// instead of hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `pushwire serve --listen 127.0.0.1:0` with extra flags.
+    pub fn start(flags: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pushwire");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("pushwire listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    /// A new connection with read and write deadlines.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself (after a signal), within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response with a Content-Length body (or none, for HEAD/1xx/close-delimited
+/// reads nothing more) from `reader`, which keeps bytes of later responses buffered.
+pub fn read_response(reader: &mut BufReader<TcpStream>, head_request: bool) -> Response {
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = reader.read_until(b'\n', &mut line).expect("read response head");
+            assert!(
+                n > 0,
+                "connection closed before a response; got {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.extend_from_slice(&line);
+            if line == b"\r\n" || line == b"\n" {
+                break;
+            }
+        }
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut fields);
+        res.parse(&head).expect("parse response head");
+        let status = res.code.unwrap();
+        let headers: Vec<(String, String)> = res
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        if status == 100 {
+            continue;
+        }
+        let length = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse::<usize>().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0; if head_request { 0 } else { length }];
+        reader.read_exact(&mut body).expect("read response body");
+        return Response {
+            status,
+            headers,
+            body,
+        };
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn exchange(server: &Server, raw: &[u8]) -> Response {
+    let mut stream = server.connect();
+    stream.write_all(raw).unwrap();
+    let head_request = raw.starts_with(b"HEAD ");
+    read_response(&mut BufReader::new(stream), head_request)
+}
+
+/// True when the server closed the connection (EOF) within the IO timeout.
+pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).is_ok()
+}
+
+/// `POST /channels/{channel}` with a text body; returns the new message id.
+pub fn publish(server: &Server, channel: &str, body: &str) -> String {
+    let raw = format!(
+        "POST /channels/{channel} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let res = exchange(server, raw.as_bytes());
+    assert_eq!(res.status, 201, "{}", res.text());
+    json_field(&res.text(), "id").expect("id in publish answer")
+}
+
+/// `GET /channels/{channel}[?since=…]` and the parsed answer.
+pub fn poll(server: &Server, channel: &str, since: Option<&str>) -> Response {
+    let target = match since {
+        Some(c) => format!("/channels/{channel}?since={}", c.replace(':', "%3A")),
+        None => format!("/channels/{channel}"),
+    };
+    exchange(
+        server,
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The string value of `"name":"…"` in a flat JSON text (enough for pushwire's envelopes,
+/// whose cursors and test payloads hold no escapes).
+pub fn json_field(json: &str, name: &str) -> Option<String> {
+    let key = format!("\"{name}\":\"");
+    let start = json.find(&key)? + key.len();
+    let end = json[start..].find('"')?;
+    Some(json[start..start + end].to_string())
+}
+
+/// Every `"data":"…"` value in a poll answer, in order.
+pub fn data_values(json: &str) -> Vec<String> {
+    json.split("\"data\":\"")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].to_string())
+        .collect()
+}
