@@ -102,14 +102,22 @@ impl Command {
     }
 }
 
+/// How a response must be written.
+#[derive(Debug, Clone, Copy)]
+struct AnswerTo {
+    /// Keep the connection for another request afterwards.
+    keep_alive: bool,
+    /// A HEAD request: fields only, no content (RFC 9110 §9.3.2).
+    head_only: bool,
+}
+
 /// What the response to the current request needs to remember.
 #[derive(Debug)]
 struct Request {
     route: Route,
     /// The body is a text message (publish only).
     text: bool,
-    keep_alive: bool,
-    head_only: bool,
+    to: AnswerTo,
 }
 
 /// Where the connection is in its life.
@@ -188,7 +196,8 @@ impl Conn {
         }
         if self.inbuf.is_empty() {
             let used = self.process(data, now);
-            if used < data.len() && self.accepts_input() {
+            if used < data.len() {
+                // Bounded: the loop reads only while `wants_read`, one read chunk at a time.
                 self.inbuf.extend_from_slice(&data[used..]);
             }
         } else {
@@ -229,14 +238,14 @@ impl Conn {
         };
         match reply {
             Reply::Published(Ok(id)) => self.respond(
-                &request,
+                request.to,
                 201,
                 &[("Content-Type", "application/json")],
                 &publish::created_body(id),
                 now,
             ),
             Reply::Read(Ok(replay)) => self.respond(
-                &request,
+                request.to,
                 200,
                 &[
                     ("Content-Type", "application/json"),
@@ -246,9 +255,12 @@ impl Conn {
                 now,
             ),
             Reply::Published(Err(e)) | Reply::Read(Err(e)) => {
-                let reason = hub_error_reason(&e);
-                self.respond_error(&request, e.status_hint(), None, reason, now)
+                self.respond_error(request.to, e.status_hint(), None, &e.to_string(), now)
             }
+        }
+        // Requests pipelined behind this one were only buffered while it was answered.
+        if !self.inbuf.is_empty() {
+            self.process_buffered(now);
         }
     }
 
@@ -418,27 +430,25 @@ impl Conn {
             Ok(reader) => reader,
             Err(e) => return self.fail_request(&e, now),
         };
-        let keep_alive = head.keep_alive();
-        let head_only = head.method == "HEAD";
+        let to = AnswerTo {
+            keep_alive: head.keep_alive(),
+            head_only: head.method == "HEAD",
+        };
         let route = match route(&head, &self.config.transport) {
             Ok(route) => route,
             Err(refusal) => {
                 // A refused request with a body leaves unread bytes: close after answering.
-                let keep_alive = keep_alive && !reader.expects_body();
-                let request = Request {
-                    route: Route::Healthz,
-                    text: false,
-                    keep_alive,
-                    head_only,
+                let to = AnswerTo {
+                    keep_alive: to.keep_alive && !reader.expects_body(),
+                    ..to
                 };
-                return self.respond_error(&request, refusal.status, refusal.allow, refusal.reason, now);
+                return self.respond_error(to, refusal.status, refusal.allow, refusal.reason, now);
             }
         };
         let request = Request {
             text: publish::is_text(&head),
             route,
-            keep_alive,
-            head_only,
+            to,
         };
         if reader.expects_body() {
             if expects_continue(&head) {
@@ -463,14 +473,14 @@ impl Conn {
     fn dispatch(&mut self, request: Request, body: Vec<u8>, now: Instant) {
         match &request.route {
             Route::Index => self.respond(
-                &request,
+                request.to,
                 200,
                 &[("Content-Type", "text/html; charset=utf-8")],
                 pages::INDEX_HTML,
                 now,
             ),
             Route::Healthz => self.respond(
-                &request,
+                request.to,
                 200,
                 &[("Content-Type", "text/plain")],
                 pages::HEALTHZ,
@@ -478,7 +488,7 @@ impl Conn {
             ),
             Route::Publish { channel, event } => {
                 let Some(payload) = publish::payload(request.text, body) else {
-                    return self.respond_error(&request, 400, None, "a text body must be UTF-8", now);
+                    return self.respond_error(request.to, 400, None, "a text body must be UTF-8", now);
                 };
                 self.commands.push_back(Command::Publish {
                     channel: channel.clone(),
@@ -501,33 +511,14 @@ impl Conn {
     /// Answers an HTTP-level error and closes: the stream is not trustworthy after it.
     fn fail_request(&mut self, error: &HttpError, now: Instant) {
         self.close_reason = Some("bad request");
-        let request = Request {
-            route: Route::Healthz,
-            text: false,
+        let to = AnswerTo {
             keep_alive: false,
             head_only: false,
         };
-        let mut body = Vec::new();
-        body.extend_from_slice(b"{\"error\":");
-        write_json_string(&mut body, &error.to_string());
-        body.extend_from_slice(b"}\n");
-        self.respond(
-            &request,
-            error.status_hint(),
-            &[("Content-Type", "application/json")],
-            &body,
-            now,
-        );
+        self.respond_error(to, error.status_hint(), None, &error.to_string(), now);
     }
 
-    fn respond_error(
-        &mut self,
-        request: &Request,
-        status: u16,
-        allow: Option<&str>,
-        reason: &str,
-        now: Instant,
-    ) {
+    fn respond_error(&mut self, to: AnswerTo, status: u16, allow: Option<&str>, reason: &str, now: Instant) {
         let mut body = Vec::new();
         body.extend_from_slice(b"{\"error\":");
         write_json_string(&mut body, reason);
@@ -536,21 +527,14 @@ impl Conn {
         if let Some(allow) = allow {
             fields.push(("Allow", allow));
         }
-        self.respond(request, status, &fields, &body, now);
+        self.respond(to, status, &fields, &body, now);
     }
 
     /// Writes a complete response, then reads the next request or closes.
-    fn respond(
-        &mut self,
-        request: &Request,
-        status: u16,
-        fields: &[(&str, &str)],
-        body: &[u8],
-        now: Instant,
-    ) {
-        let keep_alive = request.keep_alive && !self.peer_eof;
+    fn respond(&mut self, to: AnswerTo, status: u16, fields: &[(&str, &str)], body: &[u8], now: Instant) {
+        let keep_alive = to.keep_alive && !self.peer_eof;
         let mut bytes = Vec::with_capacity(body.len() + 160);
-        write_full(&mut bytes, status, fields, body, request.head_only, !keep_alive);
+        write_full(&mut bytes, status, fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
         if keep_alive {
             self.phase = Phase::ReadingHead {
@@ -580,10 +564,186 @@ fn expects_continue(head: &RequestHead) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
 }
 
-fn hub_error_reason(e: &HubError) -> &'static str {
-    match e {
-        HubError::TooManyChannels => "too many channels",
-        HubError::HistoryFull => "history memory is full",
-        _ => "refused by the hub",
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A connection and a hub driven by hand, with a fake clock.
+    struct Script {
+        conn: Conn,
+        hub: Hub,
+        now: Instant,
+    }
+
+    impl Script {
+        fn new(config: Config) -> Script {
+            let now = Instant::now();
+            let hub = Hub::new(config.hub, 7);
+            Script {
+                conn: Conn::new(Arc::new(config), now),
+                hub,
+                now,
+            }
+        }
+
+        fn run_commands(&mut self) {
+            while let Some(command) = self.conn.poll_command() {
+                let applied = command.apply(&mut self.hub, SinkId::new(0).unwrap(), self.now);
+                if let Some(reply) = applied.reply {
+                    self.conn.handle_reply(reply, self.now);
+                }
+            }
+        }
+
+        /// Feeds `input` in pieces of `piece` bytes, applying commands after each, and returns
+        /// everything written.
+        fn send_in_pieces(&mut self, input: &[u8], piece: usize) -> String {
+            for chunk in input.chunks(piece.max(1)) {
+                self.conn.handle_input(chunk, self.now);
+                self.run_commands();
+            }
+            self.take_output()
+        }
+
+        fn send(&mut self, input: &[u8]) -> String {
+            self.send_in_pieces(input, input.len())
+        }
+
+        fn take_output(&mut self) -> String {
+            let n = self.conn.pending_output().len_bytes();
+            let bytes = self.conn.pending_output().to_vec();
+            self.conn.consume_output(n, self.now);
+            String::from_utf8(bytes).unwrap()
+        }
+
+        fn advance(&mut self, by: Duration) {
+            self.now += by;
+            if self.conn.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.conn.handle_timeout(self.now);
+            }
+        }
+    }
+
+    const PIPELINE: &[u8] = b"POST /channels/a HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+        GET /channels/a?since=0000000000000000:0 HTTP/1.1\r\nHost: t\r\n\r\n\
+        HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    #[test]
+    fn rfc9112_9_3_pipelined_conversation_is_split_invariant() {
+        let whole = Script::new(Config::default()).send(PIPELINE);
+        assert_eq!(whole.matches("HTTP/1.1 ").count(), 3, "{whole}");
+        assert!(whole.contains("201 Created"));
+        assert!(whole.contains("\"data\":\"hi\""));
+        for piece in [1, 2, 3, 7, 50] {
+            assert_eq!(
+                Script::new(Config::default()).send_in_pieces(PIPELINE, piece),
+                whole,
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn idle_connection_holds_no_input_buffer() {
+        let mut s = Script::new(Config::default());
+        s.send_in_pieces(PIPELINE, 5);
+        assert_eq!(s.conn.inbuf.capacity(), 0);
+        assert!(s.conn.pending_output().is_empty());
+    }
+
+    #[test]
+    fn rfc9110_15_5_9_slow_head_gets_408_at_the_request_deadline() {
+        let mut s = Script::new(Config::default());
+        assert_eq!(s.send(b"GET / HTTP/1.1\r\nHo"), "");
+        s.advance(Duration::from_millis(9_999));
+        assert_eq!(s.take_output(), "");
+        s.advance(Duration::from_millis(1));
+        let out = s.take_output();
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+        assert!(out.contains("Connection: close"));
+        assert!(s.conn.wants_write_shutdown());
+    }
+
+    #[test]
+    fn slowloris_gains_nothing_by_trickling_bytes() {
+        let mut s = Script::new(Config::default());
+        let mut out = String::new();
+        for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa" {
+            out += &s.send(&[*byte]);
+            s.advance(Duration::from_millis(300));
+        }
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    }
+
+    #[test]
+    fn rfc9112_9_5_idle_keep_alive_connection_closes_quietly() {
+        let mut s = Script::new(Config::default());
+        assert!(s
+            .send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .contains("200 OK"));
+        s.advance(Duration::from_secs(59));
+        assert!(!s.conn.wants_write_shutdown());
+        s.advance(Duration::from_secs(1));
+        assert!(s.conn.wants_write_shutdown());
+        assert_eq!(s.take_output(), "");
+    }
+
+    #[test]
+    fn rfc9112_9_6_closing_discards_input_until_eof_or_linger() {
+        let mut s = Script::new(Config::default());
+        assert!(s
+            .send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .contains("Connection: close"));
+        assert!(s.conn.wants_write_shutdown() && s.conn.wants_read());
+        assert_eq!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"), "");
+        s.advance(Duration::from_secs(2));
+        assert!(s.conn.is_closed());
+
+        let mut s = Script::new(Config::default());
+        s.send(b"BAD\r\n\r\n");
+        s.conn.handle_eof(s.now);
+        assert!(s.conn.is_closed());
+    }
+
+    #[test]
+    fn a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout() {
+        let mut s = Script::new(Config::default());
+        s.advance(Duration::from_secs(10));
+        assert!(s.conn.wants_write_shutdown());
+    }
+
+    #[test]
+    fn pipelined_requests_stop_being_read_while_output_is_over_the_bound() {
+        let mut config = Config::default();
+        config.transport.max_send_buffer_bytes = 4096;
+        let mut s = Script::new(config);
+        let many = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20);
+        s.conn.handle_input(&many, s.now);
+        s.run_commands();
+        assert!(!s.conn.wants_read(), "backpressure once output passes the bound");
+        let answered = s.take_output().matches("HTTP/1.1 200").count();
+        assert!(answered < 20);
+        // Draining the output resumes the buffered requests.
+        let mut total = answered;
+        for _ in 0..20 {
+            s.run_commands();
+            total += s.take_output().matches("HTTP/1.1 200").count();
+        }
+        assert_eq!(total, 20);
+    }
+
+    #[test]
+    fn eof_while_a_reply_is_pending_still_answers_then_closes() {
+        let mut s = Script::new(Config::default());
+        s.conn
+            .handle_input(b"GET /channels/q HTTP/1.1\r\nHost: t\r\n\r\n", s.now);
+        s.conn.handle_eof(s.now);
+        s.run_commands();
+        let out = s.take_output();
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK") && out.contains("Connection: close"),
+            "{out}"
+        );
     }
 }
