@@ -26,81 +26,13 @@ use crate::http1::body::BodyReader;
 use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, Headers, RequestHead};
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
-use crate::hub::{ChannelName, Cursor, Hub, HubError, Payload, Published, Replay, Since, SinkId};
+use crate::hub::{Command, Message, Reply};
 use crate::output::Output;
 use crate::transport::envelope::write_json_string;
-use crate::transport::{pages, publish, route, short_poll, Route};
-
-/// A request for the hub, queued by a connection for the event loop to apply.
-#[derive(Debug)]
-pub enum Command {
-    /// Append a message to a channel; answered by [`Reply::Published`].
-    Publish {
-        /// The channel.
-        channel: ChannelName,
-        /// The event name, if any.
-        event: Option<Arc<str>>,
-        /// The message.
-        payload: Payload,
-    },
-    /// Read what follows a cursor without subscribing; answered by [`Reply::Read`].
-    Read {
-        /// The channel.
-        channel: ChannelName,
-        /// Where the client's history ends.
-        since: Since,
-        /// The most messages to return.
-        max_messages: usize,
-    },
-}
-
-/// The hub's answer to a [`Command`].
-#[derive(Debug)]
-pub enum Reply {
-    /// The published message's id, or why it was refused.
-    Published(Result<Cursor, HubError>),
-    /// What follows the cursor, or why it could not be read.
-    Read(Result<Replay, HubError>),
-}
-
-/// What applying a command did: the reply for the connection, and a publish to fan out.
-#[derive(Debug)]
-pub struct Applied {
-    /// Goes back to the connection that queued the command.
-    pub reply: Option<Reply>,
-    /// A new message and the sinks (event loops) that have subscribers for it.
-    pub published: Option<Published>,
-}
-
-impl Command {
-    /// Applies the command to the hub. `sink` is the event loop the connection lives on.
-    pub fn apply(self, hub: &mut Hub, _sink: SinkId, now: Instant) -> Applied {
-        match self {
-            Command::Publish {
-                channel,
-                event,
-                payload,
-            } => match hub.publish(&channel, event, payload, now) {
-                Ok(published) => Applied {
-                    reply: Some(Reply::Published(Ok(published.message.id))),
-                    published: Some(published),
-                },
-                Err(e) => Applied {
-                    reply: Some(Reply::Published(Err(e))),
-                    published: None,
-                },
-            },
-            Command::Read {
-                channel,
-                since,
-                max_messages,
-            } => Applied {
-                reply: Some(Reply::Read(hub.read(&channel, since, max_messages, now))),
-                published: None,
-            },
-        }
-    }
-}
+use crate::transport::long_poll::LongPollSession;
+use crate::transport::sse::SseSession;
+use crate::transport::stream::StreamSession;
+use crate::transport::{pages, publish, route, short_poll, Ctx, Flow, Route, Session};
 
 /// How a response must be written.
 #[derive(Debug, Clone, Copy)]
@@ -133,15 +65,15 @@ enum Phase {
     },
     /// Reading a request body (RFC 9112 §6).
     /// Accepts: input, EOF, the request deadline. Next: Awaiting, or Closing on error.
-    ReadingBody {
-        request: Request,
-        reader: BodyReader,
-        body: Vec<u8>,
-        started: Instant,
-    },
+    ReadingBody { request: Request, reader: BodyReader, body: Vec<u8>, started: Instant },
     /// Waiting for the hub's reply to a queued command; further input is only buffered.
     /// Next: ReadingHead (keep-alive) or Closing.
     Awaiting { request: Request },
+    /// A transport owns the connection (a parked long poll, an event stream, a chunked stream).
+    /// Accepts: hub replies and deliveries, the session's deadlines, output drained, EOF.
+    /// Next: ReadingHead when a poll response completes on keep-alive; Closing on error, EOF
+    /// or slow consumer.
+    Serving { session: Session, to: AnswerTo },
     /// Output is flushed, then the write side shut; input is discarded until EOF or
     /// `deadline` (RFC 9112 §9.6). Next: Closed.
     Closing { deadline: Instant },
@@ -174,10 +106,7 @@ impl Conn {
     pub fn new(config: Arc<Config>, now: Instant) -> Self {
         Conn {
             config,
-            phase: Phase::ReadingHead {
-                scanner: HeadScanner::new(),
-                started: None,
-            },
+            phase: Phase::ReadingHead { scanner: HeadScanner::new(), started: None },
             inbuf: Vec::new(),
             out: Output::new(),
             commands: VecDeque::new(),
@@ -190,8 +119,10 @@ impl Conn {
 
     /// Feeds bytes read from the socket. Then call [`Conn::poll_command`].
     pub fn handle_input(&mut self, data: &[u8], now: Instant) {
-        match self.phase {
+        match &self.phase {
             Phase::Closing { .. } | Phase::Closed => return, // RFC 9112 §9.6: discarded.
+            // An event stream or chunked stream reads nothing more from its client.
+            Phase::Serving { session, .. } if !session.keeps_pipelined_input() => return,
             _ => {}
         }
         if self.inbuf.is_empty() {
@@ -213,12 +144,22 @@ impl Conn {
             Phase::Closing { .. } | Phase::Closed => self.phase = Phase::Closed,
             // A request being answered still gets its answer; the connection closes after.
             Phase::Awaiting { .. } => {}
+            // A parked poll or a stream whose client left: forget it (RFC 6202 §2.2).
+            Phase::Serving { .. } => {
+                self.close_reason = Some("peer closed");
+                self.phase = Phase::Closed;
+            }
             // Nothing (or only part of a request) was sent: there is nothing to answer.
             Phase::ReadingHead { .. } | Phase::ReadingBody { .. } => {
                 self.close_reason.get_or_insert("peer closed");
                 self.begin_closing(now);
             }
         }
+    }
+
+    /// True when commands wait to be polled.
+    pub fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
     }
 
     /// The next hub command to apply, if any.
@@ -229,39 +170,34 @@ impl Conn {
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
     /// pipelined requests may queue more.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
-        let Phase::Awaiting { .. } = self.phase else {
-            debug_assert!(false, "reply without a request");
-            return;
-        };
-        let Phase::Awaiting { request } = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            unreachable!()
-        };
-        match reply {
-            Reply::Published(Ok(id)) => self.respond(
-                request.to,
-                201,
-                &[("Content-Type", "application/json")],
-                &publish::created_body(id),
-                now,
-            ),
-            Reply::Read(Ok(replay)) => self.respond(
-                request.to,
-                200,
-                &[
-                    ("Content-Type", "application/json"),
-                    ("Cache-Control", "no-store"),
-                ],
-                &short_poll::body(&replay),
-                now,
-            ),
-            Reply::Published(Err(e)) | Reply::Read(Err(e)) => {
-                self.respond_error(request.to, e.status_hint(), None, &e.to_string(), now)
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Awaiting { request } => self.answer(request.to, reply, now),
+            Phase::Serving { session, to } => {
+                self.phase = Phase::Serving { session, to };
+                match reply {
+                    Reply::Subscribed(Ok(replay)) => {
+                        self.drive(now, |s, ctx| s.handle_subscribed(replay, ctx))
+                    }
+                    Reply::Read(Ok(replay)) => self.drive(now, |s, ctx| s.handle_read(replay, ctx)),
+                    // A refused subscription: nothing was written yet, so answer the error.
+                    Reply::Subscribed(Err(e)) | Reply::Read(Err(e)) => {
+                        self.respond_error(to, e.status_hint(), None, &e.to_string(), now)
+                    }
+                    Reply::Published(_) => {}
+                }
             }
+            // Replies for a connection already closing are dropped.
+            other => self.phase = other,
         }
         // Requests pipelined behind this one were only buffered while it was answered.
         if !self.inbuf.is_empty() {
             self.process_buffered(now);
         }
+    }
+
+    /// A live message on a channel this connection is subscribed to.
+    pub fn handle_delivery(&mut self, msg: &Arc<Message>, now: Instant) {
+        self.drive(now, |s, ctx| s.handle_delivery(msg, ctx));
     }
 
     /// When [`Conn::handle_timeout`] should next be called.
@@ -273,12 +209,9 @@ impl Conn {
             }
             Phase::ReadingHead { started: None, .. } => Some(
                 self.idle_since
-                    + if self.first_request {
-                        http.request_timeout
-                    } else {
-                        http.keep_alive_timeout
-                    },
+                    + if self.first_request { http.request_timeout } else { http.keep_alive_timeout },
             ),
+            Phase::Serving { session, .. } => session.poll_timeout(),
             Phase::Awaiting { .. } | Phase::Closed => None,
             Phase::Closing { deadline } => Some(*deadline),
         }
@@ -300,8 +233,17 @@ impl Conn {
                 self.close_reason = Some("idle");
                 self.begin_closing(now);
             }
+            Phase::Serving { .. } => self.drive(now, |s, ctx| s.handle_timeout(ctx)),
             Phase::Closing { .. } => self.phase = Phase::Closed,
             Phase::Awaiting { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// The transport serving this connection, once one does (for logs and metrics).
+    pub fn transport(&self) -> Option<&'static str> {
+        match &self.phase {
+            Phase::Serving { session, .. } => Some(session.name()),
+            _ => None,
         }
     }
 
@@ -314,6 +256,12 @@ impl Conn {
     /// reading (see [`Conn::wants_read`]).
     pub fn consume_output(&mut self, n: usize, now: Instant) {
         self.out.consume(n);
+        if matches!(self.phase, Phase::Serving { .. }) {
+            self.drive(now, |s, ctx| {
+                s.handle_drained(ctx);
+                Flow::Continue
+            });
+        }
         if !self.inbuf.is_empty() && self.accepts_input() {
             self.process_buffered(now);
         }
@@ -412,7 +360,7 @@ impl Conn {
                         return input.len();
                     }
                 },
-                Phase::Awaiting { .. } => return pos,
+                Phase::Awaiting { .. } | Phase::Serving { .. } => return pos,
                 Phase::Closing { .. } | Phase::Closed => return input.len(),
             }
         }
@@ -430,26 +378,16 @@ impl Conn {
             Ok(reader) => reader,
             Err(e) => return self.fail_request(&e, now),
         };
-        let to = AnswerTo {
-            keep_alive: head.keep_alive(),
-            head_only: head.method == "HEAD",
-        };
+        let to = AnswerTo { keep_alive: head.keep_alive(), head_only: head.method == "HEAD" };
         let route = match route(&head, &self.config.transport) {
             Ok(route) => route,
             Err(refusal) => {
                 // A refused request with a body leaves unread bytes: close after answering.
-                let to = AnswerTo {
-                    keep_alive: to.keep_alive && !reader.expects_body(),
-                    ..to
-                };
+                let to = AnswerTo { keep_alive: to.keep_alive && !reader.expects_body(), ..to };
                 return self.respond_error(to, refusal.status, refusal.allow, refusal.reason, now);
             }
         };
-        let request = Request {
-            text: publish::is_text(&head),
-            route,
-            to,
-        };
+        let request = Request { text: publish::is_text(&head), route, to };
         if reader.expects_body() {
             if expects_continue(&head) {
                 // RFC 9110 §10.1.1: a server that receives 100-continue SHOULD send an
@@ -458,14 +396,64 @@ impl Conn {
                 write_head(&mut interim, 100, &[], Framing::None, false);
                 self.out.push_owned(interim);
             }
-            self.phase = Phase::ReadingBody {
-                request,
-                reader,
-                body: Vec::new(),
-                started: now,
-            };
+            self.phase = Phase::ReadingBody { request, reader, body: Vec::new(), started: now };
         } else {
             self.dispatch(request, Vec::new(), now);
+        }
+    }
+
+    /// Answers a request that waited for the hub.
+    fn answer(&mut self, to: AnswerTo, reply: Reply, now: Instant) {
+        match reply {
+            Reply::Published(Ok(id)) => self.respond(
+                to,
+                201,
+                &[("Content-Type", "application/json")],
+                &publish::created_body(id),
+                now,
+            ),
+            Reply::Read(Ok(replay)) => self.respond(
+                to,
+                200,
+                &[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+                &short_poll::body(&replay),
+                now,
+            ),
+            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed(Err(e)) => {
+                self.respond_error(to, e.status_hint(), None, &e.to_string(), now)
+            }
+            Reply::Subscribed(Ok(_)) => {
+                debug_assert!(false, "subscriptions belong to sessions");
+                self.respond_error(to, 500, None, "unexpected subscription", now)
+            }
+        }
+    }
+
+    /// Runs a session handler and acts on the flow it returns.
+    fn drive(&mut self, now: Instant, handler: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Flow) {
+        let Phase::Serving { session, to } = &mut self.phase else {
+            return;
+        };
+        let to = *to;
+        let mut ctx = Ctx { out: &mut self.out, commands: &mut self.commands, config: &self.config, now };
+        match handler(session, &mut ctx) {
+            Flow::Continue => {}
+            Flow::Complete if to.keep_alive && !self.peer_eof => {
+                self.phase = Phase::ReadingHead { scanner: HeadScanner::new(), started: None };
+                self.idle_since = now;
+                self.first_request = false;
+                if !self.inbuf.is_empty() {
+                    self.process_buffered(now);
+                }
+            }
+            Flow::Complete => {
+                self.close_reason.get_or_insert("done");
+                self.begin_closing(now);
+            }
+            Flow::Close => {
+                self.close_reason.get_or_insert("slow consumer");
+                self.begin_closing(now);
+            }
         }
     }
 
@@ -479,13 +467,9 @@ impl Conn {
                 pages::INDEX_HTML,
                 now,
             ),
-            Route::Healthz => self.respond(
-                request.to,
-                200,
-                &[("Content-Type", "text/plain")],
-                pages::HEALTHZ,
-                now,
-            ),
+            Route::Healthz => {
+                self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
+            }
             Route::Publish { channel, event } => {
                 let Some(payload) = publish::payload(request.text, body) else {
                     return self.respond_error(request.to, 400, None, "a text body must be UTF-8", now);
@@ -505,16 +489,33 @@ impl Conn {
                 });
                 self.phase = Phase::Awaiting { request };
             }
+            Route::LongPoll { channel, since, wait } => {
+                let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
+                let session = LongPollSession::start(
+                    channel.clone(),
+                    *since,
+                    *wait,
+                    keep_alive,
+                    head_only,
+                    &mut self.ctx(now),
+                );
+                self.phase = Phase::Serving { session: Session::LongPoll(session), to: request.to };
+            }
+            Route::Sse { channel, since } => {
+                let session = SseSession::start(channel.clone(), *since, &mut self.ctx(now));
+                self.phase = Phase::Serving { session: Session::Sse(session), to: request.to };
+            }
+            Route::Stream { channel, since } => {
+                let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
+                self.phase = Phase::Serving { session: Session::Stream(session), to: request.to };
+            }
         }
     }
 
     /// Answers an HTTP-level error and closes: the stream is not trustworthy after it.
     fn fail_request(&mut self, error: &HttpError, now: Instant) {
         self.close_reason = Some("bad request");
-        let to = AnswerTo {
-            keep_alive: false,
-            head_only: false,
-        };
+        let to = AnswerTo { keep_alive: false, head_only: false };
         self.respond_error(to, error.status_hint(), None, &error.to_string(), now);
     }
 
@@ -537,10 +538,7 @@ impl Conn {
         write_full(&mut bytes, status, fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
         if keep_alive {
-            self.phase = Phase::ReadingHead {
-                scanner: HeadScanner::new(),
-                started: None,
-            };
+            self.phase = Phase::ReadingHead { scanner: HeadScanner::new(), started: None };
             self.idle_since = now;
             self.first_request = false;
         } else {
@@ -549,51 +547,74 @@ impl Conn {
         }
     }
 
+    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx { out: &mut self.out, commands: &mut self.commands, config: &self.config, now }
+    }
+
     fn begin_closing(&mut self, now: Instant) {
-        self.commands.clear();
-        self.phase = Phase::Closing {
-            deadline: now + self.config.http.close_linger,
-        };
+        self.phase = Phase::Closing { deadline: now + self.config.http.close_linger };
     }
 }
 
 fn expects_continue(head: &RequestHead) -> bool {
-    head.minor_version >= 1
-        && head
-            .header("expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+    head.minor_version >= 1 && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{ChannelName, Hub, Payload, SinkId};
     use std::time::Duration;
 
-    /// A connection and a hub driven by hand, with a fake clock.
+    /// A connection and a hub driven by hand, with a fake clock. Messages published (by the
+    /// connection or by [`Script::publish`]) are delivered to the connection while it is
+    /// subscribed, as the event loop would.
     struct Script {
         conn: Conn,
         hub: Hub,
         now: Instant,
+        subscribed: Vec<ChannelName>,
     }
 
     impl Script {
         fn new(config: Config) -> Script {
             let now = Instant::now();
             let hub = Hub::new(config.hub, 7);
-            Script {
-                conn: Conn::new(Arc::new(config), now),
-                hub,
-                now,
-            }
+            Script { conn: Conn::new(Arc::new(config), now), hub, now, subscribed: Vec::new() }
         }
 
         fn run_commands(&mut self) {
             while let Some(command) = self.conn.poll_command() {
                 let applied = command.apply(&mut self.hub, SinkId::new(0).unwrap(), self.now);
+                if let Some(channel) = applied.subscribed {
+                    self.subscribed.push(channel);
+                }
+                if let Some(channel) = applied.unsubscribed {
+                    self.subscribed.retain(|c| *c != channel);
+                }
                 if let Some(reply) = applied.reply {
                     self.conn.handle_reply(reply, self.now);
                 }
+                if let Some(published) = applied.published {
+                    self.deliver(&published.message);
+                }
             }
+        }
+
+        fn deliver(&mut self, msg: &Arc<Message>) {
+            if self.subscribed.contains(&msg.channel) {
+                self.conn.handle_delivery(msg, self.now);
+                self.run_commands();
+            }
+        }
+
+        /// Publishes from elsewhere and delivers, returning what the connection wrote.
+        fn publish(&mut self, channel: &str, text: &str) -> String {
+            let channel = ChannelName::parse(channel).unwrap();
+            let published =
+                self.hub.publish(&channel, None, Payload::Text(Arc::from(text)), self.now).unwrap();
+            self.deliver(&published.message);
+            self.take_output()
         }
 
         /// Feeds `input` in pieces of `piece` bytes, applying commands after each, and returns
@@ -617,10 +638,17 @@ mod tests {
             String::from_utf8(bytes).unwrap()
         }
 
+        fn hub_epoch(&mut self, channel: &str) -> String {
+            let channel = ChannelName::parse(channel).unwrap();
+            let replay = self.hub.read(&channel, crate::hub::Since::Tail, 0, self.now).unwrap();
+            replay.next.epoch.to_string()
+        }
+
         fn advance(&mut self, by: Duration) {
             self.now += by;
             if self.conn.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.conn.handle_timeout(self.now);
+                self.run_commands();
             }
         }
     }
@@ -679,9 +707,7 @@ mod tests {
     #[test]
     fn rfc9112_9_5_idle_keep_alive_connection_closes_quietly() {
         let mut s = Script::new(Config::default());
-        assert!(s
-            .send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            .contains("200 OK"));
+        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
         s.advance(Duration::from_secs(59));
         assert!(!s.conn.wants_write_shutdown());
         s.advance(Duration::from_secs(1));
@@ -736,14 +762,155 @@ mod tests {
     #[test]
     fn eof_while_a_reply_is_pending_still_answers_then_closes() {
         let mut s = Script::new(Config::default());
-        s.conn
-            .handle_input(b"GET /channels/q HTTP/1.1\r\nHost: t\r\n\r\n", s.now);
+        s.conn.handle_input(b"GET /channels/q HTTP/1.1\r\nHost: t\r\n\r\n", s.now);
         s.conn.handle_eof(s.now);
         s.run_commands();
         let out = s.take_output();
+        assert!(out.starts_with("HTTP/1.1 200 OK") && out.contains("Connection: close"), "{out}");
+    }
+
+    #[test]
+    fn html_sse_stream_replays_then_delivers_live_with_heartbeats() {
+        let mut s = Script::new(Config::default());
+        s.publish("n", "before");
+        let head = s.send(b"GET /channels/n?since=0000000000000000:0 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(
-            out.starts_with("HTTP/1.1 200 OK") && out.contains("Connection: close"),
-            "{out}"
+            head.contains("Content-Type: text/event-stream\r\n") && head.contains("Connection: close\r\n")
         );
+        assert!(head.contains("retry: 2000\n\n"));
+        // The foreign epoch is a gap; what is still there follows it.
+        assert!(head.contains("event: gap\n"), "{head}");
+        assert!(head.ends_with("data: before\n\n"), "{head}");
+        assert_eq!(s.publish("n", "a\nb"), format!("id: {}:2\ndata: a\ndata: b\n\n", s.hub_epoch("n")));
+        s.advance(Duration::from_secs(15));
+        assert_eq!(s.take_output(), ": keepalive\n");
+        // Input from an event-stream client is meaningless and ignored.
+        assert_eq!(s.send(b"junk"), "");
+    }
+
+    #[test]
+    fn html_sse_last_event_id_resumes_exactly() {
+        let mut s = Script::new(Config::default());
+        s.publish("r", "one");
+        s.publish("r", "two");
+        let epoch = s.hub_epoch("r");
+        let out = s.send(format!("GET /channels/r HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nLast-Event-ID: {epoch}:1\r\n\r\n").as_bytes());
+        assert!(!out.contains("gap"), "{out}");
+        assert!(out.ends_with(&format!("id: {epoch}:2\ndata: two\n\n")), "{out}");
+    }
+
+    #[test]
+    fn rfc9112_7_1_stream_sends_one_chunk_per_message_and_heartbeats() {
+        let mut s = Script::new(Config::default());
+        let head = s.send(b"GET /channels/st HTTP/1.1\r\nHost: t\r\nAccept: application/x-ndjson\r\n\r\n");
+        assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "no chunk before a message: {head}");
+        let epoch = s.hub_epoch("st");
+        let line = format!("{{\"id\":\"{epoch}:1\",\"data\":\"hi\"}}\n");
+        assert_eq!(s.publish("st", "hi"), format!("{:x}\r\n{line}\r\n", line.len()));
+        s.advance(Duration::from_secs(15));
+        assert_eq!(s.take_output(), "15\r\n{\"type\":\"heartbeat\"}\n\r\n");
+    }
+
+    #[test]
+    fn rfc6202_2_long_poll_parks_until_a_publish_then_serves_the_next_poll() {
+        let mut s = Script::new(Config::default());
+        let tail = s.send(b"GET /channels/lp HTTP/1.1\r\nHost: t\r\n\r\n");
+        let next = tail.split("\"next\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        let parked =
+            s.send(format!("GET /channels/lp?wait=10&since={next} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(parked, "", "parked: nothing written yet");
+        s.advance(Duration::from_secs(3));
+        let answer = s.publish("lp", "wake");
+        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.contains("\"data\":\"wake\""), "{answer}");
+        assert!(s.subscribed.is_empty(), "answered polls unsubscribe");
+        // Keep-alive: the same connection serves the next poll.
+        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
+    }
+
+    #[test]
+    fn rfc6202_2_long_poll_expires_with_an_empty_answer_and_the_same_next() {
+        let mut s = Script::new(Config::default());
+        let out = s.send(b"GET /channels/x?wait=5 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(out, "");
+        s.advance(Duration::from_millis(4_999));
+        assert_eq!(s.take_output(), "");
+        s.advance(Duration::from_millis(1));
+        let answer = s.take_output();
+        assert!(answer.contains("\"messages\":[]") && answer.contains("\"gap\":false"), "{answer}");
+        assert!(s.subscribed.is_empty());
+    }
+
+    #[test]
+    fn long_poll_answers_at_once_when_messages_follow_the_cursor() {
+        let mut s = Script::new(Config::default());
+        s.publish("y", "ready");
+        let epoch = s.hub_epoch("y");
+        let out =
+            s.send(format!("GET /channels/y?wait=30&since={epoch}:0 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert!(out.contains("\"data\":\"ready\""), "{out}");
+    }
+
+    #[test]
+    fn parked_client_that_disconnects_is_forgotten() {
+        let mut s = Script::new(Config::default());
+        s.send(b"GET /channels/z?wait=30 HTTP/1.1\r\nHost: t\r\n\r\n");
+        s.conn.handle_eof(s.now);
+        assert!(s.conn.is_closed());
+    }
+
+    #[test]
+    fn slow_live_sse_consumer_is_closed_at_the_send_buffer_bound() {
+        let mut config = Config::default();
+        config.transport.max_send_buffer_bytes = 4096;
+        let mut s = Script::new(config);
+        s.conn.handle_input(
+            b"GET /channels/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+            s.now,
+        );
+        s.run_commands();
+        let big = "x".repeat(1000);
+        for _ in 0..10 {
+            let channel = ChannelName::parse("slow").unwrap();
+            let p = s.hub.publish(&channel, None, Payload::Text(Arc::from(big.as_str())), s.now).unwrap();
+            s.deliver(&p.message);
+        }
+        assert_eq!(s.conn.close_reason(), Some("slow consumer"));
+        assert!(s.conn.pending_output().len_bytes() <= 4096);
+    }
+
+    #[test]
+    fn a_replay_larger_than_the_send_buffer_is_paged_from_the_history() {
+        let mut config = Config::default();
+        config.transport.max_send_buffer_bytes = 4096;
+        config.transport.max_batch_messages = 3;
+        let mut s = Script::new(config);
+        for i in 0..20 {
+            s.publish("big", &format!("{i:0>500}"));
+        }
+        let epoch = s.hub_epoch("big");
+        let mut out = s.send(
+            format!(
+                "GET /channels/big?since={epoch}:0 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        // Each drain lets the feed read another page; a publish meanwhile is not lost.
+        for round in 0..40 {
+            if round == 5 {
+                out += &s.publish("big", "live");
+            }
+            s.run_commands();
+            out += &s.take_output();
+        }
+        let ids: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|id| id.rsplit(':').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(ids, (1..=21).collect::<Vec<_>>(), "every message once, in order");
+        assert!(!out.contains("gap"));
+        assert_eq!(s.conn.close_reason(), None);
     }
 }

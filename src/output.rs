@@ -105,11 +105,7 @@ impl Output {
                 break;
             }
             let bytes = seg.bytes();
-            let bytes = if i == 0 {
-                &bytes[self.front_written..]
-            } else {
-                bytes
-            };
+            let bytes = if i == 0 { &bytes[self.front_written..] } else { bytes };
             slices[n] = IoSlice::new(bytes);
             n += 1;
         }
@@ -146,11 +142,7 @@ impl Output {
         let mut v = Vec::with_capacity(self.len_bytes);
         for (i, seg) in self.segments.iter().enumerate() {
             let bytes = seg.bytes();
-            v.extend_from_slice(if i == 0 {
-                &bytes[self.front_written..]
-            } else {
-                bytes
-            });
+            v.extend_from_slice(if i == 0 { &bytes[self.front_written..] } else { bytes });
         }
         v
     }

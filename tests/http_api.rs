@@ -38,10 +38,7 @@ fn poll_without_since_starts_from_now() {
     assert!(res.text().contains("\"messages\":[]"), "{}", res.text());
     let next = json_field(&res.text(), "next").unwrap();
     publish(&server, "now", "new");
-    assert_eq!(
-        data_values(&poll(&server, "now", Some(&next)).text()),
-        vec!["new"]
-    );
+    assert_eq!(data_values(&poll(&server, "now", Some(&next)).text()), vec!["new"]);
 }
 
 #[test]
@@ -92,10 +89,7 @@ fn event_names_are_kept() {
     let since = json_field(&poll(&server, "ev", None).text(), "next").unwrap();
     let raw = b"POST /channels/ev?event=price HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n42";
     assert_eq!(exchange(&server, raw).status, 201);
-    assert_eq!(
-        json_field(&poll(&server, "ev", Some(&since)).text(), "event").as_deref(),
-        Some("price")
-    );
+    assert_eq!(json_field(&poll(&server, "ev", Some(&since)).text(), "event").as_deref(), Some("price"));
 }
 
 #[test]
@@ -104,10 +98,7 @@ fn rfc9112_7_1_chunked_publish_body() {
     let since = json_field(&poll(&server, "c", None).text(), "next").unwrap();
     let raw = b"POST /channels/c HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n";
     assert_eq!(exchange(&server, raw).status, 201);
-    assert_eq!(
-        data_values(&poll(&server, "c", Some(&since)).text()),
-        vec!["Wikipedia"]
-    );
+    assert_eq!(data_values(&poll(&server, "c", Some(&since)).text()), vec!["Wikipedia"]);
 }
 
 #[test]
@@ -141,13 +132,9 @@ fn rfc9112_9_3_keep_alive_and_pipelining() {
     assert_eq!(read_response(&mut reader, false).status, 201);
     assert_eq!(read_response(&mut reader, false).status, 404);
     // The connection is still usable afterwards.
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut reader, false).text(), "ok\n");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     let last = read_response(&mut reader, false);
     assert_eq!(last.header("connection"), Some("close"));
     assert!(closed_by_server(&mut reader));
@@ -157,9 +144,7 @@ fn rfc9112_9_3_keep_alive_and_pipelining() {
 fn rfc9110_9_3_2_head_has_length_but_no_body() {
     let server = Server::start(&[]);
     let mut stream = server.connect();
-    stream
-        .write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut reader = BufReader::new(stream);
     let head = read_response(&mut reader, true);
     assert_eq!(head.status, 200);
@@ -277,19 +262,14 @@ fn slow_request_gets_408_and_is_closed() {
     assert!(start.elapsed() >= Duration::from_millis(400));
     assert!(closed_by_server(&mut reader));
     // Others are unaffected.
-    assert_eq!(
-        exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status,
-        200
-    );
+    assert_eq!(exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
 }
 
 #[test]
 fn idle_keep_alive_connection_is_closed_quietly() {
     let server = Server::start(&["--keep-alive-timeout", "0.3"]);
     let mut stream = server.connect();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut reader = BufReader::new(stream);
     assert_eq!(read_response(&mut reader, false).status, 200);
     let mut rest = Vec::new();
@@ -300,18 +280,10 @@ fn idle_keep_alive_connection_is_closed_quietly() {
 #[test]
 fn sigint_stops_the_server_cleanly() {
     let mut server = Server::start(&[]);
-    assert_eq!(
-        exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status,
-        200
-    );
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", &server.pid().to_string()])
-        .status()
-        .unwrap();
+    assert_eq!(exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    let ok = std::process::Command::new("kill").args(["-INT", &server.pid().to_string()]).status().unwrap();
     assert!(ok.success());
-    let status = server
-        .wait_exit(Duration::from_secs(5))
-        .expect("server exits after SIGINT");
+    let status = server.wait_exit(Duration::from_secs(5)).expect("server exits after SIGINT");
     assert!(status.success(), "{status:?}");
 }
 

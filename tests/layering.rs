@@ -3,24 +3,10 @@
 
 use std::path::Path;
 
-const PURE: &[&str] = &[
-    "src/http1",
-    "src/ws",
-    "src/sse",
-    "src/hub",
-    "src/transport",
-    "src/conn.rs",
-    "src/output.rs",
-];
-const FORBIDDEN: &[&str] = &[
-    "mio",
-    "std::net",
-    "Instant::now",
-    "SystemTime::now",
-    "rand::",
-    "std::thread",
-    "std::fs",
-];
+const PURE: &[&str] =
+    &["src/http1", "src/ws", "src/sse", "src/hub", "src/transport", "src/conn.rs", "src/output.rs"];
+const FORBIDDEN: &[&str] =
+    &["mio", "std::net", "Instant::now", "SystemTime::now", "rand::", "std::thread", "std::fs"];
 
 fn rust_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
     if path.is_dir() {
@@ -49,8 +35,7 @@ fn pure_layers_do_no_io() {
             let line = line.split("//").next().unwrap();
             for word in FORBIDDEN {
                 let hit = if *word == "mio" {
-                    line.split(|c: char| !c.is_alphanumeric() && c != '_')
-                        .any(|w| w == "mio")
+                    line.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == "mio")
                 } else {
                     line.contains(word)
                 };
@@ -60,9 +45,5 @@ fn pure_layers_do_no_io() {
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "I/O in pure code:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "I/O in pure code:\n{}", violations.join("\n"));
 }

@@ -99,36 +99,23 @@ impl BodyReader {
     /// Reads body bytes from `input` into `body`.
     pub fn read(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<BodyProgress, Error> {
         match self {
-            BodyReader::Empty => Ok(BodyProgress {
-                consumed: 0,
-                done: true,
-            }),
+            BodyReader::Empty => Ok(BodyProgress { consumed: 0, done: true }),
             BodyReader::Length { remaining } => {
                 let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(input.len());
                 body.extend_from_slice(&input[..take]);
                 *remaining -= take as u64;
-                Ok(BodyProgress {
-                    consumed: take,
-                    done: *remaining == 0,
-                })
+                Ok(BodyProgress { consumed: take, done: *remaining == 0 })
             }
             BodyReader::Chunked(decoder) => {
                 let d = decoder.decode(input, body).map_err(Error::Chunked)?;
-                Ok(BodyProgress {
-                    consumed: d.consumed,
-                    done: d.done,
-                })
+                Ok(BodyProgress { consumed: d.consumed, done: d.done })
             }
         }
     }
 }
 
 fn fields<'a>(head: &'a RequestHead, name: &str) -> Vec<&'a [u8]> {
-    head.fields()
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_slice())
-        .collect()
+    head.fields().iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice()).collect()
 }
 
 #[cfg(test)]
@@ -190,21 +177,9 @@ mod tests {
         let mut r = reader("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap();
         let mut body = Vec::new();
         let p = r.read(b"hel", &mut body).unwrap();
-        assert_eq!(
-            p,
-            BodyProgress {
-                consumed: 3,
-                done: false
-            }
-        );
+        assert_eq!(p, BodyProgress { consumed: 3, done: false });
         let p = r.read(b"loGET /", &mut body).unwrap();
-        assert_eq!(
-            p,
-            BodyProgress {
-                consumed: 2,
-                done: true
-            }
-        );
+        assert_eq!(p, BodyProgress { consumed: 2, done: true });
         assert_eq!(body, b"hello");
     }
 }

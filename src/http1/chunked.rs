@@ -73,11 +73,7 @@ pub struct ChunkedLimits {
 
 impl Default for ChunkedLimits {
     fn default() -> Self {
-        ChunkedLimits {
-            max_body_bytes: 1024 * 1024,
-            max_chunk_line_bytes: 1024,
-            max_trailer_bytes: 8192,
-        }
+        ChunkedLimits { max_body_bytes: 1024 * 1024, max_chunk_line_bytes: 1024, max_trailer_bytes: 8192 }
     }
 }
 
@@ -221,10 +217,7 @@ impl ChunkedDecoder {
     pub fn new(limits: ChunkedLimits) -> Self {
         ChunkedDecoder {
             limits,
-            state: State::ChunkSize {
-                size: 0,
-                has_digit: false,
-            },
+            state: State::ChunkSize { size: 0, has_digit: false },
             chunk_line_bytes: 0,
             trailer_bytes: 0,
             body_bytes: 0,
@@ -255,11 +248,8 @@ impl ChunkedDecoder {
                     body.extend_from_slice(data);
                     rest = tail;
                     let remaining = remaining - take as u64;
-                    self.state = if remaining == 0 {
-                        State::ChunkDataCr
-                    } else {
-                        State::ChunkData { remaining }
-                    };
+                    self.state =
+                        if remaining == 0 { State::ChunkDataCr } else { State::ChunkData { remaining } };
                 }
                 state => {
                     let Some((&byte, tail)) = rest.split_first() else {
@@ -273,10 +263,7 @@ impl ChunkedDecoder {
                 }
             }
         }
-        Ok(Decoded {
-            consumed: input.len() - rest.len(),
-            done: self.state == State::Done,
-        })
+        Ok(Decoded { consumed: input.len() - rest.len(), done: self.state == State::Done })
     }
 
     /// Consumes one byte of framing in `state` and returns the next state.
@@ -309,10 +296,7 @@ impl ChunkedDecoder {
                     if size > self.limits.max_body_bytes.saturating_sub(self.body_bytes) {
                         return Err(ChunkedError::BodyTooLarge);
                     }
-                    Ok(State::ChunkSize {
-                        size,
-                        has_digit: true,
-                    })
+                    Ok(State::ChunkSize { size, has_digit: true })
                 }
                 // RFC 9112 §7.1: chunk-size = 1*HEXDIG (nothing, not even whitespace, before it).
                 None if !has_digit => Err(ChunkedError::InvalidChunkSize),
@@ -347,10 +331,7 @@ impl ChunkedDecoder {
             State::ChunkDataCr if byte == b'\r' => Ok(State::ChunkDataLf),
             State::ChunkDataLf if byte == b'\n' => {
                 self.chunk_line_bytes = 0;
-                Ok(State::ChunkSize {
-                    size: 0,
-                    has_digit: false,
-                })
+                Ok(State::ChunkSize { size: 0, has_digit: false })
             }
             State::ChunkDataCr | State::ChunkDataLf => Err(ChunkedError::MissingCrlfAfterData),
             State::TrailerLineStart => match byte {
@@ -432,10 +413,7 @@ mod tests {
     fn decode_pieces(limits: ChunkedLimits, pieces: &[&[u8]]) -> Result<(Vec<u8>, Decoded), ChunkedError> {
         let mut decoder = ChunkedDecoder::new(limits);
         let mut body = Vec::new();
-        let mut total = Decoded {
-            consumed: 0,
-            done: false,
-        };
+        let mut total = Decoded { consumed: 0, done: false };
         for piece in pieces {
             let decoded = decoder.decode(piece, &mut body)?;
             assert!(decoded.done || decoded.consumed == piece.len());
@@ -466,13 +444,7 @@ mod tests {
         let input = b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n";
         let (body, decoded) = decode_whole(ChunkedLimits::default(), input).unwrap();
         assert_eq!(body, b"Wikipedia");
-        assert_eq!(
-            decoded,
-            Decoded {
-                consumed: input.len(),
-                done: true
-            }
-        );
+        assert_eq!(decoded, Decoded { consumed: input.len(), done: true });
     }
 
     #[test]
@@ -489,11 +461,8 @@ mod tests {
 
     #[test]
     fn rfc9112_7_1_leading_zeros_do_not_overflow() {
-        let (body, decoded) = decode_whole(
-            ChunkedLimits::default(),
-            b"00000000000000000001\r\na\r\n0\r\n\r\n",
-        )
-        .unwrap();
+        let (body, decoded) =
+            decode_whole(ChunkedLimits::default(), b"00000000000000000001\r\na\r\n0\r\n\r\n").unwrap();
         assert_eq!(body, b"a");
         assert!(decoded.done);
     }
@@ -531,22 +500,10 @@ mod tests {
         let mut decoder = ChunkedDecoder::new(ChunkedLimits::default());
         let mut body = Vec::new();
         let decoded = decoder.decode(&input, &mut body).unwrap();
-        assert_eq!(
-            decoded,
-            Decoded {
-                consumed: body_bytes.len(),
-                done: true
-            }
-        );
+        assert_eq!(decoded, Decoded { consumed: body_bytes.len(), done: true });
         // After done, nothing more is consumed.
         let again = decoder.decode(b"more", &mut body).unwrap();
-        assert_eq!(
-            again,
-            Decoded {
-                consumed: 0,
-                done: true
-            }
-        );
+        assert_eq!(again, Decoded { consumed: 0, done: true });
         assert_eq!(body, b"abc");
     }
 
@@ -555,13 +512,7 @@ mod tests {
         let mut decoder = ChunkedDecoder::new(ChunkedLimits::default());
         let mut body = Vec::new();
         let decoded = decoder.decode(b"4\r\nWi", &mut body).unwrap();
-        assert_eq!(
-            decoded,
-            Decoded {
-                consumed: 5,
-                done: false
-            }
-        );
+        assert_eq!(decoded, Decoded { consumed: 5, done: false });
         assert_eq!(body, b"Wi");
     }
 
@@ -583,50 +534,29 @@ mod tests {
 
     #[test]
     fn rfc9112_7_1_chunk_size_overflow() {
-        let limits = ChunkedLimits {
-            max_body_bytes: u64::MAX,
-            ..ChunkedLimits::default()
-        };
+        let limits = ChunkedLimits { max_body_bytes: u64::MAX, ..ChunkedLimits::default() };
         // 16 hex digits fit; the limit rejects them, not the parser.
         let (_, decoded) = decode_whole(limits, b"ffffffffffffffff\r\n").unwrap();
         assert!(!decoded.done);
-        assert_eq!(
-            decode_whole(limits, b"10000000000000000\r\n"),
-            Err(ChunkedError::ChunkSizeOverflow)
-        );
-        assert_eq!(
-            decode_whole(limits, b"fffffffffffffffff\r\n"),
-            Err(ChunkedError::ChunkSizeOverflow)
-        );
+        assert_eq!(decode_whole(limits, b"10000000000000000\r\n"), Err(ChunkedError::ChunkSizeOverflow));
+        assert_eq!(decode_whole(limits, b"fffffffffffffffff\r\n"), Err(ChunkedError::ChunkSizeOverflow));
     }
 
     #[test]
     fn rfc9112_7_1_1_bws_only_before_semicolon() {
         assert_eq!(error_of(b"4 \r\nWiki\r\n"), ChunkedError::InvalidChunkExtension);
         assert_eq!(error_of(b"4 x\r\nWiki\r\n"), ChunkedError::InvalidChunkExtension);
-        assert_eq!(
-            error_of(b"4;a\0b\r\nWiki\r\n"),
-            ChunkedError::InvalidChunkExtension
-        );
+        assert_eq!(error_of(b"4;a\0b\r\nWiki\r\n"), ChunkedError::InvalidChunkExtension);
     }
 
     #[test]
     fn rfc9112_7_1_1_chunk_line_too_long() {
-        let limits = ChunkedLimits {
-            max_chunk_line_bytes: 16,
-            ..ChunkedLimits::default()
-        };
+        let limits = ChunkedLimits { max_chunk_line_bytes: 16, ..ChunkedLimits::default() };
         // 16 bytes including CRLF is allowed, 17 is not.
         assert!(decode_whole(limits, b"4;aaaaaaaaaaaa\r\nWiki\r\n").is_ok());
-        assert_eq!(
-            decode_whole(limits, b"4;aaaaaaaaaaaaa\r\nWiki\r\n"),
-            Err(ChunkedError::ChunkLineTooLong)
-        );
+        assert_eq!(decode_whole(limits, b"4;aaaaaaaaaaaaa\r\nWiki\r\n"), Err(ChunkedError::ChunkLineTooLong));
         // Leading zeros count too, so they cannot be unbounded.
-        assert_eq!(
-            decode_whole(limits, &[b'0'; 17]),
-            Err(ChunkedError::ChunkLineTooLong)
-        );
+        assert_eq!(decode_whole(limits, &[b'0'; 17]), Err(ChunkedError::ChunkLineTooLong));
     }
 
     #[test]
@@ -647,19 +577,13 @@ mod tests {
     #[test]
     fn rfc9112_7_1_missing_crlf_after_data() {
         assert_eq!(error_of(b"4\r\nWikip\r\n"), ChunkedError::MissingCrlfAfterData);
-        assert_eq!(
-            error_of(b"4\r\nWiki\n0\r\n\r\n"),
-            ChunkedError::MissingCrlfAfterData
-        );
+        assert_eq!(error_of(b"4\r\nWiki\n0\r\n\r\n"), ChunkedError::MissingCrlfAfterData);
         assert_eq!(error_of(b"4\r\nWiki\rx"), ChunkedError::MissingCrlfAfterData);
     }
 
     #[test]
     fn rfc9112_7_1_2_trailer_section_too_large() {
-        let limits = ChunkedLimits {
-            max_trailer_bytes: 8,
-            ..ChunkedLimits::default()
-        };
+        let limits = ChunkedLimits { max_trailer_bytes: 8, ..ChunkedLimits::default() };
         // "A: 1234\r\n" is 9 bytes; the final CRLF does not count.
         assert!(decode_whole(limits, b"0\r\nA: 123\r\n\r\n").unwrap().1.done);
         let error = decode_whole(limits, b"0\r\nA: 1234\r\n\r\n").unwrap_err();
@@ -689,10 +613,7 @@ mod tests {
 
     #[test]
     fn rfc9112_7_1_body_limit_checked_before_data() {
-        let limits = ChunkedLimits {
-            max_body_bytes: 8,
-            ..ChunkedLimits::default()
-        };
+        let limits = ChunkedLimits { max_body_bytes: 8, ..ChunkedLimits::default() };
         let mut decoder = ChunkedDecoder::new(limits);
         let mut body = Vec::new();
         // The size is rejected at its first digit over the limit, before any data arrives.

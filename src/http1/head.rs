@@ -54,10 +54,7 @@ pub trait Headers {
 
     /// The value of the first field named `name` (ASCII case-insensitive).
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.fields()
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
+        self.fields().iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice())
     }
 
     /// True when any field named `name` holds a comma-separated list element equal to `token`
@@ -139,11 +136,7 @@ impl HeadScanner {
             return Err(Error::TargetTooLong);
         }
         if buf.len() > limits.max_head_bytes {
-            return Err(if self.line_seen {
-                Error::HeadTooLarge
-            } else {
-                Error::TargetTooLong
-            });
+            return Err(if self.line_seen { Error::HeadTooLarge } else { Error::TargetTooLong });
         }
         Ok(None)
     }
@@ -156,13 +149,7 @@ pub fn leading_empty_lines(buf: &[u8]) -> usize {
 }
 
 fn to_headers(fields: &[httparse::Header<'_>]) -> Vec<Header> {
-    fields
-        .iter()
-        .map(|h| Header {
-            name: h.name.to_string(),
-            value: h.value.trim_ascii().to_vec(),
-        })
-        .collect()
+    fields.iter().map(|h| Header { name: h.name.to_string(), value: h.value.trim_ascii().to_vec() }).collect()
 }
 
 /// Parses a complete request head (as found by [`HeadScanner`]) and checks the rules that
@@ -276,30 +263,20 @@ mod tests {
 
     #[test]
     fn rfc9112_3_target_too_long_is_414_before_head_completes() {
-        let limits = Limits {
-            max_target_bytes: 100,
-            ..Limits::default()
-        };
+        let limits = Limits { max_target_bytes: 100, ..Limits::default() };
         let mut req = b"GET /".to_vec();
         req.extend(std::iter::repeat_n(b'a', 200));
         assert_eq!(scan_all(&req, &limits), Err(Error::TargetTooLong));
         assert_eq!(Error::TargetTooLong.status_hint(), 414);
         let mut whole = req.clone();
         whole.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
-        let limits = Limits {
-            max_target_bytes: 100,
-            max_head_bytes: 4096,
-            ..Limits::default()
-        };
+        let limits = Limits { max_target_bytes: 100, max_head_bytes: 4096, ..Limits::default() };
         assert_eq!(parse_request_head(&whole, &limits), Err(Error::TargetTooLong));
     }
 
     #[test]
     fn rfc6585_5_head_too_large_is_431() {
-        let limits = Limits {
-            max_head_bytes: 256,
-            ..Limits::default()
-        };
+        let limits = Limits { max_head_bytes: 256, ..Limits::default() };
         let mut req = b"GET / HTTP/1.1\r\nX: ".to_vec();
         req.extend(std::iter::repeat_n(b'a', 300));
         assert_eq!(scan_all(&req, &limits), Err(Error::HeadTooLarge));
@@ -308,10 +285,7 @@ mod tests {
 
     #[test]
     fn rfc6585_5_too_many_headers_is_431() {
-        let limits = Limits {
-            max_headers: 3,
-            ..Limits::default()
-        };
+        let limits = Limits { max_headers: 3, ..Limits::default() };
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(parse_request_head(req, &limits), Err(Error::TooManyHeaders));
     }
@@ -319,10 +293,7 @@ mod tests {
     #[test]
     fn rfc9110_15_6_6_other_versions_are_505() {
         let req = b"GET / HTTP/2.0\r\nHost: a\r\n\r\n";
-        assert_eq!(
-            parse_request_head(req, &Limits::default()),
-            Err(Error::UnsupportedVersion)
-        );
+        assert_eq!(parse_request_head(req, &Limits::default()), Err(Error::UnsupportedVersion));
         assert_eq!(Error::UnsupportedVersion.status_hint(), 505);
     }
 
@@ -340,11 +311,9 @@ mod tests {
     #[test]
     fn malformed_request_line_is_400() {
         let limits = Limits::default();
-        for bad in [
-            &b"GET\r\n\r\n"[..],
-            b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n",
-            b"G\x01T / HTTP/1.1\r\n\r\n",
-        ] {
+        for bad in
+            [&b"GET\r\n\r\n"[..], b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n", b"G\x01T / HTTP/1.1\r\n\r\n"]
+        {
             let err = parse_request_head(bad, &limits).unwrap_err();
             assert_eq!(err.status_hint(), 400, "{bad:?} gave {err:?}");
         }

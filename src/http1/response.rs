@@ -104,14 +104,7 @@ mod tests {
     #[test]
     fn rfc9112_4_status_line_and_content_length() {
         let mut out = Vec::new();
-        write_full(
-            &mut out,
-            201,
-            &[("Content-Type", "application/json")],
-            b"{}",
-            false,
-            false,
-        );
+        write_full(&mut out, 201, &[("Content-Type", "application/json")], b"{}", false, false);
         assert_eq!(
             out,
             b"HTTP/1.1 201 Created\r\nServer: pushwire\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"

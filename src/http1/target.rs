@@ -28,25 +28,15 @@ impl<'a> Target<'a> {
         } else if let Some(after) = strip_scheme(target) {
             match after.find(['/', '?']) {
                 Some(i) if after[i..].starts_with('/') => &after[i..],
-                Some(i) => {
-                    return Some(Target {
-                        path: "/",
-                        query: Some(&after[i + 1..]),
-                    })
-                }
+                Some(i) => return Some(Target { path: "/", query: Some(&after[i + 1..]) }),
                 None => "/",
             }
         } else {
             return None;
         };
         let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
-        let query = rest[path_end..]
-            .strip_prefix('?')
-            .map(|q| q.split('#').next().unwrap_or(""));
-        Some(Target {
-            path: &rest[..path_end],
-            query,
-        })
+        let query = rest[path_end..].strip_prefix('?').map(|q| q.split('#').next().unwrap_or(""));
+        Some(Target { path: &rest[..path_end], query })
     }
 
     /// The decoded value of the first query parameter called `name`; `Some(Err(()))` when its

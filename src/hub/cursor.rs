@@ -59,9 +59,7 @@ impl Cursor {
         }
         let mut epoch: u64 = 0;
         for &byte in epoch_digits {
-            let digit = char::from(byte)
-                .to_digit(16)
-                .ok_or(CursorError::EpochNotSixteenHexDigits)?;
+            let digit = char::from(byte).to_digit(16).ok_or(CursorError::EpochNotSixteenHexDigits)?;
             // 16 hex digits fill a u64 exactly, so this shift never drops a set bit.
             epoch = (epoch << 4) | u64::from(digit);
         }
@@ -83,10 +81,7 @@ impl Cursor {
                 .and_then(|o| o.checked_add(u64::from(byte - b'0')))
                 .ok_or(CursorError::OffsetOverflowsU64)?;
         }
-        Ok(Cursor {
-            epoch: Epoch(epoch),
-            offset,
-        })
+        Ok(Cursor { epoch: Epoch(epoch), offset })
     }
 }
 
@@ -138,10 +133,7 @@ mod tests {
     use super::*;
 
     fn cursor(epoch: u64, offset: u64) -> Cursor {
-        Cursor {
-            epoch: Epoch(epoch),
-            offset,
-        }
+        Cursor { epoch: Epoch(epoch), offset }
     }
 
     #[test]
@@ -165,10 +157,7 @@ mod tests {
             assert!(text.len() <= Cursor::MAX_TEXT_BYTES);
             assert_eq!(Cursor::parse(&text), Ok(c), "{text}");
         }
-        assert_eq!(
-            cursor(u64::MAX, u64::MAX).to_string().len(),
-            Cursor::MAX_TEXT_BYTES
-        );
+        assert_eq!(cursor(u64::MAX, u64::MAX).to_string().len(), Cursor::MAX_TEXT_BYTES);
     }
 
     #[test]
@@ -180,14 +169,8 @@ mod tests {
 
     #[test]
     fn cursor_offset_leading_zeros_accepted_up_to_20_digits() {
-        assert_eq!(
-            Cursor::parse("0000000000000001:00000000000000000042"),
-            Ok(cursor(1, 42))
-        );
-        assert_eq!(
-            Cursor::parse("0000000000000001:18446744073709551615"),
-            Ok(cursor(1, u64::MAX))
-        );
+        assert_eq!(Cursor::parse("0000000000000001:00000000000000000042"), Ok(cursor(1, 42)));
+        assert_eq!(Cursor::parse("0000000000000001:18446744073709551615"), Ok(cursor(1, u64::MAX)));
     }
 
     #[test]

@@ -89,14 +89,7 @@ impl Message {
         payload: Payload,
         published_at: Instant,
     ) -> Message {
-        Message {
-            channel,
-            id,
-            event,
-            payload,
-            published_at,
-            encodings: Default::default(),
-        }
+        Message { channel, id, event, payload, published_at, encodings: Default::default() }
     }
 
     /// The message in wire format `encoding`, encoded on first use by `encode` and then shared
@@ -124,10 +117,7 @@ mod tests {
     fn message(event: Option<&str>, payload: Payload) -> Message {
         Message::new(
             ChannelName::parse("news").unwrap(),
-            Cursor {
-                epoch: Epoch(7),
-                offset: 1,
-            },
+            Cursor { epoch: Epoch(7), offset: 1 },
             event.map(Arc::from),
             payload,
             crate::hub::tests::t0(),

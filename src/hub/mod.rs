@@ -64,10 +64,12 @@
 //! publish times never decrease along a history.
 
 pub mod channel_name;
+pub mod command;
 pub mod cursor;
 pub mod message;
 
 pub use channel_name::ChannelName;
+pub use command::{Applied, Command, Reply};
 pub use cursor::{Cursor, CursorError, Epoch};
 pub use message::{Encoding, Message, Payload};
 
@@ -317,11 +319,7 @@ impl Hub {
     pub fn new(limits: Limits, epoch_seed: u64) -> Hub {
         Hub {
             limits,
-            channels: Channels {
-                by_name: HashMap::new(),
-                epoch_seed,
-                epoch_counter: 0,
-            },
+            channels: Channels { by_name: HashMap::new(), epoch_seed, epoch_counter: 0 },
             totals: Totals::default(),
         }
     }
@@ -343,10 +341,7 @@ impl Hub {
         let limits = self.limits;
         let ch = self.channels.access(channel, now, &limits, &mut self.totals)?;
         let offset = ch.last_offset.checked_add(1).ok_or(HubError::OffsetsExhausted)?;
-        let id = Cursor {
-            epoch: ch.epoch,
-            offset,
-        };
+        let id = Cursor { epoch: ch.epoch, offset };
         let message = Arc::new(Message::new(channel.clone(), id, event, payload, ch.last_active));
         let new_bytes = message.history_bytes();
         if new_bytes > limits.max_history_bytes {
@@ -366,11 +361,7 @@ impl Hub {
             freed_bytes += old.history_bytes();
             evicted += 1;
         }
-        let total_bytes = self
-            .totals
-            .history_bytes
-            .saturating_sub(freed_bytes)
-            .saturating_add(new_bytes);
+        let total_bytes = self.totals.history_bytes.saturating_sub(freed_bytes).saturating_add(new_bytes);
         if total_bytes > limits.max_total_history_bytes {
             return Err(HubError::HistoryFull);
         }
@@ -396,9 +387,7 @@ impl Hub {
         max_messages: usize,
         now: Instant,
     ) -> Result<Replay, HubError> {
-        let ch = self
-            .channels
-            .access(channel, now, &self.limits, &mut self.totals)?;
+        let ch = self.channels.access(channel, now, &self.limits, &mut self.totals)?;
         Ok(ch.replay(since, max_messages))
     }
 
@@ -415,9 +404,7 @@ impl Hub {
         sink: SinkId,
         now: Instant,
     ) -> Result<Replay, HubError> {
-        let ch = self
-            .channels
-            .access(channel, now, &self.limits, &mut self.totals)?;
+        let ch = self.channels.access(channel, now, &self.limits, &mut self.totals)?;
         // Counts cannot overflow: each subscription is held by a live connection.
         match ch.subscribers.iter_mut().find(|(s, _)| *s == sink) {
             Some((_, count)) => *count += 1,
@@ -513,11 +500,7 @@ impl Channels {
 impl Channel {
     /// The sinks with at least one subscription.
     fn sinks(&self) -> SinkSet {
-        SinkSet(
-            self.subscribers
-                .iter()
-                .fold(0, |bits, (sink, _)| bits | sink.bit()),
-        )
+        SinkSet(self.subscribers.iter().fold(0, |bits, (sink, _)| bits | sink.bit()))
     }
 
     /// Applies the cursor and gap rules of the module docs.
@@ -537,21 +520,10 @@ impl Channel {
         };
         // `before_first <= from <= last`, so the skip is at most the history length.
         let skip = usize::try_from(from - before_first).unwrap_or(usize::MAX);
-        let messages: Vec<Arc<Message>> = self
-            .history
-            .range(skip.min(self.history.len())..)
-            .take(max_messages)
-            .cloned()
-            .collect();
+        let messages: Vec<Arc<Message>> =
+            self.history.range(skip.min(self.history.len())..).take(max_messages).cloned().collect();
         let offset = messages.last().map_or(from, |m| m.id.offset);
-        Replay {
-            messages,
-            gap,
-            next: Cursor {
-                epoch: self.epoch,
-                offset,
-            },
-        }
+        Replay { messages, gap, next: Cursor { epoch: self.epoch, offset } }
     }
 }
 
@@ -678,26 +650,11 @@ mod tests {
         let ok = small_limits();
         assert_eq!(ok.validate(), Ok(()));
         for bad in [
-            Limits {
-                max_history_messages: 0,
-                ..ok
-            },
-            Limits {
-                max_history_age: Duration::ZERO,
-                ..ok
-            },
-            Limits {
-                max_history_bytes: 0,
-                ..ok
-            },
-            Limits {
-                max_history_bytes: ok.max_total_history_bytes + 1,
-                ..ok
-            },
-            Limits {
-                max_channels: 0,
-                ..ok
-            },
+            Limits { max_history_messages: 0, ..ok },
+            Limits { max_history_age: Duration::ZERO, ..ok },
+            Limits { max_history_bytes: 0, ..ok },
+            Limits { max_history_bytes: ok.max_total_history_bytes + 1, ..ok },
+            Limits { max_channels: 0, ..ok },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
@@ -896,11 +853,7 @@ mod tests {
     #[test]
     fn history_evicts_oldest_over_max_history_bytes() {
         let now = t0();
-        let limits = Limits {
-            max_history_messages: 100,
-            max_history_bytes: 10,
-            ..small_limits()
-        };
+        let limits = Limits { max_history_messages: 100, max_history_bytes: 10, ..small_limits() };
         let mut hub = Hub::new(limits, 1);
         let ch = name("c");
         for body in ["aaaa", "bbbb", "cccc"] {
@@ -910,8 +863,7 @@ mod tests {
         assert_eq!(offsets(&replay), [2, 3]);
         assert_eq!(hub.stats().history_bytes, 8);
         // The event name counts too: 2 + 8 bytes fill the history alone.
-        hub.publish(&ch, Some(Arc::from("ev")), text("dddddddd"), now)
-            .unwrap();
+        hub.publish(&ch, Some(Arc::from("ev")), text("dddddddd"), now).unwrap();
         let replay = hub.read(&ch, at(Epoch(0), 0), 10, now).unwrap();
         assert_eq!(offsets(&replay), [4]);
         assert_eq!(hub.stats().history_bytes, 10);
@@ -921,18 +873,12 @@ mod tests {
     #[test]
     fn message_larger_than_max_history_bytes_refused() {
         let now = t0();
-        let limits = Limits {
-            max_history_bytes: 10,
-            ..small_limits()
-        };
+        let limits = Limits { max_history_bytes: 10, ..small_limits() };
         let mut hub = Hub::new(limits, 1);
         let ch = name("c");
         let epoch = publish_n(&mut hub, &ch, 1, now);
         let big = Payload::Binary(Arc::from(vec![0u8; 11]));
-        assert_eq!(
-            hub.publish(&ch, None, big, now).unwrap_err(),
-            HubError::MessageTooLarge
-        );
+        assert_eq!(hub.publish(&ch, None, big, now).unwrap_err(), HubError::MessageTooLarge);
         // Nothing changed: the history is intact and the offset was not used.
         assert_eq!(hub.stats().history_messages, 1);
         let next = hub.publish(&ch, None, text("ok"), now).unwrap().message.id;
@@ -942,19 +888,12 @@ mod tests {
     #[test]
     fn history_full_refuses_publish_beyond_total() {
         let now = t0();
-        let limits = Limits {
-            max_history_bytes: 10,
-            max_total_history_bytes: 20,
-            ..small_limits()
-        };
+        let limits = Limits { max_history_bytes: 10, max_total_history_bytes: 20, ..small_limits() };
         let mut hub = Hub::new(limits, 1);
         let ten = || text("0123456789");
         hub.publish(&name("a"), None, ten(), now).unwrap();
         hub.publish(&name("b"), None, ten(), now).unwrap();
-        assert_eq!(
-            hub.publish(&name("c"), None, text("x"), now).unwrap_err(),
-            HubError::HistoryFull
-        );
+        assert_eq!(hub.publish(&name("c"), None, text("x"), now).unwrap_err(), HubError::HistoryFull);
         // Replacing a channel's own history does not grow the total.
         let replaced = hub.publish(&name("a"), None, ten(), now).unwrap();
         assert_eq!(replaced.message.id.offset, 2);
@@ -969,10 +908,7 @@ mod tests {
     #[test]
     fn too_many_channels_refused() {
         let now = t0();
-        let limits = Limits {
-            max_channels: 2,
-            ..small_limits()
-        };
+        let limits = Limits { max_channels: 2, ..small_limits() };
         let mut hub = Hub::new(limits, 1);
         hub.publish(&name("a"), None, text("x"), now).unwrap();
         hub.read(&name("b"), Since::Tail, 1, now).unwrap();
@@ -1094,10 +1030,7 @@ mod tests {
     #[test]
     fn subscribe_replays_everything_available() {
         let now = t0();
-        let limits = Limits {
-            max_history_messages: 2_000,
-            ..Limits::default()
-        };
+        let limits = Limits { max_history_messages: 2_000, ..Limits::default() };
         let mut hub = Hub::new(limits, 1);
         let ch = name("c");
         let epoch = publish_n(&mut hub, &ch, 1_500, now);
@@ -1116,8 +1049,7 @@ mod tests {
         for index in [0, 5, 5, 63] {
             hub.subscribe(&ch, Since::Tail, sink(index), now).unwrap();
         }
-        hub.subscribe(&name("elsewhere"), Since::Tail, sink(9), now)
-            .unwrap();
+        hub.subscribe(&name("elsewhere"), Since::Tail, sink(9), now).unwrap();
         let sinks = |hub: &mut Hub| {
             let published = hub.publish(&ch, None, text("x"), now).unwrap();
             published.sinks.iter().map(SinkId::index).collect::<Vec<_>>()
@@ -1280,11 +1212,7 @@ mod tests {
             let mut now = t0();
             for _ in 0..5_000 {
                 // Mostly busy, sometimes long quiet spells that let history age and channels go.
-                let step_ms = if rng.below(40) == 0 {
-                    30_000
-                } else {
-                    rng.below(800)
-                };
+                let step_ms = if rng.below(40) == 0 { 30_000 } else { rng.below(800) };
                 now += Duration::from_millis(step_ms);
                 let channel = names[rng.below(names.len() as u64) as usize].clone();
                 let sink = sink(rng.below(4) as u8);
@@ -1292,16 +1220,10 @@ mod tests {
                 let at_capacity = hub.channels.by_name.len() >= limits.max_channels;
                 let since = match rng.below(7) {
                     0 => Since::Tail,
-                    1 => Since::After(Cursor {
-                        epoch: Epoch(rng.next()),
-                        offset: rng.below(10),
-                    }),
+                    1 => Since::After(Cursor { epoch: Epoch(rng.next()), offset: rng.below(10) }),
                     2 => {
                         let epoch = model.current.get(&channel).copied().unwrap_or(Epoch(0));
-                        Since::After(Cursor {
-                            epoch,
-                            offset: rng.below(30),
-                        })
+                        Since::After(Cursor { epoch, offset: rng.below(30) })
                     }
                     // The latest cursor the hub returned for this channel (a client keeping up).
                     3 | 4 => model

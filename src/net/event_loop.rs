@@ -1,5 +1,6 @@
 //! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener as StdListener};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::timers::{ConnId, Timers};
 use super::Shared;
 use crate::conn::Conn;
 use crate::http1::response::write_full;
-use crate::hub::SinkId;
+use crate::hub::{ChannelName, Message, SinkId};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -38,6 +39,18 @@ struct Slot {
     /// reported again, so the loop must come back by itself.
     read_pending: bool,
     write_shut: bool,
+    /// Channels this connection is subscribed to (usually one).
+    subscriptions: Vec<ChannelName>,
+    /// Output queued by a delivery this turn, flushed once at the end of the turn.
+    dirty: bool,
+}
+
+/// Which connections of this loop are subscribed to which channel, and the deliveries waiting
+/// to be fanned out to them.
+#[derive(Default)]
+struct Fanout {
+    subscribers: HashMap<ChannelName, Vec<ConnId>>,
+    deliveries: VecDeque<Arc<Message>>,
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -45,10 +58,7 @@ fn token(key: usize, generation: u32) -> Token {
 }
 
 fn conn_id(token: Token) -> ConnId {
-    ConnId {
-        key: token.0 & 0xffff_ffff,
-        generation: (token.0 >> 32) as u32,
-    }
+    ConnId { key: token.0 & 0xffff_ffff, generation: (token.0 >> 32) as u32 }
 }
 
 /// A single-threaded mio event loop serving connections from one listener.
@@ -65,6 +75,9 @@ pub struct EventLoop {
     revisit: Vec<ConnId>,
     /// The per-loop read buffer shared by all connections.
     scratch: Vec<u8>,
+    fanout: Fanout,
+    /// Connections with output from deliveries, flushed at the end of the turn.
+    dirty: Vec<ConnId>,
     accept_paused_until: Option<Instant>,
     accept_pending: bool,
     next_expire: Instant,
@@ -76,11 +89,9 @@ impl EventLoop {
     pub fn new(shared: Arc<Shared>, listener: StdListener) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let next_expire = Instant::now() + shared.config.net.expire_interval;
         Ok(EventLoop {
@@ -94,6 +105,8 @@ impl EventLoop {
             timers: Timers::default(),
             revisit: Vec::new(),
             scratch,
+            fanout: Fanout::default(),
+            dirty: Vec::new(),
             accept_paused_until: None,
             accept_pending: false,
             next_expire,
@@ -106,10 +119,8 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         while !self.stopping {
             let now = Instant::now();
-            let mut deadline = self
-                .timers
-                .next_deadline()
-                .map_or(self.next_expire, |t| t.min(self.next_expire));
+            let mut deadline =
+                self.timers.next_deadline().map_or(self.next_expire, |t| t.min(self.next_expire));
             if let Some(t) = self.accept_paused_until {
                 deadline = deadline.min(t);
             }
@@ -145,12 +156,9 @@ impl EventLoop {
             }
             self.accept(now);
             self.fire_timers(now);
+            self.fan_out(now);
             if now >= self.next_expire {
-                self.shared
-                    .hub
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .expire(now);
+                self.shared.hub.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
                 self.next_expire = now + self.shared.config.net.expire_interval;
             }
         }
@@ -213,10 +221,7 @@ impl EventLoop {
         let generation = self.next_generation;
         let entry = self.slots.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token(key, generation), Interest::READABLE)
+        if let Err(e) = self.poll.registry().register(&mut stream, token(key, generation), Interest::READABLE)
         {
             warn!("register: {e}");
             return;
@@ -229,6 +234,8 @@ impl EventLoop {
             scheduled: None,
             read_pending: false,
             write_shut: false,
+            subscriptions: Vec::new(),
+            dirty: false,
         });
         debug!("{peer}: accepted as {key}");
         self.reschedule(ConnId { key, generation });
@@ -237,11 +244,7 @@ impl EventLoop {
     /// Reads (if readable), applies commands, writes, and updates the connection's
     /// registration and deadline.
     fn service(&mut self, id: ConnId, readable: bool, now: Instant) {
-        let Some(slot) = self
-            .slots
-            .get_mut(id.key)
-            .filter(|s| s.generation == id.generation)
-        else {
+        let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) else {
             return; // A stale token of a closed connection.
         };
         if readable || slot.read_pending {
@@ -260,7 +263,7 @@ impl EventLoop {
                     Ok(n) => {
                         budget = budget.saturating_sub(n);
                         slot.conn.handle_input(&self.scratch[..n], now);
-                        Self::apply_commands(&self.shared, self.sink, &mut slot.conn, now);
+                        apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -275,10 +278,16 @@ impl EventLoop {
                 slot.read_pending = true;
             }
         }
-        Self::apply_commands(&self.shared, self.sink, &mut slot.conn, now);
-        if let Err(e) = Self::flush(slot, now) {
-            debug!("write: {e}");
-            return self.remove(id.key);
+        // Flushing can let a session queue more (a catching-up feed reads its next page).
+        loop {
+            apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
+            if let Err(e) = Self::flush(slot, now) {
+                debug!("write: {e}");
+                return self.remove(id.key);
+            }
+            if !slot.conn.has_commands() {
+                break;
+            }
         }
         if slot.conn.is_closed() {
             return self.remove(id.key);
@@ -290,9 +299,7 @@ impl EventLoop {
         };
         if want != slot.interest {
             if let Err(e) =
-                self.poll
-                    .registry()
-                    .reregister(&mut slot.stream, token(id.key, id.generation), want)
+                self.poll.registry().reregister(&mut slot.stream, token(id.key, id.generation), want)
             {
                 debug!("reregister: {e}");
                 return self.remove(id.key);
@@ -305,15 +312,27 @@ impl EventLoop {
         self.reschedule(id);
     }
 
-    fn apply_commands(shared: &Shared, sink: SinkId, conn: &mut Conn, now: Instant) {
-        while let Some(command) = conn.poll_command() {
-            let applied = command.apply(
-                &mut shared.hub.lock().unwrap_or_else(|e| e.into_inner()),
-                sink,
-                now,
-            );
-            if let Some(reply) = applied.reply {
-                conn.handle_reply(reply, now);
+    /// Hands each delivery of this turn to the connections subscribed to its channel, then
+    /// flushes each of them once (several messages in one write).
+    fn fan_out(&mut self, now: Instant) {
+        while let Some(msg) = self.fanout.deliveries.pop_front() {
+            let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
+            for id in ids.clone() {
+                let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) else {
+                    continue;
+                };
+                slot.conn.handle_delivery(&msg, now);
+                apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) {
+                slot.dirty = false;
+                self.service(id, false, now);
             }
         }
     }
@@ -353,11 +372,7 @@ impl EventLoop {
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, id)) = self.timers.pop_due(now) {
-            let Some(slot) = self
-                .slots
-                .get_mut(id.key)
-                .filter(|s| s.generation == id.generation)
-            else {
+            let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) else {
                 continue;
             };
             if slot.scheduled != Some(at) {
@@ -372,6 +387,59 @@ impl EventLoop {
     fn remove(&mut self, key: usize) {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
+        if !slot.subscriptions.is_empty() {
+            let id = ConnId { key, generation: slot.generation };
+            let now = Instant::now();
+            let mut hub = self.shared.hub.lock().unwrap_or_else(|e| e.into_inner());
+            for channel in slot.subscriptions.drain(..) {
+                hub.unsubscribe(&channel, self.sink, now);
+                self.fanout.forget(&channel, id);
+            }
+        }
         debug!("closed {key}: {}", slot.conn.close_reason().unwrap_or("error"));
+    }
+}
+
+impl Fanout {
+    fn forget(&mut self, channel: &ChannelName, id: ConnId) {
+        if let Some(ids) = self.subscribers.get_mut(channel) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.subscribers.remove(channel);
+            }
+        }
+    }
+}
+
+/// Applies a connection's queued hub commands: replies go back to it, subscriptions are
+/// recorded for fan-out, and new messages are queued for delivery on this loop.
+fn apply_commands(
+    shared: &Shared,
+    sink: SinkId,
+    id: ConnId,
+    slot: &mut Slot,
+    fanout: &mut Fanout,
+    now: Instant,
+) {
+    while let Some(command) = slot.conn.poll_command() {
+        let applied = command.apply(&mut shared.hub.lock().unwrap_or_else(|e| e.into_inner()), sink, now);
+        if let Some(channel) = applied.subscribed {
+            fanout.subscribers.entry(channel.clone()).or_default().push(id);
+            slot.subscriptions.push(channel);
+        }
+        if let Some(channel) = applied.unsubscribed {
+            if let Some(i) = slot.subscriptions.iter().position(|c| *c == channel) {
+                slot.subscriptions.swap_remove(i);
+                fanout.forget(&channel, id);
+            }
+        }
+        if let Some(published) = applied.published {
+            if published.sinks.contains(sink) {
+                fanout.deliveries.push_back(published.message);
+            }
+        }
+        if let Some(reply) = applied.reply {
+            slot.conn.handle_reply(reply, now);
+        }
     }
 }

@@ -83,19 +83,14 @@ pub struct Shared {
 /// Binds `listen` and serves until SIGINT or SIGTERM. `on_ready` gets the bound address
 /// (useful with port 0) once the server accepts connections.
 pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    config
-        .validate()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let listener = StdListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     // The epoch seed is the one piece of randomness the hub needs: a restarted server draws a
     // new one, so cursors from before the restart are recognised as gaps.
     let hub = Hub::new(config.hub, rand::random());
-    let shared = Arc::new(Shared {
-        config: Arc::new(config),
-        hub: Mutex::new(hub),
-    });
+    let shared = Arc::new(Shared { config: Arc::new(config), hub: Mutex::new(hub) });
     let mut event_loop = EventLoop::new(shared, listener)?;
     on_ready(addr);
     event_loop.run()

@@ -55,14 +55,8 @@ mod tests {
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();
         let mut timers = Timers::default();
-        let a = ConnId {
-            key: 1,
-            generation: 1,
-        };
-        let b = ConnId {
-            key: 2,
-            generation: 7,
-        };
+        let a = ConnId { key: 1, generation: 1 };
+        let b = ConnId { key: 2, generation: 7 };
         timers.push(t0 + Duration::from_secs(2), a);
         timers.push(t0 + Duration::from_secs(1), b);
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));

@@ -161,20 +161,14 @@ mod tests {
     #[test]
     fn html_parsing_an_event_stream_field_lines() {
         assert_eq!(encoded(None, None, "hello"), "data: hello\n\n");
-        assert_eq!(
-            encoded(Some("7"), Some("add"), "73857293"),
-            "id: 7\nevent: add\ndata: 73857293\n\n"
-        );
+        assert_eq!(encoded(Some("7"), Some("add"), "73857293"), "id: 7\nevent: add\ndata: 73857293\n\n");
         assert_eq!(encoded(None, None, ""), "data:\n\n");
         assert_eq!(encoded(Some(""), None, "x"), "id:\ndata: x\n\n");
     }
 
     #[test]
     fn html_parsing_an_event_stream_data_split_on_crlf_cr_lf() {
-        assert_eq!(
-            encoded(None, None, "a\r\nb\rc\nd"),
-            "data: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(encoded(None, None, "a\r\nb\rc\nd"), "data: a\ndata: b\ndata: c\ndata: d\n\n");
         assert_eq!(encoded(None, None, "a\n"), "data: a\ndata:\n\n");
         assert_eq!(encoded(None, None, "\r\r\n"), "data:\ndata:\ndata:\n\n");
     }
@@ -193,10 +187,7 @@ mod tests {
         for (id, event, error) in cases {
             assert_eq!(encode_event(id, event, "x", &mut out), Err(error));
         }
-        assert_eq!(
-            encode_comment("a\nb", &mut out),
-            Err(EncodeError::CommentContainsLineBreak)
-        );
+        assert_eq!(encode_comment("a\nb", &mut out), Err(EncodeError::CommentContainsLineBreak));
         assert!(out.is_empty());
     }
 

@@ -30,10 +30,7 @@ pub struct ParseLimits {
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        ParseLimits {
-            max_line_bytes: 64 * 1024,
-            max_data_bytes: 1024 * 1024,
-        }
+        ParseLimits { max_line_bytes: 64 * 1024, max_data_bytes: 1024 * 1024 }
     }
 }
 
@@ -259,11 +256,7 @@ impl EventStreamParser {
             // "Append the field value to the data buffer, then append a single U+000A LINE
             // FEED (LF) character to the data buffer."
             "data" => {
-                let grown = self
-                    .data_buffer
-                    .len()
-                    .saturating_add(value.len())
-                    .saturating_add(1);
+                let grown = self.data_buffer.len().saturating_add(value.len()).saturating_add(1);
                 if grown > self.limits.max_data_bytes {
                     return Err(ParseError::DataTooLarge);
                 }
@@ -381,20 +374,13 @@ mod tests {
             b"event: add\ndata: 73857293\n\nevent: remove\ndata: 2153\n\nevent: add\ndata: 113411\n\n";
         assert_eq!(
             parse(stream).0,
-            [
-                event("add", "73857293", ""),
-                event("remove", "2153", ""),
-                event("add", "113411", "")
-            ]
+            [event("add", "73857293", ""), event("remove", "2153", ""), event("add", "113411", "")]
         );
     }
 
     #[test]
     fn html_event_stream_interpretation_stock_example() {
-        assert_eq!(
-            parse(b"data: YHOO\ndata: +2\ndata: 10\n\n").0,
-            [event("message", "YHOO\n+2\n10", "")]
-        );
+        assert_eq!(parse(b"data: YHOO\ndata: +2\ndata: 10\n\n").0, [event("message", "YHOO\n+2\n10", "")]);
     }
 
     #[test]
@@ -457,25 +443,15 @@ mod tests {
         // The event type buffer is reset after each dispatch, and when data is empty.
         assert_eq!(
             parse(b"event: a\n\ndata: 2\n\nevent: b\ndata: 3\n\ndata: 4\n\n").0,
-            [
-                event("message", "2", ""),
-                event("b", "3", ""),
-                event("message", "4", "")
-            ]
+            [event("message", "2", ""), event("b", "3", ""), event("message", "4", "")]
         );
         // "Field names must be compared literally, with no case folding performed."
-        assert_eq!(
-            parse(b"Event: x\nDATA: y\ndata: z\n\n").0,
-            [event("message", "z", "")]
-        );
+        assert_eq!(parse(b"Event: x\nDATA: y\ndata: z\n\n").0, [event("message", "z", "")]);
     }
 
     #[test]
     fn html_event_stream_interpretation_unknown_fields_ignored() {
-        assert_eq!(
-            parse(b"foo: bar\ndata : spaced name\ndata: x\n\n").0,
-            [event("message", "x", "")]
-        );
+        assert_eq!(parse(b"foo: bar\ndata : spaced name\ndata: x\n\n").0, [event("message", "x", "")]);
     }
 
     #[test]
@@ -549,10 +525,7 @@ mod tests {
         assert_eq!(messages("data: héllo 👋 日本\n\n".as_bytes()), ["héllo 👋 日本"]);
         // Invalid bytes become U+FFFD: a lone continuation byte, a truncated sequence, an
         // overlong encoding.
-        assert_eq!(
-            messages(b"data: a\x80b\xE6\x97c\xC0\xAF\n\n"),
-            ["a\u{FFFD}b\u{FFFD}c\u{FFFD}\u{FFFD}"]
-        );
+        assert_eq!(messages(b"data: a\x80b\xE6\x97c\xC0\xAF\n\n"), ["a\u{FFFD}b\u{FFFD}c\u{FFFD}\u{FFFD}"]);
         // A sequence cut by a line end is replaced, and the line still ends.
         assert_eq!(messages(b"data: \xF0\x9F\ndata: x\n\n"), ["\u{FFFD}\nx"]);
         // Multi-byte characters split across feeds.
@@ -582,10 +555,7 @@ id: 2\0ignored\ndata\n\nretry: x\r\ndata: \xC3\xA9\x80\r\nid\r\n\r\ndata: pendin
         assert_eq!(last_event_id, "");
         assert_split_invariant(limits, stream);
         // Also for a stream that fails.
-        let small = ParseLimits {
-            max_line_bytes: 12,
-            max_data_bytes: 16,
-        };
+        let small = ParseLimits { max_line_bytes: 12, max_data_bytes: 16 };
         assert_split_invariant(small, b"data: 123456\n\ndata: 1234567\n\n");
         assert_split_invariant(small, b"data: 12345\ndata: 12345\ndata: 1\n\n");
     }
@@ -595,10 +565,7 @@ id: 2\0ignored\ndata\n\nretry: x\r\ndata: \xC3\xA9\x80\r\nid\r\n\r\ndata: pendin
         let mut parser = EventStreamParser::new(ParseLimits::default());
         let mut events = Vec::new();
         parser
-            .feed(
-                b"id: 1\ndata: a\n\nid: 2\nevent: e\ndata: b\nretry: 9\ndata: partial",
-                &mut events,
-            )
+            .feed(b"id: 1\ndata: a\n\nid: 2\nevent: e\ndata: b\nretry: 9\ndata: partial", &mut events)
             .unwrap();
         parser.finish();
         // What was pending is gone: a blank line now dispatches nothing.
@@ -609,10 +576,7 @@ id: 2\0ignored\ndata\n\nretry: x\r\ndata: \xC3\xA9\x80\r\nid\r\n\r\ndata: pendin
 
     #[test]
     fn line_limit_checked_before_growing() {
-        let limits = ParseLimits {
-            max_line_bytes: 8,
-            max_data_bytes: 1024,
-        };
+        let limits = ParseLimits { max_line_bytes: 8, max_data_bytes: 1024 };
         // Exactly max_line_bytes is fine; the line end does not count.
         assert!(parse_pieces(limits, &[b"data: 12\r\n\r\n"]).is_ok());
         let mut parser = EventStreamParser::new(limits);
@@ -622,38 +586,20 @@ id: 2\0ignored\ndata\n\nretry: x\r\ndata: \xC3\xA9\x80\r\nid\r\n\r\ndata: pendin
         assert_eq!(parser.feed(b"\n\n", &mut events), Err(ParseError::LineTooLong));
         assert!(events.is_empty());
         // A partial BOM held back counts toward the first line.
-        assert_eq!(
-            parse_pieces(limits, &[b"\xEF\xBBdata: 1\n"]),
-            Err(ParseError::LineTooLong)
-        );
+        assert_eq!(parse_pieces(limits, &[b"\xEF\xBBdata: 1\n"]), Err(ParseError::LineTooLong));
     }
 
     #[test]
     fn data_limit_checked_before_growing() {
-        let limits = ParseLimits {
-            max_line_bytes: 1024,
-            max_data_bytes: 8,
-        };
+        let limits = ParseLimits { max_line_bytes: 1024, max_data_bytes: 8 };
         // "1234567" + LF is 8 bytes: allowed.
         assert_eq!(
             parse_pieces(limits, &[b"data: 1234567\n\n"]).unwrap().0,
             [event("message", "1234567", "")]
         );
-        assert_eq!(
-            parse_pieces(limits, &[b"data: 12345678\n\n"]),
-            Err(ParseError::DataTooLarge)
-        );
-        assert_eq!(
-            parse_pieces(limits, &[b"data: 1234\ndata: 1234\n\n"]),
-            Err(ParseError::DataTooLarge)
-        );
+        assert_eq!(parse_pieces(limits, &[b"data: 12345678\n\n"]), Err(ParseError::DataTooLarge));
+        assert_eq!(parse_pieces(limits, &[b"data: 1234\ndata: 1234\n\n"]), Err(ParseError::DataTooLarge));
         // The buffer empties on dispatch, so the limit is per event.
-        assert_eq!(
-            parse_pieces(limits, &[b"data: 1234567\n\ndata: 1234567\n\n"])
-                .unwrap()
-                .0
-                .len(),
-            2
-        );
+        assert_eq!(parse_pieces(limits, &[b"data: 1234567\n\ndata: 1234567\n\n"]).unwrap().0.len(), 2);
     }
 }

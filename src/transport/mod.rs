@@ -1,8 +1,16 @@
 //! The push styles pushwire serves, and the routing of a request head to one of them.
 //!
 //! Implements: the URL space (`/`, `/healthz`, `/channels/{name}`), method checks with `Allow`
-//! (RFC 9110 §15.5.6), and one file per transport:
-//! [`publish`] (HTTP POST), [`short_poll`] (GET with an immediate answer).
+//! (RFC 9110 §15.5.6), the choice of transport for `GET /channels/{name}`, and one file per
+//! transport: [`publish`] (HTTP POST), [`short_poll`] (an immediate answer), [`long_poll`]
+//! (RFC 6202 §2), [`sse`] (HTML "Server-sent events"), [`stream`] (chunked NDJSON,
+//! RFC 6202 §3). [`feed`] is what the streaming ones share: cursor, catch-up, slow consumers.
+//!
+//! # Choosing a transport
+//!
+//! `GET /channels/{name}` picks, in order: `?mode=ws|sse|stream|longpoll|poll` when given (for
+//! clients that cannot set headers); `Upgrade: websocket`; `Accept: text/event-stream`;
+//! `Accept: application/x-ndjson`; `?wait=SECONDS`; otherwise a short poll.
 //!
 //! Every transport subscribes and replays through the same hub commands, so the cursor
 //! (`EPOCH:OFFSET`) and the gap rule are the same whichever way a client connects.
@@ -11,13 +19,47 @@
 //! responses out.
 
 pub mod envelope;
+pub mod feed;
+pub mod long_poll;
 pub mod pages;
 pub mod publish;
 pub mod short_poll;
+pub mod sse;
+pub mod stream;
 
-use crate::http1::head::RequestHead;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::http1::head::{Headers, RequestHead};
 use crate::http1::target::Target;
-use crate::hub::{ChannelName, Cursor, Since};
+use crate::hub::{ChannelName, Command, Cursor, Since};
+use crate::output::Output;
+
+/// What a session handler gives back to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep serving.
+    Continue,
+    /// The response is complete; the connection may read its next request.
+    Complete,
+    /// Close the connection once the output is flushed.
+    Close,
+}
+
+/// What a session may touch while handling an input: the connection's output and command
+/// queue, the configuration and the time.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Bytes to write.
+    pub out: &'a mut Output,
+    /// Hub commands for the event loop.
+    pub commands: &'a mut VecDeque<Command>,
+    /// The server's configuration.
+    pub config: &'a Config,
+    /// The current time.
+    pub now: Instant,
+}
 
 /// Limits and options of the transports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +73,14 @@ pub struct Limits {
     /// slow consumer and is closed; a request/response connection past it stops being read
     /// until its peer reads. Default 1 MiB.
     pub max_send_buffer_bytes: usize,
+    /// Interval of the heartbeat on SSE (a comment line) and stream (a heartbeat line)
+    /// responses, so idle proxies and clients see the connection alive. Default 15 s.
+    pub keepalive_interval: Duration,
+    /// The `retry:` reconnection hint sent first on every SSE response. Default 2 s.
+    pub sse_retry: Duration,
+    /// Longest `?wait=` a long poll may park for; longer waits are capped. Default 30 s, below
+    /// the 60 s idle timeout common in load balancers.
+    pub longpoll_max_wait: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +89,9 @@ impl Default for Limits {
             max_batch_messages: 100,
             max_event_name_bytes: 64,
             max_send_buffer_bytes: 1024 * 1024,
+            keepalive_interval: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(2),
+            longpoll_max_wait: Duration::from_secs(30),
         }
     }
 }
@@ -51,6 +104,9 @@ impl Limits {
         }
         if self.max_send_buffer_bytes < 4096 {
             return Err("max send buffer bytes must be at least 4096".into());
+        }
+        if self.keepalive_interval.is_zero() || self.longpoll_max_wait.is_zero() {
+            return Err("keepalive interval and long-poll max wait must be positive".into());
         }
         if self.max_event_name_bytes == 0 {
             return Err("max event name bytes must be at least 1".into());
@@ -80,6 +136,128 @@ pub enum Route {
         /// Where the client's history ends.
         since: Since,
     },
+    /// `GET /channels/{name}?wait=SECONDS`: answer when something follows `since`, or after
+    /// `wait` with nothing.
+    LongPoll {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+        /// How long to park (already capped).
+        wait: Duration,
+    },
+    /// `GET /channels/{name}` as an event stream.
+    Sse {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends (`Last-Event-ID`, `last_event_id` or `since`).
+        since: Since,
+    },
+    /// `GET /channels/{name}` as a chunked NDJSON stream.
+    Stream {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+    },
+}
+
+/// A transport that owns the connection after its request: every push style is visible in one
+/// `match`, dispatch is static.
+#[derive(Debug)]
+pub enum Session {
+    /// A parked or answering long poll.
+    LongPoll(long_poll::LongPollSession),
+    /// An event stream.
+    Sse(sse::SseSession),
+    /// A chunked NDJSON stream.
+    Stream(stream::StreamSession),
+}
+
+impl Session {
+    /// The subscription's replay.
+    pub fn handle_subscribed(&mut self, replay: crate::hub::Replay, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_subscribed(replay, ctx),
+            Session::Sse(s) => s.handle_subscribed(replay, ctx),
+            Session::Stream(s) => s.handle_subscribed(replay, ctx),
+        }
+    }
+
+    /// The answer to a read the session queued.
+    pub fn handle_read(&mut self, replay: crate::hub::Replay, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_read(replay, ctx),
+            Session::Sse(s) => s.handle_page(replay, ctx),
+            Session::Stream(s) => s.handle_page(replay, ctx),
+        }
+    }
+
+    /// A live message on the subscribed channel.
+    pub fn handle_delivery(&mut self, msg: &std::sync::Arc<crate::hub::Message>, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_delivery(msg, ctx),
+            Session::Sse(s) => s.handle_delivery(msg, ctx),
+            Session::Stream(s) => s.handle_delivery(msg, ctx),
+        }
+    }
+
+    /// Some output was written.
+    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::LongPoll(_) => {}
+            Session::Sse(s) => s.handle_drained(ctx),
+            Session::Stream(s) => s.handle_drained(ctx),
+        }
+    }
+
+    /// The session's next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Session::LongPoll(s) => s.poll_timeout(),
+            Session::Sse(s) => s.poll_timeout(),
+            Session::Stream(s) => s.poll_timeout(),
+        }
+    }
+
+    /// A deadline passed (calls before it are harmless).
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_timeout(ctx),
+            Session::Sse(s) => s.handle_timeout(ctx),
+            Session::Stream(s) => s.handle_timeout(ctx),
+        }
+    }
+
+    /// True when bytes after the request belong to the next request (kept for pipelining)
+    /// rather than being meaningless (discarded).
+    pub fn keeps_pipelined_input(&self) -> bool {
+        matches!(self, Session::LongPoll(_))
+    }
+
+    /// The transport's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Session::LongPoll(_) => "longpoll",
+            Session::Sse(_) => "sse",
+            Session::Stream(_) => "stream",
+        }
+    }
+}
+
+/// The transports a `GET /channels/{name}` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// WebSocket (RFC 6455).
+    WebSocket,
+    /// Server-Sent Events.
+    Sse,
+    /// Chunked NDJSON stream.
+    Stream,
+    /// Long poll.
+    LongPoll,
+    /// Short poll.
+    Poll,
 }
 
 /// A request refused at routing, with its status and a short explanation for the body.
@@ -95,11 +273,7 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(status: u16, reason: &'static str) -> Self {
-        Refusal {
-            status,
-            allow: None,
-            reason,
-        }
+        Refusal { status, allow: None, reason }
     }
 }
 
@@ -113,11 +287,7 @@ pub fn route(head: &RequestHead, limits: &Limits) -> Result<Route, Refusal> {
     let method = head.method.as_str();
     let read_only = matches!(method, "GET" | "HEAD");
     // RFC 9110 §15.5.6: a 405 response MUST include an Allow header field.
-    let not_allowed = |allow| Refusal {
-        status: 405,
-        allow: Some(allow),
-        reason: "method not allowed",
-    };
+    let not_allowed = |allow| Refusal { status: 405, allow: Some(allow), reason: "method not allowed" };
     match target.path {
         "/" | "/index.html" if read_only => Ok(Route::Index),
         "/healthz" if read_only => Ok(Route::Healthz),
@@ -129,18 +299,79 @@ pub fn route(head: &RequestHead, limits: &Limits) -> Result<Route, Refusal> {
             let channel = ChannelName::parse(name)
                 .map_err(|_| Refusal::new(400, "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -"))?;
             match method {
-                "POST" => Ok(Route::Publish {
-                    channel,
-                    event: event_param(&target, limits)?,
-                }),
-                "GET" | "HEAD" => Ok(Route::ShortPoll {
-                    channel,
-                    since: since_param(&target)?,
-                }),
+                "POST" => Ok(Route::Publish { channel, event: event_param(&target, limits)? }),
+                "GET" | "HEAD" => subscribe_route(head, &target, channel, limits),
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
         }
     }
+}
+
+/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
+fn subscribe_route(
+    head: &RequestHead,
+    target: &Target<'_>,
+    channel: ChannelName,
+    limits: &Limits,
+) -> Result<Route, Refusal> {
+    let mode = match target.param("mode") {
+        Some(Ok(m)) => match m.as_str() {
+            "ws" => Mode::WebSocket,
+            "sse" => Mode::Sse,
+            "stream" => Mode::Stream,
+            "longpoll" => Mode::LongPoll,
+            "poll" => Mode::Poll,
+            _ => return Err(Refusal::new(400, "mode must be ws, sse, stream, longpoll or poll")),
+        },
+        Some(Err(_)) => return Err(Refusal::new(400, "bad percent-encoding in query")),
+        None if head.has_token("upgrade", "websocket") => Mode::WebSocket,
+        None if accepts(head, "text/event-stream") => Mode::Sse,
+        None if accepts(head, "application/x-ndjson") => Mode::Stream,
+        None if target.param("wait").is_some() => Mode::LongPoll,
+        None => Mode::Poll,
+    };
+    // HEAD cannot stream or park: it gets the short poll's fields.
+    let mode = if head.method == "HEAD" { Mode::Poll } else { mode };
+    let since = since_param(target)?;
+    match mode {
+        Mode::Poll => Ok(Route::ShortPoll { channel, since }),
+        Mode::LongPoll => {
+            let wait = match target.param("wait") {
+                None => limits.longpoll_max_wait,
+                Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::new(400, "wait must be a number of seconds"))?,
+                Some(Err(_)) => return Err(Refusal::new(400, "bad percent-encoding in query")),
+            };
+            Ok(Route::LongPoll { channel, since, wait: wait.min(limits.longpoll_max_wait) })
+        }
+        Mode::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
+        // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
+        Mode::Stream if head.minor_version == 0 => Err(Refusal::new(400, "streaming needs HTTP/1.1")),
+        Mode::Stream => Ok(Route::Stream { channel, since }),
+        Mode::WebSocket => Err(Refusal::new(400, "WebSocket is not served here yet")),
+    }
+}
+
+/// True when the request's `Accept` lists `media` (RFC 9110 §12.5.1; parameters ignored).
+fn accepts(head: &RequestHead, media: &str) -> bool {
+    head.fields()
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("accept"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|range| {
+            let range = range.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            range.eq_ignore_ascii_case(media.as_bytes())
+        })
+}
+
+/// A `?wait=` value: decimal seconds, at most 6 digits before and 3 after the point.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str, max: usize| s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole, 6) || !digits(frac, 3) {
+        return None;
+    }
+    let millis: u64 = format!("{whole}{frac:0<3}").parse().ok()?;
+    Some(Duration::from_millis(millis))
 }
 
 /// The `since` cursor of a request: absent means "from now".
@@ -161,16 +392,10 @@ fn event_param(target: &Target<'_>, limits: &Limits) -> Result<Option<String>, R
     };
     let name = value.map_err(|_| Refusal::new(400, "bad percent-encoding in query"))?;
     if name.is_empty() || name.len() > limits.max_event_name_bytes || !name.bytes().all(is_tchar) {
-        return Err(Refusal::new(
-            400,
-            "event must be a token of at most max-event-name-bytes",
-        ));
+        return Err(Refusal::new(400, "event must be a token of at most max-event-name-bytes"));
     }
     if name == "gap" {
-        return Err(Refusal::new(
-            400,
-            "the event name gap is reserved for gap signals",
-        ));
+        return Err(Refusal::new(400, "the event name gap is reserved for gap signals"));
     }
     Ok(Some(name))
 }
@@ -190,17 +415,12 @@ mod tests {
             method: method.into(),
             target: target.into(),
             minor_version: 1,
-            headers: vec![Header {
-                name: "Host".into(),
-                value: b"x".to_vec(),
-            }],
+            headers: vec![Header { name: "Host".into(), value: b"x".to_vec() }],
         }
     }
 
     fn status(method: &str, target: &str) -> u16 {
-        route(&head(method, target), &Limits::default())
-            .unwrap_err()
-            .status
+        route(&head(method, target), &Limits::default()).unwrap_err().status
     }
 
     #[test]
@@ -222,22 +442,35 @@ mod tests {
     fn publish_event_must_be_a_token_and_not_gap() {
         assert_eq!(status("POST", "/channels/a?event=gap"), 400);
         assert_eq!(status("POST", "/channels/a?event=a%20b"), 400);
-        assert_eq!(
-            status("POST", &format!("/channels/a?event={}", "e".repeat(65))),
-            400
-        );
+        assert_eq!(status("POST", &format!("/channels/a?event={}", "e".repeat(65))), 400);
         let ok = route(&head("POST", "/channels/a?event=price"), &Limits::default()).unwrap();
         assert!(matches!(ok, Route::Publish { event: Some(e), .. } if e == "price"));
     }
 
     #[test]
+    fn transport_is_chosen_by_mode_then_headers_then_wait() {
+        let mut h = head("GET", "/channels/a");
+        h.headers
+            .push(Header { name: "Accept".into(), value: b"text/html, text/event-stream;q=0.9".to_vec() });
+        assert!(matches!(route(&h, &Limits::default()), Ok(Route::Sse { .. })));
+        h.target = "/channels/a?mode=poll".into();
+        assert!(matches!(route(&h, &Limits::default()), Ok(Route::ShortPoll { .. })));
+        let mut n = head("GET", "/channels/a");
+        n.headers.push(Header { name: "Accept".into(), value: b"application/x-ndjson".to_vec() });
+        assert!(matches!(route(&n, &Limits::default()), Ok(Route::Stream { .. })));
+        let lp = route(&head("GET", "/channels/a?wait=2.5"), &Limits::default()).unwrap();
+        assert!(matches!(lp, Route::LongPoll { wait, .. } if wait == Duration::from_millis(2500)));
+        let capped = route(&head("GET", "/channels/a?wait=999"), &Limits::default()).unwrap();
+        assert!(matches!(capped, Route::LongPoll { wait, .. } if wait == Duration::from_secs(30)));
+        assert_eq!(status("GET", "/channels/a?wait=-1"), 400);
+        assert_eq!(status("GET", "/channels/a?wait=1e3"), 400);
+        assert_eq!(status("GET", "/channels/a?mode=carrier-pigeon"), 400);
+    }
+
+    #[test]
     fn since_must_parse_as_a_cursor() {
         assert_eq!(status("GET", "/channels/a?since=nope"), 400);
-        let ok = route(
-            &head("GET", "/channels/a?since=00000000000000ab%3A7"),
-            &Limits::default(),
-        )
-        .unwrap();
+        let ok = route(&head("GET", "/channels/a?since=00000000000000ab%3A7"), &Limits::default()).unwrap();
         assert!(matches!(ok, Route::ShortPoll { since: Since::After(c), .. } if c.offset == 7));
     }
 }

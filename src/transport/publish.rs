@@ -22,12 +22,7 @@ pub fn is_text(head: &RequestHead) -> bool {
         return false;
     };
     // RFC 9110 §8.3.1: type and subtype are case-insensitive; parameters follow a ';'.
-    let media = value
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii()
-        .to_ascii_lowercase();
+    let media = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii().to_ascii_lowercase();
     media.starts_with(b"text/")
         || media == b"application/json"
         || (media.starts_with(b"application/") && media.ends_with(b"+json"))

@@ -20,11 +20,8 @@ use super::envelope::message_envelope;
 
 /// The JSON body answering a poll.
 pub fn body(replay: &Replay) -> Vec<u8> {
-    let encoded: Vec<_> = replay
-        .messages
-        .iter()
-        .map(|m| m.encoded(Encoding::JsonEnvelope, message_envelope))
-        .collect();
+    let encoded: Vec<_> =
+        replay.messages.iter().map(|m| m.encoded(Encoding::JsonEnvelope, message_envelope)).collect();
     let mut out = Vec::with_capacity(encoded.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
     out.extend_from_slice(b"{\"messages\":[");
     for (i, e) in encoded.iter().enumerate() {
@@ -35,10 +32,6 @@ pub fn body(replay: &Replay) -> Vec<u8> {
     }
     out.extend_from_slice(b"],\"next\":\"");
     out.extend_from_slice(replay.next.to_string().as_bytes());
-    out.extend_from_slice(if replay.gap {
-        b"\",\"gap\":true}\n"
-    } else {
-        b"\",\"gap\":false}\n"
-    });
+    out.extend_from_slice(if replay.gap { b"\",\"gap\":true}\n" } else { b"\",\"gap\":false}\n" });
     out
 }

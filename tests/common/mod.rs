@@ -31,9 +31,7 @@ impl Server {
             .expect("start pushwire");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
         let addr = line
             .trim()
             .strip_prefix("pushwire listening on http://")
@@ -86,10 +84,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -105,11 +100,7 @@ pub fn read_response(reader: &mut BufReader<TcpStream>, head_request: bool) -> R
         loop {
             let mut line = Vec::new();
             let n = reader.read_until(b'\n', &mut line).expect("read response head");
-            assert!(
-                n > 0,
-                "connection closed before a response; got {:?}",
-                String::from_utf8_lossy(&head)
-            );
+            assert!(n > 0, "connection closed before a response; got {:?}", String::from_utf8_lossy(&head));
             head.extend_from_slice(&line);
             if line == b"\r\n" || line == b"\n" {
                 break;
@@ -134,11 +125,7 @@ pub fn read_response(reader: &mut BufReader<TcpStream>, head_request: bool) -> R
             .unwrap_or(0);
         let mut body = vec![0; if head_request { 0 } else { length }];
         reader.read_exact(&mut body).expect("read response body");
-        return Response {
-            status,
-            headers,
-            body,
-        };
+        return Response { status, headers, body };
     }
 }
 
@@ -173,10 +160,7 @@ pub fn poll(server: &Server, channel: &str, since: Option<&str>) -> Response {
         Some(c) => format!("/channels/{channel}?since={}", c.replace(':', "%3A")),
         None => format!("/channels/{channel}"),
     };
-    exchange(
-        server,
-        format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-    )
+    exchange(server, format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
 }
 
 /// The string value of `"name":"…"` in a flat JSON text (enough for pushwire's envelopes,
@@ -190,8 +174,5 @@ pub fn json_field(json: &str, name: &str) -> Option<String> {
 
 /// Every `"data":"…"` value in a poll answer, in order.
 pub fn data_values(json: &str) -> Vec<String> {
-    json.split("\"data\":\"")
-        .skip(1)
-        .map(|s| s[..s.find('"').unwrap()].to_string())
-        .collect()
+    json.split("\"data\":\"").skip(1).map(|s| s[..s.find('"').unwrap()].to_string()).collect()
 }

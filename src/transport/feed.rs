@@ -1,0 +1,215 @@
+//! The one contract every streaming transport keeps: where a subscriber is in its channel, how
+//! it catches up, and when it is a slow consumer.
+//!
+//! A subscription starts with the hub's replay (everything after the client's cursor, or a gap
+//! flag) and continues with live deliveries. Replay and registration happen atomically in the
+//! hub, but a delivery queued just before the subscription may still reach the new subscriber,
+//! so deliveries at or before the cursor are skipped; a delivery beyond the next offset means
+//! lost messages, and the subscriber is told of the gap instead of silently skipping.
+//!
+//! **Catching up.** A replay can be far larger than a connection's send buffer. The feed writes
+//! replayed messages only while they fit under [`crate::transport::Limits::max_send_buffer_bytes`],
+//! then *catches up*: each time the output drains below half the bound it reads the next page
+//! after its cursor from the hub's history (live deliveries are ignored meanwhile; they are in
+//! the history, and if they leave it first the hub reports the gap). A page that reaches the
+//! tail makes the feed live again. A live subscriber whose next message does not fit is a
+//! **slow consumer**: its connection is closed and its client resumes from its cursor, losing
+//! nothing while the history covers it.
+//!
+//! Does not: choose a wire format; a [`Wire`] writes messages and gaps in its own.
+
+use std::sync::Arc;
+
+use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
+
+use super::{Ctx, Flow};
+
+/// What a transport should do with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Already sent (it was replayed): skip it.
+    Skip,
+    /// The next message: send it.
+    Send,
+    /// Messages between the cursor and this one are missing: signal a gap, then send it.
+    GapThenSend,
+}
+
+/// How one transport puts messages and gap signals on the wire.
+pub trait Wire {
+    /// The message in this wire format, encoded once per message and shared by every
+    /// subscriber (see [`Message::encoded`]).
+    fn encode(&self, msg: &Message) -> Arc<[u8]>;
+    /// Queues an encoded message.
+    fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>);
+    /// Queues the signal that messages before `next` may have been lost.
+    fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>);
+}
+
+/// Whether the feed takes live deliveries or reads the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Waiting for the subscription's replay.
+    Starting,
+    /// Up to date: deliveries are written as they come.
+    Live,
+    /// Behind: pages are read from the history as the output drains.
+    CatchingUp {
+        /// A read of the next page is queued or in flight.
+        reading: bool,
+    },
+}
+
+/// A subscriber's position in a channel.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// The channel subscribed to.
+    pub channel: ChannelName,
+    /// The last message the client has been sent (or where its history ends).
+    pub cursor: Option<Cursor>,
+    mode: Mode,
+}
+
+impl Feed {
+    /// A feed for `channel`, waiting for its replay.
+    pub fn new(channel: ChannelName) -> Feed {
+        Feed { channel, cursor: None, mode: Mode::Starting }
+    }
+
+    /// The command that starts the subscription.
+    pub fn subscribe(&self, since: Since) -> Command {
+        Command::Subscribe { channel: self.channel.clone(), since }
+    }
+
+    /// True while the feed is catching up from the history.
+    pub fn is_catching_up(&self) -> bool {
+        matches!(self.mode, Mode::CatchingUp { .. })
+    }
+
+    /// Decides what to do with a live `msg`, and advances the cursor past it unless skipped.
+    pub fn step(&mut self, msg: &Message) -> Step {
+        let step = match self.cursor {
+            None => Step::Send,
+            Some(c) if msg.id.epoch != c.epoch => Step::GapThenSend,
+            Some(c) if msg.id.offset <= c.offset => Step::Skip,
+            Some(c) if msg.id.offset == c.offset + 1 => Step::Send,
+            Some(_) => Step::GapThenSend,
+        };
+        if step != Step::Skip {
+            self.cursor = Some(msg.id);
+        }
+        step
+    }
+
+    /// Writes a replay (the subscription's, or a page read while catching up). `reached_tail`
+    /// says whether the hub had nothing after the replay's last message.
+    pub fn handle_replay(
+        &mut self,
+        replay: Replay,
+        reached_tail: bool,
+        wire: &mut impl Wire,
+        ctx: &mut Ctx<'_>,
+    ) {
+        // The client continues from just before the first message of the replay (after a gap:
+        // the oldest message still available).
+        let start = replay.messages.first().map_or(replay.next, |m| before(m.id));
+        self.cursor = Some(start);
+        if replay.gap {
+            wire.write_gap(start, ctx);
+        }
+        let bound = ctx.config.transport.max_send_buffer_bytes;
+        let mut all_written = true;
+        for msg in &replay.messages {
+            let bytes = wire.encode(msg);
+            if ctx.out.len_bytes() + bytes.len() > bound && !ctx.out.is_empty() {
+                all_written = false;
+                break;
+            }
+            self.cursor = Some(msg.id);
+            wire.write_message(bytes, ctx);
+        }
+        self.mode =
+            if all_written && reached_tail { Mode::Live } else { Mode::CatchingUp { reading: false } };
+        self.handle_drained(ctx);
+    }
+
+    /// A live delivery. Returns [`Flow::Close`] for a slow consumer.
+    pub fn handle_delivery(&mut self, msg: &Arc<Message>, wire: &mut impl Wire, ctx: &mut Ctx<'_>) -> Flow {
+        if self.mode != Mode::Live {
+            return Flow::Continue; // The history has it; the next page will.
+        }
+        let step = self.step(msg);
+        if step == Step::Skip {
+            return Flow::Continue;
+        }
+        let bytes = wire.encode(msg);
+        if ctx.out.len_bytes() + bytes.len() > ctx.config.transport.max_send_buffer_bytes
+            && !ctx.out.is_empty()
+        {
+            return Flow::Close;
+        }
+        if step == Step::GapThenSend {
+            wire.write_gap(before(msg.id), ctx);
+        }
+        wire.write_message(bytes, ctx);
+        Flow::Continue
+    }
+
+    /// The output drained a little: while catching up, ask for the next page once the output
+    /// is below half the bound.
+    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
+        let Mode::CatchingUp { reading: false } = self.mode else {
+            return;
+        };
+        if ctx.out.len_bytes() > ctx.config.transport.max_send_buffer_bytes / 2 {
+            return;
+        }
+        let Some(cursor) = self.cursor else { return };
+        self.mode = Mode::CatchingUp { reading: true };
+        ctx.commands.push_back(Command::Read {
+            channel: self.channel.clone(),
+            since: Since::After(cursor),
+            max_messages: ctx.config.transport.max_batch_messages,
+        });
+    }
+
+    /// The reply to a page read queued by [`Feed::handle_drained`].
+    pub fn handle_page(&mut self, replay: Replay, wire: &mut impl Wire, ctx: &mut Ctx<'_>) {
+        let reached_tail = replay.messages.len() < ctx.config.transport.max_batch_messages;
+        self.handle_replay(replay, reached_tail, wire, ctx);
+    }
+}
+
+/// The cursor just before message `id` (offsets start at 1).
+fn before(id: Cursor) -> Cursor {
+    Cursor { epoch: id.epoch, offset: id.offset.saturating_sub(1) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Epoch, Payload};
+    use std::time::Instant;
+
+    fn msg(epoch: u64, offset: u64) -> Arc<Message> {
+        Arc::new(Message::new(
+            ChannelName::parse("c").unwrap(),
+            Cursor { epoch: Epoch(epoch), offset },
+            None,
+            Payload::Text(Arc::from("x")),
+            Instant::now(),
+        ))
+    }
+
+    #[test]
+    fn replayed_messages_are_skipped_next_is_sent_holes_are_gaps() {
+        let mut feed = Feed::new(ChannelName::parse("c").unwrap());
+        feed.cursor = Some(Cursor { epoch: Epoch(1), offset: 5 });
+        assert_eq!(feed.step(&msg(1, 4)), Step::Skip);
+        assert_eq!(feed.step(&msg(1, 5)), Step::Skip);
+        assert_eq!(feed.step(&msg(1, 6)), Step::Send);
+        assert_eq!(feed.step(&msg(1, 8)), Step::GapThenSend);
+        assert_eq!(feed.cursor.unwrap().offset, 8);
+        assert_eq!(feed.step(&msg(2, 1)), Step::GapThenSend);
+    }
+}

@@ -1,0 +1,217 @@
+//! Server-Sent Events: `GET /channels/{name}` with `Accept: text/event-stream` (or `?mode=sse`).
+//!
+//! ```text
+//! HTTP/1.1 200 OK                      retry: 2000
+//! Content-Type: text/event-stream
+//! Cache-Control: no-cache              id: 9f0c…:7
+//! X-Accel-Buffering: no                event: price        (only when published with ?event=)
+//! Connection: close                    data: first line
+//!                                      data: second line
+//!                                      (blank line)
+//! ```
+//!
+//! Implements: the server side of the WHATWG HTML standard's "Server-sent events"
+//! (<https://html.spec.whatwg.org/multipage/server-sent-events.html>): the `text/event-stream`
+//! response, one event per message with its cursor as `id` (so a browser's `EventSource` sends
+//! it back as `Last-Event-ID` when it reconnects, `#the-last-event-id-header`), data split on
+//! CR, LF and CRLF into `data:` lines (`#parsing-an-event-stream`), a `retry:` hint first, and a
+//! comment line (`: keepalive`) every [`crate::transport::Limits::keepalive_interval`].
+//!
+//! - **Resume:** from the `Last-Event-ID` header (what browsers send on reconnect), else
+//!   `?last_event_id=` or `?since=` (a first connection cannot set headers).
+//! - **Gap:** an event named `gap` whose data is `{"next":"EPOCH:OFFSET"}` and whose `id` is that
+//!   cursor, so a browser reconnecting after it resumes from there and is not told twice.
+//!   Publishing with the event name `gap` is refused.
+//! - **Binary messages:** the data is the payload in base64 (RFC 4648 §4) and the event type is
+//!   `b64:` followed by the published event name or `message` (`:` is not a token character,
+//!   so no published name can collide with it).
+//! - **Body framing: close-delimited**, not chunked. An event stream has no natural end: every
+//!   end is a reconnect, and the connection cannot carry another request while the stream is
+//!   open. Without chunk framing each message's event bytes are written exactly as encoded once
+//!   for every subscriber, with no per-message size line; and HTTP/1.0 clients are served the
+//!   same way. The event-stream format delimits events itself, so a truncated body loses only
+//!   an incomplete event, which the client discards and asks for again by its last id.
+//!
+//! Does not: send messages to clients that are behind faster than their send buffer drains
+//! (see [`super::feed`]); a live subscriber that stops reading is closed as a slow consumer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+
+use crate::http1::head::{Headers, RequestHead};
+use crate::http1::response::{write_head, Framing};
+use crate::http1::target::Target;
+use crate::hub::{ChannelName, Cursor, Encoding, Message, Payload, Replay, Since};
+use crate::sse::{encode_comment, encode_event, encode_retry};
+
+use super::feed::{Feed, Wire};
+use super::{since_param, Ctx, Flow, Refusal};
+
+/// The cursor an SSE request resumes from: `Last-Event-ID`, else `last_event_id`, else `since`.
+pub fn since(head: &RequestHead, target: &Target<'_>) -> Result<Since, Refusal> {
+    let bad = Refusal { status: 400, allow: None, reason: "Last-Event-ID must be a cursor EPOCH:OFFSET" };
+    if let Some(value) = head.header("last-event-id").filter(|v| !v.is_empty()) {
+        let text = std::str::from_utf8(value).map_err(|_| bad.clone())?;
+        return Cursor::parse(text).map(Since::After).map_err(|_| bad);
+    }
+    match target.param("last_event_id") {
+        Some(Ok(text)) => Cursor::parse(&text).map(Since::After).map_err(|_| bad),
+        Some(Err(_)) => Err(Refusal { reason: "bad percent-encoding in query", ..bad }),
+        None => since_param(target),
+    }
+}
+
+/// One message as an event, encoded once and shared by every SSE subscriber.
+pub fn encode_message(msg: &Message) -> Vec<u8> {
+    let id = msg.id.to_string();
+    let mut out = Vec::with_capacity(msg.payload.len_bytes() + 64);
+    // Event names are validated tokens and ids are cursors, so neither holds CR, LF or NUL;
+    // the encoder checks anyway and the fallback drops only the name.
+    match &msg.payload {
+        Payload::Text(text) => {
+            if encode_event(Some(&id), msg.event.as_deref(), text, &mut out).is_err() {
+                let _ = encode_event(Some(&id), None, text, &mut out);
+            }
+        }
+        Payload::Binary(bytes) => {
+            let event = format!("b64:{}", msg.event.as_deref().unwrap_or("message"));
+            let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let _ = encode_event(Some(&id), Some(&event), &data, &mut out);
+        }
+    }
+    out
+}
+
+struct SseWire;
+
+impl Wire for SseWire {
+    fn encode(&self, msg: &Message) -> Arc<[u8]> {
+        msg.encoded(Encoding::SseEvent, encode_message)
+    }
+
+    fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>) {
+        ctx.out.push_shared(bytes);
+    }
+
+    fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>) {
+        let mut out = Vec::new();
+        let _ =
+            encode_event(Some(&next.to_string()), Some("gap"), &format!("{{\"next\":\"{next}\"}}"), &mut out);
+        ctx.out.push_owned(out);
+    }
+}
+
+/// A Server-Sent Events response subscribed to one channel.
+#[derive(Debug)]
+pub struct SseSession {
+    feed: Feed,
+    next_keepalive: Option<Instant>,
+}
+
+impl SseSession {
+    /// Queues the subscription; the response starts with its replay.
+    pub fn start(channel: ChannelName, since: Since, ctx: &mut Ctx<'_>) -> SseSession {
+        let feed = Feed::new(channel);
+        ctx.commands.push_back(feed.subscribe(since));
+        SseSession { feed, next_keepalive: None }
+    }
+
+    /// The subscription's replay: writes the response head, the `retry:` hint and the replay.
+    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        let mut head = Vec::new();
+        write_head(
+            &mut head,
+            200,
+            &[
+                ("Content-Type", "text/event-stream"),
+                ("Cache-Control", "no-cache"),
+                ("X-Accel-Buffering", "no"),
+            ],
+            Framing::Close,
+            true,
+        );
+        encode_retry(ctx.config.transport.sse_retry.as_millis() as u64, &mut head);
+        head.push(b'\n');
+        ctx.out.push_owned(head);
+        self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
+        self.feed.handle_replay(replay, true, &mut SseWire, ctx);
+        Flow::Continue
+    }
+
+    /// A page read while catching up.
+    pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        self.feed.handle_page(replay, &mut SseWire, ctx);
+        Flow::Continue
+    }
+
+    /// A live message; a slow consumer's response ends (the connection closes).
+    pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
+        self.feed.handle_delivery(msg, &mut SseWire, ctx)
+    }
+
+    /// Output drained: continue catching up.
+    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
+        self.feed.handle_drained(ctx);
+    }
+
+    /// When the next heartbeat is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_keepalive
+    }
+
+    /// Writes the heartbeat comment when due.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if self.next_keepalive.is_some_and(|t| ctx.now >= t) {
+            let mut out = Vec::new();
+            let _ = encode_comment("keepalive", &mut out);
+            ctx.out.push_owned(out);
+            self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
+        }
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Epoch;
+    use crate::sse::{EventStreamParser, ParseLimits};
+
+    fn message(payload: Payload, event: Option<&str>) -> Message {
+        Message::new(
+            ChannelName::parse("c").unwrap(),
+            Cursor { epoch: Epoch(0xab), offset: 3 },
+            event.map(Arc::from),
+            payload,
+            Instant::now(),
+        )
+    }
+
+    fn parse(bytes: &[u8]) -> Vec<crate::sse::Event> {
+        let mut parser = EventStreamParser::new(ParseLimits::default());
+        let mut events = Vec::new();
+        parser.feed(bytes, &mut events).unwrap();
+        events
+    }
+
+    #[test]
+    fn html_sse_multi_line_data_round_trips_through_the_standard_parser() {
+        let text = "line one\nline two\r\nline three\rend";
+        let bytes = encode_message(&message(Payload::Text(Arc::from(text)), Some("price")));
+        let events = parse(&bytes);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "price");
+        assert_eq!(events[0].data, "line one\nline two\nline three\nend");
+        assert_eq!(events[0].last_event_id, "00000000000000ab:3");
+    }
+
+    #[test]
+    fn html_sse_binary_payload_is_base64_with_b64_event_type() {
+        let bytes = encode_message(&message(Payload::Binary(Arc::from(&b"\x00\xff"[..])), None));
+        let events = parse(&bytes);
+        assert_eq!(events[0].event_type, "b64:message");
+        assert_eq!(events[0].data, "AP8=");
+    }
+}
