@@ -10,8 +10,10 @@ use crate::{http1, hub, net, transport};
 pub struct Config {
     /// HTTP/1.1 message limits and timeouts.
     pub http: http1::Limits,
-    /// Transport limits (batches, event names, send buffers).
+    /// Transport limits (batches, event names, send buffers, heartbeats).
     pub transport: transport::Limits,
+    /// WebSocket limits, heartbeat and origin allowlist.
+    pub websocket: transport::websocket::Limits,
     /// Channel history bounds.
     pub hub: hub::Limits,
     /// Event loop and socket limits.
@@ -23,6 +25,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.http.validate()?;
         self.transport.validate()?;
+        self.websocket.validate()?;
         self.hub.validate()?;
         self.net.validate()
     }

@@ -32,7 +32,8 @@ use crate::transport::envelope::write_json_string;
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
-use crate::transport::{pages, publish, route, short_poll, Ctx, Flow, Route, Session};
+use crate::transport::websocket::WsSession;
+use crate::transport::{pages, publish, route, short_poll, Ctx, Flow, InputPolicy, Route, Session};
 
 /// How a response must be written.
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +123,7 @@ impl Conn {
         match &self.phase {
             Phase::Closing { .. } | Phase::Closed => return, // RFC 9112 §9.6: discarded.
             // An event stream or chunked stream reads nothing more from its client.
-            Phase::Serving { session, .. } if !session.keeps_pipelined_input() => return,
+            Phase::Serving { session, .. } if session.input_policy() == InputPolicy::Discard => return,
             _ => {}
         }
         if self.inbuf.is_empty() {
@@ -181,9 +182,12 @@ impl Conn {
                     Reply::Read(Ok(replay)) => self.drive(now, |s, ctx| s.handle_read(replay, ctx)),
                     // A refused subscription: nothing was written yet, so answer the error.
                     Reply::Subscribed(Err(e)) | Reply::Read(Err(e)) => {
-                        self.respond_error(to, e.status_hint(), None, &e.to_string(), now)
+                        self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
                     }
-                    Reply::Published(_) => {}
+                    Reply::Published(Err(e)) => {
+                        self.drive(now, |s, ctx| s.handle_publish_refused(e.status_hint(), ctx))
+                    }
+                    Reply::Published(Ok(_)) => {}
                 }
             }
             // Replies for a connection already closing are dropped.
@@ -211,7 +215,7 @@ impl Conn {
                 self.idle_since
                     + if self.first_request { http.request_timeout } else { http.keep_alive_timeout },
             ),
-            Phase::Serving { session, .. } => session.poll_timeout(),
+            Phase::Serving { session, .. } => session.poll_timeout(&self.config),
             Phase::Awaiting { .. } | Phase::Closed => None,
             Phase::Closing { deadline } => Some(*deadline),
         }
@@ -360,6 +364,11 @@ impl Conn {
                         return input.len();
                     }
                 },
+                Phase::Serving { session, .. } if session.input_policy() == InputPolicy::Session => {
+                    let input = &input[pos..];
+                    self.drive(now, |s, ctx| s.handle_input(input, ctx));
+                    return pos + input.len();
+                }
                 Phase::Awaiting { .. } | Phase::Serving { .. } => return pos,
                 Phase::Closing { .. } | Phase::Closed => return input.len(),
             }
@@ -379,12 +388,12 @@ impl Conn {
             Err(e) => return self.fail_request(&e, now),
         };
         let to = AnswerTo { keep_alive: head.keep_alive(), head_only: head.method == "HEAD" };
-        let route = match route(&head, &self.config.transport) {
+        let route = match route(&head, &self.config) {
             Ok(route) => route,
             Err(refusal) => {
                 // A refused request with a body leaves unread bytes: close after answering.
                 let to = AnswerTo { keep_alive: to.keep_alive && !reader.expects_body(), ..to };
-                return self.respond_error(to, refusal.status, refusal.allow, refusal.reason, now);
+                return self.respond_error(to, refusal.status, refusal.headers, refusal.reason, now);
             }
         };
         let request = Request { text: publish::is_text(&head), route, to };
@@ -420,11 +429,11 @@ impl Conn {
                 now,
             ),
             Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed(Err(e)) => {
-                self.respond_error(to, e.status_hint(), None, &e.to_string(), now)
+                self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
             }
             Reply::Subscribed(Ok(_)) => {
                 debug_assert!(false, "subscriptions belong to sessions");
-                self.respond_error(to, 500, None, "unexpected subscription", now)
+                self.respond_error(to, 500, &[], "unexpected subscription", now)
             }
         }
     }
@@ -472,7 +481,7 @@ impl Conn {
             }
             Route::Publish { channel, event } => {
                 let Some(payload) = publish::payload(request.text, body) else {
-                    return self.respond_error(request.to, 400, None, "a text body must be UTF-8", now);
+                    return self.respond_error(request.to, 400, &[], "a text body must be UTF-8", now);
                 };
                 self.commands.push_back(Command::Publish {
                     channel: channel.clone(),
@@ -505,6 +514,10 @@ impl Conn {
                 let session = SseSession::start(channel.clone(), *since, &mut self.ctx(now));
                 self.phase = Phase::Serving { session: Session::Sse(session), to: request.to };
             }
+            Route::WebSocket { channel, accepted } => {
+                let session = WsSession::start(accepted, channel.clone(), &mut self.ctx(now));
+                self.phase = Phase::Serving { session: Session::WebSocket(session), to: request.to };
+            }
             Route::Stream { channel, since } => {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
                 self.phase = Phase::Serving { session: Session::Stream(session), to: request.to };
@@ -516,18 +529,23 @@ impl Conn {
     fn fail_request(&mut self, error: &HttpError, now: Instant) {
         self.close_reason = Some("bad request");
         let to = AnswerTo { keep_alive: false, head_only: false };
-        self.respond_error(to, error.status_hint(), None, &error.to_string(), now);
+        self.respond_error(to, error.status_hint(), &[], &error.to_string(), now);
     }
 
-    fn respond_error(&mut self, to: AnswerTo, status: u16, allow: Option<&str>, reason: &str, now: Instant) {
+    fn respond_error(
+        &mut self,
+        to: AnswerTo,
+        status: u16,
+        headers: &[(&str, &str)],
+        reason: &str,
+        now: Instant,
+    ) {
         let mut body = Vec::new();
         body.extend_from_slice(b"{\"error\":");
         write_json_string(&mut body, reason);
         body.extend_from_slice(b"}\n");
         let mut fields = vec![("Content-Type", "application/json")];
-        if let Some(allow) = allow {
-            fields.push(("Allow", allow));
-        }
+        fields.extend_from_slice(headers);
         self.respond(to, status, &fields, &body, now);
     }
 

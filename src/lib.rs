@@ -46,3 +46,4 @@ pub mod net;
 pub mod output;
 pub mod sse;
 pub mod transport;
+pub mod ws;

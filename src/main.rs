@@ -83,6 +83,41 @@ struct ServeArgs {
     /// Most open connections (beyond: 503 and close).
     #[arg(long, value_name = "COUNT", default_value_t = 10_000)]
     max_connections: usize,
+
+    /// Heartbeat interval of SSE (comment) and stream (heartbeat line) responses, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "15")]
+    keepalive_interval: Duration,
+    /// The retry hint sent first on SSE responses, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "2")]
+    sse_retry: Duration,
+    /// Longest wait a long poll may park for, in seconds (longer ?wait= values are capped).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "30")]
+    longpoll_max_wait: Duration,
+
+    /// Largest WebSocket frame payload on channels, in bytes (larger: close 1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    ws_max_frame_bytes: u64,
+    /// Largest WebSocket message on channels, in bytes (larger: close 1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    ws_max_message_bytes: u64,
+    /// Largest frame payload and message on /echo, in bytes (larger: close 1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    echo_max_message_bytes: u64,
+    /// Ping a WebSocket quiet for this long, in seconds (0 disables pings).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "25")]
+    ws_ping_interval: Duration,
+    /// Close a WebSocket that sends nothing within this long after a ping, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
+    ws_pong_timeout: Duration,
+    /// How long to wait for the peer's close after the server's, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "5")]
+    ws_close_timeout: Duration,
+    /// Do not publish messages that WebSocket clients send on a channel.
+    #[arg(long)]
+    ws_no_client_publish: bool,
+    /// An origin allowed to open WebSockets (repeatable; by default every origin is allowed).
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
 }
 
 impl ServeArgs {
@@ -104,6 +139,19 @@ impl ServeArgs {
         config.transport.max_batch_messages = self.max_batch_messages;
         config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
         config.net.max_connections = self.max_connections;
+        config.transport.keepalive_interval = self.keepalive_interval;
+        config.transport.sse_retry = self.sse_retry;
+        config.transport.longpoll_max_wait = self.longpoll_max_wait;
+        let ws = &mut config.websocket;
+        ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
+        ws.channel.max_message_bytes = self.ws_max_message_bytes;
+        ws.echo.max_frame_payload_bytes = self.echo_max_message_bytes;
+        ws.echo.max_message_bytes = self.echo_max_message_bytes;
+        ws.ping_interval = (!self.ws_ping_interval.is_zero()).then_some(self.ws_ping_interval);
+        ws.pong_timeout = self.ws_pong_timeout;
+        ws.close_timeout = self.ws_close_timeout;
+        ws.client_publish = !self.ws_no_client_publish;
+        ws.allowed_origins = (!self.allow_origin.is_empty()).then(|| self.allow_origin.clone());
         config
     }
 }

@@ -4,7 +4,7 @@
 //! (RFC 9110 §15.5.6), the choice of transport for `GET /channels/{name}`, and one file per
 //! transport: [`publish`] (HTTP POST), [`short_poll`] (an immediate answer), [`long_poll`]
 //! (RFC 6202 §2), [`sse`] (HTML "Server-sent events"), [`stream`] (chunked NDJSON,
-//! RFC 6202 §3). [`feed`] is what the streaming ones share: cursor, catch-up, slow consumers.
+//! RFC 6202 §3), [`websocket`] (RFC 6455, channels and `/echo`). [`feed`] is what the streaming ones share: cursor, catch-up, slow consumers.
 //!
 //! # Choosing a transport
 //!
@@ -26,6 +26,7 @@ pub mod publish;
 pub mod short_poll;
 pub mod sse;
 pub mod stream;
+pub mod websocket;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -153,6 +154,13 @@ pub enum Route {
         /// Where the client's history ends (`Last-Event-ID`, `last_event_id` or `since`).
         since: Since,
     },
+    /// A WebSocket upgrade, accepted: on a channel, or `/echo` when `channel` is `None`.
+    WebSocket {
+        /// The channel and where the client's history ends.
+        channel: Option<(ChannelName, Since)>,
+        /// The handshake's answer.
+        accepted: crate::ws::Accepted,
+    },
     /// `GET /channels/{name}` as a chunked NDJSON stream.
     Stream {
         /// The channel.
@@ -172,6 +180,19 @@ pub enum Session {
     Sse(sse::SseSession),
     /// A chunked NDJSON stream.
     Stream(stream::StreamSession),
+    /// A WebSocket connection.
+    WebSocket(websocket::WsSession),
+}
+
+/// What a connection does with bytes that arrive while a session owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputPolicy {
+    /// Hand them to the session (WebSocket frames).
+    Session,
+    /// Keep them for the next request (pipelined behind a long poll).
+    Buffer,
+    /// Drop them (a stream's client has nothing to say).
+    Discard,
 }
 
 impl Session {
@@ -181,6 +202,7 @@ impl Session {
             Session::LongPoll(s) => s.handle_subscribed(replay, ctx),
             Session::Sse(s) => s.handle_subscribed(replay, ctx),
             Session::Stream(s) => s.handle_subscribed(replay, ctx),
+            Session::WebSocket(s) => s.handle_subscribed(replay, ctx),
         }
     }
 
@@ -190,6 +212,7 @@ impl Session {
             Session::LongPoll(s) => s.handle_read(replay, ctx),
             Session::Sse(s) => s.handle_page(replay, ctx),
             Session::Stream(s) => s.handle_page(replay, ctx),
+            Session::WebSocket(s) => s.handle_page(replay, ctx),
         }
     }
 
@@ -199,6 +222,7 @@ impl Session {
             Session::LongPoll(s) => s.handle_delivery(msg, ctx),
             Session::Sse(s) => s.handle_delivery(msg, ctx),
             Session::Stream(s) => s.handle_delivery(msg, ctx),
+            Session::WebSocket(s) => s.handle_delivery(msg, ctx),
         }
     }
 
@@ -208,15 +232,17 @@ impl Session {
             Session::LongPoll(_) => {}
             Session::Sse(s) => s.handle_drained(ctx),
             Session::Stream(s) => s.handle_drained(ctx),
+            Session::WebSocket(s) => s.handle_drained(ctx),
         }
     }
 
     /// The session's next deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self, config: &Config) -> Option<Instant> {
         match self {
             Session::LongPoll(s) => s.poll_timeout(),
             Session::Sse(s) => s.poll_timeout(),
             Session::Stream(s) => s.poll_timeout(),
+            Session::WebSocket(s) => s.poll_timeout(&config.websocket),
         }
     }
 
@@ -226,13 +252,33 @@ impl Session {
             Session::LongPoll(s) => s.handle_timeout(ctx),
             Session::Sse(s) => s.handle_timeout(ctx),
             Session::Stream(s) => s.handle_timeout(ctx),
+            Session::WebSocket(s) => s.handle_timeout(ctx),
         }
     }
 
-    /// True when bytes after the request belong to the next request (kept for pipelining)
-    /// rather than being meaningless (discarded).
-    pub fn keeps_pipelined_input(&self) -> bool {
-        matches!(self, Session::LongPoll(_))
+    /// What to do with input while this session owns the connection.
+    pub fn input_policy(&self) -> InputPolicy {
+        match self {
+            Session::WebSocket(_) => InputPolicy::Session,
+            Session::LongPoll(_) => InputPolicy::Buffer,
+            Session::Sse(_) | Session::Stream(_) => InputPolicy::Discard,
+        }
+    }
+
+    /// Bytes from the peer (only for [`InputPolicy::Session`]).
+    pub fn handle_input(&mut self, input: &[u8], ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_input(input, ctx),
+            _ => Flow::Continue,
+        }
+    }
+
+    /// A publish queued by the session was refused by the hub.
+    pub fn handle_publish_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_publish_refused(status, ctx),
+            _ => Flow::Continue,
+        }
     }
 
     /// The transport's name, for logs and metrics.
@@ -241,6 +287,7 @@ impl Session {
             Session::LongPoll(_) => "longpoll",
             Session::Sse(_) => "sse",
             Session::Stream(_) => "stream",
+            Session::WebSocket(_) => "websocket",
         }
     }
 }
@@ -265,33 +312,35 @@ pub enum Mode {
 pub struct Refusal {
     /// The status code.
     pub status: u16,
-    /// The `Allow` field of a 405.
-    pub allow: Option<&'static str>,
+    /// Fields the answer must carry (`Allow` on a 405, `Sec-WebSocket-Version` on a 426).
+    pub headers: &'static [(&'static str, &'static str)],
     /// A one-line explanation (server-made, never echoing the request).
     pub reason: &'static str,
 }
 
 impl Refusal {
     fn new(status: u16, reason: &'static str) -> Self {
-        Refusal { status, allow: None, reason }
+        Refusal { status, headers: &[], reason }
     }
 }
 
-const CHANNEL_METHODS: &str = "GET, HEAD, POST";
-const PAGE_METHODS: &str = "GET, HEAD";
+const CHANNEL_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD, POST")];
+const PAGE_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD")];
 
 /// Routes a request head.
-pub fn route(head: &RequestHead, limits: &Limits) -> Result<Route, Refusal> {
+pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
+    let limits = &config.transport;
     let target =
         Target::parse(&head.target).ok_or(Refusal::new(400, "request-target must be an absolute path"))?;
     let method = head.method.as_str();
     let read_only = matches!(method, "GET" | "HEAD");
     // RFC 9110 §15.5.6: a 405 response MUST include an Allow header field.
-    let not_allowed = |allow| Refusal { status: 405, allow: Some(allow), reason: "method not allowed" };
+    let not_allowed = |headers| Refusal { status: 405, headers, reason: "method not allowed" };
     match target.path {
         "/" | "/index.html" if read_only => Ok(Route::Index),
         "/healthz" if read_only => Ok(Route::Healthz),
         "/" | "/index.html" | "/healthz" => Err(not_allowed(PAGE_METHODS)),
+        "/echo" => websocket_route(head, None, config),
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::new(404, "not found"));
@@ -300,7 +349,7 @@ pub fn route(head: &RequestHead, limits: &Limits) -> Result<Route, Refusal> {
                 .map_err(|_| Refusal::new(400, "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -"))?;
             match method {
                 "POST" => Ok(Route::Publish { channel, event: event_param(&target, limits)? }),
-                "GET" | "HEAD" => subscribe_route(head, &target, channel, limits),
+                "GET" | "HEAD" => subscribe_route(head, &target, channel, config),
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
         }
@@ -312,8 +361,9 @@ fn subscribe_route(
     head: &RequestHead,
     target: &Target<'_>,
     channel: ChannelName,
-    limits: &Limits,
+    config: &Config,
 ) -> Result<Route, Refusal> {
+    let limits = &config.transport;
     let mode = match target.param("mode") {
         Some(Ok(m)) => match m.as_str() {
             "ws" => Mode::WebSocket,
@@ -347,7 +397,27 @@ fn subscribe_route(
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Mode::Stream if head.minor_version == 0 => Err(Refusal::new(400, "streaming needs HTTP/1.1")),
         Mode::Stream => Ok(Route::Stream { channel, since }),
-        Mode::WebSocket => Err(Refusal::new(400, "WebSocket is not served here yet")),
+        Mode::WebSocket => websocket_route(head, Some((channel, since)), config),
+    }
+}
+
+/// Runs the opening handshake checks (RFC 6455 §4.2.1) for `/echo` or a channel.
+fn websocket_route(
+    head: &RequestHead,
+    channel: Option<(ChannelName, Since)>,
+    config: &Config,
+) -> Result<Route, Refusal> {
+    let options = crate::ws::ServerOptions {
+        protocols: if channel.is_some() { vec![websocket::PROTOCOL_V1.to_string()] } else { Vec::new() },
+        allowed_origins: config.websocket.allowed_origins.clone(),
+    };
+    match crate::ws::handshake::accept(head, &options) {
+        Ok(accepted) => Ok(Route::WebSocket { channel, accepted }),
+        Err(e) => Err(Refusal {
+            status: e.status_hint(),
+            headers: e.extra_headers(),
+            reason: "WebSocket handshake refused",
+        }),
     }
 }
 
@@ -420,13 +490,13 @@ mod tests {
     }
 
     fn status(method: &str, target: &str) -> u16 {
-        route(&head(method, target), &Limits::default()).unwrap_err().status
+        route(&head(method, target), &Config::default()).unwrap_err().status
     }
 
     #[test]
     fn rfc9110_15_5_6_405_carries_allow() {
-        let r = route(&head("DELETE", "/channels/a"), &Limits::default()).unwrap_err();
-        assert_eq!((r.status, r.allow), (405, Some(CHANNEL_METHODS)));
+        let r = route(&head("DELETE", "/channels/a"), &Config::default()).unwrap_err();
+        assert_eq!((r.status, r.headers), (405, CHANNEL_METHODS));
         assert_eq!(status("POST", "/healthz"), 405);
     }
 
@@ -443,7 +513,7 @@ mod tests {
         assert_eq!(status("POST", "/channels/a?event=gap"), 400);
         assert_eq!(status("POST", "/channels/a?event=a%20b"), 400);
         assert_eq!(status("POST", &format!("/channels/a?event={}", "e".repeat(65))), 400);
-        let ok = route(&head("POST", "/channels/a?event=price"), &Limits::default()).unwrap();
+        let ok = route(&head("POST", "/channels/a?event=price"), &Config::default()).unwrap();
         assert!(matches!(ok, Route::Publish { event: Some(e), .. } if e == "price"));
     }
 
@@ -452,15 +522,15 @@ mod tests {
         let mut h = head("GET", "/channels/a");
         h.headers
             .push(Header { name: "Accept".into(), value: b"text/html, text/event-stream;q=0.9".to_vec() });
-        assert!(matches!(route(&h, &Limits::default()), Ok(Route::Sse { .. })));
+        assert!(matches!(route(&h, &Config::default()), Ok(Route::Sse { .. })));
         h.target = "/channels/a?mode=poll".into();
-        assert!(matches!(route(&h, &Limits::default()), Ok(Route::ShortPoll { .. })));
+        assert!(matches!(route(&h, &Config::default()), Ok(Route::ShortPoll { .. })));
         let mut n = head("GET", "/channels/a");
         n.headers.push(Header { name: "Accept".into(), value: b"application/x-ndjson".to_vec() });
-        assert!(matches!(route(&n, &Limits::default()), Ok(Route::Stream { .. })));
-        let lp = route(&head("GET", "/channels/a?wait=2.5"), &Limits::default()).unwrap();
+        assert!(matches!(route(&n, &Config::default()), Ok(Route::Stream { .. })));
+        let lp = route(&head("GET", "/channels/a?wait=2.5"), &Config::default()).unwrap();
         assert!(matches!(lp, Route::LongPoll { wait, .. } if wait == Duration::from_millis(2500)));
-        let capped = route(&head("GET", "/channels/a?wait=999"), &Limits::default()).unwrap();
+        let capped = route(&head("GET", "/channels/a?wait=999"), &Config::default()).unwrap();
         assert!(matches!(capped, Route::LongPoll { wait, .. } if wait == Duration::from_secs(30)));
         assert_eq!(status("GET", "/channels/a?wait=-1"), 400);
         assert_eq!(status("GET", "/channels/a?wait=1e3"), 400);
@@ -470,7 +540,7 @@ mod tests {
     #[test]
     fn since_must_parse_as_a_cursor() {
         assert_eq!(status("GET", "/channels/a?since=nope"), 400);
-        let ok = route(&head("GET", "/channels/a?since=00000000000000ab%3A7"), &Limits::default()).unwrap();
+        let ok = route(&head("GET", "/channels/a?since=00000000000000ab%3A7"), &Config::default()).unwrap();
         assert!(matches!(ok, Route::ShortPoll { since: Since::After(c), .. } if c.offset == 7));
     }
 }

@@ -1,0 +1,300 @@
+//! WebSocket: `GET /channels/{name}` with an RFC 6455 upgrade (or `?mode=ws`), and `GET /echo`.
+//!
+//! Implements, on top of the protocol core in [`crate::ws`]:
+//! - **Channels.** Channel messages go out as text or binary frames matching how they were
+//!   published; with the subprotocol `pushwire.v1` every server frame is instead a JSON text
+//!   frame holding the envelope (`{"id":…,"event":…,"data"|"data_b64":…}`), so clients can
+//!   resume. `?since=CURSOR` replays history first, with the gap rule. A gap is the text frame
+//!   `{"type":"gap","next":"EPOCH:OFFSET"}` in both modes (a plain client that passed `since`
+//!   asked for cursor semantics). Messages the client sends are published to the channel
+//!   (unless `--ws-no-client-publish`), so two browsers on one channel are a chat room.
+//! - **Echo.** `/echo` sends every text and binary message back, for conformance tools and
+//!   benchmarks, within its own (larger) limits.
+//! - **Heartbeat.** A connection quiet for [`Limits::ping_interval`] is pinged (RFC 6455
+//!   §5.5.2); when nothing comes back within [`Limits::pong_timeout`] it is closed.
+//! - **Closing.** The server echoes a peer's close and then closes TCP first (§7.1.1). When the
+//!   server starts the closing handshake (slow consumer 1008, heartbeat failure 1001) it waits
+//!   [`Limits::close_timeout`] for the peer's close, then closes TCP anyway.
+//!
+//! Does not: negotiate extensions (permessage-deflate), or fragment outgoing messages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::hub::{ChannelName, Command, Cursor, Encoding, Message, Payload, Replay, Since};
+use crate::ws::frame::encode_frame;
+use crate::ws::{self, Accepted, CloseCode, CloseFrame, Event, OpCode, Role, WsConn};
+
+use super::envelope::{gap_envelope, message_envelope};
+use super::feed::{Feed, Wire};
+use super::{Ctx, Flow};
+
+/// The subprotocol whose frames are JSON envelopes carrying cursors.
+pub const PROTOCOL_V1: &str = "pushwire.v1";
+
+/// WebSocket limits and options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Frame and message limits on `/channels/{name}` (default: 64 KiB, the publish limit).
+    pub channel: ws::Limits,
+    /// Frame and message limits on `/echo` (default 16 MiB: conformance cases send 16 MiB).
+    pub echo: ws::Limits,
+    /// A connection quiet this long is pinged; `None` disables pings. Default 25 s, under
+    /// common load-balancer idle timeouts.
+    pub ping_interval: Option<Duration>,
+    /// How long after a ping some traffic must come back before the connection is closed.
+    /// Default 10 s.
+    pub pong_timeout: Duration,
+    /// How long the server waits for the peer's close after sending its own. Default 5 s.
+    pub close_timeout: Duration,
+    /// Messages sent by clients on a channel are published to it. Default true.
+    pub client_publish: bool,
+    /// Origins allowed to open a WebSocket; `None` allows every origin. Default `None`.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let echo_bytes = 16 * 1024 * 1024;
+        Limits {
+            channel: ws::Limits::default(),
+            echo: ws::Limits { max_frame_payload_bytes: echo_bytes, max_message_bytes: echo_bytes },
+            ping_interval: Some(Duration::from_secs(25)),
+            pong_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            client_publish: true,
+            allowed_origins: None,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits once at startup.
+    pub fn validate(&self) -> Result<(), String> {
+        self.channel.validate()?;
+        self.echo.validate()?;
+        if self.ping_interval.is_some_and(|d| d.is_zero()) || self.pong_timeout.is_zero() {
+            return Err("WebSocket ping interval and pong timeout must be positive".into());
+        }
+        if self.close_timeout.is_zero() {
+            return Err("WebSocket close timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// A plain frame: the payload as published, in a text or binary frame.
+pub fn encode_plain_frame(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.payload.len_bytes() + 10);
+    match &msg.payload {
+        Payload::Text(text) => encode_frame(true, OpCode::Text, text.as_bytes(), None, &mut out),
+        Payload::Binary(bytes) => encode_frame(true, OpCode::Binary, bytes, None, &mut out),
+    }
+    out
+}
+
+/// A `pushwire.v1` frame: the JSON envelope in a text frame.
+pub fn encode_envelope_frame(msg: &Message) -> Vec<u8> {
+    let envelope = message_envelope(msg);
+    let mut out = Vec::with_capacity(envelope.len() + 10);
+    encode_frame(true, OpCode::Text, &envelope, None, &mut out);
+    out
+}
+
+/// The server role never masks, so its mask source is never called.
+fn no_mask() -> [u8; 4] {
+    [0; 4]
+}
+
+/// How channel messages are framed on this connection.
+struct WsWire<'a> {
+    ws: &'a mut WsConn,
+    v1: bool,
+}
+
+impl Wire for WsWire<'_> {
+    fn encode(&self, msg: &Message) -> Arc<[u8]> {
+        if self.v1 {
+            msg.encoded(Encoding::WsEnvelopeFrame, encode_envelope_frame)
+        } else {
+            msg.encoded(Encoding::WsFrame, encode_plain_frame)
+        }
+    }
+
+    fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>) {
+        // Refused only after our close, when nothing more may be sent (§5.5.1).
+        let _ = self.ws.send_prepared(bytes, ctx.out);
+    }
+
+    fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>) {
+        let text = String::from_utf8(gap_envelope(next)).unwrap_or_default();
+        let _ = self.ws.send_message(&ws::Message::Text(text), &mut no_mask, ctx.out);
+    }
+}
+
+/// One WebSocket connection after its handshake.
+#[derive(Debug)]
+pub struct WsSession {
+    ws: WsConn,
+    /// The channel feed; `None` on `/echo`.
+    feed: Option<Feed>,
+    v1: bool,
+    client_publish: bool,
+    last_traffic: Instant,
+    ping_sent: Option<Instant>,
+    close_deadline: Option<Instant>,
+    events: Vec<Event>,
+}
+
+impl WsSession {
+    /// Writes the 101 response and, on a channel, queues the subscription.
+    pub fn start(accepted: &Accepted, channel: Option<(ChannelName, Since)>, ctx: &mut Ctx<'_>) -> WsSession {
+        let limits = &ctx.config.websocket;
+        let mut head = Vec::new();
+        accepted.response_head(&mut head);
+        ctx.out.push_owned(head);
+        let ws_limits = if channel.is_some() { limits.channel } else { limits.echo };
+        let feed = channel.map(|(channel, since)| {
+            let feed = Feed::new(channel);
+            ctx.commands.push_back(feed.subscribe(since));
+            feed
+        });
+        WsSession {
+            ws: WsConn::new(Role::Server, ws_limits),
+            feed,
+            v1: accepted.protocol.as_deref() == Some(PROTOCOL_V1),
+            client_publish: limits.client_publish,
+            last_traffic: ctx.now,
+            ping_sent: None,
+            close_deadline: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// Frames from the client.
+    pub fn handle_input(&mut self, input: &[u8], ctx: &mut Ctx<'_>) -> Flow {
+        self.last_traffic = ctx.now;
+        self.ping_sent = None;
+        let mut events = std::mem::take(&mut self.events);
+        // On a protocol error the core has already failed the connection (close frame queued,
+        // further input discarded, RFC 6455 §7.1.7); the events before it still count.
+        let failed = self.ws.handle_input(input, &mut no_mask, &mut events, ctx.out).is_err();
+        for event in events.drain(..) {
+            if let Event::Message(msg) = event {
+                self.handle_message(msg, ctx);
+            }
+        }
+        self.events = events;
+        if failed || self.ws.is_closed() {
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn handle_message(&mut self, msg: ws::Message, ctx: &mut Ctx<'_>) {
+        match &self.feed {
+            None => {
+                let _ = self.ws.send_message(&msg, &mut no_mask, ctx.out);
+            }
+            Some(feed) if self.client_publish && !self.ws.close_sent() => {
+                let payload = match msg {
+                    ws::Message::Text(text) => Payload::Text(Arc::from(text)),
+                    ws::Message::Binary(bytes) => Payload::Binary(Arc::from(bytes)),
+                };
+                ctx.commands.push_back(Command::Publish {
+                    channel: feed.channel.clone(),
+                    event: None,
+                    payload,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The subscription's replay.
+    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        if let Some(feed) = &mut self.feed {
+            feed.handle_replay(replay, true, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
+        }
+        Flow::Continue
+    }
+
+    /// A page read while catching up.
+    pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        if let Some(feed) = &mut self.feed {
+            feed.handle_page(replay, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
+        }
+        Flow::Continue
+    }
+
+    /// A client's publish was refused by the hub: close with the matching code.
+    pub fn handle_publish_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
+        let code = if status == 413 { CloseCode::MESSAGE_TOO_BIG } else { CloseCode::INTERNAL_ERROR };
+        self.close(code, "publish refused", ctx);
+        Flow::Continue
+    }
+
+    /// A live message; a slow consumer gets close 1008 (policy violation).
+    pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
+        let Some(feed) = &mut self.feed else { return Flow::Continue };
+        if self.ws.close_sent() {
+            return Flow::Continue;
+        }
+        if feed.handle_delivery(msg, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx) == Flow::Close {
+            self.close(CloseCode::POLICY_VIOLATION, "slow consumer", ctx);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    /// Output drained: continue catching up.
+    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(feed) = &mut self.feed {
+            feed.handle_drained(ctx);
+        }
+    }
+
+    /// The next heartbeat or closing deadline.
+    pub fn poll_timeout(&self, limits: &Limits) -> Option<Instant> {
+        if let Some(deadline) = self.close_deadline {
+            return Some(deadline);
+        }
+        match self.ping_sent {
+            Some(sent) => Some(sent + limits.pong_timeout),
+            None => limits.ping_interval.map(|every| self.last_traffic + every),
+        }
+    }
+
+    /// Pings a quiet connection, closes one that stayed silent, ends a closing handshake the
+    /// peer did not finish.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        let limits = &ctx.config.websocket;
+        if self.close_deadline.is_some_and(|t| ctx.now >= t) {
+            return Flow::Close;
+        }
+        if self.close_deadline.is_some() {
+            return Flow::Continue;
+        }
+        match self.ping_sent {
+            Some(sent) if ctx.now >= sent + limits.pong_timeout => {
+                self.close(CloseCode::GOING_AWAY, "ping timeout", ctx);
+            }
+            None if limits.ping_interval.is_some_and(|every| ctx.now >= self.last_traffic + every) => {
+                // RFC 6455 §5.5.2: a ping may serve as a keepalive or to verify that the
+                // remote endpoint is still responsive.
+                let _ = self.ws.send_ping(b"", &mut no_mask, ctx.out);
+                self.ping_sent = Some(ctx.now);
+            }
+            _ => {}
+        }
+        Flow::Continue
+    }
+
+    /// Starts the server's closing handshake (§7.1.2) and waits for the peer's close.
+    fn close(&mut self, code: CloseCode, reason: &str, ctx: &mut Ctx<'_>) {
+        let frame = CloseFrame { code, reason: reason.to_string() };
+        if self.ws.send_close(Some(frame), &mut no_mask, ctx.out).is_ok() {
+            self.close_deadline = Some(ctx.now + ctx.config.websocket.close_timeout);
+        }
+    }
+}
