@@ -823,8 +823,9 @@ mod tests {
         let mut s = Script::new(Config::default());
         let head = s.send(b"GET /channels/st HTTP/1.1\r\nHost: t\r\nAccept: application/x-ndjson\r\n\r\n");
         assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
-        assert!(head.ends_with("\r\n\r\n"), "no chunk before a message: {head}");
         let epoch = s.hub_epoch("st");
+        let open = format!("{{\"type\":\"open\",\"next\":\"{epoch}:0\"}}\n");
+        assert!(head.ends_with(&format!("\r\n\r\n{:x}\r\n{open}\r\n", open.len())), "{head}");
         let line = format!("{{\"id\":\"{epoch}:1\",\"data\":\"hi\"}}\n");
         assert_eq!(s.publish("st", "hi"), format!("{:x}\r\n{line}\r\n", line.len()));
         s.advance(Duration::from_secs(15));
@@ -927,7 +928,8 @@ mod tests {
             .filter_map(|l| l.strip_prefix("id: "))
             .map(|id| id.rsplit(':').next().unwrap().parse().unwrap())
             .collect();
-        assert_eq!(ids, (1..=21).collect::<Vec<_>>(), "every message once, in order");
+        // id 0 is the opening cursor (an id line without data), then every message once.
+        assert_eq!(ids, (0..=21).collect::<Vec<_>>(), "every message once, in order");
         assert!(!out.contains("gap"));
         assert_eq!(s.conn.close_reason(), None);
     }

@@ -5,6 +5,7 @@
 //! {"id":"EPOCH:OFFSET","event":"NAME","data":"text"}       a text message (event only when set)
 //! {"id":"EPOCH:OFFSET","data_b64":"AAEC"}                  a binary message, standard base64
 //! {"type":"gap","next":"EPOCH:OFFSET"}                     messages were lost before `next`
+//! {"type":"open","next":"EPOCH:OFFSET"}                    a subscription starts after `next`
 //! ```
 //!
 //! Implements: JSON text ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259)) for strings with
@@ -72,6 +73,11 @@ pub fn message_envelope(msg: &Message) -> Vec<u8> {
 /// The envelope that signals a gap: messages before `next` may have been lost.
 pub fn gap_envelope(next: Cursor) -> Vec<u8> {
     format!("{{\"type\":\"gap\",\"next\":\"{next}\"}}").into_bytes()
+}
+
+/// The envelope that starts a subscription: messages after `next` follow.
+pub fn open_envelope(next: Cursor) -> Vec<u8> {
+    format!("{{\"type\":\"open\",\"next\":\"{next}\"}}").into_bytes()
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub trait Wire {
     fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>);
     /// Queues the signal that messages before `next` may have been lost.
     fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>);
+    /// Queues the subscription's starting cursor, so a client that loses the connection
+    /// before its first message can still resume exactly.
+    fn write_open(&mut self, start: Cursor, ctx: &mut Ctx<'_>);
 }
 
 /// Whether the feed takes live deliveries or reads the history.
@@ -116,6 +119,8 @@ impl Feed {
         self.cursor = Some(start);
         if replay.gap {
             wire.write_gap(start, ctx);
+        } else if self.mode == Mode::Starting {
+            wire.write_open(start, ctx);
         }
         let bound = ctx.config.transport.max_send_buffer_bytes;
         let mut all_written = true;

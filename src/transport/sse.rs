@@ -19,6 +19,9 @@
 //!
 //! - **Resume:** from the `Last-Event-ID` header (what browsers send on reconnect), else
 //!   `?last_event_id=` or `?since=` (a first connection cannot set headers).
+//! - **Start:** right after the `retry:` hint, `id: CURSOR` and a blank line with no data: the
+//!   browser records it as the last event ID without firing an event, so a client that loses the
+//!   connection before its first message still resumes exactly.
 //! - **Gap:** an event named `gap` whose data is `{"next":"EPOCH:OFFSET"}` and whose `id` is that
 //!   cursor, so a browser reconnecting after it resumes from there and is not told twice.
 //!   Publishing with the event name `gap` is refused.
@@ -100,6 +103,12 @@ impl Wire for SseWire {
         let _ =
             encode_event(Some(&next.to_string()), Some("gap"), &format!("{{\"next\":\"{next}\"}}"), &mut out);
         ctx.out.push_owned(out);
+    }
+
+    fn write_open(&mut self, start: Cursor, ctx: &mut Ctx<'_>) {
+        // HTML "dispatch the event", step 1 sets the last event ID even when the data buffer is
+        // empty, and step 3 then returns without firing: the browser now knows where it is.
+        ctx.out.push_owned(format!("id: {start}\n\n").into_bytes());
     }
 }
 

@@ -15,7 +15,8 @@
 //! RFC 9112 §7.1: one JSON envelope per line (the polling envelope, see [`super::envelope`]),
 //! each line in its own chunk, encoded once per message with its chunk framing and shared by
 //! every subscriber. A gap is the line `{"type":"gap","next":"EPOCH:OFFSET"}`. A heartbeat line
-//! keeps idle proxies from closing the stream. The stream ends with the last-chunk only when
+//! keeps idle proxies from closing the stream. The first line, `{"type":"open","next":CURSOR}`,
+//! tells the client where its subscription starts (unless a gap line does). The stream ends with the last-chunk only when
 //! the server ends it (slow consumer): never a zero-length chunk otherwise (§7.1: a chunk of
 //! size zero is the last-chunk).
 //!
@@ -29,7 +30,7 @@ use crate::http1::chunked::{encode_chunk, LAST_CHUNK};
 use crate::http1::response::{write_head, Framing};
 use crate::hub::{ChannelName, Cursor, Encoding, Message, Replay, Since};
 
-use super::envelope::{gap_envelope, message_envelope};
+use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::{Feed, Wire};
 use super::{Ctx, Flow};
 
@@ -56,12 +57,20 @@ impl Wire for StreamWire {
     }
 
     fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>) {
-        let mut line = gap_envelope(next);
-        line.push(b'\n');
-        let mut out = Vec::new();
-        encode_chunk(&line, &mut out);
-        ctx.out.push_owned(out);
+        write_line(gap_envelope(next), ctx);
     }
+
+    fn write_open(&mut self, start: Cursor, ctx: &mut Ctx<'_>) {
+        write_line(open_envelope(start), ctx);
+    }
+}
+
+/// Queues one line as its own chunk.
+fn write_line(mut line: Vec<u8>, ctx: &mut Ctx<'_>) {
+    line.push(b'\n');
+    let mut out = Vec::new();
+    encode_chunk(&line, &mut out);
+    ctx.out.push_owned(out);
 }
 
 /// A chunked NDJSON response subscribed to one channel.

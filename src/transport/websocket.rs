@@ -6,7 +6,8 @@
 //!   frame holding the envelope (`{"id":…,"event":…,"data"|"data_b64":…}`), so clients can
 //!   resume. `?since=CURSOR` replays history first, with the gap rule. A gap is the text frame
 //!   `{"type":"gap","next":"EPOCH:OFFSET"}` in both modes (a plain client that passed `since`
-//!   asked for cursor semantics). Messages the client sends are published to the channel
+//!   asked for cursor semantics). A `pushwire.v1` subscription starts with
+//!   `{"type":"open","next":"EPOCH:OFFSET"}`. Messages the client sends are published to the channel
 //!   (unless `--ws-no-client-publish`), so two browsers on one channel are a chat room.
 //! - **Echo.** `/echo` sends every text and binary message back, for conformance tools and
 //!   benchmarks, within its own (larger) limits.
@@ -25,7 +26,7 @@ use crate::hub::{ChannelName, Command, Cursor, Encoding, Message, Payload, Repla
 use crate::ws::frame::encode_frame;
 use crate::ws::{self, Accepted, CloseCode, CloseFrame, Event, OpCode, Role, WsConn};
 
-use super::envelope::{gap_envelope, message_envelope};
+use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::{Feed, Wire};
 use super::{Ctx, Flow};
 
@@ -127,7 +128,20 @@ impl Wire for WsWire<'_> {
     }
 
     fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>) {
-        let text = String::from_utf8(gap_envelope(next)).unwrap_or_default();
+        self.send_text(gap_envelope(next), ctx);
+    }
+
+    fn write_open(&mut self, start: Cursor, ctx: &mut Ctx<'_>) {
+        // Plain frames carry no cursors, so only pushwire.v1 clients are told where they start.
+        if self.v1 {
+            self.send_text(open_envelope(start), ctx);
+        }
+    }
+}
+
+impl WsWire<'_> {
+    fn send_text(&mut self, json: Vec<u8>, ctx: &mut Ctx<'_>) {
+        let text = String::from_utf8(json).unwrap_or_default();
         let _ = self.ws.send_message(&ws::Message::Text(text), &mut no_mask, ctx.out);
     }
 }

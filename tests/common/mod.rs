@@ -176,3 +176,130 @@ pub fn json_field(json: &str, name: &str) -> Option<String> {
 pub fn data_values(json: &str) -> Vec<String> {
     json.split("\"data\":\"").skip(1).map(|s| s[..s.find('"').unwrap()].to_string()).collect()
 }
+
+/// A child process whose stdout lines arrive on a channel (so reads can time out).
+pub struct Lines {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    /// Spawns `program args…` with stdout piped line by line.
+    pub fn spawn(program: &str, args: &[&str]) -> Lines {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx }
+    }
+
+    /// The next line, or `None` after `IO_TIMEOUT` or at EOF.
+    pub fn next(&self) -> Option<String> {
+        self.rx.recv_timeout(IO_TIMEOUT).ok()
+    }
+
+    /// Reads lines until one satisfies `want`; panics with what was seen otherwise.
+    pub fn until(&self, want: impl Fn(&str) -> bool) -> String {
+        let mut seen = Vec::new();
+        while let Some(line) = self.next() {
+            if want(&line) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("line not found; saw {seen:#?}");
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal WebSocket client for tests: handshake, masked sends, unmasked frames received.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Opens `path` with the given subprotocols; returns the client and the 101 head.
+    pub fn connect(server: &Server, path: &str, protocols: &[&str]) -> (RawWs, String) {
+        let mut stream = server.connect();
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        if !protocols.is_empty() {
+            req += &format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", "));
+        }
+        req += "\r\n";
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk).expect("read 101");
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        (RawWs { stream, buf }, head)
+    }
+
+    /// Sends one masked frame.
+    pub fn send(&mut self, opcode: pushwire::ws::OpCode, payload: &[u8]) {
+        let mut out = Vec::new();
+        pushwire::ws::frame::encode_frame(true, opcode, payload, Some([1, 2, 3, 4]), &mut out);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next frame from the server: (opcode, payload); `None` at EOF.
+    pub fn recv(&mut self) -> Option<(pushwire::ws::OpCode, Vec<u8>)> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some((header, len)) = pushwire::ws::FrameHeader::parse(&self.buf).expect("valid frame") {
+                let total = len + header.payload_len as usize;
+                if self.buf.len() >= total {
+                    let payload = self.buf[len..total].to_vec();
+                    self.buf.drain(..total);
+                    return Some((header.opcode, payload));
+                }
+            }
+            let n = self.stream.read(&mut chunk).expect("read frame");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next text frame's payload as a string, skipping pings.
+    pub fn recv_text(&mut self) -> String {
+        loop {
+            let (op, payload) = self.recv().expect("a frame");
+            match op {
+                pushwire::ws::OpCode::Text => return String::from_utf8(payload).unwrap(),
+                pushwire::ws::OpCode::Ping => continue,
+                other => panic!("expected text, got {other:?} {payload:?}"),
+            }
+        }
+    }
+}

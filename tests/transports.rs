@@ -1,0 +1,288 @@
+//! Loopback tests of the five transports against the real server with real clients: curl for
+//! SSE, the chunked stream and long polls; a raw RFC 6455 client for WebSocket. One channel
+//! served by all five at once, resume after a disconnect on every transport, the gap signal
+//! after eviction, and the slow-consumer policy.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use common::*;
+use pushwire::ws::OpCode;
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{}", server.addr, path)
+}
+
+fn curl_sse(server: &Server, path: &str, extra: &[&str]) -> Lines {
+    let url = url(server, path);
+    let mut args = vec!["-sN", "--max-time", "20", "-H", "Accept: text/event-stream"];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let lines = Lines::spawn("curl", &args);
+    lines.until(|l| l.starts_with("retry:"));
+    // The subscription's first id line: the opening cursor, or the id of a gap event.
+    lines.until(|l| l.starts_with("id:"));
+    lines
+}
+
+/// A curl reading a chunked stream, with the stream's first line (`open` or `gap`): it is
+/// written only once the subscription exists, so publishes from then on reach it.
+fn curl_stream(server: &Server, path: &str) -> (Lines, String) {
+    let url = url(server, path);
+    let lines =
+        Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
+    let first = lines.next().expect("the stream's first line");
+    assert!(first.starts_with("{\"type\":\"open\"") || first.starts_with("{\"type\":\"gap\""), "{first}");
+    (lines, first)
+}
+
+/// The tail cursor of a channel (creating it), via a short poll.
+fn tail(server: &Server, channel: &str) -> String {
+    json_field(&poll(server, channel, None).text(), "next").unwrap()
+}
+
+#[test]
+fn html_sse_curl_streams_what_is_published() {
+    let server = Server::start(&[]);
+    let sse = curl_sse(&server, "/channels/a", &[]);
+    let id = publish(&server, "a", "hello");
+    assert_eq!(sse.until(|l| l.starts_with("id:")), format!("id: {id}"));
+    assert_eq!(sse.next().as_deref(), Some("data: hello"));
+    assert_eq!(sse.next().as_deref(), Some(""));
+}
+
+#[test]
+fn rfc9112_7_1_stream_curl_receives_ndjson_lines() {
+    let server = Server::start(&[]);
+    let (stream, open) = curl_stream(&server, "/channels/s");
+    assert_eq!(json_field(&open, "next"), Some(tail(&server, "s")));
+    let id = publish(&server, "s", "hi");
+    assert_eq!(stream.next().unwrap(), format!("{{\"id\":\"{id}\",\"data\":\"hi\"}}"));
+}
+
+#[test]
+fn rfc6202_2_long_poll_with_curl_is_answered_by_a_publish() {
+    let server = Server::start(&[]);
+    let since = tail(&server, "lp");
+    let url = url(&server, &format!("/channels/lp?wait=10&since={since}"));
+    let lp = Lines::spawn("curl", &["-s", "--max-time", "20", &url]);
+    // Whether the publish lands before or after the poll parks, the answer is the same.
+    publish(&server, "lp", "woke");
+    let answer = lp.next().unwrap();
+    assert_eq!(data_values(&answer), vec!["woke"]);
+}
+
+#[test]
+fn rfc6202_2_long_poll_times_out_with_the_same_next() {
+    let server = Server::start(&["--longpoll-max-wait", "0.3"]);
+    let since = tail(&server, "t");
+    let res = exchange(
+        &server,
+        format!("GET /channels/t?wait=60&since={since} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    assert!(res.text().contains("\"messages\":[]"), "{}", res.text());
+    assert_eq!(json_field(&res.text(), "next"), Some(since));
+}
+
+#[test]
+fn all_five_transports_receive_the_same_messages_on_one_channel() {
+    let server = Server::start(&[]);
+    let since = tail(&server, "all");
+    let sse = curl_sse(&server, "/channels/all", &[]);
+    let (stream, _) = curl_stream(&server, "/channels/all");
+    let (mut ws, head) = RawWs::connect(&server, "/channels/all", &["pushwire.v1"]);
+    assert!(head.contains("Sec-WebSocket-Protocol: pushwire.v1"), "{head}");
+    assert_eq!(ws.recv_text(), format!("{{\"type\":\"open\",\"next\":\"{since}\"}}"));
+    let lp_url = url(&server, &format!("/channels/all?wait=10&since={since}"));
+    let lp = Lines::spawn("curl", &["-s", "--max-time", "20", &lp_url]);
+
+    let id = publish(&server, "all", "to everyone");
+    assert_eq!(sse.until(|l| l.starts_with("data:")), "data: to everyone");
+    assert!(stream.next().unwrap().contains("\"data\":\"to everyone\""));
+    let frame = ws.recv_text();
+    assert_eq!(json_field(&frame, "id"), Some(id.clone()));
+    assert_eq!(data_values(&lp.next().unwrap()), vec!["to everyone"]);
+    assert_eq!(data_values(&poll(&server, "all", Some(&since)).text()), vec!["to everyone"]);
+}
+
+#[test]
+fn rfc6455_websocket_plain_frames_and_client_publish() {
+    let server = Server::start(&[]);
+    let since = tail(&server, "chat");
+    let (mut alice, head) = RawWs::connect(&server, "/channels/chat", &[]);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    // The 101 is written in the same turn as the subscription: once it is read, bob is in.
+    let (mut bob, _) = RawWs::connect(&server, "/channels/chat", &[]);
+    alice.send(OpCode::Text, b"hi bob");
+    assert_eq!(bob.recv_text(), "hi bob");
+    assert_eq!(alice.recv_text(), "hi bob");
+    alice.send(OpCode::Binary, &[0, 1, 2]);
+    assert_eq!(bob.recv(), Some((OpCode::Binary, vec![0, 1, 2])));
+    // What the chat said is history like any publish.
+    let res = poll(&server, "chat", Some(&since));
+    assert_eq!(data_values(&res.text()), vec!["hi bob"]);
+    assert_eq!(json_field(&res.text(), "data_b64").as_deref(), Some("AAEC"));
+}
+
+#[test]
+fn rfc6455_5_5_2_quiet_websocket_is_pinged_and_closed_without_an_answer() {
+    let server = Server::start(&[
+        "--ws-ping-interval",
+        "0.2",
+        "--ws-pong-timeout",
+        "0.2",
+        "--ws-close-timeout",
+        "0.2",
+    ]);
+    let (mut ws, _) = RawWs::connect(&server, "/channels/hb", &[]);
+    assert_eq!(ws.recv().map(|f| f.0), Some(OpCode::Ping));
+    // No pong: the server starts the closing handshake (1001), then drops the connection.
+    let (op, payload) = ws.recv().unwrap();
+    assert_eq!(op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    assert_eq!(ws.recv(), None);
+}
+
+/// Each transport: receive one, disconnect, publish two more, reconnect with the cursor, get
+/// exactly the two missed, in order.
+#[test]
+fn resume_on_every_transport_returns_exactly_the_missed_messages() {
+    let server = Server::start(&[]);
+
+    // SSE with Last-Event-ID, as a browser reconnects.
+    let first = publish(&server, "r-sse", "m1");
+    publish(&server, "r-sse", "m2");
+    publish(&server, "r-sse", "m3");
+    let header = format!("Last-Event-ID: {first}");
+    let sse = curl_sse(&server, "/channels/r-sse", &["-H", &header]);
+    assert_eq!(sse.until(|l| l.starts_with("data:")), "data: m2");
+    assert_eq!(sse.until(|l| l.starts_with("data:")), "data: m3");
+
+    // Stream with ?since.
+    let first = publish(&server, "r-st", "m1");
+    publish(&server, "r-st", "m2");
+    publish(&server, "r-st", "m3");
+    let (stream, _) = curl_stream(&server, &format!("/channels/r-st?since={first}"));
+    assert_eq!(data_values(&stream.next().unwrap()), vec!["m2"]);
+    assert_eq!(data_values(&stream.next().unwrap()), vec!["m3"]);
+
+    // Long poll and short poll with ?since.
+    let first = publish(&server, "r-lp", "m1");
+    publish(&server, "r-lp", "m2");
+    publish(&server, "r-lp", "m3");
+    let res = exchange(
+        &server,
+        format!("GET /channels/r-lp?wait=5&since={first} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(data_values(&res.text()), vec!["m2", "m3"]);
+    assert_eq!(data_values(&poll(&server, "r-lp", Some(&first)).text()), vec!["m2", "m3"]);
+
+    // WebSocket with ?since and pushwire.v1 envelopes.
+    let first = publish(&server, "r-ws", "m1");
+    publish(&server, "r-ws", "m2");
+    publish(&server, "r-ws", "m3");
+    let (mut ws, _) = RawWs::connect(&server, &format!("/channels/r-ws?since={first}"), &["pushwire.v1"]);
+    assert_eq!(json_field(&ws.recv_text(), "next"), Some(first.clone()), "open");
+    assert_eq!(data_values(&ws.recv_text()), vec!["m2"]);
+    assert_eq!(data_values(&ws.recv_text()), vec!["m3"]);
+}
+
+#[test]
+fn after_eviction_every_transport_signals_the_gap() {
+    let server = Server::start(&["--history-messages", "2"]);
+    let old = publish(&server, "g", "m1");
+    for m in ["m2", "m3", "m4"] {
+        publish(&server, "g", m);
+    }
+    let sse = curl_sse(&server, &format!("/channels/g?last_event_id={old}"), &[]);
+    assert_eq!(sse.until(|l| l.starts_with("event:")), "event: gap");
+    assert_eq!(sse.until(|l| l.starts_with("data:") && !l.contains("next")), "data: m3");
+
+    let (stream, first) = curl_stream(&server, &format!("/channels/g?since={old}"));
+    assert!(first.starts_with("{\"type\":\"gap\""), "{first}");
+    assert_eq!(data_values(&stream.next().unwrap()), vec!["m3"]);
+
+    let res = exchange(
+        &server,
+        format!("GET /channels/g?wait=5&since={old} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    assert!(res.text().contains("\"gap\":true"));
+    assert!(poll(&server, "g", Some(&old)).text().contains("\"gap\":true"));
+
+    let (mut ws, _) = RawWs::connect(&server, &format!("/channels/g?since={old}"), &["pushwire.v1"]);
+    assert!(ws.recv_text().starts_with("{\"type\":\"gap\""));
+    assert_eq!(data_values(&ws.recv_text()), vec!["m3"]);
+}
+
+#[test]
+fn slow_consumer_is_closed_at_the_bound_others_keep_receiving_and_it_resumes_without_loss() {
+    let server = Server::start(&["--max-send-buffer-bytes", "65536", "--history-messages", "5000"]);
+    let since = tail(&server, "slow");
+    // A subscriber with a tiny receive window that never reads...
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stalled: std::net::TcpStream = socket.into();
+    stalled.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stalled
+        .write_all(b"GET /channels/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
+        .unwrap();
+    // ...and one that reads everything.
+    let fast = curl_sse(&server, "/channels/slow", &[]);
+    // The stalled subscriber's request went first on its own connection; give the server a
+    // moment to read it (its subscription is only observable through its socket).
+    std::thread::sleep(Duration::from_millis(200));
+
+    let payload = "x".repeat(4000);
+    let count = 1500;
+    let mut conn = server.connect();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for _ in 0..count {
+        let req = format!(
+            "POST /channels/slow HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        );
+        conn.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut reader, false).status, 201);
+    }
+    // The fast reader got all of them.
+    for _ in 0..count {
+        fast.until(|l| l.starts_with("data:"));
+    }
+    // The stalled one was cut off: draining its socket ends in EOF well before all messages.
+    // Read it as a browser would: an event counts once its blank line arrives; a partial
+    // event at EOF is discarded, and the last complete id is where to resume.
+    let (mut events, mut last_id, mut pending_id, mut has_data) = (0, None, None, false);
+    for line in BufReader::new(stalled).lines() {
+        let Ok(line) = line else { break };
+        if let Some(id) = line.strip_prefix("id: ") {
+            pending_id = Some(id.to_string());
+        } else if line.starts_with("data:") {
+            has_data = true;
+        } else if line.is_empty() {
+            if pending_id.is_some() {
+                last_id = pending_id.take();
+            }
+            events += usize::from(has_data);
+            has_data = false;
+        }
+    }
+    assert!(events < count, "the slow consumer was closed ({events} events before EOF)");
+    // It resumes from its last id and gets exactly the rest.
+    let last = last_id.unwrap_or(since);
+    let res = poll(&server, "slow", Some(&last));
+    assert!(res.text().contains("\"gap\":false"));
+    let mut got = events + data_values(&res.text()).len();
+    let mut next = json_field(&res.text(), "next").unwrap();
+    while got < count {
+        let page = poll(&server, "slow", Some(&next));
+        let n = data_values(&page.text()).len();
+        assert!(n > 0, "resume stalled at {got}");
+        got += n;
+        next = json_field(&page.text(), "next").unwrap();
+    }
+    assert_eq!(got, count);
+}
