@@ -27,6 +27,7 @@ use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, H
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
+use crate::metrics::{Metrics, OpenGuard, Transport};
 use crate::output::Output;
 use crate::transport::envelope::write_json_string;
 use crate::transport::long_poll::LongPollSession;
@@ -74,7 +75,7 @@ enum Phase {
     /// Accepts: hub replies and deliveries, the session's deadlines, output drained, EOF.
     /// Next: ReadingHead when a poll response completes on keep-alive; Closing on error, EOF
     /// or slow consumer.
-    Serving { session: Session, to: AnswerTo },
+    Serving { session: Session, to: AnswerTo, _open: OpenGuard },
     /// Output is flushed, then the write side shut; input is discarded until EOF or
     /// `deadline` (RFC 9112 §9.6). Next: Closed.
     Closing { deadline: Instant },
@@ -86,6 +87,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct Conn {
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
     phase: Phase,
     /// Input not yet consumed; empty (and unallocated) unless a head or body is incomplete or
     /// requests are pipelined behind one being answered.
@@ -104,9 +106,10 @@ pub struct Conn {
 
 impl Conn {
     /// A connection accepted at `now`.
-    pub fn new(config: Arc<Config>, now: Instant) -> Self {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, now: Instant) -> Self {
         Conn {
             config,
+            metrics,
             phase: Phase::ReadingHead { scanner: HeadScanner::new(), started: None },
             inbuf: Vec::new(),
             out: Output::new(),
@@ -173,8 +176,8 @@ impl Conn {
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Awaiting { request } => self.answer(request.to, reply, now),
-            Phase::Serving { session, to } => {
-                self.phase = Phase::Serving { session, to };
+            Phase::Serving { session, to, _open } => {
+                self.phase = Phase::Serving { session, to, _open };
                 match reply {
                     Reply::Subscribed(Ok(replay)) => {
                         self.drive(now, |s, ctx| s.handle_subscribed(replay, ctx))
@@ -187,7 +190,7 @@ impl Conn {
                     Reply::Published(Err(e)) => {
                         self.drive(now, |s, ctx| s.handle_publish_refused(e.status_hint(), ctx))
                     }
-                    Reply::Published(Ok(_)) => {}
+                    Reply::Published(Ok(_)) | Reply::Stats(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.
@@ -244,9 +247,9 @@ impl Conn {
     }
 
     /// The transport serving this connection, once one does (for logs and metrics).
-    pub fn transport(&self) -> Option<&'static str> {
+    pub fn transport(&self) -> Option<Transport> {
         match &self.phase {
-            Phase::Serving { session, .. } => Some(session.name()),
+            Phase::Serving { session, .. } => Some(session.transport()),
             _ => None,
         }
     }
@@ -421,13 +424,20 @@ impl Conn {
                 &publish::created_body(id),
                 now,
             ),
-            Reply::Read(Ok(replay)) => self.respond(
-                to,
-                200,
-                &[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
-                &short_poll::body(&replay),
-                now,
-            ),
+            Reply::Read(Ok(replay)) => {
+                crate::transport::long_poll::count(&replay, &self.metrics);
+                self.respond(
+                    to,
+                    200,
+                    &[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+                    &short_poll::body(&replay),
+                    now,
+                )
+            }
+            Reply::Stats(stats) => {
+                let text = self.metrics.render(&stats);
+                self.respond(to, 200, &[("Content-Type", "text/plain; version=0.0.4")], text.as_bytes(), now)
+            }
             Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed(Err(e)) => {
                 self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
             }
@@ -440,11 +450,17 @@ impl Conn {
 
     /// Runs a session handler and acts on the flow it returns.
     fn drive(&mut self, now: Instant, handler: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Flow) {
-        let Phase::Serving { session, to } = &mut self.phase else {
+        let Phase::Serving { session, to, .. } = &mut self.phase else {
             return;
         };
         let to = *to;
-        let mut ctx = Ctx { out: &mut self.out, commands: &mut self.commands, config: &self.config, now };
+        let mut ctx = Ctx {
+            out: &mut self.out,
+            commands: &mut self.commands,
+            config: &self.config,
+            now,
+            metrics: &self.metrics,
+        };
         match handler(session, &mut ctx) {
             Flow::Continue => {}
             Flow::Complete if to.keep_alive && !self.peer_eof => {
@@ -459,8 +475,8 @@ impl Conn {
                 self.close_reason.get_or_insert("done");
                 self.begin_closing(now);
             }
-            Flow::Close => {
-                self.close_reason.get_or_insert("slow consumer");
+            Flow::Close(reason) => {
+                self.close_reason.get_or_insert(reason);
                 self.begin_closing(now);
             }
         }
@@ -476,6 +492,10 @@ impl Conn {
                 pages::INDEX_HTML,
                 now,
             ),
+            Route::Metrics => {
+                self.commands.push_back(Command::Stats);
+                self.phase = Phase::Awaiting { request };
+            }
             Route::Healthz => {
                 self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
             }
@@ -508,19 +528,19 @@ impl Conn {
                     head_only,
                     &mut self.ctx(now),
                 );
-                self.phase = Phase::Serving { session: Session::LongPoll(session), to: request.to };
+                self.serve(Session::LongPoll(session), request.to);
             }
             Route::Sse { channel, since } => {
                 let session = SseSession::start(channel.clone(), *since, &mut self.ctx(now));
-                self.phase = Phase::Serving { session: Session::Sse(session), to: request.to };
+                self.serve(Session::Sse(session), request.to);
             }
             Route::WebSocket { channel, accepted } => {
                 let session = WsSession::start(accepted, channel.clone(), &mut self.ctx(now));
-                self.phase = Phase::Serving { session: Session::WebSocket(session), to: request.to };
+                self.serve(Session::WebSocket(session), request.to);
             }
             Route::Stream { channel, since } => {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
-                self.phase = Phase::Serving { session: Session::Stream(session), to: request.to };
+                self.serve(Session::Stream(session), request.to);
             }
         }
     }
@@ -540,6 +560,7 @@ impl Conn {
         reason: &str,
         now: Instant,
     ) {
+        self.metrics.reject(status);
         let mut body = Vec::new();
         body.extend_from_slice(b"{\"error\":");
         write_json_string(&mut body, reason);
@@ -566,7 +587,19 @@ impl Conn {
     }
 
     fn ctx(&mut self, now: Instant) -> Ctx<'_> {
-        Ctx { out: &mut self.out, commands: &mut self.commands, config: &self.config, now }
+        Ctx {
+            out: &mut self.out,
+            commands: &mut self.commands,
+            config: &self.config,
+            now,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Hands the connection to a transport session.
+    fn serve(&mut self, session: Session, to: AnswerTo) {
+        let _open = self.metrics.open(session.transport());
+        self.phase = Phase::Serving { session, to, _open };
     }
 
     fn begin_closing(&mut self, now: Instant) {
@@ -598,7 +631,8 @@ mod tests {
         fn new(config: Config) -> Script {
             let now = Instant::now();
             let hub = Hub::new(config.hub, 7);
-            Script { conn: Conn::new(Arc::new(config), now), hub, now, subscribed: Vec::new() }
+            let metrics = Arc::new(Metrics::default());
+            Script { conn: Conn::new(Arc::new(config), metrics, now), hub, now, subscribed: Vec::new() }
         }
 
         fn run_commands(&mut self) {

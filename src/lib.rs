@@ -42,6 +42,7 @@ pub mod config;
 pub mod conn;
 pub mod http1;
 pub mod hub;
+pub mod metrics;
 pub mod net;
 pub mod output;
 pub mod sse;

@@ -286,3 +286,27 @@ fn slow_consumer_is_closed_at_the_bound_others_keep_receiving_and_it_resumes_wit
     }
     assert_eq!(got, count);
 }
+
+#[test]
+fn metrics_count_transports_messages_and_rejections() {
+    let server = Server::start(&[]);
+    let sse = curl_sse(&server, "/channels/m", &[]);
+    publish(&server, "m", "x");
+    sse.until(|l| l.starts_with("data:"));
+    assert_eq!(exchange(&server, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").status, 404);
+    let res = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(res.status, 200);
+    assert!(res.header("content-type").unwrap().starts_with("text/plain"));
+    let text = res.text();
+    for line in [
+        "pushwire_transport_connections_open{transport=\"sse\"} 1",
+        "pushwire_messages_published_total 1",
+        "pushwire_messages_delivered_total 1",
+        "pushwire_requests_rejected_total{status=\"404\"} 1",
+        "pushwire_channels 1",
+        "pushwire_subscriptions 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    drop(sse);
+}

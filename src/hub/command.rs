@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ChannelName, Cursor, Hub, HubError, Payload, Published, Replay, Since, SinkId};
+use super::{ChannelName, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since, SinkId};
 
 /// A request for the hub.
 #[derive(Debug)]
@@ -43,6 +43,8 @@ pub enum Command {
         /// The channel.
         channel: ChannelName,
     },
+    /// Read the hub's figures for monitoring; answered by [`Reply::Stats`].
+    Stats,
 }
 
 /// The hub's answer to a [`Command`].
@@ -54,6 +56,8 @@ pub enum Reply {
     Read(Result<Replay, HubError>),
     /// The replay that starts a subscription, or why it was refused.
     Subscribed(Result<Replay, HubError>),
+    /// The hub's figures.
+    Stats(HubStats),
 }
 
 /// What applying a command did.
@@ -96,6 +100,7 @@ impl Command {
                 hub.unsubscribe(&channel, sink, now);
                 Applied { unsubscribed: Some(channel), ..Applied::default() }
             }
+            Command::Stats => Applied { reply: Some(Reply::Stats(hub.stats())), ..Applied::default() },
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener as StdListener};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use super::Shared;
 use crate::conn::Conn;
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, Message, SinkId};
+use crate::metrics::Metrics;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -213,6 +215,7 @@ impl EventLoop {
                 true,
             );
             let _ = stream.write(&bytes);
+            Metrics::inc(&self.shared.metrics.connections_refused);
             debug!("{peer}: refused, connection limit reached");
             return;
         }
@@ -227,7 +230,7 @@ impl EventLoop {
             return;
         }
         entry.insert(Slot {
-            conn: Conn::new(self.shared.config.clone(), now),
+            conn: Conn::new(self.shared.config.clone(), self.shared.metrics.clone(), now),
             stream,
             generation,
             interest: Interest::READABLE,
@@ -237,6 +240,8 @@ impl EventLoop {
             subscriptions: Vec::new(),
             dirty: false,
         });
+        Metrics::inc(&self.shared.metrics.connections_accepted);
+        Metrics::inc(&self.shared.metrics.connections_open);
         debug!("{peer}: accepted as {key}");
         self.reschedule(ConnId { key, generation });
     }
@@ -262,6 +267,7 @@ impl EventLoop {
                     }
                     Ok(n) => {
                         budget = budget.saturating_sub(n);
+                        self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         slot.conn.handle_input(&self.scratch[..n], now);
                         apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
                     }
@@ -281,7 +287,7 @@ impl EventLoop {
         // Flushing can let a session queue more (a catching-up feed reads its next page).
         loop {
             apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-            if let Err(e) = Self::flush(slot, now) {
+            if let Err(e) = Self::flush(slot, &self.shared.metrics, now) {
                 debug!("write: {e}");
                 return self.remove(id.key);
             }
@@ -339,13 +345,16 @@ impl EventLoop {
 
     /// Writes as much output as the socket takes; shuts the write side once a closing
     /// connection's output is flushed.
-    fn flush(slot: &mut Slot, now: Instant) -> io::Result<()> {
+    fn flush(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Result<()> {
         while !slot.conn.pending_output().is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
             let count = slot.conn.pending_output().io_slices(&mut slices);
             match slot.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => slot.conn.consume_output(n, now),
+                Ok(n) => {
+                    metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    slot.conn.consume_output(n, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -387,6 +396,7 @@ impl EventLoop {
     fn remove(&mut self, key: usize) {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
+        self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         if !slot.subscriptions.is_empty() {
             let id = ConnId { key, generation: slot.generation };
             let now = Instant::now();
@@ -434,6 +444,7 @@ fn apply_commands(
             }
         }
         if let Some(published) = applied.published {
+            Metrics::inc(&shared.metrics.messages_published);
             if published.sinks.contains(sink) {
                 fanout.deliveries.push_back(published.message);
             }

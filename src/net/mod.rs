@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 
 pub use event_loop::EventLoop;
 
@@ -78,6 +79,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The channels.
     pub hub: Mutex<Hub>,
+    /// Server-wide counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Binds `listen` and serves until SIGINT or SIGTERM. `on_ready` gets the bound address
@@ -90,7 +93,11 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
     // The epoch seed is the one piece of randomness the hub needs: a restarted server draws a
     // new one, so cursors from before the restart are recognised as gaps.
     let hub = Hub::new(config.hub, rand::random());
-    let shared = Arc::new(Shared { config: Arc::new(config), hub: Mutex::new(hub) });
+    let shared = Arc::new(Shared {
+        config: Arc::new(config),
+        hub: Mutex::new(hub),
+        metrics: Arc::new(Metrics::default()),
+    });
     let mut event_loop = EventLoop::new(shared, listener)?;
     on_ready(addr);
     event_loop.run()

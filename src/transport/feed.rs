@@ -23,6 +23,10 @@ use std::sync::Arc;
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
 
 use super::{Ctx, Flow};
+use crate::metrics::Metrics;
+
+/// The close reason of a subscriber that could not keep up.
+pub const SLOW_CONSUMER: &str = "slow consumer";
 
 /// What a transport should do with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,7 @@ impl Feed {
         let start = replay.messages.first().map_or(replay.next, |m| before(m.id));
         self.cursor = Some(start);
         if replay.gap {
+            Metrics::inc(&ctx.metrics.gaps_signalled);
             wire.write_gap(start, ctx);
         } else if self.mode == Mode::Starting {
             wire.write_open(start, ctx);
@@ -132,6 +137,7 @@ impl Feed {
             }
             self.cursor = Some(msg.id);
             wire.write_message(bytes, ctx);
+            Metrics::inc(&ctx.metrics.messages_delivered);
         }
         self.mode =
             if all_written && reached_tail { Mode::Live } else { Mode::CatchingUp { reading: false } };
@@ -151,12 +157,15 @@ impl Feed {
         if ctx.out.len_bytes() + bytes.len() > ctx.config.transport.max_send_buffer_bytes
             && !ctx.out.is_empty()
         {
-            return Flow::Close;
+            Metrics::inc(&ctx.metrics.slow_consumer_closes);
+            return Flow::Close(SLOW_CONSUMER);
         }
         if step == Step::GapThenSend {
+            Metrics::inc(&ctx.metrics.gaps_signalled);
             wire.write_gap(before(msg.id), ctx);
         }
         wire.write_message(bytes, ctx);
+        Metrics::inc(&ctx.metrics.messages_delivered);
         Flow::Continue
     }
 

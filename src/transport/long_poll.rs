@@ -23,14 +23,16 @@ use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
 
 use super::short_poll::body;
 use super::{Ctx, Flow};
+use crate::metrics::{Metrics, ParkGuard};
 
 /// Where a long poll is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum State {
     /// Waiting for the subscription's replay.
     Subscribing,
-    /// Nothing followed the cursor: waiting for a delivery or the deadline.
-    Parked { next: Cursor },
+    /// Nothing followed the cursor: waiting for a delivery or the deadline (counted as parked
+    /// while the guard lives).
+    Parked { next: Cursor, _parked: ParkGuard },
     /// A delivery came: waiting for the read that collects everything available.
     Reading,
 }
@@ -73,7 +75,7 @@ impl LongPollSession {
     /// The subscription's replay: answer now if anything (or a gap) is there, else park.
     pub fn handle_subscribed(&mut self, mut replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if replay.messages.is_empty() && !replay.gap && ctx.now < self.deadline {
-            self.state = State::Parked { next: replay.next };
+            self.state = State::Parked { next: replay.next, _parked: ctx.metrics.park() };
             return Flow::Continue;
         }
         let max = ctx.config.transport.max_batch_messages;
@@ -86,7 +88,7 @@ impl LongPollSession {
 
     /// A live message: collect everything available with one read.
     pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
-        if let State::Parked { next } = self.state {
+        if let State::Parked { next, .. } = self.state {
             // A delivery queued before the subscription may repeat what the replay had.
             if msg.id.epoch == next.epoch && msg.id.offset <= next.offset {
                 return Flow::Continue;
@@ -114,7 +116,7 @@ impl LongPollSession {
     /// At the deadline, answers with no messages and the same `next`.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         match self.state {
-            State::Parked { next } if ctx.now >= self.deadline => {
+            State::Parked { next, .. } if ctx.now >= self.deadline => {
                 self.answer(&Replay { messages: Vec::new(), gap: false, next }, ctx)
             }
             _ => Flow::Continue,
@@ -123,6 +125,8 @@ impl LongPollSession {
 
     /// Writes the answer and ends the subscription; the connection reads the next request.
     fn answer(&mut self, replay: &Replay, ctx: &mut Ctx<'_>) -> Flow {
+        self.state = State::Reading;
+        count(replay, ctx.metrics);
         let mut out = Vec::new();
         write_full(
             &mut out,
@@ -137,7 +141,15 @@ impl LongPollSession {
         if self.keep_alive {
             Flow::Complete
         } else {
-            Flow::Close
+            Flow::Close("long poll answered")
         }
+    }
+}
+
+/// Counts what a poll answer delivers.
+pub fn count(replay: &Replay, metrics: &Metrics) {
+    metrics.messages_delivered.fetch_add(replay.messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if replay.gap {
+        Metrics::inc(&metrics.gaps_signalled);
     }
 }

@@ -44,8 +44,8 @@ pub enum Flow {
     Continue,
     /// The response is complete; the connection may read its next request.
     Complete,
-    /// Close the connection once the output is flushed.
-    Close,
+    /// Close the connection once the output is flushed, for the reason given (for logs).
+    Close(&'static str),
 }
 
 /// What a session may touch while handling an input: the connection's output and command
@@ -60,6 +60,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The current time.
     pub now: Instant,
+    /// Server-wide counters.
+    pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Limits and options of the transports.
@@ -123,6 +125,8 @@ pub enum Route {
     Index,
     /// `GET /healthz`.
     Healthz,
+    /// `GET /metrics`: Prometheus text format.
+    Metrics,
     /// `POST /channels/{name}`: publish the body.
     Publish {
         /// The channel.
@@ -281,13 +285,14 @@ impl Session {
         }
     }
 
-    /// The transport's name, for logs and metrics.
-    pub fn name(&self) -> &'static str {
+    /// The transport, for logs and metrics.
+    pub fn transport(&self) -> crate::metrics::Transport {
+        use crate::metrics::Transport;
         match self {
-            Session::LongPoll(_) => "longpoll",
-            Session::Sse(_) => "sse",
-            Session::Stream(_) => "stream",
-            Session::WebSocket(_) => "websocket",
+            Session::LongPoll(_) => Transport::LongPoll,
+            Session::Sse(_) => Transport::Sse,
+            Session::Stream(_) => Transport::Stream,
+            Session::WebSocket(_) => Transport::WebSocket,
         }
     }
 }
@@ -339,7 +344,8 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
     match target.path {
         "/" | "/index.html" if read_only => Ok(Route::Index),
         "/healthz" if read_only => Ok(Route::Healthz),
-        "/" | "/index.html" | "/healthz" => Err(not_allowed(PAGE_METHODS)),
+        "/metrics" if read_only => Ok(Route::Metrics),
+        "/" | "/index.html" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
         "/echo" => websocket_route(head, None, config),
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {

@@ -117,7 +117,7 @@ impl StreamSession {
     /// A live message; a slow consumer's response is ended with the last-chunk.
     pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
         let flow = self.feed.handle_delivery(msg, &mut StreamWire, ctx);
-        if flow == Flow::Close {
+        if matches!(flow, Flow::Close(_)) {
             ctx.out.push_bytes(LAST_CHUNK);
         }
         flow

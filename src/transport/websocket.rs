@@ -199,8 +199,11 @@ impl WsSession {
             }
         }
         self.events = events;
-        if failed || self.ws.is_closed() {
-            return Flow::Close;
+        if failed {
+            return Flow::Close("websocket failed");
+        }
+        if self.ws.is_closed() {
+            return Flow::Close("websocket closed");
         }
         Flow::Continue
     }
@@ -254,11 +257,11 @@ impl WsSession {
         if self.ws.close_sent() {
             return Flow::Continue;
         }
-        if feed.handle_delivery(msg, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx) == Flow::Close {
-            self.close(CloseCode::POLICY_VIOLATION, "slow consumer", ctx);
-            return Flow::Close;
+        let flow = feed.handle_delivery(msg, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
+        if let Flow::Close(reason) = flow {
+            self.close(CloseCode::POLICY_VIOLATION, reason, ctx);
         }
-        Flow::Continue
+        flow
     }
 
     /// Output drained: continue catching up.
@@ -284,7 +287,7 @@ impl WsSession {
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         let limits = &ctx.config.websocket;
         if self.close_deadline.is_some_and(|t| ctx.now >= t) {
-            return Flow::Close;
+            return Flow::Close("websocket close timeout");
         }
         if self.close_deadline.is_some() {
             return Flow::Continue;

@@ -1,0 +1,222 @@
+//! Counters and gauges served at `/metrics` in the Prometheus text exposition format
+//! (<https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>).
+//!
+//! Implements: one `Metrics` of atomics shared by every event loop and connection, the gauges
+//! as RAII guards (a connection counted as open by transport is uncounted when its session
+//! ends, whatever ends it), and the rendering of a snapshot.
+//!
+//! Does not: keep histograms or per-channel series (unbounded label sets are a memory hazard).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::hub::HubStats;
+
+/// The transports a connection can be counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket.
+    WebSocket,
+    /// Server-Sent Events.
+    Sse,
+    /// Chunked NDJSON stream.
+    Stream,
+    /// Long poll (parked or answering).
+    LongPoll,
+}
+
+const TRANSPORTS: [(Transport, &str); 4] = [
+    (Transport::WebSocket, "websocket"),
+    (Transport::Sse, "sse"),
+    (Transport::Stream, "stream"),
+    (Transport::LongPoll, "longpoll"),
+];
+
+/// The statuses rejected requests are counted by; others count as `other`.
+const REJECTED: [u16; 16] = [400, 401, 403, 404, 405, 408, 413, 414, 426, 429, 431, 500, 501, 503, 505, 0];
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub connections_refused: AtomicU64,
+    open_by_transport: [AtomicU64; 4],
+    /// Messages published (HTTP and WebSocket).
+    pub messages_published: AtomicU64,
+    /// Messages written to subscribers (each subscriber counts).
+    pub messages_delivered: AtomicU64,
+    /// Bytes read from sockets.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to sockets.
+    pub bytes_out: AtomicU64,
+    /// Long polls parked now.
+    pub longpolls_parked: AtomicU64,
+    /// Subscribers closed for not reading fast enough.
+    pub slow_consumer_closes: AtomicU64,
+    /// Gap signals sent, on every transport.
+    pub gaps_signalled: AtomicU64,
+    rejected: [AtomicU64; REJECTED.len()],
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request answered with an error status.
+    pub fn reject(&self, status: u16) {
+        let i = REJECTED.iter().position(|&s| s == status).unwrap_or(REJECTED.len() - 1);
+        Self::inc(&self.rejected[i]);
+    }
+
+    /// Counts a connection as open under `transport` until the guard is dropped.
+    pub fn open(self: &Arc<Self>, transport: Transport) -> OpenGuard {
+        let i = TRANSPORTS.iter().position(|(t, _)| *t == transport).unwrap_or(0);
+        Self::inc(&self.open_by_transport[i]);
+        OpenGuard { metrics: self.clone(), index: i }
+    }
+
+    /// Counts a long poll as parked until the guard is dropped.
+    pub fn park(self: &Arc<Self>) -> ParkGuard {
+        Self::inc(&self.longpolls_parked);
+        ParkGuard { metrics: self.clone() }
+    }
+
+    /// The Prometheus text exposition of the counters and of the hub's figures.
+    pub fn render(&self, hub: &HubStats) -> String {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP pushwire_{name} {help}\n# TYPE pushwire_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "pushwire_{name}{labels} {value}");
+            }
+        };
+        let one = |v: u64| [(String::new(), v)];
+        metric(
+            "connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            &one(load(&self.connections_accepted)),
+        );
+        metric("connections_open", "gauge", "Connections open.", &one(load(&self.connections_open)));
+        metric(
+            "connections_refused_total",
+            "counter",
+            "Connections refused at the connection limit.",
+            &one(load(&self.connections_refused)),
+        );
+        let by_transport: Vec<_> = TRANSPORTS
+            .iter()
+            .zip(&self.open_by_transport)
+            .map(|((_, name), c)| (format!("{{transport=\"{name}\"}}"), load(c)))
+            .collect();
+        metric("transport_connections_open", "gauge", "Connections served by each transport.", &by_transport);
+        metric("channels", "gauge", "Channels in the hub.", &one(hub.channels as u64));
+        metric(
+            "subscriptions",
+            "gauge",
+            "Subscriptions (per event loop and channel).",
+            &one(hub.subscriptions as u64),
+        );
+        metric(
+            "history_messages",
+            "gauge",
+            "Messages held in channel histories.",
+            &one(hub.history_messages as u64),
+        );
+        metric("history_bytes", "gauge", "Bytes held in channel histories.", &one(hub.history_bytes as u64));
+        metric(
+            "messages_published_total",
+            "counter",
+            "Messages published.",
+            &one(load(&self.messages_published)),
+        );
+        metric(
+            "messages_delivered_total",
+            "counter",
+            "Messages written to subscribers.",
+            &one(load(&self.messages_delivered)),
+        );
+        metric("bytes_in_total", "counter", "Bytes read from sockets.", &one(load(&self.bytes_in)));
+        metric("bytes_out_total", "counter", "Bytes written to sockets.", &one(load(&self.bytes_out)));
+        metric(
+            "longpolls_parked",
+            "gauge",
+            "Long polls waiting for a message.",
+            &one(load(&self.longpolls_parked)),
+        );
+        metric(
+            "slow_consumer_closes_total",
+            "counter",
+            "Subscribers closed for not reading.",
+            &one(load(&self.slow_consumer_closes)),
+        );
+        metric("gaps_signalled_total", "counter", "Gap signals sent.", &one(load(&self.gaps_signalled)));
+        let rejected: Vec<_> = REJECTED
+            .iter()
+            .zip(&self.rejected)
+            .map(|(s, c)| {
+                let status = if *s == 0 { "other".to_string() } else { s.to_string() };
+                (format!("{{status=\"{status}\"}}"), load(c))
+            })
+            .collect();
+        metric("requests_rejected_total", "counter", "Requests answered with an error status.", &rejected);
+        out
+    }
+}
+
+/// Keeps a connection counted under its transport.
+#[derive(Debug)]
+pub struct OpenGuard {
+    metrics: Arc<Metrics>,
+    index: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.metrics.open_by_transport[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps a long poll counted as parked.
+#[derive(Debug)]
+pub struct ParkGuard {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ParkGuard {
+    fn drop(&mut self) {
+        self.metrics.longpolls_parked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_while_held_and_render_in_text_format() {
+        let metrics = Arc::new(Metrics::default());
+        let guard = metrics.open(Transport::Sse);
+        let parked = metrics.park();
+        metrics.reject(404);
+        metrics.reject(999);
+        let text = metrics.render(&HubStats::default());
+        assert!(text.contains("pushwire_transport_connections_open{transport=\"sse\"} 1\n"), "{text}");
+        assert!(text.contains("pushwire_longpolls_parked 1\n"));
+        assert!(text.contains("pushwire_requests_rejected_total{status=\"404\"} 1\n"));
+        assert!(text.contains("pushwire_requests_rejected_total{status=\"other\"} 1\n"));
+        assert!(text.contains("# TYPE pushwire_connections_open gauge\n"));
+        drop((guard, parked));
+        let text = metrics.render(&HubStats::default());
+        assert!(text.contains("pushwire_transport_connections_open{transport=\"sse\"} 0\n"));
+        assert!(text.contains("pushwire_longpolls_parked 0\n"));
+    }
+}
