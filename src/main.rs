@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use pushwire::config::Config;
+use pushwire::transport::Mode;
 
 #[derive(Parser)]
 #[command(
@@ -118,6 +119,13 @@ struct ServeArgs {
     /// An origin allowed to open WebSockets (repeatable; by default every origin is allowed).
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// Refuse a transport with 403 (repeatable): ws, sse, stream, longpoll or poll.
+    #[arg(long, value_name = "MODE", value_parser = mode)]
+    disable: Vec<Mode>,
+}
+
+fn mode(text: &str) -> Result<Mode, String> {
+    Mode::parse(text).ok_or_else(|| format!("`{text}` is not one of ws, sse, stream, longpoll, poll"))
 }
 
 impl ServeArgs {
@@ -142,6 +150,7 @@ impl ServeArgs {
         config.transport.keepalive_interval = self.keepalive_interval;
         config.transport.sse_retry = self.sse_retry;
         config.transport.longpoll_max_wait = self.longpoll_max_wait;
+        config.transport.disabled = self.disable.clone();
         let ws = &mut config.websocket;
         ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
         ws.channel.max_message_bytes = self.ws_max_message_bytes;

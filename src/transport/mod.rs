@@ -84,6 +84,9 @@ pub struct Limits {
     /// Longest `?wait=` a long poll may park for; longer waits are capped. Default 30 s, below
     /// the 60 s idle timeout common in load balancers.
     pub longpoll_max_wait: Duration,
+    /// Transports refused with 403, e.g. to make clients fall back, or where a proxy cannot
+    /// carry them. Default none.
+    pub disabled: Vec<Mode>,
 }
 
 impl Default for Limits {
@@ -95,6 +98,7 @@ impl Default for Limits {
             keepalive_interval: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
             longpoll_max_wait: Duration::from_secs(30),
+            disabled: Vec::new(),
         }
     }
 }
@@ -362,6 +366,20 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
     }
 }
 
+impl Mode {
+    /// The mode named as in `?mode=` (`ws`, `sse`, `stream`, `longpoll`, `poll`).
+    pub fn parse(name: &str) -> Option<Mode> {
+        match name {
+            "ws" => Some(Mode::WebSocket),
+            "sse" => Some(Mode::Sse),
+            "stream" => Some(Mode::Stream),
+            "longpoll" => Some(Mode::LongPoll),
+            "poll" => Some(Mode::Poll),
+            _ => None,
+        }
+    }
+}
+
 /// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
 fn subscribe_route(
     head: &RequestHead,
@@ -371,14 +389,9 @@ fn subscribe_route(
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let mode = match target.param("mode") {
-        Some(Ok(m)) => match m.as_str() {
-            "ws" => Mode::WebSocket,
-            "sse" => Mode::Sse,
-            "stream" => Mode::Stream,
-            "longpoll" => Mode::LongPoll,
-            "poll" => Mode::Poll,
-            _ => return Err(Refusal::new(400, "mode must be ws, sse, stream, longpoll or poll")),
-        },
+        Some(Ok(m)) => {
+            Mode::parse(&m).ok_or(Refusal::new(400, "mode must be ws, sse, stream, longpoll or poll"))?
+        }
         Some(Err(_)) => return Err(Refusal::new(400, "bad percent-encoding in query")),
         None if head.has_token("upgrade", "websocket") => Mode::WebSocket,
         None if accepts(head, "text/event-stream") => Mode::Sse,
@@ -388,6 +401,9 @@ fn subscribe_route(
     };
     // HEAD cannot stream or park: it gets the short poll's fields.
     let mode = if head.method == "HEAD" { Mode::Poll } else { mode };
+    if limits.disabled.contains(&mode) {
+        return Err(Refusal::new(403, "this transport is disabled on this server"));
+    }
     let since = since_param(target)?;
     match mode {
         Mode::Poll => Ok(Route::ShortPoll { channel, since }),
@@ -541,6 +557,15 @@ mod tests {
         assert_eq!(status("GET", "/channels/a?wait=-1"), 400);
         assert_eq!(status("GET", "/channels/a?wait=1e3"), 400);
         assert_eq!(status("GET", "/channels/a?mode=carrier-pigeon"), 400);
+    }
+
+    #[test]
+    fn disabled_transports_are_refused_with_403() {
+        let mut config = Config::default();
+        config.transport.disabled = vec![Mode::Sse];
+        let r = route(&head("GET", "/channels/a?mode=sse"), &config).unwrap_err();
+        assert_eq!(r.status, 403);
+        assert!(route(&head("GET", "/channels/a?mode=stream"), &config).is_ok());
     }
 
     #[test]
