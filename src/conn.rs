@@ -101,6 +101,10 @@ pub struct Conn {
     first_request: bool,
     /// The peer will send nothing more.
     peer_eof: bool,
+    /// When the server, shutting down, ends this connection (graceful drain).
+    drain_at: Option<Instant>,
+    /// The drain has begun: no more keep-alive.
+    draining: bool,
     close_reason: Option<&'static str>,
 }
 
@@ -117,6 +121,8 @@ impl Conn {
             idle_since: now,
             first_request: true,
             peer_eof: false,
+            drain_at: None,
+            draining: false,
             close_reason: None,
         }
     }
@@ -207,8 +213,24 @@ impl Conn {
         self.drive(now, |s, ctx| s.handle_delivery(msg, ctx));
     }
 
+    /// The server is shutting down: at `at` (spread over the drain period by the loop, so
+    /// clients do not all reconnect at once) the connection ends its response or stream and
+    /// closes.
+    pub fn begin_drain(&mut self, at: Instant) {
+        self.drain_at = Some(at);
+    }
+
     /// When [`Conn::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let own = self.phase_timeout();
+        match (own, self.drain_at) {
+            (Some(t), Some(d)) if !self.draining => Some(t.min(d)),
+            (None, Some(d)) if !self.draining => Some(d),
+            _ => own,
+        }
+    }
+
+    fn phase_timeout(&self) -> Option<Instant> {
         let http = &self.config.http;
         match &self.phase {
             Phase::ReadingHead { started: Some(t), .. } | Phase::ReadingBody { started: t, .. } => {
@@ -226,7 +248,10 @@ impl Conn {
 
     /// Acts on a passed deadline (a call before it is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_none_or(|t| now < t) {
+        if !self.draining && self.drain_at.is_some_and(|d| now >= d) {
+            return self.drain(now);
+        }
+        if self.phase_timeout().is_none_or(|t| now < t) {
             return;
         }
         match &self.phase {
@@ -463,7 +488,7 @@ impl Conn {
         };
         match handler(session, &mut ctx) {
             Flow::Continue => {}
-            Flow::Complete if to.keep_alive && !self.peer_eof => {
+            Flow::Complete if to.keep_alive && !self.peer_eof && !self.draining => {
                 self.phase = Phase::ReadingHead { scanner: HeadScanner::new(), started: None };
                 self.idle_since = now;
                 self.first_request = false;
@@ -572,7 +597,7 @@ impl Conn {
 
     /// Writes a complete response, then reads the next request or closes.
     fn respond(&mut self, to: AnswerTo, status: u16, fields: &[(&str, &str)], body: &[u8], now: Instant) {
-        let keep_alive = to.keep_alive && !self.peer_eof;
+        let keep_alive = to.keep_alive && !self.peer_eof && !self.draining;
         let mut bytes = Vec::with_capacity(body.len() + 160);
         write_full(&mut bytes, status, fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
@@ -600,6 +625,22 @@ impl Conn {
     fn serve(&mut self, session: Session, to: AnswerTo) {
         let _open = self.metrics.open(session.transport());
         self.phase = Phase::Serving { session, to, _open };
+    }
+
+    /// Ends the connection for a shutdown: idle connections close, a request in progress is
+    /// answered with `Connection: close`, sessions end in their own way.
+    fn drain(&mut self, now: Instant) {
+        self.draining = true;
+        self.close_reason.get_or_insert("draining");
+        match &mut self.phase {
+            Phase::ReadingHead { started: None, .. } => self.begin_closing(now),
+            Phase::ReadingHead { .. } | Phase::ReadingBody { .. } | Phase::Awaiting { .. } => {}
+            Phase::Serving { to, .. } => {
+                to.keep_alive = false;
+                self.drive(now, |s, ctx| s.handle_drain(ctx));
+            }
+            Phase::Closing { .. } | Phase::Closed => {}
+        }
     }
 
     fn begin_closing(&mut self, now: Instant) {

@@ -119,6 +119,9 @@ struct ServeArgs {
     /// An origin allowed to open WebSockets (repeatable; by default every origin is allowed).
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "5")]
+    drain_seconds: Duration,
     /// Refuse a transport with 403 (repeatable): ws, sse, stream, longpoll or poll.
     #[arg(long, value_name = "MODE", value_parser = mode)]
     disable: Vec<Mode>,
@@ -147,6 +150,7 @@ impl ServeArgs {
         config.transport.max_batch_messages = self.max_batch_messages;
         config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
         config.net.max_connections = self.max_connections;
+        config.net.drain_period = self.drain_seconds;
         config.transport.keepalive_interval = self.keepalive_interval;
         config.transport.sse_retry = self.sse_retry;
         config.transport.longpoll_max_wait = self.longpoll_max_wait;

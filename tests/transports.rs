@@ -310,3 +310,43 @@ fn metrics_count_transports_messages_and_rejections() {
     }
     drop(sse);
 }
+
+#[test]
+fn sigterm_drains_every_transport_and_exits_zero() {
+    let mut server = Server::start(&["--drain-seconds", "1"]);
+    let since = tail(&server, "d");
+    let (mut ws, _) = RawWs::connect(&server, "/channels/d", &[]);
+    let sse = curl_sse(&server, "/channels/d", &[]);
+    let (stream, _) = curl_stream(&server, "/channels/d");
+    let mut parked = server.connect();
+    parked
+        .write_all(format!("GET /channels/d?wait=30&since={since} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let start = std::time::Instant::now();
+    let ok = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+    // The parked poll is answered (no messages, same next) and closed.
+    let mut reader = BufReader::new(parked);
+    let res = read_response(&mut reader, false);
+    assert_eq!(res.status, 200);
+    assert_eq!(json_field(&res.text(), "next"), Some(since));
+    assert_eq!(res.header("connection"), Some("close"));
+    // WebSocket: close 1001.
+    let (op, payload) = loop {
+        let frame = ws.recv().expect("a close frame");
+        if frame.0 != OpCode::Ping {
+            break frame;
+        }
+    };
+    assert_eq!(op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    // SSE and the stream end (curl sees EOF; the stream after its last-chunk).
+    assert!(sse.rest_until_eof().iter().all(|l| l.is_empty()));
+    assert!(stream.rest_until_eof().is_empty());
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+    assert!(start.elapsed() < Duration::from_secs(4), "drained within the period: {:?}", start.elapsed());
+    assert!(std::net::TcpStream::connect(server.addr).is_err(), "no longer accepting");
+}

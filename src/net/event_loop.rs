@@ -83,7 +83,8 @@ pub struct EventLoop {
     accept_paused_until: Option<Instant>,
     accept_pending: bool,
     next_expire: Instant,
-    stopping: bool,
+    /// Set by SIGINT/SIGTERM: when the drain must be over.
+    drain_deadline: Option<Instant>,
 }
 
 impl EventLoop {
@@ -112,15 +113,20 @@ impl EventLoop {
             accept_paused_until: None,
             accept_pending: false,
             next_expire,
-            stopping: false,
+            drain_deadline: None,
         })
     }
 
-    /// Runs until SIGINT or SIGTERM.
+    /// Runs until SIGINT or SIGTERM, then drains the connections and returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        while !self.stopping {
+        loop {
             let now = Instant::now();
+            if let Some(deadline) = self.drain_deadline {
+                if self.slots.is_empty() || now >= deadline {
+                    break;
+                }
+            }
             let mut deadline =
                 self.timers.next_deadline().map_or(self.next_expire, |t| t.min(self.next_expire));
             if let Some(t) = self.accept_paused_until {
@@ -145,9 +151,8 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
                     SIGNALS => {
-                        for signal in self.signals.pending() {
-                            info!("signal {signal}: stopping");
-                            self.stopping = true;
+                        if self.signals.pending().next().is_some() && self.drain_deadline.is_none() {
+                            self.begin_drain(now);
                         }
                     }
                     token => self.service(conn_id(token), event.is_readable() || event.is_read_closed(), now),
@@ -164,11 +169,32 @@ impl EventLoop {
                 self.next_expire = now + self.shared.config.net.expire_interval;
             }
         }
-        info!("stopped with {} connections open", self.slots.len());
+        info!("stopped; {} connections were still open", self.slots.len());
         Ok(())
     }
 
+    /// Stops accepting and schedules every connection's end over the drain period.
+    fn begin_drain(&mut self, now: Instant) {
+        let period = self.shared.config.net.drain_period;
+        info!("draining {} connections over {period:?}", self.slots.len());
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        self.accept_pending = false;
+        self.drain_deadline = Some(now + period + std::time::Duration::from_secs(1));
+        let ids: Vec<ConnId> =
+            self.slots.iter().map(|(key, s)| ConnId { key, generation: s.generation }).collect();
+        let count = ids.len().max(1) as u32;
+        for (i, id) in ids.into_iter().enumerate() {
+            if let Some(slot) = self.slots.get_mut(id.key) {
+                slot.conn.begin_drain(now + period * i as u32 / count);
+            }
+            self.reschedule(id);
+        }
+    }
+
     fn accept(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
         if let Some(until) = self.accept_paused_until {
             if now < until {
                 return;

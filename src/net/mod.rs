@@ -4,13 +4,14 @@
 //! drained to `WouldBlock` under a per-turn read budget (with a revisit list for sockets the
 //! budget cut off), vectored writes of each connection's bounded output, a timer heap whose
 //! earliest deadline becomes the poll timeout, accept errors (EMFILE/ENFILE) survived by pausing
-//! accepts, and a clean stop on SIGINT/SIGTERM.
+//! accepts, and a graceful drain on SIGINT/SIGTERM: the listener closes, every connection is
+//! ended at its own instant spread over `drain_period` (parked long polls answered, streams
+//! ended, WebSockets closed with 1001), and the process exits 0.
 //!
 //! Every protocol decision is made by [`crate::conn::Conn`]; this layer only moves bytes,
 //! applies hub commands and schedules deadlines.
 //!
-//! Does not: run more than one event loop yet, or drain connections gracefully on a signal
-//! (it stops at once, closing every connection).
+//! Does not: run more than one event loop yet.
 
 mod event_loop;
 mod timers;
@@ -42,6 +43,10 @@ pub struct Limits {
     pub accept_pause: Duration,
     /// How often expired history and idle channels are swept. Default 1 s.
     pub expire_interval: Duration,
+    /// On SIGINT/SIGTERM, the period over which open connections are ended (spread evenly, so
+    /// their clients do not reconnect elsewhere as one storm); the process exits when the last
+    /// one is gone, at most one second after the period. Default 5 s.
+    pub drain_period: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +57,7 @@ impl Default for Limits {
             max_connections: 10_000,
             accept_pause: Duration::from_millis(100),
             expire_interval: Duration::from_secs(1),
+            drain_period: Duration::from_secs(5),
         }
     }
 }

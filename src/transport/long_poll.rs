@@ -123,6 +123,18 @@ impl LongPollSession {
         }
     }
 
+    /// The server is shutting down: a parked poll is answered now (no messages, the same
+    /// `next`), with `Connection: close`.
+    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        self.keep_alive = false;
+        match self.state {
+            State::Parked { next, .. } => {
+                self.answer(&Replay { messages: Vec::new(), gap: false, next }, ctx)
+            }
+            _ => Flow::Continue,
+        }
+    }
+
     /// Writes the answer and ends the subscription; the connection reads the next request.
     fn answer(&mut self, replay: &Replay, ctx: &mut Ctx<'_>) -> Flow {
         self.state = State::Reading;

@@ -37,6 +37,9 @@ use crate::http1::target::Target;
 use crate::hub::{ChannelName, Command, Cursor, Since};
 use crate::output::Output;
 
+/// The close reason of connections ended by a graceful shutdown.
+pub const DRAINING: &str = "draining";
+
 /// What a session handler gives back to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -261,6 +264,16 @@ impl Session {
             Session::Sse(s) => s.handle_timeout(ctx),
             Session::Stream(s) => s.handle_timeout(ctx),
             Session::WebSocket(s) => s.handle_timeout(ctx),
+        }
+    }
+
+    /// The server is shutting down: end the response or stream (WebSocket: close 1001).
+    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_drain(ctx),
+            Session::Sse(_) => Flow::Close(DRAINING),
+            Session::Stream(s) => s.handle_drain(ctx),
+            Session::WebSocket(s) => s.handle_drain(ctx),
         }
     }
 

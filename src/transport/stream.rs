@@ -123,6 +123,12 @@ impl StreamSession {
         flow
     }
 
+    /// The server is shutting down: end the body with the last-chunk.
+    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        ctx.out.push_bytes(LAST_CHUNK);
+        Flow::Close(super::DRAINING)
+    }
+
     /// Output drained: continue catching up.
     pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
         self.feed.handle_drained(ctx);

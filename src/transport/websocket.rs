@@ -264,6 +264,13 @@ impl WsSession {
         flow
     }
 
+    /// The server is shutting down: close 1001 (going away, RFC 6455 §7.4.1) and wait for the
+    /// client's close.
+    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        self.close(CloseCode::GOING_AWAY, "server shutting down", ctx);
+        Flow::Continue
+    }
+
     /// Output drained: continue catching up.
     pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(feed) = &mut self.feed {

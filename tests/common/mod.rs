@@ -210,6 +210,19 @@ impl Lines {
         self.rx.recv_timeout(IO_TIMEOUT).ok()
     }
 
+    /// Reads the remaining lines until the process's stdout ends; panics if it does not end
+    /// within `IO_TIMEOUT`.
+    pub fn rest_until_eof(&self) -> Vec<String> {
+        let mut rest = Vec::new();
+        loop {
+            match self.rx.recv_timeout(IO_TIMEOUT) {
+                Ok(line) => rest.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no EOF; read {rest:?}"),
+            }
+        }
+    }
+
     /// Reads lines until one satisfies `want`; panics with what was seen otherwise.
     pub fn until(&self, want: impl Fn(&str) -> bool) -> String {
         let mut seen = Vec::new();
