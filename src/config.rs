@@ -12,8 +12,10 @@ pub struct Config {
     pub http: http1::Limits,
     /// Transport limits (batches, event names, send buffers, heartbeats).
     pub transport: transport::Limits,
-    /// WebSocket limits, heartbeat and origin allowlist.
+    /// WebSocket limits and heartbeat.
     pub websocket: transport::websocket::Limits,
+    /// Origin policy and tokens.
+    pub access: transport::access::Access,
     /// Channel history bounds.
     pub hub: hub::Limits,
     /// Event loop and socket limits.

@@ -29,12 +29,15 @@ use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, OpenGuard, Transport};
 use crate::output::Output;
+use crate::transport::access::PREFLIGHT_FIELDS;
 use crate::transport::envelope::write_json_string;
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::websocket::WsSession;
-use crate::transport::{pages, publish, route, short_poll, Ctx, Flow, InputPolicy, Route, Session};
+use crate::transport::{
+    pages, publish, route, short_poll, with_cors, Ctx, Flow, InputPolicy, Route, Session,
+};
 
 /// How a response must be written.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,8 @@ pub struct Conn {
     first_request: bool,
     /// The peer will send nothing more.
     peer_eof: bool,
+    /// The current request's allowed cross-origin `Origin`, named in CORS fields.
+    cors_origin: Option<String>,
     /// When the server, shutting down, ends this connection (graceful drain).
     drain_at: Option<Instant>,
     /// The drain has begun: no more keep-alive.
@@ -121,6 +126,7 @@ impl Conn {
             idle_since: now,
             first_request: true,
             peer_eof: false,
+            cors_origin: None,
             drain_at: None,
             draining: false,
             close_reason: None,
@@ -405,10 +411,13 @@ impl Conn {
 
     /// A complete head arrived: check framing, route, then read the body or dispatch.
     fn start_request(&mut self, head_bytes: &[u8], now: Instant) {
+        self.cors_origin = None;
         let head = match parse_request_head(head_bytes, &self.config.http) {
             Ok(head) => head,
             Err(e) => return self.fail_request(&e, now),
         };
+        // An allowed cross-origin request is answered with CORS fields naming its origin.
+        self.cors_origin = self.config.access.check_origin(&head).ok().flatten();
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
         let reader = match BodyReader::for_request(&head, &self.config.http) {
@@ -485,6 +494,7 @@ impl Conn {
             config: &self.config,
             now,
             metrics: &self.metrics,
+            cors_origin: self.cors_origin.as_deref(),
         };
         match handler(session, &mut ctx) {
             Flow::Continue => {}
@@ -517,6 +527,13 @@ impl Conn {
                 pages::INDEX_HTML,
                 now,
             ),
+            Route::Preflight => {
+                let mut fields = vec![("Allow", "GET, HEAD, POST, OPTIONS")];
+                if self.cors_origin.is_some() {
+                    fields.extend_from_slice(PREFLIGHT_FIELDS);
+                }
+                self.respond(request.to, 204, &fields, b"", now)
+            }
             Route::Metrics => {
                 self.commands.push_back(Command::Stats);
                 self.phase = Phase::Awaiting { request };
@@ -559,8 +576,8 @@ impl Conn {
                 let session = SseSession::start(channel.clone(), *since, &mut self.ctx(now));
                 self.serve(Session::Sse(session), request.to);
             }
-            Route::WebSocket { channel, accepted } => {
-                let session = WsSession::start(accepted, channel.clone(), &mut self.ctx(now));
+            Route::WebSocket { channel, accepted, may_publish } => {
+                let session = WsSession::start(accepted, channel.clone(), *may_publish, &mut self.ctx(now));
                 self.serve(Session::WebSocket(session), request.to);
             }
             Route::Stream { channel, since } => {
@@ -599,7 +616,8 @@ impl Conn {
     fn respond(&mut self, to: AnswerTo, status: u16, fields: &[(&str, &str)], body: &[u8], now: Instant) {
         let keep_alive = to.keep_alive && !self.peer_eof && !self.draining;
         let mut bytes = Vec::with_capacity(body.len() + 160);
-        write_full(&mut bytes, status, fields, body, to.head_only, !keep_alive);
+        let fields = with_cors(fields, self.cors_origin.as_deref());
+        write_full(&mut bytes, status, &fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
         if keep_alive {
             self.phase = Phase::ReadingHead { scanner: HeadScanner::new(), started: None };
@@ -618,6 +636,7 @@ impl Conn {
             config: &self.config,
             now,
             metrics: &self.metrics,
+            cors_origin: self.cors_origin.as_deref(),
         }
     }
 

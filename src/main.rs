@@ -116,9 +116,16 @@ struct ServeArgs {
     /// Do not publish messages that WebSocket clients send on a channel.
     #[arg(long)]
     ws_no_client_publish: bool,
-    /// An origin allowed to open WebSockets (repeatable; by default every origin is allowed).
+    /// A browser origin allowed besides the server's own and loopback ones (repeatable; `*`
+    /// allows every origin). Others get 403 on every transport.
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// Require `Authorization: Bearer TOKEN` (or `?token=`) to publish over HTTP or WebSocket.
+    #[arg(long, value_name = "TOKEN")]
+    publish_token: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` (or `?token=`) to subscribe or poll.
+    #[arg(long, value_name = "TOKEN")]
+    subscribe_token: Option<String>,
     /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
     #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "5")]
     drain_seconds: Duration,
@@ -164,7 +171,9 @@ impl ServeArgs {
         ws.pong_timeout = self.ws_pong_timeout;
         ws.close_timeout = self.ws_close_timeout;
         ws.client_publish = !self.ws_no_client_publish;
-        ws.allowed_origins = (!self.allow_origin.is_empty()).then(|| self.allow_origin.clone());
+        config.access.allowed_origins = self.allow_origin.clone();
+        config.access.publish_token = self.publish_token.clone();
+        config.access.subscribe_token = self.subscribe_token.clone();
         config
     }
 }

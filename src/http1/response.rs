@@ -91,7 +91,9 @@ pub fn write_full(
     head_only: bool,
     close: bool,
 ) {
-    write_head(out, status, fields, Framing::Length(body.len()), close);
+    // RFC 9110 §8.6: a server MUST NOT send Content-Length in a 1xx or 204 response.
+    let framing = if status == 204 || status < 200 { Framing::None } else { Framing::Length(body.len()) };
+    write_head(out, status, fields, framing, close);
     if !head_only {
         out.extend_from_slice(body);
     }

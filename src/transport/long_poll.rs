@@ -140,14 +140,8 @@ impl LongPollSession {
         self.state = State::Reading;
         count(replay, ctx.metrics);
         let mut out = Vec::new();
-        write_full(
-            &mut out,
-            200,
-            &[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
-            &body(replay),
-            self.head_only,
-            !self.keep_alive,
-        );
+        let fields = ctx.fields(&[("Content-Type", "application/json"), ("Cache-Control", "no-store")]);
+        write_full(&mut out, 200, &fields, &body(replay), self.head_only, !self.keep_alive);
         ctx.out.push_owned(out);
         ctx.commands.push_back(Command::Unsubscribe { channel: self.channel.clone() });
         if self.keep_alive {

@@ -18,6 +18,7 @@
 //! Does not: touch sockets; the connection layer ([`crate::conn`]) feeds requests in and takes
 //! responses out.
 
+pub mod access;
 pub mod envelope;
 pub mod feed;
 pub mod long_poll;
@@ -65,6 +66,25 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// Server-wide counters.
     pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
+    /// The allowed cross-origin request's origin, to name in CORS fields.
+    pub cors_origin: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    /// `fields` plus the CORS fields of this request, if it is cross-origin.
+    pub fn fields<'f>(&'f self, fields: &[(&'f str, &'f str)]) -> Vec<(&'f str, &'f str)> {
+        with_cors(fields, self.cors_origin)
+    }
+}
+
+/// `fields` plus `Access-Control-Allow-Origin` and `Vary: Origin` when `origin` is set.
+pub fn with_cors<'f>(fields: &[(&'f str, &'f str)], origin: Option<&'f str>) -> Vec<(&'f str, &'f str)> {
+    let mut all = fields.to_vec();
+    if let Some(origin) = origin {
+        all.push(("Access-Control-Allow-Origin", origin));
+        all.push(("Vary", "Origin"));
+    }
+    all
 }
 
 /// Limits and options of the transports.
@@ -134,6 +154,8 @@ pub enum Route {
     Healthz,
     /// `GET /metrics`: Prometheus text format.
     Metrics,
+    /// `OPTIONS`: a CORS preflight (or a plain OPTIONS), answered 204.
+    Preflight,
     /// `POST /channels/{name}`: publish the body.
     Publish {
         /// The channel.
@@ -171,6 +193,8 @@ pub enum Route {
         channel: Option<(ChannelName, Since)>,
         /// The handshake's answer.
         accepted: crate::ws::Accepted,
+        /// Messages the client sends are published (publishing allowed and token given).
+        may_publish: bool,
     },
     /// `GET /channels/{name}` as a chunked NDJSON stream.
     Stream {
@@ -354,7 +378,12 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let target =
         Target::parse(&head.target).ok_or(Refusal::new(400, "request-target must be an absolute path"))?;
+    let denied = |d: access::Denied| Refusal::new(d.status_hint(), d.reason());
+    config.access.check_origin(head).map_err(denied)?;
     let method = head.method.as_str();
+    if method == "OPTIONS" {
+        return Ok(Route::Preflight);
+    }
     let read_only = matches!(method, "GET" | "HEAD");
     // RFC 9110 §15.5.6: a 405 response MUST include an Allow header field.
     let not_allowed = |headers| Refusal { status: 405, headers, reason: "method not allowed" };
@@ -363,7 +392,7 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
         "/healthz" if read_only => Ok(Route::Healthz),
         "/metrics" if read_only => Ok(Route::Metrics),
         "/" | "/index.html" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
-        "/echo" => websocket_route(head, None, config),
+        "/echo" => websocket_route(head, &target, None, config),
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::new(404, "not found"));
@@ -371,8 +400,14 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
             let channel = ChannelName::parse(name)
                 .map_err(|_| Refusal::new(400, "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -"))?;
             match method {
-                "POST" => Ok(Route::Publish { channel, event: event_param(&target, limits)? }),
-                "GET" | "HEAD" => subscribe_route(head, &target, channel, config),
+                "POST" => {
+                    config.access.check_publish(head, &target).map_err(denied)?;
+                    Ok(Route::Publish { channel, event: event_param(&target, limits)? })
+                }
+                "GET" | "HEAD" => {
+                    config.access.check_subscribe(head, &target).map_err(denied)?;
+                    subscribe_route(head, &target, channel, config)
+                }
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
         }
@@ -432,22 +467,25 @@ fn subscribe_route(
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Mode::Stream if head.minor_version == 0 => Err(Refusal::new(400, "streaming needs HTTP/1.1")),
         Mode::Stream => Ok(Route::Stream { channel, since }),
-        Mode::WebSocket => websocket_route(head, Some((channel, since)), config),
+        Mode::WebSocket => websocket_route(head, target, Some((channel, since)), config),
     }
 }
 
 /// Runs the opening handshake checks (RFC 6455 §4.2.1) for `/echo` or a channel.
 fn websocket_route(
     head: &RequestHead,
+    target: &Target<'_>,
     channel: Option<(ChannelName, Since)>,
     config: &Config,
 ) -> Result<Route, Refusal> {
     let options = crate::ws::ServerOptions {
         protocols: if channel.is_some() { vec![websocket::PROTOCOL_V1.to_string()] } else { Vec::new() },
-        allowed_origins: config.websocket.allowed_origins.clone(),
+        // The Origin policy was applied to every request before routing (see `access`).
+        allowed_origins: None,
     };
+    let may_publish = config.websocket.client_publish && config.access.check_publish(head, target).is_ok();
     match crate::ws::handshake::accept(head, &options) {
-        Ok(accepted) => Ok(Route::WebSocket { channel, accepted }),
+        Ok(accepted) => Ok(Route::WebSocket { channel, accepted, may_publish }),
         Err(e) => Err(Refusal {
             status: e.status_hint(),
             headers: e.extra_headers(),

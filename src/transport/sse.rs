@@ -130,17 +130,12 @@ impl SseSession {
     /// The subscription's replay: writes the response head, the `retry:` hint and the replay.
     pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         let mut head = Vec::new();
-        write_head(
-            &mut head,
-            200,
-            &[
-                ("Content-Type", "text/event-stream"),
-                ("Cache-Control", "no-cache"),
-                ("X-Accel-Buffering", "no"),
-            ],
-            Framing::Close,
-            true,
-        );
+        let fields = ctx.fields(&[
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"),
+        ]);
+        write_head(&mut head, 200, &fields, Framing::Close, true);
         encode_retry(ctx.config.transport.sse_retry.as_millis() as u64, &mut head);
         head.push(b'\n');
         ctx.out.push_owned(head);

@@ -91,17 +91,12 @@ impl StreamSession {
     /// The subscription's replay: writes the response head and the replay.
     pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         let mut head = Vec::new();
-        write_head(
-            &mut head,
-            200,
-            &[
-                ("Content-Type", "application/x-ndjson"),
-                ("Cache-Control", "no-cache"),
-                ("X-Accel-Buffering", "no"),
-            ],
-            Framing::Chunked,
-            false,
-        );
+        let fields = ctx.fields(&[
+            ("Content-Type", "application/x-ndjson"),
+            ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"),
+        ]);
+        write_head(&mut head, 200, &fields, Framing::Chunked, false);
         ctx.out.push_owned(head);
         self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
         self.feed.handle_replay(replay, true, &mut StreamWire, ctx);

@@ -50,8 +50,6 @@ pub struct Limits {
     pub close_timeout: Duration,
     /// Messages sent by clients on a channel are published to it. Default true.
     pub client_publish: bool,
-    /// Origins allowed to open a WebSocket; `None` allows every origin. Default `None`.
-    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for Limits {
@@ -64,7 +62,6 @@ impl Default for Limits {
             pong_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             client_publish: true,
-            allowed_origins: None,
         }
     }
 }
@@ -162,7 +159,12 @@ pub struct WsSession {
 
 impl WsSession {
     /// Writes the 101 response and, on a channel, queues the subscription.
-    pub fn start(accepted: &Accepted, channel: Option<(ChannelName, Since)>, ctx: &mut Ctx<'_>) -> WsSession {
+    pub fn start(
+        accepted: &Accepted,
+        channel: Option<(ChannelName, Since)>,
+        may_publish: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> WsSession {
         let limits = &ctx.config.websocket;
         let mut head = Vec::new();
         accepted.response_head(&mut head);
@@ -177,7 +179,7 @@ impl WsSession {
             ws: WsConn::new(Role::Server, ws_limits),
             feed,
             v1: accepted.protocol.as_deref() == Some(PROTOCOL_V1),
-            client_publish: limits.client_publish,
+            client_publish: may_publish,
             last_traffic: ctx.now,
             ping_sent: None,
             close_deadline: None,
@@ -213,7 +215,11 @@ impl WsSession {
             None => {
                 let _ = self.ws.send_message(&msg, &mut no_mask, ctx.out);
             }
-            Some(feed) if self.client_publish && !self.ws.close_sent() => {
+            Some(_) if !self.client_publish => {
+                // Publishing needs --publish-token (or is off): a policy violation (§7.4.1).
+                self.close(CloseCode::POLICY_VIOLATION, "publishing is not allowed", ctx);
+            }
+            Some(feed) if !self.ws.close_sent() => {
                 let payload = match msg {
                     ws::Message::Text(text) => Payload::Text(Arc::from(text)),
                     ws::Message::Binary(bytes) => Payload::Binary(Arc::from(bytes)),
