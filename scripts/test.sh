@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/setup-interop.sh   # the interop tests' peers (Python websockets, Node ws); quick when present
 cargo build --locked --release --bin pushwire
 cargo test --locked --all-targets
 cargo test --locked --doc

@@ -15,6 +15,8 @@
 //!   transport/ (publish, short poll, …: one file per push style)  [pure]
 //!     │ wire formats            │ Subscribe / Publish / Read
 //!   http1/ ws/ sse/ (codecs)    hub/ (channels, history, cursors)  [pure]
+//!     ▲
+//!   client/ (blocking clients on std::net: sockets, clock, randomness) [I/O]
 //! ```
 //!
 //! Pure layers never touch a socket, read the clock or draw randomness: time comes in as
@@ -24,7 +26,8 @@
 //! # Reading order
 //!
 //! [`hub`] (the pub/sub core and its cursor/gap rules), [`http1`] (message syntax),
-//! [`conn`] (a connection's life), [`transport`] (the push styles), [`net`] (the event loop).
+//! [`conn`] (a connection's life), [`transport`] (the push styles), [`net`] (the event loop),
+//! [`client`] (blocking clients driving the same protocol cores).
 //!
 //! # Spec map
 //!
@@ -38,6 +41,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod http1;

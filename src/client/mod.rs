@@ -1,0 +1,302 @@
+//! Blocking clients on `std::net`: the I/O drivers around the pure protocol cores.
+//!
+//! Implements: [`ws`], a blocking WebSocket client (RFC 6455, client role) over
+//! [`std::net::TcpStream`]; [`Url`], the `ws://` URI of
+//! [RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3) (and `http://`, which names
+//! the same server); [`Error`], everything a client call can fail with.
+//!
+//! This is one of the places allowed to do I/O (GUIDE §1): it owns the socket, the deadlines and
+//! the randomness (handshake nonces and mask keys are drawn here with `rand`, never in
+//! `crate::ws`). Every protocol decision is made by the pure code it drives
+//! ([`crate::ws::handshake`], [`crate::ws::WsConn`], [`crate::http1::head`]).
+//!
+//! Does not: speak TLS (`wss://` and `https://` fail with [`Error::TlsUnsupported`]), follow
+//! redirects, use proxies, resolve names other than through the system resolver
+//! (`ToSocketAddrs`), or accept user info in a URL.
+
+pub mod ws;
+
+use std::fmt;
+use std::io;
+
+pub use self::ws::{WsClient, WsOptions};
+
+/// Everything a client call can fail with; [`fmt::Display`] says what happened in one line.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error {
+    /// The URL could not be used; the text says why.
+    InvalidUrl(String),
+    /// An option is out of range (e.g. a zero limit); the text says which.
+    InvalidOptions(String),
+    /// The URL asks for TLS (`wss://`, `https://`), which this client does not speak yet.
+    TlsUnsupported,
+    /// The operating system refused a socket operation (resolve, connect, read, write).
+    Io(io::Error),
+    /// A deadline passed while waiting; names what was awaited. After a timeout in
+    /// [`WsClient::recv`] the connection is still usable (nothing was half-consumed).
+    Timeout {
+        /// What the client was waiting for, e.g. "the opening handshake response".
+        waiting_for: &'static str,
+    },
+    /// The server's response head is not HTTP/1.1 syntax, or too large (RFC 9112 §4).
+    InvalidResponse(crate::http1::Error),
+    /// The opening handshake failed (RFC 6455 §4.1): a status other than 101, a wrong
+    /// `Sec-WebSocket-Accept`, a subprotocol not offered, or a request field that would break
+    /// the request head.
+    Handshake(crate::ws::HandshakeError),
+    /// The server broke RFC 6455; the client failed the connection (§7.1.7): it sent a close
+    /// frame with [`crate::ws::Error::close_code`] and closed TCP.
+    Protocol(crate::ws::Error),
+    /// A send the caller must not make (e.g. a ping payload over 125 bytes); nothing was sent.
+    Send(crate::ws::SendError),
+    /// The connection is closed: the closing handshake finished, our close was already sent,
+    /// or an earlier error ended it. Nothing more can be sent or received.
+    Closed,
+    /// The server closed TCP without a close frame: RFC 6455 §7.1.5 calls this close code 1006
+    /// (abnormal closure).
+    AbnormalClosure,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
+            Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
+            Error::TlsUnsupported => {
+                f.write_str("wss:// and https:// need TLS, which this client does not support yet; use ws://")
+            }
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
+            Error::InvalidResponse(e) => write!(f, "the server's response head is invalid: {e}"),
+            Error::Handshake(e) => write!(f, "WebSocket opening handshake failed: {e}"),
+            Error::Protocol(e) => write!(
+                f,
+                "the server broke the WebSocket protocol: {e}; connection failed with close code {}",
+                e.close_code()
+            ),
+            Error::Send(e) => write!(f, "cannot send: {e}"),
+            Error::Closed => f.write_str("the WebSocket connection is closed"),
+            Error::AbnormalClosure => {
+                f.write_str("the server closed the connection without a close frame (1006, abnormal closure)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Handshake(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            Error::Send(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// A `ws://` (or `http://`) URL split into what the opening handshake needs
+/// ([RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Host name or IP address; an IPv6 address without its brackets.
+    pub host: String,
+    /// TCP port; 80 when the URL names none.
+    pub port: u16,
+    /// §3's "resource name": the path (at least `/`) and `?query` if any, as sent in the
+    /// request line.
+    pub resource_name: String,
+}
+
+/// The port of `ws://` and `http://` when the URL names none (RFC 6455 §3).
+const DEFAULT_PORT: u16 = 80;
+
+impl Url {
+    /// Parses `ws://host[:port][/path][?query]`; `http://` is taken as `ws://` (the same server
+    /// and port, as browsers do since the WHATWG WebSocket standard). Schemes are
+    /// case-insensitive. `wss://` and `https://` give [`Error::TlsUnsupported`].
+    pub fn parse(url: &str) -> Result<Url, Error> {
+        let invalid = |why: &str| Error::InvalidUrl(format!("{why} in {url:?}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme (expected ws://)"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "ws" | "http" => {}
+            "wss" | "https" => return Err(Error::TlsUnsupported),
+            _ => return Err(invalid("scheme is not ws:// or http://")),
+        }
+        // RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs
+        // and MUST NOT be used on these URIs."
+        if rest.contains('#') {
+            return Err(invalid("a fragment (#) is not allowed in a WebSocket URI"));
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, resource) = rest.split_at(authority_end);
+        if authority.contains('@') {
+            return Err(invalid("user info (user@host) is not supported"));
+        }
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) =
+                bracketed.split_once(']').ok_or_else(|| invalid("an IPv6 address without its closing ]"))?;
+            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return Err(invalid("a malformed IPv6 address"));
+            }
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| invalid("junk after the ]"))?)),
+            }
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        // RFC 3986 §3.2.2 reg-name: unreserved, percent-encoded and sub-delims characters.
+        if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:".contains(&b)) {
+            return Err(invalid("a character not allowed in a host name"));
+        }
+        let port = match port {
+            // RFC 3986 §3.2.3: an empty port is the scheme's default.
+            None | Some("") => DEFAULT_PORT,
+            Some(digits) => match digits.parse::<u16>() {
+                Ok(port) if port != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => port,
+                _ => return Err(invalid("the port is not a number from 1 to 65535")),
+            },
+        };
+        let resource_name = match resource {
+            "" => "/".to_string(),
+            query if query.starts_with('?') => format!("/{query}"),
+            path => path.to_string(),
+        };
+        if !resource_name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("spaces and non-ASCII characters in the path must be percent-encoded"));
+        }
+        Ok(Url { host: host.to_string(), port, resource_name })
+    }
+
+    /// The `Host` field value (RFC 9112 §3.2): the host, bracketed when IPv6, and the port
+    /// unless it is the default.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == DEFAULT_PORT {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Url {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Url, Error> {
+        Url::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(host: &str, port: u16, resource_name: &str) -> Url {
+        Url { host: host.to_string(), port, resource_name: resource_name.to_string() }
+    }
+
+    #[test]
+    fn rfc6455_3_ws_uri_parts_and_defaults() {
+        assert_eq!(Url::parse("ws://example.com").unwrap(), url("example.com", 80, "/"));
+        assert_eq!(Url::parse("ws://example.com:8080/chat").unwrap(), url("example.com", 8080, "/chat"));
+        assert_eq!(Url::parse("WS://a/b/c?x=1&y=%20").unwrap(), url("a", 80, "/b/c?x=1&y=%20"));
+        // A query without a path gets the path "/" (§3: "/" if the path component is empty).
+        assert_eq!(Url::parse("ws://a:81?x").unwrap(), url("a", 81, "/?x"));
+        assert_eq!(Url::parse("ws://a:/p").unwrap(), url("a", 80, "/p"));
+        assert_eq!(Url::parse("http://127.0.0.1:9/echo").unwrap(), url("127.0.0.1", 9, "/echo"));
+        assert_eq!(Url::parse("ws://[::1]:9/x").unwrap(), url("::1", 9, "/x"));
+        assert_eq!(Url::parse("ws://[::1]").unwrap(), url("::1", 80, "/"));
+    }
+
+    #[test]
+    fn rfc6455_3_host_header_has_port_unless_default() {
+        assert_eq!(url("a", 80, "/").host_header(), "a");
+        assert_eq!(url("a", 8080, "/").host_header(), "a:8080");
+        assert_eq!(url("::1", 8080, "/").host_header(), "[::1]:8080");
+        assert_eq!(url("::1", 80, "/").host_header(), "[::1]");
+    }
+
+    #[test]
+    fn tls_schemes_are_reported_as_unsupported() {
+        for u in ["wss://example.com/", "https://example.com", "WSS://x:443/a"] {
+            assert!(matches!(Url::parse(u), Err(Error::TlsUnsupported)), "{u}");
+        }
+        assert!(Error::TlsUnsupported.to_string().contains("wss://"));
+    }
+
+    #[test]
+    fn rfc6455_3_fragment_must_not_be_used() {
+        let err = Url::parse("ws://a/b#frag").unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl(_)));
+        assert!(err.to_string().contains("fragment"), "{err}");
+    }
+
+    #[test]
+    fn invalid_urls_say_why() {
+        for (u, why) in [
+            ("example.com/x", "no scheme"),
+            ("ftp://a/", "scheme"),
+            ("ws://", "no host"),
+            ("ws:///path", "no host"),
+            ("ws://a:0/", "port"),
+            ("ws://a:65536/", "port"),
+            ("ws://a:+80/", "port"),
+            ("ws://a:x/", "port"),
+            ("ws://user@a/", "user info"),
+            ("ws://[::1/", "closing ]"),
+            ("ws://[::1]x/", "junk"),
+            ("ws://[zz]/", "IPv6"),
+            ("ws://a b/", "host"),
+            ("ws://a/b c", "percent-encoded"),
+            ("ws://a/é", "percent-encoded"),
+            ("ws://a/\r\nX: y", "percent-encoded"),
+        ] {
+            match Url::parse(u) {
+                Err(Error::InvalidUrl(text)) => assert!(text.contains(why), "{u}: {text}"),
+                other => panic!("{u}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_are_one_clear_line() {
+        use crate::ws::{CloseCode, HandshakeError};
+        let errors = [
+            Error::InvalidUrl("no host in \"ws://\"".into()),
+            Error::InvalidOptions("ws max_message_bytes must be greater than 0".into()),
+            Error::TlsUnsupported,
+            Error::Io(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
+            Error::Timeout { waiting_for: "a frame" },
+            Error::InvalidResponse(crate::http1::Error::MalformedHead),
+            Error::Handshake(HandshakeError::UnexpectedStatus(404)),
+            Error::Protocol(crate::ws::Error::MaskedServerFrame),
+            Error::Send(crate::ws::SendError::ControlPayloadTooLong),
+            Error::Closed,
+            Error::AbnormalClosure,
+        ];
+        for e in &errors {
+            let text = e.to_string();
+            assert!(!text.is_empty() && !text.contains('\n'), "{e:?}: {text}");
+        }
+        let protocol = Error::Protocol(crate::ws::Error::MaskedServerFrame).to_string();
+        assert!(protocol.contains("masked") && protocol.contains("1002"), "{protocol}");
+        assert_eq!(crate::ws::Error::MaskedServerFrame.close_code(), CloseCode::PROTOCOL_ERROR);
+        assert!(Error::Handshake(HandshakeError::UnexpectedStatus(404)).to_string().contains("404"));
+        assert!(Error::Timeout { waiting_for: "a frame" }.to_string().contains("timed out"));
+    }
+}

@@ -1,0 +1,237 @@
+//! Interop with real WebSocket peers, on loopback only:
+//!
+//! | peer | role | against | cases |
+//! |---|---|---|---|
+//! | Python `websockets` (sync API) | client | `pushwire serve` | echo text/binary incl. 1 MiB, ping, close; channel subscription (plain and `pushwire.v1`) receiving HTTP publishes |
+//! | Python `websockets` | server | `client::WsClient` | echo incl. 1 MiB, ping, close; a masked server frame makes the client fail with 1002 |
+//! | Node `ws` | client | `pushwire serve` | echo text/binary, ping, close; channel message with `pushwire.v1` |
+//!
+//! The peers are installed by `scripts/setup-interop.sh` (a venv at `.venv/`, `ws` in
+//! `tests/interop/node_modules/`); `scripts/test.sh` runs it first. When they are missing these
+//! tests fail and say so: they never skip. Every peer process is killed when its test ends (also
+//! on panic), and every wait has a deadline.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pushwire::client::{Error, WsClient, WsOptions};
+use pushwire::ws::{self, CloseCode, Event, Message};
+
+use common::{Server, IO_TIMEOUT};
+
+/// How long one peer script may run before the test kills it and fails.
+const PEER_LIMIT: Duration = Duration::from_secs(60);
+
+const SETUP_HINT: &str = "run `bash scripts/setup-interop.sh` (scripts/test.sh does it before cargo test)";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python, which has `websockets`; fails the test when it is missing.
+fn python() -> Command {
+    let python = root().join(".venv/bin/python3");
+    assert!(python.exists(), "{} is missing: {SETUP_HINT}", python.display());
+    let mut cmd = Command::new(python);
+    // Unbuffered, so a peer's lines arrive as it prints them.
+    cmd.arg("-u").env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
+/// `node` in `tests/interop/`, where `require('ws')` resolves; fails the test when `ws` is
+/// missing.
+fn node() -> Command {
+    let dir = root().join("tests/interop");
+    let modules = dir.join("node_modules");
+    assert!(modules.join("ws/package.json").exists(), "{} has no `ws`: {SETUP_HINT}", modules.display());
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).env("NODE_PATH", modules);
+    cmd
+}
+
+fn script(name: &str) -> PathBuf {
+    root().join("tests/interop").join(name)
+}
+
+/// A peer process, killed and reaped when dropped (also when the test panics).
+struct Peer {
+    child: Child,
+    /// The peer's stdout, line by line, read on a thread so waits can have deadlines.
+    lines: mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Peer {
+    fn spawn(mut cmd: Command, what: &str) -> Peer {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}; {SETUP_HINT}"));
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { child, lines, what: what.to_string() }
+    }
+
+    /// The next line the peer prints, within `limit`.
+    fn line(&self, limit: Duration) -> String {
+        self.lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|e| panic!("{} printed no line within {limit:?}: {e}", self.what))
+    }
+
+    /// Waits for the peer to exit within [`PEER_LIMIT`]; returns its success and everything it
+    /// printed.
+    fn finish(mut self) -> (bool, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < PEER_LIMIT, "{} still running after {PEER_LIMIT:?}", self.what);
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        // The reader thread ends at EOF, which came with the exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        (status.success(), out)
+    }
+
+    /// Starts a server script and reads the port from its first line, `listening PORT`.
+    fn server(cmd: Command, what: &str) -> (Peer, u16) {
+        let peer = Peer::spawn(cmd, what);
+        let line = peer.line(IO_TIMEOUT);
+        let port = line
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: unexpected first line {line:?}"));
+        (peer, port)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a client script to its end and asserts it passed every check.
+fn run_client(cmd: Command, what: &str, expected_checks: &[&str]) {
+    let (ok, out) = Peer::spawn(cmd, what).finish();
+    assert!(ok, "{what} failed:\n{out}");
+    assert!(out.lines().last() == Some("ok"), "{what} did not finish:\n{out}");
+    for check in expected_checks {
+        assert!(out.contains(check), "{what} did not check {check:?}:\n{out}");
+    }
+}
+
+// ----- Python `websockets` as a client of our server -----
+
+#[test]
+fn python_websockets_client_echo_text_binary_and_1_mib() {
+    let server = Server::start(&[]);
+    let mut cmd = python();
+    cmd.arg(script("py_client.py")).args(["echo", &server.addr.to_string()]);
+    run_client(
+        cmd,
+        "python websockets client (echo)",
+        &["1 MiB binary", "1 MiB text", "pong for a ping", "answered with 1000"],
+    );
+}
+
+#[test]
+fn python_websockets_client_channel_receives_http_publish() {
+    let server = Server::start(&[]);
+    let mut cmd = python();
+    cmd.arg(script("py_client.py")).args(["channel", &server.addr.to_string(), "x"]);
+    run_client(
+        cmd,
+        "python websockets client (channel)",
+        &["plain subscriber gets a text frame", "envelope carries the message id", "binary frame"],
+    );
+}
+
+// ----- Node `ws` as a client of our server -----
+
+#[test]
+fn node_ws_client_echo() {
+    let server = Server::start(&[]);
+    let mut cmd = node();
+    cmd.arg(script("node_client.js")).args(["echo", &server.addr.to_string()]);
+    run_client(cmd, "node ws client (echo)", &["echo of text", "262144 binary bytes", "pong", "1000"]);
+}
+
+#[test]
+fn node_ws_client_channel_message() {
+    let server = Server::start(&[]);
+    let mut cmd = node();
+    cmd.arg(script("node_client.js")).args(["channel", &server.addr.to_string(), "x"]);
+    run_client(cmd, "node ws client (channel)", &["pushwire.v1 selected", "envelope carries the message id"]);
+}
+
+// ----- our client against Python `websockets` as a server -----
+
+fn client_options() -> WsOptions {
+    let one_mib = 1 << 20;
+    WsOptions {
+        read_timeout: Some(IO_TIMEOUT),
+        limits: ws::Limits { max_frame_payload_bytes: one_mib, max_message_bytes: one_mib },
+        ..WsOptions::default()
+    }
+}
+
+#[test]
+fn our_client_against_python_websockets_echo_server() {
+    let mut cmd = python();
+    cmd.arg(script("py_server.py")).arg("echo");
+    let (_peer, port) = Peer::server(cmd, "python websockets server (echo)");
+    let mut ws =
+        WsClient::connect(&format!("ws://127.0.0.1:{port}/any/path?q=1"), &client_options()).unwrap();
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 256) as u8).collect();
+    for msg in [
+        Message::Text("héllo ✓".into()),
+        Message::Text(String::new()),
+        Message::Binary(vec![0, 1, 2, 255]),
+        Message::Binary(big),
+    ] {
+        ws.send(&msg).unwrap();
+        assert_eq!(ws.recv().unwrap(), Event::Message(msg));
+    }
+    ws.send_ping(b"from rust").unwrap();
+    assert_eq!(ws.recv().unwrap(), Event::Pong(b"from rust".to_vec()));
+    ws.close(CloseCode::NORMAL, "done").unwrap();
+    assert!(matches!(ws.recv(), Err(Error::Closed)));
+}
+
+#[test]
+fn rfc6455_5_1_our_client_fails_a_masked_frame_from_python_server_with_1002() {
+    let mut cmd = python();
+    cmd.arg(script("py_server.py")).arg("masked");
+    let (peer, port) = Peer::server(cmd, "python websockets server (masked frame)");
+    let mut ws = WsClient::connect(&format!("ws://127.0.0.1:{port}/"), &client_options()).unwrap();
+    match ws.recv() {
+        Err(Error::Protocol(ws::Error::MaskedServerFrame)) => {}
+        other => panic!("expected the masked frame to fail the connection, got {other:?}"),
+    }
+    assert!(matches!(ws.recv(), Err(Error::Closed)));
+    // What the server saw: our close frame with 1002 (RFC 6455 §7.4.1, protocol error).
+    assert_eq!(peer.line(IO_TIMEOUT), "client closed with 1002");
+}

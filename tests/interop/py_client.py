@@ -1,0 +1,92 @@
+"""Interop peer: Python `websockets` (sync API) as a client of `pushwire serve`.
+
+Run by tests/interop.rs with the venv made by scripts/setup-interop.sh:
+
+    py_client.py echo HOST:PORT             text, binary, 1 MiB of each, ping, close on /echo
+    py_client.py channel HOST:PORT CHANNEL  subscribe (plain and pushwire.v1), publish over HTTP
+
+Prints one line per check and "ok" at the end; any failure raises (non-zero exit). Every wait
+has a timeout and only loopback addresses are used.
+"""
+
+import http.client
+import json
+import os
+import sys
+
+try:
+    from websockets.sync.client import connect
+except ImportError:
+    sys.exit("websockets is not installed: run `bash scripts/setup-interop.sh`")
+
+TIMEOUT_S = 10
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print("passed:", what, flush=True)
+
+
+def ws_connect(url, **kwargs):
+    # proxy=None: never route loopback tests through a proxy from the environment.
+    return connect(url, open_timeout=TIMEOUT_S, close_timeout=TIMEOUT_S, proxy=None, **kwargs)
+
+
+def http_request(addr, method, target, body=None, content_type="text/plain"):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
+    headers = {"Content-Type": content_type} if body is not None else {}
+    conn.request(method, target, body=body, headers=headers)
+    res = conn.getresponse()
+    data = res.read()
+    conn.close()
+    return res.status, data
+
+
+def echo(addr):
+    with ws_connect(f"ws://{addr}/echo", max_size=4 * 2**20) as ws:
+        for msg in ["héllo ✓", "", bytes(range(256)), b""]:
+            ws.send(msg)
+            check(ws.recv(timeout=TIMEOUT_S) == msg, f"echo of {type(msg).__name__} {msg[:12]!r}")
+        big_binary = os.urandom(2**20)
+        ws.send(big_binary)
+        check(ws.recv(timeout=TIMEOUT_S) == big_binary, "echo of a 1 MiB binary message")
+        big_text = "abcdefghijklmné" * 2**16  # 16 bytes of UTF-8 each: 1 MiB
+        assert len(big_text.encode()) == 2**20
+        ws.send(big_text)
+        check(ws.recv(timeout=TIMEOUT_S) == big_text, "echo of a 1 MiB text message")
+        pong = ws.ping(b"interop")
+        check(pong.wait(TIMEOUT_S), "pong for a ping")
+        ws.close(1000, "done")
+        check(ws.close_code == 1000, f"closing handshake answered with 1000 (got {ws.close_code})")
+
+
+def channel(addr, name):
+    status, body = http_request(addr, "GET", f"/channels/{name}")
+    check(status == 200, "short poll for the current cursor")
+    since = json.loads(body)["next"].replace(":", "%3A")
+    url = f"ws://{addr}/channels/{name}?since={since}"
+    with ws_connect(url) as plain, ws_connect(url, subprotocols=["pushwire.v1"]) as v1:
+        check(plain.subprotocol is None, "no subprotocol when none is offered")
+        check(v1.subprotocol == "pushwire.v1", "pushwire.v1 selected")
+        status, body = http_request(addr, "POST", f"/channels/{name}", "from python")
+        check(status == 201, "publish over HTTP")
+        msg_id = json.loads(body)["id"]
+        check(plain.recv(timeout=TIMEOUT_S) == "from python", "plain subscriber gets a text frame")
+        envelope = json.loads(v1.recv(timeout=TIMEOUT_S))
+        check(envelope.get("data") == "from python", "pushwire.v1 envelope carries the data")
+        check(envelope.get("id") == msg_id, "pushwire.v1 envelope carries the message id")
+        status, _ = http_request(addr, "POST", f"/channels/{name}", bytes([0, 1, 2]), "application/octet-stream")
+        check(status == 201, "publish binary over HTTP")
+        check(plain.recv(timeout=TIMEOUT_S) == bytes([0, 1, 2]), "plain subscriber gets a binary frame")
+
+
+def main():
+    mode, args = sys.argv[1], sys.argv[2:]
+    {"echo": echo, "channel": channel}[mode](*args)
+    print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    main()
