@@ -613,16 +613,39 @@ fn valid_message_then_bad_frame_then_ping(
 #[test]
 fn autobahn_3_2_to_3_4_rsv_after_valid_message_fails_1002_without_pong_rfc6455_5_2() {
     let server = Server::start(&[]);
-    // pushwire: when the bad frame arrives in a later read than the good message (3.3
-    // frame-wise, 3.4 octet-wise) the echo comes first ("OK"). When both arrive in one read
-    // (3.2), the core fails the connection, queuing its close, before the echo endpoint sees
-    // the message, and the echo is refused after the close: "NON_STRICT" (see
-    // `WsSession::handle_input`).
+    // pushwire: "OK" however the bytes are chopped: the echo, then close 1002, no pong (see
+    // `pushwire_message_before_protocol_error_echoed_before_close_rfc6455_7_1_7`).
     for (case, rsv, chops) in
         [("3.2", 0b010, Chops::One), ("3.3", 0b011, Chops::FrameWise), ("3.4", 0b100, Chops::OctetWise)]
     {
         eprintln!("case {case}");
         valid_message_then_bad_frame_then_ping(&server, rsv, TEXT, b"Hello, world!", chops);
+    }
+}
+
+/// pushwire's own, stricter form of 3.2, 4.1.3 and 5.15: a complete message followed by a
+/// frame that fails the connection is echoed before the close, even when both arrive in one
+/// read (RFC 6455 §7.1.7 forbids processing data after the fault, not before it). Autobahn
+/// also accepts no echo.
+#[test]
+fn pushwire_message_before_protocol_error_echoed_before_close_rfc6455_7_1_7() {
+    let server = Server::start(&[]);
+    // (RSV bits, opcode, FIN) of the frame that fails the connection.
+    let bad_frames =
+        [(0b010, TEXT, true), (0, 5, true), (0, 13, true), (0, CONTINUATION, true), (0, PING, false)];
+    for (rsv, opcode, fin) in bad_frames {
+        for chops in [Chops::One, Chops::OctetWise] {
+            eprintln!("bad frame rsv {rsv:#b} opcode {opcode} fin {fin}, {chops:?}");
+            let mut c = Client::open(&server);
+            let frames = [
+                c.frame(true, TEXT, b"Hello, world!"),
+                c.raw_frame(fin, rsv, opcode, b"bad"),
+                c.frame(true, PING, b"unanswered"),
+            ];
+            c.send_with(&frames, chops);
+            let end = c.expect_failed(&[&[text("Hello, world!")]], &[CLOSE_PROTOCOL_ERROR]);
+            assert!(matches!(end, End::Close { code: Some(CLOSE_PROTOCOL_ERROR), .. }), "{end:?}");
+        }
     }
 }
 
@@ -674,8 +697,7 @@ fn reserved_opcode_after_message(opcodes: [u8; 3]) {
     ];
     for (opcode, payload, chops) in cases {
         eprintln!("opcode {opcode}, {chops:?}");
-        // pushwire: as in 3.2, "NON_STRICT" (no echo) when all arrives in one read, "OK"
-        // (echo) octet-wise.
+        // pushwire: as in 3.2, "OK": the echo, then close 1002, no pong.
         valid_message_then_bad_frame_then_ping(&server, 0, opcode, payload, chops);
     }
 }
@@ -782,8 +804,7 @@ fn autobahn_5_15_continuation_after_finished_message_fails_1002_rfc6455_5_4() {
         c.frame(true, TEXT, b"fragment4"),
     ];
     c.send(&frames.concat());
-    // Autobahn: OK with the echo of the finished message, NON_STRICT without. pushwire, with
-    // everything in one read: NON_STRICT, as in 3.2.
+    // Autobahn: OK with the echo of the finished message, NON_STRICT without. pushwire: OK.
     let echo = [text("fragment1fragment2")];
     c.expect_failed(&[&echo, &[]], &[CLOSE_PROTOCOL_ERROR]);
 }
