@@ -192,12 +192,22 @@ impl WsSession {
         self.last_traffic = ctx.now;
         self.ping_sent = None;
         let mut events = std::mem::take(&mut self.events);
-        // On a protocol error the core has already failed the connection (close frame queued,
-        // further input discarded, RFC 6455 §7.1.7); the events before it still count.
-        let failed = self.ws.handle_input(input, &mut no_mask, &mut events, ctx.out).is_err();
-        for event in events.drain(..) {
-            if let Event::Message(msg) = event {
-                self.handle_message(msg, ctx);
+        let mut input = input;
+        let mut failed = false;
+        // Message by message, so each is answered (echoed, published) before later frames are
+        // read: a message followed by a frame that fails the connection still gets its echo,
+        // ahead of the close, however the bytes were split into reads.
+        while !input.is_empty() && !failed {
+            match self.ws.handle_input_until_message(input, &mut no_mask, &mut events, ctx.out) {
+                Ok(used) => input = &input[used..],
+                // The core has already failed the connection (close frame queued, further input
+                // discarded, RFC 6455 §7.1.7); the events before the fault still count.
+                Err(_) => failed = true,
+            }
+            for event in events.drain(..) {
+                if let Event::Message(msg) = event {
+                    self.handle_message(msg, ctx);
+                }
             }
         }
         self.events = events;

@@ -160,6 +160,9 @@ impl WsConn {
     /// calls it. Input after the peer's close or after a failure is discarded. On a peer fault
     /// the connection has already failed itself (its close frame is queued in `out`) and the
     /// error is returned for logging. Next: write `out`; close TCP once [`WsConn::is_closed`].
+    ///
+    /// An owner that answers messages (an echo) should use
+    /// [`WsConn::handle_input_until_message`] instead, so its answers keep their place in `out`.
     pub fn handle_input(
         &mut self,
         input: &[u8],
@@ -168,10 +171,40 @@ impl WsConn {
         out: &mut Output,
     ) -> Result<(), Error> {
         let mut input = input;
+        while !input.is_empty() {
+            let used = self.handle_input_until_message(input, mask, events, out)?;
+            input = &input[used..];
+        }
+        Ok(())
+    }
+
+    /// Like [`WsConn::handle_input`], but returns after the first data message it completes,
+    /// with how many bytes of `input` it consumed (all of them when no message completes, or
+    /// when the input is discarded after the peer's close or a failure).
+    ///
+    /// An owner that answers messages calls it in a loop, answering each message before feeding
+    /// the rest: its answer then goes out before anything the later frames cause (a pong, the
+    /// echo of a close, the close frame of a failure), however the input was split into reads.
+    /// Without this, a message followed in the same read by a frame that fails the connection
+    /// could not be answered: the failure's close frame would already be queued (§5.5.1).
+    /// Next: answer the message, then call again with the rest of `input`.
+    pub fn handle_input_until_message(
+        &mut self,
+        input: &[u8],
+        mask: &mut dyn FnMut() -> [u8; 4],
+        events: &mut Vec<Event>,
+        out: &mut Output,
+    ) -> Result<usize, Error> {
+        let mut rest = input;
         // RFC 6455 §7.1.7: after failing, the endpoint "MUST NOT continue to attempt to process
         // data"; after the peer's close nothing more may come (§5.5.1).
         while !(self.failed || self.close_received) {
-            match self.step(&mut input, mask, events, out) {
+            let before = events.len();
+            match self.step(&mut rest, mask, events, out) {
+                // A step completes at most one message and consumes at least one byte.
+                Ok(true) if events.len() > before && matches!(events.last(), Some(Event::Message(_))) => {
+                    return Ok(input.len() - rest.len());
+                }
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(error) => {
@@ -180,7 +213,7 @@ impl WsConn {
                 }
             }
         }
-        Ok(())
+        Ok(input.len())
     }
 
     /// Advances the reader by at least one byte of `input` or one finished frame; false when
@@ -1149,6 +1182,84 @@ mod tests {
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].0, OpCode::Close);
         assert_eq!(&sent[1].1[..2], &1007u16.to_be_bytes());
+    }
+
+    /// An owner that echoes every message (as `/echo` does), fed `chunks` message by message
+    /// with [`WsConn::handle_input_until_message`]: the bytes it writes and the first error.
+    fn echo_owner(chunks: &[&[u8]]) -> (Vec<u8>, Option<Error>) {
+        let mut conn = server();
+        let mut out = Output::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let result = conn.handle_input_until_message(rest, &mut no_mask, &mut events, &mut out);
+                for event in events.drain(..) {
+                    if let Event::Message(msg) = event {
+                        let _ = conn.send_message(&msg, &mut no_mask, &mut out);
+                    }
+                }
+                match result {
+                    Ok(used) => rest = &rest[used..],
+                    Err(e) => return (out.take_vec(), Some(e)),
+                }
+            }
+        }
+        (out.take_vec(), None)
+    }
+
+    #[test]
+    fn rfc6455_7_1_7_message_before_fault_is_returned_before_the_close() {
+        let first = masked(true, OpCode::Text, b"ok");
+        let mut bad = masked(true, OpCode::Text, b"rsv");
+        bad[0] |= 0x20; // RSV2
+        let input = [first.clone(), bad, masked(true, OpCode::Ping, b"p")].concat();
+        let mut conn = server();
+        let mut out = Output::new();
+        let mut events = Vec::new();
+        let used = conn.handle_input_until_message(&input, &mut no_mask, &mut events, &mut out).unwrap();
+        assert_eq!(used, first.len());
+        assert_eq!(events, vec![Event::Message(Message::Text("ok".into()))]);
+        assert!(out.is_empty() && !conn.close_sent());
+        events.clear();
+        let error = conn.handle_input_until_message(&input[used..], &mut no_mask, &mut events, &mut out);
+        assert_eq!(error, Err(Error::ReservedBitsSet));
+        assert!(events.is_empty());
+        assert_failed_with(&(events, out.take_vec(), error.err()), 1002);
+    }
+
+    #[test]
+    fn split_invariance_of_an_echo_owner_answers_before_later_frames() {
+        let mut failing = masked(true, OpCode::Text, b"ok");
+        failing.extend(masked(true, OpCode::Ping, b"p"));
+        failing.extend(masked(false, OpCode::Text, b"\xce\xba\xed\xa0\x80 and more"));
+        failing.extend(masked(true, OpCode::Continuation, b"tail"));
+        for input in [conversation(), failing] {
+            let whole = echo_owner(&[&input]);
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(echo_owner(&bytes), whole, "byte by byte");
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                assert_eq!(echo_owner(&[a, b]), whole, "cut {cut}");
+            }
+        }
+        // Each echo sits where its message ended: before the pong of a later ping, and before
+        // the close that fails the connection.
+        let (out, error) =
+            echo_owner(&[&[masked(true, OpCode::Text, b"ok"), masked(true, OpCode::Ping, b"p")].concat()]);
+        assert_eq!(error, None);
+        assert_eq!(
+            frames(&out),
+            vec![(OpCode::Text, b"ok".to_vec(), false), (OpCode::Pong, b"p".to_vec(), false)]
+        );
+        let mut input = masked(true, OpCode::Text, b"ok");
+        input.extend(masked(true, OpCode::Continuation, b"stray"));
+        let (out, error) = echo_owner(&[&input]);
+        assert_eq!(error, Some(Error::UnexpectedContinuation));
+        let sent = frames(&out);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], (OpCode::Text, b"ok".to_vec(), false));
+        assert_eq!((sent[1].0, &sent[1].1[..2]), (OpCode::Close, &1002u16.to_be_bytes()[..]));
     }
 
     #[test]
