@@ -102,6 +102,10 @@ fn channel_with_pushwire_v1_gives_json_envelopes() {
     let opts = WsOptions { protocols: vec!["chat".into(), "pushwire.v1".into()], ..options() };
     let mut ws = WsClient::connect(&url, &opts).unwrap();
     assert_eq!(ws.protocol(), Some("pushwire.v1"));
+    let Event::Message(Message::Text(open)) = ws.recv().unwrap() else {
+        panic!("expected the opening frame")
+    };
+    assert_eq!(open, format!("{{\"type\":\"open\",\"next\":\"{}\"}}", since.replace("%3A", ":")));
     let id = publish(&server, "x", "enveloped");
     let Event::Message(Message::Text(json)) = ws.recv().unwrap() else { panic!("expected a text frame") };
     assert_eq!(json_field(&json, "id").as_deref(), Some(id.as_str()), "{json}");

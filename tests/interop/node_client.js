@@ -76,8 +76,16 @@ async function channel(addr, name) {
   const poll = await request(addr, 'GET', `/channels/${name}`);
   check(poll.status === 200, 'short poll for the current cursor');
   const since = encodeURIComponent(JSON.parse(poll.body).next);
-  const ws = await open(`ws://${addr}/channels/${name}?since=${since}`, ['pushwire.v1']);
+  // Listen before the handshake completes: the subscription's opening frame follows the 101 at
+  // once and may arrive in the same read.
+  const ws = new WebSocket(`ws://${addr}/channels/${name}?since=${since}`, ['pushwire.v1'],
+    { handshakeTimeout: TIMEOUT_MS, maxPayload: 4 << 20 });
+  const opening = next(ws, 'message');
+  await next(ws, 'open');
   check(ws.protocol === 'pushwire.v1', 'pushwire.v1 selected');
+  const [first] = await opening;
+  const opened = JSON.parse(first.toString());
+  check(opened.type === 'open' && opened.next === JSON.parse(poll.body).next, 'subscription opens with its cursor');
   const message = next(ws, 'message');
   const pub = await request(addr, 'POST', `/channels/${name}`, 'from node');
   check(pub.status === 201, 'publish over HTTP');

@@ -70,6 +70,8 @@ def channel(addr, name):
     with ws_connect(url) as plain, ws_connect(url, subprotocols=["pushwire.v1"]) as v1:
         check(plain.subprotocol is None, "no subprotocol when none is offered")
         check(v1.subprotocol == "pushwire.v1", "pushwire.v1 selected")
+        opened = json.loads(v1.recv(timeout=TIMEOUT_S))
+        check(opened == {"type": "open", "next": json.loads(body)["next"]}, "subscription opens with its cursor")
         status, body = http_request(addr, "POST", f"/channels/{name}", "from python")
         check(status == 201, "publish over HTTP")
         msg_id = json.loads(body)["id"]
