@@ -81,6 +81,9 @@ struct ServeArgs {
     /// Most unwritten bytes queued for one connection.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     max_send_buffer_bytes: usize,
+    /// Event loops, one thread each (default: the number of cores).
+    #[arg(long, value_name = "COUNT")]
+    threads: Option<usize>,
     /// Most open connections (beyond: 503 and close).
     #[arg(long, value_name = "COUNT", default_value_t = 10_000)]
     max_connections: usize,
@@ -157,6 +160,9 @@ impl ServeArgs {
         config.transport.max_batch_messages = self.max_batch_messages;
         config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
         config.net.max_connections = self.max_connections;
+        if let Some(threads) = self.threads {
+            config.net.threads = threads;
+        }
         config.net.drain_period = self.drain_seconds;
         config.transport.keepalive_interval = self.keepalive_interval;
         config.transport.sse_retry = self.sse_retry;

@@ -350,3 +350,50 @@ fn sigterm_drains_every_transport_and_exits_zero() {
     assert!(start.elapsed() < Duration::from_secs(4), "drained within the period: {:?}", start.elapsed());
     assert!(std::net::TcpStream::connect(server.addr).is_err(), "no longer accepting");
 }
+
+#[test]
+fn with_several_event_loops_every_subscriber_sees_every_message_in_channel_order() {
+    let server = Server::start(&["--threads", "4"]);
+    let since = tail(&server, "multi");
+    let mut subscribers: Vec<RawWs> = (0..8)
+        .map(|_| {
+            let (mut ws, _) =
+                RawWs::connect(&server, &format!("/channels/multi?since={since}"), &["pushwire.v1"]);
+            assert!(ws.recv_text().starts_with("{\"type\":\"open\""));
+            ws
+        })
+        .collect();
+    // Four publishers on their own connections (so on different loops) at once.
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut conn = std::net::TcpStream::connect(addr).unwrap();
+                conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                for i in 0..100 {
+                    let body = format!("p{p}-{i}");
+                    let req = format!(
+                        "POST /channels/multi HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    conn.write_all(req.as_bytes()).unwrap();
+                    assert_eq!(read_response(&mut reader, false).status, 201);
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    for ws in &mut subscribers {
+        let offsets: Vec<u64> = (0..400)
+            .map(|_| {
+                let frame = ws.recv_text();
+                assert!(!frame.contains("\"type\":\"gap\""), "{frame}");
+                json_field(&frame, "id").unwrap().rsplit(':').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(offsets, (1..=400).collect::<Vec<_>>());
+    }
+}

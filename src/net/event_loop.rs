@@ -1,6 +1,6 @@
 //! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
@@ -18,11 +18,14 @@ use super::timers::{ConnId, Timers};
 use super::Shared;
 use crate::conn::Conn;
 use crate::http1::response::write_full;
-use crate::hub::{ChannelName, Message, SinkId};
+use crate::hub::{ChannelName, SinkId};
 use crate::metrics::Metrics;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The token of the loop's `mio::Waker`, woken when other loops leave deliveries in its inbox
+/// or the server starts draining.
+pub const WAKER: Token = Token(usize::MAX - 2);
 /// Most connections accepted in one turn, so a connection flood cannot starve the others.
 const ACCEPTS_PER_TURN: usize = 128;
 /// Most buffers handed to one `write_vectored` call.
@@ -47,12 +50,10 @@ struct Slot {
     dirty: bool,
 }
 
-/// Which connections of this loop are subscribed to which channel, and the deliveries waiting
-/// to be fanned out to them.
+/// Which connections of this loop are subscribed to which channel.
 #[derive(Default)]
 struct Fanout {
     subscribers: HashMap<ChannelName, Vec<ConnId>>,
-    deliveries: VecDeque<Arc<Message>>,
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -69,7 +70,7 @@ pub struct EventLoop {
     sink: SinkId,
     poll: Poll,
     listener: TcpListener,
-    signals: Signals,
+    signals: Option<Signals>,
     slots: Slab<Slot>,
     next_generation: u32,
     timers: Timers,
@@ -88,18 +89,23 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// A loop serving `listener` (already non-blocking).
-    pub fn new(shared: Arc<Shared>, listener: StdListener) -> io::Result<Self> {
-        let poll = Poll::new()?;
+    /// Loop number `sink` serving `listener` (already non-blocking) with `poll`, whose waker
+    /// is in `shared.inboxes[sink]`. Loop 0 also takes the signals and sweeps the hub.
+    pub fn new(shared: Arc<Shared>, sink: SinkId, poll: Poll, listener: StdListener) -> io::Result<Self> {
         let mut listener = TcpListener::from_std(listener);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let signals = if sink.index() == 0 {
+            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let next_expire = Instant::now() + shared.config.net.expire_interval;
         Ok(EventLoop {
             shared,
-            sink: SinkId::new(0).expect("sink 0 exists"),
+            sink,
             poll,
             listener,
             signals,
@@ -151,12 +157,21 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
                     SIGNALS => {
-                        if self.signals.pending().next().is_some() && self.drain_deadline.is_none() {
-                            self.begin_drain(now);
+                        let signalled = self.signals.as_mut().is_some_and(|s| s.pending().next().is_some());
+                        if signalled && !self.shared.draining.swap(true, Ordering::SeqCst) {
+                            // Every other loop learns of the drain through its waker.
+                            for inbox in &self.shared.inboxes {
+                                let _ = inbox.waker.wake();
+                            }
                         }
                     }
+                    // Woken for deliveries (taken from the inbox in `fan_out`) or the drain.
+                    WAKER => {}
                     token => self.service(conn_id(token), event.is_readable() || event.is_read_closed(), now),
                 }
+            }
+            if self.drain_deadline.is_none() && self.shared.draining.load(Ordering::SeqCst) {
+                self.begin_drain(now);
             }
             for id in revisit {
                 self.service(id, true, now);
@@ -164,7 +179,7 @@ impl EventLoop {
             self.accept(now);
             self.fire_timers(now);
             self.fan_out(now);
-            if now >= self.next_expire {
+            if self.sink.index() == 0 && now >= self.next_expire {
                 self.shared.hub.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
                 self.next_expire = now + self.shared.config.net.expire_interval;
             }
@@ -229,7 +244,10 @@ impl EventLoop {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
-        if self.slots.len() >= self.shared.config.net.max_connections {
+        // The limit is global: the open count is shared by every loop.
+        if self.shared.metrics.connections_open.load(Ordering::Relaxed) as usize
+            >= self.shared.config.net.max_connections
+        {
             // Best effort: one non-blocking write of a 503, then close.
             let mut bytes = Vec::new();
             write_full(
@@ -347,24 +365,43 @@ impl EventLoop {
     /// Hands each delivery of this turn to the connections subscribed to its channel, then
     /// flushes each of them once (several messages in one write).
     fn fan_out(&mut self, now: Instant) {
-        while let Some(msg) = self.fanout.deliveries.pop_front() {
-            let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
-            for id in ids.clone() {
-                let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) else {
-                    continue;
-                };
-                slot.conn.handle_delivery(&msg, now);
-                apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(id);
+        // Until the inbox stays empty: servicing a connection can resume pipelined requests
+        // that publish, and this loop's own publishes do not wake it.
+        loop {
+            let inbox = &self.shared.inboxes[self.sink.index() as usize];
+            let batch = inbox.take();
+            if batch.is_empty() {
+                return;
+            }
+            for msg in batch {
+                let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
+                for id in ids.clone() {
+                    let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation)
+                    else {
+                        continue;
+                    };
+                    // Many deliveries can arrive in one turn (an inbox batch): write what is
+                    // queued before the next one is judged against the send bound, so only a
+                    // peer whose socket will not take the bytes counts as a slow consumer. A
+                    // write error is found again when the connection is serviced below.
+                    if slot.conn.pending_output().len_bytes()
+                        > self.shared.config.transport.max_send_buffer_bytes / 2
+                    {
+                        let _ = Self::flush(slot, &self.shared.metrics, now);
+                    }
+                    slot.conn.handle_delivery(&msg, now);
+                    apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
+                    if !slot.dirty {
+                        slot.dirty = true;
+                        self.dirty.push(id);
+                    }
                 }
             }
-        }
-        for id in std::mem::take(&mut self.dirty) {
-            if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) {
-                slot.dirty = false;
-                self.service(id, false, now);
+            for id in std::mem::take(&mut self.dirty) {
+                if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) {
+                    slot.dirty = false;
+                    self.service(id, false, now);
+                }
             }
         }
     }
@@ -448,7 +485,8 @@ impl Fanout {
 }
 
 /// Applies a connection's queued hub commands: replies go back to it, subscriptions are
-/// recorded for fan-out, and new messages are queued for delivery on this loop.
+/// recorded for fan-out, and new messages are queued for delivery on every loop that has
+/// subscribers for them.
 fn apply_commands(
     shared: &Shared,
     sink: SinkId,
@@ -458,7 +496,17 @@ fn apply_commands(
     now: Instant,
 ) {
     while let Some(command) = slot.conn.poll_command() {
-        let applied = command.apply(&mut shared.hub.lock().unwrap_or_else(|e| e.into_inner()), sink, now);
+        let mut hub = shared.hub.lock().unwrap_or_else(|e| e.into_inner());
+        let applied = command.apply(&mut hub, sink, now);
+        if let Some(published) = applied.published {
+            Metrics::inc(&shared.metrics.messages_published);
+            // Still under the hub's lock: offsets reach every loop's inbox (this loop's too) in
+            // the order the hub assigned them, so each loop sees a channel in order.
+            for target in published.sinks.iter() {
+                shared.inboxes[target.index() as usize].push(published.message.clone(), target != sink);
+            }
+        }
+        drop(hub);
         if let Some(channel) = applied.subscribed {
             fanout.subscribers.entry(channel.clone()).or_default().push(id);
             slot.subscriptions.push(channel);
@@ -467,12 +515,6 @@ fn apply_commands(
             if let Some(i) = slot.subscriptions.iter().position(|c| *c == channel) {
                 slot.subscriptions.swap_remove(i);
                 fanout.forget(&channel, id);
-            }
-        }
-        if let Some(published) = applied.published {
-            Metrics::inc(&shared.metrics.messages_published);
-            if published.sinks.contains(sink) {
-                fanout.deliveries.push_back(published.message);
             }
         }
         if let Some(reply) = applied.reply {

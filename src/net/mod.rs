@@ -11,21 +11,32 @@
 //! Every protocol decision is made by [`crate::conn::Conn`]; this layer only moves bytes,
 //! applies hub commands and schedules deadlines.
 //!
-//! Does not: run more than one event loop yet.
+//! With `threads` > 1 each loop runs on its own thread with its own listener (SO_REUSEPORT).
+//! The hub is shared behind a mutex; a publish on one loop reaches the others through their
+//! [`Inbox`] and `mio::Waker`, pushed while the hub's lock is held so every loop sees a
+//! channel's messages in order, and one wake carries every message queued before the loop
+//! drains its inbox.
+//!
+//! Does not: move connections between loops, or bound an inbox (a loop drains its inbox every
+//! turn; the bound on what a slow loop can queue is the publish rate).
 
 mod event_loop;
 mod timers;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, Message, SinkId};
 use crate::metrics::Metrics;
 
 pub use event_loop::EventLoop;
+use event_loop::WAKER;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Event loop and socket limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +52,9 @@ pub struct Limits {
     /// How long accepting pauses after the process runs out of file descriptors
     /// (EMFILE/ENFILE), so the loop neither exits nor spins. Default 100 ms.
     pub accept_pause: Duration,
+    /// Event loops, each on its own thread with its own `Poll` and listener. Default: the
+    /// number of cores. At most 64 (one hub sink each).
+    pub threads: usize,
     /// How often expired history and idle channels are swept. Default 1 s.
     pub expire_interval: Duration,
     /// On SIGINT/SIGTERM, the period over which open connections are ended (spread evenly, so
@@ -56,6 +70,7 @@ impl Default for Limits {
             read_budget_bytes: 256 * 1024,
             max_connections: 10_000,
             accept_pause: Duration::from_millis(100),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
             expire_interval: Duration::from_secs(1),
             drain_period: Duration::from_secs(5),
         }
@@ -70,6 +85,9 @@ impl Limits {
         }
         if self.read_budget_bytes < self.read_chunk_bytes {
             return Err("read budget bytes must be at least the read chunk bytes".into());
+        }
+        if self.threads == 0 || self.threads > SinkId::MAX_SINKS {
+            return Err(format!("threads must be between 1 and {}", SinkId::MAX_SINKS));
         }
         if self.max_connections == 0 {
             return Err("max connections must be at least 1".into());
@@ -87,15 +105,61 @@ pub struct Shared {
     pub hub: Mutex<Hub>,
     /// Server-wide counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// One inbox per event loop, indexed by its sink.
+    pub inboxes: Vec<Inbox>,
+    /// Set once on SIGINT/SIGTERM; every loop then drains.
+    pub draining: AtomicBool,
 }
 
-/// Binds `listen` and serves until SIGINT or SIGTERM. `on_ready` gets the bound address
-/// (useful with port 0) once the server accepts connections.
+/// Deliveries handed to one event loop by the others, and the waker that tells it.
+#[derive(Debug)]
+pub struct Inbox {
+    messages: Mutex<Vec<Arc<Message>>>,
+    /// Wakes the loop's `Poll`.
+    pub waker: Waker,
+}
+
+impl Inbox {
+    /// Queues a message. With `wake`, wakes the loop unless it was already woken for earlier
+    /// ones: one wake carries every message queued until the loop drains its inbox. (A loop
+    /// queuing for itself needs no wake: it drains its inbox every turn.)
+    pub fn push(&self, message: Arc<Message>, wake: bool) {
+        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        let first = messages.is_empty();
+        messages.push(message);
+        drop(messages);
+        if first && wake {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Takes everything queued.
+    pub fn take(&self) -> Vec<Arc<Message>> {
+        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Binds `listen` and serves with `config.net.threads` event loops until SIGINT or SIGTERM,
+/// then drains. `on_ready` gets the bound address (useful with port 0) once the server
+/// accepts connections.
 pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let listener = StdListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
+    let threads = config.net.threads;
+    // Every loop has its own listening socket on the same address (SO_REUSEPORT): the kernel
+    // spreads new connections over them, and no loop hands sockets to another.
+    let first = reuseport_listener(listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reuseport_listener(addr)?);
+    }
+    let polls = (0..threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
+    let inboxes = polls
+        .iter()
+        .map(|poll| {
+            Ok(Inbox { messages: Mutex::new(Vec::new()), waker: Waker::new(poll.registry(), WAKER)? })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     // The epoch seed is the one piece of randomness the hub needs: a restarted server draws a
     // new one, so cursors from before the restart are recognised as gaps.
     let hub = Hub::new(config.hub, rand::random());
@@ -103,8 +167,40 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
         config: Arc::new(config),
         hub: Mutex::new(hub),
         metrics: Arc::new(Metrics::default()),
+        inboxes,
+        draining: AtomicBool::new(false),
     });
-    let mut event_loop = EventLoop::new(shared, listener)?;
+    let mut loops = Vec::new();
+    for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
+        let sink = SinkId::new(i as u8).ok_or_else(|| io::Error::other("too many event loops"))?;
+        loops.push(EventLoop::new(shared.clone(), sink, poll, listener)?);
+    }
     on_ready(addr);
-    event_loop.run()
+    let handles: Vec<_> = loops
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut event_loop)| {
+            std::thread::Builder::new().name(format!("pushwire-loop-{i}")).spawn(move || event_loop.run())
+        })
+        .collect::<io::Result<_>>()?;
+    let mut result = Ok(());
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(io::Error::other("an event loop panicked")),
+        }
+    }
+    result
+}
+
+/// A non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
+fn reuseport_listener(addr: SocketAddr) -> io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
