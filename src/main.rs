@@ -81,6 +81,9 @@ struct ServeArgs {
     /// Most unwritten bytes queued for one connection.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     max_send_buffer_bytes: usize,
+    /// Most open connections from one client address (beyond: 503 and close).
+    #[arg(long, value_name = "COUNT", default_value_t = 1_000)]
+    max_connections_per_ip: usize,
     /// Event loops, one thread each (default: the number of cores).
     #[arg(long, value_name = "COUNT")]
     threads: Option<usize>,
@@ -160,6 +163,7 @@ impl ServeArgs {
         config.transport.max_batch_messages = self.max_batch_messages;
         config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
         config.net.max_connections = self.max_connections;
+        config.net.max_connections_per_ip = self.max_connections_per_ip;
         if let Some(threads) = self.threads {
             config.net.threads = threads;
         }

@@ -296,3 +296,28 @@ fn invalid_configuration_is_refused_at_startup() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max headers"));
 }
+
+#[test]
+fn connections_past_the_global_and_per_ip_limits_get_503_without_disturbing_others() {
+    for flag in ["--max-connections", "--max-connections-per-ip"] {
+        let server = Server::start(&[flag, "3", "--threads", "2"]);
+        let held: Vec<_> = (0..3).map(|_| server.connect()).collect();
+        // Make sure all three are accepted before the fourth arrives.
+        for stream in &held {
+            let mut stream = stream.try_clone().unwrap();
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut BufReader::new(stream), false).status, 200);
+        }
+        let mut extra = BufReader::new(server.connect());
+        assert_eq!(read_response(&mut extra, false).status, 503, "{flag}");
+        // The held connections still work, and a freed slot is usable again.
+        let mut first = held[0].try_clone().unwrap();
+        first.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(first);
+        assert_eq!(read_response(&mut reader, false).status, 200);
+        assert!(closed_by_server(&mut reader));
+        drop(held);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200, "{flag}");
+    }
+}

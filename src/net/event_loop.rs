@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpListener as StdListener};
+use std::net::{IpAddr, Shutdown, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +48,8 @@ struct Slot {
     subscriptions: Vec<ChannelName>,
     /// Output queued by a delivery this turn, flushed once at the end of the turn.
     dirty: bool,
+    /// The peer's address, counted against the per-IP limit.
+    peer_ip: IpAddr,
 }
 
 /// Which connections of this loop are subscribed to which channel.
@@ -244,10 +246,13 @@ impl EventLoop {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
-        // The limit is global: the open count is shared by every loop.
-        if self.shared.metrics.connections_open.load(Ordering::Relaxed) as usize
-            >= self.shared.config.net.max_connections
-        {
+        // Both limits are global (shared by every loop); counting first and undoing on refusal
+        // keeps them exact when several loops accept at once.
+        let limits = &self.shared.config.net;
+        let open = self.shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed) as usize + 1;
+        let admitted = open <= limits.max_connections && self.shared.admit_ip(peer.ip());
+        if !admitted {
+            self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
             // Best effort: one non-blocking write of a 503, then close.
             let mut bytes = Vec::new();
             write_full(
@@ -271,6 +276,8 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().register(&mut stream, token(key, generation), Interest::READABLE)
         {
             warn!("register: {e}");
+            self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.release_ip(peer.ip());
             return;
         }
         entry.insert(Slot {
@@ -283,9 +290,9 @@ impl EventLoop {
             write_shut: false,
             subscriptions: Vec::new(),
             dirty: false,
+            peer_ip: peer.ip(),
         });
         Metrics::inc(&self.shared.metrics.connections_accepted);
-        Metrics::inc(&self.shared.metrics.connections_open);
         debug!("{peer}: accepted as {key}");
         self.reschedule(ConnId { key, generation });
     }
@@ -460,6 +467,7 @@ impl EventLoop {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.release_ip(slot.peer_ip);
         if !slot.subscriptions.is_empty() {
             let id = ConnId { key, generation: slot.generation };
             let now = Instant::now();

@@ -23,8 +23,9 @@
 mod event_loop;
 mod timers;
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,9 +47,11 @@ pub struct Limits {
     /// Most bytes read from one connection per loop turn before others get their turn; the
     /// rest is read on the next turn. Default 256 KiB.
     pub read_budget_bytes: usize,
-    /// Most open connections; a connection beyond it is answered 503 and closed at once.
-    /// Default 10,000.
+    /// Most open connections; a connection beyond it is answered 503 and closed at once,
+    /// without disturbing the others. Default 10,000.
     pub max_connections: usize,
+    /// Most open connections from one client address; beyond it, 503 and close. Default 1,000.
+    pub max_connections_per_ip: usize,
     /// How long accepting pauses after the process runs out of file descriptors
     /// (EMFILE/ENFILE), so the loop neither exits nor spins. Default 100 ms.
     pub accept_pause: Duration,
@@ -69,6 +72,7 @@ impl Default for Limits {
             read_chunk_bytes: 64 * 1024,
             read_budget_bytes: 256 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             accept_pause: Duration::from_millis(100),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
             expire_interval: Duration::from_secs(1),
@@ -89,7 +93,7 @@ impl Limits {
         if self.threads == 0 || self.threads > SinkId::MAX_SINKS {
             return Err(format!("threads must be between 1 and {}", SinkId::MAX_SINKS));
         }
-        if self.max_connections == 0 {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err("max connections must be at least 1".into());
         }
         Ok(())
@@ -109,6 +113,32 @@ pub struct Shared {
     pub inboxes: Vec<Inbox>,
     /// Set once on SIGINT/SIGTERM; every loop then drains.
     pub draining: AtomicBool,
+    /// Open connections per client address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    /// Counts a new connection from `ip`; false (and not counted) past the per-IP limit.
+    pub fn admit_ip(&self, ip: IpAddr) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.config.net.max_connections_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Uncounts a connection from `ip`.
+    pub fn release_ip(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Deliveries handed to one event loop by the others, and the waker that tells it.
@@ -169,6 +199,7 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
         metrics: Arc::new(Metrics::default()),
         inboxes,
         draining: AtomicBool::new(false),
+        per_ip: Mutex::new(HashMap::new()),
     });
     let mut loops = Vec::new();
     for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
