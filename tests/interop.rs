@@ -5,6 +5,7 @@
 //! | Python `websockets` (sync API) | client | `pushwire serve` | echo text/binary incl. 1 MiB, ping, close; channel subscription (plain and `pushwire.v1`) receiving HTTP publishes |
 //! | Python `websockets` | server | `client::WsClient` | echo incl. 1 MiB, ping, close; a masked server frame makes the client fail with 1002 |
 //! | Node `ws` | client | `pushwire serve` | echo text/binary, ping, close; channel message with `pushwire.v1` |
+//! | Python `sseclient` (with `requests`) | SSE reader | `pushwire serve`, through a proxy that cuts the stream | reconnects with `Last-Event-ID` and gets exactly the messages it missed |
 //!
 //! The peers are installed by `scripts/setup-interop.sh` (a venv at `.venv/`, `ws` in
 //! `tests/interop/node_modules/`); `scripts/test.sh` runs it first. When they are missing these
@@ -166,6 +167,24 @@ fn python_websockets_client_channel_receives_http_publish() {
         cmd,
         "python websockets client (channel)",
         &["plain subscriber gets a text frame", "envelope carries the message id", "binary frame"],
+    );
+}
+
+// ----- A Python SSE reader (sseclient) through a proxy that cuts the stream -----
+
+#[test]
+fn html_sse_python_reader_reconnects_with_last_event_id_and_resumes_exactly() {
+    let server = Server::start(&[]);
+    let mut cmd = python();
+    cmd.arg(script("py_sse.py")).args([&server.addr.to_string(), "sse"]);
+    run_client(
+        cmd,
+        "python sseclient reader",
+        &[
+            "first two messages",
+            "exactly the missed messages after the cut",
+            "reconnect carried Last-Event-ID",
+        ],
     );
 }
 
