@@ -321,3 +321,34 @@ fn connections_past_the_global_and_per_ip_limits_get_503_without_disturbing_othe
         assert_eq!(exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200, "{flag}");
     }
 }
+
+/// CPU time (user + system) of a process so far, in clock ticks, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_neither_exits_nor_spins_and_recovers() {
+    let server = Server::start(&["--threads", "1"]);
+    // A small descriptor limit on the running server: it has a few already (stdio, epoll,
+    // listener, signal pipe, waker), so 40 connections exhaust it.
+    let ok = std::process::Command::new("prlimit")
+        .args([&format!("--pid={}", server.pid()), "--nofile=32:32"])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(ok.success());
+    let held: Vec<_> = (0..40).map(|_| server.connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Connections past the limit wait in the kernel's backlog; the loop pauses accepting.
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(server.pid()) - before;
+    assert!(spent < 20, "the loop spins while out of descriptors: {spent} ticks in 1 s");
+    drop(held);
+    // Descriptors come back: the server accepts and serves again.
+    let res = exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(res.status, 200);
+}

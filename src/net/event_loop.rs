@@ -85,6 +85,8 @@ pub struct EventLoop {
     dirty: Vec<ConnId>,
     accept_paused_until: Option<Instant>,
     accept_pending: bool,
+    /// Accepting failed with EMFILE/ENFILE and has not succeeded since (warn once).
+    out_of_descriptors: bool,
     next_expire: Instant,
     /// Set by SIGINT/SIGTERM: when the drain must be over.
     drain_deadline: Option<Instant>,
@@ -120,6 +122,7 @@ impl EventLoop {
             dirty: Vec::new(),
             accept_paused_until: None,
             accept_pending: false,
+            out_of_descriptors: false,
             next_expire,
             drain_deadline: None,
         })
@@ -223,7 +226,10 @@ impl EventLoop {
         }
         for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Ok((stream, peer)) => {
+                    self.out_of_descriptors = false;
+                    self.admit(stream, peer, now)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_pending = false;
                     return;
@@ -232,7 +238,10 @@ impl EventLoop {
                 Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
                     // EMFILE (24) / ENFILE (23): out of descriptors. Pause instead of exiting
                     // or spinning on a listener that stays readable.
-                    warn!("accept: {e}; pausing accepts");
+                    if !self.out_of_descriptors {
+                        warn!("accept: {e}; pausing accepts until descriptors are free");
+                        self.out_of_descriptors = true;
+                    }
                     self.accept_paused_until = Some(now + self.shared.config.net.accept_pause);
                     return;
                 }
