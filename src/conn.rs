@@ -492,6 +492,13 @@ impl Conn {
                 pages::INDEX_HTML,
                 now,
             ),
+            Route::ClientScript => self.respond(
+                request.to,
+                200,
+                &[("Content-Type", "text/javascript; charset=utf-8")],
+                pages::PUSHWIRE_JS,
+                now,
+            ),
             Route::Metrics => {
                 self.commands.push_back(Command::Stats);
                 self.phase = Phase::Awaiting { request };
