@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test: unit, spec-vector, scripted-conversation, loopback end-to-end and layering
-# tests, and compiles the benchmarks. This is the README's test command; .ci/run calls it after
-# installing system packages and checking formatting and lints.
+# tests, compiles the benchmarks, then runs the browser tests (Chromium driving the demo page and
+# pushwire.js; scripts/setup-browser.sh installs their npm dependency once). This is the README's
+# test command; .ci/run calls it after installing system packages and checking formatting and
+# lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-interop.sh   # the interop tests' peers (Python websockets, Node ws); quick when present
+bash scripts/setup-browser.sh   # playwright-core for the browser tests; checks that Chromium is installed
 cargo build --locked --release --bin pushwire
 cargo test --locked --all-targets
 cargo test --locked --doc
 cargo bench --locked --no-run
+
+# The browser tests start target/debug/pushwire themselves; they fail if Chromium or
+# tests/browser/node_modules is missing.
+cargo build --locked --bin pushwire
+(cd tests/browser && node --test --test-concurrency=1 browser.test.mjs)

@@ -534,6 +534,13 @@ impl Conn {
                 }
                 self.respond(request.to, 204, &fields, b"", now)
             }
+            Route::ClientScript => self.respond(
+                request.to,
+                200,
+                &[("Content-Type", "text/javascript; charset=utf-8")],
+                pages::PUSHWIRE_JS,
+                now,
+            ),
             Route::Metrics => {
                 self.commands.push_back(Command::Stats);
                 self.phase = Phase::Awaiting { request };

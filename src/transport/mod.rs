@@ -150,6 +150,8 @@ impl Limits {
 pub enum Route {
     /// `GET /`: the embedded page.
     Index,
+    /// `GET /pushwire.js`: the browser client.
+    ClientScript,
     /// `GET /healthz`.
     Healthz,
     /// `GET /metrics`: Prometheus text format.
@@ -389,9 +391,10 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
     let not_allowed = |headers| Refusal { status: 405, headers, reason: "method not allowed" };
     match target.path {
         "/" | "/index.html" if read_only => Ok(Route::Index),
+        "/pushwire.js" if read_only => Ok(Route::ClientScript),
         "/healthz" if read_only => Ok(Route::Healthz),
         "/metrics" if read_only => Ok(Route::Metrics),
-        "/" | "/index.html" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
+        "/" | "/index.html" | "/pushwire.js" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
         "/echo" => websocket_route(head, &target, None, config),
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {
@@ -571,6 +574,16 @@ mod tests {
         let r = route(&head("DELETE", "/channels/a"), &Config::default()).unwrap_err();
         assert_eq!((r.status, r.headers), (405, CHANNEL_METHODS));
         assert_eq!(status("POST", "/healthz"), 405);
+    }
+
+    #[test]
+    fn pages_are_routed_and_read_only() {
+        let config = Config::default();
+        assert_eq!(route(&head("GET", "/"), &config), Ok(Route::Index));
+        assert_eq!(route(&head("GET", "/pushwire.js"), &config), Ok(Route::ClientScript));
+        assert_eq!(route(&head("HEAD", "/pushwire.js?v=1"), &config), Ok(Route::ClientScript));
+        let r = route(&head("POST", "/pushwire.js"), &config).unwrap_err();
+        assert_eq!((r.status, r.headers), (405, PAGE_METHODS));
     }
 
     #[test]

@@ -1,0 +1,294 @@
+// Browser tests: Debian's Chromium, driven by playwright-core, against the real pushwire binary.
+//
+// Checks: the demo page's five panels (one transport each) receive what is published over HTTP;
+// pushwire.js falls back when a transport is refused (403 from `--disable`), when a stream's
+// first byte never comes (a buffering proxy), and when a WebSocket that worked is cut and then
+// refused mid-stream, delivering ids 1..N exactly once and in order across the switch.
+// Saves a screenshot of the demo page to target/browser/demo.png.
+//
+// Run: scripts/setup-browser.sh once, `cargo build`, then `npm test` here (or scripts/test.sh).
+// Missing Chromium or node_modules fails the run; nothing is skipped.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const BINARY = join(ROOT, "target/debug/pushwire");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const WAIT_MS = 15_000; // the longest any single expectation waits
+
+let chromium;
+try {
+  ({ chromium } = await import("playwright-core"));
+} catch (e) {
+  throw new Error(`playwright-core is missing (${e.message}): run scripts/setup-browser.sh`);
+}
+if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build`);
+
+const children = new Set(); // every process and server started here, stopped in after()
+process.on("exit", () => {
+  for (const c of children) if (c.kill) c.kill("SIGKILL");
+});
+
+// Starts `pushwire serve --listen 127.0.0.1:0 FLAGS`; its first stdout line names the address.
+async function startServer(flags = []) {
+  const child = spawn(BINARY, ["serve", "--listen", "127.0.0.1:0", ...flags], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  children.add(child);
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("pushwire did not start within 10 s")), 10_000);
+    let out = "";
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      const nl = out.indexOf("\n");
+      if (nl < 0) return;
+      clearTimeout(timer);
+      const m = /^pushwire listening on (http:\/\/\S+)$/.exec(out.slice(0, nl).trim());
+      m ? resolve(m[1]) : reject(new Error(`unexpected first line: ${out.slice(0, nl)}`));
+    });
+    child.on("exit", (code) => reject(new Error(`pushwire exited with ${code}`)));
+  });
+  return {
+    url,
+    port: Number(new URL(url).port),
+    stop() {
+      child.kill("SIGKILL");
+      children.delete(child);
+    },
+  };
+}
+
+// Publishes a text message over HTTP; returns its id.
+async function publish(server, channel, text) {
+  const res = await fetch(`${server.url}/channels/${channel}`, {
+    method: "POST",
+    headers: { "Content-Type": "text/plain" },
+    body: text,
+    signal: AbortSignal.timeout(5_000),
+  });
+  assert.equal(res.status, 201);
+  return (await res.json()).id;
+}
+
+// A proxy in front of a server that can misbehave the way real ones do: `refuseWebSocket`
+// answers upgrades 403 (and `cutWebSockets()` drops the open ones); `holdStreams` never answers
+// `?mode=stream` requests, like a proxy that buffers the whole response.
+async function startProxy(server) {
+  const state = { refuseWebSocket: false, holdStreams: false, sockets: new Set() };
+  const proxy = http.createServer((req, res) => {
+    if (state.holdStreams && /[?&]mode=stream/.test(req.url)) return; // held until the client gives up
+    const up = http.request({ host: "127.0.0.1", port: server.port, method: req.method, path: req.url, headers: req.headers });
+    up.on("response", (upRes) => {
+      res.writeHead(upRes.statusCode, upRes.headers);
+      res.flushHeaders();
+      upRes.pipe(res);
+    });
+    up.on("error", () => res.destroy());
+    res.on("close", () => up.destroy());
+    req.pipe(up);
+  });
+  proxy.on("upgrade", (req, socket, head) => {
+    if (state.refuseWebSocket) return socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    const up = net.connect(server.port, "127.0.0.1", () => {
+      let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      up.write(lines + "\r\n");
+      up.write(head);
+      socket.pipe(up).pipe(socket);
+    });
+    const drop = () => {
+      socket.destroy();
+      up.destroy();
+      state.sockets.delete(drop);
+    };
+    socket.on("error", drop).on("close", drop);
+    up.on("error", drop).on("close", drop);
+    state.sockets.add(drop);
+  });
+  await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
+  const handle = {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    state,
+    cutWebSockets() {
+      state.refuseWebSocket = true;
+      for (const drop of [...state.sockets]) drop();
+    },
+    stop() {
+      for (const drop of [...state.sockets]) drop();
+      proxy.closeAllConnections();
+      proxy.close();
+      children.delete(handle);
+    },
+  };
+  children.add(handle);
+  return handle;
+}
+
+let context, userDataDir;
+
+before(async () => {
+  userDataDir = mkdtempSync(join(tmpdir(), "pushwire-chromium-"));
+  // Playwright passes --headless and --user-data-dir itself (headless: true, the temp dir).
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+});
+
+after(async () => {
+  for (const c of [...children]) c.stop ? c.stop() : c.kill("SIGKILL");
+  if (context) await context.close();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+});
+
+// A page on `origin` with pushwire.js loaded and one client logging into `window.log`.
+async function clientPage(origin, channel, options) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  await page.goto(`${origin}/healthz`);
+  await page.addScriptTag({ url: "/pushwire.js" });
+  await page.evaluate(
+    ([channel, options]) => {
+      const log = (window.log = { messages: [], opens: [], switches: [], gaps: [] });
+      const client = (window.client = new Pushwire(`/channels/${channel}`, options));
+      client.addEventListener("open", (e) => log.opens.push(e.detail.transport));
+      client.addEventListener("transport", (e) => log.switches.push(`${e.detail.from}->${e.detail.to}`));
+      client.addEventListener("gap", (e) => log.gaps.push(e.detail.next));
+      client.addEventListener("message", (e) =>
+        log.messages.push({ id: e.detail.id, data: e.detail.data, transport: client.transport }),
+      );
+    },
+    [channel, options],
+  );
+  page.errors = errors;
+  return page;
+}
+
+const log = (page) => page.evaluate(() => window.log);
+const waitFor = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: WAIT_MS });
+const offsets = (messages) => messages.map((m) => Number(m.id.split(":")[1]));
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test("demo page: all five panels receive what is published over HTTP", { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${server.url}/?channel=demo-test`);
+  const panels = ["websocket", "sse", "stream", "longpoll", "poll"];
+  await waitFor(page, (ids) => ids.every((id) => document.querySelector(`#panel-${id} .state`)?.textContent === "open"), panels);
+
+  const ids = [];
+  for (let i = 1; i <= 5; i++) ids.push(await publish(server, "demo-test", JSON.stringify({ text: `hello ${i}`, sent: Date.now() })));
+  await waitFor(page, (ids) => ids.every((id) => document.querySelectorAll(`#panel-${id} li`).length >= 5), panels);
+  for (const panel of panels) {
+    const got = await page.$$eval(`#panel-${panel} li`, (lis) => lis.map((li) => [li.dataset.id, li.firstChild.textContent]));
+    assert.deepEqual(got, ids.map((id, i) => [id, `hello ${i + 1}`]), `panel ${panel}`);
+  }
+  mkdirSync(join(ROOT, "target/browser"), { recursive: true });
+  await page.screenshot({ path: join(ROOT, "target/browser/demo.png"), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+  server.stop();
+});
+
+for (const [flags, expected] of [
+  [["--disable", "ws"], "sse"],
+  [["--disable", "ws", "--disable", "sse"], "longpoll"],
+]) {
+  test(`with ${flags.join(" ")} the client falls back to ${expected}`, { timeout: 60_000 }, async () => {
+    const server = await startServer(flags);
+    const page = await clientPage(server.url, "fallback", {
+      transports: ["websocket", "sse", "longpoll", "poll"],
+      firstByteTimeoutMs: 3_000,
+    });
+    await waitFor(page, () => window.log.opens.length > 0);
+    for (let i = 1; i <= 3; i++) await publish(server, "fallback", `m${i}`);
+    await waitFor(page, () => window.log.messages.length >= 3);
+    const got = await log(page);
+    assert.equal(got.opens[0], expected);
+    assert.deepEqual(got.switches, expected === "sse" ? ["websocket->sse"] : ["websocket->sse", "sse->longpoll"]);
+    assert.deepEqual(got.messages.map((m) => [m.data, m.transport]), range(1, 3).map((i) => [`m${i}`, expected]));
+    assert.deepEqual(page.errors, []);
+    await page.close();
+    server.stop();
+  });
+}
+
+test("a stream whose first byte never comes (buffering proxy) falls back to long polling", { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  const proxy = await startProxy(server);
+  proxy.state.holdStreams = true;
+  const page = await clientPage(proxy.url, "held", { transports: ["stream", "longpoll"], firstByteTimeoutMs: 1_000 });
+  await waitFor(page, () => window.log.opens.length > 0);
+  for (let i = 1; i <= 3; i++) await publish(server, "held", `m${i}`);
+  await waitFor(page, () => window.log.messages.length >= 3);
+  const got = await log(page);
+  assert.deepEqual(got.switches, ["stream->longpoll"]);
+  assert.deepEqual(got.opens, ["longpoll"]);
+  assert.deepEqual(got.messages.map((m) => m.data), ["m1", "m2", "m3"]);
+  await page.close();
+  proxy.stop();
+  server.stop();
+});
+
+test("a WebSocket cut and refused mid-stream: the switch to SSE loses and repeats nothing", { timeout: 60_000 }, async () => {
+  const N = 30;
+  const server = await startServer();
+  const proxy = await startProxy(server);
+  const page = await clientPage(proxy.url, "switch", {
+    transports: ["websocket", "sse", "longpoll"],
+    backoffBaseMs: 50,
+    sseRetryMs: 100,
+  });
+  const sseRequests = [];
+  page.on("request", (r) => /[?&]mode=sse/.test(r.url()) && sseRequests.push(new URL(r.url())));
+  await waitFor(page, () => window.log.opens.length > 0);
+  const ids = [];
+  for (let i = 1; i <= 10; i++) ids.push(await publish(server, "switch", `m${i}`));
+  await waitFor(page, () => window.log.messages.length >= 10);
+  // From here the proxy drops the WebSocket and answers new upgrades 403: after three failures
+  // of a transport that worked, the client moves on with its cursor. Publish during the outage.
+  proxy.cutWebSockets();
+  for (let i = 11; i <= 20; i++) await publish(server, "switch", `m${i}`);
+  await waitFor(page, () => window.log.switches.length > 0);
+  for (let i = 21; i <= N; i++) await publish(server, "switch", `m${i}`);
+  await waitFor(page, (n) => window.log.messages.length >= n, N);
+  await new Promise((r) => setTimeout(r, 500)); // time for a repeat to show, had there been one
+  const got = await log(page);
+  assert.deepEqual(got.switches, ["websocket->sse"]);
+  assert.deepEqual(got.opens, ["websocket", "sse"]);
+  assert.deepEqual(got.gaps, []);
+  assert.deepEqual(offsets(got.messages), range(1, N));
+  assert.deepEqual(got.messages.map((m) => m.data), range(1, N).map((i) => `m${i}`));
+  assert.ok(got.messages.slice(0, 10).every((m) => m.transport === "websocket"));
+  assert.ok(got.messages.slice(20).every((m) => m.transport === "sse"));
+  // On the wire: the event stream resumed exactly after the last message the WebSocket brought.
+  assert.equal(sseRequests.length, 1);
+  assert.equal(sseRequests[0].searchParams.get("last_event_id"), ids[9]);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  proxy.stop();
+  server.stop();
+});
