@@ -601,7 +601,7 @@ pub struct Opening<'a> {
 pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, String> {
     let began = std::time::Instant::now();
     let deadline = began + plan.timeout;
-    let (mut started, mut ready) = (0, 0);
+    let (mut started, mut opened, mut ready) = (0, 0, 0);
     let mut received = Vec::new();
     while ready < plan.count {
         while started < plan.count && started - ready < plan.concurrency.max(1) {
@@ -613,8 +613,14 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
         }
         let now = std::time::Instant::now();
         if now >= deadline {
+            let hint = if plan.wait_for_cursor && opened > ready {
+                " (the others had their response head but no opening cursor: a server other than \
+                 pushwire needs --no-open-cursor)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "only {ready} of {} connections were ready after {:.1} s",
+                "only {ready} of {} connections were ready after {:.1} s{hint}",
                 plan.count,
                 plan.timeout.as_secs_f64()
             ));
@@ -623,6 +629,9 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
             .turn((deadline - now).min(Duration::from_millis(100)), &mut received)
             .map_err(|e| e.to_string())?;
         for (index, news) in received.drain(..) {
+            if news == Received::Opened {
+                opened += 1;
+            }
             match news {
                 Received::Opened if !plan.wait_for_cursor => ready += 1,
                 Received::Cursor if plan.wait_for_cursor => ready += 1,
