@@ -645,3 +645,29 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
     }
     Ok(began.elapsed())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6202_2_next_long_poll_carries_wait_and_the_answers_cursor() {
+        let answer = br#"{"messages":[{"id":"ab:3","data":"x"}],"next":"ab:3","gap":false}"#;
+        let next = json_string_field(answer, "next").unwrap();
+        assert_eq!(next, "ab:3");
+        assert_eq!(poll_target("/channels/a", &next), "/channels/a?wait=25&since=ab:3");
+        assert_eq!(
+            poll_target("/channels/a?mode=longpoll", &next),
+            "/channels/a?mode=longpoll&wait=25&since=ab:3"
+        );
+        // A cursor that would need escaping in a query is refused rather than sent.
+        assert_eq!(json_string_field(br#"{"next":"a&b"}"#, "next"), None);
+        assert_eq!(json_string_field(br#"{"messages":[]}"#, "next"), None);
+    }
+
+    #[test]
+    fn pushwire_open_envelope_is_the_cursor() {
+        assert_eq!(data_or_cursor(br#"{"type":"open","next":"e:0"}"#.to_vec()), Received::Cursor);
+        assert_eq!(data_or_cursor(b"pwbench:1:2:3;".to_vec()), Received::Data(b"pwbench:1:2:3;".to_vec()));
+    }
+}
