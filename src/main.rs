@@ -1,5 +1,5 @@
 //! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults; every
-//! limit has a flag.
+//! limit has a flag. `pushwire bench MODE` is the load generator (see `pushwire::bench`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use pushwire::bench;
 use pushwire::config::Config;
 use pushwire::transport::Mode;
 
@@ -24,7 +25,59 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (defaults need no configuration file).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Load generator: measure pushwire or a peer over loopback.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    mode: BenchMode,
+}
+
+#[derive(Subcommand)]
+enum BenchMode {
+    /// WebSocket messages/s and round-trip latency against an RFC 6455 echo server.
+    Echo(bench::echo::EchoOptions),
+    /// One publisher, many subscribers: deliveries/s, delivery latency, missing messages.
+    Fanout(bench::fanout::FanoutOptions),
+    /// Server memory per idle ws or sse subscription (needs --pid).
+    Idle(bench::idle::IdleOptions),
+    /// WebSocket opening handshakes per second.
+    Connect(bench::connect::ConnectOptions),
+}
+
+/// Runs one bench mode and prints its report; exits 1 when the run failed (e.g. missing
+/// messages) and 2 when it could not run.
+fn run_bench(args: &BenchArgs) -> ExitCode {
+    let result = match &args.mode {
+        BenchMode::Echo(options) => bench::echo::run(options),
+        BenchMode::Fanout(options) => bench::fanout::run(options),
+        BenchMode::Idle(options) => bench::idle::run(options),
+        BenchMode::Connect(options) => bench::connect::run(options),
+    };
+    match result {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.failure.is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("pushwire bench: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Seconds as a `Duration`; fractions allowed (`0.5`).
@@ -192,6 +245,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => run_bench(&args),
         Command::Serve(args) => {
             let config = args.config();
             if let Err(e) = config.validate() {

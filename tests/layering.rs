@@ -1,5 +1,5 @@
 //! The layering invariant (GUIDE §1): pure protocol code never touches a socket, reads the
-//! clock or draws randomness. Only `src/net/`, `src/client/` and the binary may.
+//! clock or draws randomness. Only `src/net/`, `src/client/`, `src/bench/` and the binary may.
 
 use std::path::Path;
 

@@ -1,0 +1,673 @@
+//! Many client connections on one mio poll, each a small state machine over the pure codecs.
+//!
+//! Implements, in the client role: the WebSocket opening handshake (RFC 6455 §4.1) and frames
+//! through [`WsConn`] (masked with fresh random keys, §5.3; pings answered, §5.5.2); an SSE
+//! response read with the HTML event-stream parser; pushwire's chunked NDJSON stream; long
+//! polling (RFC 6202 §2) as a short poll for the cursor, then `?wait=&since=` polls on the same
+//! keep-alive connection. Response bodies are close-delimited, Content-Length or chunked
+//! (RFC 9112 §6.3, §7.1), whichever the head says, so a peer that chunks its event stream works.
+//!
+//! Each connection reports what happened as [`Received`] values: the head accepted, pushwire's
+//! opening cursor, one unit of data (a WebSocket message, an SSE event's data, an NDJSON line,
+//! a poll answer body), or the end.
+//!
+//! Does not: reconnect, follow redirects, send cookies or custom headers, or keep more than one
+//! request outstanding per connection.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
+use crate::http1::head::{parse_response_head, HeadScanner, Headers, ResponseHead};
+use crate::output::Output;
+use crate::sse::{EventStreamParser, ParseLimits};
+use crate::ws::handshake::{verify_response, ClientRequest};
+use crate::ws::{self, Event, Role, WsConn};
+
+/// How a subscriber (or the echo and connect clients, with `Ws`) talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// WebSocket (RFC 6455).
+    Ws,
+    /// Server-Sent Events (`Accept: text/event-stream`).
+    Sse,
+    /// pushwire's chunked NDJSON stream (`Accept: application/x-ndjson`).
+    Stream,
+    /// Long polling: a short poll for the cursor, then `?wait=25&since=CURSOR` again and again.
+    Longpoll,
+}
+
+impl Transport {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Stream => "stream",
+            Transport::Longpoll => "longpoll",
+        }
+    }
+}
+
+/// What to ask for on a new connection.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The transport, which decides the request and how the response is read.
+    pub transport: Transport,
+    /// The `Host` field value.
+    pub host: String,
+    /// The request-target.
+    pub path: String,
+    /// WebSocket subprotocols to offer (e.g. `pushwire.v1` for the opening cursor).
+    pub protocols: Vec<String>,
+    /// Largest message, SSE event or NDJSON line accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// What one connection reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// The response head was accepted: 101 for a WebSocket, 200 otherwise.
+    Opened,
+    /// pushwire's opening cursor arrived (or the first poll answer): the subscription exists.
+    Cursor,
+    /// One unit of data: a WebSocket message, an SSE event's data, an NDJSON line or a poll
+    /// answer body.
+    Data(Vec<u8>),
+    /// The connection is over (and was dropped); why.
+    Closed(String),
+}
+
+/// Largest response head read, in bytes.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How long a long poll asks to wait, in seconds (below pushwire's 30 s cap).
+const LONG_POLL_WAIT_S: u32 = 25;
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug)]
+enum Framing {
+    /// Until the server closes.
+    Close,
+    /// This many bytes remain.
+    Length(u64),
+    /// The chunked coding (§7.1).
+    Chunked(Box<ChunkedDecoder>),
+}
+
+/// What the body of a non-WebSocket response carries.
+#[derive(Debug)]
+enum BodyKind {
+    /// An event stream; `cursor_seen` once the first event ID was reported.
+    Sse { parser: Box<EventStreamParser>, cursor_seen: bool },
+    /// NDJSON lines; `line` holds a partial line.
+    Stream { line: Vec<u8> },
+    /// A poll answer, collected whole; `first` for the short poll that finds the cursor.
+    Poll { body: Vec<u8>, first: bool },
+}
+
+/// Where a connection is.
+#[derive(Debug)]
+enum State {
+    /// Waiting for the response head; `buf` holds its bytes so far.
+    Head { buf: Vec<u8>, scanner: HeadScanner, ws_request: Option<ClientRequest>, first_poll: bool },
+    /// Speaking WebSocket.
+    Ws(Box<WsConn>),
+    /// Reading a response body.
+    Body { framing: Framing, kind: BodyKind },
+    /// Over; the connection is dropped after reporting why.
+    Done,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    request: Request,
+    state: State,
+    out: Output,
+    connected: bool,
+    /// The code of the peer's close frame, once it came (the server then closes TCP).
+    close_received: Option<String>,
+}
+
+/// A fresh masking key for each frame (RFC 6455 §5.3: "MUST be unpredictable").
+fn fresh_mask() -> [u8; 4] {
+    rand::random()
+}
+
+impl Client {
+    /// Wraps a connecting socket and queues the request; it goes out once connected.
+    pub fn start(stream: TcpStream, request: Request) -> Result<Client, String> {
+        let mut client = Client {
+            stream,
+            state: State::Done,
+            out: Output::new(),
+            connected: false,
+            close_received: None,
+            request: request.clone(),
+        };
+        match request.transport {
+            Transport::Ws => {
+                // RFC 6455 §4.1: the nonce "MUST be a nonce consisting of a randomly selected
+                // 16-byte value".
+                let ws_request = ClientRequest {
+                    host: request.host.clone(),
+                    path: request.path.clone(),
+                    key: rand::random(),
+                    protocols: request.protocols.clone(),
+                    extra_headers: Vec::new(),
+                };
+                let mut head = Vec::new();
+                ws_request.encode(&mut head).map_err(|e| e.to_string())?;
+                client.out.push_owned(head);
+                client.state = head_state(Some(ws_request), false);
+            }
+            Transport::Sse => client.send_get(&request.path, "text/event-stream", false),
+            Transport::Stream => client.send_get(&request.path, "application/x-ndjson", false),
+            Transport::Longpoll => client.send_get(&request.path, "application/json", true),
+        }
+        Ok(client)
+    }
+
+    fn send_get(&mut self, path: &str, accept: &str, first_poll: bool) {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\n\r\n", self.request.host);
+        self.out.push_owned(head.into_bytes());
+        self.state = head_state(None, first_poll);
+    }
+
+    /// Queues a WebSocket message, masked; false when the connection cannot send one.
+    pub fn send_message(&mut self, message: &ws::Message) -> bool {
+        match &mut self.state {
+            State::Ws(conn) => conn.send_message(message, &mut fresh_mask, &mut self.out).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Starts the WebSocket closing handshake (code 1000); the server then closes TCP.
+    pub fn send_close(&mut self) {
+        if let State::Ws(conn) = &mut self.state {
+            let frame = ws::CloseFrame { code: ws::CloseCode::NORMAL, reason: String::new() };
+            let _ = conn.send_close(Some(frame), &mut fresh_mask, &mut self.out);
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_output_bytes(&self) -> usize {
+        self.out.len_bytes()
+    }
+
+    /// Writes what is queued until the socket would block. Before the connect completes there
+    /// is nothing to do: the writable event that signals it calls this again.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.connected && !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = self.out.io_slices(&mut slices);
+            match self.stream.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.out.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket became writable: the connect finished (or failed), or room opened up.
+    fn handle_writable(&mut self) -> Result<(), String> {
+        if !self.connected {
+            if let Some(e) = self.stream.take_error().map_err(|e| e.to_string())? {
+                return Err(format!("connect: {e}"));
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => self.connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(format!("connect: {e}")),
+            }
+        }
+        self.flush().map_err(|e| format!("write: {e}"))
+    }
+
+    /// Reads until the socket would block, handing the bytes to the state machine.
+    fn handle_readable(&mut self, scratch: &mut [u8], received: &mut Vec<Received>) -> Result<(), String> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Err(self.eof_reason()),
+                Ok(n) => {
+                    self.handle_input(&scratch[..n], received)?;
+                    if matches!(self.state, State::Done) {
+                        return Err("finished".into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    fn eof_reason(&self) -> String {
+        if let Some(code) = &self.close_received {
+            return format!("closed after a close frame ({code})");
+        }
+        match &self.state {
+            State::Ws(_) => "EOF without a close frame".into(),
+            State::Head { .. } => "EOF before a response".into(),
+            _ => "EOF".into(),
+        }
+    }
+
+    fn handle_input(&mut self, input: &[u8], received: &mut Vec<Received>) -> Result<(), String> {
+        match &mut self.state {
+            State::Head { buf, scanner, .. } => {
+                buf.extend_from_slice(input);
+                let limits = crate::http1::Limits { max_head_bytes: MAX_HEAD_BYTES, ..Default::default() };
+                let Some(len) = scanner.scan(buf, &limits).map_err(|e| format!("response head: {e}"))? else {
+                    return Ok(());
+                };
+                let Some((head, _)) = parse_response_head(&buf[..len], &limits).map_err(|e| e.to_string())?
+                else {
+                    return Err("malformed response head".into());
+                };
+                let rest = buf.split_off(len);
+                let State::Head { ws_request, first_poll, .. } =
+                    std::mem::replace(&mut self.state, State::Done)
+                else {
+                    unreachable!("matched above")
+                };
+                self.handle_head(&head, ws_request, first_poll)?;
+                received.push(Received::Opened);
+                // Even with nothing left: an empty Content-Length body is complete already.
+                self.handle_input(&rest, received)
+            }
+            State::Ws(conn) => {
+                let mut events = Vec::new();
+                let result = conn.handle_input(input, &mut fresh_mask, &mut events, &mut self.out);
+                for event in events {
+                    match event {
+                        Event::Message(ws::Message::Text(text)) => {
+                            received.push(data_or_cursor(text.into_bytes()))
+                        }
+                        Event::Message(ws::Message::Binary(bytes)) => received.push(Received::Data(bytes)),
+                        Event::Close(frame) => {
+                            self.close_received =
+                                Some(frame.map_or("no code".into(), |f| f.code.to_string()));
+                        }
+                        Event::Ping(_) | Event::Pong(_) => {}
+                    }
+                }
+                result.map_err(|e| format!("WebSocket: {e}"))
+            }
+            State::Body { .. } => self.handle_body(input, received),
+            State::Done => Ok(()),
+        }
+    }
+
+    /// Checks the head and moves to the state that reads what follows it.
+    fn handle_head(
+        &mut self,
+        head: &ResponseHead,
+        ws_request: Option<ClientRequest>,
+        first_poll: bool,
+    ) -> Result<(), String> {
+        if let Some(ws_request) = ws_request {
+            verify_response(head, &ws_request).map_err(|e| format!("handshake: {e}"))?;
+            let limits = ws::Limits {
+                max_frame_payload_bytes: self.request.max_message_bytes as u64,
+                max_message_bytes: self.request.max_message_bytes as u64,
+            };
+            self.state = State::Ws(Box::new(WsConn::new(Role::Client, limits)));
+            return Ok(());
+        }
+        if head.status != 200 {
+            return Err(format!("status {} {}", head.status, head.reason));
+        }
+        let framing = if head.has_token("Transfer-Encoding", "chunked") {
+            let limits = ChunkedLimits { max_body_bytes: u64::MAX, ..ChunkedLimits::default() };
+            Framing::Chunked(Box::new(ChunkedDecoder::new(limits)))
+        } else if let Some(value) = head.header("Content-Length") {
+            let length: u64 = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or("unreadable Content-Length")?;
+            if length > self.request.max_message_bytes as u64 {
+                return Err(format!("response body of {length} bytes is over the limit"));
+            }
+            Framing::Length(length)
+        } else {
+            Framing::Close
+        };
+        let kind = match self.request.transport {
+            Transport::Sse => {
+                let limits = ParseLimits {
+                    max_line_bytes: self.request.max_message_bytes + 1024,
+                    max_data_bytes: self.request.max_message_bytes + 1024,
+                };
+                BodyKind::Sse { parser: Box::new(EventStreamParser::new(limits)), cursor_seen: false }
+            }
+            Transport::Stream => BodyKind::Stream { line: Vec::new() },
+            Transport::Longpoll | Transport::Ws => BodyKind::Poll { body: Vec::new(), first: first_poll },
+        };
+        self.state = State::Body { framing, kind };
+        Ok(())
+    }
+
+    /// Removes the transfer framing, then reads the body as its transport says.
+    fn handle_body(&mut self, input: &[u8], received: &mut Vec<Received>) -> Result<(), String> {
+        let State::Body { framing, kind } = &mut self.state else {
+            return Ok(());
+        };
+        let (body, complete): (std::borrow::Cow<'_, [u8]>, bool) = match framing {
+            Framing::Close => (input.into(), false),
+            Framing::Length(remaining) => {
+                let take = (*remaining).min(input.len() as u64) as usize;
+                *remaining -= take as u64;
+                if take < input.len() {
+                    return Err("bytes after the response body".into());
+                }
+                (input[..take].into(), *remaining == 0)
+            }
+            Framing::Chunked(decoder) => {
+                let mut body = Vec::new();
+                let decoded = decoder.decode(input, &mut body).map_err(|e| format!("chunked body: {e}"))?;
+                if decoded.done && decoded.consumed < input.len() {
+                    return Err("bytes after the response body".into());
+                }
+                (body.into(), decoded.done)
+            }
+        };
+        let max = self.request.max_message_bytes;
+        match kind {
+            BodyKind::Sse { parser, cursor_seen } => {
+                let mut events = Vec::new();
+                parser.feed(&body, &mut events).map_err(|e| format!("event stream: {e}"))?;
+                // pushwire opens with `id: CURSOR` and a blank line: the parser records the ID
+                // without dispatching an event (HTML "dispatch the event", steps 1 and 3).
+                if !*cursor_seen && !parser.last_event_id().is_empty() {
+                    *cursor_seen = true;
+                    received.push(Received::Cursor);
+                }
+                received.extend(events.into_iter().map(|e| Received::Data(e.data.into_bytes())));
+            }
+            BodyKind::Stream { line } => {
+                let mut rest: &[u8] = &body;
+                while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                    line.extend_from_slice(&rest[..end]);
+                    rest = &rest[end + 1..];
+                    if !line.is_empty() {
+                        received.push(data_or_cursor(std::mem::take(line)));
+                    }
+                }
+                if line.len() + rest.len() > max {
+                    return Err(format!("stream line over {max} bytes"));
+                }
+                line.extend_from_slice(rest);
+            }
+            BodyKind::Poll { body: answer, first } => {
+                if answer.len() + body.len() > max {
+                    return Err(format!("poll answer over {max} bytes"));
+                }
+                answer.extend_from_slice(&body);
+                if complete {
+                    let answer = std::mem::take(answer);
+                    let first = *first;
+                    let next = json_string_field(&answer, "next").ok_or("poll answer without `next`")?;
+                    received.push(if first { Received::Cursor } else { Received::Data(answer) });
+                    let target = poll_target(&self.request.path, &next);
+                    self.send_get(&target, "application/json", false);
+                    self.flush().map_err(|e| format!("write: {e}"))?;
+                }
+                return Ok(());
+            }
+        }
+        if complete {
+            return Err("the response ended".into());
+        }
+        Ok(())
+    }
+}
+
+fn head_state(ws_request: Option<ClientRequest>, first_poll: bool) -> State {
+    State::Head { buf: Vec::new(), scanner: HeadScanner::new(), ws_request, first_poll }
+}
+
+/// pushwire's `{"type":"open",…}` envelope (WebSocket `pushwire.v1`, the stream) or data.
+fn data_or_cursor(bytes: Vec<u8>) -> Received {
+    if bytes.starts_with(b"{\"type\":\"open\"") {
+        Received::Cursor
+    } else {
+        Received::Data(bytes)
+    }
+}
+
+/// The next long poll: `wait` and `since` added to the subscribe target.
+fn poll_target(path: &str, since: &str) -> String {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}wait={LONG_POLL_WAIT_S}&since={since}")
+}
+
+/// The value of `"name":"…"` in a JSON text whose value holds no escapes (pushwire cursors).
+fn json_string_field(json: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(json).ok()?;
+    let key = format!("\"{name}\":\"");
+    let start = text.find(&key)? + key.len();
+    let len = text[start..].find('"')?;
+    let value = &text[start..start + len];
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'&' && b != b'#')
+        .then(|| value.to_string())
+}
+
+/// Every client connection of a run, on one poll.
+pub struct Clients {
+    poll: Poll,
+    events: Events,
+    slots: Vec<Option<Client>>,
+    /// Indexes of empty slots, reused before the table grows.
+    free: Vec<usize>,
+    scratch: Vec<u8>,
+    open: usize,
+}
+
+impl Clients {
+    /// An empty set with its poll.
+    pub fn new() -> io::Result<Clients> {
+        Ok(Clients {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            slots: Vec::new(),
+            free: Vec::new(),
+            scratch: vec![0; 256 * 1024],
+            open: 0,
+        })
+    }
+
+    /// Registers `client`; returns its index, which [`Clients::turn`] reports with its news.
+    /// The index of a connection that closed is given to a later one.
+    pub fn add(&mut self, mut client: Client) -> io::Result<usize> {
+        let index = self.free.pop().unwrap_or(self.slots.len());
+        self.poll.registry().register(
+            &mut client.stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        if index == self.slots.len() {
+            self.slots.push(Some(client));
+        } else {
+            self.slots[index] = Some(client);
+        }
+        self.open += 1;
+        Ok(index)
+    }
+
+    /// Connections not yet closed.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// The connection at `index`, unless it closed.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut Client> {
+        self.slots.get_mut(index).and_then(Option::as_mut)
+    }
+
+    /// Writes what `index` has queued; a write error closes it and reports why in `received`.
+    pub fn flush(&mut self, index: usize, received: &mut Vec<(usize, Received)>) {
+        if let Some(client) = self.get_mut(index) {
+            if let Err(e) = client.flush() {
+                self.close(index, format!("write: {e}"), received);
+            }
+        }
+    }
+
+    /// Drops connection `index` now (TCP closes), without a report.
+    pub fn drop_client(&mut self, index: usize) {
+        if let Some(mut client) = self.slots.get_mut(index).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut client.stream);
+            self.free.push(index);
+            self.open -= 1;
+        }
+    }
+
+    fn close(&mut self, index: usize, reason: String, received: &mut Vec<(usize, Received)>) {
+        if self.slots.get(index).is_some_and(Option::is_some) {
+            self.drop_client(index);
+            received.push((index, Received::Closed(reason)));
+        }
+    }
+
+    /// Waits up to `timeout` for socket events and handles them: appends what each connection
+    /// reported, with its index. A connection that ends is dropped after its `Closed`.
+    pub fn turn(&mut self, timeout: Duration, received: &mut Vec<(usize, Received)>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let ready: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| (e.token().0, e.is_writable(), e.is_readable() || e.is_read_closed()))
+            .collect();
+        let mut news = Vec::new();
+        for (index, writable, readable) in ready {
+            let Some(client) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut result = Ok(());
+            if writable || !client.connected {
+                result = client.handle_writable();
+            }
+            if result.is_ok() && readable && client.connected {
+                result = client.handle_readable(&mut self.scratch, &mut news);
+                if result.is_ok() {
+                    result = client.flush().map_err(|e| format!("write: {e}"));
+                }
+            }
+            received.extend(news.drain(..).map(|r| (index, r)));
+            if let Err(reason) = result {
+                self.close(index, reason, received);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch of connections to open with [`open_all`].
+#[derive(Debug, Clone)]
+pub struct Opening<'a> {
+    /// Where to connect.
+    pub addr: std::net::SocketAddr,
+    /// What each connection asks for.
+    pub request: &'a Request,
+    /// How many connections.
+    pub count: usize,
+    /// Source addresses to spread them over, round-robin; empty lets the kernel pick.
+    pub sources: &'a [std::net::IpAddr],
+    /// Most connections opening at the same time (keeps the server's accept queue short).
+    pub concurrency: usize,
+    /// Ready means the opening cursor arrived (pushwire), not just the response head.
+    pub wait_for_cursor: bool,
+    /// How long opening them all may take.
+    pub timeout: Duration,
+}
+
+/// Opens the connections of `plan` and waits until every one is ready. Anything else a
+/// connection sends meanwhile is dropped. Fails at the first connection that fails, or when
+/// the timeout passes; returns how long it took.
+pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, String> {
+    let began = std::time::Instant::now();
+    let deadline = began + plan.timeout;
+    let (mut started, mut opened, mut ready) = (0, 0, 0);
+    let mut received = Vec::new();
+    while ready < plan.count {
+        while started < plan.count && started - ready < plan.concurrency.max(1) {
+            let source = (!plan.sources.is_empty()).then(|| plan.sources[started % plan.sources.len()]);
+            let stream = super::system::connect_from(source, plan.addr)
+                .map_err(|e| format!("connection {started}: connect to {}: {e}", plan.addr))?;
+            clients.add(Client::start(stream, plan.request.clone())?).map_err(|e| e.to_string())?;
+            started += 1;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            let hint = if plan.wait_for_cursor && opened > ready {
+                " (the others had their response head but no opening cursor: a server other than \
+                 pushwire needs --no-open-cursor)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "only {ready} of {} connections were ready after {:.1} s{hint}",
+                plan.count,
+                plan.timeout.as_secs_f64()
+            ));
+        }
+        clients
+            .turn((deadline - now).min(Duration::from_millis(100)), &mut received)
+            .map_err(|e| e.to_string())?;
+        for (index, news) in received.drain(..) {
+            if news == Received::Opened {
+                opened += 1;
+            }
+            match news {
+                Received::Opened if !plan.wait_for_cursor => ready += 1,
+                Received::Cursor if plan.wait_for_cursor => ready += 1,
+                Received::Closed(reason) => {
+                    let request = plan.request;
+                    return Err(format!("connection {index} to {}{}: {reason}", request.host, request.path));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(began.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6202_2_next_long_poll_carries_wait_and_the_answers_cursor() {
+        let answer = br#"{"messages":[{"id":"ab:3","data":"x"}],"next":"ab:3","gap":false}"#;
+        let next = json_string_field(answer, "next").unwrap();
+        assert_eq!(next, "ab:3");
+        assert_eq!(poll_target("/channels/a", &next), "/channels/a?wait=25&since=ab:3");
+        assert_eq!(
+            poll_target("/channels/a?mode=longpoll", &next),
+            "/channels/a?mode=longpoll&wait=25&since=ab:3"
+        );
+        // A cursor that would need escaping in a query is refused rather than sent.
+        assert_eq!(json_string_field(br#"{"next":"a&b"}"#, "next"), None);
+        assert_eq!(json_string_field(br#"{"messages":[]}"#, "next"), None);
+    }
+
+    #[test]
+    fn pushwire_open_envelope_is_the_cursor() {
+        assert_eq!(data_or_cursor(br#"{"type":"open","next":"e:0"}"#.to_vec()), Received::Cursor);
+        assert_eq!(data_or_cursor(b"pwbench:1:2:3;".to_vec()), Received::Data(b"pwbench:1:2:3;".to_vec()));
+    }
+}

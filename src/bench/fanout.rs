@@ -1,0 +1,248 @@
+//! `pushwire bench fanout`: one publisher, many subscribers, every delivery timed and counted.
+//!
+//! Implements: `-c` subscribers over one transport (WebSocket, SSE, the NDJSON stream or long
+//! polling) on the subscribe URL; once every one is subscribed (pushwire: its opening cursor
+//! arrived, see README "opens with its cursor"; with `--no-open-cursor`: its response head
+//! arrived, then `--settle` seconds pass), a publisher thread POSTs `-k` messages to the publish
+//! URL, as fast as the answers come or at `--rate` per second. Each payload carries the run's
+//! random id, its sequence number and its publish time ([`super::payload`]), so a delivery is
+//! recognized by its payload whatever message ids the server uses, and timed on arrival. The
+//! run ends when every subscriber has every message, or `--timeout` seconds after the last
+//! publish.
+//!
+//! Reports: deliveries per second (first publish to last delivery), delivery latency
+//! p50/p99/max, and missing and duplicate deliveries; the run fails if any is missing.
+//!
+//! Peers: the publish and subscribe URLs are separate (`--publish-url`, `--subscribe-url`), e.g.
+//! Nchan's `POST /pub?id=NAME` and `GET /sub/NAME` with `--no-open-cursor`.
+//!
+//! Does not: resume subscribers that drop (a dropped subscriber's messages count as missing).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::client::{open_all, Clients, Opening, Received, Request, Transport};
+use super::histogram::Histogram;
+use super::payload::find_text;
+use super::publisher::{publish, Published};
+use super::report::Report;
+use super::system::{ensure_open_files, source_addrs};
+use super::url::Url;
+use super::{parse_seconds, OPEN_CONCURRENCY};
+
+/// Options of `pushwire bench fanout`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutOptions {
+    /// The channel: published to with POST and subscribed to with GET.
+    #[arg(long, default_value = "http://127.0.0.1:8080/channels/bench")]
+    pub url: String,
+    /// Where to POST messages instead of --url (Nchan: http://HOST/pub?id=NAME).
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
+    /// Where subscribers GET instead of --url (Nchan: http://HOST/sub/NAME).
+    #[arg(long, value_name = "URL")]
+    pub subscribe_url: Option<String>,
+    /// How subscribers receive.
+    #[arg(long, value_enum, default_value = "sse")]
+    pub transport: Transport,
+    /// Subscribers.
+    #[arg(short = 'c', long, value_name = "COUNT", default_value_t = 10)]
+    pub subscribers: usize,
+    /// Messages to publish.
+    #[arg(short = 'k', long, value_name = "COUNT", default_value_t = 100)]
+    pub messages: u64,
+    /// Message size in bytes (at least the marker, about 30 bytes).
+    #[arg(long = "size", value_name = "BYTES", default_value_t = 64)]
+    pub size_bytes: usize,
+    /// Messages published per second (default: as fast as the server answers).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+    /// How long after the last publish to wait for deliveries, in seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
+    pub timeout: Duration,
+    /// The server sends no opening cursor (e.g. Nchan): a subscriber is ready once its response
+    /// head arrives; WebSockets then offer no subprotocol.
+    #[arg(long)]
+    pub no_open_cursor: bool,
+    /// Seconds to wait after every subscriber is ready, before publishing.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "0")]
+    pub settle: Duration,
+    /// Spread subscribers over this many source addresses 127.0.0.1.. (0: as needed).
+    #[arg(long, value_name = "COUNT", default_value_t = 0)]
+    pub source_addrs: usize,
+}
+
+/// Most subscriber × message pairs tracked (one bit each: 128 MiB at most).
+const MAX_TRACKED_DELIVERIES: u64 = 1 << 30;
+
+impl FanoutOptions {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=1_000_000).contains(&self.subscribers) {
+            return Err("-c must be between 1 and 1000000".into());
+        }
+        if self.messages == 0
+            || self.messages.saturating_mul(self.subscribers as u64) > MAX_TRACKED_DELIVERIES
+        {
+            return Err(format!("-k must be at least 1 and -c × -k at most {MAX_TRACKED_DELIVERIES}"));
+        }
+        if self.size_bytes > 16 * 1024 * 1024 {
+            return Err("--size must be at most 16777216 bytes".into());
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err("--rate must be a positive number".into());
+        }
+        if self.timeout > Duration::from_secs(3600) || self.settle > Duration::from_secs(3600) {
+            return Err("--timeout and --settle must be at most 3600 seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// Which subscriber got which message: one bit per pair.
+struct Deliveries {
+    messages: u64,
+    bits: Vec<u64>,
+}
+
+impl Deliveries {
+    fn new(subscribers: usize, messages: u64) -> Deliveries {
+        Deliveries { messages, bits: vec![0; (subscribers as u64 * messages).div_ceil(64) as usize] }
+    }
+
+    /// Marks `seq` delivered to `subscriber`; false if it already was.
+    fn mark(&mut self, subscriber: usize, seq: u64) -> bool {
+        let bit = subscriber as u64 * self.messages + seq;
+        let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+        let fresh = self.bits[word] & mask == 0;
+        self.bits[word] |= mask;
+        fresh
+    }
+}
+
+/// Runs the fan-out benchmark; `Err` when it could not run at all.
+pub fn run(options: &FanoutOptions) -> Result<Report, String> {
+    options.validate()?;
+    let publish_url = Url::parse(options.publish_url.as_deref().unwrap_or(&options.url))?;
+    let subscribe_url = Url::parse(options.subscribe_url.as_deref().unwrap_or(&options.url))?;
+    ensure_open_files(options.subscribers)?;
+    let wait_for_cursor = !options.no_open_cursor;
+    let request = Request {
+        transport: options.transport,
+        host: subscribe_url.host.clone(),
+        path: subscribe_url.path.clone(),
+        protocols: if wait_for_cursor && options.transport == Transport::Ws {
+            vec!["pushwire.v1".to_string()]
+        } else {
+            Vec::new()
+        },
+        // A long poll answer holds a batch of messages in JSON.
+        max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
+    };
+    let mut clients = Clients::new().map_err(|e| e.to_string())?;
+    let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
+    let opened_in = open_all(
+        &mut clients,
+        &Opening {
+            addr: subscribe_url.addr,
+            request: &request,
+            count: options.subscribers,
+            sources: &sources,
+            concurrency: OPEN_CONCURRENCY,
+            wait_for_cursor,
+            timeout: Duration::from_secs(10) + Duration::from_millis(options.subscribers as u64),
+        },
+    )?;
+    let mut received = Vec::new();
+    let settle_until = Instant::now() + options.settle;
+    while Instant::now() < settle_until {
+        clients.turn(Duration::from_millis(50), &mut received).map_err(|e| e.to_string())?;
+        received.clear();
+    }
+
+    let run_id: u64 = rand::random::<u32>().into();
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = Some({
+        let (url, stop) = (publish_url.clone(), Arc::clone(&stop));
+        let (count, size, rate) = (options.messages, options.size_bytes, options.rate);
+        std::thread::spawn(move || publish(&url, run_id, count, size, rate, start, &stop))
+    });
+
+    let mut deliveries = Deliveries::new(options.subscribers, options.messages);
+    let mut latency = Histogram::new();
+    let (mut delivered, mut duplicates, mut closed_early) = (0u64, 0u64, Vec::new());
+    let mut last_delivery = start;
+    let mut published: Option<(Published, Instant)> = None;
+    loop {
+        if let Some(handle) = publisher.take_if(|handle| handle.is_finished()) {
+            let result = handle.join().map_err(|_| "the publisher panicked".to_string())?;
+            published = Some((result?, Instant::now()));
+        }
+        let now = Instant::now();
+        let done = published.is_some_and(|(p, at)| {
+            delivered >= p.messages * options.subscribers as u64 || now >= at + options.timeout
+        });
+        if done || clients.open() == 0 {
+            break;
+        }
+        clients.turn(Duration::from_millis(20), &mut received).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let now_us = now.duration_since(start).as_micros() as u64;
+        for (index, news) in received.drain(..) {
+            match news {
+                Received::Data(data) => {
+                    for (seq, sent_us) in find_text(run_id, &data) {
+                        if seq >= options.messages {
+                            continue;
+                        }
+                        if deliveries.mark(index, seq) {
+                            delivered += 1;
+                            latency.record(now_us.saturating_sub(sent_us));
+                            last_delivery = now;
+                        } else {
+                            duplicates += 1;
+                        }
+                    }
+                }
+                Received::Closed(reason) => closed_early.push(format!("subscriber {index}: {reason}")),
+                Received::Opened | Received::Cursor => {}
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published = match (published, publisher) {
+        (Some((published, _)), _) => published,
+        (None, Some(handle)) => handle.join().map_err(|_| "the publisher panicked".to_string())??,
+        (None, None) => unreachable!("the publisher is joined exactly once"),
+    };
+    if options.transport == Transport::Ws {
+        super::echo::close_all(&mut clients, options.subscribers);
+    }
+
+    let expected = published.messages * options.subscribers as u64;
+    let missing = expected.saturating_sub(delivered);
+    let elapsed = last_delivery.duration_since(start).as_secs_f64().max(1e-6);
+    let mut report = Report::new("fanout");
+    report.text("publish_url", format!("http://{}{}", publish_url.host, publish_url.path));
+    report.text("subscribe_url", format!("http://{}{}", subscribe_url.host, subscribe_url.path));
+    report.text("transport", options.transport.name());
+    report.count("subscribers", options.subscribers as u64);
+    report.real("subscribe_s", opened_in.as_secs_f64());
+    report.count("messages", published.messages);
+    report.count("size_bytes", options.size_bytes as u64);
+    report.real("publish_s", published.elapsed.as_secs_f64());
+    report.real("publishes_per_s", published.messages as f64 / published.elapsed.as_secs_f64().max(1e-6));
+    report.count("deliveries", delivered);
+    report.real("elapsed_s", elapsed);
+    report.real("deliveries_per_s", delivered as f64 / elapsed);
+    report.latency(&latency);
+    report.count("missing", missing);
+    report.count("duplicates", duplicates);
+    report.count("closed_early", closed_early.len() as u64);
+    if missing > 0 {
+        let first = closed_early.first().map(|c| format!("; {c}")).unwrap_or_default();
+        report.failure = Some(format!("{missing} of {expected} deliveries missing{first}"));
+    }
+    Ok(report)
+}

@@ -1,0 +1,81 @@
+//! The few URLs the load generator understands: `ws://` and `http://`, host, port, path.
+//!
+//! Implements: the `scheme://authority/path?query` split of RFC 3986 §3 for these two schemes,
+//! name resolution of the host (std's resolver), and the `Host` field value of RFC 9112 §3.2.
+//!
+//! Does not: handle `wss://` or `https://` (no TLS), user info, IPv6 zone ids, or fragments.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// A parsed `ws://` or `http://` URL; both schemes mean the same TCP connection here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// The authority as written (`host[:port]`): the `Host` field value.
+    pub host: String,
+    /// The resolved address to connect to.
+    pub addr: SocketAddr,
+    /// The request-target: the path and query, starting with `/`.
+    pub path: String,
+}
+
+impl Url {
+    /// Parses and resolves `text`; the port defaults to 80.
+    pub fn parse(text: &str) -> Result<Url, String> {
+        let rest = text
+            .strip_prefix("ws://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| format!("`{text}`: only ws:// and http:// URLs are supported (no TLS)"))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("`{text}`: expected scheme://host[:port]/path"));
+        }
+        let with_port = if authority.ends_with(']') || !authority.contains(':') {
+            format!("{authority}:80")
+        } else {
+            authority.to_string()
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("`{text}`: cannot resolve {with_port}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{text}`: {with_port} resolves to no address"))?;
+        Ok(Url { host: authority.to_string(), addr, path })
+    }
+
+    /// The target with `name=value` appended to its query (`value` must need no escaping).
+    pub fn path_with_param(&self, name: &str, value: &str) -> String {
+        let separator = if self.path.contains('?') { '&' } else { '?' };
+        format!("{}{separator}{name}={value}", self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3986_3_authority_path_and_query_are_split() {
+        let url = Url::parse("ws://127.0.0.1:9000/echo").unwrap();
+        assert_eq!(url.host, "127.0.0.1:9000");
+        assert_eq!(url.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(url.path, "/echo");
+        let url = Url::parse("http://127.0.0.1/pub?id=a").unwrap();
+        assert_eq!(url.addr.port(), 80);
+        assert_eq!(url.path, "/pub?id=a");
+        assert_eq!(url.path_with_param("wait", "5"), "/pub?id=a&wait=5");
+        assert_eq!(Url::parse("http://127.0.0.1:1?x=1").unwrap().path, "/?x=1");
+        assert_eq!(Url::parse("http://127.0.0.1:1").unwrap().path, "/");
+    }
+
+    #[test]
+    fn tls_and_user_info_are_refused() {
+        assert!(Url::parse("wss://127.0.0.1/").is_err());
+        assert!(Url::parse("https://127.0.0.1/").is_err());
+        assert!(Url::parse("http://u@127.0.0.1/").is_err());
+        assert!(Url::parse("http:///x").is_err());
+    }
+}
