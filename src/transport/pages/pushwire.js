@@ -9,8 +9,8 @@
 // Does not: publish (POST to the channel URL for that); switch back to an earlier transport
 // once a later one works; read the SSE `retry:` field or the opening `id:` line (EventSource
 // hides both: the hint is the `sseRetryMs` option, and an SSE connection opened without a
-// cursor learns one from its first message only); receive named SSE events not listed in
-// `events` (EventSource only dispatches types that have a listener).
+// cursor first reads one with a short poll); receive named SSE events not listed in `events`
+// (EventSource only dispatches types that have a listener).
 //
 //   const client = new Pushwire("/channels/news", { transports: ["websocket", "sse", "longpoll"] });
 //   client.addEventListener("message", (e) => console.log(e.detail.id, e.detail.event, e.detail.data));
@@ -85,22 +85,43 @@
     },
 
     sse(client, sink) {
-      // The first connection names its cursor in the query; reconnects are ours, not EventSource's.
-      const es = new EventSource(withParams(client.url, { mode: "sse", last_event_id: client.cursor }));
-      es.onopen = () => sink.open();
-      es.onerror = () => sink.end("event stream failed"); // EventSource would retry by itself
-      es.addEventListener("gap", (e) => {
-        try {
-          sink.gap(JSON.parse(e.data).next);
-        } catch (_) {
-          sink.end("bad gap event");
+      let es = null, stopped = false;
+      const start = () => {
+        // The connection names its cursor in the query; reconnects are ours, not EventSource's.
+        es = new EventSource(withParams(client.url, { mode: "sse", last_event_id: client.cursor }));
+        es.onopen = () => sink.open();
+        es.onerror = () => sink.end("event stream failed"); // EventSource would retry by itself
+        es.addEventListener("gap", (e) => {
+          try {
+            sink.gap(JSON.parse(e.data).next);
+          } catch (_) {
+            sink.end("bad gap event");
+          }
+        });
+        for (const name of ["message", ...client.options.events]) {
+          es.addEventListener(name, (e) => sink.message(e.lastEventId, name, e.data));
+          es.addEventListener(`b64:${name}`, (e) => sink.message(e.lastEventId, name, fromBase64(e.data)));
         }
-      });
-      for (const name of ["message", ...client.options.events]) {
-        es.addEventListener(name, (e) => sink.message(e.lastEventId, name, e.data));
-        es.addEventListener(`b64:${name}`, (e) => sink.message(e.lastEventId, name, fromBase64(e.data)));
+      };
+      if (client.cursor) {
+        start();
+      } else {
+        // EventSource hides the stream's opening cursor (an id line without data), so a
+        // connection that dropped before its first message could not resume: read the tail
+        // cursor with a short poll first. (If polling is refused, start from now.)
+        fetch(withParams(client.url, { mode: "poll" }), { cache: "no-store" })
+          .then((res) => (res.ok ? res.json() : {}))
+          .catch(() => ({}))
+          .then((body) => {
+            if (stopped) return;
+            sink.cursor(body.next);
+            start();
+          });
       }
-      return () => es.close();
+      return () => {
+        stopped = true;
+        if (es) es.close();
+      };
     },
 
     stream(client, sink) {
