@@ -8,7 +8,9 @@
 //!
 //! Reports: handshakes per second (completed connections over the whole run) and the latency
 //! from starting the TCP connect to receiving the 101 answer, p50/p99/max. The run fails if any
-//! handshake failed.
+//! handshake failed. With `--pid` it is also the churn benchmark: the server's resident memory
+//! before and after the run (a second after the last close) tells whether opening and closing
+//! connections leaks (`pushwire bench connect -c 100000 --concurrency 50 --pid PID`).
 //!
 //! Does not: send messages (see `echo`), or retry failures.
 
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::client::{Client, Clients, Received, Request, Transport};
 use super::histogram::Histogram;
 use super::report::Report;
-use super::system::{connect_from, ensure_open_files, source_addrs};
+use super::system::{connect_from, ensure_open_files, resident_bytes, source_addrs};
 use super::url::Url;
 
 /// Options of `pushwire bench connect`.
@@ -35,6 +37,9 @@ pub struct ConnectOptions {
     /// Spread connections over this many source addresses 127.0.0.1.. (0: the kernel picks).
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub source_addrs: usize,
+    /// The server's process id: report its resident memory before and after the churn.
+    #[arg(long)]
+    pub pid: Option<u32>,
 }
 
 /// Longest a whole run may take.
@@ -62,6 +67,7 @@ pub fn run(options: &ConnectOptions) -> Result<Report, String> {
     let mut latency = Histogram::new();
     let (mut started, mut handshakes, mut failures) = (0u64, 0u64, Vec::new());
     let mut received = Vec::new();
+    let rss_before = options.pid.map(resident_bytes).transpose()?;
     let start = Instant::now();
     while handshakes + (failures.len() as u64) < options.total && start.elapsed() < RUN_LIMIT {
         while started < options.total && clients.open() < options.concurrency {
@@ -115,6 +121,14 @@ pub fn run(options: &ConnectOptions) -> Result<Report, String> {
     report.real("handshakes_per_s", handshakes as f64 / elapsed);
     report.latency(&latency);
     report.count("failures", failures.len() as u64);
+    if let (Some(pid), Some(before)) = (options.pid, rss_before) {
+        // Let the server finish closing (lingering closes) before reading its memory again.
+        std::thread::sleep(Duration::from_secs(1));
+        let after = resident_bytes(pid)?;
+        report.count("server_rss_before_bytes", before);
+        report.count("server_rss_after_bytes", after);
+        report.real("server_rss_growth_bytes", after as f64 - before as f64);
+    }
     if handshakes < options.total {
         let first = failures.first().map(|f| format!("; {f}")).unwrap_or_default();
         report.failure =
