@@ -40,6 +40,8 @@
 
 pub mod config;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http1;
 pub mod hub;
 pub mod net;
