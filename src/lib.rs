@@ -45,6 +45,8 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http1;
 pub mod hub;
 pub mod metrics;

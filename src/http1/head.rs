@@ -114,6 +114,9 @@ impl HeadScanner {
         // recognize a single LF as a line terminator (httparse does, so the scan does too).
         let start = self.scanned;
         for (i, &b) in buf.iter().enumerate().skip(start) {
+            // The limits are checked at the byte that crosses them, so the outcome is the same
+            // however the head is split across reads.
+            self.check_length(i + 1, limits)?;
             if b != b'\n' {
                 continue;
             }
@@ -122,23 +125,25 @@ impl HeadScanner {
                 (i >= 1 && buf[i - 1] == b'\n') || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n');
             if blank {
                 self.scanned = i + 1;
-                if i + 1 > limits.max_head_bytes {
-                    return Err(Error::HeadTooLarge);
-                }
                 return Ok(Some(i + 1));
             }
         }
         self.scanned = buf.len();
+        Ok(None)
+    }
+
+    /// Checks the limits for a head that has `len` bytes so far.
+    fn check_length(&self, len: usize, limits: &Limits) -> Result<(), Error> {
         // RFC 9112 §3: a server that receives a request-target longer than any URI it wishes
         // to parse MUST respond with a 414 status code. The request line is method, target
         // and version; allow room for the other two before blaming the target.
-        if !self.line_seen && buf.len() > limits.max_target_bytes + 32 {
+        if !self.line_seen && len > limits.max_target_bytes + 32 {
             return Err(Error::TargetTooLong);
         }
-        if buf.len() > limits.max_head_bytes {
+        if len > limits.max_head_bytes {
             return Err(if self.line_seen { Error::HeadTooLarge } else { Error::TargetTooLong });
         }
-        Ok(None)
+        Ok(())
     }
 }
 
@@ -272,6 +277,27 @@ mod tests {
         whole.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
         let limits = Limits { max_target_bytes: 100, max_head_bytes: 4096, ..Limits::default() };
         assert_eq!(parse_request_head(&whole, &limits), Err(Error::TargetTooLong));
+    }
+
+    #[test]
+    fn rfc9112_3_target_too_long_is_414_however_the_head_is_split() {
+        // Found by the http_head fuzz target: a whole head whose request line passed the
+        // target limit was found complete, while the same bytes fed in pieces gave 414.
+        let limits = Limits { max_target_bytes: 100, ..Limits::default() };
+        let mut req = b"GET /".to_vec();
+        req.extend(std::iter::repeat_n(b'a', 200));
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(scan_all(&req, &limits), Err(Error::TargetTooLong));
+        let mut scanner = HeadScanner::new();
+        let byte_by_byte =
+            (1..=req.len()).map(|end| scanner.scan(&req[..end], &limits)).find(|r| *r != Ok(None)).unwrap();
+        assert_eq!(byte_by_byte, Err(Error::TargetTooLong));
+        // A head that ends past max_head_bytes is 431 whole and in pieces.
+        let limits = Limits { max_head_bytes: 256, ..Limits::default() };
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 300));
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(scan_all(&big, &limits), Err(Error::HeadTooLarge));
     }
 
     #[test]
