@@ -310,6 +310,12 @@ fn default_server_cases() -> Vec<Case> {
             CLOSES,
         ),
         raw(
+            "100-continue with a body over the limit",
+            framed("Expect: 100-continue\r\nContent-Length: 70000\r\n", b""),
+            Status(413),
+            CLOSES,
+        ),
+        raw(
             "text body not UTF-8",
             post("/channels/a", "Content-Type: text/plain\r\n", b"\xff\xfe"),
             Status(400),
