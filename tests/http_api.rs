@@ -213,6 +213,7 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("DELETE on a channel", b"DELETE /channels/a HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 405),
         ("POST on the page", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n".to_vec(), 405),
         ("bad channel name", b"GET /channels/a$b HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),
+        ("dot-segment channel name", b"GET /channels/.. HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),
         ("channel name too long", format!("GET /channels/{} HTTP/1.1\r\nHost: t\r\n\r\n", "c".repeat(129)).into_bytes(), 400),
         ("since that does not parse", b"GET /channels/a?since=12 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),
         ("since with bad escapes", b"GET /channels/a?since=%zz HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),

@@ -1,8 +1,9 @@
 //! Channel names: short, URL-safe strings that key the hub's channel map.
 //!
 //! Implements: validation of a channel name (1 to 128 bytes of the RFC 3986 §2.3 unreserved
-//! characters `A-Z a-z 0-9 . _ ~ -`), so a name can sit in a request path, a query parameter or
-//! a log line without escaping (<https://www.rfc-editor.org/rfc/rfc3986#section-2.3>).
+//! characters `A-Z a-z 0-9 . _ ~ -`, but not the dot-segments `.` and `..`), so a name can sit
+//! in a request path, a query parameter or a log line without escaping
+//! (<https://www.rfc-editor.org/rfc/rfc3986#section-2.3>).
 //!
 //! Does not: percent-decode (the transport hands over the decoded text) or normalise case
 //! (`News` and `news` are two channels).
@@ -19,11 +20,16 @@ impl ChannelName {
     /// Longest channel name, in bytes.
     pub const MAX_BYTES: usize = 128;
 
-    /// Validates `text` (1 to [`Self::MAX_BYTES`] bytes, each one of `A-Z a-z 0-9 . _ ~ -`)
-    /// before allocating; anything else is [`HubError::InvalidChannelName`].
+    /// Validates `text` (1 to [`Self::MAX_BYTES`] bytes, each one of `A-Z a-z 0-9 . _ ~ -`,
+    /// and neither `.` nor `..`) before allocating; anything else is
+    /// [`HubError::InvalidChannelName`].
     pub fn parse(text: &str) -> Result<ChannelName, HubError> {
         // RFC 3986 §2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
+        // RFC 3986 §5.2.4: the segments "." and ".." are removed when a reference is resolved,
+        // so browsers, curl and normalizing proxies never send `/channels/..` as written (it
+        // becomes `/`): such a channel could not be reached, or a proxy would route it elsewhere.
         let valid = (1..=Self::MAX_BYTES).contains(&text.len())
+            && !matches!(text, "." | "..")
             && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
         if !valid {
             return Err(HubError::InvalidChannelName);
@@ -56,6 +62,16 @@ mod tests {
             assert_eq!(ChannelName::parse(text), Err(HubError::InvalidChannelName), "{text:?}");
         }
         assert_eq!(HubError::InvalidChannelName.status_hint(), 400);
+    }
+
+    #[test]
+    fn rfc3986_5_2_4_dot_segments_are_not_channel_names() {
+        for text in [".", ".."] {
+            assert_eq!(ChannelName::parse(text), Err(HubError::InvalidChannelName), "{text:?}");
+        }
+        for text in ["...", ".a", "a..", "..a"] {
+            assert!(ChannelName::parse(text).is_ok(), "{text:?}");
+        }
     }
 
     #[test]

@@ -233,7 +233,8 @@ pub struct HubStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HubError {
-    /// The channel name is not 1 to 128 bytes of `A-Z a-z 0-9 . _ ~ -` (peer fault).
+    /// The channel name is not 1 to 128 bytes of `A-Z a-z 0-9 . _ ~ -`, or is `.` or `..` (peer
+    /// fault).
     InvalidChannelName,
     /// Creating the channel would exceed [`Limits::max_channels`].
     TooManyChannels,

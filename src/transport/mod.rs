@@ -400,8 +400,9 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::new(404, "not found"));
             };
-            let channel = ChannelName::parse(name)
-                .map_err(|_| Refusal::new(400, "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -"))?;
+            let channel = ChannelName::parse(name).map_err(|_| {
+                Refusal::new(400, "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -, not . or ..")
+            })?;
             match method {
                 "POST" => {
                     config.access.check_publish(head, &target).map_err(denied)?;

@@ -316,3 +316,113 @@ impl RawWs {
         }
     }
 }
+
+/// One Server-Sent Event as a raw client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A Server-Sent Events subscriber on raw TCP: sends the request, checks the 200 head, waits for
+/// the subscription's opening `id:` (so it is live), then reads events with a deadline.
+pub struct SseClient {
+    reader: BufReader<TcpStream>,
+    /// Bytes of a line read before a read timed out.
+    partial: Vec<u8>,
+}
+
+impl SseClient {
+    /// Subscribes with `GET target` plus `fields` (each ending in CRLF) on a new connection.
+    pub fn connect(server: &Server, target: &str, fields: &str) -> SseClient {
+        SseClient::on(server.connect(), target, fields)
+    }
+
+    /// Subscribes on an already connected stream.
+    pub fn on(mut stream: TcpStream, target: &str, fields: &str) -> SseClient {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n{fields}\r\n");
+        stream.write_all(req.as_bytes()).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = reader.read_until(b'\n', &mut line).expect("read SSE head");
+            assert!(n > 0, "closed before the SSE head: {:?}", String::from_utf8_lossy(&head));
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+        let mut client = SseClient { reader, partial: Vec::new() };
+        // The subscription opens with its cursor (an `id:` without data), written once the hub
+        // has registered it: after this, every publish reaches this client.
+        let mut opened = false;
+        while let Some(line) = client.line(Instant::now() + IO_TIMEOUT) {
+            if line.starts_with("id:") {
+                opened = true;
+            } else if line.is_empty() && opened {
+                return client;
+            }
+        }
+        panic!("no opening cursor on the event stream");
+    }
+
+    /// One line without its end, `None` at EOF or when `deadline` passes.
+    fn line(&mut self, deadline: Instant) -> Option<String> {
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.reader.read_until(b'\n', &mut self.partial) {
+                Ok(0) => return None,
+                Ok(_) if self.partial.ends_with(b"\n") => {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.pop();
+                    if line.ends_with(b"\r") {
+                        line.pop();
+                    }
+                    return Some(String::from_utf8_lossy(&line).into_owned());
+                }
+                Ok(_) => return None, // EOF inside a line.
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next event that carries data, within `limit`; events without data (cursors) and
+    /// comments (heartbeats) are skipped. `None` at EOF or after `limit`.
+    pub fn next_event(&mut self, limit: Duration) -> Option<SseEvent> {
+        let deadline = Instant::now() + limit;
+        let (mut id, mut event, mut data): (Option<String>, Option<String>, Option<String>) =
+            (None, None, None);
+        loop {
+            let line = self.line(deadline)?;
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    return Some(SseEvent { id, event, data });
+                }
+                (id, event) = (None, None);
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_string();
+            match field {
+                "id" => id = Some(value),
+                "event" => event = Some(value),
+                "data" => {
+                    data = Some(match data.take() {
+                        Some(d) => d + "\n" + &value,
+                        None => value,
+                    })
+                }
+                _ => {} // comments, retry
+            }
+        }
+    }
+}

@@ -1,0 +1,919 @@
+//! The bad-input matrix: malformed and hostile inputs against the real server, one table row
+//! each with its expected answer (an HTTP status, with a field where the rules demand one, or a
+//! WebSocket close code) and whether the server must close the connection afterwards.
+//!
+//! After every row a well-behaved client must still be served: a publish and a poll from its
+//! cursor round-trip, and a WebSocket echo client connected before the first row still echoes.
+//! An SSE subscriber stays connected for the whole matrix and must have received every message
+//! those checks published, in order, with the ids the publishes returned. A row that keeps the
+//! connection must answer a further request on it.
+//!
+//! Two servers keep the run short: one on the defaults (every limit at its default), one with
+//! publish and subscribe tokens for the access rows.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use common::*;
+use pushwire::ws::OpCode;
+
+/// What a row sends.
+enum Input {
+    /// Raw bytes on a new connection.
+    Raw(Vec<u8>),
+    /// Raw bytes after a good WebSocket handshake on the path.
+    Ws(&'static str, Vec<u8>),
+    /// A few steps on a WebSocket after a good handshake on the path; the expected close
+    /// follows them.
+    WsScript(&'static str, fn(&mut RawWs)),
+}
+
+/// What the server must answer.
+enum Expect {
+    /// This HTTP status.
+    Status(u16),
+    /// This HTTP status carrying this field with this value.
+    StatusWith(u16, &'static str, &'static str),
+    /// A WebSocket close frame with this code, then the TCP close (RFC 6455 §7.1.7 "Fail the
+    /// WebSocket Connection", or the server's answer to the client's close, §7.1.1).
+    CloseCode(u16),
+    /// The server starts the closing handshake with this code; once the client answers with
+    /// its own close, the server closes TCP (§7.1.2, §5.5.1).
+    ClosingHandshake(u16),
+}
+
+struct Case {
+    name: &'static str,
+    input: Input,
+    expect: Expect,
+    /// The server must close the connection after its answer; otherwise it must answer
+    /// another request on it.
+    closes: bool,
+}
+
+const CLOSES: bool = true;
+const KEEPS: bool = false;
+
+fn raw(name: &'static str, bytes: impl Into<Vec<u8>>, expect: Expect, closes: bool) -> Case {
+    Case { name, input: Input::Raw(bytes.into()), expect, closes }
+}
+
+fn ws(name: &'static str, path: &'static str, bytes: Vec<u8>, code: u16) -> Case {
+    Case { name, input: Input::Ws(path, bytes), expect: Expect::CloseCode(code), closes: CLOSES }
+}
+
+fn ws_script(name: &'static str, path: &'static str, script: fn(&mut RawWs), code: u16) -> Case {
+    Case { name, input: Input::WsScript(path, script), expect: Expect::CloseCode(code), closes: CLOSES }
+}
+
+use Expect::{CloseCode, ClosingHandshake, Status, StatusWith};
+
+/// `GET target` with `fields` (each ending in CRLF).
+fn get(target: &str, fields: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes()
+}
+
+/// `GET target` with `fields` and then one field line given as bytes (without its CRLF).
+fn get_bytes(target: &str, fields: &str, line: &[u8]) -> Vec<u8> {
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: t\r\n{fields}").into_bytes();
+    req.extend_from_slice(line);
+    req.extend_from_slice(b"\r\n\r\n");
+    req
+}
+
+/// `POST target` with `fields` and a Content-Length body.
+fn post(target: &str, fields: &str, body: &[u8]) -> Vec<u8> {
+    let mut req =
+        format!("POST {target} HTTP/1.1\r\nHost: t\r\n{fields}Content-Length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// A chunked `POST /channels/a` whose body is `body` as written.
+fn chunked(body: &[u8]) -> Vec<u8> {
+    let mut req = b"POST /channels/a HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    req.extend_from_slice(body);
+    req
+}
+
+/// `POST /channels/a` with the field lines `fields` and the bytes after the head.
+fn framed(fields: &str, rest: &[u8]) -> Vec<u8> {
+    let mut req = format!("POST /channels/a HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes();
+    req.extend_from_slice(rest);
+    req
+}
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+/// A masked frame: `b0` is FIN, RSV and opcode as sent; the length is encoded minimally.
+fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = header(b0, payload.len() as u64);
+    let key = [1u8, 2, 3, 4];
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// A masked frame's header (with its mask key) declaring `len` payload bytes, none of which
+/// follow.
+fn header(b0: u8, len: u64) -> Vec<u8> {
+    let mut out = vec![b0];
+    match len {
+        0..=125 => out.push(0x80 | len as u8),
+        126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[1, 2, 3, 4]);
+    out
+}
+
+/// A close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    frame(0x88, &payload)
+}
+
+const FIN_TEXT: u8 = 0x81;
+const FIN_BINARY: u8 = 0x82;
+
+/// The rows run against a server on the defaults.
+fn default_server_cases() -> Vec<Case> {
+    let a = "a".repeat(17 * 1024);
+    vec![
+        // --- HTTP heads (RFC 9112 §2-§5).
+        raw("garbage request line", "GARBAGE\r\n\r\n", Status(400), CLOSES),
+        raw("binary junk", &b"\x00\x01\x02\xff\r\n\r\n"[..], Status(400), CLOSES),
+        raw("NUL in the method", &b"G\x00T /healthz HTTP/1.1\r\nHost: t\r\n\r\n"[..], Status(400), CLOSES),
+        raw("NUL in the target", &b"GET /heal\x00thz HTTP/1.1\r\nHost: t\r\n\r\n"[..], Status(400), CLOSES),
+        raw(
+            "NUL in a field value",
+            &b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n"[..],
+            Status(400),
+            CLOSES,
+        ),
+        raw(
+            "NUL in a field name",
+            &b"GET /healthz HTTP/1.1\r\nHost: t\r\nX\x00Y: 1\r\n\r\n"[..],
+            Status(400),
+            CLOSES,
+        ),
+        raw("obs-fold", "GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", Status(400), CLOSES),
+        raw("whitespace before the colon", "GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n", Status(400), CLOSES),
+        raw(
+            "field line without a colon",
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nJunk\r\n\r\n",
+            Status(400),
+            CLOSES,
+        ),
+        raw(
+            "request line with four parts",
+            "GET /healthz HTTP/1.1 x\r\nHost: t\r\n\r\n",
+            Status(400),
+            CLOSES,
+        ),
+        raw("HTTP/0.9 request line", "GET /healthz\r\n\r\n", Status(400), CLOSES),
+        // A long but complete method is only an unknown method.
+        raw(
+            "1000-byte method",
+            format!("{} /healthz HTTP/1.1\r\nHost: t\r\n\r\n", "M".repeat(1000)),
+            StatusWith(405, "Allow", "GET, HEAD"),
+            KEEPS,
+        ),
+        raw("overlong method, no line end", "M".repeat(9000), Status(414), CLOSES),
+        raw(
+            "lowercase method",
+            "get /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+            StatusWith(405, "Allow", "GET, HEAD"),
+            KEEPS,
+        ),
+        raw("version HTTP/1.2", "GET /healthz HTTP/1.2\r\nHost: t\r\n\r\n", Status(505), CLOSES),
+        raw("version HTTP/2.0", "GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", Status(505), CLOSES),
+        raw("version HTTP/1", "GET /healthz HTTP/1\r\nHost: t\r\n\r\n", Status(505), CLOSES),
+        raw("version http/1.1", "GET /healthz http/1.1\r\nHost: t\r\n\r\n", Status(505), CLOSES),
+        raw("version HTTP/1.1x", "GET /healthz HTTP/1.1x\r\nHost: t\r\n\r\n", Status(400), CLOSES),
+        raw("missing Host", "GET /healthz HTTP/1.1\r\n\r\n", Status(400), CLOSES),
+        raw("duplicate Host", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Status(400), CLOSES),
+        raw("Host with a space", "GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n", Status(400), CLOSES),
+        raw("65 fields", get("/healthz", &"X: 1\r\n".repeat(64)), Status(431), CLOSES),
+        raw("10,000 fields", get("/healthz", &"X: 1\r\n".repeat(10_000)), Status(431), CLOSES),
+        raw("17 KiB field value", get("/healthz", &format!("X: {a}\r\n")), Status(431), CLOSES),
+        raw(
+            "20 KiB field name",
+            get("/healthz", &format!("{}: 1\r\n", "X".repeat(20 * 1024))),
+            Status(431),
+            CLOSES,
+        ),
+        raw("9,000-byte target", get(&format!("/{}", "a".repeat(9000)), ""), Status(414), CLOSES),
+        raw("authority-form target", "GET t:80 HTTP/1.1\r\nHost: t\r\n\r\n", Status(400), KEEPS),
+        raw("asterisk-form GET", "GET * HTTP/1.1\r\nHost: t\r\n\r\n", Status(400), KEEPS),
+        // RFC 9112 §2.2: empty lines before a request line are skipped, without a buffer.
+        raw(
+            "64 KiB of empty lines, then a request",
+            "\r\n".repeat(32 * 1024) + "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+            Status(200),
+            KEEPS,
+        ),
+        // --- Bodies (RFC 9112 §6, §7.1).
+        raw(
+            "Content-Length and Transfer-Encoding",
+            framed("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", b"abc"),
+            Status(400),
+            CLOSES,
+        ),
+        raw(
+            "two different Content-Lengths",
+            framed("Content-Length: 3\r\nContent-Length: 4\r\n", b"abcd"),
+            Status(400),
+            CLOSES,
+        ),
+        raw("Content-Length list 3, 4", framed("Content-Length: 3, 4\r\n", b"abcd"), Status(400), CLOSES),
+        raw("negative Content-Length", framed("Content-Length: -1\r\n", b""), Status(400), CLOSES),
+        raw("Content-Length with a plus sign", framed("Content-Length: +3\r\n", b"abc"), Status(400), CLOSES),
+        raw("hex Content-Length", framed("Content-Length: 0x3\r\n", b"abc"), Status(400), CLOSES),
+        raw(
+            "Content-Length overflowing u64",
+            framed("Content-Length: 18446744073709551616\r\n", b""),
+            Status(400),
+            CLOSES,
+        ),
+        raw(
+            "Content-Length of 19 nines",
+            framed("Content-Length: 9999999999999999999\r\n", b""),
+            Status(413),
+            CLOSES,
+        ),
+        raw(
+            "Transfer-Encoding chunked twice",
+            framed("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+            Status(501),
+            CLOSES,
+        ),
+        raw(
+            "Transfer-Encoding gzip, chunked",
+            framed("Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"),
+            Status(501),
+            CLOSES,
+        ),
+        raw(
+            "Transfer-Encoding identity",
+            framed("Transfer-Encoding: identity\r\n", b""),
+            Status(400),
+            CLOSES,
+        ),
+        raw("chunk size overflowing u64", chunked(b"fffffffffffffffffffff\r\n"), Status(413), CLOSES),
+        raw("chunk size not hex", chunked(b"zz\r\nx\r\n0\r\n\r\n"), Status(400), CLOSES),
+        raw(
+            "chunk size of 2,000 leading zeros",
+            chunked(&[&[b'0'; 2000][..], b"1\r\nx\r\n0\r\n\r\n"].concat()),
+            Status(400),
+            CLOSES,
+        ),
+        raw(
+            "chunk extension flood",
+            chunked(&[&b"1"[..], &b";a=b".repeat(1000), b"\r\nx\r\n0\r\n\r\n"].concat()),
+            Status(400),
+            CLOSES,
+        ),
+        raw("control byte in a chunk extension", chunked(b"1;a\x01b\r\nx\r\n0\r\n\r\n"), Status(400), CLOSES),
+        raw("bare LF in chunked", chunked(b"4\nWiki\n0\n\n"), Status(400), CLOSES),
+        raw("chunk data longer than its size", chunked(b"1\r\nxy\r\n0\r\n\r\n"), Status(400), CLOSES),
+        raw(
+            "trailer section too large",
+            chunked(&[&b"1\r\nx\r\n0\r\nX-T: "[..], &[b'a'; 9000], b"\r\n\r\n"].concat()),
+            Status(431),
+            CLOSES,
+        ),
+        raw("trailer line without a colon", chunked(b"1\r\nx\r\n0\r\nJunk\r\n\r\n"), Status(400), CLOSES),
+        // Sent whole: the server answers before reading it and must linger so the answer arrives.
+        raw(
+            "70,000-byte body over the limit",
+            post("/channels/a", "Content-Type: text/plain\r\n", &[b'a'; 70_000]),
+            Status(413),
+            CLOSES,
+        ),
+        raw(
+            "chunked body over the limit in 4 KiB chunks",
+            chunked(&format!("1000\r\n{}\r\n", "a".repeat(4096)).repeat(17).into_bytes()),
+            Status(413),
+            CLOSES,
+        ),
+        raw(
+            "100-continue with a body over the limit",
+            framed("Expect: 100-continue\r\nContent-Length: 70000\r\n", b""),
+            Status(413),
+            CLOSES,
+        ),
+        raw(
+            "text body not UTF-8",
+            post("/channels/a", "Content-Type: text/plain\r\n", b"\xff\xfe"),
+            Status(400),
+            KEEPS,
+        ),
+        // --- WebSocket handshakes (RFC 6455 §4.2.1, §4.2.2).
+        raw(
+            "WebSocket version 8",
+            get(
+                "/echo",
+                &format!("Upgrade: websocket\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 8\r\n"),
+            ),
+            StatusWith(426, "Sec-WebSocket-Version", "13"),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket version missing",
+            get("/echo", &format!("Upgrade: websocket\r\nConnection: Upgrade\r\n{KEY}")),
+            StatusWith(426, "Sec-WebSocket-Version", "13"),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket version 13, 8",
+            get(
+                "/channels/a",
+                &format!(
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 13, 8\r\n"
+                ),
+            ),
+            StatusWith(426, "Sec-WebSocket-Version", "13"),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket key not base64",
+            get("/echo", &format!("{UPGRADE}Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n")),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket key of 15 bytes",
+            get("/echo", &format!("{UPGRADE}Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n")),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket key of 17 bytes",
+            get("/echo", &format!("{UPGRADE}Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAA=\r\n")),
+            Status(400),
+            KEEPS,
+        ),
+        raw("WebSocket key missing", get("/echo", UPGRADE), Status(400), KEEPS),
+        raw("WebSocket key twice", get("/echo", &format!("{UPGRADE}{KEY}{KEY}")), Status(400), KEEPS),
+        raw(
+            "WebSocket without Upgrade",
+            get("/echo", &format!("Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}")),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket without Connection",
+            get("/echo", &format!("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}")),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket on a channel without Connection",
+            get("/channels/a", &format!("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}")),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket upgrade by POST",
+            format!("POST /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}{KEY}\r\n"),
+            StatusWith(405, "Allow", "GET"),
+            KEEPS,
+        ),
+        raw(
+            "WebSocket upgrade over HTTP/1.0",
+            format!("GET /echo HTTP/1.0\r\nHost: t\r\n{UPGRADE}{KEY}\r\n"),
+            Status(400),
+            CLOSES,
+        ),
+        raw(
+            "WebSocket upgrade with a bad cursor",
+            get("/channels/a?since=nope", &format!("{UPGRADE}{KEY}")),
+            Status(400),
+            KEEPS,
+        ),
+        // --- WebSocket frames after a good handshake (RFC 6455 §5, §7.4, §8.1).
+        ws("unmasked frame", "/echo", vec![FIN_TEXT, 2, b'h', b'i'], 1002),
+        ws("RSV1 without an extension", "/echo", frame(FIN_TEXT | 0x40, b"hi"), 1002),
+        ws("RSV2 and RSV3", "/echo", frame(FIN_TEXT | 0x30, b"hi"), 1002),
+        ws("reserved data opcode 0x3", "/echo", frame(0x83, b"hi"), 1002),
+        ws("reserved control opcode 0xB", "/echo", frame(0x8B, b"hi"), 1002),
+        ws("fragmented ping", "/echo", frame(0x09, b"hi"), 1002),
+        ws("126-byte ping", "/echo", frame(0x89, &[b'p'; 126]), 1002),
+        ws("126-byte close", "/echo", close_frame(1000, &[b'r'; 124]), 1002),
+        ws("frame over the channel limit", "/channels/a", header(FIN_BINARY, 100_000), 1009),
+        ws(
+            "message over the channel limit in fragments",
+            "/channels/a",
+            [frame(0x02, &[b'a'; 40_000]), frame(0x80, &[b'a'; 40_000])].concat(),
+            1009,
+        ),
+        ws("17 MiB frame on /echo", "/echo", header(FIN_BINARY, 17 << 20), 1009),
+        ws("continuation without a start", "/echo", frame(0x80, b"hi"), 1002),
+        ws(
+            "new message inside a fragmented one",
+            "/echo",
+            [frame(0x01, b"a"), frame(FIN_TEXT, b"b")].concat(),
+            1002,
+        ),
+        ws("invalid UTF-8 text", "/echo", frame(FIN_TEXT, b"\xff\xfe"), 1007),
+        ws(
+            "invalid UTF-8 across fragments",
+            "/echo",
+            [frame(0x01, b"\xce"), frame(0x80, b"\xff")].concat(),
+            1007,
+        ),
+        ws("text ending inside a UTF-8 sequence", "/echo", frame(FIN_TEXT, b"ok\xe2\x82"), 1007),
+        ws("close with a 1-byte payload", "/echo", frame(0x88, b"\x03"), 1002),
+        ws("close with code 1005", "/echo", close_frame(1005, b""), 1002),
+        ws("close with code 1006", "/echo", close_frame(1006, b""), 1002),
+        ws("close with code 999", "/echo", close_frame(999, b""), 1002),
+        ws("close with code 5000", "/echo", close_frame(5000, b""), 1002),
+        ws("close reason not UTF-8", "/echo", close_frame(1000, b"\xff"), 1007),
+        ws(
+            "64-bit length with the MSB set",
+            "/echo",
+            [&[FIN_BINARY, 0xff, 0x80][..], &[0; 7], &[1, 2, 3, 4]].concat(),
+            1002,
+        ),
+        ws(
+            "64-bit length with the MSB set on a channel",
+            "/channels/a",
+            [&[FIN_BINARY, 0xff, 0x80][..], &[0; 7], &[1, 2, 3, 4]].concat(),
+            1002,
+        ),
+        ws("an HTTP request after the upgrade", "/echo", get("/healthz", ""), 1002),
+        ws_script(
+            "a good message, then an unmasked frame",
+            "/echo",
+            |ws| {
+                ws.send(OpCode::Text, b"first");
+                assert_eq!(ws.recv_text(), "first");
+                ws.stream.write_all(&[FIN_TEXT, 1, b'x']).unwrap();
+            },
+            1002,
+        ),
+        ws_script(
+            "a ping answered, then invalid UTF-8 in one write",
+            "/echo",
+            |ws| {
+                ws.stream.write_all(&[frame(0x89, b"p"), frame(FIN_TEXT, b"\xc0\xaf")].concat()).unwrap();
+                assert_eq!(ws.recv(), Some((OpCode::Pong, b"p".to_vec())));
+            },
+            1007,
+        ),
+        ws_script(
+            "a clean close is answered 1000",
+            "/echo",
+            |ws| {
+                ws.stream.write_all(&close_frame(1000, b"bye")).unwrap();
+            },
+            1000,
+        ),
+        // --- Cursors.
+        raw(
+            "since with a 15-digit epoch",
+            get("/channels/a?since=0123456789abcde%3A1", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "since with a 17-digit epoch",
+            get("/channels/a?since=0123456789abcdef0%3A1", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "since with a non-hex epoch",
+            get("/channels/a?since=0123456789abcdeg%3A1", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "since with an overflowing offset",
+            get("/channels/a?since=0123456789abcdef%3A18446744073709551616", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw("since without a colon", get("/channels/a?since=0123456789abcdef1", ""), Status(400), KEEPS),
+        raw(
+            "since with a negative offset",
+            get("/channels/a?since=0123456789abcdef%3A-1", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "since with an empty offset",
+            get("/channels/a?since=0123456789abcdef%3A", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "Last-Event-ID garbage",
+            get("/channels/a", "Accept: text/event-stream\r\nLast-Event-ID: garbage\r\n"),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "Last-Event-ID not UTF-8",
+            get_bytes("/channels/a", "Accept: text/event-stream\r\n", b"Last-Event-ID: \xc3\x28"),
+            Status(400),
+            KEEPS,
+        ),
+        raw("last_event_id garbage", get("/channels/a?mode=sse&last_event_id=x%3A1", ""), Status(400), KEEPS),
+        raw(
+            "since garbage on a stream",
+            get("/channels/a?since=x", "Accept: application/x-ndjson\r\n"),
+            Status(400),
+            KEEPS,
+        ),
+        raw("since garbage on a long poll", get("/channels/a?wait=1&since=x", ""), Status(400), KEEPS),
+        // --- Channel names.
+        raw("empty channel name", get("/channels/", ""), Status(400), KEEPS),
+        raw("129-byte channel name", get(&format!("/channels/{}", "c".repeat(129)), ""), Status(400), KEEPS),
+        raw("channel name with %2F", get("/channels/a%2Fb", ""), Status(400), KEEPS),
+        raw("channel name ..", get("/channels/..", ""), Status(400), KEEPS),
+        raw("channel name .", get("/channels/.", ""), Status(400), KEEPS),
+        raw("channel name in raw UTF-8", get("/channels/\u{fc}ber", ""), Status(400), KEEPS),
+        raw("channel name percent-encoded UTF-8", get("/channels/%C3%BCber", ""), Status(400), KEEPS),
+        raw("publish to a bad channel name", post("/channels/a$b", "", b"x"), Status(400), CLOSES),
+        // --- Query strings.
+        raw("bad percent-encoding", get("/channels/a?since=%zz", ""), Status(400), KEEPS),
+        raw("truncated percent-encoding in mode", get("/channels/a?mode=%4", ""), Status(400), KEEPS),
+        raw(
+            "percent-encoded non-UTF-8 event name",
+            post("/channels/a?event=%ff", "", b"x"),
+            Status(400),
+            CLOSES,
+        ),
+        raw("wait negative", get("/channels/a?wait=-1", ""), Status(400), KEEPS),
+        raw("wait huge", get("/channels/a?wait=99999999999999999999", ""), Status(400), KEEPS),
+        raw("wait non-numeric", get("/channels/a?wait=soon", ""), Status(400), KEEPS),
+        raw("wait with an exponent", get("/channels/a?wait=1e3", ""), Status(400), KEEPS),
+        raw("wait empty", get("/channels/a?wait=", ""), Status(400), KEEPS),
+        raw("unknown mode", get("/channels/a?mode=carrier-pigeon", ""), Status(400), KEEPS),
+        raw("event=gap", post("/channels/a?event=gap", "", b"x"), Status(400), CLOSES),
+        raw(
+            "event name of 65 bytes",
+            post(&format!("/channels/a?event={}", "e".repeat(65)), "", b"x"),
+            Status(400),
+            CLOSES,
+        ),
+        raw("event name with a space", post("/channels/a?event=a%20b", "", b"x"), Status(400), CLOSES),
+        raw("event name with a newline", post("/channels/a?event=a%0Ab", "", b"x"), Status(400), CLOSES),
+        // --- Methods (RFC 9110 §15.5.6).
+        raw(
+            "DELETE on a channel",
+            "DELETE /channels/a HTTP/1.1\r\nHost: t\r\n\r\n",
+            StatusWith(405, "Allow", "GET, HEAD, POST"),
+            KEEPS,
+        ),
+        raw(
+            "PUT on a channel",
+            "PUT /channels/a HTTP/1.1\r\nHost: t\r\n\r\n",
+            StatusWith(405, "Allow", "GET, HEAD, POST"),
+            KEEPS,
+        ),
+        raw(
+            "PATCH on a channel",
+            "PATCH /channels/a HTTP/1.1\r\nHost: t\r\n\r\n",
+            StatusWith(405, "Allow", "GET, HEAD, POST"),
+            KEEPS,
+        ),
+        // The body is left unread: the connection cannot be reused.
+        raw(
+            "PUT on a channel with a body",
+            "PUT /channels/a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+            StatusWith(405, "Allow", "GET, HEAD, POST"),
+            CLOSES,
+        ),
+        raw("POST on /healthz", post("/healthz", "", b""), StatusWith(405, "Allow", "GET, HEAD"), KEEPS),
+        raw("unknown path", get("/nope", ""), Status(404), KEEPS),
+        raw("unknown path under /channels", get("/channelsx/a", ""), Status(404), KEEPS),
+        // --- Access: the Origin policy (RFC 6454, RFC 6455 §10.2).
+        raw(
+            "foreign Origin on a poll",
+            get("/channels/a", "Origin: https://evil.example\r\n"),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "foreign Origin on SSE",
+            get("/channels/a", "Origin: https://evil.example\r\nAccept: text/event-stream\r\n"),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "foreign Origin on a WebSocket",
+            get("/channels/a", &format!("Origin: https://evil.example\r\n{UPGRADE}{KEY}")),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "foreign Origin on /echo",
+            get("/echo", &format!("Origin: https://evil.example\r\n{UPGRADE}{KEY}")),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "foreign Origin on a publish",
+            post("/channels/a", "Origin: https://evil.example\r\nContent-Type: text/plain\r\n", b"x"),
+            Status(403),
+            CLOSES,
+        ),
+        raw("Origin null", get("/channels/a", "Origin: null\r\n"), Status(403), KEEPS),
+        raw(
+            "Origin localhost as a prefix",
+            get("/channels/a", "Origin: http://localhost.evil.example\r\n"),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "Origin not UTF-8",
+            get_bytes("/channels/a", "", b"Origin: http://\xe9vil.example"),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "Origin not ASCII",
+            get("/channels/a", "Origin: http://\u{e9}vil.example\r\n"),
+            Status(403),
+            KEEPS,
+        ),
+    ]
+}
+
+/// The rows run against a server started with `--publish-token pub --subscribe-token sub`.
+fn token_server_cases() -> Vec<Case> {
+    let text = "Content-Type: text/plain\r\n";
+    vec![
+        raw("publish without a token", post("/channels/a", text, b"x"), Status(401), CLOSES),
+        raw(
+            "publish with a wrong token",
+            post("/channels/a", &format!("{text}Authorization: Bearer nope\r\n"), b"x"),
+            Status(403),
+            CLOSES,
+        ),
+        raw(
+            "publish with the subscribe token",
+            post("/channels/a", &format!("{text}Authorization: Bearer sub\r\n"), b"x"),
+            Status(403),
+            CLOSES,
+        ),
+        raw(
+            "publish with Basic credentials",
+            post("/channels/a", &format!("{text}Authorization: Basic cHViOg==\r\n"), b"x"),
+            Status(401),
+            CLOSES,
+        ),
+        raw(
+            "publish with an empty Bearer",
+            post("/channels/a", &format!("{text}Authorization: Bearer \r\n"), b"x"),
+            Status(401),
+            CLOSES,
+        ),
+        raw(
+            "publish with a wrong query token",
+            post("/channels/a?token=nope", text, b"x"),
+            Status(403),
+            CLOSES,
+        ),
+        raw(
+            "publish with a token longer than the real one",
+            post("/channels/a", &format!("{text}Authorization: Bearer pubpub\r\n"), b"x"),
+            Status(403),
+            CLOSES,
+        ),
+        raw("poll without a token", get("/channels/a", ""), Status(401), KEEPS),
+        raw(
+            "poll with a wrong token",
+            get("/channels/a", "Authorization: Bearer nope\r\n"),
+            Status(403),
+            KEEPS,
+        ),
+        raw(
+            "poll with the publish token",
+            get("/channels/a", "Authorization: Bearer pub\r\n"),
+            Status(403),
+            KEEPS,
+        ),
+        raw("long poll without a token", get("/channels/a?wait=1", ""), Status(401), KEEPS),
+        raw("SSE without a token", get("/channels/a", "Accept: text/event-stream\r\n"), Status(401), KEEPS),
+        raw("SSE with a wrong query token", get("/channels/a?mode=sse&token=nope", ""), Status(403), KEEPS),
+        raw(
+            "stream without a token",
+            get("/channels/a", "Accept: application/x-ndjson\r\n"),
+            Status(401),
+            KEEPS,
+        ),
+        raw("WebSocket without a token", get("/channels/a", &format!("{UPGRADE}{KEY}")), Status(401), KEEPS),
+        raw(
+            "WebSocket with a wrong token",
+            get("/channels/a?token=nope", &format!("{UPGRADE}{KEY}")),
+            Status(403),
+            KEEPS,
+        ),
+        raw("bad percent-encoding in the token", get("/channels/a?token=%zz", ""), Status(401), KEEPS),
+        // RFC 6455 §7.4.1: 1008 for a message that violates the server's policy.
+        Case {
+            name: "WebSocket publish without the publish token",
+            input: Input::WsScript("/channels/a?token=sub", |ws| ws.send(OpCode::Text, b"sneaky")),
+            expect: ClosingHandshake(1008),
+            closes: CLOSES,
+        },
+    ]
+}
+
+/// A well-behaved client: publishes and polls after every row, echoes on a WebSocket opened
+/// before the first row, and keeps an SSE subscription open for the whole matrix.
+struct WellBehaved {
+    publish_auth: &'static str,
+    subscribe_auth: &'static str,
+    /// The cursor of the last message polled.
+    since: String,
+    /// (id, data) of every message published by the checks, in order.
+    published: Vec<(String, String)>,
+    echo: RawWs,
+    sse: SseClient,
+}
+
+const WATCHED: &str = "watched";
+
+impl WellBehaved {
+    fn start(server: &Server, publish_auth: &'static str, subscribe_auth: &'static str) -> WellBehaved {
+        let sse = SseClient::connect(server, &format!("/channels/{WATCHED}"), subscribe_auth);
+        let tail = exchange(server, &get(&format!("/channels/{WATCHED}"), subscribe_auth));
+        assert_eq!(tail.status, 200, "{}", tail.text());
+        let since = json_field(&tail.text(), "next").expect("next");
+        let (echo, head) = RawWs::connect(server, "/echo", &[]);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        WellBehaved { publish_auth, subscribe_auth, since, published: Vec::new(), echo, sse }
+    }
+
+    /// One round: publish, poll it back from the last cursor, echo on the WebSocket.
+    fn check(&mut self, server: &Server, round: usize) -> Result<(), String> {
+        let data = format!("round-{round}");
+        let res = exchange(
+            server,
+            &post(
+                &format!("/channels/{WATCHED}"),
+                &format!("{}Content-Type: text/plain\r\n", self.publish_auth),
+                data.as_bytes(),
+            ),
+        );
+        if res.status != 201 {
+            return Err(format!("publish answered {}: {}", res.status, res.text()));
+        }
+        let id = json_field(&res.text(), "id").ok_or("no id in the publish answer")?;
+        let target = format!("/channels/{WATCHED}?since={}", self.since.replace(':', "%3A"));
+        let polled = exchange(server, &get(&target, self.subscribe_auth));
+        if polled.status != 200 || data_values(&polled.text()) != [data.clone()] {
+            return Err(format!("poll answered {}: {}", polled.status, polled.text()));
+        }
+        if json_field(&polled.text(), "next").as_deref() != Some(id.as_str()) {
+            return Err(format!("poll's next is not the published id {id}: {}", polled.text()));
+        }
+        self.since = id.clone();
+        self.published.push((id, data.clone()));
+        self.echo.send(OpCode::Text, data.as_bytes());
+        match self.echo.recv() {
+            Some((OpCode::Text, payload)) if payload == data.as_bytes() => Ok(()),
+            other => Err(format!("echo answered {other:?}")),
+        }
+    }
+
+    /// The SSE subscriber received every published message, in order, and nothing else.
+    fn finish(mut self) {
+        for (i, (id, data)) in self.published.iter().enumerate() {
+            let event =
+                self.sse.next_event(IO_TIMEOUT).unwrap_or_else(|| panic!("SSE: event {i} ({data}) missing"));
+            assert_eq!(
+                (event.id.as_deref(), event.data.as_str()),
+                (Some(id.as_str()), data.as_str()),
+                "SSE event {i}"
+            );
+        }
+        assert_eq!(self.sse.next_event(Duration::from_millis(200)), None, "SSE: more events than published");
+    }
+}
+
+/// Sends a row's input and checks the server's answer.
+fn run_case(server: &Server, case: &Case) {
+    match &case.input {
+        Input::Raw(bytes) => {
+            let mut stream = server.connect();
+            // A server that answers early may close before everything is written; the answer
+            // must still arrive (RFC 9112 §9.6 lingering close).
+            let _ = stream.write_all(bytes);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let res = read_response(&mut reader, false);
+            let (status, field) = match case.expect {
+                Status(status) => (status, None),
+                StatusWith(status, name, value) => (status, Some((name, value))),
+                CloseCode(_) | ClosingHandshake(_) => unreachable!("raw rows expect a status"),
+            };
+            assert_eq!(res.status, status, "answer: {}", res.text());
+            if let Some((name, value)) = field {
+                assert_eq!(res.header(name), Some(value), "field {name}");
+            }
+            if case.closes {
+                assert_eq!(res.header("connection"), Some("close"), "a closing answer says so");
+                let mut rest = Vec::new();
+                reader.read_to_end(&mut rest).expect("the server closes the connection");
+                assert!(rest.is_empty(), "bytes after the answer: {:?}", String::from_utf8_lossy(&rest));
+            } else {
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                let next = read_response(&mut reader, false);
+                assert_eq!((next.status, next.text().as_str()), (200, "ok\n"), "the connection still serves");
+            }
+        }
+        Input::Ws(path, _) | Input::WsScript(path, _) => {
+            let (mut ws, head) = RawWs::connect(server, path, &[]);
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            match &case.input {
+                Input::Ws(_, bytes) => ws.stream.write_all(bytes).unwrap(),
+                Input::WsScript(_, script) => script(&mut ws),
+                Input::Raw(_) => unreachable!(),
+            }
+            let (code, answer) = match case.expect {
+                CloseCode(code) => (code, false),
+                ClosingHandshake(code) => (code, true),
+                Status(_) | StatusWith(..) => unreachable!("WebSocket rows expect a close code"),
+            };
+            let (op, payload) = ws.recv().expect("a close frame");
+            assert_eq!(op, OpCode::Close, "payload {:?}", String::from_utf8_lossy(&payload));
+            assert!(payload.len() >= 2, "close without a code");
+            assert_eq!(
+                u16::from_be_bytes([payload[0], payload[1]]),
+                code,
+                "close reason {:?}",
+                String::from_utf8_lossy(&payload[2..])
+            );
+            if answer {
+                ws.send(OpCode::Close, &payload[..2]);
+            }
+            // RFC 6455 §7.1.1: the server closes the TCP connection first.
+            assert_eq!(ws.recv(), None, "the server closes the connection after its close frame");
+        }
+    }
+}
+
+/// Runs every row, with the well-behaved checks after each; reports all failures at once.
+fn run_matrix(flags: &[&str], publish_auth: &'static str, subscribe_auth: &'static str, cases: Vec<Case>) {
+    let server = Server::start(flags);
+    let mut client = WellBehaved::start(&server, publish_auth, subscribe_auth);
+    let mut failures = Vec::new();
+    for (round, case) in cases.iter().enumerate() {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_case(&server, case))) {
+            failures.push(format!("{}: {}", case.name, panic_text(&panic)));
+        }
+        if let Err(e) = client.check(&server, round) {
+            failures.push(format!("after {}: the well-behaved client failed: {e}", case.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    client.finish();
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+#[test]
+fn bad_input_matrix_on_the_default_server() {
+    let cases = default_server_cases();
+    assert!(cases.len() >= 100, "{} rows", cases.len());
+    run_matrix(&[], "", "", cases);
+}
+
+#[test]
+fn bad_input_matrix_on_a_server_with_tokens() {
+    run_matrix(
+        &["--publish-token", "pub", "--subscribe-token", "sub"],
+        "Authorization: Bearer pub\r\n",
+        "Authorization: Bearer sub\r\n",
+        token_server_cases(),
+    );
+}
