@@ -2,7 +2,9 @@
 //!
 //! Implements: command-line front ends over [`pushwire::client`]: a subscriber that prints
 //! messages and reports gaps, a publisher of arguments or stdin lines, and an interactive
-//! WebSocket shell (stdin read on its own thread, the socket polled with a short read timeout).
+//! WebSocket shell (stdin read on its own thread, the socket polled with a short read timeout;
+//! at the end of stdin it waits until the server is quiet for `--linger`, then performs the
+//! closing handshake, printing what arrives before the server's close).
 //!
 //! Does not: speak TLS, or read binary messages from stdin other than line by line.
 //! Errors are one line on stderr, `pushwire CMD: …`, with exit code 1.
@@ -103,6 +105,11 @@ pub struct WsArgs {
     /// A request header field, `Name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// After stdin ends, how long the server must have been quiet before the closing
+    /// handshake starts, in seconds (so answers to the last lines are not cut off by a server
+    /// that stops answering once it sees the close).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "0.25")]
+    linger: Duration,
     /// Time allowed for the handshake, and for the server's close after stdin ends, in seconds.
     #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
     timeout: Duration,
@@ -276,11 +283,22 @@ pub fn ws(args: WsArgs) -> ExitCode {
             }
         }
     });
+    // After stdin ends: when the server has been quiet long enough to close.
+    let mut quiet_until: Option<Instant> = None;
     let mut close_deadline: Option<Instant> = None;
     let stdout = io::stdout();
-    // Bounded: after stdin ends, by the close deadline.
+    // Bounded: after stdin ends, by the linger (each message received extends it) and then
+    // the close deadline.
     loop {
-        while close_deadline.is_none() {
+        if close_deadline.is_none() && quiet_until.is_some_and(|t| Instant::now() >= t) {
+            // RFC 6455 §7.1.2: start the closing handshake, then keep reading (and printing)
+            // until the server's close frame.
+            if let Err(e) = client.send_close(CloseCode::NORMAL, "") {
+                return fail("ws", e);
+            }
+            close_deadline = Some(Instant::now() + args.timeout);
+        }
+        while quiet_until.is_none() {
             match lines.try_recv() {
                 Ok(Some(line)) => {
                     let message = match payload(line, args.binary) {
@@ -293,18 +311,17 @@ pub fn ws(args: WsArgs) -> ExitCode {
                     }
                 }
                 Ok(None) | Err(mpsc::TryRecvError::Disconnected) => {
-                    // RFC 6455 §7.1.2: start the closing handshake, then keep reading (and
-                    // printing) until the server's close frame.
-                    if let Err(e) = client.send_close(CloseCode::NORMAL, "") {
-                        return fail("ws", e);
-                    }
-                    close_deadline = Some(Instant::now() + args.timeout);
+                    quiet_until = Some(Instant::now() + args.linger);
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
         let mut out = stdout.lock();
-        let written = match client.recv() {
+        let event = client.recv();
+        if matches!(event, Ok(Event::Message(_))) && close_deadline.is_none() {
+            quiet_until = quiet_until.map(|_| Instant::now() + args.linger);
+        }
+        let written = match event {
             Ok(Event::Message(Message::Text(text))) => writeln!(out, "{text}"),
             Ok(Event::Message(Message::Binary(bytes))) if args.raw => out.write_all(&bytes),
             Ok(Event::Message(Message::Binary(bytes))) => writeln!(out, "{}", base64(&bytes)),
