@@ -362,6 +362,15 @@ mod tests {
             Error::Send(crate::ws::SendError::ControlPayloadTooLong),
             Error::Closed,
             Error::AbnormalClosure,
+            Error::Http { status: 401, reason: "a bearer token is required".into() },
+            Error::NotPushwire("the answer is \"text/html\", not text/event-stream".into()),
+            Error::InvalidMessage("not JSON".into()),
+            Error::EventStream(crate::sse::ParseError::LineTooLong),
+            Error::ClosedByServer(Some(crate::ws::CloseFrame {
+                code: CloseCode(1001),
+                reason: "bye\n".into(),
+            })),
+            Error::ClosedByServer(None),
         ];
         for e in &errors {
             let text = e.to_string();
@@ -372,5 +381,8 @@ mod tests {
         assert_eq!(crate::ws::Error::MaskedServerFrame.close_code(), CloseCode::PROTOCOL_ERROR);
         assert!(Error::Handshake(HandshakeError::UnexpectedStatus(404)).to_string().contains("404"));
         assert!(Error::Timeout { waiting_for: "a frame" }.to_string().contains("timed out"));
+        assert!(Error::Http { status: 503, reason: String::new() }.is_retryable());
+        assert!(!Error::Http { status: 403, reason: String::new() }.is_retryable());
+        assert!(Error::AbnormalClosure.is_retryable() && !Error::TlsUnsupported.is_retryable());
     }
 }

@@ -681,6 +681,67 @@ mod tests {
         assert!(b.delay(9, 0.999_999) <= Duration::from_secs(1));
     }
 
+    /// A subscriber that never connected, at `since`, to drive [`Subscriber::accept`].
+    fn detached(since: Option<Cursor>) -> Subscriber {
+        Subscriber {
+            url: Url::parse("http://127.0.0.1:1/channels/c").unwrap(),
+            options: SubscribeOptions::default(),
+            cursor: since,
+            link: None,
+            ready: VecDeque::new(),
+            attempt: 0,
+            productive: false,
+            retry_hint: None,
+            reconnect_at: None,
+            next_poll_at: None,
+            reconnects: 0,
+            finished: false,
+        }
+    }
+
+    fn msg(epoch: u64, offset: u64) -> Envelope {
+        let id = Cursor { epoch: crate::hub::Epoch(epoch), offset };
+        Envelope::Message(Received { id, event: None, payload: Payload::Text(offset.to_string()) })
+    }
+
+    fn offsets(sub: &mut Subscriber) -> Vec<(bool, u64)> {
+        sub.ready
+            .drain(..)
+            .map(|item| match item {
+                Item::Message { id, .. } => (false, id.offset),
+                Item::Gap { next } => (true, next.offset),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_at_or_before_the_cursor_are_skipped_and_holes_are_gaps() {
+        let mut sub = detached(Some(Cursor { epoch: crate::hub::Epoch(1), offset: 2 }));
+        for envelope in [msg(1, 1), msg(1, 2), msg(1, 3), msg(1, 3), msg(1, 4), msg(1, 2)] {
+            sub.accept(envelope);
+        }
+        assert_eq!(offsets(&mut sub), [(false, 3), (false, 4)]);
+        // A hole, or another epoch, without the server's signal: a made-up gap first.
+        sub.accept(msg(1, 7));
+        sub.accept(msg(2, 1));
+        assert_eq!(offsets(&mut sub), [(true, 6), (false, 7), (true, 0), (false, 1)]);
+        // The server's own gap moves the cursor; an open does not once there is one.
+        sub.accept(Envelope::Gap { next: Cursor { epoch: crate::hub::Epoch(3), offset: 5 } });
+        sub.accept(Envelope::Open { next: Cursor { epoch: crate::hub::Epoch(3), offset: 9 } });
+        sub.accept(msg(3, 6));
+        assert_eq!(offsets(&mut sub), [(true, 5), (false, 6)]);
+    }
+
+    #[test]
+    fn the_opening_cursor_starts_a_subscription_from_now() {
+        let mut sub = detached(None);
+        sub.accept(Envelope::Open { next: Cursor { epoch: crate::hub::Epoch(1), offset: 4 } });
+        sub.accept(msg(1, 4));
+        sub.accept(msg(1, 5));
+        assert_eq!(offsets(&mut sub), [(false, 5)]);
+        assert!(sub.productive);
+    }
+
     #[test]
     fn transports_parse_by_mode_name() {
         for t in
