@@ -1,5 +1,6 @@
-//! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults; every
-//! limit has a flag. `pushwire bench MODE` is the load generator (see `pushwire::bench`).
+//! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults (every
+//! limit has a flag); `pushwire sub`, `pub` and `ws` are clients (see `cli.rs`); `pushwire bench
+//! MODE` is the load generator (see `pushwire::bench`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use pushwire::bench;
 use pushwire::config::Config;
 use pushwire::transport::Mode;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +29,13 @@ struct Cli {
 enum Command {
     /// Run the server (defaults need no configuration file).
     Serve(Box<ServeArgs>),
+    /// Subscribe to a channel and print each message on its own line; reconnects and resumes.
+    Sub(cli::SubArgs),
+    /// Publish DATA, or each line of stdin with `-`, to a channel; prints each message's id.
+    Pub(cli::PubArgs),
+    /// An interactive WebSocket shell against any RFC 6455 server: stdin lines become
+    /// messages, received messages go to stdout.
+    Ws(cli::WsArgs),
     /// Load generator: measure pushwire or a peer over loopback.
     Bench(BenchArgs),
 }
@@ -81,7 +91,7 @@ fn run_bench(args: &BenchArgs) -> ExitCode {
 }
 
 /// Seconds as a `Duration`; fractions allowed (`0.5`).
-fn seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a valid duration"))
 }
@@ -246,6 +256,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => run_bench(&args),
+        Command::Sub(args) => cli::sub(args),
+        Command::Pub(args) => cli::publish(args),
+        Command::Ws(args) => cli::ws(args),
         Command::Serve(args) => {
             let config = args.config();
             if let Err(e) = config.validate() {

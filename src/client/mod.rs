@@ -1,6 +1,10 @@
 //! Blocking clients on `std::net`: the I/O drivers around the pure protocol cores.
 //!
-//! Implements: [`ws`], a blocking WebSocket client (RFC 6455, client role) over
+//! Implements: [`Subscriber`] ([`subscribe`]), one API over the five transports that
+//! reconnects with backoff and resumes by cursor, exactly once and in order; [`Publisher`]
+//! ([`publish`]) over HTTP or WebSocket; [`http`], a minimal HTTP/1.1 client (RFC 9112) that
+//! both share; [`envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
+//! (RFC 6455, client role) over
 //! [`std::net::TcpStream`]; [`Url`], the `ws://` URI of
 //! [RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3) (and `http://`, which names
 //! the same server); [`Error`], everything a client call can fail with.
@@ -14,11 +18,19 @@
 //! redirects, use proxies, resolve names other than through the system resolver
 //! (`ToSocketAddrs`), or accept user info in a URL.
 
+pub mod envelope;
+pub mod http;
+pub mod publish;
+pub mod subscribe;
 pub mod ws;
 
 use std::fmt;
 use std::io;
 
+pub use self::envelope::Payload;
+pub use self::http::{HttpConn, HttpOptions};
+pub use self::publish::{PublishOptions, Publisher};
+pub use self::subscribe::{Backoff, Item, SubscribeOptions, Subscriber, Timeouts, Transport};
 pub use self::ws::{WsClient, WsOptions};
 
 /// Everything a client call can fail with; [`fmt::Display`] says what happened in one line.
@@ -56,6 +68,54 @@ pub enum Error {
     /// The server closed TCP without a close frame: RFC 6455 §7.1.5 calls this close code 1006
     /// (abnormal closure).
     AbnormalClosure,
+    /// The server answered with an HTTP status other than the one expected (e.g. 401, 404,
+    /// 503); `reason` is the first line of its body.
+    Http {
+        /// The status code.
+        status: u16,
+        /// The first line of the answer's body, at most 200 characters.
+        reason: String,
+    },
+    /// The server does not speak the transport asked for (wrong `Content-Type`, WebSocket
+    /// subprotocol `pushwire.v1` not selected); the text says what came instead.
+    NotPushwire(String),
+    /// A message from the server is not in pushwire's format (JSON envelope, cursor, base64).
+    InvalidMessage(String),
+    /// An event stream went over the client's limits.
+    EventStream(crate::sse::ParseError),
+    /// The server closed the WebSocket connection with this close frame (e.g. 1001 when it
+    /// shuts down, 1008 for a slow consumer or a refused publish).
+    ClosedByServer(Option<crate::ws::CloseFrame>),
+}
+
+impl Error {
+    /// True when trying again later may work: lost connections, timeouts, broken streams,
+    /// 408, 429 and 5xx answers. False for refusals and misuse (bad URL or options, TLS, 4xx,
+    /// a server that does not speak the transport). The subscriber retries exactly these.
+    pub fn is_retryable(&self) -> bool {
+        let status_retryable = |status: u16| status == 408 || status == 429 || status >= 500;
+        match self {
+            Error::InvalidUrl(_)
+            | Error::InvalidOptions(_)
+            | Error::TlsUnsupported
+            | Error::Send(_)
+            | Error::NotPushwire(_) => false,
+            Error::Http { status, .. } => status_retryable(*status),
+            Error::Handshake(crate::ws::HandshakeError::UnexpectedStatus(status)) => {
+                status_retryable(*status)
+            }
+            Error::Handshake(_) => false,
+            Error::Io(_)
+            | Error::Timeout { .. }
+            | Error::InvalidResponse(_)
+            | Error::Protocol(_)
+            | Error::Closed
+            | Error::AbnormalClosure
+            | Error::InvalidMessage(_)
+            | Error::EventStream(_)
+            | Error::ClosedByServer(_) => true,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -68,7 +128,7 @@ impl fmt::Display for Error {
             }
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
-            Error::InvalidResponse(e) => write!(f, "the server's response head is invalid: {e}"),
+            Error::InvalidResponse(e) => write!(f, "the server's HTTP response is invalid: {e}"),
             Error::Handshake(e) => write!(f, "WebSocket opening handshake failed: {e}"),
             Error::Protocol(e) => write!(
                 f,
@@ -79,6 +139,19 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("the WebSocket connection is closed"),
             Error::AbnormalClosure => {
                 f.write_str("the server closed the connection without a close frame (1006, abnormal closure)")
+            }
+            Error::Http { status, reason } if reason.is_empty() => write!(f, "the server answered {status}"),
+            Error::Http { status, reason } => write!(f, "the server answered {status}: {reason}"),
+            Error::NotPushwire(why) => write!(f, "the server does not speak this transport: {why}"),
+            Error::InvalidMessage(why) => write!(f, "invalid message from the server: {why}"),
+            Error::EventStream(e) => write!(f, "event stream refused: {e}"),
+            Error::ClosedByServer(None) => f.write_str("the server closed the WebSocket connection"),
+            Error::ClosedByServer(Some(frame)) => {
+                write!(f, "the server closed the WebSocket connection with {}", frame.code.0)?;
+                if !frame.reason.is_empty() {
+                    write!(f, " ({})", frame.reason.escape_debug())?;
+                }
+                Ok(())
             }
         }
     }
@@ -91,6 +164,7 @@ impl std::error::Error for Error {
             Error::Handshake(e) => Some(e),
             Error::Protocol(e) => Some(e),
             Error::Send(e) => Some(e),
+            Error::EventStream(e) => Some(e),
             _ => None,
         }
     }
@@ -288,6 +362,15 @@ mod tests {
             Error::Send(crate::ws::SendError::ControlPayloadTooLong),
             Error::Closed,
             Error::AbnormalClosure,
+            Error::Http { status: 401, reason: "a bearer token is required".into() },
+            Error::NotPushwire("the answer is \"text/html\", not text/event-stream".into()),
+            Error::InvalidMessage("not JSON".into()),
+            Error::EventStream(crate::sse::ParseError::LineTooLong),
+            Error::ClosedByServer(Some(crate::ws::CloseFrame {
+                code: CloseCode(1001),
+                reason: "bye\n".into(),
+            })),
+            Error::ClosedByServer(None),
         ];
         for e in &errors {
             let text = e.to_string();
@@ -298,5 +381,8 @@ mod tests {
         assert_eq!(crate::ws::Error::MaskedServerFrame.close_code(), CloseCode::PROTOCOL_ERROR);
         assert!(Error::Handshake(HandshakeError::UnexpectedStatus(404)).to_string().contains("404"));
         assert!(Error::Timeout { waiting_for: "a frame" }.to_string().contains("timed out"));
+        assert!(Error::Http { status: 503, reason: String::new() }.is_retryable());
+        assert!(!Error::Http { status: 403, reason: String::new() }.is_retryable());
+        assert!(Error::AbnormalClosure.is_retryable() && !Error::TlsUnsupported.is_retryable());
     }
 }

@@ -113,7 +113,7 @@ fn random_mask() -> [u8; 4] {
 }
 
 /// A timeout becomes [`Error::Timeout`]; anything else stays an I/O error.
-fn io_error(e: io::Error, waiting_for: &'static str) -> Error {
+pub(super) fn io_error(e: io::Error, waiting_for: &'static str) -> Error {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout { waiting_for },
         _ => Error::Io(e),
@@ -121,7 +121,7 @@ fn io_error(e: io::Error, waiting_for: &'static str) -> Error {
 }
 
 /// Time left until `deadline`, or the timeout error when none is.
-fn remaining(deadline: Instant, waiting_for: &'static str) -> Result<Duration, Error> {
+pub(super) fn remaining(deadline: Instant, waiting_for: &'static str) -> Result<Duration, Error> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(Error::Timeout { waiting_for });
@@ -130,7 +130,7 @@ fn remaining(deadline: Instant, waiting_for: &'static str) -> Result<Duration, E
 }
 
 /// Connects to the first address of `url` that answers before `deadline`.
-fn connect_tcp(url: &Url, deadline: Instant) -> Result<TcpStream, Error> {
+pub(super) fn connect_tcp(url: &Url, deadline: Instant) -> Result<TcpStream, Error> {
     let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port).to_socket_addrs()?.collect();
     let mut last = None;
     for addr in addrs {
@@ -326,6 +326,18 @@ impl WsClient {
         }
         self.finish_tcp_by(deadline);
         result
+    }
+
+    /// Starts the closing handshake (§7.1.2) without waiting: sends a close frame with `code`
+    /// and `reason` (at most 123 bytes). Unlike [`WsClient::close`], messages that still arrive
+    /// are not discarded: call [`WsClient::recv`] until it returns [`Event::Close`] (the
+    /// server's answer; TCP is then ended as in `recv`) or an error. Fails like `close` for a
+    /// code that must not be sent or a long reason (nothing sent), or [`Error::Closed`].
+    pub fn send_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.check_usable()?;
+        let frame = CloseFrame { code, reason: reason.to_string() };
+        self.conn.send_close(Some(frame), &mut random_mask, &mut self.out).map_err(send_error)?;
+        self.flush()
     }
 
     /// After our close: reads until the server's close frame or `deadline`.

@@ -21,8 +21,19 @@ pub struct Server {
 impl Server {
     /// Starts `pushwire serve --listen 127.0.0.1:0` with extra flags.
     pub fn start(flags: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", flags)
+    }
+
+    /// Starts `pushwire serve --listen LISTEN` with extra flags (e.g. a port used before).
+    pub fn start_at(listen: &str, flags: &[&str]) -> Server {
+        Server::try_start_at(listen, flags).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Server::start_at`], but a server that does not come up (the port is still
+    /// taken) is an error instead of a panic.
+    pub fn try_start_at(listen: &str, flags: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -32,13 +43,13 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("pushwire listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        Server { child, addr }
+        let Some(addr) = line.trim().strip_prefix("pushwire listening on http://") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("unexpected first line: {line:?}"));
+        };
+        let addr = addr.parse().unwrap();
+        Ok(Server { child, addr })
     }
 
     /// A new connection with read and write deadlines.

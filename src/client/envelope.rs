@@ -1,0 +1,210 @@
+//! Reading pushwire's JSON envelopes and poll answers, the client side of
+//! [`crate::transport::envelope`].
+//!
+//! ```text
+//! {"id":"EPOCH:OFFSET","event":"NAME","data":"text"}      a text message (event optional)
+//! {"id":"EPOCH:OFFSET","data_b64":"AAEC"}                 a binary message
+//! {"type":"gap","next":"EPOCH:OFFSET"}                    messages were lost before `next`
+//! {"type":"open","next":"EPOCH:OFFSET"}                   the subscription starts after `next`
+//! {"type":"heartbeat"}                                    the stream is alive
+//! {"messages":[…],"next":"EPOCH:OFFSET","gap":false}      a poll answer
+//! ```
+//!
+//! Implements: JSON ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259), through `serde_json`)
+//! and base64 ([RFC 4648 §4](https://www.rfc-editor.org/rfc/rfc4648#section-4)) decoding of
+//! those shapes, with cursors checked by [`Cursor::parse`]. Pure: no I/O.
+//!
+//! Does not: bound the input size (the drivers do before parsing), or accept other shapes: an
+//! unknown `type` is [`Envelope::Other`], ignored by the subscriber for forward compatibility.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::hub::Cursor;
+
+use super::Error;
+
+/// A message body as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+/// One channel message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its cursor.
+    pub id: Cursor,
+    /// Its event name, if it was published with one.
+    pub event: Option<String>,
+    /// Its body.
+    pub payload: Payload,
+}
+
+/// One line of a stream or one `pushwire.v1` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// A message.
+    Message(Received),
+    /// Messages before `next` may have been lost.
+    Gap {
+        /// Where the client now stands.
+        next: Cursor,
+    },
+    /// The subscription starts after `next`.
+    Open {
+        /// Where the subscription starts.
+        next: Cursor,
+    },
+    /// A heartbeat.
+    Heartbeat,
+    /// A `type` this client does not know.
+    Other,
+}
+
+/// A short or long poll's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollAnswer {
+    /// The messages after the cursor polled with.
+    pub messages: Vec<Received>,
+    /// The cursor to poll from next.
+    pub next: Cursor,
+    /// Messages were lost between the cursor polled with and the first message (or `next`).
+    pub gap: bool,
+}
+
+fn invalid(what: &str) -> Error {
+    Error::InvalidMessage(what.to_string())
+}
+
+fn cursor_field(value: &Value, name: &str) -> Result<Cursor, Error> {
+    let text =
+        value.get(name).and_then(Value::as_str).ok_or_else(|| invalid(&format!("no \"{name}\" cursor")))?;
+    Cursor::parse(text).map_err(|e| invalid(&format!("\"{name}\" is not a cursor: {e}")))
+}
+
+fn message(value: &Value) -> Result<Received, Error> {
+    let id = cursor_field(value, "id")?;
+    let event = match value.get("event") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(invalid("\"event\" is not a string")),
+    };
+    let payload = if let Some(data) = value.get("data") {
+        Payload::Text(data.as_str().ok_or_else(|| invalid("\"data\" is not a string"))?.to_string())
+    } else if let Some(b64) = value.get("data_b64") {
+        let b64 = b64.as_str().ok_or_else(|| invalid("\"data_b64\" is not a string"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| invalid("\"data_b64\" is not base64"))?;
+        Payload::Binary(bytes)
+    } else {
+        return Err(invalid("a message without \"data\" or \"data_b64\""));
+    };
+    Ok(Received { id, event, payload })
+}
+
+fn parse_json(json: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(json).map_err(|e| Error::InvalidMessage(format!("not JSON: {e}")))
+}
+
+/// Parses one envelope (an NDJSON line without its LF, or a `pushwire.v1` text frame).
+pub fn parse_envelope(json: &[u8]) -> Result<Envelope, Error> {
+    let value = parse_json(json)?;
+    if !value.is_object() {
+        return Err(invalid("an envelope that is not a JSON object"));
+    }
+    match value.get("type").map(|t| t.as_str()) {
+        None => message(&value).map(Envelope::Message),
+        Some(Some("gap")) => Ok(Envelope::Gap { next: cursor_field(&value, "next")? }),
+        Some(Some("open")) => Ok(Envelope::Open { next: cursor_field(&value, "next")? }),
+        Some(Some("heartbeat")) => Ok(Envelope::Heartbeat),
+        Some(Some(_)) => Ok(Envelope::Other),
+        Some(None) => Err(invalid("\"type\" is not a string")),
+    }
+}
+
+/// Parses a poll answer.
+pub fn parse_poll_answer(json: &[u8]) -> Result<PollAnswer, Error> {
+    let value = parse_json(json)?;
+    let messages = value
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("a poll answer without a \"messages\" array"))?
+        .iter()
+        .map(message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = cursor_field(&value, "next")?;
+    let gap =
+        value.get("gap").and_then(Value::as_bool).ok_or_else(|| invalid("a poll answer without \"gap\""))?;
+    Ok(PollAnswer { messages, next, gap })
+}
+
+/// The `id` of a publish's `201` answer, `{"id":"EPOCH:OFFSET"}`.
+pub fn parse_created(json: &[u8]) -> Result<Cursor, Error> {
+    cursor_field(&parse_json(json)?, "id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Epoch;
+
+    fn c(offset: u64) -> Cursor {
+        Cursor { epoch: Epoch(0xab), offset }
+    }
+
+    #[test]
+    fn envelopes_of_every_shape_parse() {
+        let text = br#"{"id":"00000000000000ab:3","event":"tick","data":"a\"b\n"}"#;
+        assert_eq!(
+            parse_envelope(text).unwrap(),
+            Envelope::Message(Received {
+                id: c(3),
+                event: Some("tick".into()),
+                payload: Payload::Text("a\"b\n".into())
+            })
+        );
+        let binary = br#"{"id":"00000000000000ab:4","data_b64":"AAEC"}"#;
+        assert_eq!(
+            parse_envelope(binary).unwrap(),
+            Envelope::Message(Received { id: c(4), event: None, payload: Payload::Binary(vec![0, 1, 2]) })
+        );
+        assert_eq!(
+            parse_envelope(br#"{"type":"gap","next":"00000000000000ab:9"}"#).unwrap(),
+            Envelope::Gap { next: c(9) }
+        );
+        assert_eq!(
+            parse_envelope(br#"{"type":"open","next":"00000000000000ab:0"}"#).unwrap(),
+            Envelope::Open { next: c(0) }
+        );
+        assert_eq!(parse_envelope(br#"{"type":"heartbeat"}"#).unwrap(), Envelope::Heartbeat);
+        assert_eq!(parse_envelope(br#"{"type":"future"}"#).unwrap(), Envelope::Other);
+    }
+
+    #[test]
+    fn malformed_envelopes_say_why() {
+        for (json, why) in [
+            (&b"nope"[..], "not JSON"),
+            (b"[1]", "not a JSON object"),
+            (br#"{"id":"x:1","data":"a"}"#, "not a cursor"),
+            (br#"{"id":"00000000000000ab:1"}"#, "without"),
+            (br#"{"id":"00000000000000ab:1","data_b64":"*"}"#, "base64"),
+            (br#"{"type":"gap"}"#, "next"),
+        ] {
+            let err = parse_envelope(json).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn poll_answers_and_created_ids_parse() {
+        let json = br#"{"messages":[{"id":"00000000000000ab:1","data":"hi"}],"next":"00000000000000ab:1","gap":true}"#;
+        let answer = parse_poll_answer(json).unwrap();
+        assert_eq!((answer.messages.len(), answer.next, answer.gap), (1, c(1), true));
+        assert_eq!(parse_created(b"{\"id\":\"00000000000000ab:7\"}\n").unwrap(), c(7));
+    }
+}

@@ -1,0 +1,303 @@
+//! The client subcommands of the real binary, on loopback: `pushwire sub` / `pushwire pub`
+//! round trips on every transport, `pushwire ws` against `/echo` and against a Python
+//! `websockets` echo server, and a `pushwire sub` that outlives a server restart on the same
+//! port and reports the gap (new epoch) on stderr.
+//!
+//! Every child is killed when its test ends, and every read has a deadline.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Server, IO_TIMEOUT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushwire");
+
+/// A running `pushwire` client whose stdout and stderr lines arrive on channels.
+struct Running {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pushwire");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        Running { child, stdout, stderr }
+    }
+
+    /// The next stdout line, within the deadline.
+    fn line(&self) -> String {
+        self.stdout.recv_timeout(IO_TIMEOUT).unwrap_or_else(|e| panic!("no stdout line: {e}"))
+    }
+
+    /// Reads stderr until a line contains `needle`; panics with what was seen otherwise.
+    fn stderr_until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut seen = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains(needle) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("no stderr line with {needle:?}; saw {seen:#?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `pushwire ARGS` with `input` on stdin; kills it after `IO_TIMEOUT`.
+fn run(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pushwire");
+    child.stdin.take().unwrap().write_all(input).unwrap(); // dropped: EOF
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(IO_TIMEOUT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("pushwire {args:?} did not finish in time");
+        }
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `pushwire pub URL DATA`: the id it prints.
+fn publish(url: &str, data: &str) -> String {
+    let out = run(&["pub", url, data], b"");
+    assert!(out.status.success(), "pub failed: {}", String::from_utf8_lossy(&out.stderr));
+    let id = stdout(&out).trim().to_string();
+    assert!(pushwire::hub::Cursor::parse(&id).is_ok(), "not an id: {id:?}");
+    id
+}
+
+/// Publishes "zero", subscribes after it with `transport`, publishes two lines from stdin
+/// (through `pub_url`: HTTP or WebSocket) and a binary message, and expects them in order.
+fn round_trip(transport: &str, pub_url_scheme: &str) {
+    let server = Server::start(&["--threads", "1"]);
+    let url = format!("http://{}/channels/c", server.addr);
+    let zero = publish(&url, "zero");
+    let sub =
+        Running::spawn(&["sub", &url, "--transport", transport, "--since", &zero, "--poll-interval", "0.05"]);
+    let pub_url = format!("{pub_url_scheme}://{}/channels/c", server.addr);
+    let out = run(&["pub", &pub_url, "-"], b"one\ntwo\r\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = stdout(&out);
+    let ids: Vec<&str> = printed.lines().collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let out = run(&["pub", &pub_url, "-", "--binary"], b"\x00\x01\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sub.line(), "one");
+    assert_eq!(sub.line(), "two");
+    assert_eq!(sub.line(), "AAE=", "binary messages print as base64");
+
+    // The same with --json: the envelope, with the ids `pub` printed.
+    let json =
+        Running::spawn(&["sub", &url, "--transport", transport, "--since", &zero, "--json", "--count", "2"]);
+    assert_eq!(json.line(), format!("{{\"id\":\"{}\",\"data\":\"one\"}}", ids[0]));
+    assert_eq!(json.line(), format!("{{\"id\":\"{}\",\"data\":\"two\"}}", ids[1]));
+}
+
+#[test]
+fn cli_sub_pub_round_trip_websocket() {
+    round_trip("ws", "ws");
+}
+
+#[test]
+fn cli_sub_pub_round_trip_sse() {
+    round_trip("sse", "http");
+}
+
+#[test]
+fn cli_sub_pub_round_trip_stream() {
+    round_trip("stream", "http");
+}
+
+#[test]
+fn cli_sub_pub_round_trip_long_poll() {
+    round_trip("longpoll", "http");
+}
+
+#[test]
+fn cli_sub_pub_round_trip_short_poll() {
+    round_trip("poll", "http");
+}
+
+#[test]
+fn cli_pub_event_names_reach_json_subscribers() {
+    let server = Server::start(&["--threads", "1"]);
+    let url = format!("http://{}/channels/e", server.addr);
+    let zero = publish(&url, "zero");
+    let out = run(&["pub", &url, "tick-tock", "--event", "clock"], b"");
+    assert!(out.status.success());
+    let id = stdout(&out).trim().to_string();
+    let sub = Running::spawn(&["sub", &url, "--transport", "sse", "--since", &zero, "--json"]);
+    assert_eq!(sub.line(), format!("{{\"id\":\"{id}\",\"event\":\"clock\",\"data\":\"tick-tock\"}}"));
+}
+
+#[test]
+fn cli_errors_are_one_line_with_a_failing_exit_code() {
+    let server = Server::start(&["--threads", "1", "--publish-token", "secret"]);
+    let url = format!("http://{}/channels/c", server.addr);
+    for (args, needle) in [
+        (vec!["pub", url.as_str(), "x"], "401"),
+        (vec!["pub", url.as_str(), "x", "--token", "wrong"], "403"),
+        (vec!["sub", "https://127.0.0.1:1/channels/c"], "TLS"),
+        (vec!["ws", "wss://127.0.0.1:1/echo"], "TLS"),
+        (vec!["sub", "http://127.0.0.1:1/channels/c", "--transport", "sse"], "refused"),
+    ] {
+        let out = run(&args, b"");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = run(&["pub", &url, "x", "--token", "secret"], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn cli_ws_echo_prints_what_comes_back() {
+    let server = Server::start(&["--threads", "1"]);
+    let out = run(&["ws", &format!("ws://{}/echo", server.addr)], b"hi\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "hi\n");
+    let out = run(&["ws", &format!("ws://{}/echo", server.addr), "--binary"], b"hi\nthere\n");
+    assert_eq!(stdout(&out), "aGk=\ndGhlcmU=\n");
+    let out = run(&["ws", &format!("ws://{}/echo", server.addr), "--binary", "--raw"], b"hi\n");
+    assert_eq!(stdout(&out), "hi");
+}
+
+#[test]
+fn cli_ws_against_python_websockets_echo_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python3");
+    assert!(python.exists(), "{} is missing: run `bash scripts/setup-interop.sh`", python.display());
+    let mut peer = Command::new(python)
+        .arg("-u")
+        .arg(root.join("tests/interop/py_server.py"))
+        .arg("echo")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the Python websockets server");
+    let lines = lines_of(peer.stdout.take().unwrap());
+    let first = lines.recv_timeout(IO_TIMEOUT).expect("the peer's listening line");
+    let port = first.strip_prefix("listening ").expect("listening PORT").trim().to_string();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = run(&["ws", &url, "--protocol", "chat", "--header", "X-Test: 1"], b"hi\nthere\n");
+    let text = run(&["ws", &url, "--binary"], b"hi\n");
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "hi\nthere\n");
+    assert_eq!(stdout(&text), "aGk=\n");
+}
+
+/// `pushwire sub` keeps running while the server stops (SIGTERM) and starts again on the same
+/// port with a new epoch: it reports the gap on stderr and receives what is published next.
+fn survives_restart(transport: &str) {
+    let flags = ["--threads", "1", "--drain-seconds", "0.1", "--sse-retry", "0.05"];
+    let mut server = Server::start(&flags);
+    let addr = server.addr;
+    let url = format!("http://{addr}/channels/r");
+    let zero = publish(&url, "zero");
+    let sub = Running::spawn(&[
+        "sub",
+        &url,
+        "--transport",
+        transport,
+        "--since",
+        &zero,
+        "--backoff-base",
+        "0.05",
+        "--backoff-cap",
+        "0.2",
+        "--poll-interval",
+        "0.05",
+    ]);
+    publish(&url, "before");
+    assert_eq!(sub.line(), "before");
+
+    let ok = Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+    assert!(server.wait_exit(IO_TIMEOUT).is_some(), "the server did not stop");
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300)); // the subscriber retries meanwhile
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let _server = loop {
+        match Server::try_start_at(&addr.to_string(), &flags) {
+            Ok(server) => break server,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("restart on {addr}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot restart on {addr}: {e}"),
+        }
+    };
+    let gap = sub.stderr_until("gap");
+    assert!(gap.contains("messages were lost"), "{gap}");
+    publish(&url, "after");
+    assert_eq!(sub.line(), "after");
+}
+
+#[test]
+fn cli_sub_survives_server_restart_websocket() {
+    survives_restart("ws");
+}
+
+#[test]
+fn cli_sub_survives_server_restart_sse() {
+    survives_restart("sse");
+}
+
+#[test]
+fn cli_sub_survives_server_restart_long_poll() {
+    survives_restart("longpoll");
+}
