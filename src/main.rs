@@ -147,6 +147,10 @@ struct ServeArgs {
     /// Most open connections from one client address (beyond: 503 and close).
     #[arg(long, value_name = "COUNT", default_value_t = 1_000)]
     max_connections_per_ip: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes (default: the kernel's autotuning). Smaller makes
+    /// stalled subscribers slow consumers sooner.
+    #[arg(long, value_name = "BYTES")]
+    socket_send_buffer_bytes: Option<usize>,
     /// Event loops, one thread each (default: the number of cores).
     #[arg(long, value_name = "COUNT")]
     threads: Option<usize>,
@@ -227,6 +231,7 @@ impl ServeArgs {
         config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
         config.net.max_connections = self.max_connections;
         config.net.max_connections_per_ip = self.max_connections_per_ip;
+        config.net.socket_send_buffer_bytes = self.socket_send_buffer_bytes;
         if let Some(threads) = self.threads {
             config.net.threads = threads;
         }

@@ -278,6 +278,9 @@ impl EventLoop {
             return;
         }
         let _ = stream.set_nodelay(true);
+        if let Some(bytes) = self.shared.config.net.socket_send_buffer_bytes {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+        }
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
         let entry = self.slots.vacant_entry();

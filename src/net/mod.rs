@@ -52,6 +52,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most open connections from one client address; beyond it, 503 and close. Default 1,000.
     pub max_connections_per_ip: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes; `None` keeps the kernel's autotuning (on
+    /// Linux up to `tcp_wmem`'s maximum, 4 MiB by default). The kernel's buffer sits in front
+    /// of `max_send_buffer_bytes`: a smaller one makes a stalled subscriber a slow consumer
+    /// sooner, at some cost in throughput on long, fast paths. Default `None`.
+    pub socket_send_buffer_bytes: Option<usize>,
     /// How long accepting pauses after the process runs out of file descriptors
     /// (EMFILE/ENFILE), so the loop neither exits nor spins. Default 100 ms.
     pub accept_pause: Duration,
@@ -73,6 +78,7 @@ impl Default for Limits {
             read_budget_bytes: 256 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
+            socket_send_buffer_bytes: None,
             accept_pause: Duration::from_millis(100),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
             expire_interval: Duration::from_secs(1),
