@@ -21,6 +21,7 @@
 pub mod access;
 pub mod envelope;
 pub mod feed;
+pub mod http_stream;
 pub mod long_poll;
 pub mod pages;
 pub mod publish;
@@ -297,7 +298,7 @@ impl Session {
     pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         match self {
             Session::LongPoll(s) => s.handle_drain(ctx),
-            Session::Sse(_) => Flow::Close(DRAINING),
+            Session::Sse(s) => s.handle_drain(ctx),
             Session::Stream(s) => s.handle_drain(ctx),
             Session::WebSocket(s) => s.handle_drain(ctx),
         }

@@ -39,18 +39,18 @@
 //! (see [`super::feed`]); a live subscriber that stops reading is closed as a slow consumer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine as _;
 
 use crate::http1::head::{Headers, RequestHead};
 use crate::http1::response::{write_head, Framing};
 use crate::http1::target::Target;
-use crate::hub::{ChannelName, Cursor, Encoding, Message, Payload, Replay, Since};
-use crate::sse::{encode_comment, encode_event, encode_retry};
+use crate::hub::{Cursor, Encoding, Message, Payload, Since};
+use crate::sse::{encode_event, encode_retry};
 
-use super::feed::{Feed, Wire};
-use super::{since_param, Ctx, Flow, Refusal};
+use super::feed::Wire;
+use super::http_stream::{HttpStream, StreamFormat};
+use super::{since_param, Ctx, Refusal};
 
 /// The cursor an SSE request resumes from: `Last-Event-ID`, else `last_event_id`, else `since`.
 pub fn since(head: &RequestHead, target: &Target<'_>) -> Result<Since, Refusal> {
@@ -87,9 +87,14 @@ pub fn encode_message(msg: &Message) -> Vec<u8> {
     out
 }
 
-struct SseWire;
+/// The Server-Sent Events format of a streaming response.
+#[derive(Debug, Default)]
+pub struct SseFormat;
 
-impl Wire for SseWire {
+/// A Server-Sent Events response subscribed to one channel.
+pub type SseSession = HttpStream<SseFormat>;
+
+impl Wire for SseFormat {
     fn encode(&self, msg: &Message) -> Arc<[u8]> {
         msg.encoded(Encoding::SseEvent, encode_message)
     }
@@ -112,23 +117,13 @@ impl Wire for SseWire {
     }
 }
 
-/// A Server-Sent Events response subscribed to one channel.
-#[derive(Debug)]
-pub struct SseSession {
-    feed: Feed,
-    next_keepalive: Option<Instant>,
-}
+impl StreamFormat for SseFormat {
+    /// A comment line: ignored by every event-stream parser.
+    const HEARTBEAT: &'static [u8] = b": keepalive\n";
+    /// The body is close-delimited: closing the connection ends it.
+    const END: &'static [u8] = b"";
 
-impl SseSession {
-    /// Queues the subscription; the response starts with its replay.
-    pub fn start(channel: ChannelName, since: Since, ctx: &mut Ctx<'_>) -> SseSession {
-        let feed = Feed::new(channel);
-        ctx.commands.push_back(feed.subscribe(since));
-        SseSession { feed, next_keepalive: None }
-    }
-
-    /// The subscription's replay: writes the response head, the `retry:` hint and the replay.
-    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+    fn write_head(ctx: &mut Ctx<'_>) {
         let mut head = Vec::new();
         let fields = ctx.fields(&[
             ("Content-Type", "text/event-stream"),
@@ -139,49 +134,15 @@ impl SseSession {
         encode_retry(ctx.config.transport.sse_retry.as_millis() as u64, &mut head);
         head.push(b'\n');
         ctx.out.push_owned(head);
-        self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
-        self.feed.handle_replay(replay, true, &mut SseWire, ctx);
-        Flow::Continue
-    }
-
-    /// A page read while catching up.
-    pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
-        self.feed.handle_page(replay, &mut SseWire, ctx);
-        Flow::Continue
-    }
-
-    /// A live message; a slow consumer's response ends (the connection closes).
-    pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
-        self.feed.handle_delivery(msg, &mut SseWire, ctx)
-    }
-
-    /// Output drained: continue catching up.
-    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
-        self.feed.handle_drained(ctx);
-    }
-
-    /// When the next heartbeat is due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_keepalive
-    }
-
-    /// Writes the heartbeat comment when due.
-    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
-        if self.next_keepalive.is_some_and(|t| ctx.now >= t) {
-            let mut out = Vec::new();
-            let _ = encode_comment("keepalive", &mut out);
-            ctx.out.push_owned(out);
-            self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
-        }
-        Flow::Continue
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Epoch;
+    use crate::hub::{ChannelName, Epoch};
     use crate::sse::{EventStreamParser, ParseLimits};
+    use std::time::Instant;
 
     fn message(payload: Payload, event: Option<&str>) -> Message {
         Message::new(

@@ -16,25 +16,23 @@
 //! each line in its own chunk, encoded once per message with its chunk framing and shared by
 //! every subscriber. A gap is the line `{"type":"gap","next":"EPOCH:OFFSET"}`. A heartbeat line
 //! keeps idle proxies from closing the stream. The first line, `{"type":"open","next":CURSOR}`,
-//! tells the client where its subscription starts (unless a gap line does). The stream ends with the last-chunk only when
-//! the server ends it (slow consumer): never a zero-length chunk otherwise (§7.1: a chunk of
-//! size zero is the last-chunk).
+//! tells the client where its subscription starts (unless a gap line does). The stream ends
+//! with the last-chunk only when the server ends it (slow consumer, drain): never a
+//! zero-length chunk otherwise (§7.1: a chunk of size zero is the last-chunk).
 //!
 //! Does not: serve HTTP/1.0 clients (they cannot receive chunked bodies; the router refuses
 //! them with 400).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::http1::chunked::{encode_chunk, LAST_CHUNK};
 use crate::http1::response::{write_head, Framing};
-use crate::hub::{ChannelName, Cursor, Encoding, Message, Replay, Since};
+use crate::hub::{Cursor, Encoding, Message};
 
 use super::envelope::{gap_envelope, message_envelope, open_envelope};
-use super::feed::{Feed, Wire};
-use super::{Ctx, Flow};
-
-const HEARTBEAT: &[u8] = b"{\"type\":\"heartbeat\"}\n";
+use super::feed::Wire;
+use super::http_stream::{HttpStream, StreamFormat};
+use super::Ctx;
 
 /// One message as a chunk holding its envelope line, encoded once and shared.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
@@ -45,9 +43,14 @@ pub fn encode_message(msg: &Message) -> Vec<u8> {
     out
 }
 
-struct StreamWire;
+/// The chunked NDJSON format of a streaming response.
+#[derive(Debug, Default)]
+pub struct NdjsonFormat;
 
-impl Wire for StreamWire {
+/// A chunked NDJSON response subscribed to one channel.
+pub type StreamSession = HttpStream<NdjsonFormat>;
+
+impl Wire for NdjsonFormat {
     fn encode(&self, msg: &Message) -> Arc<[u8]> {
         msg.encoded(Encoding::NdjsonChunk, encode_message)
     }
@@ -65,31 +68,13 @@ impl Wire for StreamWire {
     }
 }
 
-/// Queues one line as its own chunk.
-fn write_line(mut line: Vec<u8>, ctx: &mut Ctx<'_>) {
-    line.push(b'\n');
-    let mut out = Vec::new();
-    encode_chunk(&line, &mut out);
-    ctx.out.push_owned(out);
-}
+impl StreamFormat for NdjsonFormat {
+    /// The line `{"type":"heartbeat"}` in its own chunk (0x15 = 21 bytes).
+    const HEARTBEAT: &'static [u8] = b"15\r\n{\"type\":\"heartbeat\"}\n\r\n";
+    /// RFC 9112 §7.1: the last-chunk (a chunk of size zero) ends the body; never sent before.
+    const END: &'static [u8] = LAST_CHUNK;
 
-/// A chunked NDJSON response subscribed to one channel.
-#[derive(Debug)]
-pub struct StreamSession {
-    feed: Feed,
-    next_keepalive: Option<Instant>,
-}
-
-impl StreamSession {
-    /// Queues the subscription; the response starts with its replay.
-    pub fn start(channel: ChannelName, since: Since, ctx: &mut Ctx<'_>) -> StreamSession {
-        let feed = Feed::new(channel);
-        ctx.commands.push_back(feed.subscribe(since));
-        StreamSession { feed, next_keepalive: None }
-    }
-
-    /// The subscription's replay: writes the response head and the replay.
-    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+    fn write_head(ctx: &mut Ctx<'_>) {
         let mut head = Vec::new();
         let fields = ctx.fields(&[
             ("Content-Type", "application/x-ndjson"),
@@ -98,50 +83,25 @@ impl StreamSession {
         ]);
         write_head(&mut head, 200, &fields, Framing::Chunked, false);
         ctx.out.push_owned(head);
-        self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
-        self.feed.handle_replay(replay, true, &mut StreamWire, ctx);
-        Flow::Continue
     }
+}
 
-    /// A page read while catching up.
-    pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
-        self.feed.handle_page(replay, &mut StreamWire, ctx);
-        Flow::Continue
-    }
+/// Queues one line as its own chunk.
+fn write_line(mut line: Vec<u8>, ctx: &mut Ctx<'_>) {
+    line.push(b'\n');
+    let mut out = Vec::new();
+    encode_chunk(&line, &mut out);
+    ctx.out.push_owned(out);
+}
 
-    /// A live message; a slow consumer's response is ended with the last-chunk.
-    pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
-        let flow = self.feed.handle_delivery(msg, &mut StreamWire, ctx);
-        if matches!(flow, Flow::Close(_)) {
-            ctx.out.push_bytes(LAST_CHUNK);
-        }
-        flow
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// The server is shutting down: end the body with the last-chunk.
-    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
-        ctx.out.push_bytes(LAST_CHUNK);
-        Flow::Close(super::DRAINING)
-    }
-
-    /// Output drained: continue catching up.
-    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
-        self.feed.handle_drained(ctx);
-    }
-
-    /// When the next heartbeat is due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_keepalive
-    }
-
-    /// Writes the heartbeat line when due.
-    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
-        if self.next_keepalive.is_some_and(|t| ctx.now >= t) {
-            let mut out = Vec::new();
-            encode_chunk(HEARTBEAT, &mut out);
-            ctx.out.push_owned(out);
-            self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
-        }
-        Flow::Continue
+    #[test]
+    fn rfc9112_7_1_heartbeat_is_one_well_formed_chunk() {
+        let mut chunk = Vec::new();
+        encode_chunk(b"{\"type\":\"heartbeat\"}\n", &mut chunk);
+        assert_eq!(chunk, NdjsonFormat::HEARTBEAT);
     }
 }

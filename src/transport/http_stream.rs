@@ -1,0 +1,94 @@
+//! What an HTTP response that streams a channel does, whatever its format: subscribe, write
+//! the head, replay, deliver live messages, beat the heart, and end (slow consumer, drain).
+//!
+//! Implements: the session shared by [`super::sse`] (Server-Sent Events) and [`super::stream`]
+//! (chunked NDJSON, RFC 6202 §3). A [`StreamFormat`] says how its head, messages, gap and
+//! opening signals, heartbeat and end look on the wire; the cursor, catch-up and slow-consumer
+//! rules are the [`Feed`]'s.
+//!
+//! Does not: read from the client (a streaming response's client has nothing more to say; the
+//! connection discards its input).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::hub::{ChannelName, Message, Replay, Since};
+
+use super::feed::{Feed, Wire};
+use super::{Ctx, Flow, DRAINING};
+
+/// The wire format of a streaming response.
+pub trait StreamFormat: Wire + Default {
+    /// Writes the response head and anything that precedes the first message.
+    fn write_head(ctx: &mut Ctx<'_>);
+    /// Written on the keepalive interval, so idle proxies and clients see the stream alive.
+    const HEARTBEAT: &'static [u8];
+    /// Ends the body when the server ends the response (empty when the body is
+    /// close-delimited).
+    const END: &'static [u8];
+}
+
+/// A streaming response subscribed to one channel.
+#[derive(Debug)]
+pub struct HttpStream<F> {
+    feed: Feed,
+    format: F,
+    next_keepalive: Option<Instant>,
+}
+
+impl<F: StreamFormat> HttpStream<F> {
+    /// Queues the subscription; the response starts with its replay.
+    pub fn start(channel: ChannelName, since: Since, ctx: &mut Ctx<'_>) -> Self {
+        let feed = Feed::new(channel);
+        ctx.commands.push_back(feed.subscribe(since));
+        HttpStream { feed, format: F::default(), next_keepalive: None }
+    }
+
+    /// The subscription's replay: writes the response head, then the replay.
+    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        F::write_head(ctx);
+        self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
+        self.feed.handle_replay(replay, true, &mut self.format, ctx);
+        Flow::Continue
+    }
+
+    /// A page read while catching up.
+    pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        self.feed.handle_page(replay, &mut self.format, ctx);
+        Flow::Continue
+    }
+
+    /// A live message; a slow consumer's response is ended.
+    pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
+        let flow = self.feed.handle_delivery(msg, &mut self.format, ctx);
+        if matches!(flow, Flow::Close(_)) {
+            ctx.out.push_bytes(F::END);
+        }
+        flow
+    }
+
+    /// The server is shutting down: end the response.
+    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        ctx.out.push_bytes(F::END);
+        Flow::Close(DRAINING)
+    }
+
+    /// Output drained: continue catching up.
+    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
+        self.feed.handle_drained(ctx);
+    }
+
+    /// When the next heartbeat is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_keepalive
+    }
+
+    /// Writes the heartbeat when due.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if self.next_keepalive.is_some_and(|t| ctx.now >= t) {
+            ctx.out.push_bytes(F::HEARTBEAT);
+            self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
+        }
+        Flow::Continue
+    }
+}
