@@ -4,7 +4,9 @@
 //! (RFC 9110 §15.5.6), the choice of transport for `GET /channels/{name}`, and one file per
 //! transport: [`publish`] (HTTP POST), [`short_poll`] (an immediate answer), [`long_poll`]
 //! (RFC 6202 §2), [`sse`] (HTML "Server-sent events"), [`stream`] (chunked NDJSON,
-//! RFC 6202 §3), [`websocket`] (RFC 6455, channels and `/echo`). [`feed`] is what the streaming ones share: cursor, catch-up, slow consumers.
+//! RFC 6202 §3), [`websocket`] (RFC 6455, channels and `/echo`). [`feed`] is what the
+//! streaming ones share (cursor, catch-up, slow consumers); [`http_stream`] is the session of
+//! SSE and the stream, which differ only in their format.
 //!
 //! # Choosing a transport
 //!
