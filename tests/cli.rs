@@ -301,3 +301,13 @@ fn cli_sub_survives_server_restart_sse() {
 fn cli_sub_survives_server_restart_long_poll() {
     survives_restart("longpoll");
 }
+
+#[test]
+fn cli_sub_survives_server_restart_stream() {
+    survives_restart("stream");
+}
+
+#[test]
+fn cli_sub_survives_server_restart_short_poll() {
+    survives_restart("poll");
+}
