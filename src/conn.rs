@@ -48,6 +48,16 @@ struct AnswerTo {
     head_only: bool,
 }
 
+/// A request whose body is being read.
+#[derive(Debug)]
+struct BodyState {
+    request: Request,
+    reader: BodyReader,
+    body: Vec<u8>,
+    /// When the request's first byte arrived.
+    started: Instant,
+}
+
 /// What the response to the current request needs to remember.
 #[derive(Debug)]
 struct Request {
@@ -70,10 +80,12 @@ enum Phase {
     },
     /// Reading a request body (RFC 9112 §6).
     /// Accepts: input, EOF, the request deadline. Next: Awaiting, or Closing on error.
-    ReadingBody { request: Request, reader: BodyReader, body: Vec<u8>, started: Instant },
+    /// (Boxed, like `Awaiting`'s request: rare, short states, so that every connection,
+    /// idle ones included, is no larger than its common states need.)
+    ReadingBody(Box<BodyState>),
     /// Waiting for the hub's reply to a queued command; further input is only buffered.
     /// Next: ReadingHead (keep-alive) or Closing.
-    Awaiting { request: Request },
+    Awaiting { request: Box<Request> },
     /// A transport owns the connection (a parked long poll, an event stream, a chunked stream).
     /// Accepts: hub replies and deliveries, the session's deadlines, output drained, EOF.
     /// Next: ReadingHead when a poll response completes on keep-alive; Closing on error, EOF
@@ -105,7 +117,7 @@ pub struct Conn {
     /// The peer will send nothing more.
     peer_eof: bool,
     /// The current request's allowed cross-origin `Origin`, named in CORS fields.
-    cors_origin: Option<String>,
+    cors_origin: Option<Box<str>>,
     /// When the server, shutting down, ends this connection (graceful drain).
     drain_at: Option<Instant>,
     /// The drain has begun: no more keep-alive.
@@ -166,7 +178,7 @@ impl Conn {
                 self.phase = Phase::Closed;
             }
             // Nothing (or only part of a request) was sent: there is nothing to answer.
-            Phase::ReadingHead { .. } | Phase::ReadingBody { .. } => {
+            Phase::ReadingHead { .. } | Phase::ReadingBody(_) => {
                 self.close_reason.get_or_insert("peer closed");
                 self.begin_closing(now);
             }
@@ -239,9 +251,8 @@ impl Conn {
     fn phase_timeout(&self) -> Option<Instant> {
         let http = &self.config.http;
         match &self.phase {
-            Phase::ReadingHead { started: Some(t), .. } | Phase::ReadingBody { started: t, .. } => {
-                Some(*t + http.request_timeout)
-            }
+            Phase::ReadingHead { started: Some(t), .. } => Some(*t + http.request_timeout),
+            Phase::ReadingBody(state) => Some(state.started + http.request_timeout),
             Phase::ReadingHead { started: None, .. } => Some(
                 self.idle_since
                     + if self.first_request { http.request_timeout } else { http.keep_alive_timeout },
@@ -263,7 +274,7 @@ impl Conn {
         match &self.phase {
             // RFC 9110 §15.5.9: 408 means the server would like to close this unused
             // connection; a slow sender gets it and the connection closes (slowloris).
-            Phase::ReadingHead { started: Some(_), .. } | Phase::ReadingBody { .. } => {
+            Phase::ReadingHead { started: Some(_), .. } | Phase::ReadingBody(_) => {
                 self.fail_request(&HttpError::RequestTimeout, now)
             }
             // RFC 9112 §9.5: a server can close an idle connection at any time.
@@ -380,18 +391,17 @@ impl Conn {
                         }
                     }
                 }
-                Phase::ReadingBody { reader, body, .. } => match reader.read(&input[pos..], body) {
+                Phase::ReadingBody(state) => match state.reader.read(&input[pos..], &mut state.body) {
                     Ok(progress) => {
                         pos += progress.consumed;
                         if !progress.done {
                             return pos;
                         }
-                        let Phase::ReadingBody { request, body, .. } =
-                            std::mem::replace(&mut self.phase, Phase::Closed)
+                        let Phase::ReadingBody(state) = std::mem::replace(&mut self.phase, Phase::Closed)
                         else {
                             unreachable!()
                         };
-                        self.dispatch(request, body, now);
+                        self.dispatch(state.request, state.body, now);
                     }
                     Err(e) => {
                         self.fail_request(&e, now);
@@ -417,7 +427,7 @@ impl Conn {
             Err(e) => return self.fail_request(&e, now),
         };
         // An allowed cross-origin request is answered with CORS fields naming its origin.
-        self.cors_origin = self.config.access.check_origin(&head).ok().flatten();
+        self.cors_origin = self.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str);
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
         let reader = match BodyReader::for_request(&head, &self.config.http) {
@@ -442,7 +452,8 @@ impl Conn {
                 write_head(&mut interim, 100, &[], Framing::None, false);
                 self.out.push_owned(interim);
             }
-            self.phase = Phase::ReadingBody { request, reader, body: Vec::new(), started: now };
+            self.phase =
+                Phase::ReadingBody(Box::new(BodyState { request, reader, body: Vec::new(), started: now }));
         } else {
             self.dispatch(request, Vec::new(), now);
         }
@@ -543,7 +554,7 @@ impl Conn {
             ),
             Route::Metrics => {
                 self.commands.push_back(Command::Stats);
-                self.phase = Phase::Awaiting { request };
+                self.phase = Phase::Awaiting { request: Box::new(request) };
             }
             Route::Healthz => {
                 self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
@@ -557,7 +568,7 @@ impl Conn {
                     event: event.as_deref().map(Arc::from),
                     payload,
                 });
-                self.phase = Phase::Awaiting { request };
+                self.phase = Phase::Awaiting { request: Box::new(request) };
             }
             Route::ShortPoll { channel, since } => {
                 self.commands.push_back(Command::Read {
@@ -565,7 +576,7 @@ impl Conn {
                     since: *since,
                     max_messages: self.config.transport.max_batch_messages,
                 });
-                self.phase = Phase::Awaiting { request };
+                self.phase = Phase::Awaiting { request: Box::new(request) };
             }
             Route::LongPoll { channel, since, wait } => {
                 let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
@@ -585,7 +596,7 @@ impl Conn {
             }
             Route::WebSocket { channel, accepted, may_publish } => {
                 let session = WsSession::start(accepted, channel.clone(), *may_publish, &mut self.ctx(now));
-                self.serve(Session::WebSocket(session), request.to);
+                self.serve(Session::WebSocket(Box::new(session)), request.to);
             }
             Route::Stream { channel, since } => {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
@@ -660,7 +671,7 @@ impl Conn {
         self.close_reason.get_or_insert("draining");
         match &mut self.phase {
             Phase::ReadingHead { started: None, .. } => self.begin_closing(now),
-            Phase::ReadingHead { .. } | Phase::ReadingBody { .. } | Phase::Awaiting { .. } => {}
+            Phase::ReadingHead { .. } | Phase::ReadingBody(_) | Phase::Awaiting { .. } => {}
             Phase::Serving { to, .. } => {
                 to.keep_alive = false;
                 self.drive(now, |s, ctx| s.handle_drain(ctx));

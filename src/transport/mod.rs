@@ -220,8 +220,8 @@ pub enum Session {
     Sse(sse::SseSession),
     /// A chunked NDJSON stream.
     Stream(stream::StreamSession),
-    /// A WebSocket connection.
-    WebSocket(websocket::WsSession),
+    /// A WebSocket connection (boxed: the largest session by far).
+    WebSocket(Box<websocket::WsSession>),
 }
 
 /// What a connection does with bytes that arrive while a session owns it.

@@ -151,10 +151,18 @@ pub struct WsSession {
     feed: Option<Feed>,
     v1: bool,
     client_publish: bool,
-    last_traffic: Instant,
-    ping_sent: Option<Instant>,
-    close_deadline: Option<Instant>,
-    events: Vec<Event>,
+    liveness: Liveness,
+}
+
+/// Where a connection is in its heartbeat and its closing handshake.
+#[derive(Debug, Clone, Copy)]
+enum Liveness {
+    /// Traffic last came at `since`; a ping is due a ping interval later.
+    Quiet { since: Instant },
+    /// A ping went out at `at`; some traffic must come back within the pong timeout.
+    Pinged { at: Instant },
+    /// The server sent its close; the peer's must come before `deadline`.
+    Closing { deadline: Instant },
 }
 
 impl WsSession {
@@ -180,18 +188,16 @@ impl WsSession {
             feed,
             v1: accepted.protocol.as_deref() == Some(PROTOCOL_V1),
             client_publish: may_publish,
-            last_traffic: ctx.now,
-            ping_sent: None,
-            close_deadline: None,
-            events: Vec::new(),
+            liveness: Liveness::Quiet { since: ctx.now },
         }
     }
 
     /// Frames from the client.
     pub fn handle_input(&mut self, input: &[u8], ctx: &mut Ctx<'_>) -> Flow {
-        self.last_traffic = ctx.now;
-        self.ping_sent = None;
-        let mut events = std::mem::take(&mut self.events);
+        if !matches!(self.liveness, Liveness::Closing { .. }) {
+            self.liveness = Liveness::Quiet { since: ctx.now };
+        }
+        let mut events = Vec::new();
         let mut input = input;
         let mut failed = false;
         // Message by message, so each is answered (echoed, published) before later frames are
@@ -210,7 +216,7 @@ impl WsSession {
                 }
             }
         }
-        self.events = events;
+
         if failed {
             return Flow::Close("websocket failed");
         }
@@ -296,12 +302,10 @@ impl WsSession {
 
     /// The next heartbeat or closing deadline.
     pub fn poll_timeout(&self, limits: &Limits) -> Option<Instant> {
-        if let Some(deadline) = self.close_deadline {
-            return Some(deadline);
-        }
-        match self.ping_sent {
-            Some(sent) => Some(sent + limits.pong_timeout),
-            None => limits.ping_interval.map(|every| self.last_traffic + every),
+        match self.liveness {
+            Liveness::Quiet { since } => limits.ping_interval.map(|every| since + every),
+            Liveness::Pinged { at } => Some(at + limits.pong_timeout),
+            Liveness::Closing { deadline } => Some(deadline),
         }
     }
 
@@ -309,23 +313,23 @@ impl WsSession {
     /// peer did not finish.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         let limits = &ctx.config.websocket;
-        if self.close_deadline.is_some_and(|t| ctx.now >= t) {
-            return Flow::Close("websocket close timeout");
-        }
-        if self.close_deadline.is_some() {
-            return Flow::Continue;
-        }
-        match self.ping_sent {
-            Some(sent) if ctx.now >= sent + limits.pong_timeout => {
+        match self.liveness {
+            Liveness::Closing { deadline } if ctx.now >= deadline => {
+                return Flow::Close("websocket close timeout")
+            }
+            Liveness::Closing { .. } => {}
+            Liveness::Pinged { at } if ctx.now >= at + limits.pong_timeout => {
                 self.close(CloseCode::GOING_AWAY, "ping timeout", ctx);
             }
-            None if limits.ping_interval.is_some_and(|every| ctx.now >= self.last_traffic + every) => {
-                // RFC 6455 §5.5.2: a ping may serve as a keepalive or to verify that the
-                // remote endpoint is still responsive.
-                let _ = self.ws.send_ping(b"", &mut no_mask, ctx.out);
-                self.ping_sent = Some(ctx.now);
+            Liveness::Pinged { .. } => {}
+            Liveness::Quiet { since } => {
+                if limits.ping_interval.is_some_and(|every| ctx.now >= since + every) {
+                    // RFC 6455 §5.5.2: a ping may serve as a keepalive or to verify that the
+                    // remote endpoint is still responsive.
+                    let _ = self.ws.send_ping(b"", &mut no_mask, ctx.out);
+                    self.liveness = Liveness::Pinged { at: ctx.now };
+                }
             }
-            _ => {}
         }
         Flow::Continue
     }
@@ -334,7 +338,7 @@ impl WsSession {
     fn close(&mut self, code: CloseCode, reason: &str, ctx: &mut Ctx<'_>) {
         let frame = CloseFrame { code, reason: reason.to_string() };
         if self.ws.send_close(Some(frame), &mut no_mask, ctx.out).is_ok() {
-            self.close_deadline = Some(ctx.now + ctx.config.websocket.close_timeout);
+            self.liveness = Liveness::Closing { deadline: ctx.now + ctx.config.websocket.close_timeout };
         }
     }
 }
