@@ -5,6 +5,7 @@
 //! | Python `websockets` (sync API) | client | `pushwire serve` | echo text/binary incl. 1 MiB, ping, close; channel subscription (plain and `pushwire.v1`) receiving HTTP publishes |
 //! | Python `websockets` | server | `client::WsClient` | echo incl. 1 MiB, ping, close; a masked server frame makes the client fail with 1002 |
 //! | Node `ws` | client | `pushwire serve` | echo text/binary, ping, close; channel message with `pushwire.v1` |
+//! | Node `ws` | server | `client::WsClient` | echo of text, binary and 1 MiB, ping/pong, closing handshake 1000 |
 //! | Python `sseclient` (with `requests`) | SSE reader | `pushwire serve`, through a proxy that cuts the stream | reconnects with `Last-Event-ID` and gets exactly the messages it missed |
 //!
 //! The peers are installed by `scripts/setup-interop.sh` (a venv at `.venv/`, `ws` in
@@ -238,6 +239,25 @@ fn our_client_against_python_websockets_echo_server() {
     assert_eq!(ws.recv().unwrap(), Event::Pong(b"from rust".to_vec()));
     ws.close(CloseCode::NORMAL, "done").unwrap();
     assert!(matches!(ws.recv(), Err(Error::Closed)));
+}
+
+#[test]
+fn our_client_against_node_ws_server_echo_ping_close() {
+    let mut cmd = node();
+    cmd.arg(script("node_server.js"));
+    let (peer, port) = Peer::server(cmd, "node ws server (echo)");
+    let mut ws = WsClient::connect(&format!("ws://127.0.0.1:{port}/"), &client_options()).unwrap();
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 % 256) as u8).collect();
+    for msg in [Message::Text("héllo ✓".into()), Message::Binary(vec![0, 1, 2, 255]), Message::Binary(big)]
+    {
+        ws.send(&msg).unwrap();
+        assert_eq!(ws.recv().unwrap(), Event::Message(msg));
+    }
+    // `ws` answers pings by itself (RFC 6455 §5.5.2).
+    ws.send_ping(b"from rust").unwrap();
+    assert_eq!(ws.recv().unwrap(), Event::Pong(b"from rust".to_vec()));
+    ws.close(CloseCode::NORMAL, "done").unwrap();
+    assert_eq!(peer.line(IO_TIMEOUT), "client closed with 1000");
 }
 
 #[test]
