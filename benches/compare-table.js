@@ -40,6 +40,12 @@ const runs = fs.readFileSync(resultsPath, 'utf8').split('\n').filter(Boolean).ma
 const find = (c, server) => runs.find((r) => r.case === c && r.server === server);
 
 const number = (x) => Math.round(x).toLocaleString('en-US');
+// Server CPU time per message echoed or delivered, in microseconds (what the server spent,
+// whatever the load generator could drive).
+function cpuPerUnit(run) {
+  const units = run && (run.mode === 'echo' ? run.messages : run.mode === 'fanout' ? run.deliveries : 0);
+  return units > 0 && run.server_cpu_s > 0 ? (run.server_cpu_s * 1e6) / units : undefined;
+}
 function figure(run, spec) {
   if (!run) return 'not run';
   if (run.error) return `could not run: ${run.error}`;
@@ -48,6 +54,8 @@ function figure(run, spec) {
   let text = `${number(value)} ${spec.unit}`;
   if (run.mode === 'echo') text += `  (p99 ${number(run.latency_p99_us)} us)`;
   if (run.mode === 'fanout') text += `  (p99 ${number(run.latency_p99_us)} us, missing ${run.missing})`;
+  const cpu = cpuPerUnit(run);
+  if (cpu !== undefined) text += `; server CPU ${cpu.toFixed(2)} us/${run.mode === 'echo' ? 'msg' : 'delivery'}`;
   if (!run.ok) text += '  FAILED';
   return text;
 }
@@ -69,12 +77,14 @@ const ratioText = (c, peer) => {
 
 const lines = [];
 if (conditionsPath) lines.push(...fs.readFileSync(conditionsPath, 'utf8').trim().split('\n'), '');
-lines.push('| case | server | figure | pushwire is |', '|---|---|---|---|');
+lines.push('| case | server | figure | pushwire is | by server CPU per message |', '|---|---|---|---|---|');
 for (const [c, spec] of Object.entries(CASES)) {
   const servers = [...new Set(runs.filter((r) => r.case === c).map((r) => r.server))];
   for (const server of servers) {
     const vs = server === 'pushwire' ? '' : ratioText(c, server);
-    lines.push(`| ${spec.label} | ${server} | ${figure(find(c, server), spec)} | ${vs} |`);
+    const [mine, theirs] = [cpuPerUnit(find(c, 'pushwire')), cpuPerUnit(find(c, server))];
+    const byCpu = server !== 'pushwire' && mine && theirs ? `${(theirs / mine).toFixed(2)}x less CPU` : '';
+    lines.push(`| ${spec.label} | ${server} | ${figure(find(c, server), spec)} | ${vs} | ${byCpu} |`);
   }
 }
 lines.push('', '| target | measured | met? |', '|---|---|---|');

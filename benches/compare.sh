@@ -21,7 +21,7 @@
 # "case" and "server" added), the servers' logs beside them, and the table in table.txt.
 # Every server it started is stopped on exit. Takes about 6-10 minutes on 2 cores.
 #
-# Environment: ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
+# Environment: PARTS ("echo fanout idle": which groups to run), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
 # (10000), SKIP_INSTALL=1 (use what is installed and built).
 set -euo pipefail
 
@@ -31,6 +31,8 @@ ECHO_SECONDS=${ECHO_SECONDS:-5}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-100}
 LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
+PARTS=${PARTS:-echo fanout idle}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 RUN_DIR="$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS="$RUN_DIR/results.jsonl"
 BUILD="$ROOT/target/compare-build"
@@ -122,17 +124,32 @@ start_tt() { start_server "$1" "$TT_PEER" 127.0.0.1:0; }
 start_node() { start_server "$1" node benches/peers/node-ws/server.js 127.0.0.1:0; }
 start_mio() { start_server "$1" "$MIO_ECHO" 127.0.0.1:0; }
 
+# CPU time (user + system, all threads) of the server's processes so far, in clock ticks
+# (proc(5) fields 14 and 15): the server's PID and, for nginx, its workers.
+CLK_TCK=$(getconf CLK_TCK)
+server_cpu_ticks() {
+    local pid total=0
+    for pid in "$PID" $(pgrep -P "$PID" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 # bench CASE SERVER MODE ARGS...: one `pushwire bench` run; its JSON line goes to RESULTS with
-# the case and server added (an `error` line when it could not run).
+# the case, the server and the CPU seconds the server used during the run added (an `error`
+# line when it could not run).
 bench() {
-    local case=$1 server=$2 line status=0
+    local case=$1 server=$2 line status=0 before cpu_s
     shift 2
     echo "-- $case: $server" >&2
+    before=$(server_cpu_ticks)
     line=$("$PUSHWIRE" bench "$@" --json 2>>"$RUN_DIR/bench.err") || status=$?
+    cpu_s=$(awk -v t=$(($(server_cpu_ticks) - before)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')
     if [ -z "$line" ]; then
         line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     fi
-    echo "{\"case\":\"$case\",\"server\":\"$server\",${line#\{}" | tee -a "$RESULTS" >&2
+    echo "{\"case\":\"$case\",\"server\":\"$server\",\"server_cpu_s\":$cpu_s,${line#\{}" |
+        tee -a "$RESULTS" >&2
 }
 
 # --- install and build -------------------------------------------------------------------------
@@ -182,6 +199,7 @@ echo_runs() {
         bench "echo-$size" "$server" echo --url "$url" "$@" -c 100 -w 8 -s "$size" --duration "$ECHO_SECONDS"
     done
 }
+if part echo; then
 say "echo: C=100, W=8, 32 B and 16 KiB, $ECHO_SECONDS s each"
 start_pushwire pushwire-echo
 echo_runs pushwire "ws://$ADDR/echo"
@@ -195,6 +213,7 @@ stop_server
 start_mio mio-echo
 echo_runs mio-raw "tcp://$ADDR" --protocol raw
 stop_server
+fi
 
 # --- fan-out, back to back, and at 5 messages/s ---------------------------------------------------
 fan() { # fan CASE SERVER TRANSPORT PUBLISH_URL SUBSCRIBE_URL [ARGS...]
@@ -203,6 +222,7 @@ fan() { # fan CASE SERVER TRANSPORT PUBLISH_URL SUBSCRIBE_URL [ARGS...]
     bench "$case" "$server" fanout --publish-url "$pub" --subscribe-url "$sub" --transport "$transport" \
         -c "$SUBSCRIBERS" --size 64 "$@"
 }
+if part fanout; then
 say "fan-out: $SUBSCRIBERS subscribers, $FANOUT_MESSAGES x 64 B back to back; then 5 messages/s"
 start_pushwire pushwire-fanout
 for t in ws sse; do
@@ -226,14 +246,16 @@ for peer in tt node; do
         --no-open-cursor --settle 1
     stop_server
 done
+fi
 
 # --- idle memory: a fresh server for each run -----------------------------------------------------
-say "idle: $SUBSCRIBERS subscriptions held 2 s, server RSS per connection"
 idle() { # idle CASE SERVER PID URL [ARGS...]
     local case=$1 server=$2 pid=$3 url=$4
     shift 4
     bench "$case" "$server" idle --url "$url" --pid "$pid" -c "$SUBSCRIBERS" --hold 2 "$@"
 }
+if part idle; then
+say "idle: $SUBSCRIBERS subscriptions held 2 s, server RSS per connection"
 for t in ws sse; do
     start_pushwire "pushwire-idle-$t"
     idle "idle-$t" pushwire "$PID" "http://$ADDR/channels/i" --transport $t
@@ -249,6 +271,7 @@ stop_server
 start_node node-idle
 idle idle-ws node-ws "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
 stop_server
+fi
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - began)) s" >>"$RUN_DIR/conditions.txt"
 

@@ -42,7 +42,9 @@ fn main() {
     println!("mio-echo listening on {addr}");
     let handles: Vec<_> = listeners.into_iter().map(|l| std::thread::spawn(move || serve(l))).collect();
     for handle in handles {
-        let _ = handle.join();
+        if let Ok(Err(e)) = handle.join() {
+            eprintln!("mio-echo: {e}");
+        }
     }
 }
 
@@ -64,7 +66,11 @@ fn serve(mut listener: TcpListener) -> io::Result<()> {
     let mut free: Vec<usize> = Vec::new();
     let mut buf = vec![0u8; READ_BYTES];
     loop {
-        poll.poll(&mut events, None)?;
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
         for event in &events {
             if event.token() == LISTENER {
                 while let Ok((mut stream, _)) = listener.accept() {
