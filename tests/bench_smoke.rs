@@ -113,3 +113,55 @@ fn bench_fanout_fails_when_messages_go_missing() {
     assert_eq!(number(&json, "missing"), 6.0, "{json}");
     assert!(json.contains("\"ok\":false"), "{json}");
 }
+
+/// A plain TCP echo on a free loopback port, one thread per connection, for `--protocol raw`;
+/// it stops echoing a connection at its EOF (every read times out after 10 s).
+fn tcp_echo() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn bench_echo_raw_reports_every_length_prefixed_message_echoed() {
+    let url = format!("tcp://{}", tcp_echo());
+    let (output, json) = bench(
+        &[
+            "echo",
+            "--protocol",
+            "raw",
+            "--url",
+            &url,
+            "-c",
+            "2",
+            "-s",
+            "5000",
+            "-w",
+            "3",
+            "--duration",
+            "0.5",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(output.status.success(), "{json} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(json.contains("\"protocol\":\"raw\""), "{json}");
+    assert!(json.contains("\"ok\":true"), "{json}");
+    assert!(number(&json, "messages") > 0.0, "{json}");
+    assert_eq!(number(&json, "lost"), 0.0, "{json}");
+    assert_eq!(number(&json, "changed"), 0.0, "{json}");
+}

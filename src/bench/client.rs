@@ -38,6 +38,10 @@ pub enum Transport {
     Stream,
     /// Long polling: a short poll for the cursor, then `?wait=25&since=CURSOR` again and again.
     Longpoll,
+    /// Raw TCP, each message preceded by its length as 4 bytes, big-endian: no HTTP, no
+    /// WebSocket framing (`bench echo --protocol raw`, against a plain TCP echo).
+    #[value(skip)]
+    Raw,
 }
 
 impl Transport {
@@ -48,6 +52,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::Stream => "stream",
             Transport::Longpoll => "longpoll",
+            Transport::Raw => "raw",
         }
     }
 }
@@ -83,6 +88,8 @@ pub enum Received {
 
 /// Largest response head read, in bytes.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The length prefix of a raw message: a `u32`, big-endian.
+const RAW_LENGTH_BYTES: usize = 4;
 /// How long a long poll asks to wait, in seconds (below pushwire's 30 s cap).
 const LONG_POLL_WAIT_S: u32 = 25;
 
@@ -117,6 +124,8 @@ enum State {
     Ws(Box<WsConn>),
     /// Reading a response body.
     Body { framing: Framing, kind: BodyKind },
+    /// Raw length-prefixed messages; `buf` holds a partial one.
+    Raw { buf: Vec<u8> },
     /// Over; the connection is dropped after reporting why.
     Done,
 }
@@ -168,6 +177,7 @@ impl Client {
             Transport::Sse => client.send_get(&request.path, "text/event-stream", false),
             Transport::Stream => client.send_get(&request.path, "application/x-ndjson", false),
             Transport::Longpoll => client.send_get(&request.path, "application/json", true),
+            Transport::Raw => client.state = State::Raw { buf: Vec::new() },
         }
         Ok(client)
     }
@@ -178,19 +188,41 @@ impl Client {
         self.state = head_state(None, first_poll);
     }
 
-    /// Queues a WebSocket message, masked; false when the connection cannot send one.
+    /// Queues a WebSocket message, masked (or on a raw connection its bytes behind their
+    /// length); false when the connection cannot send one.
     pub fn send_message(&mut self, message: &ws::Message) -> bool {
         match &mut self.state {
             State::Ws(conn) => conn.send_message(message, &mut fresh_mask, &mut self.out).is_ok(),
+            State::Raw { .. } => {
+                let bytes = match message {
+                    ws::Message::Binary(bytes) => bytes.as_slice(),
+                    ws::Message::Text(text) => text.as_bytes(),
+                };
+                let Ok(length) = u32::try_from(bytes.len()) else {
+                    return false;
+                };
+                let mut frame = Vec::with_capacity(RAW_LENGTH_BYTES + bytes.len());
+                frame.extend_from_slice(&length.to_be_bytes());
+                frame.extend_from_slice(bytes);
+                self.out.push_owned(frame);
+                true
+            }
             _ => false,
         }
     }
 
-    /// Starts the WebSocket closing handshake (code 1000); the server then closes TCP.
+    /// Starts the WebSocket closing handshake (code 1000); the server then closes TCP. A raw
+    /// connection shuts down its sending side instead, and the echo server closes on that EOF.
     pub fn send_close(&mut self) {
-        if let State::Ws(conn) = &mut self.state {
-            let frame = ws::CloseFrame { code: ws::CloseCode::NORMAL, reason: String::new() };
-            let _ = conn.send_close(Some(frame), &mut fresh_mask, &mut self.out);
+        match &mut self.state {
+            State::Ws(conn) => {
+                let frame = ws::CloseFrame { code: ws::CloseCode::NORMAL, reason: String::new() };
+                let _ = conn.send_close(Some(frame), &mut fresh_mask, &mut self.out);
+            }
+            State::Raw { .. } => {
+                let _ = self.stream.shutdown(std::net::Shutdown::Write);
+            }
+            _ => {}
         }
     }
 
@@ -302,6 +334,25 @@ impl Client {
                 result.map_err(|e| format!("WebSocket: {e}"))
             }
             State::Body { .. } => self.handle_body(input, received),
+            State::Raw { buf } => {
+                buf.extend_from_slice(input);
+                let max = self.request.max_message_bytes;
+                let mut start = 0;
+                while let Some(prefix) = buf.get(start..start + RAW_LENGTH_BYTES) {
+                    let length = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+                    if length > max {
+                        return Err(format!("raw message of {length} bytes is over {max}"));
+                    }
+                    let Some(message) = buf.get(start + RAW_LENGTH_BYTES..start + RAW_LENGTH_BYTES + length)
+                    else {
+                        break;
+                    };
+                    received.push(Received::Data(message.to_vec()));
+                    start += RAW_LENGTH_BYTES + length;
+                }
+                buf.drain(..start);
+                Ok(())
+            }
             State::Done => Ok(()),
         }
     }
@@ -349,7 +400,9 @@ impl Client {
                 BodyKind::Sse { parser: Box::new(EventStreamParser::new(limits)), cursor_seen: false }
             }
             Transport::Stream => BodyKind::Stream { line: Vec::new() },
-            Transport::Longpoll | Transport::Ws => BodyKind::Poll { body: Vec::new(), first: first_poll },
+            Transport::Longpoll | Transport::Ws | Transport::Raw => {
+                BodyKind::Poll { body: Vec::new(), first: first_poll }
+            }
         };
         self.state = State::Body { framing, kind };
         Ok(())
@@ -559,7 +612,12 @@ impl Clients {
             };
             let mut result = Ok(());
             if writable || !client.connected {
+                let was_connected = client.connected;
                 result = client.handle_writable();
+                // A raw connection has no response head: it is open once connected.
+                if !was_connected && client.connected && matches!(client.state, State::Raw { .. }) {
+                    news.push(Received::Opened);
+                }
             }
             if result.is_ok() && readable && client.connected {
                 result = client.handle_readable(&mut self.scratch, &mut news);

@@ -1,7 +1,9 @@
 //! `pushwire bench echo`: WebSocket round trips against any RFC 6455 echo server.
 //!
 //! Implements: `-c` connections each keeping `-w` binary messages of `-s` bytes in flight for
-//! `--duration` seconds. Every message carries its send time and sequence number (see
+//! `--duration` seconds. With `--protocol raw` the same messages go over plain TCP, each behind
+//! its length as 4 bytes big-endian (a `tcp://` URL), against any TCP echo: the machine's limit
+//! for the same load without HTTP or WebSocket framing. Every message carries its send time and sequence number (see
 //! [`super::payload`]), so each echo's round-trip latency is measured when it comes back; every
 //! frame is masked with a fresh random key (RFC 6455 §5.3). After the duration no new messages
 //! are sent; the ones in flight get `--drain` seconds to return, then each connection is closed
@@ -24,12 +26,24 @@ use super::url::Url;
 use super::{parse_seconds, OPEN_CONCURRENCY};
 use crate::ws;
 
+/// What the echo connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EchoProtocol {
+    /// WebSocket binary messages (RFC 6455), to a `ws://` URL.
+    Ws,
+    /// Plain TCP, each message behind a 4-byte big-endian length, to a `tcp://` URL.
+    Raw,
+}
+
 /// Options of `pushwire bench echo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EchoOptions {
-    /// The echo endpoint.
+    /// The echo endpoint (`tcp://HOST:PORT` with `--protocol raw`).
     #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
     pub url: String,
+    /// WebSocket, or raw length-prefixed messages over TCP (against a plain TCP echo).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub protocol: EchoProtocol,
     /// WebSocket connections.
     #[arg(short = 'c', long, value_name = "COUNT", default_value_t = 10)]
     pub connections: usize,
@@ -74,7 +88,10 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
     let url = Url::parse(&options.url)?;
     ensure_open_files(options.connections)?;
     let request = Request {
-        transport: Transport::Ws,
+        transport: match options.protocol {
+            EchoProtocol::Ws => Transport::Ws,
+            EchoProtocol::Raw => Transport::Raw,
+        },
         host: url.host.clone(),
         path: url.path.clone(),
         protocols: Vec::new(),
@@ -153,6 +170,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
     let elapsed = last_echo.duration_since(start).as_secs_f64().max(1e-6);
     let mut report = Report::new("echo");
     report.text("url", options.url.clone());
+    report.text("protocol", if options.protocol == EchoProtocol::Raw { "raw" } else { "ws" });
     report.count("connections", options.connections as u64);
     report.count("size_bytes", options.size_bytes as u64);
     report.count("in_flight", options.in_flight as u64);

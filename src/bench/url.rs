@@ -1,13 +1,14 @@
-//! The few URLs the load generator understands: `ws://` and `http://`, host, port, path.
+//! The few URLs the load generator understands: `ws://`, `http://` and `tcp://` (the raw
+//! length-prefixed echo), host, port, path.
 //!
-//! Implements: the `scheme://authority/path?query` split of RFC 3986 §3 for these two schemes,
+//! Implements: the `scheme://authority/path?query` split of RFC 3986 §3 for these schemes,
 //! name resolution of the host (std's resolver), and the `Host` field value of RFC 9112 §3.2.
 //!
 //! Does not: handle `wss://` or `https://` (no TLS), user info, IPv6 zone ids, or fragments.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// A parsed `ws://` or `http://` URL; both schemes mean the same TCP connection here.
+/// A parsed `ws://`, `http://` or `tcp://` URL; all mean the same TCP connection here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     /// The authority as written (`host[:port]`): the `Host` field value.
@@ -24,7 +25,8 @@ impl Url {
         let rest = text
             .strip_prefix("ws://")
             .or_else(|| text.strip_prefix("http://"))
-            .ok_or_else(|| format!("`{text}`: only ws:// and http:// URLs are supported (no TLS)"))?;
+            .or_else(|| text.strip_prefix("tcp://"))
+            .ok_or_else(|| format!("`{text}`: only ws://, http:// and tcp:// URLs are supported (no TLS)"))?;
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -69,6 +71,7 @@ mod tests {
         assert_eq!(url.path_with_param("wait", "5"), "/pub?id=a&wait=5");
         assert_eq!(Url::parse("http://127.0.0.1:1?x=1").unwrap().path, "/?x=1");
         assert_eq!(Url::parse("http://127.0.0.1:1").unwrap().path, "/");
+        assert_eq!(Url::parse("tcp://127.0.0.1:7").unwrap().addr, "127.0.0.1:7".parse().unwrap());
     }
 
     #[test]

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# pushwire against its peers, side by side, in one run: `bash benches/compare.sh`.
+#
+# Installs the peers from registries only (Debian: nginx, libnginx-mod-nchan; npm: ws, pinned by
+# benches/peers/node-ws/package-lock.json; crates.io: tokio-tungstenite and mio, pinned by each
+# peer's Cargo.lock), builds pushwire and the peers in release mode, then runs the same
+# `pushwire bench` modes against each server on this machine (server and load generator share
+# its cores), one server at a time:
+#
+#   echo     C=100 connections, W=8 in flight, 32 B and 16 KiB, ECHO_SECONDS each:
+#            pushwire, tokio-tungstenite, Node ws, and a plain mio TCP echo (`--protocol raw`)
+#   fanout   10,000 subscribers, FANOUT_MESSAGES messages of 64 B back to back, ws and SSE:
+#            pushwire and Nchan (ws and SSE), tokio-tungstenite and Node ws (ws)
+#   latency  10,000 subscribers, 5 messages/s for LATENCY_MESSAGES messages, p99 delivery
+#            latency, ws and SSE: pushwire and Nchan
+#   idle     10,000 idle ws and SSE subscriptions, server RSS per connection, a fresh server
+#            each: pushwire, Nchan (ws, SSE), tokio-tungstenite and Node ws (ws)
+#
+# Prints one table (each figure, and each target's ratio against the peer it names) and leaves
+# the raw JSON lines of every run in target/compare/RUN/results.jsonl (one per run, with
+# "case" and "server" added), the servers' logs beside them, and the table in table.txt.
+# Every server it started is stopped on exit. Took 200 s on 2 cores (plus installing and building).
+#
+# Environment: PARTS ("echo fanout idle": which groups to run), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
+# (10000), SKIP_INSTALL=1 (use what is installed and built).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+ECHO_SECONDS=${ECHO_SECONDS:-5}
+FANOUT_MESSAGES=${FANOUT_MESSAGES:-100}
+LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
+SUBSCRIBERS=${SUBSCRIBERS:-10000}
+PARTS=${PARTS:-echo fanout idle}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+RUN_DIR="$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)"
+RESULTS="$RUN_DIR/results.jsonl"
+BUILD="$ROOT/target/compare-build"
+PUSHWIRE="$ROOT/target/release/pushwire"
+TT_PEER="$BUILD/tt/release/tt-peer"
+MIO_ECHO="$BUILD/mio-echo/release/mio-echo"
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+mkdir -p "$RUN_DIR"
+: >"$RESULTS"
+began=$(date +%s)
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- servers: every one started is stopped on exit ------------------------------------------
+SERVER_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${SERVER_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_server NAME CMD...: starts CMD in the background, waits for its `listening on` line and
+# sets ADDR (host:port) and PID.
+start_server() {
+    local name=$1 log="$RUN_DIR/$1.log"
+    shift
+    "$@" >"$log" 2>&1 &
+    PID=$!
+    SERVER_PIDS+=("$PID")
+    for _ in $(seq 100); do
+        if ADDR=$(grep -m1 -o 'listening on [a-z]*:*/*[0-9.]*:[0-9]*' "$log" 2>/dev/null); then
+            ADDR=${ADDR##*listening on }
+            ADDR=${ADDR#http://}
+            return 0
+        fi
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "compare.sh: $name did not start; its log:" >&2
+    cat "$log" >&2
+    exit 2
+}
+
+stop_server() {
+    kill "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+}
+
+free_port() {
+    node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# start_nchan NAME WORKERS: nginx with benches/peers/nchan/nginx.conf.in in its own directory;
+# sets ADDR, PID (the master) and WORKER_PID (the first worker).
+start_nchan() {
+    local name=$1 workers=$2 dir="$RUN_DIR/$1" port
+    port=$(free_port)
+    mkdir -p "$dir"
+    sed -e "s#@DIR@#$dir#g; s#@PORT@#$port#g; s#@WORKERS@#$workers#g; s#@NOFILE@#$(ulimit -Hn)#g" \
+        benches/peers/nchan/nginx.conf.in >"$dir/nginx.conf"
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$RUN_DIR/$name.log" 2>&1 &
+    PID=$!
+    SERVER_PIDS+=("$PID")
+    ADDR="127.0.0.1:$port"
+    for _ in $(seq 100); do
+        WORKER_PID=$(pgrep -P "$PID" | head -1 || true)
+        if [ -n "$WORKER_PID" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "compare.sh: nginx (Nchan) did not start:" >&2
+    cat "$dir/error.log" "$RUN_DIR/$name.log" >&2
+    exit 2
+}
+
+start_pushwire() {
+    start_server "$1" "$PUSHWIRE" serve --listen 127.0.0.1:0 \
+        --max-connections 30000 --max-connections-per-ip 30000
+}
+start_tt() { start_server "$1" "$TT_PEER" 127.0.0.1:0; }
+start_node() { start_server "$1" node benches/peers/node-ws/server.js 127.0.0.1:0; }
+start_mio() { start_server "$1" "$MIO_ECHO" 127.0.0.1:0; }
+
+# CPU time (user + system, all threads) of the server's processes so far, in clock ticks
+# (proc(5) fields 14 and 15): the server's PID and, for nginx, its workers.
+CLK_TCK=$(getconf CLK_TCK)
+server_cpu_ticks() {
+    local pid total=0
+    for pid in "$PID" $(pgrep -P "$PID" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# bench CASE SERVER MODE ARGS...: one `pushwire bench` run; its JSON line goes to RESULTS with
+# the case, the server and the CPU seconds the server used during the run added (an `error`
+# line when it could not run).
+bench() {
+    local case=$1 server=$2 line status=0 before cpu_s
+    shift 2
+    echo "-- $case: $server" >&2
+    before=$(server_cpu_ticks)
+    line=$("$PUSHWIRE" bench "$@" --json 2>>"$RUN_DIR/bench.err") || status=$?
+    cpu_s=$(awk -v t=$(($(server_cpu_ticks) - before)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')
+    if [ -z "$line" ]; then
+        line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
+    fi
+    echo "{\"case\":\"$case\",\"server\":\"$server\",\"server_cpu_s\":$cpu_s,${line#\{}" |
+        tee -a "$RESULTS" >&2
+}
+
+# --- install and build -------------------------------------------------------------------------
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    say "installing peers (apt: nginx, libnginx-mod-nchan; npm: ws; crates.io via Cargo.lock)"
+    missing=()
+    [ -e "$NCHAN_MODULE" ] || missing+=(nginx libnginx-mod-nchan)
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_get=(apt-get)
+        [ "$(id -u)" = 0 ] || apt_get=(sudo apt-get)
+        "${apt_get[@]}" update -qq
+        DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    (cd benches/peers/node-ws && npm ci --no-audit --no-fund --silent)
+    cargo build --release --quiet
+    cargo build --release --quiet --locked --manifest-path benches/peers/tokio-tungstenite/Cargo.toml \
+        --target-dir "$BUILD/tt"
+    cargo build --release --quiet --locked --manifest-path benches/peers/mio-echo/Cargo.toml \
+        --target-dir "$BUILD/mio-echo"
+fi
+
+# 10,000 connections on each side: raise the soft limit to the hard one (root may raise both).
+ulimit -Hn 65536 2>/dev/null || true
+ulimit -Sn "$(ulimit -Hn)"
+if [ "$(ulimit -Sn)" -lt $((SUBSCRIBERS + 100)) ]; then
+    echo "compare.sh: RLIMIT_NOFILE is $(ulimit -Sn); $SUBSCRIBERS subscribers need more" >&2
+    exit 2
+fi
+
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(nginx -v 2>&1 | sed 's#.*/##');" \
+        "Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?');" \
+        "node $(node --version); ws $(node -p 'require("./benches/peers/node-ws/node_modules/ws/package.json").version');" \
+        "tokio-tungstenite $(grep -A1 'name = "tokio-tungstenite"' benches/peers/tokio-tungstenite/Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
+} >"$RUN_DIR/conditions.txt"
+cat "$RUN_DIR/conditions.txt" >&2
+
+# --- echo ----------------------------------------------------------------------------------------
+echo_runs() {
+    local server=$1 url=$2
+    shift 2
+    for size in 32 16384; do
+        bench "echo-$size" "$server" echo --url "$url" "$@" -c 100 -w 8 -s "$size" --duration "$ECHO_SECONDS"
+    done
+}
+if part echo; then
+say "echo: C=100, W=8, 32 B and 16 KiB, $ECHO_SECONDS s each"
+start_pushwire pushwire-echo
+echo_runs pushwire "ws://$ADDR/echo"
+stop_server
+start_tt tt-echo
+echo_runs tokio-tungstenite "ws://$ADDR/echo"
+stop_server
+start_node node-echo
+echo_runs node-ws "ws://$ADDR/echo"
+stop_server
+start_mio mio-echo
+echo_runs mio-raw "tcp://$ADDR" --protocol raw
+stop_server
+fi
+
+# --- fan-out, back to back, and at 5 messages/s ---------------------------------------------------
+fan() { # fan CASE SERVER TRANSPORT PUBLISH_URL SUBSCRIBE_URL [ARGS...]
+    local case=$1 server=$2 transport=$3 pub=$4 sub=$5
+    shift 5
+    bench "$case" "$server" fanout --publish-url "$pub" --subscribe-url "$sub" --transport "$transport" \
+        -c "$SUBSCRIBERS" --size 64 "$@"
+}
+if part fanout; then
+say "fan-out: $SUBSCRIBERS subscribers, $FANOUT_MESSAGES x 64 B back to back; then 5 messages/s"
+start_pushwire pushwire-fanout
+for t in ws sse; do
+    fan "fanout-$t" pushwire $t "http://$ADDR/channels/f$t" "http://$ADDR/channels/f$t" -k "$FANOUT_MESSAGES"
+    fan "latency-$t" pushwire $t "http://$ADDR/channels/l$t" "http://$ADDR/channels/l$t" \
+        -k "$LATENCY_MESSAGES" --rate 5
+done
+stop_server
+start_nchan nchan-fanout 2
+for t in ws sse; do
+    fan "fanout-$t" nchan $t "http://$ADDR/pub?id=f$t" "http://$ADDR/sub/f$t" -k "$FANOUT_MESSAGES" \
+        --no-open-cursor --settle 1
+    fan "latency-$t" nchan $t "http://$ADDR/pub?id=l$t" "http://$ADDR/sub/l$t" -k "$LATENCY_MESSAGES" \
+        --rate 5 --no-open-cursor --settle 1
+done
+stop_server
+for peer in tt node; do
+    name=$([ $peer = tt ] && echo tokio-tungstenite || echo node-ws)
+    "start_$peer" "$peer-fanout"
+    fan fanout-ws "$name" ws "http://$ADDR/channels/f" "http://$ADDR/channels/f" -k "$FANOUT_MESSAGES" \
+        --no-open-cursor --settle 1
+    stop_server
+done
+fi
+
+# --- idle memory: a fresh server for each run -----------------------------------------------------
+idle() { # idle CASE SERVER PID URL [ARGS...]
+    local case=$1 server=$2 pid=$3 url=$4
+    shift 4
+    bench "$case" "$server" idle --url "$url" --pid "$pid" -c "$SUBSCRIBERS" --hold 2 "$@"
+}
+if part idle; then
+say "idle: $SUBSCRIBERS subscriptions held 2 s, server RSS per connection"
+for t in ws sse; do
+    start_pushwire "pushwire-idle-$t"
+    idle "idle-$t" pushwire "$PID" "http://$ADDR/channels/i" --transport $t
+    stop_server
+    # One worker, so that one process's RSS holds every subscription.
+    start_nchan "nchan-idle-$t" 1
+    idle "idle-$t" nchan "$WORKER_PID" "http://$ADDR/sub/i" --transport $t --no-open-cursor
+    stop_server
+done
+start_tt tt-idle
+idle idle-ws tokio-tungstenite "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
+stop_server
+start_node node-idle
+idle idle-ws node-ws "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
+stop_server
+fi
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - began)) s" >>"$RUN_DIR/conditions.txt"
+
+# --- the table -----------------------------------------------------------------------------------
+say "results ($RESULTS)"
+node benches/compare-table.js "$RESULTS" "$RUN_DIR/conditions.txt" | tee "$RUN_DIR/table.txt"
