@@ -8,7 +8,7 @@
 //! # Layers
 //!
 //! ```text
-//!   net/ (mio event loop: sockets, clock, randomness)              [I/O]
+//!   net/ (mio event loops, one per thread: sockets, clock, randomness) [I/O]
 //!     │ bytes in/out, deadlines, hub commands
 //!   conn.rs (one TCP connection: requests, keep-alive, closing)    [pure]
 //!     │ routed requests
@@ -26,8 +26,9 @@
 //! # Reading order
 //!
 //! [`hub`] (the pub/sub core and its cursor/gap rules), [`http1`] (message syntax),
-//! [`conn`] (a connection's life), [`transport`] (the push styles), [`net`] (the event loop),
-//! [`client`] (blocking clients driving the same protocol cores).
+//! [`ws`] (RFC 6455 in both roles), [`sse`] (the event-stream format), [`conn`] (a connection's
+//! life), [`transport`] (the push styles), [`net`] (the event loops), [`client`] (blocking
+//! clients driving the same protocol cores), [`bench`] (the load generator).
 //!
 //! # Spec map
 //!
@@ -36,7 +37,11 @@
 //! | RFC 9112 HTTP/1.1 message syntax | [`http1::head`], [`http1::body`], [`http1::response`] |
 //! | RFC 9112 §7.1 chunked coding | [`http1::chunked`] |
 //! | RFC 9112 §9 connection management | [`conn`] |
-//! | RFC 6202 §2 polling | [`transport::short_poll`] |
+//! | RFC 6202 §2 polling | [`transport::short_poll`], [`transport::long_poll`] |
+//! | RFC 6202 §3 streaming | [`transport::stream`] |
+//! | RFC 6455 WebSocket | [`ws`], [`transport::websocket`] |
+//! | HTML "Server-sent events" | [`sse`], [`transport::sse`] |
+//! | RFC 6454 origins, RFC 6750 bearer tokens | [`transport::access`] |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
