@@ -28,7 +28,7 @@
 //! [`hub`] (the pub/sub core and its cursor/gap rules), [`http1`] (message syntax),
 //! [`ws`] (RFC 6455 in both roles), [`sse`] (the event-stream format), [`conn`] (a connection's
 //! life), [`transport`] (the push styles), [`net`] (the event loops), [`client`] (blocking
-//! clients driving the same protocol cores), [`bench`] (the load generator).
+//! clients driving the same protocol cores), [`bench`](mod@bench) (the load generator).
 //!
 //! # Spec map
 //!
