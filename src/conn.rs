@@ -207,12 +207,22 @@ impl Conn {
                         self.drive(now, |s, ctx| s.handle_subscribed(replay, ctx))
                     }
                     Reply::Read(Ok(replay)) => self.drive(now, |s, ctx| s.handle_read(replay, ctx)),
-                    // A refused subscription: nothing was written yet, so answer the error.
-                    Reply::Subscribed(Err(e)) | Reply::Read(Err(e)) => {
-                        self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
-                    }
-                    Reply::Published(Err(e)) => {
-                        self.drive(now, |s, ctx| s.handle_publish_refused(e.status_hint(), ctx))
+                    // The hub refused: a session that has not written anything yet is answered
+                    // with an HTTP error; one that has (a WebSocket's 101, a stream's head) ends
+                    // in its own format.
+                    Reply::Subscribed(Err(e)) | Reply::Read(Err(e)) | Reply::Published(Err(e)) => {
+                        let status = e.status_hint();
+                        let mut ended = false;
+                        self.drive(now, |s, ctx| match s.handle_refused(status, ctx) {
+                            Some(flow) => {
+                                ended = true;
+                                flow
+                            }
+                            None => Flow::Continue,
+                        });
+                        if !ended {
+                            self.respond_error(to, status, &[], &e.to_string(), now)
+                        }
                     }
                     Reply::Published(Ok(_)) | Reply::Stats(_) => {}
                 }

@@ -78,3 +78,17 @@ fn subscribe_token_guards_every_subscription() {
     assert_eq!(get(&server, "/channels/s?mode=sse&token=nope", "").status, 403);
     assert_eq!(get(&server, "/channels/s", "Authorization: Bearer letmein\r\n").status, 200);
 }
+
+#[test]
+fn a_refused_websocket_subscription_ends_with_a_close_frame_not_an_http_answer() {
+    let server = Server::start(&["--max-channels", "1"]);
+    assert_eq!(get(&server, "/channels/first", "").status, 200);
+    // The 101 is written before the hub answers; its refusal must be a WebSocket close.
+    let (mut ws, head) = RawWs::connect(&server, "/channels/second", &[]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (op, payload) = ws.recv().expect("a close frame");
+    assert_eq!(op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1011);
+    // An SSE request is refused before its head: a plain 503.
+    assert_eq!(get(&server, "/channels/third?mode=sse", "").status, 503);
+}

@@ -67,6 +67,14 @@ impl<F: StreamFormat> HttpStream<F> {
         flow
     }
 
+    /// The hub refused the subscription or a page read. Before the head is written the
+    /// connection can still answer with an HTTP error (`None`); after it, the response ends.
+    pub fn handle_refused(&mut self, ctx: &mut Ctx<'_>) -> Option<Flow> {
+        self.next_keepalive?; // Set when the head is written.
+        ctx.out.push_bytes(F::END);
+        Some(Flow::Close("refused by the hub"))
+    }
+
     /// The server is shutting down: end the response.
     pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         ctx.out.push_bytes(F::END);

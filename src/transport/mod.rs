@@ -323,11 +323,15 @@ impl Session {
         }
     }
 
-    /// A publish queued by the session was refused by the hub.
-    pub fn handle_publish_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
+    /// A command the session queued was refused by the hub (`status` is the refusal's HTTP
+    /// status). `None`: nothing has been written yet, so the connection answers with an HTTP
+    /// error; otherwise the session has ended its response in its own format.
+    pub fn handle_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Option<Flow> {
         match self {
-            Session::WebSocket(s) => s.handle_publish_refused(status, ctx),
-            _ => Flow::Continue,
+            Session::WebSocket(s) => Some(s.handle_refused(status, ctx)),
+            Session::Sse(s) => s.handle_refused(ctx),
+            Session::Stream(s) => s.handle_refused(ctx),
+            Session::LongPoll(_) => None,
         }
     }
 

@@ -266,10 +266,11 @@ impl WsSession {
         Flow::Continue
     }
 
-    /// A client's publish was refused by the hub: close with the matching code.
-    pub fn handle_publish_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
+    /// The hub refused the subscription or a client's publish: the 101 is already written, so
+    /// close with the matching code (1009 for a message too large, else 1011).
+    pub fn handle_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
         let code = if status == 413 { CloseCode::MESSAGE_TOO_BIG } else { CloseCode::INTERNAL_ERROR };
-        self.close(code, "publish refused", ctx);
+        self.close(code, "refused by the hub", ctx);
         Flow::Continue
     }
 
