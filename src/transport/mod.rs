@@ -390,6 +390,15 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
     let denied = |d: access::Denied| Refusal::new(d.status_hint(), d.reason());
     config.access.check_origin(head).map_err(denied)?;
     let method = head.method.as_str();
+    // RFC 9110 §9.1: an origin server that receives a request method that is unrecognized or
+    // not implemented SHOULD respond with 501; a known method the resource does not allow gets
+    // 405 with Allow (§15.5.6). Method names are case-sensitive, so `get` is unrecognized.
+    if !matches!(
+        method,
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+    ) {
+        return Err(Refusal::new(501, "method not implemented"));
+    }
     if method == "OPTIONS" {
         return Ok(Route::Preflight);
     }
@@ -575,6 +584,13 @@ mod tests {
 
     fn status(method: &str, target: &str) -> u16 {
         route(&head(method, target), &Config::default()).unwrap_err().status
+    }
+
+    #[test]
+    fn rfc9110_9_1_unrecognized_methods_are_501() {
+        assert_eq!(status("BREW", "/channels/a"), 501);
+        assert_eq!(status("get", "/healthz"), 501);
+        assert_eq!(status("PUT", "/channels/a"), 405);
     }
 
     #[test]
