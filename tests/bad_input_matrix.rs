@@ -196,8 +196,9 @@ fn default_server_cases() -> Vec<Case> {
         raw("lowercase method", "get /healthz HTTP/1.1\r\nHost: t\r\n\r\n", Status(501), KEEPS),
         raw("version HTTP/1.2", "GET /healthz HTTP/1.2\r\nHost: t\r\n\r\n", Status(505), CLOSES),
         raw("version HTTP/2.0", "GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", Status(505), CLOSES),
-        raw("version HTTP/1", "GET /healthz HTTP/1\r\nHost: t\r\n\r\n", Status(505), CLOSES),
-        raw("version http/1.1", "GET /healthz http/1.1\r\nHost: t\r\n\r\n", Status(505), CLOSES),
+        // RFC 9112 §2.3: not an HTTP-version at all (the name is case-sensitive): malformed.
+        raw("version HTTP/1", "GET /healthz HTTP/1\r\nHost: t\r\n\r\n", Status(400), CLOSES),
+        raw("version http/1.1", "GET /healthz http/1.1\r\nHost: t\r\n\r\n", Status(400), CLOSES),
         raw("version HTTP/1.1x", "GET /healthz HTTP/1.1x\r\nHost: t\r\n\r\n", Status(400), CLOSES),
         raw("missing Host", "GET /healthz HTTP/1.1\r\n\r\n", Status(400), CLOSES),
         raw("duplicate Host", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Status(400), CLOSES),

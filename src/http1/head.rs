@@ -166,8 +166,11 @@ pub fn parse_request_head(head: &[u8], limits: &Limits) -> Result<RequestHead, E
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Error::MalformedHead),
         Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders),
-        // RFC 9110 §15.6.6: 505 for a major version the server does not support.
-        Err(httparse::Error::Version) => return Err(Error::UnsupportedVersion),
+        // RFC 9110 §15.6.6: 505 for a major version the server does not support; a version
+        // token that is not an HTTP-version at all (RFC 9112 §2.3) is malformed.
+        Err(httparse::Error::Version) if names_an_http_version(head) => {
+            return Err(Error::UnsupportedVersion)
+        }
         Err(_) => return Err(Error::MalformedHead),
     }
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
@@ -200,6 +203,19 @@ pub fn parse_request_head(head: &[u8], limits: &Limits) -> Result<RequestHead, E
         return Err(Error::InvalidHost);
     }
     Ok(head)
+}
+
+/// True when the request line is well formed (RFC 9112 §3: method SP request-target SP
+/// HTTP-version) and its version is an HTTP-version (§2.3: %s"HTTP" "/" DIGIT "." DIGIT, the
+/// name case-sensitive), whatever its numbers.
+fn names_an_http_version(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let version = parts.nth(2).unwrap_or_default();
+    parts.next().is_none()
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// Parses a complete response head (the client role). Returns the head and its length.
@@ -314,6 +330,18 @@ mod tests {
         let limits = Limits { max_headers: 3, ..Limits::default() };
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(parse_request_head(req, &limits), Err(Error::TooManyHeaders));
+    }
+
+    #[test]
+    fn rfc9112_2_3_a_token_that_is_no_http_version_is_400() {
+        for bad in ["HTTP/1", "http/1.1", "FOO/1.1", "b HTTP/1.1"] {
+            let req = format!("GET /a {bad}\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                parse_request_head(req.as_bytes(), &Limits::default()),
+                Err(Error::MalformedHead),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
