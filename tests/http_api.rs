@@ -357,3 +357,15 @@ fn out_of_file_descriptors_the_server_neither_exits_nor_spins_and_recovers() {
     let res = exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(res.status, 200);
 }
+
+#[test]
+fn an_idle_server_with_several_loops_does_not_spin() {
+    let server = Server::start(&["--threads", "2"]);
+    assert_eq!(exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    // Past the hub sweep interval (1 s), when every loop has had a timer come due.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(server.pid()) - before;
+    assert!(spent < 10, "an idle server spent {spent} ticks of CPU in 1 s");
+}

@@ -184,8 +184,12 @@ impl EventLoop {
             self.accept(now);
             self.fire_timers(now);
             self.fan_out(now);
-            if self.sink.index() == 0 && now >= self.next_expire {
-                self.shared.hub.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+            if now >= self.next_expire {
+                // Loop 0 sweeps the shared hub; every loop moves its own timer on, or a loop
+                // whose sweep time has passed would poll with a zero timeout forever.
+                if self.sink.index() == 0 {
+                    self.shared.hub.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+                }
                 self.next_expire = now + self.shared.config.net.expire_interval;
             }
         }
