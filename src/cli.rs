@@ -6,10 +6,13 @@
 //! at the end of stdin it waits until the server is quiet for `--linger`, then performs the
 //! closing handshake, printing what arrives before the server's close).
 //!
-//! Does not: speak TLS, or read binary messages from stdin other than line by line.
+//! `https://` and `wss://` URLs go over TLS, trusting Mozilla's roots and `--ca-file`.
+//!
+//! Does not: read binary messages from stdin other than line by line.
 //! Errors are one line on stderr, `pushwire CMD: …`, with exit code 1.
 
 use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,7 +22,7 @@ use clap::Args;
 
 use pushwire::client::{
     Backoff, Error, Item, Payload, PublishOptions, Publisher, SubscribeOptions, Subscriber, Timeouts,
-    Transport, WsClient, WsOptions,
+    TlsOptions, Transport, WsClient, WsOptions,
 };
 use pushwire::hub::Cursor;
 use pushwire::ws::{CloseCode, Event, Message};
@@ -38,8 +41,11 @@ fn cursor(text: &str) -> Result<Cursor, String> {
 #[derive(Args)]
 pub struct SubArgs {
     /// The channel's URL, `http://HOST:PORT/channels/NAME` (or `ws://`; the transport decides
-    /// how to connect).
+    /// how to connect; `https://` and `wss://` for TLS).
     url: String,
+    /// A PEM file of CA certificates to trust for TLS, besides Mozilla's roots.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// How to subscribe: ws (pushwire.v1), sse, longpoll, poll or stream.
     #[arg(long, value_name = "TRANSPORT", value_parser = transport, default_value = "ws")]
     transport: Transport,
@@ -72,8 +78,12 @@ pub struct SubArgs {
 /// `pushwire pub`.
 #[derive(Args)]
 pub struct PubArgs {
-    /// The channel's URL: `http://…/channels/NAME` publishes with POST, `ws://…` over WebSocket.
+    /// The channel's URL: `http://…/channels/NAME` publishes with POST, `ws://…` over WebSocket
+    /// (`https://` and `wss://` for TLS).
     url: String,
+    /// A PEM file of CA certificates to trust for TLS, besides Mozilla's roots.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// The message; `-` (the default) publishes each line of stdin.
     #[arg(default_value = "-")]
     data: String,
@@ -91,8 +101,11 @@ pub struct PubArgs {
 /// `pushwire ws`.
 #[derive(Args)]
 pub struct WsArgs {
-    /// A `ws://` (or `http://`) URL.
+    /// A `ws://` or `wss://` (or `http://`, `https://`) URL.
     url: String,
+    /// A PEM file of CA certificates to trust for TLS, besides Mozilla's roots.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// Send each stdin line as a binary message instead of text.
     #[arg(long)]
     binary: bool,
@@ -148,6 +161,7 @@ pub fn sub(args: SubArgs) -> ExitCode {
         timeouts: Timeouts { read: args.read_timeout, ..Timeouts::default() },
         backoff: Backoff { base: args.backoff_base, cap: args.backoff_cap },
         poll_interval: args.poll_interval,
+        tls: TlsOptions { extra_roots_pem: args.ca_file },
         ..SubscribeOptions::default()
     };
     let mut subscriber = match Subscriber::connect(&args.url, options) {
@@ -203,7 +217,11 @@ fn payload(bytes: Vec<u8>, binary: bool) -> Result<Payload, String> {
 
 /// Runs `pushwire pub`.
 pub fn publish(args: PubArgs) -> ExitCode {
-    let options = PublishOptions { token: args.token, ..PublishOptions::default() };
+    let options = PublishOptions {
+        token: args.token,
+        tls: TlsOptions { extra_roots_pem: args.ca_file },
+        ..PublishOptions::default()
+    };
     let mut publisher = match Publisher::connect(&args.url, options) {
         Ok(p) => p,
         Err(e) => return fail("pub", e),
@@ -264,6 +282,7 @@ pub fn ws(args: WsArgs) -> ExitCode {
             max_frame_payload_bytes: 16 * 1024 * 1024,
             max_message_bytes: 16 * 1024 * 1024,
         },
+        tls: TlsOptions { extra_roots_pem: args.ca_file.clone() },
         ..WsOptions::default()
     };
     let mut client = match WsClient::connect(&args.url, &options) {

@@ -184,11 +184,14 @@ fn cli_pub_event_names_reach_json_subscribers() {
 fn cli_errors_are_one_line_with_a_failing_exit_code() {
     let server = Server::start(&["--threads", "1", "--publish-token", "secret"]);
     let url = format!("http://{}/channels/c", server.addr);
+    // TLS spoken to a plain-HTTP server: it waits for the end of a request head that never
+    // comes, and the client for a ServerHello, until the connect deadline.
+    let wss = format!("wss://{}/echo", server.addr);
     for (args, needle) in [
         (vec!["pub", url.as_str(), "x"], "401"),
         (vec!["pub", url.as_str(), "x", "--token", "wrong"], "403"),
-        (vec!["sub", "https://127.0.0.1:1/channels/c"], "TLS"),
-        (vec!["ws", "wss://127.0.0.1:1/echo"], "TLS"),
+        (vec!["sub", "https://127.0.0.1:1/channels/c", "--ca-file", "/nonexistent/ca.pem"], "CA file"),
+        (vec!["ws", wss.as_str(), "--timeout", "0.3"], "timed out waiting for the TLS handshake"),
         (vec!["sub", "http://127.0.0.1:1/channels/c", "--transport", "sse"], "refused"),
     ] {
         let out = run(&args, b"");

@@ -7,6 +7,8 @@
 //! | Node `ws` | client | `pushwire serve` | echo text/binary, ping, close; channel message with `pushwire.v1` |
 //! | Node `ws` | server | `client::WsClient` | echo of text, binary and 1 MiB, ping/pong, closing handshake 1000 |
 //! | Python `sseclient` (with `requests`) | SSE reader | `pushwire serve`, through a proxy that cuts the stream | reconnects with `Last-Event-ID` and gets exactly the messages it missed |
+//! | Python `websockets` over `ssl` | `wss://` server | `client::WsClient` | echo and close over TLS (test CA via `extra_roots_pem`, by name and by IP); an untrusted CA or a certificate for another name fails with `Error::Tls` |
+//! | Python `ssl` TLS terminator | `https://` proxy | `client::Publisher`, `client::Subscriber`, `pushwire pub --ca-file` | publish over `https://`, subscribe over `wss://` and SSE over `https://` to `pushwire serve` behind it |
 //!
 //! The peers are installed by `scripts/setup-interop.sh` (a venv at `.venv/`, `ws` in
 //! `tests/interop/node_modules/`); `scripts/test.sh` runs it first. When they are missing these
@@ -21,7 +23,10 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pushwire::client::{Error, WsClient, WsOptions};
+use pushwire::client::{
+    Error, Item, Payload, PublishOptions, Publisher, SubscribeOptions, Subscriber, TlsOptions, Transport,
+    WsClient, WsOptions,
+};
 use pushwire::ws::{self, CloseCode, Event, Message};
 
 use common::{Server, IO_TIMEOUT};
@@ -273,4 +278,155 @@ fn rfc6455_5_1_our_client_fails_a_masked_frame_from_python_server_with_1002() {
     assert!(matches!(ws.recv(), Err(Error::Closed)));
     // What the server saw: our close frame with 1002 (RFC 6455 §7.4.1, protocol error).
     assert_eq!(peer.line(IO_TIMEOUT), "client closed with 1002");
+}
+
+// ----- TLS: our client against Python `ssl` servers (wss://, https://) -----
+
+/// A throwaway CA and a server certificate it signed, as PEM files in a fresh temporary
+/// folder, removed when dropped.
+struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    /// A CA named `ca_name` and a server certificate for `names` (DNS names or IP addresses).
+    fn new(tag: &str, names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let dir = std::env::temp_dir().join(format!("pushwire-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, format!("pushwire test CA {tag}"));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, &ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let server_cert = CertificateParams::new(names).unwrap().signed_by(&server_key, &issuer).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server_cert.pem() + &ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        TestPki { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn tls(&self) -> TlsOptions {
+        TlsOptions { extra_roots_pem: Some(self.ca()) }
+    }
+
+    /// Starts `py_tls.py MODE` with this server certificate; returns it and its port.
+    fn server(&self, mode: &str, extra: &[&str]) -> (Peer, u16) {
+        let mut cmd = python();
+        cmd.arg(script("py_tls.py"))
+            .arg(mode)
+            .arg(self.dir.join("server.pem"))
+            .arg(self.dir.join("server.key"));
+        cmd.args(extra);
+        Peer::server(cmd, &format!("python TLS server ({mode})"))
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn rfc6455_4_1_wss_client_echoes_through_python_websockets_over_tls() {
+    let pki = TestPki::new("echo", &["localhost", "127.0.0.1"]);
+    let (_peer, port) = pki.server("ws-echo", &[]);
+    let options = WsOptions { tls: pki.tls(), ..client_options() };
+    // By name (SNI "localhost") and by IP address (checked against the IP address SAN).
+    for host in ["localhost", "127.0.0.1"] {
+        let mut ws = WsClient::connect(&format!("wss://{host}:{port}/any?q=1"), &options).unwrap();
+        let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 256) as u8).collect();
+        for msg in [Message::Text("héllo ✓".into()), Message::Binary(big)] {
+            ws.send(&msg).unwrap();
+            assert_eq!(ws.recv().unwrap(), Event::Message(msg), "{host}");
+        }
+        ws.send_ping(b"tls").unwrap();
+        assert_eq!(ws.recv().unwrap(), Event::Pong(b"tls".to_vec()));
+        ws.close(CloseCode::NORMAL, "done").unwrap();
+        assert!(matches!(ws.recv(), Err(Error::Closed)));
+    }
+}
+
+#[test]
+fn untrusted_or_misnamed_server_certificates_fail_with_the_tls_error() {
+    let pki = TestPki::new("untrusted", &["localhost"]);
+    let other = TestPki::new("other-ca", &["localhost"]);
+    let (_peer, port) = pki.server("ws-echo", &[]);
+    let expect_tls = |url: String, tls: TlsOptions, why: &str| match WsClient::connect(
+        &url,
+        &WsOptions { tls, ..client_options() },
+    ) {
+        Err(Error::Tls(text)) => {
+            assert!(text.contains(why), "{url}: {text}");
+            assert!(!Error::Tls(text).is_retryable());
+        }
+        other => panic!("{url}: expected Error::Tls, got {other:?}"),
+    };
+    // Mozilla's roots only, and another CA: the issuer is unknown.
+    expect_tls(format!("wss://localhost:{port}/"), TlsOptions::default(), "UnknownIssuer");
+    expect_tls(format!("wss://localhost:{port}/"), other.tls(), "UnknownIssuer");
+    // Trusted CA, but the certificate names "localhost", not 127.0.0.1.
+    expect_tls(format!("wss://127.0.0.1:{port}/"), pki.tls(), "not valid for name");
+    // The same over https:// for the HTTP client.
+    match Publisher::connect(&format!("https://localhost:{port}/channels/c"), PublishOptions::default()) {
+        Err(Error::Tls(text)) => assert!(text.contains("UnknownIssuer"), "{text}"),
+        other => panic!("expected Error::Tls, got {other:?}"),
+    }
+    // A CA file that is missing or holds no certificate is refused before connecting.
+    let missing = TlsOptions { extra_roots_pem: Some(pki.dir.join("nope.pem")) };
+    let no_cert = TlsOptions { extra_roots_pem: Some(pki.dir.join("server.key")) };
+    for tls in [missing, no_cert] {
+        match WsClient::connect(&format!("wss://localhost:{port}/"), &WsOptions { tls, ..client_options() }) {
+            Err(Error::InvalidOptions(text)) => assert!(text.contains("CA file"), "{text}"),
+            other => panic!("expected Error::InvalidOptions, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn https_publish_and_wss_and_sse_subscribe_through_a_tls_terminator() {
+    let server = Server::start(&[]);
+    let pki = TestPki::new("proxy", &["localhost"]);
+    let (_proxy, port) = pki.server("proxy", &[&server.addr.port().to_string()]);
+    let url = format!("https://localhost:{port}/channels/tls");
+    let publish_options = PublishOptions { tls: pki.tls(), ..PublishOptions::default() };
+    let mut publisher = Publisher::connect(&url, publish_options.clone()).unwrap();
+    let start = publisher.publish(&Payload::Text("m0".into()), None).unwrap();
+    for transport in [Transport::WebSocket, Transport::Sse] {
+        let options =
+            SubscribeOptions { transport, since: Some(start), tls: pki.tls(), ..SubscribeOptions::default() };
+        let mut sub = Subscriber::connect(&url, options).unwrap();
+        let text = format!("over {transport:?}");
+        let id = publisher.publish(&Payload::Text(text.clone()), None).unwrap();
+        // Bounded: a few items at most (the SSE pass also gets the WebSocket pass's message),
+        // each within the subscriber's read timeout.
+        let got = (0..3)
+            .find_map(|_| match sub.recv().unwrap() {
+                Item::Message { id: got, payload: Payload::Text(t), .. } if t == text => Some((got, t)),
+                _ => None,
+            })
+            .expect("the message within 3 items");
+        assert_eq!(got, (id, text));
+    }
+    publisher.close().unwrap();
+    // `pushwire pub --ca-file` publishes over https:// too.
+    let out = Command::new(env!("CARGO_BIN_EXE_pushwire"))
+        .args(["pub", "--ca-file"])
+        .arg(pki.ca())
+        .args([&url, "from the CLI"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pushwire pub: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).trim().contains(':'), "{out:?}");
 }

@@ -1,5 +1,5 @@
-//! A minimal blocking HTTP/1.1 client: requests and responses on one `TcpStream`, shared by the
-//! subscriber and publisher drivers.
+//! A minimal blocking HTTP/1.1 client: requests and responses on one `TcpStream` (`http://`) or
+//! TLS over it (`https://`, [`super::tls`]), shared by the subscriber and publisher drivers.
 //!
 //! Implements: the request line and `Host`
 //! ([RFC 9112 §3](https://www.rfc-editor.org/rfc/rfc9112#section-3), §3.2), the response head
@@ -10,24 +10,25 @@
 //! the response allows it and its body was read whole), every body bounded by a byte limit and
 //! every connect, read and write bounded by a timeout.
 //!
-//! Does not: speak TLS, follow redirects, use proxies, send `Expect: 100-continue`, keep
+//! Does not: follow redirects, use proxies, send `Expect: 100-continue`, keep
 //! trailers, decode content codings, or pipeline requests.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
 use crate::http1::head::{parse_response_head, HeadScanner, Headers, ResponseHead};
 
-use super::ws::{connect_tcp, io_error};
+use super::tls::{self, Stream, TlsOptions};
+use super::ws::io_error;
 use super::{Error, Url};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-/// Timeouts and size bounds of one HTTP connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timeouts, size bounds and TLS trust of one HTTP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Deadline for the TCP connect.
     pub connect_timeout: Duration,
@@ -39,6 +40,8 @@ pub struct HttpOptions {
     /// Largest response body read whole by [`HttpConn::request`], in bytes; larger fails with
     /// [`Error::InvalidResponse`] (`BodyTooLarge`) before it is read.
     pub max_body_bytes: u64,
+    /// What an `https://` connection trusts. Default: Mozilla's roots only.
+    pub tls: TlsOptions,
 }
 
 impl Default for HttpOptions {
@@ -48,6 +51,7 @@ impl Default for HttpOptions {
             read_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             max_body_bytes: 16 * 1024 * 1024,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -96,7 +100,7 @@ impl Response {
 /// body that is read as it arrives (event streams, chunked streams).
 #[derive(Debug)]
 pub struct HttpConn {
-    stream: TcpStream,
+    stream: Stream,
     host: String,
     /// Bytes received and not yet consumed.
     buf: Vec<u8>,
@@ -114,19 +118,20 @@ fn is_field_safe(value: &str) -> bool {
 }
 
 impl HttpConn {
-    /// Connects to the server of `url` (its scheme is not looked at: `http://` and `ws://` name
-    /// the same server) within [`HttpOptions::connect_timeout`].
+    /// Connects to the server of `url` (`http://` and `ws://` name the same server, and
+    /// `https://` and `wss://` the same one over TLS) within [`HttpOptions::connect_timeout`],
+    /// TLS handshake included.
     pub fn connect(url: &Url, options: &HttpOptions) -> Result<HttpConn, Error> {
         let deadline = Instant::now() + options.connect_timeout;
-        let stream = connect_tcp(url, deadline)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(options.write_timeout))?;
-        stream.set_read_timeout(Some(options.read_timeout))?;
+        let stream = tls::connect(url, &options.tls, deadline)?;
+        stream.tcp().set_nodelay(true)?;
+        stream.tcp().set_write_timeout(Some(options.write_timeout))?;
+        stream.tcp().set_read_timeout(Some(options.read_timeout))?;
         Ok(HttpConn {
             stream,
             host: url.host_header(),
             buf: Vec::new(),
-            options: *options,
+            options: options.clone(),
             socket_read_timeout: options.read_timeout,
             reusable: false,
         })
@@ -134,18 +139,13 @@ impl HttpConn {
 
     /// True when the connection may carry another request: the last response was read whole,
     /// allowed persistence (§9.3), and the server has not closed the idle connection since.
-    pub fn is_reusable(&self) -> bool {
+    pub fn is_reusable(&mut self) -> bool {
         if !self.reusable || !self.buf.is_empty() {
             return false;
         }
-        // A peek without blocking: EOF or an error means the server closed it while idle;
+        // A read without blocking: EOF or an error means the server closed it while idle;
         // nothing to read (WouldBlock) means it is still open.
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut byte = [0u8; 1];
-        let alive = matches!(self.stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        self.stream.set_nonblocking(false).is_ok() && alive
+        self.stream.is_idle_open()
     }
 
     /// Changes the timeout of each read (e.g. above a long poll's wait).
@@ -355,15 +355,15 @@ impl HttpConn {
         Ok(Response { head, body: out })
     }
 
-    /// Closes the connection (both directions).
-    pub fn shutdown(&self) {
+    /// Closes the connection (both directions; TLS `close_notify` first when over TLS).
+    pub fn shutdown(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
     /// One read into `buf`; 0 means EOF.
     fn fill(&mut self, waiting_for: &'static str) -> Result<usize, Error> {
         if self.socket_read_timeout != self.options.read_timeout {
-            self.stream.set_read_timeout(Some(self.options.read_timeout))?;
+            self.stream.tcp().set_read_timeout(Some(self.options.read_timeout))?;
             self.socket_read_timeout = self.options.read_timeout;
         }
         let mut chunk = [0u8; READ_CHUNK_BYTES];

@@ -5,23 +5,24 @@
 //! ([`publish`]) over HTTP or WebSocket; [`http`], a minimal HTTP/1.1 client (RFC 9112) that
 //! both share; [`envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
 //! (RFC 6455, client role) over
-//! [`std::net::TcpStream`]; [`Url`], the `ws://` URI of
-//! [RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3) (and `http://`, which names
-//! the same server); [`Error`], everything a client call can fail with.
+//! [`std::net::TcpStream`]; [`tls`], TLS under both for `wss://` and `https://` (`rustls`);
+//! [`Url`], the `ws://` and `wss://` URIs of
+//! [RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3) (and `http://` and
+//! `https://`, which name the same servers); [`Error`], everything a client call can fail with.
 //!
 //! This is one of the places allowed to do I/O (GUIDE §1): it owns the socket, the deadlines and
 //! the randomness (handshake nonces and mask keys are drawn here with `rand`, never in
 //! `crate::ws`). Every protocol decision is made by the pure code it drives
 //! ([`crate::ws::handshake`], [`crate::ws::WsConn`], [`crate::http1::head`]).
 //!
-//! Does not: speak TLS (`wss://` and `https://` fail with [`Error::TlsUnsupported`]), follow
-//! redirects, use proxies, resolve names other than through the system resolver
+//! Does not: follow redirects, use proxies, resolve names other than through the system resolver
 //! (`ToSocketAddrs`), or accept user info in a URL.
 
 pub mod envelope;
 pub mod http;
 pub mod publish;
 pub mod subscribe;
+pub mod tls;
 pub mod ws;
 
 use std::fmt;
@@ -31,6 +32,7 @@ pub use self::envelope::Payload;
 pub use self::http::{HttpConn, HttpOptions};
 pub use self::publish::{PublishOptions, Publisher};
 pub use self::subscribe::{Backoff, Item, SubscribeOptions, Subscriber, Timeouts, Transport};
+pub use self::tls::TlsOptions;
 pub use self::ws::{WsClient, WsOptions};
 
 /// Everything a client call can fail with; [`fmt::Display`] says what happened in one line.
@@ -41,8 +43,10 @@ pub enum Error {
     InvalidUrl(String),
     /// An option is out of range (e.g. a zero limit); the text says which.
     InvalidOptions(String),
-    /// The URL asks for TLS (`wss://`, `https://`), which this client does not speak yet.
-    TlsUnsupported,
+    /// TLS failed (`wss://`, `https://`): in the handshake, the server's certificate is not
+    /// trusted or does not name the host, or no protocol version or cipher suite is in common;
+    /// later, the server broke TLS. The text is rustls's reason.
+    Tls(String),
     /// The operating system refused a socket operation (resolve, connect, read, write).
     Io(io::Error),
     /// A deadline passed while waiting; names what was awaited. After a timeout in
@@ -97,7 +101,7 @@ impl Error {
         match self {
             Error::InvalidUrl(_)
             | Error::InvalidOptions(_)
-            | Error::TlsUnsupported
+            | Error::Tls(_)
             | Error::Send(_)
             | Error::NotPushwire(_) => false,
             Error::Http { status, .. } => status_retryable(*status),
@@ -123,9 +127,7 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
-            Error::TlsUnsupported => {
-                f.write_str("wss:// and https:// need TLS, which this client does not support yet; use ws://")
-            }
+            Error::Tls(why) => write!(f, "TLS failed: {why}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
             Error::InvalidResponse(e) => write!(f, "the server's HTTP response is invalid: {e}"),
@@ -176,14 +178,16 @@ impl From<io::Error> for Error {
     }
 }
 
-/// A `ws://` (or `http://`) URL split into what the opening handshake needs
+/// A `ws://` or `wss://` (or `http://`, `https://`) URL split into what the opening handshake needs
 /// ([RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     /// Host name or IP address; an IPv6 address without its brackets.
     pub host: String,
-    /// TCP port; 80 when the URL names none.
+    /// TCP port; 80 (443 when secure) when the URL names none.
     pub port: u16,
+    /// §3's secure flag: `wss://` or `https://`, so TLS runs under HTTP (§4.1).
+    pub secure: bool,
     /// §3's "resource name": the path (at least `/`) and `?query` if any, as sent in the
     /// request line.
     pub resource_name: String,
@@ -192,18 +196,22 @@ pub struct Url {
 /// The port of `ws://` and `http://` when the URL names none (RFC 6455 §3).
 const DEFAULT_PORT: u16 = 80;
 
+/// The port of `wss://` and `https://` when the URL names none (RFC 6455 §3).
+const DEFAULT_SECURE_PORT: u16 = 443;
+
 impl Url {
-    /// Parses `ws://host[:port][/path][?query]`; `http://` is taken as `ws://` (the same server
-    /// and port, as browsers do since the WHATWG WebSocket standard). Schemes are
-    /// case-insensitive. `wss://` and `https://` give [`Error::TlsUnsupported`].
+    /// Parses `ws[s]://host[:port][/path][?query]`; `http://` is taken as `ws://` and
+    /// `https://` as `wss://` (the same server and port, as browsers do since the WHATWG
+    /// WebSocket standard). Schemes are case-insensitive.
     pub fn parse(url: &str) -> Result<Url, Error> {
         let invalid = |why: &str| Error::InvalidUrl(format!("{why} in {url:?}"));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme (expected ws://)"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "ws" | "http" => {}
-            "wss" | "https" => return Err(Error::TlsUnsupported),
-            _ => return Err(invalid("scheme is not ws:// or http://")),
-        }
+        let secure = match scheme.to_ascii_lowercase().as_str() {
+            "ws" | "http" => false,
+            "wss" | "https" => true,
+            _ => return Err(invalid("scheme is not ws://, wss://, http:// or https://")),
+        };
+        let default_port = if secure { DEFAULT_SECURE_PORT } else { DEFAULT_PORT };
         // RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs
         // and MUST NOT be used on these URIs."
         if rest.contains('#') {
@@ -239,7 +247,7 @@ impl Url {
         }
         let port = match port {
             // RFC 3986 §3.2.3: an empty port is the scheme's default.
-            None | Some("") => DEFAULT_PORT,
+            None | Some("") => default_port,
             Some(digits) => match digits.parse::<u16>() {
                 Ok(port) if port != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => port,
                 _ => return Err(invalid("the port is not a number from 1 to 65535")),
@@ -253,18 +261,25 @@ impl Url {
         if !resource_name.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid("spaces and non-ASCII characters in the path must be percent-encoded"));
         }
-        Ok(Url { host: host.to_string(), port, resource_name })
+        Ok(Url { host: host.to_string(), port, secure, resource_name })
     }
 
     /// The `Host` field value (RFC 9112 §3.2): the host, bracketed when IPv6, and the port
-    /// unless it is the default.
+    /// unless it is the scheme's default.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == DEFAULT_PORT {
+        let default_port = if self.secure { DEFAULT_SECURE_PORT } else { DEFAULT_PORT };
+        if self.port == default_port {
             host
         } else {
             format!("{host}:{}", self.port)
         }
+    }
+
+    /// The WebSocket URL of `resource_name` on this server: `wss://` when secure, else `ws://`.
+    pub fn websocket_url(&self, resource_name: &str) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{resource_name}", self.host_header())
     }
 }
 
@@ -281,7 +296,11 @@ mod tests {
     use super::*;
 
     fn url(host: &str, port: u16, resource_name: &str) -> Url {
-        Url { host: host.to_string(), port, resource_name: resource_name.to_string() }
+        Url { host: host.to_string(), port, secure: false, resource_name: resource_name.to_string() }
+    }
+
+    fn secure(host: &str, port: u16, resource_name: &str) -> Url {
+        Url { secure: true, ..url(host, port, resource_name) }
     }
 
     #[test]
@@ -306,11 +325,14 @@ mod tests {
     }
 
     #[test]
-    fn tls_schemes_are_reported_as_unsupported() {
-        for u in ["wss://example.com/", "https://example.com", "WSS://x:443/a"] {
-            assert!(matches!(Url::parse(u), Err(Error::TlsUnsupported)), "{u}");
-        }
-        assert!(Error::TlsUnsupported.to_string().contains("wss://"));
+    fn rfc6455_3_wss_uri_sets_the_secure_flag_and_port_443() {
+        assert_eq!(Url::parse("wss://example.com/").unwrap(), secure("example.com", 443, "/"));
+        assert_eq!(Url::parse("https://example.com").unwrap(), secure("example.com", 443, "/"));
+        assert_eq!(Url::parse("WSS://x:8443/a").unwrap(), secure("x", 8443, "/a"));
+        assert_eq!(secure("x", 443, "/").host_header(), "x");
+        assert_eq!(secure("x", 80, "/").host_header(), "x:80");
+        assert_eq!(secure("x", 8443, "/").websocket_url("/c?since=1"), "wss://x:8443/c?since=1");
+        assert_eq!(url("x", 80, "/").websocket_url("/c"), "ws://x/c");
     }
 
     #[test]
@@ -353,7 +375,7 @@ mod tests {
         let errors = [
             Error::InvalidUrl("no host in \"ws://\"".into()),
             Error::InvalidOptions("ws max_message_bytes must be greater than 0".into()),
-            Error::TlsUnsupported,
+            Error::Tls("invalid peer certificate: UnknownIssuer".into()),
             Error::Io(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
             Error::Timeout { waiting_for: "a frame" },
             Error::InvalidResponse(crate::http1::Error::MalformedHead),
@@ -383,6 +405,6 @@ mod tests {
         assert!(Error::Timeout { waiting_for: "a frame" }.to_string().contains("timed out"));
         assert!(Error::Http { status: 503, reason: String::new() }.is_retryable());
         assert!(!Error::Http { status: 403, reason: String::new() }.is_retryable());
-        assert!(Error::AbnormalClosure.is_retryable() && !Error::TlsUnsupported.is_retryable());
+        assert!(Error::AbnormalClosure.is_retryable() && !Error::Tls(String::new()).is_retryable());
     }
 }

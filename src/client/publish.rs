@@ -22,7 +22,7 @@
 //!
 //! Does not: retry a failed publish (a POST is not idempotent: RFC 9110 §9.2.2; a request that
 //! may have been applied is not sent again), name events over WebSocket (the server publishes
-//! WebSocket messages without one: [`Error::InvalidOptions`]), or speak TLS.
+//! WebSocket messages without one: [`Error::InvalidOptions`]).
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use crate::ws::{self, CloseCode, Event};
 use super::envelope::{parse_created, parse_envelope, Envelope, Payload, Received};
 use super::http::{with_query, HttpConn, HttpOptions};
 use super::subscribe::{Timeouts, PROTOCOL_V1};
-use super::{Error, Url, WsClient, WsOptions};
+use super::{Error, TlsOptions, Url, WsClient, WsOptions};
 
 /// How to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +43,18 @@ pub struct PublishOptions {
     pub timeouts: Timeouts,
     /// Largest message, in bytes, accepted back on the WebSocket subscription. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// What `https://` and `wss://` connections trust. Default: Mozilla's roots only.
+    pub tls: TlsOptions,
 }
 
 impl Default for PublishOptions {
     fn default() -> Self {
-        PublishOptions { token: None, timeouts: Timeouts::default(), max_message_bytes: 16 * 1024 * 1024 }
+        PublishOptions {
+            token: None,
+            timeouts: Timeouts::default(),
+            max_message_bytes: 16 * 1024 * 1024,
+            tls: TlsOptions::default(),
+        }
     }
 }
 
@@ -73,7 +80,7 @@ pub fn is_websocket_url(url: &str) -> bool {
 
 impl Publisher {
     /// Connects to the channel at `url`: over WebSocket for `ws://`, over HTTP for `http://`
-    /// (`https://` and `wss://` give [`Error::TlsUnsupported`]). Next: [`Publisher::publish`].
+    /// (and the same over TLS for `wss://` and `https://`). Next: [`Publisher::publish`].
     pub fn connect(url: &str, options: PublishOptions) -> Result<Publisher, Error> {
         let parsed = Url::parse(url)?;
         let http_options = HttpOptions {
@@ -81,6 +88,7 @@ impl Publisher {
             read_timeout: options.timeouts.read,
             write_timeout: options.timeouts.write,
             max_body_bytes: 64 * 1024,
+            tls: options.tls.clone(),
         };
         let inner = if is_websocket_url(url) {
             let bytes = (options.max_message_bytes.saturating_mul(4) / 3 + 4096) as u64;
@@ -96,9 +104,10 @@ impl Publisher {
                 write_timeout: Some(options.timeouts.write),
                 close_timeout: Duration::from_secs(2),
                 limits: ws::Limits { max_frame_payload_bytes: bytes, max_message_bytes: bytes },
+                tls: options.tls.clone(),
             };
             let target = with_query(&parsed.resource_name, &["mode", "since"], &[]);
-            let mut ws = WsClient::connect(&format!("ws://{}{target}", parsed.host_header()), &ws_options)?;
+            let mut ws = WsClient::connect(&parsed.websocket_url(&target), &ws_options)?;
             if ws.protocol() != Some(PROTOCOL_V1) {
                 return Err(Error::NotPushwire("the WebSocket server did not select pushwire.v1".into()));
             }
@@ -128,15 +137,16 @@ impl Publisher {
     pub fn publish(&mut self, payload: &Payload, event: Option<&str>) -> Result<Cursor, Error> {
         match &mut self.inner {
             Inner::Http(conn) => {
-                let mut http = match conn.take() {
-                    Some(http) if http.is_reusable() => http,
-                    _ => {
+                let mut http = match conn.take().and_then(|mut http| http.is_reusable().then_some(http)) {
+                    Some(http) => http,
+                    None => {
                         let t = &self.options.timeouts;
                         let options = HttpOptions {
                             connect_timeout: t.connect,
                             read_timeout: t.read,
                             write_timeout: t.write,
                             max_body_bytes: 64 * 1024,
+                            tls: self.options.tls.clone(),
                         };
                         HttpConn::connect(&self.url, &options)?
                     }
@@ -201,7 +211,7 @@ impl Publisher {
     pub fn close(self) -> Result<(), Error> {
         match self.inner {
             Inner::Http(conn) => {
-                if let Some(http) = conn {
+                if let Some(mut http) = conn {
                     http.shutdown();
                 }
                 Ok(())

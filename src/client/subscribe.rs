@@ -43,7 +43,7 @@
 //! refusals (400, 401, 403, 404, a server that does not speak the transport) are returned as
 //! errors.
 //!
-//! Does not: speak TLS, follow redirects, or multiplex several channels on one connection.
+//! Does not: follow redirects, or multiplex several channels on one connection.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ use crate::ws::{self, Event};
 
 use super::envelope::{parse_envelope, parse_poll_answer, Envelope, Payload, Received};
 use super::http::{with_query, Body, HttpConn, HttpOptions};
-use super::{Error, Url, WsClient, WsOptions};
+use super::{Error, TlsOptions, Url, WsClient, WsOptions};
 
 /// The `pushwire.v1` WebSocket subprotocol: JSON envelopes with cursors.
 pub const PROTOCOL_V1: &str = "pushwire.v1";
@@ -176,6 +176,8 @@ pub struct SubscribeOptions {
     /// Largest message accepted, in payload bytes (base64 and JSON overhead are allowed for on
     /// top). Larger fails the connection, which is then retried. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// What `https://` and `wss://` connections trust. Default: Mozilla's roots only.
+    pub tls: TlsOptions,
 }
 
 impl Default for SubscribeOptions {
@@ -189,6 +191,7 @@ impl Default for SubscribeOptions {
             poll_interval: Duration::from_secs(1),
             long_poll_wait: Duration::from_secs(25),
             max_message_bytes: 16 * 1024 * 1024,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -363,7 +366,13 @@ impl Subscriber {
 
     fn http_options(&self, read: Duration, max_body_bytes: u64) -> HttpOptions {
         let t = &self.options.timeouts;
-        HttpOptions { connect_timeout: t.connect, read_timeout: read, write_timeout: t.write, max_body_bytes }
+        HttpOptions {
+            connect_timeout: t.connect,
+            read_timeout: read,
+            write_timeout: t.write,
+            max_body_bytes,
+            tls: self.options.tls.clone(),
+        }
     }
 
     /// Allowance for one message in its encoding: base64 (4/3) plus JSON and framing.
@@ -386,7 +395,7 @@ impl Subscriber {
         let auth = self.authorization();
         match self.options.transport {
             Transport::WebSocket => {
-                let url = format!("ws://{}{}", self.url.host_header(), self.target(&since));
+                let url = self.url.websocket_url(&self.target(&since));
                 let frame_bytes = self.encoded_limit() as u64;
                 let options = WsOptions {
                     protocols: vec![PROTOCOL_V1.to_string()],
@@ -399,6 +408,7 @@ impl Subscriber {
                         max_frame_payload_bytes: frame_bytes,
                         max_message_bytes: frame_bytes,
                     },
+                    tls: self.options.tls.clone(),
                 };
                 let ws = WsClient::connect(&url, &options)?;
                 if ws.protocol() != Some(PROTOCOL_V1) {
@@ -536,9 +546,9 @@ impl Subscriber {
         if let Some(at) = self.next_poll_at.take() {
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
         }
-        let mut http = match conn.take() {
-            Some(http) if http.is_reusable() => http,
-            _ => {
+        let mut http = match conn.take().and_then(|mut http| http.is_reusable().then_some(http)) {
+            Some(http) => http,
+            None => {
                 let read = self.options.timeouts.read + self.options.long_poll_wait;
                 HttpConn::connect(&self.url, &self.http_options(read, self.encoded_limit() as u64 * 100))?
             }

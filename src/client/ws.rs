@@ -1,4 +1,5 @@
-//! A blocking WebSocket client: [`crate::ws`] in the client role, driven over a `TcpStream`.
+//! A blocking WebSocket client: [`crate::ws`] in the client role, driven over a `TcpStream`
+//! (`ws://`) or TLS over it (`wss://`, [`super::tls`]).
 //!
 //! Implements, as the I/O layer around the pure core:
 //! [RFC 6455 §4.1](https://www.rfc-editor.org/rfc/rfc6455#section-4.1) (the opening handshake:
@@ -10,7 +11,7 @@
 //! §7.1.7 (a server that breaks the protocol gets a close frame with the matching code, then
 //! TCP is closed) and deadlines on every blocking step.
 //!
-//! Does not: speak TLS, negotiate extensions (permessage-deflate), fragment outgoing messages,
+//! Does not: negotiate extensions (permessage-deflate), fragment outgoing messages,
 //! send pings on its own (call [`WsClient::send_ping`]), reconnect, or follow redirects. Name
 //! resolution uses the system resolver, which has no deadline of its own.
 //!
@@ -37,6 +38,7 @@ use crate::output::Output;
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, CloseCode, CloseFrame, Event, Message, Role, SendError, WsConn};
 
+use super::tls::{self, Stream, TlsOptions};
 use super::{Error, Url};
 
 /// Bytes asked of the socket per read.
@@ -65,6 +67,8 @@ pub struct WsOptions {
     /// Largest frame and message accepted from the server (§10.4); larger fails the connection
     /// with 1009. Default: [`ws::Limits::default`] (64 KiB each).
     pub limits: ws::Limits,
+    /// What a `wss://` connection trusts. Default: Mozilla's roots only.
+    pub tls: TlsOptions,
 }
 
 impl Default for WsOptions {
@@ -77,6 +81,7 @@ impl Default for WsOptions {
             write_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(5),
             limits: ws::Limits::default(),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -87,7 +92,7 @@ impl Default for WsOptions {
 /// [`WsClient::close`] to end it politely (dropping it closes TCP without a close frame).
 #[derive(Debug)]
 pub struct WsClient {
-    stream: TcpStream,
+    stream: Stream,
     conn: WsConn,
     protocol: Option<String>,
     /// Bytes the core queued (frames sent, pongs, the close echo) and not yet written.
@@ -112,8 +117,12 @@ fn random_mask() -> [u8; 4] {
     rand::random()
 }
 
-/// A timeout becomes [`Error::Timeout`]; anything else stays an I/O error.
+/// A timeout becomes [`Error::Timeout`], a TLS failure [`Error::Tls`]; anything else stays an
+/// I/O error.
 pub(super) fn io_error(e: io::Error, waiting_for: &'static str) -> Error {
+    if let Some(tls) = super::tls::tls_error(&e) {
+        return tls;
+    }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout { waiting_for },
         _ => Error::Io(e),
@@ -146,7 +155,7 @@ pub(super) fn connect_tcp(url: &Url, deadline: Instant) -> Result<TcpStream, Err
 }
 
 /// Reads until the response head is complete; returns it and the bytes that came after it.
-fn read_response_head(stream: &mut TcpStream, deadline: Instant) -> Result<(ResponseHead, Vec<u8>), Error> {
+fn read_response_head(stream: &mut Stream, deadline: Instant) -> Result<(ResponseHead, Vec<u8>), Error> {
     const WAITING_FOR: &str = "the opening handshake response";
     let limits = crate::http1::Limits::default();
     let mut buf = Vec::new();
@@ -154,7 +163,7 @@ fn read_response_head(stream: &mut TcpStream, deadline: Instant) -> Result<(Resp
     let mut chunk = [0u8; 4096];
     // Bounded: the scanner fails once `buf` passes `max_head_bytes`, and the deadline bounds time.
     loop {
-        stream.set_read_timeout(Some(remaining(deadline, WAITING_FOR)?))?;
+        stream.tcp().set_read_timeout(Some(remaining(deadline, WAITING_FOR)?))?;
         let n = match stream.read(&mut chunk) {
             Ok(0) => {
                 return Err(Error::Io(io::Error::new(
@@ -183,10 +192,11 @@ fn read_response_head(stream: &mut TcpStream, deadline: Instant) -> Result<(Resp
 }
 
 impl WsClient {
-    /// Connects to a `ws://` URL and performs the opening handshake (§4.1), all within
-    /// [`WsOptions::connect_timeout`].
+    /// Connects to a `ws://` or `wss://` URL and performs the TLS handshake when secure, then
+    /// the opening handshake (§4.1), all within [`WsOptions::connect_timeout`].
     ///
-    /// Fails with [`Error::InvalidUrl`] / [`Error::TlsUnsupported`] before connecting,
+    /// Fails with [`Error::InvalidUrl`] before connecting, [`Error::Tls`] when the TLS
+    /// handshake fails (e.g. an untrusted certificate),
     /// [`Error::Handshake`] when the server refuses (e.g. `UnexpectedStatus(404)`) or answers
     /// wrongly, [`Error::InvalidResponse`] for a malformed response head. Next: `send`, `recv`.
     pub fn connect(url: &str, options: &WsOptions) -> Result<WsClient, Error> {
@@ -204,15 +214,17 @@ impl WsClient {
         request.encode(&mut head).map_err(Error::Handshake)?;
 
         let deadline = Instant::now() + options.connect_timeout;
-        let mut stream = connect_tcp(&url, deadline)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(remaining(deadline, "the opening handshake request to be sent")?))?;
+        let mut stream = tls::connect(&url, &options.tls, deadline)?;
+        stream.tcp().set_nodelay(true)?;
+        stream
+            .tcp()
+            .set_write_timeout(Some(remaining(deadline, "the opening handshake request to be sent")?))?;
         stream.write_all(&head).map_err(|e| io_error(e, "the opening handshake request to be sent"))?;
         let (response, after_head) = read_response_head(&mut stream, deadline)?;
         // RFC 6455 §4.1: a response that fails these checks MUST _Fail the WebSocket
         // Connection_; no connection exists yet, so dropping the stream closes TCP.
         let protocol = verify_response(&response, &request).map_err(Error::Handshake)?;
-        stream.set_write_timeout(options.write_timeout)?;
+        stream.tcp().set_write_timeout(options.write_timeout)?;
 
         let mut client = WsClient {
             stream,
@@ -383,7 +395,7 @@ impl WsClient {
             return Err(Error::Timeout { waiting_for });
         }
         if self.socket_read_timeout != timeout {
-            self.stream.set_read_timeout(timeout)?;
+            self.stream.tcp().set_read_timeout(timeout)?;
             self.socket_read_timeout = timeout;
         }
         loop {
