@@ -276,7 +276,14 @@ impl Subscriber {
         if options.max_message_bytes == 0 {
             return Err(Error::InvalidOptions("max message bytes must be positive".into()));
         }
-        let mut sub = Subscriber {
+        let mut sub = Subscriber::unconnected(url, options);
+        sub.link = Some(sub.open()?);
+        Ok(sub)
+    }
+
+    /// A subscriber at `options.since` with no connection yet.
+    fn unconnected(url: Url, options: SubscribeOptions) -> Subscriber {
+        Subscriber {
             url,
             cursor: options.since,
             options,
@@ -289,9 +296,7 @@ impl Subscriber {
             next_poll_at: None,
             reconnects: 0,
             finished: false,
-        };
-        sub.link = Some(sub.open()?);
-        Ok(sub)
+        }
     }
 
     /// The cursor of the last item returned (or the starting one): where a new subscriber
@@ -693,20 +698,8 @@ mod tests {
 
     /// A subscriber that never connected, at `since`, to drive [`Subscriber::accept`].
     fn detached(since: Option<Cursor>) -> Subscriber {
-        Subscriber {
-            url: Url::parse("http://127.0.0.1:1/channels/c").unwrap(),
-            options: SubscribeOptions::default(),
-            cursor: since,
-            link: None,
-            ready: VecDeque::new(),
-            attempt: 0,
-            productive: false,
-            retry_hint: None,
-            reconnect_at: None,
-            next_poll_at: None,
-            reconnects: 0,
-            finished: false,
-        }
+        let url = Url::parse("http://127.0.0.1:1/channels/c").unwrap();
+        Subscriber::unconnected(url, SubscribeOptions { since, ..SubscribeOptions::default() })
     }
 
     fn msg(epoch: u64, offset: u64) -> Envelope {
