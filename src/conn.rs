@@ -480,7 +480,7 @@ impl Conn {
                 now,
             ),
             Reply::Read(Ok(replay)) => {
-                crate::transport::long_poll::count(&replay, &self.metrics);
+                short_poll::count(&replay, &self.metrics);
                 self.respond(
                     to,
                     200,

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
 
-use super::short_poll::body;
+use super::short_poll::{body, count};
 use super::{Ctx, Flow};
-use crate::metrics::{Metrics, ParkGuard};
+use crate::metrics::ParkGuard;
 
 /// Where a long poll is.
 #[derive(Debug)]
@@ -149,13 +149,5 @@ impl LongPollSession {
         } else {
             Flow::Close("long poll answered")
         }
-    }
-}
-
-/// Counts what a poll answer delivers.
-pub fn count(replay: &Replay, metrics: &Metrics) {
-    metrics.messages_delivered.fetch_add(replay.messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    if replay.gap {
-        Metrics::inc(&metrics.gaps_signalled);
     }
 }

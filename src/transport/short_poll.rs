@@ -15,6 +15,7 @@
 //! server can answer the next poll.
 
 use crate::hub::{Encoding, Replay};
+use crate::metrics::Metrics;
 
 use super::envelope::message_envelope;
 
@@ -34,4 +35,12 @@ pub fn body(replay: &Replay) -> Vec<u8> {
     out.extend_from_slice(replay.next.to_string().as_bytes());
     out.extend_from_slice(if replay.gap { b"\",\"gap\":true}\n" } else { b"\",\"gap\":false}\n" });
     out
+}
+
+/// Counts what a poll answer (short or long) delivers: its messages, and its gap signal.
+pub fn count(replay: &Replay, metrics: &Metrics) {
+    metrics.messages_delivered.fetch_add(replay.messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if replay.gap {
+        Metrics::inc(&metrics.gaps_signalled);
+    }
 }
