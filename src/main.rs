@@ -151,6 +151,10 @@ struct ServeArgs {
     /// stalled subscribers slow consumers sooner.
     #[arg(long, value_name = "BYTES")]
     socket_send_buffer_bytes: Option<usize>,
+    /// Connections a fan-out writes per loop turn before the loop polls again; messages
+    /// published meanwhile share the writes of the rest.
+    #[arg(long, value_name = "COUNT", default_value_t = 256)]
+    flush_slice_connections: usize,
     /// Event loops, one thread each (default: the number of cores).
     #[arg(long, value_name = "COUNT")]
     threads: Option<usize>,
@@ -232,6 +236,7 @@ impl ServeArgs {
         config.net.max_connections = self.max_connections;
         config.net.max_connections_per_ip = self.max_connections_per_ip;
         config.net.socket_send_buffer_bytes = self.socket_send_buffer_bytes;
+        config.net.flush_slice_connections = self.flush_slice_connections;
         if let Some(threads) = self.threads {
             config.net.threads = threads;
         }

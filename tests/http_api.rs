@@ -327,14 +327,6 @@ fn connections_past_the_global_and_per_ip_limits_get_503_without_disturbing_othe
     }
 }
 
-/// CPU time (user + system) of a process so far, in clock ticks, from /proc.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 #[test]
 fn out_of_file_descriptors_the_server_neither_exits_nor_spins_and_recovers() {
     let server = Server::start(&["--threads", "1"]);

@@ -353,12 +353,32 @@ fn sigterm_drains_every_transport_and_exits_zero() {
 
 #[test]
 fn with_several_event_loops_every_subscriber_sees_every_message_in_channel_order() {
-    let server = Server::start(&["--threads", "4"]);
-    let since = tail(&server, "multi");
+    every_subscriber_sees_every_message_in_channel_order(&Server::start(&["--threads", "4"]));
+}
+
+#[test]
+fn a_fan_out_written_in_slices_reaches_everyone_in_order_and_the_loop_then_rests() {
+    // One connection written per turn: 8 subscribers take 8 turns per message, so publishes
+    // land while a fan-out is half written and join the writes of the rest.
+    let server = Server::start(&["--threads", "2", "--flush-slice-connections", "1"]);
+    every_subscriber_sees_every_message_in_channel_order(&server);
+    // Nothing is left for the next turn, so the loops wait again instead of polling at once.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(server.pid()) - before;
+    assert!(spent < 10, "an idle server spent {spent} ticks of CPU in 1 s");
+}
+
+/// 8 WebSocket subscribers, then 4 publishers on their own connections (so on different loops
+/// when there are several) publishing 100 messages each at once: every subscriber gets all 400
+/// in channel order.
+fn every_subscriber_sees_every_message_in_channel_order(server: &Server) {
+    let since = tail(server, "multi");
     let mut subscribers: Vec<RawWs> = (0..8)
         .map(|_| {
             let (mut ws, _) =
-                RawWs::connect(&server, &format!("/channels/multi?since={since}"), &["pushwire.v1"]);
+                RawWs::connect(server, &format!("/channels/multi?since={since}"), &["pushwire.v1"]);
             assert!(ws.recv_text().starts_with("{\"type\":\"open\""));
             ws
         })

@@ -1,6 +1,6 @@
 //! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
@@ -46,7 +46,7 @@ struct Slot {
     write_shut: bool,
     /// Channels this connection is subscribed to (usually one).
     subscriptions: Vec<ChannelName>,
-    /// Output queued by a delivery this turn, flushed once at the end of the turn.
+    /// Queued in the loop's `dirty` list: output from deliveries waits for its slice's write.
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
     peer_ip: IpAddr,
@@ -81,8 +81,8 @@ pub struct EventLoop {
     /// The per-loop read buffer shared by all connections.
     scratch: Vec<u8>,
     fanout: Fanout,
-    /// Connections with output from deliveries, flushed at the end of the turn.
-    dirty: Vec<ConnId>,
+    /// Connections with output from deliveries, oldest first, written a slice per turn.
+    dirty: VecDeque<ConnId>,
     accept_paused_until: Option<Instant>,
     accept_pending: bool,
     /// Accepting failed with EMFILE/ENFILE and has not succeeded since (warn once).
@@ -119,7 +119,7 @@ impl EventLoop {
             revisit: Vec::new(),
             scratch,
             fanout: Fanout::default(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             accept_paused_until: None,
             accept_pending: false,
             out_of_descriptors: false,
@@ -143,8 +143,9 @@ impl EventLoop {
             if let Some(t) = self.accept_paused_until {
                 deadline = deadline.min(t);
             }
-            let busy =
-                !self.revisit.is_empty() || (self.accept_pending && self.accept_paused_until.is_none());
+            let busy = !self.revisit.is_empty()
+                || !self.dirty.is_empty()
+                || (self.accept_pending && self.accept_paused_until.is_none());
             let timeout = if busy {
                 Some(std::time::Duration::ZERO)
             } else {
@@ -393,7 +394,7 @@ impl EventLoop {
         loop {
             let inbox = &self.shared.inboxes[self.sink.index() as usize];
             let batch = inbox.take();
-            if batch.is_empty() {
+            if batch.is_empty() && self.dirty.is_empty() {
                 return;
             }
             for msg in batch {
@@ -416,15 +417,22 @@ impl EventLoop {
                     apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
                     if !slot.dirty {
                         slot.dirty = true;
-                        self.dirty.push(id);
+                        self.dirty.push_back(id);
                     }
                 }
             }
-            for id in std::mem::take(&mut self.dirty) {
+            // Written in slices: the loop polls between them, so its other connections (and a
+            // publisher) are answered during a large fan-out, and a message published meanwhile
+            // joins the output of every connection not yet written: one write carries both.
+            for _ in 0..self.shared.config.net.flush_slice_connections {
+                let Some(id) = self.dirty.pop_front() else { break };
                 if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) {
                     slot.dirty = false;
                     self.service(id, false, now);
                 }
+            }
+            if !self.dirty.is_empty() {
+                return; // The next turn polls without waiting and goes on.
             }
         }
     }

@@ -47,6 +47,10 @@ pub struct Limits {
     /// Most bytes read from one connection per loop turn before others get their turn; the
     /// rest is read on the next turn. Default 256 KiB.
     pub read_budget_bytes: usize,
+    /// Connections with delivered messages written per loop turn before the loop polls again
+    /// (a fan-out to more is written over several turns, and what is published meanwhile
+    /// shares their writes). Default 256.
+    pub flush_slice_connections: usize,
     /// Most open connections; a connection beyond it is answered 503 and closed at once,
     /// without disturbing the others. Default 10,000.
     pub max_connections: usize,
@@ -76,6 +80,7 @@ impl Default for Limits {
         Limits {
             read_chunk_bytes: 64 * 1024,
             read_budget_bytes: 256 * 1024,
+            flush_slice_connections: 256,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             socket_send_buffer_bytes: None,
@@ -98,6 +103,9 @@ impl Limits {
         }
         if self.threads == 0 || self.threads > SinkId::MAX_SINKS {
             return Err(format!("threads must be between 1 and {}", SinkId::MAX_SINKS));
+        }
+        if self.flush_slice_connections == 0 {
+            return Err("flush slice connections must be at least 1".into());
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err("max connections must be at least 1".into());
