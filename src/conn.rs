@@ -28,7 +28,7 @@ use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, OpenGuard, Transport};
-use crate::output::Output;
+use crate::output::{Cork, Output};
 use crate::transport::access::PREFLIGHT_FIELDS;
 use crate::transport::envelope::write_json_string;
 use crate::transport::long_poll::LongPollSession;
@@ -309,6 +309,18 @@ impl Conn {
     /// Bytes waiting to be written.
     pub fn pending_output(&self) -> &Output {
         &self.out
+    }
+
+    /// Lends the loop's spare output buffers to this connection if its output holds none, so
+    /// what it writes next needs no allocation. Next: feed input, write, [`Conn::reclaim_output`].
+    pub fn lend_output(&mut self, cork: &mut Cork) {
+        cork.lend(&mut self.out);
+    }
+
+    /// Gives output buffers back to the loop once everything was written: an idle connection
+    /// holds no write buffer. Output still queued stays.
+    pub fn reclaim_output(&mut self, cork: &mut Cork) {
+        cork.reclaim(&mut self.out);
     }
 
     /// Reports that `n` bytes of [`Conn::pending_output`] were written. Writing can unblock

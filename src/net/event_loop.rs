@@ -20,6 +20,7 @@ use crate::conn::Conn;
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, SinkId};
 use crate::metrics::Metrics;
+use crate::output::Cork;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -80,6 +81,8 @@ pub struct EventLoop {
     revisit: Vec<ConnId>,
     /// The per-loop read buffer shared by all connections.
     scratch: Vec<u8>,
+    /// The per-loop output buffers, lent to the connection being serviced.
+    cork: Cork,
     fanout: Fanout,
     /// Connections with output from deliveries, flushed at the end of the turn.
     dirty: Vec<ConnId>,
@@ -118,6 +121,7 @@ impl EventLoop {
             timers: Timers::default(),
             revisit: Vec::new(),
             scratch,
+            cork: Cork::new(),
             fanout: Fanout::default(),
             dirty: Vec::new(),
             accept_paused_until: None,
@@ -321,6 +325,8 @@ impl EventLoop {
         };
         if readable || slot.read_pending {
             slot.read_pending = false;
+            // Answers go into the loop's spare buffers, not freshly allocated ones.
+            slot.conn.lend_output(&mut self.cork);
             let mut budget = self.shared.config.net.read_budget_bytes;
             while slot.conn.wants_read() {
                 if budget == 0 {
@@ -362,6 +368,8 @@ impl EventLoop {
                 break;
             }
         }
+        // Written out: the buffers go back to the loop (an idle connection holds none).
+        slot.conn.reclaim_output(&mut self.cork);
         if slot.conn.is_closed() {
             return self.remove(id.key);
         }
