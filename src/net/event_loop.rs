@@ -341,7 +341,7 @@ impl EventLoop {
                     Ok(n) => {
                         budget = budget.saturating_sub(n);
                         self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        slot.conn.handle_input(&self.scratch[..n], now);
+                        slot.conn.handle_input(&mut self.scratch[..n], now);
                         apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
