@@ -42,6 +42,10 @@ impl Segment {
 /// Owned segments smaller than this are appended to rather than started anew.
 const COALESCE_BYTES: usize = 4096;
 
+/// [`Output::push_with`] grows the owned tail up to this size rather than start a new segment:
+/// a turn's answers share one buffer, which a [`Cork`] then reuses (so it stops growing).
+const TAIL_GROW_BYTES: usize = 128 * 1024;
+
 /// Bytes queued for one connection, front first.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -85,11 +89,12 @@ impl Output {
     }
 
     /// Appends what `write` appends to the `Vec` it is given, with no intermediate buffer: the
-    /// `Vec` is the owned tail segment when `reserve_bytes` more fit in it (or it is empty), else
-    /// a new segment of that capacity. `write` must only append (what it appends is counted).
+    /// `Vec` is the owned tail segment when it is empty or stays within its capacity or
+    /// [`TAIL_GROW_BYTES`] with `reserve_bytes` more, else a new segment of that capacity.
+    /// `write` must only append (what it appends is counted).
     pub fn push_with(&mut self, reserve_bytes: usize, write: impl FnOnce(&mut Vec<u8>)) {
         let fits = matches!(self.segments.back(), Some(Segment::Owned(tail))
-            if tail.is_empty() || tail.len() + reserve_bytes <= tail.capacity().max(COALESCE_BYTES));
+            if tail.is_empty() || tail.len() + reserve_bytes <= tail.capacity().max(TAIL_GROW_BYTES));
         if !fits {
             self.segments.push_back(Segment::Owned(Vec::with_capacity(reserve_bytes)));
         }
@@ -268,8 +273,15 @@ mod tests {
         out.push_shared(Arc::from(&b" shared"[..]));
         out.push_with(5, |v| v.extend_from_slice(b" tail"));
         assert_eq!(out.segments.len(), 3);
-        assert_eq!(out.to_vec(), b"head body shared tail");
-        assert_eq!(written(&out), out.to_vec());
+        // The tail grows to a bound, then a new segment starts.
+        out.push_with(TAIL_GROW_BYTES - 10, |v| v.resize(v.len() + TAIL_GROW_BYTES - 10, b'.'));
+        assert_eq!(out.segments.len(), 3);
+        out.push_with(10, |v| v.extend_from_slice(b"0123456789"));
+        assert_eq!(out.segments.len(), 4);
+        assert_eq!(out.len_bytes(), 21 + TAIL_GROW_BYTES);
+        let all = out.to_vec();
+        assert!(all.starts_with(b"head body shared tail..") && all.ends_with(b".0123456789"));
+        assert!(written(&out) == all);
     }
 
     #[test]
