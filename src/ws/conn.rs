@@ -17,9 +17,11 @@
 //! pongs (every ping gets its pong, so output is the same however input is split; the owner's
 //! slow-consumer bound on [`Output`] stops a peer that pings without reading).
 //!
-//! Memory: an idle connection holds no buffer. A message buffer exists only while a data message
-//! is open, sized from declared frame lengths within [`Limits::max_message_bytes`]; a control
-//! payload buffer holds at most 125 bytes while a control frame is read.
+//! Memory: an idle connection holds no buffer. A whole unfragmented data frame found in the
+//! caller's input is unmasked there in place ([`WsConn::handle_input_until_message`]); a message
+//! buffer exists only while a fragmented or split data message is open, sized from declared frame
+//! lengths within [`Limits::max_message_bytes`]; a control payload buffer holds at most 125 bytes
+//! while a control frame is read.
 
 use std::fmt;
 use std::sync::Arc;
