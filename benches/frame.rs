@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use pushwire::output::Output;
 use pushwire::ws::frame::encode_frame;
 use pushwire::ws::{Event, FrameHeader, Limits, OpCode, Role, WsConn};
@@ -118,23 +118,31 @@ fn ws_conn(c: &mut Criterion) {
             BenchmarkId::new(format!("{name}_{FRAMES}_frames"), size),
             &wire,
             |b, wire| {
-                b.iter(|| {
-                    // As `WsSession` does: message by message, each handled (here dropped) before
-                    // the next frame is read.
-                    let mut conn = WsConn::new(Role::Server, limits);
-                    let mut input = black_box(&wire[..]);
-                    let mut messages = 0;
-                    while let Ok(used) =
-                        conn.handle_input_until_message(input, &mut || [0; 4], &mut events, &mut out)
-                    {
-                        messages += events.drain(..).count();
-                        input = &input[used..];
-                        if input.is_empty() {
-                            break;
+                // As `WsSession` does: message by message, each handled (here dropped) before the
+                // next frame is read; whole frames are unmasked in place, so each run gets a fresh
+                // copy of the input (made outside the measurement, as a socket read would be).
+                b.iter_batched_ref(
+                    || wire.clone(),
+                    |input| {
+                        let mut conn = WsConn::new(Role::Server, limits);
+                        let mut pos = 0;
+                        let mut messages = 0;
+                        while let Ok((used, message)) = conn.handle_input_until_message(
+                            black_box(&mut input[pos..]),
+                            &mut || [0; 4],
+                            &mut events,
+                            &mut out,
+                        ) {
+                            messages += usize::from(message.is_some());
+                            pos += used;
+                            if pos == input.len() {
+                                break;
+                            }
                         }
-                    }
-                    messages
-                })
+                        messages
+                    },
+                    BatchSize::LargeInput,
+                )
             },
         );
     }

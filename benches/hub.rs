@@ -106,7 +106,7 @@ impl Fanout {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
             let mut conn = Conn::new(Arc::clone(&config), Arc::clone(&metrics), now);
-            conn.handle_input(kind.request.as_bytes(), now);
+            conn.handle_input(&mut kind.request.as_bytes().to_vec(), now);
             while let Some(command) = conn.poll_command() {
                 if let Some(reply) = command.apply(&mut hub, sink, now).reply {
                     conn.handle_reply(reply, now);

@@ -28,7 +28,7 @@ use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, OpenGuard, Transport};
-use crate::output::Output;
+use crate::output::{Cork, Output};
 use crate::transport::access::PREFLIGHT_FIELDS;
 use crate::transport::envelope::write_json_string;
 use crate::transport::long_poll::LongPollSession;
@@ -145,8 +145,10 @@ impl Conn {
         }
     }
 
-    /// Feeds bytes read from the socket. Then call [`Conn::poll_command`].
-    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+    /// Feeds bytes read from the socket. They may be changed in place (a WebSocket session
+    /// unmasks whole frames where they lie instead of copying them). Then call
+    /// [`Conn::poll_command`].
+    pub fn handle_input(&mut self, data: &mut [u8], now: Instant) {
         match &self.phase {
             Phase::Closing { .. } | Phase::Closed => return, // RFC 9112 §9.6: discarded.
             // An event stream or chunked stream reads nothing more from its client.
@@ -311,6 +313,18 @@ impl Conn {
         &self.out
     }
 
+    /// Lends the loop's spare output buffers to this connection if its output holds none, so
+    /// what it writes next needs no allocation. Next: feed input, write, [`Conn::reclaim_output`].
+    pub fn lend_output(&mut self, cork: &mut Cork) {
+        cork.lend(&mut self.out);
+    }
+
+    /// Gives output buffers back to the loop once everything was written: an idle connection
+    /// holds no write buffer. Output still queued stays.
+    pub fn reclaim_output(&mut self, cork: &mut Cork) {
+        cork.reclaim(&mut self.out);
+    }
+
     /// Reports that `n` bytes of [`Conn::pending_output`] were written. Writing can unblock
     /// reading (see [`Conn::wants_read`]).
     pub fn consume_output(&mut self, n: usize, now: Instant) {
@@ -359,8 +373,8 @@ impl Conn {
     }
 
     fn process_buffered(&mut self, now: Instant) {
-        let buf = std::mem::take(&mut self.inbuf);
-        let used = self.process(&buf, now);
+        let mut buf = std::mem::take(&mut self.inbuf);
+        let used = self.process(&mut buf, now);
         self.inbuf = buf;
         if used >= self.inbuf.len() || matches!(self.phase, Phase::Closing { .. } | Phase::Closed) {
             // Release the allocation: an idle connection holds no read buffer.
@@ -371,7 +385,7 @@ impl Conn {
     }
 
     /// Runs the request state machine over `input`; returns how many bytes it used.
-    fn process(&mut self, input: &[u8], now: Instant) -> usize {
+    fn process(&mut self, input: &mut [u8], now: Instant) -> usize {
         let mut pos = 0;
         loop {
             if !self.accepts_input() {
@@ -419,9 +433,10 @@ impl Conn {
                     }
                 },
                 Phase::Serving { session, .. } if session.input_policy() == InputPolicy::Session => {
-                    let input = &input[pos..];
+                    let input = &mut input[pos..];
+                    let len = input.len();
                     self.drive(now, |s, ctx| s.handle_input(input, ctx));
-                    return pos + input.len();
+                    return pos + len;
                 }
                 Phase::Awaiting { .. } | Phase::Serving { .. } => return pos,
                 Phase::Closing { .. } | Phase::Closed => return input.len(),
@@ -761,7 +776,7 @@ mod tests {
         /// everything written.
         fn send_in_pieces(&mut self, input: &[u8], piece: usize) -> String {
             for chunk in input.chunks(piece.max(1)) {
-                self.conn.handle_input(chunk, self.now);
+                self.conn.handle_input(&mut chunk.to_vec(), self.now);
                 self.run_commands();
             }
             self.take_output()
@@ -884,8 +899,8 @@ mod tests {
         let mut config = Config::default();
         config.transport.max_send_buffer_bytes = 4096;
         let mut s = Script::new(config);
-        let many = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20);
-        s.conn.handle_input(&many, s.now);
+        let mut many = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20);
+        s.conn.handle_input(&mut many, s.now);
         s.run_commands();
         assert!(!s.conn.wants_read(), "backpressure once output passes the bound");
         let answered = s.take_output().matches("HTTP/1.1 200").count();
@@ -902,7 +917,7 @@ mod tests {
     #[test]
     fn eof_while_a_reply_is_pending_still_answers_then_closes() {
         let mut s = Script::new(Config::default());
-        s.conn.handle_input(b"GET /channels/q HTTP/1.1\r\nHost: t\r\n\r\n", s.now);
+        s.conn.handle_input(&mut b"GET /channels/q HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), s.now);
         s.conn.handle_eof(s.now);
         s.run_commands();
         let out = s.take_output();
@@ -1007,7 +1022,7 @@ mod tests {
         config.transport.max_send_buffer_bytes = 4096;
         let mut s = Script::new(config);
         s.conn.handle_input(
-            b"GET /channels/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+            &mut b"GET /channels/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n".to_vec(),
             s.now,
         );
         s.run_commands();

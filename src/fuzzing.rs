@@ -936,7 +936,7 @@ pub fn conn_server(data: &[u8]) {
     };
     let prefix = CONN_PREFIXES[usize::from(r.u8()) % CONN_PREFIXES.len()];
     let mut last_read = prefix.len();
-    rig.conn.handle_input(prefix, rig.now);
+    rig.conn.handle_input(&mut prefix.to_vec(), rig.now);
     rig.run_commands();
     let mut ops = 0;
     let mut was_closed = false;
@@ -963,7 +963,7 @@ pub fn conn_server(data: &[u8]) {
                 let bytes = r.take(len);
                 if rig.conn.wants_read() {
                     last_read = bytes.len();
-                    rig.conn.handle_input(bytes, rig.now);
+                    rig.conn.handle_input(&mut bytes.to_vec(), rig.now);
                 }
             }
             3 => {

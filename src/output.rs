@@ -11,6 +11,11 @@
 //! The bound is a policy of the caller: [`Output::len_bytes`] tells how much is queued and the
 //! transport decides (before pushing a data message) whether the peer is a slow consumer.
 //! Control frames and response heads are always accepted, so they are never the thing dropped.
+//!
+//! Memory: an emptied queue keeps its allocations (the ring and its owned tail) so the next
+//! bytes cost no allocation; a [`Cork`] takes them from a connection whose queue was written
+//! out and lends them to the next connection that writes, so buffers are reused across
+//! connections while an idle connection holds none.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -36,6 +41,10 @@ impl Segment {
 
 /// Owned segments smaller than this are appended to rather than started anew.
 const COALESCE_BYTES: usize = 4096;
+
+/// [`Output::push_with`] grows the owned tail up to this size rather than start a new segment:
+/// a turn's answers share one buffer, which a [`Cork`] then reuses (so it stops growing).
+const TAIL_GROW_BYTES: usize = 128 * 1024;
 
 /// Bytes queued for one connection, front first.
 #[derive(Debug, Default)]
@@ -79,6 +88,24 @@ impl Output {
         self.segments.push_back(Segment::Owned(bytes.to_vec()));
     }
 
+    /// Appends what `write` appends to the `Vec` it is given, with no intermediate buffer: the
+    /// `Vec` is the owned tail segment when it is empty or stays within its capacity or
+    /// [`TAIL_GROW_BYTES`] with `reserve_bytes` more, else a new segment of that capacity.
+    /// `write` must only append (what it appends is counted).
+    pub fn push_with(&mut self, reserve_bytes: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let fits = matches!(self.segments.back(), Some(Segment::Owned(tail))
+            if tail.is_empty() || tail.len() + reserve_bytes <= tail.capacity().max(TAIL_GROW_BYTES));
+        if !fits {
+            self.segments.push_back(Segment::Owned(Vec::with_capacity(reserve_bytes)));
+        }
+        if let Some(Segment::Owned(tail)) = self.segments.back_mut() {
+            // Appending never moves bytes already queued, so a partly written front stays valid.
+            let before = tail.len();
+            write(tail);
+            self.len_bytes += tail.len().saturating_sub(before);
+        }
+    }
+
     /// Appends an owned buffer without copying it.
     pub fn push_owned(&mut self, bytes: Vec<u8>) {
         if bytes.is_empty() {
@@ -106,8 +133,11 @@ impl Output {
             }
             let bytes = seg.bytes();
             let bytes = if i == 0 { &bytes[self.front_written..] } else { bytes };
-            slices[n] = IoSlice::new(bytes);
-            n += 1;
+            // An emptied tail kept for its capacity is no slice.
+            if !bytes.is_empty() {
+                slices[n] = IoSlice::new(bytes);
+                n += 1;
+            }
         }
         n
     }
@@ -117,24 +147,40 @@ impl Output {
     pub fn consume(&mut self, mut n: usize) {
         n = n.min(self.len_bytes);
         self.len_bytes -= n;
-        while n > 0 {
-            let Some(front) = self.segments.front() else {
+        loop {
+            let last = self.segments.len() == 1;
+            let Some(front) = self.segments.front_mut() else {
                 break;
             };
             let left = front.bytes().len() - self.front_written;
-            if n >= left {
-                n -= left;
-                self.segments.pop_front();
-                self.front_written = 0;
-            } else {
+            if left > n {
                 self.front_written += n;
-                n = 0;
+                break;
             }
+            n -= left;
+            self.front_written = 0;
+            if let (Segment::Owned(tail), true) = (front, last) {
+                // The last segment, written out: keep its capacity for the next bytes (a
+                // [`Cork`] takes it away from a connection that goes idle).
+                tail.clear();
+                break;
+            }
+            self.segments.pop_front();
         }
-        if self.segments.is_empty() {
-            // Release the ring's allocation so an idle connection holds no buffer.
-            self.segments = VecDeque::new();
-        }
+    }
+
+    /// Heap bytes this queue owns (its ring and owned segments; shared segments belong to no
+    /// one connection). Zero for a new queue and after [`Cork::reclaim`].
+    pub fn allocated_bytes(&self) -> usize {
+        let owned: usize = self
+            .segments
+            .iter()
+            .map(|seg| match seg {
+                Segment::Owned(v) => v.capacity(),
+                Segment::Shared(_) => 0,
+            })
+            .sum();
+        self.segments.capacity() * std::mem::size_of::<Segment>() + owned
     }
 
     /// Copies all unwritten bytes out, front first (tests and the blocking clients use it).
@@ -152,5 +198,187 @@ impl Output {
         let v = self.to_vec();
         self.consume(self.len_bytes);
         v
+    }
+}
+
+/// A spare output queue larger than this is freed rather than kept by a [`Cork`] (one huge
+/// message must not pin its buffer in the loop for good).
+const MAX_SPARE_BYTES: usize = 256 * 1024;
+
+/// One event loop's spare output buffers, lent to the connection being served ("corking", as
+/// uWebSockets calls it): responses are encoded straight into buffers that were allocated once
+/// for the loop, not once per connection or per message.
+///
+/// Implements: [`Cork::lend`] before a connection is given input, [`Cork::reclaim`] after its
+/// output was written. A connection whose socket took everything gives the buffers back, so an
+/// idle connection holds none; one left with unwritten bytes keeps them (they are its queue) and
+/// the cork starts over with an empty spare.
+///
+/// Does not: copy bytes. The buffers change owner by a swap of two [`Output`]s.
+#[derive(Debug, Default)]
+pub struct Cork {
+    spare: Output,
+}
+
+impl Cork {
+    /// A cork with no spare buffers yet (the first connection served allocates them).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives `out` the spare buffers when it is empty and holds none. Next: let the connection
+    /// write, write `out` to the socket, then [`Cork::reclaim`].
+    pub fn lend(&mut self, out: &mut Output) {
+        if out.is_empty() && out.segments.capacity() == 0 {
+            std::mem::swap(out, &mut self.spare);
+        }
+    }
+
+    /// Takes the buffers of an `out` that was written out, leaving it holding none; they become
+    /// the spare unless the cork already has one or they are over [`MAX_SPARE_BYTES`] (then they
+    /// are freed). An `out` with bytes left keeps everything.
+    pub fn reclaim(&mut self, out: &mut Output) {
+        if !out.is_empty() || out.segments.capacity() == 0 {
+            return;
+        }
+        let buffers = std::mem::take(out);
+        if self.spare.segments.capacity() == 0 && buffers.allocated_bytes() <= MAX_SPARE_BYTES {
+            self.spare = buffers;
+        }
+    }
+
+    /// Heap bytes of the spare buffers.
+    pub fn allocated_bytes(&self) -> usize {
+        self.spare.allocated_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(out: &Output) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = out.io_slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn push_with_appends_to_the_owned_tail_and_counts_it() {
+        let mut out = Output::new();
+        out.push_bytes(b"head ");
+        out.push_with(4, |v| v.extend_from_slice(b"body"));
+        assert_eq!(out.len_bytes(), 9);
+        assert_eq!(out.segments.len(), 1);
+        out.push_shared(Arc::from(&b" shared"[..]));
+        out.push_with(5, |v| v.extend_from_slice(b" tail"));
+        assert_eq!(out.segments.len(), 3);
+        // The tail grows to a bound, then a new segment starts.
+        out.push_with(TAIL_GROW_BYTES - 10, |v| v.resize(v.len() + TAIL_GROW_BYTES - 10, b'.'));
+        assert_eq!(out.segments.len(), 3);
+        out.push_with(10, |v| v.extend_from_slice(b"0123456789"));
+        assert_eq!(out.segments.len(), 4);
+        assert_eq!(out.len_bytes(), 21 + TAIL_GROW_BYTES);
+        let all = out.to_vec();
+        assert!(all.starts_with(b"head body shared tail..") && all.ends_with(b".0123456789"));
+        assert!(written(&out) == all);
+    }
+
+    #[test]
+    fn a_written_out_queue_keeps_its_buffers_without_bytes() {
+        let mut out = Output::new();
+        out.push_with(32, |v| v.extend_from_slice(&[7; 32]));
+        out.consume(10);
+        assert_eq!(written(&out), vec![7; 22]);
+        out.consume(22);
+        assert!(out.is_empty());
+        assert!(out.allocated_bytes() > 0);
+        // The emptied tail yields no slice, and takes the next bytes without a new segment.
+        assert_eq!(out.io_slices(&mut [IoSlice::new(&[]); 4]), 0);
+        out.push_with(8, |v| v.extend_from_slice(b"next one"));
+        assert_eq!(out.segments.len(), 1);
+        assert_eq!(out.take_vec(), b"next one");
+    }
+
+    #[test]
+    fn consume_across_segments_and_empty_ones() {
+        let mut out = Output::new();
+        out.push_shared(Arc::from(&b"ab"[..]));
+        out.push_with(0, |_| {}); // an empty owned segment
+        out.push_shared(Arc::from(&b"cd"[..]));
+        out.push_bytes(b"ef");
+        assert_eq!(written(&out), b"abcdef");
+        out.consume(3);
+        assert_eq!(written(&out), b"def");
+        out.consume(100);
+        assert!(out.is_empty());
+        assert_eq!(written(&out), b"");
+    }
+
+    #[test]
+    fn cork_lends_to_one_connection_and_reclaims_when_written_out() {
+        let mut cork = Cork::new();
+        let mut a = Output::new();
+        cork.lend(&mut a);
+        a.push_with(32, |v| v.extend_from_slice(&[1; 32]));
+        a.consume(32);
+        cork.reclaim(&mut a);
+        // Idle connection holds no buffer; the loop's spare does.
+        assert_eq!(a.allocated_bytes(), 0);
+        let spare = cork.allocated_bytes();
+        assert!(spare > 0);
+        // The next connection writes into the same buffers: no allocation.
+        let mut b = Output::new();
+        cork.lend(&mut b);
+        assert_eq!(b.allocated_bytes(), spare);
+        assert_eq!(cork.allocated_bytes(), 0);
+        b.push_with(32, |v| v.extend_from_slice(&[2; 32]));
+        assert_eq!(b.allocated_bytes(), spare);
+        b.consume(32);
+        cork.reclaim(&mut b);
+        assert_eq!((b.allocated_bytes(), cork.allocated_bytes()), (0, spare));
+    }
+
+    #[test]
+    fn cork_remainder_after_a_partial_write_stays_with_its_connection() {
+        let mut cork = Cork::new();
+        let mut warm = Output::new();
+        warm.push_bytes(b"x");
+        warm.consume(1);
+        cork.reclaim(&mut warm);
+        let mut a = Output::new();
+        cork.lend(&mut a);
+        a.push_with(100, |v| v.extend((0..100).map(|i| i as u8)));
+        // The socket took 60 bytes: the other 40 stay queued, in order, with the connection.
+        a.consume(60);
+        cork.reclaim(&mut a);
+        assert_eq!(a.to_vec(), (60..100).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(cork.allocated_bytes(), 0);
+        // Meanwhile another connection gets fresh buffers, and gives them back.
+        let mut b = Output::new();
+        cork.lend(&mut b);
+        b.push_bytes(b"pong");
+        assert_eq!(b.take_vec(), b"pong");
+        cork.reclaim(&mut b);
+        assert_eq!(b.allocated_bytes(), 0);
+        // A connection with bytes queued is lent nothing; once drained, its buffers go back.
+        let before = a.allocated_bytes();
+        cork.lend(&mut a);
+        assert_eq!(a.allocated_bytes(), before);
+        a.push_bytes(b"more");
+        assert_eq!(a.len_bytes(), 44);
+        a.consume(44);
+        cork.reclaim(&mut a);
+        assert_eq!(a.allocated_bytes(), 0);
+    }
+
+    #[test]
+    fn cork_frees_a_spare_over_the_bound() {
+        let mut cork = Cork::new();
+        let mut a = Output::new();
+        a.push_with(MAX_SPARE_BYTES + 1, |v| v.resize(MAX_SPARE_BYTES + 1, 0));
+        a.consume(MAX_SPARE_BYTES + 1);
+        cork.reclaim(&mut a);
+        assert_eq!((a.allocated_bytes(), cork.allocated_bytes()), (0, 0));
     }
 }

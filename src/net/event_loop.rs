@@ -20,6 +20,7 @@ use crate::conn::Conn;
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, SinkId};
 use crate::metrics::Metrics;
+use crate::output::Cork;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -80,6 +81,8 @@ pub struct EventLoop {
     revisit: Vec<ConnId>,
     /// The per-loop read buffer shared by all connections.
     scratch: Vec<u8>,
+    /// The per-loop output buffers, lent to the connection being serviced.
+    cork: Cork,
     fanout: Fanout,
     /// Connections with output from deliveries, oldest first, written a slice per turn.
     dirty: VecDeque<ConnId>,
@@ -118,6 +121,7 @@ impl EventLoop {
             timers: Timers::default(),
             revisit: Vec::new(),
             scratch,
+            cork: Cork::new(),
             fanout: Fanout::default(),
             dirty: VecDeque::new(),
             accept_paused_until: None,
@@ -322,6 +326,8 @@ impl EventLoop {
         };
         if readable || slot.read_pending {
             slot.read_pending = false;
+            // Answers go into the loop's spare buffers, not freshly allocated ones.
+            slot.conn.lend_output(&mut self.cork);
             let mut budget = self.shared.config.net.read_budget_bytes;
             while slot.conn.wants_read() {
                 if budget == 0 {
@@ -336,7 +342,7 @@ impl EventLoop {
                     Ok(n) => {
                         budget = budget.saturating_sub(n);
                         self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        slot.conn.handle_input(&self.scratch[..n], now);
+                        slot.conn.handle_input(&mut self.scratch[..n], now);
                         apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -363,6 +369,8 @@ impl EventLoop {
                 break;
             }
         }
+        // Written out: the buffers go back to the loop (an idle connection holds none).
+        slot.conn.reclaim_output(&mut self.cork);
         if slot.conn.is_closed() {
             return self.remove(id.key);
         }

@@ -315,8 +315,9 @@ impl Session {
         }
     }
 
-    /// Bytes from the peer (only for [`InputPolicy::Session`]).
-    pub fn handle_input(&mut self, input: &[u8], ctx: &mut Ctx<'_>) -> Flow {
+    /// Bytes from the peer (only for [`InputPolicy::Session`]); the session may change them in
+    /// place (WebSocket unmasking) and consumes them all.
+    pub fn handle_input(&mut self, input: &mut [u8], ctx: &mut Ctx<'_>) -> Flow {
         match self {
             Session::WebSocket(s) => s.handle_input(input, ctx),
             _ => Flow::Continue,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::hub::{ChannelName, Command, Cursor, Encoding, Message, Payload, Replay, Since};
 use crate::ws::frame::encode_frame;
-use crate::ws::{self, Accepted, CloseCode, CloseFrame, Event, OpCode, Role, WsConn};
+use crate::ws::{self, Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
 use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::{Feed, Wire};
@@ -139,7 +139,7 @@ impl Wire for WsWire<'_> {
 impl WsWire<'_> {
     fn send_text(&mut self, json: Vec<u8>, ctx: &mut Ctx<'_>) {
         let text = String::from_utf8(json).unwrap_or_default();
-        let _ = self.ws.send_message(&ws::Message::Text(text), &mut no_mask, ctx.out);
+        let _ = self.ws.send_message(MessageRef::Text(&text), &mut no_mask, ctx.out);
     }
 }
 
@@ -192,29 +192,33 @@ impl WsSession {
         }
     }
 
-    /// Frames from the client.
-    pub fn handle_input(&mut self, input: &[u8], ctx: &mut Ctx<'_>) -> Flow {
+    /// Frames from the client. Whole frames are unmasked in place in `input` (which is
+    /// consumed) and answered from there, without a copy.
+    pub fn handle_input(&mut self, input: &mut [u8], ctx: &mut Ctx<'_>) -> Flow {
         if !matches!(self.liveness, Liveness::Closing { .. }) {
             self.liveness = Liveness::Quiet { since: ctx.now };
         }
+        // Control frames only (pings, pongs, a close): the session needs none of them, and an
+        // empty Vec allocates nothing.
         let mut events = Vec::new();
-        let mut input = input;
+        let mut pos = 0;
         let mut failed = false;
         // Message by message, so each is answered (echoed, published) before later frames are
         // read: a message followed by a frame that fails the connection still gets its echo,
         // ahead of the close, however the bytes were split into reads.
-        while !input.is_empty() && !failed {
-            match self.ws.handle_input_until_message(input, &mut no_mask, &mut events, ctx.out) {
-                Ok(used) => input = &input[used..],
+        while pos < input.len() && !failed {
+            match self.ws.handle_input_until_message(&mut input[pos..], &mut no_mask, &mut events, ctx.out) {
+                Ok((used, message)) => {
+                    pos += used;
+                    if let Some(message) = message {
+                        self.handle_message(message.as_message_ref(), ctx);
+                    }
+                }
                 // The core has already failed the connection (close frame queued, further input
-                // discarded, RFC 6455 §7.1.7); the events before the fault still count.
+                // discarded, RFC 6455 §7.1.7); the messages before the fault were answered.
                 Err(_) => failed = true,
             }
-            for event in events.drain(..) {
-                if let Event::Message(msg) = event {
-                    self.handle_message(msg, ctx);
-                }
-            }
+            events.clear();
         }
 
         if failed {
@@ -226,19 +230,20 @@ impl WsSession {
         Flow::Continue
     }
 
-    fn handle_message(&mut self, msg: ws::Message, ctx: &mut Ctx<'_>) {
+    fn handle_message(&mut self, msg: MessageRef<'_>, ctx: &mut Ctx<'_>) {
         match &self.feed {
             None => {
-                let _ = self.ws.send_message(&msg, &mut no_mask, ctx.out);
+                let _ = self.ws.send_message(msg, &mut no_mask, ctx.out);
             }
             Some(_) if !self.client_publish => {
                 // Publishing needs --publish-token (or is off): a policy violation (§7.4.1).
                 self.close(CloseCode::POLICY_VIOLATION, "publishing is not allowed", ctx);
             }
             Some(feed) if !self.ws.close_sent() => {
+                // The hub keeps its own copy (one allocation), whatever the message was borrowed from.
                 let payload = match msg {
-                    ws::Message::Text(text) => Payload::Text(Arc::from(text)),
-                    ws::Message::Binary(bytes) => Payload::Binary(Arc::from(bytes)),
+                    MessageRef::Text(text) => Payload::Text(Arc::from(text)),
+                    MessageRef::Binary(bytes) => Payload::Binary(Arc::from(bytes)),
                 };
                 ctx.commands.push_back(Command::Publish {
                     channel: feed.channel.clone(),

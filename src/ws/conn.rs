@@ -17,9 +17,11 @@
 //! pongs (every ping gets its pong, so output is the same however input is split; the owner's
 //! slow-consumer bound on [`Output`] stops a peer that pings without reading).
 //!
-//! Memory: an idle connection holds no buffer. A message buffer exists only while a data message
-//! is open, sized from declared frame lengths within [`Limits::max_message_bytes`]; a control
-//! payload buffer holds at most 125 bytes while a control frame is read.
+//! Memory: an idle connection holds no buffer. A whole unfragmented data frame found in the
+//! caller's input is unmasked there in place ([`WsConn::handle_input_until_message`]); a message
+//! buffer exists only while a fragmented or split data message is open, sized from declared frame
+//! lengths within [`Limits::max_message_bytes`]; a control payload buffer holds at most 125 bytes
+//! while a control frame is read.
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,6 +40,71 @@ pub enum Message {
     Text(String),
     /// A binary message.
     Binary(Vec<u8>),
+}
+
+impl Message {
+    /// The message borrowed, as [`WsConn::send_message`] takes it.
+    pub fn as_message_ref(&self) -> MessageRef<'_> {
+        match self {
+            Message::Text(text) => MessageRef::Text(text),
+            Message::Binary(bytes) => MessageRef::Binary(bytes),
+        }
+    }
+}
+
+/// A complete data message (§5.6), borrowed: from the input it was unmasked in, from a
+/// [`Message`], or from the caller's own bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRef<'a> {
+    /// A text message: valid UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl MessageRef<'_> {
+    /// The opcode of its (unfragmented) frame and its payload.
+    fn frame_parts(&self) -> (OpCode, &[u8]) {
+        match self {
+            MessageRef::Text(text) => (OpCode::Text, text.as_bytes()),
+            MessageRef::Binary(bytes) => (OpCode::Binary, bytes),
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        match self {
+            MessageRef::Text(text) => Message::Text((*text).to_owned()),
+            MessageRef::Binary(bytes) => Message::Binary(bytes.to_vec()),
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageRef<'a> {
+    fn from(message: &'a Message) -> Self {
+        message.as_message_ref()
+    }
+}
+
+/// A data message completed by [`WsConn::handle_input_until_message`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// One whole unfragmented frame found in the input, unmasked there in place: no copy, no
+    /// allocation.
+    InPlace(MessageRef<'a>),
+    /// Reassembled in a message buffer: the message was fragmented (§5.4) or its frame was
+    /// split across reads.
+    Assembled(Message),
+}
+
+impl Incoming<'_> {
+    /// The message, borrowed.
+    pub fn as_message_ref(&self) -> MessageRef<'_> {
+        match self {
+            Incoming::InPlace(message) => *message,
+            Incoming::Assembled(message) => message.as_message_ref(),
+        }
+    }
 }
 
 /// What the peer sent, in order.
@@ -123,6 +190,24 @@ impl ReadState {
     }
 }
 
+/// What one [`WsConn::step`] did.
+enum Progress {
+    /// `input` was empty.
+    Exhausted,
+    /// At least one byte or one finished frame, no message.
+    Advanced,
+    /// A data message completed.
+    Message(Message),
+}
+
+/// Where a whole unfragmented data frame lies in the input (see [`WsConn::whole_frame`]).
+struct WholeFrame {
+    text: bool,
+    mask: Option<[u8; 4]>,
+    /// The payload's bytes in the input.
+    payload: std::ops::Range<usize>,
+}
+
 /// The state of one WebSocket connection, either role.
 ///
 /// Feed received bytes to [`WsConn::handle_input`]; send with the `send_*` methods; write what
@@ -172,7 +257,10 @@ impl WsConn {
     ) -> Result<(), Error> {
         let mut input = input;
         while !input.is_empty() {
-            let used = self.handle_input_until_message(input, mask, events, out)?;
+            let (used, message) = self.read_until_message(input, mask, events, out)?;
+            if let Some(message) = message {
+                events.push(Event::Message(message));
+            }
             input = &input[used..];
         }
         Ok(())
@@ -180,53 +268,131 @@ impl WsConn {
 
     /// Like [`WsConn::handle_input`], but returns after the first data message it completes,
     /// with how many bytes of `input` it consumed (all of them when no message completes, or
-    /// when the input is discarded after the peer's close or a failure).
+    /// when the input is discarded after the peer's close or a failure). The message is not put
+    /// in `events` but returned; control frames still are.
     ///
     /// An owner that answers messages calls it in a loop, answering each message before feeding
     /// the rest: its answer then goes out before anything the later frames cause (a pong, the
     /// echo of a close, the close frame of a failure), however the input was split into reads.
     /// Without this, a message followed in the same read by a frame that fails the connection
     /// could not be answered: the failure's close frame would already be queued (§5.5.1).
-    /// Next: answer the message, then call again with the rest of `input`.
-    pub fn handle_input_until_message(
+    ///
+    /// A whole unfragmented data frame found in `input` is unmasked in place there and returned
+    /// borrowed ([`Incoming::InPlace`]): no copy and no allocation. `input` is changed only
+    /// within such frames, which are consumed. Fragmented messages, and frames split across
+    /// calls, are reassembled in a buffer ([`Incoming::Assembled`]); either way the same
+    /// messages, events and output result. Next: answer the message, then call again with the
+    /// rest of `input`.
+    pub fn handle_input_until_message<'a>(
         &mut self,
-        input: &[u8],
+        input: &'a mut [u8],
         mask: &mut dyn FnMut() -> [u8; 4],
         events: &mut Vec<Event>,
         out: &mut Output,
-    ) -> Result<usize, Error> {
-        let mut rest = input;
+    ) -> Result<(usize, Option<Incoming<'a>>), Error> {
+        let mut pos = 0;
         // RFC 6455 §7.1.7: after failing, the endpoint "MUST NOT continue to attempt to process
         // data"; after the peer's close nothing more may come (§5.5.1).
-        while !(self.failed || self.close_received) {
-            let before = events.len();
-            match self.step(&mut rest, mask, events, out) {
-                // A step completes at most one message and consumes at least one byte.
-                Ok(true) if events.len() > before && matches!(events.last(), Some(Event::Message(_))) => {
-                    return Ok(input.len() - rest.len());
+        while !(self.failed || self.close_received) && pos < input.len() {
+            if let Some(frame) = self.whole_frame(&input[pos..]) {
+                let payload = pos + frame.payload.start..pos + frame.payload.end;
+                let input: &'a mut [u8] = input;
+                if let Some(key) = frame.mask {
+                    apply_mask(&mut input[payload.clone()], key, 0);
                 }
-                Ok(true) => {}
-                Ok(false) => break,
+                let input: &'a [u8] = input;
+                let bytes = &input[payload.clone()];
+                let message = if frame.text {
+                    // RFC 6455 §8.1: invalid UTF-8 MUST fail the connection (1007).
+                    match std::str::from_utf8(bytes) {
+                        Ok(text) => MessageRef::Text(text),
+                        Err(_) => {
+                            let error = Error::InvalidUtf8;
+                            self.fail(&error, mask, out);
+                            return Err(error);
+                        }
+                    }
+                } else {
+                    MessageRef::Binary(bytes)
+                };
+                return Ok((payload.end, Some(Incoming::InPlace(message))));
+            }
+            let mut rest = &input[pos..];
+            let progress = self.step(&mut rest, mask, events, out);
+            pos = input.len() - rest.len();
+            match progress {
+                Ok(Progress::Message(message)) => return Ok((pos, Some(Incoming::Assembled(message)))),
+                Ok(Progress::Advanced) => {}
+                Ok(Progress::Exhausted) => break,
                 Err(error) => {
                     self.fail(&error, mask, out);
                     return Err(error);
                 }
             }
         }
-        Ok(input.len())
+        Ok((input.len(), None))
     }
 
-    /// Advances the reader by at least one byte of `input` or one finished frame; false when
-    /// `input` is used up.
+    /// [`WsConn::handle_input_until_message`] without unmasking in place: the first data
+    /// message of `input` is reassembled and returned with how many bytes it took.
+    fn read_until_message(
+        &mut self,
+        input: &[u8],
+        mask: &mut dyn FnMut() -> [u8; 4],
+        events: &mut Vec<Event>,
+        out: &mut Output,
+    ) -> Result<(usize, Option<Message>), Error> {
+        let mut rest = input;
+        // RFC 6455 §7.1.7 and §5.5.1, as in `handle_input_until_message`.
+        while !(self.failed || self.close_received) {
+            match self.step(&mut rest, mask, events, out) {
+                Ok(Progress::Message(message)) => return Ok((input.len() - rest.len(), Some(message))),
+                Ok(Progress::Advanced) => {}
+                Ok(Progress::Exhausted) => break,
+                Err(error) => {
+                    self.fail(&error, mask, out);
+                    return Err(error);
+                }
+            }
+        }
+        Ok((input.len(), None))
+    }
+
+    /// A whole, final, unfragmented text or binary frame at the start of `input` that every
+    /// rule of [`WsConn::start_frame`] accepts, while no frame or message is in progress: the
+    /// frame that can be unmasked in place. Anything else (an error included) is `None` and
+    /// goes through [`WsConn::step`], which gives the same result byte by byte.
+    fn whole_frame(&self, input: &[u8]) -> Option<WholeFrame> {
+        if !matches!(self.read, ReadState::Header { len: 0, .. }) || self.message.is_some() {
+            return None;
+        }
+        let (header, used) = FrameHeader::parse(input).ok()??;
+        let masked_as_required = header.mask.is_some() == (self.role == Role::Server);
+        let accepted = header.fin
+            && header.rsv == 0
+            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+            && masked_as_required
+            && header.payload_len <= self.limits.max_frame_payload_bytes
+            && header.payload_len <= self.limits.max_message_bytes;
+        let end = usize::try_from(header.payload_len).ok()?.checked_add(used)?;
+        (accepted && end <= input.len()).then_some(WholeFrame {
+            text: header.opcode == OpCode::Text,
+            mask: header.mask,
+            payload: used..end,
+        })
+    }
+
+    /// Advances the reader by at least one byte of `input` or one finished frame, completing
+    /// at most one message.
     fn step(
         &mut self,
         input: &mut &[u8],
         mask: &mut dyn FnMut() -> [u8; 4],
         events: &mut Vec<Event>,
         out: &mut Output,
-    ) -> Result<bool, Error> {
+    ) -> Result<Progress, Error> {
         if input.is_empty() {
-            return Ok(false);
+            return Ok(Progress::Exhausted);
         }
         match std::mem::replace(&mut self.read, ReadState::header()) {
             ReadState::Header { mut buf, len } => {
@@ -241,7 +407,9 @@ impl WsConn {
                     Some((header, used)) => {
                         // The previous call could not parse `len` bytes, so `used > len`.
                         *input = input.get(used.saturating_sub(len)..).unwrap_or_default();
-                        self.start_frame(header, mask, events, out)?;
+                        if let Some(message) = self.start_frame(header, mask, events, out)? {
+                            return Ok(Progress::Message(message));
+                        }
                     }
                 }
             }
@@ -262,7 +430,9 @@ impl WsConn {
                 }
                 let read = read + take as u64;
                 if read == payload_len {
-                    self.finish_data(fin, message, events)?;
+                    if let Some(message) = self.finish_data(fin, message)? {
+                        return Ok(Progress::Message(message));
+                    }
                 } else {
                     self.read = ReadState::Data { fin, mask: key, payload_len, read, message };
                 }
@@ -282,17 +452,18 @@ impl WsConn {
                 }
             }
         }
-        Ok(true)
+        Ok(Progress::Advanced)
     }
 
-    /// Checks a complete header against the connection's rules and sets up reading its payload.
+    /// Checks a complete header against the connection's rules and sets up reading its payload;
+    /// returns the message an empty final frame completes.
     fn start_frame(
         &mut self,
         header: FrameHeader,
         mask: &mut dyn FnMut() -> [u8; 4],
         events: &mut Vec<Event>,
         out: &mut Output,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Message>, Error> {
         // RFC 6455 §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated that defines
         // meanings for non-zero values"; none is.
         if header.rsv != 0 {
@@ -357,7 +528,7 @@ impl WsConn {
             })?;
             reserve_bounded(&mut message.data, needed, max_bytes);
             if header.payload_len == 0 {
-                return self.finish_data(header.fin, message, events);
+                return self.finish_data(header.fin, message);
             }
             self.read = ReadState::Data {
                 fin: header.fin,
@@ -371,23 +542,19 @@ impl WsConn {
             let payload_len = header.payload_len.min(MAX_CONTROL_PAYLOAD_BYTES) as usize;
             let payload = Vec::with_capacity(payload_len);
             if payload_len == 0 {
-                return self.finish_control(control, payload, mask, events, out);
+                self.finish_control(control, payload, mask, events, out)?;
+                return Ok(None);
             }
             self.read = ReadState::Control { control, mask: header.mask, payload_len, payload };
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// A data frame's payload is complete: keep the message open or deliver it.
-    fn finish_data(
-        &mut self,
-        fin: bool,
-        mut message: OpenMessage,
-        events: &mut Vec<Event>,
-    ) -> Result<(), Error> {
+    /// A data frame's payload is complete: keep the message open or return it.
+    fn finish_data(&mut self, fin: bool, mut message: OpenMessage) -> Result<Option<Message>, Error> {
         if !fin {
             self.message = Some(message);
-            return Ok(());
+            return Ok(None);
         }
         let message = if message.text {
             // RFC 6455 §8.1: a text message ending inside a code point is not UTF-8.
@@ -396,8 +563,7 @@ impl WsConn {
         } else {
             Message::Binary(message.data)
         };
-        events.push(Event::Message(message));
-        Ok(())
+        Ok(Some(message))
     }
 
     /// A control frame's payload is complete: answer it and report it.
@@ -450,9 +616,10 @@ impl WsConn {
         mask: &mut dyn FnMut() -> [u8; 4],
         out: &mut Output,
     ) {
-        let mut frame = Vec::with_capacity(MAX_HEADER_BYTES + payload.len());
-        encode_frame(true, opcode, payload, self.mask_key(mask), &mut frame);
-        out.push_bytes(&frame);
+        let key = self.mask_key(mask);
+        out.push_with(MAX_HEADER_BYTES + payload.len(), |tail| {
+            encode_frame(true, opcode, payload, key, tail)
+        });
     }
 
     /// A fresh key in the client role; `None` in the server role, which never masks (§5.1).
@@ -475,22 +642,22 @@ impl WsConn {
         Ok(())
     }
 
-    /// Queues `msg` as one unfragmented frame, masked with a fresh key in the client role.
-    /// Next: write `out`.
-    pub fn send_message(
+    /// Queues `msg` (a `&Message` or a [`MessageRef`]) as one unfragmented frame, masked with a
+    /// fresh key in the client role, encoded straight into `out`'s owned tail (one copy of the
+    /// payload, no allocation when the tail has room). Next: write `out`.
+    pub fn send_message<'m>(
         &mut self,
-        msg: &Message,
+        msg: impl Into<MessageRef<'m>>,
         mask: &mut dyn FnMut() -> [u8; 4],
         out: &mut Output,
     ) -> Result<(), SendError> {
         self.check_open()?;
-        let (opcode, payload) = match msg {
-            Message::Text(text) => (OpCode::Text, text.as_bytes()),
-            Message::Binary(bytes) => (OpCode::Binary, bytes.as_slice()),
-        };
-        let mut frame = Vec::new();
-        encode_frame(true, opcode, payload, self.mask_key(mask), &mut frame);
-        out.push_owned(frame);
+        let msg = msg.into();
+        let (opcode, payload) = msg.frame_parts();
+        let key = self.mask_key(mask);
+        out.push_with(MAX_HEADER_BYTES + payload.len(), |tail| {
+            encode_frame(true, opcode, payload, key, tail)
+        });
         Ok(())
     }
 
@@ -1184,28 +1351,142 @@ mod tests {
         assert_eq!(&sent[1].1[..2], &1007u16.to_be_bytes());
     }
 
-    /// An owner that echoes every message (as `/echo` does), fed `chunks` message by message
-    /// with [`WsConn::handle_input_until_message`]: the bytes it writes and the first error.
-    fn echo_owner(chunks: &[&[u8]]) -> (Vec<u8>, Option<Error>) {
+    /// What an owner driving [`WsConn::handle_input_until_message`] saw: messages and control
+    /// events in order, the bytes written, the first error, and how many messages came
+    /// unmasked in place.
+    #[derive(Debug, Default)]
+    struct OwnerRun {
+        events: Vec<Event>,
+        out: Vec<u8>,
+        error: Option<Error>,
+        in_place: usize,
+    }
+
+    /// An owner fed `chunks` (each copied, as from a socket) message by message; with `echo` it
+    /// sends every message back where it ended (as `/echo` does).
+    fn message_owner(chunks: &[&[u8]], echo: bool) -> OwnerRun {
         let mut conn = server();
         let mut out = Output::new();
         let mut events = Vec::new();
+        let mut run = OwnerRun::default();
         for chunk in chunks {
-            let mut rest = *chunk;
-            while !rest.is_empty() {
-                let result = conn.handle_input_until_message(rest, &mut no_mask, &mut events, &mut out);
-                for event in events.drain(..) {
-                    if let Event::Message(msg) = event {
-                        let _ = conn.send_message(&msg, &mut no_mask, &mut out);
-                    }
-                }
+            let mut input = chunk.to_vec();
+            let mut pos = 0;
+            while pos < input.len() {
+                let result =
+                    conn.handle_input_until_message(&mut input[pos..], &mut no_mask, &mut events, &mut out);
+                run.events.append(&mut events);
                 match result {
-                    Ok(used) => rest = &rest[used..],
-                    Err(e) => return (out.take_vec(), Some(e)),
+                    Ok((used, message)) => {
+                        pos += used;
+                        if let Some(message) = message {
+                            run.in_place += usize::from(matches!(message, Incoming::InPlace(_)));
+                            run.events.push(Event::Message(message.as_message_ref().to_message()));
+                            if echo {
+                                let _ = conn.send_message(message.as_message_ref(), &mut no_mask, &mut out);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        run.error = Some(e);
+                        run.out = out.take_vec();
+                        return run;
+                    }
                 }
             }
         }
-        (out.take_vec(), None)
+        run.out = out.take_vec();
+        run
+    }
+
+    /// An echo owner: the bytes it writes and the first error.
+    fn echo_owner(chunks: &[&[u8]]) -> (Vec<u8>, Option<Error>) {
+        let run = message_owner(chunks, true);
+        (run.out, run.error)
+    }
+
+    /// Whole unfragmented frames of several sizes and kinds, with control frames between.
+    fn whole_frames() -> Vec<u8> {
+        let mut input = masked(true, OpCode::Binary, &[0xAB; 32]);
+        input.extend(masked(true, OpCode::Text, "κόσμε".as_bytes()));
+        input.extend(masked(true, OpCode::Ping, b"p"));
+        input.extend(masked(true, OpCode::Binary, &(0..1000).map(|i| i as u8).collect::<Vec<_>>()));
+        input.extend(masked(true, OpCode::Text, b""));
+        input.extend(masked(true, OpCode::Binary, &[7; 126]));
+        input.extend(masked(true, OpCode::Text, &[b'x'; 125]));
+        input
+    }
+
+    #[test]
+    fn rfc6455_5_3_unmasking_in_place_is_split_invariant() {
+        let mut failing = whole_frames();
+        failing.extend(masked(true, OpCode::Text, b"\xce\xba\xed\xa0\x80 invalid"));
+        failing.extend(masked(true, OpCode::Binary, b"never read"));
+        let mut too_big = masked(true, OpCode::Binary, b"fits");
+        too_big.extend(masked(true, OpCode::Binary, &vec![0; 70_000]));
+        for input in [whole_frames(), conversation(), failing, too_big] {
+            // In place, the same messages, events, output and error as reassembling everything
+            // (`handle_input` never unmasks in place).
+            let whole = message_owner(&[&input], false);
+            let reassembled = feed_server(&input);
+            assert_eq!(
+                (&whole.events, &whole.out, &whole.error),
+                (&reassembled.0, &reassembled.1, &reassembled.2)
+            );
+            // And the same however the input is split; byte by byte, nothing is in place.
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            let by_byte = message_owner(&bytes, false);
+            assert_eq!(
+                (&by_byte.events, &by_byte.out, &by_byte.error),
+                (&whole.events, &whole.out, &whole.error)
+            );
+            assert_eq!(by_byte.in_place, 0);
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                let run = message_owner(&[a, b], false);
+                assert_eq!(
+                    (&run.events, &run.out, &run.error),
+                    (&whole.events, &whole.out, &whole.error),
+                    "cut {cut}"
+                );
+            }
+        }
+        // Fed whole, every unfragmented data frame is handed out in place.
+        let run = message_owner(&[&whole_frames()], false);
+        assert_eq!(run.error, None);
+        assert_eq!(run.in_place, 6);
+        assert_eq!(run.events[0], Event::Message(Message::Binary(vec![0xAB; 32])));
+        assert_eq!(run.events[1], Event::Message(Message::Text("κόσμε".into())));
+        assert_eq!(run.events[2], Event::Ping(b"p".to_vec()));
+        // A fragmented message is reassembled; a whole frame after it is in place again.
+        let conversation = message_owner(&[&conversation()], false);
+        assert_eq!(conversation.in_place, 2);
+    }
+
+    #[test]
+    fn rfc6455_5_3_unmasking_in_place_touches_only_the_frame_returned() {
+        let first = masked(true, OpCode::Binary, b"first");
+        let second = masked(true, OpCode::Text, b"second");
+        let input = [first.clone(), second.clone()].concat();
+        let mut conn = server();
+        let (mut events, mut out) = (Vec::new(), Output::new());
+        let mut bytes = input.clone();
+        let (used, message) =
+            conn.handle_input_until_message(&mut bytes, &mut no_mask, &mut events, &mut out).unwrap();
+        assert_eq!(used, first.len());
+        assert_eq!(message, Some(Incoming::InPlace(MessageRef::Binary(b"first"))));
+        assert_eq!(&bytes[used..], &second[..]);
+        // A partial frame is copied into the message buffer, its input left as it was.
+        let mut partial = second[..4].to_vec();
+        let (used, message) =
+            conn.handle_input_until_message(&mut partial, &mut no_mask, &mut events, &mut out).unwrap();
+        assert_eq!((used, message), (4, None));
+        assert_eq!(partial, second[..4]);
+        let mut rest = second[4..].to_vec();
+        let (_, message) =
+            conn.handle_input_until_message(&mut rest, &mut no_mask, &mut events, &mut out).unwrap();
+        assert_eq!(message, Some(Incoming::Assembled(Message::Text("second".into()))));
+        assert!(events.is_empty() && out.is_empty());
     }
 
     #[test]
@@ -1217,12 +1498,13 @@ mod tests {
         let mut conn = server();
         let mut out = Output::new();
         let mut events = Vec::new();
-        let used = conn.handle_input_until_message(&input, &mut no_mask, &mut events, &mut out).unwrap();
+        let mut bytes = input.clone();
+        let (used, message) =
+            conn.handle_input_until_message(&mut bytes, &mut no_mask, &mut events, &mut out).unwrap();
         assert_eq!(used, first.len());
-        assert_eq!(events, vec![Event::Message(Message::Text("ok".into()))]);
-        assert!(out.is_empty() && !conn.close_sent());
-        events.clear();
-        let error = conn.handle_input_until_message(&input[used..], &mut no_mask, &mut events, &mut out);
+        assert_eq!(message, Some(Incoming::InPlace(MessageRef::Text("ok"))));
+        assert!(events.is_empty() && out.is_empty() && !conn.close_sent());
+        let error = conn.handle_input_until_message(&mut bytes[used..], &mut no_mask, &mut events, &mut out);
         assert_eq!(error, Err(Error::ReservedBitsSet));
         assert!(events.is_empty());
         assert_failed_with(&(events, out.take_vec(), error.err()), 1002);

@@ -34,7 +34,7 @@ pub mod utf8;
 use std::fmt;
 
 pub use close::{CloseCode, CloseFrame};
-pub use conn::{Event, Message, SendError, WsConn};
+pub use conn::{Event, Incoming, Message, MessageRef, SendError, WsConn};
 pub use frame::{FrameHeader, OpCode};
 pub use handshake::{Accepted, ClientRequest, HandshakeError, ServerOptions};
 pub use utf8::Utf8Validator;
