@@ -192,7 +192,12 @@ impl Conn {
 
     /// The next hub command to apply, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        let command = self.commands.pop_front();
+        if self.commands.is_empty() && self.commands.capacity() > 0 {
+            // Release the queue's allocation: an idle connection holds no command buffer.
+            self.commands = VecDeque::new();
+        }
+        command
     }
 
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
@@ -818,6 +823,14 @@ mod tests {
         s.send_in_pieces(PIPELINE, 5);
         assert_eq!(s.conn.inbuf.capacity(), 0);
         assert!(s.conn.pending_output().is_empty());
+    }
+
+    #[test]
+    fn idle_subscription_holds_no_command_queue() {
+        let mut s = Script::new(Config::default());
+        s.send(b"GET /channels/q HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+        assert!(s.conn.transport().is_some());
+        assert_eq!(s.conn.commands.capacity(), 0);
     }
 
     #[test]
