@@ -638,6 +638,17 @@ mod tests {
         ChannelName::parse(text).unwrap()
     }
 
+    /// Issue #7 (idle connection memory): the slab holds one `Slot` per connection. The socket
+    /// is left out (mio's `TcpStream` is larger in debug builds).
+    #[test]
+    fn slot_size_stays_pinned() {
+        use std::mem::size_of;
+        let slot = size_of::<Slot>() - size_of::<TcpStream>();
+        assert!(slot <= 312, "Slot is {slot} bytes besides its socket");
+        assert!(size_of::<Subscriptions>() <= 24);
+        assert_eq!(size_of::<PackedId>(), 8);
+    }
+
     #[test]
     fn one_subscription_is_inline_and_several_are_kept() {
         let mut subs = Subscriptions::default();
