@@ -75,8 +75,11 @@ enum Phase {
     /// Closing after an error.
     ReadingHead {
         scanner: HeadScanner,
-        /// When the first byte of this request arrived; `None` while idle.
-        started: Option<Instant>,
+        /// While `idle`, when the connection became idle (accepted, or a response finished);
+        /// then when the first byte of this request arrived.
+        since: Instant,
+        /// No byte of a request has arrived yet.
+        idle: bool,
     },
     /// Reading a request body (RFC 9112 §6).
     /// Accepts: input, EOF, the request deadline. Next: Awaiting, or Closing on error.
@@ -98,6 +101,13 @@ enum Phase {
     Closed,
 }
 
+impl Phase {
+    /// Waiting for a request, idle since `now`.
+    fn idle(now: Instant) -> Phase {
+        Phase::ReadingHead { scanner: HeadScanner::new(), since: now, idle: true }
+    }
+}
+
 /// One TCP connection, sans-I/O.
 #[derive(Debug)]
 pub struct Conn {
@@ -109,20 +119,32 @@ pub struct Conn {
     inbuf: Vec<u8>,
     out: Output,
     commands: VecDeque<Command>,
-    /// When the connection last became idle (accepted, or a response finished).
-    idle_since: Instant,
     /// True until the first request has been answered (a new connection gets the shorter
     /// request timeout as its idle limit).
     first_request: bool,
     /// The peer will send nothing more.
     peer_eof: bool,
+    /// State few connections have (a cross-origin request, a shutdown), out of line.
+    rare: Option<Box<Rare>>,
+    /// The drain has begun: no more keep-alive.
+    draining: bool,
+    close_reason: Option<&'static str>,
+}
+
+/// What only some connections need, kept out of line so that every connection, idle ones
+/// included, does not carry it.
+#[derive(Debug, Default)]
+struct Rare {
     /// The current request's allowed cross-origin `Origin`, named in CORS fields.
     cors_origin: Option<Box<str>>,
     /// When the server, shutting down, ends this connection (graceful drain).
     drain_at: Option<Instant>,
-    /// The drain has begun: no more keep-alive.
-    draining: bool,
-    close_reason: Option<&'static str>,
+}
+
+/// The current request's allowed cross-origin `Origin`, if any (a function of the field, so
+/// that it can be borrowed beside the connection's other fields).
+fn cors_origin(rare: &Option<Box<Rare>>) -> Option<&str> {
+    rare.as_deref()?.cors_origin.as_deref()
 }
 
 impl Conn {
@@ -131,15 +153,13 @@ impl Conn {
         Conn {
             config,
             metrics,
-            phase: Phase::ReadingHead { scanner: HeadScanner::new(), started: None },
+            phase: Phase::idle(now),
             inbuf: Vec::new(),
             out: Output::new(),
             commands: VecDeque::new(),
-            idle_since: now,
             first_request: true,
             peer_eof: false,
-            cors_origin: None,
-            drain_at: None,
+            rare: None,
             draining: false,
             close_reason: None,
         }
@@ -194,7 +214,12 @@ impl Conn {
 
     /// The next hub command to apply, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        let command = self.commands.pop_front();
+        if self.commands.is_empty() && self.commands.capacity() > 0 {
+            // Release the queue's allocation: an idle connection holds no command buffer.
+            self.commands = VecDeque::new();
+        }
+        command
     }
 
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
@@ -247,13 +272,31 @@ impl Conn {
     /// clients do not all reconnect at once) the connection ends its response or stream and
     /// closes.
     pub fn begin_drain(&mut self, at: Instant) {
-        self.drain_at = Some(at);
+        self.rare.get_or_insert_default().drain_at = Some(at);
+    }
+
+    fn drain_at(&self) -> Option<Instant> {
+        self.rare.as_deref()?.drain_at
+    }
+
+    /// Sets the current request's allowed cross-origin `Origin` (`None`: not cross-origin).
+    fn set_cors_origin(&mut self, origin: Option<Box<str>>) {
+        match (&mut self.rare, origin) {
+            (None, None) => {}
+            (Some(rare), origin) => {
+                rare.cors_origin = origin;
+                if rare.cors_origin.is_none() && rare.drain_at.is_none() {
+                    self.rare = None;
+                }
+            }
+            (None, origin) => self.rare = Some(Box::new(Rare { cors_origin: origin, drain_at: None })),
+        }
     }
 
     /// When [`Conn::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.phase_timeout();
-        match (own, self.drain_at) {
+        match (own, self.drain_at()) {
             (Some(t), Some(d)) if !self.draining => Some(t.min(d)),
             (None, Some(d)) if !self.draining => Some(d),
             _ => own,
@@ -263,12 +306,11 @@ impl Conn {
     fn phase_timeout(&self) -> Option<Instant> {
         let http = &self.config.http;
         match &self.phase {
-            Phase::ReadingHead { started: Some(t), .. } => Some(*t + http.request_timeout),
+            Phase::ReadingHead { since, idle: false, .. } => Some(*since + http.request_timeout),
             Phase::ReadingBody(state) => Some(state.started + http.request_timeout),
-            Phase::ReadingHead { started: None, .. } => Some(
-                self.idle_since
-                    + if self.first_request { http.request_timeout } else { http.keep_alive_timeout },
-            ),
+            Phase::ReadingHead { since, idle: true, .. } => {
+                Some(*since + if self.first_request { http.request_timeout } else { http.keep_alive_timeout })
+            }
             Phase::Serving { session, .. } => session.poll_timeout(&self.config),
             Phase::Awaiting { .. } | Phase::Closed => None,
             Phase::Closing { deadline } => Some(*deadline),
@@ -277,7 +319,7 @@ impl Conn {
 
     /// Acts on a passed deadline (a call before it is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.draining && self.drain_at.is_some_and(|d| now >= d) {
+        if !self.draining && self.drain_at().is_some_and(|d| now >= d) {
             return self.drain(now);
         }
         if self.phase_timeout().is_none_or(|t| now < t) {
@@ -286,11 +328,11 @@ impl Conn {
         match &self.phase {
             // RFC 9110 §15.5.9: 408 means the server would like to close this unused
             // connection; a slow sender gets it and the connection closes (slowloris).
-            Phase::ReadingHead { started: Some(_), .. } | Phase::ReadingBody(_) => {
+            Phase::ReadingHead { idle: false, .. } | Phase::ReadingBody(_) => {
                 self.fail_request(&HttpError::RequestTimeout, now)
             }
             // RFC 9112 §9.5: a server can close an idle connection at any time.
-            Phase::ReadingHead { started: None, .. } => {
+            Phase::ReadingHead { idle: true, .. } => {
                 self.close_reason = Some("idle");
                 self.begin_closing(now);
             }
@@ -392,15 +434,16 @@ impl Conn {
                 return pos;
             }
             match &mut self.phase {
-                Phase::ReadingHead { scanner, started } => {
-                    if started.is_none() {
+                Phase::ReadingHead { scanner, since, idle } => {
+                    if *idle {
                         // RFC 9112 §2.2: a server SHOULD ignore at least one empty line
                         // received prior to the request-line.
                         pos += leading_empty_lines(&input[pos..]);
                         if pos == input.len() {
                             return pos;
                         }
-                        *started = Some(now);
+                        *since = now;
+                        *idle = false;
                     }
                     match scanner.scan(&input[pos..], &self.config.http) {
                         Ok(None) => return pos,
@@ -446,13 +489,15 @@ impl Conn {
 
     /// A complete head arrived: check framing, route, then read the body or dispatch.
     fn start_request(&mut self, head_bytes: &[u8], now: Instant) {
-        self.cors_origin = None;
+        self.set_cors_origin(None);
         let head = match parse_request_head(head_bytes, &self.config.http) {
             Ok(head) => head,
             Err(e) => return self.fail_request(&e, now),
         };
         // An allowed cross-origin request is answered with CORS fields naming its origin.
-        self.cors_origin = self.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str);
+        self.set_cors_origin(
+            self.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str),
+        );
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
         let reader = match BodyReader::for_request(&head, &self.config.http) {
@@ -530,13 +575,12 @@ impl Conn {
             config: &self.config,
             now,
             metrics: &self.metrics,
-            cors_origin: self.cors_origin.as_deref(),
+            cors_origin: cors_origin(&self.rare),
         };
         match handler(session, &mut ctx) {
             Flow::Continue => {}
             Flow::Complete if to.keep_alive && !self.peer_eof && !self.draining => {
-                self.phase = Phase::ReadingHead { scanner: HeadScanner::new(), started: None };
-                self.idle_since = now;
+                self.phase = Phase::idle(now);
                 self.first_request = false;
                 if !self.inbuf.is_empty() {
                     self.process_buffered(now);
@@ -565,7 +609,7 @@ impl Conn {
             ),
             Route::Preflight => {
                 let mut fields = vec![("Allow", "GET, HEAD, POST, OPTIONS")];
-                if self.cors_origin.is_some() {
+                if cors_origin(&self.rare).is_some() {
                     fields.extend_from_slice(PREFLIGHT_FIELDS);
                 }
                 self.respond(request.to, 204, &fields, b"", now)
@@ -659,12 +703,11 @@ impl Conn {
     fn respond(&mut self, to: AnswerTo, status: u16, fields: &[(&str, &str)], body: &[u8], now: Instant) {
         let keep_alive = to.keep_alive && !self.peer_eof && !self.draining;
         let mut bytes = Vec::with_capacity(body.len() + 160);
-        let fields = with_cors(fields, self.cors_origin.as_deref());
+        let fields = with_cors(fields, cors_origin(&self.rare));
         write_full(&mut bytes, status, &fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
         if keep_alive {
-            self.phase = Phase::ReadingHead { scanner: HeadScanner::new(), started: None };
-            self.idle_since = now;
+            self.phase = Phase::idle(now);
             self.first_request = false;
         } else {
             self.close_reason.get_or_insert("done");
@@ -679,7 +722,7 @@ impl Conn {
             config: &self.config,
             now,
             metrics: &self.metrics,
-            cors_origin: self.cors_origin.as_deref(),
+            cors_origin: cors_origin(&self.rare),
         }
     }
 
@@ -695,7 +738,7 @@ impl Conn {
         self.draining = true;
         self.close_reason.get_or_insert("draining");
         match &mut self.phase {
-            Phase::ReadingHead { started: None, .. } => self.begin_closing(now),
+            Phase::ReadingHead { idle: true, .. } => self.begin_closing(now),
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) | Phase::Awaiting { .. } => {}
             Phase::Serving { to, .. } => {
                 to.keep_alive = false;
@@ -833,6 +876,27 @@ mod tests {
         s.send_in_pieces(PIPELINE, 5);
         assert_eq!(s.conn.inbuf.capacity(), 0);
         assert!(s.conn.pending_output().is_empty());
+    }
+
+    /// Issue #7 (idle connection memory): every connection, idle ones included, carries a
+    /// `Conn` in the event loop's slab, and a WebSocket one its boxed session; a layout
+    /// regression shows here before it shows in `pushwire bench idle`.
+    #[test]
+    fn idle_connection_sizes_stay_pinned() {
+        use crate::transport::websocket::WsSession;
+        use std::mem::size_of;
+        assert!(size_of::<Conn>() <= 248, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Phase>() <= 96, "Phase is {} bytes", size_of::<Phase>());
+        assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
+        assert!(size_of::<WsSession>() <= 192, "WsSession is {} bytes", size_of::<WsSession>());
+    }
+
+    #[test]
+    fn idle_subscription_holds_no_command_queue() {
+        let mut s = Script::new(Config::default());
+        s.send(b"GET /channels/q HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+        assert!(s.conn.transport().is_some());
+        assert_eq!(s.conn.commands.capacity(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use super::timers::{ConnId, Timers};
+use super::timers::{ConnId, Tick, Timers};
 use super::Shared;
 use crate::conn::Conn;
 use crate::http1::response::write_full;
@@ -40,23 +40,103 @@ struct Slot {
     /// Interest currently registered with the poll.
     interest: Interest,
     /// The earliest deadline already pushed to the timer heap.
-    scheduled: Option<Instant>,
+    scheduled: Option<Tick>,
     /// Reading stopped before `WouldBlock` (budget or backpressure): readiness will not be
     /// reported again, so the loop must come back by itself.
     read_pending: bool,
     write_shut: bool,
-    /// Channels this connection is subscribed to (usually one).
-    subscriptions: Vec<ChannelName>,
+    /// Channels this connection is subscribed to (usually one, held inline).
+    subscriptions: Subscriptions,
     /// Queued in the loop's `dirty` list: output from deliveries waits for its slice's write.
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
     peer_ip: IpAddr,
 }
 
+/// The channels one connection is subscribed to. Every session subscribes to one channel, so
+/// that one is held inline (no allocation per idle subscriber); a list is allocated only when a
+/// connection holds several at once.
+#[derive(Debug, Default)]
+enum Subscriptions {
+    #[default]
+    None,
+    One(ChannelName),
+    Many(Vec<ChannelName>),
+}
+
+impl Subscriptions {
+    fn is_empty(&self) -> bool {
+        match self {
+            Subscriptions::None => true,
+            Subscriptions::One(_) => false,
+            Subscriptions::Many(list) => list.is_empty(),
+        }
+    }
+
+    fn push(&mut self, channel: ChannelName) {
+        *self = match std::mem::take(self) {
+            Subscriptions::None => Subscriptions::One(channel),
+            Subscriptions::One(first) => Subscriptions::Many(vec![first, channel]),
+            Subscriptions::Many(mut list) => {
+                list.push(channel);
+                Subscriptions::Many(list)
+            }
+        };
+    }
+
+    /// Forgets one subscription to `channel`; false when there was none.
+    fn remove(&mut self, channel: &ChannelName) -> bool {
+        match self {
+            Subscriptions::None => false,
+            Subscriptions::One(c) if c == channel => {
+                *self = Subscriptions::None;
+                true
+            }
+            Subscriptions::One(_) => false,
+            Subscriptions::Many(list) => match list.iter().position(|c| c == channel) {
+                Some(i) => {
+                    list.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Takes every subscription out, leaving none.
+    fn take_all(&mut self) -> Vec<ChannelName> {
+        match std::mem::take(self) {
+            Subscriptions::None => Vec::new(),
+            Subscriptions::One(channel) => vec![channel],
+            Subscriptions::Many(list) => list,
+        }
+    }
+}
+
+/// A [`ConnId`] in 8 bytes (the slab key fits 32 bits, as in the poll token), for the fan-out
+/// table, which holds one per subscribed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedId {
+    key: u32,
+    generation: u32,
+}
+
+impl From<ConnId> for PackedId {
+    fn from(id: ConnId) -> Self {
+        PackedId { key: id.key as u32, generation: id.generation }
+    }
+}
+
+impl From<PackedId> for ConnId {
+    fn from(id: PackedId) -> Self {
+        ConnId { key: id.key as usize, generation: id.generation }
+    }
+}
+
 /// Which connections of this loop are subscribed to which channel.
 #[derive(Default)]
 struct Fanout {
-    subscribers: HashMap<ChannelName, Vec<ConnId>>,
+    subscribers: HashMap<ChannelName, Vec<PackedId>>,
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -109,7 +189,8 @@ impl EventLoop {
             None
         };
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
-        let next_expire = Instant::now() + shared.config.net.expire_interval;
+        let started = Instant::now();
+        let next_expire = started + shared.config.net.expire_interval;
         Ok(EventLoop {
             shared,
             sink,
@@ -118,7 +199,7 @@ impl EventLoop {
             signals,
             slots: Slab::new(),
             next_generation: 0,
-            timers: Timers::default(),
+            timers: Timers::new(started),
             revisit: Vec::new(),
             scratch,
             cork: Cork::new(),
@@ -309,7 +390,7 @@ impl EventLoop {
             scheduled: None,
             read_pending: false,
             write_shut: false,
-            subscriptions: Vec::new(),
+            subscriptions: Subscriptions::None,
             dirty: false,
             peer_ip: peer.ip(),
         });
@@ -408,6 +489,7 @@ impl EventLoop {
             for msg in batch {
                 let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
                 for id in ids.clone() {
+                    let id = ConnId::from(id);
                     let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation)
                     else {
                         continue;
@@ -474,6 +556,7 @@ impl EventLoop {
             return;
         };
         if let Some(at) = slot.conn.poll_timeout() {
+            let at = self.timers.tick(at);
             if slot.scheduled.is_none_or(|s| at < s) {
                 slot.scheduled = Some(at);
                 self.timers.push(at, id);
@@ -504,7 +587,7 @@ impl EventLoop {
             let id = ConnId { key, generation: slot.generation };
             let now = Instant::now();
             let mut hub = self.shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-            for channel in slot.subscriptions.drain(..) {
+            for channel in slot.subscriptions.take_all() {
                 hub.unsubscribe(&channel, self.sink, now);
                 self.fanout.forget(&channel, id);
             }
@@ -516,6 +599,7 @@ impl EventLoop {
 impl Fanout {
     fn forget(&mut self, channel: &ChannelName, id: ConnId) {
         if let Some(ids) = self.subscribers.get_mut(channel) {
+            let id = PackedId::from(id);
             ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.subscribers.remove(channel);
@@ -548,17 +632,54 @@ fn apply_commands(
         }
         drop(hub);
         if let Some(channel) = applied.subscribed {
-            fanout.subscribers.entry(channel.clone()).or_default().push(id);
+            fanout.subscribers.entry(channel.clone()).or_default().push(id.into());
             slot.subscriptions.push(channel);
         }
         if let Some(channel) = applied.unsubscribed {
-            if let Some(i) = slot.subscriptions.iter().position(|c| *c == channel) {
-                slot.subscriptions.swap_remove(i);
+            if slot.subscriptions.remove(&channel) {
                 fanout.forget(&channel, id);
             }
         }
         if let Some(reply) = applied.reply {
             slot.conn.handle_reply(reply, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> ChannelName {
+        ChannelName::parse(text).unwrap()
+    }
+
+    /// Issue #7 (idle connection memory): the slab holds one `Slot` per connection. The socket
+    /// is left out (mio's `TcpStream` is larger in debug builds).
+    #[test]
+    fn slot_size_stays_pinned() {
+        use std::mem::size_of;
+        let slot = size_of::<Slot>() - size_of::<TcpStream>();
+        assert!(slot <= 312, "Slot is {slot} bytes besides its socket");
+        assert!(size_of::<Subscriptions>() <= 24);
+        assert_eq!(size_of::<PackedId>(), 8);
+    }
+
+    #[test]
+    fn one_subscription_is_inline_and_several_are_kept() {
+        let mut subs = Subscriptions::default();
+        assert!(subs.is_empty() && !subs.remove(&name("a")));
+        subs.push(name("a"));
+        assert!(matches!(subs, Subscriptions::One(_)));
+        subs.push(name("b"));
+        subs.push(name("a"));
+        assert!(subs.remove(&name("a")) && !subs.is_empty());
+        assert!(!subs.remove(&name("c")));
+        let mut left = subs.take_all();
+        left.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(left, [name("a"), name("b")]);
+        assert!(subs.is_empty());
+        subs.push(name("a"));
+        assert!(subs.remove(&name("a")) && subs.is_empty());
     }
 }
