@@ -67,6 +67,11 @@ impl Output {
         self.len_bytes
     }
 
+    /// Segments queued (each an I/O slice of the next write).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// True when nothing waits to be written.
     pub fn is_empty(&self) -> bool {
         self.len_bytes == 0

@@ -496,10 +496,13 @@ impl EventLoop {
                     };
                     // Many deliveries can arrive in one turn (an inbox batch): write what is
                     // queued before the next one is judged against the send bound, so only a
-                    // peer whose socket will not take the bytes counts as a slow consumer. A
-                    // write error is found again when the connection is serviced below.
-                    if slot.conn.pending_output().len_bytes()
-                        > self.shared.config.transport.max_send_buffer_bytes / 2
+                    // peer whose socket will not take the bytes counts as a slow consumer; and
+                    // once a full write's worth of messages waits, so a publisher outrunning a
+                    // sliced fan-out cannot pile up queue entries on connections not yet written.
+                    // A write error is found again when the connection is serviced below.
+                    let pending = slot.conn.pending_output();
+                    if pending.len_bytes() > self.shared.config.transport.max_send_buffer_bytes / 2
+                        || pending.segment_count() >= MAX_IO_SLICES
                     {
                         let _ = Self::flush(slot, &self.shared.metrics, now);
                     }
