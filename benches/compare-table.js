@@ -38,7 +38,24 @@ const CASES = {
 
 const [resultsPath, conditionsPath] = process.argv.slice(2);
 const runs = fs.readFileSync(resultsPath, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
-const find = (c, server) => runs.find((r) => r.case === c && r.server === server);
+// A server's runs of a case, one per round of compare.sh. `find` gives the median one by the
+// case's figure (the lower middle for an even count), so every figure shown for a server comes
+// from one run; a failed round is shown instead, and fails the case.
+const runsOf = (c, server) => runs.filter((r) => r.case === c && r.server === server);
+function find(c, server) {
+  const all = runsOf(c, server);
+  const failed = all.find((r) => r.error || !r.ok);
+  if (all.length === 0 || failed) return failed;
+  const metric = CASES[c].metric;
+  const sorted = [...all].sort((a, b) => a[metric] - b[metric]);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+// "median of N, range LO-HI" when a server ran a case more than once.
+function spread(c, server) {
+  const values = runsOf(c, server).map((r) => r[CASES[c].metric]).filter((v) => v > 0);
+  if (values.length < 2) return '';
+  return `; median of ${values.length}, range ${number(Math.min(...values))}-${number(Math.max(...values))}`;
+}
 
 const number = (x) => Math.round(x).toLocaleString('en-US');
 // Server CPU time per message echoed or delivered, in microseconds (what the server spent,
@@ -53,6 +70,7 @@ function figure(run, spec) {
   const value = run[spec.metric];
   if (value === undefined) return 'no figure';
   let text = `${number(value)} ${spec.unit}`;
+  text += spread(run.case, run.server);
   if (run.mode === 'echo') text += `  (p99 ${number(run.latency_p99_us)} us)`;
   if (run.mode === 'fanout') text += `  (p99 ${number(run.latency_p99_us)} us, missing ${run.missing})`;
   const cpu = cpuPerUnit(run);

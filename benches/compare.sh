@@ -16,17 +16,23 @@
 #   idle     10,000 idle ws and SSE subscriptions, server RSS per connection, a fresh server
 #            each: pushwire, Nchan (ws, SSE), tokio-tungstenite and Node ws (ws)
 #
+# The echo and fan-out groups run ROUNDS times (3), every server once per round in turn, so a
+# burst of load from other jobs falls on one round rather than on one server; the table shows
+# each server's median run and the range of the rounds. Idle memory runs once (it is not a rate).
+#
 # Prints one table (each figure, and each target's ratio against the peer it names) and leaves
 # the raw JSON lines of every run in target/compare/RUN/results.jsonl (one per run, with
 # "case" and "server" added), the servers' logs beside them, and the table in table.txt.
-# Every server it started is stopped on exit. Took 200 s on 2 cores (plus installing and building).
+# Every server it started is stopped on exit. Took about 10 minutes on 2 cores with 3 rounds
+# (plus installing and building).
 #
-# Environment: PARTS ("echo fanout idle": which groups to run), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
+# Environment: PARTS ("echo fanout idle": which groups to run), ROUNDS (3), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
 # (10000), SKIP_INSTALL=1 (use what is installed and built).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+ROUNDS=${ROUNDS:-3}
 ECHO_SECONDS=${ECHO_SECONDS:-5}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-100}
 LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
@@ -63,7 +69,7 @@ trap 'exit 130' INT TERM
 # start_server NAME CMD...: starts CMD in the background, waits for its `listening on` line and
 # sets ADDR (host:port) and PID.
 start_server() {
-    local name=$1 log="$RUN_DIR/$1.log"
+    local name=$1 log="$RUN_DIR/$1${round:+-r$round}.log"
     shift
     "$@" >"$log" 2>&1 &
     PID=$!
@@ -148,7 +154,7 @@ bench() {
     if [ -z "$line" ]; then
         line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     fi
-    echo "{\"case\":\"$case\",\"server\":\"$server\",\"server_cpu_s\":$cpu_s,${line#\{}" |
+    echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},\"server_cpu_s\":$cpu_s,${line#\{}" |
         tee -a "$RESULTS" >&2
 }
 
@@ -199,8 +205,9 @@ echo_runs() {
         bench "echo-$size" "$server" echo --url "$url" "$@" -c 100 -w 8 -s "$size" --duration "$ECHO_SECONDS"
     done
 }
+for round in $(seq "$ROUNDS"); do
 if part echo; then
-say "echo: C=100, W=8, 32 B and 16 KiB, $ECHO_SECONDS s each"
+say "echo, round $round of $ROUNDS: C=100, W=8, 32 B and 16 KiB, $ECHO_SECONDS s each"
 start_pushwire pushwire-echo
 echo_runs pushwire "ws://$ADDR/echo"
 stop_server
@@ -223,7 +230,7 @@ fan() { # fan CASE SERVER TRANSPORT PUBLISH_URL SUBSCRIBE_URL [ARGS...]
         -c "$SUBSCRIBERS" --size 64 "$@"
 }
 if part fanout; then
-say "fan-out: $SUBSCRIBERS subscribers, $FANOUT_MESSAGES x 64 B back to back; then 5 messages/s"
+say "fan-out, round $round of $ROUNDS: $SUBSCRIBERS subscribers, $FANOUT_MESSAGES x 64 B back to back; then 5 messages/s"
 start_pushwire pushwire-fanout
 for t in ws sse; do
     fan "fanout-$t" pushwire $t "http://$ADDR/channels/f$t" "http://$ADDR/channels/f$t" -k "$FANOUT_MESSAGES"
@@ -247,6 +254,8 @@ for peer in tt node; do
     stop_server
 done
 fi
+done # rounds
+unset round
 
 # --- idle memory: a fresh server for each run -----------------------------------------------------
 idle() { # idle CASE SERVER PID URL [ARGS...]
