@@ -885,10 +885,11 @@ mod tests {
     fn idle_connection_sizes_stay_pinned() {
         use crate::transport::websocket::WsSession;
         use std::mem::size_of;
-        assert!(size_of::<Conn>() <= 248, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 208, "Conn is {} bytes", size_of::<Conn>());
         assert!(size_of::<Phase>() <= 96, "Phase is {} bytes", size_of::<Phase>());
         assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
         assert!(size_of::<WsSession>() <= 192, "WsSession is {} bytes", size_of::<WsSession>());
+        assert_eq!(size_of::<crate::output::Output>(), 8, "an idle connection's output is one pointer");
     }
 
     #[test]
