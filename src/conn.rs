@@ -35,7 +35,8 @@ use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
-    pages, publish, route, short_poll, with_cors, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
+    pages, publish, route, short_poll, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route,
+    Session,
 };
 
 /// How a response must be written.
@@ -129,7 +130,7 @@ pub struct Conn {
     rare: Option<Box<Rare>>,
     /// The drain has begun: no more keep-alive.
     draining: bool,
-    close_reason: Option<&'static str>,
+    close_reason: Option<CloseReason>,
 }
 
 /// What only some connections need, kept out of line so that every connection, idle ones
@@ -200,12 +201,12 @@ impl Conn {
             Phase::Awaiting { .. } => {}
             // A parked poll or a stream whose client left: forget it (RFC 6202 §2.2).
             Phase::Serving { .. } => {
-                self.close_reason = Some("peer closed");
+                self.close_reason = Some(CloseReason::PeerClosed);
                 self.phase = Phase::Closed;
             }
             // Nothing (or only part of a request) was sent: there is nothing to answer.
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) => {
-                self.close_reason.get_or_insert("peer closed");
+                self.close_reason.get_or_insert(CloseReason::PeerClosed);
                 self.begin_closing(now);
             }
         }
@@ -333,7 +334,7 @@ impl Conn {
             }
             // RFC 9112 §9.5: a server can close an idle connection at any time.
             Phase::ReadingHead { idle: true, .. } => {
-                self.close_reason = Some("idle");
+                self.close_reason = Some(CloseReason::Idle);
                 self.begin_closing(now);
             }
             Phase::Serving { .. } => self.drive(now, |s, ctx| s.handle_timeout(ctx)),
@@ -405,7 +406,7 @@ impl Conn {
 
     /// Why the connection is closing, for logs.
     pub fn close_reason(&self) -> Option<&'static str> {
-        self.close_reason
+        self.close_reason.map(CloseReason::as_str)
     }
 
     fn accepts_input(&self) -> bool {
@@ -587,7 +588,7 @@ impl Conn {
                 }
             }
             Flow::Complete => {
-                self.close_reason.get_or_insert("done");
+                self.close_reason.get_or_insert(CloseReason::Done);
                 self.begin_closing(now);
             }
             Flow::Close(reason) => {
@@ -676,7 +677,7 @@ impl Conn {
 
     /// Answers an HTTP-level error and closes: the stream is not trustworthy after it.
     fn fail_request(&mut self, error: &HttpError, now: Instant) {
-        self.close_reason = Some("bad request");
+        self.close_reason = Some(CloseReason::BadRequest);
         let to = AnswerTo { keep_alive: false, head_only: false };
         self.respond_error(to, error.status_hint(), &[], &error.to_string(), now);
     }
@@ -710,7 +711,7 @@ impl Conn {
             self.phase = Phase::idle(now);
             self.first_request = false;
         } else {
-            self.close_reason.get_or_insert("done");
+            self.close_reason.get_or_insert(CloseReason::Done);
             self.begin_closing(now);
         }
     }
@@ -736,7 +737,7 @@ impl Conn {
     /// answered with `Connection: close`, sessions end in their own way.
     fn drain(&mut self, now: Instant) {
         self.draining = true;
-        self.close_reason.get_or_insert("draining");
+        self.close_reason.get_or_insert(CloseReason::Draining);
         match &mut self.phase {
             Phase::ReadingHead { idle: true, .. } => self.begin_closing(now),
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) | Phase::Awaiting { .. } => {}
@@ -885,7 +886,7 @@ mod tests {
     fn idle_connection_sizes_stay_pinned() {
         use crate::transport::websocket::WsSession;
         use std::mem::size_of;
-        assert!(size_of::<Conn>() <= 168, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 152, "Conn is {} bytes", size_of::<Conn>());
         assert!(size_of::<Phase>() <= 96, "Phase is {} bytes", size_of::<Phase>());
         assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
         assert!(size_of::<WsSession>() <= 192, "WsSession is {} bytes", size_of::<WsSession>());

@@ -22,11 +22,8 @@ use std::sync::Arc;
 
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
 
-use super::{Ctx, Flow};
+use super::{CloseReason, Ctx, Flow};
 use crate::metrics::Metrics;
-
-/// The close reason of a subscriber that could not keep up.
-pub const SLOW_CONSUMER: &str = "slow consumer";
 
 /// What a transport should do with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +155,7 @@ impl Feed {
             && !ctx.out.is_empty()
         {
             Metrics::inc(&ctx.metrics.slow_consumer_closes);
-            return Flow::Close(SLOW_CONSUMER);
+            return Flow::Close(CloseReason::SlowConsumer);
         }
         if step == Step::GapThenSend {
             Metrics::inc(&ctx.metrics.gaps_signalled);

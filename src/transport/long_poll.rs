@@ -22,7 +22,7 @@ use crate::http1::response::write_full;
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
 
 use super::short_poll::{body, count};
-use super::{Ctx, Flow};
+use super::{CloseReason, Ctx, Flow};
 use crate::metrics::ParkGuard;
 
 /// Where a long poll is.
@@ -147,7 +147,7 @@ impl LongPollSession {
         if self.keep_alive {
             Flow::Complete
         } else {
-            Flow::Close("long poll answered")
+            Flow::Close(CloseReason::LongPollAnswered)
         }
     }
 }

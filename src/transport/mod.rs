@@ -41,8 +41,51 @@ use crate::http1::target::Target;
 use crate::hub::{ChannelName, Command, Cursor, Since};
 use crate::output::Output;
 
-/// The close reason of connections ended by a graceful shutdown.
-pub const DRAINING: &str = "draining";
+/// Why a connection ends, for logs (one byte in every connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// An idle keep-alive connection reached its timeout (RFC 9112 §9.5).
+    Idle,
+    /// The last response was answered with `Connection: close`.
+    Done,
+    /// A request broke HTTP framing or timed out.
+    BadRequest,
+    /// A graceful shutdown.
+    Draining,
+    /// A streaming subscriber could not keep up (see [`feed`]).
+    SlowConsumer,
+    /// The hub refused a command of a response already started.
+    RefusedByHub,
+    /// A long poll answered on a connection that does not stay open.
+    LongPollAnswered,
+    /// The WebSocket connection was failed (RFC 6455 §7.1.7).
+    WebSocketFailed,
+    /// The WebSocket closing handshake completed.
+    WebSocketClosed,
+    /// The peer did not answer the server's WebSocket close in time.
+    WebSocketCloseTimeout,
+}
+
+impl CloseReason {
+    /// The reason as logged (and, for a WebSocket policy close, sent in the close frame).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::Idle => "idle",
+            CloseReason::Done => "done",
+            CloseReason::BadRequest => "bad request",
+            CloseReason::Draining => "draining",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::RefusedByHub => "refused by the hub",
+            CloseReason::LongPollAnswered => "long poll answered",
+            CloseReason::WebSocketFailed => "websocket failed",
+            CloseReason::WebSocketClosed => "websocket closed",
+            CloseReason::WebSocketCloseTimeout => "websocket close timeout",
+        }
+    }
+}
 
 /// What a session handler gives back to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +95,7 @@ pub enum Flow {
     /// The response is complete; the connection may read its next request.
     Complete,
     /// Close the connection once the output is flushed, for the reason given (for logs).
-    Close(&'static str),
+    Close(CloseReason),
 }
 
 /// What a session may touch while handling an input: the connection's output and command

@@ -28,7 +28,7 @@ use crate::ws::{self, Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role,
 
 use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::{Feed, Wire};
-use super::{Ctx, Flow};
+use super::{CloseReason, Ctx, Flow};
 
 /// The subprotocol whose frames are JSON envelopes carrying cursors.
 pub const PROTOCOL_V1: &str = "pushwire.v1";
@@ -222,10 +222,10 @@ impl WsSession {
         }
 
         if failed {
-            return Flow::Close("websocket failed");
+            return Flow::Close(CloseReason::WebSocketFailed);
         }
         if self.ws.is_closed() {
-            return Flow::Close("websocket closed");
+            return Flow::Close(CloseReason::WebSocketClosed);
         }
         Flow::Continue
     }
@@ -287,7 +287,7 @@ impl WsSession {
         }
         let flow = feed.handle_delivery(msg, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
         if let Flow::Close(reason) = flow {
-            self.close(CloseCode::POLICY_VIOLATION, reason, ctx);
+            self.close(CloseCode::POLICY_VIOLATION, reason.as_str(), ctx);
         }
         flow
     }
@@ -321,7 +321,7 @@ impl WsSession {
         let limits = &ctx.config.websocket;
         match self.liveness {
             Liveness::Closing { deadline } if ctx.now >= deadline => {
-                return Flow::Close("websocket close timeout")
+                return Flow::Close(CloseReason::WebSocketCloseTimeout)
             }
             Liveness::Closing { .. } => {}
             Liveness::Pinged { at } if ctx.now >= at + limits.pong_timeout => {
