@@ -231,14 +231,16 @@ impl Conn {
             Phase::Serving { session, to, _open } => {
                 self.phase = Phase::Serving { session, to, _open };
                 match reply {
-                    Reply::Subscribed(Ok(replay)) => {
-                        self.drive(now, |s, ctx| s.handle_subscribed(replay, ctx))
+                    Reply::Subscribed { channel, replay: Ok(replay) } => {
+                        self.drive(now, |s, ctx| s.handle_subscribed(channel, replay, ctx))
                     }
                     Reply::Read(Ok(replay)) => self.drive(now, |s, ctx| s.handle_read(replay, ctx)),
                     // The hub refused: a session that has not written anything yet is answered
                     // with an HTTP error; one that has (a WebSocket's 101, a stream's head) ends
                     // in its own format.
-                    Reply::Subscribed(Err(e)) | Reply::Read(Err(e)) | Reply::Published(Err(e)) => {
+                    Reply::Subscribed { replay: Err(e), .. }
+                    | Reply::Read(Err(e))
+                    | Reply::Published(Err(e)) => {
                         let status = e.status_hint();
                         let mut ended = false;
                         self.drive(now, |s, ctx| match s.handle_refused(status, ctx) {
@@ -554,10 +556,10 @@ impl Conn {
                 let text = self.metrics.render(&stats);
                 self.respond(to, 200, &[("Content-Type", "text/plain; version=0.0.4")], text.as_bytes(), now)
             }
-            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed(Err(e)) => {
+            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed { replay: Err(e), .. } => {
                 self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
             }
-            Reply::Subscribed(Ok(_)) => {
+            Reply::Subscribed { replay: Ok(_), .. } => {
                 debug_assert!(false, "subscriptions belong to sessions");
                 self.respond_error(to, 500, &[], "unexpected subscription", now)
             }

@@ -80,6 +80,14 @@ impl Feed {
         Feed { channel, cursor: None, mode: Mode::Starting }
     }
 
+    /// Keeps `channel`, the hub's copy of the same name, instead of the request's own copy, so
+    /// that every subscriber of a channel shares one allocation.
+    pub fn share_name(&mut self, channel: ChannelName) {
+        if channel == self.channel {
+            self.channel = channel;
+        }
+    }
+
     /// The command that starts the subscription.
     pub fn subscribe(&self, since: Since) -> Command {
         Command::Subscribe { channel: self.channel.clone(), since }

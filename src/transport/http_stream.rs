@@ -45,7 +45,8 @@ impl<F: StreamFormat> HttpStream<F> {
     }
 
     /// The subscription's replay: writes the response head, then the replay.
-    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+    pub fn handle_subscribed(&mut self, channel: ChannelName, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        self.feed.share_name(channel);
         F::write_head(ctx);
         self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
         self.feed.handle_replay(replay, true, &mut self.format, ctx);

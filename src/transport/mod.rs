@@ -313,13 +313,19 @@ pub enum InputPolicy {
 }
 
 impl Session {
-    /// The subscription's replay.
-    pub fn handle_subscribed(&mut self, replay: crate::hub::Replay, ctx: &mut Ctx<'_>) -> Flow {
+    /// The subscription's replay, and the hub's copy of the channel's name (kept instead of
+    /// the request's, so idle subscribers of a channel share one).
+    pub fn handle_subscribed(
+        &mut self,
+        channel: ChannelName,
+        replay: crate::hub::Replay,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
         match self {
             Session::LongPoll(s) => s.handle_subscribed(replay, ctx),
-            Session::Sse(s) => s.handle_subscribed(replay, ctx),
-            Session::Stream(s) => s.handle_subscribed(replay, ctx),
-            Session::WebSocket(s) => s.handle_subscribed(replay, ctx),
+            Session::Sse(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::Stream(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::WebSocket(s) => s.handle_subscribed(channel, replay, ctx),
         }
     }
 

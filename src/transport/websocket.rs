@@ -256,8 +256,9 @@ impl WsSession {
     }
 
     /// The subscription's replay.
-    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+    pub fn handle_subscribed(&mut self, channel: ChannelName, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if let Some(feed) = &mut self.feed {
+            feed.share_name(channel);
             feed.handle_replay(replay, true, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
         }
         Flow::Continue
