@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, Shutdown, TcpListener as StdListener};
+use std::net::{Shutdown, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timers::{ConnId, Tick, Timers};
-use super::Shared;
+use super::{IpEntry, Shared};
 use crate::conn::Conn;
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, SinkId};
@@ -50,7 +50,7 @@ struct Slot {
     /// Queued in the loop's `dirty` list: output from deliveries waits for its slice's write.
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
-    peer_ip: IpAddr,
+    ip_entry: IpEntry,
 }
 
 /// The channels one connection is subscribed to. Every session subscribes to one channel, so
@@ -349,8 +349,8 @@ impl EventLoop {
         // keeps them exact when several loops accept at once.
         let limits = &self.shared.config.net;
         let open = self.shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed) as usize + 1;
-        let admitted = open <= limits.max_connections && self.shared.admit_ip(peer.ip());
-        if !admitted {
+        let ip_entry = if open <= limits.max_connections { self.shared.admit_ip(peer.ip()) } else { None };
+        let Some(ip_entry) = ip_entry else {
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
             // Best effort: one non-blocking write of a 503, then close.
             let mut bytes = Vec::new();
@@ -366,7 +366,7 @@ impl EventLoop {
             Metrics::inc(&self.shared.metrics.connections_refused);
             debug!("{peer}: refused, connection limit reached");
             return;
-        }
+        };
         let _ = stream.set_nodelay(true);
         if let Some(bytes) = self.shared.config.net.socket_send_buffer_bytes {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
@@ -379,7 +379,7 @@ impl EventLoop {
         {
             warn!("register: {e}");
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-            self.shared.release_ip(peer.ip());
+            self.shared.release_ip(ip_entry);
             return;
         }
         entry.insert(Slot {
@@ -392,7 +392,7 @@ impl EventLoop {
             write_shut: false,
             subscriptions: Subscriptions::None,
             dirty: false,
-            peer_ip: peer.ip(),
+            ip_entry,
         });
         Metrics::inc(&self.shared.metrics.connections_accepted);
         debug!("{peer}: accepted as {key}");
@@ -582,7 +582,7 @@ impl EventLoop {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-        self.shared.release_ip(slot.peer_ip);
+        self.shared.release_ip(slot.ip_entry);
         if !slot.subscriptions.is_empty() {
             let id = ConnId { key, generation: slot.generation };
             let now = Instant::now();
@@ -660,7 +660,7 @@ mod tests {
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
         let slot = size_of::<Slot>() - size_of::<TcpStream>();
-        assert!(slot <= 216, "Slot is {slot} bytes besides its socket");
+        assert!(slot <= 200, "Slot is {slot} bytes besides its socket");
         assert!(size_of::<Subscriptions>() <= 24);
         assert_eq!(size_of::<PackedId>(), 8);
     }
