@@ -891,7 +891,9 @@ mod tests {
         assert!(size_of::<Conn>() <= 152, "Conn is {} bytes", size_of::<Conn>());
         assert!(size_of::<Phase>() <= 96, "Phase is {} bytes", size_of::<Phase>());
         assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
-        assert!(size_of::<WsSession>() <= 192, "WsSession is {} bytes", size_of::<WsSession>());
+        assert!(size_of::<WsSession>() <= 104, "WsSession is {} bytes", size_of::<WsSession>());
+        let ws = size_of::<crate::ws::WsConn>();
+        assert!(ws <= 40, "WsConn is {ws} bytes");
         assert_eq!(size_of::<crate::output::Output>(), 8, "an idle connection's output is one pointer");
     }
 
