@@ -26,7 +26,7 @@ use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, H
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
-use crate::metrics::{Metrics, OpenGuard, Transport};
+use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
 use crate::transport::access::PREFLIGHT_FIELDS;
 use crate::transport::envelope::write_json_string;
@@ -93,7 +93,8 @@ enum Phase {
     /// Accepts: hub replies and deliveries, the session's deadlines, output drained, EOF.
     /// Next: ReadingHead when a poll response completes on keep-alive; Closing on error, EOF
     /// or slow consumer.
-    Serving { session: Session, to: AnswerTo, _open: OpenGuard },
+    /// (Counted under its transport in the metrics while here: see [`Conn::set_phase`].)
+    Serving { session: Session, to: AnswerTo },
     /// Output is flushed, then the write side shut; input is discarded until EOF or
     /// `deadline` (RFC 9112 §9.6). Next: Closed.
     Closing { deadline: Instant },
@@ -196,13 +197,13 @@ impl Conn {
     pub fn handle_eof(&mut self, now: Instant) {
         self.peer_eof = true;
         match &self.phase {
-            Phase::Closing { .. } | Phase::Closed => self.phase = Phase::Closed,
+            Phase::Closing { .. } | Phase::Closed => self.set_phase(Phase::Closed),
             // A request being answered still gets its answer; the connection closes after.
             Phase::Awaiting { .. } => {}
             // A parked poll or a stream whose client left: forget it (RFC 6202 §2.2).
             Phase::Serving { .. } => {
                 self.close_reason = Some(CloseReason::PeerClosed);
-                self.phase = Phase::Closed;
+                self.set_phase(Phase::Closed);
             }
             // Nothing (or only part of a request) was sent: there is nothing to answer.
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) => {
@@ -228,8 +229,8 @@ impl Conn {
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Awaiting { request } => self.answer(request.to, reply, now),
-            Phase::Serving { session, to, _open } => {
-                self.phase = Phase::Serving { session, to, _open };
+            Phase::Serving { session, to } => {
+                self.phase = Phase::Serving { session, to };
                 match reply {
                     Reply::Subscribed { channel, replay: Ok(replay) } => {
                         self.drive(now, |s, ctx| s.handle_subscribed(channel, replay, ctx))
@@ -340,7 +341,7 @@ impl Conn {
                 self.begin_closing(now);
             }
             Phase::Serving { .. } => self.drive(now, |s, ctx| s.handle_timeout(ctx)),
-            Phase::Closing { .. } => self.phase = Phase::Closed,
+            Phase::Closing { .. } => self.set_phase(Phase::Closed),
             Phase::Awaiting { .. } | Phase::Closed => {}
         }
     }
@@ -583,7 +584,7 @@ impl Conn {
         match handler(session, &mut ctx) {
             Flow::Continue => {}
             Flow::Complete if to.keep_alive && !self.peer_eof && !self.draining => {
-                self.phase = Phase::idle(now);
+                self.set_phase(Phase::idle(now));
                 self.first_request = false;
                 if self.inbuf.is_some() {
                     self.process_buffered(now);
@@ -626,7 +627,7 @@ impl Conn {
             ),
             Route::Metrics => {
                 self.commands.push_back(Command::Stats);
-                self.phase = Phase::Awaiting { request: Box::new(request) };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
             }
             Route::Healthz => {
                 self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
@@ -640,7 +641,7 @@ impl Conn {
                     event: event.as_deref().map(Arc::from),
                     payload,
                 });
-                self.phase = Phase::Awaiting { request: Box::new(request) };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
             }
             Route::ShortPoll { channel, since } => {
                 self.commands.push_back(Command::Read {
@@ -648,7 +649,7 @@ impl Conn {
                     since: *since,
                     max_messages: self.config.transport.max_batch_messages,
                 });
-                self.phase = Phase::Awaiting { request: Box::new(request) };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
             }
             Route::LongPoll { channel, since, wait } => {
                 let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
@@ -710,7 +711,7 @@ impl Conn {
         write_full(&mut bytes, status, &fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
         if keep_alive {
-            self.phase = Phase::idle(now);
+            self.set_phase(Phase::idle(now));
             self.first_request = false;
         } else {
             self.close_reason.get_or_insert(CloseReason::Done);
@@ -731,8 +732,8 @@ impl Conn {
 
     /// Hands the connection to a transport session.
     fn serve(&mut self, session: Session, to: AnswerTo) {
-        let _open = self.metrics.open(session.transport());
-        self.phase = Phase::Serving { session, to, _open };
+        self.metrics.open_transport(session.transport());
+        self.set_phase(Phase::Serving { session, to });
     }
 
     /// Ends the connection for a shutdown: idle connections close, a request in progress is
@@ -751,8 +752,23 @@ impl Conn {
         }
     }
 
+    /// Moves to `phase`; leaving `Serving` uncounts the transport (a `Conn` keeps that count
+    /// itself, with no guard in every connection).
+    fn set_phase(&mut self, phase: Phase) {
+        if let Phase::Serving { session, .. } = &self.phase {
+            self.metrics.close_transport(session.transport());
+        }
+        self.phase = phase;
+    }
+
     fn begin_closing(&mut self, now: Instant) {
-        self.phase = Phase::Closing { deadline: now + self.config.http.close_linger };
+        self.set_phase(Phase::Closing { deadline: now + self.config.http.close_linger });
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.set_phase(Phase::Closed);
     }
 }
 
@@ -888,13 +904,37 @@ mod tests {
     fn idle_connection_sizes_stay_pinned() {
         use crate::transport::websocket::WsSession;
         use std::mem::size_of;
-        assert!(size_of::<Conn>() <= 152, "Conn is {} bytes", size_of::<Conn>());
-        assert!(size_of::<Phase>() <= 96, "Phase is {} bytes", size_of::<Phase>());
+        assert!(size_of::<Conn>() <= 136, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Phase>() <= 80, "Phase is {} bytes", size_of::<Phase>());
         assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
         assert!(size_of::<WsSession>() <= 104, "WsSession is {} bytes", size_of::<WsSession>());
         let ws = size_of::<crate::ws::WsConn>();
         assert!(ws <= 40, "WsConn is {ws} bytes");
         assert_eq!(size_of::<crate::output::Output>(), 8, "an idle connection's output is one pointer");
+    }
+
+    /// The open-transport gauge is kept by the connection (no guard): counted while serving,
+    /// uncounted when the response completes or the connection is dropped.
+    #[test]
+    fn transport_gauge_counts_serving_connections() {
+        let gauge = |metrics: &Metrics, transport: &str, n: u32| {
+            let text = metrics.render(&Default::default());
+            let line = format!("pushwire_transport_connections_open{{transport=\"{transport}\"}} {n}\n");
+            assert!(text.contains(&line), "{text}");
+        };
+        let mut s = Script::new(Config::default());
+        let metrics = s.conn.metrics.clone();
+        s.send(b"GET /channels/g HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+        gauge(&metrics, "sse", 1);
+        drop(s);
+        gauge(&metrics, "sse", 0);
+        let mut s = Script::new(Config::default());
+        let metrics = s.conn.metrics.clone();
+        s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
+        gauge(&metrics, "longpoll", 1);
+        s.publish("g", "wake");
+        gauge(&metrics, "longpoll", 0);
+        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
     }
 
     #[test]
