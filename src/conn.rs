@@ -94,7 +94,9 @@ enum Phase {
     /// Next: ReadingHead when a poll response completes on keep-alive; Closing on error, EOF
     /// or slow consumer.
     /// (Counted under its transport in the metrics while here: see [`Conn::set_phase`].)
-    Serving { session: Session, to: AnswerTo },
+    /// (How its response is answered is [`Conn`]'s `serving_to`, beside the phase: the enum
+    /// then needs no room for it.)
+    Serving { session: Session },
     /// Output is flushed, then the write side shut; input is discarded until EOF or
     /// `deadline` (RFC 9112 §9.6). Next: Closed.
     Closing { deadline: Instant },
@@ -125,6 +127,8 @@ pub struct Conn {
     /// True until the first request has been answered (a new connection gets the shorter
     /// request timeout as its idle limit).
     first_request: bool,
+    /// How the response of a `Serving` phase is answered (meaningless in other phases).
+    serving_to: AnswerTo,
     /// The peer will send nothing more.
     peer_eof: bool,
     /// State few connections have (a cross-origin request, a shutdown), out of line.
@@ -161,6 +165,7 @@ impl Conn {
             out: Output::new(),
             commands: CommandQueue::default(),
             first_request: true,
+            serving_to: AnswerTo { keep_alive: false, head_only: false },
             peer_eof: false,
             rare: None,
             draining: false,
@@ -229,8 +234,9 @@ impl Conn {
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Awaiting { request } => self.answer(request.to, reply, now),
-            Phase::Serving { session, to } => {
-                self.phase = Phase::Serving { session, to };
+            Phase::Serving { session } => {
+                self.phase = Phase::Serving { session };
+                let to = self.serving_to;
                 match reply {
                     Reply::Subscribed { channel, replay: Ok(replay) } => {
                         self.drive(now, |s, ctx| s.handle_subscribed(channel, replay, ctx))
@@ -569,10 +575,10 @@ impl Conn {
 
     /// Runs a session handler and acts on the flow it returns.
     fn drive(&mut self, now: Instant, handler: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Flow) {
-        let Phase::Serving { session, to, .. } = &mut self.phase else {
+        let Phase::Serving { session } = &mut self.phase else {
             return;
         };
-        let to = *to;
+        let to = self.serving_to;
         let mut ctx = Ctx {
             out: &mut self.out,
             commands: &mut self.commands,
@@ -733,7 +739,8 @@ impl Conn {
     /// Hands the connection to a transport session.
     fn serve(&mut self, session: Session, to: AnswerTo) {
         self.metrics.open_transport(session.transport());
-        self.set_phase(Phase::Serving { session, to });
+        self.serving_to = to;
+        self.set_phase(Phase::Serving { session });
     }
 
     /// Ends the connection for a shutdown: idle connections close, a request in progress is
@@ -744,8 +751,8 @@ impl Conn {
         match &mut self.phase {
             Phase::ReadingHead { idle: true, .. } => self.begin_closing(now),
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) | Phase::Awaiting { .. } => {}
-            Phase::Serving { to, .. } => {
-                to.keep_alive = false;
+            Phase::Serving { .. } => {
+                self.serving_to.keep_alive = false;
                 self.drive(now, |s, ctx| s.handle_drain(ctx));
             }
             Phase::Closing { .. } | Phase::Closed => {}
@@ -757,6 +764,9 @@ impl Conn {
     fn set_phase(&mut self, phase: Phase) {
         if let Phase::Serving { session, .. } = &self.phase {
             self.metrics.close_transport(session.transport());
+            if let Session::LongPoll(poll) = session {
+                poll.uncount(&self.metrics);
+            }
         }
         self.phase = phase;
     }
@@ -904,9 +914,9 @@ mod tests {
     fn idle_connection_sizes_stay_pinned() {
         use crate::transport::websocket::WsSession;
         use std::mem::size_of;
-        assert!(size_of::<Conn>() <= 136, "Conn is {} bytes", size_of::<Conn>());
-        assert!(size_of::<Phase>() <= 80, "Phase is {} bytes", size_of::<Phase>());
-        assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
+        assert!(size_of::<Conn>() <= 120, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Phase>() <= 64, "Phase is {} bytes", size_of::<Phase>());
+        assert!(size_of::<Session>() <= 64, "Session is {} bytes", size_of::<Session>());
         assert!(size_of::<WsSession>() <= 104, "WsSession is {} bytes", size_of::<WsSession>());
         let ws = size_of::<crate::ws::WsConn>();
         assert!(ws <= 40, "WsConn is {ws} bytes");
@@ -932,9 +942,21 @@ mod tests {
         let metrics = s.conn.metrics.clone();
         s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
         gauge(&metrics, "longpoll", 1);
+        let parked = |metrics: &Metrics, n: u32| {
+            let text = metrics.render(&Default::default());
+            assert!(text.contains(&format!("pushwire_longpolls_parked {n}\n")), "{text}");
+        };
+        parked(&metrics, 1);
         s.publish("g", "wake");
         gauge(&metrics, "longpoll", 0);
+        parked(&metrics, 0);
         assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
+        // A parked poll whose connection goes away is uncounted too.
+        s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
+        parked(&metrics, 1);
+        drop(s);
+        parked(&metrics, 0);
+        gauge(&metrics, "longpoll", 0);
     }
 
     #[test]

@@ -93,6 +93,17 @@ impl Metrics {
         self.open_by_transport[transport_index(transport)].fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Counts a long poll as parked until [`Metrics::unpark`] (for an owner that keeps the
+    /// count itself instead of holding a [`ParkGuard`]).
+    pub fn count_parked(&self) {
+        Self::inc(&self.longpolls_parked);
+    }
+
+    /// Uncounts a long poll counted by [`Metrics::count_parked`].
+    pub fn unpark(&self) {
+        self.longpolls_parked.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Counts a long poll as parked until the guard is dropped.
     pub fn park(self: &Arc<Self>) -> ParkGuard {
         Self::inc(&self.longpolls_parked);
