@@ -16,7 +16,7 @@ use slab::Slab;
 
 use super::timers::{ConnId, Tick, Timers};
 use super::{IpEntry, Shared};
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnEnv};
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, SinkId};
 use crate::metrics::Metrics;
@@ -150,6 +150,8 @@ fn conn_id(token: Token) -> ConnId {
 /// A single-threaded mio event loop serving connections from one listener.
 pub struct EventLoop {
     shared: Arc<Shared>,
+    /// The configuration and counters, shared by every connection of the loop.
+    env: Arc<ConnEnv>,
     sink: SinkId,
     poll: Poll,
     listener: TcpListener,
@@ -191,8 +193,10 @@ impl EventLoop {
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let started = Instant::now();
         let next_expire = started + shared.config.net.expire_interval;
+        let env = Arc::new(ConnEnv { config: shared.config.clone(), metrics: shared.metrics.clone() });
         Ok(EventLoop {
             shared,
+            env,
             sink,
             poll,
             listener,
@@ -383,7 +387,7 @@ impl EventLoop {
             return;
         }
         entry.insert(Slot {
-            conn: Conn::new(self.shared.config.clone(), self.shared.metrics.clone(), now),
+            conn: Conn::with_env(self.env.clone(), now),
             stream,
             generation,
             interest: Interest::READABLE,
@@ -660,7 +664,7 @@ mod tests {
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
         let slot = size_of::<Slot>() - size_of::<TcpStream>();
-        assert!(slot <= 168, "Slot is {slot} bytes besides its socket");
+        assert!(slot <= 152, "Slot is {slot} bytes besides its socket");
         assert!(size_of::<Subscriptions>() <= 24);
         assert_eq!(size_of::<PackedId>(), 8);
     }
