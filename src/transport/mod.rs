@@ -297,8 +297,9 @@ pub enum Session {
     Sse(sse::SseSession),
     /// A chunked NDJSON stream.
     Stream(stream::StreamSession),
-    /// A WebSocket connection (boxed: the largest session by far).
-    WebSocket(Box<websocket::WsSession>),
+    /// A WebSocket connection (inline: with its mid-frame state out of line it is small, and
+    /// a box would cost an idle subscriber a 112-byte allocation).
+    WebSocket(websocket::WsSession),
 }
 
 /// What a connection does with bytes that arrive while a session owns it.
