@@ -17,7 +17,6 @@
 //!
 //! Does not: touch sockets, read the clock (`now` comes in), or draw randomness.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +26,7 @@ use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, H
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
-use crate::metrics::{Metrics, OpenGuard, Transport};
+use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
 use crate::transport::access::PREFLIGHT_FIELDS;
 use crate::transport::envelope::write_json_string;
@@ -36,7 +35,8 @@ use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
-    pages, publish, route, short_poll, with_cors, Ctx, Flow, InputPolicy, Route, Session,
+    pages, publish, route, short_poll, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route,
+    Session,
 };
 
 /// How a response must be written.
@@ -93,7 +93,10 @@ enum Phase {
     /// Accepts: hub replies and deliveries, the session's deadlines, output drained, EOF.
     /// Next: ReadingHead when a poll response completes on keep-alive; Closing on error, EOF
     /// or slow consumer.
-    Serving { session: Session, to: AnswerTo, _open: OpenGuard },
+    /// (Counted under its transport in the metrics while here: see [`Conn::set_phase`].)
+    /// (How its response is answered is [`Conn`]'s `serving_to`, beside the phase: the enum
+    /// then needs no room for it.)
+    Serving { session: Session },
     /// Output is flushed, then the write side shut; input is discarded until EOF or
     /// `deadline` (RFC 9112 §9.6). Next: Closed.
     Closing { deadline: Instant },
@@ -108,27 +111,36 @@ impl Phase {
     }
 }
 
+/// What every connection of a server shares: its configuration and counters. One pointer in
+/// each [`Conn`]: an event loop makes one for all its connections ([`Conn::with_env`]).
+#[derive(Debug)]
+pub struct ConnEnv {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Server-wide counters.
+    pub metrics: Arc<Metrics>,
+}
+
 /// One TCP connection, sans-I/O.
 #[derive(Debug)]
 pub struct Conn {
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    env: Arc<ConnEnv>,
     phase: Phase,
-    /// Input not yet consumed; empty (and unallocated) unless a head or body is incomplete or
-    /// requests are pipelined behind one being answered.
-    inbuf: Vec<u8>,
     out: Output,
-    commands: VecDeque<Command>,
+    commands: CommandQueue,
     /// True until the first request has been answered (a new connection gets the shorter
     /// request timeout as its idle limit).
     first_request: bool,
+    /// How the response of a `Serving` phase is answered (meaningless in other phases).
+    serving_to: AnswerTo,
     /// The peer will send nothing more.
     peer_eof: bool,
-    /// State few connections have (a cross-origin request, a shutdown), out of line.
+    /// State few connections have (buffered input, a cross-origin request, a shutdown), out of
+    /// line; `None` when it would be all empty.
     rare: Option<Box<Rare>>,
     /// The drain has begun: no more keep-alive.
     draining: bool,
-    close_reason: Option<&'static str>,
+    close_reason: Option<CloseReason>,
 }
 
 /// What only some connections need, kept out of line so that every connection, idle ones
@@ -139,6 +151,15 @@ struct Rare {
     cors_origin: Option<Box<str>>,
     /// When the server, shutting down, ends this connection (graceful drain).
     drain_at: Option<Instant>,
+    /// Input not yet consumed: empty unless a head or body is incomplete or requests are
+    /// pipelined behind one being answered.
+    inbuf: Vec<u8>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.cors_origin.is_none() && self.drain_at.is_none() && self.inbuf.is_empty()
+    }
 }
 
 /// The current request's allowed cross-origin `Origin`, if any (a function of the field, so
@@ -150,14 +171,19 @@ fn cors_origin(rare: &Option<Box<Rare>>) -> Option<&str> {
 impl Conn {
     /// A connection accepted at `now`.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, now: Instant) -> Self {
+        Self::with_env(Arc::new(ConnEnv { config, metrics }), now)
+    }
+
+    /// A connection accepted at `now`, sharing `env` with the other connections of its loop
+    /// (what a server uses: [`Conn::new`] allocates an environment for each connection).
+    pub fn with_env(env: Arc<ConnEnv>, now: Instant) -> Self {
         Conn {
-            config,
-            metrics,
+            env,
             phase: Phase::idle(now),
-            inbuf: Vec::new(),
             out: Output::new(),
-            commands: VecDeque::new(),
+            commands: CommandQueue::default(),
             first_request: true,
+            serving_to: AnswerTo { keep_alive: false, head_only: false },
             peer_eof: false,
             rare: None,
             draining: false,
@@ -175,14 +201,14 @@ impl Conn {
             Phase::Serving { session, .. } if session.input_policy() == InputPolicy::Discard => return,
             _ => {}
         }
-        if self.inbuf.is_empty() {
+        if !self.has_input() {
             let used = self.process(data, now);
             if used < data.len() {
                 // Bounded: the loop reads only while `wants_read`, one read chunk at a time.
-                self.inbuf.extend_from_slice(&data[used..]);
+                self.rare.get_or_insert_default().inbuf.extend_from_slice(&data[used..]);
             }
         } else {
-            self.inbuf.extend_from_slice(data);
+            self.rare.get_or_insert_default().inbuf.extend_from_slice(data);
             self.process_buffered(now);
         }
     }
@@ -191,17 +217,17 @@ impl Conn {
     pub fn handle_eof(&mut self, now: Instant) {
         self.peer_eof = true;
         match &self.phase {
-            Phase::Closing { .. } | Phase::Closed => self.phase = Phase::Closed,
+            Phase::Closing { .. } | Phase::Closed => self.set_phase(Phase::Closed),
             // A request being answered still gets its answer; the connection closes after.
             Phase::Awaiting { .. } => {}
             // A parked poll or a stream whose client left: forget it (RFC 6202 §2.2).
             Phase::Serving { .. } => {
-                self.close_reason = Some("peer closed");
-                self.phase = Phase::Closed;
+                self.close_reason = Some(CloseReason::PeerClosed);
+                self.set_phase(Phase::Closed);
             }
             // Nothing (or only part of a request) was sent: there is nothing to answer.
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) => {
-                self.close_reason.get_or_insert("peer closed");
+                self.close_reason.get_or_insert(CloseReason::PeerClosed);
                 self.begin_closing(now);
             }
         }
@@ -214,12 +240,8 @@ impl Conn {
 
     /// The next hub command to apply, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
-        let command = self.commands.pop_front();
-        if self.commands.is_empty() && self.commands.capacity() > 0 {
-            // Release the queue's allocation: an idle connection holds no command buffer.
-            self.commands = VecDeque::new();
-        }
-        command
+        // The queue releases its allocation once empty: an idle connection holds none.
+        self.commands.pop_front()
     }
 
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
@@ -227,17 +249,20 @@ impl Conn {
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Awaiting { request } => self.answer(request.to, reply, now),
-            Phase::Serving { session, to, _open } => {
-                self.phase = Phase::Serving { session, to, _open };
+            Phase::Serving { session } => {
+                self.phase = Phase::Serving { session };
+                let to = self.serving_to;
                 match reply {
-                    Reply::Subscribed(Ok(replay)) => {
-                        self.drive(now, |s, ctx| s.handle_subscribed(replay, ctx))
+                    Reply::Subscribed { channel, replay: Ok(replay) } => {
+                        self.drive(now, |s, ctx| s.handle_subscribed(channel, replay, ctx))
                     }
                     Reply::Read(Ok(replay)) => self.drive(now, |s, ctx| s.handle_read(replay, ctx)),
                     // The hub refused: a session that has not written anything yet is answered
                     // with an HTTP error; one that has (a WebSocket's 101, a stream's head) ends
                     // in its own format.
-                    Reply::Subscribed(Err(e)) | Reply::Read(Err(e)) | Reply::Published(Err(e)) => {
+                    Reply::Subscribed { replay: Err(e), .. }
+                    | Reply::Read(Err(e))
+                    | Reply::Published(Err(e)) => {
                         let status = e.status_hint();
                         let mut ended = false;
                         self.drive(now, |s, ctx| match s.handle_refused(status, ctx) {
@@ -258,7 +283,7 @@ impl Conn {
             other => self.phase = other,
         }
         // Requests pipelined behind this one were only buffered while it was answered.
-        if !self.inbuf.is_empty() {
+        if self.has_input() {
             self.process_buffered(now);
         }
     }
@@ -275,6 +300,11 @@ impl Conn {
         self.rare.get_or_insert_default().drain_at = Some(at);
     }
 
+    /// True when input waits in the buffer.
+    fn has_input(&self) -> bool {
+        self.rare.as_deref().is_some_and(|r| !r.inbuf.is_empty())
+    }
+
     fn drain_at(&self) -> Option<Instant> {
         self.rare.as_deref()?.drain_at
     }
@@ -285,11 +315,11 @@ impl Conn {
             (None, None) => {}
             (Some(rare), origin) => {
                 rare.cors_origin = origin;
-                if rare.cors_origin.is_none() && rare.drain_at.is_none() {
+                if rare.is_empty() {
                     self.rare = None;
                 }
             }
-            (None, origin) => self.rare = Some(Box::new(Rare { cors_origin: origin, drain_at: None })),
+            (None, origin) => self.rare = Some(Box::new(Rare { cors_origin: origin, ..Rare::default() })),
         }
     }
 
@@ -304,14 +334,14 @@ impl Conn {
     }
 
     fn phase_timeout(&self) -> Option<Instant> {
-        let http = &self.config.http;
+        let http = &self.env.config.http;
         match &self.phase {
             Phase::ReadingHead { since, idle: false, .. } => Some(*since + http.request_timeout),
             Phase::ReadingBody(state) => Some(state.started + http.request_timeout),
             Phase::ReadingHead { since, idle: true, .. } => {
                 Some(*since + if self.first_request { http.request_timeout } else { http.keep_alive_timeout })
             }
-            Phase::Serving { session, .. } => session.poll_timeout(&self.config),
+            Phase::Serving { session, .. } => session.poll_timeout(&self.env.config),
             Phase::Awaiting { .. } | Phase::Closed => None,
             Phase::Closing { deadline } => Some(*deadline),
         }
@@ -333,11 +363,11 @@ impl Conn {
             }
             // RFC 9112 §9.5: a server can close an idle connection at any time.
             Phase::ReadingHead { idle: true, .. } => {
-                self.close_reason = Some("idle");
+                self.close_reason = Some(CloseReason::Idle);
                 self.begin_closing(now);
             }
             Phase::Serving { .. } => self.drive(now, |s, ctx| s.handle_timeout(ctx)),
-            Phase::Closing { .. } => self.phase = Phase::Closed,
+            Phase::Closing { .. } => self.set_phase(Phase::Closed),
             Phase::Awaiting { .. } | Phase::Closed => {}
         }
     }
@@ -377,7 +407,7 @@ impl Conn {
                 Flow::Continue
             });
         }
-        if !self.inbuf.is_empty() && self.accepts_input() {
+        if self.has_input() && self.accepts_input() {
             self.process_buffered(now);
         }
     }
@@ -405,24 +435,30 @@ impl Conn {
 
     /// Why the connection is closing, for logs.
     pub fn close_reason(&self) -> Option<&'static str> {
-        self.close_reason
+        self.close_reason.map(CloseReason::as_str)
     }
 
     fn accepts_input(&self) -> bool {
-        let http = &self.config.http;
-        self.out.len_bytes() < self.config.transport.max_send_buffer_bytes
-            && (self.inbuf.len() as u64) < http.max_head_bytes as u64 + http.max_body_bytes
+        let http = &self.env.config.http;
+        self.out.len_bytes() < self.env.config.transport.max_send_buffer_bytes
+            && (self.rare.as_ref().map_or(0, |r| r.inbuf.len()) as u64)
+                < http.max_head_bytes as u64 + http.max_body_bytes
     }
 
     fn process_buffered(&mut self, now: Instant) {
-        let mut buf = std::mem::take(&mut self.inbuf);
+        let Some(rare) = &mut self.rare else { return };
+        let mut buf = std::mem::take(&mut rare.inbuf);
+        if buf.is_empty() {
+            return;
+        }
         let used = self.process(&mut buf, now);
-        self.inbuf = buf;
-        if used >= self.inbuf.len() || matches!(self.phase, Phase::Closing { .. } | Phase::Closed) {
-            // Release the allocation: an idle connection holds no read buffer.
-            self.inbuf = Vec::new();
-        } else {
-            self.inbuf.drain(..used);
+        // All used (or a closing connection's input, discarded): the allocation is released, an
+        // idle connection holds no read buffer.
+        if used < buf.len() && !matches!(self.phase, Phase::Closing { .. } | Phase::Closed) {
+            buf.drain(..used);
+            self.rare.get_or_insert_default().inbuf = buf;
+        } else if self.rare.as_deref().is_some_and(Rare::is_empty) {
+            self.rare = None;
         }
     }
 
@@ -445,7 +481,7 @@ impl Conn {
                         *since = now;
                         *idle = false;
                     }
-                    match scanner.scan(&input[pos..], &self.config.http) {
+                    match scanner.scan(&input[pos..], &self.env.config.http) {
                         Ok(None) => return pos,
                         Ok(Some(len)) => {
                             let head = &input[pos..pos + len];
@@ -490,22 +526,22 @@ impl Conn {
     /// A complete head arrived: check framing, route, then read the body or dispatch.
     fn start_request(&mut self, head_bytes: &[u8], now: Instant) {
         self.set_cors_origin(None);
-        let head = match parse_request_head(head_bytes, &self.config.http) {
+        let head = match parse_request_head(head_bytes, &self.env.config.http) {
             Ok(head) => head,
             Err(e) => return self.fail_request(&e, now),
         };
         // An allowed cross-origin request is answered with CORS fields naming its origin.
         self.set_cors_origin(
-            self.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str),
+            self.env.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str),
         );
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
-        let reader = match BodyReader::for_request(&head, &self.config.http) {
+        let reader = match BodyReader::for_request(&head, &self.env.config.http) {
             Ok(reader) => reader,
             Err(e) => return self.fail_request(&e, now),
         };
         let to = AnswerTo { keep_alive: head.keep_alive(), head_only: head.method == "HEAD" };
-        let route = match route(&head, &self.config) {
+        let route = match route(&head, &self.env.config) {
             Ok(route) => route,
             Err(refusal) => {
                 // A refused request with a body leaves unread bytes: close after answering.
@@ -540,7 +576,7 @@ impl Conn {
                 now,
             ),
             Reply::Read(Ok(replay)) => {
-                short_poll::count(&replay, &self.metrics);
+                short_poll::count(&replay, &self.env.metrics);
                 self.respond(
                     to,
                     200,
@@ -550,13 +586,13 @@ impl Conn {
                 )
             }
             Reply::Stats(stats) => {
-                let text = self.metrics.render(&stats);
+                let text = self.env.metrics.render(&stats);
                 self.respond(to, 200, &[("Content-Type", "text/plain; version=0.0.4")], text.as_bytes(), now)
             }
-            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed(Err(e)) => {
+            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed { replay: Err(e), .. } => {
                 self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
             }
-            Reply::Subscribed(Ok(_)) => {
+            Reply::Subscribed { replay: Ok(_), .. } => {
                 debug_assert!(false, "subscriptions belong to sessions");
                 self.respond_error(to, 500, &[], "unexpected subscription", now)
             }
@@ -565,29 +601,29 @@ impl Conn {
 
     /// Runs a session handler and acts on the flow it returns.
     fn drive(&mut self, now: Instant, handler: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Flow) {
-        let Phase::Serving { session, to, .. } = &mut self.phase else {
+        let Phase::Serving { session } = &mut self.phase else {
             return;
         };
-        let to = *to;
+        let to = self.serving_to;
         let mut ctx = Ctx {
             out: &mut self.out,
             commands: &mut self.commands,
-            config: &self.config,
+            config: &self.env.config,
             now,
-            metrics: &self.metrics,
+            metrics: &self.env.metrics,
             cors_origin: cors_origin(&self.rare),
         };
         match handler(session, &mut ctx) {
             Flow::Continue => {}
             Flow::Complete if to.keep_alive && !self.peer_eof && !self.draining => {
-                self.phase = Phase::idle(now);
+                self.set_phase(Phase::idle(now));
                 self.first_request = false;
-                if !self.inbuf.is_empty() {
+                if self.has_input() {
                     self.process_buffered(now);
                 }
             }
             Flow::Complete => {
-                self.close_reason.get_or_insert("done");
+                self.close_reason.get_or_insert(CloseReason::Done);
                 self.begin_closing(now);
             }
             Flow::Close(reason) => {
@@ -623,7 +659,7 @@ impl Conn {
             ),
             Route::Metrics => {
                 self.commands.push_back(Command::Stats);
-                self.phase = Phase::Awaiting { request: Box::new(request) };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
             }
             Route::Healthz => {
                 self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
@@ -637,15 +673,15 @@ impl Conn {
                     event: event.as_deref().map(Arc::from),
                     payload,
                 });
-                self.phase = Phase::Awaiting { request: Box::new(request) };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
             }
             Route::ShortPoll { channel, since } => {
                 self.commands.push_back(Command::Read {
                     channel: channel.clone(),
                     since: *since,
-                    max_messages: self.config.transport.max_batch_messages,
+                    max_messages: self.env.config.transport.max_batch_messages,
                 });
-                self.phase = Phase::Awaiting { request: Box::new(request) };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
             }
             Route::LongPoll { channel, since, wait } => {
                 let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
@@ -665,7 +701,7 @@ impl Conn {
             }
             Route::WebSocket { channel, accepted, may_publish } => {
                 let session = WsSession::start(accepted, channel.clone(), *may_publish, &mut self.ctx(now));
-                self.serve(Session::WebSocket(Box::new(session)), request.to);
+                self.serve(Session::WebSocket(session), request.to);
             }
             Route::Stream { channel, since } => {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
@@ -676,7 +712,7 @@ impl Conn {
 
     /// Answers an HTTP-level error and closes: the stream is not trustworthy after it.
     fn fail_request(&mut self, error: &HttpError, now: Instant) {
-        self.close_reason = Some("bad request");
+        self.close_reason = Some(CloseReason::BadRequest);
         let to = AnswerTo { keep_alive: false, head_only: false };
         self.respond_error(to, error.status_hint(), &[], &error.to_string(), now);
     }
@@ -689,7 +725,7 @@ impl Conn {
         reason: &str,
         now: Instant,
     ) {
-        self.metrics.reject(status);
+        self.env.metrics.reject(status);
         let mut body = Vec::new();
         body.extend_from_slice(b"{\"error\":");
         write_json_string(&mut body, reason);
@@ -707,10 +743,10 @@ impl Conn {
         write_full(&mut bytes, status, &fields, body, to.head_only, !keep_alive);
         self.out.push_owned(bytes);
         if keep_alive {
-            self.phase = Phase::idle(now);
+            self.set_phase(Phase::idle(now));
             self.first_request = false;
         } else {
-            self.close_reason.get_or_insert("done");
+            self.close_reason.get_or_insert(CloseReason::Done);
             self.begin_closing(now);
         }
     }
@@ -719,37 +755,56 @@ impl Conn {
         Ctx {
             out: &mut self.out,
             commands: &mut self.commands,
-            config: &self.config,
+            config: &self.env.config,
             now,
-            metrics: &self.metrics,
+            metrics: &self.env.metrics,
             cors_origin: cors_origin(&self.rare),
         }
     }
 
     /// Hands the connection to a transport session.
     fn serve(&mut self, session: Session, to: AnswerTo) {
-        let _open = self.metrics.open(session.transport());
-        self.phase = Phase::Serving { session, to, _open };
+        self.env.metrics.open_transport(session.transport());
+        self.serving_to = to;
+        self.set_phase(Phase::Serving { session });
     }
 
     /// Ends the connection for a shutdown: idle connections close, a request in progress is
     /// answered with `Connection: close`, sessions end in their own way.
     fn drain(&mut self, now: Instant) {
         self.draining = true;
-        self.close_reason.get_or_insert("draining");
+        self.close_reason.get_or_insert(CloseReason::Draining);
         match &mut self.phase {
             Phase::ReadingHead { idle: true, .. } => self.begin_closing(now),
             Phase::ReadingHead { .. } | Phase::ReadingBody(_) | Phase::Awaiting { .. } => {}
-            Phase::Serving { to, .. } => {
-                to.keep_alive = false;
+            Phase::Serving { .. } => {
+                self.serving_to.keep_alive = false;
                 self.drive(now, |s, ctx| s.handle_drain(ctx));
             }
             Phase::Closing { .. } | Phase::Closed => {}
         }
     }
 
+    /// Moves to `phase`; leaving `Serving` uncounts the transport (a `Conn` keeps that count
+    /// itself, with no guard in every connection).
+    fn set_phase(&mut self, phase: Phase) {
+        if let Phase::Serving { session, .. } = &self.phase {
+            self.env.metrics.close_transport(session.transport());
+            if let Session::LongPoll(poll) = session {
+                poll.uncount(&self.env.metrics);
+            }
+        }
+        self.phase = phase;
+    }
+
     fn begin_closing(&mut self, now: Instant) {
-        self.phase = Phase::Closing { deadline: now + self.config.http.close_linger };
+        self.set_phase(Phase::Closing { deadline: now + self.env.config.http.close_linger });
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.set_phase(Phase::Closed);
     }
 }
 
@@ -874,21 +929,60 @@ mod tests {
     fn idle_connection_holds_no_input_buffer() {
         let mut s = Script::new(Config::default());
         s.send_in_pieces(PIPELINE, 5);
-        assert_eq!(s.conn.inbuf.capacity(), 0);
+        assert!(s.conn.rare.is_none());
         assert!(s.conn.pending_output().is_empty());
     }
 
     /// Issue #7 (idle connection memory): every connection, idle ones included, carries a
-    /// `Conn` in the event loop's slab, and a WebSocket one its boxed session; a layout
-    /// regression shows here before it shows in `pushwire bench idle`.
+    /// `Conn` in the event loop's slab, its session inline (a WebSocket one too: no box); a
+    /// layout regression shows here before it shows in `pushwire bench idle`.
     #[test]
     fn idle_connection_sizes_stay_pinned() {
         use crate::transport::websocket::WsSession;
         use std::mem::size_of;
-        assert!(size_of::<Conn>() <= 248, "Conn is {} bytes", size_of::<Conn>());
-        assert!(size_of::<Phase>() <= 96, "Phase is {} bytes", size_of::<Phase>());
-        assert!(size_of::<Session>() <= 72, "Session is {} bytes", size_of::<Session>());
-        assert!(size_of::<WsSession>() <= 192, "WsSession is {} bytes", size_of::<WsSession>());
+        assert!(size_of::<Conn>() <= 144, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Phase>() <= 104, "Phase is {} bytes", size_of::<Phase>());
+        assert!(size_of::<Session>() <= 104, "Session is {} bytes", size_of::<Session>());
+        assert!(size_of::<WsSession>() <= 104, "WsSession is {} bytes", size_of::<WsSession>());
+        let ws = size_of::<crate::ws::WsConn>();
+        assert!(ws <= 40, "WsConn is {ws} bytes");
+        assert_eq!(size_of::<crate::output::Output>(), 8, "an idle connection's output is one pointer");
+    }
+
+    /// The open-transport gauge is kept by the connection (no guard): counted while serving,
+    /// uncounted when the response completes or the connection is dropped.
+    #[test]
+    fn transport_gauge_counts_serving_connections() {
+        let gauge = |metrics: &Metrics, transport: &str, n: u32| {
+            let text = metrics.render(&Default::default());
+            let line = format!("pushwire_transport_connections_open{{transport=\"{transport}\"}} {n}\n");
+            assert!(text.contains(&line), "{text}");
+        };
+        let mut s = Script::new(Config::default());
+        let metrics = s.conn.env.metrics.clone();
+        s.send(b"GET /channels/g HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+        gauge(&metrics, "sse", 1);
+        drop(s);
+        gauge(&metrics, "sse", 0);
+        let mut s = Script::new(Config::default());
+        let metrics = s.conn.env.metrics.clone();
+        s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
+        gauge(&metrics, "longpoll", 1);
+        let parked = |metrics: &Metrics, n: u32| {
+            let text = metrics.render(&Default::default());
+            assert!(text.contains(&format!("pushwire_longpolls_parked {n}\n")), "{text}");
+        };
+        parked(&metrics, 1);
+        s.publish("g", "wake");
+        gauge(&metrics, "longpoll", 0);
+        parked(&metrics, 0);
+        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
+        // A parked poll whose connection goes away is uncounted too.
+        s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
+        parked(&metrics, 1);
+        drop(s);
+        parked(&metrics, 0);
+        gauge(&metrics, "longpoll", 0);
     }
 
     #[test]
@@ -896,7 +990,7 @@ mod tests {
         let mut s = Script::new(Config::default());
         s.send(b"GET /channels/q HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
         assert!(s.conn.transport().is_some());
-        assert_eq!(s.conn.commands.capacity(), 0);
+        assert!(!s.conn.commands.is_allocated());
     }
 
     #[test]

@@ -77,9 +77,31 @@ impl Metrics {
 
     /// Counts a connection as open under `transport` until the guard is dropped.
     pub fn open(self: &Arc<Self>, transport: Transport) -> OpenGuard {
-        let i = TRANSPORTS.iter().position(|(t, _)| *t == transport).unwrap_or(0);
+        let i = transport_index(transport);
         Self::inc(&self.open_by_transport[i]);
         OpenGuard { metrics: self.clone(), index: i }
+    }
+
+    /// Counts a connection as open under `transport` until [`Metrics::close_transport`], for an
+    /// owner that keeps the count itself instead of holding an [`OpenGuard`] (16 bytes).
+    pub fn open_transport(&self, transport: Transport) {
+        Self::inc(&self.open_by_transport[transport_index(transport)]);
+    }
+
+    /// Uncounts a connection counted by [`Metrics::open_transport`].
+    pub fn close_transport(&self, transport: Transport) {
+        self.open_by_transport[transport_index(transport)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a long poll as parked until [`Metrics::unpark`] (for an owner that keeps the
+    /// count itself instead of holding a [`ParkGuard`]).
+    pub fn count_parked(&self) {
+        Self::inc(&self.longpolls_parked);
+    }
+
+    /// Uncounts a long poll counted by [`Metrics::count_parked`].
+    pub fn unpark(&self) {
+        self.longpolls_parked.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a long poll as parked until the guard is dropped.
@@ -170,6 +192,10 @@ impl Metrics {
         metric("requests_rejected_total", "counter", "Requests answered with an error status.", &rejected);
         out
     }
+}
+
+fn transport_index(transport: Transport) -> usize {
+    TRANSPORTS.iter().position(|(t, _)| *t == transport).unwrap_or(0)
 }
 
 /// Keeps a connection counted under its transport.

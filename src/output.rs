@@ -12,10 +12,10 @@
 //! transport decides (before pushing a data message) whether the peer is a slow consumer.
 //! Control frames and response heads are always accepted, so they are never the thing dropped.
 //!
-//! Memory: an emptied queue keeps its allocations (the ring and its owned tail) so the next
-//! bytes cost no allocation; a [`Cork`] takes them from a connection whose queue was written
+//! Memory: an emptied queue keeps its allocations (its box, the ring and its owned tail) so the
+//! next bytes cost no allocation; a [`Cork`] takes them from a connection whose queue was written
 //! out and lends them to the next connection that writes, so buffers are reused across
-//! connections while an idle connection holds none.
+//! connections while an idle connection holds none: its [`Output`] is one null pointer.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -47,13 +47,37 @@ const COALESCE_BYTES: usize = 4096;
 const TAIL_GROW_BYTES: usize = 128 * 1024;
 
 /// Bytes queued for one connection, front first.
+///
+/// One pointer while it holds no buffers (every idle connection): the queue itself is boxed,
+/// created by the first push or lent by a [`Cork`].
 #[derive(Debug, Default)]
 pub struct Output {
+    queue: Option<Box<Queue>>,
+}
+
+/// The queue behind an [`Output`] that holds buffers.
+#[derive(Debug, Default)]
+struct Queue {
     segments: VecDeque<Segment>,
     /// How much of the front segment was already written.
     front_written: usize,
     /// Total unwritten bytes.
     len_bytes: usize,
+}
+
+impl Queue {
+    /// Heap bytes of the box, its ring and its owned segments.
+    fn allocated_bytes(&self) -> usize {
+        let owned: usize = self
+            .segments
+            .iter()
+            .map(|seg| match seg {
+                Segment::Owned(v) => v.capacity(),
+                Segment::Shared(_) => 0,
+            })
+            .sum();
+        std::mem::size_of::<Queue>() + self.segments.capacity() * std::mem::size_of::<Segment>() + owned
+    }
 }
 
 impl Output {
@@ -62,9 +86,13 @@ impl Output {
         Self::default()
     }
 
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
+    }
+
     /// Unwritten bytes queued.
     pub fn len_bytes(&self) -> usize {
-        self.len_bytes
+        self.queue.as_ref().map_or(0, |q| q.len_bytes)
     }
 
     /// Segments queued (each an I/O slice of the next write).
@@ -74,7 +102,7 @@ impl Output {
 
     /// True when nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.len_bytes == 0
+        self.len_bytes() == 0
     }
 
     /// Appends a copy of `bytes` (coalesced with a small owned tail segment).
@@ -82,15 +110,16 @@ impl Output {
         if bytes.is_empty() {
             return;
         }
-        self.len_bytes += bytes.len();
-        if let Some(Segment::Owned(tail)) = self.segments.back_mut() {
+        let q = self.queue();
+        q.len_bytes += bytes.len();
+        if let Some(Segment::Owned(tail)) = q.segments.back_mut() {
             // Appending never moves bytes already queued, so a partly written front stays valid.
             if tail.len() + bytes.len() <= COALESCE_BYTES {
                 tail.extend_from_slice(bytes);
                 return;
             }
         }
-        self.segments.push_back(Segment::Owned(bytes.to_vec()));
+        q.segments.push_back(Segment::Owned(bytes.to_vec()));
     }
 
     /// Appends what `write` appends to the `Vec` it is given, with no intermediate buffer: the
@@ -98,16 +127,17 @@ impl Output {
     /// [`TAIL_GROW_BYTES`] with `reserve_bytes` more, else a new segment of that capacity.
     /// `write` must only append (what it appends is counted).
     pub fn push_with(&mut self, reserve_bytes: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        let fits = matches!(self.segments.back(), Some(Segment::Owned(tail))
+        let q = self.queue();
+        let fits = matches!(q.segments.back(), Some(Segment::Owned(tail))
             if tail.is_empty() || tail.len() + reserve_bytes <= tail.capacity().max(TAIL_GROW_BYTES));
         if !fits {
-            self.segments.push_back(Segment::Owned(Vec::with_capacity(reserve_bytes)));
+            q.segments.push_back(Segment::Owned(Vec::with_capacity(reserve_bytes)));
         }
-        if let Some(Segment::Owned(tail)) = self.segments.back_mut() {
+        if let Some(Segment::Owned(tail)) = q.segments.back_mut() {
             // Appending never moves bytes already queued, so a partly written front stays valid.
             let before = tail.len();
             write(tail);
-            self.len_bytes += tail.len().saturating_sub(before);
+            q.len_bytes += tail.len().saturating_sub(before);
         }
     }
 
@@ -116,8 +146,9 @@ impl Output {
         if bytes.is_empty() {
             return;
         }
-        self.len_bytes += bytes.len();
-        self.segments.push_back(Segment::Owned(bytes));
+        let q = self.queue();
+        q.len_bytes += bytes.len();
+        q.segments.push_back(Segment::Owned(bytes));
     }
 
     /// Appends bytes shared with other connections (no copy).
@@ -125,19 +156,21 @@ impl Output {
         if bytes.is_empty() {
             return;
         }
-        self.len_bytes += bytes.len();
-        self.segments.push_back(Segment::Shared(bytes));
+        let q = self.queue();
+        q.len_bytes += bytes.len();
+        q.segments.push_back(Segment::Shared(bytes));
     }
 
     /// Fills `slices` with the unwritten bytes, front first; returns how many slices were set.
     pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let Some(q) = &self.queue else { return 0 };
         let mut n = 0;
-        for (i, seg) in self.segments.iter().enumerate() {
+        for (i, seg) in q.segments.iter().enumerate() {
             if n == slices.len() {
                 break;
             }
             let bytes = seg.bytes();
-            let bytes = if i == 0 { &bytes[self.front_written..] } else { bytes };
+            let bytes = if i == 0 { &bytes[q.front_written..] } else { bytes };
             // An emptied tail kept for its capacity is no slice.
             if !bytes.is_empty() {
                 slices[n] = IoSlice::new(bytes);
@@ -149,51 +182,45 @@ impl Output {
 
     /// Marks the first `n` bytes as written. `n` larger than [`Output::len_bytes`] is a caller bug
     /// and is clamped.
-    pub fn consume(&mut self, mut n: usize) {
-        n = n.min(self.len_bytes);
-        self.len_bytes -= n;
+    pub fn consume(&mut self, n: usize) {
+        let Some(q) = &mut self.queue else { return };
+        let mut n = n.min(q.len_bytes);
+        q.len_bytes -= n;
         loop {
-            let last = self.segments.len() == 1;
-            let Some(front) = self.segments.front_mut() else {
+            let last = q.segments.len() == 1;
+            let Some(front) = q.segments.front_mut() else {
                 break;
             };
-            let left = front.bytes().len() - self.front_written;
+            let left = front.bytes().len() - q.front_written;
             if left > n {
-                self.front_written += n;
+                q.front_written += n;
                 break;
             }
             n -= left;
-            self.front_written = 0;
+            q.front_written = 0;
             if let (Segment::Owned(tail), true) = (front, last) {
                 // The last segment, written out: keep its capacity for the next bytes (a
                 // [`Cork`] takes it away from a connection that goes idle).
                 tail.clear();
                 break;
             }
-            self.segments.pop_front();
+            q.segments.pop_front();
         }
     }
 
-    /// Heap bytes this queue owns (its ring and owned segments; shared segments belong to no
-    /// one connection). Zero for a new queue and after [`Cork::reclaim`].
+    /// Heap bytes this queue owns (its box, ring and owned segments; shared segments belong to
+    /// no one connection). Zero for a new queue and after [`Cork::reclaim`].
     pub fn allocated_bytes(&self) -> usize {
-        let owned: usize = self
-            .segments
-            .iter()
-            .map(|seg| match seg {
-                Segment::Owned(v) => v.capacity(),
-                Segment::Shared(_) => 0,
-            })
-            .sum();
-        self.segments.capacity() * std::mem::size_of::<Segment>() + owned
+        self.queue.as_deref().map_or(0, Queue::allocated_bytes)
     }
 
     /// Copies all unwritten bytes out, front first (tests and the blocking clients use it).
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len_bytes);
-        for (i, seg) in self.segments.iter().enumerate() {
+        let Some(q) = &self.queue else { return Vec::new() };
+        let mut v = Vec::with_capacity(q.len_bytes);
+        for (i, seg) in q.segments.iter().enumerate() {
             let bytes = seg.bytes();
-            v.extend_from_slice(if i == 0 { &bytes[self.front_written..] } else { bytes });
+            v.extend_from_slice(if i == 0 { &bytes[q.front_written..] } else { bytes });
         }
         v
     }
@@ -201,7 +228,7 @@ impl Output {
     /// Takes all unwritten bytes out, leaving the queue empty.
     pub fn take_vec(&mut self) -> Vec<u8> {
         let v = self.to_vec();
-        self.consume(self.len_bytes);
+        self.consume(self.len_bytes());
         v
     }
 }
@@ -219,10 +246,10 @@ const MAX_SPARE_BYTES: usize = 256 * 1024;
 /// idle connection holds none; one left with unwritten bytes keeps them (they are its queue) and
 /// the cork starts over with an empty spare.
 ///
-/// Does not: copy bytes. The buffers change owner by a swap of two [`Output`]s.
+/// Does not: copy bytes. The buffers change owner by moving one box.
 #[derive(Debug, Default)]
 pub struct Cork {
-    spare: Output,
+    spare: Option<Box<Queue>>,
 }
 
 impl Cork {
@@ -231,11 +258,11 @@ impl Cork {
         Self::default()
     }
 
-    /// Gives `out` the spare buffers when it is empty and holds none. Next: let the connection
-    /// write, write `out` to the socket, then [`Cork::reclaim`].
+    /// Gives `out` the spare buffers when it holds none. Next: let the connection write, write
+    /// `out` to the socket, then [`Cork::reclaim`].
     pub fn lend(&mut self, out: &mut Output) {
-        if out.is_empty() && out.segments.capacity() == 0 {
-            std::mem::swap(out, &mut self.spare);
+        if out.queue.is_none() {
+            out.queue = self.spare.take();
         }
     }
 
@@ -243,24 +270,28 @@ impl Cork {
     /// the spare unless the cork already has one or they are over [`MAX_SPARE_BYTES`] (then they
     /// are freed). An `out` with bytes left keeps everything.
     pub fn reclaim(&mut self, out: &mut Output) {
-        if !out.is_empty() || out.segments.capacity() == 0 {
+        if !out.is_empty() {
             return;
         }
-        let buffers = std::mem::take(out);
-        if self.spare.segments.capacity() == 0 && buffers.allocated_bytes() <= MAX_SPARE_BYTES {
-            self.spare = buffers;
+        let Some(queue) = out.queue.take() else { return };
+        if self.spare.is_none() && queue.allocated_bytes() <= MAX_SPARE_BYTES {
+            self.spare = Some(queue);
         }
     }
 
     /// Heap bytes of the spare buffers.
     pub fn allocated_bytes(&self) -> usize {
-        self.spare.allocated_bytes()
+        self.spare.as_deref().map_or(0, Queue::allocated_bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn segments(out: &Output) -> usize {
+        out.queue.as_ref().map_or(0, |q| q.segments.len())
+    }
 
     fn written(out: &Output) -> Vec<u8> {
         let mut slices = [IoSlice::new(&[]); 8];
@@ -274,15 +305,15 @@ mod tests {
         out.push_bytes(b"head ");
         out.push_with(4, |v| v.extend_from_slice(b"body"));
         assert_eq!(out.len_bytes(), 9);
-        assert_eq!(out.segments.len(), 1);
+        assert_eq!(segments(&out), 1);
         out.push_shared(Arc::from(&b" shared"[..]));
         out.push_with(5, |v| v.extend_from_slice(b" tail"));
-        assert_eq!(out.segments.len(), 3);
+        assert_eq!(segments(&out), 3);
         // The tail grows to a bound, then a new segment starts.
         out.push_with(TAIL_GROW_BYTES - 10, |v| v.resize(v.len() + TAIL_GROW_BYTES - 10, b'.'));
-        assert_eq!(out.segments.len(), 3);
+        assert_eq!(segments(&out), 3);
         out.push_with(10, |v| v.extend_from_slice(b"0123456789"));
-        assert_eq!(out.segments.len(), 4);
+        assert_eq!(segments(&out), 4);
         assert_eq!(out.len_bytes(), 21 + TAIL_GROW_BYTES);
         let all = out.to_vec();
         assert!(all.starts_with(b"head body shared tail..") && all.ends_with(b".0123456789"));
@@ -301,7 +332,7 @@ mod tests {
         // The emptied tail yields no slice, and takes the next bytes without a new segment.
         assert_eq!(out.io_slices(&mut [IoSlice::new(&[]); 4]), 0);
         out.push_with(8, |v| v.extend_from_slice(b"next one"));
-        assert_eq!(out.segments.len(), 1);
+        assert_eq!(segments(&out), 1);
         assert_eq!(out.take_vec(), b"next one");
     }
 

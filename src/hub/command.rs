@@ -55,7 +55,13 @@ pub enum Reply {
     /// What follows the cursor, or why it could not be read.
     Read(Result<Replay, HubError>),
     /// The replay that starts a subscription, or why it was refused.
-    Subscribed(Result<Replay, HubError>),
+    Subscribed {
+        /// The hub's own copy of the channel's name: a subscriber keeps it instead of the
+        /// copy its request made, so idle subscribers of one channel share one name.
+        channel: ChannelName,
+        /// The replay, or the refusal.
+        replay: Result<Replay, HubError>,
+    },
     /// The hub's figures.
     Stats(HubStats),
 }
@@ -93,8 +99,13 @@ impl Command {
             },
             Command::Subscribe { channel, since } => {
                 let replay = hub.subscribe(&channel, since, sink, now);
-                let subscribed = replay.is_ok().then_some(channel);
-                Applied { reply: Some(Reply::Subscribed(replay)), subscribed, ..Applied::default() }
+                let channel = hub.channel_name(&channel).unwrap_or(channel);
+                let subscribed = replay.is_ok().then(|| channel.clone());
+                Applied {
+                    reply: Some(Reply::Subscribed { channel, replay }),
+                    subscribed,
+                    ..Applied::default()
+                }
             }
             Command::Unsubscribe { channel } => {
                 hub.unsubscribe(&channel, sink, now);

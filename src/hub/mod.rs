@@ -416,6 +416,11 @@ impl Hub {
         Ok(replay)
     }
 
+    /// The hub's own copy of `name`, if the channel exists (to share instead of a copy).
+    pub fn channel_name(&self, name: &ChannelName) -> Option<ChannelName> {
+        self.channels.by_name.get_key_value(name).map(|(key, _)| key.clone())
+    }
+
     /// Removes one subscription of `sink` on `channel`; once its count is zero the sink is no
     /// longer in [`Published::sinks`]. Without such a subscription this does nothing (it does
     /// not create the channel).
@@ -1026,6 +1031,26 @@ mod tests {
         let live = hub.publish(&ch, None, text("m4"), now).unwrap();
         assert!(live.sinks.contains(sink(4)));
         assert_eq!(live.message.id.offset, tail.next.offset + 1);
+    }
+
+    /// Issue #7 (idle connection memory): subscribers keep the hub's copy of the name, not
+    /// one allocation per request.
+    #[test]
+    fn subscribers_share_the_hubs_channel_name() {
+        let now = t0();
+        let mut hub = Hub::new(Limits::default(), 1);
+        let first = name("shared");
+        let command =
+            |channel: &ChannelName| Command::Subscribe { channel: channel.clone(), since: Since::Tail };
+        let applied = command(&first).apply(&mut hub, sink(0), now);
+        let second = name("shared");
+        assert_ne!(first.as_str().as_ptr(), second.as_str().as_ptr());
+        let applied_again = command(&second).apply(&mut hub, sink(0), now);
+        for applied in [applied, applied_again] {
+            let Some(Reply::Subscribed { channel, replay: Ok(_) }) = applied.reply else { panic!() };
+            assert_eq!(channel.as_str().as_ptr(), first.as_str().as_ptr());
+            assert_eq!(applied.subscribed.unwrap().as_str().as_ptr(), first.as_str().as_ptr());
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, Shutdown, TcpListener as StdListener};
+use std::net::{Shutdown, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,8 +15,8 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timers::{ConnId, Tick, Timers};
-use super::Shared;
-use crate::conn::Conn;
+use super::{IpEntry, Shared};
+use crate::conn::{Conn, ConnEnv};
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, SinkId};
 use crate::metrics::Metrics;
@@ -50,72 +50,66 @@ struct Slot {
     /// Queued in the loop's `dirty` list: output from deliveries waits for its slice's write.
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
-    peer_ip: IpAddr,
+    ip_entry: IpEntry,
 }
 
 /// The channels one connection is subscribed to. Every session subscribes to one channel, so
-/// that one is held inline (no allocation per idle subscriber); a list is allocated only when a
-/// connection holds several at once.
+/// that one is held inline (no allocation per idle subscriber, 16 bytes in the slot); further
+/// ones, which only a connection between two requests' subscriptions can hold, are kept by the
+/// loop in [`Overflow`], keyed by connection. There are overflow entries only while the inline
+/// one is set.
 #[derive(Debug, Default)]
-enum Subscriptions {
-    #[default]
-    None,
-    One(ChannelName),
-    Many(Vec<ChannelName>),
-}
+struct Subscriptions(Option<ChannelName>);
+
+/// The loop's subscriptions beyond each connection's first.
+type Overflow = HashMap<PackedId, Vec<ChannelName>>;
 
 impl Subscriptions {
     fn is_empty(&self) -> bool {
-        match self {
-            Subscriptions::None => true,
-            Subscriptions::One(_) => false,
-            Subscriptions::Many(list) => list.is_empty(),
-        }
+        self.0.is_none()
     }
 
-    fn push(&mut self, channel: ChannelName) {
-        *self = match std::mem::take(self) {
-            Subscriptions::None => Subscriptions::One(channel),
-            Subscriptions::One(first) => Subscriptions::Many(vec![first, channel]),
-            Subscriptions::Many(mut list) => {
-                list.push(channel);
-                Subscriptions::Many(list)
-            }
-        };
+    fn push(&mut self, channel: ChannelName, id: PackedId, overflow: &mut Overflow) {
+        match &self.0 {
+            None => self.0 = Some(channel),
+            Some(_) => overflow.entry(id).or_default().push(channel),
+        }
     }
 
     /// Forgets one subscription to `channel`; false when there was none.
-    fn remove(&mut self, channel: &ChannelName) -> bool {
-        match self {
-            Subscriptions::None => false,
-            Subscriptions::One(c) if c == channel => {
-                *self = Subscriptions::None;
-                true
-            }
-            Subscriptions::One(_) => false,
-            Subscriptions::Many(list) => match list.iter().position(|c| c == channel) {
-                Some(i) => {
-                    list.swap_remove(i);
-                    true
+    fn remove(&mut self, channel: &ChannelName, id: PackedId, overflow: &mut Overflow) -> bool {
+        let Some(first) = &self.0 else { return false };
+        if first == channel {
+            // The next one, if any, moves inline.
+            self.0 = None;
+            if let Some(more) = overflow.get_mut(&id) {
+                self.0 = more.pop();
+                if more.is_empty() {
+                    overflow.remove(&id);
                 }
-                None => false,
-            },
+            }
+            return true;
         }
+        let Some(more) = overflow.get_mut(&id) else { return false };
+        let Some(i) = more.iter().position(|c| c == channel) else { return false };
+        more.swap_remove(i);
+        if more.is_empty() {
+            overflow.remove(&id);
+        }
+        true
     }
 
     /// Takes every subscription out, leaving none.
-    fn take_all(&mut self) -> Vec<ChannelName> {
-        match std::mem::take(self) {
-            Subscriptions::None => Vec::new(),
-            Subscriptions::One(channel) => vec![channel],
-            Subscriptions::Many(list) => list,
-        }
+    fn take_all(&mut self, id: PackedId, overflow: &mut Overflow) -> Vec<ChannelName> {
+        let mut all = overflow.remove(&id).unwrap_or_default();
+        all.extend(self.0.take());
+        all
     }
 }
 
 /// A [`ConnId`] in 8 bytes (the slab key fits 32 bits, as in the poll token), for the fan-out
 /// table, which holds one per subscribed connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PackedId {
     key: u32,
     generation: u32,
@@ -137,6 +131,8 @@ impl From<PackedId> for ConnId {
 #[derive(Default)]
 struct Fanout {
     subscribers: HashMap<ChannelName, Vec<PackedId>>,
+    /// Subscriptions beyond a connection's first (see [`Subscriptions`]).
+    overflow: Overflow,
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -150,6 +146,8 @@ fn conn_id(token: Token) -> ConnId {
 /// A single-threaded mio event loop serving connections from one listener.
 pub struct EventLoop {
     shared: Arc<Shared>,
+    /// The configuration and counters, shared by every connection of the loop.
+    env: Arc<ConnEnv>,
     sink: SinkId,
     poll: Poll,
     listener: TcpListener,
@@ -191,8 +189,10 @@ impl EventLoop {
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let started = Instant::now();
         let next_expire = started + shared.config.net.expire_interval;
+        let env = Arc::new(ConnEnv { config: shared.config.clone(), metrics: shared.metrics.clone() });
         Ok(EventLoop {
             shared,
+            env,
             sink,
             poll,
             listener,
@@ -349,8 +349,8 @@ impl EventLoop {
         // keeps them exact when several loops accept at once.
         let limits = &self.shared.config.net;
         let open = self.shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed) as usize + 1;
-        let admitted = open <= limits.max_connections && self.shared.admit_ip(peer.ip());
-        if !admitted {
+        let ip_entry = if open <= limits.max_connections { self.shared.admit_ip(peer.ip()) } else { None };
+        let Some(ip_entry) = ip_entry else {
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
             // Best effort: one non-blocking write of a 503, then close.
             let mut bytes = Vec::new();
@@ -366,7 +366,7 @@ impl EventLoop {
             Metrics::inc(&self.shared.metrics.connections_refused);
             debug!("{peer}: refused, connection limit reached");
             return;
-        }
+        };
         let _ = stream.set_nodelay(true);
         if let Some(bytes) = self.shared.config.net.socket_send_buffer_bytes {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
@@ -379,20 +379,20 @@ impl EventLoop {
         {
             warn!("register: {e}");
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-            self.shared.release_ip(peer.ip());
+            self.shared.release_ip(ip_entry);
             return;
         }
         entry.insert(Slot {
-            conn: Conn::new(self.shared.config.clone(), self.shared.metrics.clone(), now),
+            conn: Conn::with_env(self.env.clone(), now),
             stream,
             generation,
             interest: Interest::READABLE,
             scheduled: None,
             read_pending: false,
             write_shut: false,
-            subscriptions: Subscriptions::None,
+            subscriptions: Subscriptions::default(),
             dirty: false,
-            peer_ip: peer.ip(),
+            ip_entry,
         });
         Metrics::inc(&self.shared.metrics.connections_accepted);
         debug!("{peer}: accepted as {key}");
@@ -585,12 +585,12 @@ impl EventLoop {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-        self.shared.release_ip(slot.peer_ip);
+        self.shared.release_ip(slot.ip_entry);
         if !slot.subscriptions.is_empty() {
             let id = ConnId { key, generation: slot.generation };
             let now = Instant::now();
             let mut hub = self.shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-            for channel in slot.subscriptions.take_all() {
+            for channel in slot.subscriptions.take_all(id.into(), &mut self.fanout.overflow) {
                 hub.unsubscribe(&channel, self.sink, now);
                 self.fanout.forget(&channel, id);
             }
@@ -636,10 +636,10 @@ fn apply_commands(
         drop(hub);
         if let Some(channel) = applied.subscribed {
             fanout.subscribers.entry(channel.clone()).or_default().push(id.into());
-            slot.subscriptions.push(channel);
+            slot.subscriptions.push(channel, id.into(), &mut fanout.overflow);
         }
         if let Some(channel) = applied.unsubscribed {
-            if slot.subscriptions.remove(&channel) {
+            if slot.subscriptions.remove(&channel, id.into(), &mut fanout.overflow) {
                 fanout.forget(&channel, id);
             }
         }
@@ -663,26 +663,39 @@ mod tests {
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
         let slot = size_of::<Slot>() - size_of::<TcpStream>();
-        assert!(slot <= 312, "Slot is {slot} bytes besides its socket");
-        assert!(size_of::<Subscriptions>() <= 24);
+        assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
+        assert_eq!(size_of::<Subscriptions>(), 16);
         assert_eq!(size_of::<PackedId>(), 8);
     }
 
     #[test]
     fn one_subscription_is_inline_and_several_are_kept() {
+        let mut overflow = Overflow::new();
+        let id = PackedId { key: 3, generation: 1 };
+        let other = PackedId { key: 3, generation: 2 };
         let mut subs = Subscriptions::default();
-        assert!(subs.is_empty() && !subs.remove(&name("a")));
-        subs.push(name("a"));
-        assert!(matches!(subs, Subscriptions::One(_)));
-        subs.push(name("b"));
-        subs.push(name("a"));
-        assert!(subs.remove(&name("a")) && !subs.is_empty());
-        assert!(!subs.remove(&name("c")));
-        let mut left = subs.take_all();
+        assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
+        subs.push(name("a"), id, &mut overflow);
+        assert!(subs.0.is_some() && overflow.is_empty());
+        subs.push(name("b"), id, &mut overflow);
+        subs.push(name("a"), id, &mut overflow);
+        // Another connection's subscriptions are apart.
+        let mut theirs = Subscriptions::default();
+        theirs.push(name("x"), other, &mut overflow);
+        theirs.push(name("b"), other, &mut overflow);
+        assert!(subs.remove(&name("a"), id, &mut overflow) && !subs.is_empty());
+        assert!(!subs.remove(&name("c"), id, &mut overflow));
+        assert!(!subs.remove(&name("x"), id, &mut overflow));
+        let mut left = subs.take_all(id, &mut overflow);
         left.sort_by(|x, y| x.as_str().cmp(y.as_str()));
         assert_eq!(left, [name("a"), name("b")]);
         assert!(subs.is_empty());
-        subs.push(name("a"));
-        assert!(subs.remove(&name("a")) && subs.is_empty());
+        subs.push(name("a"), id, &mut overflow);
+        assert!(subs.remove(&name("a"), id, &mut overflow) && subs.is_empty());
+        // Removing the inline one moves the next one inline.
+        assert!(theirs.remove(&name("x"), other, &mut overflow));
+        assert_eq!(theirs.0.as_ref().map(|c| c.as_str()), Some("b"));
+        assert!(overflow.is_empty());
+        assert!(theirs.remove(&name("b"), other, &mut overflow) && theirs.is_empty());
     }
 }

@@ -128,29 +128,53 @@ pub struct Shared {
     /// Set once on SIGINT/SIGTERM; every loop then drains.
     pub draining: AtomicBool,
     /// Open connections per client address.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<PerIp>,
 }
 
+/// Open connections per client address. Each address counted has an entry whose index its
+/// connections keep ([`IpEntry`], 4 bytes) instead of the address itself (17).
+#[derive(Debug, Default)]
+struct PerIp {
+    /// The address and its count of open connections (at least 1).
+    entries: slab::Slab<(IpAddr, usize)>,
+    by_ip: HashMap<IpAddr, u32>,
+}
+
+/// A connection's place in the per-address count, given by [`Shared::admit_ip`] and handed back
+/// to [`Shared::release_ip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpEntry(u32);
+
 impl Shared {
-    /// Counts a new connection from `ip`; false (and not counted) past the per-IP limit.
-    pub fn admit_ip(&self, ip: IpAddr) -> bool {
+    /// Counts a new connection from `ip`; `None` (and not counted) past the per-IP limit.
+    pub fn admit_ip(&self, ip: IpAddr) -> Option<IpEntry> {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.config.net.max_connections_per_ip {
-            return false;
+        let PerIp { entries, by_ip } = &mut *per_ip;
+        if let Some(&index) = by_ip.get(&ip) {
+            let count = &mut entries[index as usize].1;
+            if *count >= self.config.net.max_connections_per_ip {
+                return None;
+            }
+            *count += 1;
+            return Some(IpEntry(index));
         }
-        *count += 1;
-        true
+        // The limit is at least 1, so a first connection is always admitted. Entries number at
+        // most the open connections, far below u32::MAX.
+        let index = u32::try_from(entries.vacant_key()).ok()?;
+        entries.insert((ip, 1));
+        by_ip.insert(ip, index);
+        Some(IpEntry(index))
     }
 
-    /// Uncounts a connection from `ip`.
-    pub fn release_ip(&self, ip: IpAddr) {
+    /// Uncounts a connection admitted as `entry`.
+    pub fn release_ip(&self, entry: IpEntry) {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
+        let PerIp { entries, by_ip } = &mut *per_ip;
+        let Some((ip, count)) = entries.get_mut(entry.0 as usize) else { return };
+        *count -= 1;
+        if *count == 0 {
+            by_ip.remove(ip);
+            entries.remove(entry.0 as usize);
         }
     }
 }
@@ -213,7 +237,7 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
         metrics: Arc::new(Metrics::default()),
         inboxes,
         draining: AtomicBool::new(false),
-        per_ip: Mutex::new(HashMap::new()),
+        per_ip: Mutex::new(PerIp::default()),
     });
     let mut loops = Vec::new();
     for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {

@@ -22,11 +22,8 @@ use std::sync::Arc;
 
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
 
-use super::{Ctx, Flow};
+use super::{CloseReason, Ctx, Flow};
 use crate::metrics::Metrics;
-
-/// The close reason of a subscriber that could not keep up.
-pub const SLOW_CONSUMER: &str = "slow consumer";
 
 /// What a transport should do with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,15 +69,30 @@ enum Mode {
 pub struct Feed {
     /// The channel subscribed to.
     pub channel: ChannelName,
-    /// The last message the client has been sent (or where its history ends).
-    pub cursor: Option<Cursor>,
+    /// The last message the client has been sent (or where its history ends); meaningless
+    /// while [`Mode::Starting`] (see [`Feed::cursor`]: an `Option` would take 8 bytes more).
+    cursor: Cursor,
     mode: Mode,
 }
 
 impl Feed {
     /// A feed for `channel`, waiting for its replay.
     pub fn new(channel: ChannelName) -> Feed {
-        Feed { channel, cursor: None, mode: Mode::Starting }
+        Feed { channel, cursor: Cursor { epoch: crate::hub::Epoch(0), offset: 0 }, mode: Mode::Starting }
+    }
+
+    /// The last message the client has been sent (or where its history ends); `None` until
+    /// the subscription's replay.
+    pub fn cursor(&self) -> Option<Cursor> {
+        (self.mode != Mode::Starting).then_some(self.cursor)
+    }
+
+    /// Keeps `channel`, the hub's copy of the same name, instead of the request's own copy, so
+    /// that every subscriber of a channel shares one allocation.
+    pub fn share_name(&mut self, channel: ChannelName) {
+        if channel == self.channel {
+            self.channel = channel;
+        }
     }
 
     /// The command that starts the subscription.
@@ -95,7 +107,7 @@ impl Feed {
 
     /// Decides what to do with a live `msg`, and advances the cursor past it unless skipped.
     pub fn step(&mut self, msg: &Message) -> Step {
-        let step = match self.cursor {
+        let step = match self.cursor() {
             None => Step::Send,
             Some(c) if msg.id.epoch != c.epoch => Step::GapThenSend,
             Some(c) if msg.id.offset <= c.offset => Step::Skip,
@@ -103,7 +115,7 @@ impl Feed {
             Some(_) => Step::GapThenSend,
         };
         if step != Step::Skip {
-            self.cursor = Some(msg.id);
+            self.cursor = msg.id;
         }
         step
     }
@@ -120,7 +132,7 @@ impl Feed {
         // The client continues from just before the first message of the replay (after a gap:
         // the oldest message still available).
         let start = replay.messages.first().map_or(replay.next, |m| before(m.id));
-        self.cursor = Some(start);
+        self.cursor = start;
         if replay.gap {
             Metrics::inc(&ctx.metrics.gaps_signalled);
             wire.write_gap(start, ctx);
@@ -135,7 +147,7 @@ impl Feed {
                 all_written = false;
                 break;
             }
-            self.cursor = Some(msg.id);
+            self.cursor = msg.id;
             wire.write_message(bytes, ctx);
             Metrics::inc(&ctx.metrics.messages_delivered);
         }
@@ -158,7 +170,7 @@ impl Feed {
             && !ctx.out.is_empty()
         {
             Metrics::inc(&ctx.metrics.slow_consumer_closes);
-            return Flow::Close(SLOW_CONSUMER);
+            return Flow::Close(CloseReason::SlowConsumer);
         }
         if step == Step::GapThenSend {
             Metrics::inc(&ctx.metrics.gaps_signalled);
@@ -178,7 +190,7 @@ impl Feed {
         if ctx.out.len_bytes() > ctx.config.transport.max_send_buffer_bytes / 2 {
             return;
         }
-        let Some(cursor) = self.cursor else { return };
+        let cursor = self.cursor;
         self.mode = Mode::CatchingUp { reading: true };
         ctx.commands.push_back(Command::Read {
             channel: self.channel.clone(),
@@ -218,12 +230,13 @@ mod tests {
     #[test]
     fn replayed_messages_are_skipped_next_is_sent_holes_are_gaps() {
         let mut feed = Feed::new(ChannelName::parse("c").unwrap());
-        feed.cursor = Some(Cursor { epoch: Epoch(1), offset: 5 });
+        feed.cursor = Cursor { epoch: Epoch(1), offset: 5 };
+        feed.mode = Mode::Live;
         assert_eq!(feed.step(&msg(1, 4)), Step::Skip);
         assert_eq!(feed.step(&msg(1, 5)), Step::Skip);
         assert_eq!(feed.step(&msg(1, 6)), Step::Send);
         assert_eq!(feed.step(&msg(1, 8)), Step::GapThenSend);
-        assert_eq!(feed.cursor.unwrap().offset, 8);
+        assert_eq!(feed.cursor().unwrap().offset, 8);
         assert_eq!(feed.step(&msg(2, 1)), Step::GapThenSend);
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::hub::{ChannelName, Message, Replay, Since};
 
 use super::feed::{Feed, Wire};
-use super::{Ctx, Flow, DRAINING};
+use super::{CloseReason, Ctx, Flow};
 
 /// The wire format of a streaming response.
 pub trait StreamFormat: Wire + Default {
@@ -45,7 +45,8 @@ impl<F: StreamFormat> HttpStream<F> {
     }
 
     /// The subscription's replay: writes the response head, then the replay.
-    pub fn handle_subscribed(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+    pub fn handle_subscribed(&mut self, channel: ChannelName, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
+        self.feed.share_name(channel);
         F::write_head(ctx);
         self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
         self.feed.handle_replay(replay, true, &mut self.format, ctx);
@@ -72,13 +73,13 @@ impl<F: StreamFormat> HttpStream<F> {
     pub fn handle_refused(&mut self, ctx: &mut Ctx<'_>) -> Option<Flow> {
         self.next_keepalive?; // Set when the head is written.
         ctx.out.push_bytes(F::END);
-        Some(Flow::Close("refused by the hub"))
+        Some(Flow::Close(CloseReason::RefusedByHub))
     }
 
     /// The server is shutting down: end the response.
     pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         ctx.out.push_bytes(F::END);
-        Flow::Close(DRAINING)
+        Flow::Close(CloseReason::Draining)
     }
 
     /// Output drained: continue catching up.

@@ -41,8 +41,51 @@ use crate::http1::target::Target;
 use crate::hub::{ChannelName, Command, Cursor, Since};
 use crate::output::Output;
 
-/// The close reason of connections ended by a graceful shutdown.
-pub const DRAINING: &str = "draining";
+/// Why a connection ends, for logs (one byte in every connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// An idle keep-alive connection reached its timeout (RFC 9112 §9.5).
+    Idle,
+    /// The last response was answered with `Connection: close`.
+    Done,
+    /// A request broke HTTP framing or timed out.
+    BadRequest,
+    /// A graceful shutdown.
+    Draining,
+    /// A streaming subscriber could not keep up (see [`feed`]).
+    SlowConsumer,
+    /// The hub refused a command of a response already started.
+    RefusedByHub,
+    /// A long poll answered on a connection that does not stay open.
+    LongPollAnswered,
+    /// The WebSocket connection was failed (RFC 6455 §7.1.7).
+    WebSocketFailed,
+    /// The WebSocket closing handshake completed.
+    WebSocketClosed,
+    /// The peer did not answer the server's WebSocket close in time.
+    WebSocketCloseTimeout,
+}
+
+impl CloseReason {
+    /// The reason as logged (and, for a WebSocket policy close, sent in the close frame).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::Idle => "idle",
+            CloseReason::Done => "done",
+            CloseReason::BadRequest => "bad request",
+            CloseReason::Draining => "draining",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::RefusedByHub => "refused by the hub",
+            CloseReason::LongPollAnswered => "long poll answered",
+            CloseReason::WebSocketFailed => "websocket failed",
+            CloseReason::WebSocketClosed => "websocket closed",
+            CloseReason::WebSocketCloseTimeout => "websocket close timeout",
+        }
+    }
+}
 
 /// What a session handler gives back to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +95,7 @@ pub enum Flow {
     /// The response is complete; the connection may read its next request.
     Complete,
     /// Close the connection once the output is flushed, for the reason given (for logs).
-    Close(&'static str),
+    Close(CloseReason),
 }
 
 /// What a session may touch while handling an input: the connection's output and command
@@ -62,7 +105,7 @@ pub struct Ctx<'a> {
     /// Bytes to write.
     pub out: &'a mut Output,
     /// Hub commands for the event loop.
-    pub commands: &'a mut VecDeque<Command>,
+    pub commands: &'a mut CommandQueue,
     /// The server's configuration.
     pub config: &'a Config,
     /// The current time.
@@ -71,6 +114,40 @@ pub struct Ctx<'a> {
     pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
     /// The allowed cross-origin request's origin, to name in CORS fields.
     pub cors_origin: Option<&'a str>,
+}
+
+/// Hub commands a connection queued for the event loop, oldest first. One pointer while empty
+/// (every idle connection): the queue is allocated by the first command and freed once drained.
+// Boxed on purpose: 8 bytes in every connection instead of a `VecDeque`'s 32.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+pub struct CommandQueue(Option<Box<VecDeque<Command>>>);
+
+impl CommandQueue {
+    /// Queues `command` last.
+    pub fn push_back(&mut self, command: Command) {
+        self.0.get_or_insert_default().push_back(command);
+    }
+
+    /// Takes the oldest command; the queue's memory is released once it is empty.
+    pub fn pop_front(&mut self) -> Option<Command> {
+        let queue = self.0.as_mut()?;
+        let command = queue.pop_front();
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        command
+    }
+
+    /// True when no command waits.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    /// True while the queue holds an allocation (only while commands wait).
+    pub fn is_allocated(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 impl Ctx<'_> {
@@ -220,8 +297,9 @@ pub enum Session {
     Sse(sse::SseSession),
     /// A chunked NDJSON stream.
     Stream(stream::StreamSession),
-    /// A WebSocket connection (boxed: the largest session by far).
-    WebSocket(Box<websocket::WsSession>),
+    /// A WebSocket connection (inline: with its mid-frame state out of line it is small, and
+    /// a box would cost an idle subscriber a 112-byte allocation).
+    WebSocket(websocket::WsSession),
 }
 
 /// What a connection does with bytes that arrive while a session owns it.
@@ -236,13 +314,19 @@ pub enum InputPolicy {
 }
 
 impl Session {
-    /// The subscription's replay.
-    pub fn handle_subscribed(&mut self, replay: crate::hub::Replay, ctx: &mut Ctx<'_>) -> Flow {
+    /// The subscription's replay, and the hub's copy of the channel's name (kept instead of
+    /// the request's, so idle subscribers of a channel share one).
+    pub fn handle_subscribed(
+        &mut self,
+        channel: ChannelName,
+        replay: crate::hub::Replay,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
         match self {
             Session::LongPoll(s) => s.handle_subscribed(replay, ctx),
-            Session::Sse(s) => s.handle_subscribed(replay, ctx),
-            Session::Stream(s) => s.handle_subscribed(replay, ctx),
-            Session::WebSocket(s) => s.handle_subscribed(replay, ctx),
+            Session::Sse(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::Stream(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::WebSocket(s) => s.handle_subscribed(channel, replay, ctx),
         }
     }
 

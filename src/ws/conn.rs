@@ -216,9 +216,12 @@ struct WholeFrame {
 pub struct WsConn {
     role: Role,
     limits: Limits,
-    read: ReadState,
-    /// A fragmented message waiting for its next data frame (control frames may come between).
-    message: Option<OpenMessage>,
+    /// Mid-frame state, out of line: `None` between frames (every idle connection), so a
+    /// connection carries one pointer, not the header buffer and the payload being read.
+    read: Option<Box<ReadState>>,
+    /// A fragmented message waiting for its next data frame (control frames may come between);
+    /// boxed for the same reason.
+    message: Option<Box<OpenMessage>>,
     close_sent: bool,
     close_received: bool,
     failed: bool,
@@ -230,7 +233,7 @@ impl WsConn {
         Self {
             role,
             limits,
-            read: ReadState::header(),
+            read: None,
             message: None,
             close_sent: false,
             close_received: false,
@@ -363,7 +366,7 @@ impl WsConn {
     /// frame that can be unmasked in place. Anything else (an error included) is `None` and
     /// goes through [`WsConn::step`], which gives the same result byte by byte.
     fn whole_frame(&self, input: &[u8]) -> Option<WholeFrame> {
-        if !matches!(self.read, ReadState::Header { len: 0, .. }) || self.message.is_some() {
+        if self.read.is_some() || self.message.is_some() {
             return None;
         }
         let (header, used) = FrameHeader::parse(input).ok()??;
@@ -394,14 +397,16 @@ impl WsConn {
         if input.is_empty() {
             return Ok(Progress::Exhausted);
         }
-        match std::mem::replace(&mut self.read, ReadState::header()) {
+        // Between frames (no state kept) a header starts.
+        let state = self.read.take().map_or_else(ReadState::header, |state| *state);
+        match state {
             ReadState::Header { mut buf, len } => {
                 let take = input.len().min(MAX_HEADER_BYTES - len);
                 buf[len..len + take].copy_from_slice(&input[..take]);
                 match FrameHeader::parse(&buf[..len + take])? {
                     None => {
                         // Fewer than 14 bytes and still incomplete: all of `input` was taken.
-                        self.read = ReadState::Header { buf, len: len + take };
+                        self.read = Some(Box::new(ReadState::Header { buf, len: len + take }));
                         *input = &input[take..];
                     }
                     Some((header, used)) => {
@@ -434,7 +439,8 @@ impl WsConn {
                         return Ok(Progress::Message(message));
                     }
                 } else {
-                    self.read = ReadState::Data { fin, mask: key, payload_len, read, message };
+                    self.read =
+                        Some(Box::new(ReadState::Data { fin, mask: key, payload_len, read, message }));
                 }
             }
             ReadState::Control { control, mask: key, payload_len, mut payload } => {
@@ -448,7 +454,8 @@ impl WsConn {
                 if payload.len() == payload_len {
                     self.finish_control(control, payload, mask, events, out)?;
                 } else {
-                    self.read = ReadState::Control { control, mask: key, payload_len, payload };
+                    self.read =
+                        Some(Box::new(ReadState::Control { control, mask: key, payload_len, payload }));
                 }
             }
         }
@@ -486,7 +493,7 @@ impl WsConn {
         let message = match header.opcode {
             // RFC 6455 §5.4: a fragmented message is a first frame, then continuation frames;
             // a continuation without an open message breaks that order.
-            OpCode::Continuation => Some(self.message.take().ok_or(Error::UnexpectedContinuation)?),
+            OpCode::Continuation => Some(*self.message.take().ok_or(Error::UnexpectedContinuation)?),
             OpCode::Text | OpCode::Binary => {
                 // RFC 6455 §5.4: "The fragments of one message MUST NOT be interleaved between
                 // the fragments of another message".
@@ -530,13 +537,13 @@ impl WsConn {
             if header.payload_len == 0 {
                 return self.finish_data(header.fin, message);
             }
-            self.read = ReadState::Data {
+            self.read = Some(Box::new(ReadState::Data {
                 fin: header.fin,
                 mask: header.mask,
                 payload_len: header.payload_len,
                 read: 0,
                 message,
-            };
+            }));
         } else if let Some(control) = control {
             // FrameHeader::parse already enforced §5.5: at most 125 bytes.
             let payload_len = header.payload_len.min(MAX_CONTROL_PAYLOAD_BYTES) as usize;
@@ -545,7 +552,8 @@ impl WsConn {
                 self.finish_control(control, payload, mask, events, out)?;
                 return Ok(None);
             }
-            self.read = ReadState::Control { control, mask: header.mask, payload_len, payload };
+            self.read =
+                Some(Box::new(ReadState::Control { control, mask: header.mask, payload_len, payload }));
         }
         Ok(None)
     }
@@ -553,7 +561,7 @@ impl WsConn {
     /// A data frame's payload is complete: keep the message open or return it.
     fn finish_data(&mut self, fin: bool, mut message: OpenMessage) -> Result<Option<Message>, Error> {
         if !fin {
-            self.message = Some(message);
+            self.message = Some(Box::new(message));
             return Ok(None);
         }
         let message = if message.text {
@@ -735,7 +743,7 @@ impl WsConn {
         // RFC 6455 §7.1.7: "MUST NOT continue to attempt to process data (including a
         // responding Close frame) from the remote endpoint"; drop the buffers now.
         self.failed = true;
-        self.read = ReadState::header();
+        self.read = None;
         self.message = None;
     }
 
