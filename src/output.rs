@@ -97,7 +97,7 @@ impl Output {
 
     /// Segments queued (each an I/O slice of the next write).
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.queue.as_ref().map_or(0, |q| q.segments.len())
     }
 
     /// True when nothing waits to be written.
