@@ -321,16 +321,12 @@ impl WsConn {
                 return Ok((payload.end, Some(Incoming::InPlace(message))));
             }
             let mut rest = &input[pos..];
-            let progress = self.step(&mut rest, mask, events, out);
+            let progress = self.step(&mut rest, mask, events, out)?;
             pos = input.len() - rest.len();
             match progress {
-                Ok(Progress::Message(message)) => return Ok((pos, Some(Incoming::Assembled(message)))),
-                Ok(Progress::Advanced) => {}
-                Ok(Progress::Exhausted) => break,
-                Err(error) => {
-                    self.fail(&error, mask, out);
-                    return Err(error);
-                }
+                Progress::Message(message) => return Ok((pos, Some(Incoming::Assembled(message)))),
+                Progress::Advanced => {}
+                Progress::Exhausted => break,
             }
         }
         Ok((input.len(), None))
@@ -348,14 +344,10 @@ impl WsConn {
         let mut rest = input;
         // RFC 6455 §7.1.7 and §5.5.1, as in `handle_input_until_message`.
         while !(self.failed || self.close_received) {
-            match self.step(&mut rest, mask, events, out) {
-                Ok(Progress::Message(message)) => return Ok((input.len() - rest.len(), Some(message))),
-                Ok(Progress::Advanced) => {}
-                Ok(Progress::Exhausted) => break,
-                Err(error) => {
-                    self.fail(&error, mask, out);
-                    return Err(error);
-                }
+            match self.step(&mut rest, mask, events, out)? {
+                Progress::Message(message) => return Ok((input.len() - rest.len(), Some(message))),
+                Progress::Advanced => {}
+                Progress::Exhausted => break,
             }
         }
         Ok((input.len(), None))
@@ -385,9 +377,24 @@ impl WsConn {
         })
     }
 
+    /// [`WsConn::advance`], failing the connection (§7.1.7) when a rule is broken.
+    fn step(
+        &mut self,
+        input: &mut &[u8],
+        mask: &mut dyn FnMut() -> [u8; 4],
+        events: &mut Vec<Event>,
+        out: &mut Output,
+    ) -> Result<Progress, Error> {
+        let progress = self.advance(input, mask, events, out);
+        if let Err(error) = &progress {
+            self.fail(error, mask, out);
+        }
+        progress
+    }
+
     /// Advances the reader by at least one byte of `input` or one finished frame, completing
     /// at most one message.
-    fn step(
+    fn advance(
         &mut self,
         input: &mut &[u8],
         mask: &mut dyn FnMut() -> [u8; 4],
