@@ -48,4 +48,17 @@ mod tests {
         config.http.max_headers = 0;
         assert!(config.validate().is_err());
     }
+
+    #[test]
+    fn event_loop_counts_of_zero_are_refused_at_startup() {
+        let refused = |change: fn(&mut Config)| {
+            let mut config = Config::default();
+            change(&mut config);
+            config.validate().is_err()
+        };
+        assert!(refused(|c| c.net.flush_slice_connections = 0));
+        assert!(refused(|c| c.net.threads = 0));
+        assert!(refused(|c| c.net.max_connections = 0));
+        assert!(refused(|c| c.net.max_connections_per_ip = 0));
+    }
 }
