@@ -186,9 +186,13 @@ impl Output {
         let Some(q) = &mut self.queue else { return };
         let mut n = n.min(q.len_bytes);
         q.len_bytes -= n;
+        // When everything gets written, one emptied owned buffer stays for the next bytes (a
+        // [`Cork`] takes it away from a connection that goes idle): the largest, so a turn that
+        // grew its answers over several segments does not grow them again the next turn.
+        let mut largest: Option<Vec<u8>> = None;
         loop {
             let last = q.segments.len() == 1;
-            let Some(front) = q.segments.front_mut() else {
+            let Some(front) = q.segments.front() else {
                 break;
             };
             let left = front.bytes().len() - q.front_written;
@@ -198,13 +202,18 @@ impl Output {
             }
             n -= left;
             q.front_written = 0;
-            if let (Segment::Owned(tail), true) = (front, last) {
-                // The last segment, written out: keep its capacity for the next bytes (a
-                // [`Cork`] takes it away from a connection that goes idle).
-                tail.clear();
+            if let Some(Segment::Owned(buffer)) = q.segments.pop_front() {
+                if q.len_bytes == 0 && largest.as_ref().is_none_or(|l| buffer.capacity() > l.capacity()) {
+                    largest = Some(buffer);
+                }
+            }
+            if last {
+                if let Some(mut buffer) = largest.take() {
+                    buffer.clear();
+                    q.segments.push_back(Segment::Owned(buffer));
+                }
                 break;
             }
-            q.segments.pop_front();
         }
     }
 
@@ -318,6 +327,23 @@ mod tests {
         let all = out.to_vec();
         assert!(all.starts_with(b"head body shared tail..") && all.ends_with(b".0123456789"));
         assert!(written(&out) == all);
+    }
+
+    #[test]
+    fn a_written_out_queue_keeps_its_largest_buffer() {
+        let mut out = Output::new();
+        out.push_with(TAIL_GROW_BYTES, |v| v.resize(TAIL_GROW_BYTES, 1));
+        out.push_with(16, |v| v.extend_from_slice(&[2; 16])); // the tail is full: a new segment
+        assert_eq!(out.segment_count(), 2);
+        out.consume(TAIL_GROW_BYTES + 16); // one write took everything
+        assert!(out.is_empty());
+        assert_eq!(out.segment_count(), 1);
+        assert!(out.allocated_bytes() >= TAIL_GROW_BYTES, "the large buffer is the one kept");
+        // The next turn's answers go into it, however many fit.
+        out.push_with(1024, |v| v.extend_from_slice(&[3; 1024]));
+        out.push_with(1024, |v| v.extend_from_slice(&[4; 1024]));
+        assert_eq!(out.segment_count(), 1);
+        assert_eq!(out.len_bytes(), 2048);
     }
 
     #[test]
