@@ -252,11 +252,7 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
     for i in 1..=MESSAGES {
         // 200 bytes, so a stalled reader's backlog outgrows the buffers in its way.
         let body = format!("m{i:-<199}");
-        let req = format!(
-            "POST /channels/chaos HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(req.as_bytes()).unwrap();
+        conn.write_all(publish_request("chaos", &body).as_bytes()).unwrap();
         assert_eq!(read_response(&mut reader, false).status, 201);
     }
 

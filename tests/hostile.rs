@@ -44,11 +44,7 @@ impl Publisher {
 
     /// Publishes `data` to `channel`; returns the new id.
     fn publish(&mut self, channel: &str, data: &str) -> String {
-        let req = format!(
-            "POST /channels/{channel} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
-            data.len()
-        );
-        self.stream.write_all(req.as_bytes()).unwrap();
+        self.stream.write_all(publish_request(channel, data).as_bytes()).unwrap();
         let res = read_response(&mut self.reader, false);
         assert_eq!(res.status, 201, "{}", res.text());
         json_field(&res.text(), "id").expect("an id")
@@ -410,15 +406,10 @@ fn a_pipelined_publish_flood_does_not_pile_up_queued_deliveries() {
     let mut publisher = server.connect();
     let mut drain = publisher.try_clone().unwrap();
     let drainer = std::thread::spawn(move || std::io::copy(&mut drain, &mut std::io::sink()));
-    let request = |body: &str| {
-        format!(
-            "POST /channels/flood HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let flood: String = (1..PUBLISHES).map(|i| request(&format!("message number {i:05}"))).collect();
+    let flood: String =
+        (1..PUBLISHES).map(|i| publish_request("flood", &format!("message number {i:05}"))).collect();
     publisher.write_all(flood.as_bytes()).unwrap();
-    publisher.write_all(request("last").as_bytes()).unwrap();
+    publisher.write_all(publish_request("flood", "last").as_bytes()).unwrap();
 
     for subscriber in subscribers {
         assert_eq!(subscriber.join().unwrap(), PUBLISHES, "every subscriber gets every message");

@@ -154,13 +154,17 @@ pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
     reader.read_to_end(&mut rest).is_ok()
 }
 
-/// `POST /channels/{channel}` with a text body; returns the new message id.
-pub fn publish(server: &Server, channel: &str, body: &str) -> String {
-    let raw = format!(
+/// The bytes of a keep-alive `POST /channels/{channel}` with a text body.
+pub fn publish_request(channel: &str, body: &str) -> String {
+    format!(
         "POST /channels/{channel} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    );
-    let res = exchange(server, raw.as_bytes());
+    )
+}
+
+/// `POST /channels/{channel}` with a text body; returns the new message id.
+pub fn publish(server: &Server, channel: &str, body: &str) -> String {
+    let res = exchange(server, publish_request(channel, body).as_bytes());
     assert_eq!(res.status, 201, "{}", res.text());
     json_field(&res.text(), "id").expect("id in publish answer")
 }
@@ -438,8 +442,15 @@ impl SseClient {
     }
 }
 
+/// CPU time (user + system) the process `pid` spends in the next second, in clock ticks.
+pub fn cpu_ticks_in_one_second(pid: u32) -> u64 {
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    cpu_ticks(pid) - before
+}
+
 /// CPU time (user + system) of a process so far, in clock ticks, from /proc.
-pub fn cpu_ticks(pid: u32) -> u64 {
+fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name (which is in parentheses and may hold spaces).
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
