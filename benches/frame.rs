@@ -9,8 +9,9 @@
 //! read; holding all 100 messages of 64 KiB at once measures the allocator returning 6 MiB to
 //! the kernel and faulting it back in on every iteration instead).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use pushwire::output::Output;
@@ -151,10 +152,7 @@ fn ws_conn(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::config();
     targets = frame_header, frame_encode, ws_conn
 }
 criterion_main!(benches);

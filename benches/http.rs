@@ -7,8 +7,9 @@
 //! `route` picks the transport from a parsed head; a WebSocket route includes the opening
 //! handshake checks and the `Sec-WebSocket-Accept` digest (SHA-1, base64).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pushwire::config::Config;
@@ -97,10 +98,7 @@ fn heads(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::config();
     targets = heads
 }
 criterion_main!(benches);

@@ -13,10 +13,12 @@
 //! outputs, `shared` through `Message::encoded` (encoded once, then a reference count) and, as
 //! the reference, `reencoded` by calling the SSE encoder once per subscriber.
 
+mod common;
+
 use std::hint::black_box;
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pushwire::config::Config;
@@ -215,10 +217,7 @@ fn encode_per_subscriber(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::config();
     targets = publish, fanout, encode_per_subscriber
 }
 criterion_main!(benches);

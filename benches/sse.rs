@@ -5,9 +5,11 @@
 //! cursor, the `data:` lines, the blank line); `encode_event` is the field writer under it.
 //! The parser is fed a stream of such events whole and in 1,460-byte pieces (one TCP segment).
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pushwire::hub::{ChannelName, Cursor, Epoch, Message, Payload};
@@ -109,10 +111,7 @@ fn parse(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::config();
     targets = encode, parse
 }
 criterion_main!(benches);

@@ -5,8 +5,9 @@
 //! the whole text and `from_utf8` on each 100-byte piece (accepting an incomplete code point
 //! at a piece's end: the same scanning without the stitching, not a validator).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pushwire::ws::Utf8Validator;
@@ -85,10 +86,7 @@ fn utf8(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::config();
     targets = utf8
 }
 criterion_main!(benches);
