@@ -62,14 +62,14 @@ struct Slot {
 struct Subscriptions(Option<ChannelName>);
 
 /// The loop's subscriptions beyond each connection's first.
-type Overflow = HashMap<PackedId, Vec<ChannelName>>;
+type Overflow = HashMap<ConnId, Vec<ChannelName>>;
 
 impl Subscriptions {
     fn is_empty(&self) -> bool {
         self.0.is_none()
     }
 
-    fn push(&mut self, channel: ChannelName, id: PackedId, overflow: &mut Overflow) {
+    fn push(&mut self, channel: ChannelName, id: ConnId, overflow: &mut Overflow) {
         match &self.0 {
             None => self.0 = Some(channel),
             Some(_) => overflow.entry(id).or_default().push(channel),
@@ -77,7 +77,7 @@ impl Subscriptions {
     }
 
     /// Forgets one subscription to `channel`; false when there was none.
-    fn remove(&mut self, channel: &ChannelName, id: PackedId, overflow: &mut Overflow) -> bool {
+    fn remove(&mut self, channel: &ChannelName, id: ConnId, overflow: &mut Overflow) -> bool {
         let Some(first) = &self.0 else { return false };
         if first == channel {
             // The next one, if any, moves inline.
@@ -100,37 +100,17 @@ impl Subscriptions {
     }
 
     /// Takes every subscription out, leaving none.
-    fn take_all(&mut self, id: PackedId, overflow: &mut Overflow) -> Vec<ChannelName> {
+    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<ChannelName> {
         let mut all = overflow.remove(&id).unwrap_or_default();
         all.extend(self.0.take());
         all
     }
 }
 
-/// A [`ConnId`] in 8 bytes (the slab key fits 32 bits, as in the poll token), for the fan-out
-/// table, which holds one per subscribed connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PackedId {
-    key: u32,
-    generation: u32,
-}
-
-impl From<ConnId> for PackedId {
-    fn from(id: ConnId) -> Self {
-        PackedId { key: id.key as u32, generation: id.generation }
-    }
-}
-
-impl From<PackedId> for ConnId {
-    fn from(id: PackedId) -> Self {
-        ConnId { key: id.key as usize, generation: id.generation }
-    }
-}
-
 /// Which connections of this loop are subscribed to which channel.
 #[derive(Default)]
 struct Fanout {
-    subscribers: HashMap<ChannelName, Vec<PackedId>>,
+    subscribers: HashMap<ChannelName, Vec<ConnId>>,
     /// Subscriptions beyond a connection's first (see [`Subscriptions`]).
     overflow: Overflow,
 }
@@ -140,7 +120,7 @@ fn token(key: usize, generation: u32) -> Token {
 }
 
 fn conn_id(token: Token) -> ConnId {
-    ConnId { key: token.0 & 0xffff_ffff, generation: (token.0 >> 32) as u32 }
+    ConnId::new(token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
 }
 
 /// A single-threaded mio event loop serving connections from one listener.
@@ -290,11 +270,10 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut self.listener);
         self.accept_pending = false;
         self.drain_deadline = Some(now + period + std::time::Duration::from_secs(1));
-        let ids: Vec<ConnId> =
-            self.slots.iter().map(|(key, s)| ConnId { key, generation: s.generation }).collect();
+        let ids: Vec<ConnId> = self.slots.iter().map(|(key, s)| ConnId::new(key, s.generation)).collect();
         let count = ids.len().max(1) as u32;
         for (i, id) in ids.into_iter().enumerate() {
-            if let Some(slot) = self.slots.get_mut(id.key) {
+            if let Some(slot) = self.slots.get_mut(id.key()) {
                 slot.conn.begin_drain(now + period * i as u32 / count);
             }
             self.reschedule(id);
@@ -396,13 +375,13 @@ impl EventLoop {
         });
         Metrics::inc(&self.shared.metrics.connections_accepted);
         debug!("{peer}: accepted as {key}");
-        self.reschedule(ConnId { key, generation });
+        self.reschedule(ConnId::new(key, generation));
     }
 
     /// Reads (if readable), applies commands, writes, and updates the connection's
     /// registration and deadline.
     fn service(&mut self, id: ConnId, readable: bool, now: Instant) {
-        let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) else {
+        let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) else {
             return; // A stale token of a closed connection.
         };
         if readable || slot.read_pending {
@@ -430,7 +409,7 @@ impl EventLoop {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         debug!("read: {e}");
-                        return self.remove(id.key);
+                        return self.remove(id.key());
                     }
                 }
             }
@@ -444,7 +423,7 @@ impl EventLoop {
             apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
             if let Err(e) = Self::flush(slot, &self.shared.metrics, now) {
                 debug!("write: {e}");
-                return self.remove(id.key);
+                return self.remove(id.key());
             }
             if !slot.conn.has_commands() {
                 break;
@@ -453,7 +432,7 @@ impl EventLoop {
         // Written out: the buffers go back to the loop (an idle connection holds none).
         slot.conn.reclaim_output(&mut self.cork);
         if slot.conn.is_closed() {
-            return self.remove(id.key);
+            return self.remove(id.key());
         }
         let want = if slot.conn.pending_output().is_empty() {
             Interest::READABLE
@@ -462,10 +441,10 @@ impl EventLoop {
         };
         if want != slot.interest {
             if let Err(e) =
-                self.poll.registry().reregister(&mut slot.stream, token(id.key, id.generation), want)
+                self.poll.registry().reregister(&mut slot.stream, token(id.key(), id.generation), want)
             {
                 debug!("reregister: {e}");
-                return self.remove(id.key);
+                return self.remove(id.key());
             }
             slot.interest = want;
         }
@@ -489,8 +468,7 @@ impl EventLoop {
             for msg in batch {
                 let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
                 for id in ids.clone() {
-                    let id = ConnId::from(id);
-                    let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation)
+                    let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation)
                     else {
                         continue;
                     };
@@ -519,7 +497,7 @@ impl EventLoop {
             // joins the output of every connection not yet written: one write carries both.
             for _ in 0..self.shared.config.net.flush_slice_connections {
                 let Some(id) = self.dirty.pop_front() else { break };
-                if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) {
+                if let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) {
                     slot.dirty = false;
                     self.service(id, false, now);
                 }
@@ -555,7 +533,7 @@ impl EventLoop {
     }
 
     fn reschedule(&mut self, id: ConnId) {
-        let Some(slot) = self.slots.get_mut(id.key) else {
+        let Some(slot) = self.slots.get_mut(id.key()) else {
             return;
         };
         if let Some(at) = slot.conn.poll_timeout() {
@@ -569,7 +547,7 @@ impl EventLoop {
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, id)) = self.timers.pop_due(now) {
-            let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.generation == id.generation) else {
+            let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) else {
                 continue;
             };
             if slot.scheduled != Some(at) {
@@ -587,10 +565,10 @@ impl EventLoop {
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.shared.release_ip(slot.ip_entry);
         if !slot.subscriptions.is_empty() {
-            let id = ConnId { key, generation: slot.generation };
+            let id = ConnId::new(key, slot.generation);
             let now = Instant::now();
             let mut hub = self.shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-            for channel in slot.subscriptions.take_all(id.into(), &mut self.fanout.overflow) {
+            for channel in slot.subscriptions.take_all(id, &mut self.fanout.overflow) {
                 hub.unsubscribe(&channel, self.sink, now);
                 self.fanout.forget(&channel, id);
             }
@@ -602,7 +580,6 @@ impl EventLoop {
 impl Fanout {
     fn forget(&mut self, channel: &ChannelName, id: ConnId) {
         if let Some(ids) = self.subscribers.get_mut(channel) {
-            let id = PackedId::from(id);
             ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.subscribers.remove(channel);
@@ -635,11 +612,11 @@ fn apply_commands(
         }
         drop(hub);
         if let Some(channel) = applied.subscribed {
-            fanout.subscribers.entry(channel.clone()).or_default().push(id.into());
-            slot.subscriptions.push(channel, id.into(), &mut fanout.overflow);
+            fanout.subscribers.entry(channel.clone()).or_default().push(id);
+            slot.subscriptions.push(channel, id, &mut fanout.overflow);
         }
         if let Some(channel) = applied.unsubscribed {
-            if slot.subscriptions.remove(&channel, id.into(), &mut fanout.overflow) {
+            if slot.subscriptions.remove(&channel, id, &mut fanout.overflow) {
                 fanout.forget(&channel, id);
             }
         }
@@ -665,14 +642,14 @@ mod tests {
         let slot = size_of::<Slot>() - size_of::<TcpStream>();
         assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
         assert_eq!(size_of::<Subscriptions>(), 16);
-        assert_eq!(size_of::<PackedId>(), 8);
+        assert_eq!(size_of::<ConnId>(), 8);
     }
 
     #[test]
     fn one_subscription_is_inline_and_several_are_kept() {
         let mut overflow = Overflow::new();
-        let id = PackedId { key: 3, generation: 1 };
-        let other = PackedId { key: 3, generation: 2 };
+        let id = ConnId::new(3, 1);
+        let other = ConnId::new(3, 2);
         let mut subs = Subscriptions::default();
         assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
         subs.push(name("a"), id, &mut overflow);

@@ -11,13 +11,26 @@ use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-/// A connection's slab key and generation.
+/// A connection's slab key and generation, in 8 bytes: the timer heap, the fan-out table and
+/// the loop's lists hold one per entry. The slab key fits 32 bits, as in the poll token (which
+/// holds it in its low 32 bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
-    /// Slab key.
-    pub key: usize,
+    key: u32,
     /// Generation of the connection in that slot.
     pub generation: u32,
+}
+
+impl ConnId {
+    /// The connection in slab slot `key` of generation `generation`.
+    pub fn new(key: usize, generation: u32) -> Self {
+        ConnId { key: key as u32, generation }
+    }
+
+    /// Its slab key.
+    pub fn key(self) -> usize {
+        self.key as usize
+    }
 }
 
 /// A deadline as whole milliseconds after the heap's base instant, rounded up (so it never
@@ -25,8 +38,8 @@ pub struct ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tick(NonZeroU64);
 
-/// One heap entry: 16 bytes (the slab key fits 32 bits, as in the poll token).
-type Entry = Reverse<(Tick, u32, u32)>;
+/// One heap entry: 16 bytes.
+type Entry = Reverse<(Tick, ConnId)>;
 
 /// Pending deadlines, earliest first.
 #[derive(Debug)]
@@ -56,21 +69,18 @@ impl Timers {
 
     /// Schedules `id` at `at` (see [`Timers::tick`]).
     pub fn push(&mut self, at: Tick, id: ConnId) {
-        // Slab keys fit 32 bits: the poll token holds the key in its low 32 bits.
-        self.heap.push(Reverse((at, id.key as u32, id.generation)));
+        self.heap.push(Reverse((at, id)));
     }
 
     /// The earliest deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _, _))| self.instant(*at))
+        self.heap.peek().map(|Reverse((at, _))| self.instant(*at))
     }
 
     /// Removes and returns one entry due at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Tick, ConnId)> {
         if self.next_deadline()? <= now {
-            self.heap
-                .pop()
-                .map(|Reverse((at, key, generation))| (at, ConnId { key: key as usize, generation }))
+            self.heap.pop().map(|Reverse(entry)| entry)
         } else {
             None
         }
@@ -86,8 +96,8 @@ mod tests {
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();
         let mut timers = Timers::new(t0);
-        let a = ConnId { key: 1, generation: 1 };
-        let b = ConnId { key: 2, generation: 7 };
+        let a = ConnId::new(1, 1);
+        let b = ConnId::new(2, 7);
         timers.push(timers.tick(t0 + Duration::from_secs(2)), a);
         timers.push(timers.tick(t0 + Duration::from_secs(1)), b);
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));
@@ -102,7 +112,7 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::new(t0);
         let at = t0 + Duration::from_micros(1_500);
-        timers.push(timers.tick(at), ConnId { key: 3, generation: 2 });
+        timers.push(timers.tick(at), ConnId::new(3, 2));
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_millis(2)));
         assert_eq!(timers.pop_due(at), None);
         assert!(timers.pop_due(t0 + Duration::from_millis(2)).is_some());
