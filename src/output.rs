@@ -39,9 +39,6 @@ impl Segment {
     }
 }
 
-/// Owned segments smaller than this are appended to rather than started anew.
-const COALESCE_BYTES: usize = 4096;
-
 /// [`Output::push_with`] grows the owned tail up to this size rather than start a new segment:
 /// a turn's answers share one buffer, which a [`Cork`] then reuses (so it stops growing).
 const TAIL_GROW_BYTES: usize = 128 * 1024;
@@ -105,21 +102,11 @@ impl Output {
         self.len_bytes() == 0
     }
 
-    /// Appends a copy of `bytes` (coalesced with a small owned tail segment).
+    /// Appends a copy of `bytes` to the owned tail (see [`Output::push_with`]).
     pub fn push_bytes(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+        if !bytes.is_empty() {
+            self.push_with(bytes.len(), |tail| tail.extend_from_slice(bytes));
         }
-        let q = self.queue();
-        q.len_bytes += bytes.len();
-        if let Some(Segment::Owned(tail)) = q.segments.back_mut() {
-            // Appending never moves bytes already queued, so a partly written front stays valid.
-            if tail.len() + bytes.len() <= COALESCE_BYTES {
-                tail.extend_from_slice(bytes);
-                return;
-            }
-        }
-        q.segments.push_back(Segment::Owned(bytes.to_vec()));
     }
 
     /// Appends what `write` appends to the `Vec` it is given, with no intermediate buffer: the
