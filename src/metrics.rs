@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::hub::HubStats;
 
@@ -75,15 +74,8 @@ impl Metrics {
         Self::inc(&self.rejected[i]);
     }
 
-    /// Counts a connection as open under `transport` until the guard is dropped.
-    pub fn open(self: &Arc<Self>, transport: Transport) -> OpenGuard {
-        let i = transport_index(transport);
-        Self::inc(&self.open_by_transport[i]);
-        OpenGuard { metrics: self.clone(), index: i }
-    }
-
-    /// Counts a connection as open under `transport` until [`Metrics::close_transport`], for an
-    /// owner that keeps the count itself instead of holding an [`OpenGuard`] (16 bytes).
+    /// Counts a connection as open under `transport` until [`Metrics::close_transport`] (its
+    /// owner keeps track: a guard holding the counters would cost every connection 16 bytes).
     pub fn open_transport(&self, transport: Transport) {
         Self::inc(&self.open_by_transport[transport_index(transport)]);
     }
@@ -93,8 +85,7 @@ impl Metrics {
         self.open_by_transport[transport_index(transport)].fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Counts a long poll as parked until [`Metrics::unpark`] (for an owner that keeps the
-    /// count itself instead of holding a [`ParkGuard`]).
+    /// Counts a long poll as parked until [`Metrics::unpark`].
     pub fn count_parked(&self) {
         Self::inc(&self.longpolls_parked);
     }
@@ -102,12 +93,6 @@ impl Metrics {
     /// Uncounts a long poll counted by [`Metrics::count_parked`].
     pub fn unpark(&self) {
         self.longpolls_parked.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Counts a long poll as parked until the guard is dropped.
-    pub fn park(self: &Arc<Self>) -> ParkGuard {
-        Self::inc(&self.longpolls_parked);
-        ParkGuard { metrics: self.clone() }
     }
 
     /// The Prometheus text exposition of the counters and of the hub's figures.
@@ -198,40 +183,15 @@ fn transport_index(transport: Transport) -> usize {
     TRANSPORTS.iter().position(|(t, _)| *t == transport).unwrap_or(0)
 }
 
-/// Keeps a connection counted under its transport.
-#[derive(Debug)]
-pub struct OpenGuard {
-    metrics: Arc<Metrics>,
-    index: usize,
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.metrics.open_by_transport[self.index].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Keeps a long poll counted as parked.
-#[derive(Debug)]
-pub struct ParkGuard {
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for ParkGuard {
-    fn drop(&mut self) {
-        self.metrics.longpolls_parked.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn guards_count_while_held_and_render_in_text_format() {
-        let metrics = Arc::new(Metrics::default());
-        let guard = metrics.open(Transport::Sse);
-        let parked = metrics.park();
+    fn gauges_count_until_uncounted_and_render_in_text_format() {
+        let metrics = Metrics::default();
+        metrics.open_transport(Transport::Sse);
+        metrics.count_parked();
         metrics.reject(404);
         metrics.reject(999);
         let text = metrics.render(&HubStats::default());
@@ -240,7 +200,8 @@ mod tests {
         assert!(text.contains("pushwire_requests_rejected_total{status=\"404\"} 1\n"));
         assert!(text.contains("pushwire_requests_rejected_total{status=\"other\"} 1\n"));
         assert!(text.contains("# TYPE pushwire_connections_open gauge\n"));
-        drop((guard, parked));
+        metrics.close_transport(Transport::Sse);
+        metrics.unpark();
         let text = metrics.render(&HubStats::default());
         assert!(text.contains("pushwire_transport_connections_open{transport=\"sse\"} 0\n"));
         assert!(text.contains("pushwire_longpolls_parked 0\n"));
