@@ -214,11 +214,10 @@ impl WsSession {
         // empty Vec allocates nothing.
         let mut events = Vec::new();
         let mut pos = 0;
-        let mut failed = false;
         // Message by message, so each is answered (echoed, published) before later frames are
         // read: a message followed by a frame that fails the connection still gets its echo,
         // ahead of the close, however the bytes were split into reads.
-        while pos < input.len() && !failed {
+        while pos < input.len() {
             match self.ws.handle_input_until_message(&mut input[pos..], &mut no_mask, &mut events, ctx.out) {
                 Ok((used, message)) => {
                     pos += used;
@@ -228,13 +227,9 @@ impl WsSession {
                 }
                 // The core has already failed the connection (close frame queued, further input
                 // discarded, RFC 6455 §7.1.7); the messages before the fault were answered.
-                Err(_) => failed = true,
+                Err(_) => return Flow::Close(CloseReason::WebSocketFailed),
             }
             events.clear();
-        }
-
-        if failed {
-            return Flow::Close(CloseReason::WebSocketFailed);
         }
         if self.ws.is_closed() {
             return Flow::Close(CloseReason::WebSocketClosed);
