@@ -10,8 +10,8 @@
 //! property breaks; that is what the fuzzer reports.
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
-//! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops` and
-//! `conn_server`.
+//! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
+//! `conn_server`, `composite_cursor` and `v1_command`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an
@@ -1009,6 +1009,88 @@ pub fn conn_server(data: &[u8]) {
             _ => rig.hub.expire(rig.now),
         }
         rig.run_commands();
+    }
+}
+
+/// `composite_cursor`: the composite cursor parser against its writers. Byte 0 is the channel
+/// count (1 to 8); the rest is the text. Whatever parses has that many entries and writes back
+/// to text that parses to the same positions; any positions written in either form parse back.
+pub fn composite_cursor(data: &[u8]) {
+    use crate::hub::composite::{self, Composite};
+    let mut params = Bytes::new(data);
+    let channels = usize::from(params.u8() % 8) + 1;
+    let text = String::from_utf8_lossy(params.rest());
+    match Composite::parse(&text, channels) {
+        Ok(Composite::Full(entries)) => {
+            assert_eq!(entries.len(), channels);
+            let mut shown = String::new();
+            composite::write_full(&mut shown, entries.iter().copied());
+            assert_eq!(Composite::parse(&shown, channels), Ok(Composite::Full(entries)));
+        }
+        Ok(Composite::Compact { offsets, .. }) => {
+            assert_eq!(offsets.len(), channels);
+            assert!(text.len() <= Composite::max_text_bytes(channels));
+        }
+        Err(_) => {}
+    }
+    // Positions drawn from the input round-trip through both forms.
+    let mut r = Bytes::new(data);
+    let cursors: Vec<Cursor> = (0..channels)
+        .map(|_| Cursor {
+            epoch: Epoch(u64::from_be_bytes(std::array::from_fn(|_| r.u8()))),
+            offset: u64::from_be_bytes(std::array::from_fn(|_| r.u8())),
+        })
+        .collect();
+    let mut compact = String::new();
+    composite::write_compact(&mut compact, &cursors);
+    let Ok(Composite::Compact { epochs_hash, offsets }) = Composite::parse(&compact, channels) else {
+        panic!("compact form does not parse: {compact}")
+    };
+    let epochs: Vec<Epoch> = cursors.iter().map(|c| c.epoch).collect();
+    assert_eq!(Composite::resolve_compact(epochs_hash, &offsets, &epochs), Ok(cursors.clone()));
+    let mut full = String::new();
+    composite::write_full(&mut full, cursors.iter().copied().map(Some));
+    let expected = Composite::Full(cursors.into_iter().map(Some).collect());
+    assert_eq!(Composite::parse(&full, channels), Ok(expected));
+}
+
+/// `v1_command`: the `pushwire.v1` command parser. Whatever the text, the parse never panics,
+/// an echoed `req` is short JSON, and a command that parses respects every limit and writes a
+/// reply that is valid JSON echoing its `req` and `channel`.
+pub fn v1_command(data: &[u8]) {
+    use crate::transport::commands::{error_reply, ok_reply, parse, Command, CommandLimits, MAX_REQ_BYTES};
+    let limits = CommandLimits { max_info_bytes: 64, max_token_bytes: 64, max_event_name_bytes: 16 };
+    let text = String::from_utf8_lossy(data);
+    let request = parse(&text, &limits);
+    if let Some(req) = &request.req {
+        assert!(req.len() <= MAX_REQ_BYTES);
+        assert!(serde_json::from_str::<serde_json::Value>(req).is_ok(), "req {req} is JSON");
+    }
+    let reply = match &request.command {
+        Ok(command) => {
+            match command {
+                Command::Subscribe { info, token, .. } => {
+                    assert!(info
+                        .as_ref()
+                        .is_none_or(|i| i.len() <= limits.max_info_bytes && i.starts_with('{')));
+                    assert!(token.as_ref().is_none_or(|t| t.len() <= limits.max_token_bytes));
+                }
+                Command::Publish { event, .. } => {
+                    assert!(event.as_ref().is_none_or(|e| !e.is_empty()
+                        && e.len() <= limits.max_event_name_bytes
+                        && e != "gap"));
+                }
+                Command::Refresh { token } => assert!(token.len() <= limits.max_token_bytes),
+                Command::Unsubscribe { .. } | Command::Presence { .. } => {}
+            }
+            assert_eq!(command.channel(), request.channel.as_ref());
+            ok_reply(request.req.as_deref(), request.channel.as_ref(), None)
+        }
+        Err(e) => error_reply(request.req.as_deref(), request.channel.as_ref(), e),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&reply).expect("replies are JSON");
+    if let Some(req) = &request.req {
+        assert_eq!(value["req"], serde_json::from_str::<serde_json::Value>(req).unwrap());
     }
 }
 

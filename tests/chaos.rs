@@ -79,7 +79,7 @@ fn cut_one(open: &Mutex<Vec<TcpStream>>, cuts: &AtomicU64, seed: &mut u64) {
     let index = (xorshift(seed) % open.len() as u64) as usize;
     let victim = open.swap_remove(index);
     drop(open);
-    if xorshift(seed) % 2 == 0 {
+    if xorshift(seed).is_multiple_of(2) {
         let _ = victim.shutdown(Shutdown::Both); // FIN
     } else {
         // SO_LINGER 0 then close: RST. Waking the copy threads by shutting their read sides
@@ -221,7 +221,7 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
         .map(|i| {
             let transport = TRANSPORTS[i % TRANSPORTS.len()];
             // Every fifth subscriber (of each transport) reads slowly.
-            let proxy = &proxies[usize::from((i / TRANSPORTS.len()) % 5 == 0)];
+            let proxy = &proxies[usize::from((i / TRANSPORTS.len()).is_multiple_of(5))];
             let url = format!("http://{}/channels/chaos", proxy.addr);
             let done = done.clone();
             (transport, thread::spawn(move || run_subscriber(url, transport, since, done)))

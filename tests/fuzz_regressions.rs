@@ -21,6 +21,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("cursor_parse", fuzzing::cursor_parse),
     ("hub_ops", fuzzing::hub_ops),
     ("conn_server", fuzzing::conn_server),
+    ("composite_cursor", fuzzing::composite_cursor),
+    ("v1_command", fuzzing::v1_command),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.

@@ -65,6 +65,7 @@
 
 pub mod channel_name;
 pub mod command;
+pub mod composite;
 pub mod cursor;
 pub mod message;
 

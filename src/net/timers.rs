@@ -57,7 +57,7 @@ impl Timers {
     /// The tick of `at`: the first millisecond boundary at or after it.
     pub fn tick(&self, at: Instant) -> Tick {
         let since = at.saturating_duration_since(self.base);
-        let millis = since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0);
+        let millis = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
         let millis = u64::try_from(millis).unwrap_or(u64::MAX - 1);
         Tick(NonZeroU64::MIN.saturating_add(millis))
     }

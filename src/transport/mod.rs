@@ -21,15 +21,18 @@
 //! responses out.
 
 pub mod access;
+pub mod commands;
 pub mod envelope;
 pub mod feed;
 pub mod http_stream;
 pub mod long_poll;
 pub mod pages;
+pub mod policy;
 pub mod publish;
 pub mod short_poll;
 pub mod sse;
 pub mod stream;
+pub mod token;
 pub mod websocket;
 
 use std::collections::VecDeque;
