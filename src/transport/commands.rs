@@ -15,10 +15,10 @@
 //! Implements: JSON text ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259)) read with
 //! `serde_json` into the typed [`Command`], every field checked (channel names, cursors, event
 //! names, base64 per [RFC 4648 §4](https://www.rfc-editor.org/rfc/rfc4648#section-4), sizes);
-//! unknown fields and unknown types are refused with a [`CommandError`] naming them. `req`
-//! (a JSON number or string of at most [`MAX_REQ_BYTES`]) is echoed back verbatim in the reply,
-//! so a client can match answers to commands; so is `channel` when it was readable, even when the
-//! command was not.
+//! unknown fields and unknown types are refused with a [`CommandError`] naming them. `req` (a
+//! JSON string of at most [`MAX_REQ_BYTES`], or an integer of at most 20 digits) is echoed back
+//! verbatim in the reply, so a client can match answers to commands; so is `channel` when it was
+//! readable, even when the command was not.
 //!
 //! Bounded: the frame holding a command is bounded by the WebSocket message limit before it is
 //! parsed; `info` by [`CommandLimits::max_info_bytes`], tokens by
@@ -226,10 +226,12 @@ pub fn parse(text: &str, limits: &CommandLimits) -> Request {
     Request { req, channel, command }
 }
 
-/// A `req` is echoed back only when it is a number or a string, and short.
+/// A `req` is echoed back only when it is a string or an integer (not a float, which a reader
+/// may not represent: `1e999`), and short.
 fn is_usable_req(json: &str) -> bool {
-    json.len() <= MAX_REQ_BYTES
-        && (json.starts_with('"') || json.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+    let digits = json.strip_prefix('-').unwrap_or(json);
+    let integer = (1..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    json.len() <= MAX_REQ_BYTES && (json.starts_with('"') || integer)
 }
 
 fn lenient_req_and_channel(text: &str) -> (Option<Box<str>>, Option<ChannelName>) {
@@ -450,6 +452,8 @@ mod tests {
         let r = parse(&format!(r#"{{"type":"x","req":"{}"}}"#, "r".repeat(70)), &LIMITS);
         assert_eq!((r.req, r.command), (None, Err(CommandError::UnknownCommand)));
         assert_eq!(parse(r#"{"type":"x","req":{"a":1}}"#, &LIMITS).req, None);
+        assert_eq!(parse(r#"{"type":"x","req":1.5e33333}"#, &LIMITS).req, None);
+        assert_eq!(parse(r#"{"type":"x","req":-12}"#, &LIMITS).req.as_deref(), Some("-12"));
     }
 
     #[test]
