@@ -1,0 +1,3 @@
+//! The Redis backend's pure parts (work in progress).
+
+pub mod resp;
