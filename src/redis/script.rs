@@ -11,7 +11,7 @@
 //!
 //! 1. Reads the meta hash: `epoch`, `offset`, `inc`. If the hash is missing, or its `inc` is
 //!    not the caller's [`Incarnation`], it starts a new epoch: the caller's candidate (random
-//!    64 bits drawn by the node; refused with `PUSHWIRE epoch collision` in the 2^-64 case
+//!    64 bits drawn by the node, folded with the incarnation: [`epoch_candidate`]; refused with `PUSHWIRE epoch collision` in the 2^-64 case
 //!    where it equals the stored one, and the node retries with another), offset 0, and the
 //!    history stream deleted (its ids restart at 1).
 //! 2. `pub`: offset + 1; the frame `'M' len EPOCH:OFFSET` + the node's tail
@@ -54,6 +54,10 @@
 //!   `RESTORE` of pushwire keys by hand), and split-brain writes accepted by an old master that
 //!   a partition isolated (Redis's own limit; `min-replicas-to-write` narrows it). Both need an
 //!   operator acting on the data directly.
+//! - A channel whose meta is gone (expired, or lost in a restart without persistence) has no
+//!   stored epoch to compare with: its new epoch is new because the candidate is 64 random
+//!   bits folded with the incarnation ([`epoch_candidate`]), as the in-memory hub's epochs
+//!   are new because its seed is random.
 //! - Offsets are exact up to 2^53 - 1 per epoch (Lua numbers are doubles); the script refuses
 //!   to go past with `PUSHWIRE offsets exhausted`.
 //!
@@ -182,12 +186,23 @@ impl Invoke {
     }
 }
 
+/// The epoch candidate for a script call: the node's `random` 64 bits folded with the
+/// incarnation (an XOR, a bijection, so a random input stays uniformly random). Randomness
+/// alone makes a repeat 2^-64 unlikely; the fold also keeps a node whose generator repeats
+/// itself (a fixed seed, a cloned VM) from drawing an epoch it drew under an earlier Redis
+/// incarnation, where a channel whose meta was lost (a restart without persistence) could
+/// otherwise get its old epoch back and old cursors would look valid.
+pub fn epoch_candidate(random: u64, incarnation: Incarnation) -> Epoch {
+    Epoch(random ^ incarnation.raw())
+}
+
 /// What every channel script call needs besides its operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScriptContext {
     /// The incarnation of the server the connection talks to (read by `INFO` after connecting).
     pub incarnation: Incarnation,
-    /// The epoch to use if the script starts one: 64 random bits drawn by the node per call.
+    /// The epoch to use if the script starts one: [`epoch_candidate`] of 64 random bits drawn
+    /// by the node per call.
     pub epoch_candidate: Epoch,
     /// How long a channel's keys live after its last publish (the meta: after its last read
     /// too); Redis forgets the channel after that, and its next use starts a new epoch.
@@ -415,6 +430,17 @@ mod tests {
         assert_eq!(script_sha1("return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
         assert_eq!(channel_script_sha1().len(), 40);
         assert_ne!(channel_script_sha1(), presence_script_sha1());
+    }
+
+    #[test]
+    fn epoch_candidate_folds_the_incarnation() {
+        let a = Incarnation::from_raw(0x00ff);
+        let b = Incarnation::from_raw(0xff00);
+        assert_eq!(epoch_candidate(0x1234, a), Epoch(0x1234 ^ 0x00ff));
+        // The same draw under two incarnations gives two epochs.
+        assert_ne!(epoch_candidate(7, a), epoch_candidate(7, b));
+        // A bijection for each incarnation: distinct draws, distinct epochs.
+        assert_ne!(epoch_candidate(7, a), epoch_candidate(8, a));
     }
 
     #[test]
