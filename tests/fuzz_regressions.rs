@@ -21,6 +21,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("cursor_parse", fuzzing::cursor_parse),
     ("hub_ops", fuzzing::hub_ops),
     ("conn_server", fuzzing::conn_server),
+    ("resp_decode", fuzzing::resp_decode),
+    ("redis_frame", fuzzing::redis_frame),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.

@@ -331,6 +331,17 @@ impl Decoder {
         self.stack.is_empty() && matches!(self.partial, Partial::Idle) && self.failed.is_none()
     }
 
+    /// Bytes of a partial line or bulk string held between inputs (the completed elements of
+    /// open arrays are not counted): at most [`Limits::max_line_bytes`] + 2 for a line, and
+    /// the bytes that arrived of a bulk string (at most [`Limits::max_bulk_bytes`] + 2).
+    pub fn held_bytes(&self) -> usize {
+        match &self.partial {
+            Partial::Idle => 0,
+            Partial::Line(line) => line.len(),
+            Partial::Bulk { data, .. } => data.len(),
+        }
+    }
+
     /// Consumes a prefix of `input` and returns the next complete top-level value if it ends
     /// within it. Without a value, the whole input was consumed (partial lines and bulk data
     /// are kept inside); call again when more bytes arrive. With a value, call again with
