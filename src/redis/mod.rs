@@ -11,6 +11,7 @@
 //! | [`frame`] | the message/join/leave framing on pub/sub and in the history | (pushwire's own) |
 //! | [`script`] | the channel script (publish, read), incarnations, the guarantee, gap rules on replies | [EVALSHA](https://redis.io/docs/latest/commands/evalsha/), [XADD](https://redis.io/docs/latest/commands/xadd/) |
 //! | [`history`] | `XRANGE` by offset, entries as hub messages | [XRANGE](https://redis.io/docs/latest/commands/xrange/) |
+//! | [`sequence`] | per live channel: delivery order, duplicates, hole repair, epoch changes | (pushwire's own) |
 //! | [`info`] | `run_id`, `master_replid`, role from `INFO`; the incarnation digest | [INFO](https://redis.io/docs/latest/commands/info/) |
 //! | [`presence`] | presence keys, the presence script, join/leave | [ZADD](https://redis.io/docs/latest/commands/zadd/) |
 //! | [`pubsub`] | `SUBSCRIBE`/`UNSUBSCRIBE`/`PING`, pushes classified | [Pub/Sub](https://redis.io/docs/latest/develop/interact/pubsub/) |
@@ -18,7 +19,7 @@
 //! | [`shard`] | consistent hash of a channel over independent shards | [jump hash](https://arxiv.org/abs/1406.2294) |
 //!
 //! Reading order: `resp`, `keys`, `frame`, `script` (the heart: its docs state the guarantee),
-//! `history`, `info`, `presence`, `pubsub`, `url`, `shard`.
+//! `history`, `sequence`, `info`, `presence`, `pubsub`, `url`, `shard`.
 //!
 //! Errors: [`resp::RespError`] for the byte stream (the connection is closed), [`ReplyError`]
 //! for well-formed replies the backend cannot use (the command fails; the connection stays),
@@ -51,7 +52,8 @@
 //!   [`pubsub::parse_pubsub`], [`keys::Namespace::channel_of_pubsub`] and
 //!   [`frame::parse_frame`].
 //!
-//! Per live channel the broker keeps the last cursor it delivered, and for each message frame
+//! Per live channel the broker keeps a [`sequence::ChannelSequence`] (the last cursor it
+//! delivered, frames held during a repair), which applies these rules to each message frame
 //! received on pub/sub:
 //!
 //! 1. same epoch, offset ≤ last: a duplicate (a repair read overlapping pub/sub): dropped;
@@ -120,6 +122,7 @@ pub mod presence;
 pub mod pubsub;
 pub mod resp;
 pub mod script;
+pub mod sequence;
 pub mod shard;
 pub mod url;
 
