@@ -38,14 +38,14 @@ impl Namespace {
     /// Longest prefix, in bytes.
     pub const MAX_BYTES: usize = 64;
 
-    /// A prefix of 1 to 64 bytes of printable ASCII without space, `{`, `}` or `:`, so it
-    /// never opens a hash tag before the channel's and always ends where the first `:` is.
+    /// A prefix of 1 to 64 bytes of printable ASCII without space, `{` or `}`, so it never
+    /// opens a hash tag before the channel's (`app:pushwire` is fine).
     pub fn new(prefix: &str) -> Result<Namespace, String> {
         let valid = (1..=Self::MAX_BYTES).contains(&prefix.len())
-            && prefix.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b':'));
+            && prefix.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}'));
         if !valid {
             return Err(format!(
-                "redis key prefix {prefix:?} must be 1-64 printable ASCII bytes without space, braces or ':'"
+                "redis key prefix {prefix:?} must be 1-64 printable ASCII bytes without space or braces"
             ));
         }
         Ok(Namespace(Arc::from(prefix)))
@@ -188,14 +188,19 @@ mod tests {
     fn namespace_prefix_rules() {
         assert_eq!(Namespace::default().as_str(), "pushwire");
         assert!(Namespace::new("pw").is_ok());
+        assert!(Namespace::new("app:pushwire").is_ok());
         assert!(Namespace::new(&"x".repeat(64)).is_ok());
-        for bad in ["", "a b", "a{b", "a}b", "a:b", "é", "a\n", &"x".repeat(65)] {
+        for bad in ["", "a b", "a{b", "a}b", "{a}", "é", "a\n", &"x".repeat(65)] {
             assert!(Namespace::new(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn namespace_channel_of_pubsub_inverts_the_naming() {
+        let with_colon = Namespace::new("app:pw").unwrap();
+        let keys = ChannelKeys::new(&with_colon, &channel("x"));
+        assert_eq!(keys.pubsub, "app:pw:{x}");
+        assert_eq!(with_colon.channel_of_pubsub(keys.pubsub.as_bytes()), Some(channel("x")));
         let ns = Namespace::new("pw").unwrap();
         let keys = ChannelKeys::new(&ns, &channel("room.1"));
         assert_eq!(ns.channel_of_pubsub(keys.pubsub.as_bytes()), Some(channel("room.1")));

@@ -161,8 +161,12 @@ elseif op == 'list' then
   local out = {}
   local members = redis.call('ZRANGE', zkey, 0, tonumber(ARGV[5]) - 1)
   for _, m in ipairs(members) do
-    out[#out + 1] = m
-    out[#out + 1] = redis.call('HGET', hkey, m) or ''
+    -- A member whose info is gone (evicted under maxmemory) is left out.
+    local v = redis.call('HGET', hkey, m)
+    if v then
+      out[#out + 1] = m
+      out[#out + 1] = v
+    end
   end
   return out
 end

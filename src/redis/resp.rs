@@ -928,6 +928,11 @@ mod tests {
     }
 
     #[test]
+    fn resp_value_is_32_bytes_as_the_memory_bound_assumes() {
+        assert!(std::mem::size_of::<Value>() <= 32);
+    }
+
+    #[test]
     fn resp_limits_validate() {
         assert_eq!(Limits::default().validate(), Ok(()));
         let ok = Limits::default();
