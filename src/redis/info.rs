@@ -14,8 +14,9 @@
 //! server serves may have been rolled back relative to what a script last wrote; see
 //! [`crate::redis::script`] for the guarantee.
 //!
-//! Does not: send `INFO` (the broker does, on every new connection, before the first script
-//! call on it, and again whenever a reply says `READONLY`, `LOADING` or `MASTERDOWN`).
+//! Does not: send `INFO` (the broker does, on every new connection before the first script
+//! call on it, and every few seconds to notice a changed incarnation; it reconnects when a
+//! reply says `READONLY`, `LOADING` or `MASTERDOWN`, or the incarnation changed).
 
 use std::fmt;
 

@@ -43,7 +43,8 @@
 //!   [`ReplyError::NoScript`] re-sends that one request with [`script::Invoke::Source`]. A
 //!   [`ReplyError::EpochCollision`] re-sends it with a new candidate. `READONLY`, `LOADING`,
 //!   `MASTERDOWN` or a [`resp::RespError`] closes the connection (the pending requests fail
-//!   with 503) and reconnects with backoff, re-reading `INFO`.
+//!   with 503) and reconnects with backoff, re-reading `INFO`; so does an `INFO` re-read every
+//!   few seconds that shows another incarnation (see the guarantee in [`script`]).
 //! - **The pub/sub connection**: [`pubsub::subscribe_command`] when a channel's first local
 //!   subscriber appears, [`pubsub::unsubscribe_command`] after a short linger (a few seconds)
 //!   once the last one left, so a flapping subscriber does not churn; batched per turn (one

@@ -50,6 +50,14 @@
 //!   false gap to never need to tell a complete snapshot from an old one.
 //! - The epoch changes lazily, at the channel's first publish or read in the new incarnation;
 //!   until then nothing is delivered under the old one (no script ran there).
+//! - The incarnation a call passes is the one read on its connection. A connection that
+//!   outlives a demotion of its server (a manual `REPLICAOF` that does not disconnect
+//!   clients; Sentinel does: it kills normal clients of the instances it reconfigures) still
+//!   carries the old incarnation when the server is promoted again. That is only harmful if,
+//!   meanwhile, the server re-synced from a replica that lagged and never wrote the channel
+//!   (its meta then carries the old incarnation). The broker narrows it: it reconnects on
+//!   `READONLY`, `MASTERDOWN` and `LOADING` replies, and re-reads `INFO` every few seconds,
+//!   reconnecting when the incarnation changed.
 //! - Not covered: operations that load old data into a running master (`DEBUG RELOAD`,
 //!   `RESTORE` of pushwire keys by hand), and split-brain writes accepted by an old master that
 //!   a partition isolated (Redis's own limit; `min-replicas-to-write` narrows it). Both need an
