@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-interop.sh   # the interop tests' peers (Python websockets, Node ws); quick when present
 bash scripts/setup-browser.sh   # playwright-core for the browser tests; checks that Chromium is installed
+# tests/redis_*.rs start their own redis-server (Debian's package, Redis 7; .ci/run installs it).
+if ! command -v redis-server >/dev/null; then
+  echo "redis-server is missing: apt-get install redis-server" >&2
+  exit 1
+fi
 cargo build --locked --release --bin pushwire
 cargo test --locked --all-targets
 cargo test --locked --doc

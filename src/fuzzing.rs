@@ -11,7 +11,7 @@
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
 //! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
-//! `conn_server`, `composite_cursor` and `v1_command`.
+//! `conn_server`, `composite_cursor`, `v1_command`, `resp_decode` and `redis_frame`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an
@@ -1094,6 +1094,205 @@ pub fn v1_command(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+/// What one RESP decode run produced: each value with the wire bytes it took, and the error.
+type RespRun = (Vec<(crate::redis::resp::Value, usize)>, Option<crate::redis::resp::RespError>);
+
+fn run_resp(limits: crate::redis::resp::Limits, pieces: &[&[u8]]) -> RespRun {
+    use crate::redis::resp::{Decoded, Decoder};
+    let mut decoder = Decoder::new(limits);
+    let mut values = Vec::new();
+    let mut taken = 0;
+    for piece in pieces {
+        let mut rest = *piece;
+        loop {
+            match decoder.decode(rest) {
+                Ok(Decoded { consumed, value }) => {
+                    assert!(consumed <= rest.len());
+                    taken += consumed;
+                    rest = &rest[consumed..];
+                    // Between inputs the decoder holds at most one partial line or bulk string.
+                    assert!(decoder.held_bytes() <= limits.max_bulk_bytes.max(limits.max_line_bytes + 3) + 2);
+                    match value {
+                        Some(value) => values.push((value, std::mem::take(&mut taken))),
+                        None => {
+                            assert!(rest.is_empty(), "no value: the whole input is consumed");
+                            break;
+                        }
+                    }
+                }
+                Err(error) => return (values, Some(error)),
+            }
+        }
+    }
+    (values, None)
+}
+
+/// Checks one decoded value against the limits; returns its depth of nested arrays.
+fn check_resp_value(value: &crate::redis::resp::Value, limits: &crate::redis::resp::Limits) -> usize {
+    use crate::redis::resp::Value;
+    match value {
+        Value::SimpleString(text) | Value::Error(text) => {
+            assert!(text.len() <= limits.max_line_bytes);
+            assert!(!text.contains(&b'\r') && !text.contains(&b'\n'));
+            0
+        }
+        Value::BulkString(bytes) => {
+            assert!(bytes.len() <= limits.max_bulk_bytes);
+            0
+        }
+        Value::Array(items) => {
+            assert!(items.len() <= limits.max_array_elements);
+            1 + items.iter().map(|item| check_resp_value(item, limits)).max().unwrap_or(0)
+        }
+        Value::Integer(_) | Value::NullBulkString | Value::NullArray => 0,
+    }
+}
+
+/// RESP2 replies (`crate::redis::resp`): split invariance (the same values, each taking the
+/// same bytes, and the same error, whole or cut), every value within the limits (bulk size,
+/// array length, nesting depth, line length, and its wire bytes within `max_reply_bytes`),
+/// what the decoder holds between inputs bounded, round trips (a value encodes to at most the
+/// bytes it took and decodes back to itself), and the reply parsers of `crate::redis` never
+/// panic on any decoded value.
+pub fn resp_decode(data: &[u8]) {
+    use crate::redis::resp::{Decoded, Decoder, Limits};
+    let mut r = Bytes::new(data);
+    let max_bulk_bytes = usize::from(r.u16() % 4096) + 1;
+    let limits = Limits {
+        max_bulk_bytes,
+        max_array_elements: usize::from(r.u8() % 64) + 1,
+        max_depth: usize::from(r.u8() % 8) + 1,
+        max_line_bytes: usize::from(r.u8() % 128) + 1,
+        max_reply_bytes: max_bulk_bytes + usize::from(r.u16()),
+    };
+    assert_eq!(limits.validate(), Ok(()));
+    let split = Split::read(&mut r);
+    let data = r.rest();
+    let whole = run_resp(limits, &[data]);
+    assert_eq!(run_resp(limits, &split.pieces(data)), whole, "split invariance");
+    for (value, taken) in &whole.0 {
+        assert!(check_resp_value(value, &limits) <= limits.max_depth);
+        assert!(*taken <= limits.max_reply_bytes, "{taken} wire bytes");
+        let mut encoded = Vec::new();
+        value.encode(&mut encoded);
+        assert!(encoded.len() <= *taken, "canonical form is never longer");
+        let mut decoder = Decoder::new(limits);
+        assert_eq!(
+            decoder.decode(&encoded),
+            Ok(Decoded { consumed: encoded.len(), value: Some(value.clone()) })
+        );
+        redis_parsers_never_panic(value);
+    }
+}
+
+/// Runs every reply parser of `crate::redis` on `value`: errors are fine, panics are not.
+fn redis_parsers_never_panic(value: &crate::redis::resp::Value) {
+    use crate::redis::{frame::FrameLimits, history, info, presence, pubsub, script};
+    let channel = ChannelName::parse("fuzz").expect("valid name");
+    let limits = FrameLimits::default();
+    let now = Instant::now();
+    let _ = pubsub::parse_pubsub(value.clone());
+    let _ = script::parse_publish_reply(value);
+    let _ = info::parse_info(value);
+    let _ = history::parse_entries(&channel, value, &limits, now);
+    let _ = presence::parse_list_reply(value, &limits);
+    let _ = presence::parse_count_reply(value);
+    let epoch = epoch_of_read(value);
+    for since in
+        [Since::Tail, Since::After(Cursor { epoch, offset: 0 }), Since::After(Cursor { epoch, offset: 3 })]
+    {
+        if let Ok(read) = script::parse_read_reply(&channel, since, value, &limits, now) {
+            // The gap rules' outputs are consistent with what the reply said.
+            assert_eq!(read.replay.next.epoch, epoch);
+            assert!(read.replay.next.offset <= read.last_offset);
+            let offsets: Vec<u64> = read.replay.messages.iter().map(|m| m.id.offset).collect();
+            assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "contiguous {offsets:?}");
+        }
+    }
+}
+
+/// The epoch a channel script reply names (its first element), or 0.
+fn epoch_of_read(value: &crate::redis::resp::Value) -> Epoch {
+    let text =
+        value.as_array().and_then(|items| items.first()).and_then(|v| v.as_bytes()).unwrap_or_default();
+    Cursor::parse(&format!("{}:0", String::from_utf8_lossy(text))).map_or(Epoch(0), |c| c.epoch)
+}
+
+/// The frames nodes exchange through Redis (`crate::redis::frame`): parsing arbitrary bytes
+/// never panics and respects the limits; a parsed frame re-encodes to a frame that parses to
+/// the same frame (byte for byte when the input's cursor was canonical); frames built from the
+/// input's bytes (cursor, event, text or binary payload, presence member and value) round-trip.
+pub fn redis_frame(data: &[u8]) {
+    use crate::redis::frame::{encode_join, encode_leave, encode_message, parse_frame, Frame, FrameLimits};
+    use crate::redis::presence::{PresenceMember, PresenceValue};
+    let mut r = Bytes::new(data);
+    let limits = FrameLimits {
+        max_payload_bytes: usize::from(r.u8()) * 4,
+        max_event_bytes: usize::from(r.u8()),
+        max_user_bytes: usize::from(r.u8()),
+        max_info_bytes: usize::from(r.u8()) * 4,
+    };
+    let rest = r.rest();
+    let reencoded = match parse_frame(rest, &limits) {
+        Ok(Frame::Message { id, event, payload }) => {
+            assert!(id.offset >= 1);
+            assert!(payload.len_bytes() <= limits.max_payload_bytes);
+            assert!(event.as_ref().is_none_or(|e| e.len() <= limits.max_event_bytes && !e.is_empty()));
+            let bytes = encode_message(id, event.as_deref(), &payload);
+            let cursor_len = usize::from(rest[1]);
+            if rest[2..2 + cursor_len] == *id.to_string().as_bytes() {
+                assert_eq!(bytes, rest, "canonical input re-encodes byte for byte");
+            }
+            Some(bytes)
+        }
+        Ok(Frame::Join { member, value }) => {
+            assert!(value.user.len() <= limits.max_user_bytes && value.info.len() <= limits.max_info_bytes);
+            Some(encode_join(&member, &value))
+        }
+        Ok(Frame::Leave { member }) => Some(encode_leave(&member)),
+        Err(_) => None,
+    };
+    if let Some(bytes) = reencoded {
+        assert_eq!(parse_frame(&bytes, &limits), parse_frame(rest, &limits));
+    }
+    // Frames built from the input round-trip under generous limits.
+    let mut r = Bytes::new(rest);
+    let id = Cursor {
+        epoch: Epoch(u64::from_be_bytes(std::array::from_fn(|_| r.u8()))),
+        offset: u64::from_be_bytes(std::array::from_fn(|_| r.u8())).max(1),
+    };
+    let conn = u64::from(r.u16());
+    let flags = r.u8();
+    let event_len = usize::from(r.u8() % 32);
+    let event: String = r.take(event_len).iter().map(|&b| char::from(b'!' + b % 94)).collect();
+    let body = r.rest();
+    let payload = match std::str::from_utf8(body) {
+        Ok(text) if flags & 1 == 0 => Payload::Text(Arc::from(text)),
+        _ => Payload::Binary(Arc::from(body)),
+    };
+    let generous = FrameLimits {
+        max_payload_bytes: body.len(),
+        max_event_bytes: 32,
+        max_user_bytes: body.len(),
+        max_info_bytes: body.len(),
+    };
+    let event = (!event.is_empty()).then_some(event);
+    let frame = encode_message(id, event.as_deref(), &payload);
+    assert_eq!(
+        parse_frame(&frame, &generous),
+        Ok(Frame::Message { id, event: event.as_deref().map(Arc::from), payload })
+    );
+    let member = PresenceMember { node: id.epoch.0, conn };
+    let user = String::from_utf8_lossy(&body[..body.len().min(usize::from(flags))]).into_owned();
+    let value = PresenceValue { user: Arc::from(user.as_str()), info: Arc::from(body) };
+    let generous = FrameLimits { max_user_bytes: user.len(), ..generous };
+    assert_eq!(parse_frame(&encode_join(&member, &value), &generous), Ok(Frame::Join { member, value }));
+    assert_eq!(parse_frame(&encode_leave(&member), &generous), Ok(Frame::Leave { member }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,6 +1312,8 @@ mod tests {
             cursor_parse(input);
             hub_ops(input);
             conn_server(input);
+            resp_decode(input);
+            redis_frame(input);
         }
     }
 

@@ -23,6 +23,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("conn_server", fuzzing::conn_server),
     ("composite_cursor", fuzzing::composite_cursor),
     ("v1_command", fuzzing::v1_command),
+    ("resp_decode", fuzzing::resp_decode),
+    ("redis_frame", fuzzing::redis_frame),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.

@@ -8,6 +8,7 @@ const PURE: &[&str] = &[
     "src/ws",
     "src/sse",
     "src/hub",
+    "src/redis",
     "src/transport",
     "src/conn.rs",
     "src/output.rs",
