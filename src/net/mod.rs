@@ -22,6 +22,7 @@
 
 mod event_loop;
 mod timers;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io;
