@@ -10,11 +10,12 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timers::{ConnId, Tick, Timers};
+use super::tls::{TlsAcceptor, TlsStream, TlsStreamError};
 use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
 use crate::http1::response::write_full;
@@ -23,6 +24,8 @@ use crate::metrics::Metrics;
 use crate::output::Cork;
 
 const LISTENER: Token = Token(usize::MAX);
+/// The TLS listener's token, when plain and TLS listeners are both served.
+const TLS_LISTENER: Token = Token(usize::MAX - 3);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// The token of the loop's `mio::Waker`, woken when other loops leave deliveries in its inbox
 /// or the server starts draining.
@@ -51,6 +54,29 @@ struct Slot {
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
     ip_entry: IpEntry,
+    /// The TLS session of a connection to the TLS listener (boxed: rustls' state is large,
+    /// and plain connections pay 8 bytes for it).
+    tls: Option<Box<TlsConn>>,
+}
+
+/// A TLS connection's session and what the loop tracks of its handshake.
+struct TlsConn {
+    stream: TlsStream,
+    /// Until the handshake completes: when it must be done by. The connection counts against
+    /// `max_tls_handshakes` while this is set.
+    handshake_deadline: Option<Instant>,
+    /// `close_notify` was queued (sent before shutting the write side).
+    close_notify_sent: bool,
+}
+
+/// A listening socket of the loop.
+struct Listener {
+    socket: TcpListener,
+    token: Token,
+    /// Set for the TLS listener: its connections speak TLS.
+    tls: Option<Arc<TlsAcceptor>>,
+    /// Readiness was reported and accepting has not yet seen `WouldBlock`.
+    pending: bool,
 }
 
 /// The channels one connection is subscribed to. Every session subscribes to one channel, so
@@ -130,7 +156,7 @@ pub struct EventLoop {
     env: Arc<ConnEnv>,
     sink: SinkId,
     poll: Poll,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     signals: Option<Signals>,
     slots: Slab<Slot>,
     next_generation: u32,
@@ -145,7 +171,8 @@ pub struct EventLoop {
     /// Connections with output from deliveries, oldest first, written a slice per turn.
     dirty: VecDeque<ConnId>,
     accept_paused_until: Option<Instant>,
-    accept_pending: bool,
+    /// TLS handshakes in progress on this loop (at most `max_tls_handshakes`).
+    tls_handshakes: usize,
     /// Accepting failed with EMFILE/ENFILE and has not succeeded since (warn once).
     out_of_descriptors: bool,
     next_expire: Instant,
@@ -154,13 +181,31 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Loop number `sink` serving `listener` (already non-blocking) with `poll`, whose waker
-    /// is in `shared.inboxes[sink]`. Loop 0 also takes the signals and sweeps the hub.
-    pub fn new(shared: Arc<Shared>, sink: SinkId, poll: Poll, listener: StdListener) -> io::Result<Self> {
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    /// Loop number `sink` serving `listeners` (already non-blocking; each marked true when it
+    /// speaks TLS with `shared.tls`) with `poll`, whose waker is in `shared.inboxes[sink]`.
+    /// Loop 0 also takes the signals and sweeps the hub.
+    pub fn new(
+        shared: Arc<Shared>,
+        sink: SinkId,
+        poll: Poll,
+        listeners: Vec<(StdListener, bool)>,
+    ) -> io::Result<Self> {
+        let listeners = listeners
+            .into_iter()
+            .map(|(socket, secure)| {
+                let mut socket = TcpListener::from_std(socket);
+                let token = if secure { TLS_LISTENER } else { LISTENER };
+                poll.registry().register(&mut socket, token, Interest::READABLE)?;
+                let tls = if secure {
+                    Some(shared.tls.clone().ok_or_else(|| io::Error::other("a TLS listener without TLS"))?)
+                } else {
+                    None
+                };
+                Ok(Listener { socket, token, tls, pending: false })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let signals = if sink.index() == 0 {
-            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
@@ -175,7 +220,7 @@ impl EventLoop {
             env,
             sink,
             poll,
-            listener,
+            listeners,
             signals,
             slots: Slab::new(),
             next_generation: 0,
@@ -186,7 +231,7 @@ impl EventLoop {
             fanout: Fanout::default(),
             dirty: VecDeque::new(),
             accept_paused_until: None,
-            accept_pending: false,
+            tls_handshakes: 0,
             out_of_descriptors: false,
             next_expire,
             drain_deadline: None,
@@ -208,9 +253,10 @@ impl EventLoop {
             if let Some(t) = self.accept_paused_until {
                 deadline = deadline.min(t);
             }
+            let accept_pending = self.listeners.iter().any(|l| l.pending);
             let busy = !self.revisit.is_empty()
                 || !self.dirty.is_empty()
-                || (self.accept_pending && self.accept_paused_until.is_none());
+                || (accept_pending && self.accept_paused_until.is_none());
             let timeout = if busy {
                 Some(std::time::Duration::ZERO)
             } else {
@@ -226,10 +272,25 @@ impl EventLoop {
             let revisit = std::mem::take(&mut self.revisit);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_pending = true,
+                    LISTENER | TLS_LISTENER => {
+                        for listener in self.listeners.iter_mut().filter(|l| l.token == event.token()) {
+                            listener.pending = true;
+                        }
+                    }
                     SIGNALS => {
-                        let signalled = self.signals.as_mut().is_some_and(|s| s.pending().next().is_some());
-                        if signalled && !self.shared.draining.swap(true, Ordering::SeqCst) {
+                        let (mut stop, mut reload) = (false, false);
+                        for signal in
+                            self.signals.as_mut().map(|s| s.pending().collect::<Vec<_>>()).unwrap_or_default()
+                        {
+                            match signal {
+                                SIGHUP => reload = true,
+                                _ => stop = true,
+                            }
+                        }
+                        if reload {
+                            self.reload_tls();
+                        }
+                        if stop && !self.shared.draining.swap(true, Ordering::SeqCst) {
                             // Every other loop learns of the drain through its waker.
                             for inbox in &self.shared.inboxes {
                                 let _ = inbox.waker.wake();
@@ -267,8 +328,10 @@ impl EventLoop {
     fn begin_drain(&mut self, now: Instant) {
         let period = self.shared.config.net.drain_period;
         info!("draining {} connections over {period:?}", self.slots.len());
-        let _ = self.poll.registry().deregister(&mut self.listener);
-        self.accept_pending = false;
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+            listener.pending = false;
+        }
         self.drain_deadline = Some(now + period + std::time::Duration::from_secs(1));
         let ids: Vec<ConnId> = self.slots.iter().map(|(key, s)| ConnId::new(key, s.generation)).collect();
         let count = ids.len().max(1) as u32;
@@ -277,6 +340,25 @@ impl EventLoop {
                 slot.conn.begin_drain(now + period * i as u32 / count);
             }
             self.reschedule(id);
+        }
+    }
+
+    /// On SIGHUP: loads the TLS certificate and key again (new handshakes use them; open
+    /// connections keep theirs). A pair that fails to load leaves the current one in place.
+    fn reload_tls(&mut self) {
+        let Some(tls) = &self.shared.tls else {
+            info!("SIGHUP: no TLS certificate to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                Metrics::inc(&self.shared.metrics.tls.reloads);
+                info!("SIGHUP: reloaded the TLS certificate from {}", tls.files().cert_pem.display());
+            }
+            Err(e) => {
+                Metrics::inc(&self.shared.metrics.tls.reload_failures);
+                warn!("SIGHUP: TLS reload failed, keeping the current certificate: {e}");
+            }
         }
     }
 
@@ -290,18 +372,26 @@ impl EventLoop {
             }
             self.accept_paused_until = None;
         }
-        if !self.accept_pending {
-            return;
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].pending && !self.accept_from(i, now) {
+                return;
+            }
         }
+    }
+
+    /// Accepts from listener `i` until `WouldBlock` or the per-turn budget; false when accepting
+    /// paused (out of descriptors).
+    fn accept_from(&mut self, i: usize, now: Instant) -> bool {
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.listener.accept() {
+            match self.listeners[i].socket.accept() {
                 Ok((stream, peer)) => {
                     self.out_of_descriptors = false;
-                    self.admit(stream, peer, now)
+                    let tls = self.listeners[i].tls.clone();
+                    self.admit(stream, peer, tls.as_deref(), now)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
-                    return;
+                    self.listeners[i].pending = false;
+                    return true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
@@ -312,7 +402,7 @@ impl EventLoop {
                         self.out_of_descriptors = true;
                     }
                     self.accept_paused_until = Some(now + self.shared.config.net.accept_pause);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     // ECONNABORTED and friends concern one connection only.
@@ -321,9 +411,37 @@ impl EventLoop {
             }
         }
         // Budget used up: more may be waiting, so come back next turn.
+        true
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        peer: std::net::SocketAddr,
+        tls: Option<&TlsAcceptor>,
+        now: Instant,
+    ) {
+        let tls = match tls {
+            None => None,
+            // A flood of handshakes is refused here, before any TLS state exists, so it costs
+            // established connections nothing but the accepts.
+            Some(_) if self.tls_handshakes >= self.shared.config.net.max_tls_handshakes => {
+                Metrics::inc(&self.shared.metrics.tls.handshakes_refused);
+                debug!("{peer}: refused, {} TLS handshakes in progress", self.tls_handshakes);
+                return;
+            }
+            Some(acceptor) => match acceptor.accept() {
+                Ok(session) => Some(Box::new(TlsConn {
+                    stream: session,
+                    handshake_deadline: Some(now + self.shared.config.net.tls_handshake_timeout),
+                    close_notify_sent: false,
+                })),
+                Err(e) => {
+                    warn!("{peer}: TLS session: {e}");
+                    return;
+                }
+            },
+        };
         // Both limits are global (shared by every loop); counting first and undoing on refusal
         // keeps them exact when several loops accept at once.
         let limits = &self.shared.config.net;
@@ -331,6 +449,11 @@ impl EventLoop {
         let ip_entry = if open <= limits.max_connections { self.shared.admit_ip(peer.ip()) } else { None };
         let Some(ip_entry) = ip_entry else {
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&self.shared.metrics.connections_refused);
+            debug!("{peer}: refused, connection limit reached");
+            if tls.is_some() {
+                return; // A plain 503 means nothing to a TLS client: just close.
+            }
             // Best effort: one non-blocking write of a 503, then close.
             let mut bytes = Vec::new();
             write_full(
@@ -342,8 +465,6 @@ impl EventLoop {
                 true,
             );
             let _ = stream.write(&bytes);
-            Metrics::inc(&self.shared.metrics.connections_refused);
-            debug!("{peer}: refused, connection limit reached");
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -372,7 +493,12 @@ impl EventLoop {
             subscriptions: Subscriptions::default(),
             dirty: false,
             ip_entry,
+            tls,
         });
+        if self.slots[key].tls.is_some() {
+            self.tls_handshakes += 1;
+            self.shared.metrics.tls.handshakes_in_progress.fetch_add(1, Ordering::Relaxed);
+        }
         Metrics::inc(&self.shared.metrics.connections_accepted);
         debug!("{peer}: accepted as {key}");
         self.reschedule(ConnId::new(key, generation));
@@ -394,7 +520,24 @@ impl EventLoop {
                     slot.read_pending = true;
                     break;
                 }
-                match slot.stream.read(&mut self.scratch) {
+                let read = match &mut slot.tls {
+                    None => slot.stream.read(&mut self.scratch),
+                    Some(tls) => {
+                        let read = tls.stream.read(&mut slot.stream, &mut self.scratch);
+                        if tls.handshake_deadline.is_some() && tls.stream.take_handshake_finished() {
+                            tls.handshake_deadline = None;
+                            self.tls_handshakes -= 1;
+                            let metrics = &self.shared.metrics.tls;
+                            metrics.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
+                            Metrics::inc(&metrics.handshakes_completed);
+                            if tls.stream.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                                Metrics::inc(&metrics.handshakes_resumed);
+                            }
+                        }
+                        read
+                    }
+                };
+                match read {
                     Ok(0) => {
                         slot.conn.handle_eof(now);
                         break;
@@ -408,6 +551,13 @@ impl EventLoop {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
+                        match TlsStreamError::of(&e) {
+                            Some(TlsStreamError::PlainHttp) => {
+                                Metrics::inc(&self.shared.metrics.tls.plain_http_refused)
+                            }
+                            Some(_) => Metrics::inc(&self.shared.metrics.tls.handshake_failures),
+                            None => {}
+                        }
                         debug!("read: {e}");
                         return self.remove(id.key());
                     }
@@ -434,7 +584,8 @@ impl EventLoop {
         if slot.conn.is_closed() {
             return self.remove(id.key());
         }
-        let want = if slot.conn.pending_output().is_empty() {
+        let tls_wants_write = slot.tls.as_ref().is_some_and(|t| t.stream.wants_write());
+        let want = if slot.conn.pending_output().is_empty() && !tls_wants_write {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
@@ -514,7 +665,11 @@ impl EventLoop {
         while !slot.conn.pending_output().is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
             let count = slot.conn.pending_output().io_slices(&mut slices);
-            match slot.stream.write_vectored(&slices[..count]) {
+            let written = match &mut slot.tls {
+                None => slot.stream.write_vectored(&slices[..count]),
+                Some(tls) => tls.stream.write_vectored(&mut slot.stream, &slices[..count]),
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -522,6 +677,19 @@ impl EventLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(tls) = &mut slot.tls {
+            if slot.conn.wants_write_shutdown() && !tls.close_notify_sent {
+                // RFC 8446 §6.1: close_notify before the write side is closed.
+                tls.close_notify_sent = true;
+                tls.stream.send_close_notify();
+            }
+            match tls.stream.flush_tls(&mut slot.stream) {
+                Ok(()) => {}
+                // The rest goes when the socket is writable; the shutdown waits for it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
@@ -536,7 +704,12 @@ impl EventLoop {
         let Some(slot) = self.slots.get_mut(id.key()) else {
             return;
         };
-        if let Some(at) = slot.conn.poll_timeout() {
+        let handshake = slot.tls.as_ref().and_then(|t| t.handshake_deadline);
+        let next = match (slot.conn.poll_timeout(), handshake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = next {
             let at = self.timers.tick(at);
             if slot.scheduled.is_none_or(|s| at < s) {
                 slot.scheduled = Some(at);
@@ -554,6 +727,12 @@ impl EventLoop {
                 continue; // Superseded by an earlier entry that already fired.
             }
             slot.scheduled = None;
+            if slot.tls.as_ref().and_then(|t| t.handshake_deadline).is_some_and(|d| d <= now) {
+                Metrics::inc(&self.shared.metrics.tls.handshake_timeouts);
+                debug!("closing {}: TLS handshake timeout", id.key());
+                self.remove(id.key());
+                continue;
+            }
             slot.conn.handle_timeout(now);
             self.service(id, false, now);
         }
@@ -564,6 +743,10 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.shared.release_ip(slot.ip_entry);
+        if slot.tls.as_ref().is_some_and(|t| t.handshake_deadline.is_some()) {
+            self.tls_handshakes -= 1;
+            self.shared.metrics.tls.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
+        }
         if !slot.subscriptions.is_empty() {
             let id = ConnId::new(key, slot.generation);
             let now = Instant::now();
@@ -635,12 +818,14 @@ mod tests {
     }
 
     /// Issue #7 (idle connection memory): the slab holds one `Slot` per connection. The socket
-    /// is left out (mio's `TcpStream` is larger in debug builds).
+    /// is left out (mio's `TcpStream` is larger in debug builds). Issue #15: the TLS session
+    /// is one pointer (8 bytes, `None` on plain connections).
     #[test]
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
         let slot = size_of::<Slot>() - size_of::<TcpStream>();
-        assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
+        assert!(slot <= 192, "Slot is {slot} bytes besides its socket");
+        assert_eq!(size_of::<Option<Box<TlsConn>>>(), 8);
         assert_eq!(size_of::<Subscriptions>(), 16);
         assert_eq!(size_of::<ConnId>(), 8);
     }
