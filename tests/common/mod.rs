@@ -73,8 +73,14 @@ impl Server {
                 return Err(format!("unexpected line: {line:?}"));
             }
         }
-        let addr = plain.or(tls).ok_or("no address")?;
-        Ok((Server { child, addr }, tls))
+        match plain.or(tls) {
+            Some(addr) => Ok((Server { child, addr }, tls)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("no address in the listening lines".into())
+            }
+        }
     }
 
     /// A new connection with read and write deadlines.
