@@ -57,6 +57,7 @@ pub mod hub;
 pub mod metrics;
 pub mod net;
 pub mod output;
+pub mod protocol;
 pub mod redis;
 pub mod sse;
 pub mod transport;

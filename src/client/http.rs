@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
 use crate::http1::head::{parse_response_head, HeadScanner, Headers, ResponseHead};
 
+use super::socket::io_error;
 use super::tls::{self, Stream, TlsOptions};
-use super::ws::io_error;
 use super::{Error, Url};
 
 /// Bytes asked of the socket per read.

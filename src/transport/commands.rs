@@ -33,8 +33,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::envelope::write_json_string;
 use crate::hub::{ChannelName, Cursor, Payload};
+use crate::protocol::envelope::write_json_string;
 
 /// Longest `req` echoed back, in bytes of its JSON text.
 pub const MAX_REQ_BYTES: usize = 64;

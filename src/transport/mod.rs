@@ -22,9 +22,9 @@
 
 pub mod access;
 pub mod commands;
-pub mod envelope;
 pub mod feed;
 pub mod http_stream;
+pub mod limits;
 pub mod long_poll;
 pub mod pages;
 pub mod policy;
@@ -43,6 +43,9 @@ use crate::http1::head::{Headers, RequestHead};
 use crate::http1::target::Target;
 use crate::hub::{ChannelName, Command, Cursor, Since};
 use crate::output::Output;
+use crate::protocol::Transport;
+
+pub use limits::Limits;
 
 /// Why a connection ends, for logs (one byte in every connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,64 +171,6 @@ pub fn with_cors<'f>(fields: &[(&'f str, &'f str)], origin: Option<&'f str>) -> 
         all.push(("Vary", "Origin"));
     }
     all
-}
-
-/// Limits and options of the transports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Most messages in one poll response; a client with more to catch up polls again from the
-    /// returned `next`. Default 100.
-    pub max_batch_messages: usize,
-    /// Longest event name given with `?event=`, in bytes; longer gets 400. Default 64.
-    pub max_event_name_bytes: usize,
-    /// Most unwritten bytes queued for one connection. A streaming subscriber past it is a
-    /// slow consumer and is closed; a request/response connection past it stops being read
-    /// until its peer reads. Default 1 MiB.
-    pub max_send_buffer_bytes: usize,
-    /// Interval of the heartbeat on SSE (a comment line) and stream (a heartbeat line)
-    /// responses, so idle proxies and clients see the connection alive. Default 15 s.
-    pub keepalive_interval: Duration,
-    /// The `retry:` reconnection hint sent first on every SSE response. Default 2 s.
-    pub sse_retry: Duration,
-    /// Longest `?wait=` a long poll may park for; longer waits are capped. Default 30 s, below
-    /// the 60 s idle timeout common in load balancers.
-    pub longpoll_max_wait: Duration,
-    /// Transports refused with 403, e.g. to make clients fall back, or where a proxy cannot
-    /// carry them. Default none.
-    pub disabled: Vec<Mode>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_batch_messages: 100,
-            max_event_name_bytes: 64,
-            max_send_buffer_bytes: 1024 * 1024,
-            keepalive_interval: Duration::from_secs(15),
-            sse_retry: Duration::from_secs(2),
-            longpoll_max_wait: Duration::from_secs(30),
-            disabled: Vec::new(),
-        }
-    }
-}
-
-impl Limits {
-    /// Checks the limits once at startup.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_batch_messages == 0 {
-            return Err("max batch messages must be at least 1".into());
-        }
-        if self.max_send_buffer_bytes < 4096 {
-            return Err("max send buffer bytes must be at least 4096".into());
-        }
-        if self.keepalive_interval.is_zero() || self.longpoll_max_wait.is_zero() {
-            return Err("keepalive interval and long-poll max wait must be positive".into());
-        }
-        if self.max_event_name_bytes == 0 {
-            return Err("max event name bytes must be at least 1".into());
-        }
-        Ok(())
-    }
 }
 
 /// What a request asks for, once its head is routed.
@@ -424,8 +369,7 @@ impl Session {
     }
 
     /// The transport, for logs and metrics.
-    pub fn transport(&self) -> crate::metrics::Transport {
-        use crate::metrics::Transport;
+    pub fn transport(&self) -> Transport {
         match self {
             Session::LongPoll(_) => Transport::LongPoll,
             Session::Sse(_) => Transport::Sse,
@@ -433,21 +377,6 @@ impl Session {
             Session::WebSocket(_) => Transport::WebSocket,
         }
     }
-}
-
-/// The transports a `GET /channels/{name}` can select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// WebSocket (RFC 6455).
-    WebSocket,
-    /// Server-Sent Events.
-    Sse,
-    /// Chunked NDJSON stream.
-    Stream,
-    /// Long poll.
-    LongPoll,
-    /// Short poll.
-    Poll,
 }
 
 /// A request refused at routing, with its status and a short explanation for the body.
@@ -522,20 +451,6 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
     }
 }
 
-impl Mode {
-    /// The mode named as in `?mode=` (`ws`, `sse`, `stream`, `longpoll`, `poll`).
-    pub fn parse(name: &str) -> Option<Mode> {
-        match name {
-            "ws" => Some(Mode::WebSocket),
-            "sse" => Some(Mode::Sse),
-            "stream" => Some(Mode::Stream),
-            "longpoll" => Some(Mode::LongPoll),
-            "poll" => Some(Mode::Poll),
-            _ => None,
-        }
-    }
-}
-
 /// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
 fn subscribe_route(
     head: &RequestHead,
@@ -546,24 +461,24 @@ fn subscribe_route(
     let limits = &config.transport;
     let mode = match target.param("mode") {
         Some(Ok(m)) => {
-            Mode::parse(&m).ok_or(Refusal::new(400, "mode must be ws, sse, stream, longpoll or poll"))?
+            Transport::parse(&m).ok_or(Refusal::new(400, "mode must be ws, sse, stream, longpoll or poll"))?
         }
         Some(Err(_)) => return Err(Refusal::new(400, "bad percent-encoding in query")),
-        None if head.has_token("upgrade", "websocket") => Mode::WebSocket,
-        None if accepts(head, "text/event-stream") => Mode::Sse,
-        None if accepts(head, "application/x-ndjson") => Mode::Stream,
-        None if target.param("wait").is_some() => Mode::LongPoll,
-        None => Mode::Poll,
+        None if head.has_token("upgrade", "websocket") => Transport::WebSocket,
+        None if accepts(head, "text/event-stream") => Transport::Sse,
+        None if accepts(head, "application/x-ndjson") => Transport::Stream,
+        None if target.param("wait").is_some() => Transport::LongPoll,
+        None => Transport::Poll,
     };
     // HEAD cannot stream or park: it gets the short poll's fields.
-    let mode = if head.method == "HEAD" { Mode::Poll } else { mode };
+    let mode = if head.method == "HEAD" { Transport::Poll } else { mode };
     if limits.disabled.contains(&mode) {
         return Err(Refusal::new(403, "this transport is disabled on this server"));
     }
     let since = since_param(target)?;
     match mode {
-        Mode::Poll => Ok(Route::ShortPoll { channel, since }),
-        Mode::LongPoll => {
+        Transport::Poll => Ok(Route::ShortPoll { channel, since }),
+        Transport::LongPoll => {
             let wait = match target.param("wait") {
                 None => limits.longpoll_max_wait,
                 Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::new(400, "wait must be a number of seconds"))?,
@@ -571,11 +486,11 @@ fn subscribe_route(
             };
             Ok(Route::LongPoll { channel, since, wait: wait.min(limits.longpoll_max_wait) })
         }
-        Mode::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
+        Transport::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
-        Mode::Stream if head.minor_version == 0 => Err(Refusal::new(400, "streaming needs HTTP/1.1")),
-        Mode::Stream => Ok(Route::Stream { channel, since }),
-        Mode::WebSocket => websocket_route(head, target, Some((channel, since)), config),
+        Transport::Stream if head.minor_version == 0 => Err(Refusal::new(400, "streaming needs HTTP/1.1")),
+        Transport::Stream => Ok(Route::Stream { channel, since }),
+        Transport::WebSocket => websocket_route(head, target, Some((channel, since)), config),
     }
 }
 
@@ -738,7 +653,7 @@ mod tests {
     #[test]
     fn disabled_transports_are_refused_with_403() {
         let mut config = Config::default();
-        config.transport.disabled = vec![Mode::Sse];
+        config.transport.disabled = vec![Transport::Sse];
         let r = route(&head("GET", "/channels/a?mode=sse"), &config).unwrap_err();
         assert_eq!(r.status, 403);
         assert!(route(&head("GET", "/channels/a?mode=stream"), &config).is_ok());

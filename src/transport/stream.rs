@@ -29,10 +29,10 @@ use crate::http1::chunked::{encode_chunk, LAST_CHUNK};
 use crate::http1::response::{write_head, Framing};
 use crate::hub::{Cursor, Encoding, Message};
 
-use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::Wire;
 use super::http_stream::{HttpStream, StreamFormat};
 use super::Ctx;
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 
 /// One message as a chunk holding its envelope line, encoded once and shared.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
