@@ -1,8 +1,8 @@
 //! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpListener as StdListener};
+use std::io::{self, IoSlice, Write};
+use std::net::TcpListener as StdListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::stream::{self, ConnStream};
 use super::timers::{ConnId, Tick, Timers};
 use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
@@ -35,7 +36,7 @@ const MAX_IO_SLICES: usize = 64;
 /// One accepted connection and what the loop knows about its socket.
 struct Slot {
     conn: Conn,
-    stream: TcpStream,
+    stream: ConnStream,
     generation: u32,
     /// Interest currently registered with the poll.
     interest: Interest,
@@ -363,7 +364,7 @@ impl EventLoop {
         }
         entry.insert(Slot {
             conn: Conn::with_env(self.env.clone(), now),
-            stream,
+            stream: ConnStream::Plain(stream),
             generation,
             interest: Interest::READABLE,
             scheduled: None,
@@ -378,80 +379,50 @@ impl EventLoop {
         self.reschedule(ConnId::new(key, generation));
     }
 
-    /// Reads (if readable), applies commands, writes, and updates the connection's
-    /// registration and deadline.
+    /// One connection's turn, as named steps: read into the connection, pump its commands
+    /// and write from it, then register the interest it now has and reschedule it.
     fn service(&mut self, id: ConnId, readable: bool, now: Instant) {
-        let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) else {
+        let Some(slot) = live(&mut self.slots, id) else {
             return; // A stale token of a closed connection.
         };
-        if readable || slot.read_pending {
-            slot.read_pending = false;
-            // Answers go into the loop's spare buffers, not freshly allocated ones.
-            slot.conn.lend_output(&mut self.cork);
-            let mut budget = self.shared.config.net.read_budget_bytes;
-            while slot.conn.wants_read() {
-                if budget == 0 {
-                    slot.read_pending = true;
-                    break;
-                }
-                match slot.stream.read(&mut self.scratch) {
-                    Ok(0) => {
-                        slot.conn.handle_eof(now);
-                        break;
-                    }
-                    Ok(n) => {
-                        budget = budget.saturating_sub(n);
-                        self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        slot.conn.handle_input(&mut self.scratch[..n], now);
-                        apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        debug!("read: {e}");
-                        return self.remove(id.key());
-                    }
-                }
-            }
-            if !slot.conn.wants_read() && !slot.conn.is_closed() {
-                // Backpressure: come back once output drains.
-                slot.read_pending = true;
-            }
-        }
-        // Flushing can let a session queue more (a catching-up feed reads its next page).
-        loop {
-            apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-            if let Err(e) = Self::flush(slot, &self.shared.metrics, now) {
-                debug!("write: {e}");
-                return self.remove(id.key());
-            }
-            if !slot.conn.has_commands() {
-                break;
-            }
-        }
+        let mut pump = Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout };
+        let turn = read_into_conn(slot, id, readable, &mut self.scratch, &mut self.cork, &mut pump, now)
+            .and_then(|()| pump_and_write(slot, id, &mut pump, now));
         // Written out: the buffers go back to the loop (an idle connection holds none).
         slot.conn.reclaim_output(&mut self.cork);
-        if slot.conn.is_closed() {
+        if turn.is_err() || slot.conn.is_closed() {
             return self.remove(id.key());
         }
-        let want = if slot.conn.pending_output().is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
+        if self.update_interest(id).is_err() {
+            return self.remove(id.key());
+        }
+        self.come_back(id);
+    }
+
+    /// Comes back this turn when reading stopped early with the connection still wanting to
+    /// read (readiness will not be reported again), and at its next deadline.
+    fn come_back(&mut self, id: ConnId) {
+        let slot = &self.slots[id.key()];
+        if slot.read_pending && slot.conn.wants_read() {
+            self.revisit.push(id);
+        }
+        self.reschedule(id);
+    }
+
+    /// Registers for what the connection and its stream now wait for ([`stream::interest`]).
+    fn update_interest(&mut self, id: ConnId) -> Result<(), Gone> {
+        let slot = &mut self.slots[id.key()];
+        let want = stream::interest(!slot.conn.pending_output().is_empty(), &slot.stream);
         if want != slot.interest {
             if let Err(e) =
                 self.poll.registry().reregister(&mut slot.stream, token(id.key(), id.generation), want)
             {
                 debug!("reregister: {e}");
-                return self.remove(id.key());
+                return Err(Gone);
             }
             slot.interest = want;
         }
-        if slot.read_pending && slot.conn.wants_read() {
-            self.revisit.push(id);
-        }
-        self.reschedule(id);
+        Ok(())
     }
 
     /// Hands each delivery of this turn to the connections subscribed to its channel, then
@@ -482,10 +453,11 @@ impl EventLoop {
                     if pending.len_bytes() > self.shared.config.transport.max_send_buffer_bytes / 2
                         || pending.segment_count() >= MAX_IO_SLICES
                     {
-                        let _ = Self::flush(slot, &self.shared.metrics, now);
+                        let _ = write_from_conn(slot, &self.shared.metrics, now);
                     }
                     slot.conn.handle_delivery(&msg, now);
-                    apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
+                    Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
+                        .commands(id, slot, now);
                     if !slot.dirty {
                         slot.dirty = true;
                         self.dirty.push_back(id);
@@ -508,30 +480,7 @@ impl EventLoop {
         }
     }
 
-    /// Writes as much output as the socket takes; shuts the write side once a closing
-    /// connection's output is flushed.
-    fn flush(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Result<()> {
-        while !slot.conn.pending_output().is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let count = slot.conn.pending_output().io_slices(&mut slices);
-            match slot.stream.write_vectored(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                    slot.conn.consume_output(n, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if slot.conn.wants_write_shutdown() && !slot.write_shut {
-            slot.write_shut = true;
-            let _ = slot.stream.shutdown(Shutdown::Write);
-        }
-        Ok(())
-    }
-
+    /// Schedules the connection's next deadline (unless an earlier one is already scheduled).
     fn reschedule(&mut self, id: ConnId) {
         let Some(slot) = self.slots.get_mut(id.key()) else {
             return;
@@ -588,40 +537,144 @@ impl Fanout {
     }
 }
 
-/// Applies a connection's queued hub commands: replies go back to it, subscriptions are
-/// recorded for fan-out, and new messages are queued for delivery on every loop that has
-/// subscribers for them.
-fn apply_commands(
-    shared: &Shared,
-    sink: SinkId,
-    id: ConnId,
+/// A step found that the connection cannot go on (an I/O error, logged where found).
+struct Gone;
+
+/// The slot `id` names, unless it is gone (its slot now holds another connection).
+fn live(slots: &mut Slab<Slot>, id: ConnId) -> Option<&mut Slot> {
+    slots.get_mut(id.key()).filter(|s| s.generation == id.generation)
+}
+
+/// Reads what the socket has into the connection (when it is readable or reading was left
+/// pending), within the per-turn read budget, pumping its commands after each read. Reading
+/// stops early when the budget is spent or the connection wants no more input (backpressure);
+/// `read_pending` then brings the loop back.
+fn read_into_conn(
     slot: &mut Slot,
-    fanout: &mut Fanout,
+    id: ConnId,
+    readable: bool,
+    scratch: &mut [u8],
+    cork: &mut Cork,
+    pump: &mut Pump<'_>,
     now: Instant,
-) {
-    while let Some(command) = slot.conn.poll_command() {
-        let mut hub = shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-        let applied = command.apply(&mut hub, sink, now);
-        if let Some(published) = applied.published {
-            Metrics::inc(&shared.metrics.messages_published);
-            // Still under the hub's lock: offsets reach every loop's inbox (this loop's too) in
-            // the order the hub assigned them, so each loop sees a channel in order.
-            for target in published.sinks.iter() {
-                shared.inboxes[target.index() as usize].push(published.message.clone(), target != sink);
+) -> Result<(), Gone> {
+    if !readable && !slot.read_pending {
+        return Ok(());
+    }
+    slot.read_pending = false;
+    // Answers go into the loop's spare buffers, not freshly allocated ones.
+    slot.conn.lend_output(cork);
+    let mut budget = pump.shared.config.net.read_budget_bytes;
+    while slot.conn.wants_read() {
+        if budget == 0 {
+            slot.read_pending = true;
+            break;
+        }
+        match slot.stream.read(scratch) {
+            Ok(0) => {
+                slot.conn.handle_eof(now);
+                break;
+            }
+            Ok(n) => {
+                budget = budget.saturating_sub(n);
+                pump.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                slot.conn.handle_input(&mut scratch[..n], now);
+                pump.commands(id, slot, now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!("read: {e}");
+                return Err(Gone);
             }
         }
-        drop(hub);
-        if let Some(channel) = applied.subscribed {
-            fanout.subscribers.entry(channel.clone()).or_default().push(id);
-            slot.subscriptions.push(channel, id, &mut fanout.overflow);
+    }
+    if !slot.conn.wants_read() && !slot.conn.is_closed() {
+        // Backpressure: come back once output drains.
+        slot.read_pending = true;
+    }
+    Ok(())
+}
+
+/// Pumps the connection's commands and writes its output, again while writing lets it queue
+/// more commands (a catching-up feed reads its next page as its output drains).
+fn pump_and_write(slot: &mut Slot, id: ConnId, pump: &mut Pump<'_>, now: Instant) -> Result<(), Gone> {
+    loop {
+        pump.commands(id, slot, now);
+        if let Err(e) = write_from_conn(slot, &pump.shared.metrics, now) {
+            debug!("write: {e}");
+            return Err(Gone);
         }
-        if let Some(channel) = applied.unsubscribed {
-            if slot.subscriptions.remove(&channel, id, &mut fanout.overflow) {
-                fanout.forget(&channel, id);
+        if !slot.conn.has_commands() {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes as much of the connection's output as the stream takes; shuts the write side once a
+/// closing connection's output is written.
+fn write_from_conn(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Result<()> {
+    slot.stream.flush_records()?;
+    while !slot.conn.pending_output().is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+        let count = slot.conn.pending_output().io_slices(&mut slices);
+        match slot.stream.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                slot.conn.consume_output(n, now);
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        if let Some(reply) = applied.reply {
-            slot.conn.handle_reply(reply, now);
+    }
+    slot.stream.flush_records()?;
+    if slot.conn.wants_write_shutdown() && !slot.write_shut {
+        slot.write_shut = true;
+        slot.stream.shutdown_write();
+    }
+    Ok(())
+}
+
+/// What pumping a connection's commands needs besides the connection: the shared hub, this
+/// loop's number and its fan-out table.
+struct Pump<'a> {
+    shared: &'a Shared,
+    sink: SinkId,
+    fanout: &'a mut Fanout,
+}
+
+impl Pump<'_> {
+    /// Applies a connection's queued hub commands: replies go back to it, subscriptions are
+    /// recorded for fan-out, and new messages are queued for delivery on every loop that has
+    /// subscribers for them.
+    fn commands(&mut self, id: ConnId, slot: &mut Slot, now: Instant) {
+        let (shared, sink, fanout) = (self.shared, self.sink, &mut *self.fanout);
+        while let Some(command) = slot.conn.poll_command() {
+            let mut hub = shared.hub.lock().unwrap_or_else(|e| e.into_inner());
+            let applied = command.apply(&mut hub, sink, now);
+            if let Some(published) = applied.published {
+                Metrics::inc(&shared.metrics.messages_published);
+                // Still under the hub's lock: offsets reach every loop's inbox (this loop's
+                // too) in the order the hub assigned them, so each loop sees a channel in order.
+                for target in published.sinks.iter() {
+                    shared.inboxes[target.index() as usize].push(published.message.clone(), target != sink);
+                }
+            }
+            drop(hub);
+            if let Some(channel) = applied.subscribed {
+                fanout.subscribers.entry(channel.clone()).or_default().push(id);
+                slot.subscriptions.push(channel, id, &mut fanout.overflow);
+            }
+            if let Some(channel) = applied.unsubscribed {
+                if slot.subscriptions.remove(&channel, id, &mut fanout.overflow) {
+                    fanout.forget(&channel, id);
+                }
+            }
+            if let Some(reply) = applied.reply {
+                slot.conn.handle_reply(reply, now);
+            }
         }
     }
 }
@@ -639,7 +692,7 @@ mod tests {
     #[test]
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
-        let slot = size_of::<Slot>() - size_of::<TcpStream>();
+        let slot = size_of::<Slot>() - size_of::<ConnStream>();
         assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
         assert_eq!(size_of::<Subscriptions>(), 16);
         assert_eq!(size_of::<ConnId>(), 8);
