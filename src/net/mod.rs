@@ -21,6 +21,7 @@
 //! turn; the bound on what a slow loop can queue is the publish rate).
 
 mod event_loop;
+pub mod redis_broker;
 mod timers;
 
 use std::collections::HashMap;
