@@ -23,6 +23,7 @@
 mod event_loop;
 pub mod redis_broker;
 mod timers;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io;
