@@ -22,6 +22,7 @@
 
 mod event_loop;
 pub mod limits;
+pub mod redis_broker;
 pub mod stream;
 mod timers;
 pub mod tls;
