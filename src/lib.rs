@@ -50,6 +50,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http1;

@@ -14,6 +14,7 @@ const PURE: &[&str] = &[
     "src/redis",
     "src/transport",
     "src/conn.rs",
+    "src/fanout.rs",
     "src/output.rs",
     "src/protocol",
     "src/metrics.rs",

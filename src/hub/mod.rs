@@ -63,6 +63,7 @@
 //! within a channel an instant earlier than one already seen counts as the latest one seen:
 //! publish times never decrease along a history.
 
+pub mod backend;
 pub mod channel_name;
 pub mod command;
 pub mod composite;

@@ -1,6 +1,6 @@
 //! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::Ordering;
@@ -18,10 +18,12 @@ use super::stream::{self, ConnStream};
 use super::timers::{ConnId, Tick, Timers};
 use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
+use crate::fanout::{self, Fanout, Subscriptions};
 use crate::http1::response::write_full;
-use crate::hub::{ChannelName, SinkId};
+use crate::hub::backend::{ConnAddr, LoopEvent};
+use crate::hub::{Command, Reply, SinkId};
 use crate::metrics::Metrics;
-use crate::output::Cork;
+use crate::output::{Cork, MAX_IO_SLICES};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -30,8 +32,6 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Most connections accepted in one turn, so a connection flood cannot starve the others.
 const ACCEPTS_PER_TURN: usize = 128;
-/// Most buffers handed to one `write_vectored` call.
-const MAX_IO_SLICES: usize = 64;
 
 /// One accepted connection and what the loop knows about its socket.
 struct Slot {
@@ -52,68 +52,6 @@ struct Slot {
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
     ip_entry: IpEntry,
-}
-
-/// The channels one connection is subscribed to. Every session subscribes to one channel, so
-/// that one is held inline (no allocation per idle subscriber, 16 bytes in the slot); further
-/// ones, which only a connection between two requests' subscriptions can hold, are kept by the
-/// loop in [`Overflow`], keyed by connection. There are overflow entries only while the inline
-/// one is set.
-#[derive(Debug, Default)]
-struct Subscriptions(Option<ChannelName>);
-
-/// The loop's subscriptions beyond each connection's first.
-type Overflow = HashMap<ConnId, Vec<ChannelName>>;
-
-impl Subscriptions {
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn push(&mut self, channel: ChannelName, id: ConnId, overflow: &mut Overflow) {
-        match &self.0 {
-            None => self.0 = Some(channel),
-            Some(_) => overflow.entry(id).or_default().push(channel),
-        }
-    }
-
-    /// Forgets one subscription to `channel`; false when there was none.
-    fn remove(&mut self, channel: &ChannelName, id: ConnId, overflow: &mut Overflow) -> bool {
-        let Some(first) = &self.0 else { return false };
-        if first == channel {
-            // The next one, if any, moves inline.
-            self.0 = None;
-            if let Some(more) = overflow.get_mut(&id) {
-                self.0 = more.pop();
-                if more.is_empty() {
-                    overflow.remove(&id);
-                }
-            }
-            return true;
-        }
-        let Some(more) = overflow.get_mut(&id) else { return false };
-        let Some(i) = more.iter().position(|c| c == channel) else { return false };
-        more.swap_remove(i);
-        if more.is_empty() {
-            overflow.remove(&id);
-        }
-        true
-    }
-
-    /// Takes every subscription out, leaving none.
-    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<ChannelName> {
-        let mut all = overflow.remove(&id).unwrap_or_default();
-        all.extend(self.0.take());
-        all
-    }
-}
-
-/// Which connections of this loop are subscribed to which channel.
-#[derive(Default)]
-struct Fanout {
-    subscribers: HashMap<ChannelName, Vec<ConnId>>,
-    /// Subscriptions beyond a connection's first (see [`Subscriptions`]).
-    overflow: Overflow,
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -232,12 +170,12 @@ impl EventLoop {
                         let signalled = self.signals.as_mut().is_some_and(|s| s.pending().next().is_some());
                         if signalled && !self.shared.draining.swap(true, Ordering::SeqCst) {
                             // Every other loop learns of the drain through its waker.
-                            for inbox in &self.shared.inboxes {
+                            for inbox in self.shared.inboxes.iter() {
                                 let _ = inbox.waker.wake();
                             }
                         }
                     }
-                    // Woken for deliveries (taken from the inbox in `fan_out`) or the drain.
+                    // Woken for the inbox (drained in `fan_out`) or the drain.
                     WAKER => {}
                     token => self.service(conn_id(token), event.is_readable() || event.is_read_closed(), now),
                 }
@@ -255,7 +193,7 @@ impl EventLoop {
                 // Loop 0 sweeps the shared hub; every loop moves its own timer on, or a loop
                 // whose sweep time has passed would poll with a zero timeout forever.
                 if self.sink.index() == 0 {
-                    self.shared.hub.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+                    self.shared.backend.expire(now);
                 }
                 self.next_expire = now + self.shared.config.net.expire_interval;
             }
@@ -425,8 +363,9 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Hands each delivery of this turn to the connections subscribed to its channel, then
-    /// flushes each of them once (several messages in one write).
+    /// Drains the inbox: hands each delivery to the connections subscribed to its channel and
+    /// each reply to its connection, then writes the connections so touched a slice at a time
+    /// (several messages in one write).
     fn fan_out(&mut self, now: Instant) {
         // Until the inbox stays empty: servicing a connection can resume pipelined requests
         // that publish, and this loop's own publishes do not wake it.
@@ -436,32 +375,23 @@ impl EventLoop {
             if batch.is_empty() && self.dirty.is_empty() {
                 return;
             }
-            for msg in batch {
-                let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
-                for id in ids.clone() {
-                    let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation)
-                    else {
-                        continue;
-                    };
-                    // Many deliveries can arrive in one turn (an inbox batch): write what is
-                    // queued before the next one is judged against the send bound, so only a
-                    // peer whose socket will not take the bytes counts as a slow consumer; and
-                    // once a full write's worth of messages waits, so a publisher outrunning a
-                    // sliced fan-out cannot pile up queue entries on connections not yet written.
-                    // A write error is found again when the connection is serviced below.
-                    let pending = slot.conn.pending_output();
-                    if pending.len_bytes() > self.shared.config.transport.max_send_buffer_bytes / 2
-                        || pending.segment_count() >= MAX_IO_SLICES
-                    {
-                        let _ = write_from_conn(slot, &self.shared.metrics, now);
+            for event in batch {
+                match event {
+                    LoopEvent::Delivery(msg) => {
+                        for id in self.fanout.subscribers(&msg.channel).to_vec() {
+                            let Some(slot) = live(&mut self.slots, id) else { continue };
+                            // A write error is found again when the connection is serviced.
+                            let max_bytes = self.shared.config.transport.max_send_buffer_bytes;
+                            if fanout::write_before_delivery(slot.conn.pending_output(), max_bytes) {
+                                let _ = write_from_conn(slot, &self.shared.metrics, now);
+                            }
+                            slot.conn.handle_delivery(&msg, now);
+                            Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
+                                .commands(id, &mut self.slots[id.key()], now);
+                            self.mark_dirty(id);
+                        }
                     }
-                    slot.conn.handle_delivery(&msg, now);
-                    Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
-                        .commands(id, slot, now);
-                    if !slot.dirty {
-                        slot.dirty = true;
-                        self.dirty.push_back(id);
-                    }
+                    LoopEvent::Reply { conn: id, reply } => self.hand_reply(id, *reply, now),
                 }
             }
             // Written in slices: the loop polls between them, so its other connections (and a
@@ -469,7 +399,7 @@ impl EventLoop {
             // joins the output of every connection not yet written: one write carries both.
             for _ in 0..self.shared.config.net.flush_slice_connections {
                 let Some(id) = self.dirty.pop_front() else { break };
-                if let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) {
+                if let Some(slot) = live(&mut self.slots, id) {
                     slot.dirty = false;
                     self.service(id, false, now);
                 }
@@ -477,6 +407,43 @@ impl EventLoop {
             if !self.dirty.is_empty() {
                 return; // The next turn polls without waiting and goes on.
             }
+        }
+    }
+
+    /// A reply the backend answered `Later`: handed to its connection, which is then written
+    /// with the next slice. A subscription confirmed for a connection that is gone is ended.
+    fn hand_reply(&mut self, id: ConnId, reply: Reply, now: Instant) {
+        let Some(slot) = live(&mut self.slots, id) else {
+            if let Reply::Subscribed { channel, replay: Ok(_) } = reply {
+                let from = ConnAddr { sink: self.sink, conn: id };
+                self.shared.backend.submit(from, Command::Unsubscribe { channel }, now);
+            }
+            return;
+        };
+        let metrics = &self.shared.metrics;
+        fanout::handle_reply(
+            &mut slot.conn,
+            &mut slot.subscriptions,
+            &mut self.fanout,
+            id,
+            reply,
+            metrics,
+            now,
+        );
+        Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }.commands(
+            id,
+            &mut self.slots[id.key()],
+            now,
+        );
+        self.mark_dirty(id);
+    }
+
+    /// Queues the connection for the next slice's write, once.
+    fn mark_dirty(&mut self, id: ConnId) {
+        let slot = &mut self.slots[id.key()];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push_back(id);
         }
     }
 
@@ -513,27 +480,17 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.shared.release_ip(slot.ip_entry);
-        if !slot.subscriptions.is_empty() {
-            let id = ConnId::new(key, slot.generation);
+        // The connection's subscriptions end with it (whatever closed it).
+        let id = ConnId::new(key, slot.generation);
+        let channels = self.fanout.remove_conn(id, &mut slot.subscriptions);
+        if !channels.is_empty() {
             let now = Instant::now();
-            let mut hub = self.shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-            for channel in slot.subscriptions.take_all(id, &mut self.fanout.overflow) {
-                hub.unsubscribe(&channel, self.sink, now);
-                self.fanout.forget(&channel, id);
+            let from = ConnAddr { sink: self.sink, conn: id };
+            for channel in channels {
+                self.shared.backend.submit(from, Command::Unsubscribe { channel }, now);
             }
         }
         debug!("closed {key}: {}", slot.conn.close_reason().unwrap_or("error"));
-    }
-}
-
-impl Fanout {
-    fn forget(&mut self, channel: &ChannelName, id: ConnId) {
-        if let Some(ids) = self.subscribers.get_mut(channel) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.subscribers.remove(channel);
-            }
-        }
     }
 }
 
@@ -637,8 +594,8 @@ fn write_from_conn(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Resu
     Ok(())
 }
 
-/// What pumping a connection's commands needs besides the connection: the shared hub, this
-/// loop's number and its fan-out table.
+/// What pumping a connection's commands needs besides the connection: the backend (in
+/// `shared`), this loop's number and its fan-out table.
 struct Pump<'a> {
     shared: &'a Shared,
     sink: SinkId,
@@ -646,46 +603,25 @@ struct Pump<'a> {
 }
 
 impl Pump<'_> {
-    /// Applies a connection's queued hub commands: replies go back to it, subscriptions are
-    /// recorded for fan-out, and new messages are queued for delivery on every loop that has
-    /// subscribers for them.
+    /// Takes the connection's queued hub commands to the backend ([`fanout::pump`]).
     fn commands(&mut self, id: ConnId, slot: &mut Slot, now: Instant) {
-        let (shared, sink, fanout) = (self.shared, self.sink, &mut *self.fanout);
-        while let Some(command) = slot.conn.poll_command() {
-            let mut hub = shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-            let applied = command.apply(&mut hub, sink, now);
-            if let Some(published) = applied.published {
-                Metrics::inc(&shared.metrics.messages_published);
-                // Still under the hub's lock: offsets reach every loop's inbox (this loop's
-                // too) in the order the hub assigned them, so each loop sees a channel in order.
-                for target in published.sinks.iter() {
-                    shared.inboxes[target.index() as usize].push(published.message.clone(), target != sink);
-                }
-            }
-            drop(hub);
-            if let Some(channel) = applied.subscribed {
-                fanout.subscribers.entry(channel.clone()).or_default().push(id);
-                slot.subscriptions.push(channel, id, &mut fanout.overflow);
-            }
-            if let Some(channel) = applied.unsubscribed {
-                if slot.subscriptions.remove(&channel, id, &mut fanout.overflow) {
-                    fanout.forget(&channel, id);
-                }
-            }
-            if let Some(reply) = applied.reply {
-                slot.conn.handle_reply(reply, now);
-            }
-        }
+        let from = ConnAddr { sink: self.sink, conn: id };
+        let backend = &*self.shared.backend;
+        fanout::pump(
+            &mut slot.conn,
+            &mut slot.subscriptions,
+            self.fanout,
+            backend,
+            from,
+            &self.shared.metrics,
+            now,
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn name(text: &str) -> ChannelName {
-        ChannelName::parse(text).unwrap()
-    }
 
     /// Issue #7 (idle connection memory): the slab holds one `Slot` per connection. The socket
     /// is left out (mio's `TcpStream` is larger in debug builds).
@@ -696,36 +632,5 @@ mod tests {
         assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
         assert_eq!(size_of::<Subscriptions>(), 16);
         assert_eq!(size_of::<ConnId>(), 8);
-    }
-
-    #[test]
-    fn one_subscription_is_inline_and_several_are_kept() {
-        let mut overflow = Overflow::new();
-        let id = ConnId::new(3, 1);
-        let other = ConnId::new(3, 2);
-        let mut subs = Subscriptions::default();
-        assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
-        subs.push(name("a"), id, &mut overflow);
-        assert!(subs.0.is_some() && overflow.is_empty());
-        subs.push(name("b"), id, &mut overflow);
-        subs.push(name("a"), id, &mut overflow);
-        // Another connection's subscriptions are apart.
-        let mut theirs = Subscriptions::default();
-        theirs.push(name("x"), other, &mut overflow);
-        theirs.push(name("b"), other, &mut overflow);
-        assert!(subs.remove(&name("a"), id, &mut overflow) && !subs.is_empty());
-        assert!(!subs.remove(&name("c"), id, &mut overflow));
-        assert!(!subs.remove(&name("x"), id, &mut overflow));
-        let mut left = subs.take_all(id, &mut overflow);
-        left.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-        assert_eq!(left, [name("a"), name("b")]);
-        assert!(subs.is_empty());
-        subs.push(name("a"), id, &mut overflow);
-        assert!(subs.remove(&name("a"), id, &mut overflow) && subs.is_empty());
-        // Removing the inline one moves the next one inline.
-        assert!(theirs.remove(&name("x"), other, &mut overflow));
-        assert_eq!(theirs.0.as_ref().map(|c| c.as_str()), Some("b"));
-        assert!(overflow.is_empty());
-        assert!(theirs.remove(&name("b"), other, &mut overflow) && theirs.is_empty());
     }
 }

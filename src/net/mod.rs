@@ -8,20 +8,24 @@
 //! ended at its own instant spread over `drain_period` (parked long polls answered, streams
 //! ended, WebSockets closed with 1001), and the process exits 0.
 //!
-//! Every protocol decision is made by [`crate::conn::Conn`]; this layer only moves bytes,
-//! applies hub commands and schedules deadlines.
+//! Every protocol decision is made by [`crate::conn::Conn`], and which connection holds which
+//! channel by [`crate::fanout`]; this layer only moves bytes (through each connection's
+//! [`stream::ConnStream`]), moves hub commands to the backend and its events back, and
+//! schedules deadlines.
 //!
 //! With `threads` > 1 each loop runs on its own thread with its own listener (SO_REUSEPORT).
-//! The hub is shared behind a mutex; a publish on one loop reaches the others through their
-//! [`Inbox`] and `mio::Waker`, pushed while the hub's lock is held so every loop sees a
-//! channel's messages in order, and one wake carries every message queued before the loop
-//! drains its inbox.
+//! The loops reach the channels only through a [`crate::hub::backend::HubBackend`] in
+//! [`Shared`]; the one `serve` uses is [`LocalHub`], the hub behind a mutex. A publish on one
+//! loop reaches the others through their [`Inbox`] and `mio::Waker`, pushed while the hub's
+//! lock is held so every loop sees a channel's messages in order, and one wake carries every
+//! event queued before the loop drains its inbox.
 //!
 //! Does not: move connections between loops, or bound an inbox (a loop drains its inbox every
 //! turn; the bound on what a slow loop can queue is the publish rate).
 
 mod event_loop;
 pub mod limits;
+mod local_hub;
 pub mod redis_broker;
 pub mod stream;
 mod timers;
@@ -34,12 +38,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::hub::{Hub, Message, SinkId};
+use crate::hub::backend::{HubBackend, LoopEvent};
+use crate::hub::{Hub, SinkId};
 use crate::metrics::Metrics;
 
 pub use event_loop::EventLoop;
 use event_loop::WAKER;
 pub use limits::Limits;
+pub use local_hub::LocalHub;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -48,12 +54,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub struct Shared {
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// The channels.
-    pub hub: Mutex<Hub>,
+    /// The channels, reached only through the backend (see [`crate::hub::backend`]).
+    pub backend: Arc<dyn HubBackend>,
     /// Server-wide counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// One inbox per event loop, indexed by its sink.
-    pub inboxes: Vec<Inbox>,
+    /// One inbox per event loop, indexed by its sink (the backend holds them too).
+    pub inboxes: Arc<[Inbox]>,
     /// Set once on SIGINT/SIGTERM; every loop then drains.
     pub draining: AtomicBool,
     /// Open connections per client address.
@@ -108,31 +114,32 @@ impl Shared {
     }
 }
 
-/// Deliveries handed to one event loop by the others, and the waker that tells it.
+/// What the hub backend hands one event loop (deliveries, and replies it answered `Later`),
+/// and the waker that tells the loop.
 #[derive(Debug)]
 pub struct Inbox {
-    messages: Mutex<Vec<Arc<Message>>>,
+    events: Mutex<Vec<LoopEvent>>,
     /// Wakes the loop's `Poll`.
     pub waker: Waker,
 }
 
 impl Inbox {
-    /// Queues a message. With `wake`, wakes the loop unless it was already woken for earlier
-    /// ones: one wake carries every message queued until the loop drains its inbox. (A loop
+    /// Queues an event. With `wake`, wakes the loop unless it was already woken for earlier
+    /// ones: one wake carries every event queued until the loop drains its inbox. (A loop
     /// queuing for itself needs no wake: it drains its inbox every turn.)
-    pub fn push(&self, message: Arc<Message>, wake: bool) {
-        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-        let first = messages.is_empty();
-        messages.push(message);
-        drop(messages);
+    pub fn push(&self, event: LoopEvent, wake: bool) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let first = events.is_empty();
+        events.push(event);
+        drop(events);
         if first && wake {
             let _ = self.waker.wake();
         }
     }
 
     /// Takes everything queued.
-    pub fn take(&self) -> Vec<Arc<Message>> {
-        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn take(&self) -> Vec<LoopEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -153,16 +160,15 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
     let polls = (0..threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
     let inboxes = polls
         .iter()
-        .map(|poll| {
-            Ok(Inbox { messages: Mutex::new(Vec::new()), waker: Waker::new(poll.registry(), WAKER)? })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+        .map(|poll| Ok(Inbox { events: Mutex::new(Vec::new()), waker: Waker::new(poll.registry(), WAKER)? }))
+        .collect::<io::Result<Arc<[Inbox]>>>()?;
     // The epoch seed is the one piece of randomness the hub needs: a restarted server draws a
     // new one, so cursors from before the restart are recognised as gaps.
     let hub = Hub::new(config.hub, rand::random());
+    let backend = Arc::new(LocalHub::new(hub, inboxes.clone()));
     let shared = Arc::new(Shared {
         config: Arc::new(config),
-        hub: Mutex::new(hub),
+        backend,
         metrics: Arc::new(Metrics::default()),
         inboxes,
         draining: AtomicBool::new(false),

@@ -187,7 +187,7 @@ impl Feed {
         let Mode::CatchingUp { reading: false } = self.mode else {
             return;
         };
-        if ctx.out.len_bytes() > ctx.config.transport.max_send_buffer_bytes / 2 {
+        if ctx.out.is_past_half(ctx.config.transport.max_send_buffer_bytes) {
             return;
         }
         let cursor = self.cursor;
