@@ -1,9 +1,11 @@
 //! Counters and gauges served at `/metrics` in the Prometheus text exposition format
 //! (<https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>).
 //!
-//! Implements: one `Metrics` of atomics shared by every event loop and connection, the gauges
-//! as RAII guards (a connection counted as open by transport is uncounted when its session
-//! ends, whatever ends it), and the rendering of a snapshot.
+//! Implements: one `Metrics` of atomics shared by every event loop and connection; gauges
+//! counted up and down by their owner (a connection counts itself open under its transport in
+//! `Conn::set_phase` and uncounts itself there or when it is dropped, whatever ends it: a guard
+//! would cost every connection a pointer); the rejected-request counters by status; and the
+//! rendering of a snapshot with the hub's figures.
 //!
 //! Does not: keep histograms or per-channel series (unbounded label sets are a memory hazard).
 

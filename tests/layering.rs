@@ -27,7 +27,9 @@ fn rust_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(path).unwrap() {
             rust_files(&entry.unwrap().path(), out);
         }
-    } else if path.extension().is_some_and(|e| e == "rs") {
+    } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+        // A `tests.rs` is a module's test suite moved beside it (`#[cfg(test)] mod tests;`):
+        // test code, like the `#[cfg(test)]` tail of a file.
         out.push(path.to_path_buf());
     }
 }
