@@ -35,8 +35,8 @@ use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
-    pages, publish, route, short_poll, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route,
-    Session,
+    pages, publish, route_request, short_poll, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy,
+    Route, Session,
 };
 
 /// How a response must be written.
@@ -530,10 +530,10 @@ impl Conn {
             Ok(head) => head,
             Err(e) => return self.fail_request(&e, now),
         };
-        // An allowed cross-origin request is answered with CORS fields naming its origin.
-        self.set_cors_origin(
-            self.env.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str),
-        );
+        // Routed once, with the access verdict: an allowed cross-origin request is answered
+        // (refused or not) with CORS fields naming its origin.
+        let routed = route_request(&head, &self.env.config);
+        self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
         let reader = match BodyReader::for_request(&head, &self.env.config.http) {
@@ -541,12 +541,12 @@ impl Conn {
             Err(e) => return self.fail_request(&e, now),
         };
         let to = AnswerTo { keep_alive: head.keep_alive(), head_only: head.method == "HEAD" };
-        let route = match route(&head, &self.env.config) {
+        let route = match routed.route {
             Ok(route) => route,
             Err(refusal) => {
                 // A refused request with a body leaves unread bytes: close after answering.
                 let to = AnswerTo { keep_alive: to.keep_alive && !reader.expects_body(), ..to };
-                return self.respond_error(to, refusal.status, refusal.headers, refusal.reason, now);
+                return self.respond_error(to, refusal.status(), refusal.headers(), refusal.reason(), now);
             }
         };
         let request = Request { text: publish::is_text(&head), route, to };
