@@ -29,14 +29,13 @@ use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
 use crate::protocol::envelope::write_json_string;
-use crate::transport::access::PREFLIGHT_FIELDS;
+use crate::transport::endpoint::{self, Answer, Endpoint};
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
-    pages, publish, route_request, short_poll, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy,
-    Route, Session,
+    publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
 };
 
 /// How a response must be written.
@@ -217,7 +216,9 @@ impl Conn {
     pub fn handle_eof(&mut self, now: Instant) {
         self.peer_eof = true;
         match &self.phase {
-            Phase::Closing { .. } | Phase::Closed => self.set_phase(Phase::Closed),
+            Phase::Closing { .. } | Phase::Closed => {
+                self.set_phase(Phase::Closed);
+            }
             // A request being answered still gets its answer; the connection closes after.
             Phase::Awaiting { .. } => {}
             // A parked poll or a stream whose client left: forget it (RFC 6202 §2.2).
@@ -247,10 +248,12 @@ impl Conn {
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
     /// pipelined requests may queue more.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
-        match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Awaiting { request } => self.answer(request.to, reply, now),
-            Phase::Serving { session } => {
-                self.phase = Phase::Serving { session };
+        match &self.phase {
+            Phase::Awaiting { .. } => {
+                let Phase::Awaiting { request } = self.set_phase(Phase::Closed) else { unreachable!() };
+                self.answer(request.to, reply, now)
+            }
+            Phase::Serving { .. } => {
                 let to = self.serving_to;
                 match reply {
                     Reply::Subscribed { channel, replay: Ok(replay) } => {
@@ -280,7 +283,7 @@ impl Conn {
                 }
             }
             // Replies for a connection already closing are dropped.
-            other => self.phase = other,
+            _ => {}
         }
         // Requests pipelined behind this one were only buffered while it was answered.
         if self.has_input() {
@@ -367,7 +370,9 @@ impl Conn {
                 self.begin_closing(now);
             }
             Phase::Serving { .. } => self.drive(now, |s, ctx| s.handle_timeout(ctx)),
-            Phase::Closing { .. } => self.set_phase(Phase::Closed),
+            Phase::Closing { .. } => {
+                self.set_phase(Phase::Closed);
+            }
             Phase::Awaiting { .. } | Phase::Closed => {}
         }
     }
@@ -500,10 +505,7 @@ impl Conn {
                         if !progress.done {
                             return pos;
                         }
-                        let Phase::ReadingBody(state) = std::mem::replace(&mut self.phase, Phase::Closed)
-                        else {
-                            unreachable!()
-                        };
+                        let Phase::ReadingBody(state) = self.set_phase(Phase::Closed) else { unreachable!() };
                         self.dispatch(state.request, state.body, now);
                     }
                     Err(e) => {
@@ -558,8 +560,12 @@ impl Conn {
                 write_head(&mut interim, 100, &[], Framing::None, false);
                 self.out.push_owned(interim);
             }
-            self.phase =
-                Phase::ReadingBody(Box::new(BodyState { request, reader, body: Vec::new(), started: now }));
+            self.set_phase(Phase::ReadingBody(Box::new(BodyState {
+                request,
+                reader,
+                body: Vec::new(),
+                started: now,
+            })));
         } else {
             self.dispatch(request, Vec::new(), now);
         }
@@ -567,35 +573,15 @@ impl Conn {
 
     /// Answers a request that waited for the hub.
     fn answer(&mut self, to: AnswerTo, reply: Reply, now: Instant) {
-        match reply {
-            Reply::Published(Ok(id)) => self.respond(
-                to,
-                201,
-                &[("Content-Type", "application/json")],
-                &publish::created_body(id),
-                now,
-            ),
-            Reply::Read(Ok(replay)) => {
-                short_poll::count(&replay, &self.env.metrics);
-                self.respond(
-                    to,
-                    200,
-                    &[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
-                    &short_poll::body(&replay),
-                    now,
-                )
-            }
-            Reply::Stats(stats) => {
-                let text = self.env.metrics.render(&stats);
-                self.respond(to, 200, &[("Content-Type", "text/plain; version=0.0.4")], text.as_bytes(), now)
-            }
-            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed { replay: Err(e), .. } => {
-                self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
-            }
-            Reply::Subscribed { replay: Ok(_), .. } => {
-                debug_assert!(false, "subscriptions belong to sessions");
-                self.respond_error(to, 500, &[], "unexpected subscription", now)
-            }
+        let answer = endpoint::answer_reply(reply, &self.env.metrics);
+        self.send_answer(to, answer, now);
+    }
+
+    /// Writes an endpoint's complete answer.
+    fn send_answer(&mut self, to: AnswerTo, answer: Answer, now: Instant) {
+        match answer {
+            Answer::Full { status, fields, body } => self.respond(to, status, &fields, &body, now),
+            Answer::Error { status, reason } => self.respond_error(to, status, &[], &reason, now),
         }
     }
 
@@ -633,56 +619,20 @@ impl Conn {
         }
     }
 
-    /// A whole request is here: answer it, or queue the hub command that answers it.
+    /// A whole request is here: answer it, queue the hub command that answers it, or hand the
+    /// connection to a session.
     fn dispatch(&mut self, request: Request, body: Vec<u8>, now: Instant) {
+        let cross_origin = cors_origin(&self.rare).is_some();
+        match endpoint::handle(&request.route, request.text, body, cross_origin, &self.env.config) {
+            Some(Endpoint::Answer(answer)) => return self.send_answer(request.to, answer, now),
+            Some(Endpoint::Await(command)) => {
+                self.commands.push_back(command);
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
+                return;
+            }
+            None => {}
+        }
         match &request.route {
-            Route::Index => self.respond(
-                request.to,
-                200,
-                &[("Content-Type", "text/html; charset=utf-8")],
-                pages::INDEX_HTML,
-                now,
-            ),
-            Route::Preflight => {
-                let mut fields = vec![("Allow", "GET, HEAD, POST, OPTIONS")];
-                if cors_origin(&self.rare).is_some() {
-                    fields.extend_from_slice(PREFLIGHT_FIELDS);
-                }
-                self.respond(request.to, 204, &fields, b"", now)
-            }
-            Route::ClientScript => self.respond(
-                request.to,
-                200,
-                &[("Content-Type", "text/javascript; charset=utf-8")],
-                pages::PUSHWIRE_JS,
-                now,
-            ),
-            Route::Metrics => {
-                self.commands.push_back(Command::Stats);
-                self.set_phase(Phase::Awaiting { request: Box::new(request) });
-            }
-            Route::Healthz => {
-                self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
-            }
-            Route::Publish { channel, event } => {
-                let Some(payload) = publish::payload(request.text, body) else {
-                    return self.respond_error(request.to, 400, &[], "a text body must be UTF-8", now);
-                };
-                self.commands.push_back(Command::Publish {
-                    channel: channel.clone(),
-                    event: event.as_deref().map(Arc::from),
-                    payload,
-                });
-                self.set_phase(Phase::Awaiting { request: Box::new(request) });
-            }
-            Route::ShortPoll { channel, since } => {
-                self.commands.push_back(Command::Read {
-                    channel: channel.clone(),
-                    since: *since,
-                    max_messages: self.env.config.transport.max_batch_messages,
-                });
-                self.set_phase(Phase::Awaiting { request: Box::new(request) });
-            }
             Route::LongPoll { channel, since, wait } => {
                 let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
                 let session = LongPollSession::start(
@@ -707,6 +657,14 @@ impl Conn {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
                 self.serve(Session::Stream(session), request.to);
             }
+            // Answered above.
+            Route::Index
+            | Route::ClientScript
+            | Route::Healthz
+            | Route::Metrics
+            | Route::Preflight
+            | Route::Publish { .. }
+            | Route::ShortPoll { .. } => {}
         }
     }
 
@@ -785,16 +743,17 @@ impl Conn {
         }
     }
 
-    /// Moves to `phase`; leaving `Serving` uncounts the transport (a `Conn` keeps that count
-    /// itself, with no guard in every connection).
-    fn set_phase(&mut self, phase: Phase) {
+    /// Moves to `phase` and returns the phase left: the only writer of `self.phase`. Leaving
+    /// `Serving` uncounts the transport (a `Conn` keeps that count itself, with no guard in
+    /// every connection).
+    fn set_phase(&mut self, phase: Phase) -> Phase {
         if let Phase::Serving { session, .. } = &self.phase {
             self.env.metrics.close_transport(session.transport());
             if let Session::LongPoll(poll) = session {
                 poll.uncount(&self.env.metrics);
             }
         }
-        self.phase = phase;
+        std::mem::replace(&mut self.phase, phase)
     }
 
     fn begin_closing(&mut self, now: Instant) {

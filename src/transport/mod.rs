@@ -22,6 +22,7 @@
 
 pub mod access;
 pub mod commands;
+pub mod endpoint;
 pub mod feed;
 pub mod http_stream;
 pub mod limits;
