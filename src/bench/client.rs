@@ -20,8 +20,8 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
-use crate::http1::head::{parse_response_head, HeadScanner, Headers, ResponseHead};
+use crate::http1::body::ResponseBody;
+use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
 use crate::output::Output;
 use crate::sse::{EventStreamParser, ParseLimits};
 use crate::ws::handshake::{verify_response, ClientRequest};
@@ -93,17 +93,6 @@ const RAW_LENGTH_BYTES: usize = 4;
 /// How long a long poll asks to wait, in seconds (below pushwire's 30 s cap).
 const LONG_POLL_WAIT_S: u32 = 25;
 
-/// How a response body is delimited (RFC 9112 §6.3).
-#[derive(Debug)]
-enum Framing {
-    /// Until the server closes.
-    Close,
-    /// This many bytes remain.
-    Length(u64),
-    /// The chunked coding (§7.1).
-    Chunked(Box<ChunkedDecoder>),
-}
-
 /// What the body of a non-WebSocket response carries.
 #[derive(Debug)]
 enum BodyKind {
@@ -123,7 +112,7 @@ enum State {
     /// Speaking WebSocket.
     Ws(Box<WsConn>),
     /// Reading a response body.
-    Body { framing: Framing, kind: BodyKind },
+    Body { framing: Box<ResponseBody>, kind: BodyKind },
     /// Raw length-prefixed messages; `buf` holds a partial one.
     Raw { buf: Vec<u8> },
     /// Over; the connection is dropped after reporting why.
@@ -376,21 +365,15 @@ impl Client {
         if head.status != 200 {
             return Err(format!("status {} {}", head.status, head.reason));
         }
-        let framing = if head.has_token("Transfer-Encoding", "chunked") {
-            let limits = ChunkedLimits { max_body_bytes: u64::MAX, ..ChunkedLimits::default() };
-            Framing::Chunked(Box::new(ChunkedDecoder::new(limits)))
-        } else if let Some(value) = head.header("Content-Length") {
-            let length: u64 = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or("unreadable Content-Length")?;
-            if length > self.request.max_message_bytes as u64 {
-                return Err(format!("response body of {length} bytes is over the limit"));
+        // RFC 9112 §6.3, read by the clients' reader; a stream never ends, so only a declared
+        // length is held to the message bound (each event or line is bounded by its reader).
+        let framing =
+            ResponseBody::for_response(head, false, u64::MAX).map_err(|e| format!("response body: {e}"))?;
+        if let ResponseBody::Length { remaining } = framing {
+            if remaining > self.request.max_message_bytes as u64 {
+                return Err(format!("response body of {remaining} bytes is over the limit"));
             }
-            Framing::Length(length)
-        } else {
-            Framing::Close
-        };
+        }
         let kind = match self.request.transport {
             Transport::Sse => {
                 let limits = ParseLimits {
@@ -404,7 +387,7 @@ impl Client {
                 BodyKind::Poll { body: Vec::new(), first: first_poll }
             }
         };
-        self.state = State::Body { framing, kind };
+        self.state = State::Body { framing: Box::new(framing), kind };
         Ok(())
     }
 
@@ -413,25 +396,12 @@ impl Client {
         let State::Body { framing, kind } = &mut self.state else {
             return Ok(());
         };
-        let (body, complete): (std::borrow::Cow<'_, [u8]>, bool) = match framing {
-            Framing::Close => (input.into(), false),
-            Framing::Length(remaining) => {
-                let take = (*remaining).min(input.len() as u64) as usize;
-                *remaining -= take as u64;
-                if take < input.len() {
-                    return Err("bytes after the response body".into());
-                }
-                (input[..take].into(), *remaining == 0)
-            }
-            Framing::Chunked(decoder) => {
-                let mut body = Vec::new();
-                let decoded = decoder.decode(input, &mut body).map_err(|e| format!("chunked body: {e}"))?;
-                if decoded.done && decoded.consumed < input.len() {
-                    return Err("bytes after the response body".into());
-                }
-                (body.into(), decoded.done)
-            }
-        };
+        let mut body = Vec::new();
+        let progress = framing.read(input, &mut body).map_err(|e| format!("response body: {e}"))?;
+        if progress.consumed < input.len() {
+            return Err("bytes after the response body".into());
+        }
+        let complete = progress.done;
         let max = self.request.max_message_bytes;
         match kind {
             BodyKind::Sse { parser, cursor_seen } => {
