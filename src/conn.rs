@@ -266,9 +266,8 @@ impl Conn {
                     Reply::Subscribed { replay: Err(e), .. }
                     | Reply::Read(Err(e))
                     | Reply::Published(Err(e)) => {
-                        let status = e.status_hint();
                         let mut ended = false;
-                        self.drive(now, |s, ctx| match s.handle_refused(status, ctx) {
+                        self.drive(now, |s, ctx| match s.handle_refused(e, ctx) {
                             Some(flow) => {
                                 ended = true;
                                 flow
@@ -276,7 +275,7 @@ impl Conn {
                             None => Flow::Continue,
                         });
                         if !ended {
-                            self.respond_error(to, status, &[], &e.to_string(), now)
+                            self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
                         }
                     }
                     Reply::Published(Ok(_)) | Reply::Stats(_) => {}

@@ -23,45 +23,42 @@ use mio::{Events, Interest, Poll, Token};
 use crate::http1::body::ResponseBody;
 use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
 use crate::output::Output;
+use crate::protocol::Transport;
 use crate::sse::{EventStreamParser, ParseLimits};
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, Event, Role, WsConn};
 
-/// How a subscriber (or the echo and connect clients, with `Ws`) talks to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
-    /// WebSocket (RFC 6455).
-    Ws,
-    /// Server-Sent Events (`Accept: text/event-stream`).
-    Sse,
-    /// pushwire's chunked NDJSON stream (`Accept: application/x-ndjson`).
-    Stream,
-    /// Long polling: a short poll for the cursor, then `?wait=25&since=CURSOR` again and again.
-    Longpoll,
+/// What a bench connection speaks: one of pushwire's transports (the echo and connect clients
+/// use WebSocket), or raw TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// A push transport; the bench speaks WebSocket, SSE, the NDJSON stream and long polling
+    /// (a short poll for the cursor, then `?wait=25&since=CURSOR` again and again).
+    Push(Transport),
     /// Raw TCP, each message preceded by its length as 4 bytes, big-endian: no HTTP, no
     /// WebSocket framing (`bench echo --protocol raw`, against a plain TCP echo).
-    #[value(skip)]
     Raw,
 }
 
-impl Transport {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-            Transport::Stream => "stream",
-            Transport::Longpoll => "longpoll",
-            Transport::Raw => "raw",
-        }
-    }
+/// The transports `--transport` accepts (named as in `?mode=`): ws, sse, stream, longpoll.
+pub fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Transport> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("ws").help("WebSocket (RFC 6455)"),
+        PossibleValue::new("sse").help("Server-Sent Events (`Accept: text/event-stream`)"),
+        PossibleValue::new("stream")
+            .help("pushwire's chunked NDJSON stream (`Accept: application/x-ndjson`)"),
+        PossibleValue::new("longpoll")
+            .help("Long polling: a short poll for the cursor, then `?wait=25&since=CURSOR` again and again"),
+    ])
+    .try_map(|name: String| Transport::parse(&name).ok_or(format!("`{name}` is not a transport")))
 }
 
 /// What to ask for on a new connection.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The transport, which decides the request and how the response is read.
-    pub transport: Transport,
+    pub wire: Wire,
     /// The `Host` field value.
     pub host: String,
     /// The request-target.
@@ -147,8 +144,8 @@ impl Client {
             close_received: None,
             request: request.clone(),
         };
-        match request.transport {
-            Transport::Ws => {
+        match request.wire {
+            Wire::Push(Transport::WebSocket) => {
                 // RFC 6455 §4.1: the nonce "MUST be a nonce consisting of a randomly selected
                 // 16-byte value".
                 let ws_request = ClientRequest {
@@ -163,10 +160,13 @@ impl Client {
                 client.out.push_owned(head);
                 client.state = head_state(Some(ws_request), false);
             }
-            Transport::Sse => client.send_get(&request.path, "text/event-stream", false),
-            Transport::Stream => client.send_get(&request.path, "application/x-ndjson", false),
-            Transport::Longpoll => client.send_get(&request.path, "application/json", true),
-            Transport::Raw => client.state = State::Raw { buf: Vec::new() },
+            Wire::Push(Transport::Sse) => client.send_get(&request.path, "text/event-stream", false),
+            Wire::Push(Transport::Stream) => client.send_get(&request.path, "application/x-ndjson", false),
+            // `poll` is not a bench transport (see `transport_parser`): a long poll.
+            Wire::Push(Transport::LongPoll | Transport::Poll) => {
+                client.send_get(&request.path, "application/json", true)
+            }
+            Wire::Raw => client.state = State::Raw { buf: Vec::new() },
         }
         Ok(client)
     }
@@ -374,16 +374,16 @@ impl Client {
                 return Err(format!("response body of {remaining} bytes is over the limit"));
             }
         }
-        let kind = match self.request.transport {
-            Transport::Sse => {
+        let kind = match self.request.wire {
+            Wire::Push(Transport::Sse) => {
                 let limits = ParseLimits {
                     max_line_bytes: self.request.max_message_bytes + 1024,
                     max_data_bytes: self.request.max_message_bytes + 1024,
                 };
                 BodyKind::Sse { parser: Box::new(EventStreamParser::new(limits)), cursor_seen: false }
             }
-            Transport::Stream => BodyKind::Stream { line: Vec::new() },
-            Transport::Longpoll | Transport::Ws | Transport::Raw => {
+            Wire::Push(Transport::Stream) => BodyKind::Stream { line: Vec::new() },
+            Wire::Push(Transport::LongPoll | Transport::Poll | Transport::WebSocket) | Wire::Raw => {
                 BodyKind::Poll { body: Vec::new(), first: first_poll }
             }
         };

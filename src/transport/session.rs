@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::{long_poll, sse, stream, websocket};
 use crate::config::Config;
-use crate::hub::{ChannelName, Command};
+use crate::hub::{ChannelName, Command, HubError};
 use crate::output::Output;
 use crate::protocol::Transport;
 
@@ -263,12 +263,13 @@ impl Session {
         }
     }
 
-    /// A command the session queued was refused by the hub (`status` is the refusal's HTTP
-    /// status). `None`: nothing has been written yet, so the connection answers with an HTTP
-    /// error; otherwise the session has ended its response in its own format.
-    pub fn handle_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Option<Flow> {
+    /// A command the session queued was refused by the hub. `None`: nothing has been written
+    /// yet, so the connection answers with an HTTP error (`HubError::status_hint`); otherwise
+    /// the session has ended its response in its own format (a WebSocket with the close code
+    /// that matches the refusal).
+    pub fn handle_refused(&mut self, error: HubError, ctx: &mut Ctx<'_>) -> Option<Flow> {
         match self {
-            Session::WebSocket(s) => Some(s.handle_refused(status, ctx)),
+            Session::WebSocket(s) => Some(s.handle_refused(error, ctx)),
             Session::Sse(s) => s.handle_refused(ctx),
             Session::Stream(s) => s.handle_refused(ctx),
             Session::LongPoll(_) => None,

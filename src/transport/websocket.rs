@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::hub::{ChannelName, Command, Cursor, Encoding, Message, Payload, Replay, Since};
+use crate::hub::{ChannelName, Command, Cursor, Encoding, HubError, Message, Payload, Replay, Since};
 use crate::ws::frame::encode_frame;
 use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
@@ -234,8 +234,13 @@ impl WsSession {
 
     /// The hub refused the subscription or a client's publish: the 101 is already written, so
     /// close with the matching code (1009 for a message too large, else 1011).
-    pub fn handle_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
-        let code = if status == 413 { CloseCode::MESSAGE_TOO_BIG } else { CloseCode::INTERNAL_ERROR };
+    pub fn handle_refused(&mut self, error: HubError, ctx: &mut Ctx<'_>) -> Flow {
+        // RFC 6455 §7.4.1: 1009 for a message too big to process, 1011 for a condition that
+        // prevented the server from fulfilling the request.
+        let code = match error {
+            HubError::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
+            _ => CloseCode::INTERNAL_ERROR,
+        };
         self.close(code, "refused by the hub", ctx);
         Flow::Continue
     }
