@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::http1::body::ResponseBody;
 use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
 use crate::output::Output;
+use crate::protocol::envelope::is_open_envelope;
 use crate::protocol::Transport;
 use crate::sse::{EventStreamParser, ParseLimits};
 use crate::ws::handshake::{verify_response, ClientRequest};
@@ -459,7 +460,7 @@ fn head_state(ws_request: Option<ClientRequest>, first_poll: bool) -> State {
 
 /// pushwire's `{"type":"open",…}` envelope (WebSocket `pushwire.v1`, the stream) or data.
 fn data_or_cursor(bytes: Vec<u8>) -> Received {
-    if bytes.starts_with(b"{\"type\":\"open\"") {
+    if is_open_envelope(&bytes) {
         Received::Cursor
     } else {
         Received::Data(bytes)

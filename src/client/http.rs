@@ -5,7 +5,7 @@
 //! ([RFC 9112 §3](https://www.rfc-editor.org/rfc/rfc9112#section-3), §3.2), the response head
 //! through [`crate::http1::head::parse_response_head`] (§4), the response body length of
 //! [§6.3](https://www.rfc-editor.org/rfc/rfc9112#section-6.3) (none after `HEAD`, 1xx, 204 and
-//! 304; chunked when it is the final coding, decoded by [`ChunkedDecoder`] (§7.1); else
+//! 304; chunked when it is the final coding, decoded by [`crate::http1::chunked::ChunkedDecoder`] (§7.1), all read by [`Body`] (`http1::body::ResponseBody`, shared with the load generator); else
 //! Content-Length; else delimited by the close), persistent connections (§9.3: reused only when
 //! the response allows it and its body was read whole), every body bounded by a byte limit and
 //! every connect, read and write bounded by a timeout.

@@ -3,7 +3,7 @@
 //! Implements: [`Subscriber`] ([`subscribe`]), one API over the five transports that
 //! reconnects with backoff and resumes by cursor, exactly once and in order; [`Publisher`]
 //! ([`publish`]) over HTTP or WebSocket; [`http`], a minimal HTTP/1.1 client (RFC 9112) that
-//! both share; [`envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
+//! both share; [`crate::protocol::envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
 //! (RFC 6455, client role) over
 //! [`std::net::TcpStream`]; [`tls`], TLS under both for `wss://` and `https://` (`rustls`);
 //! [`Url`], the `ws://` and `wss://` URIs of

@@ -387,8 +387,11 @@ impl EventLoop {
                             }
                             slot.conn.handle_delivery(&msg, now);
                             Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
-                                .commands(id, &mut self.slots[id.key()], now);
-                            self.mark_dirty(id);
+                                .commands(id, slot, now);
+                            if !slot.dirty {
+                                slot.dirty = true;
+                                self.dirty.push_back(id);
+                            }
                         }
                     }
                     LoopEvent::Reply { conn: id, reply } => self.hand_reply(id, *reply, now),

@@ -147,6 +147,25 @@ impl Inbox {
 /// then drains. `on_ready` gets the bound address (useful with port 0) once the server
 /// accepts connections.
 pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
+    let limits = config.hub;
+    let local = move |inboxes| {
+        // The epoch seed is the one piece of randomness the hub needs: a restarted server
+        // draws a new one, so cursors from before the restart are recognised as gaps.
+        let hub = Hub::new(limits, rand::random());
+        Ok(Arc::new(LocalHub::new(hub, inboxes)) as Arc<dyn HubBackend>)
+    };
+    serve_with(config, listen, local, on_ready)
+}
+
+/// [`serve`] with the hub backend `backend` makes from the loops' inboxes (one per loop,
+/// indexed by its [`SinkId`]; the backend pushes its [`LoopEvent`]s there and wakes the loop):
+/// how a backend other than [`LocalHub`] (a Redis broker's) is plugged in.
+pub fn serve_with(
+    config: Config,
+    listen: SocketAddr,
+    backend: impl FnOnce(Arc<[Inbox]>) -> io::Result<Arc<dyn HubBackend>>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> io::Result<()> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let threads = config.net.threads;
     // Every loop has its own listening socket on the same address (SO_REUSEPORT): the kernel
@@ -162,10 +181,7 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
         .iter()
         .map(|poll| Ok(Inbox { events: Mutex::new(Vec::new()), waker: Waker::new(poll.registry(), WAKER)? }))
         .collect::<io::Result<Arc<[Inbox]>>>()?;
-    // The epoch seed is the one piece of randomness the hub needs: a restarted server draws a
-    // new one, so cursors from before the restart are recognised as gaps.
-    let hub = Hub::new(config.hub, rand::random());
-    let backend = Arc::new(LocalHub::new(hub, inboxes.clone()));
+    let backend = backend(inboxes.clone())?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         backend,

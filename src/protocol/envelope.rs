@@ -83,9 +83,18 @@ pub fn gap_envelope(next: Cursor) -> Vec<u8> {
     format!("{{\"type\":\"gap\",\"next\":\"{next}\"}}").into_bytes()
 }
 
+/// How [`open_envelope`] starts: its own type first, so a reader can tell it without parsing.
+const OPEN_PREFIX: &[u8] = b"{\"type\":\"open\"";
+
 /// The envelope that starts a subscription: messages after `next` follow.
 pub fn open_envelope(next: Cursor) -> Vec<u8> {
     format!("{{\"type\":\"open\",\"next\":\"{next}\"}}").into_bytes()
+}
+
+/// True for an envelope written by [`open_envelope`], told by its first bytes without parsing
+/// (the load generator reads every line and frame with this; [`parse_envelope`] reads it whole).
+pub fn is_open_envelope(bytes: &[u8]) -> bool {
+    bytes.starts_with(OPEN_PREFIX)
 }
 
 /// A message body as received (the reader's side of [`crate::hub::Payload`]).
@@ -238,6 +247,18 @@ mod tests {
 
     fn c(offset: u64) -> Cursor {
         Cursor { epoch: Epoch(0xab), offset }
+    }
+
+    #[test]
+    fn the_open_envelope_is_told_by_its_first_bytes() {
+        let open = open_envelope(Cursor { epoch: Epoch(0xab), offset: 0 });
+        assert!(is_open_envelope(&open));
+        assert_eq!(
+            parse_envelope(&open).unwrap(),
+            Envelope::Open { next: Cursor { epoch: Epoch(0xab), offset: 0 } }
+        );
+        assert!(!is_open_envelope(&gap_envelope(Cursor { epoch: Epoch(0xab), offset: 0 })));
+        assert!(!is_open_envelope(b"pwbench:1:2:3;"));
     }
 
     #[test]

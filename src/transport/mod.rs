@@ -1,6 +1,6 @@
 //! The push styles pushwire serves, and the routing of a request head to one of them.
 //!
-//! Implements: [`route`] (a request head to a [`Route`] or a typed [`Refusal`], `refusal.rs`,
+//! Implements: [`mod@route`] (a request head to a [`Route`] or a typed [`Refusal`], `refusal.rs`,
 //! with the [`access`] verdict decided once), [`session`] (the contract of a transport that
 //! owns a connection), and one file per transport: [`publish`] (HTTP POST), [`short_poll`] (an immediate answer), [`long_poll`]
 //! (RFC 6202 §2), [`sse`] (HTML "Server-sent events"), [`stream`] (chunked NDJSON,

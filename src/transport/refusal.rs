@@ -2,7 +2,7 @@
 //! HTTP status, the fields its answer must carry and a one-line explanation for the body
 //! (server-made, never echoing the request).
 //!
-//! Implements: the statuses of RFC 9110 §15.5 for the routing rules of [`super::route`], and
+//! Implements: the statuses of RFC 9110 §15.5 for the routing rules of [`super::route()`], and
 //! of RFC 6455 §4.2.1-§4.2.2 for a refused opening handshake (through
 //! [`HandshakeError::status_hint`]).
 //!

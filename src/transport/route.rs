@@ -3,7 +3,7 @@
 //!
 //! Implements: the URL space (`/`, `/healthz`, `/metrics`, `/pushwire.js`, `/echo`,
 //! `/channels/{name}`), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
-//! of [`access`] applied once per head (origin, then the token the route needs), and the choice
+//! of [`super::access`] applied once per head (origin, then the token the route needs), and the choice
 //! of transport for `GET /channels/{name}` (see [`super`], "Choosing a transport").
 //!
 //! Does not: answer anything (the connection and the sessions do).
@@ -91,7 +91,7 @@ pub struct Routed {
     /// The route, or the refusal to answer with.
     pub route: Result<Route, Refusal>,
     /// The request's origin when it is allowed and cross-origin: the answer (a refusal's too)
-    /// names it in its CORS fields (see [`access`]).
+    /// names it in its CORS fields (see [`super::access`]).
     pub cors_origin: Option<String>,
 }
 

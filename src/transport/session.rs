@@ -5,7 +5,7 @@
 //! Implements: the dispatch of each call to the transport's own session type in
 //! [`super::long_poll`], [`super::sse`], [`super::stream`] and [`super::websocket`].
 //!
-//! Does not: route requests ([`super::route`]) or own the connection's phase (`crate::conn`).
+//! Does not: route requests ([`mod@super::route`]) or own the connection's phase (`crate::conn`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -29,7 +29,7 @@ pub enum CloseReason {
     BadRequest,
     /// A graceful shutdown.
     Draining,
-    /// A streaming subscriber could not keep up (see [`feed`]).
+    /// A streaming subscriber could not keep up (see [`super::feed`]).
     SlowConsumer,
     /// The hub refused a command of a response already started.
     RefusedByHub,

@@ -12,7 +12,7 @@
 //!
 //! Implements: HTTP streaming as described by RFC 6202 §3
 //! (<https://www.rfc-editor.org/rfc/rfc6202#section-3>) over the chunked transfer coding of
-//! RFC 9112 §7.1: one JSON envelope per line (the polling envelope, see [`super::envelope`]),
+//! RFC 9112 §7.1: one JSON envelope per line (the polling envelope, see [`crate::protocol::envelope`]),
 //! each line in its own chunk, encoded once per message with its chunk framing and shared by
 //! every subscriber. A gap is the line `{"type":"gap","next":"EPOCH:OFFSET"}`. A heartbeat line
 //! keeps idle proxies from closing the stream. The first line, `{"type":"open","next":CURSOR}`,
