@@ -52,6 +52,8 @@ pub struct Metrics {
     pub slow_consumer_closes: AtomicU64,
     /// Gap signals sent, on every transport.
     pub gaps_signalled: AtomicU64,
+    /// SSE requests whose `Last-Event-ID` could not be read, answered from now with a gap.
+    pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
 }
 
@@ -159,6 +161,12 @@ impl Metrics {
             &one(load(&self.slow_consumer_closes)),
         );
         metric("gaps_signalled_total", "counter", "Gap signals sent.", &one(load(&self.gaps_signalled)));
+        metric(
+            "last_event_id_unreadable_total",
+            "counter",
+            "SSE requests whose Last-Event-ID could not be read (answered from now with a gap).",
+            &one(load(&self.last_event_id_unreadable)),
+        );
         let rejected: Vec<_> = REJECTED
             .iter()
             .zip(&self.rejected)
