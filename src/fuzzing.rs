@@ -11,7 +11,8 @@
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
 //! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
-//! `conn_server`, `composite_cursor`, `v1_command`, `resp_decode` and `redis_frame`.
+//! `conn_server`, `composite_cursor`, `v1_command`, `resp_decode`, `redis_frame`, `ws_inflate`
+//! and `ws_extensions`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an
@@ -1052,6 +1053,85 @@ pub fn composite_cursor(data: &[u8]) {
     composite::write_full(&mut full, cursors.iter().copied().map(Some));
     let expected = Composite::Full(cursors.into_iter().map(Some).collect());
     assert_eq!(Composite::parse(&full, channels), Ok(expected));
+}
+
+/// `ws_inflate`: RFC 7692 §7.2 inflation of arbitrary data within a small message limit (from
+/// the input): it never produces more than the limit nor reserves much past it, a failure
+/// leaves nothing behind and the codec inflates a valid message right after; and the data,
+/// compressed at the window size the input picks, inflates back to itself.
+pub fn ws_inflate(data: &[u8]) {
+    use crate::ws::deflate::{Codec, InflateError};
+    let mut r = Bytes::new(data);
+    let max_bytes = u64::from(r.u16() % 4096);
+    let flags = r.u8();
+    let window_bits = 9 + flags % 7;
+    let reset = flags & 0x80 != 0;
+    let data = r.rest();
+    let mut codec = Codec::new(0);
+    let mut out = Vec::new();
+    match codec.decompress(data, max_bytes, reset, &mut out) {
+        Ok(()) => assert!(out.len() as u64 <= max_bytes),
+        Err(InflateError::TooLarge { max_bytes: limit }) => {
+            assert_eq!(limit, max_bytes);
+            assert!(out.is_empty());
+        }
+        Err(_) => assert!(out.is_empty()),
+    }
+    assert!(out.capacity() as u64 <= max_bytes + 1 + 256, "reserved {} for {max_bytes}", out.capacity());
+    // RFC 7692 §7.2.3.1: "Hello", inflated by the same codec with a fresh context.
+    let mut hello = Vec::new();
+    codec.decompress(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 5, true, &mut hello).unwrap();
+    assert_eq!(hello, b"Hello");
+    // Round trip at the chosen window.
+    let mut compressed = Vec::new();
+    if codec.compress(data, window_bits, &mut compressed) {
+        assert!(compressed.len() < data.len());
+        let mut back = Vec::new();
+        codec.decompress(&compressed, data.len() as u64, true, &mut back).unwrap();
+        assert_eq!(back, data);
+    } else {
+        assert!(compressed.is_empty());
+    }
+}
+
+/// `ws_extensions`: the `Sec-WebSocket-Extensions` grammar (RFC 6455 §9.1) and permessage-deflate
+/// negotiation (RFC 7692 §7.1). A parsed list re-encodes to a list that parses to the same
+/// extensions; the list bounds hold; whatever the server accepts, the client reading the
+/// server's answer agrees on exactly the same parameters; the user-agent check never panics.
+pub fn ws_extensions(data: &[u8]) {
+    use crate::ws::deflate::extensions::{encode_extension, MAX_EXTENSIONS, MAX_PARAMS};
+    use crate::ws::deflate::negotiate::has_broken_deflate;
+    use crate::ws::deflate::{negotiate_client, negotiate_server, parse_extensions};
+    let _ = has_broken_deflate(data);
+    let mut offers = Vec::new();
+    if parse_extensions(data, &mut offers).is_err() {
+        return;
+    }
+    assert!(offers.len() <= MAX_EXTENSIONS);
+    assert!(offers.iter().all(|e| e.params.len() <= MAX_PARAMS));
+    let encoded: Vec<String> = offers
+        .iter()
+        .map(|e| {
+            let mut s = String::new();
+            encode_extension(e, &mut s);
+            s
+        })
+        .collect();
+    let mut again = Vec::new();
+    parse_extensions(encoded.join(", ").as_bytes(), &mut again).unwrap();
+    assert_eq!(again, offers);
+    if let Some(agreed) = negotiate_server(&offers, None) {
+        assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
+        assert!((9..=15).contains(&agreed.server_max_window_bits));
+        let mut answer = Vec::new();
+        parse_extensions(agreed.response_value().as_bytes(), &mut answer).unwrap();
+        assert_eq!(negotiate_client(&answer), Ok(Some(agreed)));
+    }
+    // As an answer: a client accepts at most one valid permessage-deflate element.
+    if let Ok(Some(agreed)) = negotiate_client(&offers) {
+        assert_eq!(offers.len(), 1);
+        assert!((8..=15).contains(&agreed.client_max_window_bits));
+    }
 }
 
 /// `v1_command`: the `pushwire.v1` command parser. Whatever the text, the parse never panics,

@@ -26,6 +26,7 @@
 
 pub mod close;
 pub mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
