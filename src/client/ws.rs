@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
@@ -38,6 +38,7 @@ use crate::output::Output;
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, CloseCode, CloseFrame, Event, Message, Role, SendError, WsConn};
 
+use super::socket::{io_error, remaining};
 use super::tls::{self, Stream, TlsOptions};
 use super::{Error, Url};
 
@@ -115,43 +116,6 @@ fn random_mask() -> [u8; 4] {
     // RFC 6455 §5.3: "The masking key needs to be unpredictable; thus, the masking key MUST be
     // derived from a strong source of entropy" (rand's thread RNG is a seeded CSPRNG).
     rand::random()
-}
-
-/// A timeout becomes [`Error::Timeout`], a TLS failure [`Error::Tls`]; anything else stays an
-/// I/O error.
-pub(super) fn io_error(e: io::Error, waiting_for: &'static str) -> Error {
-    if let Some(tls) = super::tls::tls_error(&e) {
-        return tls;
-    }
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout { waiting_for },
-        _ => Error::Io(e),
-    }
-}
-
-/// Time left until `deadline`, or the timeout error when none is.
-pub(super) fn remaining(deadline: Instant, waiting_for: &'static str) -> Result<Duration, Error> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(Error::Timeout { waiting_for });
-    }
-    Ok(left)
-}
-
-/// Connects to the first address of `url` that answers before `deadline`.
-pub(super) fn connect_tcp(url: &Url, deadline: Instant) -> Result<TcpStream, Error> {
-    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port).to_socket_addrs()?.collect();
-    let mut last = None;
-    for addr in addrs {
-        let left = remaining(deadline, "the TCP connection")?;
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(io_error(e, "the TCP connection")),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        Error::Io(io::Error::new(io::ErrorKind::NotFound, format!("{} resolved to no address", url.host)))
-    }))
 }
 
 /// Reads until the response head is complete; returns it and the bytes that came after it.

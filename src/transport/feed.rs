@@ -131,7 +131,7 @@ impl Feed {
     ) {
         // The client continues from just before the first message of the replay (after a gap:
         // the oldest message still available).
-        let start = replay.messages.first().map_or(replay.next, |m| before(m.id));
+        let start = replay.messages.first().map_or(replay.next, |m| m.id.before());
         self.cursor = start;
         if replay.gap {
             Metrics::inc(&ctx.metrics.gaps_signalled);
@@ -174,7 +174,7 @@ impl Feed {
         }
         if step == Step::GapThenSend {
             Metrics::inc(&ctx.metrics.gaps_signalled);
-            wire.write_gap(before(msg.id), ctx);
+            wire.write_gap(msg.id.before(), ctx);
         }
         wire.write_message(bytes, ctx);
         Metrics::inc(&ctx.metrics.messages_delivered);
@@ -187,7 +187,7 @@ impl Feed {
         let Mode::CatchingUp { reading: false } = self.mode else {
             return;
         };
-        if ctx.out.len_bytes() > ctx.config.transport.max_send_buffer_bytes / 2 {
+        if ctx.out.is_past_half(ctx.config.transport.max_send_buffer_bytes) {
             return;
         }
         let cursor = self.cursor;
@@ -204,11 +204,6 @@ impl Feed {
         let reached_tail = replay.messages.len() < ctx.config.transport.max_batch_messages;
         self.handle_replay(replay, reached_tail, wire, ctx);
     }
-}
-
-/// The cursor just before message `id` (offsets start at 1).
-fn before(id: Cursor) -> Cursor {
-    Cursor { epoch: id.epoch, offset: id.offset.saturating_sub(1) }
 }
 
 #[cfg(test)]

@@ -54,14 +54,14 @@ use super::{since_param, Ctx, Refusal};
 
 /// The cursor an SSE request resumes from: `Last-Event-ID`, else `last_event_id`, else `since`.
 pub fn since(head: &RequestHead, target: &Target<'_>) -> Result<Since, Refusal> {
-    let bad = Refusal { status: 400, headers: &[], reason: "Last-Event-ID must be a cursor EPOCH:OFFSET" };
+    let bad = Refusal::BadLastEventId;
     if let Some(value) = head.header("last-event-id").filter(|v| !v.is_empty()) {
         let text = std::str::from_utf8(value).map_err(|_| bad.clone())?;
         return Cursor::parse(text).map(Since::After).map_err(|_| bad);
     }
     match target.param("last_event_id") {
         Some(Ok(text)) => Cursor::parse(&text).map(Since::After).map_err(|_| bad),
-        Some(Err(_)) => Err(Refusal { reason: "bad percent-encoding in query", ..bad }),
+        Some(Err(_)) => Err(Refusal::BadQueryEncoding),
         None => since_param(target),
     }
 }

@@ -20,66 +20,19 @@
 //! Does not: negotiate extensions (permessage-deflate), or fragment outgoing messages.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::hub::{ChannelName, Command, Cursor, Encoding, Message, Payload, Replay, Since};
+use crate::hub::{ChannelName, Command, Cursor, Encoding, HubError, Message, Payload, Replay, Since};
 use crate::ws::frame::encode_frame;
-use crate::ws::{self, Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
+use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
-use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::{Feed, Wire};
 use super::{CloseReason, Ctx, Flow};
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 
-/// The subprotocol whose frames are JSON envelopes carrying cursors.
-pub const PROTOCOL_V1: &str = "pushwire.v1";
+pub use crate::protocol::PROTOCOL_V1;
 
-/// WebSocket limits and options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Frame and message limits on `/channels/{name}` (default: 64 KiB, the publish limit).
-    pub channel: ws::Limits,
-    /// Frame and message limits on `/echo` (default 16 MiB: conformance cases send 16 MiB).
-    pub echo: ws::Limits,
-    /// A connection quiet this long is pinged; `None` disables pings. Default 25 s, under
-    /// common load-balancer idle timeouts.
-    pub ping_interval: Option<Duration>,
-    /// How long after a ping some traffic must come back before the connection is closed.
-    /// Default 10 s.
-    pub pong_timeout: Duration,
-    /// How long the server waits for the peer's close after sending its own. Default 5 s.
-    pub close_timeout: Duration,
-    /// Messages sent by clients on a channel are published to it. Default true.
-    pub client_publish: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        let echo_bytes = 16 * 1024 * 1024;
-        Limits {
-            channel: ws::Limits::default(),
-            echo: ws::Limits { max_frame_payload_bytes: echo_bytes, max_message_bytes: echo_bytes },
-            ping_interval: Some(Duration::from_secs(25)),
-            pong_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(5),
-            client_publish: true,
-        }
-    }
-}
-
-impl Limits {
-    /// Checks the limits once at startup.
-    pub fn validate(&self) -> Result<(), String> {
-        self.channel.validate()?;
-        self.echo.validate()?;
-        if self.ping_interval.is_some_and(|d| d.is_zero()) || self.pong_timeout.is_zero() {
-            return Err("WebSocket ping interval and pong timeout must be positive".into());
-        }
-        if self.close_timeout.is_zero() {
-            return Err("WebSocket close timeout must be positive".into());
-        }
-        Ok(())
-    }
-}
+pub use super::limits::WebSocketLimits as Limits;
 
 /// A plain frame: the payload as published, in a text or binary frame.
 pub fn encode_plain_frame(msg: &Message) -> Vec<u8> {
@@ -281,8 +234,13 @@ impl WsSession {
 
     /// The hub refused the subscription or a client's publish: the 101 is already written, so
     /// close with the matching code (1009 for a message too large, else 1011).
-    pub fn handle_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
-        let code = if status == 413 { CloseCode::MESSAGE_TOO_BIG } else { CloseCode::INTERNAL_ERROR };
+    pub fn handle_refused(&mut self, error: HubError, ctx: &mut Ctx<'_>) -> Flow {
+        // RFC 6455 §7.4.1: 1009 for a message too big to process, 1011 for a condition that
+        // prevented the server from fulfilling the request.
+        let code = match error {
+            HubError::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
+            _ => CloseCode::INTERNAL_ERROR,
+        };
         self.close(code, "refused by the hub", ctx);
         Flow::Continue
     }

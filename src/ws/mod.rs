@@ -19,8 +19,8 @@
 //! handshake of §4 for both roles, and the size limits of §10.4 ([`Limits`]).
 //!
 //! Does not: touch a socket, read the clock or draw randomness (mask keys and handshake nonces
-//! come in as arguments); negotiate extensions (RFC 7692 permessage-deflate lives elsewhere, so
-//! any RSV bit fails the connection); fragment outgoing messages; reject non-minimal payload
+//! come in as arguments); negotiate extensions (none is implemented here yet, so any RSV bit
+//! fails the connection; permessage-deflate, RFC 7692, belongs in `ws/deflate/`); fragment outgoing messages; reject non-minimal payload
 //! length encodings (§5.2's "minimal number of bytes MUST be used" binds the sender, and
 //! accepting them costs nothing); send pings on its own (the owner schedules heartbeats).
 
