@@ -32,8 +32,9 @@ use crate::hub::{ChannelName, Cursor, Epoch, Hub, HubError, Message, Payload, Re
 use crate::output::Output;
 use crate::sse::{encode_comment, encode_event, encode_retry, EventStreamParser, ParseError, ParseLimits};
 use crate::ws::close::parse_close_payload;
+use crate::ws::deflate::Codec;
 use crate::ws::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES};
-use crate::ws::handshake::{accept, accept_key, verify_response, ClientRequest, ServerOptions};
+use crate::ws::handshake::{accept, accept_key, verify_response, ClientRequest, Selected, ServerOptions};
 use crate::ws::mask::apply_mask;
 use crate::ws::{Event as WsEvent, Message as WsMessage, Role, WsConn};
 
@@ -176,7 +177,7 @@ fn run_ws(role: Role, limits: crate::ws::Limits, pieces: &[&[u8]]) -> WsRun {
         key.to_be_bytes()
     };
     for piece in pieces {
-        let result = conn.handle_input(piece, &mut mask, &mut events, &mut out);
+        let result = conn.handle_input(piece, &mut mask, &mut Codec::default(), &mut events, &mut out);
         if let Err(e) = result {
             if error.is_none() {
                 error = Some(e);
@@ -283,7 +284,8 @@ pub fn ws_handshake(data: &[u8]) {
     let protocols: Vec<String> =
         known.iter().enumerate().filter(|(i, _)| flags & (1 << i) != 0).map(|(_, p)| p.to_string()).collect();
     let allowed_origins = (flags & 0x08 != 0).then(|| vec!["https://example.com".to_string()]);
-    let options = ServerOptions { protocols: protocols.clone(), allowed_origins };
+    let deflate = flags & 0x10 != 0;
+    let options = ServerOptions { protocols: protocols.clone(), allowed_origins, deflate };
     let limits = HttpLimits::default();
     let input = r.rest();
 
@@ -312,12 +314,14 @@ pub fn ws_handshake(data: &[u8]) {
                 key,
                 protocols: protocols.clone(),
                 extra_headers: Vec::new(),
+                deflate: true,
             };
             let mut response = Vec::new();
             accepted.response_head(&mut response);
             let (parsed, len) = parse_response_head(&response, &limits).unwrap().unwrap();
             assert_eq!(len, response.len());
-            assert_eq!(verify_response(&parsed, &request), Ok(accepted.protocol.clone()));
+            let selected = Selected { protocol: accepted.protocol.clone(), deflate: accepted.deflate };
+            assert_eq!(verify_response(&parsed, &request), Ok(selected));
         }
     }
 
@@ -328,11 +332,15 @@ pub fn ws_handshake(data: &[u8]) {
         key: *b"the sample nonce",
         protocols: protocols.clone(),
         extra_headers: Vec::new(),
+        deflate,
     };
     if let Ok(Some((head, len))) = parse_response_head(input, &limits) {
         assert!(len <= input.len());
-        if let Ok(Some(protocol)) = verify_response(&head, &request) {
-            assert!(protocols.contains(&protocol));
+        if let Ok(selected) = verify_response(&head, &request) {
+            if let Some(protocol) = selected.protocol {
+                assert!(protocols.contains(&protocol));
+            }
+            assert!(deflate || selected.deflate.is_none(), "no extension that was not offered");
         }
     }
 
@@ -344,7 +352,8 @@ pub fn ws_handshake(data: &[u8]) {
     for (k, b) in key.iter_mut().zip(parts.next().unwrap_or_default()) {
         *k = *b;
     }
-    let request = ClientRequest { host, path, key, protocols: protocols.clone(), extra_headers: Vec::new() };
+    let request =
+        ClientRequest { host, path, key, protocols: protocols.clone(), extra_headers: Vec::new(), deflate };
     let mut wire = Vec::new();
     if request.encode(&mut wire).is_ok() {
         let head = parse_request_head(&wire, &limits).expect("an encoded client request parses");
@@ -356,7 +365,12 @@ pub fn ws_handshake(data: &[u8]) {
         let mut response = Vec::new();
         accepted.response_head(&mut response);
         let (parsed, _) = parse_response_head(&response, &limits).unwrap().unwrap();
-        assert_eq!(verify_response(&parsed, &request), Ok(accepted.protocol));
+        // Both ends agree on permessage-deflate: the server accepts the client's offer.
+        assert_eq!(accepted.deflate.is_some(), deflate);
+        assert_eq!(
+            verify_response(&parsed, &request),
+            Ok(Selected { protocol: accepted.protocol, deflate: accepted.deflate })
+        );
     } else {
         assert!(wire.is_empty(), "a refused request writes nothing");
     }

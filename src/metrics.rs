@@ -52,6 +52,11 @@ pub struct Metrics {
     pub slow_consumer_closes: AtomicU64,
     /// Gap signals sent, on every transport.
     pub gaps_signalled: AtomicU64,
+    /// Channel messages compressed for permessage-deflate subscribers: once per message and
+    /// window size, however many subscribers receive it.
+    pub ws_deflate_compressions: AtomicU64,
+    /// WebSocket frames sent compressed (RSV1), fan-out deliveries and echoes.
+    pub ws_deflate_frames_sent: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
 }
 
@@ -159,6 +164,18 @@ impl Metrics {
             &one(load(&self.slow_consumer_closes)),
         );
         metric("gaps_signalled_total", "counter", "Gap signals sent.", &one(load(&self.gaps_signalled)));
+        metric(
+            "ws_deflate_compressions_total",
+            "counter",
+            "Channel messages compressed for permessage-deflate (once per message and window).",
+            &one(load(&self.ws_deflate_compressions)),
+        );
+        metric(
+            "ws_deflate_frames_sent_total",
+            "counter",
+            "WebSocket frames sent compressed.",
+            &one(load(&self.ws_deflate_frames_sent)),
+        );
         let rejected: Vec<_> = REJECTED
             .iter()
             .zip(&self.rejected)
