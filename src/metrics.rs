@@ -55,8 +55,10 @@ pub struct Metrics {
     /// Channel messages compressed for permessage-deflate subscribers: once per message and
     /// window size, however many subscribers receive it.
     pub ws_deflate_compressions: AtomicU64,
-    /// WebSocket frames sent compressed (RSV1), fan-out deliveries and echoes.
+    /// Channel messages delivered in compressed WebSocket frames (RSV1), each subscriber counting.
     pub ws_deflate_frames_sent: AtomicU64,
+    /// SSE requests whose `Last-Event-ID` could not be read, answered from now with a gap.
+    pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
 }
 
@@ -173,8 +175,14 @@ impl Metrics {
         metric(
             "ws_deflate_frames_sent_total",
             "counter",
-            "WebSocket frames sent compressed.",
+            "Channel messages delivered in compressed WebSocket frames.",
             &one(load(&self.ws_deflate_frames_sent)),
+        );
+        metric(
+            "last_event_id_unreadable_total",
+            "counter",
+            "SSE requests whose Last-Event-ID could not be read (answered from now with a gap).",
+            &one(load(&self.last_event_id_unreadable)),
         );
         let rejected: Vec<_> = REJECTED
             .iter()

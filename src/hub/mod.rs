@@ -69,6 +69,7 @@ pub mod command;
 pub mod composite;
 pub mod cursor;
 pub mod message;
+pub mod presence;
 
 pub use channel_name::ChannelName;
 pub use command::{Applied, Command, Reply};

@@ -154,7 +154,7 @@ mod tests {
             handle(&publish, true, vec![0xff], false, &config),
             Some(Endpoint::Answer(Answer::Error { status: 400, .. }))
         ));
-        let sse = Route::Sse { channel, since: crate::hub::Since::Tail };
+        let sse = Route::Sse { channel, since: crate::hub::Since::Tail.into() };
         assert!(handle(&sse, false, Vec::new(), false, &config).is_none(), "sessions are not endpoints");
     }
 

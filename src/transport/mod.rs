@@ -31,6 +31,7 @@ pub mod pages;
 pub mod policy;
 pub mod publish;
 pub mod refusal;
+pub mod rooms;
 pub mod route;
 pub mod session;
 pub mod short_poll;

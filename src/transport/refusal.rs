@@ -40,7 +40,7 @@ pub enum Refusal {
     StreamNeedsHttp11,
     /// `?since=` is not a cursor: 400.
     BadSince,
-    /// `Last-Event-ID` (or `?last_event_id=`) is not a cursor: 400.
+    /// `?last_event_id=` is not a cursor: 400 (an unreadable `Last-Event-ID` header is a gap).
     BadLastEventId,
     /// `?event=` is not a token of at most `max_event_name_bytes`: 400.
     BadEventName,
@@ -98,7 +98,7 @@ impl Refusal {
             Refusal::BadWait => "wait must be a number of seconds",
             Refusal::StreamNeedsHttp11 => "streaming needs HTTP/1.1",
             Refusal::BadSince => "since must be a cursor EPOCH:OFFSET",
-            Refusal::BadLastEventId => "Last-Event-ID must be a cursor EPOCH:OFFSET",
+            Refusal::BadLastEventId => "last_event_id must be a cursor EPOCH:OFFSET",
             Refusal::BadEventName => "event must be a token of at most max-event-name-bytes",
             Refusal::ReservedEventName => "the event name gap is reserved for gap signals",
             Refusal::Denied(denied) => denied.reason(),

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use super::access::Denied;
+use super::feed::Start;
 use super::refusal::Refusal;
 use super::{sse, websocket, Limits};
 use crate::config::Config;
@@ -60,8 +61,9 @@ pub enum Route {
     Sse {
         /// The channel.
         channel: ChannelName,
-        /// Where the client's history ends (`Last-Event-ID`, `last_event_id` or `since`).
-        since: Since,
+        /// Where the client's history ends (`Last-Event-ID`, `last_event_id` or `since`), or
+        /// [`Start::Lost`] for an unreadable `Last-Event-ID`.
+        since: Start,
     },
     /// A WebSocket upgrade, accepted: on a channel, or `/echo` when `channel` is `None`.
     WebSocket {
@@ -354,6 +356,36 @@ mod tests {
         let r = route(&head("GET", "/channels/a?mode=sse"), &config).unwrap_err();
         assert_eq!(r.status(), 403);
         assert!(route(&head("GET", "/channels/a?mode=stream"), &config).is_ok());
+    }
+
+    /// Issue #13 item 7, HTML `#the-last-event-id-header`: the browser sends `Last-Event-ID`
+    /// by itself, so an unreadable one starts from now with a gap ([`Start::Lost`]) instead of
+    /// a 400 that would end its reconnects; `?last_event_id=` and `?since=` stay 400.
+    #[test]
+    fn html_sse_unreadable_last_event_id_is_a_gap_not_a_refusal() {
+        let sse = |target: &str, last_event_id: Option<&[u8]>| {
+            let mut h = head("GET", target);
+            h.headers.push(Header { name: "Accept".into(), value: b"text/event-stream".to_vec() });
+            if let Some(value) = last_event_id {
+                h.headers.push(Header { name: "Last-Event-ID".into(), value: value.to_vec() });
+            }
+            route(&h, &Config::default()).map(|r| match r {
+                Route::Sse { since, .. } => since,
+                other => panic!("{other:?}"),
+            })
+        };
+        for garbage in [&b"garbage"[..], b"\xc3\x28", b"0123456789abcdef.1.2", b"00000000000000ab:"] {
+            assert_eq!(sse("/channels/a", Some(garbage)), Ok(Start::Lost), "{garbage:?}");
+        }
+        let good = Start::Since(Since::After(Cursor::parse("00000000000000ab:7").unwrap()));
+        assert_eq!(
+            sse("/channels/a?last_event_id=nope", Some(b"00000000000000ab:7")),
+            Ok(good),
+            "the header wins"
+        );
+        assert_eq!(sse("/channels/a", Some(b"")), Ok(Start::Since(Since::Tail)));
+        assert_eq!(sse("/channels/a?last_event_id=x", None).unwrap_err().status(), 400);
+        assert_eq!(sse("/channels/a?since=x", None).unwrap_err().status(), 400);
     }
 
     #[test]
