@@ -3,23 +3,27 @@
 //! Every limit a peer can push against lives in one of these structs, with its unit, default
 //! and what happens when it is exceeded; `pushwire serve --help` lists a flag for each.
 
-use crate::{http1, hub, net, transport};
+use crate::http1::Limits as HttpLimits;
+use crate::hub::Limits as HubLimits;
+use crate::net::limits::Limits as NetLimits;
+use crate::transport::access::Access;
+use crate::transport::limits::{Limits as TransportLimits, WebSocketLimits};
 
 /// Everything the server needs to know, shared read-only by every connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     /// HTTP/1.1 message limits and timeouts.
-    pub http: http1::Limits,
+    pub http: HttpLimits,
     /// Transport limits (batches, event names, send buffers, heartbeats).
-    pub transport: transport::Limits,
+    pub transport: TransportLimits,
     /// WebSocket limits and heartbeat.
-    pub websocket: transport::websocket::Limits,
+    pub websocket: WebSocketLimits,
     /// Origin policy and tokens.
-    pub access: transport::access::Access,
+    pub access: Access,
     /// Channel history bounds.
-    pub hub: hub::Limits,
+    pub hub: HubLimits,
     /// Event loop and socket limits.
-    pub net: net::Limits,
+    pub net: NetLimits,
 }
 
 impl Config {

@@ -28,16 +28,16 @@ use crate::http1::Error as HttpError;
 use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
-use crate::transport::access::PREFLIGHT_FIELDS;
-use crate::transport::envelope::write_json_string;
+use crate::protocol::envelope::write_json_string;
+use crate::transport::endpoint::{self, Answer, Endpoint};
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
-    pages, publish, route, short_poll, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route,
-    Session,
+    publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
 };
+use crate::ws::deflate::SharedCodec;
 
 /// How a response must be written.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +119,17 @@ pub struct ConnEnv {
     pub config: Arc<Config>,
     /// Server-wide counters.
     pub metrics: Arc<Metrics>,
+    /// The loop's permessage-deflate compressor and decompressor, lent to the WebSocket
+    /// connection being served (reset per message: connections hold no zlib state).
+    pub deflate: SharedCodec,
+}
+
+impl ConnEnv {
+    /// The environment of one event loop.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> ConnEnv {
+        let deflate = SharedCodec::new(config.websocket.deflate_min_bytes);
+        ConnEnv { config, metrics, deflate }
+    }
 }
 
 /// One TCP connection, sans-I/O.
@@ -171,7 +182,7 @@ fn cors_origin(rare: &Option<Box<Rare>>) -> Option<&str> {
 impl Conn {
     /// A connection accepted at `now`.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, now: Instant) -> Self {
-        Self::with_env(Arc::new(ConnEnv { config, metrics }), now)
+        Self::with_env(Arc::new(ConnEnv::new(config, metrics)), now)
     }
 
     /// A connection accepted at `now`, sharing `env` with the other connections of its loop
@@ -217,7 +228,9 @@ impl Conn {
     pub fn handle_eof(&mut self, now: Instant) {
         self.peer_eof = true;
         match &self.phase {
-            Phase::Closing { .. } | Phase::Closed => self.set_phase(Phase::Closed),
+            Phase::Closing { .. } | Phase::Closed => {
+                self.set_phase(Phase::Closed);
+            }
             // A request being answered still gets its answer; the connection closes after.
             Phase::Awaiting { .. } => {}
             // A parked poll or a stream whose client left: forget it (RFC 6202 §2.2).
@@ -247,10 +260,12 @@ impl Conn {
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
     /// pipelined requests may queue more.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
-        match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Awaiting { request } => self.answer(request.to, reply, now),
-            Phase::Serving { session } => {
-                self.phase = Phase::Serving { session };
+        match &self.phase {
+            Phase::Awaiting { .. } => {
+                let Phase::Awaiting { request } = self.set_phase(Phase::Closed) else { unreachable!() };
+                self.answer(request.to, reply, now)
+            }
+            Phase::Serving { .. } => {
                 let to = self.serving_to;
                 match reply {
                     Reply::Subscribed { channel, replay: Ok(replay) } => {
@@ -263,9 +278,8 @@ impl Conn {
                     Reply::Subscribed { replay: Err(e), .. }
                     | Reply::Read(Err(e))
                     | Reply::Published(Err(e)) => {
-                        let status = e.status_hint();
                         let mut ended = false;
-                        self.drive(now, |s, ctx| match s.handle_refused(status, ctx) {
+                        self.drive(now, |s, ctx| match s.handle_refused(e, ctx) {
                             Some(flow) => {
                                 ended = true;
                                 flow
@@ -273,14 +287,14 @@ impl Conn {
                             None => Flow::Continue,
                         });
                         if !ended {
-                            self.respond_error(to, status, &[], &e.to_string(), now)
+                            self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
                         }
                     }
                     Reply::Published(Ok(_)) | Reply::Stats(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.
-            other => self.phase = other,
+            _ => {}
         }
         // Requests pipelined behind this one were only buffered while it was answered.
         if self.has_input() {
@@ -367,7 +381,9 @@ impl Conn {
                 self.begin_closing(now);
             }
             Phase::Serving { .. } => self.drive(now, |s, ctx| s.handle_timeout(ctx)),
-            Phase::Closing { .. } => self.set_phase(Phase::Closed),
+            Phase::Closing { .. } => {
+                self.set_phase(Phase::Closed);
+            }
             Phase::Awaiting { .. } | Phase::Closed => {}
         }
     }
@@ -500,10 +516,7 @@ impl Conn {
                         if !progress.done {
                             return pos;
                         }
-                        let Phase::ReadingBody(state) = std::mem::replace(&mut self.phase, Phase::Closed)
-                        else {
-                            unreachable!()
-                        };
+                        let Phase::ReadingBody(state) = self.set_phase(Phase::Closed) else { unreachable!() };
                         self.dispatch(state.request, state.body, now);
                     }
                     Err(e) => {
@@ -530,10 +543,10 @@ impl Conn {
             Ok(head) => head,
             Err(e) => return self.fail_request(&e, now),
         };
-        // An allowed cross-origin request is answered with CORS fields naming its origin.
-        self.set_cors_origin(
-            self.env.config.access.check_origin(&head).ok().flatten().map(String::into_boxed_str),
-        );
+        // Routed once, with the access verdict: an allowed cross-origin request is answered
+        // (refused or not) with CORS fields naming its origin.
+        let routed = route_request(&head, &self.env.config);
+        self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
         let reader = match BodyReader::for_request(&head, &self.env.config.http) {
@@ -541,12 +554,12 @@ impl Conn {
             Err(e) => return self.fail_request(&e, now),
         };
         let to = AnswerTo { keep_alive: head.keep_alive(), head_only: head.method == "HEAD" };
-        let route = match route(&head, &self.env.config) {
+        let route = match routed.route {
             Ok(route) => route,
             Err(refusal) => {
                 // A refused request with a body leaves unread bytes: close after answering.
                 let to = AnswerTo { keep_alive: to.keep_alive && !reader.expects_body(), ..to };
-                return self.respond_error(to, refusal.status, refusal.headers, refusal.reason, now);
+                return self.respond_error(to, refusal.status(), refusal.headers(), refusal.reason(), now);
             }
         };
         let request = Request { text: publish::is_text(&head), route, to };
@@ -558,8 +571,12 @@ impl Conn {
                 write_head(&mut interim, 100, &[], Framing::None, false);
                 self.out.push_owned(interim);
             }
-            self.phase =
-                Phase::ReadingBody(Box::new(BodyState { request, reader, body: Vec::new(), started: now }));
+            self.set_phase(Phase::ReadingBody(Box::new(BodyState {
+                request,
+                reader,
+                body: Vec::new(),
+                started: now,
+            })));
         } else {
             self.dispatch(request, Vec::new(), now);
         }
@@ -567,35 +584,15 @@ impl Conn {
 
     /// Answers a request that waited for the hub.
     fn answer(&mut self, to: AnswerTo, reply: Reply, now: Instant) {
-        match reply {
-            Reply::Published(Ok(id)) => self.respond(
-                to,
-                201,
-                &[("Content-Type", "application/json")],
-                &publish::created_body(id),
-                now,
-            ),
-            Reply::Read(Ok(replay)) => {
-                short_poll::count(&replay, &self.env.metrics);
-                self.respond(
-                    to,
-                    200,
-                    &[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
-                    &short_poll::body(&replay),
-                    now,
-                )
-            }
-            Reply::Stats(stats) => {
-                let text = self.env.metrics.render(&stats);
-                self.respond(to, 200, &[("Content-Type", "text/plain; version=0.0.4")], text.as_bytes(), now)
-            }
-            Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed { replay: Err(e), .. } => {
-                self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
-            }
-            Reply::Subscribed { replay: Ok(_), .. } => {
-                debug_assert!(false, "subscriptions belong to sessions");
-                self.respond_error(to, 500, &[], "unexpected subscription", now)
-            }
+        let answer = endpoint::answer_reply(reply, &self.env.metrics);
+        self.send_answer(to, answer, now);
+    }
+
+    /// Writes an endpoint's complete answer.
+    fn send_answer(&mut self, to: AnswerTo, answer: Answer, now: Instant) {
+        match answer {
+            Answer::Full { status, fields, body } => self.respond(to, status, &fields, &body, now),
+            Answer::Error { status, reason } => self.respond_error(to, status, &[], &reason, now),
         }
     }
 
@@ -611,6 +608,7 @@ impl Conn {
             config: &self.env.config,
             now,
             metrics: &self.env.metrics,
+            deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
         };
         match handler(session, &mut ctx) {
@@ -633,56 +631,20 @@ impl Conn {
         }
     }
 
-    /// A whole request is here: answer it, or queue the hub command that answers it.
+    /// A whole request is here: answer it, queue the hub command that answers it, or hand the
+    /// connection to a session.
     fn dispatch(&mut self, request: Request, body: Vec<u8>, now: Instant) {
+        let cross_origin = cors_origin(&self.rare).is_some();
+        match endpoint::handle(&request.route, request.text, body, cross_origin, &self.env.config) {
+            Some(Endpoint::Answer(answer)) => return self.send_answer(request.to, answer, now),
+            Some(Endpoint::Await(command)) => {
+                self.commands.push_back(command);
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
+                return;
+            }
+            None => {}
+        }
         match &request.route {
-            Route::Index => self.respond(
-                request.to,
-                200,
-                &[("Content-Type", "text/html; charset=utf-8")],
-                pages::INDEX_HTML,
-                now,
-            ),
-            Route::Preflight => {
-                let mut fields = vec![("Allow", "GET, HEAD, POST, OPTIONS")];
-                if cors_origin(&self.rare).is_some() {
-                    fields.extend_from_slice(PREFLIGHT_FIELDS);
-                }
-                self.respond(request.to, 204, &fields, b"", now)
-            }
-            Route::ClientScript => self.respond(
-                request.to,
-                200,
-                &[("Content-Type", "text/javascript; charset=utf-8")],
-                pages::PUSHWIRE_JS,
-                now,
-            ),
-            Route::Metrics => {
-                self.commands.push_back(Command::Stats);
-                self.set_phase(Phase::Awaiting { request: Box::new(request) });
-            }
-            Route::Healthz => {
-                self.respond(request.to, 200, &[("Content-Type", "text/plain")], pages::HEALTHZ, now)
-            }
-            Route::Publish { channel, event } => {
-                let Some(payload) = publish::payload(request.text, body) else {
-                    return self.respond_error(request.to, 400, &[], "a text body must be UTF-8", now);
-                };
-                self.commands.push_back(Command::Publish {
-                    channel: channel.clone(),
-                    event: event.as_deref().map(Arc::from),
-                    payload,
-                });
-                self.set_phase(Phase::Awaiting { request: Box::new(request) });
-            }
-            Route::ShortPoll { channel, since } => {
-                self.commands.push_back(Command::Read {
-                    channel: channel.clone(),
-                    since: *since,
-                    max_messages: self.env.config.transport.max_batch_messages,
-                });
-                self.set_phase(Phase::Awaiting { request: Box::new(request) });
-            }
             Route::LongPoll { channel, since, wait } => {
                 let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
                 let session = LongPollSession::start(
@@ -707,6 +669,14 @@ impl Conn {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
                 self.serve(Session::Stream(session), request.to);
             }
+            // Answered above.
+            Route::Index
+            | Route::ClientScript
+            | Route::Healthz
+            | Route::Metrics
+            | Route::Preflight
+            | Route::Publish { .. }
+            | Route::ShortPoll { .. } => {}
         }
     }
 
@@ -758,6 +728,7 @@ impl Conn {
             config: &self.env.config,
             now,
             metrics: &self.env.metrics,
+            deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
         }
     }
@@ -785,16 +756,17 @@ impl Conn {
         }
     }
 
-    /// Moves to `phase`; leaving `Serving` uncounts the transport (a `Conn` keeps that count
-    /// itself, with no guard in every connection).
-    fn set_phase(&mut self, phase: Phase) {
+    /// Moves to `phase` and returns the phase left: the only writer of `self.phase`. Leaving
+    /// `Serving` uncounts the transport (a `Conn` keeps that count itself, with no guard in
+    /// every connection).
+    fn set_phase(&mut self, phase: Phase) -> Phase {
         if let Phase::Serving { session, .. } = &self.phase {
             self.env.metrics.close_transport(session.transport());
             if let Session::LongPoll(poll) = session {
                 poll.uncount(&self.env.metrics);
             }
         }
-        self.phase = phase;
+        std::mem::replace(&mut self.phase, phase)
     }
 
     fn begin_closing(&mut self, now: Instant) {
@@ -813,419 +785,4 @@ fn expects_continue(head: &RequestHead) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::{ChannelName, Hub, Payload, SinkId};
-    use std::time::Duration;
-
-    /// A connection and a hub driven by hand, with a fake clock. Messages published (by the
-    /// connection or by [`Script::publish`]) are delivered to the connection while it is
-    /// subscribed, as the event loop would.
-    struct Script {
-        conn: Conn,
-        hub: Hub,
-        now: Instant,
-        subscribed: Vec<ChannelName>,
-    }
-
-    impl Script {
-        fn new(config: Config) -> Script {
-            let now = Instant::now();
-            let hub = Hub::new(config.hub, 7);
-            let metrics = Arc::new(Metrics::default());
-            Script { conn: Conn::new(Arc::new(config), metrics, now), hub, now, subscribed: Vec::new() }
-        }
-
-        fn run_commands(&mut self) {
-            while let Some(command) = self.conn.poll_command() {
-                let applied = command.apply(&mut self.hub, SinkId::new(0).unwrap(), self.now);
-                if let Some(channel) = applied.subscribed {
-                    self.subscribed.push(channel);
-                }
-                if let Some(channel) = applied.unsubscribed {
-                    self.subscribed.retain(|c| *c != channel);
-                }
-                if let Some(reply) = applied.reply {
-                    self.conn.handle_reply(reply, self.now);
-                }
-                if let Some(published) = applied.published {
-                    self.deliver(&published.message);
-                }
-            }
-        }
-
-        fn deliver(&mut self, msg: &Arc<Message>) {
-            if self.subscribed.contains(&msg.channel) {
-                self.conn.handle_delivery(msg, self.now);
-                self.run_commands();
-            }
-        }
-
-        /// Publishes from elsewhere and delivers, returning what the connection wrote.
-        fn publish(&mut self, channel: &str, text: &str) -> String {
-            let channel = ChannelName::parse(channel).unwrap();
-            let published =
-                self.hub.publish(&channel, None, Payload::Text(Arc::from(text)), self.now).unwrap();
-            self.deliver(&published.message);
-            self.take_output()
-        }
-
-        /// Feeds `input` in pieces of `piece` bytes, applying commands after each, and returns
-        /// everything written.
-        fn send_in_pieces(&mut self, input: &[u8], piece: usize) -> String {
-            for chunk in input.chunks(piece.max(1)) {
-                self.conn.handle_input(&mut chunk.to_vec(), self.now);
-                self.run_commands();
-            }
-            self.take_output()
-        }
-
-        fn send(&mut self, input: &[u8]) -> String {
-            self.send_in_pieces(input, input.len())
-        }
-
-        fn take_output(&mut self) -> String {
-            let n = self.conn.pending_output().len_bytes();
-            let bytes = self.conn.pending_output().to_vec();
-            self.conn.consume_output(n, self.now);
-            String::from_utf8(bytes).unwrap()
-        }
-
-        fn hub_epoch(&mut self, channel: &str) -> String {
-            let channel = ChannelName::parse(channel).unwrap();
-            let replay = self.hub.read(&channel, crate::hub::Since::Tail, 0, self.now).unwrap();
-            replay.next.epoch.to_string()
-        }
-
-        fn advance(&mut self, by: Duration) {
-            self.now += by;
-            if self.conn.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.conn.handle_timeout(self.now);
-                self.run_commands();
-            }
-        }
-    }
-
-    const PIPELINE: &[u8] = b"POST /channels/a HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
-        GET /channels/a?since=0000000000000000:0 HTTP/1.1\r\nHost: t\r\n\r\n\
-        HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
-
-    #[test]
-    fn rfc9112_9_3_pipelined_conversation_is_split_invariant() {
-        let whole = Script::new(Config::default()).send(PIPELINE);
-        assert_eq!(whole.matches("HTTP/1.1 ").count(), 3, "{whole}");
-        assert!(whole.contains("201 Created"));
-        assert!(whole.contains("\"data\":\"hi\""));
-        for piece in [1, 2, 3, 7, 50] {
-            assert_eq!(
-                Script::new(Config::default()).send_in_pieces(PIPELINE, piece),
-                whole,
-                "piece {piece}"
-            );
-        }
-    }
-
-    #[test]
-    fn idle_connection_holds_no_input_buffer() {
-        let mut s = Script::new(Config::default());
-        s.send_in_pieces(PIPELINE, 5);
-        assert!(s.conn.rare.is_none());
-        assert!(s.conn.pending_output().is_empty());
-    }
-
-    /// Issue #7 (idle connection memory): every connection, idle ones included, carries a
-    /// `Conn` in the event loop's slab, its session inline (a WebSocket one too: no box); a
-    /// layout regression shows here before it shows in `pushwire bench idle`.
-    #[test]
-    fn idle_connection_sizes_stay_pinned() {
-        use crate::transport::websocket::WsSession;
-        use std::mem::size_of;
-        assert!(size_of::<Conn>() <= 144, "Conn is {} bytes", size_of::<Conn>());
-        assert!(size_of::<Phase>() <= 104, "Phase is {} bytes", size_of::<Phase>());
-        assert!(size_of::<Session>() <= 104, "Session is {} bytes", size_of::<Session>());
-        assert!(size_of::<WsSession>() <= 104, "WsSession is {} bytes", size_of::<WsSession>());
-        let ws = size_of::<crate::ws::WsConn>();
-        assert!(ws <= 40, "WsConn is {ws} bytes");
-        assert_eq!(size_of::<crate::output::Output>(), 8, "an idle connection's output is one pointer");
-    }
-
-    /// The open-transport gauge is kept by the connection (no guard): counted while serving,
-    /// uncounted when the response completes or the connection is dropped.
-    #[test]
-    fn transport_gauge_counts_serving_connections() {
-        let gauge = |metrics: &Metrics, transport: &str, n: u32| {
-            let text = metrics.render(&Default::default());
-            let line = format!("pushwire_transport_connections_open{{transport=\"{transport}\"}} {n}\n");
-            assert!(text.contains(&line), "{text}");
-        };
-        let mut s = Script::new(Config::default());
-        let metrics = s.conn.env.metrics.clone();
-        s.send(b"GET /channels/g HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
-        gauge(&metrics, "sse", 1);
-        drop(s);
-        gauge(&metrics, "sse", 0);
-        let mut s = Script::new(Config::default());
-        let metrics = s.conn.env.metrics.clone();
-        s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
-        gauge(&metrics, "longpoll", 1);
-        let parked = |metrics: &Metrics, n: u32| {
-            let text = metrics.render(&Default::default());
-            assert!(text.contains(&format!("pushwire_longpolls_parked {n}\n")), "{text}");
-        };
-        parked(&metrics, 1);
-        s.publish("g", "wake");
-        gauge(&metrics, "longpoll", 0);
-        parked(&metrics, 0);
-        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
-        // A parked poll whose connection goes away is uncounted too.
-        s.send(b"GET /channels/g?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n");
-        parked(&metrics, 1);
-        drop(s);
-        parked(&metrics, 0);
-        gauge(&metrics, "longpoll", 0);
-    }
-
-    #[test]
-    fn idle_subscription_holds_no_command_queue() {
-        let mut s = Script::new(Config::default());
-        s.send(b"GET /channels/q HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
-        assert!(s.conn.transport().is_some());
-        assert!(!s.conn.commands.is_allocated());
-    }
-
-    #[test]
-    fn rfc9110_15_5_9_slow_head_gets_408_at_the_request_deadline() {
-        let mut s = Script::new(Config::default());
-        assert_eq!(s.send(b"GET / HTTP/1.1\r\nHo"), "");
-        s.advance(Duration::from_millis(9_999));
-        assert_eq!(s.take_output(), "");
-        s.advance(Duration::from_millis(1));
-        let out = s.take_output();
-        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
-        assert!(out.contains("Connection: close"));
-        assert!(s.conn.wants_write_shutdown());
-    }
-
-    #[test]
-    fn slowloris_gains_nothing_by_trickling_bytes() {
-        let mut s = Script::new(Config::default());
-        let mut out = String::new();
-        for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa" {
-            out += &s.send(&[*byte]);
-            s.advance(Duration::from_millis(300));
-        }
-        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
-    }
-
-    #[test]
-    fn rfc9112_9_5_idle_keep_alive_connection_closes_quietly() {
-        let mut s = Script::new(Config::default());
-        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
-        s.advance(Duration::from_secs(59));
-        assert!(!s.conn.wants_write_shutdown());
-        s.advance(Duration::from_secs(1));
-        assert!(s.conn.wants_write_shutdown());
-        assert_eq!(s.take_output(), "");
-    }
-
-    #[test]
-    fn rfc9112_9_6_closing_discards_input_until_eof_or_linger() {
-        let mut s = Script::new(Config::default());
-        assert!(s
-            .send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .contains("Connection: close"));
-        assert!(s.conn.wants_write_shutdown() && s.conn.wants_read());
-        assert_eq!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"), "");
-        s.advance(Duration::from_secs(2));
-        assert!(s.conn.is_closed());
-
-        let mut s = Script::new(Config::default());
-        s.send(b"BAD\r\n\r\n");
-        s.conn.handle_eof(s.now);
-        assert!(s.conn.is_closed());
-    }
-
-    #[test]
-    fn a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout() {
-        let mut s = Script::new(Config::default());
-        s.advance(Duration::from_secs(10));
-        assert!(s.conn.wants_write_shutdown());
-    }
-
-    #[test]
-    fn pipelined_requests_stop_being_read_while_output_is_over_the_bound() {
-        let mut config = Config::default();
-        config.transport.max_send_buffer_bytes = 4096;
-        let mut s = Script::new(config);
-        let mut many = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20);
-        s.conn.handle_input(&mut many, s.now);
-        s.run_commands();
-        assert!(!s.conn.wants_read(), "backpressure once output passes the bound");
-        let answered = s.take_output().matches("HTTP/1.1 200").count();
-        assert!(answered < 20);
-        // Draining the output resumes the buffered requests.
-        let mut total = answered;
-        for _ in 0..20 {
-            s.run_commands();
-            total += s.take_output().matches("HTTP/1.1 200").count();
-        }
-        assert_eq!(total, 20);
-    }
-
-    #[test]
-    fn eof_while_a_reply_is_pending_still_answers_then_closes() {
-        let mut s = Script::new(Config::default());
-        s.conn.handle_input(&mut b"GET /channels/q HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), s.now);
-        s.conn.handle_eof(s.now);
-        s.run_commands();
-        let out = s.take_output();
-        assert!(out.starts_with("HTTP/1.1 200 OK") && out.contains("Connection: close"), "{out}");
-    }
-
-    #[test]
-    fn html_sse_stream_replays_then_delivers_live_with_heartbeats() {
-        let mut s = Script::new(Config::default());
-        s.publish("n", "before");
-        let head = s.send(b"GET /channels/n?since=0000000000000000:0 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(
-            head.contains("Content-Type: text/event-stream\r\n") && head.contains("Connection: close\r\n")
-        );
-        assert!(head.contains("retry: 2000\n\n"));
-        // The foreign epoch is a gap; what is still there follows it.
-        assert!(head.contains("event: gap\n"), "{head}");
-        assert!(head.ends_with("data: before\n\n"), "{head}");
-        assert_eq!(s.publish("n", "a\nb"), format!("id: {}:2\ndata: a\ndata: b\n\n", s.hub_epoch("n")));
-        s.advance(Duration::from_secs(15));
-        assert_eq!(s.take_output(), ": keepalive\n");
-        // Input from an event-stream client is meaningless and ignored.
-        assert_eq!(s.send(b"junk"), "");
-    }
-
-    #[test]
-    fn html_sse_last_event_id_resumes_exactly() {
-        let mut s = Script::new(Config::default());
-        s.publish("r", "one");
-        s.publish("r", "two");
-        let epoch = s.hub_epoch("r");
-        let out = s.send(format!("GET /channels/r HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nLast-Event-ID: {epoch}:1\r\n\r\n").as_bytes());
-        assert!(!out.contains("gap"), "{out}");
-        assert!(out.ends_with(&format!("id: {epoch}:2\ndata: two\n\n")), "{out}");
-    }
-
-    #[test]
-    fn rfc9112_7_1_stream_sends_one_chunk_per_message_and_heartbeats() {
-        let mut s = Script::new(Config::default());
-        let head = s.send(b"GET /channels/st HTTP/1.1\r\nHost: t\r\nAccept: application/x-ndjson\r\n\r\n");
-        assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
-        let epoch = s.hub_epoch("st");
-        let open = format!("{{\"type\":\"open\",\"next\":\"{epoch}:0\"}}\n");
-        assert!(head.ends_with(&format!("\r\n\r\n{:x}\r\n{open}\r\n", open.len())), "{head}");
-        let line = format!("{{\"id\":\"{epoch}:1\",\"data\":\"hi\"}}\n");
-        assert_eq!(s.publish("st", "hi"), format!("{:x}\r\n{line}\r\n", line.len()));
-        s.advance(Duration::from_secs(15));
-        assert_eq!(s.take_output(), "15\r\n{\"type\":\"heartbeat\"}\n\r\n");
-    }
-
-    #[test]
-    fn rfc6202_2_long_poll_parks_until_a_publish_then_serves_the_next_poll() {
-        let mut s = Script::new(Config::default());
-        let tail = s.send(b"GET /channels/lp HTTP/1.1\r\nHost: t\r\n\r\n");
-        let next = tail.split("\"next\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-        let parked =
-            s.send(format!("GET /channels/lp?wait=10&since={next} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        assert_eq!(parked, "", "parked: nothing written yet");
-        s.advance(Duration::from_secs(3));
-        let answer = s.publish("lp", "wake");
-        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.contains("\"data\":\"wake\""), "{answer}");
-        assert!(s.subscribed.is_empty(), "answered polls unsubscribe");
-        // Keep-alive: the same connection serves the next poll.
-        assert!(s.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").contains("200 OK"));
-    }
-
-    #[test]
-    fn rfc6202_2_long_poll_expires_with_an_empty_answer_and_the_same_next() {
-        let mut s = Script::new(Config::default());
-        let out = s.send(b"GET /channels/x?wait=5 HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_eq!(out, "");
-        s.advance(Duration::from_millis(4_999));
-        assert_eq!(s.take_output(), "");
-        s.advance(Duration::from_millis(1));
-        let answer = s.take_output();
-        assert!(answer.contains("\"messages\":[]") && answer.contains("\"gap\":false"), "{answer}");
-        assert!(s.subscribed.is_empty());
-    }
-
-    #[test]
-    fn long_poll_answers_at_once_when_messages_follow_the_cursor() {
-        let mut s = Script::new(Config::default());
-        s.publish("y", "ready");
-        let epoch = s.hub_epoch("y");
-        let out =
-            s.send(format!("GET /channels/y?wait=30&since={epoch}:0 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        assert!(out.contains("\"data\":\"ready\""), "{out}");
-    }
-
-    #[test]
-    fn parked_client_that_disconnects_is_forgotten() {
-        let mut s = Script::new(Config::default());
-        s.send(b"GET /channels/z?wait=30 HTTP/1.1\r\nHost: t\r\n\r\n");
-        s.conn.handle_eof(s.now);
-        assert!(s.conn.is_closed());
-    }
-
-    #[test]
-    fn slow_live_sse_consumer_is_closed_at_the_send_buffer_bound() {
-        let mut config = Config::default();
-        config.transport.max_send_buffer_bytes = 4096;
-        let mut s = Script::new(config);
-        s.conn.handle_input(
-            &mut b"GET /channels/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n".to_vec(),
-            s.now,
-        );
-        s.run_commands();
-        let big = "x".repeat(1000);
-        for _ in 0..10 {
-            let channel = ChannelName::parse("slow").unwrap();
-            let p = s.hub.publish(&channel, None, Payload::Text(Arc::from(big.as_str())), s.now).unwrap();
-            s.deliver(&p.message);
-        }
-        assert_eq!(s.conn.close_reason(), Some("slow consumer"));
-        assert!(s.conn.pending_output().len_bytes() <= 4096);
-    }
-
-    #[test]
-    fn a_replay_larger_than_the_send_buffer_is_paged_from_the_history() {
-        let mut config = Config::default();
-        config.transport.max_send_buffer_bytes = 4096;
-        config.transport.max_batch_messages = 3;
-        let mut s = Script::new(config);
-        for i in 0..20 {
-            s.publish("big", &format!("{i:0>500}"));
-        }
-        let epoch = s.hub_epoch("big");
-        let mut out = s.send(
-            format!(
-                "GET /channels/big?since={epoch}:0 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        // Each drain lets the feed read another page; a publish meanwhile is not lost.
-        for round in 0..40 {
-            if round == 5 {
-                out += &s.publish("big", "live");
-            }
-            s.run_commands();
-            out += &s.take_output();
-        }
-        let ids: Vec<u64> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix("id: "))
-            .map(|id| id.rsplit(':').next().unwrap().parse().unwrap())
-            .collect();
-        // id 0 is the opening cursor (an id line without data), then every message once.
-        assert_eq!(ids, (0..=21).collect::<Vec<_>>(), "every message once, in order");
-        assert!(!out.contains("gap"));
-        assert_eq!(s.conn.close_reason(), None);
-    }
-}
+mod tests;

@@ -8,15 +8,16 @@
 //! # Layers
 //!
 //! ```text
-//!   net/ (mio event loops, one per thread: sockets, clock, randomness) [I/O]
-//!     │ bytes in/out, deadlines, hub commands
-//!   conn.rs (one TCP connection: requests, keep-alive, closing)    [pure]
-//!     │ routed requests
-//!   transport/ (publish, short poll, …: one file per push style)  [pure]
+//!   net/ (mio event loops, one per thread: sockets, clock, randomness;   [I/O]
+//!         ConnStream per connection; LocalHub, the in-memory hub backend)
+//!     │ bytes in/out, deadlines          │ LoopEvents from the backend's inbox
+//!   conn.rs (one TCP connection)       fanout.rs (channel → connections, command pump) [pure]
+//!     │ routed requests                  │ Command / Reply through hub::backend::HubBackend
+//!   transport/ (route, endpoints, sessions: one file per push style)     [pure]
 //!     │ wire formats            │ Subscribe / Publish / Read
-//!   http1/ ws/ sse/ (codecs)    hub/ (channels, history, cursors)  [pure]
+//!   http1/ ws/ sse/ (codecs)    hub/ (channels, history, cursors)  protocol/ (names, envelope) [pure]
 //!     ▲
-//!   client/ (blocking clients on std::net: sockets, clock, randomness) [I/O]
+//!   client/, bench/ (blocking clients, the load generator: sockets, clock, randomness) [I/O]
 //! ```
 //!
 //! Pure layers never touch a socket, read the clock or draw randomness: time comes in as
@@ -27,7 +28,8 @@
 //!
 //! [`hub`] (the pub/sub core and its cursor/gap rules), [`http1`] (message syntax),
 //! [`ws`] (RFC 6455 in both roles), [`sse`] (the event-stream format), [`conn`] (a connection's
-//! life), [`transport`] (the push styles), [`net`] (the event loops), [`client`] (blocking
+//! life), [`transport`] (the push styles), [`fanout`] (one loop's pub/sub), [`net`] (the event
+//! loops), [`client`] (blocking
 //! clients driving the same protocol cores), [`bench`](mod@bench) (the load generator).
 //!
 //! # Spec map
@@ -50,6 +52,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http1;
@@ -57,6 +60,7 @@ pub mod hub;
 pub mod metrics;
 pub mod net;
 pub mod output;
+pub mod protocol;
 pub mod redis;
 pub mod sse;
 pub mod transport;

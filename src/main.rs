@@ -12,9 +12,13 @@ use clap::{Args, Parser, Subcommand};
 
 use pushwire::bench;
 use pushwire::config::Config;
+use pushwire::http1::Limits as HttpLimits;
+use pushwire::hub::Limits as HubLimits;
 use pushwire::net::tls::{TlsAcceptor, TlsFiles};
+use pushwire::net::Limits as NetLimits;
 use pushwire::net::Listen;
-use pushwire::transport::Mode;
+use pushwire::protocol::Transport;
+use pushwire::transport::limits::{Limits as TransportLimits, WebSocketLimits};
 
 mod cli;
 
@@ -100,6 +104,43 @@ pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a valid duration"))
 }
 
+/// A number of seconds on the command line: parsed by [`seconds`], shown (in `--help`'s
+/// defaults) as the shortest decimal that reads back the same.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seconds(Duration);
+
+impl std::str::FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        seconds(text).map(Seconds)
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+// Every flag's default is read from the layer's own `Default` (the one place a default is
+// written); `serve_without_flags_is_the_default_config` checks that they agree.
+fn http() -> HttpLimits {
+    HttpLimits::default()
+}
+fn hub() -> HubLimits {
+    HubLimits::default()
+}
+fn transport() -> TransportLimits {
+    TransportLimits::default()
+}
+fn websocket() -> WebSocketLimits {
+    WebSocketLimits::default()
+}
+fn net() -> NetLimits {
+    NetLimits::default()
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed). With
@@ -117,59 +158,59 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", requires = "tls_cert")]
     tls_listen: Option<SocketAddr>,
     /// Time a TLS client has to complete its handshake, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
-    tls_handshake_timeout: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().tls_handshake_timeout))]
+    tls_handshake_timeout: Seconds,
     /// Most TLS handshakes in progress per event loop (beyond: the connection is closed).
-    #[arg(long, value_name = "COUNT", default_value_t = 256)]
+    #[arg(long, value_name = "COUNT", default_value_t = net().max_tls_handshakes)]
     max_tls_handshakes: usize,
     /// TLS sessions remembered for resumption by session id (tickets need none).
-    #[arg(long, value_name = "COUNT", default_value_t = 1024)]
+    #[arg(long, value_name = "COUNT", default_value_t = net().tls_session_cache_entries)]
     tls_session_cache_entries: usize,
 
     /// Largest request head, in bytes (larger: 431).
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = http().max_head_bytes)]
     max_head_bytes: usize,
     /// Longest request-target, in bytes (longer: 414).
-    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = http().max_target_bytes)]
     max_target_bytes: usize,
     /// Most header fields in a request (more: 431).
-    #[arg(long, value_name = "COUNT", default_value_t = 64)]
+    #[arg(long, value_name = "COUNT", default_value_t = http().max_headers)]
     max_headers: usize,
     /// Largest request body, i.e. the largest message published over HTTP, in bytes (larger: 413).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = http().max_body_bytes)]
     max_body_bytes: u64,
     /// Time from a request's first byte to its end, in seconds (slower: 408 and close).
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
-    request_timeout: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(http().request_timeout))]
+    request_timeout: Seconds,
     /// Idle time allowed between requests on a keep-alive connection, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "60")]
-    keep_alive_timeout: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(http().keep_alive_timeout))]
+    keep_alive_timeout: Seconds,
 
     /// Messages kept per channel for resuming clients.
-    #[arg(long, value_name = "COUNT", default_value_t = 1000)]
+    #[arg(long, value_name = "COUNT", default_value_t = hub().max_history_messages)]
     history_messages: usize,
     /// Age after which a message leaves the history, in seconds (also the idle time after
     /// which an empty channel with no subscribers is freed).
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "300")]
-    history_age: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(hub().max_history_age))]
+    history_age: Seconds,
     /// Payload bytes kept per channel.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = hub().max_history_bytes)]
     history_bytes: usize,
     /// Payload bytes kept across all channels (publishes beyond: 503).
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = hub().max_total_history_bytes)]
     total_history_bytes: usize,
     /// Most channels (creating more: 503).
-    #[arg(long, value_name = "COUNT", default_value_t = 100_000)]
+    #[arg(long, value_name = "COUNT", default_value_t = hub().max_channels)]
     max_channels: usize,
 
     /// Most messages in one poll response.
-    #[arg(long, value_name = "COUNT", default_value_t = 100)]
+    #[arg(long, value_name = "COUNT", default_value_t = transport().max_batch_messages)]
     max_batch_messages: usize,
     /// Most unwritten bytes queued for one connection.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = transport().max_send_buffer_bytes)]
     max_send_buffer_bytes: usize,
     /// Most open connections from one client address (beyond: 503 and close).
-    #[arg(long, value_name = "COUNT", default_value_t = 1_000)]
+    #[arg(long, value_name = "COUNT", default_value_t = net().max_connections_per_ip)]
     max_connections_per_ip: usize,
     /// SO_SNDBUF of accepted sockets, in bytes (default: the kernel's autotuning). Smaller makes
     /// stalled subscribers slow consumers sooner.
@@ -177,46 +218,52 @@ struct ServeArgs {
     socket_send_buffer_bytes: Option<usize>,
     /// Connections a fan-out writes per loop turn before the loop polls again; messages
     /// published meanwhile share the writes of the rest.
-    #[arg(long, value_name = "COUNT", default_value_t = 256)]
+    #[arg(long, value_name = "COUNT", default_value_t = net().flush_slice_connections)]
     flush_slice_connections: usize,
     /// Event loops, one thread each (default: the number of cores).
     #[arg(long, value_name = "COUNT")]
     threads: Option<usize>,
     /// Most open connections (beyond: 503 and close).
-    #[arg(long, value_name = "COUNT", default_value_t = 10_000)]
+    #[arg(long, value_name = "COUNT", default_value_t = net().max_connections)]
     max_connections: usize,
 
     /// Heartbeat interval of SSE (comment) and stream (heartbeat line) responses, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "15")]
-    keepalive_interval: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(transport().keepalive_interval))]
+    keepalive_interval: Seconds,
     /// The retry hint sent first on SSE responses, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "2")]
-    sse_retry: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(transport().sse_retry))]
+    sse_retry: Seconds,
     /// Longest wait a long poll may park for, in seconds (longer ?wait= values are capped).
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "30")]
-    longpoll_max_wait: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(transport().longpoll_max_wait))]
+    longpoll_max_wait: Seconds,
 
     /// Largest WebSocket frame payload on channels, in bytes (larger: close 1009).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = websocket().channel.max_frame_payload_bytes)]
     ws_max_frame_bytes: u64,
     /// Largest WebSocket message on channels, in bytes (larger: close 1009).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = websocket().channel.max_message_bytes)]
     ws_max_message_bytes: u64,
     /// Largest frame payload and message on /echo, in bytes (larger: close 1009).
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = websocket().echo.max_message_bytes)]
     echo_max_message_bytes: u64,
     /// Ping a WebSocket quiet for this long, in seconds (0 disables pings).
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "25")]
-    ws_ping_interval: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(websocket().ping_interval.unwrap_or(Duration::ZERO)))]
+    ws_ping_interval: Seconds,
     /// Close a WebSocket that sends nothing within this long after a ping, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
-    ws_pong_timeout: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(websocket().pong_timeout))]
+    ws_pong_timeout: Seconds,
     /// How long to wait for the peer's close after the server's, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "5")]
-    ws_close_timeout: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(websocket().close_timeout))]
+    ws_close_timeout: Seconds,
     /// Do not publish messages that WebSocket clients send on a channel.
     #[arg(long)]
     ws_no_client_publish: bool,
+    /// Decline permessage-deflate (RFC 7692) offers: every WebSocket frame goes uncompressed.
+    #[arg(long)]
+    ws_no_deflate: bool,
+    /// Smallest WebSocket message compressed on a permessage-deflate connection, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = websocket().deflate_min_bytes)]
+    ws_deflate_min_bytes: usize,
     /// A browser origin allowed besides the server's own and loopback ones (repeatable; `*`
     /// allows every origin). Others get 403 on every transport.
     #[arg(long, value_name = "ORIGIN")]
@@ -228,15 +275,15 @@ struct ServeArgs {
     #[arg(long, value_name = "TOKEN")]
     subscribe_token: Option<String>,
     /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "5")]
-    drain_seconds: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().drain_period))]
+    drain_seconds: Seconds,
     /// Refuse a transport with 403 (repeatable): ws, sse, stream, longpoll or poll.
     #[arg(long, value_name = "MODE", value_parser = mode)]
-    disable: Vec<Mode>,
+    disable: Vec<Transport>,
 }
 
-fn mode(text: &str) -> Result<Mode, String> {
-    Mode::parse(text).ok_or_else(|| format!("`{text}` is not one of ws, sse, stream, longpoll, poll"))
+fn mode(text: &str) -> Result<Transport, String> {
+    Transport::parse(text).ok_or_else(|| format!("`{text}` is not one of ws, sse, stream, longpoll, poll"))
 }
 
 impl ServeArgs {
@@ -247,11 +294,11 @@ impl ServeArgs {
         http.max_target_bytes = self.max_target_bytes;
         http.max_headers = self.max_headers;
         http.max_body_bytes = self.max_body_bytes;
-        http.request_timeout = self.request_timeout;
-        http.keep_alive_timeout = self.keep_alive_timeout;
+        http.request_timeout = self.request_timeout.0;
+        http.keep_alive_timeout = self.keep_alive_timeout.0;
         let hub = &mut config.hub;
         hub.max_history_messages = self.history_messages;
-        hub.max_history_age = self.history_age;
+        hub.max_history_age = self.history_age.0;
         hub.max_history_bytes = self.history_bytes;
         hub.max_total_history_bytes = self.total_history_bytes;
         hub.max_channels = self.max_channels;
@@ -264,23 +311,25 @@ impl ServeArgs {
         if let Some(threads) = self.threads {
             config.net.threads = threads;
         }
-        config.net.drain_period = self.drain_seconds;
-        config.net.tls_handshake_timeout = self.tls_handshake_timeout;
+        config.net.drain_period = self.drain_seconds.0;
+        config.net.tls_handshake_timeout = self.tls_handshake_timeout.0;
         config.net.max_tls_handshakes = self.max_tls_handshakes;
         config.net.tls_session_cache_entries = self.tls_session_cache_entries;
-        config.transport.keepalive_interval = self.keepalive_interval;
-        config.transport.sse_retry = self.sse_retry;
-        config.transport.longpoll_max_wait = self.longpoll_max_wait;
+        config.transport.keepalive_interval = self.keepalive_interval.0;
+        config.transport.sse_retry = self.sse_retry.0;
+        config.transport.longpoll_max_wait = self.longpoll_max_wait.0;
         config.transport.disabled = self.disable.clone();
         let ws = &mut config.websocket;
         ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
         ws.channel.max_message_bytes = self.ws_max_message_bytes;
         ws.echo.max_frame_payload_bytes = self.echo_max_message_bytes;
         ws.echo.max_message_bytes = self.echo_max_message_bytes;
-        ws.ping_interval = (!self.ws_ping_interval.is_zero()).then_some(self.ws_ping_interval);
-        ws.pong_timeout = self.ws_pong_timeout;
-        ws.close_timeout = self.ws_close_timeout;
+        ws.ping_interval = (!self.ws_ping_interval.0.is_zero()).then_some(self.ws_ping_interval.0);
+        ws.pong_timeout = self.ws_pong_timeout.0;
+        ws.close_timeout = self.ws_close_timeout.0;
         ws.client_publish = !self.ws_no_client_publish;
+        ws.deflate = !self.ws_no_deflate;
+        ws.deflate_min_bytes = self.ws_deflate_min_bytes;
         config.access.allowed_origins = self.allow_origin.clone();
         config.access.publish_token = self.publish_token.clone();
         config.access.subscribe_token = self.subscribe_token.clone();
@@ -337,5 +386,24 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_without_flags_is_the_default_config() {
+        let cli = Cli::try_parse_from(["pushwire", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.config(), Config::default());
+    }
+
+    #[test]
+    fn seconds_show_as_they_are_written() {
+        assert_eq!(Seconds(Duration::from_secs(10)).to_string(), "10");
+        assert_eq!(Seconds(Duration::from_millis(250)).to_string(), "0.25");
+        assert_eq!("0.25".parse::<Seconds>(), Ok(Seconds(Duration::from_millis(250))));
     }
 }

@@ -1,9 +1,11 @@
 //! Counters and gauges served at `/metrics` in the Prometheus text exposition format
 //! (<https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>).
 //!
-//! Implements: one `Metrics` of atomics shared by every event loop and connection, the gauges
-//! as RAII guards (a connection counted as open by transport is uncounted when its session
-//! ends, whatever ends it), and the rendering of a snapshot.
+//! Implements: one `Metrics` of atomics shared by every event loop and connection; gauges
+//! counted up and down by their owner (a connection counts itself open under its transport in
+//! `Conn::set_phase` and uncounts itself there or when it is dropped, whatever ends it: a guard
+//! would cost every connection a pointer); the rejected-request counters by status; and the
+//! rendering of a snapshot with the hub's figures.
 //!
 //! Does not: keep histograms or per-channel series (unbounded label sets are a memory hazard).
 
@@ -12,19 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::hub::HubStats;
 
-/// The transports a connection can be counted under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// WebSocket.
-    WebSocket,
-    /// Server-Sent Events.
-    Sse,
-    /// Chunked NDJSON stream.
-    Stream,
-    /// Long poll (parked or answering).
-    LongPoll,
-}
+pub use crate::protocol::Transport;
 
+/// The transports a connection is counted under while its session lasts, with their metric
+/// label (a short poll is answered at once and never counted as open).
 const TRANSPORTS: [(Transport, &str); 4] = [
     (Transport::WebSocket, "websocket"),
     (Transport::Sse, "sse"),
@@ -44,7 +37,7 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Connections refused at the connection limit.
     pub connections_refused: AtomicU64,
-    open_by_transport: [AtomicU64; 4],
+    open_by_transport: [AtomicU64; TRANSPORTS.len() + 1],
     /// Messages published (HTTP and WebSocket).
     pub messages_published: AtomicU64,
     /// Messages written to subscribers (each subscriber counts).
@@ -59,6 +52,13 @@ pub struct Metrics {
     pub slow_consumer_closes: AtomicU64,
     /// Gap signals sent, on every transport.
     pub gaps_signalled: AtomicU64,
+    /// Channel messages compressed for permessage-deflate subscribers: once per message and
+    /// window size, however many subscribers receive it.
+    pub ws_deflate_compressions: AtomicU64,
+    /// Channel messages delivered in compressed WebSocket frames (RSV1), each subscriber counting.
+    pub ws_deflate_frames_sent: AtomicU64,
+    /// SSE requests whose `Last-Event-ID` could not be read, answered from now with a gap.
+    pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
     /// Server TLS (all zero without `--tls-cert`).
     pub tls: TlsMetrics,
@@ -191,6 +191,24 @@ impl Metrics {
             &one(load(&self.slow_consumer_closes)),
         );
         metric("gaps_signalled_total", "counter", "Gap signals sent.", &one(load(&self.gaps_signalled)));
+        metric(
+            "ws_deflate_compressions_total",
+            "counter",
+            "Channel messages compressed for permessage-deflate (once per message and window).",
+            &one(load(&self.ws_deflate_compressions)),
+        );
+        metric(
+            "ws_deflate_frames_sent_total",
+            "counter",
+            "Channel messages delivered in compressed WebSocket frames.",
+            &one(load(&self.ws_deflate_frames_sent)),
+        );
+        metric(
+            "last_event_id_unreadable_total",
+            "counter",
+            "SSE requests whose Last-Event-ID could not be read (answered from now with a gap).",
+            &one(load(&self.last_event_id_unreadable)),
+        );
         let rejected: Vec<_> = REJECTED
             .iter()
             .zip(&self.rejected)
@@ -238,8 +256,10 @@ impl Metrics {
     }
 }
 
+/// A transport's slot; a short poll (answered at once, never counted open) gets the last
+/// slot, which is not rendered.
 fn transport_index(transport: Transport) -> usize {
-    TRANSPORTS.iter().position(|(t, _)| *t == transport).unwrap_or(0)
+    TRANSPORTS.iter().position(|(t, _)| *t == transport).unwrap_or(TRANSPORTS.len())
 }
 
 #[cfg(test)]

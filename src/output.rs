@@ -43,6 +43,10 @@ impl Segment {
 /// a turn's answers share one buffer, which a [`Cork`] then reuses (so it stops growing).
 const TAIL_GROW_BYTES: usize = 128 * 1024;
 
+/// Most buffers handed to one `write_vectored` call (the event loop's write, and the count at
+/// which a full write waits, see `crate::fanout::write_before_delivery`).
+pub const MAX_IO_SLICES: usize = 64;
+
 /// Bytes queued for one connection, front first.
 ///
 /// One pointer while it holds no buffers (every idle connection): the queue itself is boxed,
@@ -90,6 +94,12 @@ impl Output {
     /// Unwritten bytes queued.
     pub fn len_bytes(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.len_bytes)
+    }
+
+    /// More than half of `max_bytes` (the send bound) is queued: the point at which a
+    /// catching-up feed stops reading pages and a fan-out writes before delivering more.
+    pub fn is_past_half(&self, max_bytes: usize) -> bool {
+        self.len_bytes() > max_bytes / 2
     }
 
     /// Segments queued (each an I/O slice of the next write).

@@ -517,18 +517,8 @@ fn default_server_cases() -> Vec<Case> {
             Status(400),
             KEEPS,
         ),
-        raw(
-            "Last-Event-ID garbage",
-            get("/channels/a", "Accept: text/event-stream\r\nLast-Event-ID: garbage\r\n"),
-            Status(400),
-            KEEPS,
-        ),
-        raw(
-            "Last-Event-ID not UTF-8",
-            get_bytes("/channels/a", "Accept: text/event-stream\r\n", b"Last-Event-ID: \xc3\x28"),
-            Status(400),
-            KEEPS,
-        ),
+        // An unreadable Last-Event-ID header is not refused but answered from now with a gap
+        // (issue #13 item 7): tests/transports.rs html_sse_unreadable_last_event_id_*.
         raw("last_event_id garbage", get("/channels/a?mode=sse&last_event_id=x%3A1", ""), Status(400), KEEPS),
         raw(
             "since garbage on a stream",

@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("ws_handshake", fuzzing::ws_handshake),
     ("http_head", fuzzing::http_head),
     ("chunked_decode", fuzzing::chunked_decode),
+    ("response_body", fuzzing::response_body),
     ("sse_parse", fuzzing::sse_parse),
     ("cursor_parse", fuzzing::cursor_parse),
     ("hub_ops", fuzzing::hub_ops),
@@ -25,6 +26,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("v1_command", fuzzing::v1_command),
     ("resp_decode", fuzzing::resp_decode),
     ("redis_frame", fuzzing::redis_frame),
+    ("ws_inflate", fuzzing::ws_inflate),
+    ("ws_extensions", fuzzing::ws_extensions),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.

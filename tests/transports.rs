@@ -410,3 +410,43 @@ fn every_subscriber_sees_every_message_in_channel_order(server: &Server) {
         assert_eq!(offsets, (1..=400).collect::<Vec<_>>());
     }
 }
+
+/// Issue #13 item 7 (HTML `#the-last-event-id-header`): a browser reconnecting with a
+/// `Last-Event-ID` the server cannot read (garbage, not UTF-8) gets the stream from now with a
+/// gap event first, not a 400 that would end its `EventSource`; nothing old is replayed, the
+/// next publish arrives, and `/metrics` counts it.
+#[test]
+fn html_sse_unreadable_last_event_id_resumes_from_now_with_a_gap() {
+    let server = Server::start(&[]);
+    publish(&server, "lost", "old");
+    for header in [&b"Last-Event-ID: garbage"[..], b"Last-Event-ID: \xc3\x28"] {
+        let mut stream = server.connect();
+        let mut req = b"GET /channels/lost HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n".to_vec();
+        req.extend_from_slice(header);
+        req.extend_from_slice(b"\r\n\r\n");
+        stream.write_all(&req).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = || {
+            let mut l = String::new();
+            assert!(reader.read_line(&mut l).unwrap() > 0, "closed early");
+            l.trim_end().to_string()
+        };
+        assert!(line().starts_with("HTTP/1.1 200"));
+        while !line().starts_with("event: gap") {}
+        let data = line();
+        assert!(data.starts_with("data: {\"next\":"), "{data}");
+        publish(&server, "lost", "new");
+        let mut seen = Vec::new();
+        loop {
+            let l = line();
+            if let Some(d) = l.strip_prefix("data: ") {
+                seen.push(d.to_string());
+                break;
+            }
+        }
+        assert_eq!(seen, ["new"], "nothing old is replayed");
+    }
+    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    assert!(metrics.contains("pushwire_last_event_id_unreadable_total 2"), "{metrics}");
+}

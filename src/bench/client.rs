@@ -20,48 +20,47 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
-use crate::http1::head::{parse_response_head, HeadScanner, Headers, ResponseHead};
+use crate::http1::body::ResponseBody;
+use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
 use crate::output::Output;
+use crate::protocol::envelope::is_open_envelope;
+use crate::protocol::Transport;
 use crate::sse::{EventStreamParser, ParseLimits};
+use crate::ws::deflate::Codec;
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, Event, Role, WsConn};
 
-/// How a subscriber (or the echo and connect clients, with `Ws`) talks to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
-    /// WebSocket (RFC 6455).
-    Ws,
-    /// Server-Sent Events (`Accept: text/event-stream`).
-    Sse,
-    /// pushwire's chunked NDJSON stream (`Accept: application/x-ndjson`).
-    Stream,
-    /// Long polling: a short poll for the cursor, then `?wait=25&since=CURSOR` again and again.
-    Longpoll,
+/// What a bench connection speaks: one of pushwire's transports (the echo and connect clients
+/// use WebSocket), or raw TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// A push transport; the bench speaks WebSocket, SSE, the NDJSON stream and long polling
+    /// (a short poll for the cursor, then `?wait=25&since=CURSOR` again and again).
+    Push(Transport),
     /// Raw TCP, each message preceded by its length as 4 bytes, big-endian: no HTTP, no
     /// WebSocket framing (`bench echo --protocol raw`, against a plain TCP echo).
-    #[value(skip)]
     Raw,
 }
 
-impl Transport {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-            Transport::Stream => "stream",
-            Transport::Longpoll => "longpoll",
-            Transport::Raw => "raw",
-        }
-    }
+/// The transports `--transport` accepts (named as in `?mode=`): ws, sse, stream, longpoll.
+pub fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Transport> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("ws").help("WebSocket (RFC 6455)"),
+        PossibleValue::new("sse").help("Server-Sent Events (`Accept: text/event-stream`)"),
+        PossibleValue::new("stream")
+            .help("pushwire's chunked NDJSON stream (`Accept: application/x-ndjson`)"),
+        PossibleValue::new("longpoll")
+            .help("Long polling: a short poll for the cursor, then `?wait=25&since=CURSOR` again and again"),
+    ])
+    .try_map(|name: String| Transport::parse(&name).ok_or(format!("`{name}` is not a transport")))
 }
 
 /// What to ask for on a new connection.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The transport, which decides the request and how the response is read.
-    pub transport: Transport,
+    pub wire: Wire,
     /// The `Host` field value.
     pub host: String,
     /// The request-target.
@@ -93,17 +92,6 @@ const RAW_LENGTH_BYTES: usize = 4;
 /// How long a long poll asks to wait, in seconds (below pushwire's 30 s cap).
 const LONG_POLL_WAIT_S: u32 = 25;
 
-/// How a response body is delimited (RFC 9112 §6.3).
-#[derive(Debug)]
-enum Framing {
-    /// Until the server closes.
-    Close,
-    /// This many bytes remain.
-    Length(u64),
-    /// The chunked coding (§7.1).
-    Chunked(Box<ChunkedDecoder>),
-}
-
 /// What the body of a non-WebSocket response carries.
 #[derive(Debug)]
 enum BodyKind {
@@ -123,7 +111,7 @@ enum State {
     /// Speaking WebSocket.
     Ws(Box<WsConn>),
     /// Reading a response body.
-    Body { framing: Framing, kind: BodyKind },
+    Body { framing: Box<ResponseBody>, kind: BodyKind },
     /// Raw length-prefixed messages; `buf` holds a partial one.
     Raw { buf: Vec<u8> },
     /// Over; the connection is dropped after reporting why.
@@ -158,8 +146,8 @@ impl Client {
             close_received: None,
             request: request.clone(),
         };
-        match request.transport {
-            Transport::Ws => {
+        match request.wire {
+            Wire::Push(Transport::WebSocket) => {
                 // RFC 6455 §4.1: the nonce "MUST be a nonce consisting of a randomly selected
                 // 16-byte value".
                 let ws_request = ClientRequest {
@@ -168,16 +156,21 @@ impl Client {
                     key: rand::random(),
                     protocols: request.protocols.clone(),
                     extra_headers: Vec::new(),
+                    // The load generator measures plain frames.
+                    deflate: false,
                 };
                 let mut head = Vec::new();
                 ws_request.encode(&mut head).map_err(|e| e.to_string())?;
                 client.out.push_owned(head);
                 client.state = head_state(Some(ws_request), false);
             }
-            Transport::Sse => client.send_get(&request.path, "text/event-stream", false),
-            Transport::Stream => client.send_get(&request.path, "application/x-ndjson", false),
-            Transport::Longpoll => client.send_get(&request.path, "application/json", true),
-            Transport::Raw => client.state = State::Raw { buf: Vec::new() },
+            Wire::Push(Transport::Sse) => client.send_get(&request.path, "text/event-stream", false),
+            Wire::Push(Transport::Stream) => client.send_get(&request.path, "application/x-ndjson", false),
+            // `poll` is not a bench transport (see `transport_parser`): a long poll.
+            Wire::Push(Transport::LongPoll | Transport::Poll) => {
+                client.send_get(&request.path, "application/json", true)
+            }
+            Wire::Raw => client.state = State::Raw { buf: Vec::new() },
         }
         Ok(client)
     }
@@ -317,7 +310,13 @@ impl Client {
             }
             State::Ws(conn) => {
                 let mut events = Vec::new();
-                let result = conn.handle_input(input, &mut fresh_mask, &mut events, &mut self.out);
+                let result = conn.handle_input(
+                    input,
+                    &mut fresh_mask,
+                    &mut Codec::default(),
+                    &mut events,
+                    &mut self.out,
+                );
                 for event in events {
                     match event {
                         Event::Message(ws::Message::Text(text)) => {
@@ -376,35 +375,29 @@ impl Client {
         if head.status != 200 {
             return Err(format!("status {} {}", head.status, head.reason));
         }
-        let framing = if head.has_token("Transfer-Encoding", "chunked") {
-            let limits = ChunkedLimits { max_body_bytes: u64::MAX, ..ChunkedLimits::default() };
-            Framing::Chunked(Box::new(ChunkedDecoder::new(limits)))
-        } else if let Some(value) = head.header("Content-Length") {
-            let length: u64 = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or("unreadable Content-Length")?;
-            if length > self.request.max_message_bytes as u64 {
-                return Err(format!("response body of {length} bytes is over the limit"));
+        // RFC 9112 §6.3, read by the clients' reader; a stream never ends, so only a declared
+        // length is held to the message bound (each event or line is bounded by its reader).
+        let framing =
+            ResponseBody::for_response(head, false, u64::MAX).map_err(|e| format!("response body: {e}"))?;
+        if let ResponseBody::Length { remaining } = framing {
+            if remaining > self.request.max_message_bytes as u64 {
+                return Err(format!("response body of {remaining} bytes is over the limit"));
             }
-            Framing::Length(length)
-        } else {
-            Framing::Close
-        };
-        let kind = match self.request.transport {
-            Transport::Sse => {
+        }
+        let kind = match self.request.wire {
+            Wire::Push(Transport::Sse) => {
                 let limits = ParseLimits {
                     max_line_bytes: self.request.max_message_bytes + 1024,
                     max_data_bytes: self.request.max_message_bytes + 1024,
                 };
                 BodyKind::Sse { parser: Box::new(EventStreamParser::new(limits)), cursor_seen: false }
             }
-            Transport::Stream => BodyKind::Stream { line: Vec::new() },
-            Transport::Longpoll | Transport::Ws | Transport::Raw => {
+            Wire::Push(Transport::Stream) => BodyKind::Stream { line: Vec::new() },
+            Wire::Push(Transport::LongPoll | Transport::Poll | Transport::WebSocket) | Wire::Raw => {
                 BodyKind::Poll { body: Vec::new(), first: first_poll }
             }
         };
-        self.state = State::Body { framing, kind };
+        self.state = State::Body { framing: Box::new(framing), kind };
         Ok(())
     }
 
@@ -413,25 +406,12 @@ impl Client {
         let State::Body { framing, kind } = &mut self.state else {
             return Ok(());
         };
-        let (body, complete): (std::borrow::Cow<'_, [u8]>, bool) = match framing {
-            Framing::Close => (input.into(), false),
-            Framing::Length(remaining) => {
-                let take = (*remaining).min(input.len() as u64) as usize;
-                *remaining -= take as u64;
-                if take < input.len() {
-                    return Err("bytes after the response body".into());
-                }
-                (input[..take].into(), *remaining == 0)
-            }
-            Framing::Chunked(decoder) => {
-                let mut body = Vec::new();
-                let decoded = decoder.decode(input, &mut body).map_err(|e| format!("chunked body: {e}"))?;
-                if decoded.done && decoded.consumed < input.len() {
-                    return Err("bytes after the response body".into());
-                }
-                (body.into(), decoded.done)
-            }
-        };
+        let mut body = Vec::new();
+        let progress = framing.read(input, &mut body).map_err(|e| format!("response body: {e}"))?;
+        if progress.consumed < input.len() {
+            return Err("bytes after the response body".into());
+        }
+        let complete = progress.done;
         let max = self.request.max_message_bytes;
         match kind {
             BodyKind::Sse { parser, cursor_seen } => {
@@ -489,7 +469,7 @@ fn head_state(ws_request: Option<ClientRequest>, first_poll: bool) -> State {
 
 /// pushwire's `{"type":"open",…}` envelope (WebSocket `pushwire.v1`, the stream) or data.
 fn data_or_cursor(bytes: Vec<u8>) -> Received {
-    if bytes.starts_with(b"{\"type\":\"open\"") {
+    if is_open_envelope(&bytes) {
         Received::Cursor
     } else {
         Received::Data(bytes)

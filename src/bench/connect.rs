@@ -16,11 +16,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{Client, Clients, Received, Request, Transport};
+use super::client::{Client, Clients, Received, Request, Wire};
 use super::histogram::Histogram;
 use super::report::Report;
 use super::system::{connect_from, ensure_open_files, resident_bytes, source_addrs};
 use super::url::Url;
+use crate::protocol::Transport;
 
 /// Options of `pushwire bench connect`.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,7 +54,7 @@ pub fn run(options: &ConnectOptions) -> Result<Report, String> {
     let url = Url::parse(&options.url)?;
     ensure_open_files(options.concurrency)?;
     let request = Request {
-        transport: Transport::Ws,
+        wire: Wire::Push(Transport::WebSocket),
         host: url.host.clone(),
         path: url.path.clone(),
         protocols: Vec::new(),

@@ -17,13 +17,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{open_all, Clients, Opening, Received, Request, Transport};
+use super::client::{open_all, Clients, Opening, Received, Request, Wire};
 use super::histogram::Histogram;
 use super::payload::{decode_binary, encode_binary, BINARY_HEADER_BYTES};
 use super::report::Report;
 use super::system::{ensure_open_files, source_addrs};
 use super::url::Url;
 use super::{parse_seconds, OPEN_CONCURRENCY};
+use crate::protocol::Transport;
 use crate::ws;
 
 /// What the echo connections speak.
@@ -88,9 +89,9 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
     let url = Url::parse(&options.url)?;
     ensure_open_files(options.connections)?;
     let request = Request {
-        transport: match options.protocol {
-            EchoProtocol::Ws => Transport::Ws,
-            EchoProtocol::Raw => Transport::Raw,
+        wire: match options.protocol {
+            EchoProtocol::Ws => Wire::Push(Transport::WebSocket),
+            EchoProtocol::Raw => Wire::Raw,
         },
         host: url.host.clone(),
         path: url.path.clone(),

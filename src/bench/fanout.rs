@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::client::{open_all, Clients, Opening, Received, Request, Transport};
+use super::client::{open_all, transport_parser, Clients, Opening, Received, Request, Wire};
 use super::histogram::Histogram;
 use super::payload::find_text;
 use super::publisher::{publish, Published};
@@ -30,6 +30,7 @@ use super::report::Report;
 use super::system::{ensure_open_files, source_addrs};
 use super::url::Url;
 use super::{parse_seconds, OPEN_CONCURRENCY};
+use crate::protocol::Transport;
 
 /// Options of `pushwire bench fanout`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,7 +45,7 @@ pub struct FanoutOptions {
     #[arg(long, value_name = "URL")]
     pub subscribe_url: Option<String>,
     /// How subscribers receive.
-    #[arg(long, value_enum, default_value = "sse")]
+    #[arg(long, value_parser = transport_parser(), default_value = "sse")]
     pub transport: Transport,
     /// Subscribers.
     #[arg(short = 'c', long, value_name = "COUNT", default_value_t = 10)]
@@ -128,10 +129,10 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     ensure_open_files(options.subscribers)?;
     let wait_for_cursor = !options.no_open_cursor;
     let request = Request {
-        transport: options.transport,
+        wire: Wire::Push(options.transport),
         host: subscribe_url.host.clone(),
         path: subscribe_url.path.clone(),
-        protocols: if wait_for_cursor && options.transport == Transport::Ws {
+        protocols: if wait_for_cursor && options.transport == Transport::WebSocket {
             vec!["pushwire.v1".to_string()]
         } else {
             Vec::new()
@@ -216,7 +217,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         (None, Some(handle)) => handle.join().map_err(|_| "the publisher panicked".to_string())??,
         (None, None) => unreachable!("the publisher is joined exactly once"),
     };
-    if options.transport == Transport::Ws {
+    if options.transport == Transport::WebSocket {
         super::echo::close_all(&mut clients, options.subscribers);
     }
 

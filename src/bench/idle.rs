@@ -12,11 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{open_all, Clients, Opening, Received, Request, Transport};
+use super::client::{open_all, transport_parser, Clients, Opening, Received, Request, Wire};
 use super::report::Report;
 use super::system::{ensure_open_files, open_files_limit_of, resident_bytes, source_addrs};
 use super::url::Url;
 use super::{parse_seconds, OPEN_CONCURRENCY};
+use crate::protocol::Transport;
 
 /// Options of `pushwire bench idle`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,7 +26,7 @@ pub struct IdleOptions {
     #[arg(long, default_value = "http://127.0.0.1:8080/channels/idle")]
     pub url: String,
     /// How the subscriptions are held: ws or sse.
-    #[arg(long, value_enum, default_value = "sse")]
+    #[arg(long, value_parser = transport_parser(), default_value = "sse")]
     pub transport: Transport,
     /// Subscriptions to open.
     #[arg(short = 'c', long, value_name = "COUNT", default_value_t = 1000)]
@@ -46,7 +47,7 @@ pub struct IdleOptions {
 
 /// Runs the idle-memory benchmark; `Err` when it could not run at all.
 pub fn run(options: &IdleOptions) -> Result<Report, String> {
-    if !matches!(options.transport, Transport::Ws | Transport::Sse) {
+    if !matches!(options.transport, Transport::WebSocket | Transport::Sse) {
         return Err("idle holds ws or sse subscriptions".into());
     }
     if !(1..=1_000_000).contains(&options.connections) {
@@ -69,10 +70,10 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
 
     let wait_for_cursor = !options.no_open_cursor;
     let request = Request {
-        transport: options.transport,
+        wire: Wire::Push(options.transport),
         host: url.host.clone(),
         path: url.path.clone(),
-        protocols: if wait_for_cursor && options.transport == Transport::Ws {
+        protocols: if wait_for_cursor && options.transport == Transport::WebSocket {
             vec!["pushwire.v1".to_string()]
         } else {
             Vec::new()
@@ -107,7 +108,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
     }
     let rss_after = options.pid.map(resident_bytes).transpose()?;
     let own_rss = resident_bytes(std::process::id()).ok();
-    if options.transport == Transport::Ws {
+    if options.transport == Transport::WebSocket {
         super::echo::close_all(&mut clients, options.connections);
     }
 

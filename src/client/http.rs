@@ -5,7 +5,7 @@
 //! ([RFC 9112 §3](https://www.rfc-editor.org/rfc/rfc9112#section-3), §3.2), the response head
 //! through [`crate::http1::head::parse_response_head`] (§4), the response body length of
 //! [§6.3](https://www.rfc-editor.org/rfc/rfc9112#section-6.3) (none after `HEAD`, 1xx, 204 and
-//! 304; chunked when it is the final coding, decoded by [`ChunkedDecoder`] (§7.1); else
+//! 304; chunked when it is the final coding, decoded by [`crate::http1::chunked::ChunkedDecoder`] (§7.1), all read by [`Body`] (`http1::body::ResponseBody`, shared with the load generator); else
 //! Content-Length; else delimited by the close), persistent connections (§9.3: reused only when
 //! the response allows it and its body was read whole), every body bounded by a byte limit and
 //! every connect, read and write bounded by a timeout.
@@ -17,11 +17,10 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
 use crate::http1::head::{parse_response_head, HeadScanner, Headers, ResponseHead};
 
+use super::socket::io_error;
 use super::tls::{self, Stream, TlsOptions};
-use super::ws::io_error;
 use super::{Error, Url};
 
 /// Bytes asked of the socket per read.
@@ -56,26 +55,9 @@ impl Default for HttpOptions {
     }
 }
 
-/// How the rest of a response body is delimited (RFC 9112 §6.3).
-#[derive(Debug)]
-pub enum Body {
-    /// No (more) body: read whole.
-    Done,
-    /// `remaining` more bytes by Content-Length.
-    Length {
-        /// Bytes still to come.
-        remaining: u64,
-    },
-    /// A chunked body (§7.1).
-    Chunked(ChunkedDecoder),
-    /// The body ends when the server closes the connection; `received` counts its bytes.
-    UntilClose {
-        /// Body bytes received so far.
-        received: u64,
-        /// Most body bytes accepted.
-        limit: u64,
-    },
-}
+/// How the rest of a response body is delimited (RFC 9112 §6.3): the reader shared with the
+/// load generator.
+pub use crate::http1::body::ResponseBody as Body;
 
 /// A complete response: its head and its whole body.
 #[derive(Debug, Clone)]
@@ -223,50 +205,12 @@ impl HttpConn {
         }
     }
 
-    /// How the body of `head` is delimited (RFC 9112 §6.3); `head_request` for an answer to
-    /// `HEAD`. `limit` bounds a Content-Length or close-delimited body; a chunked body is
-    /// bounded by it too (a stream that never ends should be given `u64::MAX` and be bounded
-    /// per message by its reader).
+    /// How the body of `head` is delimited (RFC 9112 §6.3, [`Body::for_response`]);
+    /// `head_request` for an answer to `HEAD`. `limit` bounds a Content-Length or
+    /// close-delimited body; a chunked body is bounded by it too (a stream that never ends
+    /// should be given `u64::MAX` and be bounded per message by its reader).
     pub fn body_framing(&self, head: &ResponseHead, head_request: bool, limit: u64) -> Result<Body, Error> {
-        // §6.3 item 1: no body after HEAD, 1xx, 204 and 304.
-        if head_request || (100..200).contains(&head.status) || head.status == 204 || head.status == 304 {
-            return Ok(Body::Done);
-        }
-        if let Some(te) = head.header("transfer-encoding") {
-            let last = te.split(|&b| b == b',').next_back().unwrap_or_default().trim_ascii();
-            // §6.3 item 3: chunked as the final coding delimits the body; otherwise the body
-            // runs until the server closes the connection.
-            if last.eq_ignore_ascii_case(b"chunked") {
-                let limits = ChunkedLimits {
-                    max_body_bytes: limit,
-                    max_chunk_line_bytes: 1024,
-                    max_trailer_bytes: 8 * 1024,
-                };
-                return Ok(Body::Chunked(ChunkedDecoder::new(limits)));
-            }
-            return Ok(Body::UntilClose { received: 0, limit });
-        }
-        let lengths: Vec<&[u8]> = head
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .map(|h| h.value.as_slice())
-            .collect();
-        if let Some(first) = lengths.first() {
-            // §6.3 item 5: differing or invalid Content-Length values make the response
-            // invalid; the client MUST discard it and close the connection.
-            let parse = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|t| t.parse::<u64>().ok());
-            let length =
-                parse(first).ok_or(Error::InvalidResponse(crate::http1::Error::InvalidContentLength))?;
-            if lengths.iter().any(|v| parse(v) != Some(length)) {
-                return Err(Error::InvalidResponse(crate::http1::Error::InvalidContentLength));
-            }
-            if length > limit {
-                return Err(Error::InvalidResponse(crate::http1::Error::BodyTooLarge));
-            }
-            return Ok(if length == 0 { Body::Done } else { Body::Length { remaining: length } });
-        }
-        Ok(Body::UntilClose { received: 0, limit })
+        Body::for_response(head, head_request, limit).map_err(Error::InvalidResponse)
     }
 
     /// Reads the next piece of the body into `out`. Returns `false` once the body is complete
@@ -275,12 +219,11 @@ impl HttpConn {
     pub fn read_body(&mut self, body: &mut Body, out: &mut Vec<u8>) -> Result<bool, Error> {
         // Bounded: each turn consumes buffered bytes or reads at least one within the timeout.
         loop {
-            if matches!(body, Body::Done) {
+            if body.is_done() {
                 return Ok(false);
             }
             if self.buf.is_empty() && self.fill("the response body")? == 0 {
-                if let Body::UntilClose { .. } = body {
-                    *body = Body::Done;
+                if body.handle_eof() {
                     return Ok(false);
                 }
                 return Err(Error::Io(io::Error::new(
@@ -288,42 +231,11 @@ impl HttpConn {
                     "the server closed the connection in the middle of the response body",
                 )));
             }
-            match body {
-                Body::Done => {}
-                Body::Length { remaining } => {
-                    let take = usize::try_from(*remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
-                    out.extend_from_slice(&self.buf[..take]);
-                    self.buf.drain(..take);
-                    *remaining -= take as u64;
-                    if *remaining == 0 {
-                        *body = Body::Done;
-                    }
-                    return Ok(true);
-                }
-                Body::UntilClose { received, limit } => {
-                    *received += self.buf.len() as u64;
-                    if *received > *limit {
-                        return Err(Error::InvalidResponse(crate::http1::Error::BodyTooLarge));
-                    }
-                    out.append(&mut self.buf);
-                    return Ok(true);
-                }
-                Body::Chunked(decoder) => {
-                    let before = out.len();
-                    let decoded = decoder.decode(&self.buf, out).map_err(|e| match e {
-                        crate::http1::chunked::ChunkedError::BodyTooLarge => {
-                            Error::InvalidResponse(crate::http1::Error::BodyTooLarge)
-                        }
-                        e => Error::InvalidResponse(crate::http1::Error::Chunked(e)),
-                    })?;
-                    self.buf.drain(..decoded.consumed);
-                    if decoded.done {
-                        *body = Body::Done;
-                    }
-                    if out.len() > before {
-                        return Ok(true);
-                    }
-                }
+            let before = out.len();
+            let progress = body.read(&self.buf, out).map_err(Error::InvalidResponse)?;
+            self.buf.drain(..progress.consumed);
+            if out.len() > before {
+                return Ok(true);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Implements: [`Subscriber`] ([`subscribe`]), one API over the five transports that
 //! reconnects with backoff and resumes by cursor, exactly once and in order; [`Publisher`]
 //! ([`publish`]) over HTTP or WebSocket; [`http`], a minimal HTTP/1.1 client (RFC 9112) that
-//! both share; [`envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
+//! both share; [`crate::protocol::envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
 //! (RFC 6455, client role) over
 //! [`std::net::TcpStream`]; [`tls`], TLS under both for `wss://` and `https://` (`rustls`);
 //! [`Url`], the `ws://` and `wss://` URIs of
@@ -18,9 +18,9 @@
 //! Does not: follow redirects, use proxies, resolve names other than through the system resolver
 //! (`ToSocketAddrs`), or accept user info in a URL.
 
-pub mod envelope;
 pub mod http;
 pub mod publish;
+mod socket;
 pub mod subscribe;
 pub mod tls;
 pub mod ws;
@@ -28,12 +28,12 @@ pub mod ws;
 use std::fmt;
 use std::io;
 
-pub use self::envelope::Payload;
 pub use self::http::{HttpConn, HttpOptions};
 pub use self::publish::{PublishOptions, Publisher};
 pub use self::subscribe::{Backoff, Item, SubscribeOptions, Subscriber, Timeouts, Transport};
 pub use self::tls::TlsOptions;
 pub use self::ws::{WsClient, WsOptions};
+pub use crate::protocol::envelope::Payload;
 
 /// Everything a client call can fail with; [`fmt::Display`] says what happened in one line.
 #[non_exhaustive]
@@ -169,6 +169,12 @@ impl std::error::Error for Error {
             Error::EventStream(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::protocol::envelope::Invalid> for Error {
+    fn from(e: crate::protocol::envelope::Invalid) -> Self {
+        Error::InvalidMessage(e.0)
     }
 }
 

@@ -29,10 +29,11 @@ use std::time::{Duration, Instant};
 use crate::hub::Cursor;
 use crate::ws::{self, CloseCode, Event};
 
-use super::envelope::{parse_created, parse_envelope, Envelope, Payload, Received};
 use super::http::{with_query, HttpConn, HttpOptions};
-use super::subscribe::{Timeouts, PROTOCOL_V1};
+use super::subscribe::Timeouts;
 use super::{Error, TlsOptions, Url, WsClient, WsOptions};
+use crate::protocol::envelope::{parse_created, parse_envelope, Envelope, Payload, Received};
+use crate::protocol::PROTOCOL_V1;
 
 /// How to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +106,8 @@ impl Publisher {
                 close_timeout: Duration::from_secs(2),
                 limits: ws::Limits { max_frame_payload_bytes: bytes, max_message_bytes: bytes },
                 tls: options.tls.clone(),
+                // permessage-deflate offered (WsOptions::default).
+                ..WsOptions::default()
             };
             let target = with_query(&parsed.resource_name, &["mode", "since"], &[]);
             let mut ws = WsClient::connect(&parsed.websocket_url(&target), &ws_options)?;
@@ -232,7 +235,7 @@ fn next_envelope(ws: &mut WsClient, deadline: Instant) -> Result<Envelope, Error
         }
         ws.set_read_timeout(Some(left));
         match ws.recv()? {
-            Event::Message(ws::Message::Text(text)) => return parse_envelope(text.as_bytes()),
+            Event::Message(ws::Message::Text(text)) => return Ok(parse_envelope(text.as_bytes())?),
             Event::Message(ws::Message::Binary(_)) => {
                 return Err(Error::InvalidMessage(
                     "a binary frame in pushwire.v1 (envelopes are text)".into(),

@@ -54,55 +54,17 @@ use crate::hub::Cursor;
 use crate::sse::{EventStreamParser, ParseLimits};
 use crate::ws::{self, Event};
 
-use super::envelope::{parse_envelope, parse_poll_answer, Envelope, Payload, Received};
 use super::http::{with_query, Body, HttpConn, HttpOptions};
 use super::{Error, TlsOptions, Url, WsClient, WsOptions};
+use crate::protocol::envelope::{parse_envelope, parse_poll_answer, Envelope, Payload, Received};
 
-/// The `pushwire.v1` WebSocket subprotocol: JSON envelopes with cursors.
-pub const PROTOCOL_V1: &str = "pushwire.v1";
+pub use crate::protocol::PROTOCOL_V1;
 
 /// Query parameters the subscriber sets itself; removed from the URL it is given.
 const OWN_PARAMS: &[&str] = &["mode", "since", "wait", "last_event_id"];
 
-/// How a subscriber connects (the README's transports table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// WebSocket with `pushwire.v1`.
-    WebSocket,
-    /// Server-Sent Events.
-    Sse,
-    /// Long polling.
-    LongPoll,
-    /// Short polling.
-    Poll,
-    /// Chunked NDJSON stream.
-    Stream,
-}
-
-impl Transport {
-    /// The transport named as in `?mode=`: `ws`, `sse`, `longpoll`, `poll`, `stream`.
-    pub fn parse(name: &str) -> Option<Transport> {
-        Some(match name {
-            "ws" => Transport::WebSocket,
-            "sse" => Transport::Sse,
-            "longpoll" => Transport::LongPoll,
-            "poll" => Transport::Poll,
-            "stream" => Transport::Stream,
-            _ => return None,
-        })
-    }
-
-    /// Its `?mode=` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "ws",
-            Transport::Sse => "sse",
-            Transport::LongPoll => "longpoll",
-            Transport::Poll => "poll",
-            Transport::Stream => "stream",
-        }
-    }
-}
+/// How a subscriber connects (the README's transports table; `WebSocket` offers `pushwire.v1`).
+pub use crate::protocol::Transport;
 
 /// Deadlines of every blocking step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +376,8 @@ impl Subscriber {
                         max_message_bytes: frame_bytes,
                     },
                     tls: self.options.tls.clone(),
+                    // permessage-deflate offered (WsOptions::default).
+                    ..WsOptions::default()
                 };
                 let ws = WsClient::connect(&url, &options)?;
                 if ws.protocol() != Some(PROTOCOL_V1) {
@@ -576,7 +540,7 @@ impl Subscriber {
         if answer.gap {
             // As in the streaming transports: the client stands just before the oldest
             // message still available.
-            let next = answer.messages.first().map_or(answer.next, |m| before(m.id));
+            let next = answer.messages.first().map_or(answer.next, |m| m.id.before());
             self.accept(Envelope::Gap { next });
         }
         let had_messages = !answer.messages.is_empty();
@@ -605,7 +569,7 @@ impl Subscriber {
                     Some(c) if c.epoch == id.epoch && id.offset <= c.offset => return,
                     // Offsets skipped (or a new epoch) without the server's gap signal.
                     Some(c) if c.epoch != id.epoch || id.offset > c.offset + 1 => {
-                        self.ready.push_back(Item::Gap { next: before(id) });
+                        self.ready.push_back(Item::Gap { next: id.before() });
                     }
                     _ => {}
                 }
@@ -638,11 +602,6 @@ impl Iterator for Subscriber {
         }
         Some(self.recv())
     }
-}
-
-/// The cursor just before message `id`.
-fn before(id: Cursor) -> Cursor {
-    Cursor { epoch: id.epoch, offset: id.offset.saturating_sub(1) }
 }
 
 /// The server ended a stream that has no normal end.

@@ -27,7 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::ws::{connect_tcp, io_error, remaining};
+use super::socket::{connect_tcp, io_error, remaining, tls_error};
 use super::{Error, Url};
 
 /// What a TLS client trusts.
@@ -128,12 +128,6 @@ impl Write for Stream {
             Stream::Tls(tls) => tls.flush(),
         }
     }
-}
-
-/// The `rustls::Error` inside an I/O error from rustls, as [`Error::Tls`].
-pub(super) fn tls_error(e: &io::Error) -> Option<Error> {
-    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(Error::Tls(inner.to_string()))
 }
 
 /// The client configuration for `options`: Mozilla's roots plus the extra ones.

@@ -1,14 +1,18 @@
-//! Request body length and reading.
+//! Message body length and reading, both ways.
 //!
 //! Implements: [RFC 9112 §6.1](https://www.rfc-editor.org/rfc/rfc9112#section-6.1) and
-//! [§6.3](https://www.rfc-editor.org/rfc/rfc9112#section-6.3) (message body length), with the
-//! request-smuggling defences: both Content-Length and Transfer-Encoding, disagreeing
-//! Content-Lengths, and a Transfer-Encoding whose final coding is not chunked are refused.
+//! [§6.3](https://www.rfc-editor.org/rfc/rfc9112#section-6.3) (message body length). For a
+//! request ([`BodyReader`], the server's side), with the request-smuggling defences: both
+//! Content-Length and Transfer-Encoding, disagreeing Content-Lengths, and a Transfer-Encoding
+//! whose final coding is not chunked are refused. For a response ([`ResponseBody`], shared by
+//! the clients and the load generator): no body after `HEAD`, 1xx, 204 and 304 (item 1),
+//! chunked as the final coding (item 3), an agreeing Content-Length (items 5 and 6), otherwise
+//! until the server closes (item 8).
 //!
 //! Does not: decode transfer codings other than chunked (501), or keep trailers.
 
-use super::chunked::ChunkedDecoder;
-use super::head::{Headers, RequestHead};
+use super::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
+use super::head::{Headers, RequestHead, ResponseHead};
 use super::{Error, Limits};
 
 /// How a request body is delimited.
@@ -114,10 +118,127 @@ impl BodyReader {
     }
 }
 
-fn fields<'a>(head: &'a RequestHead, name: &str) -> Vec<&'a [u8]> {
-    head.fields().iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice()).collect()
+/// How the rest of a response body is delimited (RFC 9112 §6.3), and reading it from the bytes
+/// that follow the head.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// No (more) body: read whole.
+    Done,
+    /// `remaining` more bytes by Content-Length.
+    Length {
+        /// Bytes still to come.
+        remaining: u64,
+    },
+    /// A chunked body (§7.1).
+    Chunked(ChunkedDecoder),
+    /// The body ends when the server closes the connection.
+    UntilClose {
+        /// Body bytes received so far.
+        received: u64,
+        /// Most body bytes accepted.
+        limit: u64,
+    },
 }
 
+impl ResponseBody {
+    /// How the body of `head` is delimited; `head_request` for an answer to `HEAD`. `limit`
+    /// bounds the body whatever its framing (give `u64::MAX` for a stream bounded per message
+    /// by its reader); a declared length over it is refused before anything is read.
+    pub fn for_response(head: &ResponseHead, head_request: bool, limit: u64) -> Result<ResponseBody, Error> {
+        // §6.3 item 1: no body after HEAD, 1xx, 204 and 304.
+        if head_request || (100..200).contains(&head.status) || head.status == 204 || head.status == 304 {
+            return Ok(ResponseBody::Done);
+        }
+        if let Some(te) = head.header("transfer-encoding") {
+            let last = te.split(|&b| b == b',').next_back().unwrap_or_default().trim_ascii();
+            // §6.3 item 3: chunked as the final coding delimits the body; otherwise the body
+            // runs until the server closes the connection.
+            if last.eq_ignore_ascii_case(b"chunked") {
+                let limits = ChunkedLimits {
+                    max_body_bytes: limit,
+                    max_chunk_line_bytes: 1024,
+                    max_trailer_bytes: 8 * 1024,
+                };
+                return Ok(ResponseBody::Chunked(ChunkedDecoder::new(limits)));
+            }
+            return Ok(ResponseBody::UntilClose { received: 0, limit });
+        }
+        let lengths = fields(head, "content-length");
+        if let Some(first) = lengths.first() {
+            // §6.3 item 5: differing or invalid Content-Length values make the response
+            // invalid; the client MUST discard it and close the connection.
+            let parse = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|t| t.parse::<u64>().ok());
+            let length = parse(first).ok_or(Error::InvalidContentLength)?;
+            if lengths.iter().any(|v| parse(v) != Some(length)) {
+                return Err(Error::InvalidContentLength);
+            }
+            if length > limit {
+                return Err(Error::BodyTooLarge);
+            }
+            return Ok(if length == 0 {
+                ResponseBody::Done
+            } else {
+                ResponseBody::Length { remaining: length }
+            });
+        }
+        Ok(ResponseBody::UntilClose { received: 0, limit })
+    }
+
+    /// True once the whole body was read.
+    pub fn is_done(&self) -> bool {
+        matches!(self, ResponseBody::Done)
+    }
+
+    /// Reads body bytes from `input` into `out`; `consumed` may stop short of `input` only
+    /// once the body is done (what follows is not this body's).
+    pub fn read(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<BodyProgress, Error> {
+        let progress = match self {
+            ResponseBody::Done => BodyProgress { consumed: 0, done: true },
+            ResponseBody::Length { remaining } => {
+                let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(input.len());
+                out.extend_from_slice(&input[..take]);
+                *remaining -= take as u64;
+                BodyProgress { consumed: take, done: *remaining == 0 }
+            }
+            ResponseBody::UntilClose { received, limit } => {
+                *received += input.len() as u64;
+                if *received > *limit {
+                    return Err(Error::BodyTooLarge);
+                }
+                out.extend_from_slice(input);
+                BodyProgress { consumed: input.len(), done: false }
+            }
+            ResponseBody::Chunked(decoder) => {
+                let d = decoder.decode(input, out).map_err(|e| match e {
+                    ChunkedError::BodyTooLarge => Error::BodyTooLarge,
+                    e => Error::Chunked(e),
+                })?;
+                BodyProgress { consumed: d.consumed, done: d.done }
+            }
+        };
+        if progress.done {
+            *self = ResponseBody::Done;
+        }
+        Ok(progress)
+    }
+
+    /// The server closed the connection: the end of a close-delimited body, a truncated one
+    /// otherwise (false).
+    pub fn handle_eof(&mut self) -> bool {
+        match self {
+            ResponseBody::Done => true,
+            ResponseBody::UntilClose { .. } => {
+                *self = ResponseBody::Done;
+                true
+            }
+            ResponseBody::Length { .. } | ResponseBody::Chunked(_) => false,
+        }
+    }
+}
+
+fn fields<'a>(head: &'a impl Headers, name: &str) -> Vec<&'a [u8]> {
+    head.fields().iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice()).collect()
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,12 @@ const EPOCH_DIGITS: usize = 16;
 const MAX_OFFSET_DIGITS: usize = 20;
 
 impl Cursor {
+    /// The cursor just before this message: a subscription or poll from it delivers this
+    /// message first (offset 0 stays 0, the start of the epoch).
+    pub fn before(self) -> Cursor {
+        Cursor { epoch: self.epoch, offset: self.offset.saturating_sub(1) }
+    }
+
     /// Longest text form in bytes: 16 hex digits, `:`, 20 decimal digits.
     pub const MAX_TEXT_BYTES: usize = EPOCH_DIGITS + 1 + MAX_OFFSET_DIGITS;
 

@@ -1,8 +1,8 @@
 //! One mio event loop: accept, read, hand bytes to `Conn`, apply hub commands, write, time out.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpListener as StdListener};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::TcpListener as StdListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,17 +14,20 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::stream::{self, ConnStream, TlsConn};
 use super::timers::{ConnId, Tick, Timers};
-use super::tls::{TlsAcceptor, TlsStream, TlsStreamError};
+use super::tls::{TlsAcceptor, TlsStreamError};
 use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
+use crate::fanout::{self, Fanout, Subscriptions};
 use crate::http1::response::write_full;
-use crate::hub::{ChannelName, SinkId};
+use crate::hub::backend::{ConnAddr, LoopEvent};
+use crate::hub::{Command, Reply, SinkId};
 use crate::metrics::Metrics;
-use crate::output::Cork;
+use crate::output::{Cork, MAX_IO_SLICES};
 
 const LISTENER: Token = Token(usize::MAX);
-/// The TLS listener's token, when plain and TLS listeners are both served.
+/// The TLS listener's token.
 const TLS_LISTENER: Token = Token(usize::MAX - 3);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// The token of the loop's `mio::Waker`, woken when other loops leave deliveries in its inbox
@@ -32,13 +35,11 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Most connections accepted in one turn, so a connection flood cannot starve the others.
 const ACCEPTS_PER_TURN: usize = 128;
-/// Most buffers handed to one `write_vectored` call.
-const MAX_IO_SLICES: usize = 64;
 
 /// One accepted connection and what the loop knows about its socket.
 struct Slot {
     conn: Conn,
-    stream: TcpStream,
+    stream: ConnStream,
     generation: u32,
     /// Interest currently registered with the poll.
     interest: Interest,
@@ -54,19 +55,6 @@ struct Slot {
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
     ip_entry: IpEntry,
-    /// The TLS session of a connection to the TLS listener (boxed: rustls' state is large,
-    /// and plain connections pay 8 bytes for it).
-    tls: Option<Box<TlsConn>>,
-}
-
-/// A TLS connection's session and what the loop tracks of its handshake.
-struct TlsConn {
-    stream: TlsStream,
-    /// Until the handshake completes: when it must be done by. The connection counts against
-    /// `max_tls_handshakes` while this is set.
-    handshake_deadline: Option<Instant>,
-    /// `close_notify` was queued (sent before shutting the write side).
-    close_notify_sent: bool,
 }
 
 /// A listening socket of the loop.
@@ -77,68 +65,6 @@ struct Listener {
     tls: Option<Arc<TlsAcceptor>>,
     /// Readiness was reported and accepting has not yet seen `WouldBlock`.
     pending: bool,
-}
-
-/// The channels one connection is subscribed to. Every session subscribes to one channel, so
-/// that one is held inline (no allocation per idle subscriber, 16 bytes in the slot); further
-/// ones, which only a connection between two requests' subscriptions can hold, are kept by the
-/// loop in [`Overflow`], keyed by connection. There are overflow entries only while the inline
-/// one is set.
-#[derive(Debug, Default)]
-struct Subscriptions(Option<ChannelName>);
-
-/// The loop's subscriptions beyond each connection's first.
-type Overflow = HashMap<ConnId, Vec<ChannelName>>;
-
-impl Subscriptions {
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn push(&mut self, channel: ChannelName, id: ConnId, overflow: &mut Overflow) {
-        match &self.0 {
-            None => self.0 = Some(channel),
-            Some(_) => overflow.entry(id).or_default().push(channel),
-        }
-    }
-
-    /// Forgets one subscription to `channel`; false when there was none.
-    fn remove(&mut self, channel: &ChannelName, id: ConnId, overflow: &mut Overflow) -> bool {
-        let Some(first) = &self.0 else { return false };
-        if first == channel {
-            // The next one, if any, moves inline.
-            self.0 = None;
-            if let Some(more) = overflow.get_mut(&id) {
-                self.0 = more.pop();
-                if more.is_empty() {
-                    overflow.remove(&id);
-                }
-            }
-            return true;
-        }
-        let Some(more) = overflow.get_mut(&id) else { return false };
-        let Some(i) = more.iter().position(|c| c == channel) else { return false };
-        more.swap_remove(i);
-        if more.is_empty() {
-            overflow.remove(&id);
-        }
-        true
-    }
-
-    /// Takes every subscription out, leaving none.
-    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<ChannelName> {
-        let mut all = overflow.remove(&id).unwrap_or_default();
-        all.extend(self.0.take());
-        all
-    }
-}
-
-/// Which connections of this loop are subscribed to which channel.
-#[derive(Default)]
-struct Fanout {
-    subscribers: HashMap<ChannelName, Vec<ConnId>>,
-    /// Subscriptions beyond a connection's first (see [`Subscriptions`]).
-    overflow: Overflow,
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -214,7 +140,7 @@ impl EventLoop {
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let started = Instant::now();
         let next_expire = started + shared.config.net.expire_interval;
-        let env = Arc::new(ConnEnv { config: shared.config.clone(), metrics: shared.metrics.clone() });
+        let env = Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()));
         Ok(EventLoop {
             shared,
             env,
@@ -253,10 +179,9 @@ impl EventLoop {
             if let Some(t) = self.accept_paused_until {
                 deadline = deadline.min(t);
             }
-            let accept_pending = self.listeners.iter().any(|l| l.pending);
             let busy = !self.revisit.is_empty()
                 || !self.dirty.is_empty()
-                || (accept_pending && self.accept_paused_until.is_none());
+                || (self.listeners.iter().any(|l| l.pending) && self.accept_paused_until.is_none());
             let timeout = if busy {
                 Some(std::time::Duration::ZERO)
             } else {
@@ -292,12 +217,12 @@ impl EventLoop {
                         }
                         if stop && !self.shared.draining.swap(true, Ordering::SeqCst) {
                             // Every other loop learns of the drain through its waker.
-                            for inbox in &self.shared.inboxes {
+                            for inbox in self.shared.inboxes.iter() {
                                 let _ = inbox.waker.wake();
                             }
                         }
                     }
-                    // Woken for deliveries (taken from the inbox in `fan_out`) or the drain.
+                    // Woken for the inbox (drained in `fan_out`) or the drain.
                     WAKER => {}
                     token => self.service(conn_id(token), event.is_readable() || event.is_read_closed(), now),
                 }
@@ -315,7 +240,7 @@ impl EventLoop {
                 // Loop 0 sweeps the shared hub; every loop moves its own timer on, or a loop
                 // whose sweep time has passed would poll with a zero timeout forever.
                 if self.sink.index() == 0 {
-                    self.shared.hub.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+                    self.shared.backend.expire(now);
                 }
                 self.next_expire = now + self.shared.config.net.expire_interval;
             }
@@ -421,7 +346,7 @@ impl EventLoop {
         tls: Option<&TlsAcceptor>,
         now: Instant,
     ) {
-        let tls = match tls {
+        let session = match tls {
             None => None,
             // A flood of handshakes is refused here, before any TLS state exists, so it costs
             // established connections nothing but the accepts.
@@ -431,11 +356,7 @@ impl EventLoop {
                 return;
             }
             Some(acceptor) => match acceptor.accept() {
-                Ok(session) => Some(Box::new(TlsConn {
-                    stream: session,
-                    handshake_deadline: Some(now + self.shared.config.net.tls_handshake_timeout),
-                    close_notify_sent: false,
-                })),
+                Ok(session) => Some(session),
                 Err(e) => {
                     warn!("{peer}: TLS session: {e}");
                     return;
@@ -451,7 +372,7 @@ impl EventLoop {
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
             Metrics::inc(&self.shared.metrics.connections_refused);
             debug!("{peer}: refused, connection limit reached");
-            if tls.is_some() {
+            if session.is_some() {
                 return; // A plain 503 means nothing to a TLS client: just close.
             }
             // Best effort: one non-blocking write of a 503, then close.
@@ -482,6 +403,15 @@ impl EventLoop {
             self.shared.release_ip(ip_entry);
             return;
         }
+        let stream = match session {
+            None => ConnStream::Plain(stream),
+            Some(session) => {
+                self.tls_handshakes += 1;
+                self.shared.metrics.tls.handshakes_in_progress.fetch_add(1, Ordering::Relaxed);
+                let deadline = now + self.shared.config.net.tls_handshake_timeout;
+                ConnStream::Tls(Box::new(TlsConn::new(stream, session, deadline)))
+            }
+        };
         entry.insert(Slot {
             conn: Conn::with_env(self.env.clone(), now),
             stream,
@@ -493,120 +423,70 @@ impl EventLoop {
             subscriptions: Subscriptions::default(),
             dirty: false,
             ip_entry,
-            tls,
         });
-        if self.slots[key].tls.is_some() {
-            self.tls_handshakes += 1;
-            self.shared.metrics.tls.handshakes_in_progress.fetch_add(1, Ordering::Relaxed);
-        }
         Metrics::inc(&self.shared.metrics.connections_accepted);
         debug!("{peer}: accepted as {key}");
         self.reschedule(ConnId::new(key, generation));
     }
 
-    /// Reads (if readable), applies commands, writes, and updates the connection's
-    /// registration and deadline.
+    /// One connection's turn, as named steps: read into the connection, pump its commands
+    /// and write from it, then register the interest it now has and reschedule it.
     fn service(&mut self, id: ConnId, readable: bool, now: Instant) {
-        let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) else {
+        let Some(slot) = live(&mut self.slots, id) else {
             return; // A stale token of a closed connection.
         };
-        if readable || slot.read_pending {
-            slot.read_pending = false;
-            // Answers go into the loop's spare buffers, not freshly allocated ones.
-            slot.conn.lend_output(&mut self.cork);
-            let mut budget = self.shared.config.net.read_budget_bytes;
-            while slot.conn.wants_read() {
-                if budget == 0 {
-                    slot.read_pending = true;
-                    break;
-                }
-                let read = match &mut slot.tls {
-                    None => slot.stream.read(&mut self.scratch),
-                    Some(tls) => {
-                        let read = tls.stream.read(&mut slot.stream, &mut self.scratch);
-                        if tls.handshake_deadline.is_some() && tls.stream.take_handshake_finished() {
-                            tls.handshake_deadline = None;
-                            self.tls_handshakes -= 1;
-                            let metrics = &self.shared.metrics.tls;
-                            metrics.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
-                            Metrics::inc(&metrics.handshakes_completed);
-                            if tls.stream.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                                Metrics::inc(&metrics.handshakes_resumed);
-                            }
-                        }
-                        read
-                    }
-                };
-                match read {
-                    Ok(0) => {
-                        slot.conn.handle_eof(now);
-                        break;
-                    }
-                    Ok(n) => {
-                        budget = budget.saturating_sub(n);
-                        self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        slot.conn.handle_input(&mut self.scratch[..n], now);
-                        apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        match TlsStreamError::of(&e) {
-                            Some(TlsStreamError::PlainHttp) => {
-                                Metrics::inc(&self.shared.metrics.tls.plain_http_refused)
-                            }
-                            Some(_) => Metrics::inc(&self.shared.metrics.tls.handshake_failures),
-                            None => {}
-                        }
-                        debug!("read: {e}");
-                        return self.remove(id.key());
-                    }
-                }
-            }
-            if !slot.conn.wants_read() && !slot.conn.is_closed() {
-                // Backpressure: come back once output drains.
-                slot.read_pending = true;
-            }
-        }
-        // Flushing can let a session queue more (a catching-up feed reads its next page).
-        loop {
-            apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-            if let Err(e) = Self::flush(slot, &self.shared.metrics, now) {
-                debug!("write: {e}");
-                return self.remove(id.key());
-            }
-            if !slot.conn.has_commands() {
-                break;
+        let mut pump = Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout };
+        let turn = read_into_conn(slot, id, readable, &mut self.scratch, &mut self.cork, &mut pump, now)
+            .and_then(|()| pump_and_write(slot, id, &mut pump, now));
+        if let Some(resumed) = slot.stream.take_handshake_finished() {
+            self.tls_handshakes -= 1;
+            let metrics = &self.shared.metrics.tls;
+            metrics.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&metrics.handshakes_completed);
+            if resumed {
+                Metrics::inc(&metrics.handshakes_resumed);
             }
         }
         // Written out: the buffers go back to the loop (an idle connection holds none).
         slot.conn.reclaim_output(&mut self.cork);
-        if slot.conn.is_closed() {
+        if turn.is_err() || slot.conn.is_closed() {
             return self.remove(id.key());
         }
-        let tls_wants_write = slot.tls.as_ref().is_some_and(|t| t.stream.wants_write());
-        let want = if slot.conn.pending_output().is_empty() && !tls_wants_write {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
-        if want != slot.interest {
-            if let Err(e) =
-                self.poll.registry().reregister(&mut slot.stream, token(id.key(), id.generation), want)
-            {
-                debug!("reregister: {e}");
-                return self.remove(id.key());
-            }
-            slot.interest = want;
+        if self.update_interest(id).is_err() {
+            return self.remove(id.key());
         }
+        self.come_back(id);
+    }
+
+    /// Comes back this turn when reading stopped early with the connection still wanting to
+    /// read (readiness will not be reported again), and at its next deadline.
+    fn come_back(&mut self, id: ConnId) {
+        let slot = &self.slots[id.key()];
         if slot.read_pending && slot.conn.wants_read() {
             self.revisit.push(id);
         }
         self.reschedule(id);
     }
 
-    /// Hands each delivery of this turn to the connections subscribed to its channel, then
-    /// flushes each of them once (several messages in one write).
+    /// Registers for what the connection and its stream now wait for ([`stream::interest`]).
+    fn update_interest(&mut self, id: ConnId) -> Result<(), Gone> {
+        let slot = &mut self.slots[id.key()];
+        let want = stream::interest(!slot.conn.pending_output().is_empty(), &slot.stream);
+        if want != slot.interest {
+            if let Err(e) =
+                self.poll.registry().reregister(&mut slot.stream, token(id.key(), id.generation), want)
+            {
+                debug!("reregister: {e}");
+                return Err(Gone);
+            }
+            slot.interest = want;
+        }
+        Ok(())
+    }
+
+    /// Drains the inbox: hands each delivery to the connections subscribed to its channel and
+    /// each reply to its connection, then writes the connections so touched a slice at a time
+    /// (several messages in one write).
     fn fan_out(&mut self, now: Instant) {
         // Until the inbox stays empty: servicing a connection can resume pipelined requests
         // that publish, and this loop's own publishes do not wake it.
@@ -616,31 +496,26 @@ impl EventLoop {
             if batch.is_empty() && self.dirty.is_empty() {
                 return;
             }
-            for msg in batch {
-                let Some(ids) = self.fanout.subscribers.get(&msg.channel) else { continue };
-                for id in ids.clone() {
-                    let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation)
-                    else {
-                        continue;
-                    };
-                    // Many deliveries can arrive in one turn (an inbox batch): write what is
-                    // queued before the next one is judged against the send bound, so only a
-                    // peer whose socket will not take the bytes counts as a slow consumer; and
-                    // once a full write's worth of messages waits, so a publisher outrunning a
-                    // sliced fan-out cannot pile up queue entries on connections not yet written.
-                    // A write error is found again when the connection is serviced below.
-                    let pending = slot.conn.pending_output();
-                    if pending.len_bytes() > self.shared.config.transport.max_send_buffer_bytes / 2
-                        || pending.segment_count() >= MAX_IO_SLICES
-                    {
-                        let _ = Self::flush(slot, &self.shared.metrics, now);
+            for event in batch {
+                match event {
+                    LoopEvent::Delivery(msg) => {
+                        for id in self.fanout.subscribers(&msg.channel).to_vec() {
+                            let Some(slot) = live(&mut self.slots, id) else { continue };
+                            // A write error is found again when the connection is serviced.
+                            let max_bytes = self.shared.config.transport.max_send_buffer_bytes;
+                            if fanout::write_before_delivery(slot.conn.pending_output(), max_bytes) {
+                                let _ = write_from_conn(slot, &self.shared.metrics, now);
+                            }
+                            slot.conn.handle_delivery(&msg, now);
+                            Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
+                                .commands(id, slot, now);
+                            if !slot.dirty {
+                                slot.dirty = true;
+                                self.dirty.push_back(id);
+                            }
+                        }
                     }
-                    slot.conn.handle_delivery(&msg, now);
-                    apply_commands(&self.shared, self.sink, id, slot, &mut self.fanout, now);
-                    if !slot.dirty {
-                        slot.dirty = true;
-                        self.dirty.push_back(id);
-                    }
+                    LoopEvent::Reply { conn: id, reply } => self.hand_reply(id, *reply, now),
                 }
             }
             // Written in slices: the loop polls between them, so its other connections (and a
@@ -648,7 +523,7 @@ impl EventLoop {
             // joins the output of every connection not yet written: one write carries both.
             for _ in 0..self.shared.config.net.flush_slice_connections {
                 let Some(id) = self.dirty.pop_front() else { break };
-                if let Some(slot) = self.slots.get_mut(id.key()).filter(|s| s.generation == id.generation) {
+                if let Some(slot) = live(&mut self.slots, id) {
                     slot.dirty = false;
                     self.service(id, false, now);
                 }
@@ -659,53 +534,49 @@ impl EventLoop {
         }
     }
 
-    /// Writes as much output as the socket takes; shuts the write side once a closing
-    /// connection's output is flushed.
-    fn flush(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Result<()> {
-        while !slot.conn.pending_output().is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let count = slot.conn.pending_output().io_slices(&mut slices);
-            let written = match &mut slot.tls {
-                None => slot.stream.write_vectored(&slices[..count]),
-                Some(tls) => tls.stream.write_vectored(&mut slot.stream, &slices[..count]),
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                    slot.conn.consume_output(n, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// A reply the backend answered `Later`: handed to its connection, which is then written
+    /// with the next slice. A subscription confirmed for a connection that is gone is ended.
+    fn hand_reply(&mut self, id: ConnId, reply: Reply, now: Instant) {
+        let Some(slot) = live(&mut self.slots, id) else {
+            if let Reply::Subscribed { channel, replay: Ok(_) } = reply {
+                let from = ConnAddr { sink: self.sink, conn: id };
+                self.shared.backend.submit(from, Command::Unsubscribe { channel }, now);
             }
-        }
-        if let Some(tls) = &mut slot.tls {
-            if slot.conn.wants_write_shutdown() && !tls.close_notify_sent {
-                // RFC 8446 §6.1: close_notify before the write side is closed.
-                tls.close_notify_sent = true;
-                tls.stream.send_close_notify();
-            }
-            match tls.stream.flush_tls(&mut slot.stream) {
-                Ok(()) => {}
-                // The rest goes when the socket is writable; the shutdown waits for it.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        if slot.conn.wants_write_shutdown() && !slot.write_shut {
-            slot.write_shut = true;
-            let _ = slot.stream.shutdown(Shutdown::Write);
-        }
-        Ok(())
+            return;
+        };
+        let metrics = &self.shared.metrics;
+        fanout::handle_reply(
+            &mut slot.conn,
+            &mut slot.subscriptions,
+            &mut self.fanout,
+            id,
+            reply,
+            metrics,
+            now,
+        );
+        Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }.commands(
+            id,
+            &mut self.slots[id.key()],
+            now,
+        );
+        self.mark_dirty(id);
     }
 
+    /// Queues the connection for the next slice's write, once.
+    fn mark_dirty(&mut self, id: ConnId) {
+        let slot = &mut self.slots[id.key()];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// Schedules the connection's next deadline (unless an earlier one is already scheduled).
     fn reschedule(&mut self, id: ConnId) {
         let Some(slot) = self.slots.get_mut(id.key()) else {
             return;
         };
-        let handshake = slot.tls.as_ref().and_then(|t| t.handshake_deadline);
-        let next = match (slot.conn.poll_timeout(), handshake) {
+        let next = match (slot.conn.poll_timeout(), slot.stream.handshake_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -727,7 +598,7 @@ impl EventLoop {
                 continue; // Superseded by an earlier entry that already fired.
             }
             slot.scheduled = None;
-            if slot.tls.as_ref().and_then(|t| t.handshake_deadline).is_some_and(|d| d <= now) {
+            if slot.stream.handshake_deadline().is_some_and(|d| d <= now) {
                 Metrics::inc(&self.shared.metrics.tls.handshake_timeouts);
                 debug!("closing {}: TLS handshake timeout", id.key());
                 self.remove(id.key());
@@ -743,69 +614,151 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.shared.release_ip(slot.ip_entry);
-        if slot.tls.as_ref().is_some_and(|t| t.handshake_deadline.is_some()) {
+        if slot.stream.handshake_deadline().is_some() {
             self.tls_handshakes -= 1;
             self.shared.metrics.tls.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
         }
-        if !slot.subscriptions.is_empty() {
-            let id = ConnId::new(key, slot.generation);
+        // The connection's subscriptions end with it (whatever closed it).
+        let id = ConnId::new(key, slot.generation);
+        let channels = self.fanout.remove_conn(id, &mut slot.subscriptions);
+        if !channels.is_empty() {
             let now = Instant::now();
-            let mut hub = self.shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-            for channel in slot.subscriptions.take_all(id, &mut self.fanout.overflow) {
-                hub.unsubscribe(&channel, self.sink, now);
-                self.fanout.forget(&channel, id);
+            let from = ConnAddr { sink: self.sink, conn: id };
+            for channel in channels {
+                self.shared.backend.submit(from, Command::Unsubscribe { channel }, now);
             }
         }
         debug!("closed {key}: {}", slot.conn.close_reason().unwrap_or("error"));
     }
 }
 
-impl Fanout {
-    fn forget(&mut self, channel: &ChannelName, id: ConnId) {
-        if let Some(ids) = self.subscribers.get_mut(channel) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.subscribers.remove(channel);
+/// A step found that the connection cannot go on (an I/O error, logged where found).
+struct Gone;
+
+/// The slot `id` names, unless it is gone (its slot now holds another connection).
+fn live(slots: &mut Slab<Slot>, id: ConnId) -> Option<&mut Slot> {
+    slots.get_mut(id.key()).filter(|s| s.generation == id.generation)
+}
+
+/// Reads what the socket has into the connection (when it is readable or reading was left
+/// pending), within the per-turn read budget, pumping its commands after each read. Reading
+/// stops early when the budget is spent or the connection wants no more input (backpressure);
+/// `read_pending` then brings the loop back.
+fn read_into_conn(
+    slot: &mut Slot,
+    id: ConnId,
+    readable: bool,
+    scratch: &mut [u8],
+    cork: &mut Cork,
+    pump: &mut Pump<'_>,
+    now: Instant,
+) -> Result<(), Gone> {
+    if !readable && !slot.read_pending {
+        return Ok(());
+    }
+    slot.read_pending = false;
+    // Answers go into the loop's spare buffers, not freshly allocated ones.
+    slot.conn.lend_output(cork);
+    let mut budget = pump.shared.config.net.read_budget_bytes;
+    while slot.conn.wants_read() {
+        if budget == 0 {
+            slot.read_pending = true;
+            break;
+        }
+        match slot.stream.read(scratch) {
+            Ok(0) => {
+                slot.conn.handle_eof(now);
+                break;
             }
+            Ok(n) => {
+                budget = budget.saturating_sub(n);
+                pump.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                slot.conn.handle_input(&mut scratch[..n], now);
+                pump.commands(id, slot, now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let tls = &pump.shared.metrics.tls;
+                match TlsStreamError::of(&e) {
+                    Some(TlsStreamError::PlainHttp) => Metrics::inc(&tls.plain_http_refused),
+                    Some(_) => Metrics::inc(&tls.handshake_failures),
+                    None => {}
+                }
+                debug!("read: {e}");
+                return Err(Gone);
+            }
+        }
+    }
+    if !slot.conn.wants_read() && !slot.conn.is_closed() {
+        // Backpressure: come back once output drains.
+        slot.read_pending = true;
+    }
+    Ok(())
+}
+
+/// Pumps the connection's commands and writes its output, again while writing lets it queue
+/// more commands (a catching-up feed reads its next page as its output drains).
+fn pump_and_write(slot: &mut Slot, id: ConnId, pump: &mut Pump<'_>, now: Instant) -> Result<(), Gone> {
+    loop {
+        pump.commands(id, slot, now);
+        if let Err(e) = write_from_conn(slot, &pump.shared.metrics, now) {
+            debug!("write: {e}");
+            return Err(Gone);
+        }
+        if !slot.conn.has_commands() {
+            return Ok(());
         }
     }
 }
 
-/// Applies a connection's queued hub commands: replies go back to it, subscriptions are
-/// recorded for fan-out, and new messages are queued for delivery on every loop that has
-/// subscribers for them.
-fn apply_commands(
-    shared: &Shared,
+/// Writes as much of the connection's output as the stream takes; shuts the write side once a
+/// closing connection's output is written.
+fn write_from_conn(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Result<()> {
+    slot.stream.flush_records()?;
+    while !slot.conn.pending_output().is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+        let count = slot.conn.pending_output().io_slices(&mut slices);
+        match slot.stream.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                slot.conn.consume_output(n, now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    slot.stream.flush_records()?;
+    if slot.conn.wants_write_shutdown() && !slot.write_shut {
+        slot.write_shut = slot.stream.shutdown_write();
+    }
+    Ok(())
+}
+
+/// What pumping a connection's commands needs besides the connection: the backend (in
+/// `shared`), this loop's number and its fan-out table.
+struct Pump<'a> {
+    shared: &'a Shared,
     sink: SinkId,
-    id: ConnId,
-    slot: &mut Slot,
-    fanout: &mut Fanout,
-    now: Instant,
-) {
-    while let Some(command) = slot.conn.poll_command() {
-        let mut hub = shared.hub.lock().unwrap_or_else(|e| e.into_inner());
-        let applied = command.apply(&mut hub, sink, now);
-        if let Some(published) = applied.published {
-            Metrics::inc(&shared.metrics.messages_published);
-            // Still under the hub's lock: offsets reach every loop's inbox (this loop's too) in
-            // the order the hub assigned them, so each loop sees a channel in order.
-            for target in published.sinks.iter() {
-                shared.inboxes[target.index() as usize].push(published.message.clone(), target != sink);
-            }
-        }
-        drop(hub);
-        if let Some(channel) = applied.subscribed {
-            fanout.subscribers.entry(channel.clone()).or_default().push(id);
-            slot.subscriptions.push(channel, id, &mut fanout.overflow);
-        }
-        if let Some(channel) = applied.unsubscribed {
-            if slot.subscriptions.remove(&channel, id, &mut fanout.overflow) {
-                fanout.forget(&channel, id);
-            }
-        }
-        if let Some(reply) = applied.reply {
-            slot.conn.handle_reply(reply, now);
-        }
+    fanout: &'a mut Fanout,
+}
+
+impl Pump<'_> {
+    /// Takes the connection's queued hub commands to the backend ([`fanout::pump`]).
+    fn commands(&mut self, id: ConnId, slot: &mut Slot, now: Instant) {
+        let from = ConnAddr { sink: self.sink, conn: id };
+        let backend = &*self.shared.backend;
+        fanout::pump(
+            &mut slot.conn,
+            &mut slot.subscriptions,
+            self.fanout,
+            backend,
+            from,
+            &self.shared.metrics,
+            now,
+        );
     }
 }
 
@@ -813,51 +766,14 @@ fn apply_commands(
 mod tests {
     use super::*;
 
-    fn name(text: &str) -> ChannelName {
-        ChannelName::parse(text).unwrap()
-    }
-
     /// Issue #7 (idle connection memory): the slab holds one `Slot` per connection. The socket
-    /// is left out (mio's `TcpStream` is larger in debug builds). Issue #15: the TLS session
-    /// is one pointer (8 bytes, `None` on plain connections).
+    /// is left out (mio's `TcpStream` is larger in debug builds).
     #[test]
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
-        let slot = size_of::<Slot>() - size_of::<TcpStream>();
-        assert!(slot <= 192, "Slot is {slot} bytes besides its socket");
-        assert_eq!(size_of::<Option<Box<TlsConn>>>(), 8);
+        let slot = size_of::<Slot>() - size_of::<ConnStream>();
+        assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
         assert_eq!(size_of::<Subscriptions>(), 16);
         assert_eq!(size_of::<ConnId>(), 8);
-    }
-
-    #[test]
-    fn one_subscription_is_inline_and_several_are_kept() {
-        let mut overflow = Overflow::new();
-        let id = ConnId::new(3, 1);
-        let other = ConnId::new(3, 2);
-        let mut subs = Subscriptions::default();
-        assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
-        subs.push(name("a"), id, &mut overflow);
-        assert!(subs.0.is_some() && overflow.is_empty());
-        subs.push(name("b"), id, &mut overflow);
-        subs.push(name("a"), id, &mut overflow);
-        // Another connection's subscriptions are apart.
-        let mut theirs = Subscriptions::default();
-        theirs.push(name("x"), other, &mut overflow);
-        theirs.push(name("b"), other, &mut overflow);
-        assert!(subs.remove(&name("a"), id, &mut overflow) && !subs.is_empty());
-        assert!(!subs.remove(&name("c"), id, &mut overflow));
-        assert!(!subs.remove(&name("x"), id, &mut overflow));
-        let mut left = subs.take_all(id, &mut overflow);
-        left.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-        assert_eq!(left, [name("a"), name("b")]);
-        assert!(subs.is_empty());
-        subs.push(name("a"), id, &mut overflow);
-        assert!(subs.remove(&name("a"), id, &mut overflow) && subs.is_empty());
-        // Removing the inline one moves the next one inline.
-        assert!(theirs.remove(&name("x"), other, &mut overflow));
-        assert_eq!(theirs.0.as_ref().map(|c| c.as_str()), Some("b"));
-        assert!(overflow.is_empty());
-        assert!(theirs.remove(&name("b"), other, &mut overflow) && theirs.is_empty());
     }
 }

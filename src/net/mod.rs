@@ -8,19 +8,26 @@
 //! ended at its own instant spread over `drain_period` (parked long polls answered, streams
 //! ended, WebSockets closed with 1001), and the process exits 0.
 //!
-//! Every protocol decision is made by [`crate::conn::Conn`]; this layer only moves bytes,
-//! applies hub commands and schedules deadlines.
+//! Every protocol decision is made by [`crate::conn::Conn`], and which connection holds which
+//! channel by [`crate::fanout`]; this layer only moves bytes (through each connection's
+//! [`stream::ConnStream`]), moves hub commands to the backend and its events back, and
+//! schedules deadlines.
 //!
 //! With `threads` > 1 each loop runs on its own thread with its own listener (SO_REUSEPORT).
-//! The hub is shared behind a mutex; a publish on one loop reaches the others through their
-//! [`Inbox`] and `mio::Waker`, pushed while the hub's lock is held so every loop sees a
-//! channel's messages in order, and one wake carries every message queued before the loop
-//! drains its inbox.
+//! The loops reach the channels only through a [`crate::hub::backend::HubBackend`] in
+//! [`Shared`]; the one `serve` uses is [`LocalHub`], the hub behind a mutex. A publish on one
+//! loop reaches the others through their [`Inbox`] and `mio::Waker`, pushed while the hub's
+//! lock is held so every loop sees a channel's messages in order, and one wake carries every
+//! event queued before the loop drains its inbox.
 //!
 //! Does not: move connections between loops, or bound an inbox (a loop drains its inbox every
 //! turn; the bound on what a slow loop can queue is the publish rate).
 
 mod event_loop;
+pub mod limits;
+mod local_hub;
+pub mod redis_broker;
+pub mod stream;
 mod timers;
 pub mod tls;
 
@@ -29,125 +36,32 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::config::Config;
-use crate::hub::{Hub, Message, SinkId};
+use crate::hub::backend::{HubBackend, LoopEvent};
+use crate::hub::{Hub, SinkId};
 use crate::metrics::Metrics;
 
 use tls::TlsAcceptor;
 
 pub use event_loop::EventLoop;
 use event_loop::WAKER;
+pub use limits::Limits;
+pub use local_hub::LocalHub;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-
-/// Event loop and socket limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Size of the per-loop read buffer shared by all connections, in bytes. Default 64 KiB.
-    pub read_chunk_bytes: usize,
-    /// Most bytes read from one connection per loop turn before others get their turn; the
-    /// rest is read on the next turn. Default 256 KiB.
-    pub read_budget_bytes: usize,
-    /// Connections with delivered messages written per loop turn before the loop polls again
-    /// (a fan-out to more is written over several turns, and what is published meanwhile
-    /// shares their writes). Default 256.
-    pub flush_slice_connections: usize,
-    /// Most open connections; a connection beyond it is answered 503 and closed at once,
-    /// without disturbing the others. Default 10,000.
-    pub max_connections: usize,
-    /// Most open connections from one client address; beyond it, 503 and close. Default 1,000.
-    pub max_connections_per_ip: usize,
-    /// SO_SNDBUF of accepted sockets, in bytes; `None` keeps the kernel's autotuning (on
-    /// Linux up to `tcp_wmem`'s maximum, 4 MiB by default). The kernel's buffer sits in front
-    /// of `max_send_buffer_bytes`: a smaller one makes a stalled subscriber a slow consumer
-    /// sooner, at some cost in throughput on long, fast paths. Default `None`.
-    pub socket_send_buffer_bytes: Option<usize>,
-    /// How long accepting pauses after the process runs out of file descriptors
-    /// (EMFILE/ENFILE), so the loop neither exits nor spins. Default 100 ms.
-    pub accept_pause: Duration,
-    /// Event loops, each on its own thread with its own `Poll` and listener. Default: the
-    /// number of cores. At most 64 (one hub sink each).
-    pub threads: usize,
-    /// How often expired history and idle channels are swept. Default 1 s.
-    pub expire_interval: Duration,
-    /// On SIGINT/SIGTERM, the period over which open connections are ended (spread evenly, so
-    /// their clients do not reconnect elsewhere as one storm); the process exits when the last
-    /// one is gone, at most one second after the period. Default 5 s.
-    pub drain_period: Duration,
-    /// How long a TLS client has from its connection to the end of the handshake; slower ones
-    /// are closed (counted in `/metrics`). Default 10 s.
-    pub tls_handshake_timeout: Duration,
-    /// Most TLS handshakes in progress per event loop; a TLS connection beyond it is closed at
-    /// once (counted), so a handshake flood costs bounded memory and work while established
-    /// connections are served. Default 256.
-    pub max_tls_handshakes: usize,
-    /// Most TLS sessions the server remembers for resumption by session id (TLS 1.2 clients
-    /// without tickets); the oldest go first. Tickets cost the server nothing per session.
-    /// Default 1,024.
-    pub tls_session_cache_entries: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            read_chunk_bytes: 64 * 1024,
-            read_budget_bytes: 256 * 1024,
-            flush_slice_connections: 256,
-            max_connections: 10_000,
-            max_connections_per_ip: 1_000,
-            socket_send_buffer_bytes: None,
-            accept_pause: Duration::from_millis(100),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
-            expire_interval: Duration::from_secs(1),
-            drain_period: Duration::from_secs(5),
-            tls_handshake_timeout: Duration::from_secs(10),
-            max_tls_handshakes: 256,
-            tls_session_cache_entries: 1024,
-        }
-    }
-}
-
-impl Limits {
-    /// Checks the limits once at startup.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.read_chunk_bytes < 1024 {
-            return Err("read chunk bytes must be at least 1024".into());
-        }
-        if self.read_budget_bytes < self.read_chunk_bytes {
-            return Err("read budget bytes must be at least the read chunk bytes".into());
-        }
-        if self.threads == 0 || self.threads > SinkId::MAX_SINKS {
-            return Err(format!("threads must be between 1 and {}", SinkId::MAX_SINKS));
-        }
-        if self.flush_slice_connections == 0 {
-            return Err("flush slice connections must be at least 1".into());
-        }
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
-            return Err("max connections must be at least 1".into());
-        }
-        if self.max_tls_handshakes == 0 || self.tls_session_cache_entries == 0 {
-            return Err("max TLS handshakes and TLS session cache entries must be at least 1".into());
-        }
-        if self.tls_handshake_timeout.is_zero() {
-            return Err("the TLS handshake timeout must be more than 0".into());
-        }
-        Ok(())
-    }
-}
 
 /// State shared by every event loop.
 #[derive(Debug)]
 pub struct Shared {
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// The channels.
-    pub hub: Mutex<Hub>,
+    /// The channels, reached only through the backend (see [`crate::hub::backend`]).
+    pub backend: Arc<dyn HubBackend>,
     /// Server-wide counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// One inbox per event loop, indexed by its sink.
-    pub inboxes: Vec<Inbox>,
+    /// One inbox per event loop, indexed by its sink (the backend holds them too).
+    pub inboxes: Arc<[Inbox]>,
     /// Set once on SIGINT/SIGTERM; every loop then drains.
     pub draining: AtomicBool,
     /// Open connections per client address.
@@ -204,31 +118,32 @@ impl Shared {
     }
 }
 
-/// Deliveries handed to one event loop by the others, and the waker that tells it.
+/// What the hub backend hands one event loop (deliveries, and replies it answered `Later`),
+/// and the waker that tells the loop.
 #[derive(Debug)]
 pub struct Inbox {
-    messages: Mutex<Vec<Arc<Message>>>,
+    events: Mutex<Vec<LoopEvent>>,
     /// Wakes the loop's `Poll`.
     pub waker: Waker,
 }
 
 impl Inbox {
-    /// Queues a message. With `wake`, wakes the loop unless it was already woken for earlier
-    /// ones: one wake carries every message queued until the loop drains its inbox. (A loop
+    /// Queues an event. With `wake`, wakes the loop unless it was already woken for earlier
+    /// ones: one wake carries every event queued until the loop drains its inbox. (A loop
     /// queuing for itself needs no wake: it drains its inbox every turn.)
-    pub fn push(&self, message: Arc<Message>, wake: bool) {
-        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-        let first = messages.is_empty();
-        messages.push(message);
-        drop(messages);
+    pub fn push(&self, event: LoopEvent, wake: bool) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let first = events.is_empty();
+        events.push(event);
+        drop(events);
         if first && wake {
             let _ = self.waker.wake();
         }
     }
 
     /// Takes everything queued.
-    pub fn take(&self) -> Vec<Arc<Message>> {
-        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn take(&self) -> Vec<LoopEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -261,6 +176,25 @@ pub struct Bound {
 /// SIGINT or SIGTERM, then drains; SIGHUP reloads the TLS certificate. `on_ready` gets the
 /// bound addresses (useful with port 0) once the server accepts connections.
 pub fn serve(config: Config, listen: Listen, on_ready: impl FnOnce(Bound)) -> io::Result<()> {
+    let limits = config.hub;
+    let local = move |inboxes| {
+        // The epoch seed is the one piece of randomness the hub needs: a restarted server
+        // draws a new one, so cursors from before the restart are recognised as gaps.
+        let hub = Hub::new(limits, rand::random());
+        Ok(Arc::new(LocalHub::new(hub, inboxes)) as Arc<dyn HubBackend>)
+    };
+    serve_with(config, listen, local, on_ready)
+}
+
+/// [`serve`] with the hub backend `backend` makes from the loops' inboxes (one per loop,
+/// indexed by its [`SinkId`]; the backend pushes its [`LoopEvent`]s there and wakes the loop):
+/// how a backend other than [`LocalHub`] (a Redis broker's) is plugged in.
+pub fn serve_with(
+    config: Config,
+    listen: Listen,
+    backend: impl FnOnce(Arc<[Inbox]>) -> io::Result<Arc<dyn HubBackend>>,
+    on_ready: impl FnOnce(Bound),
+) -> io::Result<()> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let threads = config.net.threads;
     // Every loop has its own listening sockets on the same addresses (SO_REUSEPORT): the kernel
@@ -282,16 +216,12 @@ pub fn serve(config: Config, listen: Listen, on_ready: impl FnOnce(Bound)) -> io
     let polls = (0..threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
     let inboxes = polls
         .iter()
-        .map(|poll| {
-            Ok(Inbox { messages: Mutex::new(Vec::new()), waker: Waker::new(poll.registry(), WAKER)? })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    // The epoch seed is the one piece of randomness the hub needs: a restarted server draws a
-    // new one, so cursors from before the restart are recognised as gaps.
-    let hub = Hub::new(config.hub, rand::random());
+        .map(|poll| Ok(Inbox { events: Mutex::new(Vec::new()), waker: Waker::new(poll.registry(), WAKER)? }))
+        .collect::<io::Result<Arc<[Inbox]>>>()?;
+    let backend = backend(inboxes.clone())?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
-        hub: Mutex::new(hub),
+        backend,
         metrics: Arc::new(Metrics::default()),
         inboxes,
         draining: AtomicBool::new(false),

@@ -11,27 +11,7 @@ use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-/// A connection's slab key and generation, in 8 bytes: the timer heap, the fan-out table and
-/// the loop's lists hold one per entry. The slab key fits 32 bits, as in the poll token (which
-/// holds it in its low 32 bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId {
-    key: u32,
-    /// Generation of the connection in that slot.
-    pub generation: u32,
-}
-
-impl ConnId {
-    /// The connection in slab slot `key` of generation `generation`.
-    pub fn new(key: usize, generation: u32) -> Self {
-        ConnId { key: key as u32, generation }
-    }
-
-    /// Its slab key.
-    pub fn key(self) -> usize {
-        self.key as usize
-    }
-}
+pub use crate::hub::backend::ConnId;
 
 /// A deadline as whole milliseconds after the heap's base instant, rounded up (so it never
 /// fires early), plus one so that `Option<Tick>` is 8 bytes. 64 bits: it never wraps.

@@ -23,10 +23,10 @@
 //! Does not: carry the channel name (the pub/sub channel or the stream key says it), or
 //! decide what to do with a frame (the broker does).
 
+use std::fmt;
 use std::sync::Arc;
 
 use crate::hub::{Cursor, Payload};
-use crate::redis::presence::{PresenceMember, PresenceValue};
 use crate::redis::ReplyError;
 
 /// Kind byte of a message frame.
@@ -60,6 +60,78 @@ impl Default for FrameLimits {
             max_user_bytes: 255,
             max_info_bytes: 4096,
         }
+    }
+}
+
+/// One subscription in a channel's presence: the node's id and the connection's id.
+///
+/// Text form: `NODE-CONN`, each 16 lowercase hex digits (33 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PresenceMember {
+    /// The node's id, drawn at random when the node starts.
+    pub node: u64,
+    /// The connection's id on that node.
+    pub conn: u64,
+}
+
+impl PresenceMember {
+    /// Length of the text form.
+    pub const TEXT_BYTES: usize = 33;
+
+    /// Parses the text form strictly (exactly 16 hex digits, `-`, 16 hex digits).
+    pub fn parse(text: &[u8]) -> Option<PresenceMember> {
+        if text.len() != Self::TEXT_BYTES || text[16] != b'-' {
+            return None;
+        }
+        let hex = |digits: &[u8]| {
+            digits.iter().try_fold(0u64, |n, &b| char::from(b).to_digit(16).map(|d| (n << 4) | u64::from(d)))
+        };
+        Some(PresenceMember { node: hex(&text[..16])?, conn: hex(&text[17..])? })
+    }
+}
+
+impl fmt::Display for PresenceMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{:016x}", self.node, self.conn)
+    }
+}
+
+/// What presence says about a member: the user id (empty when anonymous) and the info the
+/// client supplied (opaque bytes, empty when none).
+///
+/// Encoding: user id length (u16, big-endian), user id (UTF-8), info (the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceValue {
+    /// The authenticated user id, or empty.
+    pub user: Arc<str>,
+    /// The client's info, or empty.
+    pub info: Arc<[u8]>,
+}
+
+impl PresenceValue {
+    /// Appends the encoding to `out`. The caller bounds the user id to 65 535 bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.user.len() <= usize::from(u16::MAX));
+        out.extend_from_slice(&(self.user.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.user.as_bytes());
+        out.extend_from_slice(&self.info);
+    }
+
+    /// Parses the encoding, within `limits.max_user_bytes` and `limits.max_info_bytes`.
+    pub fn parse(bytes: &[u8], limits: &FrameLimits) -> Result<PresenceValue, ReplyError> {
+        let [h, l, rest @ ..] = bytes else {
+            return Err(ReplyError::FrameTruncated);
+        };
+        let user_len = usize::from(u16::from_be_bytes([*h, *l]));
+        if user_len > rest.len() {
+            return Err(ReplyError::FrameTruncated);
+        }
+        let (user, info) = rest.split_at(user_len);
+        if user.len() > limits.max_user_bytes || info.len() > limits.max_info_bytes {
+            return Err(ReplyError::FrameTooLarge);
+        }
+        let user = std::str::from_utf8(user).map_err(|_| ReplyError::FrameTextNotUtf8)?;
+        Ok(PresenceValue { user: Arc::from(user), info: Arc::from(info) })
     }
 }
 

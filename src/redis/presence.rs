@@ -31,147 +31,18 @@
 //!
 //! Does not: hold presence in memory (the broker may cache it), or decide who may see it.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::redis::frame::FrameLimits;
 use crate::redis::keys::ChannelKeys;
 use crate::redis::resp::{Command, Value};
-use crate::redis::script::Invoke;
+use crate::redis::script::{presence_script_sha1, ttl_millis, Invoke};
 use crate::redis::ReplyError;
 
-/// One subscription in a channel's presence: the node's id and the connection's id.
-///
-/// Text form: `NODE-CONN`, each 16 lowercase hex digits (33 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PresenceMember {
-    /// The node's id, drawn at random when the node starts.
-    pub node: u64,
-    /// The connection's id on that node.
-    pub conn: u64,
-}
-
-impl PresenceMember {
-    /// Length of the text form.
-    pub const TEXT_BYTES: usize = 33;
-
-    /// Parses the text form strictly (exactly 16 hex digits, `-`, 16 hex digits).
-    pub fn parse(text: &[u8]) -> Option<PresenceMember> {
-        if text.len() != Self::TEXT_BYTES || text[16] != b'-' {
-            return None;
-        }
-        let hex = |digits: &[u8]| {
-            digits.iter().try_fold(0u64, |n, &b| char::from(b).to_digit(16).map(|d| (n << 4) | u64::from(d)))
-        };
-        Some(PresenceMember { node: hex(&text[..16])?, conn: hex(&text[17..])? })
-    }
-}
-
-impl fmt::Display for PresenceMember {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}-{:016x}", self.node, self.conn)
-    }
-}
-
-/// What presence says about a member: the user id (empty when anonymous) and the info the
-/// client supplied (opaque bytes, empty when none).
-///
-/// Encoding: user id length (u16, big-endian), user id (UTF-8), info (the rest).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceValue {
-    /// The authenticated user id, or empty.
-    pub user: Arc<str>,
-    /// The client's info, or empty.
-    pub info: Arc<[u8]>,
-}
-
-impl PresenceValue {
-    /// Appends the encoding to `out`. The caller bounds the user id to 65 535 bytes.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        debug_assert!(self.user.len() <= usize::from(u16::MAX));
-        out.extend_from_slice(&(self.user.len() as u16).to_be_bytes());
-        out.extend_from_slice(self.user.as_bytes());
-        out.extend_from_slice(&self.info);
-    }
-
-    /// Parses the encoding, within `limits.max_user_bytes` and `limits.max_info_bytes`.
-    pub fn parse(bytes: &[u8], limits: &FrameLimits) -> Result<PresenceValue, ReplyError> {
-        let [h, l, rest @ ..] = bytes else {
-            return Err(ReplyError::FrameTruncated);
-        };
-        let user_len = usize::from(u16::from_be_bytes([*h, *l]));
-        if user_len > rest.len() {
-            return Err(ReplyError::FrameTruncated);
-        }
-        let (user, info) = rest.split_at(user_len);
-        if user.len() > limits.max_user_bytes || info.len() > limits.max_info_bytes {
-            return Err(ReplyError::FrameTooLarge);
-        }
-        let user = std::str::from_utf8(user).map_err(|_| ReplyError::FrameTextNotUtf8)?;
-        Ok(PresenceValue { user: Arc::from(user), info: Arc::from(info) })
-    }
-}
-
-/// The presence script. KEYS: the presence sorted set, the info hash. ARGV: operation
-/// (`add`, `remove`, `list`), ttl (ms), the pub/sub channel, how many expired members one
-/// call removes at most, then for `add` member/value pairs, for `remove` members, for `list`
-/// the most members to return.
-///
-/// Replies: `add` the number of new members, `remove` the number removed, `list` a flat
-/// array member, value, member, value, ...
-pub const PRESENCE_SCRIPT: &str = r#"-- pushwire presence v1 (src/redis/presence.rs)
-local zkey, hkey = KEYS[1], KEYS[2]
-local op, ttl, chan, max_prune = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- Members whose node stopped refreshing them: removed, and every node told.
-local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, max_prune)
-for _, m in ipairs(expired) do
-  redis.call('ZREM', zkey, m)
-  redis.call('HDEL', hkey, m)
-  redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
-end
-if op == 'add' then
-  local added = 0
-  for i = 5, #ARGV - 1, 2 do
-    local m, v = ARGV[i], ARGV[i + 1]
-    if #m > 255 then return redis.error_reply('PUSHWIRE member longer than 255 bytes') end
-    redis.call('HSET', hkey, m, v)
-    if redis.call('ZADD', zkey, now + ttl, m) == 1 then
-      added = added + 1
-      redis.call('PUBLISH', chan, 'J' .. string.char(#m) .. m .. v)
-    end
-  end
-  redis.call('PEXPIRE', zkey, ttl)
-  redis.call('PEXPIRE', hkey, ttl)
-  return added
-elseif op == 'remove' then
-  local removed = 0
-  for i = 5, #ARGV do
-    local m = ARGV[i]
-    if redis.call('ZREM', zkey, m) == 1 then
-      removed = removed + 1
-      redis.call('HDEL', hkey, m)
-      redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
-    end
-  end
-  return removed
-elseif op == 'list' then
-  local out = {}
-  local members = redis.call('ZRANGE', zkey, 0, tonumber(ARGV[5]) - 1)
-  for _, m in ipairs(members) do
-    -- A member whose info is gone (evicted under maxmemory) is left out.
-    local v = redis.call('HGET', hkey, m)
-    if v then
-      out[#out + 1] = m
-      out[#out + 1] = v
-    end
-  end
-  return out
-end
-return redis.error_reply('PUSHWIRE unknown presence operation')
-"#;
+// The member and value travel in join and leave frames, so `frame.rs` defines them; the script
+// lives with the other Lua scripts in `script.rs`.
+pub use crate::redis::frame::{PresenceMember, PresenceValue};
+pub use crate::redis::script::PRESENCE_SCRIPT;
 
 /// How many expired members one presence call removes at most, so one call's time is
 /// bounded; the next call removes more.
@@ -179,7 +50,7 @@ pub const MAX_PRUNE_PER_CALL: usize = 1000;
 
 fn presence_command(keys: &ChannelKeys, invoke: Invoke, op: &str, ttl: Duration) -> Command {
     invoke
-        .command(PRESENCE_SCRIPT, crate::redis::script::presence_script_sha1())
+        .command(PRESENCE_SCRIPT, presence_script_sha1())
         .arg("2")
         .arg(&keys.presence)
         .arg(&keys.presence_info)
@@ -187,12 +58,6 @@ fn presence_command(keys: &ChannelKeys, invoke: Invoke, op: &str, ttl: Duration)
         .arg_u64(ttl_millis(ttl))
         .arg(&keys.pubsub)
         .arg_u64(MAX_PRUNE_PER_CALL as u64)
-}
-
-/// A ttl in whole milliseconds, at least 1 (Redis refuses a zero `PEXPIRE` as an expiry in
-/// the past).
-pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Adds (or refreshes) `members` with expiry `ttl`: one call per channel per refresh round.
@@ -263,6 +128,7 @@ pub fn parse_list_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn presence_member_text_form() {

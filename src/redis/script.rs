@@ -82,7 +82,6 @@ use crate::redis::frame::{message_tail, FrameLimits};
 use crate::redis::history::parse_entries;
 use crate::redis::info::Incarnation;
 use crate::redis::keys::ChannelKeys;
-use crate::redis::presence::{ttl_millis, PRESENCE_SCRIPT};
 use crate::redis::resp::{Command, Value};
 use crate::redis::ReplyError;
 
@@ -156,6 +155,72 @@ pub fn script_sha1(source: &str) -> String {
 pub fn channel_script_sha1() -> &'static str {
     static SHA: OnceLock<String> = OnceLock::new();
     SHA.get_or_init(|| script_sha1(CHANNEL_SCRIPT))
+}
+
+/// The presence script. KEYS: the presence sorted set, the info hash. ARGV: operation
+/// (`add`, `remove`, `list`), ttl (ms), the pub/sub channel, how many expired members one
+/// call removes at most, then for `add` member/value pairs, for `remove` members, for `list`
+/// the most members to return.
+///
+/// Replies: `add` the number of new members, `remove` the number removed, `list` a flat
+/// array member, value, member, value, ...
+pub const PRESENCE_SCRIPT: &str = r#"-- pushwire presence v1 (src/redis/presence.rs)
+local zkey, hkey = KEYS[1], KEYS[2]
+local op, ttl, chan, max_prune = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Members whose node stopped refreshing them: removed, and every node told.
+local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, max_prune)
+for _, m in ipairs(expired) do
+  redis.call('ZREM', zkey, m)
+  redis.call('HDEL', hkey, m)
+  redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
+end
+if op == 'add' then
+  local added = 0
+  for i = 5, #ARGV - 1, 2 do
+    local m, v = ARGV[i], ARGV[i + 1]
+    if #m > 255 then return redis.error_reply('PUSHWIRE member longer than 255 bytes') end
+    redis.call('HSET', hkey, m, v)
+    if redis.call('ZADD', zkey, now + ttl, m) == 1 then
+      added = added + 1
+      redis.call('PUBLISH', chan, 'J' .. string.char(#m) .. m .. v)
+    end
+  end
+  redis.call('PEXPIRE', zkey, ttl)
+  redis.call('PEXPIRE', hkey, ttl)
+  return added
+elseif op == 'remove' then
+  local removed = 0
+  for i = 5, #ARGV do
+    local m = ARGV[i]
+    if redis.call('ZREM', zkey, m) == 1 then
+      removed = removed + 1
+      redis.call('HDEL', hkey, m)
+      redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
+    end
+  end
+  return removed
+elseif op == 'list' then
+  local out = {}
+  local members = redis.call('ZRANGE', zkey, 0, tonumber(ARGV[5]) - 1)
+  for _, m in ipairs(members) do
+    -- A member whose info is gone (evicted under maxmemory) is left out.
+    local v = redis.call('HGET', hkey, m)
+    if v then
+      out[#out + 1] = m
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+return redis.error_reply('PUSHWIRE unknown presence operation')
+"#;
+
+/// A ttl in whole milliseconds, at least 1 (Redis refuses a zero `PEXPIRE` as an expiry in
+/// the past).
+pub fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// SHA-1 of [`PRESENCE_SCRIPT`].

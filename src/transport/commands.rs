@@ -33,8 +33,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::envelope::write_json_string;
 use crate::hub::{ChannelName, Cursor, Payload};
+use crate::protocol::envelope::write_json_string;
 
 /// Longest `req` echoed back, in bytes of its JSON text.
 pub const MAX_REQ_BYTES: usize = 64;
@@ -338,7 +338,9 @@ fn check(raw: Raw<'_>, limits: &CommandLimits) -> Result<Command, CommandError> 
                 Some(name) if name.len() > limits.max_event_name_bytes => {
                     return Err(CommandError::TooLarge("event"))
                 }
-                Some(name) if name.is_empty() || !name.bytes().all(super::is_tchar) || name == "gap" => {
+                Some(name)
+                    if name.is_empty() || !name.bytes().all(super::route::is_tchar) || name == "gap" =>
+                {
                     return Err(CommandError::BadCommand("event must be a token other than gap".into()))
                 }
                 Some(name) => Some(name),

@@ -36,6 +36,23 @@ pub enum Step {
     GapThenSend,
 }
 
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// As the hub answers this [`Since`] (see the hub's gap rules).
+    Since(Since),
+    /// From now, with a gap signal first: the client had a position the server cannot read
+    /// (an unreadable `Last-Event-ID`, issue #13 item 7). Nothing is replayed, so nothing the
+    /// client already has is sent twice; the gap tells it that it may have missed messages.
+    Lost,
+}
+
+impl From<Since> for Start {
+    fn from(since: Since) -> Start {
+        Start::Since(since)
+    }
+}
+
 /// How one transport puts messages and gap signals on the wire.
 pub trait Wire {
     /// The message in this wire format, encoded once per message and shared by every
@@ -53,8 +70,11 @@ pub trait Wire {
 /// Whether the feed takes live deliveries or reads the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Waiting for the subscription's replay.
-    Starting,
+    /// Waiting for the subscription's replay; `lost`: signal a gap before it ([`Start::Lost`]).
+    Starting {
+        /// The client's position could not be read.
+        lost: bool,
+    },
     /// Up to date: deliveries are written as they come.
     Live,
     /// Behind: pages are read from the history as the output drains.
@@ -78,13 +98,31 @@ pub struct Feed {
 impl Feed {
     /// A feed for `channel`, waiting for its replay.
     pub fn new(channel: ChannelName) -> Feed {
-        Feed { channel, cursor: Cursor { epoch: crate::hub::Epoch(0), offset: 0 }, mode: Mode::Starting }
+        Feed {
+            channel,
+            cursor: Cursor { epoch: crate::hub::Epoch(0), offset: 0 },
+            mode: Mode::Starting { lost: false },
+        }
+    }
+
+    /// A feed for `channel` and the command that starts it from `start`.
+    pub fn starting(channel: ChannelName, start: Start) -> (Feed, Command) {
+        let mut feed = Feed::new(channel);
+        let since = match start {
+            Start::Since(since) => since,
+            Start::Lost => {
+                feed.mode = Mode::Starting { lost: true };
+                Since::Tail
+            }
+        };
+        let command = feed.subscribe(since);
+        (feed, command)
     }
 
     /// The last message the client has been sent (or where its history ends); `None` until
     /// the subscription's replay.
     pub fn cursor(&self) -> Option<Cursor> {
-        (self.mode != Mode::Starting).then_some(self.cursor)
+        (!matches!(self.mode, Mode::Starting { .. })).then_some(self.cursor)
     }
 
     /// Keeps `channel`, the hub's copy of the same name, instead of the request's own copy, so
@@ -131,12 +169,12 @@ impl Feed {
     ) {
         // The client continues from just before the first message of the replay (after a gap:
         // the oldest message still available).
-        let start = replay.messages.first().map_or(replay.next, |m| before(m.id));
+        let start = replay.messages.first().map_or(replay.next, |m| m.id.before());
         self.cursor = start;
-        if replay.gap {
+        if replay.gap || self.mode == (Mode::Starting { lost: true }) {
             Metrics::inc(&ctx.metrics.gaps_signalled);
             wire.write_gap(start, ctx);
-        } else if self.mode == Mode::Starting {
+        } else if matches!(self.mode, Mode::Starting { .. }) {
             wire.write_open(start, ctx);
         }
         let bound = ctx.config.transport.max_send_buffer_bytes;
@@ -174,7 +212,7 @@ impl Feed {
         }
         if step == Step::GapThenSend {
             Metrics::inc(&ctx.metrics.gaps_signalled);
-            wire.write_gap(before(msg.id), ctx);
+            wire.write_gap(msg.id.before(), ctx);
         }
         wire.write_message(bytes, ctx);
         Metrics::inc(&ctx.metrics.messages_delivered);
@@ -187,7 +225,7 @@ impl Feed {
         let Mode::CatchingUp { reading: false } = self.mode else {
             return;
         };
-        if ctx.out.len_bytes() > ctx.config.transport.max_send_buffer_bytes / 2 {
+        if ctx.out.is_past_half(ctx.config.transport.max_send_buffer_bytes) {
             return;
         }
         let cursor = self.cursor;
@@ -204,11 +242,6 @@ impl Feed {
         let reached_tail = replay.messages.len() < ctx.config.transport.max_batch_messages;
         self.handle_replay(replay, reached_tail, wire, ctx);
     }
-}
-
-/// The cursor just before message `id` (offsets start at 1).
-fn before(id: Cursor) -> Cursor {
-    Cursor { epoch: id.epoch, offset: id.offset.saturating_sub(1) }
 }
 
 #[cfg(test)]

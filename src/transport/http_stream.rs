@@ -12,9 +12,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::hub::{ChannelName, Message, Replay, Since};
+use crate::hub::{ChannelName, Message, Replay};
+use crate::metrics::Metrics;
 
-use super::feed::{Feed, Wire};
+use super::feed::{Feed, Start, Wire};
 use super::{CloseReason, Ctx, Flow};
 
 /// The wire format of a streaming response.
@@ -37,10 +38,15 @@ pub struct HttpStream<F> {
 }
 
 impl<F: StreamFormat> HttpStream<F> {
-    /// Queues the subscription; the response starts with its replay.
-    pub fn start(channel: ChannelName, since: Since, ctx: &mut Ctx<'_>) -> Self {
-        let feed = Feed::new(channel);
-        ctx.commands.push_back(feed.subscribe(since));
+    /// Queues the subscription; the response starts with its replay (after a gap signal for
+    /// [`Start::Lost`], counted as an unreadable `Last-Event-ID`).
+    pub fn start(channel: ChannelName, start: impl Into<Start>, ctx: &mut Ctx<'_>) -> Self {
+        let start = start.into();
+        if start == Start::Lost {
+            Metrics::inc(&ctx.metrics.last_event_id_unreadable);
+        }
+        let (feed, command) = Feed::starting(channel, start);
+        ctx.commands.push_back(command);
         HttpStream { feed, format: F::default(), next_keepalive: None }
     }
 

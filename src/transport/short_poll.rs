@@ -17,7 +17,7 @@
 use crate::hub::{Encoding, Replay};
 use crate::metrics::Metrics;
 
-use super::envelope::message_envelope;
+use crate::protocol::envelope::message_envelope;
 
 /// The JSON body answering a poll.
 pub fn body(replay: &Replay) -> Vec<u8> {

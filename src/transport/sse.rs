@@ -18,7 +18,12 @@
 //! comment line (`: keepalive`) every [`crate::transport::Limits::keepalive_interval`].
 //!
 //! - **Resume:** from the `Last-Event-ID` header (what browsers send on reconnect), else
-//!   `?last_event_id=` or `?since=` (a first connection cannot set headers).
+//!   `?last_event_id=` or `?since=` (a first connection cannot set headers). A header that is
+//!   not a cursor (not UTF-8, garbage, an id from another server) is answered from now with a
+//!   gap event first and counted (`last_event_id_unreadable_total`), not refused: the browser
+//!   sends it by itself, and a 400 would stop its `EventSource` reconnecting for good (HTML
+//!   `#the-last-event-id-header` leaves its interpretation to the server; issue #13 item 7). A
+//!   bad `?last_event_id=` or `?since=`, typed by a person, is still a 400.
 //! - **Start:** right after the `retry:` hint, `id: CURSOR` and a blank line with no data: the
 //!   browser records it as the last event ID without firing an event, so a client that loses the
 //!   connection before its first message still resumes exactly.
@@ -46,23 +51,27 @@ use crate::http1::head::{Headers, RequestHead};
 use crate::http1::response::{write_head, Framing};
 use crate::http1::target::Target;
 use crate::hub::{Cursor, Encoding, Message, Payload, Since};
+
+use super::feed::Start;
 use crate::sse::{encode_event, encode_retry};
 
 use super::feed::Wire;
 use super::http_stream::{HttpStream, StreamFormat};
 use super::{since_param, Ctx, Refusal};
 
-/// The cursor an SSE request resumes from: `Last-Event-ID`, else `last_event_id`, else `since`.
-pub fn since(head: &RequestHead, target: &Target<'_>) -> Result<Since, Refusal> {
-    let bad = Refusal { status: 400, headers: &[], reason: "Last-Event-ID must be a cursor EPOCH:OFFSET" };
+/// Where an SSE request starts: `Last-Event-ID` (an unreadable one is [`Start::Lost`]), else
+/// `last_event_id`, else `since` (both refused when they do not parse).
+pub fn since(head: &RequestHead, target: &Target<'_>) -> Result<Start, Refusal> {
     if let Some(value) = head.header("last-event-id").filter(|v| !v.is_empty()) {
-        let text = std::str::from_utf8(value).map_err(|_| bad.clone())?;
-        return Cursor::parse(text).map(Since::After).map_err(|_| bad);
+        let cursor = std::str::from_utf8(value).ok().and_then(|text| Cursor::parse(text).ok());
+        return Ok(cursor.map_or(Start::Lost, |c| Start::Since(Since::After(c))));
     }
     match target.param("last_event_id") {
-        Some(Ok(text)) => Cursor::parse(&text).map(Since::After).map_err(|_| bad),
-        Some(Err(_)) => Err(Refusal { reason: "bad percent-encoding in query", ..bad }),
-        None => since_param(target),
+        Some(Ok(text)) => {
+            Cursor::parse(&text).map(|c| Since::After(c).into()).map_err(|_| Refusal::BadLastEventId)
+        }
+        Some(Err(_)) => Err(Refusal::BadQueryEncoding),
+        None => since_param(target).map(Start::from),
     }
 }
 

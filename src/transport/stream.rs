@@ -12,7 +12,7 @@
 //!
 //! Implements: HTTP streaming as described by RFC 6202 §3
 //! (<https://www.rfc-editor.org/rfc/rfc6202#section-3>) over the chunked transfer coding of
-//! RFC 9112 §7.1: one JSON envelope per line (the polling envelope, see [`super::envelope`]),
+//! RFC 9112 §7.1: one JSON envelope per line (the polling envelope, see [`crate::protocol::envelope`]),
 //! each line in its own chunk, encoded once per message with its chunk framing and shared by
 //! every subscriber. A gap is the line `{"type":"gap","next":"EPOCH:OFFSET"}`. A heartbeat line
 //! keeps idle proxies from closing the stream. The first line, `{"type":"open","next":CURSOR}`,
@@ -29,10 +29,10 @@ use crate::http1::chunked::{encode_chunk, LAST_CHUNK};
 use crate::http1::response::{write_head, Framing};
 use crate::hub::{Cursor, Encoding, Message};
 
-use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::Wire;
 use super::http_stream::{HttpStream, StreamFormat};
 use super::Ctx;
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 
 /// One message as a chunk holding its envelope line, encoded once and shared.
 pub fn encode_message(msg: &Message) -> Vec<u8> {

@@ -17,69 +17,32 @@
 //!   server starts the closing handshake (slow consumer 1008, heartbeat failure 1001) it waits
 //!   [`Limits::close_timeout`] for the peer's close, then closes TCP anyway.
 //!
-//! Does not: negotiate extensions (permessage-deflate), or fragment outgoing messages.
+//! - **permessage-deflate** (RFC 7692), when the handshake accepted an offer: compressed
+//!   messages from the client are inflated with the event loop's codec; a channel message is
+//!   compressed once per message and window size and shared by every deflate subscriber
+//!   ([`Encoding::WsDeflateFrame`]), echoes are compressed per message; only at least
+//!   `deflate_min_bytes` and only when smaller.
+//!
+//! Does not: fragment outgoing messages, or compress control frames and the short gap and
+//! open envelopes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::hub::{ChannelName, Command, Cursor, Encoding, Message, Payload, Replay, Since};
-use crate::ws::frame::encode_frame;
-use crate::ws::{self, Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
+use crate::hub::{ChannelName, Command, Cursor, Encoding, HubError, Message, Payload, Replay, Since};
+use crate::metrics::Metrics;
+use crate::ws::conn::RSV1;
+use crate::ws::deflate::{Codec, SharedCodec};
+use crate::ws::frame::{encode_frame, encode_frame_rsv};
+use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
-use super::envelope::{gap_envelope, message_envelope, open_envelope};
 use super::feed::{Feed, Wire};
 use super::{CloseReason, Ctx, Flow};
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 
-/// The subprotocol whose frames are JSON envelopes carrying cursors.
-pub const PROTOCOL_V1: &str = "pushwire.v1";
+pub use crate::protocol::PROTOCOL_V1;
 
-/// WebSocket limits and options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Frame and message limits on `/channels/{name}` (default: 64 KiB, the publish limit).
-    pub channel: ws::Limits,
-    /// Frame and message limits on `/echo` (default 16 MiB: conformance cases send 16 MiB).
-    pub echo: ws::Limits,
-    /// A connection quiet this long is pinged; `None` disables pings. Default 25 s, under
-    /// common load-balancer idle timeouts.
-    pub ping_interval: Option<Duration>,
-    /// How long after a ping some traffic must come back before the connection is closed.
-    /// Default 10 s.
-    pub pong_timeout: Duration,
-    /// How long the server waits for the peer's close after sending its own. Default 5 s.
-    pub close_timeout: Duration,
-    /// Messages sent by clients on a channel are published to it. Default true.
-    pub client_publish: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        let echo_bytes = 16 * 1024 * 1024;
-        Limits {
-            channel: ws::Limits::default(),
-            echo: ws::Limits { max_frame_payload_bytes: echo_bytes, max_message_bytes: echo_bytes },
-            ping_interval: Some(Duration::from_secs(25)),
-            pong_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(5),
-            client_publish: true,
-        }
-    }
-}
-
-impl Limits {
-    /// Checks the limits once at startup.
-    pub fn validate(&self) -> Result<(), String> {
-        self.channel.validate()?;
-        self.echo.validate()?;
-        if self.ping_interval.is_some_and(|d| d.is_zero()) || self.pong_timeout.is_zero() {
-            return Err("WebSocket ping interval and pong timeout must be positive".into());
-        }
-        if self.close_timeout.is_zero() {
-            return Err("WebSocket close timeout must be positive".into());
-        }
-        Ok(())
-    }
-}
+pub use super::limits::WebSocketLimits as Limits;
 
 /// A plain frame: the payload as published, in a text or binary frame.
 pub fn encode_plain_frame(msg: &Message) -> Vec<u8> {
@@ -104,22 +67,78 @@ fn no_mask() -> [u8; 4] {
     [0; 4]
 }
 
+/// A permessage-deflate frame of `msg` for connections whose server window is `window_bits`:
+/// the payload (or the `pushwire.v1` envelope) compressed in one frame with RSV1 (RFC 7692 §6,
+/// §7.2.1), or `None` when it is below the codec's threshold or does not shrink.
+pub fn encode_deflate_frame(msg: &Message, v1: bool, window_bits: u8, codec: &mut Codec) -> Option<Vec<u8>> {
+    let envelope;
+    let (opcode, payload) = match (&msg.payload, v1) {
+        (_, true) => {
+            envelope = message_envelope(msg);
+            (OpCode::Text, &envelope[..])
+        }
+        (Payload::Text(text), false) => (OpCode::Text, text.as_bytes()),
+        (Payload::Binary(bytes), false) => (OpCode::Binary, &bytes[..]),
+    };
+    let mut compressed = Vec::new();
+    if !codec.compress(payload, window_bits, &mut compressed) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(compressed.len() + 10);
+    encode_frame_rsv(RSV1, opcode, &compressed, None, &mut out);
+    Some(out)
+}
+
 /// How channel messages are framed on this connection.
 struct WsWire<'a> {
     ws: &'a mut WsConn,
     v1: bool,
+    /// The loop's codec, used when the connection negotiated permessage-deflate.
+    codec: &'a SharedCodec,
+    metrics: &'a Metrics,
 }
 
-impl Wire for WsWire<'_> {
-    fn encode(&self, msg: &Message) -> Arc<[u8]> {
+impl WsWire<'_> {
+    /// The frame without compression, shared by every plain subscriber.
+    fn plain(&self, msg: &Message) -> Arc<[u8]> {
         if self.v1 {
             msg.encoded(Encoding::WsEnvelopeFrame, encode_envelope_frame)
         } else {
             msg.encoded(Encoding::WsFrame, encode_plain_frame)
         }
     }
+}
+
+impl Wire for WsWire<'_> {
+    fn encode(&self, msg: &Message) -> Arc<[u8]> {
+        let Some(window_bits) = self.ws.deflate().and_then(|d| d.send_window_bits(true)) else {
+            return self.plain(msg);
+        };
+        let encoding = if self.v1 {
+            Encoding::WsDeflateEnvelopeFrame { window_bits }
+        } else {
+            Encoding::WsDeflateFrame { window_bits }
+        };
+        // Compressed once per message and window size, then shared like the plain frame; a
+        // message that does not shrink shares the plain frame itself.
+        msg.encoded_shared(encoding, |msg| {
+            let frame = {
+                let mut codec = self.codec.lock();
+                let before = codec.compressed_messages();
+                let frame = encode_deflate_frame(msg, self.v1, window_bits, &mut codec);
+                if codec.compressed_messages() != before {
+                    Metrics::inc(&self.metrics.ws_deflate_compressions);
+                }
+                frame
+            };
+            frame.map_or_else(|| self.plain(msg), Arc::from)
+        })
+    }
 
     fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>) {
+        if bytes.first().is_some_and(|b| b & (RSV1 << 4) != 0) {
+            Metrics::inc(&ctx.metrics.ws_deflate_frames_sent);
+        }
         // Refused only after our close, when nothing more may be sent (§5.5.1).
         let _ = self.ws.send_prepared(bytes, ctx.out);
     }
@@ -195,7 +214,7 @@ impl WsSession {
             feed
         });
         WsSession {
-            ws: WsConn::new(Role::Server, ws_limits),
+            ws: WsConn::with_deflate(Role::Server, ws_limits, accepted.deflate),
             feed,
             v1: accepted.protocol.as_deref() == Some(PROTOCOL_V1),
             client_publish: may_publish,
@@ -214,15 +233,24 @@ impl WsSession {
         // empty Vec allocates nothing.
         let mut events = Vec::new();
         let mut pos = 0;
+        // The loop's codec, for compressed messages; held for this input only.
+        let deflate = ctx.deflate;
+        let mut codec = deflate.lock();
         // Message by message, so each is answered (echoed, published) before later frames are
         // read: a message followed by a frame that fails the connection still gets its echo,
         // ahead of the close, however the bytes were split into reads.
         while pos < input.len() {
-            match self.ws.handle_input_until_message(&mut input[pos..], &mut no_mask, &mut events, ctx.out) {
+            match self.ws.handle_input_until_message(
+                &mut input[pos..],
+                &mut no_mask,
+                &mut codec,
+                &mut events,
+                ctx.out,
+            ) {
                 Ok((used, message)) => {
                     pos += used;
                     if let Some(message) = message {
-                        self.handle_message(message.as_message_ref(), ctx);
+                        self.handle_message(message.as_message_ref(), &mut codec, ctx);
                     }
                 }
                 // The core has already failed the connection (close frame queued, further input
@@ -237,10 +265,11 @@ impl WsSession {
         Flow::Continue
     }
 
-    fn handle_message(&mut self, msg: MessageRef<'_>, ctx: &mut Ctx<'_>) {
+    fn handle_message(&mut self, msg: MessageRef<'_>, codec: &mut Codec, ctx: &mut Ctx<'_>) {
         match &self.feed {
             None => {
-                let _ = self.ws.send_message(msg, &mut no_mask, ctx.out);
+                // The echo goes back compressed when permessage-deflate was negotiated and it pays.
+                let _ = self.ws.send_message_compressed(msg, &mut no_mask, codec, ctx.out);
             }
             Some(_) if !self.client_publish => {
                 // Publishing needs --publish-token (or is off): a policy violation (§7.4.1).
@@ -266,7 +295,12 @@ impl WsSession {
     pub fn handle_subscribed(&mut self, channel: ChannelName, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if let Some(feed) = &mut self.feed {
             feed.share_name(channel);
-            feed.handle_replay(replay, true, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
+            feed.handle_replay(
+                replay,
+                true,
+                &mut WsWire { ws: &mut self.ws, v1: self.v1, codec: ctx.deflate, metrics: ctx.metrics },
+                ctx,
+            );
         }
         Flow::Continue
     }
@@ -274,15 +308,24 @@ impl WsSession {
     /// A page read while catching up.
     pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if let Some(feed) = &mut self.feed {
-            feed.handle_page(replay, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
+            feed.handle_page(
+                replay,
+                &mut WsWire { ws: &mut self.ws, v1: self.v1, codec: ctx.deflate, metrics: ctx.metrics },
+                ctx,
+            );
         }
         Flow::Continue
     }
 
     /// The hub refused the subscription or a client's publish: the 101 is already written, so
     /// close with the matching code (1009 for a message too large, else 1011).
-    pub fn handle_refused(&mut self, status: u16, ctx: &mut Ctx<'_>) -> Flow {
-        let code = if status == 413 { CloseCode::MESSAGE_TOO_BIG } else { CloseCode::INTERNAL_ERROR };
+    pub fn handle_refused(&mut self, error: HubError, ctx: &mut Ctx<'_>) -> Flow {
+        // RFC 6455 §7.4.1: 1009 for a message too big to process, 1011 for a condition that
+        // prevented the server from fulfilling the request.
+        let code = match error {
+            HubError::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
+            _ => CloseCode::INTERNAL_ERROR,
+        };
         self.close(code, "refused by the hub", ctx);
         Flow::Continue
     }
@@ -293,7 +336,11 @@ impl WsSession {
         if self.ws.close_sent() {
             return Flow::Continue;
         }
-        let flow = feed.handle_delivery(msg, &mut WsWire { ws: &mut self.ws, v1: self.v1 }, ctx);
+        let flow = feed.handle_delivery(
+            msg,
+            &mut WsWire { ws: &mut self.ws, v1: self.v1, codec: ctx.deflate, metrics: ctx.metrics },
+            ctx,
+        );
         if let Flow::Close(reason) = flow {
             self.close(CloseCode::POLICY_VIOLATION, reason.as_str(), ctx);
         }

@@ -1,30 +1,103 @@
-//! Reading pushwire's JSON envelopes and poll answers, the client side of
-//! [`crate::transport::envelope`].
+//! The JSON envelope, both ways: how one channel message looks in polling responses, the
+//! chunked stream and the `pushwire.v1` WebSocket subprotocol, written by the server's
+//! transports and read by the clients (`crate::client`) and tests.
 //!
 //! ```text
-//! {"id":"EPOCH:OFFSET","event":"NAME","data":"text"}      a text message (event optional)
-//! {"id":"EPOCH:OFFSET","data_b64":"AAEC"}                 a binary message
-//! {"type":"gap","next":"EPOCH:OFFSET"}                    messages were lost before `next`
-//! {"type":"open","next":"EPOCH:OFFSET"}                   the subscription starts after `next`
-//! {"type":"heartbeat"}                                    the stream is alive
-//! {"messages":[…],"next":"EPOCH:OFFSET","gap":false}      a poll answer
+//! {"id":"EPOCH:OFFSET","event":"NAME","data":"text"}       a text message (event only when set)
+//! {"id":"EPOCH:OFFSET","data_b64":"AAEC"}                  a binary message, standard base64
+//! {"type":"gap","next":"EPOCH:OFFSET"}                     messages were lost before `next`
+//! {"type":"open","next":"EPOCH:OFFSET"}                    a subscription starts after `next`
+//! {"type":"heartbeat"}                                     the stream is alive (stream only)
+//! {"messages":[…],"next":"EPOCH:OFFSET","gap":false}       a poll answer
 //! ```
 //!
-//! Implements: JSON ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259), through `serde_json`)
-//! and base64 ([RFC 4648 §4](https://www.rfc-editor.org/rfc/rfc4648#section-4)) decoding of
-//! those shapes, with cursors checked by [`Cursor::parse`]. Pure: no I/O.
+//! Implements: writing JSON text ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259)) for
+//! strings with the escapes of §7, and base64
+//! ([RFC 4648 §4](https://www.rfc-editor.org/rfc/rfc4648#section-4)); reading those shapes back
+//! through `serde_json`, with cursors checked by [`Cursor::parse`]. Pure: no I/O.
 //!
-//! Does not: bound the input size (the drivers do before parsing), or accept other shapes: an
-//! unknown `type` is [`Envelope::Other`], ignored by the subscriber for forward compatibility.
+//! Does not: parse JSON on the server (the server never reads an envelope), bound the input size
+//! when reading (the client drivers do before parsing), or accept other shapes: an unknown
+//! `type` is [`Envelope::Other`], ignored by the subscriber for forward compatibility.
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::hub::Cursor;
+use crate::hub::{Cursor, Message, Payload as HubPayload};
 
-use super::Error;
+/// Appends `s` as a JSON string (RFC 8259 §7: quotation mark, reverse solidus and the control
+/// characters U+0000 to U+001F MUST be escaped).
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
 
-/// A message body as received.
+/// The envelope of one message, without a trailing newline.
+pub fn message_envelope(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.payload.len_bytes() + 64);
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(msg.id.to_string().as_bytes());
+    out.push(b'"');
+    if let Some(event) = &msg.event {
+        out.extend_from_slice(b",\"event\":");
+        write_json_string(&mut out, event);
+    }
+    match &msg.payload {
+        HubPayload::Text(text) => {
+            out.extend_from_slice(b",\"data\":");
+            write_json_string(&mut out, text);
+        }
+        HubPayload::Binary(bytes) => {
+            out.extend_from_slice(b",\"data_b64\":\"");
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// The envelope that signals a gap: messages before `next` may have been lost.
+pub fn gap_envelope(next: Cursor) -> Vec<u8> {
+    format!("{{\"type\":\"gap\",\"next\":\"{next}\"}}").into_bytes()
+}
+
+/// How [`open_envelope`] starts: its own type first, so a reader can tell it without parsing.
+const OPEN_PREFIX: &[u8] = b"{\"type\":\"open\"";
+
+/// The envelope that starts a subscription: messages after `next` follow.
+pub fn open_envelope(next: Cursor) -> Vec<u8> {
+    format!("{{\"type\":\"open\",\"next\":\"{next}\"}}").into_bytes()
+}
+
+/// True for an envelope written by [`open_envelope`], told by its first bytes without parsing
+/// (the load generator reads every line and frame with this; [`parse_envelope`] reads it whole).
+pub fn is_open_envelope(bytes: &[u8]) -> bool {
+    bytes.starts_with(OPEN_PREFIX)
+}
+
+/// A message body as received (the reader's side of [`crate::hub::Payload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// A text message.
@@ -76,17 +149,29 @@ pub struct PollAnswer {
     pub gap: bool,
 }
 
-fn invalid(what: &str) -> Error {
-    Error::InvalidMessage(what.to_string())
+/// Why an envelope or poll answer could not be read: a one-line, human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-fn cursor_field(value: &Value, name: &str) -> Result<Cursor, Error> {
+impl std::error::Error for Invalid {}
+
+fn invalid(what: &str) -> Invalid {
+    Invalid(what.to_string())
+}
+
+fn cursor_field(value: &Value, name: &str) -> Result<Cursor, Invalid> {
     let text =
         value.get(name).and_then(Value::as_str).ok_or_else(|| invalid(&format!("no \"{name}\" cursor")))?;
     Cursor::parse(text).map_err(|e| invalid(&format!("\"{name}\" is not a cursor: {e}")))
 }
 
-fn message(value: &Value) -> Result<Received, Error> {
+fn message(value: &Value) -> Result<Received, Invalid> {
     let id = cursor_field(value, "id")?;
     let event = match value.get("event") {
         None | Some(Value::Null) => None,
@@ -107,12 +192,12 @@ fn message(value: &Value) -> Result<Received, Error> {
     Ok(Received { id, event, payload })
 }
 
-fn parse_json(json: &[u8]) -> Result<Value, Error> {
-    serde_json::from_slice(json).map_err(|e| Error::InvalidMessage(format!("not JSON: {e}")))
+fn parse_json(json: &[u8]) -> Result<Value, Invalid> {
+    serde_json::from_slice(json).map_err(|e| Invalid(format!("not JSON: {e}")))
 }
 
 /// Parses one envelope (an NDJSON line without its LF, or a `pushwire.v1` text frame).
-pub fn parse_envelope(json: &[u8]) -> Result<Envelope, Error> {
+pub fn parse_envelope(json: &[u8]) -> Result<Envelope, Invalid> {
     let value = parse_json(json)?;
     if !value.is_object() {
         return Err(invalid("an envelope that is not a JSON object"));
@@ -128,7 +213,7 @@ pub fn parse_envelope(json: &[u8]) -> Result<Envelope, Error> {
 }
 
 /// Parses a poll answer.
-pub fn parse_poll_answer(json: &[u8]) -> Result<PollAnswer, Error> {
+pub fn parse_poll_answer(json: &[u8]) -> Result<PollAnswer, Invalid> {
     let value = parse_json(json)?;
     let messages = value
         .get("messages")
@@ -144,17 +229,36 @@ pub fn parse_poll_answer(json: &[u8]) -> Result<PollAnswer, Error> {
 }
 
 /// The `id` of a publish's `201` answer, `{"id":"EPOCH:OFFSET"}`.
-pub fn parse_created(json: &[u8]) -> Result<Cursor, Error> {
+pub fn parse_created(json: &[u8]) -> Result<Cursor, Invalid> {
     cursor_field(&parse_json(json)?, "id")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc8259_7_strings_escape_quotes_backslash_and_controls() {
+        let mut out = Vec::new();
+        write_json_string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
     use crate::hub::Epoch;
 
     fn c(offset: u64) -> Cursor {
         Cursor { epoch: Epoch(0xab), offset }
+    }
+
+    #[test]
+    fn the_open_envelope_is_told_by_its_first_bytes() {
+        let open = open_envelope(Cursor { epoch: Epoch(0xab), offset: 0 });
+        assert!(is_open_envelope(&open));
+        assert_eq!(
+            parse_envelope(&open).unwrap(),
+            Envelope::Open { next: Cursor { epoch: Epoch(0xab), offset: 0 } }
+        );
+        assert!(!is_open_envelope(&gap_envelope(Cursor { epoch: Epoch(0xab), offset: 0 })));
+        assert!(!is_open_envelope(b"pwbench:1:2:3;"));
     }
 
     #[test]

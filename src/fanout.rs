@@ -1,0 +1,399 @@
+//! One event loop's side of pub/sub, without sockets: which of its connections are subscribed
+//! to which channel, the pump that takes a connection's queued hub commands to the
+//! [`HubBackend`] and hands replies back, and the delivery policy (when a connection's queued
+//! output is written before another delivery joins it).
+//!
+//! Implements: [`Fanout`] (channel → connections, each connection's channels in
+//! [`Subscriptions`]), [`pump`], [`handle_reply`] and [`write_before_delivery`]. The event loop
+//! (`crate::net`) owns the connections and the sockets and calls these; nothing here does I/O.
+//!
+//! Ownership of a subscription: it is recorded here when the backend's `Subscribed` reply
+//! reaches the connection ([`handle_reply`]), and forgotten when the connection's session
+//! queues `Unsubscribe` ([`pump`]) or when the loop removes the connection
+//! ([`Fanout::remove_conn`], whose channels the loop then unsubscribes at the backend).
+//!
+//! Does not: decide what a session subscribes to (the transports do), or write, register or
+//! schedule anything (the loop does).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::hub::backend::{ConnAddr, ConnId, HubBackend, Submitted};
+use crate::hub::{ChannelName, Command, Reply};
+use crate::metrics::Metrics;
+use crate::output::{Output, MAX_IO_SLICES};
+
+/// The channels one connection is subscribed to. Every session subscribes to one channel, so
+/// that one is held inline (no allocation per idle subscriber, 16 bytes in the loop's slot);
+/// further ones, which only a connection between two requests' subscriptions can hold, are
+/// kept by the loop's [`Fanout`], keyed by connection. There are overflow entries only while
+/// the inline one is set.
+#[derive(Debug, Default)]
+pub struct Subscriptions(Option<ChannelName>);
+
+/// The loop's subscriptions beyond each connection's first.
+type Overflow = HashMap<ConnId, Vec<ChannelName>>;
+
+impl Subscriptions {
+    /// No subscription.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn push(&mut self, channel: ChannelName, id: ConnId, overflow: &mut Overflow) {
+        match &self.0 {
+            None => self.0 = Some(channel),
+            Some(_) => overflow.entry(id).or_default().push(channel),
+        }
+    }
+
+    /// Forgets one subscription to `channel`; false when there was none.
+    fn remove(&mut self, channel: &ChannelName, id: ConnId, overflow: &mut Overflow) -> bool {
+        let Some(first) = &self.0 else { return false };
+        if first == channel {
+            // The next one, if any, moves inline.
+            self.0 = None;
+            if let Some(more) = overflow.get_mut(&id) {
+                self.0 = more.pop();
+                if more.is_empty() {
+                    overflow.remove(&id);
+                }
+            }
+            return true;
+        }
+        let Some(more) = overflow.get_mut(&id) else { return false };
+        let Some(i) = more.iter().position(|c| c == channel) else { return false };
+        more.swap_remove(i);
+        if more.is_empty() {
+            overflow.remove(&id);
+        }
+        true
+    }
+
+    /// Takes every subscription out, leaving none.
+    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<ChannelName> {
+        let mut all = overflow.remove(&id).unwrap_or_default();
+        all.extend(self.0.take());
+        all
+    }
+}
+
+/// Which connections of one loop are subscribed to which channel.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    subscribers: HashMap<ChannelName, Vec<ConnId>>,
+    /// Subscriptions beyond a connection's first (see [`Subscriptions`]).
+    overflow: Overflow,
+}
+
+impl Fanout {
+    /// The connections subscribed to `channel`, in the order they subscribed.
+    pub fn subscribers(&self, channel: &ChannelName) -> &[ConnId] {
+        self.subscribers.get(channel).map_or(&[], Vec::as_slice)
+    }
+
+    fn subscribed(&mut self, id: ConnId, subs: &mut Subscriptions, channel: ChannelName) {
+        self.subscribers.entry(channel.clone()).or_default().push(id);
+        subs.push(channel, id, &mut self.overflow);
+    }
+
+    fn unsubscribed(&mut self, id: ConnId, subs: &mut Subscriptions, channel: &ChannelName) {
+        if subs.remove(channel, id, &mut self.overflow) {
+            self.forget(channel, id);
+        }
+    }
+
+    /// The connection `id` is going away: forgets its subscriptions and returns their
+    /// channels, each of which the loop then unsubscribes at the backend.
+    pub fn remove_conn(&mut self, id: ConnId, subs: &mut Subscriptions) -> Vec<ChannelName> {
+        if subs.is_empty() {
+            return Vec::new();
+        }
+        let channels = subs.take_all(id, &mut self.overflow);
+        for channel in &channels {
+            self.forget(channel, id);
+        }
+        channels
+    }
+
+    fn forget(&mut self, channel: &ChannelName, id: ConnId) {
+        if let Some(ids) = self.subscribers.get_mut(channel) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.subscribers.remove(channel);
+            }
+        }
+    }
+}
+
+/// Takes the connection's queued hub commands to `backend`, in order: a reply given at once is
+/// handed back ([`handle_reply`]); one given later arrives through the loop's inbox; an
+/// `Unsubscribe` is forgotten here as it is submitted.
+pub fn pump(
+    conn: &mut Conn,
+    subs: &mut Subscriptions,
+    fanout: &mut Fanout,
+    backend: &dyn HubBackend,
+    from: ConnAddr,
+    metrics: &Metrics,
+    now: Instant,
+) {
+    while let Some(command) = conn.poll_command() {
+        let unsubscribe = match &command {
+            Command::Unsubscribe { channel } => Some(channel.clone()),
+            _ => None,
+        };
+        match backend.submit(from, command, now) {
+            Submitted::Reply(reply) => handle_reply(conn, subs, fanout, from.conn, reply, metrics, now),
+            Submitted::NoReply | Submitted::Later => {}
+        }
+        if let Some(channel) = unsubscribe {
+            fanout.unsubscribed(from.conn, subs, &channel);
+        }
+    }
+}
+
+/// Hands the connection `id` a reply to one of its commands: a subscription that started is
+/// recorded for fan-out, a publish is counted.
+pub fn handle_reply(
+    conn: &mut Conn,
+    subs: &mut Subscriptions,
+    fanout: &mut Fanout,
+    id: ConnId,
+    reply: Reply,
+    metrics: &Metrics,
+    now: Instant,
+) {
+    match &reply {
+        Reply::Subscribed { channel, replay: Ok(_) } => fanout.subscribed(id, subs, channel.clone()),
+        Reply::Published(Ok(_)) => Metrics::inc(&metrics.messages_published),
+        _ => {}
+    }
+    conn.handle_reply(reply, now);
+}
+
+/// Whether a connection's queued output is written before one more delivery joins it: when
+/// more than half the send bound is queued ([`Output::is_past_half`]), so only a peer whose
+/// socket will not take the bytes is judged a slow consumer when many deliveries arrive in one
+/// turn; or when a full write's worth of segments waits ([`MAX_IO_SLICES`]), so a publisher
+/// outrunning a sliced fan-out cannot pile up entries on connections not yet written.
+pub fn write_before_delivery(pending: &Output, max_send_buffer_bytes: usize) -> bool {
+    pending.is_past_half(max_send_buffer_bytes) || pending.segment_count() >= MAX_IO_SLICES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use crate::config::Config;
+    use crate::hub::{Hub, SinkId};
+
+    fn name(text: &str) -> ChannelName {
+        ChannelName::parse(text).unwrap()
+    }
+
+    /// A hub answering either at once or, like a remote backend, `Later` (the replies are kept
+    /// in submission order for the test to hand back, as the loop would from its inbox).
+    #[derive(Debug)]
+    struct TestBackend {
+        hub: Mutex<Hub>,
+        later: bool,
+        submitted: Mutex<Vec<(ConnAddr, String)>>,
+        replies: Mutex<Vec<(ConnAddr, Reply)>>,
+    }
+
+    impl TestBackend {
+        fn new(later: bool) -> Self {
+            TestBackend {
+                hub: Mutex::new(Hub::new(Config::default().hub, 7)),
+                later,
+                submitted: Mutex::new(Vec::new()),
+                replies: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl HubBackend for TestBackend {
+        fn submit(&self, from: ConnAddr, command: Command, now: Instant) -> Submitted {
+            let what = format!("{command:?}");
+            self.submitted.lock().unwrap().push((from, what.split([' ', '{']).next().unwrap().to_string()));
+            let applied = command.apply(&mut self.hub.lock().unwrap(), from.sink, now);
+            match (applied.reply, self.later) {
+                (None, _) => Submitted::NoReply,
+                (Some(reply), false) => Submitted::Reply(reply),
+                (Some(reply), true) => {
+                    self.replies.lock().unwrap().push((from, reply));
+                    Submitted::Later
+                }
+            }
+        }
+
+        fn expire(&self, _now: Instant) {}
+    }
+
+    struct Rig {
+        conn: Conn,
+        subs: Subscriptions,
+        fanout: Fanout,
+        metrics: Arc<Metrics>,
+        from: ConnAddr,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let now = Instant::now();
+            let metrics = Arc::new(Metrics::default());
+            Rig {
+                conn: Conn::new(Arc::new(Config::default()), metrics.clone(), now),
+                subs: Subscriptions::default(),
+                fanout: Fanout::default(),
+                metrics,
+                from: ConnAddr { sink: SinkId::new(0).unwrap(), conn: ConnId::new(5, 1) },
+                now,
+            }
+        }
+
+        fn input(&mut self, request: &str) {
+            self.conn.handle_input(&mut request.as_bytes().to_vec(), self.now);
+        }
+
+        fn pump(&mut self, backend: &TestBackend) {
+            pump(
+                &mut self.conn,
+                &mut self.subs,
+                &mut self.fanout,
+                backend,
+                self.from,
+                &self.metrics,
+                self.now,
+            );
+        }
+
+        fn reply(&mut self, reply: Reply) {
+            let Rig { conn, subs, fanout, metrics, from, now } = self;
+            handle_reply(conn, subs, fanout, from.conn, reply, metrics, *now);
+        }
+    }
+
+    const SSE: &str = "GET /channels/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+    const PUBLISH: &str = "POST /channels/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+
+    #[test]
+    fn one_subscription_is_inline_and_several_are_kept() {
+        let mut overflow = Overflow::new();
+        let id = ConnId::new(3, 1);
+        let other = ConnId::new(3, 2);
+        let mut subs = Subscriptions::default();
+        assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
+        subs.push(name("a"), id, &mut overflow);
+        assert!(subs.0.is_some() && overflow.is_empty());
+        subs.push(name("b"), id, &mut overflow);
+        subs.push(name("a"), id, &mut overflow);
+        // Another connection's subscriptions are apart.
+        let mut theirs = Subscriptions::default();
+        theirs.push(name("x"), other, &mut overflow);
+        theirs.push(name("b"), other, &mut overflow);
+        assert!(subs.remove(&name("a"), id, &mut overflow) && !subs.is_empty());
+        assert!(!subs.remove(&name("c"), id, &mut overflow));
+        assert!(!subs.remove(&name("x"), id, &mut overflow));
+        let mut left = subs.take_all(id, &mut overflow);
+        left.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(left, [name("a"), name("b")]);
+        assert!(subs.is_empty());
+        subs.push(name("a"), id, &mut overflow);
+        assert!(subs.remove(&name("a"), id, &mut overflow) && subs.is_empty());
+        // Removing the inline one moves the next one inline.
+        assert!(theirs.remove(&name("x"), other, &mut overflow));
+        assert_eq!(theirs.0.as_ref().map(|c| c.as_str()), Some("b"));
+        assert!(overflow.is_empty());
+        assert!(theirs.remove(&name("b"), other, &mut overflow) && theirs.is_empty());
+    }
+
+    #[test]
+    fn a_subscription_answered_at_once_is_recorded_and_ends_with_the_connection() {
+        let backend = TestBackend::new(false);
+        let mut rig = Rig::new();
+        rig.input(SSE);
+        rig.pump(&backend);
+        assert_eq!(rig.fanout.subscribers(&name("a")), [rig.from.conn]);
+        assert!(String::from_utf8(rig.conn.pending_output().to_vec()).unwrap().starts_with("HTTP/1.1 200"));
+        // The loop removes the connection: its channels come back to be unsubscribed.
+        let Rig { fanout, subs, from, .. } = &mut rig;
+        assert_eq!(fanout.remove_conn(from.conn, subs), [name("a")]);
+        assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.is_empty());
+    }
+
+    #[test]
+    fn a_subscription_answered_later_is_recorded_only_when_its_reply_arrives() {
+        let backend = TestBackend::new(true);
+        let mut rig = Rig::new();
+        rig.input(SSE);
+        rig.pump(&backend);
+        assert_eq!(backend.submitted.lock().unwrap().len(), 1);
+        assert!(rig.fanout.subscribers(&name("a")).is_empty(), "not before the reply");
+        assert!(rig.conn.pending_output().is_empty(), "the response waits for the replay");
+        let (to, reply) = backend.replies.lock().unwrap().pop().unwrap();
+        assert_eq!(to, rig.from);
+        rig.reply(reply);
+        assert_eq!(rig.fanout.subscribers(&name("a")), [rig.from.conn]);
+        assert!(String::from_utf8(rig.conn.pending_output().to_vec()).unwrap().starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn a_publish_is_counted_when_its_reply_is_handed_back() {
+        for later in [false, true] {
+            let backend = TestBackend::new(later);
+            let mut rig = Rig::new();
+            rig.input(PUBLISH);
+            rig.pump(&backend);
+            if later {
+                assert_eq!(rig.metrics.messages_published.load(std::sync::atomic::Ordering::Relaxed), 0);
+                let (_, reply) = backend.replies.lock().unwrap().pop().unwrap();
+                rig.reply(reply);
+            }
+            assert_eq!(rig.metrics.messages_published.load(std::sync::atomic::Ordering::Relaxed), 1);
+            assert!(String::from_utf8(rig.conn.pending_output().to_vec())
+                .unwrap()
+                .starts_with("HTTP/1.1 201"));
+        }
+    }
+
+    #[test]
+    fn an_unsubscribe_is_forgotten_as_it_is_submitted() {
+        let backend = TestBackend::new(false);
+        let mut rig = Rig::new();
+        rig.input("GET /channels/a?wait=5 HTTP/1.1\r\nHost: x\r\n\r\n");
+        rig.pump(&backend);
+        assert_eq!(rig.fanout.subscribers(&name("a")), [rig.from.conn], "the long poll is parked");
+        // A message answers the long poll, which then ends its subscription.
+        let text = crate::hub::Payload::Text(Arc::from("hi"));
+        let published = backend.hub.lock().unwrap().publish(&name("a"), None, text, rig.now).unwrap();
+        rig.conn.handle_delivery(&published.message, rig.now);
+        rig.pump(&backend);
+        assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.is_empty());
+        let submitted: Vec<String> =
+            backend.submitted.lock().unwrap().iter().map(|(_, c)| c.clone()).collect();
+        assert_eq!(submitted.first().map(String::as_str), Some("Subscribe"));
+        assert_eq!(submitted.last().map(String::as_str), Some("Unsubscribe"));
+    }
+
+    #[test]
+    fn queued_output_is_written_before_a_delivery_past_half_the_bound_or_a_full_write() {
+        let max = 1000;
+        let mut out = Output::new();
+        out.push_owned(vec![0; 500]);
+        assert!(!write_before_delivery(&out, max), "exactly half waits for more");
+        out.push_owned(vec![0; 1]);
+        assert!(write_before_delivery(&out, max));
+        let mut segments = Output::new();
+        for _ in 0..MAX_IO_SLICES - 1 {
+            segments.push_shared(Arc::from(&b"x"[..]));
+        }
+        assert!(!write_before_delivery(&segments, max));
+        segments.push_shared(Arc::from(&b"x"[..]));
+        assert!(write_before_delivery(&segments, max), "a full writev waits");
+    }
+}

@@ -1,0 +1,104 @@
+//! The seam between the event loops and the channels: every loop reaches the hub only through
+//! a [`HubBackend`], submitting its connections' [`Command`]s and receiving replies and
+//! deliveries as [`LoopEvent`]s in its inbox.
+//!
+//! Implements: the contract. A backend answers a submitted command at once
+//! ([`Submitted::Reply`], [`Submitted::NoReply`]) or later ([`Submitted::Later`]: the reply
+//! arrives as a [`LoopEvent::Reply`] in the inbox of the loop the connection lives on, and
+//! that loop is woken). Replies to one connection's commands arrive in the order the commands
+//! were submitted, whether at once or later. A published message reaches every loop with
+//! subscribers for its channel as a [`LoopEvent::Delivery`], each loop receiving a channel's
+//! messages in offset order; a loop's own publishes are delivered through its inbox too.
+//!
+//! The first backend is `net::LocalHub`: one in-memory [`super::Hub`] behind a mutex, which
+//! answers every command at once and pushes deliveries into the loops' inboxes under its lock.
+//! A backend shared by many nodes (Redis, `src/redis/` and a broker thread in `src/net/`)
+//! answers `Later` and pushes replies and deliveries from its own thread.
+//!
+//! Ownership of a subscription (ARCHITECTURE.md "Who owns a subscription"): the backend counts
+//! subscribers per loop ([`SinkId`]); the loop (`crate::fanout`) records which of its
+//! connections hold which channel, from the `Subscribed` reply to the `Unsubscribe` it submits
+//! when the session ends, the connection closes (any reason: EOF, error, slow consumer, drain)
+//! or a `Subscribed` reply arrives for a connection that is already gone.
+//!
+//! Does not: define how a backend reaches a loop's inbox (the I/O layer gives it the inboxes),
+//! or bound what a backend queues (see `net::Inbox`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::command::{Command, Reply};
+use super::message::Message;
+use super::SinkId;
+
+/// A connection's slab key and generation, in 8 bytes: the timer heap, the fan-out table and
+/// the loop's lists hold one per entry. The slab key fits 32 bits, as in the poll token (which
+/// holds it in its low 32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    key: u32,
+    /// Generation of the connection in that slot.
+    pub generation: u32,
+}
+
+impl ConnId {
+    /// The connection in slab slot `key` of generation `generation`.
+    pub fn new(key: usize, generation: u32) -> Self {
+        ConnId { key: key as u32, generation }
+    }
+
+    /// Its slab key.
+    pub fn key(self) -> usize {
+        self.key as usize
+    }
+}
+
+/// Where a connection lives: its event loop and its slot there. A reply submitted for it goes
+/// to that loop's inbox; the generation tells a reply for a closed connection from one for the
+/// slot's next tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnAddr {
+    /// The event loop.
+    pub sink: SinkId,
+    /// The connection on that loop.
+    pub conn: ConnId,
+}
+
+/// What a backend did with a submitted command.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Answered at once: hand the reply to the connection now.
+    Reply(Reply),
+    /// Done, and the command has no reply (`Unsubscribe`).
+    NoReply,
+    /// The reply will arrive as a [`LoopEvent::Reply`] in the connection's loop's inbox.
+    Later,
+}
+
+/// What a backend hands an event loop through its inbox.
+#[derive(Debug)]
+pub enum LoopEvent {
+    /// A message published on a channel this loop has subscribers for.
+    Delivery(Arc<Message>),
+    /// The reply to a command submitted for `conn` that was answered [`Submitted::Later`].
+    Reply {
+        /// The connection that submitted the command.
+        conn: ConnId,
+        /// The reply (boxed: deliveries, the common event, stay small).
+        reply: Box<Reply>,
+    },
+}
+
+/// The channels as the event loops see them. Implementations are shared by every loop
+/// (`Send + Sync`) and called from the loops' threads.
+pub trait HubBackend: Send + Sync + fmt::Debug {
+    /// Submits one command of the connection at `from`. A command whose answer is
+    /// [`Submitted::Later`] keeps its place: later commands of the same connection are
+    /// answered after it.
+    fn submit(&self, from: ConnAddr, command: Command, now: Instant) -> Submitted;
+
+    /// Drops expired history and idle channels; called about once per `expire_interval` by
+    /// one loop.
+    fn expire(&self, now: Instant);
+}

@@ -1,0 +1,101 @@
+//! The event loop's and sockets' limits, a leaf (it names no other part of the server) so that
+//! [`crate::config`] composes it without importing the event loop.
+
+use std::time::Duration;
+
+use crate::hub::SinkId;
+
+/// Event loop and socket limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Size of the per-loop read buffer shared by all connections, in bytes. Default 64 KiB.
+    pub read_chunk_bytes: usize,
+    /// Most bytes read from one connection per loop turn before others get their turn; the
+    /// rest is read on the next turn. Default 256 KiB.
+    pub read_budget_bytes: usize,
+    /// Connections with delivered messages written per loop turn before the loop polls again
+    /// (a fan-out to more is written over several turns, and what is published meanwhile
+    /// shares their writes). Default 256.
+    pub flush_slice_connections: usize,
+    /// Most open connections; a connection beyond it is answered 503 and closed at once,
+    /// without disturbing the others. Default 10,000.
+    pub max_connections: usize,
+    /// Most open connections from one client address; beyond it, 503 and close. Default 1,000.
+    pub max_connections_per_ip: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes; `None` keeps the kernel's autotuning (on
+    /// Linux up to `tcp_wmem`'s maximum, 4 MiB by default). The kernel's buffer sits in front
+    /// of `max_send_buffer_bytes`: a smaller one makes a stalled subscriber a slow consumer
+    /// sooner, at some cost in throughput on long, fast paths. Default `None`.
+    pub socket_send_buffer_bytes: Option<usize>,
+    /// How long accepting pauses after the process runs out of file descriptors
+    /// (EMFILE/ENFILE), so the loop neither exits nor spins. Default 100 ms.
+    pub accept_pause: Duration,
+    /// Event loops, each on its own thread with its own `Poll` and listener. Default: the
+    /// number of cores. At most 64 (one hub sink each).
+    pub threads: usize,
+    /// How often expired history and idle channels are swept. Default 1 s.
+    pub expire_interval: Duration,
+    /// On SIGINT/SIGTERM, the period over which open connections are ended (spread evenly, so
+    /// their clients do not reconnect elsewhere as one storm); the process exits when the last
+    /// one is gone, at most one second after the period. Default 5 s.
+    pub drain_period: Duration,
+    /// How long a TLS client has from its connection to the end of the handshake; slower ones
+    /// are closed (counted in `/metrics`). Default 10 s.
+    pub tls_handshake_timeout: Duration,
+    /// Most TLS handshakes in progress per event loop; a TLS connection beyond it is closed at
+    /// once (counted), so a handshake flood costs bounded memory and work while established
+    /// connections are served. Default 256.
+    pub max_tls_handshakes: usize,
+    /// Most TLS sessions the server remembers for resumption by session id (TLS 1.2 clients
+    /// without tickets); the oldest go first. Tickets cost the server nothing per session.
+    /// Default 1,024.
+    pub tls_session_cache_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_chunk_bytes: 64 * 1024,
+            read_budget_bytes: 256 * 1024,
+            flush_slice_connections: 256,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            socket_send_buffer_bytes: None,
+            accept_pause: Duration::from_millis(100),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
+            expire_interval: Duration::from_secs(1),
+            drain_period: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_tls_handshakes: 256,
+            tls_session_cache_entries: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits once at startup.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.read_chunk_bytes < 1024 {
+            return Err("read chunk bytes must be at least 1024".into());
+        }
+        if self.read_budget_bytes < self.read_chunk_bytes {
+            return Err("read budget bytes must be at least the read chunk bytes".into());
+        }
+        if self.threads == 0 || self.threads > SinkId::MAX_SINKS {
+            return Err(format!("threads must be between 1 and {}", SinkId::MAX_SINKS));
+        }
+        if self.flush_slice_connections == 0 {
+            return Err("flush slice connections must be at least 1".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        if self.max_tls_handshakes == 0 || self.tls_session_cache_entries == 0 {
+            return Err("max TLS handshakes and TLS session cache entries must be at least 1".into());
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return Err("the TLS handshake timeout must be more than 0".into());
+        }
+        Ok(())
+    }
+}

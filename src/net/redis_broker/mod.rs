@@ -1,0 +1,453 @@
+//! The Redis broker: one thread per node with its own `mio::Poll` that runs pushwire's
+//! channels on a Redis server, so any number of nodes share channels, history and cursors.
+//!
+//! Implements the design of [`crate::redis`] ("How the broker will use these pieces") with the
+//! pure pieces there, around two non-blocking connections:
+//!
+//! - **The command connection**, pipelined: handshake (`AUTH`, `SELECT`, `CLIENT SETNAME`),
+//!   `INFO` (a replica is refused; its incarnation goes into every script call), `SCRIPT LOAD`,
+//!   then publishes and reads in the order asked, matched to replies by a FIFO of pending
+//!   requests bounded by [`Limits::max_pending_requests`] (full: the request fails at once
+//!   with [`BrokerError::Overloaded`]). `NOSCRIPT` re-sends that one request with `EVAL`; an
+//!   epoch collision re-sends it with a new candidate. `READONLY`, `LOADING`, `MASTERDOWN`, a
+//!   codec error, EOF, a request older than [`Limits::request_timeout`], or an `INFO` re-read
+//!   (every [`Limits::info_interval`]) showing another incarnation close the connection: the
+//!   pending requests fail with [`BrokerError::Unavailable`] (HTTP 503) and the broker
+//!   reconnects with exponential backoff ([`Limits::reconnect_min`] to
+//!   [`Limits::reconnect_max`]).
+//! - **The pub/sub connection**: `SUBSCRIBE` when a channel's first subscriber on this node
+//!   appears, `UNSUBSCRIBE` after [`Limits::unsubscribe_linger`] once the last left, batched
+//!   per turn; a `PING` every [`Limits::ping_interval`] whose `pong` must come back within
+//!   [`Limits::request_timeout`]. On reconnect every live channel is subscribed again and
+//!   caught up from its last delivered cursor
+//!   ([`crate::redis::sequence::ChannelSequence::handle_resubscribed`]).
+//!
+//! Per live channel a [`crate::redis::sequence::ChannelSequence`] orders what pub/sub
+//! brings, drops duplicates, reads holes from the history, and treats an epoch change as a
+//! gap. Deliveries go to every event loop ("sink") with subscribers on the channel.
+//!
+//! **Subscribing** ([`BrokerRequest::Subscribe`]) is "subscribe first, then read, then merge":
+//! the channel is subscribed on pub/sub (if it is not yet), its sequence learns where live
+//! delivery starts, and only then the subscriber's replay is read with the channel script.
+//! The replay is read again from its `next` until it reaches what was already delivered to
+//! the sinks, so the answer's [`Replay::next`] is at or after every delivery of that channel
+//! pushed to the subscriber's sink before the answer: a subscriber that joins its loop's
+//! fan-out when the answer arrives misses nothing, and the feed skips deliveries at or before
+//! its cursor ([`crate::transport::feed`]). A replay is capped at
+//! [`Limits::max_replay_messages`]; a longer one is answered up to there and the feed reports
+//! the remaining hole as a gap.
+//!
+//! The loops reach the broker through [`BrokerClient::submit`] (a bounded queue and the
+//! broker's waker; full: [`BrokerError::Overloaded`] at once, never blocking a loop) and get
+//! answers and deliveries through their [`BrokerOutbox`], one batch per sink per broker turn.
+//!
+//! Does not (yet): presence (the scripts exist in [`crate::redis::presence`]; rooms are not
+//! built), several shards ([`crate::redis::shard`] picks one; one connection pair per shard
+//! would be needed), TLS to Redis (`rediss://` is refused by the URL parser), or Redis
+//! Cluster (see the notes in [`crate::redis`]).
+
+mod link;
+mod worker;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Poll, Waker};
+
+use crate::hub::{ChannelName, Cursor, Message, Payload, Replay, Since, SinkId};
+use crate::redis::frame::FrameLimits;
+use crate::redis::keys::Namespace;
+use crate::redis::url::RedisUrl;
+use crate::redis::{resp, ReplyError};
+
+/// Bounds and timings of the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most requests queued from the loops and not yet taken by the broker thread; beyond,
+    /// [`BrokerClient::submit`] fails with [`BrokerError::Overloaded`]. Default 65 536.
+    pub max_queued_requests: usize,
+    /// Most commands sent on the command connection and not yet answered (the pipeline);
+    /// beyond, a request fails at once with [`BrokerError::Overloaded`] (HTTP 503) rather
+    /// than waiting. Default 65 536.
+    pub max_pending_requests: usize,
+    /// Most bytes waiting to be written to Redis; beyond, a publish fails with
+    /// [`BrokerError::Overloaded`]. Default 64 MiB.
+    pub max_unsent_bytes: usize,
+    /// How long Redis may take to answer a command (or a pub/sub `PING`), or to accept a
+    /// connection; past it the connection is closed and reopened, and what was pending fails
+    /// with [`BrokerError::Unavailable`]. Default 5 s.
+    pub request_timeout: Duration,
+    /// First delay before reconnecting after a lost connection; doubled at each failure.
+    /// Default 100 ms.
+    pub reconnect_min: Duration,
+    /// Longest delay between reconnection attempts. Default 5 s.
+    pub reconnect_max: Duration,
+    /// How long a channel stays subscribed on pub/sub after its last subscriber on this node
+    /// left, so a subscriber that comes back at once does not churn `SUBSCRIBE`. Default 3 s.
+    pub unsubscribe_linger: Duration,
+    /// How often the pub/sub connection is pinged. Default 5 s.
+    pub ping_interval: Duration,
+    /// How often `INFO` is read again to notice a restarted or promoted server. Default 5 s.
+    pub info_interval: Duration,
+    /// Messages read per history page (repairs, replays). Default 1 000.
+    pub read_page_messages: usize,
+    /// Most live frames held per channel while a repair read is in flight (beyond, they are
+    /// read again from the history). Default 10 000.
+    pub max_held_messages: usize,
+    /// Most messages in one subscriber's replay. Default 100 000.
+    pub max_replay_messages: usize,
+    /// Bytes read from one connection per broker turn before the other gets its turn.
+    /// Default 1 MiB.
+    pub read_budget_bytes: usize,
+    /// Bounds of the RESP decoder on every connection.
+    pub resp: resp::Limits,
+    /// Bounds of frames from other nodes (payload, event name).
+    pub frames: FrameLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_queued_requests: 65_536,
+            max_pending_requests: 65_536,
+            max_unsent_bytes: 64 << 20,
+            request_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            unsubscribe_linger: Duration::from_secs(3),
+            ping_interval: Duration::from_secs(5),
+            info_interval: Duration::from_secs(5),
+            read_page_messages: 1_000,
+            max_held_messages: 10_000,
+            max_replay_messages: 100_000,
+            read_budget_bytes: 1 << 20,
+            resp: resp::Limits::default(),
+            frames: FrameLimits::default(),
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits once at startup.
+    pub fn validate(&self) -> Result<(), String> {
+        self.resp.validate()?;
+        if self.max_queued_requests == 0 || self.max_pending_requests == 0 {
+            return Err("redis broker: request queues must hold at least 1".into());
+        }
+        if self.read_page_messages == 0 || self.max_held_messages == 0 || self.max_replay_messages == 0 {
+            return Err("redis broker: page, held and replay bounds must be at least 1".into());
+        }
+        if self.request_timeout.is_zero() || self.reconnect_min.is_zero() {
+            return Err("redis broker: request timeout and reconnect delay must be positive".into());
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return Err("redis broker: reconnect_max must be at least reconnect_min".into());
+        }
+        if self.ping_interval.is_zero() || self.info_interval.is_zero() {
+            return Err("redis broker: ping and info intervals must be positive".into());
+        }
+        if self.read_budget_bytes < 4096 {
+            return Err("redis broker: read budget must be at least 4096 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+/// What one node's broker needs to know.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// The Redis server.
+    pub url: RedisUrl,
+    /// The key prefix shared by the nodes of one deployment.
+    pub namespace: Namespace,
+    /// How long a channel's keys live after its last publish (and its meta after its last
+    /// read): the hub's `max_history_age`.
+    pub history_ttl: Duration,
+    /// About how many messages each channel's history keeps (`XADD MAXLEN ~`).
+    pub max_history_messages: usize,
+    /// Names this node's connections in `CLIENT LIST` (`pushwire-cmd-NODE`, `pushwire-sub-NODE`).
+    pub node_name: String,
+    /// Bounds and timings.
+    pub limits: Limits,
+}
+
+/// A request from an event loop. Every request but `Unsubscribe` is answered by one
+/// [`BrokerEvent`] carrying its `token`, pushed to its `sink`.
+#[derive(Debug)]
+pub enum BrokerRequest {
+    /// Publish a message; answered by [`BrokerEvent::Published`].
+    Publish {
+        /// The loop to answer.
+        sink: SinkId,
+        /// Chosen by the loop, echoed in the answer.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// The event name, if any.
+        event: Option<Arc<str>>,
+        /// The body.
+        payload: Payload,
+    },
+    /// Read the history after a cursor; answered by [`BrokerEvent::Read`].
+    Read {
+        /// The loop to answer.
+        sink: SinkId,
+        /// Echoed in the answer.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+        /// The most messages to return.
+        max_messages: usize,
+    },
+    /// Subscribe one connection of `sink` and replay what follows `since`; answered by
+    /// [`BrokerEvent::Subscribed`] (see the module docs for what the replay covers). On
+    /// success the channel's deliveries go to `sink` until the matching `Unsubscribe`.
+    Subscribe {
+        /// The loop of the connection.
+        sink: SinkId,
+        /// Echoed in the answer.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+    },
+    /// One subscription of `sink` (answered `Ok` before) ended; no answer.
+    Unsubscribe {
+        /// The loop of the connection.
+        sink: SinkId,
+        /// The channel.
+        channel: ChannelName,
+    },
+}
+
+/// An answer or a delivery for one event loop.
+#[derive(Debug)]
+pub enum BrokerEvent {
+    /// The answer to [`BrokerRequest::Publish`]: the message's cursor.
+    Published {
+        /// The request's token.
+        token: u64,
+        /// The cursor, or why not.
+        result: Result<Cursor, BrokerError>,
+    },
+    /// The answer to [`BrokerRequest::Read`].
+    Read {
+        /// The request's token.
+        token: u64,
+        /// What follows the cursor, by the hub's gap rules.
+        result: Result<Replay, BrokerError>,
+    },
+    /// The answer to [`BrokerRequest::Subscribe`].
+    Subscribed {
+        /// The request's token.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// The replay; on an error the subscription was not made.
+        result: Result<Replay, BrokerError>,
+    },
+    /// A message of a channel the sink has subscribers on, in offset order per channel.
+    Delivery(Arc<Message>),
+}
+
+/// Where the broker pushes answers and deliveries: the event loops' inboxes.
+pub trait BrokerOutbox: Send + Sync {
+    /// Hands `events` (in order) to the loop `sink` and wakes it. Called once per sink per
+    /// broker turn; must not block for long.
+    fn deliver(&self, sink: SinkId, events: Vec<BrokerEvent>);
+}
+
+/// Why the broker could not serve a request. Every variant answers HTTP 503 but
+/// [`BrokerError::MessageTooLarge`] (413).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// No usable connection to Redis now (down, reconnecting, or lost with this request in
+    /// flight); the reason is for logs.
+    Unavailable(String),
+    /// A queue is full (requests from the loops, the pipeline, or unsent bytes).
+    Overloaded,
+    /// Redis answered, but not with something usable.
+    Reply(ReplyError),
+    /// The payload or event name is larger than other nodes accept ([`Limits::frames`]).
+    MessageTooLarge,
+    /// The broker thread has stopped.
+    Stopped,
+}
+
+impl BrokerError {
+    /// The HTTP status to answer a request that failed with this error.
+    pub fn status_hint(&self) -> u16 {
+        match self {
+            BrokerError::MessageTooLarge => 413,
+            _ => 503,
+        }
+    }
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerError::Unavailable(reason) => write!(f, "redis unavailable: {reason}"),
+            BrokerError::Overloaded => f.write_str("redis broker overloaded"),
+            BrokerError::Reply(e) => write!(f, "{e}"),
+            BrokerError::MessageTooLarge => f.write_str("message larger than the redis frame limits"),
+            BrokerError::Stopped => f.write_str("redis broker stopped"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+/// Counters and state for `/metrics` and `/healthz`.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// The command connection is ready (handshake, `INFO` and scripts done).
+    pub command_up: AtomicBool,
+    /// The pub/sub connection is ready.
+    pub pubsub_up: AtomicBool,
+    /// Connections opened (both kinds), the first ones included.
+    pub connects: AtomicU64,
+    /// Connections lost or closed on purpose.
+    pub disconnects: AtomicU64,
+    /// Publishes answered with a cursor.
+    pub published: AtomicU64,
+    /// Requests answered with an error.
+    pub failed: AtomicU64,
+    /// Messages handed to the loops (once per message, whatever the number of sinks).
+    pub delivered: AtomicU64,
+    /// History reads made to repair live delivery (holes, reconnects, epoch changes).
+    pub repair_reads: AtomicU64,
+    /// Frames from pub/sub that did not parse (repaired from the history, or a gap).
+    pub bad_frames: AtomicU64,
+    /// Requests or commands timed out.
+    pub timeouts: AtomicU64,
+    /// Channels subscribed on pub/sub now.
+    pub live_channels: AtomicU64,
+}
+
+impl BrokerStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The request queue shared by the loops and the broker thread.
+struct Queue {
+    requests: Mutex<QueueState>,
+    waker: Waker,
+    max: usize,
+}
+
+struct QueueState {
+    requests: VecDeque<BrokerRequest>,
+    stopping: bool,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue").field("max", &self.max).finish_non_exhaustive()
+    }
+}
+
+/// How the event loops reach the broker: cheap to clone, one per loop.
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    queue: Arc<Queue>,
+    stats: Arc<BrokerStats>,
+}
+
+impl BrokerClient {
+    /// Queues a request and wakes the broker; never blocks. A full queue or a stopped broker
+    /// is an error at once (answer the client with its [`BrokerError::status_hint`]).
+    pub fn submit(&self, request: BrokerRequest) -> Result<(), BrokerError> {
+        let mut state = self.queue.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if state.stopping {
+            return Err(BrokerError::Stopped);
+        }
+        if state.requests.len() >= self.queue.max {
+            BrokerStats::add(&self.stats.failed, 1);
+            return Err(BrokerError::Overloaded);
+        }
+        let first = state.requests.is_empty();
+        state.requests.push_back(request);
+        drop(state);
+        if first {
+            let _ = self.queue.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The broker's counters.
+    pub fn stats(&self) -> &BrokerStats {
+        &self.stats
+    }
+}
+
+/// The running broker thread; stopped when dropped.
+#[derive(Debug)]
+pub struct Broker {
+    client: BrokerClient,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Starts the broker thread and waits until its command connection is ready (connected,
+    /// `INFO` read from a master, scripts loaded), at most [`Limits::request_timeout`] plus
+    /// a second. An unreachable or unusable Redis is an error naming the URL and the reason.
+    pub fn start(config: BrokerConfig, outbox: Arc<dyn BrokerOutbox>) -> Result<Broker, BrokerError> {
+        config.limits.validate().map_err(BrokerError::Unavailable)?;
+        let poll = Poll::new().map_err(|e| BrokerError::Unavailable(format!("poll: {e}")))?;
+        let waker = Waker::new(poll.registry(), worker::WAKER)
+            .map_err(|e| BrokerError::Unavailable(format!("waker: {e}")))?;
+        let queue = Arc::new(Queue {
+            requests: Mutex::new(QueueState { requests: VecDeque::new(), stopping: false }),
+            waker,
+            max: config.limits.max_queued_requests,
+        });
+        let stats = Arc::new(BrokerStats::default());
+        let client = BrokerClient { queue: queue.clone(), stats: stats.clone() };
+        let wait = config.limits.request_timeout + Duration::from_secs(1);
+        let url = config.url.to_string();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("pushwire-redis".into())
+            .spawn(move || worker::run(config, poll, queue, stats, outbox, ready_tx))
+            .map_err(|e| BrokerError::Unavailable(format!("thread: {e}")))?;
+        let broker = Broker { client, thread: Some(thread) };
+        match ready_rx.recv_timeout(wait) {
+            Ok(Ok(())) => Ok(broker),
+            Ok(Err(reason)) => Err(BrokerError::Unavailable(format!("{url}: {reason}"))),
+            Err(_) => Err(BrokerError::Unavailable(format!("{url}: not ready within {wait:?}"))),
+        }
+    }
+
+    /// A client for one event loop.
+    pub fn client(&self) -> BrokerClient {
+        self.client.clone()
+    }
+
+    /// Stops the thread: queued requests are dropped unanswered.
+    pub fn stop(&mut self) {
+        let mut state = self.client.queue.requests.lock().unwrap_or_else(|e| e.into_inner());
+        state.stopping = true;
+        drop(state);
+        let _ = self.client.queue.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,1083 @@
+//! The broker thread: its `mio::Poll`, the command and pub/sub connections, and the live
+//! channels (see the module docs of [`super`] for the behaviour).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::{Events, Poll, Token};
+
+use super::link::{Link, ReadOutcome};
+use super::{
+    BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, BrokerStats, Limits, Queue,
+};
+use crate::hub::{ChannelName, Message, Payload, Replay, Since, SinkId};
+use crate::redis::frame::{parse_frame, Frame};
+use crate::redis::info::{info_command, parse_info, Incarnation};
+use crate::redis::keys::ChannelKeys;
+use crate::redis::pubsub::{parse_pubsub, ping_command, subscribe_command, unsubscribe_command, PubSubEvent};
+use crate::redis::resp::Value;
+use crate::redis::script::{
+    epoch_candidate, load_commands, parse_publish_reply, parse_read_reply, publish_command, read_command,
+    Invoke, ScriptContext,
+};
+use crate::redis::sequence::{ChannelSequence, SequenceAction};
+use crate::redis::ReplyError;
+
+/// The token of the broker's waker.
+pub(super) const WAKER: Token = Token(0);
+const COMMAND: Token = Token(1);
+const PUBSUB: Token = Token(2);
+/// Most pub/sub channels named in one `SUBSCRIBE` or `UNSUBSCRIBE`.
+const CHANNELS_PER_COMMAND: usize = 1_000;
+/// Most reads one subscriber's replay takes (pages, and reads again to reach live delivery).
+const MAX_REPLAY_ROUNDS: u32 = 1_000;
+/// How often live channels are scanned for lingers, retries and waiting subscribers.
+const CHANNEL_SCAN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A command sent on the command connection, waiting for its reply.
+#[derive(Debug)]
+enum Pending {
+    /// `AUTH`, `SELECT`, `CLIENT SETNAME`: `+OK`.
+    Handshake,
+    /// `INFO`: right after connecting (`initial`), then every `info_interval`.
+    Info {
+        initial: bool,
+    },
+    /// `SCRIPT LOAD`; the connection is ready after the `last` one.
+    ScriptLoad {
+        last: bool,
+    },
+    Publish {
+        sink: SinkId,
+        token: u64,
+        channel: ChannelName,
+        event: Option<Arc<str>>,
+        payload: Payload,
+        invoke: Invoke,
+        retried: bool,
+    },
+    Read {
+        sink: SinkId,
+        token: u64,
+        channel: ChannelName,
+        since: Since,
+        max_messages: usize,
+        invoke: Invoke,
+    },
+    /// A read the channel's sequence asked for (live channel `id`).
+    SequenceRead {
+        channel: ChannelName,
+        id: u64,
+        since: Since,
+        invoke: Invoke,
+    },
+    /// A subscriber's replay, one page or round of it.
+    SubscribeRead(Box<SubscribeRead>),
+}
+
+#[derive(Debug)]
+struct SubscribeRead {
+    channel: ChannelName,
+    sink: SinkId,
+    token: u64,
+    /// Where this round reads from.
+    since: Since,
+    /// What the rounds so far gathered.
+    replay: Option<Replay>,
+    rounds: u32,
+    invoke: Invoke,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    pending: Pending,
+    sent_at: Instant,
+}
+
+/// A connection's lifecycle around its [`Link`].
+#[derive(Debug)]
+struct Connection {
+    link: Option<Link>,
+    /// Handshake done (and for the command connection: `INFO` and scripts).
+    ready: bool,
+    /// When to try connecting again while `link` is `None`.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// A read stopped on its budget: read again without waiting.
+    read_pending: bool,
+    /// Set at connect; the connection must be ready by then.
+    setup_deadline: Option<Instant>,
+}
+
+impl Connection {
+    fn new(now: Instant, limits: &Limits) -> Connection {
+        Connection {
+            link: None,
+            ready: false,
+            retry_at: Some(now),
+            backoff: limits.reconnect_min,
+            read_pending: false,
+            setup_deadline: None,
+        }
+    }
+}
+
+/// A subscriber waiting for its channel to be live before its replay is read.
+#[derive(Debug)]
+struct Waiter {
+    sink: SinkId,
+    token: u64,
+    since: Since,
+    deadline: Instant,
+}
+
+/// A channel subscribed (or being subscribed) on pub/sub for subscribers on this node.
+#[derive(Debug)]
+struct Live {
+    /// Distinguishes this life of the channel from a later one (replies to reads of an
+    /// earlier life are dropped).
+    id: u64,
+    keys: ChannelKeys,
+    /// Subscriptions per sink (only sinks with at least one).
+    sinks: Vec<(SinkId, usize)>,
+    /// `SUBSCRIBE` confirmed on the current pub/sub connection.
+    subscribed: bool,
+    sequence: ChannelSequence,
+    /// The sequence's first read, sent when `SUBSCRIBE` is confirmed.
+    first_read: Option<Since>,
+    /// A sequence read failed: retried when the command connection is ready.
+    read_failed: bool,
+    waiting: Vec<Waiter>,
+    /// No subscriber left: unsubscribed from pub/sub at this instant.
+    linger_until: Option<Instant>,
+}
+
+impl Live {
+    fn subscriptions(&self) -> usize {
+        self.sinks.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// Live delivery has a known starting point: a subscriber's replay can be merged.
+    fn is_settled(&self) -> bool {
+        self.subscribed && self.sequence.delivered().is_some()
+    }
+}
+
+struct Worker {
+    config: BrokerConfig,
+    poll: Poll,
+    queue: Arc<Queue>,
+    stats: Arc<BrokerStats>,
+    outbox: Arc<dyn BrokerOutbox>,
+    cmd: Connection,
+    pending: VecDeque<InFlight>,
+    incarnation: Option<Incarnation>,
+    next_info_at: Option<Instant>,
+    sub: Connection,
+    /// Replies still expected for the pub/sub connection's handshake.
+    sub_handshake_left: usize,
+    next_ping_at: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    ping_count: u64,
+    to_subscribe: Vec<ChannelName>,
+    to_unsubscribe: Vec<String>,
+    channels: HashMap<ChannelName, Live>,
+    next_channel_id: u64,
+    next_scan_at: Instant,
+    /// Events for each sink, handed over at the end of the turn.
+    batches: Vec<Vec<BrokerEvent>>,
+    buf: Vec<u8>,
+    ready_tx: Option<mpsc::Sender<Result<(), String>>>,
+}
+
+/// The thread's body: runs until [`super::Broker::stop`].
+pub(super) fn run(
+    config: BrokerConfig,
+    poll: Poll,
+    queue: Arc<Queue>,
+    stats: Arc<BrokerStats>,
+    outbox: Arc<dyn BrokerOutbox>,
+    ready_tx: mpsc::Sender<Result<(), String>>,
+) {
+    let now = Instant::now();
+    let mut worker = Worker {
+        cmd: Connection::new(now, &config.limits),
+        sub: Connection::new(now, &config.limits),
+        config,
+        poll,
+        queue,
+        stats,
+        outbox,
+        pending: VecDeque::new(),
+        incarnation: None,
+        next_info_at: None,
+        sub_handshake_left: 0,
+        next_ping_at: None,
+        pong_deadline: None,
+        ping_count: 0,
+        to_subscribe: Vec::new(),
+        to_unsubscribe: Vec::new(),
+        channels: HashMap::new(),
+        next_channel_id: 0,
+        next_scan_at: now,
+        batches: (0..SinkId::MAX_SINKS).map(|_| Vec::new()).collect(),
+        buf: vec![0; 64 << 10],
+        ready_tx: Some(ready_tx),
+    };
+    let mut events = Events::with_capacity(64);
+    loop {
+        let timeout = if worker.cmd.read_pending || worker.sub.read_pending {
+            Some(Duration::ZERO)
+        } else {
+            worker.next_deadline().map(|at| at.saturating_duration_since(Instant::now()))
+        };
+        if let Err(e) = worker.poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!("redis broker: poll failed: {e}");
+                return;
+            }
+        }
+        let now = Instant::now();
+        let (mut command_io, mut pubsub_io) = (worker.cmd.read_pending, worker.sub.read_pending);
+        for event in events.iter() {
+            match event.token() {
+                COMMAND => command_io = true,
+                PUBSUB => pubsub_io = true,
+                _ => {}
+            }
+        }
+        let (requests, stopping) = {
+            let mut state = worker.queue.requests.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut state.requests), state.stopping)
+        };
+        if stopping {
+            worker.close_all();
+            return;
+        }
+        if command_io {
+            worker.command_io(now);
+        }
+        if pubsub_io {
+            worker.pubsub_io(now);
+        }
+        for request in requests {
+            worker.handle_request(request, now);
+        }
+        worker.handle_timers(now);
+        worker.flush(now);
+        worker.send_batches();
+    }
+}
+
+/// Errors after which the server cannot take this connection's writes: reconnect.
+fn needs_reconnect(error: &ReplyError) -> bool {
+    matches!(error.server_code(), Some("READONLY" | "LOADING" | "MASTERDOWN"))
+}
+
+fn resolve(config: &BrokerConfig) -> io::Result<SocketAddr> {
+    (config.url.host.as_str(), config.url.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the redis host has no address"))
+}
+
+impl Worker {
+    fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut deadlines = vec![
+            self.cmd.retry_at,
+            self.cmd.setup_deadline,
+            self.pending.front().map(|p| p.sent_at + self.limits().request_timeout),
+            self.next_info_at,
+            self.sub.retry_at,
+            self.sub.setup_deadline,
+            self.next_ping_at,
+            self.pong_deadline,
+        ];
+        if !self.channels.is_empty() {
+            deadlines.push(Some(self.next_scan_at));
+        }
+        deadlines.into_iter().flatten().min()
+    }
+
+    fn close_all(&mut self) {
+        if let Some(link) = self.cmd.link.take() {
+            link.close(self.poll.registry());
+        }
+        if let Some(link) = self.sub.link.take() {
+            link.close(self.poll.registry());
+        }
+        self.stats.command_up.store(false, Ordering::Relaxed);
+        self.stats.pubsub_up.store(false, Ordering::Relaxed);
+    }
+
+    // ---- answers ----
+
+    fn answer(&mut self, sink: SinkId, event: BrokerEvent) {
+        let failed = matches!(
+            &event,
+            BrokerEvent::Published { result: Err(_), .. }
+                | BrokerEvent::Read { result: Err(_), .. }
+                | BrokerEvent::Subscribed { result: Err(_), .. }
+        );
+        if failed {
+            BrokerStats::add(&self.stats.failed, 1);
+        }
+        self.batches[usize::from(sink.index())].push(event);
+    }
+
+    fn send_batches(&mut self) {
+        for (index, batch) in self.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let sink = SinkId::new(index as u8).expect("64 batches");
+            self.outbox.deliver(sink, std::mem::take(batch));
+        }
+    }
+
+    fn fail_subscribe(
+        &mut self,
+        sink: SinkId,
+        token: u64,
+        channel: ChannelName,
+        error: BrokerError,
+        now: Instant,
+    ) {
+        self.remove_subscription(&channel, sink, now);
+        self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Err(error) });
+    }
+
+    // ---- requests ----
+
+    fn handle_request(&mut self, request: BrokerRequest, now: Instant) {
+        match request {
+            BrokerRequest::Publish { sink, token, channel, event, payload } => {
+                let frames = &self.limits().frames;
+                if payload.len_bytes() > frames.max_payload_bytes
+                    || event.as_ref().is_some_and(|e| e.len() > frames.max_event_bytes)
+                {
+                    self.answer(
+                        sink,
+                        BrokerEvent::Published { token, result: Err(BrokerError::MessageTooLarge) },
+                    );
+                    return;
+                }
+                let pending = Pending::Publish {
+                    sink,
+                    token,
+                    channel,
+                    event,
+                    payload,
+                    invoke: Invoke::Sha,
+                    retried: false,
+                };
+                self.send_or_fail(pending, now);
+            }
+            BrokerRequest::Read { sink, token, channel, since, max_messages } => {
+                let pending =
+                    Pending::Read { sink, token, channel, since, max_messages, invoke: Invoke::Sha };
+                self.send_or_fail(pending, now);
+            }
+            BrokerRequest::Subscribe { sink, token, channel, since } => {
+                if !self.cmd.ready {
+                    let error = BrokerError::Unavailable("not connected to redis".into());
+                    self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Err(error) });
+                    return;
+                }
+                let deadline = now + self.limits().request_timeout;
+                let live = self.live_entry(&channel);
+                live.linger_until = None;
+                match live.sinks.iter_mut().find(|(s, _)| *s == sink) {
+                    Some((_, n)) => *n += 1,
+                    None => live.sinks.push((sink, 1)),
+                }
+                live.waiting.push(Waiter { sink, token, since, deadline });
+                self.settle_waiters(&channel, now);
+            }
+            BrokerRequest::Unsubscribe { sink, channel } => self.remove_subscription(&channel, sink, now),
+        }
+    }
+
+    /// The live channel, created (and queued for `SUBSCRIBE`) if missing.
+    fn live_entry(&mut self, channel: &ChannelName) -> &mut Live {
+        if !self.channels.contains_key(channel) {
+            let (sequence, first) = ChannelSequence::new(self.config.limits.max_held_messages);
+            let first_read = match first {
+                SequenceAction::Read(since) => Some(since),
+                SequenceAction::Deliver(_) => None,
+            };
+            let live = Live {
+                id: self.next_channel_id,
+                keys: ChannelKeys::new(&self.config.namespace, channel),
+                sinks: Vec::new(),
+                subscribed: false,
+                sequence,
+                first_read,
+                read_failed: false,
+                waiting: Vec::new(),
+                linger_until: None,
+            };
+            self.next_channel_id += 1;
+            if self.sub.ready {
+                self.to_subscribe.push(channel.clone());
+            }
+            self.channels.insert(channel.clone(), live);
+            self.stats.live_channels.store(self.channels.len() as u64, Ordering::Relaxed);
+        }
+        self.channels.get_mut(channel).expect("inserted above")
+    }
+
+    fn remove_subscription(&mut self, channel: &ChannelName, sink: SinkId, now: Instant) {
+        let Some(live) = self.channels.get_mut(channel) else { return };
+        if let Some(i) = live.sinks.iter().position(|&(s, _)| s == sink) {
+            live.sinks[i].1 -= 1;
+            if live.sinks[i].1 == 0 {
+                live.sinks.swap_remove(i);
+            }
+        }
+        if live.subscriptions() == 0 && live.waiting.is_empty() {
+            live.linger_until = Some(now + self.config.limits.unsubscribe_linger);
+        }
+    }
+
+    /// Answers the subscribers waiting on `channel` once live delivery has a starting point.
+    fn settle_waiters(&mut self, channel: &ChannelName, now: Instant) {
+        let Some(live) = self.channels.get_mut(channel) else { return };
+        if !live.is_settled() || live.waiting.is_empty() {
+            return;
+        }
+        let delivered = live.sequence.delivered().expect("settled");
+        for waiter in std::mem::take(&mut live.waiting) {
+            let Waiter { sink, token, since, .. } = waiter;
+            match since {
+                Since::After(cursor) if cursor != delivered => {
+                    let read = SubscribeRead {
+                        channel: channel.clone(),
+                        sink,
+                        token,
+                        since,
+                        replay: None,
+                        rounds: 0,
+                        invoke: Invoke::Sha,
+                    };
+                    self.send_or_fail(Pending::SubscribeRead(Box::new(read)), now);
+                }
+                // From the tail, or from exactly where live delivery is: nothing to replay.
+                _ => {
+                    let replay = Replay { messages: Vec::new(), gap: false, next: delivered };
+                    let channel = channel.clone();
+                    self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Ok(replay) });
+                }
+            }
+        }
+    }
+
+    // ---- the command connection ----
+
+    /// Sends `pending`'s command, or answers its request with the reason it cannot be sent.
+    fn send_or_fail(&mut self, pending: Pending, now: Instant) {
+        if let Err((pending, error)) = self.send(pending, now) {
+            self.fail_pending(pending, error, now);
+        }
+    }
+
+    fn send(&mut self, pending: Pending, now: Instant) -> Result<(), (Pending, BrokerError)> {
+        let link = match self.cmd.link.as_mut() {
+            Some(link) if self.cmd.ready => link,
+            _ => return Err((pending, BrokerError::Unavailable("not connected to redis".into()))),
+        };
+        if self.pending.len() >= self.config.limits.max_pending_requests
+            || link.unsent_bytes() >= self.config.limits.max_unsent_bytes
+        {
+            return Err((pending, BrokerError::Overloaded));
+        }
+        let incarnation = self.incarnation.expect("ready after INFO");
+        let context = ScriptContext {
+            incarnation,
+            epoch_candidate: epoch_candidate(rand::random(), incarnation),
+            history_ttl: self.config.history_ttl,
+        };
+        let page = self.config.limits.read_page_messages;
+        let keys = |channel: &ChannelName| ChannelKeys::new(&self.config.namespace, channel);
+        let command = match &pending {
+            Pending::Publish { channel, event, payload, invoke, .. } => publish_command(
+                &keys(channel),
+                &context,
+                self.config.max_history_messages,
+                event.as_deref(),
+                payload,
+                *invoke,
+            ),
+            Pending::Read { channel, since, max_messages, invoke, .. } => {
+                read_command(&keys(channel), &context, *since, *max_messages, *invoke)
+            }
+            Pending::SequenceRead { channel, since, invoke, .. } => {
+                let keys = match self.channels.get(channel) {
+                    Some(live) => live.keys.clone(),
+                    None => keys(channel),
+                };
+                read_command(&keys, &context, *since, page, *invoke)
+            }
+            Pending::SubscribeRead(read) => {
+                read_command(&keys(&read.channel), &context, read.since, page, read.invoke)
+            }
+            Pending::Info { .. } => info_command(),
+            Pending::Handshake | Pending::ScriptLoad { .. } => {
+                unreachable!("setup commands are sent by connect_command")
+            }
+        };
+        link.queue(&command);
+        self.pending.push_back(InFlight { pending, sent_at: now });
+        Ok(())
+    }
+
+    /// Answers the request behind `pending` with `error` (and for a sequence read: retried
+    /// once the command connection is ready).
+    fn fail_pending(&mut self, pending: Pending, error: BrokerError, now: Instant) {
+        match pending {
+            Pending::Handshake | Pending::Info { .. } | Pending::ScriptLoad { .. } => {}
+            Pending::Publish { sink, token, .. } => {
+                self.answer(sink, BrokerEvent::Published { token, result: Err(error) });
+            }
+            Pending::Read { sink, token, .. } => {
+                self.answer(sink, BrokerEvent::Read { token, result: Err(error) })
+            }
+            Pending::SequenceRead { channel, id, .. } => {
+                if let Some(live) = self.channels.get_mut(&channel).filter(|live| live.id == id) {
+                    live.sequence.handle_read_failed();
+                    live.read_failed = true;
+                }
+            }
+            Pending::SubscribeRead(read) => {
+                let SubscribeRead { channel, sink, token, .. } = *read;
+                self.fail_subscribe(sink, token, channel, error, now);
+            }
+        }
+    }
+
+    fn connect_command(&mut self, now: Instant) {
+        self.cmd.retry_at = None;
+        BrokerStats::add(&self.stats.connects, 1);
+        let limits = self.config.limits.resp;
+        let opened =
+            resolve(&self.config).and_then(|addr| Link::open(addr, self.poll.registry(), COMMAND, limits));
+        let mut link = match opened {
+            Ok(link) => link,
+            Err(e) => return self.command_down(&format!("connect: {e}"), now),
+        };
+        let name = format!("pushwire-cmd-{}", self.config.node_name);
+        for command in self.config.url.handshake_commands(&name) {
+            link.queue(&command);
+            self.pending.push_back(InFlight { pending: Pending::Handshake, sent_at: now });
+        }
+        link.queue(&info_command());
+        self.pending.push_back(InFlight { pending: Pending::Info { initial: true }, sent_at: now });
+        let loads = load_commands();
+        for (i, command) in loads.iter().enumerate() {
+            link.queue(command);
+            let pending = Pending::ScriptLoad { last: i + 1 == loads.len() };
+            self.pending.push_back(InFlight { pending, sent_at: now });
+        }
+        self.cmd.link = Some(link);
+        self.cmd.setup_deadline = Some(now + self.config.limits.request_timeout);
+    }
+
+    fn command_down(&mut self, reason: &str, now: Instant) {
+        if let Some(link) = self.cmd.link.take() {
+            link.close(self.poll.registry());
+            BrokerStats::add(&self.stats.disconnects, 1);
+        }
+        if self.cmd.ready {
+            warn!("redis command connection lost: {reason}");
+        } else {
+            debug!("redis command connection failed: {reason}");
+        }
+        if let Some(tx) = self.ready_tx.take() {
+            let _ = tx.send(Err(reason.to_string()));
+        }
+        self.cmd.ready = false;
+        self.cmd.read_pending = false;
+        self.cmd.setup_deadline = None;
+        self.stats.command_up.store(false, Ordering::Relaxed);
+        self.next_info_at = None;
+        self.cmd.retry_at = Some(now + self.cmd.backoff);
+        self.cmd.backoff = (self.cmd.backoff * 2).min(self.config.limits.reconnect_max);
+        let error = BrokerError::Unavailable(format!("redis connection lost: {reason}"));
+        for in_flight in std::mem::take(&mut self.pending) {
+            self.fail_pending(in_flight.pending, error.clone(), now);
+        }
+    }
+
+    fn command_ready(&mut self, now: Instant) {
+        self.cmd.ready = true;
+        self.cmd.setup_deadline = None;
+        self.cmd.backoff = self.config.limits.reconnect_min;
+        self.next_info_at = Some(now + self.config.limits.info_interval);
+        self.stats.command_up.store(true, Ordering::Relaxed);
+        info!("redis command connection ready ({})", self.config.url);
+        if let Some(tx) = self.ready_tx.take() {
+            let _ = tx.send(Ok(()));
+        }
+        self.retry_failed_reads(now);
+    }
+
+    fn retry_failed_reads(&mut self, now: Instant) {
+        let failed: Vec<ChannelName> =
+            self.channels.iter().filter(|(_, live)| live.read_failed).map(|(c, _)| c.clone()).collect();
+        for channel in failed {
+            let Some(live) = self.channels.get_mut(&channel) else { continue };
+            live.read_failed = false;
+            let mut actions = Vec::new();
+            live.sequence.retry(&mut actions);
+            self.run_actions(&channel, actions, now);
+        }
+    }
+
+    fn command_io(&mut self, now: Instant) {
+        let Some(link) = self.cmd.link.as_mut() else { return };
+        match link.check_connected() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return self.command_down(&format!("connect: {e}"), now),
+        }
+        let mut values = Vec::new();
+        let budget = self.config.limits.read_budget_bytes;
+        let result = link.read(&mut self.buf, budget, &mut values);
+        self.cmd.read_pending = matches!(result, Ok(ReadOutcome::BudgetSpent));
+        for value in values {
+            self.command_reply(value, now);
+            if self.cmd.link.is_none() {
+                return;
+            }
+        }
+        if let Err(e) = result {
+            self.command_down(&e.to_string(), now);
+        }
+    }
+
+    fn command_reply(&mut self, value: Value, now: Instant) {
+        let Some(InFlight { pending, .. }) = self.pending.pop_front() else {
+            return self.command_down("a reply without a request", now);
+        };
+        match pending {
+            Pending::Handshake => {
+                if let Err(e) = ReplyError::check(&value) {
+                    self.command_down(&format!("handshake: {e}"), now);
+                }
+            }
+            Pending::Info { initial } => match parse_info(&value) {
+                Err(e) => self.command_down(&format!("INFO: {e}"), now),
+                Ok(info) if !info.is_master() => {
+                    self.command_down(&format!("the server's role is {}, not master", info.role), now)
+                }
+                Ok(info) => {
+                    let incarnation = info.incarnation();
+                    if initial {
+                        if self.incarnation.is_some_and(|old| old != incarnation) {
+                            info!("redis has a new incarnation (restart or failover): channels start new epochs");
+                        }
+                        self.incarnation = Some(incarnation);
+                    } else if self.incarnation != Some(incarnation) {
+                        self.command_down("the server's incarnation changed (restart or failover)", now);
+                    }
+                }
+            },
+            Pending::ScriptLoad { last } => {
+                if let Err(e) = ReplyError::check(&value) {
+                    self.command_down(&format!("SCRIPT LOAD: {e}"), now);
+                } else if last {
+                    self.command_ready(now);
+                }
+            }
+            Pending::Publish { sink, token, channel, event, payload, invoke, retried } => {
+                match parse_publish_reply(&value) {
+                    Ok(reply) => {
+                        BrokerStats::add(&self.stats.published, 1);
+                        self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
+                    }
+                    Err(e @ (ReplyError::NoScript | ReplyError::EpochCollision)) if !retried => {
+                        let invoke = if e == ReplyError::NoScript { Invoke::Source } else { invoke };
+                        let again =
+                            Pending::Publish { sink, token, channel, event, payload, invoke, retried: true };
+                        self.send_or_fail(again, now);
+                    }
+                    Err(e) => self.reply_failed(
+                        Pending::Publish { sink, token, channel, event, payload, invoke, retried },
+                        e,
+                        now,
+                    ),
+                }
+            }
+            Pending::Read { sink, token, channel, since, max_messages, invoke } => {
+                match parse_read_reply(&channel, since, &value, &self.config.limits.frames, now) {
+                    Ok(read) => self.answer(sink, BrokerEvent::Read { token, result: Ok(read.replay) }),
+                    Err(ReplyError::NoScript) if invoke == Invoke::Sha => {
+                        let again = Pending::Read {
+                            sink,
+                            token,
+                            channel,
+                            since,
+                            max_messages,
+                            invoke: Invoke::Source,
+                        };
+                        self.send_or_fail(again, now);
+                    }
+                    Err(e) => self.reply_failed(
+                        Pending::Read { sink, token, channel, since, max_messages, invoke },
+                        e,
+                        now,
+                    ),
+                }
+            }
+            Pending::SequenceRead { channel, id, since, invoke } => {
+                let parsed = parse_read_reply(&channel, since, &value, &self.config.limits.frames, now);
+                let Some(live) = self.channels.get_mut(&channel).filter(|live| live.id == id) else { return };
+                match parsed {
+                    Ok(read) => {
+                        let mut actions = Vec::new();
+                        live.sequence.handle_read(&read, &mut actions);
+                        self.run_actions(&channel, actions, now);
+                    }
+                    Err(ReplyError::NoScript) if invoke == Invoke::Sha => {
+                        let again = Pending::SequenceRead { channel, id, since, invoke: Invoke::Source };
+                        self.send_or_fail(again, now);
+                    }
+                    Err(e) => self.reply_failed(Pending::SequenceRead { channel, id, since, invoke }, e, now),
+                }
+            }
+            Pending::SubscribeRead(read) => self.subscribe_read_reply(read, &value, now),
+        }
+    }
+
+    /// A usable connection answered `error` for `pending`: fail it, and reconnect if the
+    /// server cannot take writes.
+    fn reply_failed(&mut self, pending: Pending, error: ReplyError, now: Instant) {
+        warn!("redis: {error}");
+        let reconnect = needs_reconnect(&error);
+        self.fail_pending(pending, BrokerError::Reply(error.clone()), now);
+        if reconnect {
+            self.command_down(&error.to_string(), now);
+        }
+    }
+
+    fn subscribe_read_reply(&mut self, mut read: Box<SubscribeRead>, value: &Value, now: Instant) {
+        let parsed = parse_read_reply(&read.channel, read.since, value, &self.config.limits.frames, now);
+        let reply = match parsed {
+            Ok(reply) => reply,
+            Err(ReplyError::NoScript) if read.invoke == Invoke::Sha => {
+                read.invoke = Invoke::Source;
+                return self.send_or_fail(Pending::SubscribeRead(read), now);
+            }
+            Err(e) => return self.reply_failed(Pending::SubscribeRead(read), e, now),
+        };
+        let last_offset = reply.last_offset;
+        let page = reply.replay;
+        let replay =
+            read.replay.get_or_insert_with(|| Replay { messages: Vec::new(), gap: false, next: page.next });
+        replay.messages.extend(page.messages);
+        replay.gap |= page.gap;
+        replay.next = page.next;
+        read.rounds += 1;
+        let next = replay.next;
+        let delivered = self.channels.get(&read.channel).and_then(|live| live.sequence.delivered());
+        // Behind what the sinks were already given: read on, so the answer covers it.
+        let behind = delivered.is_some_and(|d| d.epoch != next.epoch || d.offset > next.offset);
+        let more_pages = next.offset < last_offset;
+        let full = replay.messages.len() >= self.config.limits.max_replay_messages;
+        if (behind || more_pages) && !full && read.rounds < MAX_REPLAY_ROUNDS {
+            read.since = Since::After(next);
+            return self.send_or_fail(Pending::SubscribeRead(read), now);
+        }
+        let SubscribeRead { channel, sink, token, replay, .. } = *read;
+        let replay = replay.expect("set above");
+        self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Ok(replay) });
+    }
+
+    /// Carries out what a channel's sequence asked for.
+    fn run_actions(&mut self, channel: &ChannelName, actions: Vec<SequenceAction>, now: Instant) {
+        for action in actions {
+            match action {
+                SequenceAction::Deliver(message) => {
+                    let Some(live) = self.channels.get(channel) else { return };
+                    BrokerStats::add(&self.stats.delivered, 1);
+                    for &(sink, _) in &live.sinks {
+                        self.batches[usize::from(sink.index())].push(BrokerEvent::Delivery(message.clone()));
+                    }
+                }
+                SequenceAction::Read(since) => {
+                    let Some(live) = self.channels.get(channel) else { return };
+                    if live.sequence.delivered().is_some() {
+                        BrokerStats::add(&self.stats.repair_reads, 1);
+                    }
+                    let pending = Pending::SequenceRead {
+                        channel: channel.clone(),
+                        id: live.id,
+                        since,
+                        invoke: Invoke::Sha,
+                    };
+                    self.send_or_fail(pending, now);
+                }
+            }
+        }
+        self.settle_waiters(channel, now);
+    }
+
+    // ---- the pub/sub connection ----
+
+    fn connect_pubsub(&mut self, now: Instant) {
+        self.sub.retry_at = None;
+        BrokerStats::add(&self.stats.connects, 1);
+        let limits = self.config.limits.resp;
+        let opened =
+            resolve(&self.config).and_then(|addr| Link::open(addr, self.poll.registry(), PUBSUB, limits));
+        let mut link = match opened {
+            Ok(link) => link,
+            Err(e) => return self.pubsub_down(&format!("connect: {e}"), now),
+        };
+        let name = format!("pushwire-sub-{}", self.config.node_name);
+        let handshake = self.config.url.handshake_commands(&name);
+        for command in &handshake {
+            link.queue(command);
+        }
+        self.sub_handshake_left = handshake.len();
+        self.sub.link = Some(link);
+        self.sub.setup_deadline = Some(now + self.config.limits.request_timeout);
+    }
+
+    fn pubsub_down(&mut self, reason: &str, now: Instant) {
+        if let Some(link) = self.sub.link.take() {
+            link.close(self.poll.registry());
+            BrokerStats::add(&self.stats.disconnects, 1);
+        }
+        if self.sub.ready {
+            warn!("redis pub/sub connection lost: {reason}");
+        } else {
+            debug!("redis pub/sub connection failed: {reason}");
+        }
+        self.sub.ready = false;
+        self.sub.read_pending = false;
+        self.sub.setup_deadline = None;
+        self.stats.pubsub_up.store(false, Ordering::Relaxed);
+        self.sub.retry_at = Some(now + self.sub.backoff);
+        self.sub.backoff = (self.sub.backoff * 2).min(self.config.limits.reconnect_max);
+        self.next_ping_at = None;
+        self.pong_deadline = None;
+        self.to_subscribe.clear();
+        self.to_unsubscribe.clear();
+        for live in self.channels.values_mut() {
+            live.subscribed = false;
+        }
+    }
+
+    fn pubsub_ready(&mut self, now: Instant) {
+        self.sub.ready = true;
+        self.sub.setup_deadline = None;
+        self.sub.backoff = self.config.limits.reconnect_min;
+        self.stats.pubsub_up.store(true, Ordering::Relaxed);
+        self.next_ping_at = Some(now + self.config.limits.ping_interval);
+        self.to_subscribe = self.channels.keys().cloned().collect();
+        self.to_unsubscribe.clear();
+        info!("redis pub/sub connection ready ({} channels to subscribe)", self.to_subscribe.len());
+    }
+
+    fn pubsub_io(&mut self, now: Instant) {
+        let Some(link) = self.sub.link.as_mut() else { return };
+        match link.check_connected() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return self.pubsub_down(&format!("connect: {e}"), now),
+        }
+        if self.sub_handshake_left == 0 && !self.sub.ready {
+            self.pubsub_ready(now);
+        }
+        let Some(link) = self.sub.link.as_mut() else { return };
+        let mut values = Vec::new();
+        let budget = self.config.limits.read_budget_bytes;
+        let result = link.read(&mut self.buf, budget, &mut values);
+        self.sub.read_pending = matches!(result, Ok(ReadOutcome::BudgetSpent));
+        for value in values {
+            self.pubsub_value(value, now);
+            if self.sub.link.is_none() {
+                return;
+            }
+        }
+        if let Err(e) = result {
+            self.pubsub_down(&e.to_string(), now);
+        }
+    }
+
+    fn pubsub_value(&mut self, value: Value, now: Instant) {
+        if self.sub_handshake_left > 0 {
+            self.sub_handshake_left -= 1;
+            if let Err(e) = ReplyError::check(&value) {
+                return self.pubsub_down(&format!("handshake: {e}"), now);
+            }
+            if self.sub_handshake_left == 0 {
+                self.pubsub_ready(now);
+            }
+            return;
+        }
+        // A PING on a connection with no subscription yet is answered like a normal PING.
+        if let Value::BulkString(_) = value {
+            self.pong_deadline = None;
+            return;
+        }
+        match parse_pubsub(value) {
+            Ok(PubSubEvent::Message { channel, payload }) => self.pubsub_message(&channel, &payload, now),
+            Ok(PubSubEvent::Subscribed { channel, .. }) => self.pubsub_subscribed(&channel, now),
+            Ok(PubSubEvent::Unsubscribed { .. }) => {}
+            Ok(PubSubEvent::Pong(_)) => self.pong_deadline = None,
+            Err(e) => self.pubsub_down(&format!("pub/sub: {e}"), now),
+        }
+    }
+
+    fn pubsub_subscribed(&mut self, name: &[u8], now: Instant) {
+        let Some(channel) = self.config.namespace.channel_of_pubsub(name) else { return };
+        let Some(live) = self.channels.get_mut(&channel) else { return };
+        if live.subscribed {
+            return;
+        }
+        live.subscribed = true;
+        let mut actions = Vec::new();
+        match live.first_read.take() {
+            Some(since) => actions.push(SequenceAction::Read(since)),
+            None => live.sequence.handle_resubscribed(&mut actions),
+        }
+        self.run_actions(&channel, actions, now);
+    }
+
+    fn pubsub_message(&mut self, name: &[u8], payload: &[u8], now: Instant) {
+        let Some(channel) = self.config.namespace.channel_of_pubsub(name) else { return };
+        let Some(live) = self.channels.get_mut(&channel) else { return };
+        let message = match parse_frame(payload, &self.config.limits.frames) {
+            Ok(Frame::Message { id, event, payload }) => {
+                Arc::new(Message::new(channel.clone(), id, event, payload, now))
+            }
+            // Presence frames: not used until rooms exist.
+            Ok(Frame::Join { .. } | Frame::Leave { .. }) => return,
+            Err(e) => {
+                // The hole it leaves is read from the history when the next frame comes.
+                debug!("redis: bad frame on {}: {e}", channel.as_str());
+                BrokerStats::add(&self.stats.bad_frames, 1);
+                return;
+            }
+        };
+        let mut actions = Vec::new();
+        live.sequence.handle_live(message, &mut actions);
+        self.run_actions(&channel, actions, now);
+    }
+
+    // ---- timers and writes ----
+
+    fn handle_timers(&mut self, now: Instant) {
+        if self.cmd.link.is_none() && self.cmd.retry_at.is_some_and(|at| at <= now) {
+            self.connect_command(now);
+        }
+        let timeout = self.config.limits.request_timeout;
+        let command_late = self.pending.front().is_some_and(|p| p.sent_at + timeout <= now)
+            || self.cmd.setup_deadline.is_some_and(|at| at <= now);
+        if self.cmd.link.is_some() && command_late {
+            BrokerStats::add(&self.stats.timeouts, 1);
+            self.command_down(&format!("no reply within {timeout:?}"), now);
+        }
+        if self.cmd.ready && self.next_info_at.is_some_and(|at| at <= now) {
+            self.next_info_at = Some(now + self.config.limits.info_interval);
+            self.send_or_fail(Pending::Info { initial: false }, now);
+        }
+        if self.sub.link.is_none() && self.sub.retry_at.is_some_and(|at| at <= now) {
+            self.connect_pubsub(now);
+        }
+        let pubsub_late = self.sub.setup_deadline.is_some_and(|at| at <= now)
+            || self.pong_deadline.is_some_and(|at| at <= now);
+        if self.sub.link.is_some() && pubsub_late {
+            BrokerStats::add(&self.stats.timeouts, 1);
+            self.pubsub_down(&format!("no answer within {timeout:?}"), now);
+        }
+        if self.sub.ready && self.next_ping_at.is_some_and(|at| at <= now) {
+            self.next_ping_at = Some(now + self.config.limits.ping_interval);
+            self.ping_count += 1;
+            if let Some(link) = self.sub.link.as_mut() {
+                link.queue(&ping_command(self.ping_count.to_string().as_bytes()));
+                self.pong_deadline.get_or_insert(now + timeout);
+            }
+        }
+        if now >= self.next_scan_at {
+            self.next_scan_at = now + CHANNEL_SCAN_INTERVAL;
+            self.scan_channels(now);
+        }
+    }
+
+    /// Lingers ended, waiting subscribers past their deadline, failed reads to retry.
+    fn scan_channels(&mut self, now: Instant) {
+        let mut ended = Vec::new();
+        let mut late = Vec::new();
+        for (channel, live) in &mut self.channels {
+            if live.linger_until.is_some_and(|at| at <= now)
+                && live.subscriptions() == 0
+                && live.waiting.is_empty()
+            {
+                ended.push(channel.clone());
+            }
+            live.waiting.retain(|w| {
+                if w.deadline <= now {
+                    late.push((channel.clone(), w.sink, w.token));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        for channel in ended {
+            let Some(live) = self.channels.remove(&channel) else { continue };
+            if self.sub.ready {
+                self.to_unsubscribe.push(live.keys.pubsub);
+            }
+        }
+        self.stats.live_channels.store(self.channels.len() as u64, Ordering::Relaxed);
+        for (channel, sink, token) in late {
+            BrokerStats::add(&self.stats.timeouts, 1);
+            let error = BrokerError::Unavailable("the channel's redis subscription is not live yet".into());
+            self.fail_subscribe(sink, token, channel, error, now);
+        }
+        if self.cmd.ready {
+            self.retry_failed_reads(now);
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if self.sub.ready {
+            if let Some(link) = self.sub.link.as_mut() {
+                let subscribe: Vec<String> = std::mem::take(&mut self.to_subscribe)
+                    .iter()
+                    .filter_map(|c| self.channels.get(c).map(|live| live.keys.pubsub.clone()))
+                    .collect();
+                for names in subscribe.chunks(CHANNELS_PER_COMMAND) {
+                    link.queue(&subscribe_command(names.iter().map(String::as_str)));
+                }
+                let unsubscribe = std::mem::take(&mut self.to_unsubscribe);
+                for names in unsubscribe.chunks(CHANNELS_PER_COMMAND) {
+                    link.queue(&unsubscribe_command(names.iter().map(String::as_str)));
+                }
+            }
+        }
+        if let Some(link) = self.cmd.link.as_mut() {
+            if let Err(e) = link.flush() {
+                self.command_down(&format!("write: {e}"), now);
+            }
+        }
+        if let Some(link) = self.sub.link.as_mut() {
+            if let Err(e) = link.flush() {
+                self.pubsub_down(&format!("write: {e}"), now);
+            }
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! One connection's channel set ("rooms", issue #13): the channels it is subscribed to, each
+//! with its cursor; the `pushwire.v1` commands applied to it; and the multi-channel request
+//! forms of the HTTP transports.
+//!
+//! Implements:
+//! - [`Rooms::handle_request`]: a parsed command ([`super::commands`]) checked against the
+//!   set (already subscribed, not subscribed, [`RoomLimits::max_channels_per_connection`]) and
+//!   the channel policies and tokens ([`super::policy`], [`super::token`]), then turned into an
+//!   [`Action`] for the hub and/or an immediate reply. Every refusal is a per-command `error`
+//!   reply with the command's `req` echoed; none closes the connection.
+//! - Replies that wait for the hub ([`Rooms::handle_answer`]): the backend answers one
+//!   connection's commands in submission order (`hub/backend.rs`), so one FIFO of pending
+//!   commands (bounded by [`RoomLimits::max_pending_commands`]) matches answers to `req`s.
+//! - Per-channel cursors advanced by deliveries ([`Rooms::handle_delivery`], which drops a
+//!   message at or before the cursor: a replay and a live delivery overlapping), and the
+//!   composite event id of a multi-channel event stream ([`Rooms::write_event_id`]): the
+//!   compact form `HASH.O1.O2` once every channel has a position, else the full form
+//!   (`hub/composite.rs`).
+//! - The token's expiry on a live connection, as Centrifugo does: [`Rooms::token_expires_at`]
+//!   tells the loop when; a `refresh` command with a new token moves it; when it passes the
+//!   connection is closed with [`CLOSE_TOKEN_EXPIRED`] (4001, in RFC 6455 §7.4.2's private-use
+//!   range 4000-4999).
+//! - [`parse_channels`]: the channels of a multi-channel HTTP request, either the path form
+//!   `/channels/a,b,c` or repeated `channel=` parameters on `/channels`; and [`resume_points`]:
+//!   where each starts from a composite `since` or `Last-Event-ID`.
+//!
+//! Does not: hold presence (`hub/presence.rs`), encode messages, or do I/O: the clock comes in
+//! as `unix_now_s`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::http1::target::{decode, Target};
+use crate::hub::backend::ConnAddr;
+use crate::hub::composite::{self, Composite, CompositeError, Mismatch};
+use crate::hub::presence::{Change, Member, PresenceEvent};
+use crate::hub::{ChannelName, Cursor, Epoch, HubError, Payload};
+use crate::protocol::envelope::write_json_string;
+
+use super::commands::{error_reply, ok_reply, Command, CommandError, Request};
+use super::policy::{Action as Grant, Policies};
+use super::token::{verify, Claims, TokenKey, TokenLimits};
+
+/// The WebSocket close code sent when a connection's token expires without a `refresh`
+/// (RFC 6455 §7.4.2: 4000-4999 are for private use).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
+/// Bounds on one connection's channel set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Most channels one connection holds; another subscribe is refused with
+    /// `too_many_channels`, a longer HTTP channel list with 400. Default 64, below Nchan's
+    /// 255: a multi-channel SSE id carries every channel's offset, and at 64 channels its
+    /// compact form is at most 16 + 64 × 21 = 1,360 bytes (the full form 64 × 38 = 2,432), well
+    /// within a request head when the browser sends it back as `Last-Event-ID`; at 255 the full
+    /// form would be 9.7 KB.
+    pub max_channels_per_connection: usize,
+    /// Most commands awaiting the hub's answer on one connection; another is refused with
+    /// `unavailable` until answers arrive. Default 64.
+    pub max_pending_commands: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> RoomLimits {
+        RoomLimits { max_channels_per_connection: 64, max_pending_commands: 64 }
+    }
+}
+
+/// What the connection may do: the server's policies and token key, and the clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Authority<'a> {
+    /// Which channels need a token for what.
+    pub policies: &'a Policies,
+    /// The key tokens are verified with; `None`: the server takes no tokens.
+    pub key: Option<&'a TokenKey>,
+    /// Token size limit.
+    pub token_limits: &'a TokenLimits,
+    /// Now, in seconds since the Unix epoch (tokens' `exp`).
+    pub unix_now_s: u64,
+}
+
+impl Authority<'_> {
+    fn verify(&self, token: &str) -> Result<Claims, CommandError> {
+        let key = self.key.ok_or(CommandError::BadToken("this server takes no tokens"))?;
+        verify(token, key, self.unix_now_s, self.token_limits).map_err(|e| CommandError::BadToken(e.as_str()))
+    }
+}
+
+/// What the hub must do for a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Subscribe the connection from `since` (`None`: from now) and add it to the channel's
+    /// presence; answer with [`Rooms::handle_answer`].
+    Subscribe {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Option<Cursor>,
+        /// The user id of the token that granted it, and the client's info.
+        user: Option<Box<str>>,
+        /// Presence data.
+        info: Option<Box<str>>,
+        /// The connection wants join and leave events.
+        joins: bool,
+    },
+    /// End the subscription and leave the presence; no answer.
+    Unsubscribe {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// Publish; answer with [`Rooms::handle_answer`].
+    Publish {
+        /// The channel.
+        channel: ChannelName,
+        /// The event name.
+        event: Option<Arc<str>>,
+        /// The message.
+        payload: Payload,
+        /// Do not deliver it to this connection.
+        except_self: bool,
+    },
+    /// Read the channel's presence; answer with [`Rooms::handle_answer`].
+    Presence {
+        /// The channel.
+        channel: ChannelName,
+    },
+}
+
+/// The hub's answer to an [`Action`] that has one, in the order the actions were submitted.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The subscription started after `next` (a replay's last id, or where it starts), or
+    /// was refused.
+    Subscribed(Result<Cursor, HubError>),
+    /// The message got this id, or was refused.
+    Published(Result<Cursor, HubError>),
+    /// The channel's members.
+    Presence(Vec<Member>),
+}
+
+/// The result of one command: something for the hub, a reply for the client, or both.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// What the hub must do.
+    pub action: Option<Action>,
+    /// A reply frame's text, to send now.
+    pub reply: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Subscribe,
+    Publish,
+    Presence,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    req: Option<Box<str>>,
+    channel: ChannelName,
+}
+
+/// One channel of the set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// The channel.
+    pub channel: ChannelName,
+    /// The last position delivered; `None` before the subscription's answer.
+    pub cursor: Option<Cursor>,
+}
+
+/// A connection's channels and its token.
+#[derive(Debug)]
+pub struct Rooms {
+    limits: RoomLimits,
+    rooms: Vec<Room>,
+    claims: Option<Claims>,
+    pending: VecDeque<Pending>,
+}
+
+impl Rooms {
+    /// An empty set; `claims` is the connection's token, verified when it connected.
+    pub fn new(limits: RoomLimits, claims: Option<Claims>) -> Rooms {
+        Rooms { limits, rooms: Vec::new(), claims, pending: VecDeque::new() }
+    }
+
+    /// The channels, in the order they were subscribed.
+    pub fn rooms(&self) -> &[Room] {
+        &self.rooms
+    }
+
+    /// When the connection's token expires (seconds since the Unix epoch), if it has one: the
+    /// loop closes the connection with [`CLOSE_TOKEN_EXPIRED`] then unless a `refresh` came.
+    pub fn token_expires_at(&self) -> Option<u64> {
+        self.claims.as_ref().map(|c| c.expires_at)
+    }
+
+    /// The `Unsubscribe` actions that end every subscription: what the loop submits when the
+    /// connection ends, whatever the reason. Empties the set.
+    pub fn close(&mut self) -> Vec<Action> {
+        self.pending.clear();
+        self.rooms.drain(..).map(|r| Action::Unsubscribe { channel: r.channel }).collect()
+    }
+
+    fn position(&self, channel: &ChannelName) -> Option<usize> {
+        self.rooms.iter().position(|r| &r.channel == channel)
+    }
+
+    /// May the connection do `grant` on `channel`, with `token` (a command's own) or its own?
+    /// Returns the user id of the token that decided, if any.
+    fn authorize(
+        &self,
+        grant: Grant,
+        channel: &ChannelName,
+        token: Option<&str>,
+        auth: &Authority<'_>,
+    ) -> Result<Option<Box<str>>, CommandError> {
+        let own;
+        let claims = match token {
+            Some(token) => {
+                own = auth.verify(token)?;
+                Some(&own)
+            }
+            None => self.claims.as_ref(),
+        };
+        if auth.policies.needs_token(channel.as_str(), grant) {
+            match claims {
+                None => return Err(CommandError::NotAllowed("this channel needs a token")),
+                Some(c) if c.expires_at <= auth.unix_now_s => return Err(CommandError::BadToken("expired")),
+                Some(c) if !c.grants(grant, channel.as_str()) => {
+                    return Err(CommandError::NotAllowed("the token does not grant this channel"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(claims.and_then(|c| c.user.clone()))
+    }
+
+    /// Applies one command. Refusals come back as `reply` with no `action`.
+    pub fn handle_request(&mut self, request: Request, auth: &Authority<'_>) -> Outcome {
+        let Request { req, channel, command } = request;
+        let refuse = |e: CommandError| Outcome {
+            action: None,
+            reply: Some(error_reply(req.as_deref(), channel.as_ref(), &e)),
+        };
+        let command = match command {
+            Ok(command) => command,
+            Err(e) => return refuse(e),
+        };
+        let waits =
+            matches!(command, Command::Subscribe { .. } | Command::Publish { .. } | Command::Presence { .. });
+        if waits && self.pending.len() >= self.limits.max_pending_commands {
+            return refuse(CommandError::Unavailable("too many commands awaiting an answer".into()));
+        }
+        match command {
+            Command::Subscribe { channel, since, joins, token, info } => {
+                if self.position(&channel).is_some() {
+                    return refuse(CommandError::AlreadySubscribed);
+                }
+                if self.rooms.len() >= self.limits.max_channels_per_connection {
+                    return refuse(CommandError::TooManyChannels);
+                }
+                let user = match self.authorize(Grant::Subscribe, &channel, token.as_deref(), auth) {
+                    Ok(user) => user,
+                    Err(e) => return refuse(e),
+                };
+                self.rooms.push(Room { channel: channel.clone(), cursor: None });
+                self.pending.push_back(Pending { kind: Kind::Subscribe, req, channel: channel.clone() });
+                Outcome { action: Some(Action::Subscribe { channel, since, user, info, joins }), reply: None }
+            }
+            Command::Unsubscribe { channel } => {
+                let Some(i) = self.position(&channel) else {
+                    return refuse(CommandError::NotSubscribed);
+                };
+                self.rooms.remove(i);
+                let reply = ok_reply(req.as_deref(), Some(&channel), None);
+                Outcome { action: Some(Action::Unsubscribe { channel }), reply: Some(reply) }
+            }
+            Command::Publish { channel, payload, event, except_self } => {
+                if let Err(e) = self.authorize(Grant::Publish, &channel, None, auth) {
+                    return refuse(e);
+                }
+                self.pending.push_back(Pending { kind: Kind::Publish, req, channel: channel.clone() });
+                let event = event.map(Arc::from);
+                Outcome {
+                    action: Some(Action::Publish { channel, event, payload, except_self }),
+                    reply: None,
+                }
+            }
+            Command::Presence { channel } => {
+                if let Err(e) = self.authorize(Grant::Presence, &channel, None, auth) {
+                    return refuse(e);
+                }
+                self.pending.push_back(Pending { kind: Kind::Presence, req, channel: channel.clone() });
+                Outcome { action: Some(Action::Presence { channel }), reply: None }
+            }
+            Command::Refresh { token } => match auth.verify(&token) {
+                Ok(claims) => {
+                    self.claims = Some(claims);
+                    Outcome { action: None, reply: Some(ok_reply(req.as_deref(), None, None)) }
+                }
+                Err(e) => refuse(e),
+            },
+        }
+    }
+
+    /// The hub's answer to the oldest action still waiting; returns the reply to send, or
+    /// `None` for an answer nothing waits for (a protocol error of the caller's).
+    pub fn handle_answer(&mut self, answer: Answer) -> Option<Vec<u8>> {
+        let pending = self.pending.pop_front()?;
+        let (req, channel) = (pending.req.as_deref(), Some(&pending.channel));
+        Some(match (pending.kind, answer) {
+            (Kind::Subscribe, Answer::Subscribed(Ok(next))) => {
+                // Unsubscribed meanwhile: the client still gets its ok, the room stays gone
+                // (the backend applied the Unsubscribe after the Subscribe).
+                if let Some(i) = self.position(&pending.channel) {
+                    self.rooms[i].cursor = Some(next);
+                }
+                ok_reply(req, channel, None)
+            }
+            (Kind::Subscribe, Answer::Subscribed(Err(e))) => {
+                if let Some(i) = self.position(&pending.channel) {
+                    self.rooms.remove(i);
+                }
+                error_reply(req, channel, &hub_error(e))
+            }
+            (Kind::Publish, Answer::Published(Ok(id))) => ok_reply(req, channel, Some(id)),
+            (Kind::Publish, Answer::Published(Err(e))) => error_reply(req, channel, &hub_error(e)),
+            (Kind::Presence, Answer::Presence(members)) => presence_reply(req, &pending.channel, &members),
+            (kind, answer) => {
+                let why = format!("internal: {kind:?} answered with {answer:?}");
+                error_reply(req, channel, &CommandError::Unavailable(why))
+            }
+        })
+    }
+
+    /// A message `id` of `channel` is about to be delivered: true when it follows the
+    /// channel's cursor (then the cursor moves to it), false for a channel not in the set, one
+    /// not yet answered, or a message at or before the cursor (already delivered by a replay).
+    pub fn handle_delivery(&mut self, channel: &ChannelName, id: Cursor) -> bool {
+        let Some(room) = self.rooms.iter_mut().find(|r| &r.channel == channel) else { return false };
+        match room.cursor {
+            Some(c) if c.epoch == id.epoch && id.offset <= c.offset => false,
+            Some(_) => {
+                room.cursor = Some(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves a channel's cursor (a replay's or a gap's `next`).
+    pub fn set_cursor(&mut self, channel: &ChannelName, next: Cursor) {
+        if let Some(room) = self.rooms.iter_mut().find(|r| &r.channel == channel) {
+            room.cursor = Some(next);
+        }
+    }
+
+    /// Appends the set's composite event id (a multi-channel SSE `id:`): compact when every
+    /// channel has a position, else full with empty entries for the others.
+    pub fn write_event_id(&self, out: &mut String) {
+        let cursors: Option<Vec<Cursor>> = self.rooms.iter().map(|r| r.cursor).collect();
+        match cursors {
+            Some(cursors) => composite::write_compact(out, &cursors),
+            None => composite::write_full(out, self.rooms.iter().map(|r| r.cursor)),
+        }
+    }
+}
+
+/// A hub refusal as a command error.
+fn hub_error(e: HubError) -> CommandError {
+    match e {
+        HubError::MessageTooLarge => CommandError::TooLarge("message"),
+        HubError::InvalidChannelName => CommandError::BadChannel,
+        e => CommandError::Unavailable(e.to_string()),
+    }
+}
+
+/// A connection's public id in presence: its loop, slot and generation as 18 hex digits
+/// (unique among live connections of this server).
+pub fn member_id(conn: ConnAddr) -> String {
+    format!("{:02x}{:08x}{:08x}", conn.sink.index(), conn.conn.key(), conn.conn.generation)
+}
+
+fn write_member(out: &mut Vec<u8>, member: &Member) {
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(member_id(member.conn).as_bytes());
+    out.push(b'"');
+    if let Some(user) = &member.user {
+        out.extend_from_slice(b",\"user\":");
+        write_json_string(out, user);
+    }
+    if let Some(info) = &member.info {
+        // Checked to be a JSON object's text by the command parser.
+        out.extend_from_slice(b",\"info\":");
+        out.extend_from_slice(info.as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// `{"type":"presence","req":…,"channel":"a","count":N,"members":[{"id":…,"user":…,"info":…}]}`;
+/// also the body of `GET /channels/NAME/presence` (without `type` and `req` mattering).
+pub fn presence_reply(req: Option<&str>, channel: &ChannelName, members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + members.len() * 48);
+    out.extend_from_slice(b"{\"type\":\"presence\"");
+    if let Some(req) = req {
+        out.extend_from_slice(b",\"req\":");
+        out.extend_from_slice(req.as_bytes());
+    }
+    out.extend_from_slice(
+        format!(",\"channel\":\"{}\",\"count\":{},\"members\":[", channel.as_str(), members.len()).as_bytes(),
+    );
+    for (i, member) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_member(&mut out, member);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// `{"type":"join","channel":"a","member":{…}}` or `"leave"`: one frame for every connection
+/// the event notifies, encoded once.
+pub fn presence_event(event: &PresenceEvent) -> Vec<u8> {
+    let kind = match event.change {
+        Change::Join => "join",
+        Change::Leave => "leave",
+    };
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(
+        format!("{{\"type\":\"{kind}\",\"channel\":\"{}\",\"member\":", event.channel.as_str()).as_bytes(),
+    );
+    write_member(&mut out, &event.member);
+    out.push(b'}');
+    out
+}
+
+/// Why a multi-channel request's channel list was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelsError {
+    /// No channel named.
+    Empty,
+    /// More than [`RoomLimits::max_channels_per_connection`].
+    TooMany,
+    /// A name is not a channel name.
+    BadName,
+    /// A channel named twice.
+    Duplicate,
+    /// A `channel=` value's percent-encoding is broken.
+    BadEncoding,
+}
+
+impl ChannelsError {
+    /// The HTTP status: always 400.
+    pub fn status_hint(self) -> u16 {
+        400
+    }
+}
+
+impl fmt::Display for ChannelsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChannelsError::Empty => "name at least one channel",
+            ChannelsError::TooMany => "too many channels in one request",
+            ChannelsError::BadName => "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -",
+            ChannelsError::Duplicate => "a channel is named twice",
+            ChannelsError::BadEncoding => "a channel parameter is not percent-encoded UTF-8",
+        })
+    }
+}
+
+impl std::error::Error for ChannelsError {}
+
+/// The channels of a subscribe request, in the order named: `/channels/a,b,c` (`,` is not in
+/// the channel alphabet), or `/channels?channel=a&channel=b` (repeated parameters; the
+/// `channel` parameters of a `/channels/...` path are ignored). `None` for a path that is
+/// neither. The count is checked before any name is copied.
+pub fn parse_channels(
+    target: &Target<'_>,
+    limits: &RoomLimits,
+) -> Option<Result<Vec<ChannelName>, ChannelsError>> {
+    let max = limits.max_channels_per_connection;
+    let names: Vec<String> = if let Some(list) = target.path.strip_prefix("/channels/") {
+        if list.split(',').count() > max {
+            return Some(Err(ChannelsError::TooMany));
+        }
+        list.split(',').map(String::from).collect()
+    } else if target.path == "/channels" {
+        let pairs =
+            || target.query.unwrap_or("").split('&').filter(|p| p.split('=').next() == Some("channel"));
+        if pairs().count() > max {
+            return Some(Err(ChannelsError::TooMany));
+        }
+        match pairs().map(|p| decode(p.split_once('=').map_or("", |(_, v)| v))).collect() {
+            Ok(names) => names,
+            Err(_) => return Some(Err(ChannelsError::BadEncoding)),
+        }
+    } else {
+        return None;
+    };
+    Some(check_channels(names))
+}
+
+fn check_channels(names: Vec<String>) -> Result<Vec<ChannelName>, ChannelsError> {
+    if names.is_empty() {
+        return Err(ChannelsError::Empty);
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
+    for name in names {
+        let channel = ChannelName::parse(&name).map_err(|_| ChannelsError::BadName)?;
+        // At most max_channels_per_connection entries: quadratic in a bounded count.
+        if channels.contains(&channel) {
+            return Err(ChannelsError::Duplicate);
+        }
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// Where one channel of a multi-channel request starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From now, no gap.
+    Tail,
+    /// After this cursor (the hub's gap rules apply).
+    After(Cursor),
+    /// From now with a gap event: the client had a position the server cannot read (an
+    /// unparseable `Last-Event-ID`, or a compact id whose epochs changed).
+    Lost,
+}
+
+/// Where a composite cursor text resumes, before the channels' epochs are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Each channel's start is known.
+    Each(Vec<Start>),
+    /// A compact id: resolve it with [`Resume::resolve`] against the channels' current epochs.
+    Compact {
+        /// The hash of the epochs the offsets count in.
+        epochs_hash: u64,
+        /// One offset per channel.
+        offsets: Vec<u64>,
+    },
+}
+
+impl Resume {
+    /// Each channel's start, given the channels' current epochs (in request order); a compact
+    /// id whose hash does not match is [`Start::Lost`] on every channel (it cannot say which
+    /// channel changed, `hub/composite.rs`).
+    pub fn resolve(self, current: &[Epoch]) -> Vec<Start> {
+        match self {
+            Resume::Each(starts) => starts,
+            Resume::Compact { epochs_hash, offsets } => {
+                match Composite::resolve_compact(epochs_hash, &offsets, current) {
+                    Ok(cursors) => cursors.into_iter().map(Start::After).collect(),
+                    Err(Mismatch) => vec![Start::Lost; offsets.len()],
+                }
+            }
+        }
+    }
+}
+
+/// Where each of `channels` channels starts. `since` is the explicit `?since=` (a bad one is
+/// an error: 400); `last_event_id` is the browser's header, which wins when present and which
+/// is never refused: an unreadable one is [`Start::Lost`] on every channel (issue #13 item 7;
+/// WHATWG HTML `#the-last-event-id-header` lets the server interpret it as it likes, and a 400
+/// would stop the browser's reconnects for good).
+pub fn resume_points(
+    channels: usize,
+    since: Option<&str>,
+    last_event_id: Option<&[u8]>,
+) -> Result<Resume, CompositeError> {
+    if let Some(header) = last_event_id.filter(|h| !h.is_empty()) {
+        let parsed = std::str::from_utf8(header).ok().and_then(|text| Composite::parse(text, channels).ok());
+        return Ok(parsed.map_or_else(|| Resume::Each(vec![Start::Lost; channels]), from_composite));
+    }
+    match since {
+        None => Ok(Resume::Each(vec![Start::Tail; channels])),
+        Some(text) => Composite::parse(text, channels).map(from_composite),
+    }
+}
+
+fn from_composite(composite: Composite) -> Resume {
+    match composite {
+        Composite::Full(entries) => {
+            Resume::Each(entries.into_iter().map(|e| e.map_or(Start::Tail, Start::After)).collect())
+        }
+        Composite::Compact { epochs_hash, offsets } => Resume::Compact { epochs_hash, offsets },
+    }
+}
+
+#[cfg(test)]
+mod tests;

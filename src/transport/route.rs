@@ -1,0 +1,397 @@
+//! Routing: a request head to a [`Route`] or a [`Refusal`], with the access verdict decided
+//! once on the way.
+//!
+//! Implements: the URL space (`/`, `/healthz`, `/metrics`, `/pushwire.js`, `/echo`,
+//! `/channels/{name}`), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
+//! of [`super::access`] applied once per head (origin, then the token the route needs), and the choice
+//! of transport for `GET /channels/{name}` (see [`super`], "Choosing a transport").
+//!
+//! Does not: answer anything (the connection and the sessions do).
+
+use std::time::Duration;
+
+use super::access::Denied;
+use super::feed::Start;
+use super::refusal::Refusal;
+use super::{sse, websocket, Limits};
+use crate::config::Config;
+use crate::http1::head::{Headers, RequestHead};
+use crate::http1::target::Target;
+use crate::hub::{ChannelName, Cursor, Since};
+use crate::protocol::Transport;
+
+/// What a request asks for, once its head is routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: the embedded page.
+    Index,
+    /// `GET /pushwire.js`: the browser client.
+    ClientScript,
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /metrics`: Prometheus text format.
+    Metrics,
+    /// `OPTIONS`: a CORS preflight (or a plain OPTIONS), answered 204.
+    Preflight,
+    /// `POST /channels/{name}`: publish the body.
+    Publish {
+        /// The channel.
+        channel: ChannelName,
+        /// The event name from `?event=`, validated.
+        event: Option<String>,
+    },
+    /// `GET /channels/{name}`: answer at once with what follows `since`.
+    ShortPoll {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+    },
+    /// `GET /channels/{name}?wait=SECONDS`: answer when something follows `since`, or after
+    /// `wait` with nothing.
+    LongPoll {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+        /// How long to park (already capped).
+        wait: Duration,
+    },
+    /// `GET /channels/{name}` as an event stream.
+    Sse {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends (`Last-Event-ID`, `last_event_id` or `since`), or
+        /// [`Start::Lost`] for an unreadable `Last-Event-ID`.
+        since: Start,
+    },
+    /// A WebSocket upgrade, accepted: on a channel, or `/echo` when `channel` is `None`.
+    WebSocket {
+        /// The channel and where the client's history ends.
+        channel: Option<(ChannelName, Since)>,
+        /// The handshake's answer.
+        accepted: crate::ws::Accepted,
+        /// Messages the client sends are published (publishing allowed and token given).
+        may_publish: bool,
+    },
+    /// `GET /channels/{name}` as a chunked NDJSON stream.
+    Stream {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+    },
+}
+
+const CHANNEL_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD, POST")];
+const PAGE_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD")];
+
+/// A routed request head: the route (or why it is refused) and the access verdict it was
+/// decided with, handed on so that nothing downstream checks the head again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The route, or the refusal to answer with.
+    pub route: Result<Route, Refusal>,
+    /// The request's origin when it is allowed and cross-origin: the answer (a refusal's too)
+    /// names it in its CORS fields (see [`super::access`]).
+    pub cors_origin: Option<String>,
+}
+
+/// Routes a request head (see [`route_request`], which also gives the CORS origin).
+pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
+    route_request(head, config).route
+}
+
+/// Routes a request head, deciding access once: the origin for every request, the publish
+/// token for a publish or a WebSocket that may publish, the subscribe token for a subscription.
+pub fn route_request(head: &RequestHead, config: &Config) -> Routed {
+    let origin = config.access.check_origin(head);
+    let cors_origin = origin.as_ref().ok().and_then(Clone::clone);
+    Routed { route: route_with(head, config, origin.map(drop)), cors_origin }
+}
+
+fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -> Result<Route, Refusal> {
+    let limits = &config.transport;
+    let target = Target::parse(&head.target).ok_or(Refusal::BadTarget)?;
+    origin.map_err(Refusal::Denied)?;
+    let method = head.method.as_str();
+    // RFC 9110 §9.1: an origin server that receives a request method that is unrecognized or
+    // not implemented SHOULD respond with 501; a known method the resource does not allow gets
+    // 405 with Allow (§15.5.6). Method names are case-sensitive, so `get` is unrecognized.
+    if !matches!(
+        method,
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+    ) {
+        return Err(Refusal::MethodNotImplemented);
+    }
+    if method == "OPTIONS" {
+        return Ok(Route::Preflight);
+    }
+    let read_only = matches!(method, "GET" | "HEAD");
+    // RFC 9110 §15.5.6: a 405 response MUST include an Allow header field.
+    let not_allowed = |allow| Refusal::MethodNotAllowed { allow };
+    match target.path {
+        "/" | "/index.html" if read_only => Ok(Route::Index),
+        "/pushwire.js" if read_only => Ok(Route::ClientScript),
+        "/healthz" if read_only => Ok(Route::Healthz),
+        "/metrics" if read_only => Ok(Route::Metrics),
+        "/" | "/index.html" | "/pushwire.js" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
+        "/echo" => websocket_route(head, &target, None, config),
+        path => {
+            let Some(name) = path.strip_prefix("/channels/") else {
+                return Err(Refusal::NotFound);
+            };
+            let channel = ChannelName::parse(name).map_err(|_| Refusal::BadChannelName)?;
+            match method {
+                "POST" => {
+                    config.access.check_publish(head, &target).map_err(Refusal::Denied)?;
+                    Ok(Route::Publish { channel, event: event_param(&target, limits)? })
+                }
+                "GET" | "HEAD" => {
+                    config.access.check_subscribe(head, &target).map_err(Refusal::Denied)?;
+                    subscribe_route(head, &target, channel, config)
+                }
+                _ => Err(not_allowed(CHANNEL_METHODS)),
+            }
+        }
+    }
+}
+
+/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
+fn subscribe_route(
+    head: &RequestHead,
+    target: &Target<'_>,
+    channel: ChannelName,
+    config: &Config,
+) -> Result<Route, Refusal> {
+    let limits = &config.transport;
+    let mode = match target.param("mode") {
+        Some(Ok(m)) => Transport::parse(&m).ok_or(Refusal::BadMode)?,
+        Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
+        None if head.has_token("upgrade", "websocket") => Transport::WebSocket,
+        None if accepts(head, "text/event-stream") => Transport::Sse,
+        None if accepts(head, "application/x-ndjson") => Transport::Stream,
+        None if target.param("wait").is_some() => Transport::LongPoll,
+        None => Transport::Poll,
+    };
+    // HEAD cannot stream or park: it gets the short poll's fields.
+    let mode = if head.method == "HEAD" { Transport::Poll } else { mode };
+    if limits.disabled.contains(&mode) {
+        return Err(Refusal::TransportDisabled);
+    }
+    let since = since_param(target)?;
+    match mode {
+        Transport::Poll => Ok(Route::ShortPoll { channel, since }),
+        Transport::LongPoll => {
+            let wait = match target.param("wait") {
+                None => limits.longpoll_max_wait,
+                Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::BadWait)?,
+                Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
+            };
+            Ok(Route::LongPoll { channel, since, wait: wait.min(limits.longpoll_max_wait) })
+        }
+        Transport::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
+        // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
+        Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
+        Transport::Stream => Ok(Route::Stream { channel, since }),
+        Transport::WebSocket => websocket_route(head, target, Some((channel, since)), config),
+    }
+}
+
+/// Runs the opening handshake checks (RFC 6455 §4.2.1) for `/echo` or a channel.
+fn websocket_route(
+    head: &RequestHead,
+    target: &Target<'_>,
+    channel: Option<(ChannelName, Since)>,
+    config: &Config,
+) -> Result<Route, Refusal> {
+    let options = crate::ws::ServerOptions {
+        protocols: if channel.is_some() { vec![websocket::PROTOCOL_V1.to_string()] } else { Vec::new() },
+        // The Origin policy was applied to every request before routing (see `access`).
+        allowed_origins: None,
+        deflate: config.websocket.deflate,
+    };
+    let may_publish = config.websocket.client_publish && config.access.check_publish(head, target).is_ok();
+    match crate::ws::handshake::accept(head, &options) {
+        Ok(accepted) => Ok(Route::WebSocket { channel, accepted, may_publish }),
+        Err(e) => Err(Refusal::Handshake(e)),
+    }
+}
+
+/// True when the request's `Accept` lists `media` (RFC 9110 §12.5.1; parameters ignored).
+fn accepts(head: &RequestHead, media: &str) -> bool {
+    head.fields()
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("accept"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|range| {
+            let range = range.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            range.eq_ignore_ascii_case(media.as_bytes())
+        })
+}
+
+/// A `?wait=` value: decimal seconds, at most 6 digits before and 3 after the point.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str, max: usize| s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole, 6) || !digits(frac, 3) {
+        return None;
+    }
+    let millis: u64 = format!("{whole}{frac:0<3}").parse().ok()?;
+    Some(Duration::from_millis(millis))
+}
+
+/// The `since` cursor of a request: absent means "from now".
+pub fn since_param(target: &Target<'_>) -> Result<Since, Refusal> {
+    match target.param("since") {
+        None => Ok(Since::Tail),
+        Some(Ok(text)) => Cursor::parse(&text).map(Since::After).map_err(|_| Refusal::BadSince),
+        Some(Err(_)) => Err(Refusal::BadQueryEncoding),
+    }
+}
+
+/// The `event` name of a publish: an RFC 9110 §5.6.2 token, not the reserved `gap`.
+fn event_param(target: &Target<'_>, limits: &Limits) -> Result<Option<String>, Refusal> {
+    let Some(value) = target.param("event") else {
+        return Ok(None);
+    };
+    let name = value.map_err(|_| Refusal::BadQueryEncoding)?;
+    if name.is_empty() || name.len() > limits.max_event_name_bytes || !name.bytes().all(is_tchar) {
+        return Err(Refusal::BadEventName);
+    }
+    if name == "gap" {
+        return Err(Refusal::ReservedEventName);
+    }
+    Ok(Some(name))
+}
+
+/// RFC 9110 §5.6.2 tchar.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::head::Header;
+
+    fn head(method: &str, target: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            minor_version: 1,
+            headers: vec![Header { name: "Host".into(), value: b"x".to_vec() }],
+        }
+    }
+
+    fn status(method: &str, target: &str) -> u16 {
+        route(&head(method, target), &Config::default()).unwrap_err().status()
+    }
+
+    #[test]
+    fn rfc9110_9_1_unrecognized_methods_are_501() {
+        assert_eq!(status("BREW", "/channels/a"), 501);
+        assert_eq!(status("get", "/healthz"), 501);
+        assert_eq!(status("PUT", "/channels/a"), 405);
+    }
+
+    #[test]
+    fn rfc9110_15_5_6_405_carries_allow() {
+        let r = route(&head("DELETE", "/channels/a"), &Config::default()).unwrap_err();
+        assert_eq!((r.status(), r.headers()), (405, CHANNEL_METHODS));
+        assert_eq!(status("POST", "/healthz"), 405);
+    }
+
+    #[test]
+    fn pages_are_routed_and_read_only() {
+        let config = Config::default();
+        assert_eq!(route(&head("GET", "/"), &config), Ok(Route::Index));
+        assert_eq!(route(&head("GET", "/pushwire.js"), &config), Ok(Route::ClientScript));
+        assert_eq!(route(&head("HEAD", "/pushwire.js?v=1"), &config), Ok(Route::ClientScript));
+        let r = route(&head("POST", "/pushwire.js"), &config).unwrap_err();
+        assert_eq!((r.status(), r.headers()), (405, PAGE_METHODS));
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_bad_names_400() {
+        assert_eq!(status("GET", "/nope"), 404);
+        assert_eq!(status("GET", "/channels/"), 400);
+        assert_eq!(status("GET", "/channels/a%20b"), 400);
+        assert_eq!(status("GET", &format!("/channels/{}", "a".repeat(129))), 400);
+    }
+
+    #[test]
+    fn publish_event_must_be_a_token_and_not_gap() {
+        assert_eq!(status("POST", "/channels/a?event=gap"), 400);
+        assert_eq!(status("POST", "/channels/a?event=a%20b"), 400);
+        assert_eq!(status("POST", &format!("/channels/a?event={}", "e".repeat(65))), 400);
+        let ok = route(&head("POST", "/channels/a?event=price"), &Config::default()).unwrap();
+        assert!(matches!(ok, Route::Publish { event: Some(e), .. } if e == "price"));
+    }
+
+    #[test]
+    fn transport_is_chosen_by_mode_then_headers_then_wait() {
+        let mut h = head("GET", "/channels/a");
+        h.headers
+            .push(Header { name: "Accept".into(), value: b"text/html, text/event-stream;q=0.9".to_vec() });
+        assert!(matches!(route(&h, &Config::default()), Ok(Route::Sse { .. })));
+        h.target = "/channels/a?mode=poll".into();
+        assert!(matches!(route(&h, &Config::default()), Ok(Route::ShortPoll { .. })));
+        let mut n = head("GET", "/channels/a");
+        n.headers.push(Header { name: "Accept".into(), value: b"application/x-ndjson".to_vec() });
+        assert!(matches!(route(&n, &Config::default()), Ok(Route::Stream { .. })));
+        let lp = route(&head("GET", "/channels/a?wait=2.5"), &Config::default()).unwrap();
+        assert!(matches!(lp, Route::LongPoll { wait, .. } if wait == Duration::from_millis(2500)));
+        let capped = route(&head("GET", "/channels/a?wait=999"), &Config::default()).unwrap();
+        assert!(matches!(capped, Route::LongPoll { wait, .. } if wait == Duration::from_secs(30)));
+        assert_eq!(status("GET", "/channels/a?wait=-1"), 400);
+        assert_eq!(status("GET", "/channels/a?wait=1e3"), 400);
+        assert_eq!(status("GET", "/channels/a?mode=carrier-pigeon"), 400);
+    }
+
+    #[test]
+    fn disabled_transports_are_refused_with_403() {
+        let mut config = Config::default();
+        config.transport.disabled = vec![Transport::Sse];
+        let r = route(&head("GET", "/channels/a?mode=sse"), &config).unwrap_err();
+        assert_eq!(r.status(), 403);
+        assert!(route(&head("GET", "/channels/a?mode=stream"), &config).is_ok());
+    }
+
+    /// Issue #13 item 7, HTML `#the-last-event-id-header`: the browser sends `Last-Event-ID`
+    /// by itself, so an unreadable one starts from now with a gap ([`Start::Lost`]) instead of
+    /// a 400 that would end its reconnects; `?last_event_id=` and `?since=` stay 400.
+    #[test]
+    fn html_sse_unreadable_last_event_id_is_a_gap_not_a_refusal() {
+        let sse = |target: &str, last_event_id: Option<&[u8]>| {
+            let mut h = head("GET", target);
+            h.headers.push(Header { name: "Accept".into(), value: b"text/event-stream".to_vec() });
+            if let Some(value) = last_event_id {
+                h.headers.push(Header { name: "Last-Event-ID".into(), value: value.to_vec() });
+            }
+            route(&h, &Config::default()).map(|r| match r {
+                Route::Sse { since, .. } => since,
+                other => panic!("{other:?}"),
+            })
+        };
+        for garbage in [&b"garbage"[..], b"\xc3\x28", b"0123456789abcdef.1.2", b"00000000000000ab:"] {
+            assert_eq!(sse("/channels/a", Some(garbage)), Ok(Start::Lost), "{garbage:?}");
+        }
+        let good = Start::Since(Since::After(Cursor::parse("00000000000000ab:7").unwrap()));
+        assert_eq!(
+            sse("/channels/a?last_event_id=nope", Some(b"00000000000000ab:7")),
+            Ok(good),
+            "the header wins"
+        );
+        assert_eq!(sse("/channels/a", Some(b"")), Ok(Start::Since(Since::Tail)));
+        assert_eq!(sse("/channels/a?last_event_id=x", None).unwrap_err().status(), 400);
+        assert_eq!(sse("/channels/a?since=x", None).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn since_must_parse_as_a_cursor() {
+        assert_eq!(status("GET", "/channels/a?since=nope"), 400);
+        let ok = route(&head("GET", "/channels/a?since=00000000000000ab%3A7"), &Config::default()).unwrap();
+        assert!(matches!(ok, Route::ShortPoll { since: Since::After(c), .. } if c.offset == 7));
+    }
+}

@@ -1,0 +1,290 @@
+//! The session contract: what a transport that owns a connection after its request answers
+//! ([`Session`], one closed enum so every push style is visible in one `match`), what it may
+//! touch while it does ([`Ctx`]) and what it gives back ([`Flow`], [`CloseReason`]).
+//!
+//! Implements: the dispatch of each call to the transport's own session type in
+//! [`super::long_poll`], [`super::sse`], [`super::stream`] and [`super::websocket`].
+//!
+//! Does not: route requests ([`mod@super::route`]) or own the connection's phase (`crate::conn`).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{long_poll, sse, stream, websocket};
+use crate::config::Config;
+use crate::hub::{ChannelName, Command, HubError};
+use crate::output::Output;
+use crate::protocol::Transport;
+
+/// Why a connection ends, for logs (one byte in every connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// An idle keep-alive connection reached its timeout (RFC 9112 §9.5).
+    Idle,
+    /// The last response was answered with `Connection: close`.
+    Done,
+    /// A request broke HTTP framing or timed out.
+    BadRequest,
+    /// A graceful shutdown.
+    Draining,
+    /// A streaming subscriber could not keep up (see [`super::feed`]).
+    SlowConsumer,
+    /// The hub refused a command of a response already started.
+    RefusedByHub,
+    /// A long poll answered on a connection that does not stay open.
+    LongPollAnswered,
+    /// The WebSocket connection was failed (RFC 6455 §7.1.7).
+    WebSocketFailed,
+    /// The WebSocket closing handshake completed.
+    WebSocketClosed,
+    /// The peer did not answer the server's WebSocket close in time.
+    WebSocketCloseTimeout,
+}
+
+impl CloseReason {
+    /// The reason as logged (and, for a WebSocket policy close, sent in the close frame).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::Idle => "idle",
+            CloseReason::Done => "done",
+            CloseReason::BadRequest => "bad request",
+            CloseReason::Draining => "draining",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::RefusedByHub => "refused by the hub",
+            CloseReason::LongPollAnswered => "long poll answered",
+            CloseReason::WebSocketFailed => "websocket failed",
+            CloseReason::WebSocketClosed => "websocket closed",
+            CloseReason::WebSocketCloseTimeout => "websocket close timeout",
+        }
+    }
+}
+
+/// What a session handler gives back to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep serving.
+    Continue,
+    /// The response is complete; the connection may read its next request.
+    Complete,
+    /// Close the connection once the output is flushed, for the reason given (for logs).
+    Close(CloseReason),
+}
+
+/// What a session may touch while handling an input: the connection's output and command
+/// queue, the configuration and the time.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Bytes to write.
+    pub out: &'a mut Output,
+    /// Hub commands for the event loop.
+    pub commands: &'a mut CommandQueue,
+    /// The server's configuration.
+    pub config: &'a Config,
+    /// The current time.
+    pub now: Instant,
+    /// Server-wide counters.
+    pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
+    /// The event loop's permessage-deflate codec (see [`crate::conn::ConnEnv::deflate`]).
+    pub deflate: &'a crate::ws::deflate::SharedCodec,
+    /// The allowed cross-origin request's origin, to name in CORS fields.
+    pub cors_origin: Option<&'a str>,
+}
+
+/// Hub commands a connection queued for the event loop, oldest first. One pointer while empty
+/// (every idle connection): the queue is allocated by the first command and freed once drained.
+// Boxed on purpose: 8 bytes in every connection instead of a `VecDeque`'s 32.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+pub struct CommandQueue(Option<Box<VecDeque<Command>>>);
+
+impl CommandQueue {
+    /// Queues `command` last.
+    pub fn push_back(&mut self, command: Command) {
+        self.0.get_or_insert_default().push_back(command);
+    }
+
+    /// Takes the oldest command; the queue's memory is released once it is empty.
+    pub fn pop_front(&mut self) -> Option<Command> {
+        let queue = self.0.as_mut()?;
+        let command = queue.pop_front();
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        command
+    }
+
+    /// True when no command waits.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    /// True while the queue holds an allocation (only while commands wait).
+    pub fn is_allocated(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Ctx<'_> {
+    /// `fields` plus the CORS fields of this request, if it is cross-origin.
+    pub fn fields<'f>(&'f self, fields: &[(&'f str, &'f str)]) -> Vec<(&'f str, &'f str)> {
+        with_cors(fields, self.cors_origin)
+    }
+}
+
+/// `fields` plus `Access-Control-Allow-Origin` and `Vary: Origin` when `origin` is set.
+pub fn with_cors<'f>(fields: &[(&'f str, &'f str)], origin: Option<&'f str>) -> Vec<(&'f str, &'f str)> {
+    let mut all = fields.to_vec();
+    if let Some(origin) = origin {
+        all.push(("Access-Control-Allow-Origin", origin));
+        all.push(("Vary", "Origin"));
+    }
+    all
+}
+
+/// A transport that owns the connection after its request: every push style is visible in one
+/// `match`, dispatch is static.
+#[derive(Debug)]
+pub enum Session {
+    /// A parked or answering long poll.
+    LongPoll(long_poll::LongPollSession),
+    /// An event stream.
+    Sse(sse::SseSession),
+    /// A chunked NDJSON stream.
+    Stream(stream::StreamSession),
+    /// A WebSocket connection (inline: with its mid-frame state out of line it is small, and
+    /// a box would cost an idle subscriber a 112-byte allocation).
+    WebSocket(websocket::WsSession),
+}
+
+/// What a connection does with bytes that arrive while a session owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputPolicy {
+    /// Hand them to the session (WebSocket frames).
+    Session,
+    /// Keep them for the next request (pipelined behind a long poll).
+    Buffer,
+    /// Drop them (a stream's client has nothing to say).
+    Discard,
+}
+
+impl Session {
+    /// The subscription's replay, and the hub's copy of the channel's name (kept instead of
+    /// the request's, so idle subscribers of a channel share one).
+    pub fn handle_subscribed(
+        &mut self,
+        channel: ChannelName,
+        replay: crate::hub::Replay,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_subscribed(replay, ctx),
+            Session::Sse(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::Stream(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::WebSocket(s) => s.handle_subscribed(channel, replay, ctx),
+        }
+    }
+
+    /// The answer to a read the session queued.
+    pub fn handle_read(&mut self, replay: crate::hub::Replay, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_read(replay, ctx),
+            Session::Sse(s) => s.handle_page(replay, ctx),
+            Session::Stream(s) => s.handle_page(replay, ctx),
+            Session::WebSocket(s) => s.handle_page(replay, ctx),
+        }
+    }
+
+    /// A live message on the subscribed channel.
+    pub fn handle_delivery(&mut self, msg: &std::sync::Arc<crate::hub::Message>, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_delivery(msg, ctx),
+            Session::Sse(s) => s.handle_delivery(msg, ctx),
+            Session::Stream(s) => s.handle_delivery(msg, ctx),
+            Session::WebSocket(s) => s.handle_delivery(msg, ctx),
+        }
+    }
+
+    /// Some output was written.
+    pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::LongPoll(_) => {}
+            Session::Sse(s) => s.handle_drained(ctx),
+            Session::Stream(s) => s.handle_drained(ctx),
+            Session::WebSocket(s) => s.handle_drained(ctx),
+        }
+    }
+
+    /// The session's next deadline.
+    pub fn poll_timeout(&self, config: &Config) -> Option<Instant> {
+        match self {
+            Session::LongPoll(s) => s.poll_timeout(),
+            Session::Sse(s) => s.poll_timeout(),
+            Session::Stream(s) => s.poll_timeout(),
+            Session::WebSocket(s) => s.poll_timeout(&config.websocket),
+        }
+    }
+
+    /// A deadline passed (calls before it are harmless).
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_timeout(ctx),
+            Session::Sse(s) => s.handle_timeout(ctx),
+            Session::Stream(s) => s.handle_timeout(ctx),
+            Session::WebSocket(s) => s.handle_timeout(ctx),
+        }
+    }
+
+    /// The server is shutting down: end the response or stream (WebSocket: close 1001).
+    pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::LongPoll(s) => s.handle_drain(ctx),
+            Session::Sse(s) => s.handle_drain(ctx),
+            Session::Stream(s) => s.handle_drain(ctx),
+            Session::WebSocket(s) => s.handle_drain(ctx),
+        }
+    }
+
+    /// What to do with input while this session owns the connection.
+    pub fn input_policy(&self) -> InputPolicy {
+        match self {
+            Session::WebSocket(_) => InputPolicy::Session,
+            Session::LongPoll(_) => InputPolicy::Buffer,
+            Session::Sse(_) | Session::Stream(_) => InputPolicy::Discard,
+        }
+    }
+
+    /// Bytes from the peer (only for [`InputPolicy::Session`]); the session may change them in
+    /// place (WebSocket unmasking) and consumes them all.
+    pub fn handle_input(&mut self, input: &mut [u8], ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_input(input, ctx),
+            _ => Flow::Continue,
+        }
+    }
+
+    /// A command the session queued was refused by the hub. `None`: nothing has been written
+    /// yet, so the connection answers with an HTTP error (`HubError::status_hint`); otherwise
+    /// the session has ended its response in its own format (a WebSocket with the close code
+    /// that matches the refusal).
+    pub fn handle_refused(&mut self, error: HubError, ctx: &mut Ctx<'_>) -> Option<Flow> {
+        match self {
+            Session::WebSocket(s) => Some(s.handle_refused(error, ctx)),
+            Session::Sse(s) => s.handle_refused(ctx),
+            Session::Stream(s) => s.handle_refused(ctx),
+            Session::LongPoll(_) => None,
+        }
+    }
+
+    /// The transport, for logs and metrics.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Session::LongPoll(_) => Transport::LongPoll,
+            Session::Sse(_) => Transport::Sse,
+            Session::Stream(_) => Transport::Stream,
+            Session::WebSocket(_) => Transport::WebSocket,
+        }
+    }
+}
