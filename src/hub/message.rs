@@ -44,11 +44,14 @@ pub enum Encoding {
     NdjsonChunk,
     /// One JSON envelope, as an element of a poll response body.
     JsonEnvelope,
+    /// A WebSocket text frame carrying a JSON envelope that names the channel (`pushwire.v1`
+    /// command mode, where one connection holds several channels).
+    WsChannelEnvelopeFrame,
 }
 
 impl Encoding {
     /// Number of wire formats.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// Slot of this encoding in a message's cache, below [`Self::COUNT`].
     fn index(self) -> usize {
@@ -58,6 +61,7 @@ impl Encoding {
             Encoding::SseEvent => 2,
             Encoding::NdjsonChunk => 3,
             Encoding::JsonEnvelope => 4,
+            Encoding::WsChannelEnvelopeFrame => 5,
         }
     }
 }
@@ -169,6 +173,7 @@ mod tests {
             Encoding::SseEvent,
             Encoding::NdjsonChunk,
             Encoding::JsonEnvelope,
+            Encoding::WsChannelEnvelopeFrame,
         ];
         let mut seen = [false; Encoding::COUNT];
         for encoding in all {
