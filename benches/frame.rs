@@ -15,6 +15,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use pushwire::output::Output;
+use pushwire::ws::deflate::Codec;
 use pushwire::ws::frame::encode_frame;
 use pushwire::ws::{Event, FrameHeader, Limits, OpCode, Role, WsConn};
 
@@ -107,11 +108,18 @@ fn ws_conn(c: &mut Criterion) {
     ] {
         let wire = masked_frames(FRAMES, size, opcode);
         let mut events = Vec::with_capacity(FRAMES);
+        let mut codec = Codec::default();
         // Check once that every frame becomes a message and nothing is written back.
         let mut out = Output::new();
         let mut conn = WsConn::new(Role::Server, limits);
-        conn.handle_input(&wire, &mut || unreachable!("the server never masks"), &mut events, &mut out)
-            .unwrap();
+        conn.handle_input(
+            &wire,
+            &mut || unreachable!("the server never masks"),
+            &mut codec,
+            &mut events,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(events.len(), FRAMES);
         assert!(matches!(&events[0], Event::Message(_)));
         assert!(out.is_empty());
@@ -131,6 +139,7 @@ fn ws_conn(c: &mut Criterion) {
                         while let Ok((used, message)) = conn.handle_input_until_message(
                             black_box(&mut input[pos..]),
                             &mut || [0; 4],
+                            &mut codec,
                             &mut events,
                             &mut out,
                         ) {

@@ -37,6 +37,7 @@ use crate::transport::websocket::WsSession;
 use crate::transport::{
     publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
 };
+use crate::ws::deflate::SharedCodec;
 
 /// How a response must be written.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +119,17 @@ pub struct ConnEnv {
     pub config: Arc<Config>,
     /// Server-wide counters.
     pub metrics: Arc<Metrics>,
+    /// The loop's permessage-deflate compressor and decompressor, lent to the WebSocket
+    /// connection being served (reset per message: connections hold no zlib state).
+    pub deflate: SharedCodec,
+}
+
+impl ConnEnv {
+    /// The environment of one event loop.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> ConnEnv {
+        let deflate = SharedCodec::new(config.websocket.deflate_min_bytes);
+        ConnEnv { config, metrics, deflate }
+    }
 }
 
 /// One TCP connection, sans-I/O.
@@ -170,7 +182,7 @@ fn cors_origin(rare: &Option<Box<Rare>>) -> Option<&str> {
 impl Conn {
     /// A connection accepted at `now`.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, now: Instant) -> Self {
-        Self::with_env(Arc::new(ConnEnv { config, metrics }), now)
+        Self::with_env(Arc::new(ConnEnv::new(config, metrics)), now)
     }
 
     /// A connection accepted at `now`, sharing `env` with the other connections of its loop
@@ -597,6 +609,7 @@ impl Conn {
             config: &self.env.config,
             now,
             metrics: &self.env.metrics,
+            deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
         };
         match handler(session, &mut ctx) {
@@ -716,6 +729,7 @@ impl Conn {
             config: &self.env.config,
             now,
             metrics: &self.env.metrics,
+            deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
         }
     }

@@ -11,7 +11,8 @@
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
 //! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
-//! `conn_server`, `composite_cursor`, `v1_command`, `resp_decode` and `redis_frame`.
+//! `conn_server`, `composite_cursor`, `v1_command`, `resp_decode`, `redis_frame`, `ws_inflate`
+//! and `ws_extensions`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an
@@ -31,8 +32,9 @@ use crate::hub::{ChannelName, Cursor, Epoch, Hub, HubError, Message, Payload, Re
 use crate::output::Output;
 use crate::sse::{encode_comment, encode_event, encode_retry, EventStreamParser, ParseError, ParseLimits};
 use crate::ws::close::parse_close_payload;
+use crate::ws::deflate::Codec;
 use crate::ws::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES};
-use crate::ws::handshake::{accept, accept_key, verify_response, ClientRequest, ServerOptions};
+use crate::ws::handshake::{accept, accept_key, verify_response, ClientRequest, Selected, ServerOptions};
 use crate::ws::mask::apply_mask;
 use crate::ws::{Event as WsEvent, Message as WsMessage, Role, WsConn};
 
@@ -175,7 +177,7 @@ fn run_ws(role: Role, limits: crate::ws::Limits, pieces: &[&[u8]]) -> WsRun {
         key.to_be_bytes()
     };
     for piece in pieces {
-        let result = conn.handle_input(piece, &mut mask, &mut events, &mut out);
+        let result = conn.handle_input(piece, &mut mask, &mut Codec::default(), &mut events, &mut out);
         if let Err(e) = result {
             if error.is_none() {
                 error = Some(e);
@@ -282,7 +284,8 @@ pub fn ws_handshake(data: &[u8]) {
     let protocols: Vec<String> =
         known.iter().enumerate().filter(|(i, _)| flags & (1 << i) != 0).map(|(_, p)| p.to_string()).collect();
     let allowed_origins = (flags & 0x08 != 0).then(|| vec!["https://example.com".to_string()]);
-    let options = ServerOptions { protocols: protocols.clone(), allowed_origins };
+    let deflate = flags & 0x10 != 0;
+    let options = ServerOptions { protocols: protocols.clone(), allowed_origins, deflate };
     let limits = HttpLimits::default();
     let input = r.rest();
 
@@ -311,12 +314,14 @@ pub fn ws_handshake(data: &[u8]) {
                 key,
                 protocols: protocols.clone(),
                 extra_headers: Vec::new(),
+                deflate: true,
             };
             let mut response = Vec::new();
             accepted.response_head(&mut response);
             let (parsed, len) = parse_response_head(&response, &limits).unwrap().unwrap();
             assert_eq!(len, response.len());
-            assert_eq!(verify_response(&parsed, &request), Ok(accepted.protocol.clone()));
+            let selected = Selected { protocol: accepted.protocol.clone(), deflate: accepted.deflate };
+            assert_eq!(verify_response(&parsed, &request), Ok(selected));
         }
     }
 
@@ -327,11 +332,15 @@ pub fn ws_handshake(data: &[u8]) {
         key: *b"the sample nonce",
         protocols: protocols.clone(),
         extra_headers: Vec::new(),
+        deflate,
     };
     if let Ok(Some((head, len))) = parse_response_head(input, &limits) {
         assert!(len <= input.len());
-        if let Ok(Some(protocol)) = verify_response(&head, &request) {
-            assert!(protocols.contains(&protocol));
+        if let Ok(selected) = verify_response(&head, &request) {
+            if let Some(protocol) = selected.protocol {
+                assert!(protocols.contains(&protocol));
+            }
+            assert!(deflate || selected.deflate.is_none(), "no extension that was not offered");
         }
     }
 
@@ -343,7 +352,8 @@ pub fn ws_handshake(data: &[u8]) {
     for (k, b) in key.iter_mut().zip(parts.next().unwrap_or_default()) {
         *k = *b;
     }
-    let request = ClientRequest { host, path, key, protocols: protocols.clone(), extra_headers: Vec::new() };
+    let request =
+        ClientRequest { host, path, key, protocols: protocols.clone(), extra_headers: Vec::new(), deflate };
     let mut wire = Vec::new();
     if request.encode(&mut wire).is_ok() {
         let head = parse_request_head(&wire, &limits).expect("an encoded client request parses");
@@ -355,7 +365,12 @@ pub fn ws_handshake(data: &[u8]) {
         let mut response = Vec::new();
         accepted.response_head(&mut response);
         let (parsed, _) = parse_response_head(&response, &limits).unwrap().unwrap();
-        assert_eq!(verify_response(&parsed, &request), Ok(accepted.protocol));
+        // Both ends agree on permessage-deflate: the server accepts the client's offer.
+        assert_eq!(accepted.deflate.is_some(), deflate);
+        assert_eq!(
+            verify_response(&parsed, &request),
+            Ok(Selected { protocol: accepted.protocol, deflate: accepted.deflate })
+        );
     } else {
         assert!(wire.is_empty(), "a refused request writes nothing");
     }
@@ -1052,6 +1067,85 @@ pub fn composite_cursor(data: &[u8]) {
     composite::write_full(&mut full, cursors.iter().copied().map(Some));
     let expected = Composite::Full(cursors.into_iter().map(Some).collect());
     assert_eq!(Composite::parse(&full, channels), Ok(expected));
+}
+
+/// `ws_inflate`: RFC 7692 §7.2 inflation of arbitrary data within a small message limit (from
+/// the input): it never produces more than the limit nor reserves much past it, a failure
+/// leaves nothing behind and the codec inflates a valid message right after; and the data,
+/// compressed at the window size the input picks, inflates back to itself.
+pub fn ws_inflate(data: &[u8]) {
+    use crate::ws::deflate::{Codec, InflateError};
+    let mut r = Bytes::new(data);
+    let max_bytes = u64::from(r.u16() % 4096);
+    let flags = r.u8();
+    let window_bits = 9 + flags % 7;
+    let reset = flags & 0x80 != 0;
+    let data = r.rest();
+    let mut codec = Codec::new(0);
+    let mut out = Vec::new();
+    match codec.decompress(data, max_bytes, reset, &mut out) {
+        Ok(()) => assert!(out.len() as u64 <= max_bytes),
+        Err(InflateError::TooLarge { max_bytes: limit }) => {
+            assert_eq!(limit, max_bytes);
+            assert!(out.is_empty());
+        }
+        Err(_) => assert!(out.is_empty()),
+    }
+    assert!(out.capacity() as u64 <= max_bytes + 1 + 256, "reserved {} for {max_bytes}", out.capacity());
+    // RFC 7692 §7.2.3.1: "Hello", inflated by the same codec with a fresh context.
+    let mut hello = Vec::new();
+    codec.decompress(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 5, true, &mut hello).unwrap();
+    assert_eq!(hello, b"Hello");
+    // Round trip at the chosen window.
+    let mut compressed = Vec::new();
+    if codec.compress(data, window_bits, &mut compressed) {
+        assert!(compressed.len() < data.len());
+        let mut back = Vec::new();
+        codec.decompress(&compressed, data.len() as u64, true, &mut back).unwrap();
+        assert_eq!(back, data);
+    } else {
+        assert!(compressed.is_empty());
+    }
+}
+
+/// `ws_extensions`: the `Sec-WebSocket-Extensions` grammar (RFC 6455 §9.1) and permessage-deflate
+/// negotiation (RFC 7692 §7.1). A parsed list re-encodes to a list that parses to the same
+/// extensions; the list bounds hold; whatever the server accepts, the client reading the
+/// server's answer agrees on exactly the same parameters; the user-agent check never panics.
+pub fn ws_extensions(data: &[u8]) {
+    use crate::ws::deflate::extensions::{encode_extension, MAX_EXTENSIONS, MAX_PARAMS};
+    use crate::ws::deflate::negotiate::has_broken_deflate;
+    use crate::ws::deflate::{negotiate_client, negotiate_server, parse_extensions};
+    let _ = has_broken_deflate(data);
+    let mut offers = Vec::new();
+    if parse_extensions(data, &mut offers).is_err() {
+        return;
+    }
+    assert!(offers.len() <= MAX_EXTENSIONS);
+    assert!(offers.iter().all(|e| e.params.len() <= MAX_PARAMS));
+    let encoded: Vec<String> = offers
+        .iter()
+        .map(|e| {
+            let mut s = String::new();
+            encode_extension(e, &mut s);
+            s
+        })
+        .collect();
+    let mut again = Vec::new();
+    parse_extensions(encoded.join(", ").as_bytes(), &mut again).unwrap();
+    assert_eq!(again, offers);
+    if let Some(agreed) = negotiate_server(&offers, None) {
+        assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
+        assert!((9..=15).contains(&agreed.server_max_window_bits));
+        let mut answer = Vec::new();
+        parse_extensions(agreed.response_value().as_bytes(), &mut answer).unwrap();
+        assert_eq!(negotiate_client(&answer), Ok(Some(agreed)));
+    }
+    // As an answer: a client accepts at most one valid permessage-deflate element.
+    if let Ok(Some(agreed)) = negotiate_client(&offers) {
+        assert_eq!(offers.len(), 1);
+        assert!((8..=15).contains(&agreed.client_max_window_bits));
+    }
 }
 
 /// `v1_command`: the `pushwire.v1` command parser. Whatever the text, the parse never panics,

@@ -234,6 +234,12 @@ struct ServeArgs {
     /// Do not publish messages that WebSocket clients send on a channel.
     #[arg(long)]
     ws_no_client_publish: bool,
+    /// Decline permessage-deflate (RFC 7692) offers: every WebSocket frame goes uncompressed.
+    #[arg(long)]
+    ws_no_deflate: bool,
+    /// Smallest WebSocket message compressed on a permessage-deflate connection, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = websocket().deflate_min_bytes)]
+    ws_deflate_min_bytes: usize,
     /// A browser origin allowed besides the server's own and loopback ones (repeatable; `*`
     /// allows every origin). Others get 403 on every transport.
     #[arg(long, value_name = "ORIGIN")]
@@ -295,6 +301,8 @@ impl ServeArgs {
         ws.pong_timeout = self.ws_pong_timeout.0;
         ws.close_timeout = self.ws_close_timeout.0;
         ws.client_publish = !self.ws_no_client_publish;
+        ws.deflate = !self.ws_no_deflate;
+        ws.deflate_min_bytes = self.ws_deflate_min_bytes;
         config.access.allowed_origins = self.allow_origin.clone();
         config.access.publish_token = self.publish_token.clone();
         config.access.subscribe_token = self.subscribe_token.clone();

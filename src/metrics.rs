@@ -52,6 +52,11 @@ pub struct Metrics {
     pub slow_consumer_closes: AtomicU64,
     /// Gap signals sent, on every transport.
     pub gaps_signalled: AtomicU64,
+    /// Channel messages compressed for permessage-deflate subscribers: once per message and
+    /// window size, however many subscribers receive it.
+    pub ws_deflate_compressions: AtomicU64,
+    /// Channel messages delivered in compressed WebSocket frames (RSV1), each subscriber counting.
+    pub ws_deflate_frames_sent: AtomicU64,
     /// SSE requests whose `Last-Event-ID` could not be read, answered from now with a gap.
     pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
@@ -161,6 +166,18 @@ impl Metrics {
             &one(load(&self.slow_consumer_closes)),
         );
         metric("gaps_signalled_total", "counter", "Gap signals sent.", &one(load(&self.gaps_signalled)));
+        metric(
+            "ws_deflate_compressions_total",
+            "counter",
+            "Channel messages compressed for permessage-deflate (once per message and window).",
+            &one(load(&self.ws_deflate_compressions)),
+        );
+        metric(
+            "ws_deflate_frames_sent_total",
+            "counter",
+            "Channel messages delivered in compressed WebSocket frames.",
+            &one(load(&self.ws_deflate_frames_sent)),
+        );
         metric(
             "last_event_id_unreadable_total",
             "counter",

@@ -25,6 +25,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("v1_command", fuzzing::v1_command),
     ("resp_decode", fuzzing::resp_decode),
     ("redis_frame", fuzzing::redis_frame),
+    ("ws_inflate", fuzzing::ws_inflate),
+    ("ws_extensions", fuzzing::ws_extensions),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.

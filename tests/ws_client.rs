@@ -210,8 +210,14 @@ fn read_client_events(stream: &mut TcpStream, want: usize) -> Vec<Event> {
         if n == 0 {
             break;
         }
-        conn.handle_input(&chunk[..n], &mut || [0; 4], &mut events, &mut out)
-            .expect("client frames are valid");
+        conn.handle_input(
+            &chunk[..n],
+            &mut || [0; 4],
+            &mut pushwire::ws::deflate::Codec::default(),
+            &mut events,
+            &mut out,
+        )
+        .expect("client frames are valid");
     }
     events
 }

@@ -26,6 +26,7 @@ use crate::output::Output;
 use crate::protocol::envelope::is_open_envelope;
 use crate::protocol::Transport;
 use crate::sse::{EventStreamParser, ParseLimits};
+use crate::ws::deflate::Codec;
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, Event, Role, WsConn};
 
@@ -155,6 +156,8 @@ impl Client {
                     key: rand::random(),
                     protocols: request.protocols.clone(),
                     extra_headers: Vec::new(),
+                    // The load generator measures plain frames.
+                    deflate: false,
                 };
                 let mut head = Vec::new();
                 ws_request.encode(&mut head).map_err(|e| e.to_string())?;
@@ -307,7 +310,13 @@ impl Client {
             }
             State::Ws(conn) => {
                 let mut events = Vec::new();
-                let result = conn.handle_input(input, &mut fresh_mask, &mut events, &mut self.out);
+                let result = conn.handle_input(
+                    input,
+                    &mut fresh_mask,
+                    &mut Codec::default(),
+                    &mut events,
+                    &mut self.out,
+                );
                 for event in events {
                     match event {
                         Event::Message(ws::Message::Text(text)) => {

@@ -106,6 +106,8 @@ impl Publisher {
                 close_timeout: Duration::from_secs(2),
                 limits: ws::Limits { max_frame_payload_bytes: bytes, max_message_bytes: bytes },
                 tls: options.tls.clone(),
+                // permessage-deflate offered (WsOptions::default).
+                ..WsOptions::default()
             };
             let target = with_query(&parsed.resource_name, &["mode", "since"], &[]);
             let mut ws = WsClient::connect(&parsed.websocket_url(&target), &ws_options)?;

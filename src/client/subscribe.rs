@@ -376,6 +376,8 @@ impl Subscriber {
                         max_message_bytes: frame_bytes,
                     },
                     tls: self.options.tls.clone(),
+                    // permessage-deflate offered (WsOptions::default).
+                    ..WsOptions::default()
                 };
                 let ws = WsClient::connect(&url, &options)?;
                 if ws.protocol() != Some(PROTOCOL_V1) {

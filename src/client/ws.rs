@@ -11,7 +11,17 @@
 //! §7.1.7 (a server that breaks the protocol gets a close frame with the matching code, then
 //! TCP is closed) and deadlines on every blocking step.
 //!
-//! Does not: negotiate extensions (permessage-deflate), fragment outgoing messages,
+//! permessage-deflate ([RFC 7692](https://www.rfc-editor.org/rfc/rfc7692)) is offered unless
+//! [`WsOptions::deflate`] is off; when the server accepts, messages of at least 128 bytes go out
+//! compressed when that makes them smaller, and compressed messages are inflated within
+//! [`WsOptions::limits`].
+//!
+//! Input is decoded message by message: the bytes after a complete message wait until the
+//! application has taken it with [`WsClient::recv`], so a message that arrived right before a
+//! frame breaking the protocol is handed over, and can be answered, before the failure closes
+//! the connection (§7.1.7 still holds: nothing is processed after the faulty frame).
+//!
+//! Does not: fragment outgoing messages,
 //! send pings on its own (call [`WsClient::send_ping`]), reconnect, or follow redirects. Name
 //! resolution uses the system resolver, which has no deadline of its own.
 //!
@@ -35,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
 use crate::output::Output;
+use crate::ws::deflate::{Codec, PerMessageDeflate};
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, CloseCode, CloseFrame, Event, Message, Role, SendError, WsConn};
 
@@ -70,6 +81,8 @@ pub struct WsOptions {
     pub limits: ws::Limits,
     /// What a `wss://` connection trusts. Default: Mozilla's roots only.
     pub tls: TlsOptions,
+    /// Offer permessage-deflate (RFC 7692). Default true.
+    pub deflate: bool,
 }
 
 impl Default for WsOptions {
@@ -83,6 +96,7 @@ impl Default for WsOptions {
             close_timeout: Duration::from_secs(5),
             limits: ws::Limits::default(),
             tls: TlsOptions::default(),
+            deflate: true,
         }
     }
 }
@@ -98,6 +112,11 @@ pub struct WsClient {
     protocol: Option<String>,
     /// Bytes the core queued (frames sent, pongs, the close echo) and not yet written.
     out: Output,
+    /// Received bytes behind the last message decoded, decoded once the application has taken
+    /// the events before them; at most one read's worth.
+    pending: Vec<u8>,
+    /// permessage-deflate's compressor and decompressor (allocated on first use).
+    codec: Codec,
     /// Events decoded but not yet returned by [`WsClient::recv`].
     events: VecDeque<Event>,
     /// A protocol error the server made, returned after the events decoded before it.
@@ -173,6 +192,7 @@ impl WsClient {
             key: rand::random(),
             protocols: options.protocols.clone(),
             extra_headers: options.headers.clone(),
+            deflate: options.deflate,
         };
         let mut head = Vec::new();
         request.encode(&mut head).map_err(Error::Handshake)?;
@@ -187,14 +207,16 @@ impl WsClient {
         let (response, after_head) = read_response_head(&mut stream, deadline)?;
         // RFC 6455 §4.1: a response that fails these checks MUST _Fail the WebSocket
         // Connection_; no connection exists yet, so dropping the stream closes TCP.
-        let protocol = verify_response(&response, &request).map_err(Error::Handshake)?;
+        let selected = verify_response(&response, &request).map_err(Error::Handshake)?;
         stream.tcp().set_write_timeout(options.write_timeout)?;
 
         let mut client = WsClient {
             stream,
-            conn: WsConn::new(Role::Client, options.limits),
-            protocol,
+            conn: WsConn::with_deflate(Role::Client, options.limits, selected.deflate),
+            protocol: selected.protocol,
             out: Output::new(),
+            pending: Vec::new(),
+            codec: Codec::default(),
             events: VecDeque::new(),
             failure: None,
             tcp_done: false,
@@ -204,10 +226,13 @@ impl WsClient {
             close_timeout: options.close_timeout,
         };
         // Frames the server sent right behind its 101 arrived in the same reads as the head.
-        if !after_head.is_empty() {
-            client.feed(&after_head)?;
-        }
+        client.pending = after_head;
         Ok(client)
+    }
+
+    /// The permessage-deflate parameters the server accepted, if any (RFC 7692).
+    pub fn deflate(&self) -> Option<PerMessageDeflate> {
+        self.conn.deflate()
     }
 
     /// The subprotocol the server selected, if any (§4.1, `Sec-WebSocket-Protocol`).
@@ -225,7 +250,9 @@ impl WsClient {
     /// `recv` for answers.
     pub fn send(&mut self, msg: &Message) -> Result<(), Error> {
         self.check_usable()?;
-        self.conn.send_message(msg, &mut random_mask, &mut self.out).map_err(send_error)?;
+        self.conn
+            .send_message_compressed(msg, &mut random_mask, &mut self.codec, &mut self.out)
+            .map_err(send_error)?;
         self.flush()
     }
 
@@ -262,6 +289,10 @@ impl WsClient {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 self.finish_tcp();
                 return Err(Error::Protocol(error));
+            }
+            if !self.pending.is_empty() {
+                self.feed_pending()?;
+                continue;
             }
             if self.tcp_done || self.conn.is_closed() {
                 return Err(Error::Closed);
@@ -331,6 +362,10 @@ impl WsClient {
             if let Some(error) = self.failure.take() {
                 return Err(Error::Protocol(error));
             }
+            if !self.pending.is_empty() {
+                self.feed_pending()?;
+                continue;
+            }
             if self.tcp_done {
                 return Err(Error::Closed);
             }
@@ -377,24 +412,55 @@ impl WsClient {
         }
     }
 
-    /// Feeds the first `n` bytes of `read_buf` to the core.
+    /// Feeds the first `n` bytes of `read_buf` to the core (called with nothing pending).
     fn feed_read_buf(&mut self, n: usize) -> Result<(), Error> {
-        let buf = std::mem::take(&mut self.read_buf);
-        let result = self.feed(&buf[..n]);
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let result = self.feed(&mut buf[..n]);
         self.read_buf = buf;
         result
     }
 
-    /// Hands received bytes to the core, queues the events, writes its automatic replies
-    /// (pongs, the close echo, the close frame of a failure).
-    fn feed(&mut self, input: &[u8]) -> Result<(), Error> {
-        let mut events = Vec::new();
-        // On a peer fault the core has failed the connection: its close frame (1002, 1007 or
-        // 1009) is queued and further input is discarded (§7.1.7).
-        if let Err(error) = self.conn.handle_input(input, &mut random_mask, &mut events, &mut self.out) {
-            self.failure = Some(error);
+    /// Feeds the bytes left behind the last message.
+    fn feed_pending(&mut self) -> Result<(), Error> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let result = self.feed(&mut pending);
+        if self.pending.is_empty() {
+            // Keep the allocation when nothing new was left behind.
+            pending.clear();
+            self.pending = pending;
         }
-        self.events.extend(events);
+        result
+    }
+
+    /// Hands received bytes to the core up to the first complete message, queues the events,
+    /// keeps the bytes after that message in `pending`, and writes the core's automatic replies
+    /// (pongs, the close echo, the close frame of a failure).
+    fn feed(&mut self, input: &mut [u8]) -> Result<(), Error> {
+        let mut events = Vec::new();
+        // One message at a time: the application takes (and may answer) it before later
+        // frames are decoded, so a message followed by a faulty frame is delivered and can be
+        // echoed before the failure's close frame goes out.
+        match self.conn.handle_input_until_message(
+            input,
+            &mut random_mask,
+            &mut self.codec,
+            &mut events,
+            &mut self.out,
+        ) {
+            Ok((used, message)) => {
+                self.events.extend(events);
+                if let Some(message) = message {
+                    self.events.push_back(Event::Message(message.as_message_ref().to_message()));
+                }
+                self.pending.extend_from_slice(&input[used..]);
+            }
+            // On a peer fault the core has failed the connection: its close frame (1002, 1007
+            // or 1009) is queued and further input is discarded (§7.1.7).
+            Err(error) => {
+                self.events.extend(events);
+                self.failure = Some(error);
+            }
+        }
         match self.flush() {
             // The server may have closed TCP already after breaking the protocol; the close
             // frame was best effort, the protocol error is what the caller must learn.

@@ -47,13 +47,39 @@ pub enum Encoding {
     /// A WebSocket text frame carrying a JSON envelope that names the channel (`pushwire.v1`
     /// command mode, where one connection holds several channels).
     WsChannelEnvelopeFrame,
+    /// [`Encoding::WsFrame`] for a permessage-deflate connection whose server window is
+    /// `window_bits` (9 to 15): compressed with RSV1 when that pays, else the plain frame.
+    WsDeflateFrame {
+        /// The LZ77 window, in bits (RFC 7692 §7.1.2.1).
+        window_bits: u8,
+    },
+    /// [`Encoding::WsEnvelopeFrame`] for a permessage-deflate connection, as
+    /// [`Encoding::WsDeflateFrame`].
+    WsDeflateEnvelopeFrame {
+        /// The LZ77 window, in bits (RFC 7692 §7.1.2.1).
+        window_bits: u8,
+    },
 }
 
 impl Encoding {
     /// Number of wire formats.
     pub const COUNT: usize = 6;
 
-    /// Slot of this encoding in a message's cache, below [`Self::COUNT`].
+    /// Number of permessage-deflate encodings: two framings times windows of 9 to 15 bits.
+    const DEFLATE_COUNT: usize = 14;
+
+    /// Slot of this encoding in a message's cache, below [`Self::COUNT`], or in its deflate
+    /// cache, below [`Self::DEFLATE_COUNT`].
+    fn slot(self) -> Slot {
+        let window = |bits: u8| usize::from(bits.clamp(9, 15) - 9);
+        match self {
+            Encoding::WsDeflateFrame { window_bits } => Slot::Deflate(window(window_bits)),
+            Encoding::WsDeflateEnvelopeFrame { window_bits } => Slot::Deflate(7 + window(window_bits)),
+            plain => Slot::Plain(plain.index()),
+        }
+    }
+
+    /// Slot of a plain encoding in a message's cache, below [`Self::COUNT`].
     fn index(self) -> usize {
         match self {
             Encoding::WsFrame => 0,
@@ -62,8 +88,18 @@ impl Encoding {
             Encoding::NdjsonChunk => 3,
             Encoding::JsonEnvelope => 4,
             Encoding::WsChannelEnvelopeFrame => 5,
+            Encoding::WsDeflateFrame { .. } | Encoding::WsDeflateEnvelopeFrame { .. } => 0,
         }
     }
+}
+
+/// A message's permessage-deflate encodings, one slot per framing and window size.
+type DeflateSlots = [OnceLock<Arc<[u8]>>; Encoding::DEFLATE_COUNT];
+
+/// Where an encoding is cached.
+enum Slot {
+    Plain(usize),
+    Deflate(usize),
 }
 
 /// One published message, shared (`Arc<Message>`) by the channel history and every delivery.
@@ -81,6 +117,9 @@ pub struct Message {
     pub published_at: Instant,
     /// One lazily filled slot per [`Encoding`], indexed by `Encoding::index`.
     encodings: [OnceLock<Arc<[u8]>>; Encoding::COUNT],
+    /// The permessage-deflate encodings, allocated when a deflate subscriber first needs one
+    /// (one pointer per message otherwise).
+    deflated: OnceLock<Box<DeflateSlots>>,
 }
 
 impl Message {
@@ -93,7 +132,15 @@ impl Message {
         payload: Payload,
         published_at: Instant,
     ) -> Message {
-        Message { channel, id, event, payload, published_at, encodings: Default::default() }
+        Message {
+            channel,
+            id,
+            event,
+            payload,
+            published_at,
+            encodings: Default::default(),
+            deflated: OnceLock::new(),
+        }
     }
 
     /// The message in wire format `encoding`, encoded on first use by `encode` and then shared
@@ -101,8 +148,21 @@ impl Message {
     /// with the same `encoding` return the cached bytes and do not call `encode`; concurrent
     /// first calls from several threads still encode only once.
     pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&Message) -> Vec<u8>) -> Arc<[u8]> {
-        let slot = &self.encodings[encoding.index()];
-        Arc::clone(slot.get_or_init(|| Arc::from(encode(self))))
+        self.encoded_shared(encoding, |msg| Arc::from(encode(msg)))
+    }
+
+    /// [`Message::encoded`] with an encoder that may return bytes already shared, e.g. another
+    /// encoding of the same message (a deflate encoding that did not pay is the plain frame).
+    pub fn encoded_shared(
+        &self,
+        encoding: Encoding,
+        encode: impl FnOnce(&Message) -> Arc<[u8]>,
+    ) -> Arc<[u8]> {
+        let slot = match encoding.slot() {
+            Slot::Plain(i) => &self.encodings[i],
+            Slot::Deflate(i) => &self.deflated.get_or_init(Default::default)[i],
+        };
+        Arc::clone(slot.get_or_init(|| encode(self)))
     }
 
     /// Bytes this message holds in a channel history: the payload plus the event name.
@@ -146,6 +206,24 @@ mod tests {
         assert_eq!(&other[..], b"{}");
         let again = m.encoded(Encoding::SseEvent, |_| unreachable!("already encoded"));
         assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    #[test]
+    fn deflate_encodings_cached_per_window_and_framing() {
+        let m = message(None, Payload::Text(Arc::from("hi")));
+        assert!(m.deflated.get().is_none(), "no deflate cache until a deflate subscriber asks");
+        let plain = m.encoded(Encoding::WsFrame, |_| b"plain".to_vec());
+        let shared = m.encoded_shared(Encoding::WsDeflateFrame { window_bits: 15 }, |_| Arc::clone(&plain));
+        assert!(Arc::ptr_eq(&plain, &shared));
+        let ten = m.encoded(Encoding::WsDeflateFrame { window_bits: 10 }, |_| b"ten".to_vec());
+        let envelope = m.encoded(Encoding::WsDeflateEnvelopeFrame { window_bits: 10 }, |_| b"env".to_vec());
+        assert_eq!((&ten[..], &envelope[..]), (&b"ten"[..], &b"env"[..]));
+        let again = m.encoded(Encoding::WsDeflateFrame { window_bits: 10 }, |_| unreachable!("cached"));
+        assert!(Arc::ptr_eq(&ten, &again));
+        assert!(Arc::ptr_eq(
+            &shared,
+            &m.encoded(Encoding::WsDeflateFrame { window_bits: 15 }, |_| unreachable!())
+        ));
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl EventLoop {
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let started = Instant::now();
         let next_expire = started + shared.config.net.expire_interval;
-        let env = Arc::new(ConnEnv { config: shared.config.clone(), metrics: shared.metrics.clone() });
+        let env = Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()));
         Ok(EventLoop {
             shared,
             env,

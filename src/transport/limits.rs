@@ -82,6 +82,11 @@ pub struct WebSocketLimits {
     pub close_timeout: Duration,
     /// Messages sent by clients on a channel are published to it. Default true.
     pub client_publish: bool,
+    /// Accept permessage-deflate offers (RFC 7692). Default true.
+    pub deflate: bool,
+    /// Smallest message compressed on a permessage-deflate connection, in bytes; shorter ones,
+    /// and those compression does not shrink, go out uncompressed. Default 128.
+    pub deflate_min_bytes: usize,
 }
 
 impl Default for WebSocketLimits {
@@ -94,6 +99,8 @@ impl Default for WebSocketLimits {
             pong_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             client_publish: true,
+            deflate: true,
+            deflate_min_bytes: crate::ws::deflate::codec::DEFAULT_MIN_BYTES,
         }
     }
 }

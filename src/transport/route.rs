@@ -220,6 +220,7 @@ fn websocket_route(
         protocols: if echo { Vec::new() } else { vec![websocket::PROTOCOL_V1.to_string()] },
         // The Origin policy was applied to every request before routing (see `access`).
         allowed_origins: None,
+        deflate: config.websocket.deflate,
     };
     let may_publish = config.websocket.client_publish && config.access.check_publish(head, target).is_ok();
     match crate::ws::handshake::accept(head, &options) {

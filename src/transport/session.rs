@@ -87,6 +87,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// Server-wide counters.
     pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
+    /// The event loop's permessage-deflate codec (see [`crate::conn::ConnEnv::deflate`]).
+    pub deflate: &'a crate::ws::deflate::SharedCodec,
     /// The allowed cross-origin request's origin, to name in CORS fields.
     pub cors_origin: Option<&'a str>,
 }

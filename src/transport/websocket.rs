@@ -25,13 +25,23 @@
 //!   server starts the closing handshake (slow consumer 1008, heartbeat failure 1001) it waits
 //!   [`Limits::close_timeout`] for the peer's close, then closes TCP anyway.
 //!
-//! Does not: negotiate extensions (permessage-deflate), or fragment outgoing messages.
+//! - **permessage-deflate** (RFC 7692), when the handshake accepted an offer: compressed
+//!   messages from the client are inflated with the event loop's codec; a channel message is
+//!   compressed once per message and window size and shared by every deflate subscriber
+//!   ([`Encoding::WsDeflateFrame`]), echoes are compressed per message; only at least
+//!   `deflate_min_bytes` and only when smaller.
+//!
+//! Does not: fragment outgoing messages, or compress control frames and the short gap and
+//! open envelopes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::hub::{ChannelName, Command, Cursor, Encoding, HubError, Message, Payload, Replay, Since};
-use crate::ws::frame::encode_frame;
+use crate::metrics::Metrics;
+use crate::ws::conn::RSV1;
+use crate::ws::deflate::{Codec, SharedCodec};
+use crate::ws::frame::{encode_frame, encode_frame_rsv};
 use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
@@ -40,7 +50,6 @@ use super::policy::Policies;
 use super::rooms::{Action, Answer, Authority, RoomLimits, Rooms};
 use super::token::TokenLimits;
 use super::{CloseReason, Ctx, Flow};
-use crate::metrics::Metrics;
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 use std::collections::VecDeque;
 
@@ -101,16 +110,42 @@ fn no_mask() -> [u8; 4] {
     [0; 4]
 }
 
+/// A permessage-deflate frame of `msg` for connections whose server window is `window_bits`:
+/// the payload (or the `pushwire.v1` envelope) compressed in one frame with RSV1 (RFC 7692 §6,
+/// §7.2.1), or `None` when it is below the codec's threshold or does not shrink.
+pub fn encode_deflate_frame(msg: &Message, v1: bool, window_bits: u8, codec: &mut Codec) -> Option<Vec<u8>> {
+    let envelope;
+    let (opcode, payload) = match (&msg.payload, v1) {
+        (_, true) => {
+            envelope = message_envelope(msg);
+            (OpCode::Text, &envelope[..])
+        }
+        (Payload::Text(text), false) => (OpCode::Text, text.as_bytes()),
+        (Payload::Binary(bytes), false) => (OpCode::Binary, &bytes[..]),
+    };
+    let mut compressed = Vec::new();
+    if !codec.compress(payload, window_bits, &mut compressed) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(compressed.len() + 10);
+    encode_frame_rsv(RSV1, opcode, &compressed, None, &mut out);
+    Some(out)
+}
+
 /// How channel messages are framed on this connection.
 struct WsWire<'a> {
     ws: &'a mut WsConn,
     v1: bool,
-    /// Command mode: every frame names this channel.
+    /// Command mode: every frame names this channel (and is not compressed).
     channel: Option<&'a ChannelName>,
+    /// The loop's codec, used when the connection negotiated permessage-deflate.
+    codec: &'a SharedCodec,
+    metrics: &'a Metrics,
 }
 
-impl Wire for WsWire<'_> {
-    fn encode(&self, msg: &Message) -> Arc<[u8]> {
+impl WsWire<'_> {
+    /// The frame without compression, shared by every plain subscriber.
+    fn plain(&self, msg: &Message) -> Arc<[u8]> {
         if self.channel.is_some() {
             msg.encoded(Encoding::WsChannelEnvelopeFrame, encode_channel_envelope_frame)
         } else if self.v1 {
@@ -119,8 +154,40 @@ impl Wire for WsWire<'_> {
             msg.encoded(Encoding::WsFrame, encode_plain_frame)
         }
     }
+}
+
+impl Wire for WsWire<'_> {
+    fn encode(&self, msg: &Message) -> Arc<[u8]> {
+        let Some(window_bits) =
+            self.ws.deflate().and_then(|d| d.send_window_bits(true)).filter(|_| self.channel.is_none())
+        else {
+            return self.plain(msg);
+        };
+        let encoding = if self.v1 {
+            Encoding::WsDeflateEnvelopeFrame { window_bits }
+        } else {
+            Encoding::WsDeflateFrame { window_bits }
+        };
+        // Compressed once per message and window size, then shared like the plain frame; a
+        // message that does not shrink shares the plain frame itself.
+        msg.encoded_shared(encoding, |msg| {
+            let frame = {
+                let mut codec = self.codec.lock();
+                let before = codec.compressed_messages();
+                let frame = encode_deflate_frame(msg, self.v1, window_bits, &mut codec);
+                if codec.compressed_messages() != before {
+                    Metrics::inc(&self.metrics.ws_deflate_compressions);
+                }
+                frame
+            };
+            frame.map_or_else(|| self.plain(msg), Arc::from)
+        })
+    }
 
     fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>) {
+        if bytes.first().is_some_and(|b| b & (RSV1 << 4) != 0) {
+            Metrics::inc(&ctx.metrics.ws_deflate_frames_sent);
+        }
         // Refused only after our close, when nothing more may be sent (§5.5.1).
         let _ = self.ws.send_prepared(bytes, ctx.out);
     }
@@ -241,8 +308,9 @@ impl WsSession {
                 Serving::Commands(Box::new(mode))
             }
         };
+
         WsSession {
-            ws: WsConn::new(Role::Server, ws_limits),
+            ws: WsConn::with_deflate(Role::Server, ws_limits, accepted.deflate),
             serving,
             v1: accepted.protocol.as_deref() == Some(PROTOCOL_V1),
             client_publish: may_publish,
@@ -261,15 +329,24 @@ impl WsSession {
         // empty Vec allocates nothing.
         let mut events = Vec::new();
         let mut pos = 0;
+        // The loop's codec, for compressed messages; held for this input only.
+        let deflate = ctx.deflate;
+        let mut codec = deflate.lock();
         // Message by message, so each is answered (echoed, published) before later frames are
         // read: a message followed by a frame that fails the connection still gets its echo,
         // ahead of the close, however the bytes were split into reads.
         while pos < input.len() {
-            match self.ws.handle_input_until_message(&mut input[pos..], &mut no_mask, &mut events, ctx.out) {
+            match self.ws.handle_input_until_message(
+                &mut input[pos..],
+                &mut no_mask,
+                &mut codec,
+                &mut events,
+                ctx.out,
+            ) {
                 Ok((used, message)) => {
                     pos += used;
                     if let Some(message) = message {
-                        self.handle_message(message.as_message_ref(), ctx);
+                        self.handle_message(message.as_message_ref(), &mut codec, ctx);
                     }
                 }
                 // The core has already failed the connection (close frame queued, further input
@@ -284,7 +361,7 @@ impl WsSession {
         Flow::Continue
     }
 
-    fn handle_message(&mut self, msg: MessageRef<'_>, ctx: &mut Ctx<'_>) {
+    fn handle_message(&mut self, msg: MessageRef<'_>, codec: &mut Codec, ctx: &mut Ctx<'_>) {
         if matches!(self.serving, Serving::Commands(_)) {
             if !self.ws.close_sent() {
                 self.handle_command(msg, ctx);
@@ -293,7 +370,8 @@ impl WsSession {
         }
         match &self.serving {
             Serving::Echo => {
-                let _ = self.ws.send_message(msg, &mut no_mask, ctx.out);
+                // The echo goes back compressed when permessage-deflate was negotiated and it pays.
+                let _ = self.ws.send_message_compressed(msg, &mut no_mask, codec, ctx.out);
             }
             Serving::Channel(_) if !self.client_publish => {
                 // Publishing needs --publish-token (or is off): a policy violation (§7.4.1).
@@ -383,7 +461,13 @@ impl WsSession {
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 feed.share_name(channel.clone());
                 let before = ctx.commands.len();
-                let wire = &mut WsWire { ws: &mut self.ws, v1: true, channel: Some(&channel) };
+                let wire = &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: true,
+                    channel: Some(&channel),
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                };
                 feed.handle_replay(replay, true, wire, ctx);
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
@@ -396,7 +480,13 @@ impl WsSession {
             feed.handle_replay(
                 replay,
                 true,
-                &mut WsWire { ws: &mut self.ws, v1: self.v1, channel: None },
+                &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: self.v1,
+                    channel: None,
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                },
                 ctx,
             );
         }
@@ -409,7 +499,13 @@ impl WsSession {
             let Some(channel) = mode.reads.pop_front() else { return Flow::Continue };
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 let before = ctx.commands.len();
-                let wire = &mut WsWire { ws: &mut self.ws, v1: true, channel: Some(&channel) };
+                let wire = &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: true,
+                    channel: Some(&channel),
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                };
                 feed.handle_page(replay, wire, ctx);
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
@@ -418,7 +514,17 @@ impl WsSession {
             return Flow::Continue;
         }
         if let Serving::Channel(feed) = &mut self.serving {
-            feed.handle_page(replay, &mut WsWire { ws: &mut self.ws, v1: self.v1, channel: None }, ctx);
+            feed.handle_page(
+                replay,
+                &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: self.v1,
+                    channel: None,
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                },
+                ctx,
+            );
         }
         Flow::Continue
     }
@@ -477,7 +583,13 @@ impl WsSession {
             let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == msg.channel) else {
                 return Flow::Continue;
             };
-            let wire = &mut WsWire { ws: &mut self.ws, v1: true, channel: Some(&msg.channel) };
+            let wire = &mut WsWire {
+                ws: &mut self.ws,
+                v1: true,
+                channel: Some(&msg.channel),
+                codec: ctx.deflate,
+                metrics: ctx.metrics,
+            };
             if let Some(i) = mode.skip.iter().position(|&id| id == msg.id) {
                 // This connection's own except_self publish: the cursor moves past it unsent
                 // (a hole before it is still signalled).
@@ -498,8 +610,17 @@ impl WsSession {
         if self.ws.close_sent() {
             return Flow::Continue;
         }
-        let flow =
-            feed.handle_delivery(msg, &mut WsWire { ws: &mut self.ws, v1: self.v1, channel: None }, ctx);
+        let flow = feed.handle_delivery(
+            msg,
+            &mut WsWire {
+                ws: &mut self.ws,
+                v1: self.v1,
+                channel: None,
+                codec: ctx.deflate,
+                metrics: ctx.metrics,
+            },
+            ctx,
+        );
         if let Flow::Close(reason) = flow {
             self.close(CloseCode::POLICY_VIOLATION, reason.as_str(), ctx);
         }

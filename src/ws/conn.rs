@@ -28,7 +28,10 @@ use std::sync::Arc;
 
 use crate::output::Output;
 use crate::ws::close::{encode_close_payload, parse_close_payload, CloseFrame, MAX_CLOSE_REASON_BYTES};
-use crate::ws::frame::{encode_frame, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES};
+use crate::ws::deflate::{Codec, PerMessageDeflate};
+use crate::ws::frame::{
+    encode_frame, encode_frame_rsv, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES,
+};
 use crate::ws::mask::apply_mask;
 use crate::ws::utf8::Utf8Validator;
 use crate::ws::{Error, Limits, Role};
@@ -157,8 +160,11 @@ impl std::error::Error for SendError {}
 /// A data message between its first and its final fragment.
 #[derive(Debug)]
 struct OpenMessage {
-    /// Text (validated as it arrives) or binary.
+    /// Text (validated as it arrives, or once inflated) or binary.
     text: bool,
+    /// RSV1 was set on the first frame (RFC 7692 §6): the payload is DEFLATE data, inflated
+    /// when the message is complete.
+    compressed: bool,
     /// The unmasked payload so far.
     data: Vec<u8>,
     /// UTF-8 state across frame and read boundaries (text only).
@@ -225,6 +231,8 @@ pub struct WsConn {
     close_sent: bool,
     close_received: bool,
     failed: bool,
+    /// permessage-deflate, when the handshake negotiated it (RFC 7692).
+    deflate: Option<PerMessageDeflate>,
 }
 
 impl WsConn {
@@ -238,7 +246,20 @@ impl WsConn {
             close_sent: false,
             close_received: false,
             failed: false,
+            deflate: None,
         }
+    }
+
+    /// A connection that negotiated permessage-deflate with `deflate` (RFC 7692); `None` is
+    /// [`WsConn::new`]. Compressed messages are inflated with the [`Codec`] passed to
+    /// [`WsConn::handle_input`], [`WsConn::send_message_compressed`] compresses.
+    pub fn with_deflate(role: Role, limits: Limits, deflate: Option<PerMessageDeflate>) -> Self {
+        WsConn { deflate, ..WsConn::new(role, limits) }
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate(&self) -> Option<PerMessageDeflate> {
+        self.deflate
     }
 
     /// Consumes all of `input`: appends the events it completes to `events` and queues automatic
@@ -255,12 +276,13 @@ impl WsConn {
         &mut self,
         input: &[u8],
         mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
         events: &mut Vec<Event>,
         out: &mut Output,
     ) -> Result<(), Error> {
         let mut input = input;
         while !input.is_empty() {
-            let (used, message) = self.read_until_message(input, mask, events, out)?;
+            let (used, message) = self.read_until_message(input, mask, codec, events, out)?;
             if let Some(message) = message {
                 events.push(Event::Message(message));
             }
@@ -290,6 +312,7 @@ impl WsConn {
         &mut self,
         input: &'a mut [u8],
         mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
         events: &mut Vec<Event>,
         out: &mut Output,
     ) -> Result<(usize, Option<Incoming<'a>>), Error> {
@@ -321,7 +344,7 @@ impl WsConn {
                 return Ok((payload.end, Some(Incoming::InPlace(message))));
             }
             let mut rest = &input[pos..];
-            let progress = self.step(&mut rest, mask, events, out)?;
+            let progress = self.step(&mut rest, mask, codec, events, out)?;
             pos = input.len() - rest.len();
             match progress {
                 Progress::Message(message) => return Ok((pos, Some(Incoming::Assembled(message)))),
@@ -338,13 +361,14 @@ impl WsConn {
         &mut self,
         input: &[u8],
         mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
         events: &mut Vec<Event>,
         out: &mut Output,
     ) -> Result<(usize, Option<Message>), Error> {
         let mut rest = input;
         // RFC 6455 §7.1.7 and §5.5.1, as in `handle_input_until_message`.
         while !(self.failed || self.close_received) {
-            match self.step(&mut rest, mask, events, out)? {
+            match self.step(&mut rest, mask, codec, events, out)? {
                 Progress::Message(message) => return Ok((input.len() - rest.len(), Some(message))),
                 Progress::Advanced => {}
                 Progress::Exhausted => break,
@@ -382,10 +406,11 @@ impl WsConn {
         &mut self,
         input: &mut &[u8],
         mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
         events: &mut Vec<Event>,
         out: &mut Output,
     ) -> Result<Progress, Error> {
-        let progress = self.advance(input, mask, events, out);
+        let progress = self.advance(input, mask, codec, events, out);
         if let Err(error) = &progress {
             self.fail(error, mask, out);
         }
@@ -398,6 +423,7 @@ impl WsConn {
         &mut self,
         input: &mut &[u8],
         mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
         events: &mut Vec<Event>,
         out: &mut Output,
     ) -> Result<Progress, Error> {
@@ -419,7 +445,7 @@ impl WsConn {
                     Some((header, used)) => {
                         // The previous call could not parse `len` bytes, so `used > len`.
                         *input = input.get(used.saturating_sub(len)..).unwrap_or_default();
-                        if let Some(message) = self.start_frame(header, mask, events, out)? {
+                        if let Some(message) = self.start_frame(header, mask, codec, events, out)? {
                             return Ok(Progress::Message(message));
                         }
                     }
@@ -435,14 +461,14 @@ impl WsConn {
                 if let Some(key) = key {
                     apply_mask(arrived, key, (read % 4) as usize);
                 }
-                if message.text {
+                if message.text && !message.compressed {
                     // RFC 6455 §8.1: invalid UTF-8 MUST fail the connection; checked as bytes
                     // arrive so it fails at the first impossible byte (1007).
                     message.utf8.feed(arrived)?;
                 }
                 let read = read + take as u64;
                 if read == payload_len {
-                    if let Some(message) = self.finish_data(fin, message)? {
+                    if let Some(message) = self.finish_data(fin, message, codec)? {
                         return Ok(Progress::Message(message));
                     }
                 } else {
@@ -475,13 +501,21 @@ impl WsConn {
         &mut self,
         header: FrameHeader,
         mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
         events: &mut Vec<Event>,
         out: &mut Output,
     ) -> Result<Option<Message>, Error> {
         // RFC 6455 §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated that defines
-        // meanings for non-zero values"; none is.
-        if header.rsv != 0 {
+        // meanings for non-zero values"; permessage-deflate gives RSV1 one (RFC 7692 §6).
+        let compressed = header.rsv & RSV1 != 0;
+        if header.rsv & !RSV1 != 0 || (compressed && self.deflate.is_none()) {
             return Err(Error::ReservedBitsSet);
+        }
+        // RFC 7692 §6: the "Per-Message Compressed" bit is set on "the first frame of the
+        // message"; §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of
+        // control frames and non-first fragments of a data message."
+        if compressed && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(Error::CompressedBitMisplaced);
         }
         match (self.role, header.mask) {
             // RFC 6455 §5.1: "The server MUST close the connection upon receiving a frame that
@@ -509,6 +543,7 @@ impl WsConn {
                 }
                 Some(OpenMessage {
                     text: header.opcode == OpCode::Text,
+                    compressed,
                     data: Vec::new(),
                     utf8: Utf8Validator::new(),
                 })
@@ -542,7 +577,7 @@ impl WsConn {
             })?;
             reserve_bounded(&mut message.data, needed, max_bytes);
             if header.payload_len == 0 {
-                return self.finish_data(header.fin, message);
+                return self.finish_data(header.fin, message, codec);
             }
             self.read = Some(Box::new(ReadState::Data {
                 fin: header.fin,
@@ -566,10 +601,28 @@ impl WsConn {
     }
 
     /// A data frame's payload is complete: keep the message open or return it.
-    fn finish_data(&mut self, fin: bool, mut message: OpenMessage) -> Result<Option<Message>, Error> {
+    fn finish_data(
+        &mut self,
+        fin: bool,
+        mut message: OpenMessage,
+        codec: &mut Codec,
+    ) -> Result<Option<Message>, Error> {
         if !fin {
             self.message = Some(Box::new(message));
             return Ok(None);
+        }
+        if message.compressed {
+            // RFC 7692 §7.2.2: inflate the message's payload (after appending 00 00 ff ff), no
+            // larger than the message limit (RFC 6455 §10.4). The peer resets its context per
+            // message when it promised no context takeover; otherwise the context is kept.
+            let resets = self.deflate.is_none_or(|d| d.receive_resets(self.role == Role::Server));
+            let mut inflated = Vec::new();
+            codec.decompress(&message.data, self.limits.max_message_bytes, resets, &mut inflated)?;
+            message.data = inflated;
+            if message.text {
+                // RFC 6455 §8.1, on the inflated text.
+                message.utf8.feed(&message.data)?;
+            }
         }
         let message = if message.text {
             // RFC 6455 §8.1: a text message ending inside a code point is not UTF-8.
@@ -676,6 +729,34 @@ impl WsConn {
         Ok(())
     }
 
+    /// Like [`WsConn::send_message`], but compressed with `codec` when permessage-deflate was
+    /// negotiated, the payload is at least [`Codec::min_bytes`] and compression makes it
+    /// smaller: one frame with RSV1 set (RFC 7692 §6, §7.2.1), compressed with the window this
+    /// role was allowed (§7.1.2) and a fresh context. Otherwise the same as `send_message`.
+    pub fn send_message_compressed<'m>(
+        &mut self,
+        msg: impl Into<MessageRef<'m>>,
+        mask: &mut dyn FnMut() -> [u8; 4],
+        codec: &mut Codec,
+        out: &mut Output,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let msg = msg.into();
+        let window_bits = self.deflate.and_then(|d| d.send_window_bits(self.role == Role::Server));
+        let (opcode, payload) = msg.frame_parts();
+        let mut compressed = Vec::new();
+        match window_bits {
+            Some(bits) if codec.compress(payload, bits, &mut compressed) => {
+                let key = self.mask_key(mask);
+                out.push_with(MAX_HEADER_BYTES + compressed.len(), |tail| {
+                    encode_frame_rsv(RSV1, opcode, &compressed, key, tail)
+                });
+                Ok(())
+            }
+            _ => self.send_message(msg, mask, out),
+        }
+    }
+
     /// Queues a ping (at most 125 bytes of payload, §5.5). The peer's pong arrives as
     /// [`Event::Pong`]. Next: write `out`.
     pub fn send_ping(
@@ -771,6 +852,9 @@ impl WsConn {
         self.close_received
     }
 }
+
+/// The RSV1 bit in [`FrameHeader::rsv`]: "Per-Message Compressed" under permessage-deflate.
+pub const RSV1: u8 = 0b100;
 
 /// Makes room for `needed` bytes in total, growing at most to double the capacity and never
 /// past `max_bytes` unless `needed` itself is larger (it is not: callers check the limit).

@@ -184,7 +184,24 @@ impl FrameHeader {
 /// Appends one whole frame to `out`: the header, then a copy of `payload`, masked with `mask`
 /// when a key is given (the client role, §5.3). RSV bits are 0.
 pub fn encode_frame(fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>, out: &mut Vec<u8>) {
-    let header = FrameHeader { fin, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+    encode_frame_with(fin, 0, opcode, payload, mask, out);
+}
+
+/// Appends one whole final frame with RSV bits `rsv` (RSV1 = 0b100; an extension such as
+/// permessage-deflate must have been negotiated), like [`encode_frame`].
+pub fn encode_frame_rsv(rsv: u8, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>, out: &mut Vec<u8>) {
+    encode_frame_with(true, rsv, opcode, payload, mask, out);
+}
+
+fn encode_frame_with(
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+    out: &mut Vec<u8>,
+) {
+    let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
     out.reserve(header.encoded_len() + payload.len());
     header.encode(out);
     let start = out.len();

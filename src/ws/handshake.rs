@@ -9,8 +9,9 @@
 //!
 //! Does not: parse HTTP (it takes [`RequestHead`] / [`ResponseHead`] from `crate::http1`), write
 //! error responses (the caller answers [`HandshakeError::status_hint`] with
-//! [`HandshakeError::extra_headers`]), negotiate extensions (a request's
-//! `Sec-WebSocket-Extensions` is ignored, and a client offers none), or draw the client's nonce
+//! [`HandshakeError::extra_headers`]), know extensions other than permessage-deflate (the
+//! server declines them; negotiation itself lives in [`crate::ws::deflate`]), or draw the
+//! client's nonce
 //! (the caller passes 16 random bytes).
 
 use std::fmt;
@@ -20,6 +21,9 @@ use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use crate::http1::head::{Headers, RequestHead, ResponseHead};
+use crate::ws::deflate::{
+    negotiate_client, negotiate_server, parse_extensions, NegotiateError, PerMessageDeflate, CLIENT_OFFER,
+};
 
 /// The GUID appended to the key before hashing (RFC 6455 §1.3).
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -44,6 +48,9 @@ pub struct ServerOptions {
     /// is allowed: only browsers send it, and it protects browsers' users (§10.2); other
     /// clients can send any value they like.
     pub allowed_origins: Option<Vec<String>>,
+    /// Accept a permessage-deflate offer (RFC 7692). Default false (for this struct; the
+    /// server's configuration turns it on).
+    pub deflate: bool,
 }
 
 /// A handshake the server accepted: write [`Accepted::response_head`], then speak WebSocket.
@@ -53,6 +60,8 @@ pub struct Accepted {
     pub accept: String,
     /// The subprotocol selected, if any.
     pub protocol: Option<String>,
+    /// permessage-deflate, when an offer was accepted (RFC 7692 §5).
+    pub deflate: Option<PerMessageDeflate>,
 }
 
 impl Accepted {
@@ -67,6 +76,13 @@ impl Accepted {
         if let Some(protocol) = &self.protocol {
             out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
             out.extend_from_slice(protocol.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(deflate) = &self.deflate {
+            // RFC 7692 §5: the server accepts one offer by naming it, with its parameters, in
+            // the response's Sec-WebSocket-Extensions.
+            out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+            out.extend_from_slice(deflate.response_value().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -101,8 +117,11 @@ pub enum HandshakeError {
     /// Client role: the response selects a subprotocol the request did not offer, or more than
     /// one (§4.1, §11.3.4).
     ProtocolNotOffered,
-    /// Client role: the response selects an extension, and the request offered none (§4.1).
+    /// Client role: the response selects an extension the request did not offer (§4.1, §9.1).
     ExtensionNotOffered,
+    /// Client role: the response's permessage-deflate answer breaks RFC 7692 §7.1 (an unknown,
+    /// repeated or ill-formed parameter) or the §9.1 grammar.
+    InvalidExtensionAnswer,
     /// Caller misuse: a field of a [`ClientRequest`] would break the request head (CR, LF, NUL,
     /// or a character outside its grammar); names the field.
     InvalidRequestField(&'static str),
@@ -125,7 +144,8 @@ impl HandshakeError {
             HandshakeError::UnexpectedStatus(_)
             | HandshakeError::AcceptMismatch
             | HandshakeError::ProtocolNotOffered
-            | HandshakeError::ExtensionNotOffered => 502,
+            | HandshakeError::ExtensionNotOffered
+            | HandshakeError::InvalidExtensionAnswer => 502,
             HandshakeError::InvalidRequestField(_) => 500,
         }
     }
@@ -173,6 +193,9 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::ProtocolNotOffered => {
                 f.write_str("the server selected a subprotocol that was not offered (§4.1)")
+            }
+            HandshakeError::InvalidExtensionAnswer => {
+                f.write_str("the server's permessage-deflate answer is invalid (RFC 7692 §7.1)")
             }
             HandshakeError::ExtensionNotOffered => {
                 f.write_str("the server selected an extension that was not offered (§4.1)")
@@ -245,7 +268,19 @@ pub fn accept(head: &RequestHead, options: &ServerOptions) -> Result<Accepted, H
         .map(|offered| offered.trim_ascii())
         .find_map(|offered| options.protocols.iter().find(|p| p.as_bytes() == offered))
         .cloned();
-    Ok(Accepted { accept: accept_key(key), protocol })
+    let deflate = if options.deflate { negotiate_deflate(head) } else { None };
+    Ok(Accepted { accept: accept_key(key), protocol, deflate })
+}
+
+/// The permessage-deflate offer the server accepts from the request's
+/// `Sec-WebSocket-Extensions` fields, if any (RFC 7692 §5). A field list that breaks the §9.1
+/// grammar is declined as a whole: the handshake goes on without extensions.
+fn negotiate_deflate(head: &RequestHead) -> Option<PerMessageDeflate> {
+    let mut offers = Vec::new();
+    for field in head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions")) {
+        parse_extensions(&field.value, &mut offers).ok()?;
+    }
+    negotiate_server(&offers, head.header("User-Agent"))
 }
 
 /// The value of the only field named `name`; `None` when absent or repeated.
@@ -270,6 +305,17 @@ pub struct ClientRequest {
     pub protocols: Vec<String>,
     /// More header fields (e.g. `Origin`, `Authorization`), written as given.
     pub extra_headers: Vec<(String, String)>,
+    /// Offer permessage-deflate ([`CLIENT_OFFER`], RFC 7692).
+    pub deflate: bool,
+}
+
+/// What the server selected in its 101 response (§4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// The subprotocol, if any.
+    pub protocol: Option<String>,
+    /// permessage-deflate and its parameters, when the server accepted the offer.
+    pub deflate: Option<PerMessageDeflate>,
 }
 
 impl ClientRequest {
@@ -316,6 +362,9 @@ impl ClientRequest {
         if !self.protocols.is_empty() {
             line("Sec-WebSocket-Protocol", &self.protocols.join(", "));
         }
+        if self.deflate {
+            line("Sec-WebSocket-Extensions", CLIENT_OFFER);
+        }
         for (name, value) in &self.extra_headers {
             line(name, value);
         }
@@ -334,14 +383,12 @@ fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Checks the server's response to `request` (§4.1); returns the subprotocol it selected.
+/// Checks the server's response to `request` (§4.1); returns the subprotocol and the extension
+/// it selected.
 ///
 /// On success speak WebSocket with a [`crate::ws::WsConn`] in the client role over the bytes
 /// after the response head; on error the client MUST fail the connection (close TCP).
-pub fn verify_response(
-    head: &ResponseHead,
-    request: &ClientRequest,
-) -> Result<Option<String>, HandshakeError> {
+pub fn verify_response(head: &ResponseHead, request: &ClientRequest) -> Result<Selected, HandshakeError> {
     // RFC 6455 §4.1: "If the status code received from the server is not 101, the client
     // handles the response per HTTP procedures."
     if head.status != 101 {
@@ -366,23 +413,34 @@ pub fn verify_response(
         return Err(HandshakeError::AcceptMismatch);
     }
     // RFC 6455 §4.1: an extension "not present in the client's handshake" MUST fail the
-    // connection; this client offers none.
-    if head.header("Sec-WebSocket-Extensions").is_some_and(|v| !v.is_empty()) {
-        return Err(HandshakeError::ExtensionNotOffered);
+    // connection; this client offers permessage-deflate at most.
+    let mut answer = Vec::new();
+    for field in head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions")) {
+        parse_extensions(&field.value, &mut answer).map_err(|_| HandshakeError::InvalidExtensionAnswer)?;
     }
+    let deflate = match negotiate_client(&answer) {
+        Ok(Some(_)) if !request.deflate => return Err(HandshakeError::ExtensionNotOffered),
+        Ok(deflate) => deflate,
+        Err(NegotiateError::NotOffered) => return Err(HandshakeError::ExtensionNotOffered),
+        // RFC 7692 §7.1: a client MUST fail the connection on an answer it cannot accept.
+        Err(_) => return Err(HandshakeError::InvalidExtensionAnswer),
+    };
     // RFC 6455 §4.1: a subprotocol "that was not present in the client's handshake" MUST fail
     // the connection; §11.3.4: the field "MUST NOT appear more than once in an HTTP response".
     let mut fields = head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Protocol"));
-    match (fields.next(), fields.next()) {
-        (None, _) => Ok(None),
-        (Some(selected), None) => request
-            .protocols
-            .iter()
-            .find(|p| p.as_bytes() == selected.value)
-            .map(|p| Some(p.clone()))
-            .ok_or(HandshakeError::ProtocolNotOffered),
-        (Some(_), Some(_)) => Err(HandshakeError::ProtocolNotOffered),
-    }
+    let protocol = match (fields.next(), fields.next()) {
+        (None, _) => None,
+        (Some(selected), None) => Some(
+            request
+                .protocols
+                .iter()
+                .find(|p| p.as_bytes() == selected.value)
+                .cloned()
+                .ok_or(HandshakeError::ProtocolNotOffered)?,
+        ),
+        (Some(_), Some(_)) => return Err(HandshakeError::ProtocolNotOffered),
+    };
+    Ok(Selected { protocol, deflate })
 }
 
 #[cfg(test)]
@@ -589,6 +647,7 @@ mod tests {
             key,
             protocols: vec!["chat".to_string(), "superchat".to_string()],
             extra_headers: vec![("Origin".to_string(), "http://example.com".to_string())],
+            deflate: false,
         }
     }
 
@@ -651,9 +710,95 @@ mod tests {
     #[test]
     fn rfc6455_4_1_client_accepts_valid_response() {
         let req = client_request();
-        assert_eq!(verify_response(&sample_response(&[]), &req), Ok(None));
+        assert_eq!(
+            verify_response(&sample_response(&[]), &req),
+            Ok(Selected { protocol: None, deflate: None })
+        );
         let chosen = sample_response(&[("Sec-WebSocket-Protocol", "superchat")]);
-        assert_eq!(verify_response(&chosen, &req), Ok(Some("superchat".to_string())));
+        assert_eq!(
+            verify_response(&chosen, &req),
+            Ok(Selected { protocol: Some("superchat".to_string()), deflate: None })
+        );
+    }
+
+    fn deflate_offer() -> RequestHead {
+        sample(&[(
+            "Sec-WebSocket-Extensions",
+            "x-webkit-deflate-frame, permessage-deflate; client_max_window_bits",
+        )])
+    }
+
+    fn deflate_options() -> ServerOptions {
+        ServerOptions { deflate: true, ..ServerOptions::default() }
+    }
+
+    #[test]
+    fn rfc7692_5_server_accepts_an_offer_and_names_it_in_the_response() {
+        let accepted = accept(&deflate_offer(), &deflate_options()).unwrap();
+        assert!(accepted.deflate.is_some());
+        let mut out = Vec::new();
+        accepted.response_head(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
+            "{text}"
+        );
+        // Off: the offer is ignored and the response names no extension.
+        let plain = accept(&deflate_offer(), &ServerOptions::default()).unwrap();
+        assert_eq!(plain.deflate, None);
+        let mut out = Vec::new();
+        plain.response_head(&mut out);
+        assert!(!String::from_utf8(out).unwrap().contains("Extensions"));
+    }
+
+    #[test]
+    fn rfc7692_5_bad_offers_are_declined_not_refused() {
+        for value in [
+            "permessage-deflate; bogus",
+            "permessage-deflate;;",
+            "permessage-deflate; server_max_window_bits=8",
+        ] {
+            let accepted =
+                accept(&sample(&[("Sec-WebSocket-Extensions", value)]), &deflate_options()).unwrap();
+            assert_eq!(accepted.deflate, None, "{value}");
+        }
+        // Two fields form one list; the first acceptable offer wins.
+        let head = sample(&[
+            ("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=8"),
+            ("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=10"),
+        ]);
+        assert_eq!(accept(&head, &deflate_options()).unwrap().deflate.unwrap().server_max_window_bits, 10);
+        // Safari 15.0-15.3 (uWebSockets' rule).
+        let safari = sample(&[
+            ("Sec-WebSocket-Extensions", "permessage-deflate"),
+            ("User-Agent", "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/15.1 Safari/605.1.15"),
+        ]);
+        assert_eq!(accept(&safari, &deflate_options()).unwrap().deflate, None);
+    }
+
+    #[test]
+    fn rfc7692_5_client_offers_and_reads_the_answer() {
+        let mut req = client_request();
+        req.deflate = true;
+        let mut out = Vec::new();
+        req.encode(&mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+        let answer = sample_response(&[(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; server_no_context_takeover",
+        )]);
+        let selected = verify_response(&answer, &req).unwrap();
+        assert!(selected.deflate.unwrap().server_no_context_takeover);
+        for bad in
+            ["permessage-deflate; x=1", "permessage-deflate; client_max_window_bits", "permessage-deflate; ;"]
+        {
+            let answer = sample_response(&[("Sec-WebSocket-Extensions", bad)]);
+            assert_eq!(verify_response(&answer, &req), Err(HandshakeError::InvalidExtensionAnswer), "{bad}");
+        }
+        let other = sample_response(&[("Sec-WebSocket-Extensions", "x-webkit-deflate-frame")]);
+        assert_eq!(verify_response(&other, &req), Err(HandshakeError::ExtensionNotOffered));
     }
 
     #[test]
@@ -716,6 +861,7 @@ mod tests {
         let opts = ServerOptions {
             protocols: vec!["superchat".to_string()],
             allowed_origins: Some(vec!["http://example.com".to_string()]),
+            deflate: false,
         };
         // What the integrator's head parser would produce from `req.encode`.
         let mut head =
@@ -733,6 +879,6 @@ mod tests {
         let accepted = accept(&head, &opts).unwrap();
         let resp = sample_response(&[("Sec-WebSocket-Protocol", "superchat")]);
         assert_eq!(accepted.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(verify_response(&resp, &req), Ok(accepted.protocol));
+        assert_eq!(verify_response(&resp, &req), Ok(Selected { protocol: accepted.protocol, deflate: None }));
     }
 }

@@ -9,6 +9,7 @@
 //! | [`utf8`] | [§8.1](https://www.rfc-editor.org/rfc/rfc6455#section-8.1) | incremental UTF-8 validation of text |
 //! | [`close`] | [§5.5.1](https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1), [§7.4](https://www.rfc-editor.org/rfc/rfc6455#section-7.4) | close codes and the close payload |
 //! | [`handshake`] | [§4](https://www.rfc-editor.org/rfc/rfc6455#section-4) | opening handshake, server and client |
+//! | [`deflate`] | [RFC 7692](https://www.rfc-editor.org/rfc/rfc7692) | permessage-deflate: negotiation and codec |
 //! | [`conn`] | [§5.4](https://www.rfc-editor.org/rfc/rfc6455#section-5.4), [§5.5](https://www.rfc-editor.org/rfc/rfc6455#section-5.5), [§7](https://www.rfc-editor.org/rfc/rfc6455#section-7) | the connection state machine |
 //!
 //! Reading order: `frame`, `mask`, `utf8`, `close`, `conn`; `handshake` stands alone and runs
@@ -26,6 +27,7 @@
 
 pub mod close;
 pub mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
@@ -126,6 +128,26 @@ pub enum Error {
     InvalidCloseCode(u16),
     /// A close reason that is not UTF-8 (§5.5.1).
     InvalidCloseReason,
+    /// RFC 7692 §6: RSV1 ("Per-Message Compressed") on a continuation or control frame, where
+    /// it has no meaning.
+    CompressedBitMisplaced,
+    /// A compressed message that inflates past [`Limits::max_message_bytes`] (RFC 7692 §7.2.2,
+    /// RFC 6455 §10.4): a decompression bomb.
+    InflatedTooLarge {
+        /// The limit, in bytes.
+        max_bytes: u64,
+    },
+    /// A compressed message that is not valid DEFLATE data (RFC 7692 §7.2.2).
+    InvalidCompressedData,
+}
+
+impl From<deflate::InflateError> for Error {
+    fn from(error: deflate::InflateError) -> Self {
+        match error {
+            deflate::InflateError::TooLarge { max_bytes } => Error::InflatedTooLarge { max_bytes },
+            _ => Error::InvalidCompressedData,
+        }
+    }
 }
 
 impl Error {
@@ -144,13 +166,18 @@ impl Error {
             | Error::UnexpectedContinuation
             | Error::ExpectedContinuation
             | Error::InvalidClosePayload
-            | Error::InvalidCloseCode(_) => CloseCode::PROTOCOL_ERROR,
+            | Error::InvalidCloseCode(_)
+            | Error::CompressedBitMisplaced => CloseCode::PROTOCOL_ERROR,
             // RFC 6455 §7.4.1: 1007 for "data within a message that was not consistent with the
             // type of the message (e.g., non-UTF-8 data within a text message)"; a close reason
             // is UTF-8 text by §5.5.1, so a broken one gets 1007 too (Autobahn 7.5.1 accepts
             // 1002 or 1007).
-            Error::InvalidUtf8 | Error::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
-            Error::FrameTooLarge { .. } | Error::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
+            Error::InvalidUtf8 | Error::InvalidCloseReason | Error::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
+            Error::FrameTooLarge { .. } | Error::MessageTooLarge { .. } | Error::InflatedTooLarge { .. } => {
+                CloseCode::MESSAGE_TOO_BIG
+            }
         }
     }
 }
@@ -185,6 +212,15 @@ impl fmt::Display for Error {
                 write!(f, "close code {code} is not allowed on the wire (§7.4)")
             }
             Error::InvalidCloseReason => f.write_str("close reason is not valid UTF-8 (§5.5.1)"),
+            Error::CompressedBitMisplaced => {
+                f.write_str("RSV1 on a continuation or control frame (RFC 7692 §6)")
+            }
+            Error::InflatedTooLarge { max_bytes } => {
+                write!(f, "compressed message inflates past the limit of {max_bytes} bytes (§10.4)")
+            }
+            Error::InvalidCompressedData => {
+                f.write_str("compressed message is not valid DEFLATE data (RFC 7692 §7.2.2)")
+            }
         }
     }
 }
@@ -231,6 +267,9 @@ mod tests {
             Error::InvalidClosePayload,
             Error::InvalidCloseCode(1005),
             Error::InvalidCloseReason,
+            Error::CompressedBitMisplaced,
+            Error::InflatedTooLarge { max_bytes: 1 },
+            Error::InvalidCompressedData,
         ];
         for e in &errors {
             let code = e.close_code();

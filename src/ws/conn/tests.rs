@@ -1,6 +1,7 @@
 //! Tests of [`super::WsConn`]: each RFC 6455 rule it enforces, named after its section.
 
 use super::*;
+use crate::ws::deflate::Codec;
 use crate::ws::CloseCode;
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -58,9 +59,9 @@ fn feed(conn: &mut WsConn, chunks: &[&[u8]]) -> Run {
     let mut mask = counter_mask();
     for chunk in chunks {
         let result = if conn.role == Role::Server {
-            conn.handle_input(chunk, &mut no_mask, &mut events, &mut out)
+            conn.handle_input(chunk, &mut no_mask, &mut Codec::default(), &mut events, &mut out)
         } else {
-            conn.handle_input(chunk, &mut mask, &mut events, &mut out)
+            conn.handle_input(chunk, &mut mask, &mut Codec::default(), &mut events, &mut out)
         };
         if let Err(e) = result {
             first_error.get_or_insert(e);
@@ -595,8 +596,13 @@ fn message_owner(chunks: &[&[u8]], echo: bool) -> OwnerRun {
         let mut input = chunk.to_vec();
         let mut pos = 0;
         while pos < input.len() {
-            let result =
-                conn.handle_input_until_message(&mut input[pos..], &mut no_mask, &mut events, &mut out);
+            let result = conn.handle_input_until_message(
+                &mut input[pos..],
+                &mut no_mask,
+                &mut Codec::default(),
+                &mut events,
+                &mut out,
+            );
             run.events.append(&mut events);
             match result {
                 Ok((used, message)) => {
@@ -693,20 +699,23 @@ fn rfc6455_5_3_unmasking_in_place_touches_only_the_frame_returned() {
     let mut conn = server();
     let (mut events, mut out) = (Vec::new(), Output::new());
     let mut bytes = input.clone();
-    let (used, message) =
-        conn.handle_input_until_message(&mut bytes, &mut no_mask, &mut events, &mut out).unwrap();
+    let (used, message) = conn
+        .handle_input_until_message(&mut bytes, &mut no_mask, &mut Codec::default(), &mut events, &mut out)
+        .unwrap();
     assert_eq!(used, first.len());
     assert_eq!(message, Some(Incoming::InPlace(MessageRef::Binary(b"first"))));
     assert_eq!(&bytes[used..], &second[..]);
     // A partial frame is copied into the message buffer, its input left as it was.
     let mut partial = second[..4].to_vec();
-    let (used, message) =
-        conn.handle_input_until_message(&mut partial, &mut no_mask, &mut events, &mut out).unwrap();
+    let (used, message) = conn
+        .handle_input_until_message(&mut partial, &mut no_mask, &mut Codec::default(), &mut events, &mut out)
+        .unwrap();
     assert_eq!((used, message), (4, None));
     assert_eq!(partial, second[..4]);
     let mut rest = second[4..].to_vec();
-    let (_, message) =
-        conn.handle_input_until_message(&mut rest, &mut no_mask, &mut events, &mut out).unwrap();
+    let (_, message) = conn
+        .handle_input_until_message(&mut rest, &mut no_mask, &mut Codec::default(), &mut events, &mut out)
+        .unwrap();
     assert_eq!(message, Some(Incoming::Assembled(Message::Text("second".into()))));
     assert!(events.is_empty() && out.is_empty());
 }
@@ -721,12 +730,19 @@ fn rfc6455_7_1_7_message_before_fault_is_returned_before_the_close() {
     let mut out = Output::new();
     let mut events = Vec::new();
     let mut bytes = input.clone();
-    let (used, message) =
-        conn.handle_input_until_message(&mut bytes, &mut no_mask, &mut events, &mut out).unwrap();
+    let (used, message) = conn
+        .handle_input_until_message(&mut bytes, &mut no_mask, &mut Codec::default(), &mut events, &mut out)
+        .unwrap();
     assert_eq!(used, first.len());
     assert_eq!(message, Some(Incoming::InPlace(MessageRef::Text("ok"))));
     assert!(events.is_empty() && out.is_empty() && !conn.close_sent());
-    let error = conn.handle_input_until_message(&mut bytes[used..], &mut no_mask, &mut events, &mut out);
+    let error = conn.handle_input_until_message(
+        &mut bytes[used..],
+        &mut no_mask,
+        &mut Codec::default(),
+        &mut events,
+        &mut out,
+    );
     assert_eq!(error, Err(Error::ReservedBitsSet));
     assert!(events.is_empty());
     assert_failed_with(&(events, out.take_vec(), error.err()), 1002);
