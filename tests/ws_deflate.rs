@@ -173,7 +173,11 @@ fn rfc7692_broadcast_to_many_subscribers_is_compressed_once() {
     assert!(frames.windows(2).all(|w| w[0] == w[1]), "every subscriber got the same bytes");
     let frame = plain.recv().unwrap();
     assert_eq!((frame.rsv, frame.payload), (0, text.as_bytes().to_vec()));
-    assert_eq!(metric(&server, "pushwire_ws_deflate_compressions_total") - before, 1, "compressed once for 20");
+    assert_eq!(
+        metric(&server, "pushwire_ws_deflate_compressions_total") - before,
+        1,
+        "compressed once for 20"
+    );
     assert!(metric(&server, "pushwire_ws_deflate_frames_sent_total") >= 20);
 }
 
