@@ -9,7 +9,7 @@
 # The suite is installed with the Python 3 port's setup.sh, found in $AUTOBAHN_SETUP,
 # ../shared/autobahn/setup.sh (beside the repository) or /work/shared/autobahn/setup.sh; it
 # needs python3 with venv and lib2to3 (Debian: python3-venv python3-lib2to3) and PyPI.
-# About 7 minutes on 2 cores, most of it cases 12.* and 13.*.
+# Several minutes on 2 cores, most of it cases 12.* and 13.*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

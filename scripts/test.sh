@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit, spec-vector, scripted-conversation, loopback end-to-end and layering
 # tests, compiles the benchmarks, then runs the browser tests (Chromium driving the demo page and
-# pushwire.js; scripts/setup-browser.sh installs their npm dependency once), and finally the
-# Autobahn|Testsuite in both roles (scripts/autobahn.sh, about 7 minutes). This is the README's
+# pushwire.js; scripts/setup-browser.sh installs their npm dependency once). This is the README's
 # test command; .ci/run calls it after installing system packages and checking formatting and
 # lints.
 set -euo pipefail
@@ -24,7 +23,3 @@ cargo bench --locked --no-run
 # tests/browser/node_modules is missing.
 cargo build --locked --bin pushwire
 (cd tests/browser && node --test --test-concurrency=1 browser.test.mjs)
-
-# RFC 6455 and RFC 7692 conformance: the fuzzing client against /echo (all 517 cases) and the
-# fuzzing server against examples/autobahn_client.rs; fails on any case not OK.
-bash scripts/autobahn.sh
