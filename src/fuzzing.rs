@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::http1::body::BodyReader;
+use crate::http1::body::{BodyReader, ResponseBody};
 use crate::http1::chunked::{encode_chunk, ChunkedDecoder, ChunkedError, ChunkedLimits, LAST_CHUNK};
-use crate::http1::head::{parse_request_head, parse_response_head, HeadScanner};
+use crate::http1::head::{parse_request_head, parse_response_head, HeadScanner, ResponseHead};
 use crate::http1::Limits as HttpLimits;
 use crate::hub::{ChannelName, Cursor, Epoch, Hub, HubError, Message, Payload, Replay, Since, SinkId};
 use crate::output::Output;
@@ -494,6 +494,68 @@ pub fn chunked_decode(data: &[u8]) {
     if !expected.is_empty() {
         let short = ChunkedLimits { max_body_bytes: expected.len() as u64 - 1, ..exact };
         assert_eq!(decode_chunked(short, &[&encoded]).1, Err(ChunkedError::BodyTooLarge));
+    }
+}
+
+/// What one response-body read produced: the body so far, and the consumed count and
+/// completion or the error.
+type ResponseBodyRun = (Vec<u8>, Result<(usize, bool), crate::http1::Error>);
+
+fn read_response_body(
+    head: &ResponseHead,
+    head_request: bool,
+    limit: u64,
+    pieces: &[&[u8]],
+) -> ResponseBodyRun {
+    let mut out = Vec::new();
+    let mut body = match ResponseBody::for_response(head, head_request, limit) {
+        Ok(body) => body,
+        Err(e) => return (out, Err(e)),
+    };
+    let mut consumed = 0;
+    for piece in pieces {
+        match body.read(piece, &mut out) {
+            Ok(progress) => {
+                consumed += progress.consumed;
+                if progress.done {
+                    assert!(body.is_done() && progress.consumed <= piece.len());
+                    return (out, Ok((consumed, true)));
+                }
+                assert_eq!(progress.consumed, piece.len(), "all input is consumed until done");
+            }
+            Err(e) => return (out, Err(e)),
+        }
+    }
+    (out, Ok((consumed, body.is_done())))
+}
+
+/// RFC 9112 §6.3 response bodies, as the clients and the load generator read them: split
+/// invariance (same body, consumed count and completion, or the same error), the body never over its
+/// limit, a Content-Length body exactly its length, and an answer to `HEAD` (or a 204, 304 or
+/// 1xx) without a body whatever follows.
+pub fn response_body(data: &[u8]) {
+    let mut r = Bytes::new(data);
+    let limit = u64::from(r.u16());
+    let head_request = r.u8() & 1 == 1;
+    let split = Split::read(&mut r);
+    let input = r.rest();
+    let Ok(Some((head, len))) = parse_response_head(input, &HttpLimits::default()) else { return };
+    let rest = &input[len..];
+    let whole = read_response_body(&head, head_request, limit, &[rest]);
+    let cut = read_response_body(&head, head_request, limit, &split.pieces(rest));
+    // After an error the body so far is discarded by every caller: only the error must agree.
+    match &whole.1 {
+        Ok(_) => assert_eq!(whole, cut, "split invariance"),
+        Err(e) => assert_eq!(cut.1.as_ref().err(), Some(e), "split invariance of the error"),
+    }
+    assert!(whole.0.len() as u64 <= limit && cut.0.len() as u64 <= limit, "body within its limit");
+    if head_request || (100..200).contains(&head.status) || head.status == 204 || head.status == 304 {
+        assert_eq!(whole, (Vec::new(), Ok((0, true))), "no body");
+    }
+    if let Ok(ResponseBody::Length { remaining }) = ResponseBody::for_response(&head, head_request, limit) {
+        if let Ok((_, true)) = whole.1 {
+            assert_eq!(whole.0.len() as u64, remaining, "a Content-Length body is its length");
+        }
     }
 }
 

@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("ws_handshake", fuzzing::ws_handshake),
     ("http_head", fuzzing::http_head),
     ("chunked_decode", fuzzing::chunked_decode),
+    ("response_body", fuzzing::response_body),
     ("sse_parse", fuzzing::sse_parse),
     ("cursor_parse", fuzzing::cursor_parse),
     ("hub_ops", fuzzing::hub_ops),

@@ -1,8 +1,10 @@
-//! Requests for the hub, queued by connections and applied by the event loop.
+//! Requests for the hub, queued by connections and submitted by the event loop to the hub
+//! backend ([`super::backend::HubBackend`]).
 //!
-//! A connection never calls the hub itself: it queues a [`Command`]; the loop applies it under
-//! the hub's lock and hands the [`Reply`] back. That keeps the hub ignorant of connections and
-//! lets the loop batch its work.
+//! A connection never calls the hub itself: it queues a [`Command`]; the loop submits it, and
+//! the backend applies it ([`Command::apply`], under the lock of the in-memory backend) and
+//! hands the [`Reply`] back, at once or through the loop's inbox. That keeps the hub ignorant
+//! of connections and lets the loop batch its work.
 
 use std::sync::Arc;
 use std::time::Instant;
