@@ -1449,39 +1449,6 @@ pub fn redis_frame(data: &[u8]) {
     assert_eq!(parse_frame(&encode_leave(&member), &generous), Ok(Frame::Leave { member }));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_harness_accepts_empty_and_small_inputs() {
-        let inputs: [&[u8]; 4] =
-            [b"", b"\x00", b"\xff\xff\xff\xff", b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"];
-        for input in inputs {
-            ws_frame_header(input);
-            ws_conn_server(input);
-            ws_conn_client(input);
-            ws_handshake(input);
-            http_head(input);
-            chunked_decode(input);
-            sse_parse(input);
-            cursor_parse(input);
-            hub_ops(input);
-            conn_server(input);
-            resp_decode(input);
-            redis_frame(input);
-        }
-    }
-
-    #[test]
-    fn split_pieces_cover_the_input_in_order() {
-        let data: Vec<u8> = (0..50).collect();
-        for split in [Split::Every(1), Split::Every(7), Split::At(vec![3, 900, 0, 49]), Split::At(vec![])] {
-            assert_eq!(split.pieces(&data).concat(), data);
-        }
-    }
-}
-
 /// `rooms_request`: a connection's channel set (`transport/rooms.rs`) and the multi-channel
 /// request forms. Byte 0 is the channel limit (1 to 8), byte 1 the number of channels a
 /// composite cursor must have (1 to 8); the rest is lines: the first is a request-target whose
@@ -1566,4 +1533,37 @@ pub fn rooms_request(data: &[u8]) {
     let mut id = String::new();
     rooms.write_event_id(&mut id);
     assert!(id.len() <= crate::hub::composite::Composite::max_text_bytes(rooms.rooms().len().max(1)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_harness_accepts_empty_and_small_inputs() {
+        let inputs: [&[u8]; 4] =
+            [b"", b"\x00", b"\xff\xff\xff\xff", b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"];
+        for input in inputs {
+            ws_frame_header(input);
+            ws_conn_server(input);
+            ws_conn_client(input);
+            ws_handshake(input);
+            http_head(input);
+            chunked_decode(input);
+            sse_parse(input);
+            cursor_parse(input);
+            hub_ops(input);
+            conn_server(input);
+            resp_decode(input);
+            redis_frame(input);
+        }
+    }
+
+    #[test]
+    fn split_pieces_cover_the_input_in_order() {
+        let data: Vec<u8> = (0..50).collect();
+        for split in [Split::Every(1), Split::Every(7), Split::At(vec![3, 900, 0, 49]), Split::At(vec![])] {
+            assert_eq!(split.pieces(&data).concat(), data);
+        }
+    }
 }
