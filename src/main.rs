@@ -142,6 +142,11 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Run the channels on this Redis server, shared with every node given the same URL:
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (see README "Many nodes"). Without it the
+    /// channels live in this process.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 
     /// Largest request head, in bytes (larger: 431).
     #[arg(long, value_name = "BYTES", default_value_t = http().max_head_bytes)]
@@ -324,10 +329,20 @@ fn main() -> ExitCode {
                 eprintln!("pushwire: invalid configuration: {e}");
                 return ExitCode::from(2);
             }
-            let result = pushwire::net::serve(config, args.listen, |addr| {
+            let on_ready = |addr| {
                 // Tests and scripts read this line to find a port picked with :0.
                 println!("pushwire listening on http://{addr}");
-            });
+            };
+            let result = match &args.redis {
+                None => pushwire::net::serve(config, args.listen, on_ready),
+                Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
+                    Ok(url) => pushwire::net::redis_broker::serve(config, args.listen, url, on_ready),
+                    Err(e) => {
+                        eprintln!("pushwire: --redis: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
