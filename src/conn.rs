@@ -290,7 +290,8 @@ impl Conn {
                             self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
                         }
                     }
-                    Reply::Published(Ok(_)) | Reply::Stats(_) => {}
+                    Reply::Published(Ok(id)) => self.drive(now, |s, ctx| s.handle_published(id, ctx)),
+                    Reply::Stats(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.

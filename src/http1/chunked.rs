@@ -392,8 +392,9 @@ impl ChunkedDecoder {
     }
 }
 
-/// `tchar` of RFC 9110 §5.6.2, the characters of a `token` such as a field name.
-fn is_tchar(byte: u8) -> bool {
+/// `tchar` of RFC 9110 §5.6.2, the characters of a `token` such as a field name (also what
+/// event names are made of).
+pub fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 

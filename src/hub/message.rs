@@ -44,6 +44,9 @@ pub enum Encoding {
     NdjsonChunk,
     /// One JSON envelope, as an element of a poll response body.
     JsonEnvelope,
+    /// A WebSocket text frame carrying a JSON envelope that names the channel (`pushwire.v1`
+    /// command mode, where one connection holds several channels).
+    WsChannelEnvelopeFrame,
     /// [`Encoding::WsFrame`] for a permessage-deflate connection whose server window is
     /// `window_bits` (9 to 15): compressed with RSV1 when that pays, else the plain frame.
     WsDeflateFrame {
@@ -60,7 +63,7 @@ pub enum Encoding {
 
 impl Encoding {
     /// Number of wire formats.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// Number of permessage-deflate encodings: two framings times windows of 9 to 15 bits.
     const DEFLATE_COUNT: usize = 14;
@@ -84,6 +87,7 @@ impl Encoding {
             Encoding::SseEvent => 2,
             Encoding::NdjsonChunk => 3,
             Encoding::JsonEnvelope => 4,
+            Encoding::WsChannelEnvelopeFrame => 5,
             Encoding::WsDeflateFrame { .. } | Encoding::WsDeflateEnvelopeFrame { .. } => 0,
         }
     }
@@ -247,6 +251,7 @@ mod tests {
             Encoding::SseEvent,
             Encoding::NdjsonChunk,
             Encoding::JsonEnvelope,
+            Encoding::WsChannelEnvelopeFrame,
         ];
         let mut seen = [false; Encoding::COUNT];
         for encoding in all {

@@ -339,7 +339,9 @@ fn check(raw: Raw<'_>, limits: &CommandLimits) -> Result<Command, CommandError> 
                     return Err(CommandError::TooLarge("event"))
                 }
                 Some(name)
-                    if name.is_empty() || !name.bytes().all(super::route::is_tchar) || name == "gap" =>
+                    if name.is_empty()
+                        || !name.bytes().all(crate::http1::chunked::is_tchar)
+                        || name == "gap" =>
                 {
                     return Err(CommandError::BadCommand("event must be a token other than gap".into()))
                 }

@@ -138,6 +138,11 @@ impl Feed {
         Command::Subscribe { channel: self.channel.clone(), since }
     }
 
+    /// True when deliveries are written as they come (not starting, not catching up).
+    pub fn is_live(&self) -> bool {
+        self.mode == Mode::Live
+    }
+
     /// True while the feed is catching up from the history.
     pub fn is_catching_up(&self) -> bool {
         matches!(self.mode, Mode::CatchingUp { .. })

@@ -50,6 +50,8 @@ pub enum Refusal {
     Denied(Denied),
     /// The WebSocket opening handshake was refused (its status and fields).
     Handshake(HandshakeError),
+    /// `/ws` without the `pushwire.v1` subprotocol offered: 400 (command mode speaks only it).
+    CommandsNeedV1,
 }
 
 impl Refusal {
@@ -71,7 +73,8 @@ impl Refusal {
             | Refusal::BadSince
             | Refusal::BadLastEventId
             | Refusal::BadEventName
-            | Refusal::ReservedEventName => 400,
+            | Refusal::ReservedEventName
+            | Refusal::CommandsNeedV1 => 400,
         }
     }
 
@@ -103,6 +106,7 @@ impl Refusal {
             Refusal::ReservedEventName => "the event name gap is reserved for gap signals",
             Refusal::Denied(denied) => denied.reason(),
             Refusal::Handshake(_) => "WebSocket handshake refused",
+            Refusal::CommandsNeedV1 => "/ws needs the WebSocket subprotocol pushwire.v1",
         }
     }
 }

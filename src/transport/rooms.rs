@@ -148,6 +148,17 @@ pub struct Outcome {
     pub reply: Option<Vec<u8>>,
 }
 
+/// What [`Rooms::handle_refused`] did.
+#[derive(Debug)]
+pub struct Refused {
+    /// The `error` reply to send.
+    pub reply: Vec<u8>,
+    /// The channel whose subscription was refused (it left the set).
+    pub unsubscribed: Option<ChannelName>,
+    /// The refused action was a publish.
+    pub was_publish: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Subscribe,
@@ -334,6 +345,17 @@ impl Rooms {
                 error_reply(req, channel, &CommandError::Unavailable(why))
             }
         })
+    }
+
+    /// The hub refused the oldest action still waiting: its `error` reply, and for a
+    /// subscribe the channel that left the set. `None` when nothing waits.
+    pub fn handle_refused(&mut self, error: HubError) -> Option<Refused> {
+        let pending = self.pending.pop_front()?;
+        let reply = error_reply(pending.req.as_deref(), Some(&pending.channel), &hub_error(error));
+        let unsubscribed = (pending.kind == Kind::Subscribe)
+            .then(|| self.position(&pending.channel).map(|i| self.rooms.remove(i).channel))
+            .flatten();
+        Some(Refused { reply, unsubscribed, was_publish: pending.kind == Kind::Publish })
     }
 
     /// A message `id` of `channel` is about to be delivered: true when it follows the

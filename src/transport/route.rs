@@ -15,6 +15,7 @@ use super::feed::Start;
 use super::refusal::Refusal;
 use super::{sse, websocket, Limits};
 use crate::config::Config;
+use crate::http1::chunked::is_tchar;
 use crate::http1::head::{Headers, RequestHead};
 use crate::http1::target::Target;
 use crate::hub::{ChannelName, Cursor, Since};
@@ -65,10 +66,10 @@ pub enum Route {
         /// [`Start::Lost`] for an unreadable `Last-Event-ID`.
         since: Start,
     },
-    /// A WebSocket upgrade, accepted: on a channel, or `/echo` when `channel` is `None`.
+    /// A WebSocket upgrade, accepted: `/echo`, one channel, or `/ws` (command mode).
     WebSocket {
-        /// The channel and where the client's history ends.
-        channel: Option<(ChannelName, Since)>,
+        /// What it serves: for a channel, where the client's history ends.
+        channel: websocket::WsTarget,
         /// The handshake's answer.
         accepted: crate::ws::Accepted,
         /// Messages the client sends are published (publishing allowed and token given).
@@ -85,6 +86,8 @@ pub enum Route {
 
 const CHANNEL_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD, POST")];
 const PAGE_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD")];
+/// `/ws` is a WebSocket upgrade, a GET only (RFC 6455 §4.1).
+const WS_METHODS: &[(&str, &str)] = &[("Allow", "GET")];
 
 /// A routed request head: the route (or why it is refused) and the access verdict it was
 /// decided with, handed on so that nothing downstream checks the head again.
@@ -136,7 +139,12 @@ fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -
         "/healthz" if read_only => Ok(Route::Healthz),
         "/metrics" if read_only => Ok(Route::Metrics),
         "/" | "/index.html" | "/pushwire.js" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
-        "/echo" => websocket_route(head, &target, None, config),
+        "/echo" => websocket_route(head, &target, websocket::WsTarget::Echo, config),
+        "/ws" if method == "GET" => {
+            config.access.check_subscribe(head, &target).map_err(Refusal::Denied)?;
+            websocket_route(head, &target, websocket::WsTarget::Commands, config)
+        }
+        "/ws" => Err(not_allowed(WS_METHODS)),
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::NotFound);
@@ -194,25 +202,34 @@ fn subscribe_route(
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
         Transport::Stream => Ok(Route::Stream { channel, since }),
-        Transport::WebSocket => websocket_route(head, target, Some((channel, since)), config),
+        Transport::WebSocket => {
+            websocket_route(head, target, websocket::WsTarget::Channel(channel, since), config)
+        }
     }
 }
 
-/// Runs the opening handshake checks (RFC 6455 §4.2.1) for `/echo` or a channel.
+/// Runs the opening handshake checks (RFC 6455 §4.2.1) for `/echo`, a channel or `/ws`.
 fn websocket_route(
     head: &RequestHead,
     target: &Target<'_>,
-    channel: Option<(ChannelName, Since)>,
+    channel: websocket::WsTarget,
     config: &Config,
 ) -> Result<Route, Refusal> {
+    let echo = matches!(channel, websocket::WsTarget::Echo);
     let options = crate::ws::ServerOptions {
-        protocols: if channel.is_some() { vec![websocket::PROTOCOL_V1.to_string()] } else { Vec::new() },
+        protocols: if echo { Vec::new() } else { vec![websocket::PROTOCOL_V1.to_string()] },
         // The Origin policy was applied to every request before routing (see `access`).
         allowed_origins: None,
         deflate: config.websocket.deflate,
     };
     let may_publish = config.websocket.client_publish && config.access.check_publish(head, target).is_ok();
     match crate::ws::handshake::accept(head, &options) {
+        Ok(accepted)
+            if matches!(channel, websocket::WsTarget::Commands)
+                && accepted.protocol.as_deref() != Some(websocket::PROTOCOL_V1) =>
+        {
+            Err(Refusal::CommandsNeedV1)
+        }
         Ok(accepted) => Ok(Route::WebSocket { channel, accepted, may_publish }),
         Err(e) => Err(Refusal::Handshake(e)),
     }
@@ -263,11 +280,6 @@ fn event_param(target: &Target<'_>, limits: &Limits) -> Result<Option<String>, R
         return Err(Refusal::ReservedEventName);
     }
     Ok(Some(name))
-}
-
-/// RFC 9110 §5.6.2 tchar.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

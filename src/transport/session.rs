@@ -116,6 +116,11 @@ impl CommandQueue {
         command
     }
 
+    /// How many commands wait.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
     /// True when no command waits.
     pub fn is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(|q| q.is_empty())
@@ -184,6 +189,14 @@ impl Session {
             Session::Sse(s) => s.handle_subscribed(channel, replay, ctx),
             Session::Stream(s) => s.handle_subscribed(channel, replay, ctx),
             Session::WebSocket(s) => s.handle_subscribed(channel, replay, ctx),
+        }
+    }
+
+    /// A publish the session queued got its id (only a command-mode WebSocket answers it).
+    pub fn handle_published(&mut self, id: crate::hub::Cursor, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_published(id, ctx),
+            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
         }
     }
 

@@ -9,6 +9,14 @@
 //!   asked for cursor semantics). A `pushwire.v1` subscription starts with
 //!   `{"type":"open","next":"EPOCH:OFFSET"}`. Messages the client sends are published to the channel
 //!   (unless `--ws-no-client-publish`), so two browsers on one channel are a chat room.
+//! - **Command mode (`/ws`, issue #13).** With the subprotocol `pushwire.v1` (required) the
+//!   client sends the commands of [`super::commands`] (subscribe with `since`, unsubscribe,
+//!   publish with `except_self`, `req` echoed in the `ok`/`error` reply) and holds up to
+//!   `max_channels_per_connection` channels ([`super::rooms`]); every message, `open` and `gap`
+//!   frame names its `channel`. Per-command errors answer that command and keep the
+//!   connection open. Not served yet on this path: `presence` (answered `unavailable`), tokens
+//!   (no `--token-secret`: a `token` is answered `bad_token`), `joins` and `info` (accepted and
+//!   ignored).
 //! - **Echo.** `/echo` sends every text and binary message back, for conformance tools and
 //!   benchmarks, within its own (larger) limits.
 //! - **Heartbeat.** A connection quiet for [`Limits::ping_interval`] is pinged (RFC 6455
@@ -36,9 +44,14 @@ use crate::ws::deflate::{Codec, SharedCodec};
 use crate::ws::frame::{encode_frame, encode_frame_rsv};
 use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
-use super::feed::{Feed, Wire};
+use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
+use super::feed::{Feed, Step, Wire};
+use super::policy::Policies;
+use super::rooms::{Action, Answer, Authority, RoomLimits, Rooms};
+use super::token::TokenLimits;
 use super::{CloseReason, Ctx, Flow};
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
+use std::collections::VecDeque;
 
 pub use crate::protocol::PROTOCOL_V1;
 
@@ -60,6 +73,36 @@ pub fn encode_envelope_frame(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(envelope.len() + 10);
     encode_frame(true, OpCode::Text, &envelope, None, &mut out);
     out
+}
+
+/// A command-mode frame: the envelope with the message's channel first.
+pub fn encode_channel_envelope_frame(msg: &Message) -> Vec<u8> {
+    let envelope = with_channel(&msg.channel, message_envelope(msg));
+    let mut out = Vec::with_capacity(envelope.len() + 10);
+    encode_frame(true, OpCode::Text, &envelope, None, &mut out);
+    out
+}
+
+/// `{"channel":"NAME",` followed by the rest of the JSON object `json` (which starts with `{`).
+fn with_channel(channel: &ChannelName, json: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + channel.as_str().len() + 14);
+    // Channel names need no JSON escaping (their alphabet is unreserved URL characters).
+    out.extend_from_slice(b"{\"channel\":\"");
+    out.extend_from_slice(channel.as_str().as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(&json[1..]);
+    out
+}
+
+/// What a WebSocket connection serves, chosen by the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsTarget {
+    /// `/echo`.
+    Echo,
+    /// One channel from a cursor (`/channels/{name}`).
+    Channel(ChannelName, Since),
+    /// `/ws`: `pushwire.v1` commands over any number of channels (up to the limit).
+    Commands,
 }
 
 /// The server role never masks, so its mask source is never called.
@@ -93,6 +136,8 @@ pub fn encode_deflate_frame(msg: &Message, v1: bool, window_bits: u8, codec: &mu
 struct WsWire<'a> {
     ws: &'a mut WsConn,
     v1: bool,
+    /// Command mode: every frame names this channel (and is not compressed).
+    channel: Option<&'a ChannelName>,
     /// The loop's codec, used when the connection negotiated permessage-deflate.
     codec: &'a SharedCodec,
     metrics: &'a Metrics,
@@ -101,7 +146,9 @@ struct WsWire<'a> {
 impl WsWire<'_> {
     /// The frame without compression, shared by every plain subscriber.
     fn plain(&self, msg: &Message) -> Arc<[u8]> {
-        if self.v1 {
+        if self.channel.is_some() {
+            msg.encoded(Encoding::WsChannelEnvelopeFrame, encode_channel_envelope_frame)
+        } else if self.v1 {
             msg.encoded(Encoding::WsEnvelopeFrame, encode_envelope_frame)
         } else {
             msg.encoded(Encoding::WsFrame, encode_plain_frame)
@@ -111,7 +158,9 @@ impl WsWire<'_> {
 
 impl Wire for WsWire<'_> {
     fn encode(&self, msg: &Message) -> Arc<[u8]> {
-        let Some(window_bits) = self.ws.deflate().and_then(|d| d.send_window_bits(true)) else {
+        let Some(window_bits) =
+            self.ws.deflate().and_then(|d| d.send_window_bits(true)).filter(|_| self.channel.is_none())
+        else {
             return self.plain(msg);
         };
         let encoding = if self.v1 {
@@ -157,17 +206,26 @@ impl Wire for WsWire<'_> {
 
 impl WsWire<'_> {
     fn send_text(&mut self, json: Vec<u8>, ctx: &mut Ctx<'_>) {
-        let text = String::from_utf8(json).unwrap_or_default();
-        let _ = self.ws.send_message(MessageRef::Text(&text), &mut no_mask, ctx.out);
+        let json = match self.channel {
+            Some(channel) => with_channel(channel, json),
+            None => json,
+        };
+        send_json(self.ws, json, ctx);
     }
+}
+
+/// Sends a JSON text (replies and envelopes are written as UTF-8 by this crate).
+fn send_json(ws: &mut WsConn, json: Vec<u8>, ctx: &mut Ctx<'_>) {
+    let text = String::from_utf8(json).unwrap_or_default();
+    let _ = ws.send_message(MessageRef::Text(&text), &mut no_mask, ctx.out);
 }
 
 /// One WebSocket connection after its handshake.
 #[derive(Debug)]
 pub struct WsSession {
     ws: WsConn,
-    /// The channel feed; `None` on `/echo`.
-    feed: Option<Feed>,
+    /// What the connection serves.
+    serving: Serving,
     v1: bool,
     client_publish: bool,
     /// Where the connection is in its heartbeat and closing handshake (see [`Liveness`]),
@@ -175,6 +233,35 @@ pub struct WsSession {
     liveness_kind: LivenessKind,
     liveness_at: Instant,
 }
+
+/// What a session serves: nothing (echo), one channel's feed, or command mode's channels
+/// (boxed: a one-channel connection's size does not grow).
+#[derive(Debug)]
+enum Serving {
+    Echo,
+    Channel(Feed),
+    Commands(Box<CommandMode>),
+}
+
+/// A command-mode connection's channels.
+#[derive(Debug)]
+struct CommandMode {
+    rooms: Rooms,
+    /// One feed per subscribed channel, in subscription order.
+    feeds: Vec<Feed>,
+    /// The `except_self` flag of each publish awaiting its id, oldest first.
+    publishes: VecDeque<bool>,
+    /// Ids of this connection's `except_self` publishes not yet seen as deliveries.
+    skip: Vec<Cursor>,
+    /// The channel of each page read in flight, oldest first (a `Read` reply names none).
+    reads: VecDeque<ChannelName>,
+}
+
+/// Most `except_self` ids a command-mode connection remembers.
+const MAX_SKIP: usize = 64;
+
+/// No `--channel-policy` is served yet: every channel is open (see the module docs).
+static NO_POLICIES: Policies = Policies(Vec::new());
 
 /// The kind of a [`Liveness`], one byte.
 #[derive(Debug, Clone, Copy)]
@@ -197,25 +284,34 @@ enum Liveness {
 
 impl WsSession {
     /// Writes the 101 response and, on a channel, queues the subscription.
-    pub fn start(
-        accepted: &Accepted,
-        channel: Option<(ChannelName, Since)>,
-        may_publish: bool,
-        ctx: &mut Ctx<'_>,
-    ) -> WsSession {
+    pub fn start(accepted: &Accepted, channel: WsTarget, may_publish: bool, ctx: &mut Ctx<'_>) -> WsSession {
         let limits = &ctx.config.websocket;
         let mut head = Vec::new();
         accepted.response_head(&mut head);
         ctx.out.push_owned(head);
-        let ws_limits = if channel.is_some() { limits.channel } else { limits.echo };
-        let feed = channel.map(|(channel, since)| {
-            let feed = Feed::new(channel);
-            ctx.commands.push_back(feed.subscribe(since));
-            feed
-        });
+        let ws_limits = if channel == WsTarget::Echo { limits.echo } else { limits.channel };
+        let serving = match channel {
+            WsTarget::Echo => Serving::Echo,
+            WsTarget::Channel(channel, since) => {
+                let feed = Feed::new(channel);
+                ctx.commands.push_back(feed.subscribe(since));
+                Serving::Channel(feed)
+            }
+            WsTarget::Commands => {
+                let mode = CommandMode {
+                    rooms: Rooms::new(RoomLimits::default(), None),
+                    feeds: Vec::new(),
+                    publishes: VecDeque::new(),
+                    skip: Vec::new(),
+                    reads: VecDeque::new(),
+                };
+                Serving::Commands(Box::new(mode))
+            }
+        };
+
         WsSession {
             ws: WsConn::with_deflate(Role::Server, ws_limits, accepted.deflate),
-            feed,
+            serving,
             v1: accepted.protocol.as_deref() == Some(PROTOCOL_V1),
             client_publish: may_publish,
             liveness_kind: LivenessKind::Quiet,
@@ -266,16 +362,22 @@ impl WsSession {
     }
 
     fn handle_message(&mut self, msg: MessageRef<'_>, codec: &mut Codec, ctx: &mut Ctx<'_>) {
-        match &self.feed {
-            None => {
+        if matches!(self.serving, Serving::Commands(_)) {
+            if !self.ws.close_sent() {
+                self.handle_command(msg, ctx);
+            }
+            return;
+        }
+        match &self.serving {
+            Serving::Echo => {
                 // The echo goes back compressed when permessage-deflate was negotiated and it pays.
                 let _ = self.ws.send_message_compressed(msg, &mut no_mask, codec, ctx.out);
             }
-            Some(_) if !self.client_publish => {
+            Serving::Channel(_) if !self.client_publish => {
                 // Publishing needs --publish-token (or is off): a policy violation (§7.4.1).
                 self.close(CloseCode::POLICY_VIOLATION, "publishing is not allowed", ctx);
             }
-            Some(feed) if !self.ws.close_sent() => {
+            Serving::Channel(feed) if !self.ws.close_sent() => {
                 // The hub keeps its own copy (one allocation), whatever the message was borrowed from.
                 let payload = match msg {
                     MessageRef::Text(text) => Payload::Text(Arc::from(text)),
@@ -287,18 +389,104 @@ impl WsSession {
                     payload,
                 });
             }
-            Some(_) => {}
+            Serving::Channel(_) | Serving::Commands(_) => {}
+        }
+    }
+
+    /// One command-mode frame: a `pushwire.v1` command (a binary frame is a bad command).
+    fn handle_command(&mut self, msg: MessageRef<'_>, ctx: &mut Ctx<'_>) {
+        let Serving::Commands(mode) = &mut self.serving else { return };
+        let limits = CommandLimits {
+            max_info_bytes: 256,
+            max_token_bytes: TokenLimits::default().max_token_bytes,
+            max_event_name_bytes: ctx.config.transport.max_event_name_bytes,
+        };
+        let request = match msg {
+            MessageRef::Text(text) => parse(text, &limits),
+            MessageRef::Binary(_) => {
+                let e = CommandError::BadCommand("command mode takes JSON text frames".into());
+                return send_json(&mut self.ws, error_reply(None, None, &e), ctx);
+            }
+        };
+        // Refused here, before the channel set records anything: publishing needs what a
+        // one-channel connection's publishing needs, and presence is not served yet.
+        let early = match &request.command {
+            Ok(V1Command::Publish { .. }) if !self.client_publish => {
+                Some(CommandError::NotAllowed("publishing is not allowed on this connection"))
+            }
+            Ok(V1Command::Presence { .. }) => {
+                Some(CommandError::Unavailable("presence is not served yet".into()))
+            }
+            _ => None,
+        };
+        if let Some(e) = early {
+            let reply = error_reply(request.req.as_deref(), request.channel.as_ref(), &e);
+            return send_json(&mut self.ws, reply, ctx);
+        }
+        let token_limits = TokenLimits::default();
+        let auth =
+            Authority { policies: &NO_POLICIES, key: None, token_limits: &token_limits, unix_now_s: 0 };
+        let outcome = mode.rooms.handle_request(request, &auth);
+        if let Some(reply) = outcome.reply {
+            send_json(&mut self.ws, reply, ctx);
+        }
+        match outcome.action {
+            None => {}
+            Some(Action::Subscribe { channel, since, .. }) => {
+                let feed = Feed::new(channel);
+                ctx.commands.push_back(feed.subscribe(since.map_or(Since::Tail, Since::After)));
+                mode.feeds.push(feed);
+            }
+            Some(Action::Unsubscribe { channel }) => {
+                mode.feeds.retain(|f| f.channel != channel);
+                ctx.commands.push_back(Command::Unsubscribe { channel });
+            }
+            Some(Action::Publish { channel, event, payload, except_self }) => {
+                mode.publishes.push_back(except_self);
+                ctx.commands.push_back(Command::Publish { channel, event, payload });
+            }
+            // Refused above.
+            Some(Action::Presence { .. }) => {}
         }
     }
 
     /// The subscription's replay.
     pub fn handle_subscribed(&mut self, channel: ChannelName, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
-        if let Some(feed) = &mut self.feed {
+        if let Serving::Commands(mode) = &mut self.serving {
+            let start = replay.messages.first().map_or(replay.next, |m| m.id.before());
+            if let Some(reply) = mode.rooms.handle_answer(Answer::Subscribed(Ok(start))) {
+                send_json(&mut self.ws, reply, ctx);
+            }
+            // Absent when unsubscribed meanwhile: the ok above is all the client gets.
+            if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
+                feed.share_name(channel.clone());
+                let before = ctx.commands.len();
+                let wire = &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: true,
+                    channel: Some(&channel),
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                };
+                feed.handle_replay(replay, true, wire, ctx);
+                if ctx.commands.len() > before {
+                    mode.reads.push_back(channel);
+                }
+            }
+            return Flow::Continue;
+        }
+        if let Serving::Channel(feed) = &mut self.serving {
             feed.share_name(channel);
             feed.handle_replay(
                 replay,
                 true,
-                &mut WsWire { ws: &mut self.ws, v1: self.v1, codec: ctx.deflate, metrics: ctx.metrics },
+                &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: self.v1,
+                    channel: None,
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                },
                 ctx,
             );
         }
@@ -307,19 +495,75 @@ impl WsSession {
 
     /// A page read while catching up.
     pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
-        if let Some(feed) = &mut self.feed {
+        if let Serving::Commands(mode) = &mut self.serving {
+            let Some(channel) = mode.reads.pop_front() else { return Flow::Continue };
+            if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
+                let before = ctx.commands.len();
+                let wire = &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: true,
+                    channel: Some(&channel),
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                };
+                feed.handle_page(replay, wire, ctx);
+                if ctx.commands.len() > before {
+                    mode.reads.push_back(channel);
+                }
+            }
+            return Flow::Continue;
+        }
+        if let Serving::Channel(feed) = &mut self.serving {
             feed.handle_page(
                 replay,
-                &mut WsWire { ws: &mut self.ws, v1: self.v1, codec: ctx.deflate, metrics: ctx.metrics },
+                &mut WsWire {
+                    ws: &mut self.ws,
+                    v1: self.v1,
+                    channel: None,
+                    codec: ctx.deflate,
+                    metrics: ctx.metrics,
+                },
                 ctx,
             );
         }
         Flow::Continue
     }
 
+    /// A client's publish got its id: in command mode, the `ok` reply with the id (and, for
+    /// `except_self`, the id this connection's delivery will be skipped at).
+    pub fn handle_published(&mut self, id: Cursor, ctx: &mut Ctx<'_>) -> Flow {
+        let Serving::Commands(mode) = &mut self.serving else { return Flow::Continue };
+        if mode.publishes.pop_front() == Some(true) {
+            // Bounded: an id whose delivery never comes (the channel was being caught up from
+            // the history, which does not skip) is dropped after MAX_SKIP newer ones.
+            if mode.skip.len() >= MAX_SKIP {
+                mode.skip.remove(0);
+            }
+            mode.skip.push(id);
+        }
+        if let Some(reply) = mode.rooms.handle_answer(Answer::Published(Ok(id))) {
+            send_json(&mut self.ws, reply, ctx);
+        }
+        Flow::Continue
+    }
+
     /// The hub refused the subscription or a client's publish: the 101 is already written, so
-    /// close with the matching code (1009 for a message too large, else 1011).
+    /// close with the matching code (1009 for a message too large, else 1011). In command mode
+    /// the refused command (the oldest awaiting an answer) gets an `error` reply instead.
     pub fn handle_refused(&mut self, error: HubError, ctx: &mut Ctx<'_>) -> Flow {
+        if let Serving::Commands(mode) = &mut self.serving {
+            if let Some(refused) = mode.rooms.handle_refused(error) {
+                if refused.was_publish {
+                    mode.publishes.pop_front();
+                }
+                if let Some(channel) = &refused.unsubscribed {
+                    mode.feeds.retain(|f| &f.channel != channel);
+                }
+                send_json(&mut self.ws, refused.reply, ctx);
+                return Flow::Continue;
+            }
+            // A page read failed: nothing to answer, the connection cannot go on exactly.
+        }
         // RFC 6455 §7.4.1: 1009 for a message too big to process, 1011 for a condition that
         // prevented the server from fulfilling the request.
         let code = match error {
@@ -332,13 +576,49 @@ impl WsSession {
 
     /// A live message; a slow consumer gets close 1008 (policy violation).
     pub fn handle_delivery(&mut self, msg: &Arc<Message>, ctx: &mut Ctx<'_>) -> Flow {
-        let Some(feed) = &mut self.feed else { return Flow::Continue };
+        if let Serving::Commands(mode) = &mut self.serving {
+            if self.ws.close_sent() {
+                return Flow::Continue;
+            }
+            let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == msg.channel) else {
+                return Flow::Continue;
+            };
+            let wire = &mut WsWire {
+                ws: &mut self.ws,
+                v1: true,
+                channel: Some(&msg.channel),
+                codec: ctx.deflate,
+                metrics: ctx.metrics,
+            };
+            if let Some(i) = mode.skip.iter().position(|&id| id == msg.id) {
+                // This connection's own except_self publish: the cursor moves past it unsent
+                // (a hole before it is still signalled).
+                mode.skip.swap_remove(i);
+                if feed.is_live() && feed.step(msg) == Step::GapThenSend {
+                    Metrics::inc(&ctx.metrics.gaps_signalled);
+                    wire.write_gap(msg.id.before(), ctx);
+                }
+                return Flow::Continue;
+            }
+            let flow = feed.handle_delivery(msg, wire, ctx);
+            if let Flow::Close(reason) = flow {
+                self.close(CloseCode::POLICY_VIOLATION, reason.as_str(), ctx);
+            }
+            return flow;
+        }
+        let Serving::Channel(feed) = &mut self.serving else { return Flow::Continue };
         if self.ws.close_sent() {
             return Flow::Continue;
         }
         let flow = feed.handle_delivery(
             msg,
-            &mut WsWire { ws: &mut self.ws, v1: self.v1, codec: ctx.deflate, metrics: ctx.metrics },
+            &mut WsWire {
+                ws: &mut self.ws,
+                v1: self.v1,
+                channel: None,
+                codec: ctx.deflate,
+                metrics: ctx.metrics,
+            },
             ctx,
         );
         if let Flow::Close(reason) = flow {
@@ -356,8 +636,17 @@ impl WsSession {
 
     /// Output drained: continue catching up.
     pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(feed) = &mut self.feed {
+        if let Serving::Channel(feed) = &mut self.serving {
             feed.handle_drained(ctx);
+        }
+        if let Serving::Commands(mode) = &mut self.serving {
+            for feed in &mut mode.feeds {
+                let before = ctx.commands.len();
+                feed.handle_drained(ctx);
+                if ctx.commands.len() > before {
+                    mode.reads.push_back(feed.channel.clone());
+                }
+            }
         }
     }
 
