@@ -3,7 +3,9 @@
 //! MODE` is the load generator (see `pushwire::bench`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +14,9 @@ use pushwire::bench;
 use pushwire::config::Config;
 use pushwire::http1::Limits as HttpLimits;
 use pushwire::hub::Limits as HubLimits;
+use pushwire::net::tls::{TlsAcceptor, TlsFiles};
 use pushwire::net::Limits as NetLimits;
+use pushwire::net::Listen;
 use pushwire::protocol::Transport;
 use pushwire::transport::limits::{Limits as TransportLimits, WebSocketLimits};
 
@@ -139,7 +143,8 @@ fn net() -> NetLimits {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    /// Address to listen on (port 0 picks a free port; the bound address is printed). With
+    /// --tls-cert and without --tls-listen, it speaks TLS.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Run the channels on this Redis server, shared with every node given the same URL:
@@ -147,6 +152,25 @@ struct ServeArgs {
     /// channels live in this process.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
+    /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS #8, PKCS #1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS on this address as well, and plain HTTP on --listen (needs --tls-cert).
+    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    tls_listen: Option<SocketAddr>,
+    /// Time a TLS client has to complete its handshake, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().tls_handshake_timeout))]
+    tls_handshake_timeout: Seconds,
+    /// Most TLS handshakes in progress per event loop (beyond: the connection is closed).
+    #[arg(long, value_name = "COUNT", default_value_t = net().max_tls_handshakes)]
+    max_tls_handshakes: usize,
+    /// TLS sessions remembered for resumption by session id (tickets need none).
+    #[arg(long, value_name = "COUNT", default_value_t = net().tls_session_cache_entries)]
+    tls_session_cache_entries: usize,
 
     /// Largest request head, in bytes (larger: 431).
     #[arg(long, value_name = "BYTES", default_value_t = http().max_head_bytes)]
@@ -293,6 +317,9 @@ impl ServeArgs {
             config.net.threads = threads;
         }
         config.net.drain_period = self.drain_seconds.0;
+        config.net.tls_handshake_timeout = self.tls_handshake_timeout.0;
+        config.net.max_tls_handshakes = self.max_tls_handshakes;
+        config.net.tls_session_cache_entries = self.tls_session_cache_entries;
         config.transport.keepalive_interval = self.keepalive_interval.0;
         config.transport.sse_retry = self.sse_retry.0;
         config.transport.longpoll_max_wait = self.longpoll_max_wait.0;
@@ -329,14 +356,37 @@ fn main() -> ExitCode {
                 eprintln!("pushwire: invalid configuration: {e}");
                 return ExitCode::from(2);
             }
-            let on_ready = |addr| {
-                // Tests and scripts read this line to find a port picked with :0.
-                println!("pushwire listening on http://{addr}");
+            let listen = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let files = TlsFiles { cert_pem: cert.clone(), key_pem: key.clone() };
+                    let acceptor = match TlsAcceptor::new(files, config.net.tls_session_cache_entries) {
+                        Ok(acceptor) => Arc::new(acceptor),
+                        Err(e) => {
+                            eprintln!("pushwire: TLS: {e}");
+                            return ExitCode::from(2);
+                        }
+                    };
+                    match args.tls_listen {
+                        Some(tls) => Listen { plain: Some(args.listen), tls: Some((tls, acceptor)) },
+                        None => Listen { plain: None, tls: Some((args.listen, acceptor)) },
+                    }
+                }
+                _ => Listen::plain(args.listen),
+            };
+            let on_ready = |bound: pushwire::net::Bound| {
+                // Tests and scripts read these lines to find a port picked with :0 (the plain
+                // one first when there are both).
+                if let Some(addr) = bound.plain {
+                    println!("pushwire listening on http://{addr}");
+                }
+                if let Some(addr) = bound.tls {
+                    println!("pushwire listening on https://{addr}");
+                }
             };
             let result = match &args.redis {
-                None => pushwire::net::serve(config, args.listen, on_ready),
+                None => pushwire::net::serve(config, listen, on_ready),
                 Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
-                    Ok(url) => pushwire::net::redis_broker::serve(config, args.listen, url, on_ready),
+                    Ok(url) => pushwire::net::redis_broker::serve(config, listen, url, on_ready),
                     Err(e) => {
                         eprintln!("pushwire: --redis: {e}");
                         return ExitCode::from(2);

@@ -60,6 +60,31 @@ pub struct Metrics {
     /// SSE requests whose `Last-Event-ID` could not be read, answered from now with a gap.
     pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
+    /// Server TLS (all zero without `--tls-cert`).
+    pub tls: TlsMetrics,
+}
+
+/// Counters of the server's TLS listener (`net::tls`).
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    /// TLS handshakes in progress now (bounded per event loop by `max_tls_handshakes`).
+    pub handshakes_in_progress: AtomicU64,
+    /// TLS handshakes completed.
+    pub handshakes_completed: AtomicU64,
+    /// Of those, sessions resumed from a ticket or the session cache.
+    pub handshakes_resumed: AtomicU64,
+    /// Connections that broke the TLS protocol before or during the handshake.
+    pub handshake_failures: AtomicU64,
+    /// Handshakes not completed within `tls_handshake_timeout`.
+    pub handshake_timeouts: AtomicU64,
+    /// TLS connections closed at once because `max_tls_handshakes` were in progress.
+    pub handshakes_refused: AtomicU64,
+    /// Clients that spoke plain HTTP to the TLS port (answered 400).
+    pub plain_http_refused: AtomicU64,
+    /// Certificate reloads (SIGHUP) that took effect.
+    pub reloads: AtomicU64,
+    /// Certificate reloads that failed (the previous pair stayed).
+    pub reload_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -193,6 +218,40 @@ impl Metrics {
             })
             .collect();
         metric("requests_rejected_total", "counter", "Requests answered with an error status.", &rejected);
+        let tls = &self.tls;
+        for (name, kind, help, value) in [
+            (
+                "tls_handshakes_in_progress",
+                "gauge",
+                "TLS handshakes in progress.",
+                &tls.handshakes_in_progress,
+            ),
+            ("tls_handshakes_total", "counter", "TLS handshakes completed.", &tls.handshakes_completed),
+            ("tls_handshakes_resumed_total", "counter", "TLS sessions resumed.", &tls.handshakes_resumed),
+            ("tls_handshake_failures_total", "counter", "TLS protocol failures.", &tls.handshake_failures),
+            ("tls_handshake_timeouts_total", "counter", "TLS handshakes timed out.", &tls.handshake_timeouts),
+            (
+                "tls_handshakes_refused_total",
+                "counter",
+                "TLS connections refused at the bound on handshakes in progress.",
+                &tls.handshakes_refused,
+            ),
+            (
+                "tls_plain_http_refused_total",
+                "counter",
+                "Plain HTTP requests on the TLS port.",
+                &tls.plain_http_refused,
+            ),
+            ("tls_reloads_total", "counter", "Certificate reloads that took effect.", &tls.reloads),
+            (
+                "tls_reload_failures_total",
+                "counter",
+                "Certificate reloads that failed (the previous pair stays).",
+                &tls.reload_failures,
+            ),
+        ] {
+            metric(name, kind, help, &one(load(value)));
+        }
         out
     }
 }
@@ -220,6 +279,7 @@ mod tests {
         assert!(text.contains("pushwire_requests_rejected_total{status=\"404\"} 1\n"));
         assert!(text.contains("pushwire_requests_rejected_total{status=\"other\"} 1\n"));
         assert!(text.contains("# TYPE pushwire_connections_open gauge\n"));
+        assert!(text.contains("pushwire_tls_reload_failures_total 0\n"), "{text}");
         metrics.close_transport(Transport::Sse);
         metrics.unpark();
         let text = metrics.render(&HubStats::default());

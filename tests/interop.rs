@@ -2,7 +2,7 @@
 //!
 //! | peer | role | against | cases |
 //! |---|---|---|---|
-//! | Python `websockets` (sync API) | client | `pushwire serve` | echo text/binary incl. 1 MiB, ping, close; channel subscription (plain and `pushwire.v1`) receiving HTTP publishes |
+//! | Python `websockets` (sync API) | client | `pushwire serve` | echo text/binary incl. 1 MiB, ping, close (over ws:// and over wss:// with `--tls-cert`, ALPN http/1.1); channel subscription (plain and `pushwire.v1`) receiving HTTP publishes |
 //! | Python `websockets` | server | `client::WsClient` | echo incl. 1 MiB, ping, close; a masked server frame makes the client fail with 1002 |
 //! | Node `ws` | client | `pushwire serve` | echo text/binary, ping, close; channel message with `pushwire.v1` |
 //! | Node `ws` | server | `client::WsClient` | echo of text, binary and 1 MiB, ping/pong, closing handshake 1000 |
@@ -29,6 +29,7 @@ use pushwire::client::{
 };
 use pushwire::ws::{self, CloseCode, Event, Message};
 
+use common::pki::TestPki;
 use common::{Server, IO_TIMEOUT};
 
 /// How long one peer script may run before the test kills it and fails.
@@ -165,6 +166,20 @@ fn python_websockets_client_echo_text_binary_and_1_mib() {
 }
 
 #[test]
+fn rfc6455_4_1_python_websockets_client_echoes_over_wss() {
+    let pki = TestPki::new("py-wss", &["localhost"]);
+    let flags = pki.flags();
+    let (_server, tls) = Server::start_tls(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut cmd = python();
+    cmd.arg(script("py_client.py")).args(["echo", &format!("localhost:{}", tls.port())]).arg(pki.ca());
+    run_client(
+        cmd,
+        "python websockets client (wss echo)",
+        &["TLS handshake", "ALPN http/1.1", "1 MiB binary", "1 MiB text", "answered with 1000"],
+    );
+}
+
+#[test]
 fn python_websockets_client_channel_receives_http_publish() {
     let server = Server::start(&[]);
     let mut cmd = python();
@@ -282,65 +297,18 @@ fn rfc6455_5_1_our_client_fails_a_masked_frame_from_python_server_with_1002() {
 
 // ----- TLS: our client against Python `ssl` servers (wss://, https://) -----
 
-/// A throwaway CA and a server certificate it signed, as PEM files in a fresh temporary
-/// folder, removed when dropped.
-struct TestPki {
-    dir: PathBuf,
-}
-
-impl TestPki {
-    /// A CA named `ca_name` and a server certificate for `names` (DNS names or IP addresses).
-    fn new(tag: &str, names: &[&str]) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-        let dir = std::env::temp_dir().join(format!("pushwire-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, format!("pushwire test CA {tag}"));
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, &ca_key);
-        let server_key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let server_cert = CertificateParams::new(names).unwrap().signed_by(&server_key, &issuer).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.join("server.pem"), server_cert.pem() + &ca_cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-        TestPki { dir }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn tls(&self) -> TlsOptions {
-        TlsOptions { extra_roots_pem: Some(self.ca()) }
-    }
-
-    /// Starts `py_tls.py MODE` with this server certificate; returns it and its port.
-    fn server(&self, mode: &str, extra: &[&str]) -> (Peer, u16) {
-        let mut cmd = python();
-        cmd.arg(script("py_tls.py"))
-            .arg(mode)
-            .arg(self.dir.join("server.pem"))
-            .arg(self.dir.join("server.key"));
-        cmd.args(extra);
-        Peer::server(cmd, &format!("python TLS server ({mode})"))
-    }
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Starts `py_tls.py MODE` with the server certificate of `pki`; returns it and its port.
+fn tls_peer(pki: &TestPki, mode: &str, extra: &[&str]) -> (Peer, u16) {
+    let mut cmd = python();
+    cmd.arg(script("py_tls.py")).arg(mode).arg(pki.cert()).arg(pki.key());
+    cmd.args(extra);
+    Peer::server(cmd, &format!("python TLS server ({mode})"))
 }
 
 #[test]
 fn rfc6455_4_1_wss_client_echoes_through_python_websockets_over_tls() {
     let pki = TestPki::new("echo", &["localhost", "127.0.0.1"]);
-    let (_peer, port) = pki.server("ws-echo", &[]);
+    let (_peer, port) = tls_peer(&pki, "ws-echo", &[]);
     let options = WsOptions { tls: pki.tls(), ..client_options() };
     // By name (SNI "localhost") and by IP address (checked against the IP address SAN).
     for host in ["localhost", "127.0.0.1"] {
@@ -361,7 +329,7 @@ fn rfc6455_4_1_wss_client_echoes_through_python_websockets_over_tls() {
 fn untrusted_or_misnamed_server_certificates_fail_with_the_tls_error() {
     let pki = TestPki::new("untrusted", &["localhost"]);
     let other = TestPki::new("other-ca", &["localhost"]);
-    let (_peer, port) = pki.server("ws-echo", &[]);
+    let (_peer, port) = tls_peer(&pki, "ws-echo", &[]);
     let expect_tls = |url: String, tls: TlsOptions, why: &str| match WsClient::connect(
         &url,
         &WsOptions { tls, ..client_options() },
@@ -397,7 +365,7 @@ fn untrusted_or_misnamed_server_certificates_fail_with_the_tls_error() {
 fn https_publish_and_wss_and_sse_subscribe_through_a_tls_terminator() {
     let server = Server::start(&[]);
     let pki = TestPki::new("proxy", &["localhost"]);
-    let (_proxy, port) = pki.server("proxy", &[&server.addr.port().to_string()]);
+    let (_proxy, port) = tls_peer(&pki, "proxy", &[&server.addr.port().to_string()]);
     let url = format!("https://localhost:{port}/channels/tls");
     let publish_options = PublishOptions { tls: pki.tls(), ..PublishOptions::default() };
     let mut publisher = Publisher::connect(&url, publish_options.clone()).unwrap();

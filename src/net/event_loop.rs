@@ -10,12 +10,13 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use super::stream::{self, ConnStream};
+use super::stream::{self, ConnStream, TlsConn};
 use super::timers::{ConnId, Tick, Timers};
+use super::tls::{TlsAcceptor, TlsStreamError};
 use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
 use crate::fanout::{self, Fanout, Subscriptions};
@@ -26,6 +27,8 @@ use crate::metrics::Metrics;
 use crate::output::{Cork, MAX_IO_SLICES};
 
 const LISTENER: Token = Token(usize::MAX);
+/// The TLS listener's token.
+const TLS_LISTENER: Token = Token(usize::MAX - 3);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// The token of the loop's `mio::Waker`, woken when other loops leave deliveries in its inbox
 /// or the server starts draining.
@@ -54,6 +57,16 @@ struct Slot {
     ip_entry: IpEntry,
 }
 
+/// A listening socket of the loop.
+struct Listener {
+    socket: TcpListener,
+    token: Token,
+    /// Set for the TLS listener: its connections speak TLS.
+    tls: Option<Arc<TlsAcceptor>>,
+    /// Readiness was reported and accepting has not yet seen `WouldBlock`.
+    pending: bool,
+}
+
 fn token(key: usize, generation: u32) -> Token {
     Token((generation as usize) << 32 | key)
 }
@@ -69,7 +82,7 @@ pub struct EventLoop {
     env: Arc<ConnEnv>,
     sink: SinkId,
     poll: Poll,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     signals: Option<Signals>,
     slots: Slab<Slot>,
     next_generation: u32,
@@ -84,7 +97,8 @@ pub struct EventLoop {
     /// Connections with output from deliveries, oldest first, written a slice per turn.
     dirty: VecDeque<ConnId>,
     accept_paused_until: Option<Instant>,
-    accept_pending: bool,
+    /// TLS handshakes in progress on this loop (at most `max_tls_handshakes`).
+    tls_handshakes: usize,
     /// Accepting failed with EMFILE/ENFILE and has not succeeded since (warn once).
     out_of_descriptors: bool,
     next_expire: Instant,
@@ -93,13 +107,31 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Loop number `sink` serving `listener` (already non-blocking) with `poll`, whose waker
-    /// is in `shared.inboxes[sink]`. Loop 0 also takes the signals and sweeps the hub.
-    pub fn new(shared: Arc<Shared>, sink: SinkId, poll: Poll, listener: StdListener) -> io::Result<Self> {
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    /// Loop number `sink` serving `listeners` (already non-blocking; each marked true when it
+    /// speaks TLS with `shared.tls`) with `poll`, whose waker is in `shared.inboxes[sink]`.
+    /// Loop 0 also takes the signals and sweeps the hub.
+    pub fn new(
+        shared: Arc<Shared>,
+        sink: SinkId,
+        poll: Poll,
+        listeners: Vec<(StdListener, bool)>,
+    ) -> io::Result<Self> {
+        let listeners = listeners
+            .into_iter()
+            .map(|(socket, secure)| {
+                let mut socket = TcpListener::from_std(socket);
+                let token = if secure { TLS_LISTENER } else { LISTENER };
+                poll.registry().register(&mut socket, token, Interest::READABLE)?;
+                let tls = if secure {
+                    Some(shared.tls.clone().ok_or_else(|| io::Error::other("a TLS listener without TLS"))?)
+                } else {
+                    None
+                };
+                Ok(Listener { socket, token, tls, pending: false })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let signals = if sink.index() == 0 {
-            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
@@ -114,7 +146,7 @@ impl EventLoop {
             env,
             sink,
             poll,
-            listener,
+            listeners,
             signals,
             slots: Slab::new(),
             next_generation: 0,
@@ -125,7 +157,7 @@ impl EventLoop {
             fanout: Fanout::default(),
             dirty: VecDeque::new(),
             accept_paused_until: None,
-            accept_pending: false,
+            tls_handshakes: 0,
             out_of_descriptors: false,
             next_expire,
             drain_deadline: None,
@@ -149,7 +181,7 @@ impl EventLoop {
             }
             let busy = !self.revisit.is_empty()
                 || !self.dirty.is_empty()
-                || (self.accept_pending && self.accept_paused_until.is_none());
+                || (self.listeners.iter().any(|l| l.pending) && self.accept_paused_until.is_none());
             let timeout = if busy {
                 Some(std::time::Duration::ZERO)
             } else {
@@ -165,10 +197,25 @@ impl EventLoop {
             let revisit = std::mem::take(&mut self.revisit);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_pending = true,
+                    LISTENER | TLS_LISTENER => {
+                        for listener in self.listeners.iter_mut().filter(|l| l.token == event.token()) {
+                            listener.pending = true;
+                        }
+                    }
                     SIGNALS => {
-                        let signalled = self.signals.as_mut().is_some_and(|s| s.pending().next().is_some());
-                        if signalled && !self.shared.draining.swap(true, Ordering::SeqCst) {
+                        let (mut stop, mut reload) = (false, false);
+                        for signal in
+                            self.signals.as_mut().map(|s| s.pending().collect::<Vec<_>>()).unwrap_or_default()
+                        {
+                            match signal {
+                                SIGHUP => reload = true,
+                                _ => stop = true,
+                            }
+                        }
+                        if reload {
+                            self.reload_tls();
+                        }
+                        if stop && !self.shared.draining.swap(true, Ordering::SeqCst) {
                             // Every other loop learns of the drain through its waker.
                             for inbox in self.shared.inboxes.iter() {
                                 let _ = inbox.waker.wake();
@@ -206,8 +253,10 @@ impl EventLoop {
     fn begin_drain(&mut self, now: Instant) {
         let period = self.shared.config.net.drain_period;
         info!("draining {} connections over {period:?}", self.slots.len());
-        let _ = self.poll.registry().deregister(&mut self.listener);
-        self.accept_pending = false;
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+            listener.pending = false;
+        }
         self.drain_deadline = Some(now + period + std::time::Duration::from_secs(1));
         let ids: Vec<ConnId> = self.slots.iter().map(|(key, s)| ConnId::new(key, s.generation)).collect();
         let count = ids.len().max(1) as u32;
@@ -216,6 +265,25 @@ impl EventLoop {
                 slot.conn.begin_drain(now + period * i as u32 / count);
             }
             self.reschedule(id);
+        }
+    }
+
+    /// On SIGHUP: loads the TLS certificate and key again (new handshakes use them; open
+    /// connections keep theirs). A pair that fails to load leaves the current one in place.
+    fn reload_tls(&mut self) {
+        let Some(tls) = &self.shared.tls else {
+            info!("SIGHUP: no TLS certificate to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                Metrics::inc(&self.shared.metrics.tls.reloads);
+                info!("SIGHUP: reloaded the TLS certificate from {}", tls.files().cert_pem.display());
+            }
+            Err(e) => {
+                Metrics::inc(&self.shared.metrics.tls.reload_failures);
+                warn!("SIGHUP: TLS reload failed, keeping the current certificate: {e}");
+            }
         }
     }
 
@@ -229,18 +297,26 @@ impl EventLoop {
             }
             self.accept_paused_until = None;
         }
-        if !self.accept_pending {
-            return;
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].pending && !self.accept_from(i, now) {
+                return;
+            }
         }
+    }
+
+    /// Accepts from listener `i` until `WouldBlock` or the per-turn budget; false when accepting
+    /// paused (out of descriptors).
+    fn accept_from(&mut self, i: usize, now: Instant) -> bool {
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.listener.accept() {
+            match self.listeners[i].socket.accept() {
                 Ok((stream, peer)) => {
                     self.out_of_descriptors = false;
-                    self.admit(stream, peer, now)
+                    let tls = self.listeners[i].tls.clone();
+                    self.admit(stream, peer, tls.as_deref(), now)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
-                    return;
+                    self.listeners[i].pending = false;
+                    return true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
@@ -251,7 +327,7 @@ impl EventLoop {
                         self.out_of_descriptors = true;
                     }
                     self.accept_paused_until = Some(now + self.shared.config.net.accept_pause);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     // ECONNABORTED and friends concern one connection only.
@@ -260,9 +336,33 @@ impl EventLoop {
             }
         }
         // Budget used up: more may be waiting, so come back next turn.
+        true
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        peer: std::net::SocketAddr,
+        tls: Option<&TlsAcceptor>,
+        now: Instant,
+    ) {
+        let session = match tls {
+            None => None,
+            // A flood of handshakes is refused here, before any TLS state exists, so it costs
+            // established connections nothing but the accepts.
+            Some(_) if self.tls_handshakes >= self.shared.config.net.max_tls_handshakes => {
+                Metrics::inc(&self.shared.metrics.tls.handshakes_refused);
+                debug!("{peer}: refused, {} TLS handshakes in progress", self.tls_handshakes);
+                return;
+            }
+            Some(acceptor) => match acceptor.accept() {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    warn!("{peer}: TLS session: {e}");
+                    return;
+                }
+            },
+        };
         // Both limits are global (shared by every loop); counting first and undoing on refusal
         // keeps them exact when several loops accept at once.
         let limits = &self.shared.config.net;
@@ -270,6 +370,11 @@ impl EventLoop {
         let ip_entry = if open <= limits.max_connections { self.shared.admit_ip(peer.ip()) } else { None };
         let Some(ip_entry) = ip_entry else {
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&self.shared.metrics.connections_refused);
+            debug!("{peer}: refused, connection limit reached");
+            if session.is_some() {
+                return; // A plain 503 means nothing to a TLS client: just close.
+            }
             // Best effort: one non-blocking write of a 503, then close.
             let mut bytes = Vec::new();
             write_full(
@@ -281,8 +386,6 @@ impl EventLoop {
                 true,
             );
             let _ = stream.write(&bytes);
-            Metrics::inc(&self.shared.metrics.connections_refused);
-            debug!("{peer}: refused, connection limit reached");
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -300,9 +403,18 @@ impl EventLoop {
             self.shared.release_ip(ip_entry);
             return;
         }
+        let stream = match session {
+            None => ConnStream::Plain(stream),
+            Some(session) => {
+                self.tls_handshakes += 1;
+                self.shared.metrics.tls.handshakes_in_progress.fetch_add(1, Ordering::Relaxed);
+                let deadline = now + self.shared.config.net.tls_handshake_timeout;
+                ConnStream::Tls(Box::new(TlsConn::new(stream, session, deadline)))
+            }
+        };
         entry.insert(Slot {
             conn: Conn::with_env(self.env.clone(), now),
-            stream: ConnStream::Plain(stream),
+            stream,
             generation,
             interest: Interest::READABLE,
             scheduled: None,
@@ -326,6 +438,15 @@ impl EventLoop {
         let mut pump = Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout };
         let turn = read_into_conn(slot, id, readable, &mut self.scratch, &mut self.cork, &mut pump, now)
             .and_then(|()| pump_and_write(slot, id, &mut pump, now));
+        if let Some(resumed) = slot.stream.take_handshake_finished() {
+            self.tls_handshakes -= 1;
+            let metrics = &self.shared.metrics.tls;
+            metrics.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&metrics.handshakes_completed);
+            if resumed {
+                Metrics::inc(&metrics.handshakes_resumed);
+            }
+        }
         // Written out: the buffers go back to the loop (an idle connection holds none).
         slot.conn.reclaim_output(&mut self.cork);
         if turn.is_err() || slot.conn.is_closed() {
@@ -455,7 +576,11 @@ impl EventLoop {
         let Some(slot) = self.slots.get_mut(id.key()) else {
             return;
         };
-        if let Some(at) = slot.conn.poll_timeout() {
+        let next = match (slot.conn.poll_timeout(), slot.stream.handshake_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = next {
             let at = self.timers.tick(at);
             if slot.scheduled.is_none_or(|s| at < s) {
                 slot.scheduled = Some(at);
@@ -473,6 +598,12 @@ impl EventLoop {
                 continue; // Superseded by an earlier entry that already fired.
             }
             slot.scheduled = None;
+            if slot.stream.handshake_deadline().is_some_and(|d| d <= now) {
+                Metrics::inc(&self.shared.metrics.tls.handshake_timeouts);
+                debug!("closing {}: TLS handshake timeout", id.key());
+                self.remove(id.key());
+                continue;
+            }
             slot.conn.handle_timeout(now);
             self.service(id, false, now);
         }
@@ -483,6 +614,10 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         self.shared.release_ip(slot.ip_entry);
+        if slot.stream.handshake_deadline().is_some() {
+            self.tls_handshakes -= 1;
+            self.shared.metrics.tls.handshakes_in_progress.fetch_sub(1, Ordering::Relaxed);
+        }
         // The connection's subscriptions end with it (whatever closed it).
         let id = ConnId::new(key, slot.generation);
         let channels = self.fanout.remove_conn(id, &mut slot.subscriptions);
@@ -544,6 +679,12 @@ fn read_into_conn(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
+                let tls = &pump.shared.metrics.tls;
+                match TlsStreamError::of(&e) {
+                    Some(TlsStreamError::PlainHttp) => Metrics::inc(&tls.plain_http_refused),
+                    Some(_) => Metrics::inc(&tls.handshake_failures),
+                    None => {}
+                }
                 debug!("read: {e}");
                 return Err(Gone);
             }
@@ -591,8 +732,7 @@ fn write_from_conn(slot: &mut Slot, metrics: &Metrics, now: Instant) -> io::Resu
     }
     slot.stream.flush_records()?;
     if slot.conn.wants_write_shutdown() && !slot.write_shut {
-        slot.write_shut = true;
-        slot.stream.shutdown_write();
+        slot.write_shut = slot.stream.shutdown_write();
     }
     Ok(())
 }

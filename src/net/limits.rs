@@ -39,6 +39,17 @@ pub struct Limits {
     /// their clients do not reconnect elsewhere as one storm); the process exits when the last
     /// one is gone, at most one second after the period. Default 5 s.
     pub drain_period: Duration,
+    /// How long a TLS client has from its connection to the end of the handshake; slower ones
+    /// are closed (counted in `/metrics`). Default 10 s.
+    pub tls_handshake_timeout: Duration,
+    /// Most TLS handshakes in progress per event loop; a TLS connection beyond it is closed at
+    /// once (counted), so a handshake flood costs bounded memory and work while established
+    /// connections are served. Default 256.
+    pub max_tls_handshakes: usize,
+    /// Most TLS sessions the server remembers for resumption by session id (TLS 1.2 clients
+    /// without tickets); the oldest go first. Tickets cost the server nothing per session.
+    /// Default 1,024.
+    pub tls_session_cache_entries: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +65,9 @@ impl Default for Limits {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
             expire_interval: Duration::from_secs(1),
             drain_period: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_tls_handshakes: 256,
+            tls_session_cache_entries: 1024,
         }
     }
 }
@@ -75,6 +89,12 @@ impl Limits {
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err("max connections must be at least 1".into());
+        }
+        if self.max_tls_handshakes == 0 || self.tls_session_cache_entries == 0 {
+            return Err("max TLS handshakes and TLS session cache entries must be at least 1".into());
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return Err("the TLS handshake timeout must be more than 0".into());
         }
         Ok(())
     }

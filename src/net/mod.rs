@@ -42,6 +42,8 @@ use crate::hub::backend::{HubBackend, LoopEvent};
 use crate::hub::{Hub, SinkId};
 use crate::metrics::Metrics;
 
+use tls::TlsAcceptor;
+
 pub use event_loop::EventLoop;
 use event_loop::WAKER;
 pub use limits::Limits;
@@ -64,6 +66,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Open connections per client address.
     per_ip: Mutex<PerIp>,
+    /// The TLS configuration, when a listener speaks TLS.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// Open connections per client address. Each address counted has an entry whose index its
@@ -143,10 +147,35 @@ impl Inbox {
     }
 }
 
-/// Binds `listen` and serves with `config.net.threads` event loops until SIGINT or SIGTERM,
-/// then drains. `on_ready` gets the bound address (useful with port 0) once the server
-/// accepts connections.
-pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
+/// Where to listen: plain HTTP, TLS, or both (each on its own address).
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The plain HTTP address.
+    pub plain: Option<SocketAddr>,
+    /// The TLS address and the configuration it serves.
+    pub tls: Option<(SocketAddr, Arc<TlsAcceptor>)>,
+}
+
+impl Listen {
+    /// Plain HTTP on `addr` only.
+    pub fn plain(addr: SocketAddr) -> Listen {
+        Listen { plain: Some(addr), tls: None }
+    }
+}
+
+/// The addresses bound (with the ports picked for port 0), handed to `on_ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The plain HTTP address.
+    pub plain: Option<SocketAddr>,
+    /// The TLS address.
+    pub tls: Option<SocketAddr>,
+}
+
+/// Binds the addresses of `listen` and serves with `config.net.threads` event loops until
+/// SIGINT or SIGTERM, then drains; SIGHUP reloads the TLS certificate. `on_ready` gets the
+/// bound addresses (useful with port 0) once the server accepts connections.
+pub fn serve(config: Config, listen: Listen, on_ready: impl FnOnce(Bound)) -> io::Result<()> {
     let limits = config.hub;
     let local = move |inboxes| {
         // The epoch seed is the one piece of randomness the hub needs: a restarted server
@@ -162,20 +191,28 @@ pub fn serve(config: Config, listen: SocketAddr, on_ready: impl FnOnce(SocketAdd
 /// how a backend other than [`LocalHub`] (a Redis broker's) is plugged in.
 pub fn serve_with(
     config: Config,
-    listen: SocketAddr,
+    listen: Listen,
     backend: impl FnOnce(Arc<[Inbox]>) -> io::Result<Arc<dyn HubBackend>>,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(Bound),
 ) -> io::Result<()> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let threads = config.net.threads;
-    // Every loop has its own listening socket on the same address (SO_REUSEPORT): the kernel
+    // Every loop has its own listening sockets on the same addresses (SO_REUSEPORT): the kernel
     // spreads new connections over them, and no loop hands sockets to another.
-    let first = reuseport_listener(listen)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..threads {
-        listeners.push(reuseport_listener(addr)?);
-    }
+    let mut per_loop: Vec<Vec<(StdListener, bool)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut bind = |addr: SocketAddr, secure: bool| -> io::Result<SocketAddr> {
+        let first = reuseport_listener(addr)?;
+        let addr = first.local_addr()?;
+        per_loop[0].push((first, secure));
+        for listeners in per_loop.iter_mut().skip(1) {
+            listeners.push((reuseport_listener(addr)?, secure));
+        }
+        Ok(addr)
+    };
+    let bound = Bound {
+        plain: listen.plain.map(|addr| bind(addr, false)).transpose()?,
+        tls: listen.tls.as_ref().map(|(addr, _)| bind(*addr, true)).transpose()?,
+    };
     let polls = (0..threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
     let inboxes = polls
         .iter()
@@ -189,13 +226,14 @@ pub fn serve_with(
         inboxes,
         draining: AtomicBool::new(false),
         per_ip: Mutex::new(PerIp::default()),
+        tls: listen.tls.map(|(_, acceptor)| acceptor),
     });
     let mut loops = Vec::new();
-    for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
+    for (i, (poll, listeners)) in polls.into_iter().zip(per_loop).enumerate() {
         let sink = SinkId::new(i as u8).ok_or_else(|| io::Error::other("too many event loops"))?;
-        loops.push(EventLoop::new(shared.clone(), sink, poll, listener)?);
+        loops.push(EventLoop::new(shared.clone(), sink, poll, listeners)?);
     }
-    on_ready(addr);
+    on_ready(bound);
     let handles: Vec<_> = loops
         .into_iter()
         .enumerate()

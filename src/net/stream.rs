@@ -1,8 +1,8 @@
 //! A connection's byte stream as the event loop sees it: what it reads from and writes to, and
 //! what it waits for.
 //!
-//! Implements: [`ConnStream`], one variant per way of carrying HTTP/1.1 bytes. Today the only
-//! one is plain TCP. The loop calls nothing but [`ConnStream::read`],
+//! Implements: [`ConnStream`], one variant per way of carrying HTTP/1.1 bytes: plain TCP, and
+//! TLS over TCP (issue #15). The loop calls nothing but [`ConnStream::read`],
 //! [`ConnStream::write_vectored`], [`ConnStream::flush_records`], [`ConnStream::shutdown_write`]
 //! and [`interest`], so a TLS variant (`Tls { tcp, tls: Box<super::tls::TlsStream> }`, rustls'
 //! `ServerConnection` over the socket) slots in here without touching `Conn` or the protocol
@@ -11,7 +11,8 @@
 //! its `flush_records` pushes records out (`write_tls`, [`super::tls::TlsStream::flush_tls`]);
 //! its `wants_write` says records are waiting (a handshake answer, a close_notify) even when
 //! the connection has nothing to write, and [`interest`] then asks for writability; its
-//! `shutdown_write` sends close_notify before the FIN.
+//! `shutdown_write` sends close_notify before the FIN. A TLS stream also carries its
+//! handshake deadline until the handshake completes.
 //!
 //! Does not: buffer plaintext of its own (the connection's `Output` is the only write queue),
 //! or decide anything about the protocol.
@@ -22,12 +23,35 @@ use std::net::Shutdown;
 use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use std::time::Instant;
+
+use super::tls::TlsStream;
 
 /// The byte stream under one connection.
 #[derive(Debug)]
 pub enum ConnStream {
     /// Plain TCP: bytes are read and written as they are.
     Plain(TcpStream),
+    /// TLS over TCP (boxed: rustls' session is large, and a plain stream stays small).
+    Tls(Box<TlsConn>),
+}
+
+/// A TLS connection's socket, session, and what the loop tracks of its handshake.
+#[derive(Debug)]
+pub struct TlsConn {
+    tcp: TcpStream,
+    session: TlsStream,
+    /// Until the handshake completes: when it must be done by.
+    handshake_deadline: Option<Instant>,
+    /// `close_notify` was queued.
+    close_notify_sent: bool,
+}
+
+impl TlsConn {
+    /// `session` over `tcp`, whose handshake must be done by `deadline`.
+    pub fn new(tcp: TcpStream, session: TlsStream, deadline: Instant) -> TlsConn {
+        TlsConn { tcp, session, handshake_deadline: Some(deadline), close_notify_sent: false }
+    }
 }
 
 impl ConnStream {
@@ -36,6 +60,7 @@ impl ConnStream {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ConnStream::Plain(tcp) => tcp.read(buf),
+            ConnStream::Tls(tls) => tls.session.read(&mut tls.tcp, buf),
         }
     }
 
@@ -43,6 +68,7 @@ impl ConnStream {
     pub fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             ConnStream::Plain(tcp) => tcp.write_vectored(slices),
+            ConnStream::Tls(tls) => tls.session.write_vectored(&mut tls.tcp, slices),
         }
     }
 
@@ -51,6 +77,11 @@ impl ConnStream {
     pub fn flush_records(&mut self) -> io::Result<()> {
         match self {
             ConnStream::Plain(_) => Ok(()),
+            // What the socket does not take now waits for writability (see `wants_write`).
+            ConnStream::Tls(tls) => match tls.session.flush_tls(&mut tls.tcp) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                other => other,
+            },
         }
     }
 
@@ -58,14 +89,56 @@ impl ConnStream {
     pub fn wants_write(&self) -> bool {
         match self {
             ConnStream::Plain(_) => false,
+            ConnStream::Tls(tls) => tls.session.wants_write(),
         }
     }
 
-    /// Ends the write side once the connection's last byte is written (TCP FIN).
-    pub fn shutdown_write(&mut self) {
+    /// Ends the write side once the connection's last byte is written (TCP FIN); true when
+    /// done. A TLS stream first sends close_notify (RFC 8446 §6.1: each party MUST send it
+    /// before closing its write side) and returns false while its records wait for the socket:
+    /// call again once writable.
+    pub fn shutdown_write(&mut self) -> bool {
         match self {
             ConnStream::Plain(tcp) => {
                 let _ = tcp.shutdown(Shutdown::Write);
+                true
+            }
+            ConnStream::Tls(tls) => {
+                if !tls.close_notify_sent {
+                    tls.close_notify_sent = true;
+                    tls.session.send_close_notify();
+                }
+                match tls.session.flush_tls(&mut tls.tcp) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+                    _ => {
+                        let _ = tls.tcp.shutdown(Shutdown::Write);
+                        true
+                    }
+                }
+            }
+        }
+    }
+
+    /// When a TLS handshake in progress must be done by; `None` for plain streams and once
+    /// the handshake completed.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        match self {
+            ConnStream::Plain(_) => None,
+            ConnStream::Tls(tls) => tls.handshake_deadline,
+        }
+    }
+
+    /// Once, when a TLS handshake in progress has completed: `Some(resumed)`, and the deadline
+    /// is cleared. `None` otherwise.
+    pub fn take_handshake_finished(&mut self) -> Option<bool> {
+        match self {
+            ConnStream::Plain(_) => None,
+            ConnStream::Tls(tls) => {
+                if tls.handshake_deadline.is_none() || !tls.session.take_handshake_finished() {
+                    return None;
+                }
+                tls.handshake_deadline = None;
+                Some(tls.session.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
             }
         }
     }
@@ -74,6 +147,7 @@ impl ConnStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             ConnStream::Plain(tcp) => tcp,
+            ConnStream::Tls(tls) => &tls.tcp,
         }
     }
 }
@@ -82,18 +156,21 @@ impl Source for ConnStream {
     fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             ConnStream::Plain(tcp) => tcp.register(registry, token, interests),
+            ConnStream::Tls(tls) => tls.tcp.register(registry, token, interests),
         }
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             ConnStream::Plain(tcp) => tcp.reregister(registry, token, interests),
+            ConnStream::Tls(tls) => tls.tcp.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
             ConnStream::Plain(tcp) => tcp.deregister(registry),
+            ConnStream::Tls(tls) => tls.tcp.deregister(registry),
         }
     }
 }

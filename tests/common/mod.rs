@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +34,19 @@ impl Server {
     /// Like [`Server::start_at`], but a server that does not come up (the port is still
     /// taken) is an error instead of a panic.
     pub fn try_start_at(listen: &str, flags: &[&str]) -> Result<Server, String> {
+        Server::try_start_listening(listen, flags).map(|(server, _)| server)
+    }
+
+    /// Starts `pushwire serve --listen 127.0.0.1:0` with flags that may serve TLS
+    /// (`--tls-cert`, `--tls-key`, `--tls-listen`); returns the server, whose `addr` is the
+    /// first address it printed, and the TLS address if it serves TLS.
+    pub fn start_tls(flags: &[&str]) -> (Server, SocketAddr) {
+        let (server, tls) =
+            Server::try_start_listening("127.0.0.1:0", flags).unwrap_or_else(|e| panic!("{e}"));
+        (server, tls.expect("the server serves TLS"))
+    }
+
+    fn try_start_listening(listen: &str, flags: &[&str]) -> Result<(Server, Option<SocketAddr>), String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
             .args(["serve", "--listen", listen])
             .args(flags)
@@ -40,16 +55,32 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start pushwire");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-        let Some(addr) = line.trim().strip_prefix("pushwire listening on http://") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("unexpected first line: {line:?}"));
-        };
-        let addr = addr.parse().unwrap();
-        Ok(Server { child, addr })
+        // One line per listener: the plain one first, then the TLS one.
+        let lines = if flags.contains(&"--tls-cert") && flags.contains(&"--tls-listen") { 2 } else { 1 };
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut plain, mut tls) = (None, None);
+        for _ in 0..lines {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read listening line");
+            let line = line.trim();
+            if let Some(addr) = line.strip_prefix("pushwire listening on http://") {
+                plain = addr.parse().ok();
+            } else if let Some(addr) = line.strip_prefix("pushwire listening on https://") {
+                tls = addr.parse().ok();
+            } else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("unexpected line: {line:?}"));
+            }
+        }
+        match plain.or(tls) {
+            Some(addr) => Ok((Server { child, addr }, tls)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("no address in the listening lines".into())
+            }
+        }
     }
 
     /// A new connection with read and write deadlines.

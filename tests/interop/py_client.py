@@ -2,7 +2,8 @@
 
 Run by tests/interop.rs with the venv made by scripts/setup-interop.sh:
 
-    py_client.py echo HOST:PORT             text, binary, 1 MiB of each, ping, close on /echo
+    py_client.py echo HOST:PORT [CA_PEM]    text, binary, 1 MiB of each, ping, close on /echo;
+                                            with CA_PEM over wss:// trusting that CA
     py_client.py channel HOST:PORT CHANNEL  subscribe (plain and pushwire.v1), publish over HTTP
 
 Prints one line per check and "ok" at the end; any failure raises (non-zero exit). Every wait
@@ -44,8 +45,21 @@ def http_request(addr, method, target, body=None, content_type="text/plain"):
     return res.status, data
 
 
-def echo(addr):
-    with ws_connect(f"ws://{addr}/echo", max_size=4 * 2**20) as ws:
+def echo(addr, ca_pem=None):
+    kwargs = {}
+    scheme = "ws"
+    if ca_pem is not None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=ca_pem)
+        context.set_alpn_protocols(["http/1.1"])
+        kwargs["ssl"] = context
+        scheme = "wss"
+    with ws_connect(f"{scheme}://{addr}/echo", max_size=4 * 2**20, **kwargs) as ws:
+        if ca_pem is not None:
+            tls = ws.socket
+            check(tls.version() in ("TLSv1.3", "TLSv1.2"), f"TLS handshake ({tls.version()})")
+            check(tls.selected_alpn_protocol() == "http/1.1", "ALPN http/1.1")
         for msg in ["héllo ✓", "", bytes(range(256)), b""]:
             ws.send(msg)
             check(ws.recv(timeout=TIMEOUT_S) == msg, f"echo of {type(msg).__name__} {msg[:12]!r}")

@@ -12,7 +12,6 @@
 //! be live; publishes and reads keep their order), expire anything (Redis expires the keys),
 //! or count history in `Stats` (only live channels).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use std::{fmt, io};
@@ -23,7 +22,7 @@ use super::{
 use crate::config::Config;
 use crate::hub::backend::{ConnAddr, ConnId, HubBackend, LoopEvent, Submitted};
 use crate::hub::{ChannelName, Command, HubError, HubStats, Reply, SinkId};
-use crate::net::{serve_with, Inbox};
+use crate::net::{serve_with, Bound, Inbox, Listen};
 use crate::redis::keys::Namespace;
 use crate::redis::url::RedisUrl;
 
@@ -166,12 +165,7 @@ impl HubBackend for RedisHub {
 
 /// [`crate::net::serve`] with the channels on the Redis server at `url`: an unreachable or
 /// unusable Redis is an error before any connection is accepted.
-pub fn serve(
-    config: Config,
-    listen: SocketAddr,
-    url: RedisUrl,
-    on_ready: impl FnOnce(SocketAddr),
-) -> io::Result<()> {
+pub fn serve(config: Config, listen: Listen, url: RedisUrl, on_ready: impl FnOnce(Bound)) -> io::Result<()> {
     let hub_config = config.clone();
     let backend = move |inboxes: Arc<[Inbox]>| {
         let hub = RedisHub::start(&hub_config, url, inboxes).map_err(|e| io::Error::other(e.to_string()))?;
