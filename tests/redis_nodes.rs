@@ -1,6 +1,7 @@
 //! Several `pushwire serve --redis` nodes on loopback sharing one real `redis-server`: a
 //! publish on one node reaches subscribers on the others over all five transports with the
-//! same cursor, a client resumes on another node with its last cursor, and a cursor of an
+//! same cursor, a client resumes on another node with its last cursor, publishes answer 503
+//! while Redis is down and get a new epoch after it restarts, and a cursor of an
 //! epoch Redis never had is a gap.
 
 mod common;
@@ -120,4 +121,34 @@ fn redis_nodes_unreachable_redis_is_a_clear_error_at_start() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+#[test]
+fn redis_nodes_redis_down_answers_503_and_a_restart_is_a_new_epoch() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis);
+    let before = publish(&a, "down", "m1");
+    redis.kill9();
+    // Once the node notices (at once, or at its next command), publishes answer 503.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let res = exchange(&a, publish_request("down", "lost").as_bytes());
+        if res.status == 503 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {} with redis down", res.status);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    redis.restart();
+    let after = loop {
+        let res = exchange(&a, publish_request("down", "back").as_bytes());
+        if res.status == 201 {
+            break json_field(&res.text(), "id").unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(10), "not back");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_ne!(after.split(':').next(), before.split(':').next(), "a new epoch after the restart");
+    let res = poll(&a, "down", Some(&before));
+    assert!(res.text().contains("\"gap\":true"), "{}", res.text());
 }
