@@ -126,6 +126,9 @@ pub struct WsArgs {
     /// Time allowed for the handshake, and for the server's close after stdin ends, in seconds.
     #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value = "10")]
     timeout: Duration,
+    /// Do not offer permessage-deflate (RFC 7692).
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 /// The one-line error and the failing exit code.
@@ -283,6 +286,7 @@ pub fn ws(args: WsArgs) -> ExitCode {
             max_message_bytes: 16 * 1024 * 1024,
         },
         tls: TlsOptions { extra_roots_pem: args.ca_file.clone() },
+        deflate: !args.no_deflate,
         ..WsOptions::default()
     };
     let mut client = match WsClient::connect(&args.url, &options) {

@@ -11,7 +11,7 @@
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
 //! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
-//! `conn_server`, `composite_cursor`, `v1_command`, `resp_decode`, `redis_frame`, `ws_inflate`
+//! `conn_server`, `composite_cursor`, `v1_command`, `rooms_request`, `resp_decode`, `redis_frame`, `ws_inflate`
 //! and `ws_extensions`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
@@ -1447,6 +1447,92 @@ pub fn redis_frame(data: &[u8]) {
     let generous = FrameLimits { max_user_bytes: user.len(), ..generous };
     assert_eq!(parse_frame(&encode_join(&member, &value), &generous), Ok(Frame::Join { member, value }));
     assert_eq!(parse_frame(&encode_leave(&member), &generous), Ok(Frame::Leave { member }));
+}
+
+/// `rooms_request`: a connection's channel set (`transport/rooms.rs`) and the multi-channel
+/// request forms. Byte 0 is the channel limit (1 to 8), byte 1 the number of channels a
+/// composite cursor must have (1 to 8); the rest is lines: the first is a request-target whose
+/// channel list must parse within the limit, without duplicates; the second is a
+/// `Last-Event-ID` that never fails and always resumes every channel; each further line is a
+/// `pushwire.v1` command applied to the set, answered by the hub at once (accepted or refused
+/// by a bit of the line's length). Throughout, the set stays within its limit, never holds a
+/// channel twice, and every reply is a JSON object echoing the command's `req`.
+pub fn rooms_request(data: &[u8]) {
+    use crate::http1::target::Target;
+    use crate::transport::commands::{parse, CommandLimits};
+    use crate::transport::policy::Policies;
+    use crate::transport::rooms::{parse_channels, resume_points, Answer, Resume, RoomLimits, Rooms};
+    use crate::transport::token::TokenLimits;
+    let mut r = Bytes::new(data);
+    let limits =
+        RoomLimits { max_channels_per_connection: usize::from(r.u8() % 8) + 1, max_pending_commands: 4 };
+    let channels = usize::from(r.u8() % 8) + 1;
+    let text = String::from_utf8_lossy(r.rest()).into_owned();
+    let mut lines = text.split('\n');
+    if let Some(Some(Ok(list))) = lines.next().and_then(Target::parse).map(|t| parse_channels(&t, &limits)) {
+        assert!(!list.is_empty() && list.len() <= limits.max_channels_per_connection);
+        for (i, c) in list.iter().enumerate() {
+            assert!(!list[..i].contains(c), "duplicate {c:?}");
+        }
+    }
+    let header = lines.next().unwrap_or("");
+    match resume_points(channels, None, Some(header.as_bytes())) {
+        Ok(Resume::Each(starts)) => assert_eq!(starts.len(), channels),
+        Ok(Resume::Compact { offsets, .. }) => assert_eq!(offsets.len(), channels),
+        Err(e) => panic!("a Last-Event-ID is never refused: {e}"),
+    }
+    let command_limits = CommandLimits { max_info_bytes: 64, max_token_bytes: 256, max_event_name_bytes: 16 };
+    let policies = Policies::default();
+    let token_limits = TokenLimits::default();
+    let auth = crate::transport::rooms::Authority {
+        policies: &policies,
+        key: None,
+        token_limits: &token_limits,
+        unix_now_s: 0,
+    };
+    let mut rooms = Rooms::new(limits, None);
+    let check = |reply: &[u8], req: Option<&str>| {
+        let value: serde_json::Value = serde_json::from_slice(reply).expect("replies are JSON");
+        assert!(value.is_object());
+        if let Some(req) = req {
+            assert_eq!(value["req"], serde_json::from_str::<serde_json::Value>(req).unwrap());
+        }
+    };
+    for line in lines.take(64) {
+        let request = parse(line, &command_limits);
+        let req = request.req.clone();
+        let outcome = rooms.handle_request(request, &auth);
+        if let Some(reply) = &outcome.reply {
+            check(reply, req.as_deref());
+        }
+        let accept = line.len() % 2 == 0;
+        let answer = match outcome.action {
+            Some(crate::transport::rooms::Action::Subscribe { .. }) => Some(Answer::Subscribed(if accept {
+                Ok(Cursor { epoch: Epoch(1), offset: 0 })
+            } else {
+                Err(HubError::TooManyChannels)
+            })),
+            Some(crate::transport::rooms::Action::Publish { .. }) => Some(Answer::Published(if accept {
+                Ok(Cursor { epoch: Epoch(1), offset: 1 })
+            } else {
+                Err(HubError::HistoryFull)
+            })),
+            Some(crate::transport::rooms::Action::Presence { .. }) => Some(Answer::Presence(Vec::new())),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            let reply = rooms.handle_answer(answer).expect("an action awaiting an answer gets one");
+            check(&reply, req.as_deref());
+        }
+        let set = rooms.rooms();
+        assert!(set.len() <= limits.max_channels_per_connection);
+        for (i, room) in set.iter().enumerate() {
+            assert!(!set[..i].iter().any(|r| r.channel == room.channel));
+        }
+    }
+    let mut id = String::new();
+    rooms.write_event_id(&mut id);
+    assert!(id.len() <= crate::hub::composite::Composite::max_text_bytes(rooms.rooms().len().max(1)));
 }
 
 #[cfg(test)]

@@ -147,6 +147,11 @@ struct ServeArgs {
     /// --tls-cert and without --tls-listen, it speaks TLS.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Run the channels on this Redis server, shared with every node given the same URL:
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (see README "Many nodes"). Without it the
+    /// channels live in this process.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -368,7 +373,7 @@ fn main() -> ExitCode {
                 }
                 _ => Listen::plain(args.listen),
             };
-            let result = pushwire::net::serve(config, listen, |bound| {
+            let on_ready = |bound: pushwire::net::Bound| {
                 // Tests and scripts read these lines to find a port picked with :0 (the plain
                 // one first when there are both).
                 if let Some(addr) = bound.plain {
@@ -377,7 +382,17 @@ fn main() -> ExitCode {
                 if let Some(addr) = bound.tls {
                     println!("pushwire listening on https://{addr}");
                 }
-            });
+            };
+            let result = match &args.redis {
+                None => pushwire::net::serve(config, listen, on_ready),
+                Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
+                    Ok(url) => pushwire::net::redis_broker::serve(config, listen, url, on_ready),
+                    Err(e) => {
+                        eprintln!("pushwire: --redis: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -24,6 +24,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("conn_server", fuzzing::conn_server),
     ("composite_cursor", fuzzing::composite_cursor),
     ("v1_command", fuzzing::v1_command),
+    ("rooms_request", fuzzing::rooms_request),
     ("resp_decode", fuzzing::resp_decode),
     ("redis_frame", fuzzing::redis_frame),
     ("ws_inflate", fuzzing::ws_inflate),

@@ -30,7 +30,7 @@ use pushwire::client::{
 use pushwire::ws::{self, CloseCode, Event, Message};
 
 use common::pki::TestPki;
-use common::{Server, IO_TIMEOUT};
+use common::{exchange, Server, IO_TIMEOUT};
 
 /// How long one peer script may run before the test kills it and fails.
 const PEER_LIMIT: Duration = Duration::from_secs(60);
@@ -192,6 +192,25 @@ fn python_websockets_client_channel_receives_http_publish() {
 }
 
 // ----- A Python SSE reader (sseclient) through a proxy that cuts the stream -----
+
+#[test]
+fn rfc7692_python_websockets_client_deflate_echo_and_broadcast() {
+    let server = Server::start(&[]);
+    let mut cmd = python();
+    cmd.arg(script("py_client.py")).args(["deflate", &server.addr.to_string(), "z"]);
+    run_client(
+        cmd,
+        "python websockets client (deflate)",
+        &["permessage-deflate negotiated", "compressed 1 KiB echoed", "compressed broadcast inflated"],
+    );
+    // RSV1 on the wire: the broadcast went out compressed, and Python inflated it.
+    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pushwire_ws_deflate_frames_sent_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(sent, Some(1), "{metrics}");
+}
 
 #[test]
 fn html_sse_python_reader_reconnects_with_last_event_id_and_resumes_exactly() {

@@ -364,3 +364,28 @@ fn silent_server_times_out_the_handshake() {
     assert!(started.elapsed() < Duration::from_secs(3));
     drop(listener);
 }
+
+#[test]
+fn rfc6455_7_1_7_message_before_a_faulty_frame_is_delivered_and_echoed_before_the_failure() {
+    // Autobahn 3.2: a valid text message, then a frame with RSV2 set, in one write. The
+    // application gets the message first and can echo it; then the failure (1002) follows.
+    let mut after_101 = frame(OpCode::Text, b"Hello, world!");
+    let mut bad = frame(OpCode::Text, b"Hello, world!");
+    bad[0] |= 0x20;
+    after_101.extend_from_slice(&bad);
+    after_101.extend_from_slice(&frame(OpCode::Ping, b""));
+    let (addr, server) = scripted(after_101, |s| read_client_events(s, 2));
+    let mut ws = WsClient::connect(&format!("ws://{addr}/"), &options()).unwrap();
+    let message = ws.recv().unwrap();
+    assert_eq!(message, Event::Message(Message::Text("Hello, world!".into())));
+    let Event::Message(message) = message else { unreachable!() };
+    ws.send(&message).expect("the echo goes out before the failure");
+    match ws.recv() {
+        Err(Error::Protocol(ws::Error::ReservedBitsSet)) => {}
+        other => panic!("{other:?}"),
+    }
+    let events = server.join().unwrap();
+    assert_eq!(events[0], Event::Message(Message::Text("Hello, world!".into())));
+    let Event::Close(Some(close)) = &events[1] else { panic!("{events:?}") };
+    assert_eq!(close.code, CloseCode::PROTOCOL_ERROR);
+}

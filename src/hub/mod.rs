@@ -247,6 +247,9 @@ pub enum HubError {
     MessageTooLarge,
     /// The channel has used every `u64` offset.
     OffsetsExhausted,
+    /// The shared backend (Redis) cannot serve the request now: unreachable, reconnecting,
+    /// or its queues are full.
+    BackendUnavailable,
 }
 
 impl HubError {
@@ -256,7 +259,10 @@ impl HubError {
         match self {
             HubError::InvalidChannelName => 400,
             HubError::MessageTooLarge => 413,
-            HubError::TooManyChannels | HubError::HistoryFull | HubError::OffsetsExhausted => 503,
+            HubError::TooManyChannels
+            | HubError::HistoryFull
+            | HubError::OffsetsExhausted
+            | HubError::BackendUnavailable => 503,
         }
     }
 }
@@ -269,6 +275,7 @@ impl fmt::Display for HubError {
             HubError::HistoryFull => "total history bytes at the limit",
             HubError::MessageTooLarge => "message larger than a channel's history",
             HubError::OffsetsExhausted => "channel offsets exhausted",
+            HubError::BackendUnavailable => "the shared backend (redis) is unavailable",
         })
     }
 }

@@ -5,6 +5,7 @@ Run by tests/interop.rs with the venv made by scripts/setup-interop.sh:
     py_client.py echo HOST:PORT [CA_PEM]    text, binary, 1 MiB of each, ping, close on /echo;
                                             with CA_PEM over wss:// trusting that CA
     py_client.py channel HOST:PORT CHANNEL  subscribe (plain and pushwire.v1), publish over HTTP
+    py_client.py deflate HOST:PORT CHANNEL  permessage-deflate negotiated; 1 KiB echoed and broadcast
 
 Prints one line per check and "ok" at the end; any failure raises (non-zero exit). Every wait
 has a timeout and only loopback addresses are used.
@@ -98,9 +99,27 @@ def channel(addr, name):
         check(plain.recv(timeout=TIMEOUT_S) == bytes([0, 1, 2]), "plain subscriber gets a binary frame")
 
 
+def deflate(addr, name):
+    doc = json.dumps({"items": [{"id": i, "symbol": "ABC", "price": 101.25} for i in range(25)]})
+    with ws_connect(f"ws://{addr}/echo") as ws:
+        answer = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        check(answer.startswith("permessage-deflate"), "permessage-deflate negotiated")
+        check("server_no_context_takeover" in answer and "client_no_context_takeover" in answer,
+              "both no_context_takeover parameters in the answer")
+        # websockets compresses what it sends: pushwire inflates it and compresses the echo.
+        ws.send(doc)
+        check(ws.recv(timeout=TIMEOUT_S) == doc, "compressed 1 KiB echoed")
+    with ws_connect(f"ws://{addr}/channels/{name}") as sub:
+        check(sub.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate"),
+              "subscriber negotiated permessage-deflate")
+        status, _ = http_request(addr, "POST", f"/channels/{name}", doc)
+        check(status == 201, "publish 1 KiB over HTTP")
+        check(sub.recv(timeout=TIMEOUT_S) == doc, "compressed broadcast inflated")
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
-    {"echo": echo, "channel": channel}[mode](*args)
+    {"echo": echo, "channel": channel, "deflate": deflate}[mode](*args)
     print("ok", flush=True)
 
 

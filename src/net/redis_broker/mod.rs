@@ -41,13 +41,20 @@
 //! broker's waker; full: [`BrokerError::Overloaded`] at once, never blocking a loop) and get
 //! answers and deliveries through their [`BrokerOutbox`], one batch per sink per broker turn.
 //!
+//! [`RedisHub`] (`backend.rs`) is the [`crate::hub::backend::HubBackend`] over the broker, and
+//! [`serve`] what `pushwire serve --redis URL` runs.
+//!
 //! Does not (yet): presence (the scripts exist in [`crate::redis::presence`]; rooms are not
 //! built), several shards ([`crate::redis::shard`] picks one; one connection pair per shard
 //! would be needed), TLS to Redis (`rediss://` is refused by the URL parser), or Redis
-//! Cluster (see the notes in [`crate::redis`]).
+//! Cluster (see the notes in [`crate::redis`]), or report its state in `/metrics` and
+//! `/healthz` ([`BrokerStats`] has the figures).
 
+mod backend;
 mod link;
 mod worker;
+
+pub use backend::{serve, RedisHub};
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,0 +1,175 @@
+//! The Redis hub backend: [`HubBackend`] over the broker, so `pushwire serve --redis URL`
+//! runs its channels on Redis and any number of nodes share them.
+//!
+//! Implements: every [`Command`] but `Stats` is submitted to the broker and answered
+//! [`Submitted::Later`]; the broker's answers and deliveries become [`LoopEvent`]s in the
+//! loops' [`Inbox`]es (the request token carries the connection's [`ConnId`]). A request the
+//! broker cannot take (queue full, Redis down) is answered at once with
+//! [`HubError::BackendUnavailable`] (503).
+//!
+//! Does not: keep one connection's replies in submission order across kinds (a publish may be
+//! answered before an earlier subscribe of the same connection that waits for its channel to
+//! be live; publishes and reads keep their order), expire anything (Redis expires the keys),
+//! or count history in `Stats` (only live channels).
+
+use std::sync::Arc;
+use std::time::Instant;
+use std::{fmt, io};
+
+use super::{
+    Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, Limits,
+};
+use crate::config::Config;
+use crate::hub::backend::{ConnAddr, ConnId, HubBackend, LoopEvent, Submitted};
+use crate::hub::{ChannelName, Command, HubError, HubStats, Reply, SinkId};
+use crate::net::{serve_with, Bound, Inbox, Listen};
+use crate::redis::keys::Namespace;
+use crate::redis::url::RedisUrl;
+
+/// The request token for a connection: its slab key and generation.
+fn token(conn: ConnId) -> u64 {
+    (conn.key() as u64) << 32 | u64::from(conn.generation)
+}
+
+fn conn_of(token: u64) -> ConnId {
+    ConnId::new((token >> 32) as usize, token as u32)
+}
+
+fn hub_error(error: &BrokerError) -> HubError {
+    match error {
+        BrokerError::MessageTooLarge => HubError::MessageTooLarge,
+        _ => HubError::BackendUnavailable,
+    }
+}
+
+/// Pushes the broker's events into the loops' inboxes.
+struct InboxOutbox {
+    inboxes: Arc<[Inbox]>,
+}
+
+impl BrokerOutbox for InboxOutbox {
+    fn deliver(&self, sink: SinkId, events: Vec<BrokerEvent>) {
+        let Some(inbox) = self.inboxes.get(usize::from(sink.index())) else { return };
+        for event in events {
+            let event = match event {
+                BrokerEvent::Delivery(message) => LoopEvent::Delivery(message),
+                BrokerEvent::Published { token, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Published(result.map_err(|e| log_error(&e)))),
+                },
+                BrokerEvent::Read { token, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Read(result.map_err(|e| log_error(&e)))),
+                },
+                BrokerEvent::Subscribed { token, channel, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Subscribed { channel, replay: result.map_err(|e| log_error(&e)) }),
+                },
+            };
+            inbox.push(event, true);
+        }
+    }
+}
+
+fn log_error(error: &BrokerError) -> HubError {
+    log::debug!("redis backend: {error}");
+    hub_error(error)
+}
+
+/// The reply shape of a request the broker refused at once.
+enum Refused {
+    Publish,
+    Read,
+    Subscribe(ChannelName),
+}
+
+/// The Redis backend: the broker thread and the way to it.
+pub struct RedisHub {
+    client: BrokerClient,
+    /// Stops the broker thread when the backend is dropped.
+    _broker: Broker,
+}
+
+impl fmt::Debug for RedisHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisHub").finish_non_exhaustive()
+    }
+}
+
+impl RedisHub {
+    /// Starts the broker for `url` with the hub limits of `config` (history length and age),
+    /// pushing into `inboxes`; an unreachable or unusable Redis is an error.
+    pub fn start(config: &Config, url: RedisUrl, inboxes: Arc<[Inbox]>) -> Result<RedisHub, BrokerError> {
+        let broker_config = BrokerConfig {
+            url,
+            namespace: Namespace::default(),
+            history_ttl: config.hub.max_history_age,
+            max_history_messages: config.hub.max_history_messages,
+            node_name: format!("{:016x}", rand::random::<u64>()),
+            limits: Limits::default(),
+        };
+        let broker = Broker::start(broker_config, Arc::new(InboxOutbox { inboxes }))?;
+        Ok(RedisHub { client: broker.client(), _broker: broker })
+    }
+
+    /// The broker's counters.
+    pub fn client(&self) -> &BrokerClient {
+        &self.client
+    }
+}
+
+impl HubBackend for RedisHub {
+    fn submit(&self, from: ConnAddr, command: Command, _now: Instant) -> Submitted {
+        let (sink, token) = (from.sink, token(from.conn));
+        let request = match command {
+            Command::Publish { channel, event, payload } => {
+                BrokerRequest::Publish { sink, token, channel, event, payload }
+            }
+            Command::Read { channel, since, max_messages } => {
+                BrokerRequest::Read { sink, token, channel, since, max_messages }
+            }
+            Command::Subscribe { channel, since } => BrokerRequest::Subscribe { sink, token, channel, since },
+            Command::Unsubscribe { channel } => {
+                let _ = self.client.submit(BrokerRequest::Unsubscribe { sink, channel });
+                return Submitted::NoReply;
+            }
+            Command::Stats => {
+                let channels = self.client.stats().live_channels.load(std::sync::atomic::Ordering::Relaxed);
+                let stats = HubStats { channels: channels as usize, ..HubStats::default() };
+                return Submitted::Reply(Reply::Stats(stats));
+            }
+        };
+        // What an error answered at once must look like (submit takes the request).
+        let refused = match &request {
+            BrokerRequest::Publish { .. } => Refused::Publish,
+            BrokerRequest::Read { .. } => Refused::Read,
+            BrokerRequest::Subscribe { channel, .. } => Refused::Subscribe(channel.clone()),
+            BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
+        };
+        match self.client.submit(request) {
+            Ok(()) => Submitted::Later,
+            Err(error) => {
+                log::debug!("redis backend: {error}");
+                let error = hub_error(&error);
+                Submitted::Reply(match refused {
+                    Refused::Publish => Reply::Published(Err(error)),
+                    Refused::Read => Reply::Read(Err(error)),
+                    Refused::Subscribe(channel) => Reply::Subscribed { channel, replay: Err(error) },
+                })
+            }
+        }
+    }
+
+    fn expire(&self, _now: Instant) {}
+}
+
+/// [`crate::net::serve`] with the channels on the Redis server at `url`: an unreachable or
+/// unusable Redis is an error before any connection is accepted.
+pub fn serve(config: Config, listen: Listen, url: RedisUrl, on_ready: impl FnOnce(Bound)) -> io::Result<()> {
+    let hub_config = config.clone();
+    let backend = move |inboxes: Arc<[Inbox]>| {
+        let hub = RedisHub::start(&hub_config, url, inboxes).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Arc::new(hub) as Arc<dyn HubBackend>)
+    };
+    serve_with(config, listen, backend, on_ready)
+}
