@@ -143,7 +143,12 @@ struct WsWire<'a> {
     metrics: &'a Metrics,
 }
 
-impl WsWire<'_> {
+impl<'a> WsWire<'a> {
+    /// The wire of `ws`, with the loop's codec and counters from `ctx`.
+    fn new<'c: 'a>(ws: &'a mut WsConn, v1: bool, channel: Option<&'a ChannelName>, ctx: &Ctx<'c>) -> Self {
+        WsWire { ws, v1, channel, codec: ctx.deflate, metrics: ctx.metrics }
+    }
+
     /// The frame without compression, shared by every plain subscriber.
     fn plain(&self, msg: &Message) -> Arc<[u8]> {
         if self.channel.is_some() {
@@ -461,13 +466,7 @@ impl WsSession {
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 feed.share_name(channel.clone());
                 let before = ctx.commands.len();
-                let wire = &mut WsWire {
-                    ws: &mut self.ws,
-                    v1: true,
-                    channel: Some(&channel),
-                    codec: ctx.deflate,
-                    metrics: ctx.metrics,
-                };
+                let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx);
                 feed.handle_replay(replay, true, wire, ctx);
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
@@ -477,18 +476,7 @@ impl WsSession {
         }
         if let Serving::Channel(feed) = &mut self.serving {
             feed.share_name(channel);
-            feed.handle_replay(
-                replay,
-                true,
-                &mut WsWire {
-                    ws: &mut self.ws,
-                    v1: self.v1,
-                    channel: None,
-                    codec: ctx.deflate,
-                    metrics: ctx.metrics,
-                },
-                ctx,
-            );
+            feed.handle_replay(replay, true, &mut WsWire::new(&mut self.ws, self.v1, None, ctx), ctx);
         }
         Flow::Continue
     }
@@ -499,13 +487,7 @@ impl WsSession {
             let Some(channel) = mode.reads.pop_front() else { return Flow::Continue };
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 let before = ctx.commands.len();
-                let wire = &mut WsWire {
-                    ws: &mut self.ws,
-                    v1: true,
-                    channel: Some(&channel),
-                    codec: ctx.deflate,
-                    metrics: ctx.metrics,
-                };
+                let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx);
                 feed.handle_page(replay, wire, ctx);
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
@@ -514,17 +496,7 @@ impl WsSession {
             return Flow::Continue;
         }
         if let Serving::Channel(feed) = &mut self.serving {
-            feed.handle_page(
-                replay,
-                &mut WsWire {
-                    ws: &mut self.ws,
-                    v1: self.v1,
-                    channel: None,
-                    codec: ctx.deflate,
-                    metrics: ctx.metrics,
-                },
-                ctx,
-            );
+            feed.handle_page(replay, &mut WsWire::new(&mut self.ws, self.v1, None, ctx), ctx);
         }
         Flow::Continue
     }
@@ -583,13 +555,7 @@ impl WsSession {
             let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == msg.channel) else {
                 return Flow::Continue;
             };
-            let wire = &mut WsWire {
-                ws: &mut self.ws,
-                v1: true,
-                channel: Some(&msg.channel),
-                codec: ctx.deflate,
-                metrics: ctx.metrics,
-            };
+            let wire = &mut WsWire::new(&mut self.ws, true, Some(&msg.channel), ctx);
             if let Some(i) = mode.skip.iter().position(|&id| id == msg.id) {
                 // This connection's own except_self publish: the cursor moves past it unsent
                 // (a hole before it is still signalled).
@@ -610,17 +576,7 @@ impl WsSession {
         if self.ws.close_sent() {
             return Flow::Continue;
         }
-        let flow = feed.handle_delivery(
-            msg,
-            &mut WsWire {
-                ws: &mut self.ws,
-                v1: self.v1,
-                channel: None,
-                codec: ctx.deflate,
-                metrics: ctx.metrics,
-            },
-            ctx,
-        );
+        let flow = feed.handle_delivery(msg, &mut WsWire::new(&mut self.ws, self.v1, None, ctx), ctx);
         if let Flow::Close(reason) = flow {
             self.close(CloseCode::POLICY_VIOLATION, reason.as_str(), ctx);
         }
