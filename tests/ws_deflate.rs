@@ -48,28 +48,8 @@ fn inflate(data: &[u8]) -> Vec<u8> {
 
 impl DeflateWs {
     fn connect(server: &Server, path: &str, offer: Option<&str>) -> (DeflateWs, String) {
-        let mut stream = server.connect();
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        if let Some(offer) = offer {
-            req += &format!("Sec-WebSocket-Extensions: {offer}\r\n");
-        }
-        req += "\r\n";
-        stream.write_all(req.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = stream.read(&mut chunk).expect("read 101");
-            assert!(n > 0, "closed during handshake");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
+        let extra = offer.map_or(String::new(), |offer| format!("Sec-WebSocket-Extensions: {offer}\r\n"));
+        let (stream, buf, head) = common::upgrade(server, path, &extra);
         (DeflateWs { stream, buf }, head)
     }
 

@@ -289,6 +289,30 @@ impl Drop for Lines {
     }
 }
 
+/// Sends a WebSocket opening handshake for `path` with `extra_headers` (whole lines, each
+/// ending in CRLF); returns the stream, the bytes read after the response head, and the head.
+pub fn upgrade(server: &Server, path: &str, extra_headers: &str) -> (TcpStream, Vec<u8>, String) {
+    let mut stream = server.connect();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).expect("read 101");
+        assert!(n > 0, "closed during handshake");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    (stream, buf, head)
+}
+
 /// A minimal WebSocket client for tests: handshake, masked sends, unmasked frames received.
 pub struct RawWs {
     pub stream: TcpStream,
@@ -298,28 +322,12 @@ pub struct RawWs {
 impl RawWs {
     /// Opens `path` with the given subprotocols; returns the client and the 101 head.
     pub fn connect(server: &Server, path: &str, protocols: &[&str]) -> (RawWs, String) {
-        let mut stream = server.connect();
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        if !protocols.is_empty() {
-            req += &format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", "));
-        }
-        req += "\r\n";
-        stream.write_all(req.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = stream.read(&mut chunk).expect("read 101");
-            assert!(n > 0, "closed during handshake");
-            buf.extend_from_slice(&chunk[..n]);
+        let extra = if protocols.is_empty() {
+            String::new()
+        } else {
+            format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", "))
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
+        let (stream, buf, head) = upgrade(server, path, &extra);
         (RawWs { stream, buf }, head)
     }
 
