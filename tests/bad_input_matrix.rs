@@ -81,7 +81,7 @@ fn ws_script(name: &'static str, path: &'static str, script: fn(&mut RawWs), cod
     Case { name, input: Input::WsScript(path, script), expect: Expect::CloseCode(code), closes: CLOSES }
 }
 
-use Expect::{CloseCode, ClosingHandshake, CloseNotify, SilentClose, Status, StatusWith, TlsAlert};
+use Expect::{CloseCode, CloseNotify, ClosingHandshake, SilentClose, Status, StatusWith, TlsAlert};
 
 /// `GET target` with `fields` (each ending in CRLF).
 fn get(target: &str, fields: &str) -> Vec<u8> {
@@ -784,7 +784,11 @@ fn tls_port_cases() -> Vec<Case> {
         tls("binary garbage to the TLS port", vec![0u8, 1, 2, 3, 0xff, 0xfe], Status(400)),
         tls("an application-data record first", record(0x17, b"hello"), Status(400)),
         // RFC 8446 §5.1: the length MUST NOT exceed 2^14 bytes (+256 for ciphertext).
-        tls("a handshake record longer than 2^14 + 256", vec![0x16, 0x03, 0x01, 0xff, 0xff, 1], TlsAlert(DECODE_ERROR)),
+        tls(
+            "a handshake record longer than 2^14 + 256",
+            vec![0x16, 0x03, 0x01, 0xff, 0xff, 1],
+            TlsAlert(DECODE_ERROR),
+        ),
         tls("a handshake message of an unknown type and 16 MiB", record(0x16, &[0xff; 5]), SilentClose),
         tls("a ClientHello with its bytes scrambled", garbage, TlsAlert(DECODE_ERROR)),
         tls("a ClientHello whose length disagrees with its record", wrong_length, SilentClose),

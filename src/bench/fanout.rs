@@ -72,6 +72,18 @@ pub struct FanoutOptions {
     /// Spread subscribers over this many source addresses 127.0.0.1.. (0: as needed).
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub source_addrs: usize,
+    /// Publish a JSON document of quotes (which compresses like real JSON) instead of `x`
+    /// padding.
+    #[arg(long)]
+    pub json_payload: bool,
+    /// WebSocket subscribers offer permessage-deflate (RFC 7692) and inflate what arrives.
+    #[arg(long)]
+    pub deflate: bool,
+}
+
+/// Whether WebSocket subscribers offered permessage-deflate.
+fn selected_deflate(options: &FanoutOptions) -> bool {
+    options.deflate && options.transport == Transport::WebSocket
 }
 
 /// Most subscriber × message pairs tracked (one bit each: 128 MiB at most).
@@ -139,6 +151,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         },
         // A long poll answer holds a batch of messages in JSON.
         max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
+        deflate: options.deflate,
     };
     let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
@@ -166,8 +179,9 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut publisher = Some({
         let (url, stop) = (publish_url.clone(), Arc::clone(&stop));
-        let (count, size, rate) = (options.messages, options.size_bytes, options.rate);
-        std::thread::spawn(move || publish(&url, run_id, count, size, rate, start, &stop))
+        let (count, size, json, rate) =
+            (options.messages, options.size_bytes, options.json_payload, options.rate);
+        std::thread::spawn(move || publish(&url, run_id, count, size, json, rate, start, &stop))
     });
 
     let mut deliveries = Deliveries::new(options.subscribers, options.messages);
@@ -232,6 +246,8 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     report.real("subscribe_s", opened_in.as_secs_f64());
     report.count("messages", published.messages);
     report.count("size_bytes", options.size_bytes as u64);
+    report.text("payload", if options.json_payload { "json" } else { "padding" });
+    report.text("deflate", if selected_deflate(options) { "offered" } else { "off" });
     report.real("publish_s", published.elapsed.as_secs_f64());
     report.real("publishes_per_s", published.messages as f64 / published.elapsed.as_secs_f64().max(1e-6));
     report.count("deliveries", delivered);

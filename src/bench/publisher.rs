@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
 use crate::http1::head::{parse_response_head, HeadScanner, Headers};
 
-use super::payload::encode_text;
+use super::payload::{encode_json, encode_text};
 use super::url::Url;
 
 /// Every read and write of the publisher gives up after this long.
@@ -35,12 +35,14 @@ pub struct Published {
 
 /// Publishes `count` messages of `size_bytes` to `url`, marked with `run` and numbered 0..,
 /// each stamped with the microseconds since `start` at which its request was written. Stops
-/// early when `stop` is set.
+/// early when `stop` is set. `json`: a JSON document (see [`encode_json`]) instead of padding.
+#[allow(clippy::too_many_arguments)]
 pub fn publish(
     url: &Url,
     run: u64,
     count: u64,
     size_bytes: usize,
+    json: bool,
     rate_per_s: Option<f64>,
     start: Instant,
     stop: &AtomicBool,
@@ -63,7 +65,11 @@ pub fn publish(
             None => open(url)?,
         };
         let sent_us = start.elapsed().as_micros() as u64;
-        let body = encode_text(run, seq, sent_us, size_bytes);
+        let body = if json {
+            encode_json(run, seq, sent_us, size_bytes)
+        } else {
+            encode_text(run, seq, sent_us, size_bytes)
+        };
         let (status, keep_alive) = post(&stream, url, &body)
             .map_err(|e| format!("publishing message {seq} to http://{}{}: {e}", url.host, url.path))?;
         if !(200..300).contains(&status) {
