@@ -263,6 +263,8 @@ const MAX_CORK_BYTES: usize = 8 * 1024 * 1024;
 /// Does not: copy bytes. The buffers change owner by moving one box.
 #[derive(Debug, Default)]
 pub struct Cork {
+    // The boxes are what is kept: each is handed out whole to a connection (one pointer there).
+    #[allow(clippy::vec_box)]
     spares: Vec<Box<Queue>>,
     /// Heap bytes of the queues in `spares`.
     spare_bytes: usize,

@@ -202,7 +202,8 @@ impl Publisher {
         }
         assert!(buf.starts_with(b"HTTP/1.1 201"), "{}", String::from_utf8_lossy(buf));
         let name = b"content-length:";
-        let at = buf.windows(name.len()).position(|w| w.eq_ignore_ascii_case(name)).expect("a Content-Length");
+        let at =
+            buf.windows(name.len()).position(|w| w.eq_ignore_ascii_case(name)).expect("a Content-Length");
         let length = buf[at + name.len()..]
             .iter()
             .skip_while(|b| **b == b' ')
@@ -216,7 +217,8 @@ impl Publisher {
 /// Allocations the server makes while `messages` publishes reach `subscribers` WebSockets.
 fn fanout_allocations(addr: SocketAddr, channel: &str, subscribers: usize, messages: usize) -> u64 {
     let body = [b'x'; 64];
-    let mut subs: Vec<TcpStream> = (0..subscribers).map(|_| upgrade(addr, &format!("/channels/{channel}"))).collect();
+    let mut subs: Vec<TcpStream> =
+        (0..subscribers).map(|_| upgrade(addr, &format!("/channels/{channel}"))).collect();
     let mut publisher = Publisher::new(addr, channel, &body);
     let (mut frame, mut head) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
     let mut round = |subs: &mut [TcpStream]| {

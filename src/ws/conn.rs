@@ -445,8 +445,13 @@ impl WsConn {
                         return Ok(Progress::Message(message));
                     }
                 } else {
-                    self.read =
-                        Some(codec.spares.boxed(ReadState::Data { fin, mask: key, payload_len, read, message }));
+                    self.read = Some(codec.spares.boxed(ReadState::Data {
+                        fin,
+                        mask: key,
+                        payload_len,
+                        read,
+                        message,
+                    }));
                 }
             }
             ReadState::Control { control, mask: key, payload_len, mut payload } => {

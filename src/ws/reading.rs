@@ -27,6 +27,8 @@ pub const MAX_SPARE_BUFFER_BYTES: usize = 256 * 1024;
 /// allocation is made. Bounded; empty until the first frame split across reads.
 #[derive(Debug, Default)]
 pub struct Spares {
+    // The boxes are what is kept: each is handed out whole to a connection (one pointer there).
+    #[allow(clippy::vec_box)]
     states: Vec<Box<ReadState>>,
     buffers: Vec<Vec<u8>>,
 }
