@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::backend::ConnAddr;
+use super::addr::ConnAddr;
 use super::presence::{Joining, Member, PresenceError, PresenceEvent};
 use super::{ChannelName, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since};
 
