@@ -25,6 +25,7 @@ use crate::http1::body::BodyReader;
 use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, Headers, RequestHead};
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
+use crate::hub::presence::PresenceEvent;
 use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
@@ -33,6 +34,7 @@ use crate::transport::endpoint::{self, Answer, Endpoint};
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
+use crate::transport::token::UnixClock;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
     publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
@@ -122,13 +124,26 @@ pub struct ConnEnv {
     /// The loop's permessage-deflate compressor and decompressor, lent to the WebSocket
     /// connection being served (reset per message: connections hold no zlib state).
     pub deflate: SharedCodec,
+    /// Wall-clock seconds for token expiries; `None` (tests): the Unix time reads 0.
+    pub unix_clock: Option<UnixClock>,
 }
 
 impl ConnEnv {
     /// The environment of one event loop.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> ConnEnv {
         let deflate = SharedCodec::new(config.websocket.deflate_min_bytes);
-        ConnEnv { config, metrics, deflate }
+        ConnEnv { config, metrics, deflate, unix_clock: None }
+    }
+
+    /// The environment with the wall clock the I/O layer read (see [`UnixClock`]).
+    pub fn with_unix_clock(mut self, clock: UnixClock) -> ConnEnv {
+        self.unix_clock = Some(clock);
+        self
+    }
+
+    /// Seconds since the Unix epoch at `now`.
+    pub fn unix_now_s(&self, now: Instant) -> u64 {
+        self.unix_clock.map_or(0, |c| c.unix_s(now))
     }
 }
 
@@ -275,7 +290,11 @@ impl Conn {
                     // The hub refused: a session that has not written anything yet is answered
                     // with an HTTP error; one that has (a WebSocket's 101, a stream's head) ends
                     // in its own format.
+                    Reply::Presence { channel, result: Ok(list) } => {
+                        self.drive(now, |s, ctx| s.handle_presence_list(channel, list, ctx))
+                    }
                     Reply::Subscribed { replay: Err(e), .. }
+                    | Reply::Presence { result: Err(e), .. }
                     | Reply::Read(Err(e))
                     | Reply::Published(Err(e)) => {
                         let mut ended = false;
@@ -306,6 +325,12 @@ impl Conn {
     /// A live message on a channel this connection is subscribed to.
     pub fn handle_delivery(&mut self, msg: &Arc<Message>, now: Instant) {
         self.drive(now, |s, ctx| s.handle_delivery(msg, ctx));
+    }
+
+    /// A presence member joined or left a channel this connection asked join and leave events
+    /// of.
+    pub fn handle_presence(&mut self, event: &PresenceEvent, now: Instant) {
+        self.drive(now, |s, ctx| s.handle_presence(event, ctx));
     }
 
     /// The server is shutting down: at `at` (spread over the drain period by the loop, so
@@ -546,7 +571,7 @@ impl Conn {
         };
         // Routed once, with the access verdict: an allowed cross-origin request is answered
         // (refused or not) with CORS fields naming its origin.
-        let routed = route_request(&head, &self.env.config);
+        let routed = route_request(&head, &self.env.config, self.env.unix_now_s(now));
         self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
@@ -558,6 +583,9 @@ impl Conn {
         let route = match routed.route {
             Ok(route) => route,
             Err(refusal) => {
+                if let Some(reason) = refusal.token_reason() {
+                    self.env.metrics.token_refused(reason);
+                }
                 // A refused request with a body leaves unread bytes: close after answering.
                 let to = AnswerTo { keep_alive: to.keep_alive && !reader.expects_body(), ..to };
                 return self.respond_error(to, refusal.status(), refusal.headers(), refusal.reason(), now);
@@ -608,6 +636,7 @@ impl Conn {
             commands: &mut self.commands,
             config: &self.env.config,
             now,
+            unix_now_s: self.env.unix_now_s(now),
             metrics: &self.env.metrics,
             deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
@@ -677,7 +706,8 @@ impl Conn {
             | Route::Metrics
             | Route::Preflight
             | Route::Publish { .. }
-            | Route::ShortPoll { .. } => {}
+            | Route::ShortPoll { .. }
+            | Route::Presence { .. } => {}
         }
     }
 
@@ -728,6 +758,7 @@ impl Conn {
             commands: &mut self.commands,
             config: &self.env.config,
             now,
+            unix_now_s: self.env.unix_now_s(now),
             metrics: &self.env.metrics,
             deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),

@@ -35,12 +35,12 @@ use crate::http1::target::{decode, Target};
 use crate::hub::backend::ConnAddr;
 use crate::hub::composite::{self, Composite, CompositeError, Mismatch};
 use crate::hub::presence::{Change, Member, PresenceEvent};
-use crate::hub::{ChannelName, Cursor, Epoch, HubError, Payload};
+use crate::hub::{ChannelName, Cursor, Epoch, HubError, Payload, PresenceList};
 use crate::protocol::envelope::write_json_string;
 
 use super::commands::{error_reply, ok_reply, Command, CommandError, Request};
 use super::policy::{Action as Grant, Policies};
-use super::token::{verify, Claims, TokenKey, TokenLimits};
+use super::token::{verify, Claims, TokenError, TokenKey, TokenLimits};
 
 /// The WebSocket close code sent when a connection's token expires without a `refresh`
 /// (RFC 6455 §7.4.2: 4000-4999 are for private use).
@@ -82,7 +82,7 @@ pub struct Authority<'a> {
 
 impl Authority<'_> {
     fn verify(&self, token: &str) -> Result<Claims, CommandError> {
-        let key = self.key.ok_or(CommandError::BadToken("this server takes no tokens"))?;
+        let key = self.key.ok_or(CommandError::BadToken(NO_KEY))?;
         verify(token, key, self.unix_now_s, self.token_limits).map_err(|e| CommandError::BadToken(e.as_str()))
     }
 }
@@ -124,6 +124,8 @@ pub enum Action {
     Presence {
         /// The channel.
         channel: ChannelName,
+        /// List the members (else only count them).
+        list: bool,
     },
 }
 
@@ -135,8 +137,8 @@ pub enum Answer {
     Subscribed(Result<Cursor, HubError>),
     /// The message got this id, or was refused.
     Published(Result<Cursor, HubError>),
-    /// The channel's members.
-    Presence(Vec<Member>),
+    /// The channel's member count and (for `presence`, not `presence_stats`) its members.
+    Presence(PresenceList),
 }
 
 /// The result of one command: something for the hub, a reply for the client, or both.
@@ -146,6 +148,27 @@ pub struct Outcome {
     pub action: Option<Action>,
     /// A reply frame's text, to send now.
     pub reply: Option<Vec<u8>>,
+    /// For a command refused over its token, the reason counted in `/metrics`
+    /// (`pushwire_token_refusals_total`).
+    pub token_refusal: Option<&'static str>,
+}
+
+/// Why a command on a channel needing a token had none.
+const NEEDS_TOKEN: &str = "this channel needs a token";
+/// Why a valid token did not do.
+const NOT_GRANTED: &str = "the token does not grant this channel";
+/// Why a token was refused on a server without a key.
+const NO_KEY: &str = "this server takes no tokens";
+
+/// The `/metrics` reason of a refusal about a token, if it is one.
+fn token_reason(e: &CommandError) -> Option<&'static str> {
+    match e {
+        CommandError::BadToken(NO_KEY) => Some("other"),
+        CommandError::BadToken(reason) => Some(reason),
+        CommandError::NotAllowed(NEEDS_TOKEN) => Some("missing"),
+        CommandError::NotAllowed(NOT_GRANTED) => Some("not_granted"),
+        _ => None,
+    }
 }
 
 /// What [`Rooms::handle_refused`] did.
@@ -164,6 +187,7 @@ enum Kind {
     Subscribe,
     Publish,
     Presence,
+    PresenceStats,
 }
 
 #[derive(Debug)]
@@ -238,10 +262,12 @@ impl Rooms {
         };
         if auth.policies.needs_token(channel.as_str(), grant) {
             match claims {
-                None => return Err(CommandError::NotAllowed("this channel needs a token")),
-                Some(c) if c.expires_at <= auth.unix_now_s => return Err(CommandError::BadToken("expired")),
+                None => return Err(CommandError::NotAllowed(NEEDS_TOKEN)),
+                Some(c) if c.expires_at <= auth.unix_now_s => {
+                    return Err(CommandError::BadToken(TokenError::Expired.as_str()))
+                }
                 Some(c) if !c.grants(grant, channel.as_str()) => {
-                    return Err(CommandError::NotAllowed("the token does not grant this channel"))
+                    return Err(CommandError::NotAllowed(NOT_GRANTED))
                 }
                 Some(_) => {}
             }
@@ -255,6 +281,7 @@ impl Rooms {
         let refuse = |e: CommandError| Outcome {
             action: None,
             reply: Some(error_reply(req.as_deref(), channel.as_ref(), &e)),
+            token_refusal: token_reason(&e),
         };
         let command = match command {
             Ok(command) => command,
@@ -279,7 +306,11 @@ impl Rooms {
                 };
                 self.rooms.push(Room { channel: channel.clone(), cursor: None });
                 self.pending.push_back(Pending { kind: Kind::Subscribe, req, channel: channel.clone() });
-                Outcome { action: Some(Action::Subscribe { channel, since, user, info, joins }), reply: None }
+                Outcome {
+                    action: Some(Action::Subscribe { channel, since, user, info, joins }),
+                    reply: None,
+                    token_refusal: None,
+                }
             }
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.position(&channel) else {
@@ -287,7 +318,11 @@ impl Rooms {
                 };
                 self.rooms.remove(i);
                 let reply = ok_reply(req.as_deref(), Some(&channel), None);
-                Outcome { action: Some(Action::Unsubscribe { channel }), reply: Some(reply) }
+                Outcome {
+                    action: Some(Action::Unsubscribe { channel }),
+                    reply: Some(reply),
+                    token_refusal: None,
+                }
             }
             Command::Publish { channel, payload, event, except_self } => {
                 if let Err(e) = self.authorize(Grant::Publish, &channel, None, auth) {
@@ -298,19 +333,26 @@ impl Rooms {
                 Outcome {
                     action: Some(Action::Publish { channel, event, payload, except_self }),
                     reply: None,
+                    token_refusal: None,
                 }
             }
-            Command::Presence { channel } => {
+            Command::Presence { channel, stats } => {
                 if let Err(e) = self.authorize(Grant::Presence, &channel, None, auth) {
                     return refuse(e);
                 }
-                self.pending.push_back(Pending { kind: Kind::Presence, req, channel: channel.clone() });
-                Outcome { action: Some(Action::Presence { channel }), reply: None }
+                let kind = if stats { Kind::PresenceStats } else { Kind::Presence };
+                self.pending.push_back(Pending { kind, req, channel: channel.clone() });
+                let action = Action::Presence { channel, list: !stats };
+                Outcome { action: Some(action), reply: None, token_refusal: None }
             }
             Command::Refresh { token } => match auth.verify(&token) {
                 Ok(claims) => {
                     self.claims = Some(claims);
-                    Outcome { action: None, reply: Some(ok_reply(req.as_deref(), None, None)) }
+                    Outcome {
+                        action: None,
+                        reply: Some(ok_reply(req.as_deref(), None, None)),
+                        token_refusal: None,
+                    }
                 }
                 Err(e) => refuse(e),
             },
@@ -339,7 +381,10 @@ impl Rooms {
             }
             (Kind::Publish, Answer::Published(Ok(id))) => ok_reply(req, channel, Some(id)),
             (Kind::Publish, Answer::Published(Err(e))) => error_reply(req, channel, &hub_error(e)),
-            (Kind::Presence, Answer::Presence(members)) => presence_reply(req, &pending.channel, &members),
+            (Kind::Presence, Answer::Presence(list)) => presence_reply(req, &pending.channel, &list.members),
+            (Kind::PresenceStats, Answer::Presence(list)) => {
+                presence_stats_reply(req, &pending.channel, list.count)
+            }
             (kind, answer) => {
                 let why = format!("internal: {kind:?} answered with {answer:?}");
                 error_reply(req, channel, &CommandError::Unavailable(why))
@@ -395,6 +440,7 @@ impl Rooms {
 fn hub_error(e: HubError) -> CommandError {
     match e {
         HubError::MessageTooLarge => CommandError::TooLarge("message"),
+        HubError::InfoTooLarge => CommandError::TooLarge("info"),
         HubError::InvalidChannelName => CommandError::BadChannel,
         e => CommandError::Unavailable(e.to_string()),
     }
@@ -441,6 +487,18 @@ pub fn presence_reply(req: Option<&str>, channel: &ChannelName, members: &[Membe
         write_member(&mut out, member);
     }
     out.extend_from_slice(b"]}");
+    out
+}
+
+/// `{"type":"presence_stats","req":…,"channel":"a","count":N}`.
+pub fn presence_stats_reply(req: Option<&str>, channel: &ChannelName, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"type\":\"presence_stats\"");
+    if let Some(req) = req {
+        out.extend_from_slice(b",\"req\":");
+        out.extend_from_slice(req.as_bytes());
+    }
+    out.extend_from_slice(format!(",\"channel\":\"{}\",\"count\":{count}}}", channel.as_str()).as_bytes());
     out
 }
 

@@ -85,6 +85,9 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The current time.
     pub now: Instant,
+    /// The current time in seconds since the Unix epoch (token expiries), from the loop's
+    /// [`super::token::UnixClock`].
+    pub unix_now_s: u64,
     /// Server-wide counters.
     pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
     /// The event loop's permessage-deflate codec (see [`crate::conn::ConnEnv::deflate`]).
@@ -196,6 +199,31 @@ impl Session {
     pub fn handle_published(&mut self, id: crate::hub::Cursor, ctx: &mut Ctx<'_>) -> Flow {
         match self {
             Session::WebSocket(s) => s.handle_published(id, ctx),
+            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+        }
+    }
+
+    /// A channel's presence, read for the session (a `presence` command).
+    pub fn handle_presence_list(
+        &mut self,
+        channel: ChannelName,
+        list: crate::hub::PresenceList,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_presence_list(channel, list, ctx),
+            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+        }
+    }
+
+    /// A join or leave on a channel the session asked join and leave events of.
+    pub fn handle_presence(
+        &mut self,
+        event: &crate::hub::presence::PresenceEvent,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_presence(event, ctx),
             Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
         }
     }
