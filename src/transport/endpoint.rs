@@ -89,9 +89,11 @@ pub fn handle(
             since: *since,
             max_messages: config.transport.max_batch_messages,
         }),
-        Route::LongPoll { .. } | Route::Sse { .. } | Route::WebSocket { .. } | Route::Stream { .. } => {
-            return None
-        }
+        Route::LongPoll { .. }
+        | Route::Sse { .. }
+        | Route::WebSocket { .. }
+        | Route::Stream { .. }
+        | Route::Channels { .. } => return None,
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::access::Denied;
 use super::feed::Start;
 use super::refusal::Refusal;
+use super::rooms::{parse_channels, resume_points, Resume, RoomLimits};
 use super::{sse, websocket, Limits};
 use crate::config::Config;
 use crate::http1::chunked::is_tchar;
@@ -82,6 +83,19 @@ pub enum Route {
         /// Where the client's history ends.
         since: Since,
     },
+    /// `GET /channels/a,b,c` or `GET /channels?channel=a&channel=b` as an event stream, a
+    /// chunked stream, a long poll or a short poll (a WebSocket is [`Route::WebSocket`] with
+    /// [`websocket::WsTarget::Channels`]); see [`super::channels`].
+    Channels {
+        /// The channels, in the order named (at most `max_channels_per_connection`).
+        channels: Vec<ChannelName>,
+        /// `Sse`, `Stream`, `LongPoll` or `Poll`.
+        mode: Transport,
+        /// Where each channel starts (a composite `since` or `Last-Event-ID`).
+        resume: Resume,
+        /// A long poll's wait (already capped).
+        wait: Duration,
+    },
 }
 
 const CHANNEL_METHODS: &[(&str, &str)] = &[("Allow", "GET, HEAD, POST")];
@@ -145,6 +159,16 @@ fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -
             websocket_route(head, &target, websocket::WsTarget::Commands, config)
         }
         "/ws" => Err(not_allowed(WS_METHODS)),
+        path if path == "/channels" || path.strip_prefix("/channels/").is_some_and(|l| l.contains(',')) => {
+            match method {
+                "GET" | "HEAD" => {
+                    config.access.check_subscribe(head, &target).map_err(Refusal::Denied)?;
+                    channels_route(head, &target, config)
+                }
+                "POST" => Err(Refusal::PublishNeedsOneChannel),
+                _ => Err(not_allowed(CHANNEL_METHODS)),
+            }
+        }
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::NotFound);
@@ -165,14 +189,9 @@ fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -
     }
 }
 
-/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
-fn subscribe_route(
-    head: &RequestHead,
-    target: &Target<'_>,
-    channel: ChannelName,
-    config: &Config,
-) -> Result<Route, Refusal> {
-    let limits = &config.transport;
+/// Picks the transport of a subscription (see the module docs for the order); HEAD gets the
+/// short poll's fields.
+fn pick_mode(head: &RequestHead, target: &Target<'_>, limits: &Limits) -> Result<Transport, Refusal> {
     let mode = match target.param("mode") {
         Some(Ok(m)) => Transport::parse(&m).ok_or(Refusal::BadMode)?,
         Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
@@ -187,17 +206,63 @@ fn subscribe_route(
     if limits.disabled.contains(&mode) {
         return Err(Refusal::TransportDisabled);
     }
+    Ok(mode)
+}
+
+/// A long poll's `?wait=`, capped (absent: the cap).
+fn wait_param(target: &Target<'_>, limits: &Limits) -> Result<Duration, Refusal> {
+    let wait = match target.param("wait") {
+        None => limits.longpoll_max_wait,
+        Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::BadWait)?,
+        Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
+    };
+    Ok(wait.min(limits.longpoll_max_wait))
+}
+
+/// Routes a multi-channel subscription (issue #13): the channel list (counted before any name
+/// is copied), the transport, and where each channel starts: `Last-Event-ID` on an event
+/// stream (never refused: unreadable is a gap on every channel), else `?since=` (a composite
+/// cursor; a bad one is 400).
+fn channels_route(head: &RequestHead, target: &Target<'_>, config: &Config) -> Result<Route, Refusal> {
+    let limits = &config.transport;
+    let channels = match parse_channels(target, &RoomLimits::default()) {
+        Some(Ok(channels)) => channels,
+        Some(Err(e)) => return Err(Refusal::BadChannelList(e)),
+        None => return Err(Refusal::NotFound),
+    };
+    let mode = pick_mode(head, target, limits)?;
+    let since = match target.param("since") {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
+    };
+    let last_event_id = if mode == Transport::Sse { head.header("last-event-id") } else { None };
+    let resume =
+        resume_points(channels.len(), since.as_deref(), last_event_id).map_err(|_| Refusal::BadCompositeSince)?;
+    let wait = if mode == Transport::LongPoll { wait_param(target, limits)? } else { Duration::ZERO };
+    match mode {
+        // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
+        Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
+        Transport::WebSocket => {
+            websocket_route(head, target, websocket::WsTarget::Channels(channels, resume), config)
+        }
+        mode => Ok(Route::Channels { channels, mode, resume, wait }),
+    }
+}
+
+/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
+fn subscribe_route(
+    head: &RequestHead,
+    target: &Target<'_>,
+    channel: ChannelName,
+    config: &Config,
+) -> Result<Route, Refusal> {
+    let limits = &config.transport;
+    let mode = pick_mode(head, target, limits)?;
     let since = since_param(target)?;
     match mode {
         Transport::Poll => Ok(Route::ShortPoll { channel, since }),
-        Transport::LongPoll => {
-            let wait = match target.param("wait") {
-                None => limits.longpoll_max_wait,
-                Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::BadWait)?,
-                Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
-            };
-            Ok(Route::LongPoll { channel, since, wait: wait.min(limits.longpoll_max_wait) })
-        }
+        Transport::LongPoll => Ok(Route::LongPoll { channel, since, wait: wait_param(target, limits)? }),
         Transport::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),

@@ -47,7 +47,8 @@ use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsCon
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
 use super::feed::{Feed, Step, Wire};
 use super::policy::Policies;
-use super::rooms::{Action, Answer, Authority, RoomLimits, Rooms};
+use super::channels::{feed_start, Resolver};
+use super::rooms::{Action, Answer, Authority, Resume, RoomLimits, Rooms, Start};
 use super::token::TokenLimits;
 use super::{CloseReason, Ctx, Flow};
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
@@ -84,7 +85,7 @@ pub fn encode_channel_envelope_frame(msg: &Message) -> Vec<u8> {
 }
 
 /// `{"channel":"NAME",` followed by the rest of the JSON object `json` (which starts with `{`).
-fn with_channel(channel: &ChannelName, json: Vec<u8>) -> Vec<u8> {
+pub fn with_channel(channel: &ChannelName, json: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len() + channel.as_str().len() + 14);
     // Channel names need no JSON escaping (their alphabet is unreserved URL characters).
     out.extend_from_slice(b"{\"channel\":\"");
@@ -103,6 +104,9 @@ pub enum WsTarget {
     Channel(ChannelName, Since),
     /// `/ws`: `pushwire.v1` commands over any number of channels (up to the limit).
     Commands,
+    /// `/channels/a,b` (or `?channel=`): fixed channels from where each starts, delivered as
+    /// command mode's labelled frames; the client sends nothing but control frames.
+    Channels(Vec<ChannelName>, Resume),
 }
 
 /// The server role never masks, so its mask source is never called.
@@ -260,6 +264,29 @@ struct CommandMode {
     skip: Vec<Cursor>,
     /// The channel of each page read in flight, oldest first (a `Read` reply names none).
     reads: VecDeque<ChannelName>,
+    /// A `/channels/a,b` connection: its channels were named by the request, and it takes no
+    /// commands.
+    fixed: bool,
+    /// A fixed connection's compact `since`, while the channels' epochs are read.
+    resolving: Option<Resolver>,
+}
+
+impl CommandMode {
+    /// Subscribes a fixed connection's channels, each from its start.
+    fn subscribe_fixed(&mut self, channels: Vec<ChannelName>, starts: Vec<Start>, ctx: &mut Ctx<'_>) {
+        if starts.contains(&Start::Lost) {
+            Metrics::inc(&ctx.metrics.last_event_id_unreadable);
+        }
+        self.feeds = channels
+            .into_iter()
+            .zip(starts)
+            .map(|(channel, start)| {
+                let (feed, command) = Feed::starting(channel, feed_start(start));
+                ctx.commands.push_back(command);
+                feed
+            })
+            .collect();
+    }
 }
 
 /// Most `except_self` ids a command-mode connection remembers.
@@ -302,14 +329,26 @@ impl WsSession {
                 ctx.commands.push_back(feed.subscribe(since));
                 Serving::Channel(feed)
             }
-            WsTarget::Commands => {
-                let mode = CommandMode {
+            WsTarget::Commands | WsTarget::Channels(..) => {
+                let mut mode = CommandMode {
                     rooms: Rooms::new(RoomLimits::default(), None),
                     feeds: Vec::new(),
                     publishes: VecDeque::new(),
                     skip: Vec::new(),
                     reads: VecDeque::new(),
+                    fixed: false,
+                    resolving: None,
                 };
+                if let WsTarget::Channels(channels, resume) = channel {
+                    mode.fixed = true;
+                    match Resolver::begin(&channels, resume, ctx) {
+                        Ok(starts) => mode.subscribe_fixed(channels, starts, ctx),
+                        Err(resolver) => {
+                            mode.feeds = channels.into_iter().map(Feed::new).collect();
+                            mode.resolving = Some(resolver);
+                        }
+                    }
+                }
                 Serving::Commands(Box::new(mode))
             }
         };
@@ -367,8 +406,12 @@ impl WsSession {
     }
 
     fn handle_message(&mut self, msg: MessageRef<'_>, codec: &mut Codec, ctx: &mut Ctx<'_>) {
-        if matches!(self.serving, Serving::Commands(_)) {
-            if !self.ws.close_sent() {
+        if let Serving::Commands(mode) = &self.serving {
+            if mode.fixed {
+                // The request named the channels; publishing and commands are `/ws`'s (§7.4.1:
+                // 1008 for a message that violates the endpoint's policy).
+                self.close(CloseCode::POLICY_VIOLATION, "this connection only receives; use /ws", ctx);
+            } else if !self.ws.close_sent() {
                 self.handle_command(msg, ctx);
             }
             return;
@@ -484,6 +527,14 @@ impl WsSession {
     /// A page read while catching up.
     pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if let Serving::Commands(mode) = &mut self.serving {
+            if let Some(resolver) = &mut mode.resolving {
+                if let Some(starts) = resolver.handle_read(&replay) {
+                    mode.resolving = None;
+                    let channels = std::mem::take(&mut mode.feeds).into_iter().map(|f| f.channel).collect();
+                    mode.subscribe_fixed(channels, starts, ctx);
+                }
+                return Flow::Continue;
+            }
             let Some(channel) = mode.reads.pop_front() else { return Flow::Continue };
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 let before = ctx.commands.len();
