@@ -54,7 +54,11 @@ fn per_channel(seen: &[(String, String)], channel: &str) -> Vec<String> {
     seen.iter().filter(|(c, _)| c == channel).map(|(_, d)| d.clone()).collect()
 }
 
-fn assert_each_once_in_channel_order(seen: &[(String, String)], sent: &[(String, String)], channels: &[&str]) {
+fn assert_each_once_in_channel_order(
+    seen: &[(String, String)],
+    sent: &[(String, String)],
+    channels: &[&str],
+) {
     assert_eq!(seen.len(), sent.len(), "{seen:?}");
     for channel in channels {
         assert_eq!(per_channel(seen, channel), per_channel(sent, channel), "channel {channel}");
@@ -85,7 +89,8 @@ fn html_sse_three_channels_labelled_and_browser_resume_is_exact_per_channel() {
     // Missed while disconnected, on two of the three channels.
     publish(&server, "sb", "sb-missed");
     publish(&server, "sa", "sa-missed");
-    let mut again = SseClient::connect(&server, "/channels/sa,sb,sc", &format!("Last-Event-ID: {last_id}\r\n"));
+    let mut again =
+        SseClient::connect(&server, "/channels/sa,sb,sc", &format!("Last-Event-ID: {last_id}\r\n"));
     let first = json(&again.next_event(WAIT).unwrap().data);
     let second = json(&again.next_event(WAIT).unwrap().data);
     assert_eq!((first["channel"].as_str(), first["data"].as_str()), (Some("sa"), Some("sa-missed")));
@@ -116,7 +121,8 @@ fn rfc9112_7_1_stream_curl_three_channels_and_resume_with_a_full_composite() {
     let server = Server::start(&[]);
     let channels = ["ta", "tb", "tc"];
     let url = format!("http://{}/channels/ta,tb,tc", server.addr);
-    let lines = Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
+    let lines =
+        Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
     let mut cursors = std::collections::HashMap::new();
     for channel in channels {
         let open = json(&lines.next().unwrap());
@@ -136,7 +142,8 @@ fn rfc9112_7_1_stream_curl_three_channels_and_resume_with_a_full_composite() {
     publish(&server, "tc", "tc-missed");
     let since: Vec<&str> = channels.iter().map(|c| cursors[*c].as_str()).collect();
     let url = format!("http://{}/channels/ta,tb,tc?since={}", server.addr, since.join(","));
-    let lines = Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
+    let lines =
+        Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
     for channel in channels {
         assert_eq!(json(&lines.next().unwrap())["channel"], channel, "the opens come first");
     }
@@ -154,7 +161,8 @@ fn rfc6202_2_long_poll_on_three_channels_is_answered_by_any_and_resumes_exactly(
         let (addr, next) = (server.addr, next.clone());
         std::thread::spawn(move || {
             let url = format!("http://{addr}/channels/la,lb,lc?wait=15&since={next}");
-            let out = std::process::Command::new("curl").args(["-s", "--max-time", "20", &url]).output().unwrap();
+            let out =
+                std::process::Command::new("curl").args(["-s", "--max-time", "20", &url]).output().unwrap();
             String::from_utf8(out.stdout).unwrap()
         })
     };
@@ -220,7 +228,8 @@ fn a_gap_is_reported_on_exactly_the_channel_whose_history_was_exceeded() {
 
     // The chunked stream: one gap line, for gb.
     let url = format!("http://{}/channels/ga,gb,gc?since={since}", server.addr);
-    let lines = Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
+    let lines =
+        Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: application/x-ndjson", &url]);
     let mut kinds = Vec::new();
     while kinds.len() < 6 {
         let line = json(&lines.next().unwrap());
@@ -285,7 +294,8 @@ fn rfc6455_plain_websocket_on_channels_gets_labelled_frames_resumes_and_refuses_
     assert_eq!((opcode, u16::from_be_bytes([payload[0], payload[1]])), (OpCode::Close, 1008));
 
     publish(&server, "wa", "wa-missed");
-    let (mut ws, _) = RawWs::connect(&server, &format!("/channels/wa,wb,wc?since={}", cursors.join(",")), &[]);
+    let (mut ws, _) =
+        RawWs::connect(&server, &format!("/channels/wa,wb,wc?since={}", cursors.join(",")), &[]);
     let frames: Vec<Value> = (0..4).map(|_| json(&ws.recv_text())).collect();
     assert_eq!(frames[0]["type"], "open");
     assert_eq!((frames[1]["channel"].as_str(), frames[1]["data"].as_str()), (Some("wa"), Some("wa-missed")));

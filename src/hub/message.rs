@@ -262,6 +262,9 @@ mod tests {
             Encoding::NdjsonChunk,
             Encoding::JsonEnvelope,
             Encoding::WsChannelEnvelopeFrame,
+            Encoding::SseChannelEvent,
+            Encoding::NdjsonChannelChunk,
+            Encoding::ChannelJsonEnvelope,
         ];
         let mut seen = [false; Encoding::COUNT];
         for encoding in all {

@@ -29,13 +29,12 @@ use crate::http1::response::{write_full, write_head, Framing};
 use crate::hub::composite::{write_compact, write_full as write_full_composite};
 use crate::hub::{ChannelName, Command, Cursor, Encoding, Epoch, HubError, Message, Replay, Since};
 use crate::metrics::Metrics;
-use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope, with_channel};
 use crate::sse::{encode_event, encode_retry};
 
 use super::feed::{self, Feed, Wire};
 use super::rooms::{Resume, Start};
 use super::short_poll::count;
-use super::websocket::with_channel;
 use super::{CloseReason, Ctx, Flow};
 
 /// A channel's start as a [`Feed`] takes it.
@@ -58,12 +57,20 @@ pub struct Resolver {
 
 impl Resolver {
     /// Each channel's start, at once (`Ok`), or a resolver whose reads are queued (`Err`).
-    pub fn begin(channels: &[ChannelName], resume: Resume, ctx: &mut Ctx<'_>) -> Result<Vec<Start>, Resolver> {
+    pub fn begin(
+        channels: &[ChannelName],
+        resume: Resume,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Vec<Start>, Resolver> {
         if let Resume::Each(starts) = resume {
             return Ok(starts);
         }
         for channel in channels {
-            ctx.commands.push_back(Command::Read { channel: channel.clone(), since: Since::Tail, max_messages: 1 });
+            ctx.commands.push_back(Command::Read {
+                channel: channel.clone(),
+                since: Since::Tail,
+                max_messages: 1,
+            });
         }
         Err(Resolver { resume, epochs: Vec::with_capacity(channels.len()), channels: channels.len() })
     }
@@ -138,8 +145,11 @@ impl StreamKind {
             StreamKind::Sse => ("text/event-stream", Framing::Close),
             StreamKind::Ndjson => ("application/x-ndjson", Framing::Chunked),
         };
-        let fields =
-            ctx.fields(&[("Content-Type", content_type), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]);
+        let fields = ctx.fields(&[
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"),
+        ]);
         write_head(&mut head, 200, &fields, framing, self == StreamKind::Sse);
         if self == StreamKind::Sse {
             encode_retry(ctx.config.transport.sse_retry.as_millis() as u64, &mut head);
@@ -200,7 +210,8 @@ impl Wire for ChannelWire<'_> {
         self.cursors[self.index] = Some(next);
         match self.kind {
             StreamKind::Sse => {
-                let data = String::from_utf8(with_channel(self.channel, gap_envelope(next))).unwrap_or_default();
+                let data =
+                    String::from_utf8(with_channel(self.channel, gap_envelope(next))).unwrap_or_default();
                 let mut out = Vec::new();
                 let _ = encode_event(Some(&self.composite()), Some("gap"), &data, &mut out);
                 ctx.out.push_owned(out);
@@ -245,7 +256,12 @@ pub struct MultiStream {
 
 impl MultiStream {
     /// Starts the stream: resolves a compact `since` or subscribes every channel at once.
-    pub fn start(kind: StreamKind, channels: Vec<ChannelName>, resume: Resume, ctx: &mut Ctx<'_>) -> MultiStream {
+    pub fn start(
+        kind: StreamKind,
+        channels: Vec<ChannelName>,
+        resume: Resume,
+        ctx: &mut Ctx<'_>,
+    ) -> MultiStream {
         let n = channels.len();
         let mut stream = MultiStream {
             kind,
@@ -284,7 +300,8 @@ impl MultiStream {
         if replays.iter().any(Option::is_none) {
             return Flow::Continue;
         }
-        let StreamPhase::Subscribing(replays) = std::mem::replace(&mut self.phase, StreamPhase::Streaming) else {
+        let StreamPhase::Subscribing(replays) = std::mem::replace(&mut self.phase, StreamPhase::Streaming)
+        else {
             return Flow::Continue;
         };
         self.kind.write_head(ctx);
@@ -304,7 +321,8 @@ impl MultiStream {
             let Some(replay) = replay else { continue };
             let before = ctx.commands.len();
             let channel = self.feeds[i].channel.clone();
-            let mut wire = ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
+            let mut wire =
+                ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
             self.feeds[i].handle_replay(replay, true, &mut wire, ctx);
             if ctx.commands.len() > before {
                 self.reads.push_back(i);
@@ -324,7 +342,8 @@ impl MultiStream {
         let Some(i) = self.reads.pop_front() else { return Flow::Continue };
         let before = ctx.commands.len();
         let channel = self.feeds[i].channel.clone();
-        let mut wire = ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
+        let mut wire =
+            ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
         self.feeds[i].handle_page(replay, &mut wire, ctx);
         if ctx.commands.len() > before {
             self.reads.push_back(i);
@@ -339,7 +358,8 @@ impl MultiStream {
         }
         let Some(i) = self.feeds.iter().position(|f| f.channel == msg.channel) else { return Flow::Continue };
         let channel = self.feeds[i].channel.clone();
-        let mut wire = ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
+        let mut wire =
+            ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
         let flow = self.feeds[i].handle_delivery(msg, &mut wire, ctx);
         if matches!(flow, Flow::Close(_)) {
             ctx.out.push_bytes(self.kind.end());
@@ -608,7 +628,14 @@ impl MultiPoll {
         self.phase = PollPhase::Done;
         let mut out = Vec::new();
         let fields = ctx.fields(&[("Content-Type", "text/plain")]);
-        write_full(&mut out, error.status_hint(), &fields, format!("{error}\n").as_bytes(), self.head_only, true);
+        write_full(
+            &mut out,
+            error.status_hint(),
+            &fields,
+            format!("{error}\n").as_bytes(),
+            self.head_only,
+            true,
+        );
         ctx.out.push_owned(out);
         Flow::Close(CloseReason::RefusedByHub)
     }

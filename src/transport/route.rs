@@ -237,8 +237,8 @@ fn channels_route(head: &RequestHead, target: &Target<'_>, config: &Config) -> R
         Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
     };
     let last_event_id = if mode == Transport::Sse { head.header("last-event-id") } else { None };
-    let resume =
-        resume_points(channels.len(), since.as_deref(), last_event_id).map_err(|_| Refusal::BadCompositeSince)?;
+    let resume = resume_points(channels.len(), since.as_deref(), last_event_id)
+        .map_err(|_| Refusal::BadCompositeSince)?;
     let wait = if mode == Transport::LongPoll { wait_param(target, limits)? } else { Duration::ZERO };
     match mode {
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.

@@ -44,14 +44,14 @@ use crate::ws::deflate::{Codec, SharedCodec};
 use crate::ws::frame::{encode_frame, encode_frame_rsv};
 use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
+use super::channels::{feed_start, Resolver};
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
 use super::feed::{Feed, Step, Wire};
 use super::policy::Policies;
-use super::channels::{feed_start, Resolver};
 use super::rooms::{Action, Answer, Authority, Resume, RoomLimits, Rooms, Start};
 use super::token::TokenLimits;
 use super::{CloseReason, Ctx, Flow};
-use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope, with_channel};
 use std::collections::VecDeque;
 
 pub use crate::protocol::PROTOCOL_V1;
@@ -81,17 +81,6 @@ pub fn encode_channel_envelope_frame(msg: &Message) -> Vec<u8> {
     let envelope = with_channel(&msg.channel, message_envelope(msg));
     let mut out = Vec::with_capacity(envelope.len() + 10);
     encode_frame(true, OpCode::Text, &envelope, None, &mut out);
-    out
-}
-
-/// `{"channel":"NAME",` followed by the rest of the JSON object `json` (which starts with `{`).
-pub fn with_channel(channel: &ChannelName, json: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len() + channel.as_str().len() + 14);
-    // Channel names need no JSON escaping (their alphabet is unreserved URL characters).
-    out.extend_from_slice(b"{\"channel\":\"");
-    out.extend_from_slice(channel.as_str().as_bytes());
-    out.extend_from_slice(b"\",");
-    out.extend_from_slice(&json[1..]);
     out
 }
 
