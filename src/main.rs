@@ -19,6 +19,8 @@ use pushwire::net::Limits as NetLimits;
 use pushwire::net::Listen;
 use pushwire::protocol::Transport;
 use pushwire::transport::limits::{Limits as TransportLimits, WebSocketLimits};
+use pushwire::transport::policy::{ChannelPolicy, Policies};
+use pushwire::transport::token::TokenKey;
 
 mod cli;
 
@@ -279,6 +281,19 @@ struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` (or `?token=`) to subscribe or poll.
     #[arg(long, value_name = "TOKEN")]
     subscribe_token: Option<String>,
+    /// The secret HS256 tokens are signed with (at least 32 bytes; prefer
+    /// --token-secret-file, which keeps it out of the process list).
+    #[arg(long, value_name = "SECRET", conflicts_with = "token_secret_file")]
+    token_secret: Option<String>,
+    /// Read the token secret from FILE (one trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// A per-channel rule (repeatable, first match wins): `PATTERN=token` (subscribe, publish
+    /// and presence need a signed token granting them) or `PATTERN=publish-token`; PATTERN is
+    /// `*`, a prefix ending in `*` (`private.*`) or a channel name. Unmatched channels stay
+    /// anonymous.
+    #[arg(long, value_name = "PATTERN=RULE", value_parser = ChannelPolicy::parse)]
+    channel_policy: Vec<ChannelPolicy>,
     /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().drain_period))]
     drain_seconds: Seconds,
@@ -292,6 +307,28 @@ fn mode(text: &str) -> Result<Transport, String> {
 }
 
 impl ServeArgs {
+    /// The configuration, with the token secret read from its file (the only flag that does
+    /// I/O); not yet validated.
+    fn config_with_secret(&self) -> Result<Config, String> {
+        let mut config = self.config();
+        let secret = match (&self.token_secret, &self.token_secret_file) {
+            (Some(secret), _) => Some(secret.clone().into_bytes()),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("--token-secret-file {}: {e}", path.display()))?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                Some(bytes)
+            }
+            (None, None) => None,
+        };
+        if let Some(secret) = secret {
+            config.access.token_key = Some(TokenKey::new(&secret, None)?);
+        }
+        Ok(config)
+    }
+
     fn config(&self) -> Config {
         let mut config = Config::default();
         let http = &mut config.http;
@@ -338,6 +375,7 @@ impl ServeArgs {
         config.access.allowed_origins = self.allow_origin.clone();
         config.access.publish_token = self.publish_token.clone();
         config.access.subscribe_token = self.subscribe_token.clone();
+        config.access.policies = Policies(self.channel_policy.clone());
         config
     }
 }
@@ -351,7 +389,13 @@ fn main() -> ExitCode {
         Command::Pub(args) => cli::publish(args),
         Command::Ws(args) => cli::ws(args),
         Command::Serve(args) => {
-            let config = args.config();
+            let config = match args.config_with_secret() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("pushwire: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             if let Err(e) = config.validate() {
                 eprintln!("pushwire: invalid configuration: {e}");
                 return ExitCode::from(2);

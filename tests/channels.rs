@@ -363,3 +363,20 @@ fn limits_and_bad_composite_ids_are_400_and_an_unreadable_last_event_id_is_a_gap
         .collect();
     assert_eq!(gaps, ["ua", "ub"]);
 }
+
+#[test]
+fn every_channel_of_a_request_passes_its_own_policy() {
+    let server = Server::start(&[
+        "--token-secret",
+        "an-hs256-test-secret-of-32-bytes-or-more",
+        "--channel-policy",
+        "private.*=token",
+    ]);
+    // An open channel does not carry a private one along: 401 before anything is served.
+    for target in ["/channels/open,private.x?mode=poll", "/channels?channel=private.x&channel=open"] {
+        let res = get(&server, target, "");
+        assert_eq!(res.status, 401, "{target}");
+        assert!(res.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{target}");
+    }
+    assert_eq!(get(&server, "/channels/open,other?mode=poll", "").status, 200);
+}

@@ -140,7 +140,12 @@ impl EventLoop {
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let started = Instant::now();
         let next_expire = started + shared.config.net.expire_interval;
-        let env = Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()));
+        // The wall clock is read once here; tokens' expiries are seconds from it (`UnixClock`).
+        let unix_s =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let clock = crate::transport::token::UnixClock::new(started, unix_s);
+        let env =
+            Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()).with_unix_clock(clock));
         Ok(EventLoop {
             shared,
             env,
@@ -506,6 +511,8 @@ impl EventLoop {
                             if fanout::write_before_delivery(slot.conn.pending_output(), max_bytes) {
                                 let _ = write_from_conn(slot, &self.shared.metrics, now);
                             }
+                            // Into a spare queue of the loop's: no allocation per delivery.
+                            slot.conn.lend_output(&mut self.cork);
                             slot.conn.handle_delivery(&msg, now);
                             Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
                                 .commands(id, slot, now);
