@@ -177,9 +177,7 @@ pub fn parse(text: &str, command: &Command, seconds: std::any::TypeId) -> Result
     let mut entries = Vec::new();
     for (key, value) in table.get_ref().iter() {
         let id: &str = key.get_ref();
-        let arg = command
-            .get_arguments()
-            .find(|a| a.get_id().as_str() == id && !NOT_SETTINGS.contains(&id));
+        let arg = command.get_arguments().find(|a| a.get_id().as_str() == id && !NOT_SETTINGS.contains(&id));
         let Some(arg) = arg else {
             let hint = if matches!(value.get_ref(), DeValue::Table(_)) {
                 "the file has no tables, every key is at the top level"
@@ -199,11 +197,19 @@ pub fn parse(text: &str, command: &Command, seconds: std::any::TypeId) -> Result
         let long = format!("--{}", arg.get_long().unwrap_or(id));
         let values: Vec<String> = match (kind, value.get_ref()) {
             (Kind::Flag, DeValue::Boolean(true)) => {
-                entries.push(Entry { id: id.into(), at: Position::of(text, key.span().start), flags: vec![long.into()] });
+                entries.push(Entry {
+                    id: id.into(),
+                    at: Position::of(text, key.span().start),
+                    flags: vec![long.into()],
+                });
                 continue;
             }
             (Kind::Flag, DeValue::Boolean(false)) => {
-                entries.push(Entry { id: id.into(), at: Position::of(text, key.span().start), flags: vec![] });
+                entries.push(Entry {
+                    id: id.into(),
+                    at: Position::of(text, key.span().start),
+                    flags: vec![],
+                });
                 continue;
             }
             (Kind::List, DeValue::Array(items)) => {
@@ -215,7 +221,10 @@ pub fn parse(text: &str, command: &Command, seconds: std::any::TypeId) -> Result
                             return Err(error_at(
                                 text,
                                 item.span(),
-                                format!("{id}: expected an array of strings, found {} in it", toml_type(other)),
+                                format!(
+                                    "{id}: expected an array of strings, found {} in it",
+                                    toml_type(other)
+                                ),
                             ))
                         }
                     }
@@ -328,7 +337,8 @@ pub fn render(
                 let _ = writeln!(out, "{id} = [{}]", items.join(", "));
             }
             (Kind::Flag, Some(items)) => {
-                let on = items.first().is_some_and(|v| matches!(v.as_str(), "true" | "yes" | "1" | "on" | "y"));
+                let on =
+                    items.first().is_some_and(|v| matches!(v.as_str(), "true" | "yes" | "1" | "on" | "y"));
                 let _ = writeln!(out, "{id} = {on}");
             }
             (Kind::Flag, None) => {

@@ -327,7 +327,8 @@ fn secret(inline: &Option<String>, file: &Option<PathBuf>, flag: &str) -> Result
     match file {
         None => Ok(inline.clone()),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("--{flag}-file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--{flag}-file {}: {e}", path.display()))?;
             let line = text.lines().next().unwrap_or("").trim_end();
             if line.is_empty() {
                 return Err(format!("--{flag}-file {}: the file is empty", path.display()));
@@ -384,7 +385,8 @@ impl ServeArgs {
         ws.deflate_min_bytes = self.ws_deflate_min_bytes;
         config.access.allowed_origins = self.allow_origin.clone();
         config.access.publish_token = secret(&self.publish_token, &self.publish_token_file, "publish-token")?;
-        config.access.subscribe_token = secret(&self.subscribe_token, &self.subscribe_token_file, "subscribe-token")?;
+        config.access.subscribe_token =
+            secret(&self.subscribe_token, &self.subscribe_token_file, "subscribe-token")?;
         Ok(config)
     }
 }
@@ -411,8 +413,13 @@ fn seconds_type() -> std::any::TypeId {
 /// Reads `serve`'s settings from `rest` (its arguments), the environment (when `command` has
 /// the variables) and the `--config` file, flags first; then builds and validates the
 /// [`Config`]. Clap errors (unknown flags, `--help`) exit here; the `Err` is one line.
-fn settings(command: &clap::Command, rest: Vec<std::ffi::OsString>) -> Result<(ServeArgs, Config, clap::ArgMatches), String> {
-    let argv = |extra: Vec<std::ffi::OsString>| std::iter::once("serve".into()).chain(extra).collect::<Vec<std::ffi::OsString>>();
+fn settings(
+    command: &clap::Command,
+    rest: Vec<std::ffi::OsString>,
+) -> Result<(ServeArgs, Config, clap::ArgMatches), String> {
+    let argv = |extra: Vec<std::ffi::OsString>| {
+        std::iter::once("serve".into()).chain(extra).collect::<Vec<std::ffi::OsString>>()
+    };
     let given = command.clone().try_get_matches_from(argv(rest.clone())).unwrap_or_else(|e| e.exit());
     let mut entries = Vec::new();
     let file = given.get_one::<PathBuf>("config").cloned();
@@ -474,7 +481,15 @@ fn main() -> ExitCode {
                  environment variable PUSHWIRE_KEY. Precedence: flags > environment > this file > defaults.",
                 env!("CARGO_PKG_VERSION")
             );
-            print!("{}", config_file::render(&serve_command_without_env(), seconds_type(), &header, config_file::default_values));
+            print!(
+                "{}",
+                config_file::render(
+                    &serve_command_without_env(),
+                    seconds_type(),
+                    &header,
+                    config_file::default_values
+                )
+            );
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check { file }) => {
@@ -492,9 +507,15 @@ fn main() -> ExitCode {
         }
         Command::Config(ConfigCommand::Show(_)) => match settings(&serve_command(), rest_of_argv(3)) {
             Ok((_, _, matches)) => {
-                let header = "pushwire's effective configuration (flags > environment > --config file > defaults).";
+                let header =
+                    "pushwire's effective configuration (flags > environment > --config file > defaults).";
                 let command = serve_command_without_env();
-                print!("{}", config_file::render(&command, seconds_type(), header, |arg| config_file::raw_values(&matches, arg)));
+                print!(
+                    "{}",
+                    config_file::render(&command, seconds_type(), header, |arg| config_file::raw_values(
+                        &matches, arg
+                    ))
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -572,9 +593,15 @@ mod tests {
 
     #[test]
     fn config_defaults_file_reads_back_as_the_default_config() {
-        let text = config_file::render(&serve_command_without_env(), seconds_type(), "", config_file::default_values);
+        let text = config_file::render(
+            &serve_command_without_env(),
+            seconds_type(),
+            "",
+            config_file::default_values,
+        );
         let path = scratch_file("defaults.toml", &text);
-        let (_, config, _) = settings(&serve_command_without_env(), vec!["--config".into(), path.clone().into()]).unwrap();
+        let (_, config, _) =
+            settings(&serve_command_without_env(), vec!["--config".into(), path.clone().into()]).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(config, Config::default());
     }
@@ -582,7 +609,12 @@ mod tests {
     #[test]
     fn every_serve_setting_is_a_file_key_with_a_type() {
         // A flag added to `serve` appears in the defaults file (commented out when unset).
-        let text = config_file::render(&serve_command_without_env(), seconds_type(), "", config_file::default_values);
+        let text = config_file::render(
+            &serve_command_without_env(),
+            seconds_type(),
+            "",
+            config_file::default_values,
+        );
         for arg in serve_command_without_env().get_arguments() {
             let id = arg.get_id().as_str();
             if ["help", "version", "config"].contains(&id) {

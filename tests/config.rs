@@ -129,22 +129,13 @@ fn config_precedence_is_flags_then_environment_then_file_then_defaults() {
         ["11", "1.5", "[\"https://file.example\"]", "true", "\"127.0.0.1:1111\""],
     );
     // Environment over file (where set), file where not.
-    expect(
-        &shown(&with(&[]), env),
-        ["22", "2.5", "[\"https://env.example\"]", "true", "\"127.0.0.1:2222\""],
-    );
+    expect(&shown(&with(&[]), env), ["22", "2.5", "[\"https://env.example\"]", "true", "\"127.0.0.1:2222\""]);
     // Flags over environment over file.
     let mut args = with(&[]);
     args.extend_from_slice(&flags);
-    expect(
-        &shown(&args, env),
-        ["33", "2.5", "[\"https://flag.example\"]", "true", "\"127.0.0.1:2222\""],
-    );
+    expect(&shown(&args, env), ["33", "2.5", "[\"https://flag.example\"]", "true", "\"127.0.0.1:2222\""]);
     // Flags over file, without environment.
-    expect(
-        &shown(&args, &[]),
-        ["33", "1.5", "[\"https://flag.example\"]", "true", "\"127.0.0.1:1111\""],
-    );
+    expect(&shown(&args, &[]), ["33", "1.5", "[\"https://flag.example\"]", "true", "\"127.0.0.1:1111\""]);
     // Environment over defaults, without a file; flags accept yes/no style values there.
     expect(
         &shown(&[], &[("PUSHWIRE_WS_NO_CLIENT_PUBLISH", "yes"), ("PUSHWIRE_MAX_HEADERS", "5")]),
@@ -243,7 +234,11 @@ fn config_errors_from_the_environment_and_flags_exit_non_zero() {
     assert_eq!(stderr(&output), "pushwire: invalid configuration: max headers must be between 1 and 256\n");
     let output = run(&["config", "show"], &[("PUSHWIRE_MAX_HEADERS", "lots")]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("invalid value 'lots' for '--max-headers <COUNT>'"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid value 'lots' for '--max-headers <COUNT>'"),
+        "{}",
+        stderr(&output)
+    );
     let output = run(&["serve", "--config", "/nonexistent/pushwire.toml"], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).starts_with("pushwire: /nonexistent/pushwire.toml: "), "{}", stderr(&output));

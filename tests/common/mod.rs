@@ -48,7 +48,9 @@ impl Server {
 
     /// Starts `pushwire serve --listen 127.0.0.1:0` with extra flags and environment variables.
     pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::try_start_env("127.0.0.1:0", flags, env).map(|(server, _)| server).unwrap_or_else(|e| panic!("{e}"))
+        Server::try_start_env("127.0.0.1:0", flags, env)
+            .map(|(server, _)| server)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn try_start_listening(listen: &str, flags: &[&str]) -> Result<(Server, Option<SocketAddr>), String> {
