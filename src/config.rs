@@ -33,6 +33,7 @@ impl Config {
         self.transport.validate()?;
         self.websocket.validate()?;
         self.hub.validate()?;
+        self.access.validate()?;
         self.net.validate()
     }
 }

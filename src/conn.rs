@@ -33,6 +33,7 @@ use crate::transport::endpoint::{self, Answer, Endpoint};
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
+use crate::transport::token::UnixClock;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
     publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
@@ -122,13 +123,26 @@ pub struct ConnEnv {
     /// The loop's permessage-deflate compressor and decompressor, lent to the WebSocket
     /// connection being served (reset per message: connections hold no zlib state).
     pub deflate: SharedCodec,
+    /// Wall-clock seconds for token expiries; `None` (tests): the Unix time reads 0.
+    pub unix_clock: Option<UnixClock>,
 }
 
 impl ConnEnv {
     /// The environment of one event loop.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> ConnEnv {
         let deflate = SharedCodec::new(config.websocket.deflate_min_bytes);
-        ConnEnv { config, metrics, deflate }
+        ConnEnv { config, metrics, deflate, unix_clock: None }
+    }
+
+    /// The environment with the wall clock the I/O layer read (see [`UnixClock`]).
+    pub fn with_unix_clock(mut self, clock: UnixClock) -> ConnEnv {
+        self.unix_clock = Some(clock);
+        self
+    }
+
+    /// Seconds since the Unix epoch at `now`.
+    pub fn unix_now_s(&self, now: Instant) -> u64 {
+        self.unix_clock.map_or(0, |c| c.unix_s(now))
     }
 }
 
@@ -546,7 +560,7 @@ impl Conn {
         };
         // Routed once, with the access verdict: an allowed cross-origin request is answered
         // (refused or not) with CORS fields naming its origin.
-        let routed = route_request(&head, &self.env.config);
+        let routed = route_request(&head, &self.env.config, self.env.unix_now_s(now));
         self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
@@ -558,6 +572,9 @@ impl Conn {
         let route = match routed.route {
             Ok(route) => route,
             Err(refusal) => {
+                if let Some(reason) = refusal.token_reason() {
+                    self.env.metrics.token_refused(reason);
+                }
                 // A refused request with a body leaves unread bytes: close after answering.
                 let to = AnswerTo { keep_alive: to.keep_alive && !reader.expects_body(), ..to };
                 return self.respond_error(to, refusal.status(), refusal.headers(), refusal.reason(), now);
@@ -608,6 +625,7 @@ impl Conn {
             commands: &mut self.commands,
             config: &self.env.config,
             now,
+            unix_now_s: self.env.unix_now_s(now),
             metrics: &self.env.metrics,
             deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
@@ -728,6 +746,7 @@ impl Conn {
             commands: &mut self.commands,
             config: &self.env.config,
             now,
+            unix_now_s: self.env.unix_now_s(now),
             metrics: &self.env.metrics,
             deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),

@@ -21,6 +21,8 @@ use pushwire::net::Limits as NetLimits;
 use pushwire::net::Listen;
 use pushwire::protocol::Transport;
 use pushwire::transport::limits::{Limits as TransportLimits, WebSocketLimits};
+use pushwire::transport::policy::{ChannelPolicy, Policies};
+use pushwire::transport::token::TokenKey;
 
 mod cli;
 mod config_file;
@@ -310,6 +312,19 @@ struct ServeArgs {
     /// Read --subscribe-token from this file (its first line).
     #[arg(long, value_name = "PATH")]
     subscribe_token_file: Option<PathBuf>,
+    /// The secret HS256 tokens are signed with (at least 32 bytes; prefer
+    /// --token-secret-file, which keeps it out of the process list).
+    #[arg(long, value_name = "SECRET", conflicts_with = "token_secret_file")]
+    token_secret: Option<String>,
+    /// Read the token secret from FILE (one trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// A per-channel rule (repeatable, first match wins): `PATTERN=token` (subscribe, publish
+    /// and presence need a signed token granting them) or `PATTERN=publish-token`; PATTERN is
+    /// `*`, a prefix ending in `*` (`private.*`) or a channel name. Unmatched channels stay
+    /// anonymous.
+    #[arg(long, value_name = "PATTERN=RULE", value_parser = ChannelPolicy::parse)]
+    channel_policy: Vec<ChannelPolicy>,
     /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().drain_period))]
     drain_seconds: Seconds,
@@ -342,6 +357,22 @@ impl ServeArgs {
     /// The configuration these settings give; reads secret files.
     fn config(&self) -> Result<Config, String> {
         let mut config = Config::default();
+        // The token secret: bytes, one trailing newline dropped from its file.
+        let token_secret = match (&self.token_secret, &self.token_secret_file) {
+            (Some(secret), _) => Some(secret.clone().into_bytes()),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("--token-secret-file {}: {e}", path.display()))?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                Some(bytes)
+            }
+            (None, None) => None,
+        };
+        if let Some(secret) = token_secret {
+            config.access.token_key = Some(TokenKey::new(&secret, None)?);
+        }
         let http = &mut config.http;
         http.max_head_bytes = self.max_head_bytes;
         http.max_target_bytes = self.max_target_bytes;
@@ -387,6 +418,7 @@ impl ServeArgs {
         config.access.publish_token = secret(&self.publish_token, &self.publish_token_file, "publish-token")?;
         config.access.subscribe_token =
             secret(&self.subscribe_token, &self.subscribe_token_file, "subscribe-token")?;
+        config.access.policies = Policies(self.channel_policy.clone());
         Ok(config)
     }
 }
@@ -436,7 +468,7 @@ fn settings(
         format!("{}: {}", path.display(), config_file::clap_reason(&e))
     })?;
     let args = ServeArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let config = args.config()?;
+    let config = args.config().map_err(|e| format!("invalid configuration: {e}"))?;
     if let Err(problem) = config.validate() {
         // Name the file's key when that key alone is what the checks refuse.
         let plain = serve_command_without_env();

@@ -28,6 +28,23 @@ const TRANSPORTS: [(Transport, &str); 4] = [
 /// The statuses rejected requests are counted by; others count as `other`.
 const REJECTED: [u16; 16] = [400, 401, 403, 404, 405, 408, 413, 414, 426, 429, 431, 500, 501, 503, 505, 0];
 
+/// Why a bearer or signed token was refused, as counted by [`Metrics::token_refused`]:
+/// `missing` (none given where one is needed), `not_granted` (valid, but not for that channel
+/// and action), the token errors of `transport::token` (`bad_signature` is a forged token),
+/// and `other`.
+const TOKEN_REASONS: [&str; 10] = [
+    "missing",
+    "not_granted",
+    "too_long",
+    "malformed",
+    "unsupported_algorithm",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "bad_claims",
+    "other",
+];
+
 /// Server-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -60,6 +77,9 @@ pub struct Metrics {
     /// SSE requests whose `Last-Event-ID` could not be read, answered from now with a gap.
     pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
+    token_refusals: [AtomicU64; TOKEN_REASONS.len()],
+    /// Command-mode connections closed because their token expired (close 4001).
+    pub token_expiry_closes: AtomicU64,
     /// Server TLS (all zero without `--tls-cert`).
     pub tls: TlsMetrics,
 }
@@ -97,6 +117,13 @@ impl Metrics {
     pub fn reject(&self, status: u16) {
         let i = REJECTED.iter().position(|&s| s == status).unwrap_or(REJECTED.len() - 1);
         Self::inc(&self.rejected[i]);
+    }
+
+    /// Counts a refused token or authorization by its reason (one of `TOKEN_REASONS`; any
+    /// other counts as `other`).
+    pub fn token_refused(&self, reason: &str) {
+        let i = TOKEN_REASONS.iter().position(|&r| r == reason).unwrap_or(TOKEN_REASONS.len() - 1);
+        Self::inc(&self.token_refusals[i]);
     }
 
     /// Counts a connection as open under `transport` until [`Metrics::close_transport`] (its
@@ -218,6 +245,23 @@ impl Metrics {
             })
             .collect();
         metric("requests_rejected_total", "counter", "Requests answered with an error status.", &rejected);
+        let tokens: Vec<_> = TOKEN_REASONS
+            .iter()
+            .zip(&self.token_refusals)
+            .map(|(r, c)| (format!("{{reason=\"{r}\"}}"), load(c)))
+            .collect();
+        metric(
+            "token_refusals_total",
+            "counter",
+            "Requests and commands refused for a missing, invalid or insufficient token.",
+            &tokens,
+        );
+        metric(
+            "token_expiry_closes_total",
+            "counter",
+            "WebSocket connections closed with 4001 because their token expired.",
+            &one(load(&self.token_expiry_closes)),
+        );
         let tls = &self.tls;
         for (name, kind, help, value) in [
             (

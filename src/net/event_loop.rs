@@ -140,7 +140,12 @@ impl EventLoop {
         let scratch = vec![0; shared.config.net.read_chunk_bytes];
         let started = Instant::now();
         let next_expire = started + shared.config.net.expire_interval;
-        let env = Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()));
+        // The wall clock is read once here; tokens' expiries are seconds from it (`UnixClock`).
+        let unix_s =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let clock = crate::transport::token::UnixClock::new(started, unix_s);
+        let env =
+            Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()).with_unix_clock(clock));
         Ok(EventLoop {
             shared,
             env,

@@ -15,12 +15,22 @@
 //! - bearer tokens ([RFC 6750 §2.1](https://www.rfc-editor.org/rfc/rfc6750#section-2.1), or
 //!   `?token=` for clients that cannot set fields, like `EventSource` and browser WebSockets):
 //!   `--publish-token` guards publishing over HTTP and WebSocket, `--subscribe-token` every
-//!   subscription; missing gives 401, wrong gives 403; compared in constant time.
+//!   subscription; missing gives 401, wrong gives 403; compared in constant time;
+//! - per-channel authorization with signed tokens ([`Access::check_channel`]): a channel whose
+//!   `--channel-policy` needs a token for an action takes an HS256 token (same field or
+//!   parameter) granting it, verified by [`super::token`]; missing: 401, invalid (malformed,
+//!   forged, expired): 401 with `error="invalid_token"` (RFC 6750 §3.1), valid but not granting
+//!   the channel: 403 `insufficient_scope`. On such a channel the signed token replaces the
+//!   static `--publish-token`/`--subscribe-token` for that action;
+//! - the connection token of command mode (`/ws`, [`Access::connection_token`]).
 //!
-//! Does not: authenticate per channel, or reflect any client value that was not checked.
+//! Does not: reflect any client value that was not checked.
 
 use crate::http1::head::{Headers, RequestHead};
 use crate::http1::target::Target;
+
+use super::policy::{Action, Policies};
+use super::token::{verify, Claims, TokenError, TokenKey, TokenLimits};
 
 /// Access policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +41,13 @@ pub struct Access {
     pub publish_token: Option<String>,
     /// Required to subscribe or poll, when set.
     pub subscribe_token: Option<String>,
+    /// The key signed tokens are verified with (`--token-secret`, `--token-secret-file`);
+    /// `None`: the server takes no signed tokens.
+    pub token_key: Option<TokenKey>,
+    /// Which channels need a signed token for what (`--channel-policy`, repeatable).
+    pub policies: Policies,
+    /// Token size limit.
+    pub token_limits: TokenLimits,
 }
 
 /// Why a request is refused.
@@ -42,14 +59,43 @@ pub enum Denied {
     MissingToken,
     /// The token given is not the right one (403).
     WrongToken,
+    /// A signed token was needed and the one given is not valid (401, RFC 6750 §3.1
+    /// `invalid_token`).
+    BadToken(TokenError),
+    /// The signed token is valid but does not grant this channel for this action (403, RFC
+    /// 6750 §3.1 `insufficient_scope`).
+    NotGranted,
 }
 
 impl Denied {
     /// The status that answers it.
     pub fn status_hint(self) -> u16 {
         match self {
-            Denied::Origin | Denied::WrongToken => 403,
-            Denied::MissingToken => 401,
+            Denied::Origin | Denied::WrongToken | Denied::NotGranted => 403,
+            Denied::MissingToken | Denied::BadToken(_) => 401,
+        }
+    }
+
+    /// The reason it is counted under in `/metrics` (`pushwire_token_refusals_total`), for
+    /// the refusals that are about tokens.
+    pub fn token_reason(self) -> Option<&'static str> {
+        match self {
+            Denied::MissingToken => Some("missing"),
+            Denied::WrongToken => Some("other"),
+            Denied::BadToken(e) => Some(e.as_str()),
+            Denied::NotGranted => Some("not_granted"),
+            Denied::Origin => None,
+        }
+    }
+
+    /// The `WWW-Authenticate` field of the answer (RFC 6750 §3: a 401 for a missing or
+    /// invalid bearer token MUST carry it).
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Denied::MissingToken => &[("WWW-Authenticate", "Bearer")],
+            Denied::BadToken(_) => &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+            Denied::NotGranted => &[("WWW-Authenticate", "Bearer error=\"insufficient_scope\"")],
+            Denied::Origin | Denied::WrongToken => &[],
         }
     }
 
@@ -59,6 +105,8 @@ impl Denied {
             Denied::Origin => "origin not allowed",
             Denied::MissingToken => "a bearer token is required",
             Denied::WrongToken => "wrong token",
+            Denied::BadToken(e) => e.reason(),
+            Denied::NotGranted => "the token does not grant this channel",
         }
     }
 }
@@ -97,18 +145,69 @@ impl Access {
     pub fn check_subscribe(&self, head: &RequestHead, target: &Target<'_>) -> Result<(), Denied> {
         check_token(self.subscribe_token.as_deref(), head, target)
     }
+
+    /// Checks `action` on `channel` against the channel policies: `None` when no policy asks
+    /// for a token (the static tokens then apply), else the verified claims or why not. The
+    /// token's size is checked before it is decoded.
+    pub fn check_channel(
+        &self,
+        head: &RequestHead,
+        target: &Target<'_>,
+        channel: &str,
+        action: Action,
+        unix_now_s: u64,
+    ) -> Option<Result<Claims, Denied>> {
+        if !self.policies.needs_token(channel, action) {
+            return None;
+        }
+        let Some(token) = bearer_token(head, target) else { return Some(Err(Denied::MissingToken)) };
+        // Validated at startup: a policy needs a key (`Access::validate`).
+        let key = self.token_key.as_ref()?;
+        Some(match verify(&token, key, unix_now_s, &self.token_limits) {
+            Ok(claims) if claims.grants(action, channel) => Ok(claims),
+            Ok(_) => Err(Denied::NotGranted),
+            Err(e) => Err(Denied::BadToken(e)),
+        })
+    }
+
+    /// The connection token of a command-mode WebSocket: `Ok(None)` when the server takes no
+    /// signed tokens or none was given, the claims of a valid one, or why it is refused.
+    pub fn connection_token(
+        &self,
+        head: &RequestHead,
+        target: &Target<'_>,
+        unix_now_s: u64,
+    ) -> Result<Option<Claims>, Denied> {
+        let (Some(key), Some(token)) = (self.token_key.as_ref(), bearer_token(head, target)) else {
+            return Ok(None);
+        };
+        verify(&token, key, unix_now_s, &self.token_limits).map(Some).map_err(Denied::BadToken)
+    }
+
+    /// Checks that the policies can be enforced: a `token` policy needs a key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.policies.0.is_empty() && self.token_key.is_none() {
+            return Err("--channel-policy needs --token-secret or --token-secret-file".into());
+        }
+        Ok(())
+    }
 }
 
-fn check_token(required: Option<&str>, head: &RequestHead, target: &Target<'_>) -> Result<(), Denied> {
-    let Some(required) = required else { return Ok(()) };
+/// The request's bearer token: `Authorization: Bearer TOKEN` (RFC 6750 §2.1), else `?token=`
+/// (§2.3, for clients that cannot set fields: `EventSource`, browser WebSockets).
+pub fn bearer_token(head: &RequestHead, target: &Target<'_>) -> Option<String> {
     // RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive.
     let from_header = head.header("authorization").and_then(|v| {
         let v = std::str::from_utf8(v).ok()?;
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
     });
-    let given = from_header.or_else(|| target.param("token").and_then(Result::ok));
-    match given {
+    from_header.or_else(|| target.param("token").and_then(Result::ok))
+}
+
+fn check_token(required: Option<&str>, head: &RequestHead, target: &Target<'_>) -> Result<(), Denied> {
+    let Some(required) = required else { return Ok(()) };
+    match bearer_token(head, target) {
         None => Err(Denied::MissingToken),
         Some(token) if constant_time_eq(token.as_bytes(), required.as_bytes()) => Ok(()),
         Some(_) => Err(Denied::WrongToken),

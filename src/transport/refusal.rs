@@ -83,7 +83,16 @@ impl Refusal {
         match self {
             Refusal::MethodNotAllowed { allow } => allow,
             Refusal::Handshake(e) => e.extra_headers(),
+            Refusal::Denied(denied) => denied.headers(),
             _ => &[],
+        }
+    }
+
+    /// For a refusal about a token, the reason it is counted under in `/metrics`.
+    pub fn token_reason(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Denied(denied) => denied.token_reason(),
+            _ => None,
         }
     }
 

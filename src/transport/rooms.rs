@@ -40,7 +40,7 @@ use crate::protocol::envelope::write_json_string;
 
 use super::commands::{error_reply, ok_reply, Command, CommandError, Request};
 use super::policy::{Action as Grant, Policies};
-use super::token::{verify, Claims, TokenKey, TokenLimits};
+use super::token::{verify, Claims, TokenError, TokenKey, TokenLimits};
 
 /// The WebSocket close code sent when a connection's token expires without a `refresh`
 /// (RFC 6455 §7.4.2: 4000-4999 are for private use).
@@ -82,7 +82,7 @@ pub struct Authority<'a> {
 
 impl Authority<'_> {
     fn verify(&self, token: &str) -> Result<Claims, CommandError> {
-        let key = self.key.ok_or(CommandError::BadToken("this server takes no tokens"))?;
+        let key = self.key.ok_or(CommandError::BadToken(NO_KEY))?;
         verify(token, key, self.unix_now_s, self.token_limits).map_err(|e| CommandError::BadToken(e.as_str()))
     }
 }
@@ -146,6 +146,27 @@ pub struct Outcome {
     pub action: Option<Action>,
     /// A reply frame's text, to send now.
     pub reply: Option<Vec<u8>>,
+    /// For a command refused over its token, the reason counted in `/metrics`
+    /// (`pushwire_token_refusals_total`).
+    pub token_refusal: Option<&'static str>,
+}
+
+/// Why a command on a channel needing a token had none.
+const NEEDS_TOKEN: &str = "this channel needs a token";
+/// Why a valid token did not do.
+const NOT_GRANTED: &str = "the token does not grant this channel";
+/// Why a token was refused on a server without a key.
+const NO_KEY: &str = "this server takes no tokens";
+
+/// The `/metrics` reason of a refusal about a token, if it is one.
+fn token_reason(e: &CommandError) -> Option<&'static str> {
+    match e {
+        CommandError::BadToken(NO_KEY) => Some("other"),
+        CommandError::BadToken(reason) => Some(reason),
+        CommandError::NotAllowed(NEEDS_TOKEN) => Some("missing"),
+        CommandError::NotAllowed(NOT_GRANTED) => Some("not_granted"),
+        _ => None,
+    }
 }
 
 /// What [`Rooms::handle_refused`] did.
@@ -238,10 +259,12 @@ impl Rooms {
         };
         if auth.policies.needs_token(channel.as_str(), grant) {
             match claims {
-                None => return Err(CommandError::NotAllowed("this channel needs a token")),
-                Some(c) if c.expires_at <= auth.unix_now_s => return Err(CommandError::BadToken("expired")),
+                None => return Err(CommandError::NotAllowed(NEEDS_TOKEN)),
+                Some(c) if c.expires_at <= auth.unix_now_s => {
+                    return Err(CommandError::BadToken(TokenError::Expired.as_str()))
+                }
                 Some(c) if !c.grants(grant, channel.as_str()) => {
-                    return Err(CommandError::NotAllowed("the token does not grant this channel"))
+                    return Err(CommandError::NotAllowed(NOT_GRANTED))
                 }
                 Some(_) => {}
             }
@@ -255,6 +278,7 @@ impl Rooms {
         let refuse = |e: CommandError| Outcome {
             action: None,
             reply: Some(error_reply(req.as_deref(), channel.as_ref(), &e)),
+            token_refusal: token_reason(&e),
         };
         let command = match command {
             Ok(command) => command,
@@ -279,7 +303,11 @@ impl Rooms {
                 };
                 self.rooms.push(Room { channel: channel.clone(), cursor: None });
                 self.pending.push_back(Pending { kind: Kind::Subscribe, req, channel: channel.clone() });
-                Outcome { action: Some(Action::Subscribe { channel, since, user, info, joins }), reply: None }
+                Outcome {
+                    action: Some(Action::Subscribe { channel, since, user, info, joins }),
+                    reply: None,
+                    token_refusal: None,
+                }
             }
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.position(&channel) else {
@@ -287,7 +315,11 @@ impl Rooms {
                 };
                 self.rooms.remove(i);
                 let reply = ok_reply(req.as_deref(), Some(&channel), None);
-                Outcome { action: Some(Action::Unsubscribe { channel }), reply: Some(reply) }
+                Outcome {
+                    action: Some(Action::Unsubscribe { channel }),
+                    reply: Some(reply),
+                    token_refusal: None,
+                }
             }
             Command::Publish { channel, payload, event, except_self } => {
                 if let Err(e) = self.authorize(Grant::Publish, &channel, None, auth) {
@@ -298,6 +330,7 @@ impl Rooms {
                 Outcome {
                     action: Some(Action::Publish { channel, event, payload, except_self }),
                     reply: None,
+                    token_refusal: None,
                 }
             }
             Command::Presence { channel } => {
@@ -305,12 +338,16 @@ impl Rooms {
                     return refuse(e);
                 }
                 self.pending.push_back(Pending { kind: Kind::Presence, req, channel: channel.clone() });
-                Outcome { action: Some(Action::Presence { channel }), reply: None }
+                Outcome { action: Some(Action::Presence { channel }), reply: None, token_refusal: None }
             }
             Command::Refresh { token } => match auth.verify(&token) {
                 Ok(claims) => {
                     self.claims = Some(claims);
-                    Outcome { action: None, reply: Some(ok_reply(req.as_deref(), None, None)) }
+                    Outcome {
+                        action: None,
+                        reply: Some(ok_reply(req.as_deref(), None, None)),
+                        token_refusal: None,
+                    }
                 }
                 Err(e) => refuse(e),
             },

@@ -3,7 +3,8 @@
 //!
 //! Implements: the URL space (`/`, `/healthz`, `/metrics`, `/pushwire.js`, `/echo`,
 //! `/channels/{name}`), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
-//! of [`super::access`] applied once per head (origin, then the token the route needs), and the choice
+//! of [`super::access`] applied once per head (origin, then the token the route needs: the
+//! signed token a `--channel-policy` asks for, else the static one), and the choice
 //! of transport for `GET /channels/{name}` (see [`super`], "Choosing a transport").
 //!
 //! Does not: answer anything (the connection and the sessions do).
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use super::access::Denied;
 use super::feed::Start;
+use super::policy::Action;
 use super::refusal::Refusal;
 use super::{sse, websocket, Limits};
 use crate::config::Config;
@@ -100,20 +102,45 @@ pub struct Routed {
     pub cors_origin: Option<String>,
 }
 
-/// Routes a request head (see [`route_request`], which also gives the CORS origin).
+/// Routes a request head at Unix time 0 (see [`route_request`], which also gives the CORS
+/// origin and takes the time signed tokens are checked at).
 pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
-    route_request(head, config).route
+    route_request(head, config, 0).route
 }
 
-/// Routes a request head, deciding access once: the origin for every request, the publish
-/// token for a publish or a WebSocket that may publish, the subscribe token for a subscription.
-pub fn route_request(head: &RequestHead, config: &Config) -> Routed {
+/// Routes a request head, deciding access once: the origin for every request, then for a
+/// channel the signed token its `--channel-policy` needs (checked at `unix_now_s`), else the
+/// static publish token for a publish or a WebSocket that may publish and the subscribe token
+/// for a subscription; for `/ws` the connection token.
+pub fn route_request(head: &RequestHead, config: &Config, unix_now_s: u64) -> Routed {
     let origin = config.access.check_origin(head);
     let cors_origin = origin.as_ref().ok().and_then(Clone::clone);
-    Routed { route: route_with(head, config, origin.map(drop)), cors_origin }
+    Routed { route: route_with(head, config, origin.map(drop), unix_now_s), cors_origin }
 }
 
-fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -> Result<Route, Refusal> {
+/// Checks `action` on `channel`: the signed token when a channel policy asks for one, else
+/// the static token (`check_static`).
+fn check_channel(
+    head: &RequestHead,
+    target: &Target<'_>,
+    config: &Config,
+    channel: &ChannelName,
+    action: Action,
+    unix_now_s: u64,
+    check_static: impl FnOnce() -> Result<(), Denied>,
+) -> Result<(), Refusal> {
+    match config.access.check_channel(head, target, channel.as_str(), action, unix_now_s) {
+        Some(verdict) => verdict.map(drop).map_err(Refusal::Denied),
+        None => check_static().map_err(Refusal::Denied),
+    }
+}
+
+fn route_with(
+    head: &RequestHead,
+    config: &Config,
+    origin: Result<(), Denied>,
+    unix_now_s: u64,
+) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let target = Target::parse(&head.target).ok_or(Refusal::BadTarget)?;
     origin.map_err(Refusal::Denied)?;
@@ -139,10 +166,17 @@ fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -
         "/healthz" if read_only => Ok(Route::Healthz),
         "/metrics" if read_only => Ok(Route::Metrics),
         "/" | "/index.html" | "/pushwire.js" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
-        "/echo" => websocket_route(head, &target, websocket::WsTarget::Echo, config),
+        "/echo" => websocket_route(head, &target, websocket::WsTarget::Echo, config, unix_now_s),
         "/ws" if method == "GET" => {
-            config.access.check_subscribe(head, &target).map_err(Refusal::Denied)?;
-            websocket_route(head, &target, websocket::WsTarget::Commands, config)
+            // A valid signed token is the connection's identity and stands for the static
+            // subscribe token; an invalid one is refused before the upgrade.
+            let claims =
+                config.access.connection_token(head, &target, unix_now_s).map_err(Refusal::Denied)?;
+            if claims.is_none() {
+                config.access.check_subscribe(head, &target).map_err(Refusal::Denied)?;
+            }
+            let commands = websocket::WsTarget::Commands(claims.map(Box::new));
+            websocket_route(head, &target, commands, config, unix_now_s)
         }
         "/ws" => Err(not_allowed(WS_METHODS)),
         path => {
@@ -152,12 +186,30 @@ fn route_with(head: &RequestHead, config: &Config, origin: Result<(), Denied>) -
             let channel = ChannelName::parse(name).map_err(|_| Refusal::BadChannelName)?;
             match method {
                 "POST" => {
-                    config.access.check_publish(head, &target).map_err(Refusal::Denied)?;
+                    let static_check = || config.access.check_publish(head, &target);
+                    check_channel(
+                        head,
+                        &target,
+                        config,
+                        &channel,
+                        Action::Publish,
+                        unix_now_s,
+                        static_check,
+                    )?;
                     Ok(Route::Publish { channel, event: event_param(&target, limits)? })
                 }
                 "GET" | "HEAD" => {
-                    config.access.check_subscribe(head, &target).map_err(Refusal::Denied)?;
-                    subscribe_route(head, &target, channel, config)
+                    let static_check = || config.access.check_subscribe(head, &target);
+                    check_channel(
+                        head,
+                        &target,
+                        config,
+                        &channel,
+                        Action::Subscribe,
+                        unix_now_s,
+                        static_check,
+                    )?;
+                    subscribe_route(head, &target, channel, config, unix_now_s)
                 }
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
@@ -171,6 +223,7 @@ fn subscribe_route(
     target: &Target<'_>,
     channel: ChannelName,
     config: &Config,
+    unix_now_s: u64,
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let mode = match target.param("mode") {
@@ -203,7 +256,7 @@ fn subscribe_route(
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
         Transport::Stream => Ok(Route::Stream { channel, since }),
         Transport::WebSocket => {
-            websocket_route(head, target, websocket::WsTarget::Channel(channel, since), config)
+            websocket_route(head, target, websocket::WsTarget::Channel(channel, since), config, unix_now_s)
         }
     }
 }
@@ -214,6 +267,7 @@ fn websocket_route(
     target: &Target<'_>,
     channel: websocket::WsTarget,
     config: &Config,
+    unix_now_s: u64,
 ) -> Result<Route, Refusal> {
     let echo = matches!(channel, websocket::WsTarget::Echo);
     let options = crate::ws::ServerOptions {
@@ -222,10 +276,19 @@ fn websocket_route(
         allowed_origins: None,
         deflate: config.websocket.deflate,
     };
-    let may_publish = config.websocket.client_publish && config.access.check_publish(head, target).is_ok();
+    // On a channel whose policy needs a signed token to publish, the token decides; command
+    // mode checks each publish's channel itself.
+    let may_publish = config.websocket.client_publish
+        && match &channel {
+            websocket::WsTarget::Channel(name, _) => config
+                .access
+                .check_channel(head, target, name.as_str(), Action::Publish, unix_now_s)
+                .map_or_else(|| config.access.check_publish(head, target).is_ok(), |v| v.is_ok()),
+            _ => config.access.check_publish(head, target).is_ok(),
+        };
     match crate::ws::handshake::accept(head, &options) {
         Ok(accepted)
-            if matches!(channel, websocket::WsTarget::Commands)
+            if matches!(channel, websocket::WsTarget::Commands(_))
                 && accepted.protocol.as_deref() != Some(websocket::PROTOCOL_V1) =>
         {
             Err(Refusal::CommandsNeedV1)

@@ -85,6 +85,9 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The current time.
     pub now: Instant,
+    /// The current time in seconds since the Unix epoch (token expiries), from the loop's
+    /// [`super::token::UnixClock`].
+    pub unix_now_s: u64,
     /// Server-wide counters.
     pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
     /// The event loop's permessage-deflate codec (see [`crate::conn::ConnEnv::deflate`]).

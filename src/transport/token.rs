@@ -36,6 +36,28 @@ use sha2::Sha256;
 
 use super::policy::{Action, ChannelPattern};
 
+/// Wall-clock seconds for pure code that only gets a monotonic `now`: an anchor taken once by
+/// the I/O layer (an `Instant` and the Unix time at that instant), advanced by monotonic time.
+/// Token expiries (`exp`, RFC 7519 §4.1.4) are whole seconds, so drift between the two clocks
+/// over a server's life (NTP slews by parts per million) does not matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixClock {
+    at: std::time::Instant,
+    unix_s: u64,
+}
+
+impl UnixClock {
+    /// The clock that reads `unix_s` at `at`.
+    pub fn new(at: std::time::Instant, unix_s: u64) -> UnixClock {
+        UnixClock { at, unix_s }
+    }
+
+    /// Seconds since the Unix epoch at `now` (never before the anchor's).
+    pub fn unix_s(&self, now: std::time::Instant) -> u64 {
+        self.unix_s + now.saturating_duration_since(self.at).as_secs()
+    }
+}
+
 /// Longest user id (`sub`), in bytes.
 pub const MAX_USER_ID_BYTES: usize = 128;
 
@@ -153,6 +175,19 @@ impl TokenError {
         }
     }
 
+    /// The explanation written in answers (the [`fmt::Display`] text).
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::TooLong => "token too long",
+            TokenError::Malformed => "token is not a JWT",
+            TokenError::UnsupportedAlgorithm => "token algorithm must be HS256",
+            TokenError::BadSignature => "token signature is wrong",
+            TokenError::Expired => "token expired",
+            TokenError::NotYetValid => "token not valid yet",
+            TokenError::BadClaims => "token claims are not valid",
+        }
+    }
+
     /// The HTTP status: always 401 (RFC 6750 §3.1: `invalid_token`).
     pub fn status_hint(self) -> u16 {
         401
@@ -161,15 +196,7 @@ impl TokenError {
 
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TokenError::TooLong => "token too long",
-            TokenError::Malformed => "token is not a JWT",
-            TokenError::UnsupportedAlgorithm => "token algorithm must be HS256",
-            TokenError::BadSignature => "token signature is wrong",
-            TokenError::Expired => "token expired",
-            TokenError::NotYetValid => "token not valid yet",
-            TokenError::BadClaims => "token claims are not valid",
-        })
+        f.write_str(self.reason())
     }
 }
 

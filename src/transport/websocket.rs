@@ -14,9 +14,11 @@
 //!   publish with `except_self`, `req` echoed in the `ok`/`error` reply) and holds up to
 //!   `max_channels_per_connection` channels ([`super::rooms`]); every message, `open` and `gap`
 //!   frame names its `channel`. Per-command errors answer that command and keep the
-//!   connection open. Not served yet on this path: `presence` (answered `unavailable`), tokens
-//!   (no `--token-secret`: a `token` is answered `bad_token`), `joins` and `info` (accepted and
-//!   ignored).
+//!   connection open. Each command is authorized per channel ([`super::rooms`]: the
+//!   connection token from the upgrade, a subscribe's own `token`, `--channel-policy`); a
+//!   `refresh` replaces the connection token, and one that expires closes the connection with
+//!   4001 ([`CLOSE_TOKEN_EXPIRED`]). Not served yet on this path: `presence` (answered
+//!   `unavailable`), `joins` and `info` (accepted and ignored).
 //! - **Echo.** `/echo` sends every text and binary message back, for conformance tools and
 //!   benchmarks, within its own (larger) limits.
 //! - **Heartbeat.** A connection quiet for [`Limits::ping_interval`] is pinged (RFC 6455
@@ -46,9 +48,9 @@ use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsCon
 
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
 use super::feed::{Feed, Step, Wire};
-use super::policy::Policies;
-use super::rooms::{Action, Answer, Authority, RoomLimits, Rooms};
-use super::token::TokenLimits;
+use super::policy::Action as Grant;
+use super::rooms::{Action, Answer, Authority, RoomLimits, Rooms, CLOSE_TOKEN_EXPIRED};
+use super::token::Claims;
 use super::{CloseReason, Ctx, Flow};
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 use std::collections::VecDeque;
@@ -101,8 +103,9 @@ pub enum WsTarget {
     Echo,
     /// One channel from a cursor (`/channels/{name}`).
     Channel(ChannelName, Since),
-    /// `/ws`: `pushwire.v1` commands over any number of channels (up to the limit).
-    Commands,
+    /// `/ws`: `pushwire.v1` commands over any number of channels (up to the limit), with the
+    /// connection token's claims when one was given.
+    Commands(Option<Box<Claims>>),
 }
 
 /// The server role never masks, so its mask source is never called.
@@ -260,13 +263,22 @@ struct CommandMode {
     skip: Vec<Cursor>,
     /// The channel of each page read in flight, oldest first (a `Read` reply names none).
     reads: VecDeque<ChannelName>,
+    /// When the connection's token expires, if it has one (close 4001 then).
+    expires_at: Option<Instant>,
+}
+
+impl CommandMode {
+    /// Reads the token's expiry from the channel set (after the start or a `refresh`).
+    fn set_expiry(&mut self, ctx: &Ctx<'_>) {
+        self.expires_at = self
+            .rooms
+            .token_expires_at()
+            .map(|at| ctx.now + std::time::Duration::from_secs(at.saturating_sub(ctx.unix_now_s)));
+    }
 }
 
 /// Most `except_self` ids a command-mode connection remembers.
 const MAX_SKIP: usize = 64;
-
-/// No `--channel-policy` is served yet: every channel is open (see the module docs).
-static NO_POLICIES: Policies = Policies(Vec::new());
 
 /// The kind of a [`Liveness`], one byte.
 #[derive(Debug, Clone, Copy)]
@@ -302,14 +314,16 @@ impl WsSession {
                 ctx.commands.push_back(feed.subscribe(since));
                 Serving::Channel(feed)
             }
-            WsTarget::Commands => {
-                let mode = CommandMode {
-                    rooms: Rooms::new(RoomLimits::default(), None),
+            WsTarget::Commands(claims) => {
+                let mut mode = CommandMode {
+                    rooms: Rooms::new(RoomLimits::default(), claims.map(|c| *c)),
                     feeds: Vec::new(),
                     publishes: VecDeque::new(),
                     skip: Vec::new(),
                     reads: VecDeque::new(),
+                    expires_at: None,
                 };
+                mode.set_expiry(ctx);
                 Serving::Commands(Box::new(mode))
             }
         };
@@ -401,9 +415,10 @@ impl WsSession {
     /// One command-mode frame: a `pushwire.v1` command (a binary frame is a bad command).
     fn handle_command(&mut self, msg: MessageRef<'_>, ctx: &mut Ctx<'_>) {
         let Serving::Commands(mode) = &mut self.serving else { return };
+        let access = &ctx.config.access;
         let limits = CommandLimits {
             max_info_bytes: 256,
-            max_token_bytes: TokenLimits::default().max_token_bytes,
+            max_token_bytes: access.token_limits.max_token_bytes,
             max_event_name_bytes: ctx.config.transport.max_event_name_bytes,
         };
         let request = match msg {
@@ -414,9 +429,14 @@ impl WsSession {
             }
         };
         // Refused here, before the channel set records anything: publishing needs what a
-        // one-channel connection's publishing needs, and presence is not served yet.
+        // one-channel connection's publishing needs (on a channel whose policy needs a signed
+        // token, that token instead of the static one), and presence is not served yet.
         let early = match &request.command {
-            Ok(V1Command::Publish { .. }) if !self.client_publish => {
+            Ok(V1Command::Publish { channel, .. })
+                if !ctx.config.websocket.client_publish
+                    || (!self.client_publish
+                        && !access.policies.needs_token(channel.as_str(), Grant::Publish)) =>
+            {
                 Some(CommandError::NotAllowed("publishing is not allowed on this connection"))
             }
             Ok(V1Command::Presence { .. }) => {
@@ -428,10 +448,20 @@ impl WsSession {
             let reply = error_reply(request.req.as_deref(), request.channel.as_ref(), &e);
             return send_json(&mut self.ws, reply, ctx);
         }
-        let token_limits = TokenLimits::default();
-        let auth =
-            Authority { policies: &NO_POLICIES, key: None, token_limits: &token_limits, unix_now_s: 0 };
+        let auth = Authority {
+            policies: &access.policies,
+            key: access.token_key.as_ref(),
+            token_limits: &access.token_limits,
+            unix_now_s: ctx.unix_now_s,
+        };
+        let refresh = matches!(request.command, Ok(V1Command::Refresh { .. }));
         let outcome = mode.rooms.handle_request(request, &auth);
+        if let Some(reason) = outcome.token_refusal {
+            ctx.metrics.token_refused(reason);
+        }
+        if refresh {
+            mode.set_expiry(ctx);
+        }
         if let Some(reply) = outcome.reply {
             send_json(&mut self.ws, reply, ctx);
         }
@@ -606,18 +636,34 @@ impl WsSession {
         }
     }
 
-    /// The next heartbeat or closing deadline.
+    /// The next heartbeat or closing deadline, or the token's expiry.
     pub fn poll_timeout(&self, limits: &Limits) -> Option<Instant> {
-        match self.liveness() {
+        let liveness = match self.liveness() {
             Liveness::Quiet { since } => limits.ping_interval.map(|every| since + every),
             Liveness::Pinged { at } => Some(at + limits.pong_timeout),
-            Liveness::Closing { deadline } => Some(deadline),
+            Liveness::Closing { deadline } => return Some(deadline),
+        };
+        match (&self.serving, liveness) {
+            (Serving::Commands(mode), Some(at)) => Some(mode.expires_at.map_or(at, |e| e.min(at))),
+            (Serving::Commands(mode), None) => mode.expires_at,
+            (_, liveness) => liveness,
         }
     }
 
     /// Pings a quiet connection, closes one that stayed silent, ends a closing handshake the
     /// peer did not finish.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        let expired = match &self.serving {
+            Serving::Commands(mode) => mode.expires_at.is_some_and(|at| ctx.now >= at),
+            _ => false,
+        };
+        if expired && !matches!(self.liveness(), Liveness::Closing { .. }) {
+            // Centrifugo's rule: a connection whose token expired without a `refresh` ends;
+            // 4001 is in RFC 6455 §7.4.2's private-use range (4000-4999).
+            Metrics::inc(&ctx.metrics.token_expiry_closes);
+            self.close(CloseCode(CLOSE_TOKEN_EXPIRED), "token expired", ctx);
+            return Flow::Continue;
+        }
         let limits = &ctx.config.websocket;
         match self.liveness() {
             Liveness::Closing { deadline } if ctx.now >= deadline => {
