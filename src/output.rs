@@ -243,51 +243,68 @@ impl Output {
 /// message must not pin its buffer in the loop for good).
 const MAX_SPARE_BYTES: usize = 256 * 1024;
 
-/// One event loop's spare output buffers, lent to the connection being served ("corking", as
+/// A [`Cork`] keeps spare queues up to this many bytes in all (one event loop's): enough for a
+/// fan-out to tens of thousands of subscribers (a queue that carried only shared segments is
+/// about 200 bytes) to reuse the queues of the previous one. The queues existed at once during
+/// that fan-out, so keeping them raises no peak; it only keeps the memory from going back.
+const MAX_CORK_BYTES: usize = 8 * 1024 * 1024;
+
+/// One event loop's spare output buffers, lent to the connections being served ("corking", as
 /// uWebSockets calls it): responses are encoded straight into buffers that were allocated once
 /// for the loop, not once per connection or per message.
 ///
-/// Implements: [`Cork::lend`] before a connection is given input, [`Cork::reclaim`] after its
-/// output was written. A connection whose socket took everything gives the buffers back, so an
-/// idle connection holds none; one left with unwritten bytes keeps them (they are its queue) and
-/// the cork starts over with an empty spare.
+/// Implements: [`Cork::lend`] before a connection is given input or a delivery,
+/// [`Cork::reclaim`] after its output was written. A connection whose socket took everything
+/// gives the buffers back, so an idle connection holds none; one left with unwritten bytes keeps
+/// them (they are its queue). The cork keeps a stack of spare queues (bounded by
+/// [`MAX_CORK_BYTES`]): a fan-out queues a delivery on many connections before writing any, and
+/// each takes a spare, so a steady fan-out allocates no queue per subscriber.
 ///
 /// Does not: copy bytes. The buffers change owner by moving one box.
 #[derive(Debug, Default)]
 pub struct Cork {
-    spare: Option<Box<Queue>>,
+    // The boxes are what is kept: each is handed out whole to a connection (one pointer there).
+    #[allow(clippy::vec_box)]
+    spares: Vec<Box<Queue>>,
+    /// Heap bytes of the queues in `spares`.
+    spare_bytes: usize,
 }
 
 impl Cork {
-    /// A cork with no spare buffers yet (the first connection served allocates them).
+    /// A cork with no spare buffers yet (the first connections served allocate them).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Gives `out` the spare buffers when it holds none. Next: let the connection write, write
+    /// Gives `out` a spare queue when it holds none. Next: let the connection write, write
     /// `out` to the socket, then [`Cork::reclaim`].
     pub fn lend(&mut self, out: &mut Output) {
         if out.queue.is_none() {
-            out.queue = self.spare.take();
+            out.queue = self.spares.pop();
+            if let Some(queue) = &out.queue {
+                self.spare_bytes -= queue.allocated_bytes();
+            }
         }
     }
 
     /// Takes the buffers of an `out` that was written out, leaving it holding none; they become
-    /// the spare unless the cork already has one or they are over [`MAX_SPARE_BYTES`] (then they
-    /// are freed). An `out` with bytes left keeps everything.
+    /// a spare unless they are over [`MAX_SPARE_BYTES`] or the spares would pass
+    /// [`MAX_CORK_BYTES`] (then they are freed). An `out` with bytes left keeps everything.
     pub fn reclaim(&mut self, out: &mut Output) {
         if !out.is_empty() {
             return;
         }
         let Some(queue) = out.queue.take() else { return };
-        if self.spare.is_none() && queue.allocated_bytes() <= MAX_SPARE_BYTES {
-            self.spare = Some(queue);
+        let bytes = queue.allocated_bytes();
+        if bytes <= MAX_SPARE_BYTES && self.spare_bytes + bytes <= MAX_CORK_BYTES {
+            self.spare_bytes += bytes;
+            self.spares.push(queue);
         }
     }
 
     /// Heap bytes of the spare buffers.
     pub fn allocated_bytes(&self) -> usize {
-        self.spare.as_deref().map_or(0, Queue::allocated_bytes)
+        self.spare_bytes
     }
 }
 
@@ -429,6 +446,35 @@ mod tests {
         a.consume(44);
         cork.reclaim(&mut a);
         assert_eq!(a.allocated_bytes(), 0);
+    }
+
+    #[test]
+    fn cork_lends_a_spare_to_each_of_many_connections_and_takes_them_all_back() {
+        // A fan-out queues on many connections before writing any: each takes a spare.
+        let mut cork = Cork::new();
+        let mut outs: Vec<Output> = (0..100).map(|_| Output::new()).collect();
+        let message: Arc<[u8]> = Arc::from(&b"fanned out"[..]);
+        for round in 0..2 {
+            for out in &mut outs {
+                cork.lend(out);
+                out.push_shared(message.clone());
+            }
+            for out in &mut outs {
+                out.consume(out.len_bytes());
+                cork.reclaim(out);
+                assert_eq!(out.allocated_bytes(), 0);
+            }
+            if round == 0 {
+                assert!(cork.allocated_bytes() >= 100 * std::mem::size_of::<Queue>());
+            }
+        }
+        let kept = cork.allocated_bytes();
+        let mut lent = 0;
+        for out in &mut outs {
+            cork.lend(out);
+            lent += out.allocated_bytes();
+        }
+        assert_eq!((lent, cork.allocated_bytes()), (kept, 0), "every queue was a spare");
     }
 
     #[test]

@@ -511,6 +511,8 @@ impl EventLoop {
                             if fanout::write_before_delivery(slot.conn.pending_output(), max_bytes) {
                                 let _ = write_from_conn(slot, &self.shared.metrics, now);
                             }
+                            // Into a spare queue of the loop's: no allocation per delivery.
+                            slot.conn.lend_output(&mut self.cork);
                             slot.conn.handle_delivery(&msg, now);
                             Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }
                                 .commands(id, slot, now);

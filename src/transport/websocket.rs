@@ -41,7 +41,7 @@ use std::time::Instant;
 
 use crate::hub::{ChannelName, Command, Cursor, Encoding, HubError, Message, Payload, Replay, Since};
 use crate::metrics::Metrics;
-use crate::ws::conn::RSV1;
+use crate::ws::conn::{Incoming, RSV1};
 use crate::ws::deflate::{Codec, SharedCodec};
 use crate::ws::frame::{encode_frame, encode_frame_rsv};
 use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
@@ -366,6 +366,10 @@ impl WsSession {
                     pos += used;
                     if let Some(message) = message {
                         self.handle_message(message.as_message_ref(), &mut codec, ctx);
+                        // A reassembled message's buffer goes back to the loop for the next one.
+                        if let Incoming::Assembled(message) = message {
+                            codec.spares.recycle(message.into_bytes());
+                        }
                     }
                 }
                 // The core has already failed the connection (close frame queued, further input

@@ -33,6 +33,7 @@ use crate::ws::frame::{
     encode_frame, encode_frame_rsv, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES,
 };
 use crate::ws::mask::apply_mask;
+use crate::ws::reading::{Control, OpenMessage, ReadState};
 use crate::ws::utf8::Utf8Validator;
 use crate::ws::{Error, Limits, Role};
 
@@ -79,6 +80,17 @@ impl MessageRef<'_> {
         match self {
             MessageRef::Text(text) => Message::Text((*text).to_owned()),
             MessageRef::Binary(bytes) => Message::Binary(bytes.to_vec()),
+        }
+    }
+}
+
+impl Message {
+    /// The payload's buffer (to give back to [`crate::ws::reading::Spares::recycle`] once the
+    /// message was answered).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Message::Text(text) => text.into_bytes(),
+            Message::Binary(bytes) => bytes,
         }
     }
 }
@@ -156,45 +168,6 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
-
-/// A data message between its first and its final fragment.
-#[derive(Debug)]
-struct OpenMessage {
-    /// Text (validated as it arrives, or once inflated) or binary.
-    text: bool,
-    /// RSV1 was set on the first frame (RFC 7692 §6): the payload is DEFLATE data, inflated
-    /// when the message is complete.
-    compressed: bool,
-    /// The unmasked payload so far.
-    data: Vec<u8>,
-    /// UTF-8 state across frame and read boundaries (text only).
-    utf8: Utf8Validator,
-}
-
-/// The three control opcodes (§5.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Control {
-    Close,
-    Ping,
-    Pong,
-}
-
-/// Where the reader is in the byte stream.
-#[derive(Debug)]
-enum ReadState {
-    /// Collecting a frame header (at most 14 bytes). Next: `Data` or `Control` once complete.
-    Header { buf: [u8; MAX_HEADER_BYTES], len: usize },
-    /// Reading a data frame's payload into its message. Next: `Header` when the payload ends.
-    Data { fin: bool, mask: Option<[u8; 4]>, payload_len: u64, read: u64, message: OpenMessage },
-    /// Reading a control frame's payload (at most 125 bytes). Next: `Header`.
-    Control { control: Control, mask: Option<[u8; 4]>, payload_len: usize, payload: Vec<u8> },
-}
-
-impl ReadState {
-    fn header() -> Self {
-        ReadState::Header { buf: [0; MAX_HEADER_BYTES], len: 0 }
-    }
-}
 
 /// What one [`WsConn::step`] did.
 enum Progress {
@@ -431,7 +404,7 @@ impl WsConn {
             return Ok(Progress::Exhausted);
         }
         // Between frames (no state kept) a header starts.
-        let state = self.read.take().map_or_else(ReadState::header, |state| *state);
+        let state = self.read.take().map_or_else(ReadState::header, |state| codec.spares.unbox(state));
         match state {
             ReadState::Header { mut buf, len } => {
                 let take = input.len().min(MAX_HEADER_BYTES - len);
@@ -439,7 +412,7 @@ impl WsConn {
                 match FrameHeader::parse(&buf[..len + take])? {
                     None => {
                         // Fewer than 14 bytes and still incomplete: all of `input` was taken.
-                        self.read = Some(Box::new(ReadState::Header { buf, len: len + take }));
+                        self.read = Some(codec.spares.boxed(ReadState::Header { buf, len: len + take }));
                         *input = &input[take..];
                     }
                     Some((header, used)) => {
@@ -472,8 +445,13 @@ impl WsConn {
                         return Ok(Progress::Message(message));
                     }
                 } else {
-                    self.read =
-                        Some(Box::new(ReadState::Data { fin, mask: key, payload_len, read, message }));
+                    self.read = Some(codec.spares.boxed(ReadState::Data {
+                        fin,
+                        mask: key,
+                        payload_len,
+                        read,
+                        message,
+                    }));
                 }
             }
             ReadState::Control { control, mask: key, payload_len, mut payload } => {
@@ -487,8 +465,12 @@ impl WsConn {
                 if payload.len() == payload_len {
                     self.finish_control(control, payload, mask, events, out)?;
                 } else {
-                    self.read =
-                        Some(Box::new(ReadState::Control { control, mask: key, payload_len, payload }));
+                    self.read = Some(codec.spares.boxed(ReadState::Control {
+                        control,
+                        mask: key,
+                        payload_len,
+                        payload,
+                    }));
                 }
             }
         }
@@ -544,7 +526,8 @@ impl WsConn {
                 Some(OpenMessage {
                     text: header.opcode == OpCode::Text,
                     compressed,
-                    data: Vec::new(),
+                    // A spare buffer of the loop's, when it has one: no allocation per message.
+                    data: codec.spares.buffer(),
                     utf8: Utf8Validator::new(),
                 })
             }
@@ -579,7 +562,7 @@ impl WsConn {
             if header.payload_len == 0 {
                 return self.finish_data(header.fin, message, codec);
             }
-            self.read = Some(Box::new(ReadState::Data {
+            self.read = Some(codec.spares.boxed(ReadState::Data {
                 fin: header.fin,
                 mask: header.mask,
                 payload_len: header.payload_len,
@@ -594,8 +577,12 @@ impl WsConn {
                 self.finish_control(control, payload, mask, events, out)?;
                 return Ok(None);
             }
-            self.read =
-                Some(Box::new(ReadState::Control { control, mask: header.mask, payload_len, payload }));
+            self.read = Some(codec.spares.boxed(ReadState::Control {
+                control,
+                mask: header.mask,
+                payload_len,
+                payload,
+            }));
         }
         Ok(None)
     }

@@ -10,6 +10,7 @@
 //! | [`close`] | [§5.5.1](https://www.rfc-editor.org/rfc/rfc6455#section-5.5.1), [§7.4](https://www.rfc-editor.org/rfc/rfc6455#section-7.4) | close codes and the close payload |
 //! | [`handshake`] | [§4](https://www.rfc-editor.org/rfc/rfc6455#section-4) | opening handshake, server and client |
 //! | [`deflate`] | [RFC 7692](https://www.rfc-editor.org/rfc/rfc7692) | permessage-deflate: negotiation and codec |
+//! | [`reading`] | [§5.2](https://www.rfc-editor.org/rfc/rfc6455#section-5.2), [§5.4](https://www.rfc-editor.org/rfc/rfc6455#section-5.4) | a reader's state between reads, and the loop's spares for it |
 //! | [`conn`] | [§5.4](https://www.rfc-editor.org/rfc/rfc6455#section-5.4), [§5.5](https://www.rfc-editor.org/rfc/rfc6455#section-5.5), [§7](https://www.rfc-editor.org/rfc/rfc6455#section-7) | the connection state machine |
 //!
 //! Reading order: `frame`, `mask`, `utf8`, `close`, `conn`; `handshake` stands alone and runs
@@ -31,6 +32,7 @@ pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod reading;
 pub mod utf8;
 
 use std::fmt;

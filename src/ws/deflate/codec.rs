@@ -10,7 +10,9 @@
 //! Memory: a [`Codec`] allocates zlib state on first use only: one compressor per window size
 //! used, one decompressor. An event loop keeps one [`SharedCodec`] for all its connections and
 //! resets it per message (every server connection negotiated no context takeover), so an idle
-//! connection holds no zlib state at all.
+//! connection holds no zlib state at all. The codec also carries the loop's [`Spares`], the
+//! reader states and message buffers of frames split across reads (not zlib's, but borrowed
+//! the same way, by every reading call).
 //!
 //! Does not: frame anything (see [`crate::ws::conn`]), or keep a compression context across
 //! messages (always allowed to a sender, §7.1.1).
@@ -18,6 +20,7 @@
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::ws::reading::Spares;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The empty stored block a sync flush ends with, removed by the sender and put back by the
@@ -81,6 +84,10 @@ pub struct Codec {
     decompressor_dirty: bool,
     /// Messages compressed since creation, for the metrics.
     compressed_messages: u64,
+    /// The loop's spare reader states and message buffers (see [`crate::ws::reading`]): they
+    /// travel with the codec because every reading call of a `WsConn` already borrows it, once
+    /// per input, from the loop.
+    pub spares: Spares,
 }
 
 impl fmt::Debug for Codec {
@@ -108,6 +115,7 @@ impl Codec {
             decompressor: None,
             decompressor_dirty: false,
             compressed_messages: 0,
+            spares: Spares::default(),
         }
     }
 
