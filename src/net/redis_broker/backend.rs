@@ -145,7 +145,11 @@ impl HubBackend for RedisHub {
                 let stats = self.client.stats();
                 let up = stats.command_up.load(std::sync::atomic::Ordering::Relaxed)
                     && stats.pubsub_up.load(std::sync::atomic::Ordering::Relaxed);
-                return Submitted::Reply(Reply::Ready(if up { Ok(()) } else { Err(HubError::BackendUnavailable) }));
+                return Submitted::Reply(Reply::Ready(if up {
+                    Ok(())
+                } else {
+                    Err(HubError::BackendUnavailable)
+                }));
             }
             Command::Stats => {
                 let channels = self.client.stats().live_channels.load(std::sync::atomic::Ordering::Relaxed);
