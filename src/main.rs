@@ -281,6 +281,15 @@ struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` (or `?token=`) to subscribe or poll.
     #[arg(long, value_name = "TOKEN")]
     subscribe_token: Option<String>,
+    /// Most channels one `/ws` command-mode connection holds.
+    #[arg(long, value_name = "N", default_value_t = transport().rooms.max_channels_per_connection)]
+    max_channels_per_connection: usize,
+    /// Most presence members of one channel; another subscribe is refused.
+    #[arg(long, value_name = "N", default_value_t = hub().presence.max_members_per_channel)]
+    max_presence_members: usize,
+    /// Longest presence `info` of one member, in bytes of JSON.
+    #[arg(long, value_name = "BYTES", default_value_t = hub().presence.max_info_bytes)]
+    max_presence_info_bytes: usize,
     /// The secret HS256 tokens are signed with (at least 32 bytes; prefer
     /// --token-secret-file, which keeps it out of the process list).
     #[arg(long, value_name = "SECRET", conflicts_with = "token_secret_file")]
@@ -361,6 +370,9 @@ impl ServeArgs {
         config.transport.sse_retry = self.sse_retry.0;
         config.transport.longpoll_max_wait = self.longpoll_max_wait.0;
         config.transport.disabled = self.disable.clone();
+        config.transport.rooms.max_channels_per_connection = self.max_channels_per_connection;
+        config.hub.presence.max_members_per_channel = self.max_presence_members;
+        config.hub.presence.max_info_bytes = self.max_presence_info_bytes;
         let ws = &mut config.websocket;
         ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
         ws.channel.max_message_bytes = self.ws_max_message_bytes;
