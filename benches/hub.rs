@@ -106,11 +106,13 @@ impl Fanout {
         let mut hub = Hub::new(config.hub, 7);
         let sink = SinkId::new(0).unwrap();
         let mut conns = Vec::with_capacity(n);
-        for _ in 0..n {
+        for i in 0..n {
+            let from =
+                pushwire::hub::backend::ConnAddr { sink, conn: pushwire::hub::backend::ConnId::new(i, 0) };
             let mut conn = Conn::new(Arc::clone(&config), Arc::clone(&metrics), now);
             conn.handle_input(&mut kind.request.as_bytes().to_vec(), now);
             while let Some(command) = conn.poll_command() {
-                if let Some(reply) = command.apply(&mut hub, sink, now).reply {
+                if let Some(reply) = command.apply(&mut hub, from, now).reply {
                     conn.handle_reply(reply, now);
                 }
             }

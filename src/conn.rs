@@ -25,6 +25,7 @@ use crate::http1::body::BodyReader;
 use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, Headers, RequestHead};
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
+use crate::hub::presence::PresenceEvent;
 use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
@@ -289,7 +290,11 @@ impl Conn {
                     // The hub refused: a session that has not written anything yet is answered
                     // with an HTTP error; one that has (a WebSocket's 101, a stream's head) ends
                     // in its own format.
+                    Reply::Presence { channel, result: Ok(list) } => {
+                        self.drive(now, |s, ctx| s.handle_presence_list(channel, list, ctx))
+                    }
                     Reply::Subscribed { replay: Err(e), .. }
+                    | Reply::Presence { result: Err(e), .. }
                     | Reply::Read(Err(e))
                     | Reply::Published(Err(e)) => {
                         let mut ended = false;
@@ -320,6 +325,12 @@ impl Conn {
     /// A live message on a channel this connection is subscribed to.
     pub fn handle_delivery(&mut self, msg: &Arc<Message>, now: Instant) {
         self.drive(now, |s, ctx| s.handle_delivery(msg, ctx));
+    }
+
+    /// A presence member joined or left a channel this connection asked join and leave events
+    /// of.
+    pub fn handle_presence(&mut self, event: &PresenceEvent, now: Instant) {
+        self.drive(now, |s, ctx| s.handle_presence(event, ctx));
     }
 
     /// The server is shutting down: at `at` (spread over the drain period by the loop, so
@@ -695,7 +706,8 @@ impl Conn {
             | Route::Metrics
             | Route::Preflight
             | Route::Publish { .. }
-            | Route::ShortPoll { .. } => {}
+            | Route::ShortPoll { .. }
+            | Route::Presence { .. } => {}
         }
     }
 

@@ -219,7 +219,7 @@ mod tests {
         fn submit(&self, from: ConnAddr, command: Command, now: Instant) -> Submitted {
             let what = format!("{command:?}");
             self.submitted.lock().unwrap().push((from, what.split([' ', '{']).next().unwrap().to_string()));
-            let applied = command.apply(&mut self.hub.lock().unwrap(), from.sink, now);
+            let applied = command.apply(&mut self.hub.lock().unwrap(), from, now);
             match (applied.reply, self.later) {
                 (None, _) => Submitted::NoReply,
                 (Some(reply), false) => Submitted::Reply(reply),

@@ -806,6 +806,7 @@ pub fn hub_ops(data: &[u8]) {
         max_history_bytes: 1 + usize::from(r.u8()),
         max_total_history_bytes: 256 + usize::from(r.u8()),
         max_channels: 1 + usize::from(r.u8() % 4),
+        presence: Default::default(),
     };
     let mut hub = Hub::new(limits, u64::from(r.u16()));
     let mut now = Instant::now();
@@ -940,7 +941,11 @@ impl ConnRig {
         // answer to input, deliveries and replies, which this loop bounds in turn.
         for _ in 0..10_000 {
             let Some(command) = self.conn.poll_command() else { return };
-            let applied = command.apply(&mut self.hub, SinkId::new(0).unwrap(), self.now);
+            let from = crate::hub::backend::ConnAddr {
+                sink: SinkId::new(0).unwrap(),
+                conn: crate::hub::backend::ConnId::new(0, 0),
+            };
+            let applied = command.apply(&mut self.hub, from, self.now);
             if let Some(channel) = applied.subscribed {
                 self.subscribed.push(channel);
             }
@@ -993,6 +998,7 @@ pub fn conn_server(data: &[u8]) {
         max_history_bytes: 2048,
         max_total_history_bytes: 4096,
         max_channels: 4,
+        presence: Default::default(),
     };
     debug_assert_eq!(config.validate(), Ok(()));
     // One response: a page, a poll answer of a full batch (JSON escapes a byte in at most six),
@@ -1517,7 +1523,9 @@ pub fn rooms_request(data: &[u8]) {
             } else {
                 Err(HubError::HistoryFull)
             })),
-            Some(crate::transport::rooms::Action::Presence { .. }) => Some(Answer::Presence(Vec::new())),
+            Some(crate::transport::rooms::Action::Presence { .. }) => {
+                Some(Answer::Presence(crate::hub::PresenceList { count: 0, members: Vec::new() }))
+            }
             _ => None,
         };
         if let Some(answer) = answer {

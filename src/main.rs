@@ -1,6 +1,8 @@
 //! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults (every
-//! limit has a flag); `pushwire sub`, `pub` and `ws` are clients (see `cli.rs`); `pushwire bench
-//! MODE` is the load generator (see `pushwire::bench`).
+//! limit has a flag, a `PUSHWIRE_*` environment variable and a key of the `--config` file, see
+//! `config_file.rs`); `pushwire config` prints, checks and shows configurations; `pushwire sub`,
+//! `pub` and `ws` are clients (see `cli.rs`); `pushwire bench MODE` is the load generator (see
+//! `pushwire::bench`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use pushwire::bench;
 use pushwire::config::Config;
@@ -23,6 +25,7 @@ use pushwire::transport::policy::{ChannelPolicy, Policies};
 use pushwire::transport::token::TokenKey;
 
 mod cli;
+mod config_file;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +42,9 @@ struct Cli {
 enum Command {
     /// Run the server (defaults need no configuration file).
     Serve(Box<ServeArgs>),
+    /// Print, check or show a configuration (see README "Configuration").
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Subscribe to a channel and print each message on its own line; reconnects and resumes.
     Sub(cli::SubArgs),
     /// Publish DATA, or each line of stdin with `-`, to a channel; prints each message's id.
@@ -48,6 +54,21 @@ enum Command {
     Ws(cli::WsArgs),
     /// Load generator: measure pushwire or a peer over loopback.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete, commented TOML file of every setting at its default.
+    Defaults,
+    /// Check a TOML file: exit 0, or 1 with one line naming the key, its line:column and what
+    /// is allowed.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the effective configuration, as TOML, that `pushwire serve` would run with the
+    /// same flags, environment and --config file.
+    Show(Box<ServeArgs>),
 }
 
 #[derive(Args)]
@@ -145,6 +166,10 @@ fn net() -> NetLimits {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of settings (keys: these flags without `--`, `_` for `-`); flags and
+    /// PUSHWIRE_* environment variables override it (`pushwire config defaults` prints one).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port; the bound address is printed). With
     /// --tls-cert and without --tls-listen, it speaks TLS.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -277,11 +302,17 @@ struct ServeArgs {
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
     /// Require `Authorization: Bearer TOKEN` (or `?token=`) to publish over HTTP or WebSocket.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "publish_token_file")]
     publish_token: Option<String>,
+    /// Read --publish-token from this file (its first line), to keep it out of argv and env.
+    #[arg(long, value_name = "PATH")]
+    publish_token_file: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` (or `?token=`) to subscribe or poll.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "subscribe_token_file")]
     subscribe_token: Option<String>,
+    /// Read --subscribe-token from this file (its first line).
+    #[arg(long, value_name = "PATH")]
+    subscribe_token_file: Option<PathBuf>,
     /// The secret HS256 tokens are signed with (at least 32 bytes; prefer
     /// --token-secret-file, which keeps it out of the process list).
     #[arg(long, value_name = "SECRET", conflicts_with = "token_secret_file")]
@@ -307,12 +338,28 @@ fn mode(text: &str) -> Result<Transport, String> {
     Transport::parse(text).ok_or_else(|| format!("`{text}` is not one of ws, sse, stream, longpoll, poll"))
 }
 
+/// A secret given inline or as a file: the file's first line, without its line end.
+fn secret(inline: &Option<String>, file: &Option<PathBuf>, flag: &str) -> Result<Option<String>, String> {
+    match file {
+        None => Ok(inline.clone()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--{flag}-file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or("").trim_end();
+            if line.is_empty() {
+                return Err(format!("--{flag}-file {}: the file is empty", path.display()));
+            }
+            Ok(Some(line.to_string()))
+        }
+    }
+}
+
 impl ServeArgs {
-    /// The configuration, with the token secret read from its file (the only flag that does
-    /// I/O); not yet validated.
-    fn config_with_secret(&self) -> Result<Config, String> {
-        let mut config = self.config();
-        let secret = match (&self.token_secret, &self.token_secret_file) {
+    /// The configuration these settings give; reads secret files.
+    fn config(&self) -> Result<Config, String> {
+        let mut config = Config::default();
+        // The token secret: bytes, one trailing newline dropped from its file.
+        let token_secret = match (&self.token_secret, &self.token_secret_file) {
             (Some(secret), _) => Some(secret.clone().into_bytes()),
             (None, Some(path)) => {
                 let mut bytes = std::fs::read(path)
@@ -324,14 +371,9 @@ impl ServeArgs {
             }
             (None, None) => None,
         };
-        if let Some(secret) = secret {
+        if let Some(secret) = token_secret {
             config.access.token_key = Some(TokenKey::new(&secret, None)?);
         }
-        Ok(config)
-    }
-
-    fn config(&self) -> Config {
-        let mut config = Config::default();
         let http = &mut config.http;
         http.max_head_bytes = self.max_head_bytes;
         http.max_target_bytes = self.max_target_bytes;
@@ -376,78 +418,201 @@ impl ServeArgs {
         ws.deflate = !self.ws_no_deflate;
         ws.deflate_min_bytes = self.ws_deflate_min_bytes;
         config.access.allowed_origins = self.allow_origin.clone();
-        config.access.publish_token = self.publish_token.clone();
-        config.access.subscribe_token = self.subscribe_token.clone();
+        config.access.publish_token = secret(&self.publish_token, &self.publish_token_file, "publish-token")?;
+        config.access.subscribe_token =
+            secret(&self.subscribe_token, &self.subscribe_token_file, "subscribe-token")?;
         config.access.policies = Policies(self.channel_policy.clone());
-        config
+        Ok(config)
     }
+}
+
+/// The `serve` subcommand with every setting's environment variable.
+fn serve_command() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("serve", config_file::with_env)
+        .find_subcommand("serve")
+        .cloned()
+        .expect("serve is a subcommand")
+}
+
+/// `serve`'s definition without environment variables (`config defaults` and `config check`
+/// must not depend on the environment they run in).
+fn serve_command_without_env() -> clap::Command {
+    Cli::command().find_subcommand("serve").cloned().expect("serve is a subcommand")
+}
+
+fn seconds_type() -> std::any::TypeId {
+    std::any::TypeId::of::<Seconds>()
+}
+
+/// Reads `serve`'s settings from `rest` (its arguments), the environment (when `command` has
+/// the variables) and the `--config` file, flags first; then builds and validates the
+/// [`Config`]. Clap errors (unknown flags, `--help`) exit here; the `Err` is one line.
+fn settings(
+    command: &clap::Command,
+    rest: Vec<std::ffi::OsString>,
+) -> Result<(ServeArgs, Config, clap::ArgMatches), String> {
+    let argv = |extra: Vec<std::ffi::OsString>| {
+        std::iter::once("serve".into()).chain(extra).collect::<Vec<std::ffi::OsString>>()
+    };
+    let given = command.clone().try_get_matches_from(argv(rest.clone())).unwrap_or_else(|e| e.exit());
+    let mut entries = Vec::new();
+    let file = given.get_one::<PathBuf>("config").cloned();
+    if let Some(path) = &file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        entries = config_file::parse(&text, command, seconds_type()).map_err(|e| e.render(path))?;
+    }
+    let entries = config_file::underlay(entries, &given);
+    let mut layered: Vec<std::ffi::OsString> = entries.iter().flat_map(|e| e.flags.iter().cloned()).collect();
+    layered.extend(rest);
+    // What passed alone and fails now (a file's flag that needs or excludes another) is the file's.
+    let matches = command.clone().try_get_matches_from(argv(layered)).map_err(|e| {
+        let path = file.as_deref().unwrap_or(std::path::Path::new("--config"));
+        format!("{}: {}", path.display(), config_file::clap_reason(&e))
+    })?;
+    let args = ServeArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config = args.config().map_err(|e| format!("invalid configuration: {e}"))?;
+    if let Err(problem) = config.validate() {
+        // Name the file's key when that key alone is what the checks refuse.
+        let plain = serve_command_without_env();
+        for entry in &entries {
+            let alone = plain.clone().try_get_matches_from(argv(entry.flags.clone())).ok();
+            let alone = alone.and_then(|m| ServeArgs::from_arg_matches(&m).ok());
+            let refused = alone.and_then(|a| a.config().ok()).is_some_and(|c| c.validate().is_err());
+            if let (true, Some(path)) = (refused, &file) {
+                let error = config_file::FileError {
+                    at: Some(entry.at),
+                    message: format!("{}: out of range: {problem}", entry.id),
+                };
+                return Err(error.render(path));
+            }
+        }
+        return Err(format!("invalid configuration: {problem}"));
+    }
+    Ok((args, config, matches))
+}
+
+/// The arguments after the first `depth` ones (the program and its subcommands).
+fn rest_of_argv(depth: usize) -> Vec<std::ffi::OsString> {
+    std::env::args_os().skip(depth).collect()
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let command = Cli::command()
+        .mut_subcommand("serve", config_file::with_env)
+        .mut_subcommand("config", |c| c.mut_subcommand("show", config_file::with_env));
+    let matches = command.get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Bench(args) => run_bench(&args),
         Command::Sub(args) => cli::sub(args),
         Command::Pub(args) => cli::publish(args),
         Command::Ws(args) => cli::ws(args),
-        Command::Serve(args) => {
-            let mut config = match args.config_with_secret() {
-                Ok(config) => config,
+        Command::Config(ConfigCommand::Defaults) => {
+            let header = format!(
+                "pushwire {} configuration: every setting at its default.\n\
+                 Keys are `pushwire serve`'s flags without `--`, with `_` for `-`; each is also an\n\
+                 environment variable PUSHWIRE_KEY. Precedence: flags > environment > this file > defaults.",
+                env!("CARGO_PKG_VERSION")
+            );
+            print!(
+                "{}",
+                config_file::render(
+                    &serve_command_without_env(),
+                    seconds_type(),
+                    &header,
+                    config_file::default_values
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let rest = vec!["--config".into(), file.clone().into_os_string()];
+            match settings(&serve_command_without_env(), rest) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
-                    eprintln!("pushwire: invalid configuration: {e}");
+                    eprintln!("pushwire config check: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Show(_)) => match settings(&serve_command(), rest_of_argv(3)) {
+            Ok((_, _, matches)) => {
+                let header =
+                    "pushwire's effective configuration (flags > environment > --config file > defaults).";
+                let command = serve_command_without_env();
+                print!(
+                    "{}",
+                    config_file::render(&command, seconds_type(), header, |arg| config_file::raw_values(
+                        &matches, arg
+                    ))
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pushwire: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve(_) => match settings(&serve_command(), rest_of_argv(2)) {
+            Ok((args, config, _)) => serve(&args, config),
+            Err(e) => {
+                eprintln!("pushwire: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Runs the server until it has drained after SIGINT/SIGTERM.
+fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
+    open_files_and_connections(&mut config, args.max_connections.is_none());
+    let listen = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles { cert_pem: cert.clone(), key_pem: key.clone() };
+            let acceptor = match TlsAcceptor::new(files, config.net.tls_session_cache_entries) {
+                Ok(acceptor) => Arc::new(acceptor),
+                Err(e) => {
+                    eprintln!("pushwire: TLS: {e}");
                     return ExitCode::from(2);
                 }
             };
-            if let Err(e) = config.validate() {
-                eprintln!("pushwire: invalid configuration: {e}");
+            match args.tls_listen {
+                Some(tls) => Listen { plain: Some(args.listen), tls: Some((tls, acceptor)) },
+                None => Listen { plain: None, tls: Some((args.listen, acceptor)) },
+            }
+        }
+        _ => Listen::plain(args.listen),
+    };
+    let on_ready = |bound: pushwire::net::Bound| {
+        // Tests and scripts read these lines to find a port picked with :0 (the plain
+        // one first when there are both).
+        if let Some(addr) = bound.plain {
+            println!("pushwire listening on http://{addr}");
+        }
+        if let Some(addr) = bound.tls {
+            println!("pushwire listening on https://{addr}");
+        }
+    };
+    let result = match &args.redis {
+        None => pushwire::net::serve(config, listen, on_ready),
+        Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
+            Ok(url) => pushwire::net::redis_broker::serve(config, listen, url, on_ready),
+            Err(e) => {
+                eprintln!("pushwire: --redis: {e}");
                 return ExitCode::from(2);
             }
-            open_files_and_connections(&mut config, args.max_connections.is_none());
-            let listen = match (&args.tls_cert, &args.tls_key) {
-                (Some(cert), Some(key)) => {
-                    let files = TlsFiles { cert_pem: cert.clone(), key_pem: key.clone() };
-                    let acceptor = match TlsAcceptor::new(files, config.net.tls_session_cache_entries) {
-                        Ok(acceptor) => Arc::new(acceptor),
-                        Err(e) => {
-                            eprintln!("pushwire: TLS: {e}");
-                            return ExitCode::from(2);
-                        }
-                    };
-                    match args.tls_listen {
-                        Some(tls) => Listen { plain: Some(args.listen), tls: Some((tls, acceptor)) },
-                        None => Listen { plain: None, tls: Some((args.listen, acceptor)) },
-                    }
-                }
-                _ => Listen::plain(args.listen),
-            };
-            let on_ready = |bound: pushwire::net::Bound| {
-                // Tests and scripts read these lines to find a port picked with :0 (the plain
-                // one first when there are both).
-                if let Some(addr) = bound.plain {
-                    println!("pushwire listening on http://{addr}");
-                }
-                if let Some(addr) = bound.tls {
-                    println!("pushwire listening on https://{addr}");
-                }
-            };
-            let result = match &args.redis {
-                None => pushwire::net::serve(config, listen, on_ready),
-                Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
-                    Ok(url) => pushwire::net::redis_broker::serve(config, listen, url, on_ready),
-                    Err(e) => {
-                        eprintln!("pushwire: --redis: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
-            };
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("pushwire: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pushwire: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -491,11 +656,60 @@ fn open_files_and_connections(config: &mut Config, derive: bool) {
 mod tests {
     use super::*;
 
+    fn scratch_file(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("pushwire-main-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn config_defaults_file_reads_back_as_the_default_config() {
+        let text = config_file::render(
+            &serve_command_without_env(),
+            seconds_type(),
+            "",
+            config_file::default_values,
+        );
+        let path = scratch_file("defaults.toml", &text);
+        let (_, config, _) =
+            settings(&serve_command_without_env(), vec!["--config".into(), path.clone().into()]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn every_serve_setting_is_a_file_key_with_a_type() {
+        // A flag added to `serve` appears in the defaults file (commented out when unset).
+        let text = config_file::render(
+            &serve_command_without_env(),
+            seconds_type(),
+            "",
+            config_file::default_values,
+        );
+        for arg in serve_command_without_env().get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "version", "config"].contains(&id) {
+                continue;
+            }
+            let set = format!("\n{id} = ");
+            let unset = format!("\n# {id} = ");
+            assert!(text.contains(&set) || text.contains(&unset), "{id} missing from the defaults file");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_config_show() {
+        assert!(config_file::is_secret("publish_token"));
+        assert!(config_file::is_secret("api_key"));
+        assert!(!config_file::is_secret("publish_token_file"));
+        assert!(!config_file::is_secret("tls_key"));
+    }
+
     #[test]
     fn serve_without_flags_is_the_default_config() {
         let cli = Cli::try_parse_from(["pushwire", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
-        assert_eq!(args.config(), Config::default());
+        assert_eq!(args.config(), Ok(Config::default()));
     }
 
     #[test]

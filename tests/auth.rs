@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use common::v1::V1;
 use common::*;
 use hmac::{Hmac, KeyInit, Mac};
-use pushwire::ws::OpCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -169,46 +169,8 @@ fn rfc6750_authorization_matrix_on_the_five_single_channel_transports() {
     }
 }
 
-/// A `pushwire.v1` client: replies are matched by `ask`, other frames kept for `recv`.
-struct V1 {
-    ws: RawWs,
-    others: std::collections::VecDeque<Value>,
-}
-
 fn v1(server: &Server, token: Option<&str>) -> V1 {
-    let path = token.map_or("/ws".to_string(), |t| format!("/ws?token={t}"));
-    let (ws, head) = RawWs::connect(server, &path, &["pushwire.v1"]);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    ws.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    V1 { ws, others: Default::default() }
-}
-
-impl V1 {
-    fn frame(&mut self) -> Value {
-        serde_json::from_str(&self.ws.recv_text()).unwrap()
-    }
-
-    /// Sends `command` and returns its `ok`/`error` reply.
-    fn ask(&mut self, command: Value) -> Value {
-        self.ws.send(OpCode::Text, command.to_string().as_bytes());
-        loop {
-            let frame = self.frame();
-            if frame["type"] == "ok" || frame["type"] == "error" {
-                return frame;
-            }
-            self.others.push_back(frame);
-        }
-    }
-
-    /// The next channel message (skipping `open` frames).
-    fn message(&mut self) -> Value {
-        loop {
-            let frame = self.others.pop_front().unwrap_or_else(|| self.frame());
-            if frame["type"] != "open" {
-                return frame;
-            }
-        }
-    }
+    V1::connect(server, token)
 }
 
 fn ask(c: &mut V1, command: Value) -> Value {
@@ -267,17 +229,6 @@ fn pushwire_v1_commands_are_authorized_per_channel() {
     assert_eq!(metric(&server, "token_refusals_total{reason=\"expired\"}"), 2);
 }
 
-/// The next close frame's code and reason, skipping other frames.
-fn close_of(c: &mut V1) -> (u16, String) {
-    loop {
-        let (op, payload) = c.ws.recv().expect("a close frame before EOF");
-        if op == OpCode::Close {
-            let code = u16::from_be_bytes([payload[0], payload[1]]);
-            return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
-        }
-    }
-}
-
 #[test]
 fn centrifugo_token_expiry_closes_with_4001_unless_refreshed() {
     let server = server();
@@ -291,7 +242,7 @@ fn centrifugo_token_expiry_closes_with_4001_unless_refreshed() {
     let good = ask(&mut refreshed, json!({"type":"refresh","token":token("bob", "private.*", 600),"req":3}));
     assert_eq!(good, json!({"type":"ok","req":3}));
     // The short one is closed with 4001 once its token expired (within seconds, not at once).
-    assert_eq!(close_of(&mut short), (4001, "token expired".to_string()));
+    assert_eq!(short.close_frame(), (4001, "token expired".to_string()));
     // The refreshed one lives on past the first expiry and still gets its channel.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(

@@ -101,7 +101,7 @@ fn per_command_errors_keep_the_connection_open() {
         (json!({"type":"dance","req":4}), "unknown_command"),
         (json!({"type":"subscribe","channel":"a b","req":5}), "bad_channel"),
         (json!({"type":"subscribe","channel":"ea2","since":"x","req":6}), "bad_cursor"),
-        (json!({"type":"presence","channel":"ea","req":7}), "unavailable"),
+        (json!({"type":"presence","channel":"a b","req":7}), "bad_channel"),
         (json!({"type":"subscribe","channel":"eb","token":"a.b.c","req":8}), "bad_token"),
         (json!({"type":"publish","channel":"ea","req":9}), "bad_command"),
     ];

@@ -23,9 +23,18 @@ impl Script {
         Script { conn: Conn::new(Arc::new(config), metrics, now), hub, now, subscribed: Vec::new() }
     }
 
+    /// The one connection's address.
+    fn addr(&self) -> crate::hub::backend::ConnAddr {
+        crate::hub::backend::ConnAddr {
+            sink: SinkId::new(0).unwrap(),
+            conn: crate::hub::backend::ConnId::new(0, 0),
+        }
+    }
+
     fn run_commands(&mut self) {
         while let Some(command) = self.conn.poll_command() {
-            let applied = command.apply(&mut self.hub, SinkId::new(0).unwrap(), self.now);
+            let from = self.addr();
+            let applied = command.apply(&mut self.hub, from, self.now);
             if let Some(channel) = applied.subscribed {
                 self.subscribed.push(channel);
             }

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ChannelName, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since, SinkId};
+use super::addr::ConnAddr;
+use super::presence::{Joining, Member, PresenceError, PresenceEvent};
+use super::{ChannelName, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since};
 
 /// A request for the hub.
 #[derive(Debug)]
@@ -40,7 +42,26 @@ pub enum Command {
         /// Where the client's history ends.
         since: Since,
     },
-    /// End the connection's subscription to a channel; no reply.
+    /// Subscribe like [`Command::Subscribe`] and join the channel's presence as a member;
+    /// answered by [`Reply::Subscribed`] (refused as a whole when presence is full or the info
+    /// too large). The [`Command::Unsubscribe`] that ends the subscription also leaves.
+    SubscribeMember {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the client's history ends.
+        since: Since,
+        /// What the member shows (boxed: the common commands stay small).
+        member: Box<Joining>,
+    },
+    /// Read a channel's presence; answered by [`Reply::Presence`].
+    Presence {
+        /// The channel.
+        channel: ChannelName,
+        /// List the members too (else only the count).
+        list: bool,
+    },
+    /// End the connection's subscription to a channel (and its presence, if it is a member);
+    /// no reply.
     Unsubscribe {
         /// The channel.
         channel: ChannelName,
@@ -66,6 +87,22 @@ pub enum Reply {
     },
     /// The hub's figures.
     Stats(HubStats),
+    /// A channel's presence: the count and, when asked, the members; or why it cannot be read.
+    Presence {
+        /// The channel.
+        channel: ChannelName,
+        /// The member count and list.
+        result: Result<PresenceList, HubError>,
+    },
+}
+
+/// A channel's presence as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceList {
+    /// How many members.
+    pub count: usize,
+    /// The members, when listed (else empty), in no particular order.
+    pub members: Vec<Member>,
 }
 
 /// What applying a command did.
@@ -79,11 +116,14 @@ pub struct Applied {
     pub subscribed: Option<ChannelName>,
     /// The connection is no longer subscribed to this channel.
     pub unsubscribed: Option<ChannelName>,
+    /// A member joined or left: the connections to tell (`notify`, possibly on other loops).
+    pub presence: Option<PresenceEvent>,
 }
 
 impl Command {
-    /// Applies the command to the hub. `sink` is the event loop the connection lives on.
-    pub fn apply(self, hub: &mut Hub, sink: SinkId, now: Instant) -> Applied {
+    /// Applies the command to the hub for the connection at `from` (its loop is the sink).
+    pub fn apply(self, hub: &mut Hub, from: ConnAddr, now: Instant) -> Applied {
+        let sink = from.sink;
         match self {
             Command::Publish { channel, event, payload } => {
                 match hub.publish(&channel, event, payload, now) {
@@ -109,9 +149,48 @@ impl Command {
                     ..Applied::default()
                 }
             }
+            Command::SubscribeMember { channel, since, member } => {
+                let replay = hub.subscribe(&channel, since, sink, now);
+                let channel = hub.channel_name(&channel).unwrap_or(channel);
+                let mut presence = None;
+                let replay = replay.and_then(|replay| {
+                    let Joining { user, info, joins } = *member;
+                    match hub.presence_mut().join(&channel, Member { conn: from, user, info, joins }) {
+                        Ok(event) => presence = Some(event),
+                        // Cannot happen (a connection's channel set refuses a second
+                        // subscribe first); the member is there already.
+                        Err(PresenceError::AlreadyMember) => {}
+                        Err(e) => {
+                            // Refused as a whole: the subscription just made is undone.
+                            hub.unsubscribe(&channel, sink, now);
+                            return Err(match e {
+                                PresenceError::InfoTooLarge => HubError::InfoTooLarge,
+                                _ => HubError::PresenceFull,
+                            });
+                        }
+                    }
+                    Ok(replay)
+                });
+                let subscribed = replay.is_ok().then(|| channel.clone());
+                Applied {
+                    reply: Some(Reply::Subscribed { channel, replay }),
+                    subscribed,
+                    presence,
+                    ..Applied::default()
+                }
+            }
+            Command::Presence { channel, list } => {
+                let presence = hub.presence();
+                let members = if list { presence.members(&channel).collect() } else { Vec::new() };
+                let result = Ok(PresenceList { count: presence.count(&channel), members });
+                Applied { reply: Some(Reply::Presence { channel, result }), ..Applied::default() }
+            }
             Command::Unsubscribe { channel } => {
                 hub.unsubscribe(&channel, sink, now);
-                Applied { unsubscribed: Some(channel), ..Applied::default() }
+                // Every way a subscription ends submits this (hub/backend.rs, "Ownership of a
+                // subscription"), so presence never outlives it; not a member: nothing.
+                let presence = hub.presence_mut().leave(&channel, from);
+                Applied { unsubscribed: Some(channel), presence, ..Applied::default() }
             }
             Command::Stats => Applied { reply: Some(Reply::Stats(hub.stats())), ..Applied::default() },
         }

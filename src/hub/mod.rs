@@ -63,6 +63,7 @@
 //! within a channel an instant earlier than one already seen counts as the latest one seen:
 //! publish times never decrease along a history.
 
+pub mod addr;
 pub mod backend;
 pub mod channel_name;
 pub mod command;
@@ -72,9 +73,10 @@ pub mod message;
 pub mod presence;
 
 pub use channel_name::ChannelName;
-pub use command::{Applied, Command, Reply};
+pub use command::{Applied, Command, PresenceList, Reply};
 pub use cursor::{Cursor, CursorError, Epoch};
 pub use message::{Encoding, Message, Payload};
+pub use presence::{Presence, PresenceLimits};
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -98,6 +100,8 @@ pub struct Limits {
     pub max_total_history_bytes: usize,
     /// Most channels at once; creating another is refused with 503. Default 100 000.
     pub max_channels: usize,
+    /// Presence bounds: members per channel, info bytes per member.
+    pub presence: PresenceLimits,
 }
 
 impl Default for Limits {
@@ -108,6 +112,7 @@ impl Default for Limits {
             max_history_bytes: 64 << 20,
             max_total_history_bytes: 1 << 30,
             max_channels: 100_000,
+            presence: PresenceLimits::default(),
         }
     }
 }
@@ -133,6 +138,9 @@ impl Limits {
         }
         if self.max_channels == 0 {
             return Err("hub: max_channels must be at least 1".into());
+        }
+        if self.presence.max_members_per_channel == 0 {
+            return Err("hub: max_presence_members must be at least 1".into());
         }
         Ok(())
     }
@@ -250,6 +258,10 @@ pub enum HubError {
     /// The shared backend (Redis) cannot serve the request now: unreachable, reconnecting,
     /// or its queues are full.
     BackendUnavailable,
+    /// The channel's presence has [`PresenceLimits::max_members_per_channel`] members.
+    PresenceFull,
+    /// A member's info is over [`PresenceLimits::max_info_bytes`] (peer fault).
+    InfoTooLarge,
 }
 
 impl HubError {
@@ -258,8 +270,9 @@ impl HubError {
     pub fn status_hint(self) -> u16 {
         match self {
             HubError::InvalidChannelName => 400,
-            HubError::MessageTooLarge => 413,
-            HubError::TooManyChannels
+            HubError::MessageTooLarge | HubError::InfoTooLarge => 413,
+            HubError::PresenceFull
+            | HubError::TooManyChannels
             | HubError::HistoryFull
             | HubError::OffsetsExhausted
             | HubError::BackendUnavailable => 503,
@@ -276,6 +289,8 @@ impl fmt::Display for HubError {
             HubError::MessageTooLarge => "message larger than a channel's history",
             HubError::OffsetsExhausted => "channel offsets exhausted",
             HubError::BackendUnavailable => "the shared backend (redis) is unavailable",
+            HubError::PresenceFull => "the channel has too many members",
+            HubError::InfoTooLarge => "info is too large",
         })
     }
 }
@@ -313,6 +328,8 @@ pub struct Hub {
     limits: Limits,
     channels: Channels,
     totals: Totals,
+    /// Who is subscribed with presence (command-mode subscribers), per channel.
+    presence: Presence,
 }
 
 /// The live channels and the source of their epochs.
@@ -332,7 +349,19 @@ impl Hub {
             limits,
             channels: Channels { by_name: HashMap::new(), epoch_seed, epoch_counter: 0 },
             totals: Totals::default(),
+            presence: Presence::new(limits.presence),
         }
+    }
+
+    /// The presence tables.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// The presence tables, to join and leave ([`Command::apply`] keeps them in step with the
+    /// subscriptions).
+    pub fn presence_mut(&mut self) -> &mut Presence {
+        &mut self.presence
     }
 
     /// Appends a message to `channel` (creating it if absent) and returns it with the sinks to

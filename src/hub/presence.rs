@@ -14,6 +14,9 @@
 //! channel tables is at most the number of live subscriptions (a table is freed with its last
 //! member), itself bounded by connections × `max_channels_per_connection`.
 //!
+//! Wired into the in-memory hub: [`super::Hub`] holds one [`Presence`], which
+//! [`super::Command::apply`] joins on a `SubscribeMember` and leaves on every `Unsubscribe`.
+//!
 //! Never leaks: [`Presence::leave`] is called with every `Unsubscribe` the loop submits, and the
 //! loop submits one for each channel a connection held on every way a subscription ends
 //! (unsubscribe command, close, timeout, slow-consumer close, drain; see `hub/backend.rs`
@@ -28,7 +31,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::backend::ConnAddr;
+use super::addr::ConnAddr;
 use super::ChannelName;
 
 /// Bounds on the presence tables.
@@ -55,6 +58,18 @@ pub struct Member {
     /// The connection.
     pub conn: ConnAddr,
     /// The user id of the connection's token, when it has one.
+    pub user: Option<Box<str>>,
+    /// Client-supplied presence data: a JSON object's text.
+    pub info: Option<Box<str>>,
+    /// The member receives join and leave events of the channel.
+    pub joins: bool,
+}
+
+/// What a subscriber shows in presence when it joins (a [`Member`] without its connection,
+/// which the hub knows from the command's sender).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joining {
+    /// The user id of the token that granted the subscription.
     pub user: Option<Box<str>>,
     /// Client-supplied presence data: a JSON object's text.
     pub info: Option<Box<str>>,

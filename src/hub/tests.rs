@@ -1,6 +1,7 @@
 //! Tests of [`super::Hub`]: history, cursors, the gap rule, subscriptions and limits.
 
 use super::*;
+use crate::hub::backend::{ConnAddr, ConnId};
 use std::collections::HashSet;
 
 /// The fake clock's origin; every other instant is this plus a `Duration`. The one clock
@@ -40,6 +41,7 @@ fn small_limits() -> Limits {
         max_history_bytes: 100,
         max_total_history_bytes: 1_000,
         max_channels: 4,
+        presence: PresenceLimits::default(),
     }
 }
 
@@ -482,10 +484,11 @@ fn subscribers_share_the_hubs_channel_name() {
     let mut hub = Hub::new(Limits::default(), 1);
     let first = name("shared");
     let command = |channel: &ChannelName| Command::Subscribe { channel: channel.clone(), since: Since::Tail };
-    let applied = command(&first).apply(&mut hub, sink(0), now);
+    let applied = command(&first).apply(&mut hub, ConnAddr { sink: sink(0), conn: ConnId::new(0, 0) }, now);
     let second = name("shared");
     assert_ne!(first.as_str().as_ptr(), second.as_str().as_ptr());
-    let applied_again = command(&second).apply(&mut hub, sink(0), now);
+    let applied_again =
+        command(&second).apply(&mut hub, ConnAddr { sink: sink(0), conn: ConnId::new(0, 0) }, now);
     for applied in [applied, applied_again] {
         let Some(Reply::Subscribed { channel, replay: Ok(_) }) = applied.reply else { panic!() };
         assert_eq!(channel.as_str().as_ptr(), first.as_str().as_ptr());
@@ -662,6 +665,7 @@ fn random_operations_keep_hub_invariants() {
         max_history_bytes: 24,
         max_total_history_bytes: 60,
         max_channels: 3,
+        presence: PresenceLimits::default(),
     };
     let names: Vec<ChannelName> = ["a", "b", "c", "d", "e"].iter().map(|n| name(n)).collect();
     for seed in 1..=8u64 {

@@ -547,6 +547,17 @@ impl EventLoop {
                         }
                     }
                     LoopEvent::Reply { conn: id, reply } => self.hand_reply(id, *reply, now),
+                    LoopEvent::Presence(event) => {
+                        for addr in event.notify.iter().filter(|a| a.sink == self.sink) {
+                            let id = addr.conn;
+                            let Some(slot) = live(&mut self.slots, id) else { continue };
+                            slot.conn.handle_presence(&event, now);
+                            if !slot.dirty {
+                                slot.dirty = true;
+                                self.dirty.push_back(id);
+                            }
+                        }
+                    }
                 }
             }
             // Written in slices: the loop polls between them, so its other connections (and a

@@ -35,7 +35,19 @@ impl LocalHub {
 impl HubBackend for LocalHub {
     fn submit(&self, from: ConnAddr, command: Command, now: Instant) -> Submitted {
         let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
-        let applied = command.apply(&mut hub, from.sink, now);
+        let applied = command.apply(&mut hub, from, now);
+        if let Some(event) = applied.presence.filter(|e| !e.notify.is_empty()) {
+            // Under the lock too, so a join or leave reaches each loop in order with the
+            // channel's messages; one event per loop that has a connection to tell.
+            let event = Arc::new(event);
+            let mut sinks: Vec<_> = event.notify.iter().map(|c| c.sink).collect();
+            sinks.sort_unstable_by_key(|s| s.index());
+            sinks.dedup();
+            for target in sinks {
+                self.inboxes[target.index() as usize]
+                    .push(LoopEvent::Presence(event.clone()), target != from.sink);
+            }
+        }
         if let Some(published) = applied.published {
             // Still under the hub's lock: offsets reach every loop's inbox (the publisher's
             // too) in the order the hub assigned them, so each loop sees a channel in order.

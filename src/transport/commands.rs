@@ -5,7 +5,7 @@
 //! {"type":"subscribe","channel":"a","since":"E:O","joins":true,"token":"JWT","info":{…},"req":1}
 //! {"type":"unsubscribe","channel":"a","req":2}
 //! {"type":"publish","channel":"a","data":"…","event":"x","except_self":true,"req":3}   ("data_b64" for binary)
-//! {"type":"presence","channel":"a","req":4}
+//! {"type":"presence","channel":"a","req":4}                   ("presence_stats": the count only)
 //! {"type":"refresh","token":"JWT","req":5}
 //!
 //! {"type":"ok","req":1,"channel":"a"}                         ("id":"E:O" added for a publish)
@@ -82,10 +82,13 @@ pub enum Command {
         /// Do not deliver it to this connection.
         except_self: bool,
     },
-    /// Read a channel's presence.
+    /// Read a channel's presence: its members (`presence`) or only their count
+    /// (`presence_stats`).
     Presence {
         /// The channel.
         channel: ChannelName,
+        /// Only the count.
+        stats: bool,
     },
     /// Replace the connection's token.
     Refresh {
@@ -101,7 +104,7 @@ impl Command {
             Command::Subscribe { channel, .. }
             | Command::Unsubscribe { channel }
             | Command::Publish { channel, .. }
-            | Command::Presence { channel } => Some(channel),
+            | Command::Presence { channel, .. } => Some(channel),
             Command::Refresh { .. } => None,
         }
     }
@@ -160,9 +163,9 @@ impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandError::BadCommand(why) => write!(f, "bad command: {why}"),
-            CommandError::UnknownCommand => {
-                f.write_str("type must be subscribe, unsubscribe, publish, presence or refresh")
-            }
+            CommandError::UnknownCommand => f.write_str(
+                "type must be subscribe, unsubscribe, publish, presence, presence_stats or refresh",
+            ),
             CommandError::BadChannel => {
                 f.write_str("channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -, not . or ..")
             }
@@ -259,7 +262,7 @@ fn short(message: &str) -> String {
 fn check(raw: Raw<'_>, limits: &CommandLimits) -> Result<Command, CommandError> {
     let allowed: &[&str] = match raw.kind.as_str() {
         "subscribe" => &["channel", "since", "joins", "token", "info"],
-        "unsubscribe" | "presence" => &["channel"],
+        "unsubscribe" | "presence" | "presence_stats" => &["channel"],
         "publish" => &["channel", "data", "data_b64", "event", "except_self"],
         "refresh" => &["token"],
         _ => return Err(CommandError::UnknownCommand),
@@ -315,7 +318,8 @@ fn check(raw: Raw<'_>, limits: &CommandLimits) -> Result<Command, CommandError> 
             })
         }
         "unsubscribe" => Ok(Command::Unsubscribe { channel: channel()? }),
-        "presence" => Ok(Command::Presence { channel: channel()? }),
+        "presence" => Ok(Command::Presence { channel: channel()?, stats: false }),
+        "presence_stats" => Ok(Command::Presence { channel: channel()?, stats: true }),
         "refresh" => match token(raw.token)? {
             Some(token) => Ok(Command::Refresh { token }),
             None => Err(CommandError::BadCommand("refresh needs a token".into())),
@@ -426,7 +430,14 @@ mod tests {
             cmd(r#"{"type":"unsubscribe","channel":"a"}"#),
             Ok(Command::Unsubscribe { channel: name("a") })
         );
-        assert_eq!(cmd(r#"{"type":"presence","channel":"a"}"#), Ok(Command::Presence { channel: name("a") }));
+        assert_eq!(
+            cmd(r#"{"type":"presence","channel":"a"}"#),
+            Ok(Command::Presence { channel: name("a"), stats: false })
+        );
+        assert_eq!(
+            cmd(r#"{"type":"presence_stats","channel":"a"}"#),
+            Ok(Command::Presence { channel: name("a"), stats: true })
+        );
         assert_eq!(cmd(r#"{"type":"refresh","token":"t"}"#), Ok(Command::Refresh { token: "t".into() }));
         let Ok(Command::Publish { payload: Payload::Binary(bytes), event, except_self, .. }) =
             cmd(r#"{"type":"publish","channel":"a","data_b64":"AAEC","event":"e","except_self":true}"#)

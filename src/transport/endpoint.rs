@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use super::access::PREFLIGHT_FIELDS;
 use super::route::Route;
-use super::{pages, publish, short_poll};
+use super::{pages, publish, rooms, short_poll};
 use crate::config::Config;
-use crate::hub::{Command, Reply};
+use crate::hub::{ChannelName, Command, PresenceList, Reply};
 use crate::metrics::Metrics;
 
 /// A complete response to write.
@@ -89,10 +89,20 @@ pub fn handle(
             since: *since,
             max_messages: config.transport.max_batch_messages,
         }),
+        Route::Presence { channel } => {
+            Endpoint::Await(Command::Presence { channel: channel.clone(), list: true })
+        }
         Route::LongPoll { .. } | Route::Sse { .. } | Route::WebSocket { .. } | Route::Stream { .. } => {
             return None
         }
     })
+}
+
+/// `{"channel":"a","count":N,"members":[{"id":…,"user":…,"info":…}]}`.
+fn presence_body(channel: &ChannelName, list: &PresenceList) -> Vec<u8> {
+    let mut body = rooms::presence_reply(None, channel, &list.members);
+    body.push(b'\n');
+    body
 }
 
 /// The answer to the hub's reply to an endpoint's command.
@@ -117,6 +127,14 @@ pub fn answer_reply(reply: Reply, metrics: &Metrics) -> Answer {
             body: Cow::Owned(metrics.render(&stats).into_bytes()),
         },
         Reply::Published(Err(e)) | Reply::Read(Err(e)) | Reply::Subscribed { replay: Err(e), .. } => {
+            Answer::Error { status: e.status_hint(), reason: e.to_string() }
+        }
+        Reply::Presence { channel, result: Ok(list) } => Answer::Full {
+            status: 200,
+            fields: vec![("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+            body: Cow::Owned(presence_body(&channel, &list)),
+        },
+        Reply::Presence { result: Err(e), .. } => {
             Answer::Error { status: e.status_hint(), reason: e.to_string() }
         }
         Reply::Subscribed { replay: Ok(_), .. } => {

@@ -35,7 +35,7 @@ use crate::http1::target::{decode, Target};
 use crate::hub::backend::ConnAddr;
 use crate::hub::composite::{self, Composite, CompositeError, Mismatch};
 use crate::hub::presence::{Change, Member, PresenceEvent};
-use crate::hub::{ChannelName, Cursor, Epoch, HubError, Payload};
+use crate::hub::{ChannelName, Cursor, Epoch, HubError, Payload, PresenceList};
 use crate::protocol::envelope::write_json_string;
 
 use super::commands::{error_reply, ok_reply, Command, CommandError, Request};
@@ -124,6 +124,8 @@ pub enum Action {
     Presence {
         /// The channel.
         channel: ChannelName,
+        /// List the members (else only count them).
+        list: bool,
     },
 }
 
@@ -135,8 +137,8 @@ pub enum Answer {
     Subscribed(Result<Cursor, HubError>),
     /// The message got this id, or was refused.
     Published(Result<Cursor, HubError>),
-    /// The channel's members.
-    Presence(Vec<Member>),
+    /// The channel's member count and (for `presence`, not `presence_stats`) its members.
+    Presence(PresenceList),
 }
 
 /// The result of one command: something for the hub, a reply for the client, or both.
@@ -185,6 +187,7 @@ enum Kind {
     Subscribe,
     Publish,
     Presence,
+    PresenceStats,
 }
 
 #[derive(Debug)]
@@ -333,12 +336,14 @@ impl Rooms {
                     token_refusal: None,
                 }
             }
-            Command::Presence { channel } => {
+            Command::Presence { channel, stats } => {
                 if let Err(e) = self.authorize(Grant::Presence, &channel, None, auth) {
                     return refuse(e);
                 }
-                self.pending.push_back(Pending { kind: Kind::Presence, req, channel: channel.clone() });
-                Outcome { action: Some(Action::Presence { channel }), reply: None, token_refusal: None }
+                let kind = if stats { Kind::PresenceStats } else { Kind::Presence };
+                self.pending.push_back(Pending { kind, req, channel: channel.clone() });
+                let action = Action::Presence { channel, list: !stats };
+                Outcome { action: Some(action), reply: None, token_refusal: None }
             }
             Command::Refresh { token } => match auth.verify(&token) {
                 Ok(claims) => {
@@ -376,7 +381,10 @@ impl Rooms {
             }
             (Kind::Publish, Answer::Published(Ok(id))) => ok_reply(req, channel, Some(id)),
             (Kind::Publish, Answer::Published(Err(e))) => error_reply(req, channel, &hub_error(e)),
-            (Kind::Presence, Answer::Presence(members)) => presence_reply(req, &pending.channel, &members),
+            (Kind::Presence, Answer::Presence(list)) => presence_reply(req, &pending.channel, &list.members),
+            (Kind::PresenceStats, Answer::Presence(list)) => {
+                presence_stats_reply(req, &pending.channel, list.count)
+            }
             (kind, answer) => {
                 let why = format!("internal: {kind:?} answered with {answer:?}");
                 error_reply(req, channel, &CommandError::Unavailable(why))
@@ -432,6 +440,7 @@ impl Rooms {
 fn hub_error(e: HubError) -> CommandError {
     match e {
         HubError::MessageTooLarge => CommandError::TooLarge("message"),
+        HubError::InfoTooLarge => CommandError::TooLarge("info"),
         HubError::InvalidChannelName => CommandError::BadChannel,
         e => CommandError::Unavailable(e.to_string()),
     }
@@ -478,6 +487,18 @@ pub fn presence_reply(req: Option<&str>, channel: &ChannelName, members: &[Membe
         write_member(&mut out, member);
     }
     out.extend_from_slice(b"]}");
+    out
+}
+
+/// `{"type":"presence_stats","req":…,"channel":"a","count":N}`.
+pub fn presence_stats_reply(req: Option<&str>, channel: &ChannelName, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"type\":\"presence_stats\"");
+    if let Some(req) = req {
+        out.extend_from_slice(b",\"req\":");
+        out.extend_from_slice(req.as_bytes());
+    }
+    out.extend_from_slice(format!(",\"channel\":\"{}\",\"count\":{count}}}", channel.as_str()).as_bytes());
     out
 }
 

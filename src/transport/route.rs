@@ -1,8 +1,8 @@
 //! Routing: a request head to a [`Route`] or a [`Refusal`], with the access verdict decided
 //! once on the way.
 //!
-//! Implements: the URL space (`/`, `/healthz`, `/metrics`, `/pushwire.js`, `/echo`,
-//! `/channels/{name}`), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
+//! Implements: the URL space (`/`, `/healthz`, `/metrics`, `/pushwire.js`, `/echo`, `/ws`,
+//! `/channels/{name}`, `/channels/{name}/presence`), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
 //! of [`super::access`] applied once per head (origin, then the token the route needs: the
 //! signed token a `--channel-policy` asks for, else the static one), and the choice
 //! of transport for `GET /channels/{name}` (see [`super`], "Choosing a transport").
@@ -76,6 +76,11 @@ pub enum Route {
         accepted: crate::ws::Accepted,
         /// Messages the client sends are published (publishing allowed and token given).
         may_publish: bool,
+    },
+    /// `GET /channels/{name}/presence`: the channel's presence members as JSON.
+    Presence {
+        /// The channel.
+        channel: ChannelName,
     },
     /// `GET /channels/{name}` as a chunked NDJSON stream.
     Stream {
@@ -183,6 +188,16 @@ fn route_with(
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::NotFound);
             };
+            // `/` is not in the channel alphabet, so `NAME/presence` names no channel.
+            if let Some(name) = name.strip_suffix("/presence") {
+                let channel = ChannelName::parse(name).map_err(|_| Refusal::BadChannelName)?;
+                if !read_only {
+                    return Err(not_allowed(PAGE_METHODS));
+                }
+                let static_check = || config.access.check_subscribe(head, &target);
+                check_channel(head, &target, config, &channel, Action::Presence, unix_now_s, static_check)?;
+                return Ok(Route::Presence { channel });
+            }
             let channel = ChannelName::parse(name).map_err(|_| Refusal::BadChannelName)?;
             match method {
                 "POST" => {

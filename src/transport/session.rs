@@ -203,6 +203,31 @@ impl Session {
         }
     }
 
+    /// A channel's presence, read for the session (a `presence` command).
+    pub fn handle_presence_list(
+        &mut self,
+        channel: ChannelName,
+        list: crate::hub::PresenceList,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_presence_list(channel, list, ctx),
+            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+        }
+    }
+
+    /// A join or leave on a channel the session asked join and leave events of.
+    pub fn handle_presence(
+        &mut self,
+        event: &crate::hub::presence::PresenceEvent,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_presence(event, ctx),
+            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+        }
+    }
+
     /// The answer to a read the session queued.
     pub fn handle_read(&mut self, replay: crate::hub::Replay, ctx: &mut Ctx<'_>) -> Flow {
         match self {

@@ -17,8 +17,9 @@
 //!   connection open. Each command is authorized per channel ([`super::rooms`]: the
 //!   connection token from the upgrade, a subscribe's own `token`, `--channel-policy`); a
 //!   `refresh` replaces the connection token, and one that expires closes the connection with
-//!   4001 ([`CLOSE_TOKEN_EXPIRED`]). Not served yet on this path: `presence` (answered
-//!   `unavailable`), `joins` and `info` (accepted and ignored).
+//!   4001 ([`CLOSE_TOKEN_EXPIRED`]). Each subscription is a presence member (with the
+//!   token's user id and the `info` given); `presence` and `presence_stats` read a channel's
+//!   members, and `joins: true` sends `join`/`leave` frames of the others.
 //! - **Echo.** `/echo` sends every text and binary message back, for conformance tools and
 //!   benchmarks, within its own (larger) limits.
 //! - **Heartbeat.** A connection quiet for [`Limits::ping_interval`] is pinged (RFC 6455
@@ -49,9 +50,11 @@ use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsCon
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
 use super::feed::{Feed, Step, Wire};
 use super::policy::Action as Grant;
-use super::rooms::{Action, Answer, Authority, RoomLimits, Rooms, CLOSE_TOKEN_EXPIRED};
+use super::rooms::{presence_event, Action, Answer, Authority, RoomLimits, Rooms, CLOSE_TOKEN_EXPIRED};
 use super::token::Claims;
 use super::{CloseReason, Ctx, Flow};
+use crate::hub::presence::{Joining, PresenceEvent};
+use crate::hub::PresenceList;
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 use std::collections::VecDeque;
 
@@ -434,7 +437,7 @@ impl WsSession {
         };
         // Refused here, before the channel set records anything: publishing needs what a
         // one-channel connection's publishing needs (on a channel whose policy needs a signed
-        // token, that token instead of the static one), and presence is not served yet.
+        // token, that token instead of the static one).
         let early = match &request.command {
             Ok(V1Command::Publish { channel, .. })
                 if !ctx.config.websocket.client_publish
@@ -442,9 +445,6 @@ impl WsSession {
                         && !access.policies.needs_token(channel.as_str(), Grant::Publish)) =>
             {
                 Some(CommandError::NotAllowed("publishing is not allowed on this connection"))
-            }
-            Ok(V1Command::Presence { .. }) => {
-                Some(CommandError::Unavailable("presence is not served yet".into()))
             }
             _ => None,
         };
@@ -471,10 +471,12 @@ impl WsSession {
         }
         match outcome.action {
             None => {}
-            Some(Action::Subscribe { channel, since, .. }) => {
-                let feed = Feed::new(channel);
-                ctx.commands.push_back(feed.subscribe(since.map_or(Since::Tail, Since::After)));
-                mode.feeds.push(feed);
+            Some(Action::Subscribe { channel, since, user, info, joins }) => {
+                // Every command-mode subscriber is a presence member (README "Presence").
+                let since = since.map_or(Since::Tail, Since::After);
+                let member = Box::new(Joining { user, info, joins });
+                ctx.commands.push_back(Command::SubscribeMember { channel: channel.clone(), since, member });
+                mode.feeds.push(Feed::new(channel));
             }
             Some(Action::Unsubscribe { channel }) => {
                 mode.feeds.retain(|f| f.channel != channel);
@@ -484,9 +486,35 @@ impl WsSession {
                 mode.publishes.push_back(except_self);
                 ctx.commands.push_back(Command::Publish { channel, event, payload });
             }
-            // Refused above.
-            Some(Action::Presence { .. }) => {}
+            Some(Action::Presence { channel, list }) => {
+                ctx.commands.push_back(Command::Presence { channel, list });
+            }
         }
+    }
+
+    /// A channel's presence, read for a `presence` or `presence_stats` command.
+    pub fn handle_presence_list(
+        &mut self,
+        _channel: ChannelName,
+        list: PresenceList,
+        ctx: &mut Ctx<'_>,
+    ) -> Flow {
+        if let Serving::Commands(mode) = &mut self.serving {
+            if let Some(reply) = mode.rooms.handle_answer(Answer::Presence(list)) {
+                send_json(&mut self.ws, reply, ctx);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A join or leave on a channel this connection subscribed to with `joins`: its frame,
+    /// `{"type":"join"|"leave","channel":…,"member":{…}}`.
+    pub fn handle_presence(&mut self, event: &PresenceEvent, ctx: &mut Ctx<'_>) -> Flow {
+        let Serving::Commands(mode) = &self.serving else { return Flow::Continue };
+        if !self.ws.close_sent() && mode.feeds.iter().any(|f| f.channel == event.channel) {
+            send_json(&mut self.ws, presence_event(event), ctx);
+        }
+        Flow::Continue
     }
 
     /// The subscription's replay.

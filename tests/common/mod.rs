@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod v1;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -46,11 +47,27 @@ impl Server {
         (server, tls.expect("the server serves TLS"))
     }
 
+    /// Starts `pushwire serve --listen 127.0.0.1:0` with extra flags and environment variables.
+    pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::try_start_env("127.0.0.1:0", flags, env)
+            .map(|(server, _)| server)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn try_start_listening(listen: &str, flags: &[&str]) -> Result<(Server, Option<SocketAddr>), String> {
+        Server::try_start_env(listen, flags, &[])
+    }
+
+    fn try_start_env(
+        listen: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(Server, Option<SocketAddr>), String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
             .args(["serve", "--listen", listen])
             .args(flags)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -128,7 +128,15 @@ impl HubBackend for RedisHub {
             Command::Read { channel, since, max_messages } => {
                 BrokerRequest::Read { sink, token, channel, since, max_messages }
             }
-            Command::Subscribe { channel, since } => BrokerRequest::Subscribe { sink, token, channel, since },
+            // Presence is not shared through Redis yet: the member subscribes without being
+            // listed, and presence is answered unavailable (see README "Presence").
+            Command::Subscribe { channel, since } | Command::SubscribeMember { channel, since, .. } => {
+                BrokerRequest::Subscribe { sink, token, channel, since }
+            }
+            Command::Presence { channel, .. } => {
+                let result = Err(HubError::BackendUnavailable);
+                return Submitted::Reply(Reply::Presence { channel, result });
+            }
             Command::Unsubscribe { channel } => {
                 let _ = self.client.submit(BrokerRequest::Unsubscribe { sink, channel });
                 return Submitted::NoReply;

@@ -149,7 +149,8 @@ fn answers_match_commands_in_submission_order() {
         info: Some(r#"{"n":1}"#.into()),
         joins: false,
     };
-    let two = json(&rooms.handle_answer(Answer::Presence(vec![member])).unwrap());
+    let list = PresenceList { count: 1, members: vec![member] };
+    let two = json(&rooms.handle_answer(Answer::Presence(list)).unwrap());
     assert_eq!(
         two,
         serde_json::json!({"type":"presence","req":2,"channel":"a","count":1,

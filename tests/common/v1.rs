@@ -1,0 +1,84 @@
+//! A `pushwire.v1` command-mode client for tests (`GET /ws`): replies are matched by `ask`,
+//! other frames (messages, `open`, `gap`, `join`, `leave`) kept in arrival order for `next`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use pushwire::ws::OpCode;
+use serde_json::Value;
+
+use super::{RawWs, Server};
+
+/// One command-mode connection.
+pub struct V1 {
+    pub ws: RawWs,
+    others: VecDeque<Value>,
+}
+
+impl V1 {
+    /// Connects to `/ws`, with `?token=` when given; panics unless the answer is 101.
+    pub fn connect(server: &Server, token: Option<&str>) -> V1 {
+        let path = token.map_or("/ws".to_string(), |t| format!("/ws?token={t}"));
+        let (ws, head) = RawWs::connect(server, &path, &["pushwire.v1"]);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        ws.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        V1 { ws, others: VecDeque::new() }
+    }
+
+    fn frame(&mut self) -> Value {
+        serde_json::from_str(&self.ws.recv_text()).unwrap()
+    }
+
+    /// Sends a command without waiting.
+    pub fn send(&mut self, command: &Value) {
+        self.ws.send(OpCode::Text, command.to_string().as_bytes());
+    }
+
+    /// Sends `command` and returns its reply (`ok`, `error`, `presence`, `presence_stats`).
+    pub fn ask(&mut self, command: Value) -> Value {
+        self.send(&command);
+        loop {
+            let frame = self.frame();
+            if matches!(frame["type"].as_str(), Some("ok" | "error" | "presence" | "presence_stats")) {
+                return frame;
+            }
+            self.others.push_back(frame);
+        }
+    }
+
+    /// True when no frame received while waiting for a reply is still unread.
+    pub fn others_is_empty(&self) -> bool {
+        self.others.is_empty()
+    }
+
+    /// The next frame that is not a reply (skipping `open` frames).
+    pub fn next(&mut self) -> Value {
+        loop {
+            let frame = self.others.pop_front().unwrap_or_else(|| self.frame());
+            if frame["type"] != "open" {
+                return frame;
+            }
+        }
+    }
+
+    /// The next channel message (skipping `open`, `join` and `leave` frames).
+    pub fn message(&mut self) -> Value {
+        loop {
+            let frame = self.next();
+            if !matches!(frame["type"].as_str(), Some("join" | "leave")) {
+                return frame;
+            }
+        }
+    }
+
+    /// The next close frame's code and reason, skipping other frames.
+    pub fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            let (op, payload) = self.ws.recv().expect("a close frame before EOF");
+            if op == OpCode::Close {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+            }
+        }
+    }
+}
