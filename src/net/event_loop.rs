@@ -554,7 +554,8 @@ impl EventLoop {
                             slot.conn.handle_presence(&event, now);
                             if !slot.dirty {
                                 slot.dirty = true;
-                                self.dirty.push_back(id);
+                                self.dirty.push_back((id, None));
+                                self.dirty_pushed += 1;
                             }
                         }
                     }
