@@ -570,7 +570,6 @@ fn main() -> ExitCode {
 
 /// Runs the server until it has drained after SIGINT/SIGTERM.
 fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
-    open_files_and_connections(&mut config, args.max_connections.is_none());
     let listen = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let files = TlsFiles { cert_pem: cert.clone(), key_pem: key.clone() };
@@ -588,6 +587,7 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
         }
         _ => Listen::plain(args.listen),
     };
+    open_files_and_connections(&mut config, args.max_connections.is_none());
     let on_ready = |bound: pushwire::net::Bound| {
         // Tests and scripts read these lines to find a port picked with :0 (the plain
         // one first when there are both).
