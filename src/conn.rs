@@ -30,6 +30,7 @@ use crate::hub::{Command, Message, Reply};
 use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
 use crate::protocol::envelope::write_json_string;
+use crate::transport::channels::{MultiPoll, MultiStream, StreamKind};
 use crate::transport::endpoint::{self, Answer, Endpoint};
 use crate::transport::long_poll::LongPollSession;
 use crate::transport::sse::SseSession;
@@ -699,6 +700,23 @@ impl Conn {
                 let session = StreamSession::start(channel.clone(), *since, &mut self.ctx(now));
                 self.serve(Session::Stream(session), request.to);
             }
+            Route::Channels { channels, mode, resume, wait } => {
+                let (channels, resume) = (channels.clone(), resume.clone());
+                let ctx = &mut self.ctx(now);
+                let session = match mode {
+                    Transport::Sse | Transport::Stream => {
+                        let kind = if *mode == Transport::Sse { StreamKind::Sse } else { StreamKind::Ndjson };
+                        Session::MultiStream(Box::new(MultiStream::start(kind, channels, resume, ctx)))
+                    }
+                    _ => {
+                        let deadline = (*mode == Transport::LongPoll).then(|| now + *wait);
+                        let (keep_alive, head_only) = (request.to.keep_alive, request.to.head_only);
+                        let poll = MultiPoll::start(channels, resume, deadline, keep_alive, head_only, ctx);
+                        Session::MultiPoll(Box::new(poll))
+                    }
+                };
+                self.serve(session, request.to);
+            }
             // Answered above.
             Route::Index
             | Route::ClientScript
@@ -795,6 +813,9 @@ impl Conn {
         if let Phase::Serving { session, .. } = &self.phase {
             self.env.metrics.close_transport(session.transport());
             if let Session::LongPoll(poll) = session {
+                poll.uncount(&self.env.metrics);
+            }
+            if let Session::MultiPoll(poll) = session {
                 poll.uncount(&self.env.metrics);
             }
         }

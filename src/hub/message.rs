@@ -47,6 +47,13 @@ pub enum Encoding {
     /// A WebSocket text frame carrying a JSON envelope that names the channel (`pushwire.v1`
     /// command mode, where one connection holds several channels).
     WsChannelEnvelopeFrame,
+    /// A multi-channel event stream's event without its `id:` line: `data:` holding the JSON
+    /// envelope that names the channel, then the blank line.
+    SseChannelEvent,
+    /// [`Encoding::NdjsonChunk`] with the envelope naming the channel.
+    NdjsonChannelChunk,
+    /// [`Encoding::JsonEnvelope`] naming the channel (a multi-channel poll answer's element).
+    ChannelJsonEnvelope,
     /// [`Encoding::WsFrame`] for a permessage-deflate connection whose server window is
     /// `window_bits` (9 to 15): compressed with RSV1 when that pays, else the plain frame.
     WsDeflateFrame {
@@ -63,7 +70,7 @@ pub enum Encoding {
 
 impl Encoding {
     /// Number of wire formats.
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 9;
 
     /// Number of permessage-deflate encodings: two framings times windows of 9 to 15 bits.
     const DEFLATE_COUNT: usize = 14;
@@ -88,6 +95,9 @@ impl Encoding {
             Encoding::NdjsonChunk => 3,
             Encoding::JsonEnvelope => 4,
             Encoding::WsChannelEnvelopeFrame => 5,
+            Encoding::SseChannelEvent => 6,
+            Encoding::NdjsonChannelChunk => 7,
+            Encoding::ChannelJsonEnvelope => 8,
             Encoding::WsDeflateFrame { .. } | Encoding::WsDeflateEnvelopeFrame { .. } => 0,
         }
     }
@@ -252,6 +262,9 @@ mod tests {
             Encoding::NdjsonChunk,
             Encoding::JsonEnvelope,
             Encoding::WsChannelEnvelopeFrame,
+            Encoding::SseChannelEvent,
+            Encoding::NdjsonChannelChunk,
+            Encoding::ChannelJsonEnvelope,
         ];
         let mut seen = [false; Encoding::COUNT];
         for encoding in all {

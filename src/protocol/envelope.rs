@@ -9,6 +9,9 @@
 //! {"type":"open","next":"EPOCH:OFFSET"}                    a subscription starts after `next`
 //! {"type":"heartbeat"}                                     the stream is alive (stream only)
 //! {"messages":[…],"next":"EPOCH:OFFSET","gap":false}       a poll answer
+//! {"channel":"a","id":…,"data":…}                         any of these on a multi-channel
+//!                                                          connection: the channel first
+//! {"messages":[…],"next":"E:O,E:O","gaps":["b"]}           a multi-channel poll answer
 //! ```
 //!
 //! Implements: writing JSON text ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259)) for
@@ -75,6 +78,17 @@ pub fn message_envelope(msg: &Message) -> Vec<u8> {
         }
     }
     out.push(b'}');
+    out
+}
+
+/// `{"channel":"NAME",` followed by the rest of the JSON object `json` (which starts with `{`).
+pub fn with_channel(channel: &crate::hub::ChannelName, json: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + channel.as_str().len() + 14);
+    // Channel names need no JSON escaping (their alphabet is unreserved URL characters).
+    out.extend_from_slice(b"{\"channel\":\"");
+    out.extend_from_slice(channel.as_str().as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(&json[1..]);
     out
 }
 

@@ -92,9 +92,11 @@ pub fn handle(
         Route::Presence { channel } => {
             Endpoint::Await(Command::Presence { channel: channel.clone(), list: true })
         }
-        Route::LongPoll { .. } | Route::Sse { .. } | Route::WebSocket { .. } | Route::Stream { .. } => {
-            return None
-        }
+        Route::LongPoll { .. }
+        | Route::Sse { .. }
+        | Route::WebSocket { .. }
+        | Route::Stream { .. }
+        | Route::Channels { .. } => return None,
     })
 }
 

@@ -60,6 +60,12 @@ pub trait Wire {
     fn encode(&self, msg: &Message) -> Arc<[u8]>;
     /// Queues an encoded message.
     fn write_message(&mut self, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>);
+    /// Queues an encoded message whose id is `id`: a wire that writes a per-connection id
+    /// beside the shared bytes (a multi-channel SSE `id:`) needs it; others just write it.
+    fn write_message_at(&mut self, id: Cursor, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>) {
+        let _ = id;
+        self.write_message(bytes, ctx);
+    }
     /// Queues the signal that messages before `next` may have been lost.
     fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>);
     /// Queues the subscription's starting cursor, so a client that loses the connection
@@ -191,7 +197,7 @@ impl Feed {
                 break;
             }
             self.cursor = msg.id;
-            wire.write_message(bytes, ctx);
+            wire.write_message_at(msg.id, bytes, ctx);
             Metrics::inc(&ctx.metrics.messages_delivered);
         }
         self.mode =
@@ -219,7 +225,7 @@ impl Feed {
             Metrics::inc(&ctx.metrics.gaps_signalled);
             wire.write_gap(msg.id.before(), ctx);
         }
-        wire.write_message(bytes, ctx);
+        wire.write_message_at(msg.id, bytes, ctx);
         Metrics::inc(&ctx.metrics.messages_delivered);
         Flow::Continue
     }

@@ -10,6 +10,7 @@
 //! answered by the session in its own format).
 
 use super::access::Denied;
+use super::rooms::ChannelsError;
 use crate::ws::HandshakeError;
 
 /// A request refused at routing.
@@ -52,6 +53,13 @@ pub enum Refusal {
     Handshake(HandshakeError),
     /// `/ws` without the `pushwire.v1` subprotocol offered: 400 (command mode speaks only it).
     CommandsNeedV1,
+    /// A multi-channel request's channel list is empty, too long, malformed or repeats a
+    /// channel (issue #13; the count is checked before any name is copied).
+    BadChannelList(ChannelsError),
+    /// A multi-channel request's `since` is not a composite cursor for its channels.
+    BadCompositeSince,
+    /// Publishing takes one channel: `POST /channels/a,b` is not a resource.
+    PublishNeedsOneChannel,
 }
 
 impl Refusal {
@@ -74,7 +82,10 @@ impl Refusal {
             | Refusal::BadLastEventId
             | Refusal::BadEventName
             | Refusal::ReservedEventName
-            | Refusal::CommandsNeedV1 => 400,
+            | Refusal::CommandsNeedV1
+            | Refusal::BadChannelList(_)
+            | Refusal::BadCompositeSince
+            | Refusal::PublishNeedsOneChannel => 400,
         }
     }
 
@@ -116,6 +127,11 @@ impl Refusal {
             Refusal::Denied(denied) => denied.reason(),
             Refusal::Handshake(_) => "WebSocket handshake refused",
             Refusal::CommandsNeedV1 => "/ws needs the WebSocket subprotocol pushwire.v1",
+            Refusal::BadChannelList(e) => e.as_str(),
+            Refusal::BadCompositeSince => {
+                "since must hold one cursor EPOCH:OFFSET (or nothing) per channel, comma-separated, or a compact id HASH.O1.O2"
+            }
+            Refusal::PublishNeedsOneChannel => "publish to one channel at a time",
         }
     }
 }

@@ -543,13 +543,20 @@ impl ChannelsError {
 
 impl fmt::Display for ChannelsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ChannelsError {
+    /// The one-line reason, as answered in the 400's body.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ChannelsError::Empty => "name at least one channel",
             ChannelsError::TooMany => "too many channels in one request",
             ChannelsError::BadName => "channel names are 1 to 128 bytes of A-Z a-z 0-9 . _ ~ -",
             ChannelsError::Duplicate => "a channel is named twice",
             ChannelsError::BadEncoding => "a channel parameter is not percent-encoded UTF-8",
-        })
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use super::access::Denied;
 use super::feed::Start;
 use super::policy::Action;
 use super::refusal::Refusal;
+use super::rooms::{parse_channels, resume_points, Resume, RoomLimits};
 use super::{sse, websocket, Limits};
 use crate::config::Config;
 use crate::http1::chunked::is_tchar;
@@ -88,6 +89,19 @@ pub enum Route {
         channel: ChannelName,
         /// Where the client's history ends.
         since: Since,
+    },
+    /// `GET /channels/a,b,c` or `GET /channels?channel=a&channel=b` as an event stream, a
+    /// chunked stream, a long poll or a short poll (a WebSocket is [`Route::WebSocket`] with
+    /// [`websocket::WsTarget::Channels`]); see [`super::channels`].
+    Channels {
+        /// The channels, in the order named (at most `max_channels_per_connection`).
+        channels: Vec<ChannelName>,
+        /// `Sse`, `Stream`, `LongPoll` or `Poll`.
+        mode: Transport,
+        /// Where each channel starts (a composite `since` or `Last-Event-ID`).
+        resume: Resume,
+        /// A long poll's wait (already capped).
+        wait: Duration,
     },
 }
 
@@ -184,6 +198,13 @@ fn route_with(
             websocket_route(head, &target, commands, config, unix_now_s)
         }
         "/ws" => Err(not_allowed(WS_METHODS)),
+        path if path == "/channels" || path.strip_prefix("/channels/").is_some_and(|l| l.contains(',')) => {
+            match method {
+                "GET" | "HEAD" => channels_route(head, &target, config, unix_now_s),
+                "POST" => Err(Refusal::PublishNeedsOneChannel),
+                _ => Err(not_allowed(CHANNEL_METHODS)),
+            }
+        }
         path => {
             let Some(name) = path.strip_prefix("/channels/") else {
                 return Err(Refusal::NotFound);
@@ -232,15 +253,9 @@ fn route_with(
     }
 }
 
-/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
-fn subscribe_route(
-    head: &RequestHead,
-    target: &Target<'_>,
-    channel: ChannelName,
-    config: &Config,
-    unix_now_s: u64,
-) -> Result<Route, Refusal> {
-    let limits = &config.transport;
+/// Picks the transport of a subscription (see the module docs for the order); HEAD gets the
+/// short poll's fields.
+fn pick_mode(head: &RequestHead, target: &Target<'_>, limits: &Limits) -> Result<Transport, Refusal> {
     let mode = match target.param("mode") {
         Some(Ok(m)) => Transport::parse(&m).ok_or(Refusal::BadMode)?,
         Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
@@ -255,17 +270,75 @@ fn subscribe_route(
     if limits.disabled.contains(&mode) {
         return Err(Refusal::TransportDisabled);
     }
+    Ok(mode)
+}
+
+/// A long poll's `?wait=`, capped (absent: the cap).
+fn wait_param(target: &Target<'_>, limits: &Limits) -> Result<Duration, Refusal> {
+    let wait = match target.param("wait") {
+        None => limits.longpoll_max_wait,
+        Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::BadWait)?,
+        Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
+    };
+    Ok(wait.min(limits.longpoll_max_wait))
+}
+
+/// Routes a multi-channel subscription (issue #13): the channel list (counted before any name
+/// is copied), each channel's access (its policy and token, as a single-channel subscription's),
+/// the transport, and where each channel starts: `Last-Event-ID` on an event stream (never
+/// refused: unreadable is a gap on every channel), else `?since=` (a composite cursor; a bad
+/// one is 400).
+fn channels_route(
+    head: &RequestHead,
+    target: &Target<'_>,
+    config: &Config,
+    unix_now_s: u64,
+) -> Result<Route, Refusal> {
+    let limits = &config.transport;
+    let channels = match parse_channels(target, &RoomLimits::default()) {
+        Some(Ok(channels)) => channels,
+        Some(Err(e)) => return Err(Refusal::BadChannelList(e)),
+        None => return Err(Refusal::NotFound),
+    };
+    for channel in &channels {
+        let static_check = || config.access.check_subscribe(head, target);
+        check_channel(head, target, config, channel, Action::Subscribe, unix_now_s, static_check)?;
+    }
+    let mode = pick_mode(head, target, limits)?;
+    let since = match target.param("since") {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
+    };
+    let last_event_id = if mode == Transport::Sse { head.header("last-event-id") } else { None };
+    let resume = resume_points(channels.len(), since.as_deref(), last_event_id)
+        .map_err(|_| Refusal::BadCompositeSince)?;
+    let wait = if mode == Transport::LongPoll { wait_param(target, limits)? } else { Duration::ZERO };
+    match mode {
+        // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
+        Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
+        Transport::WebSocket => {
+            let target_ws = websocket::WsTarget::Channels(channels, resume);
+            websocket_route(head, target, target_ws, config, unix_now_s)
+        }
+        mode => Ok(Route::Channels { channels, mode, resume, wait }),
+    }
+}
+
+/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
+fn subscribe_route(
+    head: &RequestHead,
+    target: &Target<'_>,
+    channel: ChannelName,
+    config: &Config,
+    unix_now_s: u64,
+) -> Result<Route, Refusal> {
+    let limits = &config.transport;
+    let mode = pick_mode(head, target, limits)?;
     let since = since_param(target)?;
     match mode {
         Transport::Poll => Ok(Route::ShortPoll { channel, since }),
-        Transport::LongPoll => {
-            let wait = match target.param("wait") {
-                None => limits.longpoll_max_wait,
-                Some(Ok(w)) => parse_wait(&w).ok_or(Refusal::BadWait)?,
-                Some(Err(_)) => return Err(Refusal::BadQueryEncoding),
-            };
-            Ok(Route::LongPoll { channel, since, wait: wait.min(limits.longpoll_max_wait) })
-        }
+        Transport::LongPoll => Ok(Route::LongPoll { channel, since, wait: wait_param(target, limits)? }),
         Transport::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),

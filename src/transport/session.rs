@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::channels::{MultiPoll, MultiStream, StreamKind};
 use super::{long_poll, sse, stream, websocket};
 use crate::config::Config;
 use crate::hub::{ChannelName, Command, HubError};
@@ -165,6 +166,10 @@ pub enum Session {
     /// A WebSocket connection (inline: with its mid-frame state out of line it is small, and
     /// a box would cost an idle subscriber a 112-byte allocation).
     WebSocket(websocket::WsSession),
+    /// An event stream or chunked stream over several channels (boxed: rare, and larger).
+    MultiStream(Box<MultiStream>),
+    /// A short or long poll over several channels (boxed likewise).
+    MultiPoll(Box<MultiPoll>),
 }
 
 /// What a connection does with bytes that arrive while a session owns it.
@@ -192,6 +197,8 @@ impl Session {
             Session::Sse(s) => s.handle_subscribed(channel, replay, ctx),
             Session::Stream(s) => s.handle_subscribed(channel, replay, ctx),
             Session::WebSocket(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::MultiStream(s) => s.handle_subscribed(channel, replay, ctx),
+            Session::MultiPoll(s) => s.handle_subscribed(channel, replay, ctx),
         }
     }
 
@@ -199,7 +206,11 @@ impl Session {
     pub fn handle_published(&mut self, id: crate::hub::Cursor, ctx: &mut Ctx<'_>) -> Flow {
         match self {
             Session::WebSocket(s) => s.handle_published(id, ctx),
-            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+            Session::LongPoll(_)
+            | Session::Sse(_)
+            | Session::Stream(_)
+            | Session::MultiStream(_)
+            | Session::MultiPoll(_) => Flow::Continue,
         }
     }
 
@@ -212,7 +223,11 @@ impl Session {
     ) -> Flow {
         match self {
             Session::WebSocket(s) => s.handle_presence_list(channel, list, ctx),
-            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+            Session::LongPoll(_)
+            | Session::Sse(_)
+            | Session::Stream(_)
+            | Session::MultiStream(_)
+            | Session::MultiPoll(_) => Flow::Continue,
         }
     }
 
@@ -224,7 +239,11 @@ impl Session {
     ) -> Flow {
         match self {
             Session::WebSocket(s) => s.handle_presence(event, ctx),
-            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => Flow::Continue,
+            Session::LongPoll(_)
+            | Session::Sse(_)
+            | Session::Stream(_)
+            | Session::MultiStream(_)
+            | Session::MultiPoll(_) => Flow::Continue,
         }
     }
 
@@ -235,6 +254,8 @@ impl Session {
             Session::Sse(s) => s.handle_page(replay, ctx),
             Session::Stream(s) => s.handle_page(replay, ctx),
             Session::WebSocket(s) => s.handle_page(replay, ctx),
+            Session::MultiStream(s) => s.handle_read(replay, ctx),
+            Session::MultiPoll(s) => s.handle_read(replay, ctx),
         }
     }
 
@@ -245,6 +266,8 @@ impl Session {
             Session::Sse(s) => s.handle_delivery(msg, ctx),
             Session::Stream(s) => s.handle_delivery(msg, ctx),
             Session::WebSocket(s) => s.handle_delivery(msg, ctx),
+            Session::MultiStream(s) => s.handle_delivery(msg, ctx),
+            Session::MultiPoll(s) => s.handle_delivery(msg, ctx),
         }
     }
 
@@ -255,6 +278,8 @@ impl Session {
             Session::Sse(s) => s.handle_drained(ctx),
             Session::Stream(s) => s.handle_drained(ctx),
             Session::WebSocket(s) => s.handle_drained(ctx),
+            Session::MultiStream(s) => s.handle_drained(ctx),
+            Session::MultiPoll(_) => {}
         }
     }
 
@@ -265,6 +290,8 @@ impl Session {
             Session::Sse(s) => s.poll_timeout(),
             Session::Stream(s) => s.poll_timeout(),
             Session::WebSocket(s) => s.poll_timeout(&config.websocket),
+            Session::MultiStream(s) => s.poll_timeout(),
+            Session::MultiPoll(s) => s.poll_timeout(),
         }
     }
 
@@ -275,6 +302,8 @@ impl Session {
             Session::Sse(s) => s.handle_timeout(ctx),
             Session::Stream(s) => s.handle_timeout(ctx),
             Session::WebSocket(s) => s.handle_timeout(ctx),
+            Session::MultiStream(s) => s.handle_timeout(ctx),
+            Session::MultiPoll(s) => s.handle_timeout(ctx),
         }
     }
 
@@ -285,6 +314,8 @@ impl Session {
             Session::Sse(s) => s.handle_drain(ctx),
             Session::Stream(s) => s.handle_drain(ctx),
             Session::WebSocket(s) => s.handle_drain(ctx),
+            Session::MultiStream(s) => s.handle_drain(ctx),
+            Session::MultiPoll(s) => s.handle_drain(ctx),
         }
     }
 
@@ -292,8 +323,8 @@ impl Session {
     pub fn input_policy(&self) -> InputPolicy {
         match self {
             Session::WebSocket(_) => InputPolicy::Session,
-            Session::LongPoll(_) => InputPolicy::Buffer,
-            Session::Sse(_) | Session::Stream(_) => InputPolicy::Discard,
+            Session::LongPoll(_) | Session::MultiPoll(_) => InputPolicy::Buffer,
+            Session::Sse(_) | Session::Stream(_) | Session::MultiStream(_) => InputPolicy::Discard,
         }
     }
 
@@ -316,6 +347,8 @@ impl Session {
             Session::Sse(s) => s.handle_refused(ctx),
             Session::Stream(s) => s.handle_refused(ctx),
             Session::LongPoll(_) => None,
+            Session::MultiStream(s) => Some(s.handle_refused(error, ctx)),
+            Session::MultiPoll(s) => Some(s.handle_refused(error, ctx)),
         }
     }
 
@@ -326,6 +359,12 @@ impl Session {
             Session::Sse(_) => Transport::Sse,
             Session::Stream(_) => Transport::Stream,
             Session::WebSocket(_) => Transport::WebSocket,
+            Session::MultiStream(s) => match s.kind() {
+                StreamKind::Sse => Transport::Sse,
+                StreamKind::Ndjson => Transport::Stream,
+            },
+            Session::MultiPoll(s) if s.is_long() => Transport::LongPoll,
+            Session::MultiPoll(_) => Transport::Poll,
         }
     }
 }

@@ -47,15 +47,18 @@ use crate::ws::deflate::{Codec, SharedCodec};
 use crate::ws::frame::{encode_frame, encode_frame_rsv};
 use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsConn};
 
+use super::channels::{feed_start, Resolver};
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
 use super::feed::{Feed, Step, Wire};
 use super::policy::Action as Grant;
-use super::rooms::{presence_event, Action, Answer, Authority, RoomLimits, Rooms, CLOSE_TOKEN_EXPIRED};
+use super::rooms::{
+    presence_event, Action, Answer, Authority, Resume, RoomLimits, Rooms, Start, CLOSE_TOKEN_EXPIRED,
+};
 use super::token::Claims;
 use super::{CloseReason, Ctx, Flow};
 use crate::hub::presence::{Joining, PresenceEvent};
 use crate::hub::PresenceList;
-use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
+use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope, with_channel};
 use std::collections::VecDeque;
 
 pub use crate::protocol::PROTOCOL_V1;
@@ -88,17 +91,6 @@ pub fn encode_channel_envelope_frame(msg: &Message) -> Vec<u8> {
     out
 }
 
-/// `{"channel":"NAME",` followed by the rest of the JSON object `json` (which starts with `{`).
-fn with_channel(channel: &ChannelName, json: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len() + channel.as_str().len() + 14);
-    // Channel names need no JSON escaping (their alphabet is unreserved URL characters).
-    out.extend_from_slice(b"{\"channel\":\"");
-    out.extend_from_slice(channel.as_str().as_bytes());
-    out.extend_from_slice(b"\",");
-    out.extend_from_slice(&json[1..]);
-    out
-}
-
 /// What a WebSocket connection serves, chosen by the route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsTarget {
@@ -109,6 +101,9 @@ pub enum WsTarget {
     /// `/ws`: `pushwire.v1` commands over any number of channels (up to the limit), with the
     /// connection token's claims when one was given.
     Commands(Option<Box<Claims>>),
+    /// `/channels/a,b` (or `?channel=`): fixed channels from where each starts, delivered as
+    /// command mode's labelled frames; the client sends nothing but control frames.
+    Channels(Vec<ChannelName>, Resume),
 }
 
 /// The server role never masks, so its mask source is never called.
@@ -268,6 +263,11 @@ struct CommandMode {
     reads: VecDeque<ChannelName>,
     /// When the connection's token expires, if it has one (close 4001 then).
     expires_at: Option<Instant>,
+    /// A `/channels/a,b` connection: its channels were named (and authorized) by the request,
+    /// and it takes no commands.
+    fixed: bool,
+    /// A fixed connection's compact `since`, while the channels' epochs are read.
+    resolving: Option<Resolver>,
 }
 
 impl CommandMode {
@@ -277,6 +277,22 @@ impl CommandMode {
             .rooms
             .token_expires_at()
             .map(|at| ctx.now + std::time::Duration::from_secs(at.saturating_sub(ctx.unix_now_s)));
+    }
+
+    /// Subscribes a fixed connection's channels, each from its start.
+    fn subscribe_fixed(&mut self, channels: Vec<ChannelName>, starts: Vec<Start>, ctx: &mut Ctx<'_>) {
+        if starts.contains(&Start::Lost) {
+            Metrics::inc(&ctx.metrics.last_event_id_unreadable);
+        }
+        self.feeds = channels
+            .into_iter()
+            .zip(starts)
+            .map(|(channel, start)| {
+                let (feed, command) = Feed::starting(channel, feed_start(start));
+                ctx.commands.push_back(command);
+                feed
+            })
+            .collect();
     }
 }
 
@@ -317,16 +333,32 @@ impl WsSession {
                 ctx.commands.push_back(feed.subscribe(since));
                 Serving::Channel(feed)
             }
-            WsTarget::Commands(claims) => {
+            WsTarget::Commands(_) | WsTarget::Channels(..) => {
+                let claims = match &channel {
+                    WsTarget::Commands(claims) => claims.as_deref().cloned(),
+                    _ => None,
+                };
                 let mut mode = CommandMode {
-                    rooms: Rooms::new(RoomLimits::default(), claims.map(|c| *c)),
+                    rooms: Rooms::new(RoomLimits::default(), claims),
                     feeds: Vec::new(),
                     publishes: VecDeque::new(),
                     skip: Vec::new(),
                     reads: VecDeque::new(),
                     expires_at: None,
+                    fixed: false,
+                    resolving: None,
                 };
                 mode.set_expiry(ctx);
+                if let WsTarget::Channels(channels, resume) = channel {
+                    mode.fixed = true;
+                    match Resolver::begin(&channels, resume, ctx) {
+                        Ok(starts) => mode.subscribe_fixed(channels, starts, ctx),
+                        Err(resolver) => {
+                            mode.feeds = channels.into_iter().map(Feed::new).collect();
+                            mode.resolving = Some(resolver);
+                        }
+                    }
+                }
                 Serving::Commands(Box::new(mode))
             }
         };
@@ -388,8 +420,12 @@ impl WsSession {
     }
 
     fn handle_message(&mut self, msg: MessageRef<'_>, codec: &mut Codec, ctx: &mut Ctx<'_>) {
-        if matches!(self.serving, Serving::Commands(_)) {
-            if !self.ws.close_sent() {
+        if let Serving::Commands(mode) = &self.serving {
+            if mode.fixed {
+                // The request named the channels; publishing and commands are `/ws`'s (§7.4.1:
+                // 1008 for a message that violates the endpoint's policy).
+                self.close(CloseCode::POLICY_VIOLATION, "this connection only receives; use /ws", ctx);
+            } else if !self.ws.close_sent() {
                 self.handle_command(msg, ctx);
             }
             return;
@@ -546,6 +582,14 @@ impl WsSession {
     /// A page read while catching up.
     pub fn handle_page(&mut self, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if let Serving::Commands(mode) = &mut self.serving {
+            if let Some(resolver) = &mut mode.resolving {
+                if let Some(starts) = resolver.handle_read(&replay) {
+                    mode.resolving = None;
+                    let channels = std::mem::take(&mut mode.feeds).into_iter().map(|f| f.channel).collect();
+                    mode.subscribe_fixed(channels, starts, ctx);
+                }
+                return Flow::Continue;
+            }
             let Some(channel) = mode.reads.pop_front() else { return Flow::Continue };
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 let before = ctx.commands.len();
