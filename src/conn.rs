@@ -311,7 +311,7 @@ impl Conn {
                         }
                     }
                     Reply::Published(Ok(id)) => self.drive(now, |s, ctx| s.handle_published(id, ctx)),
-                    Reply::Stats(_) => {}
+                    Reply::Stats(_) | Reply::Ready(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.
@@ -666,6 +666,10 @@ impl Conn {
     /// connection to a session.
     fn dispatch(&mut self, request: Request, body: Vec<u8>, now: Instant) {
         let cross_origin = cors_origin(&self.rare).is_some();
+        if matches!(request.route, Route::Readyz) && (self.draining || self.drain_at().is_some()) {
+            // Shutting down: a load balancer must stop sending new clients here.
+            return self.send_answer(request.to, endpoint::not_ready("draining"), now);
+        }
         match endpoint::handle(&request.route, request.text, body, cross_origin, &self.env.config) {
             Some(Endpoint::Answer(answer)) => return self.send_answer(request.to, answer, now),
             Some(Endpoint::Await(command)) => {
@@ -721,6 +725,7 @@ impl Conn {
             Route::Index
             | Route::ClientScript
             | Route::Healthz
+            | Route::Readyz
             | Route::Metrics
             | Route::Preflight
             | Route::Publish { .. }

@@ -255,9 +255,10 @@ struct ServeArgs {
     /// Event loops, one thread each (default: the number of cores).
     #[arg(long, value_name = "COUNT")]
     threads: Option<usize>,
-    /// Most open connections (beyond: 503 and close).
-    #[arg(long, value_name = "COUNT", default_value_t = net().max_connections)]
-    max_connections: usize,
+    /// Most open connections (beyond: 503 and close). Default: the open-file limit (its soft
+    /// limit raised to the hard one at start) minus 32 and 8 per event loop.
+    #[arg(long, value_name = "COUNT")]
+    max_connections: Option<usize>,
 
     /// Heartbeat interval of SSE (comment) and stream (heartbeat line) responses, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(transport().keepalive_interval))]
@@ -309,6 +310,15 @@ struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` (or `?token=`) to subscribe or poll.
     #[arg(long, value_name = "TOKEN", conflicts_with = "subscribe_token_file")]
     subscribe_token: Option<String>,
+    /// Most channels one `/ws` command-mode connection holds.
+    #[arg(long, value_name = "N", default_value_t = transport().rooms.max_channels_per_connection)]
+    max_channels_per_connection: usize,
+    /// Most presence members of one channel; another subscribe is refused.
+    #[arg(long, value_name = "N", default_value_t = hub().presence.max_members_per_channel)]
+    max_presence_members: usize,
+    /// Longest presence `info` of one member, in bytes of JSON.
+    #[arg(long, value_name = "BYTES", default_value_t = hub().presence.max_info_bytes)]
+    max_presence_info_bytes: usize,
     /// Read --subscribe-token from this file (its first line).
     #[arg(long, value_name = "PATH")]
     subscribe_token_file: Option<PathBuf>,
@@ -388,7 +398,9 @@ impl ServeArgs {
         hub.max_channels = self.max_channels;
         config.transport.max_batch_messages = self.max_batch_messages;
         config.transport.max_send_buffer_bytes = self.max_send_buffer_bytes;
-        config.net.max_connections = self.max_connections;
+        if let Some(max) = self.max_connections {
+            config.net.max_connections = max;
+        }
         config.net.max_connections_per_ip = self.max_connections_per_ip;
         config.net.socket_send_buffer_bytes = self.socket_send_buffer_bytes;
         config.net.flush_slice_connections = self.flush_slice_connections;
@@ -403,6 +415,9 @@ impl ServeArgs {
         config.transport.sse_retry = self.sse_retry.0;
         config.transport.longpoll_max_wait = self.longpoll_max_wait.0;
         config.transport.disabled = self.disable.clone();
+        config.transport.rooms.max_channels_per_connection = self.max_channels_per_connection;
+        config.hub.presence.max_members_per_channel = self.max_presence_members;
+        config.hub.presence.max_info_bytes = self.max_presence_info_bytes;
         let ws = &mut config.websocket;
         ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
         ws.channel.max_message_bytes = self.ws_max_message_bytes;
@@ -566,7 +581,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the server until it has drained after SIGINT/SIGTERM.
-fn serve(args: &ServeArgs, config: Config) -> ExitCode {
+fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
     let listen = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let files = TlsFiles { cert_pem: cert.clone(), key_pem: key.clone() };
@@ -584,6 +599,7 @@ fn serve(args: &ServeArgs, config: Config) -> ExitCode {
         }
         _ => Listen::plain(args.listen),
     };
+    open_files_and_connections(&mut config, args.max_connections.is_none());
     let on_ready = |bound: pushwire::net::Bound| {
         // Tests and scripts read these lines to find a port picked with :0 (the plain
         // one first when there are both).
@@ -611,6 +627,41 @@ fn serve(args: &ServeArgs, config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Raises the soft open-file limit to the hard one, derives `--max-connections` from it unless
+/// it was given (`derive`), and logs the limits in force.
+fn open_files_and_connections(config: &mut Config, derive: bool) {
+    let (files, error) = pushwire::net::open_files::raise_to_hard_limit();
+    if let Some(e) = error {
+        log::warn!("{e}");
+    }
+    let fits = pushwire::net::limits::max_connections_for_open_files(files.soft, config.net.threads);
+    let net = &mut config.net;
+    if derive {
+        net.max_connections = fits;
+    } else if net.max_connections > fits {
+        log::warn!(
+            "--max-connections {} is more than the open-file limit {} leaves ({fits}): past it, \
+             accepting pauses on EMFILE instead of answering 503",
+            net.max_connections,
+            files.soft
+        );
+    }
+    let soft = if files.soft > files.soft_before {
+        format!("soft limit raised from {}", files.soft_before)
+    } else {
+        "the soft limit".to_owned()
+    };
+    log::info!(
+        "limits: open files {} ({soft}, hard {}), max connections {}{}, per IP {}, {} event loops",
+        files.soft,
+        files.hard,
+        net.max_connections,
+        if derive { " (from the open-file limit)" } else { "" },
+        net.max_connections_per_ip,
+        net.threads
+    );
 }
 
 #[cfg(test)]

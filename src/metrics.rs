@@ -7,10 +7,16 @@
 //! would cost every connection a pointer); the rejected-request counters by status; and the
 //! rendering of a snapshot with the hub's figures.
 //!
-//! Does not: keep histograms or per-channel series (unbounded label sets are a memory hazard).
+//! Two latency histograms, with fixed buckets ([`LATENCY_BUCKETS_US`]): an event loop fills its
+//! own [`LocalHistogram`] (plain integers, no atomics, no allocation) and merges it into the
+//! shared [`LatencyHistogram`] once per turn, so the hot path pays an add per observation.
+//!
+//! Does not: keep per-channel series (unbounded label sets are a memory hazard), or quantiles
+//! (Prometheus computes them from the buckets: `histogram_quantile`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::hub::HubStats;
 
@@ -44,6 +50,86 @@ const TOKEN_REASONS: [&str; 10] = [
     "bad_claims",
     "other",
 ];
+
+/// Upper bounds of the latency histograms' buckets, in microseconds (rendered in seconds, as
+/// Prometheus' `le` labels); one more bucket, `+Inf`, takes the rest.
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Observations one event loop made since its last merge, without atomics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalHistogram {
+    /// Per bucket (not cumulative); the last is `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: u64,
+    count: u64,
+}
+
+impl LocalHistogram {
+    /// Records one latency.
+    pub fn observe(&mut self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// A latency histogram shared by the event loops, in the Prometheus histogram model
+/// (<https://prometheus.io/docs/concepts/metric_types/#histogram>).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Adds a loop's observations and clears them (a loop calls it once per turn, when it has
+    /// any).
+    pub fn merge(&self, local: &mut LocalHistogram) {
+        if local.count == 0 {
+            return;
+        }
+        for (shared, n) in self.buckets.iter().zip(&local.buckets) {
+            if *n > 0 {
+                shared.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(local.sum_us, Ordering::Relaxed);
+        self.count.fetch_add(local.count, Ordering::Relaxed);
+        *local = LocalHistogram::default();
+    }
+
+    /// Appends the histogram `pushwire_{name}` in the text format: cumulative `_bucket` lines
+    /// with `le` in seconds, then `_sum` (seconds) and `_count`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP pushwire_{name} {help}\n# TYPE pushwire_{name} histogram");
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match LATENCY_BUCKETS_US.get(i) {
+                Some(us) => {
+                    let _ =
+                        writeln!(out, "pushwire_{name}_bucket{{le=\"{}\"}} {cumulative}", *us as f64 / 1e6);
+                }
+                None => {
+                    let _ = writeln!(out, "pushwire_{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum_s = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "pushwire_{name}_sum {sum_s}\npushwire_{name}_count {cumulative}");
+    }
+}
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -82,6 +168,13 @@ pub struct Metrics {
     pub token_expiry_closes: AtomicU64,
     /// Server TLS (all zero without `--tls-cert`).
     pub tls: TlsMetrics,
+    /// Publish accepted (the message's `published_at`) → the loop's write of each subscriber
+    /// that carried it (once per write; a write carrying several messages counts from the
+    /// oldest), measured after the write's slice.
+    pub delivery_write_latency: LatencyHistogram,
+    /// Publish accepted → the last subscriber's write of the fan-out on a loop (once per
+    /// message and event loop with subscribers).
+    pub fanout_last_write_latency: LatencyHistogram,
 }
 
 /// Counters of the server's TLS listener (`net::tls`).
@@ -296,6 +389,16 @@ impl Metrics {
         ] {
             metric(name, kind, help, &one(load(value)));
         }
+        self.delivery_write_latency.render(
+            &mut out,
+            "delivery_write_seconds",
+            "Publish accepted to each subscriber's write that carried it (per write).",
+        );
+        self.fanout_last_write_latency.render(
+            &mut out,
+            "fanout_last_write_seconds",
+            "Publish accepted to the last subscriber's write of its fan-out (per message and event loop).",
+        );
         out
     }
 }
@@ -309,6 +412,36 @@ fn transport_index(transport: Transport) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_histograms_merge_exactly_and_render_cumulative_buckets_in_seconds() {
+        let metrics = Metrics::default();
+        let mut local = LocalHistogram::default();
+        for us in [50, 100, 101, 2_000, 20_000_000] {
+            local.observe(Duration::from_micros(us));
+        }
+        assert_eq!(local.count(), 5);
+        metrics.fanout_last_write_latency.merge(&mut local);
+        assert_eq!(local, LocalHistogram::default(), "merging clears the loop's copy");
+        local.observe(Duration::from_micros(100));
+        metrics.fanout_last_write_latency.merge(&mut local);
+        let text = metrics.render(&HubStats::default());
+        assert!(text.contains("# TYPE pushwire_fanout_last_write_seconds histogram\n"), "{text}");
+        // 50, 100, 100 are at most 100 us; 101 adds at 250 us; 2,000 at 2.5 ms; 20 s only at +Inf.
+        for line in [
+            "pushwire_fanout_last_write_seconds_bucket{le=\"0.0001\"} 3\n",
+            "pushwire_fanout_last_write_seconds_bucket{le=\"0.00025\"} 4\n",
+            "pushwire_fanout_last_write_seconds_bucket{le=\"0.001\"} 4\n",
+            "pushwire_fanout_last_write_seconds_bucket{le=\"0.0025\"} 5\n",
+            "pushwire_fanout_last_write_seconds_bucket{le=\"10\"} 5\n",
+            "pushwire_fanout_last_write_seconds_bucket{le=\"+Inf\"} 6\n",
+            "pushwire_fanout_last_write_seconds_sum 20.002351\n",
+            "pushwire_fanout_last_write_seconds_count 6\n",
+            "pushwire_delivery_write_seconds_count 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn gauges_count_until_uncounted_and_render_in_text_format() {

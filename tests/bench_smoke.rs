@@ -88,6 +88,22 @@ fn bench_fanout_sse_delivers_every_message_to_every_subscriber() {
 }
 
 #[test]
+fn bench_fanout_on_several_threads_counts_every_delivery_once() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/channels/threads", server.addr);
+    // 7 WebSocket subscribers over 3 client threads (3, 2 and 2): every delivery counted, once.
+    let args = ["fanout", "--url", &url, "--transport", "ws", "-c", "7", "-k", "40", "--threads", "3"];
+    let (output, json) = bench(&args, Duration::from_secs(60));
+    assert!(output.status.success(), "{json} {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(number(&json, "threads"), 3.0, "{json}");
+    assert_eq!(number(&json, "deliveries"), 280.0, "{json}");
+    assert_eq!(number(&json, "missing"), 0.0, "{json}");
+    assert_eq!(number(&json, "duplicates"), 0.0, "{json}");
+    assert!(number(&json, "latency_p50_us") <= number(&json, "latency_p99_us"), "{json}");
+    assert!(number(&json, "latency_p99_us") <= number(&json, "latency_max_us"), "{json}");
+}
+
+#[test]
 fn bench_fanout_fails_when_messages_go_missing() {
     let server = Server::start(&[]);
     // Subscribers on one channel, the publisher on another: nothing arrives.

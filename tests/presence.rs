@@ -318,3 +318,33 @@ fn presence_entries_leave_with_connections_that_time_out() {
     await_presence(&server, &want);
     drop(silent);
 }
+
+#[test]
+fn command_limits_come_from_the_flags() {
+    let server = Server::start(&[
+        "--max-channels-per-connection",
+        "2",
+        "--max-presence-members",
+        "1",
+        "--max-presence-info-bytes",
+        "16",
+    ]);
+    let mut a = V1::connect(&server, None);
+    assert_eq!(a.ask(sub("l.a", 1))["type"], "ok");
+    assert_eq!(a.ask(sub("l.b", 2))["type"], "ok");
+    assert_eq!(a.ask(sub("l.c", 3))["code"], "too_many_channels");
+    let mut b = V1::connect(&server, None);
+    let full = b.ask(sub("l.a", 1));
+    assert_eq!(
+        (full["code"].as_str(), full["reason"].as_str()),
+        (Some("unavailable"), Some("the channel has too many members")),
+        "{full}"
+    );
+    let big = b.ask(json!({"type":"subscribe","channel":"l.d","info":{"name":"a long name"},"req":2}));
+    assert_eq!(big["code"], "too_large", "{big}");
+    // The refused subscriptions left nothing behind: b can still take two channels.
+    assert_eq!(b.ask(sub("l.e", 3))["type"], "ok");
+    assert_eq!(b.ask(sub("l.f", 4))["type"], "ok");
+    assert_eq!(http_presence(&server, "l.a", "").1["count"], 1);
+    assert_eq!(http_presence(&server, "l.d", "").1["count"], 0);
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use pushwire::ws::OpCode;
@@ -449,4 +449,55 @@ fn html_sse_unreadable_last_event_id_resumes_from_now_with_a_gap() {
     }
     let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
     assert!(metrics.contains("pushwire_last_event_id_unreadable_total 2"), "{metrics}");
+}
+
+/// `pushwire_{name}` sample lines of `/metrics`, as (line without the value, value).
+fn metric_samples(server: &Server, name: &str) -> Vec<(String, f64)> {
+    let text = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let prefix = format!("pushwire_{name}");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').unwrap();
+            (key.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn delivery_latency_histograms_count_each_write_in_prometheus_format() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = RawWs::connect(&server, "/channels/latency", &[]);
+    let (mut other, _) = RawWs::connect(&server, "/channels/latency", &[]);
+    for i in 0..3 {
+        publish(&server, "latency", &format!("m{i}"));
+        // Each message is read before the next is published: one write per subscriber each.
+        assert_eq!(ws.recv_text(), format!("m{i}"));
+        assert_eq!(other.recv_text(), format!("m{i}"));
+    }
+    for (name, least) in [("delivery_write_seconds", 6.0), ("fanout_last_write_seconds", 3.0)] {
+        // The loop merges its observations just after the writes: wait for them (bounded).
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let samples = loop {
+            let samples = metric_samples(&server, name);
+            let count = samples.iter().find(|(k, _)| k.ends_with("_count")).map_or(0.0, |(_, v)| *v);
+            if count >= least || Instant::now() > deadline {
+                break samples;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let value = |key: &str| samples.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+        let count = value(&format!("pushwire_{name}_count")).expect("a _count line");
+        // Three fan-outs of two subscribers; a loop with both counts once per fan-out, two
+        // loops (one subscriber each) count one each.
+        assert!(count >= least && count <= 6.0, "{name}: {count}");
+        assert_eq!(value(&format!("pushwire_{name}_bucket{{le=\"+Inf\"}}")), Some(count));
+        let sum = value(&format!("pushwire_{name}_sum")).expect("a _sum line");
+        assert!(sum > 0.0 && sum < count * 30.0, "{name}: sum {sum} s");
+        // Buckets are cumulative: never decreasing, in increasing `le` order.
+        let buckets: Vec<f64> =
+            samples.iter().filter(|(k, _)| k.contains("_bucket{le=")).map(|(_, v)| *v).collect();
+        assert_eq!(buckets.len(), 17);
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{name}: {buckets:?}");
+    }
 }

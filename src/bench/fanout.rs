@@ -16,16 +16,20 @@
 //! Peers: the publish and subscribe URLs are separate (`--publish-url`, `--subscribe-url`), e.g.
 //! Nchan's `POST /pub?id=NAME` and `GET /sub/NAME` with `--no-open-cursor`.
 //!
+//! With `--threads N` the subscribers are spread over N client threads, each with its own poll
+//! (the publisher is the main thread); each keeps its own latency histogram and delivery bits,
+//! and the histograms are merged exactly at the end (counts per bucket added).
+//!
 //! Does not: resume subscribers that drop (a dropped subscriber's messages count as missing).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::client::{open_all, transport_parser, Clients, Opening, Received, Request, Wire};
 use super::histogram::Histogram;
 use super::payload::find_text;
-use super::publisher::{publish, Published};
+use super::publisher::publish;
 use super::report::Report;
 use super::system::{ensure_open_files, source_addrs};
 use super::url::Url;
@@ -72,6 +76,10 @@ pub struct FanoutOptions {
     /// Spread subscribers over this many source addresses 127.0.0.1.. (0: as needed).
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub source_addrs: usize,
+    /// Client threads: the subscribers are spread over them (each its own poll), so that
+    /// reading thousands of sockets is not one core's work; their latency histograms are merged.
+    #[arg(long, value_name = "COUNT", default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// Most subscriber × message pairs tracked (one bit each: 128 MiB at most).
@@ -92,6 +100,9 @@ impl FanoutOptions {
         }
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return Err("--rate must be a positive number".into());
+        }
+        if !(1..=64).contains(&self.threads) || self.threads > self.subscribers {
+            return Err("--threads must be between 1 and 64, and at most -c".into());
         }
         if self.timeout > Duration::from_secs(3600) || self.settle > Duration::from_secs(3600) {
             return Err("--timeout and --settle must be at most 3600 seconds".into());
@@ -121,6 +132,106 @@ impl Deliveries {
     }
 }
 
+/// What one client thread measured over its share of the subscribers.
+struct Share {
+    latency: Histogram,
+    delivered: u64,
+    duplicates: u64,
+    closed_early: Vec<String>,
+    last_delivery: Option<Instant>,
+}
+
+/// What the client threads share: the run's clock, and when (and what) the publisher finished.
+struct Run {
+    run_id: u64,
+    /// Set once every thread's subscribers are ready and publishing starts.
+    start: OnceLock<Instant>,
+    /// Set when the publisher is done: the messages it published and when it finished.
+    published: OnceLock<(u64, Instant)>,
+    /// Set when the run is called off (a thread could not open its subscribers, the publisher
+    /// failed): every thread stops.
+    abandoned: AtomicBool,
+}
+
+/// The subscribers `first..first + count` of `options`, on their own poll, until every one has
+/// every message or the timeout after the last publish.
+fn subscribe_share(
+    options: &FanoutOptions,
+    plan: &Opening<'_>,
+    ready: &Barrier,
+    run: &Run,
+) -> Result<Share, String> {
+    let mut clients = Clients::new().map_err(|e| e.to_string());
+    let opened = clients.as_mut().map_err(|e| e.clone()).and_then(|clients| open_all(clients, plan));
+    // Every thread reaches the barrier, opened or not, so none waits for ever.
+    if opened.is_err() {
+        run.abandoned.store(true, Ordering::SeqCst);
+    }
+    ready.wait();
+    opened?;
+    let mut clients = clients?;
+    let mut received = Vec::new();
+    let start = loop {
+        if run.abandoned.load(Ordering::SeqCst) {
+            return Err("called off".into());
+        }
+        // Pings are answered while the others open and settle. What arrives in the turn during
+        // which publishing starts is kept: it may be the first message.
+        clients.turn(Duration::from_millis(20), &mut received).map_err(|e| e.to_string())?;
+        if let Some(start) = run.start.get() {
+            break *start;
+        }
+        received.clear();
+    };
+    let count = plan.count;
+    let mut deliveries = Deliveries::new(count, options.messages);
+    let mut share = Share {
+        latency: Histogram::new(),
+        delivered: 0,
+        duplicates: 0,
+        closed_early: Vec::new(),
+        last_delivery: None,
+    };
+    loop {
+        let now = Instant::now();
+        let done = run.published.get().is_some_and(|&(messages, at)| {
+            share.delivered >= messages * count as u64 || now >= at + options.timeout
+        });
+        if done || clients.open() == 0 || run.abandoned.load(Ordering::SeqCst) {
+            break;
+        }
+        if received.is_empty() {
+            clients.turn(Duration::from_millis(20), &mut received).map_err(|e| e.to_string())?;
+        }
+        let now = Instant::now();
+        let now_us = now.duration_since(start).as_micros() as u64;
+        for (index, news) in received.drain(..) {
+            match news {
+                Received::Data(data) => {
+                    for (seq, sent_us) in find_text(run.run_id, &data) {
+                        if seq >= options.messages {
+                            continue;
+                        }
+                        if deliveries.mark(index, seq) {
+                            share.delivered += 1;
+                            share.latency.record(now_us.saturating_sub(sent_us));
+                            share.last_delivery = Some(now);
+                        } else {
+                            share.duplicates += 1;
+                        }
+                    }
+                }
+                Received::Closed(reason) => share.closed_early.push(format!("subscriber {index}: {reason}")),
+                Received::Opened | Received::Cursor => {}
+            }
+        }
+    }
+    if options.transport == Transport::WebSocket {
+        super::echo::close_all(&mut clients, count);
+    }
+    Ok(share)
+}
+
 /// Runs the fan-out benchmark; `Err` when it could not run at all.
 pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     options.validate()?;
@@ -140,85 +251,74 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         // A long poll answer holds a batch of messages in JSON.
         max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
     };
-    let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
-    let opened_in = open_all(
-        &mut clients,
-        &Opening {
-            addr: subscribe_url.addr,
-            request: &request,
-            count: options.subscribers,
-            sources: &sources,
-            concurrency: OPEN_CONCURRENCY,
-            wait_for_cursor,
-            timeout: Duration::from_secs(10) + Duration::from_millis(options.subscribers as u64),
-        },
-    )?;
-    let mut received = Vec::new();
-    let settle_until = Instant::now() + options.settle;
-    while Instant::now() < settle_until {
-        clients.turn(Duration::from_millis(50), &mut received).map_err(|e| e.to_string())?;
-        received.clear();
-    }
-
-    let run_id: u64 = rand::random::<u32>().into();
-    let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut publisher = Some({
-        let (url, stop) = (publish_url.clone(), Arc::clone(&stop));
-        let (count, size, rate) = (options.messages, options.size_bytes, options.rate);
-        std::thread::spawn(move || publish(&url, run_id, count, size, rate, start, &stop))
-    });
-
-    let mut deliveries = Deliveries::new(options.subscribers, options.messages);
-    let mut latency = Histogram::new();
-    let (mut delivered, mut duplicates, mut closed_early) = (0u64, 0u64, Vec::new());
-    let mut last_delivery = start;
-    let mut published: Option<(Published, Instant)> = None;
-    loop {
-        if let Some(handle) = publisher.take_if(|handle| handle.is_finished()) {
-            let result = handle.join().map_err(|_| "the publisher panicked".to_string())?;
-            published = Some((result?, Instant::now()));
-        }
-        let now = Instant::now();
-        let done = published.is_some_and(|(p, at)| {
-            delivered >= p.messages * options.subscribers as u64 || now >= at + options.timeout
-        });
-        if done || clients.open() == 0 {
-            break;
-        }
-        clients.turn(Duration::from_millis(20), &mut received).map_err(|e| e.to_string())?;
-        let now = Instant::now();
-        let now_us = now.duration_since(start).as_micros() as u64;
-        for (index, news) in received.drain(..) {
-            match news {
-                Received::Data(data) => {
-                    for (seq, sent_us) in find_text(run_id, &data) {
-                        if seq >= options.messages {
-                            continue;
-                        }
-                        if deliveries.mark(index, seq) {
-                            delivered += 1;
-                            latency.record(now_us.saturating_sub(sent_us));
-                            last_delivery = now;
-                        } else {
-                            duplicates += 1;
-                        }
-                    }
-                }
-                Received::Closed(reason) => closed_early.push(format!("subscriber {index}: {reason}")),
-                Received::Opened | Received::Cursor => {}
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    let published = match (published, publisher) {
-        (Some((published, _)), _) => published,
-        (None, Some(handle)) => handle.join().map_err(|_| "the publisher panicked".to_string())??,
-        (None, None) => unreachable!("the publisher is joined exactly once"),
+    let run = Run {
+        run_id: rand::random::<u32>().into(),
+        start: OnceLock::new(),
+        published: OnceLock::new(),
+        abandoned: AtomicBool::new(false),
     };
-    if options.transport == Transport::WebSocket {
-        super::echo::close_all(&mut clients, options.subscribers);
+    // Each thread opens its share at the same rate limit, so the server's accept queue sees
+    // at most `threads` × OPEN_CONCURRENCY connections opening.
+    let ready = Barrier::new(options.threads + 1);
+    let opening_began = Instant::now();
+    let (shares, published) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..options.threads)
+            .map(|t| {
+                let count = options.subscribers / options.threads
+                    + usize::from(t < options.subscribers % options.threads);
+                let plan = Opening {
+                    addr: subscribe_url.addr,
+                    request: &request,
+                    count,
+                    sources: &sources,
+                    concurrency: OPEN_CONCURRENCY,
+                    wait_for_cursor,
+                    timeout: Duration::from_secs(10) + Duration::from_millis(options.subscribers as u64),
+                };
+                let (run, ready) = (&run, &ready);
+                scope.spawn(move || subscribe_share(options, &plan, ready, run))
+            })
+            .collect();
+        ready.wait();
+        let opened_in = opening_began.elapsed();
+        let published = if run.abandoned.load(Ordering::SeqCst) {
+            Err("a client thread could not open its subscribers".to_string())
+        } else {
+            std::thread::sleep(options.settle);
+            let start = Instant::now();
+            let _ = run.start.set(start);
+            let (count, size, rate) = (options.messages, options.size_bytes, options.rate);
+            let result = publish(&publish_url, run.run_id, count, size, rate, start, &run.abandoned);
+            match &result {
+                Ok(p) => {
+                    let _ = run.published.set((p.messages, Instant::now()));
+                }
+                Err(_) => run.abandoned.store(true, Ordering::SeqCst),
+            }
+            result.map(|p| (p, start, opened_in))
+        };
+        let shares: Vec<Result<Share, String>> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("a client thread panicked".into())))
+            .collect();
+        (shares, published)
+    });
+    let (published, start, opened_in) = match published {
+        Ok(p) => p,
+        // The threads' own errors say more (which connection failed, and why).
+        Err(e) => return Err(shares.into_iter().find_map(Result::err).unwrap_or(e)),
+    };
+    let mut latency = Histogram::new();
+    let (mut delivered, mut duplicates, mut closed_early, mut last_delivery) =
+        (0u64, 0u64, Vec::new(), start);
+    for share in shares {
+        let share = share?;
+        latency.merge(&share.latency);
+        delivered += share.delivered;
+        duplicates += share.duplicates;
+        closed_early.extend(share.closed_early);
+        last_delivery = last_delivery.max(share.last_delivery.unwrap_or(start));
     }
 
     let expected = published.messages * options.subscribers as u64;
@@ -229,6 +329,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     report.text("subscribe_url", format!("http://{}{}", subscribe_url.host, subscribe_url.path));
     report.text("transport", options.transport.name());
     report.count("subscribers", options.subscribers as u64);
+    report.count("threads", options.threads as u64);
     report.real("subscribe_s", opened_in.as_secs_f64());
     report.count("messages", published.messages);
     report.count("size_bytes", options.size_bytes as u64);

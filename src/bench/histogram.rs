@@ -103,6 +103,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn merging_shares_is_exactly_recording_everything_in_one() {
+        // The samples of a multi-threaded run, dealt to 3 threads' histograms round-robin.
+        let samples: Vec<u64> = (0..10_000u64).map(|i| (i * 7919) % 5_000_000 + i % 3).collect();
+        let mut whole = Histogram::new();
+        let mut shares = [Histogram::new(), Histogram::new(), Histogram::new()];
+        for (i, &us) in samples.iter().enumerate() {
+            whole.record(us);
+            shares[i % 3].record(us);
+        }
+        let mut merged = Histogram::new();
+        for share in &shares {
+            merged.merge(share);
+        }
+        assert_eq!(merged.counts, whole.counts);
+        assert_eq!((merged.count(), merged.max_us()), (whole.count(), whole.max_us()));
+        for p in [50.0, 90.0, 99.0, 99.9, 100.0] {
+            assert_eq!(merged.percentile_us(p), whole.percentile_us(p), "p{p}");
+        }
+    }
+
+    #[test]
     fn percentiles_are_exact_below_1024_us() {
         let mut h = Histogram::new();
         for us in 1..=100 {

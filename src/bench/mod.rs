@@ -17,10 +17,13 @@
 //! payload carries its send time (microseconds since the run's start) and its sequence number,
 //! so each message's latency is measured on arrival and no peer-specific message id is needed.
 //!
+//! `fanout --threads N` spreads the subscribers over N client threads, each with its own poll,
+//! and merges their latency histograms exactly.
+//!
 //! Does not: speak TLS (`wss://`, `https://`), HTTP/2, or follow redirects; claim any
-//! performance target; run more than one event loop thread (a single client thread may become
-//! the bottleneck before a server does: the reports say how fast the client went, not how fast
-//! the server could go).
+//! performance target; spread `echo`, `idle` or `connect` over threads (a single client thread
+//! may become the bottleneck before a server does: the reports say how fast the client went,
+//! not how fast the server could go).
 //!
 //! This is I/O code (sockets, clock, randomness), like `src/net/` and the binary.
 

@@ -68,6 +68,10 @@ pub enum Command {
     },
     /// Read the hub's figures for monitoring; answered by [`Reply::Stats`].
     Stats,
+    /// Ask whether the backend can serve requests now (`/readyz`); answered by
+    /// [`Reply::Ready`]. The in-memory hub always can; Redis can while both its connections
+    /// are up.
+    Ready,
 }
 
 /// The hub's answer to a [`Command`].
@@ -87,6 +91,8 @@ pub enum Reply {
     },
     /// The hub's figures.
     Stats(HubStats),
+    /// The backend can serve requests, or why not ([`HubError::BackendUnavailable`]).
+    Ready(Result<(), HubError>),
     /// A channel's presence: the count and, when asked, the members; or why it cannot be read.
     Presence {
         /// The channel.
@@ -193,6 +199,7 @@ impl Command {
                 Applied { unsubscribed: Some(channel), presence, ..Applied::default() }
             }
             Command::Stats => Applied { reply: Some(Reply::Stats(hub.stats())), ..Applied::default() },
+            Command::Ready => Applied { reply: Some(Reply::Ready(Ok(()))), ..Applied::default() },
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::fanout::{self, Fanout, Subscriptions};
 use crate::http1::response::write_full;
 use crate::hub::backend::{ConnAddr, LoopEvent};
 use crate::hub::{Command, Reply, SinkId};
-use crate::metrics::Metrics;
+use crate::metrics::{LocalHistogram, Metrics};
 use crate::output::{Cork, MAX_IO_SLICES};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -94,8 +94,20 @@ pub struct EventLoop {
     /// The per-loop output buffers, lent to the connection being serviced.
     cork: Cork,
     fanout: Fanout,
-    /// Connections with output from deliveries, oldest first, written a slice per turn.
-    dirty: VecDeque<ConnId>,
+    /// Connections with output from deliveries, oldest first, written a slice per turn, each
+    /// with the publish time of the first message queued on it (`None` for a reply).
+    dirty: VecDeque<(ConnId, Option<Instant>)>,
+    /// Entries ever pushed to and popped from `dirty`: a fan-out is written out once the pops
+    /// reach the pushes counted when its last subscriber was queued.
+    dirty_pushed: u64,
+    dirty_popped: u64,
+    /// Fan-outs not yet written out: their publish time and the `dirty_pushed` mark.
+    fanouts: VecDeque<(Instant, u64)>,
+    /// The publish times of the deliveries written by the current slice (reused, no allocation).
+    slice_published: Vec<Instant>,
+    /// The latencies this loop observed since it last merged them into the shared metrics.
+    delivery_write_latency: LocalHistogram,
+    fanout_last_write_latency: LocalHistogram,
     accept_paused_until: Option<Instant>,
     /// TLS handshakes in progress on this loop (at most `max_tls_handshakes`).
     tls_handshakes: usize,
@@ -161,6 +173,12 @@ impl EventLoop {
             cork: Cork::new(),
             fanout: Fanout::default(),
             dirty: VecDeque::new(),
+            dirty_pushed: 0,
+            dirty_popped: 0,
+            fanouts: VecDeque::new(),
+            slice_published: Vec::new(),
+            delivery_write_latency: LocalHistogram::default(),
+            fanout_last_write_latency: LocalHistogram::default(),
             accept_paused_until: None,
             tls_handshakes: 0,
             out_of_descriptors: false,
@@ -504,8 +522,10 @@ impl EventLoop {
             for event in batch {
                 match event {
                     LoopEvent::Delivery(msg) => {
+                        let mut delivered = false;
                         for id in self.fanout.subscribers(&msg.channel).to_vec() {
                             let Some(slot) = live(&mut self.slots, id) else { continue };
+                            delivered = true;
                             // A write error is found again when the connection is serviced.
                             let max_bytes = self.shared.config.transport.max_send_buffer_bytes;
                             if fanout::write_before_delivery(slot.conn.pending_output(), max_bytes) {
@@ -518,8 +538,12 @@ impl EventLoop {
                                 .commands(id, slot, now);
                             if !slot.dirty {
                                 slot.dirty = true;
-                                self.dirty.push_back(id);
+                                self.dirty.push_back((id, Some(msg.published_at)));
+                                self.dirty_pushed += 1;
                             }
+                        }
+                        if delivered {
+                            self.fanouts.push_back((msg.published_at, self.dirty_pushed));
                         }
                     }
                     LoopEvent::Reply { conn: id, reply } => self.hand_reply(id, *reply, now),
@@ -530,7 +554,8 @@ impl EventLoop {
                             slot.conn.handle_presence(&event, now);
                             if !slot.dirty {
                                 slot.dirty = true;
-                                self.dirty.push_back(id);
+                                self.dirty.push_back((id, None));
+                                self.dirty_pushed += 1;
                             }
                         }
                     }
@@ -539,17 +564,44 @@ impl EventLoop {
             // Written in slices: the loop polls between them, so its other connections (and a
             // publisher) are answered during a large fan-out, and a message published meanwhile
             // joins the output of every connection not yet written: one write carries both.
+            self.slice_published.clear();
             for _ in 0..self.shared.config.net.flush_slice_connections {
-                let Some(id) = self.dirty.pop_front() else { break };
+                let Some((id, published_at)) = self.dirty.pop_front() else { break };
+                self.dirty_popped += 1;
                 if let Some(slot) = live(&mut self.slots, id) {
                     slot.dirty = false;
                     self.service(id, false, now);
+                    self.slice_published.extend(published_at);
                 }
             }
+            self.observe_slice();
             if !self.dirty.is_empty() {
                 return; // The next turn polls without waiting and goes on.
             }
         }
+    }
+
+    /// Records the latencies of the slice just written, with one clock read for the slice:
+    /// each subscriber write's, and each fan-out's whose last subscriber it wrote; merges them
+    /// into the shared histograms.
+    fn observe_slice(&mut self) {
+        if self.slice_published.is_empty() && self.fanouts.front().is_none_or(|f| f.1 > self.dirty_popped) {
+            return;
+        }
+        let written = Instant::now();
+        for published_at in self.slice_published.drain(..) {
+            self.delivery_write_latency.observe(written.saturating_duration_since(published_at));
+        }
+        while let Some(&(published_at, mark)) = self.fanouts.front() {
+            if mark > self.dirty_popped {
+                break;
+            }
+            self.fanouts.pop_front();
+            self.fanout_last_write_latency.observe(written.saturating_duration_since(published_at));
+        }
+        let metrics = &self.shared.metrics;
+        metrics.delivery_write_latency.merge(&mut self.delivery_write_latency);
+        metrics.fanout_last_write_latency.merge(&mut self.fanout_last_write_latency);
     }
 
     /// A reply the backend answered `Later`: handed to its connection, which is then written
@@ -585,7 +637,8 @@ impl EventLoop {
         let slot = &mut self.slots[id.key()];
         if !slot.dirty {
             slot.dirty = true;
-            self.dirty.push_back(id);
+            self.dirty.push_back((id, None));
+            self.dirty_pushed += 1;
         }
     }
 

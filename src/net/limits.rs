@@ -5,6 +5,22 @@ use std::time::Duration;
 
 use crate::hub::SinkId;
 
+/// File descriptors kept for everything but client connections: stdio, the signal pipe, a
+/// TLS certificate being reloaded, the Redis broker's poll, waker and connections, logs.
+pub const RESERVED_FDS: u64 = 32;
+
+/// File descriptors each event loop keeps besides its connections: its `epoll`, its waker, its
+/// plain and TLS listeners, with room to spare.
+pub const RESERVED_FDS_PER_LOOP: u64 = 8;
+
+/// The default `--max-connections` for a soft open-file limit of `soft_limit` with `threads`
+/// event loops: the limit minus [`RESERVED_FDS`] and [`RESERVED_FDS_PER_LOOP`] per loop (at
+/// least 1). Past it a connection is answered 503 instead of failing `accept` with EMFILE.
+pub fn max_connections_for_open_files(soft_limit: u64, threads: usize) -> usize {
+    let reserved = RESERVED_FDS + RESERVED_FDS_PER_LOOP * threads as u64;
+    usize::try_from(soft_limit.saturating_sub(reserved)).unwrap_or(usize::MAX).max(1)
+}
+
 /// Event loop and socket limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -18,7 +34,8 @@ pub struct Limits {
     /// shares their writes). Default 256.
     pub flush_slice_connections: usize,
     /// Most open connections; a connection beyond it is answered 503 and closed at once,
-    /// without disturbing the others. Default 10,000.
+    /// without disturbing the others. Default 10,000 here; `pushwire serve` derives its default
+    /// from the open-file limit instead ([`max_connections_for_open_files`]).
     pub max_connections: usize,
     /// Most open connections from one client address; beyond it, 503 and close. Default 1,000.
     pub max_connections_per_ip: usize,
@@ -97,5 +114,18 @@ impl Limits {
             return Err("the TLS handshake timeout must be more than 0".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_follow_the_open_file_limit_minus_the_reserve() {
+        assert_eq!(max_connections_for_open_files(1024, 1), 1024 - 40);
+        assert_eq!(max_connections_for_open_files(20_000, 2), 20_000 - 48);
+        assert_eq!(max_connections_for_open_files(1 << 20, 64), (1 << 20) - 32 - 512);
+        assert_eq!(max_connections_for_open_files(10, 4), 1, "never zero");
     }
 }

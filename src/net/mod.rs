@@ -26,6 +26,7 @@
 mod event_loop;
 pub mod limits;
 mod local_hub;
+pub mod open_files;
 pub mod redis_broker;
 pub mod stream;
 mod timers;

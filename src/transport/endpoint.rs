@@ -74,6 +74,7 @@ pub fn handle(
             Endpoint::Answer(Answer::Full { status: 204, fields, body: Cow::Borrowed(b"") })
         }
         Route::Metrics => Endpoint::Await(Command::Stats),
+        Route::Readyz => Endpoint::Await(Command::Ready),
         Route::Publish { channel, event } => match publish::payload(text, body) {
             None => {
                 Endpoint::Answer(Answer::Error { status: 400, reason: "a text body must be UTF-8".into() })
@@ -107,6 +108,15 @@ fn presence_body(channel: &ChannelName, list: &PresenceList) -> Vec<u8> {
     body
 }
 
+/// `/readyz` refused: 503 with the reason as plain text (`not ready: REASON`).
+pub fn not_ready(reason: &str) -> Answer {
+    Answer::Full {
+        status: 503,
+        fields: vec![("Content-Type", "text/plain"), ("Cache-Control", "no-store")],
+        body: Cow::Owned(format!("not ready: {reason}\n").into_bytes()),
+    }
+}
+
 /// The answer to the hub's reply to an endpoint's command.
 pub fn answer_reply(reply: Reply, metrics: &Metrics) -> Answer {
     match reply {
@@ -123,6 +133,12 @@ pub fn answer_reply(reply: Reply, metrics: &Metrics) -> Answer {
                 body: Cow::Owned(short_poll::body(&replay)),
             }
         }
+        Reply::Ready(Ok(())) => Answer::Full {
+            status: 200,
+            fields: vec![("Content-Type", "text/plain"), ("Cache-Control", "no-store")],
+            body: Cow::Borrowed(b"ready\n"),
+        },
+        Reply::Ready(Err(e)) => not_ready(&e.to_string()),
         Reply::Stats(stats) => Answer::Full {
             status: 200,
             fields: vec![("Content-Type", "text/plain; version=0.0.4")],

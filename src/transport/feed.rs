@@ -71,6 +71,12 @@ pub trait Wire {
     /// Queues the subscription's starting cursor, so a client that loses the connection
     /// before its first message can still resume exactly.
     fn write_open(&mut self, start: Cursor, ctx: &mut Ctx<'_>);
+
+    /// True for a message this connection must not be sent (its own `except_self` publish):
+    /// the cursor moves past it unsent, on a live delivery and in a replay alike.
+    fn suppressed(&mut self, _msg: &Message) -> bool {
+        false
+    }
 }
 
 /// Whether the feed takes live deliveries or reads the history.
@@ -191,6 +197,10 @@ impl Feed {
         let bound = ctx.config.transport.max_send_buffer_bytes;
         let mut all_written = true;
         for msg in &replay.messages {
+            if wire.suppressed(msg) {
+                self.cursor = msg.id;
+                continue;
+            }
             let bytes = wire.encode(msg);
             if ctx.out.len_bytes() + bytes.len() > bound && !ctx.out.is_empty() {
                 all_written = false;
@@ -212,6 +222,14 @@ impl Feed {
         }
         let step = self.step(msg);
         if step == Step::Skip {
+            return Flow::Continue;
+        }
+        if wire.suppressed(msg) {
+            // Unsent, but a hole before it is still signalled.
+            if step == Step::GapThenSend {
+                Metrics::inc(&ctx.metrics.gaps_signalled);
+                wire.write_gap(msg.id.before(), ctx);
+            }
             return Flow::Continue;
         }
         let bytes = wire.encode(msg);

@@ -7,6 +7,27 @@ use std::time::Duration;
 use crate::protocol::Transport;
 use crate::ws;
 
+/// Bounds on one connection's channel set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Most channels one connection holds; another subscribe is refused with
+    /// `too_many_channels`, a longer HTTP channel list with 400. Default 64, below Nchan's
+    /// 255: a multi-channel SSE id carries every channel's offset, and at 64 channels its
+    /// compact form is at most 16 + 64 × 21 = 1,360 bytes (the full form 64 × 38 = 2,432), well
+    /// within a request head when the browser sends it back as `Last-Event-ID`; at 255 the full
+    /// form would be 9.7 KB.
+    pub max_channels_per_connection: usize,
+    /// Most commands awaiting the hub's answer on one connection; another is refused with
+    /// `unavailable` until answers arrive. Default 64.
+    pub max_pending_commands: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> RoomLimits {
+        RoomLimits { max_channels_per_connection: 64, max_pending_commands: 64 }
+    }
+}
+
 /// Limits and options of the transports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -30,6 +51,8 @@ pub struct Limits {
     /// Transports refused with 403, e.g. to make clients fall back, or where a proxy cannot
     /// carry them. Default none.
     pub disabled: Vec<Transport>,
+    /// Bounds on one connection's channel set (command mode).
+    pub rooms: RoomLimits,
 }
 
 impl Default for Limits {
@@ -42,6 +65,7 @@ impl Default for Limits {
             sse_retry: Duration::from_secs(2),
             longpoll_max_wait: Duration::from_secs(30),
             disabled: Vec::new(),
+            rooms: RoomLimits::default(),
         }
     }
 }
@@ -60,6 +84,9 @@ impl Limits {
         }
         if self.max_event_name_bytes == 0 {
             return Err("max event name bytes must be at least 1".into());
+        }
+        if self.rooms.max_channels_per_connection == 0 || self.rooms.max_pending_commands == 0 {
+            return Err("max channels per connection and max pending commands must be at least 1".into());
         }
         Ok(())
     }

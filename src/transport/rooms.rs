@@ -46,26 +46,7 @@ use super::token::{verify, Claims, TokenError, TokenKey, TokenLimits};
 /// (RFC 6455 §7.4.2: 4000-4999 are for private use).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
-/// Bounds on one connection's channel set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomLimits {
-    /// Most channels one connection holds; another subscribe is refused with
-    /// `too_many_channels`, a longer HTTP channel list with 400. Default 64, below Nchan's
-    /// 255: a multi-channel SSE id carries every channel's offset, and at 64 channels its
-    /// compact form is at most 16 + 64 × 21 = 1,360 bytes (the full form 64 × 38 = 2,432), well
-    /// within a request head when the browser sends it back as `Last-Event-ID`; at 255 the full
-    /// form would be 9.7 KB.
-    pub max_channels_per_connection: usize,
-    /// Most commands awaiting the hub's answer on one connection; another is refused with
-    /// `unavailable` until answers arrive. Default 64.
-    pub max_pending_commands: usize,
-}
-
-impl Default for RoomLimits {
-    fn default() -> RoomLimits {
-        RoomLimits { max_channels_per_connection: 64, max_pending_commands: 64 }
-    }
-}
+pub use super::limits::RoomLimits;
 
 /// What the connection may do: the server's policies and token key, and the clock.
 #[derive(Debug, Clone, Copy)]

@@ -31,8 +31,10 @@ pub enum Route {
     Index,
     /// `GET /pushwire.js`: the browser client.
     ClientScript,
-    /// `GET /healthz`.
+    /// `GET /healthz`: liveness, 200 while the process serves at all.
     Healthz,
+    /// `GET /readyz`: readiness, 503 while draining or while the backend is unreachable.
+    Readyz,
     /// `GET /metrics`: Prometheus text format.
     Metrics,
     /// `OPTIONS`: a CORS preflight (or a plain OPTIONS), answered 204.
@@ -183,8 +185,11 @@ fn route_with(
         "/" | "/index.html" if read_only => Ok(Route::Index),
         "/pushwire.js" if read_only => Ok(Route::ClientScript),
         "/healthz" if read_only => Ok(Route::Healthz),
+        "/readyz" if read_only => Ok(Route::Readyz),
         "/metrics" if read_only => Ok(Route::Metrics),
-        "/" | "/index.html" | "/pushwire.js" | "/healthz" | "/metrics" => Err(not_allowed(PAGE_METHODS)),
+        "/" | "/index.html" | "/pushwire.js" | "/healthz" | "/readyz" | "/metrics" => {
+            Err(not_allowed(PAGE_METHODS))
+        }
         "/echo" => websocket_route(head, &target, websocket::WsTarget::Echo, config, unix_now_s),
         "/ws" if method == "GET" => {
             // A valid signed token is the connection's identity and stands for the static

@@ -49,11 +49,9 @@ use crate::ws::{Accepted, CloseCode, CloseFrame, MessageRef, OpCode, Role, WsCon
 
 use super::channels::{feed_start, Resolver};
 use super::commands::{error_reply, parse, Command as V1Command, CommandError, CommandLimits};
-use super::feed::{Feed, Step, Wire};
+use super::feed::{Feed, Wire};
 use super::policy::Action as Grant;
-use super::rooms::{
-    presence_event, Action, Answer, Authority, Resume, RoomLimits, Rooms, Start, CLOSE_TOKEN_EXPIRED,
-};
+use super::rooms::{presence_event, Action, Answer, Authority, Resume, Rooms, Start, CLOSE_TOKEN_EXPIRED};
 use super::token::Claims;
 use super::{CloseReason, Ctx, Flow};
 use crate::hub::presence::{Joining, PresenceEvent};
@@ -142,12 +140,20 @@ struct WsWire<'a> {
     /// The loop's codec, used when the connection negotiated permessage-deflate.
     codec: &'a SharedCodec,
     metrics: &'a Metrics,
+    /// Command mode: ids of this connection's `except_self` publishes not yet passed.
+    skip: Option<&'a mut Vec<Cursor>>,
 }
 
 impl<'a> WsWire<'a> {
     /// The wire of `ws`, with the loop's codec and counters from `ctx`.
     fn new<'c: 'a>(ws: &'a mut WsConn, v1: bool, channel: Option<&'a ChannelName>, ctx: &Ctx<'c>) -> Self {
-        WsWire { ws, v1, channel, codec: ctx.deflate, metrics: ctx.metrics }
+        WsWire { ws, v1, channel, codec: ctx.deflate, metrics: ctx.metrics, skip: None }
+    }
+
+    /// The wire, skipping the messages whose ids are in `skip` (each once).
+    fn skipping(mut self, skip: &'a mut Vec<Cursor>) -> Self {
+        self.skip = Some(skip);
+        self
     }
 
     /// The frame without compression, shared by every plain subscriber.
@@ -208,6 +214,17 @@ impl Wire for WsWire<'_> {
             self.send_text(open_envelope(start), ctx);
         }
     }
+
+    fn suppressed(&mut self, msg: &Message) -> bool {
+        let Some(skip) = self.skip.as_deref_mut() else { return false };
+        match skip.iter().position(|&id| id == msg.id) {
+            Some(i) => {
+                skip.remove(i); // Oldest first, for MAX_SKIP's eviction.
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl WsWire<'_> {
@@ -255,8 +272,8 @@ struct CommandMode {
     rooms: Rooms,
     /// One feed per subscribed channel, in subscription order.
     feeds: Vec<Feed>,
-    /// The `except_self` flag of each publish awaiting its id, oldest first.
-    publishes: VecDeque<bool>,
+    /// For each publish awaiting its id, oldest first: its channel when it is `except_self`.
+    publishes: VecDeque<Option<ChannelName>>,
     /// Ids of this connection's `except_self` publishes not yet seen as deliveries.
     skip: Vec<Cursor>,
     /// The channel of each page read in flight, oldest first (a `Read` reply names none).
@@ -339,7 +356,7 @@ impl WsSession {
                     _ => None,
                 };
                 let mut mode = CommandMode {
-                    rooms: Rooms::new(RoomLimits::default(), claims),
+                    rooms: Rooms::new(ctx.config.transport.rooms, claims),
                     feeds: Vec::new(),
                     publishes: VecDeque::new(),
                     skip: Vec::new(),
@@ -460,7 +477,9 @@ impl WsSession {
         let Serving::Commands(mode) = &mut self.serving else { return };
         let access = &ctx.config.access;
         let limits = CommandLimits {
-            max_info_bytes: 256,
+            // The hub's presence bound, checked here first so that an oversized info is
+            // refused before anything is queued.
+            max_info_bytes: ctx.config.hub.presence.max_info_bytes,
             max_token_bytes: access.token_limits.max_token_bytes,
             max_event_name_bytes: ctx.config.transport.max_event_name_bytes,
         };
@@ -519,7 +538,7 @@ impl WsSession {
                 ctx.commands.push_back(Command::Unsubscribe { channel });
             }
             Some(Action::Publish { channel, event, payload, except_self }) => {
-                mode.publishes.push_back(except_self);
+                mode.publishes.push_back(except_self.then(|| channel.clone()));
                 ctx.commands.push_back(Command::Publish { channel, event, payload });
             }
             Some(Action::Presence { channel, list }) => {
@@ -564,7 +583,7 @@ impl WsSession {
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 feed.share_name(channel.clone());
                 let before = ctx.commands.len();
-                let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx);
+                let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx).skipping(&mut mode.skip);
                 feed.handle_replay(replay, true, wire, ctx);
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
@@ -593,7 +612,7 @@ impl WsSession {
             let Some(channel) = mode.reads.pop_front() else { return Flow::Continue };
             if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
                 let before = ctx.commands.len();
-                let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx);
+                let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx).skipping(&mut mode.skip);
                 feed.handle_page(replay, wire, ctx);
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
@@ -611,9 +630,11 @@ impl WsSession {
     /// `except_self`, the id this connection's delivery will be skipped at).
     pub fn handle_published(&mut self, id: Cursor, ctx: &mut Ctx<'_>) -> Flow {
         let Serving::Commands(mode) = &mut self.serving else { return Flow::Continue };
-        if mode.publishes.pop_front() == Some(true) {
-            // Bounded: an id whose delivery never comes (the channel was being caught up from
-            // the history, which does not skip) is dropped after MAX_SKIP newer ones.
+        let except_self = mode.publishes.pop_front().flatten();
+        // Only on a channel this connection reads: no delivery would ever pass the id else.
+        if except_self.is_some_and(|channel| mode.feeds.iter().any(|f| f.channel == channel)) {
+            // Bounded: an id whose message never comes (unsubscribed meanwhile) is dropped
+            // after MAX_SKIP newer ones.
             if mode.skip.len() >= MAX_SKIP {
                 mode.skip.remove(0);
             }
@@ -661,17 +682,9 @@ impl WsSession {
             let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == msg.channel) else {
                 return Flow::Continue;
             };
-            let wire = &mut WsWire::new(&mut self.ws, true, Some(&msg.channel), ctx);
-            if let Some(i) = mode.skip.iter().position(|&id| id == msg.id) {
-                // This connection's own except_self publish: the cursor moves past it unsent
-                // (a hole before it is still signalled).
-                mode.skip.swap_remove(i);
-                if feed.is_live() && feed.step(msg) == Step::GapThenSend {
-                    Metrics::inc(&ctx.metrics.gaps_signalled);
-                    wire.write_gap(msg.id.before(), ctx);
-                }
-                return Flow::Continue;
-            }
+            // This connection's own except_self publishes are skipped by the wire, live or
+            // from the history while the channel catches up (`Wire::suppressed`).
+            let wire = &mut WsWire::new(&mut self.ws, true, Some(&msg.channel), ctx).skipping(&mut mode.skip);
             let flow = feed.handle_delivery(msg, wire, ctx);
             if let Flow::Close(reason) = flow {
                 self.close(CloseCode::POLICY_VIOLATION, reason.as_str(), ctx);

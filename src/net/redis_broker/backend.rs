@@ -141,6 +141,16 @@ impl HubBackend for RedisHub {
                 let _ = self.client.submit(BrokerRequest::Unsubscribe { sink, channel });
                 return Submitted::NoReply;
             }
+            Command::Ready => {
+                let stats = self.client.stats();
+                let up = stats.command_up.load(std::sync::atomic::Ordering::Relaxed)
+                    && stats.pubsub_up.load(std::sync::atomic::Ordering::Relaxed);
+                return Submitted::Reply(Reply::Ready(if up {
+                    Ok(())
+                } else {
+                    Err(HubError::BackendUnavailable)
+                }));
+            }
             Command::Stats => {
                 let channels = self.client.stats().live_channels.load(std::sync::atomic::Ordering::Relaxed);
                 let stats = HubStats { channels: channels as usize, ..HubStats::default() };
