@@ -444,7 +444,7 @@ fn the_rust_client_on_three_channels_resumes_exactly_after_a_cut_on_every_transp
         };
         let url = format!("http://{}/channels/ca,cb,cc", proxy.addr);
         let mut sub = Subscriber::connect(&url, options).unwrap();
-        let mut recv = |n: usize, sub: &mut Subscriber| -> Vec<(String, String)> {
+        let recv = |n: usize, sub: &mut Subscriber| -> Vec<(String, String)> {
             (0..n)
                 .map(|_| match sub.recv().unwrap() {
                     Item::Message { channel: Some(c), payload: Payload::Text(t), .. } => (c, t),

@@ -1,5 +1,5 @@
 //! Chaos: 200 subscribers spread over all five transports on one channel, a publisher sending
-//! 5,000 messages (and every fifth round one more on a second channel, 1,000 in all, which a
+//! 2,500 messages (and every fifth round one more on a second channel, 500 in all, which a
 //! quarter of the subscribers also hold: `/channels/chaos,chaos2` on one connection, resuming
 //! with the composite cursor), and a fault injector between the subscribers and the server that cuts
 //! random connections (FIN and RST) and makes a fifth of them read slowly (so the server closes
@@ -10,7 +10,7 @@
 //! in order. With a small history, the only deviation allowed is an explicit gap: offsets still
 //! increase, and every jump is announced by a gap item naming where the stream continues.
 //!
-//! Bounded: the publisher stops at 5,000 messages, the injector stops when the subscribers are
+//! Bounded: the publisher stops at 2,500 messages, the injector stops when the subscribers are
 //! done, and every subscriber gives up (failing the test) after a deadline.
 
 mod common;
@@ -28,7 +28,7 @@ use pushwire::hub::Cursor;
 use common::*;
 
 const SUBSCRIBERS: usize = 200;
-const MESSAGES: u64 = 5_000;
+const MESSAGES: u64 = 2_500;
 /// Messages on the second channel (one every fifth round).
 const MESSAGES2: u64 = MESSAGES / 5;
 const TRANSPORTS: [Transport; 5] =

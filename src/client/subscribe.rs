@@ -800,7 +800,7 @@ mod tests {
             .drain(..)
             .map(|item| match item {
                 Item::Message { id, .. } => (false, id.offset),
-                Item::Gap { next } => (true, next.offset),
+                Item::Gap { next, .. } => (true, next.offset),
             })
             .collect()
     }
