@@ -125,7 +125,7 @@ impl Window {
         for (i, (_, [count_name, p50_name, p99_name])) in HISTOGRAMS.iter().enumerate() {
             let delta = bucket_delta(&opened.histograms[i], &closed.histograms[i]);
             let count = delta.last().map_or(0, |&(_, n)| n);
-            report.count(*count_name, count);
+            report.count(count_name, count);
             for (name, q) in [(*p50_name, 0.5), (*p99_name, 0.99)] {
                 match quantile_seconds(&delta, q) {
                     Some(s) => report.count(name, (s * 1e6).round() as u64),
