@@ -198,7 +198,10 @@ struct Rare {
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.cors_origin.is_none() && self.drain_at.is_none() && self.inbuf.is_empty() && self.refused.is_empty()
+        self.cors_origin.is_none()
+            && self.drain_at.is_none()
+            && self.inbuf.is_empty()
+            && self.refused.is_empty()
     }
 }
 

@@ -185,7 +185,10 @@ fn json_lines_parse_and_carry_the_startup_line_and_one_line_per_refusal() {
     let mut publisher_in = BufReader::new(publisher.try_clone().unwrap());
     for i in 0..100 {
         let body = format!("m{i}");
-        let request = format!("POST /channels/news HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let request = format!(
+            "POST /channels/news HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         publisher.write_all(request.as_bytes()).unwrap();
         let response = common::read_response(&mut publisher_in, false);
         assert!((200..300).contains(&response.status), "{response:?}");
@@ -206,7 +209,8 @@ fn json_lines_parse_and_carry_the_startup_line_and_one_line_per_refusal() {
     seen.extend(server.stop());
     let lines = parse_all(&seen);
 
-    let startup: Vec<&Value> = lines.iter().filter(|v| v["message"].as_str().unwrap().contains("started")).collect();
+    let startup: Vec<&Value> =
+        lines.iter().filter(|v| v["message"].as_str().unwrap().contains("started")).collect();
     assert_eq!(startup.len(), 1, "one startup line: {seen:#?}");
     let (startup, fields) = (startup[0], &startup[0]["fields"]);
     assert_eq!(startup["level"], "INFO");
@@ -319,7 +323,8 @@ fn a_bad_log_format_is_a_clear_error() {
 
     let path = std::env::temp_dir().join(format!("pushwire-logs-bad-{}.toml", std::process::id()));
     std::fs::write(&path, "\nlog_format = \"xml\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pushwire")).args(["config", "check"]).arg(&path).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_pushwire")).args(["config", "check"]).arg(&path).output().unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -392,7 +392,8 @@ impl EventLoop {
             // established connections nothing but the accepts.
             Some(_) if self.tls_handshakes >= self.shared.config.net.max_tls_handshakes => {
                 Metrics::inc(&self.shared.metrics.tls.handshakes_refused);
-                let reason = format!("{} TLS handshakes in progress (--max-tls-handshakes)", self.tls_handshakes);
+                let reason =
+                    format!("{} TLS handshakes in progress (--max-tls-handshakes)", self.tls_handshakes);
                 log_refused(Some(peer), None, &reason);
                 return;
             }
@@ -415,7 +416,10 @@ impl EventLoop {
             let reason = if open > limits.max_connections {
                 format!("{} connections open (--max-connections)", limits.max_connections)
             } else {
-                format!("{} connections from this address (--max-connections-per-ip)", limits.max_connections_per_ip)
+                format!(
+                    "{} connections from this address (--max-connections-per-ip)",
+                    limits.max_connections_per_ip
+                )
             };
             // A TLS client gets no 503 (it would not read one): the connection just closes.
             log_refused(Some(peer), session.is_none().then_some(503), &reason);
