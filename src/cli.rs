@@ -41,8 +41,13 @@ fn cursor(text: &str) -> Result<Cursor, String> {
 #[derive(Args)]
 pub struct SubArgs {
     /// The channel's URL, `http://HOST:PORT/channels/NAME` (or `ws://`; the transport decides
-    /// how to connect; `https://` and `wss://` for TLS).
+    /// how to connect; `https://` and `wss://` for TLS). With `--channel`, the server's URL
+    /// (`http://HOST:PORT`; a path is replaced by `/channels/A,B`).
     url: String,
+    /// Subscribe to this channel (repeatable, or `a,b,c`): several channels on one connection,
+    /// each message printed after its channel and a tab (in `--json`, as `"channel"`).
+    #[arg(long = "channel", value_name = "NAME")]
+    channels: Vec<String>,
     /// A PEM file of CA certificates to trust for TLS, besides Mozilla's roots.
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
@@ -141,10 +146,23 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The JSON envelope of a message, as the server writes it.
-fn envelope(id: Cursor, event: Option<&str>, payload: &Payload) -> String {
+/// `scheme://authority` of a URL (its path and query dropped).
+fn server_base(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?']) {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// The JSON envelope of a message, as the server writes it (with its channel first on a
+/// multi-channel connection).
+fn envelope(channel: Option<&str>, id: Cursor, event: Option<&str>, payload: &Payload) -> String {
     let json = |s: &str| serde_json::Value::from(s).to_string();
-    let mut out = format!("{{\"id\":\"{id}\"");
+    let mut out = match channel {
+        Some(channel) => format!("{{\"channel\":{},\"id\":\"{id}\"", json(channel)),
+        None => format!("{{\"id\":\"{id}\""),
+    };
     if let Some(event) = event {
         out += &format!(",\"event\":{}", json(event));
     }
@@ -167,7 +185,17 @@ pub fn sub(args: SubArgs) -> ExitCode {
         tls: TlsOptions { extra_roots_pem: args.ca_file },
         ..SubscribeOptions::default()
     };
-    let mut subscriber = match Subscriber::connect(&args.url, options) {
+    let channels: Vec<&str> =
+        args.channels.iter().flat_map(|c| c.split(',')).filter(|c| !c.is_empty()).collect();
+    let url = match channels.as_slice() {
+        [] => args.url.clone(),
+        // One channel is the single-channel URL; several are `/channels/a,b` (at least two
+        // names, so the server serves it as a multi-channel request).
+        [one] => format!("{}/channels/{one}", server_base(&args.url)),
+        many => format!("{}/channels/{}", server_base(&args.url), many.join(",")),
+    };
+    let multi = channels.len() > 1;
+    let mut subscriber = match Subscriber::connect(&url, options) {
         Ok(s) => s,
         Err(e) => return fail("sub", e),
     };
@@ -176,16 +204,21 @@ pub fn sub(args: SubArgs) -> ExitCode {
     // Bounded by --count when given; otherwise runs until an error that retrying cannot fix.
     while args.count.is_none_or(|count| received < count) {
         let line = match subscriber.recv() {
-            Ok(Item::Message { id, event, payload }) => {
+            Ok(Item::Message { channel, id, event, payload }) => {
                 received += 1;
-                match (&payload, args.json) {
-                    (_, true) => envelope(id, event.as_deref(), &payload),
+                let text = match (&payload, args.json) {
+                    (_, true) => envelope(channel.as_deref(), id, event.as_deref(), &payload),
                     (Payload::Text(text), false) => text.clone(),
                     (Payload::Binary(bytes), false) => base64(bytes),
+                };
+                match channel {
+                    Some(channel) if multi && !args.json => format!("{channel}\t{text}"),
+                    _ => text,
                 }
             }
-            Ok(Item::Gap { next }) => {
-                eprintln!("pushwire sub: gap: messages were lost; continuing after {next}");
+            Ok(Item::Gap { channel, next }) => {
+                let on = channel.map(|c| format!(" on {c}")).unwrap_or_default();
+                eprintln!("pushwire sub: gap{on}: messages were lost; continuing after {next}");
                 continue;
             }
             Err(e) => return fail("sub", e),

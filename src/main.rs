@@ -20,6 +20,7 @@ use pushwire::net::tls::{TlsAcceptor, TlsFiles};
 use pushwire::net::Limits as NetLimits;
 use pushwire::net::Listen;
 use pushwire::protocol::Transport;
+use pushwire::transport::api::{ApiKey, ApiLimits};
 use pushwire::transport::limits::{Limits as TransportLimits, WebSocketLimits};
 use pushwire::transport::policy::{ChannelPolicy, Policies};
 use pushwire::transport::token::TokenKey;
@@ -160,6 +161,9 @@ fn transport() -> TransportLimits {
 }
 fn websocket() -> WebSocketLimits {
     WebSocketLimits::default()
+}
+fn api() -> ApiLimits {
+    ApiLimits::default()
 }
 fn net() -> NetLimits {
     NetLimits::default()
@@ -320,6 +324,10 @@ struct ServeArgs {
     /// Longest presence `info` of one member, in bytes of JSON.
     #[arg(long, value_name = "BYTES", default_value_t = hub().presence.max_info_bytes)]
     max_presence_info_bytes: usize,
+    /// With --redis: how long a presence member outlives its node's last refresh (a node
+    /// refreshes its members every third of it), so a killed node's members are gone by then.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(hub().presence.member_ttl))]
+    presence_ttl: Seconds,
     /// Read --subscribe-token from this file (its first line).
     #[arg(long, value_name = "PATH")]
     subscribe_token_file: Option<PathBuf>,
@@ -339,6 +347,19 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().drain_period))]
     drain_seconds: Seconds,
+    /// Turn the server API (`POST /api/…`) on: requests must carry `Authorization: apikey
+    /// KEY` (at least 16 bytes; prefer --api-key-file, which keeps it out of the process list).
+    #[arg(long, value_name = "KEY", conflicts_with = "api_key_file")]
+    api_key: Option<String>,
+    /// Read --api-key from this file (its first line).
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+    /// Largest server API request body, in bytes; larger gets 413.
+    #[arg(long, value_name = "BYTES", default_value_t = api().max_body_bytes)]
+    api_max_body_bytes: u64,
+    /// Most channels of one server API broadcast.
+    #[arg(long, value_name = "N", default_value_t = api().max_broadcast_channels)]
+    api_max_broadcast_channels: usize,
     /// Refuse a transport with 403 (repeatable): ws, sse, stream, longpoll or poll.
     #[arg(long, value_name = "MODE", value_parser = mode)]
     disable: Vec<Transport>,
@@ -423,6 +444,7 @@ impl ServeArgs {
         config.transport.rooms.max_channels_per_connection = self.max_channels_per_connection;
         config.hub.presence.max_members_per_channel = self.max_presence_members;
         config.hub.presence.max_info_bytes = self.max_presence_info_bytes;
+        config.hub.presence.member_ttl = self.presence_ttl.0;
         let ws = &mut config.websocket;
         ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
         ws.channel.max_message_bytes = self.ws_max_message_bytes;
@@ -439,6 +461,11 @@ impl ServeArgs {
         config.access.subscribe_token =
             secret(&self.subscribe_token, &self.subscribe_token_file, "subscribe-token")?;
         config.access.policies = Policies(self.channel_policy.clone());
+        if let Some(key) = secret(&self.api_key, &self.api_key_file, "api-key")? {
+            config.api.key = Some(ApiKey::new(&key)?);
+        }
+        config.api.limits.max_body_bytes = self.api_max_body_bytes;
+        config.api.limits.max_broadcast_channels = self.api_max_broadcast_channels;
         Ok(config)
     }
 }

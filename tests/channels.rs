@@ -380,3 +380,139 @@ fn every_channel_of_a_request_passes_its_own_policy() {
     }
     assert_eq!(get(&server, "/channels/open,other?mode=poll", "").status, 200);
 }
+
+/// A TCP proxy whose open connections can all be cut (FIN both ways) at once.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CutProxy {
+    fn start(upstream: std::net::SocketAddr) -> CutProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let open2 = open.clone();
+        // Ends when the test process does (the listener blocks in accept).
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else { continue };
+                open2.lock().unwrap().push(client.try_clone().unwrap());
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(client, server));
+                std::thread::spawn(move || pipe(s2, c2));
+            }
+        });
+        CutProxy { addr, open }
+    }
+
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn the_rust_client_on_three_channels_resumes_exactly_after_a_cut_on_every_transport() {
+    use pushwire::client::{Backoff, Item, Payload, SubscribeOptions, Subscriber, Timeouts, Transport};
+    use pushwire::hub::Cursor;
+    let server = Server::start(&["--longpoll-max-wait", "2"]);
+    let proxy = CutProxy::start(server.addr);
+    let channels = ["ca", "cb", "cc"];
+    for transport in
+        [Transport::WebSocket, Transport::Sse, Transport::Stream, Transport::LongPoll, Transport::Poll]
+    {
+        let start = json(&get(&server, "/channels/ca,cb,cc?mode=poll", "").text());
+        let since_each =
+            start["next"].as_str().unwrap().split(',').map(|c| Some(Cursor::parse(c).unwrap())).collect();
+        let options = SubscribeOptions {
+            transport,
+            since_each,
+            timeouts: Timeouts { read: Duration::from_secs(5), ..Timeouts::default() },
+            backoff: Backoff { base: Duration::from_millis(10), cap: Duration::from_millis(200) },
+            poll_interval: Duration::from_millis(50),
+            long_poll_wait: Duration::from_secs(1),
+            ..SubscribeOptions::default()
+        };
+        let url = format!("http://{}/channels/ca,cb,cc", proxy.addr);
+        let mut sub = Subscriber::connect(&url, options).unwrap();
+        let recv = |n: usize, sub: &mut Subscriber| -> Vec<(String, String)> {
+            (0..n)
+                .map(|_| match sub.recv().unwrap() {
+                    Item::Message { channel: Some(c), payload: Payload::Text(t), .. } => (c, t),
+                    other => panic!("{transport:?}: {other:?}"),
+                })
+                .collect()
+        };
+        let mut sent = publish_rounds(&server, &channels, 0..2);
+        let mut seen = recv(sent.len(), &mut sub);
+        proxy.cut();
+        sent.extend(publish_rounds(&server, &channels, 2..4));
+        seen.extend(recv(6, &mut sub));
+        assert_each_once_in_channel_order(&seen, &sent, &channels);
+        // A poll's idle keep-alive connection that was cut is replaced before the next poll,
+        // without a failed request: only the streaming transports must count a reconnect.
+        let streaming = matches!(transport, Transport::WebSocket | Transport::Sse | Transport::Stream);
+        assert!(!streaming || sub.reconnects() >= 1, "{transport:?}: the cut was not noticed");
+        let cursors = sub.channel_cursors();
+        assert_eq!(cursors.len(), 3);
+        assert!(cursors.iter().all(|(_, c)| c.is_some_and(|c| c.offset >= 4)), "{transport:?}: {cursors:?}");
+    }
+}
+
+#[test]
+fn the_cli_sub_takes_channel_repeated_or_a_list_and_prints_each_channel() {
+    let server = Server::start(&[]);
+    for transport in ["ws", "sse", "stream", "longpoll", "poll"] {
+        let base = format!("http://{}", server.addr);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
+            .args(["sub", &base, "--channel", "ma", "--channel", "mb,mc", "--transport", transport])
+            .args(["--count", "6", "--poll-interval", "0.1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::thread::spawn(move || child.wait_with_output().unwrap());
+        // Rounds until the client has printed six messages (it starts from now, so the first
+        // rounds may come before it is subscribed).
+        for round in 0..100 {
+            if out.is_finished() {
+                break;
+            }
+            for channel in ["mc", "ma", "mb"] {
+                publish(&server, channel, &format!("{channel}-{round}"));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let out = out.join().unwrap();
+        assert!(out.status.success(), "{transport}");
+        let lines: Vec<(String, String)> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (c, d) = l.split_once('\t').unwrap_or_else(|| panic!("{transport}: {l}"));
+                (c.to_string(), d.to_string())
+            })
+            .collect();
+        assert_eq!(lines.len(), 6, "{transport}: {lines:?}");
+        for (channel, data) in &lines {
+            assert!(data.starts_with(&format!("{channel}-")), "{transport}: {channel} {data}");
+        }
+        // Each channel's rounds are consecutive: nothing lost or repeated once it started.
+        for channel in ["ma", "mb", "mc"] {
+            let rounds: Vec<u32> = lines
+                .iter()
+                .filter(|(c, _)| c == channel)
+                .map(|(_, d)| d.rsplit('-').next().unwrap().parse().unwrap())
+                .collect();
+            assert!(rounds.windows(2).all(|w| w[1] == w[0] + 1), "{transport}: {channel} {rounds:?}");
+        }
+    }
+}

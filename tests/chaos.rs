@@ -1,5 +1,7 @@
 //! Chaos: 200 subscribers spread over all five transports on one channel, a publisher sending
-//! 5,000 messages, and a fault injector between the subscribers and the server that cuts
+//! 2,500 messages (and every fifth round one more on a second channel, 500 in all, which a
+//! quarter of the subscribers also hold: `/channels/chaos,chaos2` on one connection, resuming
+//! with the composite cursor), and a fault injector between the subscribers and the server that cuts
 //! random connections (FIN and RST) and makes a fifth of them read slowly (so the server closes
 //! them as slow consumers). Every subscriber is the library's `Subscriber`, which reconnects
 //! and resumes from its cursor.
@@ -8,7 +10,7 @@
 //! in order. With a small history, the only deviation allowed is an explicit gap: offsets still
 //! increase, and every jump is announced by a gap item naming where the stream continues.
 //!
-//! Bounded: the publisher stops at 5,000 messages, the injector stops when the subscribers are
+//! Bounded: the publisher stops at 2,500 messages, the injector stops when the subscribers are
 //! done, and every subscriber gives up (failing the test) after a deadline.
 
 mod common;
@@ -26,7 +28,9 @@ use pushwire::hub::Cursor;
 use common::*;
 
 const SUBSCRIBERS: usize = 200;
-const MESSAGES: u64 = 5_000;
+const MESSAGES: u64 = 2_500;
+/// Messages on the second channel (one every fifth round).
+const MESSAGES2: u64 = MESSAGES / 5;
 const TRANSPORTS: [Transport; 5] =
     [Transport::WebSocket, Transport::Sse, Transport::Stream, Transport::LongPoll, Transport::Poll];
 /// How long every subscriber has to receive everything.
@@ -146,6 +150,8 @@ fn xorshift(state: &mut u64) -> u64 {
 #[derive(Debug, Default)]
 struct Seen {
     items: Vec<(bool, u64)>, // (is_gap, offset)
+    /// The second channel's, for a multi-channel subscriber.
+    items2: Option<Vec<(bool, u64)>>,
     reconnects: u64,
 }
 
@@ -153,11 +159,13 @@ fn run_subscriber(
     url: String,
     transport: Transport,
     since: Cursor,
+    since2: Option<Cursor>,
     done: Arc<AtomicU64>,
 ) -> Result<Seen, String> {
     let options = SubscribeOptions {
         transport,
         since: Some(since),
+        since_each: since2.map(|s2| vec![Some(since), Some(s2)]).unwrap_or_default(),
         timeouts: Timeouts { read: Duration::from_secs(5), ..Timeouts::default() },
         backoff: Backoff { base: Duration::from_millis(10), cap: Duration::from_millis(300) },
         poll_interval: Duration::from_millis(30),
@@ -178,19 +186,29 @@ fn run_subscriber(
             Err(e) => return Err(format!("{transport:?}: connect: {e}")),
         }
     };
-    let mut seen = Seen::default();
+    let mut seen = Seen { items2: since2.map(|_| Vec::new()), ..Seen::default() };
+    let (mut last, mut last2) = (0, if since2.is_some() { 0 } else { MESSAGES2 });
     loop {
         if start.elapsed() > DEADLINE {
             return Err(format!("{transport:?}: only {} items in time", seen.items.len()));
         }
         match sub.recv().map_err(|e| format!("{transport:?}: {e}"))? {
-            Item::Message { id, .. } => {
-                seen.items.push((false, id.offset));
-                if id.offset == MESSAGES {
+            Item::Message { channel, id, .. } => {
+                if channel.as_deref() == Some("chaos2") {
+                    seen.items2.get_or_insert_default().push((false, id.offset));
+                    last2 = id.offset;
+                } else {
+                    seen.items.push((false, id.offset));
+                    last = id.offset;
+                }
+                if last == MESSAGES && last2 == MESSAGES2 {
                     break;
                 }
             }
-            Item::Gap { next } => seen.items.push((true, next.offset)),
+            Item::Gap { channel, next } if channel.as_deref() == Some("chaos2") => {
+                seen.items2.get_or_insert_default().push((true, next.offset))
+            }
+            Item::Gap { next, .. } => seen.items.push((true, next.offset)),
         }
     }
     seen.reconnects = sub.reconnects();
@@ -215,6 +233,7 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
         "2",
     ]);
     let since = Cursor::parse(&json_field(&poll(&server, "chaos", None).text(), "next").unwrap()).unwrap();
+    let since2 = Cursor::parse(&json_field(&poll(&server, "chaos2", None).text(), "next").unwrap()).unwrap();
     let proxies = [FaultyProxy::start(server.addr, false), FaultyProxy::start(server.addr, true)];
     let done = Arc::new(AtomicU64::new(0));
     let subscribers: Vec<_> = (0..SUBSCRIBERS)
@@ -222,9 +241,13 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
             let transport = TRANSPORTS[i % TRANSPORTS.len()];
             // Every fifth subscriber (of each transport) reads slowly.
             let proxy = &proxies[usize::from((i / TRANSPORTS.len()).is_multiple_of(5))];
-            let url = format!("http://{}/channels/chaos", proxy.addr);
+            // A quarter of each transport's subscribers hold both channels on one connection.
+            let multi = (i / TRANSPORTS.len()) % 4 == 1;
+            let path = if multi { "chaos,chaos2" } else { "chaos" };
+            let url = format!("http://{}/channels/{path}", proxy.addr);
+            let since2 = multi.then_some(since2);
             let done = done.clone();
-            (transport, thread::spawn(move || run_subscriber(url, transport, since, done)))
+            (transport, thread::spawn(move || run_subscriber(url, transport, since, since2, done)))
         })
         .collect();
 
@@ -254,6 +277,10 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
         let body = format!("m{i:-<199}");
         conn.write_all(publish_request("chaos", &body).as_bytes()).unwrap();
         assert_eq!(read_response(&mut reader, false).status, 201);
+        if i % 5 == 0 {
+            conn.write_all(publish_request("chaos2", &body).as_bytes()).unwrap();
+            assert_eq!(read_response(&mut reader, false).status, 201);
+        }
     }
 
     let results: Vec<_> = subscribers.into_iter().map(|(t, h)| (t, h.join().unwrap())).collect();
@@ -281,23 +308,31 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
 #[test]
 fn chaos_with_enough_history_every_subscriber_gets_every_message_exactly_once_in_order() {
     let results = chaos("10000");
+    let exact = |items: &[(bool, u64)], total: u64| {
+        items.iter().map(|&(gap, o)| if gap { u64::MAX } else { o }).eq(1..=total)
+    };
     for (transport, seen) in &results {
-        let offsets: Vec<u64> = seen.items.iter().map(|&(gap, o)| if gap { u64::MAX } else { o }).collect();
         assert!(
-            offsets.iter().copied().eq(1..=MESSAGES),
+            exact(&seen.items, MESSAGES),
             "{transport:?}: not exactly 1..={MESSAGES} in order: gap or hole"
         );
+        if let Some(items2) = &seen.items2 {
+            assert!(exact(items2, MESSAGES2), "{transport:?}: chaos2 not exactly 1..={MESSAGES2} in order");
+        }
     }
+    let multi = results.iter().filter(|(_, s)| s.items2.is_some()).count();
+    assert!(multi >= SUBSCRIBERS / 5, "only {multi} multi-channel subscribers");
 }
 
 #[test]
 fn chaos_with_a_small_history_the_only_deviation_is_an_explicit_gap() {
     let results = chaos("50");
     let mut gaps = 0;
-    for (transport, seen) in &results {
+    // Per channel: offsets increase by one, or jump only right after a gap naming the jump.
+    let mut check = |transport: &Transport, items: &[(bool, u64)], total: u64| {
         let mut last = 0u64;
         let mut announced: Option<u64> = None;
-        for &(gap, offset) in &seen.items {
+        for &(gap, offset) in items {
             if gap {
                 assert!(offset >= last, "{transport:?}: a gap going backwards");
                 announced = Some(offset);
@@ -308,7 +343,13 @@ fn chaos_with_a_small_history_the_only_deviation_is_an_explicit_gap() {
             assert_eq!(offset, expected, "{transport:?}: after {last}, {offset} without a gap announcing it");
             last = offset;
         }
-        assert_eq!(last, MESSAGES, "{transport:?}: did not reach the last message");
+        assert_eq!(last, total, "{transport:?}: did not reach the last message");
+    };
+    for (transport, seen) in &results {
+        check(transport, &seen.items, MESSAGES);
+        if let Some(items2) = &seen.items2 {
+            check(transport, items2, MESSAGES2);
+        }
     }
     eprintln!("{gaps} gaps signalled");
 }

@@ -259,7 +259,7 @@ fn gap_when_history_is_exceeded(transport: Transport) {
     std::thread::sleep(Duration::from_millis(100));
     proxy.block(false);
     match items.recv_timeout(IO_TIMEOUT).expect("a gap in time") {
-        Item::Gap { next } => assert_eq!(next, published[7], "{transport:?}: resumes before m10"),
+        Item::Gap { next, .. } => assert_eq!(next, published[7], "{transport:?}: resumes before m10"),
         other => panic!("{transport:?}: expected a gap, got {other:?}"),
     }
     assert_eq!(next_text(&items), (published[8], "m10".to_string()));

@@ -56,7 +56,10 @@ use crate::ws::{self, Event};
 
 use super::http::{with_query, Body, HttpConn, HttpOptions};
 use super::{Error, TlsOptions, Url, WsClient, WsOptions};
-use crate::protocol::envelope::{parse_envelope, parse_poll_answer, Envelope, Payload, Received};
+use crate::protocol::envelope::{
+    parse_envelope, parse_labelled_envelope, parse_multi_poll_answer, parse_poll_answer, Envelope, Payload,
+    Received,
+};
 
 pub use crate::protocol::PROTOCOL_V1;
 
@@ -125,6 +128,9 @@ pub struct SubscribeOptions {
     pub transport: Transport,
     /// Resume after this cursor; `None` starts from now (the subscription's opening cursor).
     pub since: Option<Cursor>,
+    /// On a multi-channel URL (`/channels/a,b`): where each channel starts, in the URL's
+    /// order (`None` or a missing entry: from now). Ignored for one channel (see `since`).
+    pub since_each: Vec<Option<Cursor>>,
     /// Sent as `Authorization: Bearer TOKEN` (RFC 6750 §2.1).
     pub token: Option<String>,
     /// Connect, read and write deadlines.
@@ -147,6 +153,7 @@ impl Default for SubscribeOptions {
         SubscribeOptions {
             transport: Transport::WebSocket,
             since: None,
+            since_each: Vec::new(),
             token: None,
             timeouts: Timeouts::default(),
             backoff: Backoff::default(),
@@ -163,6 +170,8 @@ impl Default for SubscribeOptions {
 pub enum Item {
     /// The next message of the channel.
     Message {
+        /// Its channel, on a multi-channel subscription (`/channels/a,b`); else `None`.
+        channel: Option<String>,
         /// Its cursor.
         id: Cursor,
         /// Its event name, if published with one.
@@ -173,6 +182,8 @@ pub enum Item {
     /// Messages were lost (history exceeded, or the channel's epoch changed); the subscriber
     /// continues after `next`.
     Gap {
+        /// The channel that lost messages, on a multi-channel subscription; else `None`.
+        channel: Option<String>,
         /// Where the subscription now stands.
         next: Cursor,
     },
@@ -217,6 +228,13 @@ pub struct Subscriber {
     reconnects: u64,
     /// A fatal error was returned: the iterator ends.
     finished: bool,
+    /// A multi-channel subscription's channels (the URL's `/channels/a,b,c`); empty for one.
+    channels: Vec<String>,
+    /// Each channel's cursor, on a multi-channel subscription.
+    cursors: Vec<Option<Cursor>>,
+    /// A multi-channel event stream's last `id:` (the composite cursor), sent back as
+    /// `Last-Event-ID` as a browser would.
+    sse_id: Option<String>,
 }
 
 impl Subscriber {
@@ -245,7 +263,17 @@ impl Subscriber {
 
     /// A subscriber at `options.since` with no connection yet.
     fn unconnected(url: Url, options: SubscribeOptions) -> Subscriber {
+        // `/channels/a,b,c`: several channels (`,` is not in the channel alphabet).
+        let path = url.resource_name.split('?').next().unwrap_or_default();
+        let channels: Vec<String> = match path.strip_prefix("/channels/") {
+            Some(list) if list.contains(',') => list.split(',').map(String::from).collect(),
+            _ => Vec::new(),
+        };
+        let cursors = (0..channels.len()).map(|i| options.since_each.get(i).copied().flatten()).collect();
         Subscriber {
+            cursors,
+            channels,
+            sse_id: None,
             url,
             cursor: options.since,
             options,
@@ -265,6 +293,28 @@ impl Subscriber {
     /// would resume.
     pub fn cursor(&self) -> Option<Cursor> {
         self.cursor
+    }
+
+    /// A multi-channel subscription's channels and where each stands (empty for one channel).
+    pub fn channel_cursors(&self) -> Vec<(String, Option<Cursor>)> {
+        self.channels.iter().cloned().zip(self.cursors.iter().copied()).collect()
+    }
+
+    fn is_multi(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    /// The `since` to send: the cursor, or on several channels the full composite
+    /// (`E:O,,E:O`), when there is a position at all.
+    fn since_text(&self) -> Option<String> {
+        if !self.is_multi() {
+            return self.cursor.map(|c| c.to_string());
+        }
+        self.cursors.iter().any(Option::is_some).then(|| {
+            let entries: Vec<String> =
+                self.cursors.iter().map(|c| c.map(|c| c.to_string()).unwrap_or_default()).collect();
+            entries.join(",")
+        })
     }
 
     /// How many times a connection was lost and retried.
@@ -358,7 +408,7 @@ impl Subscriber {
 
     /// Opens a connection for the transport, resuming from the cursor.
     fn open(&mut self) -> Result<Link, Error> {
-        let since: Vec<(&str, String)> = self.cursor.map(|c| ("since", c.to_string())).into_iter().collect();
+        let since: Vec<(&str, String)> = self.since_text().map(|c| ("since", c)).into_iter().collect();
         let auth = self.authorization();
         match self.options.transport {
             Transport::WebSocket => {
@@ -389,10 +439,16 @@ impl Subscriber {
                 let mut fields = vec![("Accept", "text/event-stream".to_string())];
                 // HTML #the-last-event-id-header: the reconnection request carries the last
                 // event ID string.
-                if let Some(cursor) = self.cursor {
+                let mut add = vec![("mode", "sse".to_string())];
+                if self.is_multi() {
+                    match &self.sse_id {
+                        Some(id) => fields.push(("Last-Event-ID", id.clone())),
+                        None => add.extend(since),
+                    }
+                } else if let Some(cursor) = self.cursor {
                     fields.push(("Last-Event-ID", cursor.to_string()));
                 }
-                let target = self.target(&[("mode", "sse".into())]);
+                let target = self.target(&add);
                 let (http, body) = self.open_stream(&target, fields, auth, "text/event-stream")?;
                 let line = self.encoded_limit();
                 let limits = ParseLimits { max_line_bytes: line, max_data_bytes: line };
@@ -453,8 +509,7 @@ impl Subscriber {
         match link {
             Link::Ws(ws) => match ws.recv()? {
                 Event::Message(ws::Message::Text(text)) => {
-                    let envelope = parse_envelope(text.as_bytes())?;
-                    self.accept(envelope);
+                    self.accept_json(text.as_bytes())?;
                     Ok(())
                 }
                 Event::Message(ws::Message::Binary(_)) => {
@@ -471,12 +526,24 @@ impl Subscriber {
                 }
                 let mut events = Vec::new();
                 parser.feed(&data, &mut events).map_err(Error::EventStream)?;
+                if let Some(ms) = parser.retry() {
+                    self.retry_hint = Some(Duration::from_millis(ms));
+                }
+                if self.is_multi() {
+                    // Each event's data is a labelled envelope (a gap's too); its id is the
+                    // composite cursor, kept for `Last-Event-ID`.
+                    for event in events {
+                        self.accept_json(event.data.as_bytes())?;
+                    }
+                    if !parser.last_event_id().is_empty() {
+                        self.productive = true;
+                        self.sse_id = Some(parser.last_event_id().to_string());
+                    }
+                    return Ok(());
+                }
                 for event in events {
                     let envelope = sse_envelope(event)?;
                     self.accept(envelope);
-                }
-                if let Some(ms) = parser.retry() {
-                    self.retry_hint = Some(Duration::from_millis(ms));
                 }
                 // The opening `id:` line without data: the browser records it, so do we.
                 if !parser.last_event_id().is_empty() {
@@ -495,8 +562,8 @@ impl Subscriber {
                 let mut scan = start;
                 while let Some(i) = line[scan..].iter().position(|&b| b == b'\n') {
                     let end = scan + i;
-                    let envelope = parse_envelope(&line[from..end])?;
-                    self.accept(envelope);
+                    let json = line[from..end].to_vec();
+                    self.accept_json(&json)?;
                     from = end + 1;
                     scan = from;
                 }
@@ -523,8 +590,8 @@ impl Subscriber {
             }
         };
         let mut add = vec![("mode", self.options.transport.name().to_string())];
-        if let Some(cursor) = self.cursor {
-            add.push(("since", cursor.to_string()));
+        if let Some(since) = self.since_text() {
+            add.push(("since", since));
         }
         if self.options.transport == Transport::LongPoll {
             add.push(("wait", self.options.long_poll_wait.as_secs().max(1).to_string()));
@@ -535,6 +602,40 @@ impl Subscriber {
         let response = http.request("GET", &target, &fields, b"")?;
         if response.head.status != 200 {
             return Err(Error::Http { status: response.head.status, reason: response.body_summary() });
+        }
+        if self.is_multi() {
+            let answer = parse_multi_poll_answer(&response.body)?;
+            if answer.next.len() != self.channels.len() {
+                return Err(Error::InvalidMessage(
+                    "a poll answer whose next has the wrong entry count".into(),
+                ));
+            }
+            let had_messages = !answer.messages.is_empty();
+            for channel in &answer.gaps {
+                let first = answer.messages.iter().find(|(c, _)| c == channel).map(|(_, m)| m.id.before());
+                let Some(i) = self.channels.iter().position(|c| c == channel) else { continue };
+                let Some(next) = first.or(answer.next[i]) else { continue };
+                self.accept_on(Some(i), Envelope::Gap { next });
+            }
+            let mut delivered = vec![false; self.channels.len()];
+            for (channel, msg) in answer.messages {
+                if let Some(i) = self.channels.iter().position(|c| *c == channel) {
+                    delivered[i] = true;
+                    self.accept_on(Some(i), Envelope::Message(msg));
+                }
+            }
+            for (i, next) in answer.next.into_iter().enumerate() {
+                if !delivered[i] && next.is_some() {
+                    self.cursors[i] = next;
+                }
+            }
+            self.productive = true;
+            self.attempt = 0;
+            if self.options.transport == Transport::Poll && !had_messages {
+                self.next_poll_at = Some(Instant::now() + self.options.poll_interval);
+            }
+            *conn = Some(http);
+            return Ok(());
         }
         let answer = parse_poll_answer(&response.body)?;
         if answer.gap {
@@ -559,32 +660,60 @@ impl Subscriber {
         Ok(())
     }
 
+    /// One JSON envelope (a frame or a line): on several channels, the channel it names.
+    fn accept_json(&mut self, json: &[u8]) -> Result<(), Error> {
+        if !self.is_multi() {
+            let envelope = parse_envelope(json)?;
+            self.accept(envelope);
+            return Ok(());
+        }
+        let (channel, envelope) = parse_labelled_envelope(json)?;
+        if matches!(envelope, Envelope::Heartbeat | Envelope::Other) {
+            return Ok(());
+        }
+        let i = channel.and_then(|c| self.channels.iter().position(|n| *n == c)).ok_or_else(|| {
+            Error::InvalidMessage("an envelope naming no channel of the subscription".into())
+        })?;
+        self.accept_on(Some(i), envelope);
+        Ok(())
+    }
+
     /// Applies one envelope to the cursor, queuing the item it makes, if any.
     fn accept(&mut self, envelope: Envelope) {
+        self.accept_on(None, envelope);
+    }
+
+    /// Applies one envelope to channel `i`'s cursor (`None`: the single channel's).
+    fn accept_on(&mut self, i: Option<usize>, envelope: Envelope) {
+        let channel = i.map(|i| self.channels[i].clone());
+        let cursor = match i {
+            Some(i) => &mut self.cursors[i],
+            None => &mut self.cursor,
+        };
         match envelope {
             Envelope::Message(Received { id, event, payload }) => {
                 self.productive = true;
-                match self.cursor {
+                match *cursor {
                     // Already returned (replayed after a reconnection, or in flight twice).
                     Some(c) if c.epoch == id.epoch && id.offset <= c.offset => return,
                     // Offsets skipped (or a new epoch) without the server's gap signal.
                     Some(c) if c.epoch != id.epoch || id.offset > c.offset + 1 => {
-                        self.ready.push_back(Item::Gap { next: id.before() });
+                        self.ready.push_back(Item::Gap { channel: channel.clone(), next: id.before() });
                     }
                     _ => {}
                 }
-                self.cursor = Some(id);
-                self.ready.push_back(Item::Message { id, event, payload });
+                *cursor = Some(id);
+                self.ready.push_back(Item::Message { channel, id, event, payload });
             }
             Envelope::Gap { next } => {
                 self.productive = true;
-                self.cursor = Some(next);
-                self.ready.push_back(Item::Gap { next });
+                *cursor = Some(next);
+                self.ready.push_back(Item::Gap { channel, next });
             }
             Envelope::Open { next } => {
                 self.productive = true;
-                if self.cursor.is_none() {
-                    self.cursor = Some(next);
+                if cursor.is_none() {
+                    *cursor = Some(next);
                 }
             }
             Envelope::Heartbeat | Envelope::Other => {}
@@ -671,7 +800,7 @@ mod tests {
             .drain(..)
             .map(|item| match item {
                 Item::Message { id, .. } => (false, id.offset),
-                Item::Gap { next } => (true, next.offset),
+                Item::Gap { next, .. } => (true, next.offset),
             })
             .collect()
     }

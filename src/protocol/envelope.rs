@@ -242,6 +242,64 @@ pub fn parse_poll_answer(json: &[u8]) -> Result<PollAnswer, Invalid> {
     Ok(PollAnswer { messages, next, gap })
 }
 
+/// Parses one envelope of a multi-channel connection: the channel it names (`None` when it
+/// names none) and the envelope.
+pub fn parse_labelled_envelope(json: &[u8]) -> Result<(Option<String>, Envelope), Invalid> {
+    let envelope = parse_envelope(json)?;
+    let value = parse_json(json)?;
+    let channel = match value.get("channel") {
+        None => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(invalid("\"channel\" is not a string")),
+    };
+    Ok((channel, envelope))
+}
+
+/// A multi-channel poll's answer (`/channels/a,b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiPollAnswer {
+    /// Each message with its channel.
+    pub messages: Vec<(String, Received)>,
+    /// Each channel's cursor, in the request's order (the full composite form).
+    pub next: Vec<Option<Cursor>>,
+    /// The channels whose history was exceeded.
+    pub gaps: Vec<String>,
+}
+
+/// Parses a multi-channel poll answer.
+pub fn parse_multi_poll_answer(json: &[u8]) -> Result<MultiPollAnswer, Invalid> {
+    let value = parse_json(json)?;
+    let messages = value
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("a poll answer without a \"messages\" array"))?
+        .iter()
+        .map(|m| {
+            let channel = m
+                .get("channel")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("a message without \"channel\""))?;
+            Ok((channel.to_string(), message(m)?))
+        })
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    let next = value.get("next").and_then(Value::as_str).ok_or_else(|| invalid("no \"next\" cursor list"))?;
+    let next = next
+        .split(',')
+        .map(|entry| match entry {
+            "" => Ok(None),
+            entry => Cursor::parse(entry).map(Some).map_err(|e| invalid(&format!("\"next\" entry: {e}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let gaps = value
+        .get("gaps")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("a poll answer without \"gaps\""))?
+        .iter()
+        .map(|g| g.as_str().map(String::from).ok_or_else(|| invalid("a \"gaps\" entry is not a string")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MultiPollAnswer { messages, next, gaps })
+}
+
 /// The `id` of a publish's `201` answer, `{"id":"EPOCH:OFFSET"}`.
 pub fn parse_created(json: &[u8]) -> Result<Cursor, Invalid> {
     cursor_field(&parse_json(json)?, "id")
