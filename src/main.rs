@@ -756,7 +756,7 @@ impl StartupFields {
             channel_policies: config.access.policies.0.len(),
             publish_token: config.access.publish_token.is_some(),
             subscribe_token: config.access.subscribe_token.is_some(),
-            api_key: false,
+            api_key: config.api.key.is_some(),
             redis: args.redis.is_some(),
             disabled: disabled.join(","),
         }

@@ -149,7 +149,16 @@ fn refusals(lines: &[Value]) -> Vec<&Value> {
 #[test]
 fn json_lines_parse_and_carry_the_startup_line_and_one_line_per_refusal() {
     let server = Logged::start(
-        &["--log-format", "json", "--subscribe-token", "s3cret", "--max-connections-per-ip", "77"],
+        &[
+            "--log-format",
+            "json",
+            "--subscribe-token",
+            "s3cret",
+            "--max-connections-per-ip",
+            "77",
+            "--api-key",
+            "a-key-of-at-least-some-length-0123456789",
+        ],
         &[("RUST_LOG", "debug")],
     );
     let mut seen = Vec::new();
@@ -171,6 +180,13 @@ fn json_lines_parse_and_carry_the_startup_line_and_one_line_per_refusal() {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     );
     assert_eq!(status, 404);
+    // 403: the server API with a wrong key.
+    let (status, peer_api) = exchange(
+        &server,
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong-key-wrong-key\r\n\
+         Content-Length: 2\r\n\r\n{}",
+    );
+    assert!([401, 403].contains(&status), "{status}");
 
     // Deliveries log nothing: 100 messages published and received over SSE on kept-alive
     // connections, authorized.
@@ -202,7 +218,7 @@ fn json_lines_parse_and_carry_the_startup_line_and_one_line_per_refusal() {
         }
     }
     // Wait for the three refusal lines, then stop and read the rest.
-    let refused_peers = [peer_401, peer_400, peer_404].map(|p| p.to_string());
+    let refused_peers = [peer_401, peer_400, peer_404, peer_api].map(|p| p.to_string());
     for peer in &refused_peers {
         server.until(&mut seen, |l| l.contains("pushwire::refused") && l.contains(peer.as_str()));
     }
@@ -229,13 +245,17 @@ fn json_lines_parse_and_carry_the_startup_line_and_one_line_per_refusal() {
     assert_eq!(fields["tls"], false);
     assert_eq!(fields["deflate"], true);
     assert_eq!(fields["redis"], false);
-    assert_eq!(fields["api_key"], false);
+    assert_eq!(fields["api_key"], true);
 
     let refused = refusals(&lines);
-    assert_eq!(refused.len(), 3, "one line per refused request: {refused:#?}");
-    for (peer, status, reason) in
-        [(0, 401, "token"), (1, 400, "Content-Length and Transfer-Encoding"), (2, 404, "not found")]
-    {
+    assert_eq!(refused.len(), 4, "one line per refused request: {refused:#?}");
+    let api_status = status;
+    for (peer, status, reason) in [
+        (0, 401, "token"),
+        (1, 400, "Content-Length and Transfer-Encoding"),
+        (2, 404, "not found"),
+        (3, api_status, "key"),
+    ] {
         let peer = refused_peers[peer].as_str();
         let line = refused.iter().find(|l| l["fields"]["peer"] == peer).unwrap_or_else(|| panic!("{peer}"));
         assert_eq!(line["level"], "DEBUG");
