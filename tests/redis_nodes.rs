@@ -252,3 +252,77 @@ fn redis_nodes_presence_is_cluster_wide_with_join_leave_and_expiry_of_a_killed_n
     assert_eq!((status, left["count"].as_u64()), (200, Some(1)), "{left}");
     drop(on_doomed);
 }
+
+/// `except_self` over Redis: the sender's own message comes back to its node twice over (the
+/// script's reply on the command connection, the message on pub/sub), in either order; it
+/// must never reach the sender, while every other node's message does, once, in order.
+#[test]
+fn redis_nodes_except_self_never_reaches_the_sender_whatever_arrives_first() {
+    const OWN: usize = 300;
+    const OTHERS: usize = 60;
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut sender = V1::connect(&a, None);
+    assert_eq!(sender.ask(json!({"type":"subscribe","channel":"es","req":"s"}))["type"], "ok");
+    let mut observer = V1::connect(&b, None);
+    assert_eq!(observer.ask(json!({"type":"subscribe","channel":"es","req":"s"}))["type"], "ok");
+
+    // Another node publishes meanwhile, so the sender's own messages and others interleave.
+    let b_addr = b.addr;
+    let others = std::thread::spawn(move || {
+        for i in 0..OTHERS {
+            let raw = publish_request("es", &format!("other-{i}"));
+            let mut stream = std::net::TcpStream::connect(b_addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+            let res = read_response(&mut std::io::BufReader::new(stream), false);
+            assert_eq!(res.status, 201, "{}", res.text());
+        }
+    });
+    // Pipelined: up to 32 publishes in flight at once (a connection may have 64 commands
+    // awaiting answers).
+    let own = |i: usize| json!({"type":"publish","channel":"es","data":format!("self-{i}"),"except_self":true,"req":i});
+    for i in 0..32 {
+        sender.send(&own(i));
+    }
+    let mut sent = 32;
+    let (mut oks, mut got) = (0, Vec::new());
+    let mut others = Some(others);
+    loop {
+        let frame = sender.next();
+        match frame["type"].as_str() {
+            Some("ok") => {
+                oks += 1;
+                if sent < OWN {
+                    sender.send(&own(sent));
+                    sent += 1;
+                }
+            }
+            Some("error") => panic!("{frame}"),
+            _ => {
+                let data = frame["data"].as_str().unwrap_or_else(|| panic!("{frame}")).to_string();
+                if data == "end" {
+                    break;
+                }
+                got.push(data);
+            }
+        }
+        if oks == OWN {
+            if let Some(others) = others.take() {
+                // Every publish is answered: a last message from the other node ends the run.
+                others.join().unwrap();
+                publish(&b, "es", "end");
+            }
+        }
+    }
+    let own: Vec<&String> = got.iter().filter(|d| d.starts_with("self-")).collect();
+    assert!(own.is_empty(), "the sender got its own except_self messages: {own:?}");
+    let expected: Vec<String> = (0..OTHERS).map(|i| format!("other-{i}")).collect();
+    assert_eq!(got, expected, "every other message once, in order");
+    // The other node's subscriber got everything once.
+    let mut seen = 0;
+    while observer.message()["data"] != "end" {
+        seen += 1;
+    }
+    assert_eq!(seen, OWN + OTHERS);
+}

@@ -44,6 +44,11 @@
 //! [`RedisHub`] (`backend.rs`) is the [`crate::hub::backend::HubBackend`] over the broker, and
 //! [`serve`] what `pushwire serve --redis URL` runs.
 //!
+//! **A publish is answered before its delivery** to the same sink: while this node has
+//! publishes in flight to a channel, that channel's deliveries are held until the answers
+//! covering them are handed over (the answer comes on the command connection, the message on
+//! pub/sub, in either order), so `except_self` can skip the delivery by the answered id.
+//!
 //! **Presence** ([`BrokerRequest::Subscribe`] with a [`BrokerMember`]): the broker keeps this
 //! node's members per live channel, writes them with the presence script
 //! ([`crate::redis::presence`]) at the end of the turn they joined or left in (consecutive

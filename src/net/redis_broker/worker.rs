@@ -17,7 +17,7 @@ use super::{
 };
 use crate::hub::backend::{ConnAddr, ConnId};
 use crate::hub::presence::{Change, Joining, Member, PresenceEvent};
-use crate::hub::{ChannelName, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
 use crate::redis::keys::ChannelKeys;
@@ -207,6 +207,14 @@ struct Live {
     members: HashMap<ConnAddr, LocalMember>,
     /// How many of them receive join and leave events.
     watchers: usize,
+    /// The cursor of the last publish of this node to the channel answered (see `held`).
+    answered: Option<Cursor>,
+    /// Messages ready for the sinks but held until this node's publishes in flight to the
+    /// channel are answered, so a sink always gets a publish's answer before the message's
+    /// delivery (`except_self` skips the delivery by the id the answer carries), whichever
+    /// connection Redis answers on first. Released as the answers come; bounded in time by
+    /// `request_timeout` (a late answer closes the connection and fails the publishes).
+    held: VecDeque<Arc<Message>>,
 }
 
 impl Live {
@@ -240,6 +248,8 @@ struct Worker {
     to_unsubscribe: Vec<String>,
     /// Presence changes of this turn, in order.
     presence_ops: Vec<(ChannelName, PresenceOp)>,
+    /// This node's publishes in flight (sent, not answered), per channel.
+    publishing: HashMap<ChannelName, usize>,
     next_presence_refresh_at: Instant,
     channels: HashMap<ChannelName, Live>,
     next_channel_id: u64,
@@ -278,6 +288,7 @@ pub(super) fn run(
         to_subscribe: Vec::new(),
         to_unsubscribe: Vec::new(),
         presence_ops: Vec::new(),
+        publishing: HashMap::new(),
         next_presence_refresh_at: now,
         channels: HashMap::new(),
         next_channel_id: 0,
@@ -607,6 +618,8 @@ impl Worker {
                 linger_until: None,
                 members: HashMap::new(),
                 watchers: 0,
+                answered: None,
+                held: VecDeque::new(),
             };
             self.next_channel_id += 1;
             if self.sub.ready {
@@ -729,6 +742,9 @@ impl Worker {
             }
         };
         link.queue(&command);
+        if let Pending::Publish { channel, .. } = &pending {
+            *self.publishing.entry(channel.clone()).or_default() += 1;
+        }
         self.pending.push_back(InFlight { pending, sent_at: now });
         Ok(())
     }
@@ -811,7 +827,14 @@ impl Worker {
         self.cmd.backoff = (self.cmd.backoff * 2).min(self.config.limits.reconnect_max);
         let error = BrokerError::Unavailable(format!("redis connection lost: {reason}"));
         for in_flight in std::mem::take(&mut self.pending) {
+            let publish = match &in_flight.pending {
+                Pending::Publish { channel, .. } => Some(channel.clone()),
+                _ => None,
+            };
             self.fail_pending(in_flight.pending, error.clone(), now);
+            if let Some(channel) = publish {
+                self.publish_settled(&channel, None);
+            }
         }
     }
 
@@ -898,11 +921,15 @@ impl Worker {
                 }
             }
             Pending::Publish { sink, token, channel, event, payload, invoke, retried } => {
-                match parse_publish_reply(&value) {
-                    Ok(reply) => {
-                        BrokerStats::add(&self.stats.published, 1);
-                        self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
-                    }
+                let parsed = parse_publish_reply(&value);
+                // The answer first, then the deliveries it releases.
+                if let Ok(reply) = &parsed {
+                    BrokerStats::add(&self.stats.published, 1);
+                    self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
+                }
+                self.publish_settled(&channel, parsed.as_ref().ok().map(|reply| reply.id));
+                match parsed {
+                    Ok(_) => {}
                     Err(e @ (ReplyError::NoScript | ReplyError::EpochCollision)) if !retried => {
                         let invoke = if e == ReplyError::NoScript { Invoke::Source } else { invoke };
                         let again =
@@ -1037,11 +1064,13 @@ impl Worker {
         for action in actions {
             match action {
                 SequenceAction::Deliver(message) => {
-                    let Some(live) = self.channels.get(channel) else { return };
-                    BrokerStats::add(&self.stats.delivered, 1);
-                    for &(sink, _) in &live.sinks {
-                        self.batches[usize::from(sink.index())].push(BrokerEvent::Delivery(message.clone()));
+                    let in_flight = self.publishing.get(channel).copied().unwrap_or(0);
+                    let Some(live) = self.channels.get_mut(channel) else { return };
+                    if !live.held.is_empty() || (in_flight > 0 && !answered(live.answered, &message)) {
+                        live.held.push_back(message);
+                        continue;
                     }
+                    deliver(&self.stats, &mut self.batches, live, message);
                 }
                 SequenceAction::Read(since) => {
                     let Some(live) = self.channels.get(channel) else { return };
@@ -1059,6 +1088,33 @@ impl Worker {
             }
         }
         self.settle_waiters(channel, now);
+    }
+
+    /// One publish of this node to `channel` is answered (with the message's cursor) or
+    /// failed: deliveries held for it are released in order, up to the next one still
+    /// waiting for its answer.
+    fn publish_settled(&mut self, channel: &ChannelName, cursor: Option<Cursor>) {
+        let in_flight = match self.publishing.get_mut(channel) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                *n
+            }
+            _ => {
+                self.publishing.remove(channel);
+                0
+            }
+        };
+        let Some(live) = self.channels.get_mut(channel) else { return };
+        if cursor.is_some() {
+            live.answered = cursor;
+        }
+        while let Some(front) = live.held.front() {
+            if in_flight > 0 && !answered(live.answered, front) {
+                break;
+            }
+            let message = live.held.pop_front().expect("front exists");
+            deliver(&self.stats, &mut self.batches, live, message);
+        }
     }
 
     // ---- the pub/sub connection ----
@@ -1335,4 +1391,18 @@ fn remote_member(who: PresenceMember, value: Option<PresenceValue>) -> Member {
         None => (None, None),
     };
     Member { node: who.node, conn: conn_addr(who.conn), user, info, joins: false }
+}
+
+/// The message is at or before the last answered publish of this node (same epoch): if it is
+/// one of this node's, its answer has been handed to the sinks.
+fn answered(answered: Option<Cursor>, message: &Message) -> bool {
+    answered.is_some_and(|c| c.epoch == message.id.epoch && c.offset >= message.id.offset)
+}
+
+/// Hands `message` to every sink with subscribers on the live channel.
+fn deliver(stats: &BrokerStats, batches: &mut [Vec<BrokerEvent>], live: &Live, message: Arc<Message>) {
+    BrokerStats::add(&stats.delivered, 1);
+    for &(sink, _) in &live.sinks {
+        batches[usize::from(sink.index())].push(BrokerEvent::Delivery(message.clone()));
+    }
 }
