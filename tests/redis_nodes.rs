@@ -326,3 +326,78 @@ fn redis_nodes_except_self_never_reaches_the_sender_whatever_arrives_first() {
     }
     assert_eq!(seen, OWN + OTHERS);
 }
+
+/// The value of the sample `name` (with its labels) in a `/metrics` text.
+fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+fn metrics_text(server: &Server) -> String {
+    exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text()
+}
+
+/// Waits until `check` holds for the node's `/metrics` (bounded).
+fn metrics_until(server: &Server, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics_text(server);
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn redis_nodes_metrics_show_the_connections_publish_latency_reconnects_repairs_and_epoch_changes() {
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let text = metrics_text(&a);
+    assert_eq!(sample(&text, "pushwire_redis_up{connection=\"command\"}"), 1);
+    assert_eq!(sample(&text, "pushwire_redis_up{connection=\"pubsub\"}"), 1);
+    assert_eq!(sample(&text, "pushwire_redis_reconnects_total"), 0);
+    assert!(!metrics_text(&Server::start(&[])).contains("pushwire_redis_"), "only with --redis");
+
+    // A live channel on the pub/sub connection, and publishes timed.
+    let mut sub = V1::connect(&a, None);
+    assert_eq!(sub.ask(json!({"type":"subscribe","channel":"m","req":1}))["type"], "ok");
+    for i in 0..3 {
+        publish(&a, "m", &format!("m{i}"));
+        assert_eq!(sub.message()["data"], format!("m{i}"));
+    }
+    let text = metrics_text(&a);
+    assert_eq!(sample(&text, "pushwire_redis_published_total"), 3);
+    assert_eq!(sample(&text, "pushwire_redis_publish_seconds_count"), 3);
+    assert_eq!(sample(&text, "pushwire_redis_publish_seconds_bucket{le=\"+Inf\"}"), 3);
+    assert_eq!(sample(&text, "pushwire_redis_pubsub_channels"), 1);
+    assert_eq!(sample(&text, "pushwire_redis_commands_in_flight"), 0, "all answered");
+
+    // The pub/sub connection is killed: a reconnect, then the channel is caught up by a read.
+    let mut admin = redis.client();
+    let killed =
+        admin.call(&pushwire::redis::resp::Command::new("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"));
+    assert_eq!(killed, pushwire::redis::resp::Value::Integer(1));
+    let text = metrics_until(&a, "a reconnect and a repair read", |t| {
+        sample(t, "pushwire_redis_reconnects_total") >= 1
+            && sample(t, "pushwire_redis_repair_reads_total") >= 1
+    });
+    assert!(sample(&text, "pushwire_redis_disconnects_total") >= 1);
+
+    // The channel's keys vanish (as after an expiry or a restart without persistence): the
+    // next publish starts a new epoch, a gap for the subscriber and an epoch change counted.
+    let channel = pushwire::hub::ChannelName::parse("m").unwrap();
+    let keys = pushwire::redis::keys::ChannelKeys::new(&Default::default(), &channel);
+    admin.call(&pushwire::redis::resp::Command::new("DEL").arg(&keys.meta).arg(&keys.history));
+    publish(&a, "m", "after");
+    let mut frame = sub.next();
+    while frame["data"] != "after" {
+        frame = sub.next();
+    }
+    metrics_until(&a, "an epoch change", |t| sample(t, "pushwire_redis_epoch_changes_total") == 1);
+}

@@ -241,6 +241,8 @@ pub struct HubStats {
     pub history_messages: usize,
     /// Bytes (payload plus event name) held in histories.
     pub history_bytes: usize,
+    /// A shared backend's own figures (Redis); `None` for the in-memory hub.
+    pub backend: Option<backend::BackendFigures>,
 }
 
 /// Why the hub refused an operation.
@@ -505,6 +507,7 @@ impl Hub {
             subscriptions: self.totals.subscriptions,
             history_messages: self.totals.history_messages,
             history_bytes: self.totals.history_bytes,
+            backend: None,
         }
     }
 }

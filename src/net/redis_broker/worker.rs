@@ -17,7 +17,8 @@ use super::{
 };
 use crate::hub::backend::{ConnAddr, ConnId};
 use crate::hub::presence::{Change, Joining, Member, PresenceEvent};
-use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::hub::{ChannelName, Cursor, Epoch, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::metrics::LocalHistogram;
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
 use crate::redis::keys::ChannelKeys;
@@ -157,6 +158,8 @@ struct Connection {
     backoff: Duration,
     /// A read stopped on its budget: read again without waiting.
     read_pending: bool,
+    /// It was ready once: being ready again is a reconnect.
+    was_ready: bool,
     /// Set at connect; the connection must be ready by then.
     setup_deadline: Option<Instant>,
 }
@@ -169,6 +172,7 @@ impl Connection {
             retry_at: Some(now),
             backoff: limits.reconnect_min,
             read_pending: false,
+            was_ready: false,
             setup_deadline: None,
         }
     }
@@ -215,6 +219,8 @@ struct Live {
     /// connection Redis answers on first. Released as the answers come; bounded in time by
     /// `request_timeout` (a late answer closes the connection and fails the publishes).
     held: VecDeque<Arc<Message>>,
+    /// The epoch of the last message handed to the sinks (a change is counted).
+    last_epoch: Option<Epoch>,
 }
 
 impl Live {
@@ -258,6 +264,8 @@ struct Worker {
     batches: Vec<Vec<BrokerEvent>>,
     buf: Vec<u8>,
     ready_tx: Option<mpsc::Sender<Result<(), String>>>,
+    /// Publish round trips of this turn (merged into the stats at its end).
+    publish_latency: LocalHistogram,
 }
 
 /// The thread's body: runs until [`super::Broker::stop`].
@@ -296,6 +304,7 @@ pub(super) fn run(
         batches: (0..SinkId::MAX_SINKS).map(|_| Vec::new()).collect(),
         buf: vec![0; 64 << 10],
         ready_tx: Some(ready_tx),
+        publish_latency: LocalHistogram::default(),
     };
     let mut events = Events::with_capacity(64);
     loop {
@@ -339,6 +348,8 @@ pub(super) fn run(
         worker.handle_timers(now);
         worker.flush(now);
         worker.send_batches();
+        worker.stats.publish_latency.merge(&mut worker.publish_latency);
+        worker.stats.commands_in_flight.store(worker.pending.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -620,6 +631,7 @@ impl Worker {
                 watchers: 0,
                 answered: None,
                 held: VecDeque::new(),
+                last_epoch: None,
             };
             self.next_channel_id += 1;
             if self.sub.ready {
@@ -839,6 +851,10 @@ impl Worker {
     }
 
     fn command_ready(&mut self, now: Instant) {
+        if self.cmd.was_ready {
+            BrokerStats::add(&self.stats.reconnects, 1);
+        }
+        self.cmd.was_ready = true;
         self.cmd.ready = true;
         self.cmd.setup_deadline = None;
         self.cmd.backoff = self.config.limits.reconnect_min;
@@ -887,7 +903,7 @@ impl Worker {
     }
 
     fn command_reply(&mut self, value: Value, now: Instant) {
-        let Some(InFlight { pending, .. }) = self.pending.pop_front() else {
+        let Some(InFlight { pending, sent_at }) = self.pending.pop_front() else {
             return self.command_down("a reply without a request", now);
         };
         match pending {
@@ -925,6 +941,7 @@ impl Worker {
                 // The answer first, then the deliveries it releases.
                 if let Ok(reply) = &parsed {
                     BrokerStats::add(&self.stats.published, 1);
+                    self.publish_latency.observe(now.saturating_duration_since(sent_at));
                     self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
                 }
                 self.publish_settled(&channel, parsed.as_ref().ok().map(|reply| reply.id));
@@ -1165,6 +1182,10 @@ impl Worker {
     }
 
     fn pubsub_ready(&mut self, now: Instant) {
+        if self.sub.was_ready {
+            BrokerStats::add(&self.stats.reconnects, 1);
+        }
+        self.sub.was_ready = true;
         self.sub.ready = true;
         self.sub.setup_deadline = None;
         self.sub.backoff = self.config.limits.reconnect_min;
@@ -1400,8 +1421,12 @@ fn answered(answered: Option<Cursor>, message: &Message) -> bool {
 }
 
 /// Hands `message` to every sink with subscribers on the live channel.
-fn deliver(stats: &BrokerStats, batches: &mut [Vec<BrokerEvent>], live: &Live, message: Arc<Message>) {
+fn deliver(stats: &BrokerStats, batches: &mut [Vec<BrokerEvent>], live: &mut Live, message: Arc<Message>) {
     BrokerStats::add(&stats.delivered, 1);
+    if live.last_epoch.is_some_and(|epoch| epoch != message.id.epoch) {
+        BrokerStats::add(&stats.epoch_changes, 1);
+    }
+    live.last_epoch = Some(message.id.epoch);
     for &(sink, _) in &live.sinks {
         batches[usize::from(sink.index())].push(BrokerEvent::Delivery(message.clone()));
     }
