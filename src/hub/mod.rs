@@ -231,7 +231,7 @@ pub struct Published {
 }
 
 /// Counters for monitoring.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HubStats {
     /// Channels alive.
     pub channels: usize,
@@ -242,7 +242,7 @@ pub struct HubStats {
     /// Bytes (payload plus event name) held in histories.
     pub history_bytes: usize,
     /// A shared backend's own figures (Redis); `None` for the in-memory hub.
-    pub backend: Option<backend::BackendFigures>,
+    pub backend: Option<Box<backend::BackendFigures>>,
 }
 
 /// Why the hub refused an operation.
