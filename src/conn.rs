@@ -349,7 +349,7 @@ impl Conn {
                         }
                     }
                     Reply::Published(Ok(id)) => self.drive(now, |s, ctx| s.handle_published(id, ctx)),
-                    Reply::Stats(_) | Reply::Ready(_) => {}
+                    Reply::Stats(_) | Reply::Ready(_) | Reply::Info { .. } | Reply::Channels(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.
