@@ -9,8 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::addr::ConnAddr;
-use super::backend::Disconnect;
+use super::addr::{ConnAddr, Disconnect};
 use super::presence::{Joining, Member, PresenceError, PresenceEvent};
 use super::{
     ChannelInfo, ChannelName, ChannelPage, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since,
