@@ -231,7 +231,7 @@ pub struct Published {
 }
 
 /// Counters for monitoring.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HubStats {
     /// Channels alive.
     pub channels: usize,
@@ -241,6 +241,8 @@ pub struct HubStats {
     pub history_messages: usize,
     /// Bytes (payload plus event name) held in histories.
     pub history_bytes: usize,
+    /// A shared backend's own figures (Redis); `None` for the in-memory hub.
+    pub backend: Option<Box<backend::BackendFigures>>,
 }
 
 /// Why the hub refused an operation.
@@ -505,6 +507,7 @@ impl Hub {
             subscriptions: self.totals.subscriptions,
             history_messages: self.totals.history_messages,
             history_bytes: self.totals.history_bytes,
+            backend: None,
         }
     }
 }

@@ -184,7 +184,8 @@ impl HubBackend for RedisHub {
             }
             Command::Stats => {
                 let channels = self.client.stats().live_channels.load(std::sync::atomic::Ordering::Relaxed);
-                let stats = HubStats { channels: channels as usize, ..HubStats::default() };
+                let backend = Some(Box::new(self.client.stats().figures()));
+                let stats = HubStats { channels: channels as usize, backend, ..HubStats::default() };
                 return Submitted::Reply(Reply::Stats(stats));
             }
         };
