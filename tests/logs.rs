@@ -279,7 +279,11 @@ fn connection_limit_refusals_name_the_limit() {
         &["--log-format", "json", "--max-connections-per-ip", "1"],
         &[("RUST_LOG", "pushwire::refused=debug")],
     );
-    let held = server.connect();
+    // Admitted first for sure (the event loops accept in parallel): answered before the next.
+    let mut held = server.connect();
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut held = BufReader::new(held);
+    assert_eq!(common::read_response(&mut held, false).status, 200);
     let mut seen = Vec::new();
     // The second connection from the same address: 503 and close.
     let mut second = server.connect();
