@@ -408,6 +408,12 @@ impl Conn {
         }
     }
 
+    /// The server API unsubscribes this connection from `channel` (a command-mode WebSocket
+    /// leaves it with a notice; see `Session::handle_unsubscribe`).
+    pub fn handle_unsubscribe(&mut self, channel: &crate::hub::ChannelName, reason: &str, now: Instant) {
+        self.drive(now, |s, ctx| s.handle_unsubscribe(channel, reason, ctx));
+    }
+
     /// Records the user id of the current request's signed token (`None`: none).
     fn set_user(&mut self, user: Option<Box<str>>) {
         match (&mut self.rare, user) {

@@ -381,3 +381,32 @@ fn wait_presence(server: &Server, channel: &str, count: u64) {
     }
     panic!("{channel} never had {count} members");
 }
+
+#[test]
+fn unsubscribe_takes_a_user_off_one_channel_with_a_notice() {
+    let server = server(&["--token-secret", SECRET]);
+    let mut alice = V1::connect(&server, Some(&jwt("alice")));
+    let mut bob = V1::connect(&server, Some(&jwt("bob")));
+    for channel in ["u.a", "u.b"] {
+        assert_eq!(alice.ask(json!({"type":"subscribe","channel":channel,"req":1}))["type"], "ok");
+    }
+    assert_eq!(bob.ask(json!({"type":"subscribe","channel":"u.a","req":1}))["type"], "ok");
+    let body = json!({"user":"alice","channel":"u.a","reason":"kicked"});
+    assert_key_checked(&server, "unsubscribe", &body);
+    let (status, _) = call(&server, "unsubscribe", body);
+    assert_eq!(status, 202);
+    assert_eq!(alice.next(), json!({"type":"unsubscribe","channel":"u.a","reason":"kicked"}));
+    wait_presence(&server, "u.a", 1);
+    publish(&server, "u.a", "after");
+    publish(&server, "u.b", "b after");
+    let next = alice.message();
+    assert_eq!(
+        (next["channel"].clone(), next["data"].clone()),
+        (json!("u.b"), json!("b after")),
+        "u.a is gone"
+    );
+    let bobs = bob.message();
+    assert_eq!((bobs["channel"].clone(), bobs["data"].clone()), (json!("u.a"), json!("after")));
+    let (status, json) = call(&server, "unsubscribe", json!({"user":"alice"}));
+    assert_eq!(status, 400, "{json}");
+}

@@ -6,7 +6,7 @@
 //!
 //! Does not: know anything of connections beyond their address.
 
-use super::SinkId;
+use super::{ChannelName, SinkId};
 
 /// A connection's slab key and generation, in 8 bytes: the timer heap, the fan-out table and
 /// the loop's lists hold one per entry. The slab key fits 32 bits, as in the poll token (which
@@ -51,6 +51,9 @@ pub struct Disconnect {
     /// The close reason (within a close frame's 123 bytes); other transports end their
     /// response.
     pub reason: Box<str>,
+    /// Set: only unsubscribe the connections from this channel (a command-mode WebSocket is
+    /// told with an `unsubscribe` notice) instead of closing them.
+    pub channel: Option<ChannelName>,
 }
 
 /// A connection by its address, or every connection of a user.

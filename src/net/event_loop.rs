@@ -678,7 +678,10 @@ impl EventLoop {
         };
         for id in ids {
             let Some(slot) = live(&mut self.slots, id) else { continue };
-            slot.conn.handle_disconnect(disconnect.code, &disconnect.reason, now);
+            match &disconnect.channel {
+                Some(channel) => slot.conn.handle_unsubscribe(channel, &disconnect.reason, now),
+                None => slot.conn.handle_disconnect(disconnect.code, &disconnect.reason, now),
+            }
             Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }.commands(
                 id,
                 &mut self.slots[id.key()],

@@ -355,6 +355,15 @@ impl Session {
         }
     }
 
+    /// The server API unsubscribes the connection from `channel`: only a command-mode
+    /// WebSocket (which holds channels it chose) leaves it, with an `unsubscribe` notice.
+    pub fn handle_unsubscribe(&mut self, channel: &ChannelName, reason: &str, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_unsubscribe(channel, reason, ctx),
+            _ => Flow::Continue,
+        }
+    }
+
     /// What to do with input while this session owns the connection.
     pub fn input_policy(&self) -> InputPolicy {
         match self {

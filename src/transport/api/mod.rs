@@ -18,7 +18,8 @@
 //!   name), `disconnect` (`Disconnect`, handed to every event loop of this node: a connection
 //!   by its presence id, or every connection whose signed token's `sub` is the user; a
 //!   WebSocket is closed with [`CLOSE_DISCONNECTED`] and the reason, SSE, stream and polls end
-//!   their response; node-local, also with `--redis`).
+//!   their response; node-local, also with `--redis`), `unsubscribe` (the same `Disconnect`
+//!   with a channel: a command-mode WebSocket leaves it with an `unsubscribe` notice).
 //!
 //! Every call goes through the hub backend, so with `--redis` `publish`, `broadcast` and
 //! `history` act on the shared channels (cluster-wide); presence is what the backend answers
@@ -68,6 +69,8 @@ pub enum Call {
     Channels,
     /// `POST /api/disconnect`: end a connection, or every connection of a user.
     Disconnect,
+    /// `POST /api/unsubscribe`: take a user (or a connection) off a channel.
+    Unsubscribe,
 }
 
 /// The WebSocket close code of a server API `disconnect` (RFC 6455 §7.4.2: 4000-4999 are for
@@ -86,6 +89,7 @@ impl Call {
             "info" => Call::Info,
             "channels" => Call::Channels,
             "disconnect" => Call::Disconnect,
+            "unsubscribe" => Call::Unsubscribe,
             _ => return None,
         })
     }
@@ -212,6 +216,18 @@ struct DisconnectBody {
     client: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeBody {
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    channel: String,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -359,8 +375,14 @@ pub fn handle(call: Call, body: &[u8], config: &Config) -> Result<Submit, ApiAns
             };
             one(command, Pending::Channels)
         }
-        Call::Disconnect => {
-            let body: DisconnectBody = parse(body)?;
+        Call::Disconnect | Call::Unsubscribe => {
+            let (body, channel) = if call == Call::Disconnect {
+                (parse::<DisconnectBody>(body)?, None)
+            } else {
+                let b: UnsubscribeBody = parse(body)?;
+                let channel = channel(&b.channel)?;
+                (DisconnectBody { client: b.client, user: b.user, reason: b.reason }, Some(channel))
+            };
             let target = match (body.client, body.user) {
                 (Some(client), None) => DisconnectTarget::Conn(parse_client(&client).ok_or_else(|| {
                     ApiAnswer::bad_request(format!("client {client:?} is not a connection id from presence"))
@@ -377,7 +399,7 @@ pub fn handle(call: Call, body: &[u8], config: &Config) -> Result<Submit, ApiAns
                     limits.max_reason_bytes
                 )));
             }
-            let disconnect = Disconnect { target, code: CLOSE_DISCONNECTED, reason: reason.into() };
+            let disconnect = Disconnect { target, code: CLOSE_DISCONNECTED, reason: reason.into(), channel };
             one(Command::Disconnect(Arc::new(disconnect)), Pending::Disconnect)
         }
         Call::Presence | Call::PresenceStats => {
