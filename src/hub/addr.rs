@@ -40,3 +40,24 @@ pub struct ConnAddr {
     /// The connection on that loop.
     pub conn: ConnId,
 }
+
+/// Which connections a server API `disconnect` ends, and what they are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The connections to end.
+    pub target: DisconnectTarget,
+    /// The WebSocket close code (a 4xxx private-use code, RFC 6455 §7.4.2).
+    pub code: u16,
+    /// The close reason (within a close frame's 123 bytes); other transports end their
+    /// response.
+    pub reason: Box<str>,
+}
+
+/// A connection by its address, or every connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectTarget {
+    /// One connection (its presence id names it).
+    Conn(ConnAddr),
+    /// Every connection whose signed token's `sub` is this user id.
+    User(Box<str>),
+}

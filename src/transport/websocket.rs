@@ -710,6 +710,13 @@ impl WsSession {
         Flow::Continue
     }
 
+    /// The server API disconnects the connection: close with its code and reason, then wait
+    /// for the client's close.
+    pub fn handle_disconnect(&mut self, code: u16, reason: &str, ctx: &mut Ctx<'_>) -> Flow {
+        self.close(CloseCode(code), reason, ctx);
+        Flow::Continue
+    }
+
     /// Output drained: continue catching up.
     pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
         if let Serving::Channel(feed) = &mut self.serving {
