@@ -243,7 +243,7 @@ fi
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     [ "${QUICK:-0}" != 1 ] || echo "QUICK=1: $SUBSCRIBERS subscribers, $ECHO_SECONDS s echoes, one round: a check that the script works, not figures to quote"
-    echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(nginx -v 2>&1 | sed 's#.*/##');" \
+    echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's#.*/##' || echo 'not installed');" \
         "Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?');" \
         "node $(node --version); ws $(node -p 'require("./benches/peers/node-ws/node_modules/ws/package.json").version' 2>/dev/null || echo '?');" \
         "tokio-tungstenite $(grep -A1 'name = "tokio-tungstenite"' benches/peers/tokio-tungstenite/Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
