@@ -275,6 +275,8 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     options.validate()?;
     let publish_url = Url::parse(options.publish_url.as_deref().unwrap_or(&options.url))?;
     let subscribe_url = Url::parse(options.subscribe_url.as_deref().unwrap_or(&options.url))?;
+    publish_url.require_plain("fanout")?;
+    subscribe_url.require_plain("fanout")?;
     let window = Window::new(&options.server)?;
     ensure_open_files(options.subscribers)?;
     let wait_for_cursor = !options.no_open_cursor;
@@ -290,6 +292,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         // A long poll answer holds a batch of messages in JSON.
         max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
         deflate: options.deflate,
+        tls: None,
     };
     let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
     let run = Run {
