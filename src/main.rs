@@ -319,6 +319,10 @@ struct ServeArgs {
     /// Longest presence `info` of one member, in bytes of JSON.
     #[arg(long, value_name = "BYTES", default_value_t = hub().presence.max_info_bytes)]
     max_presence_info_bytes: usize,
+    /// With --redis: how long a presence member outlives its node's last refresh (a node
+    /// refreshes its members every third of it), so a killed node's members are gone by then.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(hub().presence.member_ttl))]
+    presence_ttl: Seconds,
     /// Read --subscribe-token from this file (its first line).
     #[arg(long, value_name = "PATH")]
     subscribe_token_file: Option<PathBuf>,
@@ -418,6 +422,7 @@ impl ServeArgs {
         config.transport.rooms.max_channels_per_connection = self.max_channels_per_connection;
         config.hub.presence.max_members_per_channel = self.max_presence_members;
         config.hub.presence.max_info_bytes = self.max_presence_info_bytes;
+        config.hub.presence.member_ttl = self.presence_ttl.0;
         let ws = &mut config.websocket;
         ws.channel.max_frame_payload_bytes = self.ws_max_frame_bytes;
         ws.channel.max_message_bytes = self.ws_max_message_bytes;

@@ -139,6 +139,7 @@ fn config(port: u16, node: &str, max_history_messages: usize) -> BrokerConfig {
         history_ttl: Duration::from_secs(300),
         max_history_messages,
         node_name: node.into(),
+        node_id: 1 + node.len() as u64,
         limits: fast_limits(),
     }
 }
@@ -182,7 +183,13 @@ impl Node {
         since: Since,
     ) -> Result<Replay, BrokerError> {
         self.client
-            .submit(BrokerRequest::Subscribe { sink: to, token, channel: channel(channel_name), since })
+            .submit(BrokerRequest::Subscribe {
+                sink: to,
+                token,
+                channel: channel(channel_name),
+                since,
+                member: None,
+            })
             .unwrap();
         self.events.subscribed(token)
     }
@@ -307,6 +314,7 @@ fn redis_broker_subscribe_while_publishing_misses_nothing() {
             token: 7,
             channel: channel("merge"),
             since: Since::After(first),
+            member: None,
         })
         .unwrap();
     // The answer, and the deliveries to its sink pushed before it.

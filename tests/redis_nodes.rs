@@ -2,13 +2,19 @@
 //! publish on one node reaches subscribers on the others over all five transports with the
 //! same cursor, a client resumes on another node with its last cursor, publishes answer 503
 //! while Redis is down and get a new epoch after it restarts, and a cursor of an
-//! epoch Redis never had is a gap.
+//! epoch Redis never had is a gap. Presence is cluster-wide: members on one node are listed
+//! on the others, join and leave reach watchers on every node, and a killed node's members
+//! expire.
 
 mod common;
 mod redis_support;
 
+use std::time::{Duration, Instant};
+
+use common::v1::V1;
 use common::*;
 use redis_support::RedisServer;
+use serde_json::{json, Value};
 
 fn url(server: &Server, path: &str) -> String {
     format!("http://{}{}", server.addr, path)
@@ -151,4 +157,98 @@ fn redis_nodes_redis_down_answers_503_and_a_restart_is_a_new_epoch() {
     assert_ne!(after.split(':').next(), before.split(':').next(), "a new epoch after the restart");
     let res = poll(&a, "down", Some(&before));
     assert!(res.text().contains("\"gap\":true"), "{}", res.text());
+}
+
+fn node_with(redis: &RedisServer, flags: &[&str]) -> Server {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut all = vec!["--redis", url.as_str(), "--threads", "2"];
+    all.extend_from_slice(flags);
+    Server::start(&all)
+}
+
+/// Member ids of a presence answer, sorted.
+fn member_ids(presence: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = presence["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no members in {presence}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `GET /channels/NAME/presence` on `server`: status and body.
+fn http_presence(server: &Server, channel: &str) -> (u16, Value) {
+    let raw = format!("GET /channels/{channel}/presence HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = exchange(server, raw.as_bytes());
+    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn redis_nodes_presence_is_cluster_wide_with_join_leave_and_expiry_of_a_killed_node() {
+    let redis = RedisServer::start();
+    // A short member ttl, so the killed node's member expires within the test.
+    let flags = ["--presence-ttl", "3"];
+    let (a, b) = (node_with(&redis, &flags), node_with(&redis, &flags));
+    let mut doomed = node_with(&redis, &flags);
+
+    let mut watcher = V1::connect(&b, None);
+    let ok =
+        watcher.ask(json!({"type":"subscribe","channel":"room","joins":true,"info":{"name":"w"},"req":1}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+
+    // A member on node A: the watcher on node B hears the join, with its info.
+    let mut on_a = V1::connect(&a, None);
+    assert_eq!(
+        on_a.ask(json!({"type":"subscribe","channel":"room","info":{"name":"a"},"req":1}))["type"],
+        "ok"
+    );
+    let join = watcher.next();
+    assert_eq!((join["type"].as_str(), join["channel"].as_str()), (Some("join"), Some("room")), "{join}");
+    assert_eq!(join["member"]["info"], json!({"name":"a"}));
+    let a_id = join["member"]["id"].as_str().unwrap().to_string();
+
+    // Every node lists both members, with the same ids; presence_stats and HTTP agree.
+    let from_b = watcher.ask(json!({"type":"presence","channel":"room","req":2}));
+    assert_eq!(from_b["count"], 2, "{from_b}");
+    assert!(member_ids(&from_b).contains(&a_id), "{from_b}");
+    let from_a = on_a.ask(json!({"type":"presence","channel":"room","req":2}));
+    assert_eq!(member_ids(&from_a), member_ids(&from_b), "one table for every node");
+    let stats = on_a.ask(json!({"type":"presence_stats","channel":"room","req":3}));
+    assert_eq!(stats["count"], 2, "{stats}");
+    let (status, http) = http_presence(&a, "room");
+    assert_eq!((status, member_ids(&http)), (200, member_ids(&from_b)), "{http}");
+
+    // A member on the node about to die: joins, is listed everywhere.
+    let mut on_doomed = V1::connect(&doomed, None);
+    assert_eq!(on_doomed.ask(json!({"type":"subscribe","channel":"room","req":1}))["type"], "ok");
+    let join = watcher.next();
+    assert_eq!(join["type"], "join", "{join}");
+    let doomed_id = join["member"]["id"].as_str().unwrap().to_string();
+    assert_ne!(doomed_id[..16], a_id[..16], "ids carry their node");
+    assert_eq!(http_presence(&a, "room").1["count"], 3);
+
+    // The member on A closes: the watcher hears its leave, every node lists it no more.
+    drop(on_a);
+    let leave = watcher.next();
+    assert_eq!(
+        (leave["type"].as_str(), leave["member"]["id"].as_str()),
+        (Some("leave"), Some(a_id.as_str()))
+    );
+    assert!(!member_ids(&http_presence(&b, "room").1).contains(&a_id));
+
+    // The doomed node is killed (SIGKILL: no unsubscribe, no remove): its member stops being
+    // refreshed and is gone within the ttl (3 s) plus a refresh round of a live node.
+    let killed_at = Instant::now();
+    doomed.kill9();
+    let leave = watcher.next();
+    assert_eq!(
+        (leave["type"].as_str(), leave["member"]["id"].as_str()),
+        (Some("leave"), Some(doomed_id.as_str()))
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(15), "expired after {:?}", killed_at.elapsed());
+    let (status, left) = http_presence(&a, "room");
+    assert_eq!((status, left["count"].as_u64()), (200, Some(1)), "{left}");
+    drop(on_doomed);
 }

@@ -161,7 +161,8 @@ impl Command {
                 let mut presence = None;
                 let replay = replay.and_then(|replay| {
                     let Joining { user, info, joins } = *member;
-                    match hub.presence_mut().join(&channel, Member { conn: from, user, info, joins }) {
+                    match hub.presence_mut().join(&channel, Member { node: 0, conn: from, user, info, joins })
+                    {
                         Ok(event) => presence = Some(event),
                         // Cannot happen (a connection's channel set refuses a second
                         // subscribe first); the member is there already.

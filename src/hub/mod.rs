@@ -142,6 +142,9 @@ impl Limits {
         if self.presence.max_members_per_channel == 0 {
             return Err("hub: max_presence_members must be at least 1".into());
         }
+        if self.presence.member_ttl < Duration::from_secs(1) {
+            return Err("hub: presence_ttl must be at least 1 second".into());
+        }
         Ok(())
     }
 }

@@ -30,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use super::addr::ConnAddr;
 use super::ChannelName;
@@ -44,18 +45,31 @@ pub struct PresenceLimits {
     /// Longest `info` of one member, in bytes of its JSON text; longer is refused
     /// ([`PresenceError::InfoTooLarge`]). Default 256.
     pub max_info_bytes: usize,
+    /// How long a member stays in a presence table shared by several nodes (Redis,
+    /// `redis/presence.rs`) without its node refreshing it: a node refreshes its members every
+    /// third of it, so a node that dies (kill -9) leaves no member longer than this after its
+    /// last refresh. Unused by the in-memory hub (its members leave with their connections).
+    /// Default 30 s.
+    pub member_ttl: Duration,
 }
 
 impl Default for PresenceLimits {
     fn default() -> PresenceLimits {
-        PresenceLimits { max_members_per_channel: 10_000, max_info_bytes: 256 }
+        PresenceLimits {
+            max_members_per_channel: 10_000,
+            max_info_bytes: 256,
+            member_ttl: Duration::from_secs(30),
+        }
     }
 }
 
 /// One member of a channel's presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// The connection.
+    /// The node the connection lives on: 0 for this process's own hub; the node id drawn at
+    /// start by each node of a Redis deployment (so members of different nodes differ).
+    pub node: u64,
+    /// The connection (on `node`).
     pub conn: ConnAddr,
     /// The user id of the connection's token, when it has one.
     pub user: Option<Box<str>>,
@@ -183,7 +197,7 @@ impl Presence {
         if table.members.is_empty() {
             self.channels.remove(channel);
         }
-        let member = Member { conn, user: entry.user, info: entry.info, joins: entry.joins };
+        let member = Member { node: 0, conn, user: entry.user, info: entry.info, joins: entry.joins };
         Some(PresenceEvent { channel: channel.clone(), change: Change::Leave, member, notify })
     }
 
@@ -209,6 +223,7 @@ impl Presence {
     pub fn members<'a>(&'a self, channel: &ChannelName) -> impl Iterator<Item = Member> + 'a {
         self.channels.get(channel).into_iter().flat_map(|t| {
             t.members.iter().map(|(&conn, e)| Member {
+                node: 0,
                 conn,
                 user: e.user.clone(),
                 info: e.info.clone(),
@@ -251,7 +266,7 @@ mod tests {
     }
 
     fn member(conn: ConnAddr, joins: bool) -> Member {
-        Member { conn, user: None, info: None, joins }
+        Member { node: 0, conn, user: None, info: None, joins }
     }
 
     #[test]
@@ -276,6 +291,7 @@ mod tests {
     fn members_carry_user_and_info() {
         let mut p = Presence::default();
         let m = Member {
+            node: 0,
             conn: addr(0, 1),
             user: Some("alice".into()),
             info: Some("{\"n\":1}".into()),
@@ -288,7 +304,11 @@ mod tests {
 
     #[test]
     fn limits_are_checked_before_allocating() {
-        let mut p = Presence::new(PresenceLimits { max_members_per_channel: 2, max_info_bytes: 4 });
+        let mut p = Presence::new(PresenceLimits {
+            max_members_per_channel: 2,
+            max_info_bytes: 4,
+            ..PresenceLimits::default()
+        });
         let a = name("a");
         let big = Member { info: Some("{\"x\":1}".into()), ..member(addr(0, 9), false) };
         assert_eq!(p.join(&a, big), Err(PresenceError::InfoTooLarge));
@@ -319,7 +339,11 @@ mod tests {
     /// step the tables equal the live subscriptions and nothing is left once all are gone.
     #[test]
     fn presence_equals_live_subscriptions_under_churn() {
-        let mut p = Presence::new(PresenceLimits { max_members_per_channel: 40, max_info_bytes: 16 });
+        let mut p = Presence::new(PresenceLimits {
+            max_members_per_channel: 40,
+            max_info_bytes: 16,
+            ..PresenceLimits::default()
+        });
         let mut model: BTreeMap<(u8, usize), BTreeSet<String>> = BTreeMap::new();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = |n: u64| {

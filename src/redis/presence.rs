@@ -33,6 +33,8 @@
 
 use std::time::Duration;
 
+use crate::hub::backend::{ConnAddr, ConnId};
+use crate::hub::SinkId;
 use crate::redis::frame::FrameLimits;
 use crate::redis::keys::ChannelKeys;
 use crate::redis::resp::{Command, Value};
@@ -43,6 +45,23 @@ use crate::redis::ReplyError;
 // lives with the other Lua scripts in `script.rs`.
 pub use crate::redis::frame::{PresenceMember, PresenceValue};
 pub use crate::redis::script::PRESENCE_SCRIPT;
+
+/// The connection part of a [`PresenceMember`] for a connection of this node: its event loop
+/// (6 bits), slab key (26 bits) and generation (32 bits). Keys at or above 2^26 (67 million
+/// connections on one loop, beyond any open-file limit) would alias.
+pub fn conn_number(addr: ConnAddr) -> u64 {
+    u64::from(addr.sink.index()) << 58
+        | ((addr.conn.key() as u64) & ((1 << 26) - 1)) << 32
+        | u64::from(addr.conn.generation)
+}
+
+/// The connection a [`conn_number`] names (every number names one: 6 bits of loop index are
+/// below [`SinkId::MAX_SINKS`]).
+pub fn conn_addr(number: u64) -> ConnAddr {
+    let sink = SinkId::new((number >> 58) as u8).expect("6 bits are below MAX_SINKS");
+    let key = ((number >> 32) & ((1 << 26) - 1)) as usize;
+    ConnAddr { sink, conn: ConnId::new(key, number as u32) }
+}
 
 /// How many expired members one presence call removes at most, so one call's time is
 /// bounded; the next call removes more.
@@ -182,6 +201,15 @@ mod tests {
         assert_eq!(parse_count_reply(&Value::Integer(3)), Ok(3));
         assert!(parse_count_reply(&Value::Integer(-1)).is_err());
         assert!(matches!(parse_count_reply(&Value::Error(b"ERR x".to_vec())), Err(ReplyError::Server(_))));
+    }
+
+    #[test]
+    fn presence_conn_number_round_trips_every_loop_key_and_generation() {
+        for (sink, key, generation) in [(0u8, 0usize, 0u32), (63, (1 << 26) - 1, u32::MAX), (5, 12_345, 7)] {
+            let addr = ConnAddr { sink: SinkId::new(sink).unwrap(), conn: ConnId::new(key, generation) };
+            assert_eq!(conn_addr(conn_number(addr)), addr);
+        }
+        assert_eq!(conn_addr(u64::MAX).sink.index(), 63, "every number names a loop");
     }
 
     #[test]

@@ -433,9 +433,18 @@ pub fn member_id(conn: ConnAddr) -> String {
     format!("{:02x}{:08x}{:08x}", conn.sink.index(), conn.conn.key(), conn.conn.generation)
 }
 
+/// A member's public id: [`member_id`], after its node's id (16 hex digits and `-`) when the
+/// presence table is shared by several nodes (Redis), so ids are unique across the nodes.
+fn write_member_id(out: &mut Vec<u8>, member: &Member) {
+    if member.node != 0 {
+        out.extend_from_slice(format!("{:016x}-", member.node).as_bytes());
+    }
+    out.extend_from_slice(member_id(member.conn).as_bytes());
+}
+
 fn write_member(out: &mut Vec<u8>, member: &Member) {
     out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(member_id(member.conn).as_bytes());
+    write_member_id(out, member);
     out.push(b'"');
     if let Some(user) = &member.user {
         out.extend_from_slice(b",\"user\":");

@@ -109,6 +109,12 @@ impl Server {
     }
 
     /// The process id, for signals.
+    /// Kills the server with SIGKILL (no drain, no goodbye), as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

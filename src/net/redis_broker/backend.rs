@@ -1,7 +1,7 @@
 //! The Redis hub backend: [`HubBackend`] over the broker, so `pushwire serve --redis URL`
 //! runs its channels on Redis and any number of nodes share them.
 //!
-//! Implements: every [`Command`] but `Stats` is submitted to the broker and answered
+//! Implements: every [`Command`] but `Stats` and `Ready` is submitted to the broker and answered
 //! [`Submitted::Later`]; the broker's answers and deliveries become [`LoopEvent`]s in the
 //! loops' [`Inbox`]es (the request token carries the connection's [`ConnId`]). A request the
 //! broker cannot take (queue full, Redis down) is answered at once with
@@ -17,7 +17,8 @@ use std::time::Instant;
 use std::{fmt, io};
 
 use super::{
-    Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, Limits,
+    Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerMember, BrokerOutbox, BrokerRequest,
+    Limits,
 };
 use crate::config::Config;
 use crate::hub::backend::{ConnAddr, ConnId, HubBackend, LoopEvent, Submitted};
@@ -65,6 +66,11 @@ impl BrokerOutbox for InboxOutbox {
                     conn: conn_of(token),
                     reply: Box::new(Reply::Subscribed { channel, replay: result.map_err(|e| log_error(&e)) }),
                 },
+                BrokerEvent::Presence { token, channel, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Presence { channel, result: result.map_err(|e| log_error(&e)) }),
+                },
+                BrokerEvent::PresenceChange(event) => LoopEvent::Presence(event),
             };
             inbox.push(event, true);
         }
@@ -81,11 +87,16 @@ enum Refused {
     Publish,
     Read,
     Subscribe(ChannelName),
+    Presence(ChannelName),
 }
 
 /// The Redis backend: the broker thread and the way to it.
 pub struct RedisHub {
     client: BrokerClient,
+    /// The hub's `PresenceLimits::max_info_bytes`, checked before a member is sent.
+    max_info_bytes: usize,
+    /// The longest user id other nodes accept in a join frame.
+    max_user_bytes: usize,
     /// Stops the broker thread when the backend is dropped.
     _broker: Broker,
 }
@@ -100,16 +111,29 @@ impl RedisHub {
     /// Starts the broker for `url` with the hub limits of `config` (history length and age),
     /// pushing into `inboxes`; an unreachable or unusable Redis is an error.
     pub fn start(config: &Config, url: RedisUrl, inboxes: Arc<[Inbox]>) -> Result<RedisHub, BrokerError> {
+        // Never 0: that is the in-memory hub's members' node.
+        let node_id = rand::random::<u64>().max(1);
+        let presence = config.hub.presence;
+        let mut limits = Limits { presence_ttl: presence.member_ttl, ..Limits::default() };
+        limits.max_presence_members = presence.max_members_per_channel;
+        limits.frames.max_info_bytes = limits.frames.max_info_bytes.max(presence.max_info_bytes);
+        let max_user_bytes = limits.frames.max_user_bytes;
         let broker_config = BrokerConfig {
             url,
             namespace: Namespace::default(),
             history_ttl: config.hub.max_history_age,
             max_history_messages: config.hub.max_history_messages,
-            node_name: format!("{:016x}", rand::random::<u64>()),
-            limits: Limits::default(),
+            node_name: format!("{node_id:016x}"),
+            node_id,
+            limits,
         };
         let broker = Broker::start(broker_config, Arc::new(InboxOutbox { inboxes }))?;
-        Ok(RedisHub { client: broker.client(), _broker: broker })
+        Ok(RedisHub {
+            client: broker.client(),
+            max_info_bytes: presence.max_info_bytes,
+            max_user_bytes,
+            _broker: broker,
+        })
     }
 
     /// The broker's counters.
@@ -128,17 +152,24 @@ impl HubBackend for RedisHub {
             Command::Read { channel, since, max_messages } => {
                 BrokerRequest::Read { sink, token, channel, since, max_messages }
             }
-            // Presence is not shared through Redis yet: the member subscribes without being
-            // listed, and presence is answered unavailable (see README "Presence").
-            Command::Subscribe { channel, since } | Command::SubscribeMember { channel, since, .. } => {
-                BrokerRequest::Subscribe { sink, token, channel, since }
+            Command::Subscribe { channel, since } => {
+                BrokerRequest::Subscribe { sink, token, channel, since, member: None }
             }
-            Command::Presence { channel, .. } => {
-                let result = Err(HubError::BackendUnavailable);
-                return Submitted::Reply(Reply::Presence { channel, result });
+            Command::SubscribeMember { channel, since, member } => {
+                // Bounded before it is sent: the same limit as the in-memory hub's, and what
+                // other nodes accept in a join frame.
+                if member.info.as_ref().is_some_and(|i| i.len() > self.max_info_bytes)
+                    || member.user.as_ref().is_some_and(|u| u.len() > self.max_user_bytes)
+                {
+                    let replay = Err(HubError::InfoTooLarge);
+                    return Submitted::Reply(Reply::Subscribed { channel, replay });
+                }
+                let member = Some(Box::new(BrokerMember { conn: from.conn, joining: *member }));
+                BrokerRequest::Subscribe { sink, token, channel, since, member }
             }
+            Command::Presence { channel, list } => BrokerRequest::Presence { sink, token, channel, list },
             Command::Unsubscribe { channel } => {
-                let _ = self.client.submit(BrokerRequest::Unsubscribe { sink, channel });
+                let _ = self.client.submit(BrokerRequest::Unsubscribe { sink, channel, conn: from.conn });
                 return Submitted::NoReply;
             }
             Command::Ready => {
@@ -162,6 +193,7 @@ impl HubBackend for RedisHub {
             BrokerRequest::Publish { .. } => Refused::Publish,
             BrokerRequest::Read { .. } => Refused::Read,
             BrokerRequest::Subscribe { channel, .. } => Refused::Subscribe(channel.clone()),
+            BrokerRequest::Presence { channel, .. } => Refused::Presence(channel.clone()),
             BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
         };
         match self.client.submit(request) {
@@ -173,6 +205,7 @@ impl HubBackend for RedisHub {
                     Refused::Publish => Reply::Published(Err(error)),
                     Refused::Read => Reply::Read(Err(error)),
                     Refused::Subscribe(channel) => Reply::Subscribed { channel, replay: Err(error) },
+                    Refused::Presence(channel) => Reply::Presence { channel, result: Err(error) },
                 })
             }
         }

@@ -44,8 +44,16 @@
 //! [`RedisHub`] (`backend.rs`) is the [`crate::hub::backend::HubBackend`] over the broker, and
 //! [`serve`] what `pushwire serve --redis URL` runs.
 //!
-//! Does not (yet): presence (the scripts exist in [`crate::redis::presence`]; rooms are not
-//! built), several shards ([`crate::redis::shard`] picks one; one connection pair per shard
+//! **Presence** ([`BrokerRequest::Subscribe`] with a [`BrokerMember`]): the broker keeps this
+//! node's members per live channel, writes them with the presence script
+//! ([`crate::redis::presence`]) at the end of the turn they joined or left in (consecutive
+//! changes of a channel in one call), re-adds all of them every third of
+//! [`Limits::presence_ttl`] and after the command connection is back, lists a channel's
+//! members across the nodes ([`BrokerRequest::Presence`]), and turns the join and leave
+//! frames on pub/sub into [`BrokerEvent::PresenceChange`] for the sinks of its members that
+//! asked for them.
+//!
+//! Does not (yet): several shards ([`crate::redis::shard`] picks one; one connection pair per shard
 //! would be needed), TLS to Redis (`rediss://` is refused by the URL parser), or Redis
 //! Cluster (see the notes in [`crate::redis`]), or report its state in `/metrics` and
 //! `/healthz` ([`BrokerStats`] has the figures).
@@ -65,7 +73,9 @@ use std::time::Duration;
 
 use mio::{Poll, Waker};
 
-use crate::hub::{ChannelName, Cursor, Message, Payload, Replay, Since, SinkId};
+use crate::hub::backend::ConnId;
+use crate::hub::presence::{Joining, PresenceEvent};
+use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
 use crate::redis::frame::FrameLimits;
 use crate::redis::keys::Namespace;
 use crate::redis::url::RedisUrl;
@@ -112,8 +122,13 @@ pub struct Limits {
     pub read_budget_bytes: usize,
     /// Bounds of the RESP decoder on every connection.
     pub resp: resp::Limits,
-    /// Bounds of frames from other nodes (payload, event name).
+    /// Bounds of frames from other nodes (payload, event name, presence user and info).
     pub frames: FrameLimits,
+    /// How long a presence member lives in Redis without this node refreshing it; refreshed
+    /// every third of it. Default 30 s (the hub's `PresenceLimits::member_ttl`).
+    pub presence_ttl: Duration,
+    /// Most members a presence answer lists (`ZRANGE` bound). Default 10 000.
+    pub max_presence_members: usize,
 }
 
 impl Default for Limits {
@@ -134,6 +149,8 @@ impl Default for Limits {
             read_budget_bytes: 1 << 20,
             resp: resp::Limits::default(),
             frames: FrameLimits::default(),
+            presence_ttl: Duration::from_secs(30),
+            max_presence_members: 10_000,
         }
     }
 }
@@ -157,6 +174,11 @@ impl Limits {
         if self.ping_interval.is_zero() || self.info_interval.is_zero() {
             return Err("redis broker: ping and info intervals must be positive".into());
         }
+        if self.presence_ttl < Duration::from_millis(300) || self.max_presence_members == 0 {
+            return Err(
+                "redis broker: presence ttl must be at least 300 ms and the list bound at least 1".into()
+            );
+        }
         if self.read_budget_bytes < 4096 {
             return Err("redis broker: read budget must be at least 4096 bytes".into());
         }
@@ -178,6 +200,8 @@ pub struct BrokerConfig {
     pub max_history_messages: usize,
     /// Names this node's connections in `CLIENT LIST` (`pushwire-cmd-NODE`, `pushwire-sub-NODE`).
     pub node_name: String,
+    /// This node's id in presence members (drawn at start, never 0).
+    pub node_id: u64,
     /// Bounds and timings.
     pub limits: Limits,
 }
@@ -224,14 +248,39 @@ pub enum BrokerRequest {
         channel: ChannelName,
         /// Where the client's history ends.
         since: Since,
+        /// The connection joins the channel's presence (a `pushwire.v1` subscriber).
+        member: Option<Box<BrokerMember>>,
     },
-    /// One subscription of `sink` (answered `Ok` before) ended; no answer.
+    /// One subscription of `sink` (answered `Ok` before) ended; no answer. If the connection
+    /// was a presence member of the channel, it leaves.
     Unsubscribe {
         /// The loop of the connection.
         sink: SinkId,
         /// The channel.
         channel: ChannelName,
+        /// The connection.
+        conn: ConnId,
     },
+    /// Read a channel's presence across every node; answered by [`BrokerEvent::Presence`].
+    Presence {
+        /// The loop to answer.
+        sink: SinkId,
+        /// Echoed in the answer.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// List the members (else only the count).
+        list: bool,
+    },
+}
+
+/// A connection joining a channel's presence with its subscription.
+#[derive(Debug)]
+pub struct BrokerMember {
+    /// The connection (on the request's sink).
+    pub conn: ConnId,
+    /// What it shows.
+    pub joining: Joining,
 }
 
 /// An answer or a delivery for one event loop.
@@ -262,6 +311,19 @@ pub enum BrokerEvent {
     },
     /// A message of a channel the sink has subscribers on, in offset order per channel.
     Delivery(Arc<Message>),
+    /// The answer to [`BrokerRequest::Presence`]: every node's members (at most
+    /// [`Limits::max_presence_members`]).
+    Presence {
+        /// The request's token.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// The members, or why not.
+        result: Result<PresenceList, BrokerError>,
+    },
+    /// A member joined or left a channel (on any node): tell the connections of `notify` on
+    /// this sink.
+    PresenceChange(Arc<PresenceEvent>),
 }
 
 /// Where the broker pushes answers and deliveries: the event loops' inboxes.
@@ -338,6 +400,8 @@ pub struct BrokerStats {
     pub timeouts: AtomicU64,
     /// Channels subscribed on pub/sub now.
     pub live_channels: AtomicU64,
+    /// Presence script calls that added, refreshed or removed this node's members.
+    pub presence_writes: AtomicU64,
 }
 
 impl BrokerStats {

@@ -15,10 +15,16 @@ use super::link::{Link, ReadOutcome};
 use super::{
     BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, BrokerStats, Limits, Queue,
 };
-use crate::hub::{ChannelName, Message, Payload, Replay, Since, SinkId};
+use crate::hub::backend::{ConnAddr, ConnId};
+use crate::hub::presence::{Change, Joining, Member, PresenceEvent};
+use crate::hub::{ChannelName, Message, Payload, PresenceList, Replay, Since, SinkId};
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
 use crate::redis::keys::ChannelKeys;
+use crate::redis::presence::{
+    add_command, conn_addr, conn_number, list_command, parse_count_reply, parse_list_reply, remove_command,
+    PresenceMember, PresenceValue,
+};
 use crate::redis::pubsub::{parse_pubsub, ping_command, subscribe_command, unsubscribe_command, PubSubEvent};
 use crate::redis::resp::Value;
 use crate::redis::script::{
@@ -38,6 +44,8 @@ const CHANNELS_PER_COMMAND: usize = 1_000;
 const MAX_REPLAY_ROUNDS: u32 = 1_000;
 /// How often live channels are scanned for lingers, retries and waiting subscribers.
 const CHANNEL_SCAN_INTERVAL: Duration = Duration::from_millis(50);
+/// Most presence members named in one script call (a refresh of a larger room is several).
+const MEMBERS_PER_CALL: usize = 1_000;
 
 /// A command sent on the command connection, waiting for its reply.
 #[derive(Debug)]
@@ -78,6 +86,43 @@ enum Pending {
     },
     /// A subscriber's replay, one page or round of it.
     SubscribeRead(Box<SubscribeRead>),
+    /// Presence members added (or refreshed) or removed; the reply is a count.
+    PresenceWrite {
+        channel: ChannelName,
+        batch: PresenceBatch,
+        invoke: Invoke,
+    },
+    /// A presence list asked by a loop.
+    PresenceList {
+        sink: SinkId,
+        token: u64,
+        channel: ChannelName,
+        list: bool,
+        invoke: Invoke,
+    },
+}
+
+/// One presence script call's members.
+#[derive(Debug)]
+enum PresenceBatch {
+    Add(Vec<(PresenceMember, PresenceValue)>),
+    Remove(Vec<PresenceMember>),
+}
+
+/// A presence change of this node queued during a turn, written at its end (consecutive
+/// changes of one kind on one channel share a call).
+#[derive(Debug)]
+enum PresenceOp {
+    Add(PresenceMember, PresenceValue),
+    Remove(PresenceMember),
+}
+
+/// A presence member on this node.
+#[derive(Debug)]
+struct LocalMember {
+    value: PresenceValue,
+    /// It receives join and leave events.
+    joins: bool,
 }
 
 #[derive(Debug)]
@@ -85,6 +130,8 @@ struct SubscribeRead {
     channel: ChannelName,
     sink: SinkId,
     token: u64,
+    /// The connection, when it joined presence with the subscription.
+    member: Option<ConnId>,
     /// Where this round reads from.
     since: Since,
     /// What the rounds so far gathered.
@@ -132,6 +179,7 @@ impl Connection {
 struct Waiter {
     sink: SinkId,
     token: u64,
+    member: Option<ConnId>,
     since: Since,
     deadline: Instant,
 }
@@ -155,6 +203,10 @@ struct Live {
     waiting: Vec<Waiter>,
     /// No subscriber left: unsubscribed from pub/sub at this instant.
     linger_until: Option<Instant>,
+    /// This node's presence members of the channel (refreshed every third of the ttl).
+    members: HashMap<ConnAddr, LocalMember>,
+    /// How many of them receive join and leave events.
+    watchers: usize,
 }
 
 impl Live {
@@ -186,6 +238,9 @@ struct Worker {
     ping_count: u64,
     to_subscribe: Vec<ChannelName>,
     to_unsubscribe: Vec<String>,
+    /// Presence changes of this turn, in order.
+    presence_ops: Vec<(ChannelName, PresenceOp)>,
+    next_presence_refresh_at: Instant,
     channels: HashMap<ChannelName, Live>,
     next_channel_id: u64,
     next_scan_at: Instant,
@@ -222,6 +277,8 @@ pub(super) fn run(
         ping_count: 0,
         to_subscribe: Vec::new(),
         to_unsubscribe: Vec::new(),
+        presence_ops: Vec::new(),
+        next_presence_refresh_at: now,
         channels: HashMap::new(),
         next_channel_id: 0,
         next_scan_at: now,
@@ -304,6 +361,7 @@ impl Worker {
         ];
         if !self.channels.is_empty() {
             deadlines.push(Some(self.next_scan_at));
+            deadlines.push(Some(self.next_presence_refresh_at));
         }
         deadlines.into_iter().flatten().min()
     }
@@ -327,6 +385,7 @@ impl Worker {
             BrokerEvent::Published { result: Err(_), .. }
                 | BrokerEvent::Read { result: Err(_), .. }
                 | BrokerEvent::Subscribed { result: Err(_), .. }
+                | BrokerEvent::Presence { result: Err(_), .. }
         );
         if failed {
             BrokerStats::add(&self.stats.failed, 1);
@@ -348,10 +407,14 @@ impl Worker {
         &mut self,
         sink: SinkId,
         token: u64,
+        member: Option<ConnId>,
         channel: ChannelName,
         error: BrokerError,
         now: Instant,
     ) {
+        if let Some(conn) = member {
+            self.leave_presence(&channel, ConnAddr { sink, conn });
+        }
         self.remove_subscription(&channel, sink, now);
         self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Err(error) });
     }
@@ -387,7 +450,7 @@ impl Worker {
                     Pending::Read { sink, token, channel, since, max_messages, invoke: Invoke::Sha };
                 self.send_or_fail(pending, now);
             }
-            BrokerRequest::Subscribe { sink, token, channel, since } => {
+            BrokerRequest::Subscribe { sink, token, channel, since, member } => {
                 if !self.cmd.ready {
                     let error = BrokerError::Unavailable("not connected to redis".into());
                     self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Err(error) });
@@ -400,10 +463,127 @@ impl Worker {
                     Some((_, n)) => *n += 1,
                     None => live.sinks.push((sink, 1)),
                 }
-                live.waiting.push(Waiter { sink, token, since, deadline });
+                let member_conn = member.as_ref().map(|m| m.conn);
+                live.waiting.push(Waiter { sink, token, member: member_conn, since, deadline });
+                if let Some(member) = member {
+                    self.join_presence(&channel, ConnAddr { sink, conn: member.conn }, member.joining);
+                }
                 self.settle_waiters(&channel, now);
             }
-            BrokerRequest::Unsubscribe { sink, channel } => self.remove_subscription(&channel, sink, now),
+            BrokerRequest::Unsubscribe { sink, channel, conn } => {
+                self.leave_presence(&channel, ConnAddr { sink, conn });
+                self.remove_subscription(&channel, sink, now);
+            }
+            BrokerRequest::Presence { sink, token, channel, list } => {
+                let pending = Pending::PresenceList { sink, token, channel, list, invoke: Invoke::Sha };
+                self.send_or_fail(pending, now);
+            }
+        }
+    }
+
+    // ---- presence ----
+
+    fn member_of(&self, addr: ConnAddr) -> PresenceMember {
+        PresenceMember { node: self.config.node_id, conn: conn_number(addr) }
+    }
+
+    /// Records a member of this node on a live channel and queues its `add`.
+    fn join_presence(&mut self, channel: &ChannelName, addr: ConnAddr, joining: Joining) {
+        let member = self.member_of(addr);
+        let Some(live) = self.channels.get_mut(channel) else { return };
+        let value = PresenceValue {
+            user: Arc::from(joining.user.as_deref().unwrap_or("")),
+            info: Arc::from(joining.info.as_deref().unwrap_or("").as_bytes()),
+        };
+        let old = live.members.insert(addr, LocalMember { value: value.clone(), joins: joining.joins });
+        live.watchers += usize::from(joining.joins);
+        live.watchers -= old.map_or(0, |m| usize::from(m.joins));
+        self.presence_ops.push((channel.clone(), PresenceOp::Add(member, value)));
+    }
+
+    /// Forgets a member of this node (if it is one) and queues its `remove`.
+    fn leave_presence(&mut self, channel: &ChannelName, addr: ConnAddr) {
+        let member = self.member_of(addr);
+        let Some(live) = self.channels.get_mut(channel) else { return };
+        let Some(gone) = live.members.remove(&addr) else { return };
+        live.watchers -= usize::from(gone.joins);
+        self.presence_ops.push((channel.clone(), PresenceOp::Remove(member)));
+    }
+
+    /// Every member of this node again (their expiry moves on): every third of the ttl, and
+    /// after the command connection is back (the server may have lost them).
+    fn refresh_presence(&mut self) {
+        for (channel, live) in &self.channels {
+            for (&addr, member) in &live.members {
+                let id = PresenceMember { node: self.config.node_id, conn: conn_number(addr) };
+                self.presence_ops.push((channel.clone(), PresenceOp::Add(id, member.value.clone())));
+            }
+        }
+    }
+
+    /// Sends this turn's presence changes, consecutive ones of a kind on a channel in one call.
+    /// Without a command connection they are dropped: adds come back with the refresh after
+    /// the reconnect, and a member whose remove was lost expires after the ttl.
+    fn flush_presence(&mut self, now: Instant) {
+        let mut ops = std::mem::take(&mut self.presence_ops).into_iter().peekable();
+        while let Some((channel, op)) = ops.next() {
+            let mut batch = match op {
+                PresenceOp::Add(m, v) => PresenceBatch::Add(vec![(m, v)]),
+                PresenceOp::Remove(m) => PresenceBatch::Remove(vec![m]),
+            };
+            while let Some((next, _)) = ops.peek() {
+                if *next != channel {
+                    break;
+                }
+                match (&mut batch, ops.peek().map(|(_, op)| op)) {
+                    (PresenceBatch::Add(members), Some(PresenceOp::Add(..)))
+                        if members.len() < MEMBERS_PER_CALL =>
+                    {
+                        let Some((_, PresenceOp::Add(m, v))) = ops.next() else { unreachable!() };
+                        members.push((m, v));
+                    }
+                    (PresenceBatch::Remove(members), Some(PresenceOp::Remove(_)))
+                        if members.len() < MEMBERS_PER_CALL =>
+                    {
+                        let Some((_, PresenceOp::Remove(m))) = ops.next() else { unreachable!() };
+                        members.push(m);
+                    }
+                    _ => break,
+                }
+            }
+            if self.cmd.ready {
+                self.send_or_fail(Pending::PresenceWrite { channel, batch, invoke: Invoke::Sha }, now);
+            }
+        }
+    }
+
+    /// A join or leave frame from pub/sub (any node's, this one's too): an event for this
+    /// node's members of the channel that asked for them, the member itself excepted.
+    fn presence_frame(
+        &mut self,
+        channel: &ChannelName,
+        change: Change,
+        who: PresenceMember,
+        value: Option<PresenceValue>,
+    ) {
+        let Some(live) = self.channels.get(channel) else { return };
+        if live.watchers == 0 {
+            return;
+        }
+        let addr = conn_addr(who.conn);
+        let own = who.node == self.config.node_id;
+        let notify: Vec<ConnAddr> =
+            live.members.iter().filter(|(&a, m)| m.joins && !(own && a == addr)).map(|(&a, _)| a).collect();
+        if notify.is_empty() {
+            return;
+        }
+        let member = remote_member(who, value);
+        let mut sinks: Vec<SinkId> = notify.iter().map(|a| a.sink).collect();
+        sinks.sort_unstable_by_key(|s| s.index());
+        sinks.dedup();
+        let event = Arc::new(PresenceEvent { channel: channel.clone(), change, member, notify });
+        for sink in sinks {
+            self.batches[usize::from(sink.index())].push(BrokerEvent::PresenceChange(event.clone()));
         }
     }
 
@@ -425,6 +605,8 @@ impl Worker {
                 read_failed: false,
                 waiting: Vec::new(),
                 linger_until: None,
+                members: HashMap::new(),
+                watchers: 0,
             };
             self.next_channel_id += 1;
             if self.sub.ready {
@@ -457,13 +639,14 @@ impl Worker {
         }
         let delivered = live.sequence.delivered().expect("settled");
         for waiter in std::mem::take(&mut live.waiting) {
-            let Waiter { sink, token, since, .. } = waiter;
+            let Waiter { sink, token, member, since, .. } = waiter;
             match since {
                 Since::After(cursor) if cursor != delivered => {
                     let read = SubscribeRead {
                         channel: channel.clone(),
                         sink,
                         token,
+                        member,
                         since,
                         replay: None,
                         rounds: 0,
@@ -530,6 +713,16 @@ impl Worker {
             Pending::SubscribeRead(read) => {
                 read_command(&keys(&read.channel), &context, read.since, page, read.invoke)
             }
+            Pending::PresenceWrite { channel, batch, invoke } => {
+                let ttl = self.config.limits.presence_ttl;
+                match batch {
+                    PresenceBatch::Add(members) => add_command(&keys(channel), members, ttl, *invoke),
+                    PresenceBatch::Remove(members) => remove_command(&keys(channel), members, *invoke),
+                }
+            }
+            Pending::PresenceList { channel, invoke, .. } => {
+                list_command(&keys(channel), self.config.limits.max_presence_members, *invoke)
+            }
             Pending::Info { .. } => info_command(),
             Pending::Handshake | Pending::ScriptLoad { .. } => {
                 unreachable!("setup commands are sent by connect_command")
@@ -558,8 +751,13 @@ impl Worker {
                 }
             }
             Pending::SubscribeRead(read) => {
-                let SubscribeRead { channel, sink, token, .. } = *read;
-                self.fail_subscribe(sink, token, channel, error, now);
+                let SubscribeRead { channel, sink, token, member, .. } = *read;
+                self.fail_subscribe(sink, token, member, channel, error, now);
+            }
+            // The next refresh writes the members again; a lost remove expires.
+            Pending::PresenceWrite { .. } => {}
+            Pending::PresenceList { sink, token, channel, .. } => {
+                self.answer(sink, BrokerEvent::Presence { token, channel, result: Err(error) })
             }
         }
     }
@@ -628,6 +826,7 @@ impl Worker {
             let _ = tx.send(Ok(()));
         }
         self.retry_failed_reads(now);
+        self.refresh_presence();
     }
 
     fn retry_failed_reads(&mut self, now: Instant) {
@@ -755,6 +954,37 @@ impl Worker {
                 }
             }
             Pending::SubscribeRead(read) => self.subscribe_read_reply(read, &value, now),
+            Pending::PresenceWrite { channel, batch, invoke } => match parse_count_reply(&value) {
+                Ok(_) => BrokerStats::add(&self.stats.presence_writes, 1),
+                Err(ReplyError::NoScript) if invoke == Invoke::Sha => {
+                    self.send_or_fail(Pending::PresenceWrite { channel, batch, invoke: Invoke::Source }, now)
+                }
+                Err(e) => self.reply_failed(Pending::PresenceWrite { channel, batch, invoke }, e, now),
+            },
+            Pending::PresenceList { sink, token, channel, list, invoke } => {
+                match parse_list_reply(&value, &self.config.limits.frames) {
+                    Ok(members) => {
+                        let count = members.len();
+                        let members = if list {
+                            members.into_iter().map(|(m, v)| remote_member(m, Some(v))).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        let result = Ok(PresenceList { count, members });
+                        self.answer(sink, BrokerEvent::Presence { token, channel, result });
+                    }
+                    Err(ReplyError::NoScript) if invoke == Invoke::Sha => {
+                        let again =
+                            Pending::PresenceList { sink, token, channel, list, invoke: Invoke::Source };
+                        self.send_or_fail(again, now);
+                    }
+                    Err(e) => self.reply_failed(
+                        Pending::PresenceList { sink, token, channel, list, invoke },
+                        e,
+                        now,
+                    ),
+                }
+            }
         }
     }
 
@@ -962,8 +1192,10 @@ impl Worker {
             Ok(Frame::Message { id, event, payload }) => {
                 Arc::new(Message::new(channel.clone(), id, event, payload, now))
             }
-            // Presence frames: not used until rooms exist.
-            Ok(Frame::Join { .. } | Frame::Leave { .. }) => return,
+            Ok(Frame::Join { member, value }) => {
+                return self.presence_frame(&channel, Change::Join, member, Some(value));
+            }
+            Ok(Frame::Leave { member }) => return self.presence_frame(&channel, Change::Leave, member, None),
             Err(e) => {
                 // The hole it leaves is read from the history when the next frame comes.
                 debug!("redis: bad frame on {}: {e}", channel.as_str());
@@ -1014,6 +1246,12 @@ impl Worker {
             self.next_scan_at = now + CHANNEL_SCAN_INTERVAL;
             self.scan_channels(now);
         }
+        if now >= self.next_presence_refresh_at {
+            self.next_presence_refresh_at = now + self.config.limits.presence_ttl / 3;
+            if self.cmd.ready {
+                self.refresh_presence();
+            }
+        }
     }
 
     /// Lingers ended, waiting subscribers past their deadline, failed reads to retry.
@@ -1029,7 +1267,7 @@ impl Worker {
             }
             live.waiting.retain(|w| {
                 if w.deadline <= now {
-                    late.push((channel.clone(), w.sink, w.token));
+                    late.push((channel.clone(), w.sink, w.token, w.member));
                     false
                 } else {
                     true
@@ -1043,10 +1281,10 @@ impl Worker {
             }
         }
         self.stats.live_channels.store(self.channels.len() as u64, Ordering::Relaxed);
-        for (channel, sink, token) in late {
+        for (channel, sink, token, member) in late {
             BrokerStats::add(&self.stats.timeouts, 1);
             let error = BrokerError::Unavailable("the channel's redis subscription is not live yet".into());
-            self.fail_subscribe(sink, token, channel, error, now);
+            self.fail_subscribe(sink, token, member, channel, error, now);
         }
         if self.cmd.ready {
             self.retry_failed_reads(now);
@@ -1054,6 +1292,9 @@ impl Worker {
     }
 
     fn flush(&mut self, now: Instant) {
+        if !self.presence_ops.is_empty() {
+            self.flush_presence(now);
+        }
         if self.sub.ready {
             if let Some(link) = self.sub.link.as_mut() {
                 let subscribe: Vec<String> = std::mem::take(&mut self.to_subscribe)
@@ -1080,4 +1321,18 @@ impl Worker {
             }
         }
     }
+}
+
+/// A member as the hub shows it, from its Redis form (any node's; a leave carries no value).
+fn remote_member(who: PresenceMember, value: Option<PresenceValue>) -> Member {
+    let (user, info) = match value {
+        Some(v) => {
+            let user = (!v.user.is_empty()).then(|| Box::from(&*v.user));
+            // Written by a node from a JSON object's text: UTF-8 (checked when parsed).
+            let info = std::str::from_utf8(&v.info).ok().filter(|i| !i.is_empty()).map(Box::from);
+            (user, info)
+        }
+        None => (None, None),
+    };
+    Member { node: who.node, conn: conn_addr(who.conn), user, info, joins: false }
 }

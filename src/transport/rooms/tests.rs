@@ -144,6 +144,7 @@ fn answers_match_commands_in_submission_order() {
     let one = json(&rooms.handle_answer(Answer::Published(Ok(c(1, 1)))).unwrap());
     assert_eq!((one["req"].clone(), one["id"].clone()), (1.into(), "0000000000000001:1".into()));
     let member = Member {
+        node: 0,
         conn: ConnAddr { sink: SinkId::new(1).unwrap(), conn: ConnId::new(5, 2) },
         user: Some("al\"ice".into()),
         info: Some(r#"{"n":1}"#.into()),
@@ -349,6 +350,7 @@ fn multi_channel_requests_name_channels_by_path_or_parameters() {
 #[test]
 fn presence_events_are_encoded_once_per_change() {
     let member = Member {
+        node: 0,
         conn: ConnAddr { sink: SinkId::new(0).unwrap(), conn: ConnId::new(1, 1) },
         user: None,
         info: None,
