@@ -4,6 +4,12 @@
 // pushwire.js falls back when a transport is refused (403 from `--disable`), when a stream's
 // first byte never comes (a buffering proxy), and when a WebSocket that worked is cut and then
 // refused mid-stream, delivering ids 1..N exactly once and in order across the switch.
+// PushwireClient (rooms): three channels on one connection per transport, resuming each channel
+// exactly after the proxy drops and refuses everything, with a gap on exactly the channel past
+// its history; the chain WebSocket -> SSE -> long poll with three channels; exceptSelf, presence
+// and join/leave; a bare EventSource on two channels resuming by itself (composite
+// Last-Event-ID); the chat demo with two pages in rooms (messages per room, member lists on
+// join, leave and page close; a screenshot of a member list in target/browser/chat-members.png).
 // Saves a screenshot of the demo page to target/browser/demo.png.
 //
 // Run: scripts/setup-browser.sh once, `cargo build`, then `npm test` here (or scripts/test.sh).
@@ -12,7 +18,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -529,5 +535,73 @@ test("an EventSource on two channels reconnects by itself after the server drops
   assert.match(again.headers["last-event-id"], /^[0-9a-f]{16}\.3\.3$/);
   await page.close();
   proxy.stop();
+  server.stop();
+});
+
+test("chat demo: two pages in rooms; messages reach exactly their room, member lists follow joins, leaves and a closed page", { timeout: 90_000 }, async () => {
+  const server = await startServer();
+  const open = async (query) => {
+    const page = await context.newPage();
+    page.errors = [];
+    page.on("pageerror", (e) => page.errors.push(e));
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.goto(`${server.url}/?channel=chat-demo&${query}`);
+    return page;
+  };
+  const members = (page, room) => page.$$eval(`#room-${room} .members li`, (lis) => lis.map((li) => li.textContent));
+  const lines = (page, room) =>
+    page.$$eval(`#room-${room} .messages li:not(.notice)`, (lis) => lis.map((li) => li.firstChild.textContent));
+  const waitMembers = (page, room, names) =>
+    waitFor(page, ([room, names]) => {
+      const got = [...document.querySelectorAll(`#room-${room} .members li`)].map((li) => li.textContent);
+      return JSON.stringify(got) === JSON.stringify(names);
+    }, [room, names]);
+  const say = async (page, room, text) => {
+    await page.fill(`#room-${room} .say input`, text);
+    await page.click(`#room-${room} .say button`);
+  };
+
+  const ann = await open("name=Ann&rooms=lobby,games");
+  const bob = await open("name=Bob&rooms=lobby,music");
+  await waitMembers(ann, "lobby", ["Ann", "Bob"]);
+  await waitMembers(bob, "lobby", ["Ann", "Bob"]);
+  await waitMembers(ann, "games", ["Ann"]);
+  await waitMembers(bob, "music", ["Bob"]);
+
+  await say(ann, "lobby", "hi lobby");
+  await say(ann, "games", "hi games");
+  await say(bob, "music", "hi music");
+  await say(bob, "lobby", "hello Ann");
+  await waitFor(ann, () => document.querySelectorAll("#room-lobby .messages li:not(.notice)").length >= 2);
+  await waitFor(bob, () => document.querySelectorAll("#room-lobby .messages li:not(.notice)").length >= 2);
+  await waitFor(bob, () => document.querySelectorAll("#room-music .messages li:not(.notice)").length >= 1);
+  await waitFor(ann, () => document.querySelectorAll("#room-games .messages li:not(.notice)").length >= 1);
+  await new Promise((r) => setTimeout(r, 300)); // time for a stray message to show, had there been one
+  for (const page of [ann, bob]) assert.deepEqual(await lines(page, "lobby"), ["Ann: hi lobby", "Bob: hello Ann"]);
+  assert.deepEqual(await lines(ann, "games"), ["Ann: hi games"]);
+  assert.deepEqual(await lines(bob, "music"), ["Bob: hi music"]);
+  assert.equal(await ann.$("#room-music"), null);
+  assert.equal(await bob.$("#room-games"), null);
+
+  // Bob joins games from the form: Ann's list grows and she sees the notice.
+  await bob.fill("#room", "games");
+  await bob.click("#join button");
+  await waitMembers(bob, "games", ["Ann", "Bob"]);
+  await waitMembers(ann, "games", ["Ann", "Bob"]);
+  assert.ok((await ann.textContent("#room-games .messages")).includes("Bob joined"));
+  mkdirSync(join(ROOT, "target/browser"), { recursive: true });
+  const shot = join(ROOT, "target/browser/chat-members.png");
+  await ann.locator("#room-games").screenshot({ path: shot });
+  assert.ok(statSync(shot).size > 1000, "the member list screenshot is empty");
+  // Ann leaves games with its button: Bob's list shrinks.
+  await ann.click("#room-games .leave");
+  await waitMembers(bob, "games", ["Bob"]);
+  // Bob's page closes: he leaves every room he was in.
+  assert.deepEqual(bob.errors, []);
+  await bob.close();
+  await waitMembers(ann, "lobby", ["Ann"]);
+  assert.ok((await ann.textContent("#room-lobby .messages")).includes("Bob left"));
+  assert.deepEqual(ann.errors, []);
+  await ann.close();
   server.stop();
 });

@@ -388,8 +388,9 @@
       ws.onopen = () => {
         if (ws.protocol !== "pushwire.v1") return conn.end("server did not accept pushwire.v1");
         client._ws = ws;
-        conn.open();
+        // Every subscribe goes before what `open` listeners send (a presence command, say).
         for (const sub of client.subscriptions.values()) client._sendSubscribe(sub);
+        conn.open();
       };
       ws.onmessage = (e) => (typeof e.data === "string" ? client._frame(conn, e.data) : conn.end("a binary frame in command mode"));
       ws.onclose = (e) => conn.end(`closed (${e.code})`); // also after an error or a refused upgrade
