@@ -3,21 +3,29 @@
 // Reads the JSON lines of one comparison run (each a `pushwire bench --json` report with "case"
 // and "server" added), prints every figure with pushwire's ratio against each peer, then each
 // target: the ratio against the peer the target names, and whether it was met. A ratio is
-// always "how many times better pushwire is": peer / pushwire for latency and memory,
+// always "how many times better pushwire is": peer / pushwire for latency, memory and CPU,
 // pushwire / peer for rates. A run that failed (missing messages, a dropped connection) or did
 // not run never meets a target.
+//
+// Beside each rate: the server's CPU-seconds (user + system, over exactly the measured window,
+// from /proc/PID/stat: `pushwire bench --server-pid`) per million messages echoed or deliveries
+// made, and pushwire's ratio on that too; it is the fair figure when the load generator, not
+// the server, is what saturates (client CPU near one core per client thread). For pushwire's
+// fan-out runs, the server's own latency (`--server-metrics`: publish accepted -> each
+// subscriber's write, and -> a fan-out's last write; p50/p99 over the window from bucket counts).
 'use strict';
 const fs = require('fs');
 
 // The performance issue's targets: a ratio against a named peer (`min`, in "times better" as
 // below: p99 "at most half of Nchan's" is Nchan / pushwire >= 2), or an absolute bound on
 // pushwire's own figure (`maxAbs`, for idle memory).
+// `cpuMax` bounds pushwire's server CPU per message as a multiple of the peer's (issue #16).
 const TARGETS = [
-  { case: 'echo-32', peer: 'tokio-tungstenite', min: 1.4 },
-  { case: 'echo-32', peer: 'mio-raw', min: 0.95 },
-  { case: 'echo-16384', peer: 'mio-raw', min: 0.95 },
-  { case: 'fanout-ws', peer: 'nchan', min: 3.0 },
-  { case: 'fanout-sse', peer: 'nchan', min: 3.0 },
+  { case: 'echo-32', peer: 'mio-raw', cpuMax: 1.1 },
+  { case: 'echo-32', peer: 'tokio-tungstenite', cpuMax: 0.6 },
+  { case: 'echo-16384', peer: 'mio-raw', cpuMax: 1.05 },
+  { case: 'fanout-ws', peer: 'nchan', min: 10.0 },
+  { case: 'fanout-sse', peer: 'nchan', min: 10.0 },
   { case: 'latency-ws', peer: 'nchan', min: 2.0 },
   { case: 'latency-sse', peer: 'nchan', min: 2.0 },
   { case: 'idle-ws', maxAbs: 256 },
@@ -58,11 +66,24 @@ function spread(c, server) {
 }
 
 const number = (x) => Math.round(x).toLocaleString('en-US');
-// Server CPU time per message echoed or delivered, in microseconds (what the server spent,
-// whatever the load generator could drive).
+// Server CPU-seconds per million messages echoed or deliveries made (= microseconds each):
+// what the server spent, whatever the load generator could drive.
 function cpuPerUnit(run) {
-  const units = run && (run.mode === 'echo' ? run.messages : run.mode === 'fanout' ? run.deliveries : 0);
-  return units > 0 && run.server_cpu_s > 0 ? (run.server_cpu_s * 1e6) / units : undefined;
+  if (!run) return undefined;
+  const v = run.server_cpu_s_per_million_messages ?? run.server_cpu_s_per_million_deliveries;
+  return v > 0 ? v : undefined;
+}
+const cpuText = (run) => {
+  const v = cpuPerUnit(run);
+  if (v === undefined) return run && run.mode !== 'idle' && !run.error ? 'n/a' : '';
+  return `${v.toFixed(2)}${run.client_cpu_s !== undefined ? ` (client ${run.client_cpu_s.toFixed(1)} CPU-s in ${run.window_s.toFixed(1)} s)` : ''}`;
+};
+const us = (x) => (x === null || x === undefined ? 'n/a' : `${number(x)}`);
+// pushwire's own delivery latency over the window, from its /metrics histograms.
+function serverSide(run) {
+  if (!run || run.server_delivery_writes === undefined) return '';
+  return `each write ${us(run.server_delivery_write_p50_us)} / ${us(run.server_delivery_write_p99_us)} us; ` +
+    `last write ${us(run.server_fanout_last_write_p50_us)} / ${us(run.server_fanout_last_write_p99_us)} us`;
 }
 function figure(run, spec) {
   if (!run) return 'not run';
@@ -71,10 +92,10 @@ function figure(run, spec) {
   if (value === undefined) return 'no figure';
   let text = `${number(value)} ${spec.unit}`;
   text += spread(run.case, run.server);
-  if (run.mode === 'echo') text += `  (p99 ${number(run.latency_p99_us)} us)`;
-  if (run.mode === 'fanout') text += `  (p99 ${number(run.latency_p99_us)} us, missing ${run.missing})`;
-  const cpu = cpuPerUnit(run);
-  if (cpu !== undefined) text += `; server CPU ${cpu.toFixed(2)} us/${run.mode === 'echo' ? 'msg' : 'delivery'}`;
+  if (run.mode === 'echo') text += `  (p50 ${number(run.latency_p50_us)}, p99 ${number(run.latency_p99_us)} us)`;
+  if (run.mode === 'fanout') {
+    text += `  (p50 ${number(run.latency_p50_us)}, p99 ${number(run.latency_p99_us)} us, missing ${run.missing})`;
+  }
   if (!run.ok) text += '  FAILED';
   return text;
 }
@@ -93,23 +114,40 @@ const ratioText = (c, peer) => {
   const [num, den] = CASES[c].higher ? ['pushwire', peer] : [peer, 'pushwire'];
   return r === undefined ? `${num} / ${den} = n/a` : `${num} / ${den} = ${r.toFixed(2)}x`;
 };
+// pushwire's server CPU per message as a multiple of the peer's (lower is better).
+function cpuRatio(c, peer) {
+  const [mine, theirs] = [cpuPerUnit(find(c, 'pushwire')), cpuPerUnit(find(c, peer))];
+  return mine && theirs ? mine / theirs : undefined;
+}
 
 const lines = [];
 if (conditionsPath) lines.push(...fs.readFileSync(conditionsPath, 'utf8').trim().split('\n'), '');
-lines.push('| case | server | figure | pushwire is | by server CPU per message |', '|---|---|---|---|---|');
+lines.push(
+  '| case | server | figure (client-side latency) | server CPU-s per 1M msgs/deliveries | server-side p50 / p99 | pushwire is | pushwire CPU / peer CPU |',
+  '|---|---|---|---|---|---|---|',
+);
 for (const [c, spec] of Object.entries(CASES)) {
   const servers = [...new Set(runs.filter((r) => r.case === c).map((r) => r.server))];
   for (const server of servers) {
+    const run = find(c, server);
     const vs = server === 'pushwire' ? '' : ratioText(c, server);
-    const [mine, theirs] = [cpuPerUnit(find(c, 'pushwire')), cpuPerUnit(find(c, server))];
-    const byCpu = server !== 'pushwire' && mine && theirs ? `${(theirs / mine).toFixed(2)}x less CPU` : '';
-    lines.push(`| ${spec.label} | ${server} | ${figure(find(c, server), spec)} | ${vs} | ${byCpu} |`);
+    const r = cpuRatio(c, server);
+    const byCpu = server === 'pushwire' ? '' : r === undefined ? 'n/a' : `${r.toFixed(2)}x`;
+    lines.push(`| ${spec.label} | ${server} | ${figure(run, spec)} | ${cpuText(run)} | ${serverSide(run)} | ${vs} | ${byCpu} |`);
   }
 }
 lines.push('', '| target | measured | met? |', '|---|---|---|');
 for (const t of TARGETS) {
   const spec = CASES[t.case];
   let verdict = 'not measured';
+  if (t.cpuMax !== undefined) {
+    const r = cpuRatio(t.case, t.peer);
+    const runsOk = ['pushwire', t.peer].every((s) => find(t.case, s) && find(t.case, s).ok);
+    if (r !== undefined) verdict = !runsOk ? 'no (a run failed)' : r <= t.cpuMax ? 'met' : 'NOT met';
+    const measured = r === undefined ? 'n/a' : `${r.toFixed(2)}x`;
+    lines.push(`| ${spec.label}: server CPU per message <= ${t.cpuMax.toFixed(2)}x ${t.peer}'s | ${measured} | ${verdict} |`);
+    continue;
+  }
   if (t.maxAbs !== undefined) {
     const mine = find(t.case, 'pushwire');
     const v = mine && mine[spec.metric];

@@ -26,23 +26,41 @@
 # Every server it started is stopped on exit. Took about 10 minutes on 2 cores with 3 rounds
 # (plus installing and building).
 #
+# Every echo and fan-out run also reports the server's CPU (user + system, from /proc/PID/stat)
+# over exactly the measured window (`pushwire bench --server-pid`; nginx: master and workers)
+# and the load generator's own; the table shows CPU-seconds per million messages or deliveries
+# and pushwire's ratio on it against each peer. pushwire's fan-out runs also read its
+# /metrics before and after the window (`--server-metrics`) and show the server-side p50/p99 of
+# publish -> each subscriber's write and publish -> a fan-out's last write.
+#
 # Environment: PARTS ("echo fanout idle": which groups to run), ROUNDS (3), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
-# (10000), SKIP_INSTALL=1 (use what is installed and built).
+# (10000), THREADS (2: client threads of the fan-out load generator), SKIP_INSTALL=1 (use what
+# is installed and built; a peer not installed is shown as not run), PUSHWIRE (the binary to
+# test, default target/release/pushwire), OUT_DIR (where the run's directory goes, default
+# target/compare), PEERS ("tt node mio nchan": which peers may run; the others are shown as
+# not run). QUICK=1: small counts (1 round, 1 s echoes, 300 subscribers, 20 messages),
+# SKIP_INSTALL=1, about 30 s: checks that the script works, measures nothing worth quoting.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+if [ "${QUICK:-0}" = 1 ]; then
+    : "${ROUNDS:=1}" "${ECHO_SECONDS:=1}" "${FANOUT_MESSAGES:=20}" "${LATENCY_MESSAGES:=5}" "${SUBSCRIBERS:=300}"
+    : "${SKIP_INSTALL:=1}"
+fi
 ROUNDS=${ROUNDS:-3}
 ECHO_SECONDS=${ECHO_SECONDS:-5}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-100}
 LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
+THREADS=${THREADS:-2}
+PEERS=${PEERS-tt node mio nchan}
 PARTS=${PARTS:-echo fanout idle}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
-RUN_DIR="$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)"
+RUN_DIR="${OUT_DIR:-$ROOT/target/compare}/$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS="$RUN_DIR/results.jsonl"
 BUILD="$ROOT/target/compare-build"
-PUSHWIRE="$ROOT/target/release/pushwire"
+PUSHWIRE=${PUSHWIRE:-"$ROOT/target/release/pushwire"}
 TT_PEER="$BUILD/tt/release/tt-peer"
 MIO_ECHO="$BUILD/mio-echo/release/mio-echo"
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -130,32 +148,50 @@ start_tt() { start_server "$1" "$TT_PEER" 127.0.0.1:0; }
 start_node() { start_server "$1" node benches/peers/node-ws/server.js 127.0.0.1:0; }
 start_mio() { start_server "$1" "$MIO_ECHO" 127.0.0.1:0; }
 
-# CPU time (user + system, all threads) of the server's processes so far, in clock ticks
-# (proc(5) fields 14 and 15): the server's PID and, for nginx, its workers.
-CLK_TCK=$(getconf CLK_TCK)
-server_cpu_ticks() {
-    local pid total=0
+# The server's processes as `--server-pid` flags: its PID and, for nginx, its workers (their
+# CPU is summed over the measured window by `pushwire bench`, from /proc/PID/stat).
+server_pid_flags() {
+    local pid
     for pid in "$PID" $(pgrep -P "$PID" || true); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+        printf -- '--server-pid\n%s\n' "$pid"
     done
-    echo "$total"
 }
 
-# bench CASE SERVER MODE ARGS...: one `pushwire bench` run; its JSON line goes to RESULTS with
-# the case, the server and the CPU seconds the server used during the run added (an `error`
-# line when it could not run).
+# bench CASE SERVER MODE ARGS...: one `pushwire bench` run with the server's CPU over the
+# measured window (and for pushwire, with METRICS set, its /metrics histograms); its JSON line
+# goes to RESULTS with the case and the server added (an `error` line when it could not run).
 bench() {
-    local case=$1 server=$2 line status=0 before cpu_s
+    local case=$1 server=$2 line status=0 probe=()
     shift 2
     echo "-- $case: $server" >&2
-    before=$(server_cpu_ticks)
-    line=$("$PUSHWIRE" bench "$@" --json 2>>"$RUN_DIR/bench.err") || status=$?
-    cpu_s=$(awk -v t=$(($(server_cpu_ticks) - before)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')
+    if [ "$1" = echo ] || [ "$1" = fanout ]; then
+        mapfile -t probe < <(server_pid_flags)
+        [ -z "${METRICS:-}" ] || probe+=(--server-metrics "$METRICS")
+    fi
+    line=$("$PUSHWIRE" bench "$@" "${probe[@]}" --json 2>>"$RUN_DIR/bench.err") || status=$?
     if [ -z "$line" ]; then
         line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     fi
-    echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},\"server_cpu_s\":$cpu_s,${line#\{}" |
+    echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},${line#\{}" |
         tee -a "$RESULTS" >&2
+}
+
+# not_installed CASE... SERVER: records that SERVER could not run CASE (SKIP_INSTALL=1 and the
+# peer is missing), so the table says so instead of leaving it out.
+not_installed() {
+    local server=${*: -1} case
+    for case in "${@:1:$#-1}"; do
+        echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},\"error\":\"not run (not installed, or not in PEERS)\"}" >>"$RESULTS"
+    done
+}
+have() { # have PEER: whether a peer's server may and can be started
+    [[ " $PEERS " == *" $1 "* ]] || return 1
+    case $1 in
+        tt) [ -x "$TT_PEER" ] ;;
+        mio) [ -x "$MIO_ECHO" ] ;;
+        node) [ -d benches/peers/node-ws/node_modules/ws ] && command -v node >/dev/null ;;
+        nchan) [ -e "$NCHAN_MODULE" ] && command -v nginx >/dev/null ;;
+    esac
 }
 
 # --- install and build -------------------------------------------------------------------------
@@ -190,9 +226,10 @@ fi
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    [ "${QUICK:-0}" != 1 ] || echo "QUICK=1: $SUBSCRIBERS subscribers, $ECHO_SECONDS s echoes, one round: a check that the script works, not figures to quote"
     echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(nginx -v 2>&1 | sed 's#.*/##');" \
         "Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?');" \
-        "node $(node --version); ws $(node -p 'require("./benches/peers/node-ws/node_modules/ws/package.json").version');" \
+        "node $(node --version); ws $(node -p 'require("./benches/peers/node-ws/node_modules/ws/package.json").version' 2>/dev/null || echo '?');" \
         "tokio-tungstenite $(grep -A1 'name = "tokio-tungstenite"' benches/peers/tokio-tungstenite/Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
 } >"$RUN_DIR/conditions.txt"
 cat "$RUN_DIR/conditions.txt" >&2
@@ -211,15 +248,21 @@ say "echo, round $round of $ROUNDS: C=100, W=8, 32 B and 16 KiB, $ECHO_SECONDS s
 start_pushwire pushwire-echo
 echo_runs pushwire "ws://$ADDR/echo"
 stop_server
-start_tt tt-echo
-echo_runs tokio-tungstenite "ws://$ADDR/echo"
-stop_server
-start_node node-echo
-echo_runs node-ws "ws://$ADDR/echo"
-stop_server
-start_mio mio-echo
-echo_runs mio-raw "tcp://$ADDR" --protocol raw
-stop_server
+if have tt; then
+    start_tt tt-echo
+    echo_runs tokio-tungstenite "ws://$ADDR/echo"
+    stop_server
+else not_installed echo-32 echo-16384 tokio-tungstenite; fi
+if have node; then
+    start_node node-echo
+    echo_runs node-ws "ws://$ADDR/echo"
+    stop_server
+else not_installed echo-32 echo-16384 node-ws; fi
+if have mio; then
+    start_mio mio-echo
+    echo_runs mio-raw "tcp://$ADDR" --protocol raw
+    stop_server
+else not_installed echo-32 echo-16384 mio-raw; fi
 fi
 
 # --- fan-out, back to back, and at 5 messages/s ---------------------------------------------------
@@ -227,27 +270,34 @@ fan() { # fan CASE SERVER TRANSPORT PUBLISH_URL SUBSCRIBE_URL [ARGS...]
     local case=$1 server=$2 transport=$3 pub=$4 sub=$5
     shift 5
     bench "$case" "$server" fanout --publish-url "$pub" --subscribe-url "$sub" --transport "$transport" \
-        -c "$SUBSCRIBERS" --size 64 "$@"
+        -c "$SUBSCRIBERS" --threads "$THREADS" --size 64 "$@"
 }
 if part fanout; then
 say "fan-out, round $round of $ROUNDS: $SUBSCRIBERS subscribers, $FANOUT_MESSAGES x 64 B back to back; then 5 messages/s"
 start_pushwire pushwire-fanout
 for t in ws sse; do
-    fan "fanout-$t" pushwire $t "http://$ADDR/channels/f$t" "http://$ADDR/channels/f$t" -k "$FANOUT_MESSAGES"
-    fan "latency-$t" pushwire $t "http://$ADDR/channels/l$t" "http://$ADDR/channels/l$t" \
-        -k "$LATENCY_MESSAGES" --rate 5
+    METRICS="http://$ADDR/metrics" fan "fanout-$t" pushwire $t "http://$ADDR/channels/f$t" \
+        "http://$ADDR/channels/f$t" -k "$FANOUT_MESSAGES"
+    METRICS="http://$ADDR/metrics" fan "latency-$t" pushwire $t "http://$ADDR/channels/l$t" \
+        "http://$ADDR/channels/l$t" -k "$LATENCY_MESSAGES" --rate 5
 done
 stop_server
-start_nchan nchan-fanout 2
-for t in ws sse; do
-    fan "fanout-$t" nchan $t "http://$ADDR/pub?id=f$t" "http://$ADDR/sub/f$t" -k "$FANOUT_MESSAGES" \
-        --no-open-cursor --settle 1
-    fan "latency-$t" nchan $t "http://$ADDR/pub?id=l$t" "http://$ADDR/sub/l$t" -k "$LATENCY_MESSAGES" \
-        --rate 5 --no-open-cursor --settle 1
-done
-stop_server
+if have nchan; then
+    start_nchan nchan-fanout 2
+    for t in ws sse; do
+        fan "fanout-$t" nchan $t "http://$ADDR/pub?id=f$t" "http://$ADDR/sub/f$t" -k "$FANOUT_MESSAGES" \
+            --no-open-cursor --settle 1
+        fan "latency-$t" nchan $t "http://$ADDR/pub?id=l$t" "http://$ADDR/sub/l$t" -k "$LATENCY_MESSAGES" \
+            --rate 5 --no-open-cursor --settle 1
+    done
+    stop_server
+else not_installed fanout-ws latency-ws fanout-sse latency-sse nchan; fi
 for peer in tt node; do
     name=$([ $peer = tt ] && echo tokio-tungstenite || echo node-ws)
+    if ! have $peer; then
+        not_installed fanout-ws "$name"
+        continue
+    fi
     "start_$peer" "$peer-fanout"
     fan fanout-ws "$name" ws "http://$ADDR/channels/f" "http://$ADDR/channels/f" -k "$FANOUT_MESSAGES" \
         --no-open-cursor --settle 1
@@ -270,16 +320,22 @@ for t in ws sse; do
     idle "idle-$t" pushwire "$PID" "http://$ADDR/channels/i" --transport $t
     stop_server
     # One worker, so that one process's RSS holds every subscription.
-    start_nchan "nchan-idle-$t" 1
-    idle "idle-$t" nchan "$WORKER_PID" "http://$ADDR/sub/i" --transport $t --no-open-cursor
+    if have nchan; then
+        start_nchan "nchan-idle-$t" 1
+        idle "idle-$t" nchan "$WORKER_PID" "http://$ADDR/sub/i" --transport $t --no-open-cursor
+        stop_server
+    else not_installed "idle-$t" nchan; fi
+done
+for peer in tt node; do
+    name=$([ $peer = tt ] && echo tokio-tungstenite || echo node-ws)
+    if ! have $peer; then
+        not_installed idle-ws "$name"
+        continue
+    fi
+    "start_$peer" "$peer-idle"
+    idle idle-ws "$name" "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
     stop_server
 done
-start_tt tt-idle
-idle idle-ws tokio-tungstenite "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
-stop_server
-start_node node-idle
-idle idle-ws node-ws "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
-stop_server
 fi
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - began)) s" >>"$RUN_DIR/conditions.txt"

@@ -7,6 +7,7 @@ use crate::http1::Limits as HttpLimits;
 use crate::hub::Limits as HubLimits;
 use crate::net::limits::Limits as NetLimits;
 use crate::transport::access::Access;
+use crate::transport::api::limits::ApiConfig;
 use crate::transport::limits::{Limits as TransportLimits, WebSocketLimits};
 
 /// Everything the server needs to know, shared read-only by every connection.
@@ -24,6 +25,8 @@ pub struct Config {
     pub hub: HubLimits,
     /// Event loop and socket limits.
     pub net: NetLimits,
+    /// The server API: its key (off without one) and request bounds.
+    pub api: ApiConfig,
 }
 
 impl Config {
@@ -34,6 +37,7 @@ impl Config {
         self.websocket.validate()?;
         self.hub.validate()?;
         self.access.validate()?;
+        self.api.validate()?;
         self.net.validate()
     }
 }

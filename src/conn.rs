@@ -68,6 +68,16 @@ struct Request {
     /// The body is a text message (publish only).
     text: bool,
     to: AnswerTo,
+    /// A server API call waiting for several replies (see [`Collect`]).
+    collect: Option<Collect>,
+}
+
+/// The replies a server API call has received so far; it is answered once `expected` are in.
+#[derive(Debug)]
+struct Collect {
+    pending: crate::transport::api::Pending,
+    replies: Vec<Reply>,
+    expected: usize,
 }
 
 /// Where the connection is in its life.
@@ -276,7 +286,18 @@ impl Conn {
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
     /// pipelined requests may queue more.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
-        match &self.phase {
+        match &mut self.phase {
+            Phase::Awaiting { request } if request.collect.is_some() => {
+                let collect = request.collect.as_mut().expect("checked");
+                collect.replies.push(reply);
+                if collect.replies.len() < collect.expected {
+                    return;
+                }
+                let Phase::Awaiting { request } = self.set_phase(Phase::Closed) else { unreachable!() };
+                let Collect { pending, replies, .. } = request.collect.expect("checked");
+                let answer = endpoint::answer_api(pending, replies, &self.env.metrics);
+                self.send_answer(request.to, answer, now);
+            }
             Phase::Awaiting { .. } => {
                 let Phase::Awaiting { request } = self.set_phase(Phase::Closed) else { unreachable!() };
                 self.answer(request.to, reply, now)
@@ -576,7 +597,18 @@ impl Conn {
         self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.
-        let reader = match BodyReader::for_request(&head, &self.env.config.http) {
+        // A server API request's body has the API's own bound (checked from the framing,
+        // before it is read).
+        let api_http;
+        let http = match &routed.route {
+            Ok(Route::Api(_)) => {
+                let max_body_bytes = self.env.config.api.limits.max_body_bytes;
+                api_http = crate::http1::Limits { max_body_bytes, ..self.env.config.http.clone() };
+                &api_http
+            }
+            _ => &self.env.config.http,
+        };
+        let reader = match BodyReader::for_request(&head, http) {
             Ok(reader) => reader,
             Err(e) => return self.fail_request(&e, now),
         };
@@ -592,7 +624,7 @@ impl Conn {
                 return self.respond_error(to, refusal.status(), refusal.headers(), refusal.reason(), now);
             }
         };
-        let request = Request { text: publish::is_text(&head), route, to };
+        let request = Request { text: publish::is_text(&head), route, to, collect: None };
         if reader.expects_body() {
             if expects_continue(&head) {
                 // RFC 9110 §10.1.1: a server that receives 100-continue SHOULD send an
@@ -677,6 +709,17 @@ impl Conn {
                 self.set_phase(Phase::Awaiting { request: Box::new(request) });
                 return;
             }
+            Some(Endpoint::AwaitApi(submit)) => {
+                let expected = submit.commands.len();
+                for command in submit.commands {
+                    self.commands.push_back(command);
+                }
+                let collect =
+                    Collect { pending: submit.pending, replies: Vec::with_capacity(expected), expected };
+                let request = Request { collect: Some(collect), ..request };
+                self.set_phase(Phase::Awaiting { request: Box::new(request) });
+                return;
+            }
             None => {}
         }
         match &request.route {
@@ -730,7 +773,8 @@ impl Conn {
             | Route::Preflight
             | Route::Publish { .. }
             | Route::ShortPoll { .. }
-            | Route::Presence { .. } => {}
+            | Route::Presence { .. }
+            | Route::Api(_) => {}
         }
     }
 

@@ -20,6 +20,7 @@ use pushwire::net::tls::{TlsAcceptor, TlsFiles};
 use pushwire::net::Limits as NetLimits;
 use pushwire::net::Listen;
 use pushwire::protocol::Transport;
+use pushwire::transport::api::{ApiKey, ApiLimits};
 use pushwire::transport::limits::{Limits as TransportLimits, WebSocketLimits};
 use pushwire::transport::policy::{ChannelPolicy, Policies};
 use pushwire::transport::token::TokenKey;
@@ -159,6 +160,9 @@ fn transport() -> TransportLimits {
 }
 fn websocket() -> WebSocketLimits {
     WebSocketLimits::default()
+}
+fn api() -> ApiLimits {
+    ApiLimits::default()
 }
 fn net() -> NetLimits {
     NetLimits::default()
@@ -342,6 +346,19 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, spread the closing of open connections over this long, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(net().drain_period))]
     drain_seconds: Seconds,
+    /// Turn the server API (`POST /api/…`) on: requests must carry `Authorization: apikey
+    /// KEY` (at least 16 bytes; prefer --api-key-file, which keeps it out of the process list).
+    #[arg(long, value_name = "KEY", conflicts_with = "api_key_file")]
+    api_key: Option<String>,
+    /// Read --api-key from this file (its first line).
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+    /// Largest server API request body, in bytes; larger gets 413.
+    #[arg(long, value_name = "BYTES", default_value_t = api().max_body_bytes)]
+    api_max_body_bytes: u64,
+    /// Most channels of one server API broadcast.
+    #[arg(long, value_name = "N", default_value_t = api().max_broadcast_channels)]
+    api_max_broadcast_channels: usize,
     /// Refuse a transport with 403 (repeatable): ws, sse, stream, longpoll or poll.
     #[arg(long, value_name = "MODE", value_parser = mode)]
     disable: Vec<Transport>,
@@ -439,6 +456,11 @@ impl ServeArgs {
         config.access.subscribe_token =
             secret(&self.subscribe_token, &self.subscribe_token_file, "subscribe-token")?;
         config.access.policies = Policies(self.channel_policy.clone());
+        if let Some(key) = secret(&self.api_key, &self.api_key_file, "api-key")? {
+            config.api.key = Some(ApiKey::new(&key)?);
+        }
+        config.api.limits.max_body_bytes = self.api_max_body_bytes;
+        config.api.limits.max_broadcast_channels = self.api_max_broadcast_channels;
         Ok(config)
     }
 }

@@ -152,6 +152,8 @@ const FIN_BINARY: u8 = 0x82;
 fn default_server_cases() -> Vec<Case> {
     let a = "a".repeat(17 * 1024);
     vec![
+        // The server API is off without --api-key (issue #17).
+        raw("api when off", post("/api/publish", "", br#"{"channel":"a","data":"x"}"#), Status(404), CLOSES),
         // --- HTTP heads (RFC 9112 §2-§5).
         raw("garbage request line", "GARBAGE\r\n\r\n", Status(400), CLOSES),
         raw("binary junk", &b"\x00\x01\x02\xff\r\n\r\n"[..], Status(400), CLOSES),
@@ -642,10 +644,11 @@ fn default_server_cases() -> Vec<Case> {
     ]
 }
 
-/// The rows run against a server started with `--publish-token pub --subscribe-token sub`.
+/// The rows run against a server started with `--publish-token pub --subscribe-token sub`
+/// (and `--api-key`, for the server API rows).
 fn token_server_cases() -> Vec<Case> {
     let text = "Content-Type: text/plain\r\n";
-    vec![
+    let mut cases = vec![
         raw("publish without a token", post("/channels/a", text, b"x"), Status(401), CLOSES),
         raw(
             "publish with a wrong token",
@@ -720,8 +723,83 @@ fn token_server_cases() -> Vec<Case> {
             expect: ClosingHandshake(1008),
             closes: CLOSES,
         },
+    ];
+    cases.extend(api_cases());
+    cases
+}
+
+/// The server API rows (issue #17), on the server started with `--api-key API_KEY`: a refused
+/// request with a body closes (its body is unread), a 400 after reading it keeps.
+fn api_cases() -> Vec<Case> {
+    let key = format!("Authorization: apikey {API_KEY}\r\n");
+    let publish = br#"{"channel":"a","data":"x"}"#;
+    vec![
+        raw(
+            "api without a key",
+            post("/api/publish", "", publish),
+            StatusWith(401, "www-authenticate", "apikey realm=\"pushwire api\""),
+            CLOSES,
+        ),
+        raw(
+            "api with a wrong key",
+            post("/api/publish", "Authorization: apikey nope\r\n", publish),
+            Status(403),
+            CLOSES,
+        ),
+        raw(
+            "api with a bearer token",
+            post("/api/publish", "Authorization: Bearer pub\r\n", publish),
+            Status(401),
+            CLOSES,
+        ),
+        raw("api unknown call", post("/api/nope", &key, publish), Status(404), CLOSES),
+        raw("api GET", get("/api/publish", &key), StatusWith(405, "allow", "POST"), KEEPS),
+        raw("api bad JSON", post("/api/publish", &key, b"{\"channel\":"), Status(400), KEEPS),
+        raw(
+            "api unknown field",
+            post("/api/publish", &key, br#"{"channel":"a","data":1,"x":1}"#),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "api wrong type",
+            post("/api/broadcast", &key, br#"{"channels":7,"data":1}"#),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "api not UTF-8",
+            post("/api/publish", &key, b"{\"channel\":\"\xff\",\"data\":1}"),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "api bad channel",
+            post("/api/publish", &key, br#"{"channel":"..","data":1}"#),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "api deeply nested data is opaque text (no recursion)",
+            post(
+                "/api/publish",
+                &key,
+                &[&b"{\"channel\":\"a\",\"data\":"[..], &[b'['; 4000], &[b']'; 4000], b"}"].concat(),
+            ),
+            Status(200),
+            KEEPS,
+        ),
+        raw(
+            "api body over the API limit",
+            format!("POST /api/publish HTTP/1.1\r\nHost: t\r\n{key}Content-Length: 1048577\r\n\r\n"),
+            Status(413),
+            CLOSES,
+        ),
     ]
 }
+
+/// The server API key of the token server.
+const API_KEY: &str = "matrix-api-key-0123456789";
 
 /// A well-behaved client: publishes and polls after every row, echoes on a WebSocket opened
 /// before the first row, and keeps an SSE subscription open for the whole matrix.
@@ -898,7 +976,7 @@ fn bad_input_matrix_on_the_default_server() {
 #[test]
 fn bad_input_matrix_on_a_server_with_tokens() {
     run_matrix(
-        &["--publish-token", "pub", "--subscribe-token", "sub"],
+        &["--publish-token", "pub", "--subscribe-token", "sub", "--api-key", API_KEY],
         "Authorization: Bearer pub\r\n",
         "Authorization: Bearer sub\r\n",
         token_server_cases(),

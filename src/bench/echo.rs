@@ -11,7 +11,9 @@
 //!
 //! Reports: echoed messages per second (over the time from the first send to the last echo),
 //! payload bytes per second in each direction, latency p50/p99/max, and messages lost or
-//! changed. The run fails if any was lost, changed, or a connection closed early.
+//! changed; the CPU this process and (with `--server-pid`) the server spent from the first send
+//! to the last echo, and the server's CPU-seconds per million messages ([`super::window`]).
+//! The run fails if any was lost, changed, or a connection closed early.
 //!
 //! Does not: fragment messages, send text, or check the padding bytes.
 
@@ -23,6 +25,7 @@ use super::payload::{decode_binary, encode_binary, BINARY_HEADER_BYTES};
 use super::report::Report;
 use super::system::{ensure_open_files, source_addrs};
 use super::url::Url;
+use super::window::{ServerOptions, Window};
 use super::{parse_seconds, OPEN_CONCURRENCY};
 use crate::protocol::Transport;
 use crate::ws;
@@ -63,6 +66,9 @@ pub struct EchoOptions {
     /// Spread connections over this many source addresses 127.0.0.1.. (0: as needed).
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub source_addrs: usize,
+    /// The server under test (its CPU over the measured window).
+    #[command(flatten)]
+    pub server: ServerOptions,
 }
 
 impl EchoOptions {
@@ -87,6 +93,7 @@ impl EchoOptions {
 pub fn run(options: &EchoOptions) -> Result<Report, String> {
     options.validate()?;
     let url = Url::parse(&options.url)?;
+    let window = Window::new(&options.server)?;
     ensure_open_files(options.connections)?;
     let request = Request {
         wire: match options.protocol {
@@ -113,6 +120,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
         },
     )?;
 
+    let opened = window.open()?;
     let start = Instant::now();
     let stop_sending = start + options.duration;
     let give_up = stop_sending + options.drain;
@@ -166,6 +174,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
         }
     }
     let lost = in_flight as u64;
+    let closed = window.close()?;
     close_all(&mut clients, options.connections);
 
     let elapsed = last_echo.duration_since(start).as_secs_f64().max(1e-6);
@@ -183,6 +192,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
     report.count("lost", lost);
     report.count("changed", changed);
     report.count("closed_early", closed_early.len() as u64);
+    window.report(&opened, &closed, echoed, "messages", &mut report);
     if lost > 0 || changed > 0 || !closed_early.is_empty() {
         let first = closed_early.first().map(|c| format!("; {c}")).unwrap_or_default();
         report.failure =

@@ -11,7 +11,12 @@
 //! publish.
 //!
 //! Reports: deliveries per second (first publish to last delivery), delivery latency
-//! p50/p99/max, and missing and duplicate deliveries; the run fails if any is missing.
+//! p50/p99/max, and missing and duplicate deliveries; the run fails if any is missing. The
+//! measured window runs from the first publish until every client thread stopped receiving
+//! (before any closing handshake): the CPU this process and (`--server-pid`) the server spent
+//! in it, the server's CPU-seconds per million deliveries, and (`--server-metrics`) the
+//! server's own p50/p99 from publish accepted to each subscriber's write and to a fan-out's
+//! last write ([`super::window`]).
 //!
 //! Peers: the publish and subscribe URLs are separate (`--publish-url`, `--subscribe-url`), e.g.
 //! Nchan's `POST /pub?id=NAME` and `GET /sub/NAME` with `--no-open-cursor`.
@@ -41,6 +46,7 @@ use super::publisher::publish;
 use super::report::Report;
 use super::system::{ensure_open_files, source_addrs};
 use super::url::Url;
+use super::window::{ServerOptions, Window};
 use super::{parse_seconds, OPEN_CONCURRENCY};
 use crate::protocol::Transport;
 
@@ -93,6 +99,10 @@ pub struct FanoutOptions {
     /// reading thousands of sockets is not one core's work; their latency histograms are merged.
     #[arg(long, value_name = "COUNT", default_value_t = 1)]
     pub threads: usize,
+    /// The server under test: its CPU and (pushwire) its delivery latency histograms over the
+    /// measured window.
+    #[command(flatten)]
+    pub server: ServerOptions,
 }
 
 /// Most subscriber × message pairs tracked (one bit each: 128 MiB at most).
@@ -196,25 +206,45 @@ struct Run {
     /// Set when the run is called off (a thread could not open its subscribers, the publisher
     /// failed): every thread stops.
     abandoned: AtomicBool,
+    /// Every client thread and the publisher: all subscribers are ready.
+    ready: Barrier,
+    /// The same: every thread has stopped receiving (the measured window closes).
+    received: Barrier,
+    /// The same: the window's closing sample is taken, subscribers may close.
+    sampled: Barrier,
 }
 
 /// The subscribers `first..first + count` of `options`, on their own poll, until every one has
 /// every message or the timeout after the last publish.
-fn subscribe_share(
-    options: &FanoutOptions,
-    plan: &Opening<'_>,
-    ready: &Barrier,
-    run: &Run,
-) -> Result<Share, String> {
+fn subscribe_share(options: &FanoutOptions, plan: &Opening<'_>, run: &Run) -> Result<Share, String> {
     let mut clients = Clients::new().map_err(|e| e.to_string());
     let opened = clients.as_mut().map_err(|e| e.clone()).and_then(|clients| open_all(clients, plan));
-    // Every thread reaches the barrier, opened or not, so none waits for ever.
+    // Every thread reaches each barrier, opened or not, so none waits for ever.
     if opened.is_err() {
         run.abandoned.store(true, Ordering::SeqCst);
     }
-    ready.wait();
-    opened?;
-    let mut clients = clients?;
+    run.ready.wait();
+    let share = match (opened, clients.as_mut()) {
+        (Ok(_), Ok(clients)) => receive(options, plan.count, clients, run),
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.clone()),
+    };
+    if share.is_err() {
+        run.abandoned.store(true, Ordering::SeqCst);
+    }
+    // The measured window closes once every thread is here; the closing handshakes come after.
+    run.received.wait();
+    run.sampled.wait();
+    if let (Ok(clients), true) = (clients.as_mut(), options.transport == Transport::WebSocket) {
+        super::echo::close_all(clients, plan.count);
+    }
+    share
+}
+
+/// Receives on `clients` (subscribers `0..count` of this thread) from the start of publishing
+/// until every one has every message, the timeout after the last publish, or the run is called
+/// off.
+fn receive(options: &FanoutOptions, count: usize, clients: &mut Clients, run: &Run) -> Result<Share, String> {
     let mut received = Vec::new();
     let start = loop {
         if run.abandoned.load(Ordering::SeqCst) {
@@ -228,7 +258,6 @@ fn subscribe_share(
         }
         received.clear();
     };
-    let count = plan.count;
     let mut deliveries = Deliveries::new(count, options.messages);
     let mut share = Share {
         latency: Histogram::new(),
@@ -271,9 +300,6 @@ fn subscribe_share(
             }
         }
     }
-    if options.transport == Transport::WebSocket {
-        super::echo::close_all(&mut clients, count);
-    }
     Ok(share)
 }
 
@@ -282,6 +308,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     options.validate()?;
     let (publish_urls, subscribe_url) = options.urls()?;
     let publish_url = &publish_urls[0];
+    let window = Window::new(&options.server)?;
     ensure_open_files(options.subscribers)?;
     let wait_for_cursor = !options.no_open_cursor;
     let request = Request {
@@ -302,10 +329,12 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         start: OnceLock::new(),
         published: OnceLock::new(),
         abandoned: AtomicBool::new(false),
+        ready: Barrier::new(options.threads + 1),
+        received: Barrier::new(options.threads + 1),
+        sampled: Barrier::new(options.threads + 1),
     };
     // Each thread opens its share at the same rate limit, so the server's accept queue sees
     // at most `threads` × OPEN_CONCURRENCY connections opening.
-    let ready = Barrier::new(options.threads + 1);
     let opening_began = Instant::now();
     let (shares, published) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..options.threads)
@@ -321,35 +350,44 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
                     wait_for_cursor,
                     timeout: Duration::from_secs(10) + Duration::from_millis(options.subscribers as u64),
                 };
-                let (run, ready) = (&run, &ready);
-                scope.spawn(move || subscribe_share(options, &plan, ready, run))
+                let run = &run;
+                scope.spawn(move || subscribe_share(options, &plan, run))
             })
             .collect();
-        ready.wait();
+        run.ready.wait();
         let opened_in = opening_began.elapsed();
         let published = if run.abandoned.load(Ordering::SeqCst) {
             Err("a client thread could not open its subscribers".to_string())
         } else {
             std::thread::sleep(options.settle);
+            let opened = window.open();
             let start = Instant::now();
             let _ = run.start.set(start);
             let (count, size, rate) = (options.messages, options.size_bytes, options.rate);
-            let result = publish(&publish_urls, run.run_id, count, size, rate, start, &run.abandoned);
+            let result = opened.and_then(|opened| {
+                publish(&publish_urls, run.run_id, count, size, rate, start, &run.abandoned)
+                    .map(|p| (p, opened))
+            });
             match &result {
-                Ok(p) => {
+                Ok((p, _)) => {
                     let _ = run.published.set((p.messages, Instant::now()));
                 }
                 Err(_) => run.abandoned.store(true, Ordering::SeqCst),
             }
-            result.map(|p| (p, start, opened_in))
+            result.map(|(p, opened)| (p, start, opened_in, opened))
         };
+        // Every client thread has stopped receiving: the window closes before any closing
+        // handshake.
+        run.received.wait();
+        let closed = window.close();
+        run.sampled.wait();
         let shares: Vec<Result<Share, String>> = workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| Err("a client thread panicked".into())))
             .collect();
-        (shares, published)
+        (shares, published.and_then(|p| closed.map(|closed| (p, closed))))
     });
-    let (published, start, opened_in) = match published {
+    let ((published, start, opened_in, opened), closed) = match published {
         Ok(p) => p,
         // The threads' own errors say more (which connection failed, and why).
         Err(e) => return Err(shares.into_iter().find_map(Result::err).unwrap_or(e)),
@@ -388,6 +426,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     report.count("missing", missing);
     report.count("duplicates", duplicates);
     report.count("closed_early", closed_early.len() as u64);
+    window.report(&opened, &closed, delivered, "deliveries", &mut report);
     if missing > 0 {
         let first = closed_early.first().map(|c| format!("; {c}")).unwrap_or_default();
         report.failure = Some(format!("{missing} of {expected} deliveries missing{first}"));

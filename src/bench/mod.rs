@@ -38,6 +38,7 @@ pub mod publisher;
 pub mod report;
 pub mod system;
 pub mod url;
+pub mod window;
 
 pub use report::Report;
 

@@ -6,6 +6,8 @@
 //! published (pushwire answers 201, Nchan 201 or 202). Messages go as fast as the answers come,
 //! or on a schedule of `rate` per second.
 //!
+//! [`get`] reads one answer the same way (the server's `/metrics`, see [`super::window`]).
+//!
 //! Does not: pipeline requests, retry a failed publish, or read more than 1 MiB of answer.
 
 use std::io::{Read, Write};
@@ -66,7 +68,7 @@ pub fn publish(
         };
         let sent_us = start.elapsed().as_micros() as u64;
         let body = encode_text(run, seq, sent_us, size_bytes);
-        let (status, keep_alive) = post(&stream, url, &body)
+        let (status, keep_alive, _) = exchange(&stream, "POST", url, &body)
             .map_err(|e| format!("publishing message {seq} to http://{}{}: {e}", url.host, url.path))?;
         if !(200..300).contains(&status) {
             return Err(format!(
@@ -90,11 +92,27 @@ fn open(url: &Url) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-/// Sends one POST and reads its whole answer; returns the status and whether the connection
-/// may carry the next request.
-fn post(mut stream: &TcpStream, url: &Url, body: &str) -> Result<(u16, bool), String> {
+/// GETs `url` on a connection of its own; returns the answer's body if the status is 2xx.
+pub fn get(url: &Url) -> Result<Vec<u8>, String> {
+    let stream = open(url)?;
+    let (status, _, body) =
+        exchange(&stream, "GET", url, "").map_err(|e| format!("GET http://{}{}: {e}", url.host, url.path))?;
+    if !(200..300).contains(&status) {
+        return Err(format!("GET http://{}{}: status {status}", url.host, url.path));
+    }
+    Ok(body)
+}
+
+/// Sends one request and reads its whole answer; returns the status, whether the connection
+/// may carry the next request, and the answer's body.
+fn exchange(
+    mut stream: &TcpStream,
+    method: &str,
+    url: &Url,
+    body: &str,
+) -> Result<(u16, bool, Vec<u8>), String> {
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         url.path,
         url.host,
         body.len()
@@ -127,6 +145,7 @@ fn post(mut stream: &TcpStream, url: &Url, body: &str) -> Result<(u16, bool), St
             let n = read_some(stream, &mut chunk)?;
             rest = chunk[..n].to_vec();
         }
+        return Ok((head.status, keep_alive, answer));
     } else if let Some(value) = head.header("Content-Length") {
         let length: usize = std::str::from_utf8(value)
             .ok()
@@ -139,18 +158,19 @@ fn post(mut stream: &TcpStream, url: &Url, body: &str) -> Result<(u16, bool), St
             let n = read_some(stream, &mut chunk)?;
             rest.extend_from_slice(&chunk[..n]);
         }
+        rest.truncate(length);
+        return Ok((head.status, keep_alive, rest));
     } else if head.status >= 200 && head.status != 204 && head.status != 304 {
         // RFC 9112 §6.3 item 8: no length, so the body runs until the server closes.
-        let mut total = rest.len();
-        while total <= MAX_ANSWER_BYTES {
+        while rest.len() <= MAX_ANSWER_BYTES {
             match stream.read(&mut chunk).map_err(|e| format!("read: {e}"))? {
                 0 => break,
-                n => total += n,
+                n => rest.extend_from_slice(&chunk[..n]),
             }
         }
-        return Ok((head.status, false));
+        return Ok((head.status, false, rest));
     }
-    Ok((head.status, keep_alive))
+    Ok((head.status, keep_alive, Vec::new()))
 }
 
 fn read_some(mut stream: &TcpStream, chunk: &mut [u8]) -> Result<usize, String> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::access::PREFLIGHT_FIELDS;
 use super::route::Route;
-use super::{pages, publish, rooms, short_poll};
+use super::{api, pages, publish, rooms, short_poll};
 use crate::config::Config;
 use crate::hub::{ChannelName, Command, PresenceList, Reply};
 use crate::metrics::Metrics;
@@ -46,6 +46,9 @@ pub enum Endpoint {
     Answer(Answer),
     /// Queue the command; its reply is answered with [`answer_reply`].
     Await(Command),
+    /// A server API call: queue the commands; their replies, all in, are answered with
+    /// [`answer_api`].
+    AwaitApi(api::Submit),
 }
 
 /// The endpoint's move for `route` (`None`: a push transport's route, for a session). `text`
@@ -93,6 +96,10 @@ pub fn handle(
         Route::Presence { channel } => {
             Endpoint::Await(Command::Presence { channel: channel.clone(), list: true })
         }
+        Route::Api(call) => match api::handle(*call, &body, config) {
+            Ok(submit) => Endpoint::AwaitApi(submit),
+            Err(answer) => Endpoint::Answer(from_api(answer)),
+        },
         Route::LongPoll { .. }
         | Route::Sse { .. }
         | Route::WebSocket { .. }
@@ -106,6 +113,23 @@ fn presence_body(channel: &ChannelName, list: &PresenceList) -> Vec<u8> {
     let mut body = rooms::presence_reply(None, channel, &list.members);
     body.push(b'\n');
     body
+}
+
+/// A server API answer as a response.
+fn from_api(answer: api::ApiAnswer) -> Answer {
+    match answer {
+        api::ApiAnswer::Json(status, body) => Answer::Full {
+            status,
+            fields: vec![("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+            body: Cow::Owned(body),
+        },
+        api::ApiAnswer::Error(status, reason) => Answer::Error { status, reason },
+    }
+}
+
+/// The answer to a server API call once the replies to all its commands are in (in order).
+pub fn answer_api(pending: api::Pending, replies: Vec<Reply>, metrics: &Metrics) -> Answer {
+    from_api(api::answer(pending, replies, metrics))
 }
 
 /// `/readyz` refused: 503 with the reason as plain text (`not ready: REASON`).

@@ -21,6 +21,7 @@
 //! responses out.
 
 pub mod access;
+pub mod api;
 pub mod channels;
 pub mod commands;
 pub mod endpoint;

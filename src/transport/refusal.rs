@@ -13,6 +13,10 @@ use super::access::Denied;
 use super::rooms::ChannelsError;
 use crate::ws::HandshakeError;
 
+/// The `WWW-Authenticate` challenge of a server API 401 (RFC 9110 §11.6.1: a 401 MUST carry
+/// one).
+pub const API_CHALLENGE: &[(&str, &str)] = &[("WWW-Authenticate", "apikey realm=\"pushwire api\"")];
+
 /// A request refused at routing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -60,6 +64,10 @@ pub enum Refusal {
     BadCompositeSince,
     /// Publishing takes one channel: `POST /channels/a,b` is not a resource.
     PublishNeedsOneChannel,
+    /// A server API request without `Authorization: apikey KEY`: 401 with a challenge.
+    ApiKeyMissing,
+    /// A server API request with another key: 403.
+    ApiKeyWrong,
 }
 
 impl Refusal {
@@ -69,7 +77,8 @@ impl Refusal {
             Refusal::MethodNotImplemented => 501,
             Refusal::MethodNotAllowed { .. } => 405,
             Refusal::NotFound => 404,
-            Refusal::TransportDisabled => 403,
+            Refusal::TransportDisabled | Refusal::ApiKeyWrong => 403,
+            Refusal::ApiKeyMissing => 401,
             Refusal::Denied(denied) => denied.status_hint(),
             Refusal::Handshake(e) => e.status_hint(),
             Refusal::BadTarget
@@ -95,6 +104,7 @@ impl Refusal {
             Refusal::MethodNotAllowed { allow } => allow,
             Refusal::Handshake(e) => e.extra_headers(),
             Refusal::Denied(denied) => denied.headers(),
+            Refusal::ApiKeyMissing => API_CHALLENGE,
             _ => &[],
         }
     }
@@ -132,6 +142,8 @@ impl Refusal {
                 "since must hold one cursor EPOCH:OFFSET (or nothing) per channel, comma-separated, or a compact id HASH.O1.O2"
             }
             Refusal::PublishNeedsOneChannel => "publish to one channel at a time",
+            Refusal::ApiKeyMissing => "the server API needs Authorization: apikey KEY",
+            Refusal::ApiKeyWrong => "wrong API key",
         }
     }
 }

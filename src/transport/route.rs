@@ -2,7 +2,7 @@
 //! once on the way.
 //!
 //! Implements: the URL space (`/`, `/healthz`, `/metrics`, `/pushwire.js`, `/echo`, `/ws`,
-//! `/channels/{name}`, `/channels/{name}/presence`), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
+//! `/channels/{name}`, `/channels/{name}/presence`, `/api/…` through [`super::api::route`]), method checks with `Allow` (RFC 9110 §9.1, §15.5.6), the access policy
 //! of [`super::access`] applied once per head (origin, then the token the route needs: the
 //! signed token a `--channel-policy` asks for, else the static one), and the choice
 //! of transport for `GET /channels/{name}` (see [`super`], "Choosing a transport").
@@ -92,6 +92,8 @@ pub enum Route {
         /// Where the client's history ends.
         since: Since,
     },
+    /// `POST /api/CALL`: a server API call, its key already checked (see [`super::api`]).
+    Api(super::api::Call),
     /// `GET /channels/a,b,c` or `GET /channels?channel=a&channel=b` as an event stream, a
     /// chunked stream, a long poll or a short poll (a WebSocket is [`Route::WebSocket`] with
     /// [`websocket::WsTarget::Channels`]); see [`super::channels`].
@@ -203,6 +205,9 @@ fn route_with(
             websocket_route(head, &target, commands, config, unix_now_s)
         }
         "/ws" => Err(not_allowed(WS_METHODS)),
+        path if path == "/api" || path.starts_with("/api/") => {
+            super::api::route(head, path, method, config).map(Route::Api)
+        }
         path if path == "/channels" || path.strip_prefix("/channels/").is_some_and(|l| l.contains(',')) => {
             match method {
                 "GET" | "HEAD" => channels_route(head, &target, config, unix_now_s),

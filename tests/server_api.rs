@@ -1,0 +1,221 @@
+//! The server API (issue #17 item 2) over loopback against the real binary: every call with a
+//! good, a missing and a wrong key; broadcast delivered once per channel with the cursors it
+//! returned; bad JSON, unknown fields, wrong types, oversized bodies; 404 and 405.
+
+mod common;
+
+use std::io::{BufReader, Write};
+
+use common::v1::V1;
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "test-api-key-0123456789";
+
+fn server(extra: &[&str]) -> Server {
+    let mut flags = vec!["--api-key", KEY];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
+/// `POST /api/CALL` with `body` and an `Authorization` value (`None`: no field).
+fn call_raw(server: &Server, call: &str, auth: Option<&str>, body: &[u8]) -> Response {
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let mut raw = format!(
+        "POST /api/{call} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    exchange(server, &raw)
+}
+
+/// A call with the good key; the answer's status and JSON.
+fn call(server: &Server, call: &str, body: Value) -> (u16, Value) {
+    let res = call_raw(server, call, Some(&format!("apikey {KEY}")), body.to_string().as_bytes());
+    let json = serde_json::from_slice(&res.body).unwrap_or_else(|e| panic!("{e}: {}", res.text()));
+    (res.status, json)
+}
+
+/// Every call answers 401 without a key (with the challenge) and 403 with a wrong one.
+fn assert_key_checked(server: &Server, call: &str, body: &Value) {
+    let body = body.to_string();
+    let missing = call_raw(server, call, None, body.as_bytes());
+    assert_eq!(missing.status, 401, "{call}: {}", missing.text());
+    assert!(missing.header("www-authenticate").is_some_and(|v| v.starts_with("apikey")), "{call}");
+    let bearer = call_raw(server, call, Some(&format!("Bearer {KEY}")), body.as_bytes());
+    assert_eq!(bearer.status, 401, "{call}: another scheme is no key");
+    let wrong = call_raw(server, call, Some("apikey test-api-key-0123456788"), body.as_bytes());
+    assert_eq!(wrong.status, 403, "{call}: {}", wrong.text());
+    assert!(wrong.text().contains("wrong API key"), "{}", wrong.text());
+}
+
+#[test]
+fn api_is_off_without_a_key() {
+    let server = Server::start(&[]);
+    let res = call_raw(&server, "publish", Some(&format!("apikey {KEY}")), br#"{"channel":"a","data":"x"}"#);
+    assert_eq!(res.status, 404, "{}", res.text());
+}
+
+#[test]
+fn publish_with_good_missing_and_wrong_key() {
+    let server = server(&[]);
+    let body = json!({"channel":"p","data":"hello"});
+    assert_key_checked(&server, "publish", &body);
+    let tail = json_field(&poll(&server, "p", None).text(), "next").unwrap();
+    let (status, json) = call(&server, "publish", body);
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["channel"], "p");
+    let id = json["id"].as_str().unwrap();
+    let polled = poll(&server, "p", Some(&tail)).text();
+    assert_eq!(data_values(&polled), ["hello"], "only the good key published");
+    assert_eq!(json_field(&polled, "id").as_deref(), Some(id));
+    // Any other JSON value is sent as its text; an event name is checked.
+    let (status, json) = call(&server, "publish", json!({"channel":"p","data":{"n":1},"event":"tick"}));
+    assert_eq!(status, 200, "{json}");
+    let polled = poll(&server, "p", Some(id)).text();
+    assert!(polled.contains(r#""data":"{\"n\":1}""#) && polled.contains(r#""event":"tick""#), "{polled}");
+}
+
+#[test]
+fn broadcast_to_100_channels_is_delivered_once_on_each_with_the_returned_cursors() {
+    let server = server(&["--max-channels-per-connection", "128"]);
+    let channels: Vec<String> = (0..100).map(|i| format!("bc{i}")).collect();
+    let body = json!({"channels":channels,"data":"to all"});
+    assert_key_checked(&server, "broadcast", &body);
+    let mut subscriber = V1::connect(&server, None);
+    for (i, channel) in channels.iter().enumerate() {
+        let ok = subscriber.ask(json!({"type":"subscribe","channel":channel,"req":i}));
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    let (status, json) = call(&server, "broadcast", body);
+    assert_eq!(status, 200, "{json}");
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 100);
+    let mut expected = std::collections::HashMap::new();
+    for (result, channel) in results.iter().zip(&channels) {
+        assert_eq!(result["channel"], channel.as_str(), "in the order named");
+        expected.insert(channel.clone(), result["id"].as_str().expect("a cursor each").to_string());
+    }
+    // Each channel delivers the message once, with the cursor the broadcast returned.
+    for _ in 0..100 {
+        let message = subscriber.message();
+        let channel = message["channel"].as_str().unwrap().to_string();
+        assert_eq!(message["data"], "to all");
+        let id =
+            expected.remove(&channel).unwrap_or_else(|| panic!("{channel} delivered twice or never named"));
+        assert_eq!(message["id"], id.as_str());
+    }
+    assert!(expected.is_empty());
+    // Nothing more: a publish after it is the next frame.
+    let (_, after) = call(&server, "publish", json!({"channel":"bc7","data":"after"}));
+    let next = subscriber.message();
+    assert_eq!((next["data"].clone(), next["id"].clone()), (json!("after"), after["id"].clone()));
+}
+
+#[test]
+fn history_after_a_cursor_with_a_limit() {
+    let server = server(&[]);
+    let first = publish(&server, "h", "one");
+    publish(&server, "h", "two");
+    publish(&server, "h", "three");
+    let body = json!({"channel":"h","since":first,"limit":1});
+    assert_key_checked(&server, "history", &body);
+    let (status, json) = call(&server, "history", body);
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["channel"], "h");
+    assert_eq!(json["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(json["messages"][0]["data"], "two");
+    assert_eq!(json["gap"], false);
+    let (_, rest) = call(&server, "history", json!({"channel":"h","since":json["next"]}));
+    assert_eq!(rest["messages"][0]["data"], "three");
+    // A cursor of another epoch is a gap, answered with what remains.
+    let (_, gap) = call(&server, "history", json!({"channel":"h","since":"0123456789abcdef:1"}));
+    assert_eq!((gap["gap"].clone(), gap["messages"].as_array().unwrap().len()), (json!(true), 3));
+}
+
+#[test]
+fn presence_and_presence_stats() {
+    let server = server(&[]);
+    let mut member = V1::connect(&server, None);
+    let ok = member.ask(json!({"type":"subscribe","channel":"room","req":1,"info":{"name":"ann"}}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let body = json!({"channel":"room"});
+    assert_key_checked(&server, "presence", &body);
+    assert_key_checked(&server, "presence_stats", &body);
+    let (status, json) = call(&server, "presence", body.clone());
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["count"], 1);
+    assert_eq!(json["members"][0]["info"]["name"], "ann");
+    assert!(json["members"][0]["id"].is_string());
+    let (status, json) = call(&server, "presence_stats", body);
+    assert_eq!((status, json["count"].clone()), (200, json!(1)));
+}
+
+#[test]
+fn bad_json_unknown_fields_wrong_types_and_bad_values_are_400_with_a_reason() {
+    let server = server(&[]);
+    let auth = format!("apikey {KEY}");
+    for (call, body, reason) in [
+        ("publish", &br#"{"channel":"a","data":"x""#[..], "EOF"),
+        ("publish", b"not json", "expected"),
+        ("publish", br#"{"channel":"a","data":"x","extra":1}"#, "unknown field `extra`"),
+        ("publish", br#"{"channel":["a"],"data":"x"}"#, "invalid type"),
+        ("publish", br#"{"data":"x"}"#, "missing field `channel`"),
+        ("publish", br#"{"channel":"a b","data":"x"}"#, "channel"),
+        ("publish", br#"{"channel":"a","data":"x","event":"no spaces"}"#, "event"),
+        ("broadcast", br#"{"channels":"a","data":"x"}"#, "invalid type"),
+        ("broadcast", br#"{"channels":[],"data":"x"}"#, "at least one"),
+        ("history", br#"{"channel":"a","since":"nope"}"#, "since"),
+        ("history", br#"{"channel":"a","since":"0123456789abcdef:1","limit":"2"}"#, "invalid type"),
+        ("presence", br#"{"channel":"a","list":true}"#, "unknown field `list`"),
+    ] {
+        let res = call_raw(&server, call, Some(&auth), body);
+        assert_eq!(res.status, 400, "{call} {}: {}", String::from_utf8_lossy(body), res.text());
+        let json: Value = serde_json::from_slice(&res.body).unwrap();
+        assert!(json["error"].as_str().unwrap().contains(reason), "{call}: {json}");
+    }
+}
+
+#[test]
+fn too_many_broadcast_channels_and_oversized_bodies_are_refused() {
+    let server = server(&["--api-max-broadcast-channels", "3", "--api-max-body-bytes", "200"]);
+    let (status, json) = call(&server, "broadcast", json!({"channels":["a","b","c","d"],"data":"x"}));
+    assert_eq!(status, 400);
+    assert!(json["error"].as_str().unwrap().contains("max-broadcast-channels"), "{json}");
+    // A declared length over the limit is refused before the body is read.
+    let mut stream = server.connect();
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: apikey {KEY}\r\nContent-Length: 201\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let res = read_response(&mut BufReader::new(stream), false);
+    assert_eq!(res.status, 413, "{}", res.text());
+    // A chunked body is cut at the limit too.
+    let mut stream = server.connect();
+    let chunk = "x".repeat(150);
+    let raw = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: apikey {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n96\r\n{chunk}\r\n96\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    stream.write_all(raw.as_bytes()).unwrap();
+    let res = read_response(&mut BufReader::new(stream), false);
+    assert_eq!(res.status, 413, "{}", res.text());
+    // Within the limit (and over the API's own, not the publish limit) it is read.
+    let (status, _) = call(&server, "publish", json!({"channel":"a","data":"small"}));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn unknown_calls_are_404_and_other_methods_405_with_allow() {
+    let server = server(&[]);
+    let (status, json) = call(&server, "nope", json!({}));
+    assert_eq!(status, 404, "{json}");
+    let res = call_raw(&server, "nope", None, b"{}");
+    assert_eq!(res.status, 401, "the key is checked before the call");
+    let res = exchange(
+        &server,
+        format!("GET /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: apikey {KEY}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(res.status, 405);
+    assert_eq!(res.header("allow"), Some("POST"));
+}
