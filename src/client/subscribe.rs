@@ -9,7 +9,7 @@
 //!     match item? {
 //!         Item::Message { id, payload: Payload::Text(text), .. } => println!("{id} {text}"),
 //!         Item::Message { .. } => {}
-//!         Item::Gap { next } => eprintln!("messages were lost; now at {next}"),
+//!         Item::Gap { next, .. } => eprintln!("messages were lost; now at {next}"),
 //!     }
 //! }
 //! # Ok::<(), pushwire::client::Error>(())
