@@ -38,7 +38,8 @@ use crate::transport::stream::StreamSession;
 use crate::transport::token::UnixClock;
 use crate::transport::websocket::WsSession;
 use crate::transport::{
-    publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Route, Session,
+    publish, route_request, with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Refused, Route,
+    Session,
 };
 use crate::ws::deflate::SharedCodec;
 
@@ -137,13 +138,22 @@ pub struct ConnEnv {
     pub deflate: SharedCodec,
     /// Wall-clock seconds for token expiries; `None` (tests): the Unix time reads 0.
     pub unix_clock: Option<UnixClock>,
+    /// Keep each refusal (an HTTP error answered, a command refused) for the loop to log
+    /// ([`Conn::poll_refused`]); off unless its log line is enabled.
+    pub record_refusals: bool,
 }
 
 impl ConnEnv {
     /// The environment of one event loop.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> ConnEnv {
         let deflate = SharedCodec::new(config.websocket.deflate_min_bytes);
-        ConnEnv { config, metrics, deflate, unix_clock: None }
+        ConnEnv { config, metrics, deflate, unix_clock: None, record_refusals: false }
+    }
+
+    /// The environment, keeping refusals for the loop's log when `record` is set.
+    pub fn with_refusals_recorded(mut self, record: bool) -> ConnEnv {
+        self.record_refusals = record;
+        self
     }
 
     /// The environment with the wall clock the I/O layer read (see [`UnixClock`]).
@@ -191,11 +201,17 @@ struct Rare {
     /// Input not yet consumed: empty unless a head or body is incomplete or requests are
     /// pipelined behind one being answered.
     inbuf: Vec<u8>,
+    /// Refusals not yet taken by the loop ([`Conn::poll_refused`]), oldest first; recorded
+    /// only when [`ConnEnv::record_refusals`] is set.
+    refused: std::collections::VecDeque<Refused>,
 }
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.cors_origin.is_none() && self.drain_at.is_none() && self.inbuf.is_empty()
+        self.cors_origin.is_none()
+            && self.drain_at.is_none()
+            && self.inbuf.is_empty()
+            && self.refused.is_empty()
     }
 }
 
@@ -319,6 +335,7 @@ impl Conn {
                     | Reply::Presence { result: Err(e), .. }
                     | Reply::Read(Err(e))
                     | Reply::Published(Err(e)) => {
+                        self.note_refused(Some(e.status_hint()), &e.to_string());
                         let mut ended = false;
                         self.drive(now, |s, ctx| match s.handle_refused(e, ctx) {
                             Some(flow) => {
@@ -328,11 +345,11 @@ impl Conn {
                             None => Flow::Continue,
                         });
                         if !ended {
-                            self.respond_error(to, e.status_hint(), &[], &e.to_string(), now)
+                            self.respond_error_noted(to, e.status_hint(), &[], &e.to_string(), now)
                         }
                     }
                     Reply::Published(Ok(id)) => self.drive(now, |s, ctx| s.handle_published(id, ctx)),
-                    Reply::Stats(_) | Reply::Ready(_) => {}
+                    Reply::Stats(_) | Reply::Ready(_) | Reply::Info { .. } | Reply::Channels(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.
@@ -502,6 +519,25 @@ impl Conn {
         self.close_reason.map(CloseReason::as_str)
     }
 
+    /// The oldest refusal not yet taken, for the loop's log line (recorded only when the
+    /// environment's [`ConnEnv::record_refusals`] is set). Call until `None` after handing
+    /// the connection input, replies or timeouts.
+    pub fn poll_refused(&mut self) -> Option<Refused> {
+        let rare = self.rare.as_deref_mut()?;
+        let refused = rare.refused.pop_front();
+        if rare.is_empty() {
+            self.rare = None;
+        }
+        refused
+    }
+
+    fn note_refused(&mut self, status: Option<u16>, reason: &str) {
+        if self.env.record_refusals {
+            let refused = Refused { status, reason: reason.to_owned() };
+            self.rare.get_or_insert_default().refused.push_back(refused);
+        }
+    }
+
     fn accepts_input(&self) -> bool {
         let http = &self.env.config.http;
         self.out.len_bytes() < self.env.config.transport.max_send_buffer_bytes
@@ -653,7 +689,13 @@ impl Conn {
     /// Writes an endpoint's complete answer.
     fn send_answer(&mut self, to: AnswerTo, answer: Answer, now: Instant) {
         match answer {
-            Answer::Full { status, fields, body } => self.respond(to, status, &fields, &body, now),
+            Answer::Full { status, fields, body } => {
+                if status >= 400 {
+                    // The body says why (`/readyz`'s `not ready: …`).
+                    self.note_refused(Some(status), String::from_utf8_lossy(&body).trim_end());
+                }
+                self.respond(to, status, &fields, &body, now)
+            }
             Answer::Error { status, reason } => self.respond_error(to, status, &[], &reason, now),
         }
     }
@@ -673,8 +715,14 @@ impl Conn {
             metrics: &self.env.metrics,
             deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
+            record_refusals: self.env.record_refusals,
+            refused: None,
         };
-        match handler(session, &mut ctx) {
+        let flow = handler(session, &mut ctx);
+        if let Some(refused) = ctx.refused.take() {
+            self.rare.get_or_insert_default().refused.push_back(refused);
+        }
+        match flow {
             Flow::Continue => {}
             Flow::Complete if to.keep_alive && !self.peer_eof && !self.draining => {
                 self.set_phase(Phase::idle(now));
@@ -785,7 +833,21 @@ impl Conn {
         self.respond_error(to, error.status_hint(), &[], &error.to_string(), now);
     }
 
+    /// Answers an error (a JSON body naming `reason`) and keeps the refusal for the log.
     fn respond_error(
+        &mut self,
+        to: AnswerTo,
+        status: u16,
+        headers: &[(&str, &str)],
+        reason: &str,
+        now: Instant,
+    ) {
+        self.note_refused(Some(status), reason);
+        self.respond_error_noted(to, status, headers, reason, now)
+    }
+
+    /// [`Conn::respond_error`] for a refusal already kept for the log.
+    fn respond_error_noted(
         &mut self,
         to: AnswerTo,
         status: u16,
@@ -829,6 +891,8 @@ impl Conn {
             metrics: &self.env.metrics,
             deflate: &self.env.deflate,
             cors_origin: cors_origin(&self.rare),
+            record_refusals: self.env.record_refusals,
+            refused: None,
         }
     }
 

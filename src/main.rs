@@ -27,6 +27,7 @@ use pushwire::transport::token::TokenKey;
 
 mod cli;
 mod config_file;
+mod logs;
 
 #[derive(Parser)]
 #[command(
@@ -362,6 +363,10 @@ struct ServeArgs {
     /// Refuse a transport with 403 (repeatable): ws, sse, stream, longpoll or poll.
     #[arg(long, value_name = "MODE", value_parser = mode)]
     disable: Vec<Transport>,
+    /// Log lines as `text` or `json` (one object per line: timestamp, level, target, message,
+    /// fields); RUST_LOG filters them either way (see README "Logs").
+    #[arg(long, value_name = "FORMAT", default_value_t = logs::LogFormat::Text)]
+    log_format: logs::LogFormat,
 }
 
 fn mode(text: &str) -> Result<Transport, String> {
@@ -537,12 +542,15 @@ fn rest_of_argv(depth: usize) -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let command = Cli::command()
         .mut_subcommand("serve", config_file::with_env)
         .mut_subcommand("config", |c| c.mut_subcommand("show", config_file::with_env));
     let matches = command.get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `serve` installs the logger once its settings (and so its log format) are read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logs::init(logs::LogFormat::Text);
+    }
     match cli.command {
         Command::Bench(args) => run_bench(&args),
         Command::Sub(args) => cli::sub(args),
@@ -598,7 +606,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(_) => match settings(&serve_command(), rest_of_argv(2)) {
-            Ok((args, config, _)) => serve(&args, config),
+            Ok((args, config, _)) => {
+                logs::init(args.log_format);
+                serve(&args, config)
+            }
             Err(e) => {
                 eprintln!("pushwire: {e}");
                 ExitCode::from(2)
@@ -626,7 +637,8 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
         }
         _ => Listen::plain(args.listen),
     };
-    open_files_and_connections(&mut config, args.max_connections.is_none());
+    let files = open_files_and_connections(&mut config, args.max_connections.is_none());
+    let startup = StartupFields::new(args, &config, files);
     let on_ready = |bound: pushwire::net::Bound| {
         // Tests and scripts read these lines to find a port picked with :0 (the plain
         // one first when there are both).
@@ -636,6 +648,7 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
         if let Some(addr) = bound.tls {
             println!("pushwire listening on https://{addr}");
         }
+        startup.log(&bound);
     };
     let result = match &args.redis {
         None => pushwire::net::serve(config, listen, on_ready),
@@ -656,9 +669,10 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
     }
 }
 
-/// Raises the soft open-file limit to the hard one, derives `--max-connections` from it unless
-/// it was given (`derive`), and logs the limits in force.
-fn open_files_and_connections(config: &mut Config, derive: bool) {
+/// Raises the soft open-file limit to the hard one and derives `--max-connections` from it
+/// unless it was given (`derive`); warns when a given one does not fit. The limits in force
+/// are logged by the startup line ([`Startup`]).
+fn open_files_and_connections(config: &mut Config, derive: bool) -> pushwire::net::open_files::OpenFiles {
     let (files, error) = pushwire::net::open_files::raise_to_hard_limit();
     if let Some(e) = error {
         log::warn!("{e}");
@@ -675,20 +689,122 @@ fn open_files_and_connections(config: &mut Config, derive: bool) {
             files.soft
         );
     }
-    let soft = if files.soft > files.soft_before {
-        format!("soft limit raised from {}", files.soft_before)
-    } else {
-        "the soft limit".to_owned()
-    };
-    log::info!(
-        "limits: open files {} ({soft}, hard {}), max connections {}{}, per IP {}, {} event loops",
-        files.soft,
-        files.hard,
-        net.max_connections,
-        if derive { " (from the open-file limit)" } else { "" },
-        net.max_connections_per_ip,
-        net.threads
-    );
+    files
+}
+
+/// What the startup line says besides the addresses, which come once bound: the backend, the
+/// effective limits and the enabled features (README "Logs").
+struct StartupFields {
+    backend: String,
+    threads: usize,
+    max_connections: usize,
+    max_connections_derived: bool,
+    max_connections_per_ip: usize,
+    open_files: u64,
+    open_files_hard: u64,
+    open_files_raised_from: Option<u64>,
+    max_body_bytes: u64,
+    ws_max_message_bytes: u64,
+    history_messages: usize,
+    history_bytes: usize,
+    history_age_s: f64,
+    total_history_bytes: usize,
+    max_channels: usize,
+    tls: bool,
+    deflate: bool,
+    signed_tokens: bool,
+    channel_policies: usize,
+    publish_token: bool,
+    subscribe_token: bool,
+    api_key: bool,
+    redis: bool,
+    disabled: String,
+}
+
+impl StartupFields {
+    /// The values of `args` and the validated `config` (its connection limit derived from
+    /// `files` unless `--max-connections` was given).
+    fn new(args: &ServeArgs, config: &Config, files: pushwire::net::open_files::OpenFiles) -> StartupFields {
+        let backend = match &args.redis {
+            None => "memory".to_owned(),
+            // Display leaves the password out.
+            Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
+                Ok(url) => url.to_string(),
+                Err(_) => "redis (bad URL)".to_owned(),
+            },
+        };
+        let disabled: Vec<&str> = config.transport.disabled.iter().map(|t| t.name()).collect();
+        StartupFields {
+            backend,
+            threads: config.net.threads,
+            max_connections: config.net.max_connections,
+            max_connections_derived: args.max_connections.is_none(),
+            max_connections_per_ip: config.net.max_connections_per_ip,
+            open_files: files.soft,
+            open_files_hard: files.hard,
+            open_files_raised_from: (files.soft > files.soft_before).then_some(files.soft_before),
+            max_body_bytes: config.http.max_body_bytes,
+            ws_max_message_bytes: config.websocket.channel.max_message_bytes,
+            history_messages: config.hub.max_history_messages,
+            history_bytes: config.hub.max_history_bytes,
+            history_age_s: config.hub.max_history_age.as_secs_f64(),
+            total_history_bytes: config.hub.max_total_history_bytes,
+            max_channels: config.hub.max_channels,
+            tls: args.tls_cert.is_some(),
+            deflate: config.websocket.deflate,
+            signed_tokens: config.access.token_key.is_some(),
+            channel_policies: config.access.policies.0.len(),
+            publish_token: config.access.publish_token.is_some(),
+            subscribe_token: config.access.subscribe_token.is_some(),
+            api_key: config.api.key.is_some(),
+            redis: args.redis.is_some(),
+            disabled: disabled.join(","),
+        }
+    }
+
+    /// Logs the one startup line (info), once the addresses are bound.
+    fn log(&self, bound: &pushwire::net::Bound) {
+        let http = bound.plain.map(|a| format!("http://{a}"));
+        let https = bound.tls.map(|a| format!("https://{a}"));
+        let listen: Vec<&str> = http.iter().chain(https.iter()).map(String::as_str).collect();
+        let s = self;
+        log::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen_http = http.as_deref(),
+            listen_https = https.as_deref(),
+            backend = s.backend.as_str(),
+            threads = s.threads,
+            max_connections = s.max_connections,
+            max_connections_derived = s.max_connections_derived,
+            max_connections_per_ip = s.max_connections_per_ip,
+            open_files = s.open_files,
+            open_files_hard = s.open_files_hard,
+            open_files_raised_from = s.open_files_raised_from,
+            max_body_bytes = s.max_body_bytes,
+            ws_max_message_bytes = s.ws_max_message_bytes,
+            history_messages = s.history_messages,
+            history_bytes = s.history_bytes,
+            history_age_s = s.history_age_s,
+            total_history_bytes = s.total_history_bytes,
+            max_channels = s.max_channels,
+            tls = s.tls,
+            deflate = s.deflate,
+            signed_tokens = s.signed_tokens,
+            channel_policies = s.channel_policies,
+            publish_token = s.publish_token,
+            subscribe_token = s.subscribe_token,
+            api_key = s.api_key,
+            redis = s.redis,
+            disabled = s.disabled.as_str();
+            "pushwire {} started on {} ({} backend, {} event loops, max connections {}, per IP {})",
+            env!("CARGO_PKG_VERSION"),
+            listen.join(" and "),
+            if s.redis { "redis" } else { "memory" },
+            s.threads,
+            s.max_connections,
+            s.max_connections_per_ip
+        );
+    }
 }
 
 #[cfg(test)]

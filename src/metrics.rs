@@ -109,13 +109,44 @@ impl LatencyHistogram {
         *local = LocalHistogram::default();
     }
 
-    /// Appends the histogram `pushwire_{name}` in the text format: cumulative `_bucket` lines
-    /// with `le` in seconds, then `_sum` (seconds) and `_count`.
+    /// What was merged so far, as plain integers.
+    pub fn snapshot(&self) -> LocalHistogram {
+        LocalHistogram {
+            buckets: self.buckets.each_ref().map(|b| b.load(Ordering::Relaxed)),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
+        let snapshot = self.snapshot();
+        render_histogram(out, name, help, &snapshot.buckets, snapshot.sum_us);
+    }
+}
+
+impl LocalHistogram {
+    /// Per bucket (not cumulative), the last `+Inf`.
+    pub fn buckets(&self) -> [u64; LATENCY_BUCKETS_US.len() + 1] {
+        self.buckets
+    }
+
+    /// The sum of the observations, in microseconds.
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us
+    }
+}
+
+// A backend's histograms are carried by the pure hub in arrays of this size.
+const _: () = assert!(LATENCY_BUCKETS_US.len() + 1 == crate::hub::backend::LATENCY_BUCKETS);
+
+/// Appends the histogram `pushwire_{name}` in the text format: cumulative `_bucket` lines
+/// with `le` in seconds, then `_sum` (seconds) and `_count`.
+fn render_histogram(out: &mut String, name: &str, help: &str, buckets: &[u64], sum_us: u64) {
+    {
         let _ = writeln!(out, "# HELP pushwire_{name} {help}\n# TYPE pushwire_{name} histogram");
         let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for (i, bucket) in buckets.iter().enumerate() {
+            cumulative += bucket;
             match LATENCY_BUCKETS_US.get(i) {
                 Some(us) => {
                     let _ =
@@ -126,7 +157,7 @@ impl LatencyHistogram {
                 }
             }
         }
-        let sum_s = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum_s = sum_us as f64 / 1e6;
         let _ = writeln!(out, "pushwire_{name}_sum {sum_s}\npushwire_{name}_count {cumulative}");
     }
 }
@@ -399,8 +430,51 @@ impl Metrics {
             "fanout_last_write_seconds",
             "Publish accepted to the last subscriber's write of its fan-out (per message and event loop).",
         );
+        if let Some(redis) = &hub.backend {
+            render_backend(&mut out, redis);
+        }
         out
     }
+}
+
+/// The Redis backend's figures (`pushwire_redis_*`), present with `--redis` only.
+fn render_backend(out: &mut String, b: &crate::hub::backend::BackendFigures) {
+    let _ = writeln!(
+        out,
+        "# HELP pushwire_redis_up Whether each connection to Redis is ready.\n# TYPE pushwire_redis_up gauge"
+    );
+    let _ = writeln!(out, "pushwire_redis_up{{connection=\"command\"}} {}", u8::from(b.command_up));
+    let _ = writeln!(out, "pushwire_redis_up{{connection=\"pubsub\"}} {}", u8::from(b.pubsub_up));
+    for (name, kind, help, value) in [
+        ("reconnects_total", "counter", "Connections to Redis ready again after being lost.", b.reconnects),
+        ("disconnects_total", "counter", "Connections to Redis lost or closed.", b.disconnects),
+        ("commands_in_flight", "gauge", "Commands sent to Redis and not yet answered.", b.commands_in_flight),
+        ("pubsub_channels", "gauge", "Channels subscribed on the pub/sub connection.", b.pubsub_channels),
+        ("published_total", "counter", "Publishes Redis answered with a cursor.", b.published),
+        ("failed_total", "counter", "Requests to the Redis backend answered with an error.", b.failed),
+        ("timeouts_total", "counter", "Redis commands or connections timed out.", b.timeouts),
+        ("repair_reads_total", "counter", "History reads that repaired live delivery.", b.repair_reads),
+        ("epoch_changes_total", "counter", "Live channels that moved to a new epoch.", b.epoch_changes),
+        ("bad_frames_total", "counter", "Pub/sub frames that did not parse.", b.bad_frames),
+        (
+            "presence_writes_total",
+            "counter",
+            "Presence script calls for this node's members.",
+            b.presence_writes,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP pushwire_redis_{name} {help}\n# TYPE pushwire_redis_{name} {kind}\npushwire_redis_{name} {value}"
+        );
+    }
+    render_histogram(
+        out,
+        "redis_publish_seconds",
+        "Publish round trip to Redis (sent to answered).",
+        &b.publish_latency_buckets,
+        b.publish_latency_sum_us,
+    );
 }
 
 /// A transport's slot; a short poll (answered at once, never counted open) gets the last

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A server started under `prlimit --nofile=SOFT:HARD`, its address and its `limits:` log line.
+/// A server started under `prlimit --nofile=SOFT:HARD`, its address and the fields of its
+/// startup log line (`--log-format json`, README "Logs").
 struct Limited {
     child: Child,
     addr: SocketAddr,
-    limits_line: String,
+    limits: serde_json::Value,
 }
 
 impl Drop for Limited {
@@ -28,7 +29,7 @@ fn start_limited(soft: u64, hard: u64, flags: &[&str]) -> Limited {
         .arg(format!("--nofile={soft}:{hard}"))
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_pushwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--log-format", "json"])
         .args(flags)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -39,7 +40,7 @@ fn start_limited(soft: u64, hard: u64, flags: &[&str]) -> Limited {
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("limits:") {
+            if line.contains("\"open_files\"") {
                 let _ = tx.send(line);
             }
         }
@@ -53,8 +54,9 @@ fn start_limited(soft: u64, hard: u64, flags: &[&str]) -> Limited {
         .expect("the listening line")
         .parse()
         .unwrap();
-    let limits_line = rx.recv_timeout(IO_TIMEOUT).expect("a limits: line in the log");
-    Limited { child, addr, limits_line }
+    let line = rx.recv_timeout(IO_TIMEOUT).expect("the startup line in the log");
+    let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    Limited { child, addr, limits: line["fields"].clone() }
 }
 
 /// The status code of `GET /healthz` on `stream` (kept open).
@@ -92,9 +94,17 @@ fn connect(addr: SocketAddr) -> TcpStream {
 fn default_max_connections_follows_the_raised_open_file_limit() {
     // Soft 100, hard 140: the server raises its soft limit to 140 and keeps 32 + 8 (one loop).
     let server = start_limited(100, 140, &[]);
-    let line = &server.limits_line;
-    assert!(line.contains("open files 140 (soft limit raised from 100, hard 140)"), "{line}");
-    assert!(line.contains("max connections 100 (from the open-file limit)"), "{line}");
+    let line = &server.limits;
+    assert_eq!(
+        (&line["open_files"], &line["open_files_raised_from"], &line["open_files_hard"]),
+        (&140.into(), &100.into(), &140.into()),
+        "{line}"
+    );
+    assert_eq!(
+        (&line["max_connections"], &line["max_connections_derived"]),
+        (&100.into(), &true.into()),
+        "{line}"
+    );
     // End to end: 100 connections are served, the 101st is answered 503, and one closing makes
     // room again.
     let mut open: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
@@ -118,8 +128,16 @@ fn default_max_connections_follows_the_raised_open_file_limit() {
 #[test]
 fn explicit_max_connections_is_kept_and_a_larger_hard_limit_is_used() {
     let server = start_limited(64, 4096, &["--max-connections", "50", "--max-connections-per-ip", "20"]);
-    let line = &server.limits_line;
-    assert!(line.contains("open files 4096 (soft limit raised from 64, hard 4096)"), "{line}");
-    assert!(line.contains("max connections 50, per IP 20"), "{line}");
-    assert!(!line.contains("from the open-file limit"), "{line}");
+    let line = &server.limits;
+    assert_eq!(
+        (&line["open_files"], &line["open_files_raised_from"], &line["open_files_hard"]),
+        (&4096.into(), &64.into(), &4096.into()),
+        "{line}"
+    );
+    assert_eq!(
+        (&line["max_connections"], &line["max_connections_per_ip"]),
+        (&50.into(), &20.into()),
+        "{line}"
+    );
+    assert_eq!(line["max_connections_derived"], false, "{line}");
 }

@@ -479,3 +479,59 @@ fn redis_broker_unreachable_redis_is_a_clear_error() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A sink that publishes to a channel it subscribes to gets the publish's answer before the
+/// message's delivery, whichever connection Redis answers on first (the answer comes on the
+/// command connection, the message on pub/sub): `except_self` relies on it. Forced here: a
+/// large read sits before the publishes on the command connection and the broker reads it
+/// 4 KiB per turn, while the messages arrive on pub/sub at once.
+#[test]
+fn redis_broker_answers_a_publish_before_delivering_its_message_to_the_same_sink() {
+    let server = RedisServer::start();
+    let mut slow = config(server.port, "slow-reader", 1_000);
+    slow.limits.read_budget_bytes = 4096;
+    let events = Arc::new(Recorder::default());
+    let broker = Broker::start(slow, events.clone()).unwrap();
+    let client = broker.client();
+    let a = Node { _broker: broker, client, events };
+    let big = "b".repeat(60_000);
+    for i in 0..40 {
+        a.publish(i, "big", &big);
+    }
+    let first = a.events.published(0).unwrap();
+    for i in 1..40 {
+        a.events.published(i).unwrap();
+    }
+    a.subscribe(sink(0), 100, "x", Since::Tail).unwrap();
+    let read = BrokerRequest::Read {
+        sink: sink(0),
+        token: 200,
+        channel: channel("big"),
+        since: Since::After(Cursor { epoch: first.epoch, offset: 0 }),
+        max_messages: 40,
+    };
+    a.client.submit(read).unwrap();
+    for i in 0..20 {
+        a.publish(300 + i, "x", &format!("x{i}"));
+    }
+    // Every answer and every delivery, in the order the sink got them.
+    let order: Vec<(bool, Cursor)> = a.events.wait("20 answers and 20 deliveries", |events| {
+        let order: Vec<(bool, Cursor)> = events
+            .iter()
+            .filter(|(s, _)| *s == sink(0))
+            .filter_map(|(_, e)| match e {
+                BrokerEvent::Published { token, result: Ok(c) } if *token >= 300 => Some((true, *c)),
+                BrokerEvent::Delivery(m) if m.channel.as_str() == "x" => Some((false, m.id)),
+                _ => None,
+            })
+            .collect();
+        (order.len() == 40).then_some(order)
+    });
+    for (i, (answer, cursor)) in order.iter().enumerate() {
+        if !answer {
+            let answered = order[..i].iter().any(|(a, c)| *a && c == cursor);
+            assert!(answered, "{cursor} delivered before its publish was answered: {order:?}");
+        }
+    }
+    assert!(a.events.read(200).unwrap().messages.len() == 40);
+}

@@ -219,3 +219,42 @@ fn unknown_calls_are_404_and_other_methods_405_with_allow() {
     assert_eq!(res.status, 405);
     assert_eq!(res.header("allow"), Some("POST"));
 }
+
+#[test]
+fn info_gives_subscribers_last_cursor_and_history_size() {
+    let server = server(&[]);
+    let body = json!({"channel":"inf"});
+    assert_key_checked(&server, "info", &body);
+    let (status, json) = call(&server, "info", body.clone());
+    assert_eq!(status, 200, "{json}");
+    assert_eq!((json["exists"].clone(), json["last"].clone()), (json!(false), Value::Null));
+    publish(&server, "inf", "12345");
+    let last = publish(&server, "inf", "abc");
+    let _sse = SseClient::connect(&server, "/channels/inf", "Accept: text/event-stream\r\n");
+    let mut ws = V1::connect(&server, None);
+    assert_eq!(ws.ask(json!({"type":"subscribe","channel":"inf","req":1}))["type"], "ok");
+    let (_, json) = call(&server, "info", body);
+    assert_eq!(json["exists"], true);
+    assert_eq!(json["subscribers"], 2, "{json}");
+    assert_eq!(json["last"], last.as_str());
+    assert_eq!(json["history_messages"], 2);
+    assert_eq!(json["history_bytes"], 8);
+}
+
+#[test]
+fn channels_lists_names_by_prefix_a_page_at_a_time() {
+    let server = server(&[]);
+    for name in ["room.1", "room.2", "room.3", "other"] {
+        publish(&server, name, "x");
+    }
+    let body = json!({"prefix":"room.","limit":2});
+    assert_key_checked(&server, "channels", &body);
+    let (status, page) = call(&server, "channels", body);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["channels"], json!(["room.1", "room.2"]));
+    assert_eq!(page["next"], "room.2");
+    let (_, rest) = call(&server, "channels", json!({"prefix":"room.","after":page["next"],"limit":2}));
+    assert_eq!((rest["channels"].clone(), rest["next"].clone()), (json!(["room.3"]), Value::Null));
+    let (status, bad) = call(&server, "channels", json!({"prefix":"a b"}));
+    assert_eq!(status, 400, "{bad}");
+}

@@ -33,6 +33,45 @@ use super::command::{Command, Reply};
 use super::message::Message;
 use super::presence::PresenceEvent;
 
+/// Buckets of a [`BackendFigures`] latency histogram: the bounds of
+/// `metrics::LATENCY_BUCKETS_US` and `+Inf` (the metrics layer checks they agree).
+pub const LATENCY_BUCKETS: usize = 17;
+
+/// The figures of a backend shared by several nodes (Redis) for `/metrics`, a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendFigures {
+    /// The command connection is ready.
+    pub command_up: bool,
+    /// The pub/sub connection is ready.
+    pub pubsub_up: bool,
+    /// Connections that became ready again after being lost (both kinds).
+    pub reconnects: u64,
+    /// Connections lost or closed on purpose.
+    pub disconnects: u64,
+    /// Commands sent and not yet answered now.
+    pub commands_in_flight: u64,
+    /// Channels subscribed on pub/sub now.
+    pub pubsub_channels: u64,
+    /// Publishes answered with a cursor.
+    pub published: u64,
+    /// Requests answered with an error.
+    pub failed: u64,
+    /// Commands or connections timed out.
+    pub timeouts: u64,
+    /// History reads made to repair live delivery (holes, reconnects, epoch changes).
+    pub repair_reads: u64,
+    /// Live channels whose deliveries moved to a new epoch (a gap for their subscribers).
+    pub epoch_changes: u64,
+    /// Frames from pub/sub that did not parse.
+    pub bad_frames: u64,
+    /// Presence script calls that wrote this node's members.
+    pub presence_writes: u64,
+    /// Publish round trips (sent to answered), per bucket (not cumulative), in microseconds.
+    pub publish_latency_buckets: [u64; LATENCY_BUCKETS],
+    /// Their sum, in microseconds.
+    pub publish_latency_sum_us: u64,
+}
+
 /// What a backend did with a submitted command.
 #[derive(Debug)]
 pub enum Submitted {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::hub::HubError;
 
-/// A validated channel name. Cloning is a reference-count increment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A validated channel name. Cloning is a reference-count increment; names order by bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChannelName(Arc<str>);
 
 impl ChannelName {

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use super::addr::ConnAddr;
 use super::presence::{Joining, Member, PresenceError, PresenceEvent};
-use super::{ChannelName, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since};
+use super::{
+    ChannelInfo, ChannelName, ChannelPage, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since,
+};
 
 /// A request for the hub.
 #[derive(Debug)]
@@ -66,6 +68,22 @@ pub enum Command {
         /// The channel.
         channel: ChannelName,
     },
+    /// Read one channel's figures without creating it (the server API's `info`); answered by
+    /// [`Reply::Info`].
+    Info {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// List channel names by prefix, a page at a time (the server API's `channels`);
+    /// answered by [`Reply::Channels`].
+    Channels {
+        /// Only names starting with this.
+        prefix: String,
+        /// Only names after this one (the last of the previous page).
+        after: Option<String>,
+        /// The most names (already capped by the caller).
+        limit: usize,
+    },
     /// Read the hub's figures for monitoring; answered by [`Reply::Stats`].
     Stats,
     /// Ask whether the backend can serve requests now (`/readyz`); answered by
@@ -91,6 +109,15 @@ pub enum Reply {
     },
     /// The hub's figures.
     Stats(HubStats),
+    /// One channel's figures (`None`: no such channel), or why they cannot be read.
+    Info {
+        /// The channel.
+        channel: ChannelName,
+        /// Its figures.
+        result: Result<Option<ChannelInfo>, HubError>,
+    },
+    /// A page of channel names, or why it cannot be read.
+    Channels(Result<ChannelPage, HubError>),
     /// The backend can serve requests, or why not ([`HubError::BackendUnavailable`]).
     Ready(Result<(), HubError>),
     /// A channel's presence: the count and, when asked, the members; or why it cannot be read.
@@ -198,6 +225,14 @@ impl Command {
                 // subscription"), so presence never outlives it; not a member: nothing.
                 let presence = hub.presence_mut().leave(&channel, from);
                 Applied { unsubscribed: Some(channel), presence, ..Applied::default() }
+            }
+            Command::Info { channel } => {
+                let result = Ok(hub.info(&channel));
+                Applied { reply: Some(Reply::Info { channel, result }), ..Applied::default() }
+            }
+            Command::Channels { prefix, after, limit } => {
+                let page = hub.list(&prefix, after.as_deref(), limit);
+                Applied { reply: Some(Reply::Channels(Ok(page))), ..Applied::default() }
             }
             Command::Stats => Applied { reply: Some(Reply::Stats(hub.stats())), ..Applied::default() },
             Command::Ready => Applied { reply: Some(Reply::Ready(Ok(()))), ..Applied::default() },

@@ -231,7 +231,7 @@ pub struct Published {
 }
 
 /// Counters for monitoring.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HubStats {
     /// Channels alive.
     pub channels: usize,
@@ -241,6 +241,30 @@ pub struct HubStats {
     pub history_messages: usize,
     /// Bytes (payload plus event name) held in histories.
     pub history_bytes: usize,
+    /// A shared backend's own figures (Redis); `None` for the in-memory hub.
+    pub backend: Option<Box<backend::BackendFigures>>,
+}
+
+/// What the hub holds for one channel (the server API's `info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Subscriptions across every event loop.
+    pub subscribers: usize,
+    /// The tail cursor: the newest message's id (`EPOCH:0` before any).
+    pub last: Cursor,
+    /// Messages held in its history.
+    pub history_messages: usize,
+    /// Bytes (payload plus event name) held in its history.
+    pub history_bytes: usize,
+}
+
+/// One page of channel names (the server API's `channels`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPage {
+    /// The names, in byte order.
+    pub channels: Vec<ChannelName>,
+    /// More names follow the last one (ask again with it as `after`).
+    pub more: bool,
 }
 
 /// Why the hub refused an operation.
@@ -265,6 +289,9 @@ pub enum HubError {
     PresenceFull,
     /// A member's info is over [`PresenceLimits::max_info_bytes`] (peer fault).
     InfoTooLarge,
+    /// The backend does not answer this request (the server API's `info` and `channels` on
+    /// the Redis backend).
+    Unsupported,
 }
 
 impl HubError {
@@ -274,6 +301,7 @@ impl HubError {
         match self {
             HubError::InvalidChannelName => 400,
             HubError::MessageTooLarge | HubError::InfoTooLarge => 413,
+            HubError::Unsupported => 501,
             HubError::PresenceFull
             | HubError::TooManyChannels
             | HubError::HistoryFull
@@ -294,6 +322,7 @@ impl fmt::Display for HubError {
             HubError::BackendUnavailable => "the shared backend (redis) is unavailable",
             HubError::PresenceFull => "the channel has too many members",
             HubError::InfoTooLarge => "info is too large",
+            HubError::Unsupported => "not available with this hub backend",
         })
     }
 }
@@ -498,6 +527,38 @@ impl Hub {
         });
     }
 
+    /// What the hub holds for `channel`, without creating it (`None`: no such channel).
+    pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
+        let ch = self.channels.by_name.get(channel)?;
+        Some(ChannelInfo {
+            subscribers: ch.subscribers.iter().map(|(_, count)| count).sum(),
+            last: Cursor { epoch: ch.epoch, offset: ch.last_offset },
+            history_messages: ch.history.len(),
+            history_bytes: ch.history_bytes,
+        })
+    }
+
+    /// The names starting with `prefix` that sort after `after` (byte order), at most `limit`
+    /// of them, smallest first. Costs one step per channel and holds at most `limit + 1`
+    /// names while it looks.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> ChannelPage {
+        let mut smallest = std::collections::BinaryHeap::new();
+        for name in self.channels.by_name.keys() {
+            let text = name.as_str();
+            if !text.starts_with(prefix) || after.is_some_and(|a| text <= a) {
+                continue;
+            }
+            smallest.push(name);
+            if smallest.len() > limit.saturating_add(1) {
+                smallest.pop();
+            }
+        }
+        let mut channels: Vec<ChannelName> = smallest.into_sorted_vec().into_iter().cloned().collect();
+        let more = channels.len() > limit;
+        channels.truncate(limit);
+        ChannelPage { channels, more }
+    }
+
     /// Current counters.
     pub fn stats(&self) -> HubStats {
         HubStats {
@@ -505,6 +566,7 @@ impl Hub {
             subscriptions: self.totals.subscriptions,
             history_messages: self.totals.history_messages,
             history_bytes: self.totals.history_bytes,
+            backend: None,
         }
     }
 }

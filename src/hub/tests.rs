@@ -787,3 +787,36 @@ fn random_operations_keep_hub_invariants() {
         }
     }
 }
+
+/// Issue #17 (server API `info`): a channel's figures, read without creating it.
+#[test]
+fn info_reads_a_channels_figures_without_creating_it() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), 1);
+    assert_eq!(hub.info(&name("a")), None);
+    assert_eq!(hub.stats().channels, 0, "not created by asking");
+    let epoch = publish_n(&mut hub, &name("a"), 3, now);
+    hub.subscribe(&name("a"), Since::Tail, sink(0), now).unwrap();
+    hub.subscribe(&name("a"), Since::Tail, sink(1), now).unwrap();
+    let info = hub.info(&name("a")).unwrap();
+    assert_eq!(info.subscribers, 2);
+    assert_eq!(info.last, Cursor { epoch, offset: 3 });
+    assert_eq!(info.history_messages, 3);
+    assert_eq!(info.history_bytes, hub.stats().history_bytes);
+}
+
+/// Issue #17 (server API `channels`): names by prefix in byte order, a bounded page at a time.
+#[test]
+fn list_pages_names_by_prefix_in_byte_order() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), 1);
+    for n in ["b.2", "a", "b.1", "b.3", "c", "b.10"] {
+        hub.read(&name(n), Since::Tail, 1, now).unwrap();
+    }
+    let page = hub.list("b.", None, 2);
+    assert_eq!((page.channels.clone(), page.more), (vec![name("b.1"), name("b.10")], true));
+    let page = hub.list("b.", Some("b.10"), 2);
+    assert_eq!((page.channels.clone(), page.more), (vec![name("b.2"), name("b.3")], false));
+    assert_eq!(hub.list("", None, 100).channels.len(), 6);
+    assert!(hub.list("z", None, 5).channels.is_empty());
+}

@@ -36,6 +36,19 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 /// Most connections accepted in one turn, so a connection flood cannot starve the others.
 const ACCEPTS_PER_TURN: usize = 128;
 
+/// The log target of the one debug line per refused request, connection or handshake
+/// (`RUST_LOG=pushwire::refused=debug` shows only those; README "Logs").
+pub const REFUSED_TARGET: &str = "pushwire::refused";
+
+/// Logs one refusal: who (`peer`, `None` when the socket no longer knows it), the HTTP status
+/// answered (`None`: none was, e.g. a connection closed at once or a refused command) and why.
+fn log_refused(peer: Option<std::net::SocketAddr>, status: Option<u16>, reason: &str) {
+    let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    let shown = status.map_or_else(|| "no status".to_owned(), |s| s.to_string());
+    debug!(target: REFUSED_TARGET, peer = peer.as_str(), status = status, reason = reason;
+        "refused {peer}: {shown}, {reason}");
+}
+
 /// One accepted connection and what the loop knows about its socket.
 struct Slot {
     conn: Conn,
@@ -156,8 +169,12 @@ impl EventLoop {
         let unix_s =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let clock = crate::transport::token::UnixClock::new(started, unix_s);
-        let env =
-            Arc::new(ConnEnv::new(shared.config.clone(), shared.metrics.clone()).with_unix_clock(clock));
+        // The filter cannot change while running: whether refusals are logged is read once.
+        let record_refusals = log::log_enabled!(target: REFUSED_TARGET, log::Level::Debug);
+        let env = ConnEnv::new(shared.config.clone(), shared.metrics.clone())
+            .with_unix_clock(clock)
+            .with_refusals_recorded(record_refusals);
+        let env = Arc::new(env);
         Ok(EventLoop {
             shared,
             env,
@@ -375,7 +392,9 @@ impl EventLoop {
             // established connections nothing but the accepts.
             Some(_) if self.tls_handshakes >= self.shared.config.net.max_tls_handshakes => {
                 Metrics::inc(&self.shared.metrics.tls.handshakes_refused);
-                debug!("{peer}: refused, {} TLS handshakes in progress", self.tls_handshakes);
+                let reason =
+                    format!("{} TLS handshakes in progress (--max-tls-handshakes)", self.tls_handshakes);
+                log_refused(Some(peer), None, &reason);
                 return;
             }
             Some(acceptor) => match acceptor.accept() {
@@ -394,7 +413,16 @@ impl EventLoop {
         let Some(ip_entry) = ip_entry else {
             self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
             Metrics::inc(&self.shared.metrics.connections_refused);
-            debug!("{peer}: refused, connection limit reached");
+            let reason = if open > limits.max_connections {
+                format!("{} connections open (--max-connections)", limits.max_connections)
+            } else {
+                format!(
+                    "{} connections from this address (--max-connections-per-ip)",
+                    limits.max_connections_per_ip
+                )
+            };
+            // A TLS client gets no 503 (it would not read one): the connection just closes.
+            log_refused(Some(peer), session.is_none().then_some(503), &reason);
             if session.is_some() {
                 return; // A plain 503 means nothing to a TLS client: just close.
             }
@@ -472,6 +500,7 @@ impl EventLoop {
         }
         // Written out: the buffers go back to the loop (an idle connection holds none).
         slot.conn.reclaim_output(&mut self.cork);
+        log_conn_refusals(slot);
         if turn.is_err() || slot.conn.is_closed() {
             return self.remove(id.key());
         }
@@ -671,7 +700,7 @@ impl EventLoop {
             slot.scheduled = None;
             if slot.stream.handshake_deadline().is_some_and(|d| d <= now) {
                 Metrics::inc(&self.shared.metrics.tls.handshake_timeouts);
-                debug!("closing {}: TLS handshake timeout", id.key());
+                log_refused(slot.stream.tcp().peer_addr().ok(), None, "TLS handshake timeout");
                 self.remove(id.key());
                 continue;
             }
@@ -700,6 +729,17 @@ impl EventLoop {
             }
         }
         debug!("closed {key}: {}", slot.conn.close_reason().unwrap_or("error"));
+    }
+}
+
+/// Logs the refusals the connection recorded (only when refusal lines are enabled: see
+/// [`ConnEnv::record_refusals`]). Called before writing the answers that carry them, while the
+/// socket still knows its peer (a client that read its 4xx and left makes it forget).
+fn log_conn_refusals(slot: &mut Slot) {
+    let mut peer = None;
+    while let Some(refused) = slot.conn.poll_refused() {
+        let peer = *peer.get_or_insert_with(|| slot.stream.tcp().peer_addr().ok());
+        log_refused(peer, refused.status, &refused.reason);
     }
 }
 
@@ -746,17 +786,23 @@ fn read_into_conn(
                 pump.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 slot.conn.handle_input(&mut scratch[..n], now);
                 pump.commands(id, slot, now);
+                log_conn_refusals(slot);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 let tls = &pump.shared.metrics.tls;
-                match TlsStreamError::of(&e) {
+                let refused = TlsStreamError::of(&e);
+                match refused {
                     Some(TlsStreamError::PlainHttp) => Metrics::inc(&tls.plain_http_refused),
                     Some(_) => Metrics::inc(&tls.handshake_failures),
                     None => {}
                 }
-                debug!("read: {e}");
+                if refused.is_some() {
+                    log_refused(slot.stream.tcp().peer_addr().ok(), None, &format!("TLS: {e}"));
+                } else {
+                    debug!("read: {e}");
+                }
                 return Err(Gone);
             }
         }
@@ -773,6 +819,7 @@ fn read_into_conn(
 fn pump_and_write(slot: &mut Slot, id: ConnId, pump: &mut Pump<'_>, now: Instant) -> Result<(), Gone> {
     loop {
         pump.commands(id, slot, now);
+        log_conn_refusals(slot);
         if let Err(e) = write_from_conn(slot, &pump.shared.metrics, now) {
             debug!("write: {e}");
             return Err(Gone);

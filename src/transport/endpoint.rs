@@ -183,6 +183,10 @@ pub fn answer_reply(reply: Reply, metrics: &Metrics) -> Answer {
             debug_assert!(false, "subscriptions belong to sessions");
             Answer::Error { status: 500, reason: "unexpected subscription".into() }
         }
+        // Only server API calls ask these (answered by `answer_api`).
+        Reply::Info { .. } | Reply::Channels(_) => {
+            Answer::Error { status: 500, reason: "unexpected server API reply".into() }
+        }
     }
 }
 

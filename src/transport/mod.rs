@@ -45,4 +45,4 @@ pub mod websocket;
 pub use limits::Limits;
 pub use refusal::Refusal;
 pub use route::{route, route_request, since_param, Route, Routed};
-pub use session::{with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Session};
+pub use session::{with_cors, CloseReason, CommandQueue, Ctx, Flow, InputPolicy, Refused, Session};

@@ -63,6 +63,17 @@ impl CloseReason {
     }
 }
 
+/// A request or command the server refused, kept for the event loop's debug line (which
+/// names the peer, issue #17): recorded only when [`Ctx::record_refusals`] is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The HTTP status answered; `None` for a refusal inside a session (a `pushwire.v1`
+    /// command answered with an error reply).
+    pub status: Option<u16>,
+    /// Why, as the peer was told.
+    pub reason: String,
+}
+
 /// What a session handler gives back to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -95,6 +106,10 @@ pub struct Ctx<'a> {
     pub deflate: &'a crate::ws::deflate::SharedCodec,
     /// The allowed cross-origin request's origin, to name in CORS fields.
     pub cors_origin: Option<&'a str>,
+    /// Refusals are logged (debug): a handler that refuses something sets [`Ctx::refused`].
+    pub record_refusals: bool,
+    /// What the handler refused, for the log (see [`Ctx::note_refused`]).
+    pub refused: Option<Refused>,
 }
 
 /// Hub commands a connection queued for the event loop, oldest first. One pointer while empty
@@ -137,6 +152,13 @@ impl CommandQueue {
 }
 
 impl Ctx<'_> {
+    /// Records a refusal for the loop's debug line, when refusals are logged.
+    pub fn note_refused(&mut self, status: Option<u16>, reason: impl FnOnce() -> String) {
+        if self.record_refusals {
+            self.refused = Some(Refused { status, reason: reason() });
+        }
+    }
+
     /// `fields` plus the CORS fields of this request, if it is cross-origin.
     pub fn fields<'f>(&'f self, fields: &[(&'f str, &'f str)]) -> Vec<(&'f str, &'f str)> {
         with_cors(fields, self.cors_origin)

@@ -517,6 +517,7 @@ impl WsSession {
         let outcome = mode.rooms.handle_request(request, &auth);
         if let Some(reason) = outcome.token_refusal {
             ctx.metrics.token_refused(reason);
+            ctx.note_refused(None, || format!("command refused: token {reason}"));
         }
         if refresh {
             mode.set_expiry(ctx);

@@ -146,6 +146,12 @@ impl HubBackend for RedisHub {
     fn submit(&self, from: ConnAddr, command: Command, _now: Instant) -> Submitted {
         let (sink, token) = (from.sink, token(from.conn));
         let request = match command {
+            // The server API's per-channel figures and channel list are the in-memory hub's;
+            // Redis would need a scan of its keyspace (README "Server API").
+            Command::Info { channel } => {
+                return Submitted::Reply(Reply::Info { channel, result: Err(HubError::Unsupported) })
+            }
+            Command::Channels { .. } => return Submitted::Reply(Reply::Channels(Err(HubError::Unsupported))),
             Command::Publish { channel, event, payload } => {
                 BrokerRequest::Publish { sink, token, channel, event, payload }
             }
@@ -184,7 +190,8 @@ impl HubBackend for RedisHub {
             }
             Command::Stats => {
                 let channels = self.client.stats().live_channels.load(std::sync::atomic::Ordering::Relaxed);
-                let stats = HubStats { channels: channels as usize, ..HubStats::default() };
+                let backend = Some(Box::new(self.client.stats().figures()));
+                let stats = HubStats { channels: channels as usize, backend, ..HubStats::default() };
                 return Submitted::Reply(Reply::Stats(stats));
             }
         };

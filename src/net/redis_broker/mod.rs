@@ -44,6 +44,11 @@
 //! [`RedisHub`] (`backend.rs`) is the [`crate::hub::backend::HubBackend`] over the broker, and
 //! [`serve`] what `pushwire serve --redis URL` runs.
 //!
+//! **A publish is answered before its delivery** to the same sink: while this node has
+//! publishes in flight to a channel, that channel's deliveries are held until the answers
+//! covering them are handed over (the answer comes on the command connection, the message on
+//! pub/sub, in either order), so `except_self` can skip the delivery by the answered id.
+//!
 //! **Presence** ([`BrokerRequest::Subscribe`] with a [`BrokerMember`]): the broker keeps this
 //! node's members per live channel, writes them with the presence script
 //! ([`crate::redis::presence`]) at the end of the turn they joined or left in (consecutive
@@ -55,8 +60,8 @@
 //!
 //! Does not (yet): several shards ([`crate::redis::shard`] picks one; one connection pair per shard
 //! would be needed), TLS to Redis (`rediss://` is refused by the URL parser), or Redis
-//! Cluster (see the notes in [`crate::redis`]), or report its state in `/metrics` and
-//! `/healthz` ([`BrokerStats`] has the figures).
+//! Cluster (see the notes in [`crate::redis`]). Its figures ([`BrokerStats`]) reach
+//! `/metrics` as `HubStats::backend` and `/readyz` through `Command::Ready`.
 
 mod backend;
 mod link;
@@ -73,9 +78,10 @@ use std::time::Duration;
 
 use mio::{Poll, Waker};
 
-use crate::hub::backend::ConnId;
+use crate::hub::backend::{BackendFigures, ConnId};
 use crate::hub::presence::{Joining, PresenceEvent};
 use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::metrics::LatencyHistogram;
 use crate::redis::frame::FrameLimits;
 use crate::redis::keys::Namespace;
 use crate::redis::url::RedisUrl;
@@ -402,6 +408,39 @@ pub struct BrokerStats {
     pub live_channels: AtomicU64,
     /// Presence script calls that added, refreshed or removed this node's members.
     pub presence_writes: AtomicU64,
+    /// Connections that became ready again after being lost (both kinds).
+    pub reconnects: AtomicU64,
+    /// Commands sent on the command connection and not answered yet (set every turn).
+    pub commands_in_flight: AtomicU64,
+    /// Live channels whose deliveries moved to another epoch.
+    pub epoch_changes: AtomicU64,
+    /// Publish round trips, sent to answered (merged once per broker turn).
+    pub publish_latency: LatencyHistogram,
+}
+
+impl BrokerStats {
+    /// A snapshot for `/metrics`.
+    pub fn figures(&self) -> BackendFigures {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let latency = self.publish_latency.snapshot();
+        BackendFigures {
+            command_up: self.command_up.load(Ordering::Relaxed),
+            pubsub_up: self.pubsub_up.load(Ordering::Relaxed),
+            reconnects: load(&self.reconnects),
+            disconnects: load(&self.disconnects),
+            commands_in_flight: load(&self.commands_in_flight),
+            pubsub_channels: load(&self.live_channels),
+            published: load(&self.published),
+            failed: load(&self.failed),
+            timeouts: load(&self.timeouts),
+            repair_reads: load(&self.repair_reads),
+            epoch_changes: load(&self.epoch_changes),
+            bad_frames: load(&self.bad_frames),
+            presence_writes: load(&self.presence_writes),
+            publish_latency_buckets: latency.buckets(),
+            publish_latency_sum_us: latency.sum_us(),
+        }
+    }
 }
 
 impl BrokerStats {

@@ -17,7 +17,8 @@ use super::{
 };
 use crate::hub::backend::{ConnAddr, ConnId};
 use crate::hub::presence::{Change, Joining, Member, PresenceEvent};
-use crate::hub::{ChannelName, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::hub::{ChannelName, Cursor, Epoch, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::metrics::LocalHistogram;
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
 use crate::redis::keys::ChannelKeys;
@@ -157,6 +158,8 @@ struct Connection {
     backoff: Duration,
     /// A read stopped on its budget: read again without waiting.
     read_pending: bool,
+    /// It was ready once: being ready again is a reconnect.
+    was_ready: bool,
     /// Set at connect; the connection must be ready by then.
     setup_deadline: Option<Instant>,
 }
@@ -169,6 +172,7 @@ impl Connection {
             retry_at: Some(now),
             backoff: limits.reconnect_min,
             read_pending: false,
+            was_ready: false,
             setup_deadline: None,
         }
     }
@@ -207,6 +211,16 @@ struct Live {
     members: HashMap<ConnAddr, LocalMember>,
     /// How many of them receive join and leave events.
     watchers: usize,
+    /// The cursor of the last publish of this node to the channel answered (see `held`).
+    answered: Option<Cursor>,
+    /// Messages ready for the sinks but held until this node's publishes in flight to the
+    /// channel are answered, so a sink always gets a publish's answer before the message's
+    /// delivery (`except_self` skips the delivery by the id the answer carries), whichever
+    /// connection Redis answers on first. Released as the answers come; bounded in time by
+    /// `request_timeout` (a late answer closes the connection and fails the publishes).
+    held: VecDeque<Arc<Message>>,
+    /// The epoch of the last message handed to the sinks (a change is counted).
+    last_epoch: Option<Epoch>,
 }
 
 impl Live {
@@ -240,6 +254,8 @@ struct Worker {
     to_unsubscribe: Vec<String>,
     /// Presence changes of this turn, in order.
     presence_ops: Vec<(ChannelName, PresenceOp)>,
+    /// This node's publishes in flight (sent, not answered), per channel.
+    publishing: HashMap<ChannelName, usize>,
     next_presence_refresh_at: Instant,
     channels: HashMap<ChannelName, Live>,
     next_channel_id: u64,
@@ -248,6 +264,8 @@ struct Worker {
     batches: Vec<Vec<BrokerEvent>>,
     buf: Vec<u8>,
     ready_tx: Option<mpsc::Sender<Result<(), String>>>,
+    /// Publish round trips of this turn (merged into the stats at its end).
+    publish_latency: LocalHistogram,
 }
 
 /// The thread's body: runs until [`super::Broker::stop`].
@@ -278,6 +296,7 @@ pub(super) fn run(
         to_subscribe: Vec::new(),
         to_unsubscribe: Vec::new(),
         presence_ops: Vec::new(),
+        publishing: HashMap::new(),
         next_presence_refresh_at: now,
         channels: HashMap::new(),
         next_channel_id: 0,
@@ -285,6 +304,7 @@ pub(super) fn run(
         batches: (0..SinkId::MAX_SINKS).map(|_| Vec::new()).collect(),
         buf: vec![0; 64 << 10],
         ready_tx: Some(ready_tx),
+        publish_latency: LocalHistogram::default(),
     };
     let mut events = Events::with_capacity(64);
     loop {
@@ -328,6 +348,8 @@ pub(super) fn run(
         worker.handle_timers(now);
         worker.flush(now);
         worker.send_batches();
+        worker.stats.publish_latency.merge(&mut worker.publish_latency);
+        worker.stats.commands_in_flight.store(worker.pending.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -607,6 +629,9 @@ impl Worker {
                 linger_until: None,
                 members: HashMap::new(),
                 watchers: 0,
+                answered: None,
+                held: VecDeque::new(),
+                last_epoch: None,
             };
             self.next_channel_id += 1;
             if self.sub.ready {
@@ -729,6 +754,9 @@ impl Worker {
             }
         };
         link.queue(&command);
+        if let Pending::Publish { channel, .. } = &pending {
+            *self.publishing.entry(channel.clone()).or_default() += 1;
+        }
         self.pending.push_back(InFlight { pending, sent_at: now });
         Ok(())
     }
@@ -811,11 +839,22 @@ impl Worker {
         self.cmd.backoff = (self.cmd.backoff * 2).min(self.config.limits.reconnect_max);
         let error = BrokerError::Unavailable(format!("redis connection lost: {reason}"));
         for in_flight in std::mem::take(&mut self.pending) {
+            let publish = match &in_flight.pending {
+                Pending::Publish { channel, .. } => Some(channel.clone()),
+                _ => None,
+            };
             self.fail_pending(in_flight.pending, error.clone(), now);
+            if let Some(channel) = publish {
+                self.publish_settled(&channel, None);
+            }
         }
     }
 
     fn command_ready(&mut self, now: Instant) {
+        if self.cmd.was_ready {
+            BrokerStats::add(&self.stats.reconnects, 1);
+        }
+        self.cmd.was_ready = true;
         self.cmd.ready = true;
         self.cmd.setup_deadline = None;
         self.cmd.backoff = self.config.limits.reconnect_min;
@@ -864,7 +903,7 @@ impl Worker {
     }
 
     fn command_reply(&mut self, value: Value, now: Instant) {
-        let Some(InFlight { pending, .. }) = self.pending.pop_front() else {
+        let Some(InFlight { pending, sent_at }) = self.pending.pop_front() else {
             return self.command_down("a reply without a request", now);
         };
         match pending {
@@ -898,11 +937,16 @@ impl Worker {
                 }
             }
             Pending::Publish { sink, token, channel, event, payload, invoke, retried } => {
-                match parse_publish_reply(&value) {
-                    Ok(reply) => {
-                        BrokerStats::add(&self.stats.published, 1);
-                        self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
-                    }
+                let parsed = parse_publish_reply(&value);
+                // The answer first, then the deliveries it releases.
+                if let Ok(reply) = &parsed {
+                    BrokerStats::add(&self.stats.published, 1);
+                    self.publish_latency.observe(now.saturating_duration_since(sent_at));
+                    self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
+                }
+                self.publish_settled(&channel, parsed.as_ref().ok().map(|reply| reply.id));
+                match parsed {
+                    Ok(_) => {}
                     Err(e @ (ReplyError::NoScript | ReplyError::EpochCollision)) if !retried => {
                         let invoke = if e == ReplyError::NoScript { Invoke::Source } else { invoke };
                         let again =
@@ -1037,11 +1081,13 @@ impl Worker {
         for action in actions {
             match action {
                 SequenceAction::Deliver(message) => {
-                    let Some(live) = self.channels.get(channel) else { return };
-                    BrokerStats::add(&self.stats.delivered, 1);
-                    for &(sink, _) in &live.sinks {
-                        self.batches[usize::from(sink.index())].push(BrokerEvent::Delivery(message.clone()));
+                    let in_flight = self.publishing.get(channel).copied().unwrap_or(0);
+                    let Some(live) = self.channels.get_mut(channel) else { return };
+                    if !live.held.is_empty() || (in_flight > 0 && !answered(live.answered, &message)) {
+                        live.held.push_back(message);
+                        continue;
                     }
+                    deliver(&self.stats, &mut self.batches, live, message);
                 }
                 SequenceAction::Read(since) => {
                     let Some(live) = self.channels.get(channel) else { return };
@@ -1059,6 +1105,33 @@ impl Worker {
             }
         }
         self.settle_waiters(channel, now);
+    }
+
+    /// One publish of this node to `channel` is answered (with the message's cursor) or
+    /// failed: deliveries held for it are released in order, up to the next one still
+    /// waiting for its answer.
+    fn publish_settled(&mut self, channel: &ChannelName, cursor: Option<Cursor>) {
+        let in_flight = match self.publishing.get_mut(channel) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                *n
+            }
+            _ => {
+                self.publishing.remove(channel);
+                0
+            }
+        };
+        let Some(live) = self.channels.get_mut(channel) else { return };
+        if cursor.is_some() {
+            live.answered = cursor;
+        }
+        while let Some(front) = live.held.front() {
+            if in_flight > 0 && !answered(live.answered, front) {
+                break;
+            }
+            let message = live.held.pop_front().expect("front exists");
+            deliver(&self.stats, &mut self.batches, live, message);
+        }
     }
 
     // ---- the pub/sub connection ----
@@ -1109,6 +1182,10 @@ impl Worker {
     }
 
     fn pubsub_ready(&mut self, now: Instant) {
+        if self.sub.was_ready {
+            BrokerStats::add(&self.stats.reconnects, 1);
+        }
+        self.sub.was_ready = true;
         self.sub.ready = true;
         self.sub.setup_deadline = None;
         self.sub.backoff = self.config.limits.reconnect_min;
@@ -1335,4 +1412,22 @@ fn remote_member(who: PresenceMember, value: Option<PresenceValue>) -> Member {
         None => (None, None),
     };
     Member { node: who.node, conn: conn_addr(who.conn), user, info, joins: false }
+}
+
+/// The message is at or before the last answered publish of this node (same epoch): if it is
+/// one of this node's, its answer has been handed to the sinks.
+fn answered(answered: Option<Cursor>, message: &Message) -> bool {
+    answered.is_some_and(|c| c.epoch == message.id.epoch && c.offset >= message.id.offset)
+}
+
+/// Hands `message` to every sink with subscribers on the live channel.
+fn deliver(stats: &BrokerStats, batches: &mut [Vec<BrokerEvent>], live: &mut Live, message: Arc<Message>) {
+    BrokerStats::add(&stats.delivered, 1);
+    if live.last_epoch.is_some_and(|epoch| epoch != message.id.epoch) {
+        BrokerStats::add(&stats.epoch_changes, 1);
+    }
+    live.last_epoch = Some(message.id.epoch);
+    for &(sink, _) in &live.sinks {
+        batches[usize::from(sink.index())].push(BrokerEvent::Delivery(message.clone()));
+    }
 }

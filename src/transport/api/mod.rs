@@ -13,7 +13,9 @@
 //! - each call as hub [`Command`]s, answered once every reply is in ([`answer`]):
 //!   `publish` (one `Publish`), `broadcast` (one `Publish` per channel, each answered with its
 //!   own cursor or error), `history` (`Read` after a cursor), `presence` and `presence_stats`
-//!   (`Presence`).
+//!   (`Presence`), `info` (`Info`: subscribers, last cursor, history length and bytes, without
+//!   creating the channel), `channels` (`Channels`: names by prefix, a bounded page after a
+//!   name).
 //!
 //! Every call goes through the hub backend, so with `--redis` `publish`, `broadcast` and
 //! `history` act on the shared channels (cluster-wide); presence is what the backend answers
@@ -56,6 +58,10 @@ pub enum Call {
     Presence,
     /// `POST /api/presence_stats`: a channel's member count.
     PresenceStats,
+    /// `POST /api/info`: a channel's subscribers, last cursor and history size.
+    Info,
+    /// `POST /api/channels`: channel names by prefix, a page at a time.
+    Channels,
 }
 
 impl Call {
@@ -67,6 +73,8 @@ impl Call {
             "history" => Call::History,
             "presence" => Call::Presence,
             "presence_stats" => Call::PresenceStats,
+            "info" => Call::Info,
+            "channels" => Call::Channels,
             _ => return None,
         })
     }
@@ -125,6 +133,10 @@ pub enum Pending {
         /// The members too, or only the count.
         list: bool,
     },
+    /// One `Info`.
+    Info,
+    /// One `Channels`.
+    Channels,
 }
 
 /// A call read from its body: the commands to submit and what their replies answer.
@@ -167,6 +179,29 @@ struct HistoryBody {
 #[serde(deny_unknown_fields)]
 struct ChannelBody {
     channel: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelsBody {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// A prefix or `after` of `channels`: at most a channel name's length, of its alphabet.
+fn name_part(what: &str, text: &str) -> Result<(), ApiAnswer> {
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-');
+    if text.len() > ChannelName::MAX_BYTES || !text.bytes().all(alphabet) {
+        return Err(ApiAnswer::bad_request(format!(
+            "{what} must be at most {} bytes of A-Z a-z 0-9 . _ ~ -",
+            ChannelName::MAX_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// Reads `body` as JSON of shape `T`: bad JSON, unknown fields and wrong types are 400.
@@ -265,6 +300,27 @@ pub fn handle(call: Call, body: &[u8], config: &Config) -> Result<Submit, ApiAns
             };
             one(command, Pending::History(channel))
         }
+        Call::Info => {
+            let body: ChannelBody = parse(body)?;
+            one(Command::Info { channel: channel(&body.channel)? }, Pending::Info)
+        }
+        Call::Channels => {
+            let body: ChannelsBody = parse(body)?;
+            name_part("prefix", &body.prefix)?;
+            if let Some(after) = &body.after {
+                name_part("after", after)?;
+            }
+            let limit = body.limit.unwrap_or(limits.max_page_channels);
+            if limit == 0 {
+                return Err(ApiAnswer::bad_request("limit must be at least 1"));
+            }
+            let command = Command::Channels {
+                prefix: body.prefix,
+                after: body.after,
+                limit: limit.min(limits.max_page_channels),
+            };
+            one(command, Pending::Channels)
+        }
         Call::Presence | Call::PresenceStats => {
             let body: ChannelBody = parse(body)?;
             let list = call == Call::Presence;
@@ -348,6 +404,52 @@ pub fn answer(pending: Pending, replies: Vec<Reply>, metrics: &Metrics) -> ApiAn
                 ApiAnswer::Json(200, out)
             }
             Some(Reply::Presence { result: Err(e), .. }) => hub_error(e),
+            other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
+        },
+        Pending::Info => match replies.next() {
+            Some(Reply::Info { channel, result: Ok(info) }) => {
+                let mut out = Vec::with_capacity(160);
+                out.extend_from_slice(b"{\"channel\":\"");
+                out.extend_from_slice(channel.as_str().as_bytes());
+                let text = match info {
+                    Some(i) => format!(
+                        "\",\"exists\":true,\"subscribers\":{},\"last\":\"{}\",\"history_messages\":{},\"history_bytes\":{}}}\n",
+                        i.subscribers, i.last, i.history_messages, i.history_bytes
+                    ),
+                    None => "\",\"exists\":false,\"subscribers\":0,\"last\":null,\"history_messages\":0,\"history_bytes\":0}\n".into(),
+                };
+                out.extend_from_slice(text.as_bytes());
+                ApiAnswer::Json(200, out)
+            }
+            Some(Reply::Info { result: Err(e), .. }) => hub_error(e),
+            other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
+        },
+        Pending::Channels => match replies.next() {
+            Some(Reply::Channels(Ok(page))) => {
+                let mut out = Vec::with_capacity(32 + page.channels.len() * 24);
+                out.extend_from_slice(b"{\"channels\":[");
+                for (i, name) in page.channels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    // Names are of the URL-safe alphabet: nothing to escape.
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_str().as_bytes());
+                    out.push(b'"');
+                }
+                out.extend_from_slice(b"],\"next\":");
+                match page.channels.last().filter(|_| page.more) {
+                    Some(last) => {
+                        out.push(b'"');
+                        out.extend_from_slice(last.as_str().as_bytes());
+                        out.push(b'"');
+                    }
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.extend_from_slice(b"}\n");
+                ApiAnswer::Json(200, out)
+            }
+            Some(Reply::Channels(Err(e))) => hub_error(e),
             other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
         },
     }
