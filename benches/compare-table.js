@@ -42,6 +42,10 @@ const CASES = {
   'latency-sse': { label: 'fan-out SSE at 5 msg/s, p99', metric: 'latency_p99_us', higher: false, unit: 'us' },
   'idle-ws': { label: 'idle ws, RSS per connection', metric: 'bytes_per_connection', higher: false, unit: 'B' },
   'idle-sse': { label: 'idle SSE, RSS per connection', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'fanout-ws-json': { label: 'fan-out ws, 1 KiB JSON back to back', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'fanout-ws-json-deflate': { label: 'fan-out ws, 1 KiB JSON, permessage-deflate', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'idle-ws-py': { label: 'idle ws (idle_tls.py), RSS per connection', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'idle-wss-py': { label: 'idle wss:// (idle_tls.py), RSS per connection', metric: 'bytes_per_connection', higher: false, unit: 'B' },
 };
 
 const [resultsPath, conditionsPath] = process.argv.slice(2);
@@ -96,6 +100,7 @@ function figure(run, spec) {
   if (run.mode === 'fanout') {
     text += `  (p50 ${number(run.latency_p50_us)}, p99 ${number(run.latency_p99_us)} us, missing ${run.missing})`;
   }
+  if (run.server_bytes_out > 0 && run.deliveries > 0) text += `; ${number(run.server_bytes_out / run.deliveries)} B written per delivery`;
   if (!run.ok) text += '  FAILED';
   return text;
 }
@@ -159,5 +164,11 @@ for (const t of TARGETS) {
   const runsOk = ['pushwire', t.peer].every((s) => find(t.case, s) && find(t.case, s).ok);
   if (r !== undefined) verdict = !runsOk ? 'no (a run failed)' : r >= t.min ? 'met' : 'NOT met';
   lines.push(`| ${spec.label}: target >= ${t.min.toFixed(2)}x ${t.peer} | ${ratioText(t.case, t.peer)} | ${verdict} |`);
+}
+// Issue #15: deflated fan-out costs at most 1.2x the server CPU of plain fan-out (compressed once).
+{
+  const [plain, deflated] = [cpuPerUnit(find('fanout-ws-json', 'pushwire')), cpuPerUnit(find('fanout-ws-json-deflate', 'pushwire'))];
+  const r = plain && deflated ? deflated / plain : undefined;
+  lines.push(`| fan-out 1 KiB JSON: server CPU per delivery with deflate <= 1.20x without | ${r === undefined ? 'n/a' : `${r.toFixed(2)}x`} | ${r === undefined ? 'not measured' : r <= 1.2 ? 'met' : 'NOT met'} |`);
 }
 console.log(lines.join('\n'));

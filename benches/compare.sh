@@ -15,6 +15,12 @@
 #            latency, ws and SSE: pushwire and Nchan
 #   idle     10,000 idle ws and SSE subscriptions, server RSS per connection, a fresh server
 #            each: pushwire, Nchan (ws, SSE), tokio-tungstenite and Node ws (ws)
+#   deflate  10,000 ws subscribers, FANOUT_MESSAGES messages of 1 KiB JSON (`--json-payload`)
+#            back to back, without and with permessage-deflate (`--deflate`): deliveries/s,
+#            server CPU per delivery and bytes written per delivery (pushwire_bytes_out_total)
+#   tls      IDLE_TLS_CONNECTIONS (2,000) idle subscriptions over wss:// and, measured the same
+#            way, over ws:// (benches/idle_tls.py: `pushwire bench` has no TLS client), a test
+#            certificate made with openssl; server RSS per connection
 #
 # The echo and fan-out groups run ROUNDS times (3), every server once per round in turn, so a
 # burst of load from other jobs falls on one round rather than on one server; the table shows
@@ -33,7 +39,8 @@
 # /metrics before and after the window (`--server-metrics`) and show the server-side p50/p99 of
 # publish -> each subscriber's write and publish -> a fan-out's last write.
 #
-# Environment: PARTS ("echo fanout idle": which groups to run), ROUNDS (3), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
+# Environment: PARTS ("echo fanout idle deflate tls": which groups to run), IDLE_TLS_CONNECTIONS
+# (2,000), ROUNDS (3), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
 # (10000), THREADS (2: client threads of the fan-out load generator), SKIP_INSTALL=1 (use what
 # is installed and built; a peer not installed is shown as not run), PUSHWIRE (the binary to
 # test, default target/release/pushwire), OUT_DIR (where the run's directory goes, default
@@ -55,7 +62,8 @@ LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
 THREADS=${THREADS:-2}
 PEERS=${PEERS-tt node mio nchan}
-PARTS=${PARTS:-echo fanout idle}
+PARTS=${PARTS:-echo fanout idle deflate tls}
+IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-2000}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 RUN_DIR="${OUT_DIR:-$ROOT/target/compare}/$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS="$RUN_DIR/results.jsonl"
@@ -161,19 +169,27 @@ server_pid_flags() {
 # measured window (and for pushwire, with METRICS set, its /metrics histograms); its JSON line
 # goes to RESULTS with the case and the server added (an `error` line when it could not run).
 bench() {
-    local case=$1 server=$2 line status=0 probe=()
+    local case=$1 server=$2 line status=0 probe=() bytes_before extra=
     shift 2
     echo "-- $case: $server" >&2
     if [ "$1" = echo ] || [ "$1" = fanout ]; then
         mapfile -t probe < <(server_pid_flags)
         [ -z "${METRICS:-}" ] || probe+=(--server-metrics "$METRICS")
     fi
+    # METRICS_URL set: pushwire's bytes written during the run are added as server_bytes_out.
+    [ -z "${METRICS_URL:-}" ] || bytes_before=$(bytes_out)
     line=$("$PUSHWIRE" bench "$@" "${probe[@]}" --json 2>>"$RUN_DIR/bench.err") || status=$?
+    [ -z "${METRICS_URL:-}" ] || extra="\"server_bytes_out\":$(($(bytes_out) - bytes_before)),"
     if [ -z "$line" ]; then
         line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     fi
-    echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},${line#\{}" |
+    echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},$extra${line#\{}" |
         tee -a "$RESULTS" >&2
+}
+
+# pushwire_bytes_out_total of the server at METRICS_URL.
+bytes_out() {
+    curl -sS --max-time 10 "$METRICS_URL" | sed -n 's/^pushwire_bytes_out_total //p'
 }
 
 # not_installed CASE... SERVER: records that SERVER could not run CASE (SKIP_INSTALL=1 and the
@@ -227,7 +243,7 @@ fi
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     [ "${QUICK:-0}" != 1 ] || echo "QUICK=1: $SUBSCRIBERS subscribers, $ECHO_SECONDS s echoes, one round: a check that the script works, not figures to quote"
-    echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(nginx -v 2>&1 | sed 's#.*/##');" \
+    echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's#.*/##' || echo 'not installed');" \
         "Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?');" \
         "node $(node --version); ws $(node -p 'require("./benches/peers/node-ws/node_modules/ws/package.json").version' 2>/dev/null || echo '?');" \
         "tokio-tungstenite $(grep -A1 'name = "tokio-tungstenite"' benches/peers/tokio-tungstenite/Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
@@ -334,6 +350,43 @@ for peer in tt node; do
     fi
     "start_$peer" "$peer-idle"
     idle idle-ws "$name" "$PID" "http://$ADDR/channels/i" --transport ws --no-open-cursor
+    stop_server
+done
+fi
+
+# --- permessage-deflate fan-out: 1 KiB JSON to every subscriber, without and with the extension --
+if part deflate; then
+say "deflate: $SUBSCRIBERS ws subscribers, $FANOUT_MESSAGES messages of 1 KiB JSON, without and with permessage-deflate"
+for round in $(seq "$ROUNDS"); do
+    for mode in plain deflate; do
+        start_pushwire "pushwire-json-$mode"
+        METRICS="http://$ADDR/metrics" METRICS_URL="http://$ADDR/metrics" bench "fanout-ws-json$([ "$mode" = deflate ] && echo -deflate)" pushwire fanout \
+            --url "http://$ADDR/channels/j" --transport ws -c "$SUBSCRIBERS" -k "$FANOUT_MESSAGES" \
+            --size 1024 --json-payload $([ "$mode" = deflate ] && echo --deflate)
+        stop_server
+    done
+done
+unset round
+fi
+
+# --- idle subscriptions over TLS, beside plain ones measured the same way -------------------------
+if part tls; then
+say "tls: $IDLE_TLS_CONNECTIONS idle ws subscriptions over wss:// and ws:// (benches/idle_tls.py)"
+pki="$RUN_DIR/pki"
+mkdir -p "$pki"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$pki/key.pem" \
+    -out "$pki/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+for scheme in ws wss; do
+    tls_flags=()
+    [ "$scheme" = ws ] || tls_flags=(--tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem")
+    start_server "pushwire-idle-$scheme-py" "$PUSHWIRE" serve --listen 127.0.0.1:0 \
+        --max-connections 30000 --max-connections-per-ip 30000 "${tls_flags[@]}"
+    echo "-- idle-$scheme-py: pushwire" >&2
+    line=$(python3 benches/idle_tls.py "$scheme://localhost:${ADDR##*:}/channels/i" "$PID" \
+        "$IDLE_TLS_CONNECTIONS" 2 "$pki/cert.pem" 2>>"$RUN_DIR/bench.err") ||
+        line="{\"error\":\"idle_tls.py failed: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
+    [[ $line == *'"error"'* ]] || line=${line%\}}',"ok":true}'
+    echo "{\"case\":\"idle-$scheme-py\",\"server\":\"pushwire\",\"round\":1,${line#\{}" | tee -a "$RESULTS" >&2
     stop_server
 done
 fi

@@ -3,7 +3,8 @@
 # tests, compiles the benchmarks, then runs the browser tests (Chromium driving the demo page and
 # pushwire.js; scripts/setup-browser.sh installs their npm dependency once). This is the README's
 # test command; .ci/run calls it after installing system packages and checking formatting and
-# lints.
+# lints. Last, the Autobahn|Testsuite in both roles (scripts/autobahn.sh, about 7 minutes on 2
+# cores), failing on any FAILED, NON-STRICT, UNIMPLEMENTED or MISSING case.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +24,6 @@ cargo bench --locked --no-run
 # tests/browser/node_modules is missing.
 cargo build --locked --bin pushwire
 (cd tests/browser && node --test --test-concurrency=1 browser.test.mjs)
+
+# Both roles of the Autobahn|Testsuite at once; prints the report paths.
+bash scripts/autobahn.sh

@@ -204,6 +204,9 @@ struct Rare {
     /// Refusals not yet taken by the loop ([`Conn::poll_refused`]), oldest first; recorded
     /// only when [`ConnEnv::record_refusals`] is set.
     refused: std::collections::VecDeque<Refused>,
+    /// The user id (`sub`) of the last request's valid signed token, which the server API's
+    /// `disconnect` by user matches.
+    user: Option<Box<str>>,
 }
 
 impl Rare {
@@ -212,6 +215,7 @@ impl Rare {
             && self.drain_at.is_none()
             && self.inbuf.is_empty()
             && self.refused.is_empty()
+            && self.user.is_none()
     }
 }
 
@@ -349,7 +353,11 @@ impl Conn {
                         }
                     }
                     Reply::Published(Ok(id)) => self.drive(now, |s, ctx| s.handle_published(id, ctx)),
-                    Reply::Stats(_) | Reply::Ready(_) | Reply::Info { .. } | Reply::Channels(_) => {}
+                    Reply::Stats(_)
+                    | Reply::Ready(_)
+                    | Reply::Info { .. }
+                    | Reply::Channels(_)
+                    | Reply::Sent => {}
                 }
             }
             // Replies for a connection already closing are dropped.
@@ -370,6 +378,54 @@ impl Conn {
     /// of.
     pub fn handle_presence(&mut self, event: &PresenceEvent, now: Instant) {
         self.drive(now, |s, ctx| s.handle_presence(event, ctx));
+    }
+
+    /// The user id of the last request's valid signed token (its `sub`), if any.
+    pub fn user(&self) -> Option<&str> {
+        self.rare.as_deref()?.user.as_deref()
+    }
+
+    /// The server API disconnects this connection: a session ends in its own way (a
+    /// WebSocket closes with `code` and `reason`, a stream or parked poll ends its response)
+    /// and the connection closes; an idle one closes; a request being read or answered
+    /// finishes first, with `Connection: close`.
+    pub fn handle_disconnect(&mut self, code: u16, reason: &str, now: Instant) {
+        match &self.phase {
+            Phase::Serving { .. } => {
+                self.serving_to.keep_alive = false;
+                self.close_reason.get_or_insert(CloseReason::Disconnected);
+                self.drive(now, |s, ctx| s.handle_disconnect(code, reason, ctx));
+            }
+            Phase::ReadingHead { idle: true, .. } => {
+                self.close_reason.get_or_insert(CloseReason::Disconnected);
+                self.begin_closing(now);
+            }
+            Phase::ReadingHead { .. } | Phase::ReadingBody(_) | Phase::Awaiting { .. } => {
+                self.close_reason.get_or_insert(CloseReason::Disconnected);
+                self.draining = true;
+            }
+            Phase::Closing { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// The server API unsubscribes this connection from `channel` (a command-mode WebSocket
+    /// leaves it with a notice; see `Session::handle_unsubscribe`).
+    pub fn handle_unsubscribe(&mut self, channel: &crate::hub::ChannelName, reason: &str, now: Instant) {
+        self.drive(now, |s, ctx| s.handle_unsubscribe(channel, reason, ctx));
+    }
+
+    /// Records the user id of the current request's signed token (`None`: none).
+    fn set_user(&mut self, user: Option<Box<str>>) {
+        match (&mut self.rare, user) {
+            (None, None) => {}
+            (Some(rare), user) => {
+                rare.user = user;
+                if rare.is_empty() {
+                    self.rare = None;
+                }
+            }
+            (None, user) => self.rare = Some(Box::new(Rare { user, ..Rare::default() })),
+        }
     }
 
     /// The server is shutting down: at `at` (spread over the drain period by the loop, so
@@ -630,6 +686,18 @@ impl Conn {
         // Routed once, with the access verdict: an allowed cross-origin request is answered
         // (refused or not) with CORS fields naming its origin.
         let routed = route_request(&head, &self.env.config, self.env.unix_now_s(now));
+        // Whose connection this is, for the server API's `disconnect` by user: the `sub` of a
+        // valid signed token, on any transport.
+        let access = &self.env.config.access;
+        let user = match (&access.token_key, crate::http1::target::Target::parse(&head.target)) {
+            (Some(_), Some(target)) => access
+                .connection_token(&head, &target, self.env.unix_now_s(now))
+                .ok()
+                .flatten()
+                .and_then(|claims| claims.user),
+            _ => None,
+        };
+        self.set_user(user);
         self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.

@@ -254,6 +254,47 @@ fn centrifugo_token_expiry_closes_with_4001_unless_refreshed() {
     assert_eq!(metric(&server, "token_expiry_closes_total"), 1);
 }
 
+/// A long poll authorized by a signed token answers at the latest when the token expires,
+/// well before its `?wait=` (one channel and `/channels/a,b`), with no message and the same
+/// `next`; the client comes back with a fresh token.
+#[test]
+fn long_polls_answer_at_the_latest_when_their_token_expires() {
+    let server = server();
+    for target in ["/channels/private.a?wait=30", "/channels/private.a,private.b?mode=longpoll&wait=30"] {
+        let short = token("alice", "private.*", 4);
+        let started = std::time::Instant::now();
+        let response = request(&server, "GET", target, &format!("Authorization: Bearer {short}\r\n"));
+        let elapsed = started.elapsed();
+        assert_eq!(response.status, 200, "{target}: {}", response.text());
+        let body: Value = serde_json::from_str(&response.text()).unwrap();
+        assert_eq!(body["messages"], json!([]), "{target}: {body}");
+        // 30 s without the token's limit; it expires in 4 s (bounded generously for load).
+        assert!(elapsed < Duration::from_secs(20), "{target}: answered after {elapsed:?}");
+    }
+    // A token valid past the wait leaves it alone: the poll is answered by a publish instead.
+    let long = token("alice", "private.*", 600);
+    let poll = std::thread::spawn({
+        let addr = server.addr;
+        let long = long.clone();
+        move || {
+            let raw = format!(
+                "GET /channels/private.c?wait=30 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {long}\r\n\r\n"
+            );
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(IO_TIMEOUT * 4)).unwrap();
+            std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+            read_response(&mut std::io::BufReader::new(stream), false)
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let published =
+        request(&server, "POST", "/channels/private.c", &format!("Authorization: Bearer {long}\r\n"));
+    assert!((200..300).contains(&published.status), "{}", published.text());
+    let answer = poll.join().unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.text().contains("hello"), "{}", answer.text());
+}
+
 #[test]
 fn a_policy_without_a_secret_is_refused_at_startup() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))

@@ -8,12 +8,15 @@
 //! those checks published, in order, with the ids the publishes returned. A row that keeps the
 //! connection must answer a further request on it.
 //!
-//! Two servers keep the run short: one on the defaults (every limit at its default), one with
-//! publish and subscribe tokens for the access rows.
+//! Three servers keep the run short: one on the defaults (every limit at its default), one with
+//! publish and subscribe tokens for the access rows, and one serving TLS beside plain HTTP
+//! (`--tls-listen`, a test CA made at test time) for garbage and truncated ClientHellos on its
+//! TLS port, while the well-behaved client keeps being served on the plain one.
 
 mod common;
 
 use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -29,6 +32,8 @@ enum Input {
     /// A few steps on a WebSocket after a good handshake on the path; the expected close
     /// follows them.
     WsScript(&'static str, fn(&mut RawWs)),
+    /// Raw bytes on a new connection to the TLS port, then the end of the client's output.
+    Tls(Vec<u8>),
 }
 
 /// What the server must answer.
@@ -43,6 +48,13 @@ enum Expect {
     /// The server starts the closing handshake with this code; once the client answers with
     /// its own close, the server closes TCP (§7.1.2, §5.5.1).
     ClosingHandshake(u16),
+    /// A fatal TLS alert record with this AlertDescription (RFC 8446 §6), then the TCP close.
+    TlsAlert(u8),
+    /// The `close_notify` alert (RFC 8446 §6.1), then the TCP close: the client went away in
+    /// the middle of its ClientHello.
+    CloseNotify,
+    /// The TCP close with nothing sent (rustls sends no alert for these).
+    SilentClose,
 }
 
 struct Case {
@@ -69,7 +81,7 @@ fn ws_script(name: &'static str, path: &'static str, script: fn(&mut RawWs), cod
     Case { name, input: Input::WsScript(path, script), expect: Expect::CloseCode(code), closes: CLOSES }
 }
 
-use Expect::{CloseCode, ClosingHandshake, Status, StatusWith};
+use Expect::{CloseCode, CloseNotify, ClosingHandshake, SilentClose, Status, StatusWith, TlsAlert};
 
 /// `GET target` with `fields` (each ending in CRLF).
 fn get(target: &str, fields: &str) -> Vec<u8> {
@@ -798,6 +810,72 @@ fn api_cases() -> Vec<Case> {
     ]
 }
 
+/// A real ClientHello from a rustls client (TLS 1.3 and 1.2, ALPN `http/1.1`).
+fn client_hello() -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// A TLS record (RFC 8446 §5.1) of `content_type` holding `body`, with version 0x0301.
+fn record(content_type: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![content_type, 0x03, 0x01];
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// RFC 8446 §6 AlertDescription the rows expect (rustls answers every malformed first
+/// flight with it, an oversized record included, where §5.1 names `record_overflow`).
+const DECODE_ERROR: u8 = 50;
+
+/// The rows run against the TLS port of a server that serves TLS and plain HTTP.
+fn tls_port_cases() -> Vec<Case> {
+    let tls = |name, bytes: Vec<u8>, expect| Case { name, input: Input::Tls(bytes), expect, closes: CLOSES };
+    let hello = client_hello();
+    // The ClientHello's handshake message (after the 5-byte record header).
+    let message = &hello[5..];
+    let mut wrong_length = hello.clone();
+    wrong_length[8] ^= 0x40; // the handshake message's length no longer matches the record's
+    let mut garbage = hello.clone();
+    for b in &mut garbage[9..] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    let mut old_version = hello.clone();
+    old_version[1..3].copy_from_slice(&[0x02, 0x00]); // an SSL 2.0-era record version
+    vec![
+        // The sniff before rustls: a first byte that is not a handshake record is plain HTTP
+        // or something else, answered with a plain 400.
+        tls("plain HTTP to the TLS port", get("/channels/a", ""), Status(400)),
+        tls("binary garbage to the TLS port", vec![0u8, 1, 2, 3, 0xff, 0xfe], Status(400)),
+        tls("an application-data record first", record(0x17, b"hello"), Status(400)),
+        // RFC 8446 §5.1: the length MUST NOT exceed 2^14 bytes (+256 for ciphertext).
+        tls(
+            "a handshake record longer than 2^14 + 256",
+            vec![0x16, 0x03, 0x01, 0xff, 0xff, 1],
+            TlsAlert(DECODE_ERROR),
+        ),
+        tls("a handshake message of an unknown type and 16 MiB", record(0x16, &[0xff; 5]), SilentClose),
+        tls("a ClientHello with its bytes scrambled", garbage, TlsAlert(DECODE_ERROR)),
+        tls("a ClientHello whose length disagrees with its record", wrong_length, SilentClose),
+        tls("a ClientHello in an SSL 2.0-era record", old_version, TlsAlert(DECODE_ERROR)),
+        tls("an empty handshake record", record(0x16, &[]), TlsAlert(DECODE_ERROR)),
+        tls("a truncated ClientHello, then the client goes", hello[..hello.len() / 2].to_vec(), CloseNotify),
+        tls("only a record header, then the client goes", hello[..5].to_vec(), CloseNotify),
+        tls("one byte, then the client goes", vec![0x16], CloseNotify),
+        tls("a ClientHello cut to its message header", record(0x16, &message[..4]), CloseNotify),
+    ]
+}
+
 /// The server API key of the token server.
 const API_KEY: &str = "matrix-api-key-0123456789";
 
@@ -874,11 +952,39 @@ impl WellBehaved {
     }
 }
 
-/// Sends a row's input and checks the server's answer.
-fn run_case(server: &Server, case: &Case) {
+/// Sends a row's input and checks the server's answer; `tls` is the server's TLS port.
+fn run_case(server: &Server, tls: Option<SocketAddr>, case: &Case) {
     match &case.input {
-        Input::Raw(bytes) => {
-            let mut stream = server.connect();
+        Input::Tls(bytes) if matches!(case.expect, TlsAlert(_) | CloseNotify | SilentClose) => {
+            let mut stream = TcpStream::connect(tls.expect("a TLS port")).unwrap();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let _ = stream.write_all(bytes);
+            let _ = stream.shutdown(Shutdown::Write);
+            let mut answer = Vec::new();
+            // A reset after the alert is a close too; what arrived before it is kept.
+            let _ = stream.read_to_end(&mut answer);
+            match case.expect {
+                // RFC 8446 §6: an alert record is content type 21, two bytes: level (2 =
+                // fatal) and description.
+                TlsAlert(description) => assert_eq!(
+                    answer,
+                    [21, 3, 3, 0, 2, 2, description],
+                    "expected the fatal alert {description} alone"
+                ),
+                CloseNotify => assert_eq!(answer, [21, 3, 3, 0, 2, 1, 0], "expected close_notify alone"),
+                _ => assert!(answer.is_empty(), "bytes from the server: {answer:?}"),
+            }
+        }
+        Input::Raw(_) | Input::Tls(_) => {
+            let (bytes, mut stream) = match &case.input {
+                Input::Raw(bytes) => (bytes, server.connect()),
+                Input::Tls(bytes) => {
+                    let stream = TcpStream::connect(tls.expect("a TLS port")).unwrap();
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    (bytes, stream)
+                }
+                _ => unreachable!(),
+            };
             // A server that answers early may close before everything is written; the answer
             // must still arrive (RFC 9112 §9.6 lingering close).
             let _ = stream.write_all(bytes);
@@ -887,7 +993,9 @@ fn run_case(server: &Server, case: &Case) {
             let (status, field) = match case.expect {
                 Status(status) => (status, None),
                 StatusWith(status, name, value) => (status, Some((name, value))),
-                CloseCode(_) | ClosingHandshake(_) => unreachable!("raw rows expect a status"),
+                CloseCode(_) | ClosingHandshake(_) | TlsAlert(_) | CloseNotify | SilentClose => {
+                    unreachable!("raw rows expect a status")
+                }
             };
             assert_eq!(res.status, status, "answer: {}", res.text());
             if let Some((name, value)) = field {
@@ -910,12 +1018,14 @@ fn run_case(server: &Server, case: &Case) {
             match &case.input {
                 Input::Ws(_, bytes) => ws.stream.write_all(bytes).unwrap(),
                 Input::WsScript(_, script) => script(&mut ws),
-                Input::Raw(_) => unreachable!(),
+                Input::Raw(_) | Input::Tls(_) => unreachable!(),
             }
             let (code, answer) = match case.expect {
                 CloseCode(code) => (code, false),
                 ClosingHandshake(code) => (code, true),
-                Status(_) | StatusWith(..) => unreachable!("WebSocket rows expect a close code"),
+                Status(_) | StatusWith(..) | TlsAlert(_) | CloseNotify | SilentClose => {
+                    unreachable!("WebSocket rows expect a close code")
+                }
             };
             let (op, payload) = ws.recv().expect("a close frame");
             assert_eq!(op, OpCode::Close, "payload {:?}", String::from_utf8_lossy(&payload));
@@ -937,11 +1047,16 @@ fn run_case(server: &Server, case: &Case) {
 
 /// Runs every row, with the well-behaved checks after each; reports all failures at once.
 fn run_matrix(flags: &[&str], publish_auth: &'static str, subscribe_auth: &'static str, cases: Vec<Case>) {
-    let server = Server::start(flags);
+    let (server, tls) = if flags.contains(&"--tls-cert") {
+        let (server, tls) = Server::start_tls(flags);
+        (server, Some(tls))
+    } else {
+        (Server::start(flags), None)
+    };
     let mut client = WellBehaved::start(&server, publish_auth, subscribe_auth);
     let mut failures = Vec::new();
     for (round, case) in cases.iter().enumerate() {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_case(&server, case))) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_case(&server, tls, case))) {
             failures.push(format!("{}: {}", case.name, panic_text(&panic)));
         }
         if let Err(e) = client.check(&server, round) {
@@ -981,4 +1096,12 @@ fn bad_input_matrix_on_a_server_with_tokens() {
         "Authorization: Bearer sub\r\n",
         token_server_cases(),
     );
+}
+
+#[test]
+fn rfc8446_bad_input_matrix_on_a_tls_port() {
+    let pki = common::pki::TestPki::new("matrix", &["localhost"]);
+    let mut flags = pki.flags();
+    flags.extend(["--tls-listen".to_string(), "127.0.0.1:0".to_string()]);
+    run_matrix(&flags.iter().map(String::as_str).collect::<Vec<_>>(), "", "", tls_port_cases());
 }

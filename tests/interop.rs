@@ -191,6 +191,33 @@ fn python_websockets_client_channel_receives_http_publish() {
     );
 }
 
+#[test]
+fn rfc7692_node_ws_client_deflate_rsv1_on_the_wire_and_broadcast_compressed_once() {
+    let server = Server::start(&[]);
+    let mut cmd = node();
+    cmd.arg(script("node_client.js")).args(["deflate", &server.addr.to_string(), "nz"]);
+    run_client(
+        cmd,
+        "node ws client (deflate)",
+        &[
+            "RSV1 on ws's text frame to pushwire",
+            "RSV1 on pushwire's echo",
+            "subscriber 4 inflated the broadcast",
+            "RSV1 on all 5 broadcast frames on the wire",
+        ],
+    );
+    // One publish to five deflate subscribers: compressed once, sent five times.
+    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert_eq!(metric("pushwire_ws_deflate_compressions_total"), Some(1), "{metrics}");
+    assert_eq!(metric("pushwire_ws_deflate_frames_sent_total"), Some(5), "{metrics}");
+}
+
 // ----- A Python SSE reader (sseclient) through a proxy that cuts the stream -----
 
 #[test]

@@ -258,3 +258,155 @@ fn channels_lists_names_by_prefix_a_page_at_a_time() {
     let (status, bad) = call(&server, "channels", json!({"prefix":"a b"}));
     assert_eq!(status, 400, "{bad}");
 }
+
+const SECRET: &str = "an-hs256-test-secret-of-32-bytes-or-more";
+
+/// An HS256 JWT for `user` (RFC 7519), granting everything for ten minutes.
+fn jwt(user: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let claims = json!({"sub":user,"exp":exp,"subscribe":["*"],"publish":["*"],"presence":["*"]});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// A raw subscription request whose response head has arrived (so the server routed it).
+fn sse_with_token(server: &Server, channel: &str, token: &str) -> BufReader<std::net::TcpStream> {
+    let mut stream = server.connect();
+    let req = format!(
+        "GET /channels/{channel}?token={token} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    reader
+}
+
+/// Polls `info` until `channel` has `count` subscriptions (bounded).
+fn wait_subscribers(server: &Server, channel: &str, count: u64) {
+    for _ in 0..500 {
+        let (_, info) = call(server, "info", json!({"channel":channel}));
+        if info["subscribers"] == count {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{channel} never had {count} subscribers");
+}
+
+#[test]
+fn disconnect_by_user_closes_websocket_with_4002_and_ends_sse_and_long_poll() {
+    let server = server(&["--token-secret", SECRET]);
+    let alice = jwt("alice");
+    let mut ws = V1::connect(&server, Some(&alice));
+    assert_eq!(ws.ask(json!({"type":"subscribe","channel":"d.ws","req":1}))["type"], "ok");
+    let mut sse = sse_with_token(&server, "d.sse", &alice);
+    let mut long_poll = server.connect();
+    long_poll
+        .write_all(format!("GET /channels/d.lp?wait=30&token={alice} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    wait_subscribers(&server, "d.lp", 1);
+    // Bob's subscription is not touched.
+    let bob = SseClient::connect(&server, &format!("/channels/d.bob?token={}", jwt("bob")), "");
+    let body = json!({"user":"alice","reason":"account closed"});
+    assert_key_checked(&server, "disconnect", &body);
+    let (status, json) = call(&server, "disconnect", body);
+    assert_eq!((status, json), (202, json!({"sent":true})));
+    // RFC 6455 §7.4.2: the private-use code and the reason reach the WebSocket client.
+    assert_eq!(ws.close_frame(), (4002, "account closed".to_string()));
+    // The event stream ends (EOF, not a timeout).
+    assert!(closed_by_server(&mut sse), "the SSE response ended");
+    // The parked long poll is answered, with Connection: close, and the connection closes.
+    let mut reader = BufReader::new(long_poll);
+    let answer = read_response(&mut reader, false);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut reader));
+    let mut bob = bob;
+    publish(&server, "d.bob", "still here");
+    assert_eq!(
+        bob.next_event(std::time::Duration::from_secs(10)).map(|e| e.data).as_deref(),
+        Some("still here")
+    );
+}
+
+#[test]
+fn disconnect_by_the_connection_id_presence_shows() {
+    let server = server(&[]);
+    let mut member = V1::connect(&server, None);
+    assert_eq!(member.ask(json!({"type":"subscribe","channel":"dc","req":1}))["type"], "ok");
+    // An SSE subscriber of the same channel is no member and stays.
+    let mut watcher = SseClient::connect(&server, "/channels/dc", "");
+    let (_, presence) = call(&server, "presence", json!({"channel":"dc"}));
+    let id = presence["members"][0]["id"].clone();
+    assert!(id.is_string(), "{presence}");
+    let (status, _) = call(&server, "disconnect", json!({"client":id}));
+    assert_eq!(status, 202);
+    assert_eq!(member.close_frame(), (4002, "disconnected".to_string()));
+    wait_presence(&server, "dc", 0);
+    publish(&server, "dc", "after");
+    assert_eq!(
+        watcher.next_event(std::time::Duration::from_secs(10)).map(|e| e.data).as_deref(),
+        Some("after")
+    );
+    for (body, reason) in [
+        (json!({"client":"nope"}), "connection id"),
+        (json!({"user":"a","client":"000000000000000000"}), "exactly one"),
+        (json!({}), "exactly one"),
+        (json!({"user":"a","reason":"r".repeat(121)}), "reason"),
+    ] {
+        let (status, json) = call(&server, "disconnect", body);
+        assert_eq!(status, 400);
+        assert!(json["error"].as_str().unwrap().contains(reason), "{json}");
+    }
+}
+
+fn wait_presence(server: &Server, channel: &str, count: u64) {
+    for _ in 0..500 {
+        let (_, stats) = call(server, "presence_stats", json!({"channel":channel}));
+        if stats["count"] == count {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{channel} never had {count} members");
+}
+
+#[test]
+fn unsubscribe_takes_a_user_off_one_channel_with_a_notice() {
+    let server = server(&["--token-secret", SECRET]);
+    let mut alice = V1::connect(&server, Some(&jwt("alice")));
+    let mut bob = V1::connect(&server, Some(&jwt("bob")));
+    for channel in ["u.a", "u.b"] {
+        assert_eq!(alice.ask(json!({"type":"subscribe","channel":channel,"req":1}))["type"], "ok");
+    }
+    assert_eq!(bob.ask(json!({"type":"subscribe","channel":"u.a","req":1}))["type"], "ok");
+    let body = json!({"user":"alice","channel":"u.a","reason":"kicked"});
+    assert_key_checked(&server, "unsubscribe", &body);
+    let (status, _) = call(&server, "unsubscribe", body);
+    assert_eq!(status, 202);
+    assert_eq!(alice.next(), json!({"type":"unsubscribe","channel":"u.a","reason":"kicked"}));
+    wait_presence(&server, "u.a", 1);
+    publish(&server, "u.a", "after");
+    publish(&server, "u.b", "b after");
+    let next = alice.message();
+    assert_eq!(
+        (next["channel"].clone(), next["data"].clone()),
+        (json!("u.b"), json!("b after")),
+        "u.a is gone"
+    );
+    let bobs = bob.message();
+    assert_eq!((bobs["channel"].clone(), bobs["data"].clone()), (json!("u.a"), json!("after")));
+    let (status, json) = call(&server, "unsubscribe", json!({"user":"alice"}));
+    assert_eq!(status, 400, "{json}");
+}

@@ -27,6 +27,11 @@ use crate::protocol::envelope::is_open_envelope;
 use crate::protocol::Transport;
 use crate::sse::{EventStreamParser, ParseLimits};
 use crate::ws::deflate::Codec;
+
+thread_local! {
+    /// The permessage-deflate codec every WebSocket client of this thread inflates with.
+    static CODEC: std::cell::RefCell<Codec> = std::cell::RefCell::new(Codec::default());
+}
 use crate::ws::handshake::{verify_response, ClientRequest};
 use crate::ws::{self, Event, Role, WsConn};
 
@@ -69,6 +74,8 @@ pub struct Request {
     pub protocols: Vec<String>,
     /// Largest message, SSE event or NDJSON line accepted, in bytes.
     pub max_message_bytes: usize,
+    /// WebSocket: offer permessage-deflate (RFC 7692) and inflate compressed messages.
+    pub deflate: bool,
 }
 
 /// What one connection reported.
@@ -156,8 +163,7 @@ impl Client {
                     key: rand::random(),
                     protocols: request.protocols.clone(),
                     extra_headers: Vec::new(),
-                    // The load generator measures plain frames.
-                    deflate: false,
+                    deflate: request.deflate,
                 };
                 let mut head = Vec::new();
                 ws_request.encode(&mut head).map_err(|e| e.to_string())?;
@@ -310,13 +316,11 @@ impl Client {
             }
             State::Ws(conn) => {
                 let mut events = Vec::new();
-                let result = conn.handle_input(
-                    input,
-                    &mut fresh_mask,
-                    &mut Codec::default(),
-                    &mut events,
-                    &mut self.out,
-                );
+                // One decompressor for every connection of this thread (reset per message, as
+                // no_context_takeover allows), not one per connection.
+                let result = CODEC.with_borrow_mut(|codec| {
+                    conn.handle_input(input, &mut fresh_mask, codec, &mut events, &mut self.out)
+                });
                 for event in events {
                     match event {
                         Event::Message(ws::Message::Text(text)) => {
@@ -364,12 +368,12 @@ impl Client {
         first_poll: bool,
     ) -> Result<(), String> {
         if let Some(ws_request) = ws_request {
-            verify_response(head, &ws_request).map_err(|e| format!("handshake: {e}"))?;
+            let selected = verify_response(head, &ws_request).map_err(|e| format!("handshake: {e}"))?;
             let limits = ws::Limits {
                 max_frame_payload_bytes: self.request.max_message_bytes as u64,
                 max_message_bytes: self.request.max_message_bytes as u64,
             };
-            self.state = State::Ws(Box::new(WsConn::new(Role::Client, limits)));
+            self.state = State::Ws(Box::new(WsConn::with_deflate(Role::Client, limits, selected.deflate)));
             return Ok(());
         }
         if head.status != 200 {

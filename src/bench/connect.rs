@@ -59,6 +59,7 @@ pub fn run(options: &ConnectOptions) -> Result<Report, String> {
         path: url.path.clone(),
         protocols: Vec::new(),
         max_message_bytes: 64 * 1024,
+        deflate: false,
     };
     let sources = source_addrs(url.addr, options.concurrency, options.source_addrs);
     let mut clients = Clients::new().map_err(|e| e.to_string())?;

@@ -104,6 +104,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
         path: url.path.clone(),
         protocols: Vec::new(),
         max_message_bytes: options.size_bytes,
+        deflate: false,
     };
     let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(url.addr, options.connections, options.source_addrs);

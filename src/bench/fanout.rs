@@ -99,10 +99,22 @@ pub struct FanoutOptions {
     /// reading thousands of sockets is not one core's work; their latency histograms are merged.
     #[arg(long, value_name = "COUNT", default_value_t = 1)]
     pub threads: usize,
+    /// Publish a JSON document of quotes (which compresses like real JSON) instead of `x`
+    /// padding.
+    #[arg(long)]
+    pub json_payload: bool,
+    /// WebSocket subscribers offer permessage-deflate (RFC 7692) and inflate what arrives.
+    #[arg(long)]
+    pub deflate: bool,
     /// The server under test: its CPU and (pushwire) its delivery latency histograms over the
     /// measured window.
     #[command(flatten)]
     pub server: ServerOptions,
+}
+
+/// Whether WebSocket subscribers offered permessage-deflate.
+fn selected_deflate(options: &FanoutOptions) -> bool {
+    options.deflate && options.transport == Transport::WebSocket
 }
 
 /// Most subscriber × message pairs tracked (one bit each: 128 MiB at most).
@@ -322,6 +334,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         },
         // A long poll answer holds a batch of messages in JSON.
         max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
+        deflate: options.deflate,
     };
     let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
     let run = Run {
@@ -363,9 +376,10 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
             let opened = window.open();
             let start = Instant::now();
             let _ = run.start.set(start);
-            let (count, size, rate) = (options.messages, options.size_bytes, options.rate);
+            let (count, size, json, rate) =
+                (options.messages, options.size_bytes, options.json_payload, options.rate);
             let result = opened.and_then(|opened| {
-                publish(&publish_urls, run.run_id, count, size, rate, start, &run.abandoned)
+                publish(&publish_urls, run.run_id, count, size, json, rate, start, &run.abandoned)
                     .map(|p| (p, opened))
             });
             match &result {
@@ -417,6 +431,8 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     report.real("subscribe_s", opened_in.as_secs_f64());
     report.count("messages", published.messages);
     report.count("size_bytes", options.size_bytes as u64);
+    report.text("payload", if options.json_payload { "json" } else { "padding" });
+    report.text("deflate", if selected_deflate(options) { "offered" } else { "off" });
     report.real("publish_s", published.elapsed.as_secs_f64());
     report.real("publishes_per_s", published.messages as f64 / published.elapsed.as_secs_f64().max(1e-6));
     report.count("deliveries", delivered);

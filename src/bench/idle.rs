@@ -79,6 +79,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
             Vec::new()
         },
         max_message_bytes: 64 * 1024,
+        deflate: false,
     };
     let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(url.addr, options.connections, options.source_addrs);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::http1::chunked::{ChunkedDecoder, ChunkedLimits};
 use crate::http1::head::{parse_response_head, HeadScanner, Headers};
 
-use super::payload::encode_text;
+use super::payload::{encode_json, encode_text};
 use super::url::Url;
 
 /// Every read and write of the publisher gives up after this long.
@@ -38,12 +38,14 @@ pub struct Published {
 /// Publishes `count` messages of `size_bytes` to `urls` in turn (message `seq` to
 /// `urls[seq % len]`, all on one server), marked with `run` and numbered 0..,
 /// each stamped with the microseconds since `start` at which its request was written. Stops
-/// early when `stop` is set.
+/// early when `stop` is set. `json`: a JSON document (see [`encode_json`]) instead of padding.
+#[allow(clippy::too_many_arguments)]
 pub fn publish(
     urls: &[Url],
     run: u64,
     count: u64,
     size_bytes: usize,
+    json: bool,
     rate_per_s: Option<f64>,
     start: Instant,
     stop: &AtomicBool,
@@ -67,7 +69,11 @@ pub fn publish(
             None => open(url)?, // every URL has the same address
         };
         let sent_us = start.elapsed().as_micros() as u64;
-        let body = encode_text(run, seq, sent_us, size_bytes);
+        let body = if json {
+            encode_json(run, seq, sent_us, size_bytes)
+        } else {
+            encode_text(run, seq, sent_us, size_bytes)
+        };
         let (status, keep_alive, _) = exchange(&stream, "POST", url, &body)
             .map_err(|e| format!("publishing message {seq} to http://{}{}: {e}", url.host, url.path))?;
         if !(200..300).contains(&status) {

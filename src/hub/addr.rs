@@ -6,7 +6,7 @@
 //!
 //! Does not: know anything of connections beyond their address.
 
-use super::SinkId;
+use super::{ChannelName, SinkId};
 
 /// A connection's slab key and generation, in 8 bytes: the timer heap, the fan-out table and
 /// the loop's lists hold one per entry. The slab key fits 32 bits, as in the poll token (which
@@ -39,4 +39,28 @@ pub struct ConnAddr {
     pub sink: SinkId,
     /// The connection on that loop.
     pub conn: ConnId,
+}
+
+/// Which connections a server API `disconnect` ends, and what they are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The connections to end.
+    pub target: DisconnectTarget,
+    /// The WebSocket close code (a 4xxx private-use code, RFC 6455 §7.4.2).
+    pub code: u16,
+    /// The close reason (within a close frame's 123 bytes); other transports end their
+    /// response.
+    pub reason: Box<str>,
+    /// Set: only unsubscribe the connections from this channel (a command-mode WebSocket is
+    /// told with an `unsubscribe` notice) instead of closing them.
+    pub channel: Option<ChannelName>,
+}
+
+/// A connection by its address, or every connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectTarget {
+    /// One connection (its presence id names it).
+    Conn(ConnAddr),
+    /// Every connection whose signed token's `sub` is this user id.
+    User(Box<str>),
 }

@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use super::addr::{ConnAddr, ConnId};
+pub use super::addr::{ConnAddr, ConnId, Disconnect, DisconnectTarget};
 use super::command::{Command, Reply};
 use super::message::Message;
 use super::presence::PresenceEvent;
@@ -98,6 +98,9 @@ pub enum LoopEvent {
     /// A presence member joined or left: tell the connections of `notify` that live on this
     /// loop (the others' loops get the same event).
     Presence(Arc<PresenceEvent>),
+    /// The server API disconnects connections: every loop of this node gets it and ends its
+    /// connections that match.
+    Disconnect(Arc<Disconnect>),
 }
 
 /// The channels as the event loops see them. Implementations are shared by every loop

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::addr::ConnAddr;
+use super::addr::{ConnAddr, Disconnect};
 use super::presence::{Joining, Member, PresenceError, PresenceEvent};
 use super::{
     ChannelInfo, ChannelName, ChannelPage, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since,
@@ -84,6 +84,10 @@ pub enum Command {
         /// The most names (already capped by the caller).
         limit: usize,
     },
+    /// End connections of this node (the server API's `disconnect`): the backend hands it to
+    /// every event loop as [`super::backend::LoopEvent::Disconnect`]; answered by
+    /// [`Reply::Sent`]. Never reaches the hub itself.
+    Disconnect(Arc<Disconnect>),
     /// Read the hub's figures for monitoring; answered by [`Reply::Stats`].
     Stats,
     /// Ask whether the backend can serve requests now (`/readyz`); answered by
@@ -109,6 +113,8 @@ pub enum Reply {
     },
     /// The hub's figures.
     Stats(HubStats),
+    /// A [`Command::Disconnect`] was handed to every event loop.
+    Sent,
     /// One channel's figures (`None`: no such channel), or why they cannot be read.
     Info {
         /// The channel.
@@ -235,6 +241,8 @@ impl Command {
                 Applied { reply: Some(Reply::Channels(Ok(page))), ..Applied::default() }
             }
             Command::Stats => Applied { reply: Some(Reply::Stats(hub.stats())), ..Applied::default() },
+            // The backend hands it to the loops before the hub would see it.
+            Command::Disconnect(_) => Applied { reply: Some(Reply::Sent), ..Applied::default() },
             Command::Ready => Applied { reply: Some(Reply::Ready(Ok(()))), ..Applied::default() },
         }
     }

@@ -21,7 +21,7 @@ use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
 use crate::fanout::{self, Fanout, Subscriptions};
 use crate::http1::response::write_full;
-use crate::hub::backend::{ConnAddr, LoopEvent};
+use crate::hub::backend::{ConnAddr, Disconnect, DisconnectTarget, LoopEvent};
 use crate::hub::{Command, Reply, SinkId};
 use crate::metrics::{LocalHistogram, Metrics};
 use crate::output::{Cork, MAX_IO_SLICES};
@@ -576,6 +576,7 @@ impl EventLoop {
                         }
                     }
                     LoopEvent::Reply { conn: id, reply } => self.hand_reply(id, *reply, now),
+                    LoopEvent::Disconnect(disconnect) => self.disconnect(&disconnect, now),
                     LoopEvent::Presence(event) => {
                         for addr in event.notify.iter().filter(|a| a.sink == self.sink) {
                             let id = addr.conn;
@@ -659,6 +660,35 @@ impl EventLoop {
             now,
         );
         self.mark_dirty(id);
+    }
+
+    /// A server API `disconnect`: ends this loop's connections it names (one by address, or
+    /// every one of a user); each is written with the next slice. Costs one step per
+    /// connection of the loop for a user (an operator's call, not a per-message path).
+    fn disconnect(&mut self, disconnect: &Disconnect, now: Instant) {
+        let ids: Vec<ConnId> = match &disconnect.target {
+            DisconnectTarget::Conn(addr) if addr.sink == self.sink => vec![addr.conn],
+            DisconnectTarget::Conn(_) => Vec::new(),
+            DisconnectTarget::User(user) => self
+                .slots
+                .iter()
+                .filter(|(_, s)| s.conn.user() == Some(&**user))
+                .map(|(key, s)| ConnId::new(key, s.generation))
+                .collect(),
+        };
+        for id in ids {
+            let Some(slot) = live(&mut self.slots, id) else { continue };
+            match &disconnect.channel {
+                Some(channel) => slot.conn.handle_unsubscribe(channel, &disconnect.reason, now),
+                None => slot.conn.handle_disconnect(disconnect.code, &disconnect.reason, now),
+            }
+            Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout }.commands(
+                id,
+                &mut self.slots[id.key()],
+                now,
+            );
+            self.mark_dirty(id);
+        }
     }
 
     /// Queues the connection for the next slice's write, once.

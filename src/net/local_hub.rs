@@ -34,6 +34,9 @@ impl LocalHub {
 
 impl HubBackend for LocalHub {
     fn submit(&self, from: ConnAddr, command: Command, now: Instant) -> Submitted {
+        if let Command::Disconnect(disconnect) = command {
+            return super::send_disconnect(&self.inboxes, from, disconnect);
+        }
         let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
         let applied = command.apply(&mut hub, from, now);
         if let Some(event) = applied.presence.filter(|e| !e.notify.is_empty()) {

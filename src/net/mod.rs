@@ -39,7 +39,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::hub::backend::{HubBackend, LoopEvent};
+use crate::hub::backend::{ConnAddr, Disconnect, HubBackend, LoopEvent, Submitted};
+use crate::hub::Reply;
 use crate::hub::{Hub, SinkId};
 use crate::metrics::Metrics;
 
@@ -146,6 +147,16 @@ impl Inbox {
     pub fn take(&self) -> Vec<LoopEvent> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// Hands a server API `disconnect` to every event loop of this node (each ends its matching
+/// connections); what every backend does with `Command::Disconnect`. Node-local: another
+/// node's connections are not reached.
+pub fn send_disconnect(inboxes: &[Inbox], from: ConnAddr, disconnect: Arc<Disconnect>) -> Submitted {
+    for (index, inbox) in inboxes.iter().enumerate() {
+        inbox.push(LoopEvent::Disconnect(disconnect.clone()), index != usize::from(from.sink.index()));
+    }
+    Submitted::Reply(Reply::Sent)
 }
 
 /// Where to listen: plain HTTP, TLS, or both (each on its own address).

@@ -220,6 +220,14 @@ impl Rooms {
         self.rooms.drain(..).map(|r| Action::Unsubscribe { channel: r.channel }).collect()
     }
 
+    /// Leaves `channel` without a command (the server API's `unsubscribe`); false when the
+    /// connection does not hold it.
+    pub fn remove(&mut self, channel: &ChannelName) -> bool {
+        let Some(i) = self.position(channel) else { return false };
+        self.rooms.remove(i);
+        true
+    }
+
     fn position(&self, channel: &ChannelName) -> Option<usize> {
         self.rooms.iter().position(|r| &r.channel == channel)
     }

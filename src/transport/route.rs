@@ -141,8 +141,8 @@ pub fn route_request(head: &RequestHead, config: &Config, unix_now_s: u64) -> Ro
     Routed { route: route_with(head, config, origin.map(drop), unix_now_s), cors_origin }
 }
 
-/// Checks `action` on `channel`: the signed token when a channel policy asks for one, else
-/// the static token (`check_static`).
+/// Checks `action` on `channel`: the signed token when a channel policy asks for one (its
+/// expiry returned, in Unix seconds), else the static token (`check_static`).
 fn check_channel(
     head: &RequestHead,
     target: &Target<'_>,
@@ -151,10 +151,19 @@ fn check_channel(
     action: Action,
     unix_now_s: u64,
     check_static: impl FnOnce() -> Result<(), Denied>,
-) -> Result<(), Refusal> {
+) -> Result<Option<u64>, Refusal> {
     match config.access.check_channel(head, target, channel.as_str(), action, unix_now_s) {
-        Some(verdict) => verdict.map(drop).map_err(Refusal::Denied),
-        None => check_static().map_err(Refusal::Denied),
+        Some(verdict) => verdict.map(|claims| Some(claims.expires_at)).map_err(Refusal::Denied),
+        None => check_static().map(|()| None).map_err(Refusal::Denied),
+    }
+}
+
+/// A long poll's wait, cut at the token's expiry: a poll authorized by a token answers at most
+/// when the token expires (the client must come back with a fresh one).
+fn wait_until_expiry(wait: Duration, expires_at: Option<u64>, unix_now_s: u64) -> Duration {
+    match expires_at {
+        Some(at) => wait.min(Duration::from_secs(at.saturating_sub(unix_now_s))),
+        None => wait,
     }
 }
 
@@ -246,7 +255,7 @@ fn route_with(
                 }
                 "GET" | "HEAD" => {
                     let static_check = || config.access.check_subscribe(head, &target);
-                    check_channel(
+                    let expires_at = check_channel(
                         head,
                         &target,
                         config,
@@ -255,7 +264,7 @@ fn route_with(
                         unix_now_s,
                         static_check,
                     )?;
-                    subscribe_route(head, &target, channel, config, unix_now_s)
+                    subscribe_route(head, &target, channel, config, unix_now_s, expires_at)
                 }
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
@@ -310,9 +319,16 @@ fn channels_route(
         Some(Err(e)) => return Err(Refusal::BadChannelList(e)),
         None => return Err(Refusal::NotFound),
     };
+    // The earliest expiry of the tokens that authorized the channels.
+    let mut expires_at: Option<u64> = None;
     for channel in &channels {
         let static_check = || config.access.check_subscribe(head, target);
-        check_channel(head, target, config, channel, Action::Subscribe, unix_now_s, static_check)?;
+        let expiry =
+            check_channel(head, target, config, channel, Action::Subscribe, unix_now_s, static_check)?;
+        expires_at = match (expires_at, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
     let mode = pick_mode(head, target, limits)?;
     let since = match target.param("since") {
@@ -323,7 +339,11 @@ fn channels_route(
     let last_event_id = if mode == Transport::Sse { head.header("last-event-id") } else { None };
     let resume = resume_points(channels.len(), since.as_deref(), last_event_id)
         .map_err(|_| Refusal::BadCompositeSince)?;
-    let wait = if mode == Transport::LongPoll { wait_param(target, limits)? } else { Duration::ZERO };
+    let wait = if mode == Transport::LongPoll {
+        wait_until_expiry(wait_param(target, limits)?, expires_at, unix_now_s)
+    } else {
+        Duration::ZERO
+    };
     match mode {
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
@@ -335,20 +355,25 @@ fn channels_route(
     }
 }
 
-/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
+/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order);
+/// `expires_at` is the expiry of the token that authorized it, if one did.
 fn subscribe_route(
     head: &RequestHead,
     target: &Target<'_>,
     channel: ChannelName,
     config: &Config,
     unix_now_s: u64,
+    expires_at: Option<u64>,
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let mode = pick_mode(head, target, limits)?;
     let since = since_param(target)?;
     match mode {
         Transport::Poll => Ok(Route::ShortPoll { channel, since }),
-        Transport::LongPoll => Ok(Route::LongPoll { channel, since, wait: wait_param(target, limits)? }),
+        Transport::LongPoll => {
+            let wait = wait_until_expiry(wait_param(target, limits)?, expires_at, unix_now_s);
+            Ok(Route::LongPoll { channel, since, wait })
+        }
         Transport::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),

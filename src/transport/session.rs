@@ -42,6 +42,8 @@ pub enum CloseReason {
     WebSocketClosed,
     /// The peer did not answer the server's WebSocket close in time.
     WebSocketCloseTimeout,
+    /// The server API's `disconnect` ended the connection.
+    Disconnected,
 }
 
 impl CloseReason {
@@ -59,6 +61,7 @@ impl CloseReason {
             CloseReason::WebSocketFailed => "websocket failed",
             CloseReason::WebSocketClosed => "websocket closed",
             CloseReason::WebSocketCloseTimeout => "websocket close timeout",
+            CloseReason::Disconnected => "disconnected by the server API",
         }
     }
 }
@@ -338,6 +341,26 @@ impl Session {
             Session::WebSocket(s) => s.handle_drain(ctx),
             Session::MultiStream(s) => s.handle_drain(ctx),
             Session::MultiPoll(s) => s.handle_drain(ctx),
+        }
+    }
+
+    /// The server API disconnects the connection: a WebSocket is closed with `code` and
+    /// `reason` (RFC 6455 §7.4.2 private-use code); the other transports end their response
+    /// as for a drain (a parked poll is answered, a stream ends). The caller has turned
+    /// keep-alive off.
+    pub fn handle_disconnect(&mut self, code: u16, reason: &str, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_disconnect(code, reason, ctx),
+            _ => self.handle_drain(ctx),
+        }
+    }
+
+    /// The server API unsubscribes the connection from `channel`: only a command-mode
+    /// WebSocket (which holds channels it chose) leaves it, with an `unsubscribe` notice.
+    pub fn handle_unsubscribe(&mut self, channel: &ChannelName, reason: &str, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Session::WebSocket(s) => s.handle_unsubscribe(channel, reason, ctx),
+            _ => Flow::Continue,
         }
     }
 

@@ -710,6 +710,32 @@ impl WsSession {
         Flow::Continue
     }
 
+    /// The server API unsubscribes the connection's user from `channel`: a command-mode
+    /// connection holding it leaves it and is told `{"type":"unsubscribe","channel":…,
+    /// "reason":…}`; other WebSockets are left as they are.
+    pub fn handle_unsubscribe(&mut self, channel: &ChannelName, reason: &str, ctx: &mut Ctx<'_>) -> Flow {
+        if let Serving::Commands(mode) = &mut self.serving {
+            if mode.rooms.remove(channel) {
+                mode.feeds.retain(|f| &f.channel != channel);
+                ctx.commands.push_back(Command::Unsubscribe { channel: channel.clone() });
+                let mut notice =
+                    format!("{{\"type\":\"unsubscribe\",\"channel\":\"{}\",\"reason\":", channel.as_str())
+                        .into_bytes();
+                crate::protocol::envelope::write_json_string(&mut notice, reason);
+                notice.push(b'}');
+                send_json(&mut self.ws, notice, ctx);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The server API disconnects the connection: close with its code and reason, then wait
+    /// for the client's close.
+    pub fn handle_disconnect(&mut self, code: u16, reason: &str, ctx: &mut Ctx<'_>) -> Flow {
+        self.close(CloseCode(code), reason, ctx);
+        Flow::Continue
+    }
+
     /// Output drained: continue catching up.
     pub fn handle_drained(&mut self, ctx: &mut Ctx<'_>) {
         if let Serving::Channel(feed) = &mut self.serving {

@@ -3,7 +3,9 @@
 // Checks: the demo page's five panels (one transport each) receive what is published over HTTP;
 // pushwire.js falls back when a transport is refused (403 from `--disable`), when a stream's
 // first byte never comes (a buffering proxy), and when a WebSocket that worked is cut and then
-// refused mid-stream, delivering ids 1..N exactly once and in order across the switch.
+// refused mid-stream, delivering ids 1..N exactly once and in order across the switch; the demo
+// page over https:// (`--tls-cert`, a test CA made here with openssl and trusted by its SPKI
+// hash) receiving over wss:// with permessage-deflate (RSV1 frames counted by the server) and SSE.
 // PushwireClient (rooms): three channels on one connection per transport, resuming each channel
 // exactly after the proxy drops and refuses everything, with a gap on exactly the channel past
 // its history; the chain WebSocket -> SSE -> long poll with three channels; exceptSelf, presence
@@ -17,9 +19,11 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { createHash, X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -59,7 +63,7 @@ async function startServer(flags = []) {
       const nl = out.indexOf("\n");
       if (nl < 0) return;
       clearTimeout(timer);
-      const m = /^pushwire listening on (http:\/\/\S+)$/.exec(out.slice(0, nl).trim());
+      const m = /^pushwire listening on (https?:\/\/\S+)$/.exec(out.slice(0, nl).trim());
       m ? resolve(m[1]) : reject(new Error(`unexpected first line: ${out.slice(0, nl)}`));
     });
     child.on("exit", (code) => reject(new Error(`pushwire exited with ${code}`)));
@@ -604,4 +608,113 @@ test("chat demo: two pages in rooms; messages reach exactly their room, member l
   assert.deepEqual(ann.errors, []);
   await ann.close();
   server.stop();
+});
+
+// A test CA and a certificate it signed for localhost and 127.0.0.1, made with openssl in a
+// temporary folder: { dir, ca, cert (the chain), key, caSpki (base64 SHA-256 of the CA's
+// SubjectPublicKeyInfo, what --ignore-certificate-errors-spki-list takes) }.
+function testPki() {
+  const dir = mkdtempSync(join(tmpdir(), "pushwire-browser-pki-"));
+  const at = (name) => join(dir, name);
+  const openssl = (...args) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=pushwire browser test CA");
+  openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
+  writeFileSync(at("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+  openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+    "-days", "2", "-extfile", "ext.cnf", "-out", "leaf.pem");
+  writeFileSync(at("server.pem"), readFileSync(at("leaf.pem"), "utf8") + readFileSync(at("ca.pem"), "utf8"));
+  const ca = readFileSync(at("ca.pem"));
+  const spki = new X509Certificate(ca).publicKey.export({ type: "spki", format: "der" });
+  return { dir, ca, cert: at("server.pem"), key: at("server.key"), caSpki: createHash("sha256").update(spki).digest("base64") };
+}
+
+// One HTTPS request trusting `ca`; resolves with { status, body }.
+function httpsRequest(url, ca, method = "GET", body) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, ca, timeout: 5_000, headers: body === undefined ? {} : { "Content-Type": "text/plain" } }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on("timeout", () => req.destroy(new Error("HTTPS timeout")));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+test("demo page over https:// (test CA by SPKI hash): wss:// with permessage-deflate and SSE receive", { timeout: 90_000 }, async () => {
+  const pki = testPki();
+  // Every WebSocket message of 64 bytes or more is compressed when the extension is on.
+  const server = await startServer(["--tls-cert", pki.cert, "--tls-key", pki.key, "--ws-deflate-min-bytes", "64"]);
+  assert.match(server.url, /^https:\/\//);
+  const origin = `https://localhost:${server.port}`;
+  const metric = async (name) => {
+    const res = await httpsRequest(`${origin}/metrics`, pki.ca);
+    const line = res.body.split("\n").find((l) => l.startsWith(`pushwire_${name} `));
+    assert.ok(line, `no ${name} in /metrics`);
+    return Number(line.split(" ")[1]);
+  };
+  // A browser of its own: trusting a certificate by its SPKI hash is a launch flag.
+  const dataDir = mkdtempSync(join(tmpdir(), "pushwire-chromium-tls-"));
+  const tlsContext = await chromium.launchPersistentContext(dataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      `--ignore-certificate-errors-spki-list=${pki.caSpki}`,
+    ],
+  });
+  try {
+    const page = await tlsContext.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e));
+    // The WebSocket's opening handshake as Chromium saw it (DevTools protocol).
+    const cdp = await tlsContext.newCDPSession(page);
+    await cdp.send("Network.enable");
+    const handshakes = [];
+    cdp.on("Network.webSocketHandshakeResponseReceived", (e) => handshakes.push(e.response));
+    const wsUrls = [];
+    cdp.on("Network.webSocketCreated", (e) => wsUrls.push(e.url));
+    const response = await page.goto(`${origin}/?channel=tls-demo`);
+    assert.equal(response.status(), 200);
+    assert.equal((await response.securityDetails())?.protocol, "TLS 1.3");
+    const panels = ["websocket", "sse"];
+    await waitFor(page, (ids) => ids.every((id) => document.querySelector(`#panel-${id} .state`)?.textContent === "open"), panels);
+    assert.ok(wsUrls.some((u) => u.startsWith(`wss://localhost:${server.port}/channels/tls-demo`)), `WebSocket URLs: ${wsUrls}`);
+    const extensions = handshakes.map((r) => Object.entries(r.headers).find(([k]) => k.toLowerCase() === "sec-websocket-extensions")?.[1]);
+    assert.ok(extensions.some((e) => e && e.startsWith("permessage-deflate")), `negotiated: ${JSON.stringify(extensions)}`);
+
+    const compressedBefore = await metric("ws_deflate_frames_sent_total");
+    const ids = [];
+    for (let i = 1; i <= 3; i++) {
+      const text = `hello over TLS ${i} ${"abc".repeat(100)}`;
+      const res = await httpsRequest(`${origin}/channels/tls-demo`, pki.ca, "POST", JSON.stringify({ text, sent: Date.now() }));
+      assert.equal(res.status, 201, res.body);
+      ids.push(JSON.parse(res.body).id);
+    }
+    await waitFor(page, (ids) => ids.every((id) => document.querySelectorAll(`#panel-${id} li`).length >= 3), panels);
+    for (const panel of panels) {
+      const got = await page.$$eval(`#panel-${panel} li`, (lis) => lis.map((li) => li.dataset.id));
+      assert.deepEqual(got, ids, `panel ${panel}`);
+    }
+    // RSV1 on the wire: the server sent the three messages to the demo page's WebSocket (the
+    // only deflate subscriber) as compressed frames, and Chromium inflated them.
+    assert.equal((await metric("ws_deflate_frames_sent_total")) - compressedBefore, 3);
+    assert.ok((await metric("tls_handshakes_total")) >= 1);
+    assert.deepEqual(errors, []);
+    await page.close();
+  } finally {
+    await tlsContext.close();
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(pki.dir, { recursive: true, force: true });
+    server.stop();
+  }
 });

@@ -97,6 +97,8 @@ pub struct RedisHub {
     max_info_bytes: usize,
     /// The longest user id other nodes accept in a join frame.
     max_user_bytes: usize,
+    /// This node's loops' inboxes (a server API `disconnect` goes to each, node-local).
+    inboxes: Arc<[Inbox]>,
     /// Stops the broker thread when the backend is dropped.
     _broker: Broker,
 }
@@ -127,11 +129,12 @@ impl RedisHub {
             node_id,
             limits,
         };
-        let broker = Broker::start(broker_config, Arc::new(InboxOutbox { inboxes }))?;
+        let broker = Broker::start(broker_config, Arc::new(InboxOutbox { inboxes: inboxes.clone() }))?;
         Ok(RedisHub {
             client: broker.client(),
             max_info_bytes: presence.max_info_bytes,
             max_user_bytes,
+            inboxes,
             _broker: broker,
         })
     }
@@ -152,6 +155,10 @@ impl HubBackend for RedisHub {
                 return Submitted::Reply(Reply::Info { channel, result: Err(HubError::Unsupported) })
             }
             Command::Channels { .. } => return Submitted::Reply(Reply::Channels(Err(HubError::Unsupported))),
+            // Node-local, as on one node (README "Server API").
+            Command::Disconnect(disconnect) => {
+                return crate::net::send_disconnect(&self.inboxes, from, disconnect)
+            }
             Command::Publish { channel, event, payload } => {
                 BrokerRequest::Publish { sink, token, channel, event, payload }
             }

@@ -15,7 +15,11 @@
 //!   own cursor or error), `history` (`Read` after a cursor), `presence` and `presence_stats`
 //!   (`Presence`), `info` (`Info`: subscribers, last cursor, history length and bytes, without
 //!   creating the channel), `channels` (`Channels`: names by prefix, a bounded page after a
-//!   name).
+//!   name), `disconnect` (`Disconnect`, handed to every event loop of this node: a connection
+//!   by its presence id, or every connection whose signed token's `sub` is the user; a
+//!   WebSocket is closed with [`CLOSE_DISCONNECTED`] and the reason, SSE, stream and polls end
+//!   their response; node-local, also with `--redis`), `unsubscribe` (the same `Disconnect`
+//!   with a channel: a command-mode WebSocket leaves it with an `unsubscribe` notice).
 //!
 //! Every call goes through the hub backend, so with `--redis` `publish`, `broadcast` and
 //! `history` act on the shared channels (cluster-wide); presence is what the backend answers
@@ -37,8 +41,9 @@ use super::{rooms, short_poll};
 use crate::config::Config;
 use crate::http1::chunked::is_tchar;
 use crate::http1::head::{Headers, RequestHead};
+use crate::hub::backend::{ConnAddr, ConnId, Disconnect, DisconnectTarget};
 use crate::hub::Command;
-use crate::hub::{ChannelName, Cursor, HubError, Payload, Reply, Since};
+use crate::hub::{ChannelName, Cursor, HubError, Payload, Reply, Since, SinkId};
 use crate::metrics::Metrics;
 use crate::protocol::envelope::write_json_string;
 
@@ -62,7 +67,15 @@ pub enum Call {
     Info,
     /// `POST /api/channels`: channel names by prefix, a page at a time.
     Channels,
+    /// `POST /api/disconnect`: end a connection, or every connection of a user.
+    Disconnect,
+    /// `POST /api/unsubscribe`: take a user (or a connection) off a channel.
+    Unsubscribe,
 }
+
+/// The WebSocket close code of a server API `disconnect` (RFC 6455 §7.4.2: 4000-4999 are for
+/// private use; 4001 is a token's expiry).
+pub const CLOSE_DISCONNECTED: u16 = 4002;
 
 impl Call {
     /// The call named by `path` (`/api/NAME`), if any.
@@ -75,6 +88,8 @@ impl Call {
             "presence_stats" => Call::PresenceStats,
             "info" => Call::Info,
             "channels" => Call::Channels,
+            "disconnect" => Call::Disconnect,
+            "unsubscribe" => Call::Unsubscribe,
             _ => return None,
         })
     }
@@ -137,6 +152,8 @@ pub enum Pending {
     Info,
     /// One `Channels`.
     Channels,
+    /// One `Disconnect`.
+    Disconnect,
 }
 
 /// A call read from its body: the commands to submit and what their replies answer.
@@ -190,6 +207,43 @@ struct ChannelsBody {
     after: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeBody {
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    channel: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// A connection id as presence shows it: `LLKKKKKKKKGGGGGGGG` (loop, slot, generation in hex),
+/// optionally after a node id and `-` (the Redis backend's form; the node is not checked:
+/// `disconnect` is node-local).
+fn parse_client(text: &str) -> Option<ConnAddr> {
+    let local = text.rsplit('-').next()?;
+    if local.len() != 18 || !local.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let sink = SinkId::new(u8::from_str_radix(&local[..2], 16).ok()?)?;
+    let key = u32::from_str_radix(&local[2..10], 16).ok()?;
+    let generation = u32::from_str_radix(&local[10..], 16).ok()?;
+    Some(ConnAddr { sink, conn: ConnId::new(key as usize, generation) })
 }
 
 /// A prefix or `after` of `channels`: at most a channel name's length, of its alphabet.
@@ -321,6 +375,33 @@ pub fn handle(call: Call, body: &[u8], config: &Config) -> Result<Submit, ApiAns
             };
             one(command, Pending::Channels)
         }
+        Call::Disconnect | Call::Unsubscribe => {
+            let (body, channel) = if call == Call::Disconnect {
+                (parse::<DisconnectBody>(body)?, None)
+            } else {
+                let b: UnsubscribeBody = parse(body)?;
+                let channel = channel(&b.channel)?;
+                (DisconnectBody { client: b.client, user: b.user, reason: b.reason }, Some(channel))
+            };
+            let target = match (body.client, body.user) {
+                (Some(client), None) => DisconnectTarget::Conn(parse_client(&client).ok_or_else(|| {
+                    ApiAnswer::bad_request(format!("client {client:?} is not a connection id from presence"))
+                })?),
+                (None, Some(user)) if !user.is_empty() => DisconnectTarget::User(user.into()),
+                _ => return Err(ApiAnswer::bad_request("name exactly one of client or user (not empty)")),
+            };
+            let reason = body.reason.unwrap_or_else(|| "disconnected".into());
+            // RFC 6455 §5.5: a close frame's reason fits 123 bytes.
+            if reason.len() > limits.max_reason_bytes {
+                return Err(ApiAnswer::bad_request(format!(
+                    "reason is {} bytes, more than {}",
+                    reason.len(),
+                    limits.max_reason_bytes
+                )));
+            }
+            let disconnect = Disconnect { target, code: CLOSE_DISCONNECTED, reason: reason.into(), channel };
+            one(Command::Disconnect(Arc::new(disconnect)), Pending::Disconnect)
+        }
         Call::Presence | Call::PresenceStats => {
             let body: ChannelBody = parse(body)?;
             let list = call == Call::Presence;
@@ -422,6 +503,11 @@ pub fn answer(pending: Pending, replies: Vec<Reply>, metrics: &Metrics) -> ApiAn
                 ApiAnswer::Json(200, out)
             }
             Some(Reply::Info { result: Err(e), .. }) => hub_error(e),
+            other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
+        },
+        Pending::Disconnect => match replies.next() {
+            // Handed to every event loop of this node; how many matched is not counted.
+            Some(Reply::Sent) => ApiAnswer::Json(202, b"{\"sent\":true}\n".to_vec()),
             other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
         },
         Pending::Channels => match replies.next() {
