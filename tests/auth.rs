@@ -371,12 +371,12 @@ fn every_transport_ends_when_the_token_that_admitted_it_expires() {
         assert!(elapsed >= Duration::from_secs(1), "{target} closed after {elapsed:?}");
     }
     for (transport, n) in [("sse", 2), ("stream", 2), ("longpoll", 2), ("websocket", 2)] {
-        assert_eq!(metric(&server, &format!("token_expiries_total{{transport=\"{transport}\"}}")), n);
+        assert_eq!(metric(server, &format!("token_expiries_total{{transport=\"{transport}\"}}")), n);
     }
-    assert_eq!(metric(&server, "token_expiry_closes_total"), 2);
+    assert_eq!(metric(server, "token_expiry_closes_total"), 2);
     // The connection admitted by the long-lived token was not touched.
     let published =
-        request(&server, "POST", "/channels/private.a", &format!("Authorization: Bearer {long}\r\n"));
+        request(server, "POST", "/channels/private.a", &format!("Authorization: Bearer {long}\r\n"));
     assert!((200..300).contains(&published.status), "{}", published.text());
     let event = loop {
         let event = lasting.next_event(IO_TIMEOUT).expect("the lasting stream's event");
