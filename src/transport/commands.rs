@@ -495,10 +495,9 @@ mod tests {
         assert_eq!(code(r#"{"type":"publish","channel":"a","data":"x","data_b64":"AA=="}"#), "bad_command");
         assert_eq!(code(r#"{"type":"publish","channel":"a","data_b64":"!!"}"#), "bad_command");
         assert_eq!(code(r#"{"type":"publish","channel":"a","data":"x","event":"gap"}"#), "bad_command");
-        assert_eq!(
-            code(r#"{"type":"publish","channel":"a","data":"x","event":"token_expired"}"#),
-            "bad_command"
-        );
+        let big = CommandLimits { max_event_name_bytes: 16, ..LIMITS };
+        let token_expired = r#"{"type":"publish","channel":"a","data":"x","event":"token_expired"}"#;
+        assert_eq!(parse(token_expired, &big).command.unwrap_err().code(), "bad_command");
         assert_eq!(code(r#"{"type":"publish","channel":"a","data":"x","event":"a b"}"#), "bad_command");
         assert_eq!(
             code(r#"{"type":"publish","channel":"a","data":"x","event":"longer-than-8"}"#),
