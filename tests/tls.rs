@@ -411,7 +411,11 @@ fn rfc6455_4_1_bench_echo_over_wss_echoes_every_message_and_checks_the_certifica
             std::thread::sleep(Duration::from_millis(20));
         }
         let output = child.wait_with_output().unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     for size in ["32", "16384"] {
         let (ok, json, err) = bench(&["--cacert", &ca, "-s", size]);

@@ -328,7 +328,11 @@ impl Client {
 
     /// [`Client::handle_readable`] through TLS: records from the socket into rustls, the
     /// plaintext it yields to the state machine.
-    fn handle_readable_tls(&mut self, scratch: &mut [u8], received: &mut Vec<Received>) -> Result<(), String> {
+    fn handle_readable_tls(
+        &mut self,
+        scratch: &mut [u8],
+        received: &mut Vec<Received>,
+    ) -> Result<(), String> {
         loop {
             let Some(tls) = self.tls.as_mut() else {
                 return Ok(());

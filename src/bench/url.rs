@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(url.addr.port(), 443);
         assert_eq!(url.hostname(), "127.0.0.1");
         let url = Url::parse("wss://localhost:9443/echo").unwrap();
-        assert_eq!((url.hostname(), url.addr.port(), url.host.as_str()), ("localhost", 9443, "localhost:9443"));
+        assert_eq!(
+            (url.hostname(), url.addr.port(), url.host.as_str()),
+            ("localhost", 9443, "localhost:9443")
+        );
         assert!(!Url::parse("ws://127.0.0.1/").unwrap().secure);
         assert_eq!(Url::parse("ws://[::1]:80/").unwrap().hostname(), "::1");
         assert!(Url::parse("wss://127.0.0.1/").unwrap().require_plain("fanout").is_err());
