@@ -19,9 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use pushwire::hub::{ChannelName, Payload, SinkId};
-use pushwire::net::redis_broker::{
-    Broker, BrokerConfig, BrokerEvent, BrokerOutbox, BrokerRequest, Limits,
-};
+use pushwire::net::redis_broker::{Broker, BrokerConfig, BrokerEvent, BrokerOutbox, BrokerRequest, Limits};
 use pushwire::redis::keys::Namespace;
 use pushwire::redis::url::RedisUrl;
 
@@ -85,8 +83,13 @@ fn run(url: &RedisUrl, messages: u64, channels: &[ChannelName], window: u64) {
         let channel = &channels[(i % channels.len() as u64) as usize];
         // A full queue: wait for every answer and try again.
         loop {
-            let request =
-                BrokerRequest::Publish { sink, token: i, channel: channel.clone(), event: None, payload: payload.clone() };
+            let request = BrokerRequest::Publish {
+                sink,
+                token: i,
+                channel: channel.clone(),
+                event: None,
+                payload: payload.clone(),
+            };
             if client.submit(request).is_ok() {
                 break;
             }
@@ -104,7 +107,8 @@ fn run(url: &RedisUrl, messages: u64, channels: &[ChannelName], window: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = RedisUrl::parse(args.get(1).map_or("redis://127.0.0.1:6379", String::as_str)).expect("a redis:// URL");
+    let url = RedisUrl::parse(args.get(1).map_or("redis://127.0.0.1:6379", String::as_str))
+        .expect("a redis:// URL");
     let messages: u64 = args.get(2).map_or(100_000, |a| a.parse().expect("messages"));
     let channel_count: usize = args.get(3).map_or(100, |a| a.parse().expect("channels"));
     let windows: Vec<u64> = args
