@@ -751,6 +751,9 @@ pub struct Opening<'a> {
     pub addr: std::net::SocketAddr,
     /// What each connection asks for.
     pub request: &'a Request,
+    /// Each connection's own path instead of the request's, by index (empty: the request's
+    /// for every one).
+    pub paths: &'a [String],
     /// How many connections.
     pub count: usize,
     /// Source addresses to spread them over, round-robin; empty lets the kernel pick.
@@ -776,7 +779,11 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
             let source = (!plan.sources.is_empty()).then(|| plan.sources[started % plan.sources.len()]);
             let stream = super::system::connect_from(source, plan.addr)
                 .map_err(|e| format!("connection {started}: connect to {}: {e}", plan.addr))?;
-            clients.add(Client::start(stream, plan.request.clone())?).map_err(|e| e.to_string())?;
+            let mut request = plan.request.clone();
+            if let Some(path) = plan.paths.get(started) {
+                request.path.clone_from(path);
+            }
+            clients.add(Client::start(stream, request)?).map_err(|e| e.to_string())?;
             started += 1;
         }
         let now = std::time::Instant::now();
@@ -805,7 +812,8 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
                 Received::Cursor if plan.wait_for_cursor => ready += 1,
                 Received::Closed(reason) => {
                     let request = plan.request;
-                    return Err(format!("connection {index} to {}{}: {reason}", request.host, request.path));
+                    let path = plan.paths.get(index).unwrap_or(&request.path);
+                    return Err(format!("connection {index} to {}{path}: {reason}", request.host));
                 }
                 _ => {}
             }

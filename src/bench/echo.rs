@@ -123,6 +123,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
         &Opening {
             addr: url.addr,
             request: &request,
+            paths: &[],
             count: options.connections,
             sources: &sources,
             concurrency: OPEN_CONCURRENCY,

@@ -90,6 +90,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
         &Opening {
             addr: url.addr,
             request: &request,
+            paths: &[],
             count: options.connections,
             sources: &sources,
             concurrency: OPEN_CONCURRENCY,
