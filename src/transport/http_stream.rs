@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::hub::{ChannelName, Message, Replay};
 use crate::metrics::Metrics;
+use crate::protocol::Transport;
 
 use super::feed::{Feed, Start, Wire};
 use super::{CloseReason, Ctx, Flow};
@@ -27,6 +28,8 @@ pub trait StreamFormat: Wire + Default {
     /// Ends the body when the server ends the response (empty when the body is
     /// close-delimited).
     const END: &'static [u8];
+    /// The transport this format is (counted per subscription by the hub).
+    const TRANSPORT: Transport;
 }
 
 /// A streaming response subscribed to one channel.
@@ -45,7 +48,7 @@ impl<F: StreamFormat> HttpStream<F> {
         if start == Start::Lost {
             Metrics::inc(&ctx.metrics.last_event_id_unreadable);
         }
-        let (feed, command) = Feed::starting(channel, start);
+        let (feed, command) = Feed::starting(channel, start, F::TRANSPORT);
         ctx.commands.push_back(command);
         HttpStream { feed, format: F::default(), next_keepalive: None }
     }

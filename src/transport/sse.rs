@@ -53,6 +53,7 @@ use crate::http1::target::Target;
 use crate::hub::{Cursor, Encoding, Message, Payload, Since};
 
 use super::feed::Start;
+use crate::protocol::Transport;
 use crate::sse::{encode_event, encode_retry};
 
 use super::feed::Wire;
@@ -131,6 +132,7 @@ impl StreamFormat for SseFormat {
     const HEARTBEAT: &'static [u8] = b": keepalive\n";
     /// The body is close-delimited: closing the connection ends it.
     const END: &'static [u8] = b"";
+    const TRANSPORT: Transport = Transport::Sse;
 
     fn write_head(ctx: &mut Ctx<'_>) {
         let mut head = Vec::new();

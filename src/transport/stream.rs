@@ -33,6 +33,7 @@ use super::feed::Wire;
 use super::http_stream::{HttpStream, StreamFormat};
 use super::Ctx;
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
+use crate::protocol::Transport;
 
 /// One message as a chunk holding its envelope line, encoded once and shared.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
@@ -73,6 +74,7 @@ impl StreamFormat for NdjsonFormat {
     const HEARTBEAT: &'static [u8] = b"15\r\n{\"type\":\"heartbeat\"}\n\r\n";
     /// RFC 9112 §7.1: the last-chunk (a chunk of size zero) ends the body; never sent before.
     const END: &'static [u8] = LAST_CHUNK;
+    const TRANSPORT: Transport = Transport::Stream;
 
     fn write_head(ctx: &mut Ctx<'_>) {
         let mut head = Vec::new();
