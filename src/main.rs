@@ -180,10 +180,14 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Run the channels on this Redis server, shared with every node given the same URL:
-    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (see README "Many nodes"). Without it the
-    /// channels live in this process.
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://...` for TLS (see README
+    /// "Many nodes"). Without it the channels live in this process.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// With a rediss:// URL: a PEM file of CA certificates the Redis server's certificate may
+    /// chain to, besides Mozilla's roots (a private CA).
+    #[arg(long, value_name = "PATH", requires = "redis")]
+    redis_ca_file: Option<PathBuf>,
     /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -653,7 +657,15 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
     let result = match &args.redis {
         None => pushwire::net::serve(config, listen, on_ready),
         Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
-            Ok(url) => pushwire::net::redis_broker::serve(config, listen, url, on_ready),
+            Ok(url) if !url.tls && args.redis_ca_file.is_some() => {
+                eprintln!("pushwire: --redis-ca-file needs a rediss:// URL (TLS to Redis)");
+                return ExitCode::from(2);
+            }
+            Ok(url) => {
+                let tls = pushwire::client::TlsOptions { extra_roots_pem: args.redis_ca_file.clone() };
+                let redis = pushwire::net::redis_broker::RedisOptions { url, tls };
+                pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
+            }
             Err(e) => {
                 eprintln!("pushwire: --redis: {e}");
                 return ExitCode::from(2);

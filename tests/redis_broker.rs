@@ -136,6 +136,7 @@ fn fast_limits() -> Limits {
 fn config(port: u16, node: &str, max_history_messages: usize) -> BrokerConfig {
     BrokerConfig {
         url: RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap(),
+        tls: Default::default(),
         namespace: Namespace::default(),
         history_ttl: Duration::from_secs(300),
         max_history_messages,

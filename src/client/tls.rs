@@ -130,8 +130,9 @@ impl Write for Stream {
     }
 }
 
-/// The client configuration for `options`: Mozilla's roots plus the extra ones.
-fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
+/// The client configuration for `options`: Mozilla's roots plus the extra ones (also the Redis
+/// broker's for `rediss://`).
+pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &options.extra_roots_pem {
         let bad_file = |why: String| Error::InvalidOptions(format!("CA file {}: {why}", path.display()));

@@ -15,7 +15,7 @@
 //! | [`info`] | `run_id`, `master_replid`, role from `INFO`; the incarnation digest | [INFO](https://redis.io/docs/latest/commands/info/) |
 //! | [`presence`] | presence keys, the presence script, join/leave | [ZADD](https://redis.io/docs/latest/commands/zadd/) |
 //! | [`pubsub`] | `SUBSCRIBE`/`UNSUBSCRIBE`/`PING`, pushes classified | [Pub/Sub](https://redis.io/docs/latest/develop/interact/pubsub/) |
-//! | [`url`] | `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, the connection handshake | [IANA `redis` scheme](https://www.iana.org/assignments/uri-schemes/prov/redis) |
+//! | [`url`] | `redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]`, the connection handshake | [IANA `redis` scheme](https://www.iana.org/assignments/uri-schemes/prov/redis) |
 //! | [`shard`] | consistent hash of a channel over independent shards | [jump hash](https://arxiv.org/abs/1406.2294) |
 //!
 //! Reading order: `resp`, `keys`, `frame`, `script` (the heart: its docs state the guarantee),

@@ -1,18 +1,19 @@
-//! The `--redis` URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, and the commands that open
-//! a connection with it.
+//! The `--redis` URL: `redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, and the commands that
+//! open a connection with it.
 //!
 //! Implements: the `redis` scheme as registered with IANA
 //! (<https://www.iana.org/assignments/uri-schemes/prov/redis>) on the generic syntax of
 //! [RFC 3986 §3](https://www.rfc-editor.org/rfc/rfc3986#section-3): user info with
 //! percent-encoded bytes (§2.1), a host that is a name, an IPv4 address or a bracketed IPv6
 //! literal (§3.2.2), an optional port (default 6379), and an optional database number as the
-//! path (default 0); [`RedisUrl::handshake_commands`] (`AUTH` as Redis 6 ACLs take it,
-//! `SELECT`, `CLIENT SETNAME`).
+//! path (default 0); the `rediss` scheme
+//! (<https://www.iana.org/assignments/uri-schemes/prov/rediss>): the same over TLS
+//! ([`RedisUrl::tls`]; the broker runs the handshake, with the host as the name the certificate
+//! must carry); [`RedisUrl::handshake_commands`] (`AUTH` as Redis 6 ACLs take it, `SELECT`,
+//! `CLIENT SETNAME`).
 //!
-//! Does not: TLS. `rediss://` is recognised and refused with [`UrlError::TlsUnsupported`]
-//! rather than silently connecting in clear text; the broker can add it later by wrapping its
-//! socket in a rustls `ClientConnection` (sans-I/O, like the client side already uses). Nor
-//! Unix sockets (`unix://`), query parameters, or resolving the host name (the broker does).
+//! Does not: Unix sockets (`unix://`), query parameters (TLS options such as a private CA come
+//! from the command line: `--redis-ca-file`), or resolving the host name (the broker does).
 
 use std::fmt;
 
@@ -21,6 +22,9 @@ use crate::redis::resp::Command;
 /// A parsed `redis://` URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
+    /// `rediss://`: the connections speak TLS, and the server's certificate must be valid
+    /// for [`RedisUrl::host`].
+    pub tls: bool,
     /// The host: a name, an IPv4 address, or an IPv6 address without brackets.
     pub host: String,
     /// The TCP port. Default 6379.
@@ -37,6 +41,7 @@ impl fmt::Debug for RedisUrl {
     /// Never prints the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisUrl")
+            .field("tls", &self.tls)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("db", &self.db)
@@ -49,7 +54,7 @@ impl fmt::Debug for RedisUrl {
 impl fmt::Display for RedisUrl {
     /// The URL without its password, for logs and `/healthz`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
+        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
         if let Some(user) = &self.username {
             write!(f, "{user}@")?;
         }
@@ -68,8 +73,6 @@ impl fmt::Display for RedisUrl {
 pub enum UrlError {
     /// Neither `redis://` nor `rediss://`.
     UnsupportedScheme,
-    /// `rediss://`: TLS to Redis is not implemented.
-    TlsUnsupported,
     /// No host between `//` and the port or path.
     MissingHost,
     /// A host with characters outside RFC 3986 §3.2.2, or an unclosed IPv6 bracket.
@@ -89,10 +92,7 @@ pub enum UrlError {
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            UrlError::UnsupportedScheme => "the Redis URL must start with redis://",
-            UrlError::TlsUnsupported => {
-                "rediss:// (TLS to Redis) is not supported yet; use redis:// on a trusted network"
-            }
+            UrlError::UnsupportedScheme => "the Redis URL must start with redis:// or rediss:// (TLS)",
             UrlError::MissingHost => "the Redis URL has no host",
             UrlError::InvalidHost => {
                 "the Redis URL's host is not a name, an IPv4 address or a [bracketed] IPv6 address"
@@ -111,12 +111,12 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 impl RedisUrl {
-    /// Parses `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+    /// Parses `redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
     pub fn parse(url: &str) -> Result<RedisUrl, UrlError> {
-        let rest = if let Some(rest) = url.strip_prefix("redis://") {
-            rest
-        } else if url.starts_with("rediss://") {
-            return Err(UrlError::TlsUnsupported);
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss://") {
+            (true, rest)
         } else {
             return Err(UrlError::UnsupportedScheme);
         };
@@ -150,7 +150,7 @@ impl RedisUrl {
             }
             Some(_) => return Err(UrlError::InvalidDatabase),
         };
-        Ok(RedisUrl { host, port, db, username, password })
+        Ok(RedisUrl { tls, host, port, db, username, password })
     }
 
     /// The commands that open a connection, to pipeline before anything else: `AUTH` (with the
@@ -237,6 +237,7 @@ mod tests {
 
     fn url(host: &str, port: u16, db: u32, username: Option<&str>, password: Option<&str>) -> RedisUrl {
         RedisUrl {
+            tls: false,
             host: host.into(),
             port,
             db,
@@ -274,7 +275,8 @@ mod tests {
             ("http://h", UnsupportedScheme),
             ("h:6379", UnsupportedScheme),
             ("REDIS://h", UnsupportedScheme),
-            ("rediss://h:6380", TlsUnsupported),
+            ("rediss:/h", UnsupportedScheme),
+            ("rediss://", MissingHost),
             ("redis://", MissingHost),
             ("redis://:6379", MissingHost),
             ("redis://:pw@/1", MissingHost),
@@ -311,6 +313,19 @@ mod tests {
         assert_eq!(parsed.to_string(), "redis://alice@[::1]:7000/3");
         assert!(!format!("{parsed:?}").contains("hunter2"));
         assert_eq!(RedisUrl::parse("redis://h").unwrap().to_string(), "redis://h:6379/0");
+        let secure = RedisUrl::parse("rediss://:hunter2@h").unwrap();
+        assert_eq!(secure.to_string(), "rediss://h:6379/0");
+        assert!(!format!("{secure:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rediss_url_is_the_same_form_over_tls() {
+        let secure = RedisUrl::parse("rediss://alice:pw@redis.internal:6380/2").unwrap();
+        assert_eq!(
+            secure,
+            RedisUrl { tls: true, ..url("redis.internal", 6380, 2, Some("alice"), Some("pw")) }
+        );
+        assert!(!RedisUrl::parse("redis://redis.internal").unwrap().tls);
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Its loopback port.
     pub port: u16,
+    /// Its TLS port, when started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
+    /// More configuration given at start (kept for a restart).
+    extra: Vec<String>,
+    /// `requirepass`, when set: the readiness check and [`RedisServer::client`] send `AUTH`.
+    password: Option<String>,
     /// Its working directory (the RDB file lives here).
     pub dir: PathBuf,
     persistent: bool,
@@ -62,10 +68,55 @@ impl RedisServer {
 
     /// A server with the given persistence, on a fresh port and directory.
     pub fn start_with(persistence: Persistence) -> RedisServer {
+        RedisServer::start_configured(persistence, &[], None, false)
+    }
+
+    /// A server without persistence taking more configuration (`--name value...`, as
+    /// `redis-server` takes any `redis.conf` line) and, if given, requiring `password`
+    /// (`requirepass`) of the default user.
+    pub fn start_args(extra: &[&str], password: Option<&str>) -> RedisServer {
+        RedisServer::start_configured(Persistence::Off, extra, password, false)
+    }
+
+    /// A server that also serves TLS on [`RedisServer::tls_port`] with the certificate and key
+    /// of `pki` (`--tls-port`, `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`, and
+    /// `--tls-auth-clients no`: no client certificate asked), besides plain TCP on
+    /// [`RedisServer::port`] (for the test's own checks).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let extra = [
+            "--tls-cert-file".to_string(),
+            path(cert),
+            "--tls-key-file".into(),
+            path(key),
+            "--tls-ca-cert-file".into(),
+            path(ca),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        RedisServer::start_configured(Persistence::Off, &extra, None, true)
+    }
+
+    fn start_configured(
+        persistence: Persistence,
+        extra: &[&str],
+        password: Option<&str>,
+        tls: bool,
+    ) -> RedisServer {
         let dir = temp_dir();
         let mut last_error = String::new();
         for _ in 0..5 {
-            match spawn(free_port(), &dir, persistence) {
+            let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+            if let Some(password) = password {
+                extra.extend(["--requirepass".to_string(), password.to_string()]);
+            }
+            let tls_port = tls.then(free_port);
+            if let Some(port) = tls_port {
+                extra.extend(["--tls-port".to_string(), port.to_string()]);
+            }
+            let config = Config { persistence, extra, password: password.map(String::from), tls_port };
+            match spawn(free_port(), &dir, config) {
                 Ok(child) => return child,
                 Err(e) => last_error = e,
             }
@@ -88,8 +139,14 @@ impl RedisServer {
         let persistence = if self.persistent { Persistence::Rdb } else { Persistence::Off };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            let config = Config {
+                persistence,
+                extra: self.extra.clone(),
+                password: self.password.clone(),
+                tls_port: self.tls_port,
+            };
             // The killed server's port may linger for a moment.
-            match spawn(self.port, &self.dir, persistence) {
+            match spawn(self.port, &self.dir, config) {
                 Ok(mut started) => {
                     self.child = started.child.take();
                     return;
@@ -100,9 +157,15 @@ impl RedisServer {
         }
     }
 
-    /// A new client on this server, through pushwire's codec.
+    /// A new client on this server (authenticated if it requires a password), through
+    /// pushwire's codec.
     pub fn client(&self) -> Client {
-        Client::connect(self.port)
+        let mut client = Client::connect(self.port);
+        if let Some(password) = &self.password {
+            let ok = client.call(&RespCommand::new("AUTH").arg(password));
+            assert_eq!(ok, Value::SimpleString(b"OK".to_vec()));
+        }
+        client
     }
 
     /// A connection of the `redis` crate, the independent checker.
@@ -121,7 +184,16 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path, persistence: Persistence) -> Result<RedisServer, String> {
+/// How a server is started.
+struct Config {
+    persistence: Persistence,
+    extra: Vec<String>,
+    password: Option<String>,
+    tls_port: Option<u16>,
+}
+
+fn spawn(port: u16, dir: &Path, config: Config) -> Result<RedisServer, String> {
+    let Config { persistence, extra, password, tls_port } = config;
     let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
     let mut command = Command::new("redis-server");
     command
@@ -129,6 +201,7 @@ fn spawn(port: u16, dir: &Path, persistence: Persistence) -> Result<RedisServer,
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
         .arg("--dir")
         .arg(dir)
+        .args(&extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -141,6 +214,9 @@ fn spawn(port: u16, dir: &Path, persistence: Persistence) -> Result<RedisServer,
     let mut server = RedisServer {
         child: Some(child),
         port,
+        tls_port,
+        extra,
+        password,
         dir: dir.to_path_buf(),
         persistent: persistence == Persistence::Rdb,
     };
@@ -153,8 +229,14 @@ fn spawn(port: u16, dir: &Path, persistence: Persistence) -> Result<RedisServer,
         }
         if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
             let mut client = Client::from_stream(stream);
+            let authed = match &server.password {
+                Some(password) => client.try_call(&RespCommand::new("AUTH").arg(password)).is_ok(),
+                None => true,
+            };
             // While loading a dump, Redis answers -LOADING: wait for PONG.
-            if client.try_call(&RespCommand::new("PING")).ok() == Some(Value::SimpleString(b"PONG".to_vec()))
+            if authed
+                && client.try_call(&RespCommand::new("PING")).ok()
+                    == Some(Value::SimpleString(b"PONG".to_vec()))
             {
                 return Ok(server);
             }

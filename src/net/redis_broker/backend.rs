@@ -18,7 +18,7 @@ use std::{fmt, io};
 
 use super::{
     Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerMember, BrokerOutbox, BrokerRequest,
-    Limits,
+    Limits, RedisOptions,
 };
 use crate::config::Config;
 use crate::hub::backend::{ConnAddr, ConnId, HubBackend, LoopEvent, Submitted};
@@ -26,7 +26,6 @@ use crate::hub::{ChannelName, Command, HubError, HubStats, Reply, SinkId};
 use crate::net::{serve_with, Bound, Inbox, Listen};
 use crate::protocol::Transport;
 use crate::redis::keys::Namespace;
-use crate::redis::url::RedisUrl;
 
 /// The request token for a connection: its slab key and generation.
 fn token(conn: ConnId) -> u64 {
@@ -115,9 +114,13 @@ impl fmt::Debug for RedisHub {
 }
 
 impl RedisHub {
-    /// Starts the broker for `url` with the hub limits of `config` (history length and age),
+    /// Starts the broker for `redis` with the hub limits of `config` (history length and age),
     /// pushing into `inboxes`; an unreachable or unusable Redis is an error.
-    pub fn start(config: &Config, url: RedisUrl, inboxes: Arc<[Inbox]>) -> Result<RedisHub, BrokerError> {
+    pub fn start(
+        config: &Config,
+        redis: RedisOptions,
+        inboxes: Arc<[Inbox]>,
+    ) -> Result<RedisHub, BrokerError> {
         // Never 0: that is the in-memory hub's members' node.
         let node_id = rand::random::<u64>().max(1);
         let presence = config.hub.presence;
@@ -126,7 +129,8 @@ impl RedisHub {
         limits.frames.max_info_bytes = limits.frames.max_info_bytes.max(presence.max_info_bytes);
         let max_user_bytes = limits.frames.max_user_bytes;
         let broker_config = BrokerConfig {
-            url,
+            url: redis.url,
+            tls: redis.tls,
             namespace: Namespace::default(),
             history_ttl: config.hub.max_history_age,
             max_history_messages: config.hub.max_history_messages,
@@ -243,12 +247,18 @@ impl HubBackend for RedisHub {
     fn expire(&self, _now: Instant) {}
 }
 
-/// [`crate::net::serve`] with the channels on the Redis server at `url`: an unreachable or
+/// [`crate::net::serve`] with the channels on the Redis server of `redis`: an unreachable or
 /// unusable Redis is an error before any connection is accepted.
-pub fn serve(config: Config, listen: Listen, url: RedisUrl, on_ready: impl FnOnce(Bound)) -> io::Result<()> {
+pub fn serve(
+    config: Config,
+    listen: Listen,
+    redis: RedisOptions,
+    on_ready: impl FnOnce(Bound),
+) -> io::Result<()> {
     let hub_config = config.clone();
     let backend = move |inboxes: Arc<[Inbox]>| {
-        let hub = RedisHub::start(&hub_config, url, inboxes).map_err(|e| io::Error::other(e.to_string()))?;
+        let hub =
+            RedisHub::start(&hub_config, redis, inboxes).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Arc::new(hub) as Arc<dyn HubBackend>)
     };
     serve_with(config, listen, backend, on_ready)

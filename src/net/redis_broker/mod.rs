@@ -4,7 +4,8 @@
 //! Implements the design of [`crate::redis`] ("How the broker will use these pieces") with the
 //! pure pieces there, around two non-blocking connections:
 //!
-//! - **The command connection**, pipelined: handshake (`AUTH`, `SELECT`, `CLIENT SETNAME`),
+//! - **The command connection**, pipelined: handshake (TLS for `rediss://`, then `AUTH`,
+//!   `SELECT`, `CLIENT SETNAME`),
 //!   `INFO` (a replica is refused; its incarnation goes into every script call), `SCRIPT LOAD`,
 //!   then publishes and reads in the order asked, matched to replies by a FIFO of pending
 //!   requests bounded by [`Limits::max_pending_requests`] (full: the request fails at once
@@ -58,9 +59,13 @@
 //! frames on pub/sub into [`BrokerEvent::PresenceChange`] for the sinks of its members that
 //! asked for them.
 //!
+//! **TLS** (`rediss://`): every connection runs a rustls client session over its socket
+//! (`link.rs`), trusting Mozilla's roots plus [`BrokerConfig::tls`]; the commands queued at
+//! connect wait in rustls until the handshake is done, and a handshake not done within
+//! [`Limits::request_timeout`] closes the connection like a late reply.
+//!
 //! Does not (yet): several shards ([`crate::redis::shard`] picks one; one connection pair per shard
-//! would be needed), TLS to Redis (`rediss://` is refused by the URL parser), or Redis
-//! Cluster (see the notes in [`crate::redis`]). Its figures ([`BrokerStats`]) reach
+//! would be needed), or Redis Cluster (see the notes in [`crate::redis`]). Its figures ([`BrokerStats`]) reach
 //! `/metrics` as `HubStats::backend` and `/readyz` through `Command::Ready`.
 
 mod backend;
@@ -78,6 +83,7 @@ use std::time::Duration;
 
 use mio::{Poll, Waker};
 
+use crate::client::TlsOptions;
 use crate::hub::backend::{BackendFigures, ConnId};
 use crate::hub::presence::{Joining, PresenceEvent};
 use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
@@ -193,11 +199,23 @@ impl Limits {
     }
 }
 
+/// What `pushwire serve --redis URL` was told about Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `--redis`.
+    pub url: RedisUrl,
+    /// `--redis-ca-file`: more roots a `rediss://` server's certificate may chain to.
+    pub tls: TlsOptions,
+}
+
 /// What one node's broker needs to know.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// The Redis server.
     pub url: RedisUrl,
+    /// What a `rediss://` connection trusts besides Mozilla's roots (`--redis-ca-file`);
+    /// unused for `redis://`.
+    pub tls: TlsOptions,
     /// The key prefix shared by the nodes of one deployment.
     pub namespace: Namespace,
     /// How long a channel's keys live after its last publish (and its meta after its last
@@ -521,6 +539,16 @@ impl Broker {
     /// a second. An unreachable or unusable Redis is an error naming the URL and the reason.
     pub fn start(config: BrokerConfig, outbox: Arc<dyn BrokerOutbox>) -> Result<Broker, BrokerError> {
         config.limits.validate().map_err(BrokerError::Unavailable)?;
+        let tls = match config.url.tls {
+            false => None,
+            true => Some(link::TlsSetup {
+                config: crate::client::tls::client_config(&config.tls)
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?,
+                name: rustls::pki_types::ServerName::try_from(config.url.host.clone()).map_err(|e| {
+                    BrokerError::Unavailable(format!("{:?} is not a TLS server name: {e}", config.url.host))
+                })?,
+            }),
+        };
         let poll = Poll::new().map_err(|e| BrokerError::Unavailable(format!("poll: {e}")))?;
         let waker = Waker::new(poll.registry(), worker::WAKER)
             .map_err(|e| BrokerError::Unavailable(format!("waker: {e}")))?;
@@ -536,7 +564,7 @@ impl Broker {
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("pushwire-redis".into())
-            .spawn(move || worker::run(config, poll, queue, stats, outbox, ready_tx))
+            .spawn(move || worker::run(config, tls, poll, queue, stats, outbox, ready_tx))
             .map_err(|e| BrokerError::Unavailable(format!("thread: {e}")))?;
         let broker = Broker { client, thread: Some(thread) };
         match ready_rx.recv_timeout(wait) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
 
-use super::link::{Link, ReadOutcome};
+use super::link::{Link, ReadOutcome, TlsSetup};
 use super::{
     BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, BrokerStats, Limits, Queue,
 };
@@ -243,6 +243,8 @@ impl Live {
 
 struct Worker {
     config: BrokerConfig,
+    /// For `rediss://`: every connection speaks TLS.
+    tls: Option<TlsSetup>,
     poll: Poll,
     queue: Arc<Queue>,
     stats: Arc<BrokerStats>,
@@ -278,6 +280,7 @@ struct Worker {
 /// The thread's body: runs until [`super::Broker::stop`].
 pub(super) fn run(
     config: BrokerConfig,
+    tls: Option<TlsSetup>,
     poll: Poll,
     queue: Arc<Queue>,
     stats: Arc<BrokerStats>,
@@ -289,6 +292,7 @@ pub(super) fn run(
         cmd: Connection::new(now, &config.limits),
         sub: Connection::new(now, &config.limits),
         config,
+        tls,
         poll,
         queue,
         stats,
@@ -807,8 +811,8 @@ impl Worker {
         self.cmd.retry_at = None;
         BrokerStats::add(&self.stats.connects, 1);
         let limits = self.config.limits.resp;
-        let opened =
-            resolve(&self.config).and_then(|addr| Link::open(addr, self.poll.registry(), COMMAND, limits));
+        let opened = resolve(&self.config)
+            .and_then(|addr| Link::open(addr, self.tls.as_ref(), self.poll.registry(), COMMAND, limits));
         let mut link = match opened {
             Ok(link) => link,
             Err(e) => return self.command_down(&format!("connect: {e}"), now),
@@ -1153,8 +1157,8 @@ impl Worker {
         self.sub.retry_at = None;
         BrokerStats::add(&self.stats.connects, 1);
         let limits = self.config.limits.resp;
-        let opened =
-            resolve(&self.config).and_then(|addr| Link::open(addr, self.poll.registry(), PUBSUB, limits));
+        let opened = resolve(&self.config)
+            .and_then(|addr| Link::open(addr, self.tls.as_ref(), self.poll.registry(), PUBSUB, limits));
         let mut link = match opened {
             Ok(link) => link,
             Err(e) => return self.pubsub_down(&format!("connect: {e}"), now),
@@ -1309,7 +1313,11 @@ impl Worker {
             || self.cmd.setup_deadline.is_some_and(|at| at <= now);
         if self.cmd.link.is_some() && command_late {
             BrokerStats::add(&self.stats.timeouts, 1);
-            self.command_down(&format!("no reply within {timeout:?}"), now);
+            let reason = match self.cmd.link.as_ref().is_some_and(Link::is_tls_handshaking) {
+                true => format!("TLS handshake not done within {timeout:?} (does this port speak TLS?)"),
+                false => format!("no reply within {timeout:?}"),
+            };
+            self.command_down(&reason, now);
         }
         if self.cmd.ready && self.next_info_at.is_some_and(|at| at <= now) {
             self.next_info_at = Some(now + self.config.limits.info_interval);
