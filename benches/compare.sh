@@ -17,7 +17,10 @@
 #            each: pushwire, Nchan (ws, SSE), tokio-tungstenite and Node ws (ws)
 #   deflate  10,000 ws subscribers, FANOUT_MESSAGES messages of 1 KiB JSON (`--json-payload`)
 #            back to back, without and with permessage-deflate (`--deflate`): deliveries/s,
-#            server CPU per delivery and bytes written per delivery (pushwire_bytes_out_total)
+#            server CPU per delivery and bytes written per delivery (pushwire_bytes_out_total).
+#            THREADS client threads and a 60 s `--timeout`: inflating 1 M messages is more client
+#            work than the server's one compression per message, and with one client thread and
+#            the default 10 s a loaded machine counted written but unread messages as missing
 #   tls      IDLE_TLS_CONNECTIONS (2,000) idle subscriptions over wss:// and, measured the same
 #            way, over ws:// (benches/idle_tls.py: `pushwire bench` has no TLS client), a test
 #            certificate made with openssl; server RSS per connection
@@ -362,7 +365,7 @@ for round in $(seq "$ROUNDS"); do
         start_pushwire "pushwire-json-$mode"
         METRICS="http://$ADDR/metrics" METRICS_URL="http://$ADDR/metrics" bench "fanout-ws-json$([ "$mode" = deflate ] && echo -deflate)" pushwire fanout \
             --url "http://$ADDR/channels/j" --transport ws -c "$SUBSCRIBERS" -k "$FANOUT_MESSAGES" \
-            --size 1024 --json-payload $([ "$mode" = deflate ] && echo --deflate)
+            --threads "$THREADS" --timeout 60 --size 1024 --json-payload $([ "$mode" = deflate ] && echo --deflate)
         stop_server
     done
 done

@@ -1,7 +1,8 @@
-//! The client subcommands of the `pushwire` binary: `sub`, `pub` and `ws`.
+//! The client subcommands of the `pushwire` binary: `sub`, `pub`, `presence` and `ws`.
 //!
 //! Implements: command-line front ends over [`pushwire::client`]: a subscriber that prints
-//! messages and reports gaps, a publisher of arguments or stdin lines, and an interactive
+//! messages and reports gaps, a publisher of arguments or stdin lines, a channel's presence
+//! list (`GET /channels/NAME/presence`), and an interactive
 //! WebSocket shell (stdin read on its own thread, the socket polled with a short read timeout;
 //! at the end of stdin it waits until the server is quiet for `--linger`, then performs the
 //! closing handshake, printing what arrives before the server's close).
@@ -21,8 +22,8 @@ use base64::Engine as _;
 use clap::Args;
 
 use pushwire::client::{
-    Backoff, Error, Item, Payload, PublishOptions, Publisher, SubscribeOptions, Subscriber, Timeouts,
-    TlsOptions, Transport, WsClient, WsOptions,
+    Backoff, Error, Item, Payload, PresenceOptions, PublishOptions, Publisher, SubscribeOptions, Subscriber,
+    Timeouts, TlsOptions, Transport, WsClient, WsOptions,
 };
 use pushwire::hub::Cursor;
 use pushwire::ws::{CloseCode, Event, Message};
@@ -99,6 +100,21 @@ pub struct PubArgs {
     #[arg(long)]
     binary: bool,
     /// Bearer token (the server's --publish-token).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+/// `pushwire presence`.
+#[derive(Args)]
+pub struct PresenceArgs {
+    /// The server's URL, `http://HOST:PORT` (`https://` for TLS; a path is replaced).
+    url: String,
+    /// The channel whose members are listed.
+    channel: String,
+    /// A PEM file of CA certificates to trust for TLS, besides Mozilla's roots.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Bearer token: a signed token granting `presence` on a `--channel-policy` channel.
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
 }
@@ -291,6 +307,31 @@ pub fn publish(args: PubArgs) -> ExitCode {
         (Err(e), _) => fail("pub", e),
         (Ok(()), Err(e)) => fail("pub", e),
         (Ok(()), Ok(())) => ExitCode::SUCCESS,
+    }
+}
+
+/// Runs `pushwire presence`: the line `CHANNEL COUNT`, then one line per member,
+/// `ID<TAB>USER<TAB>INFO` (`-` for a user or info the member has not).
+pub fn presence(args: PresenceArgs) -> ExitCode {
+    let options = PresenceOptions {
+        token: args.token,
+        tls: TlsOptions { extra_roots_pem: args.ca_file },
+        ..PresenceOptions::default()
+    };
+    let room = match pushwire::client::presence(&args.url, &args.channel, &options) {
+        Ok(room) => room,
+        Err(e) => return fail("presence", e),
+    };
+    let mut text = format!("{} {}\n", room.channel, room.count);
+    for member in &room.members {
+        let user = member.user.as_deref().unwrap_or("-");
+        let info = member.info.as_deref().unwrap_or("-");
+        text.push_str(&format!("{}\t{user}\t{info}\n", member.id));
+    }
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("presence", format!("stdout: {e}")),
     }
 }
 

@@ -18,7 +18,7 @@
 //! Does not: touch sockets, read the clock (`now` comes in), or draw randomness.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::http1::body::BodyReader;
@@ -207,6 +207,9 @@ struct Rare {
     /// The user id (`sub`) of the last request's valid signed token, which the server API's
     /// `disconnect` by user matches.
     user: Option<Box<str>>,
+    /// When the signed token that admitted the current request's subscription expires: a
+    /// session still serving then is ended (`Session::handle_token_expired`).
+    token_expires_at: Option<Instant>,
 }
 
 impl Rare {
@@ -216,6 +219,7 @@ impl Rare {
             && self.inbuf.is_empty()
             && self.refused.is_empty()
             && self.user.is_none()
+            && self.token_expires_at.is_none()
     }
 }
 
@@ -428,6 +432,29 @@ impl Conn {
         }
     }
 
+    /// Records when the signed token that admitted the current request expires (`None`: no
+    /// such token).
+    fn set_token_expiry(&mut self, at: Option<Instant>) {
+        match (&mut self.rare, at) {
+            (None, None) => {}
+            (Some(rare), at) => {
+                rare.token_expires_at = at;
+                if rare.is_empty() {
+                    self.rare = None;
+                }
+            }
+            (None, at) => self.rare = Some(Box::new(Rare { token_expires_at: at, ..Rare::default() })),
+        }
+    }
+
+    /// When a session's token expires, while one serves.
+    fn token_expiry(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Serving { .. } => self.rare.as_deref()?.token_expires_at,
+            _ => None,
+        }
+    }
+
     /// The server is shutting down: at `at` (spread over the drain period by the loop, so
     /// clients do not all reconnect at once) the connection ends its response or stream and
     /// closes.
@@ -460,7 +487,10 @@ impl Conn {
 
     /// When [`Conn::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let own = self.phase_timeout();
+        let own = match (self.phase_timeout(), self.token_expiry()) {
+            (Some(t), Some(e)) => Some(t.min(e)),
+            (t, e) => t.or(e),
+        };
         match (own, self.drain_at()) {
             (Some(t), Some(d)) if !self.draining => Some(t.min(d)),
             (None, Some(d)) if !self.draining => Some(d),
@@ -487,6 +517,9 @@ impl Conn {
         if !self.draining && self.drain_at().is_some_and(|d| now >= d) {
             return self.drain(now);
         }
+        if self.token_expiry().is_some_and(|e| now >= e) {
+            return self.token_expired(now);
+        }
         if self.phase_timeout().is_none_or(|t| now < t) {
             return;
         }
@@ -506,6 +539,22 @@ impl Conn {
                 self.set_phase(Phase::Closed);
             }
             Phase::Awaiting { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// The signed token that admitted the serving session expired: the session ends in its
+    /// own way (README "Signed tokens"), counted by transport.
+    fn token_expired(&mut self, now: Instant) {
+        self.set_token_expiry(None);
+        let Some(transport) = self.transport() else { return };
+        let mut ended = false;
+        self.drive(now, |s, ctx| {
+            let (did_end, flow) = s.handle_token_expired(ctx);
+            ended = did_end;
+            flow
+        });
+        if ended {
+            self.env.metrics.token_expired(transport);
         }
     }
 
@@ -698,6 +747,10 @@ impl Conn {
             _ => None,
         };
         self.set_user(user);
+        let unix_now_s = self.env.unix_now_s(now);
+        let expiry =
+            routed.token_expires_at.map(|at| now + Duration::from_secs(at.saturating_sub(unix_now_s)));
+        self.set_token_expiry(expiry);
         self.set_cors_origin(routed.cors_origin.map(String::into_boxed_str));
         // Framing first: if the body's length is unknown, the stream cannot be trusted and
         // the connection closes after the answer.

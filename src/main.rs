@@ -51,6 +51,8 @@ enum Command {
     Sub(cli::SubArgs),
     /// Publish DATA, or each line of stdin with `-`, to a channel; prints each message's id.
     Pub(cli::PubArgs),
+    /// List a channel's presence: `CHANNEL COUNT`, then `ID<TAB>USER<TAB>INFO` per member.
+    Presence(cli::PresenceArgs),
     /// An interactive WebSocket shell against any RFC 6455 server: stdin lines become
     /// messages, received messages go to stdout.
     Ws(cli::WsArgs),
@@ -559,6 +561,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => run_bench(&args),
         Command::Sub(args) => cli::sub(args),
         Command::Pub(args) => cli::publish(args),
+        Command::Presence(args) => cli::presence(args),
         Command::Ws(args) => cli::ws(args),
         Command::Config(ConfigCommand::Defaults) => {
             let header = format!(

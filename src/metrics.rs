@@ -195,8 +195,10 @@ pub struct Metrics {
     pub last_event_id_unreadable: AtomicU64,
     rejected: [AtomicU64; REJECTED.len()],
     token_refusals: [AtomicU64; TOKEN_REASONS.len()],
-    /// Command-mode connections closed because their token expired (close 4001).
+    /// WebSocket connections closed because their token expired (close 4001).
     pub token_expiry_closes: AtomicU64,
+    /// Subscriptions ended because the signed token that admitted them expired, by transport.
+    token_expiries: [AtomicU64; TRANSPORTS.len() + 1],
     /// Server TLS (all zero without `--tls-cert`).
     pub tls: TlsMetrics,
     /// Publish accepted (the message's `published_at`) → the loop's write of each subscriber
@@ -259,6 +261,12 @@ impl Metrics {
     /// Uncounts a connection counted by [`Metrics::open_transport`].
     pub fn close_transport(&self, transport: Transport) {
         self.open_by_transport[transport_index(transport)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a subscription (a connection, or a parked poll) ended because the signed token
+    /// that admitted it expired.
+    pub fn token_expired(&self, transport: Transport) {
+        Self::inc(&self.token_expiries[transport_index(transport)]);
     }
 
     /// Counts a long poll as parked until [`Metrics::unpark`].
@@ -385,6 +393,17 @@ impl Metrics {
             "counter",
             "WebSocket connections closed with 4001 because their token expired.",
             &one(load(&self.token_expiry_closes)),
+        );
+        let expiries: Vec<_> = TRANSPORTS
+            .iter()
+            .zip(&self.token_expiries)
+            .map(|((_, name), c)| (format!("{{transport=\"{name}\"}}"), load(c)))
+            .collect();
+        metric(
+            "token_expiries_total",
+            "counter",
+            "Subscriptions ended because the signed token that admitted them expired.",
+            &expiries,
         );
         let tls = &self.tls;
         for (name, kind, help, value) in [

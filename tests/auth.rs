@@ -254,24 +254,143 @@ fn centrifugo_token_expiry_closes_with_4001_unless_refreshed() {
     assert_eq!(metric(&server, "token_expiry_closes_total"), 1);
 }
 
-/// A long poll authorized by a signed token answers at the latest when the token expires,
-/// well before its `?wait=` (one channel and `/channels/a,b`), with no message and the same
-/// `next`; the client comes back with a fresh token.
-#[test]
-fn long_polls_answer_at_the_latest_when_their_token_expires() {
-    let server = server();
-    for target in ["/channels/private.a?wait=30", "/channels/private.a,private.b?mode=longpoll&wait=30"] {
-        let short = token("alice", "private.*", 4);
-        let started = std::time::Instant::now();
-        let response = request(&server, "GET", target, &format!("Authorization: Bearer {short}\r\n"));
-        let elapsed = started.elapsed();
-        assert_eq!(response.status, 200, "{target}: {}", response.text());
-        let body: Value = serde_json::from_str(&response.text()).unwrap();
-        assert_eq!(body["messages"], json!([]), "{target}: {body}");
-        // 30 s without the token's limit; it expires in 4 s (bounded generously for load).
-        assert!(elapsed < Duration::from_secs(20), "{target}: answered after {elapsed:?}");
+/// Reads a raw HTTP exchange on `target` to its end (the server closes, or `limit` passes):
+/// the bytes and how long it lasted.
+fn read_to_end(server: &Server, target: &str, fields: &str, limit: Duration) -> (String, Duration) {
+    let mut stream = server.connect();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: t\r\n{fields}\r\n");
+    let started = std::time::Instant::now();
+    std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut bytes);
+    (String::from_utf8_lossy(&bytes).into_owned(), started.elapsed())
+}
+
+/// The frames of a WebSocket on `target` until the server's close (or `limit`): the text
+/// frames, the close code and reason, and how long it lasted.
+fn ws_until_close(server: &Server, target: &str) -> (Vec<String>, Option<(u16, String)>, Duration) {
+    let started = std::time::Instant::now();
+    let (mut ws, head) = RawWs::connect(server, target, &["pushwire.v1"]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{target}: {head}");
+    ws.stream.set_read_timeout(Some(IO_TIMEOUT * 3)).unwrap();
+    let mut texts = Vec::new();
+    while let Some((op, payload)) = ws.recv() {
+        match op {
+            pushwire::ws::OpCode::Text => texts.push(String::from_utf8(payload).unwrap()),
+            pushwire::ws::OpCode::Close => {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                let reason = String::from_utf8_lossy(&payload[2..]).into_owned();
+                return (texts, Some((code, reason)), started.elapsed());
+            }
+            _ => {}
+        }
     }
-    // A token valid past the wait leaves it alone: the poll is answered by a publish instead.
+    (texts, None, started.elapsed())
+}
+
+/// Issue #13 (an expired token on a live connection): every transport admitted by a signed
+/// token ends when the token expires, one channel and `/channels/a,b` alike. A WebSocket
+/// closes with 4001 `token expired`; an event stream ends after the event `token_expired`
+/// (no `id:`, so the browser's last event ID still resumes exactly); a chunked stream ends
+/// after the line `{"type":"token_expired"}` and its last chunk; a parked long poll is
+/// answered empty with the same `next`, well before its `?wait=`. Each is counted in
+/// `token_expiries_total` by transport; a connection whose token is still valid keeps going.
+#[test]
+fn every_transport_ends_when_the_token_that_admitted_it_expires() {
+    let server = server();
+    // Long-lived: must see a message published after all the short ones ended.
+    let long = token("carol", "private.*", 600);
+    let mut lasting = SseClient::connect(
+        &server,
+        &format!("/channels/private.a?token={long}"),
+        "Accept: text/event-stream\r\n",
+    );
+    // 3 s: the requests reach the server before it (bounded generously for load).
+    let short = token("alice", "private.*", 3);
+    let http = [
+        ("sse", "/channels/private.a".to_string(), "Accept: text/event-stream\r\n"),
+        ("stream", "/channels/private.a".to_string(), "Accept: application/x-ndjson\r\n"),
+        ("longpoll", "/channels/private.a?wait=60".to_string(), "Connection: close\r\n"),
+        ("sse", "/channels/private.a,private.b?mode=sse".to_string(), ""),
+        ("stream", "/channels/private.a,private.b?mode=stream".to_string(), ""),
+        (
+            "longpoll",
+            "/channels/private.a,private.b?mode=longpoll&wait=60".to_string(),
+            "Connection: close\r\n",
+        ),
+    ];
+    let limit = Duration::from_secs(40);
+    let ws_targets = ["/channels/private.a", "/channels/private.a,private.b?mode=ws"];
+    let server = &server;
+    let (http, ws) = std::thread::scope(|scope| {
+        let http: Vec<_> = http
+            .into_iter()
+            .map(|(transport, target, fields)| {
+                let target = with_query(&target, &format!("token={short}"));
+                scope.spawn(move || {
+                    let (text, elapsed) = read_to_end(server, &target, fields, limit);
+                    (transport, target, text, elapsed)
+                })
+            })
+            .collect();
+        let ws: Vec<_> = ws_targets
+            .iter()
+            .map(|target| {
+                let target = with_query(target, &format!("token={short}"));
+                scope.spawn(move || (target.clone(), ws_until_close(server, &target)))
+            })
+            .collect();
+        let http: Vec<_> = http.into_iter().map(|t| t.join().unwrap()).collect();
+        let ws: Vec<_> = ws.into_iter().map(|t| t.join().unwrap()).collect();
+        (http, ws)
+    });
+    for (transport, target, text, elapsed) in http {
+        assert!(text.starts_with("HTTP/1.1 200"), "{target}: {text}");
+        assert!(elapsed >= Duration::from_secs(1), "{target} ended after {elapsed:?}: {text}");
+        assert!(elapsed < Duration::from_secs(35), "{target} ended after {elapsed:?}");
+        match transport {
+            "sse" => assert!(
+                text.ends_with("event: token_expired\ndata: {\"type\":\"token_expired\"}\n\n"),
+                "{target}: {text}"
+            ),
+            "stream" => assert!(
+                text.ends_with("19\r\n{\"type\":\"token_expired\"}\n\r\n0\r\n\r\n"),
+                "{target}: {text}"
+            ),
+            _ => {
+                let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+                let body: Value = serde_json::from_str(body).unwrap();
+                assert_eq!(body["messages"], json!([]), "{target}: {body}");
+            }
+        }
+    }
+    for (target, (texts, close, elapsed)) in ws {
+        assert_eq!(close, Some((4001, "token expired".to_string())), "{target}: {texts:?}");
+        assert!(texts.iter().any(|t| t.contains("\"open\"")), "{target}: {texts:?}");
+        assert!(elapsed >= Duration::from_secs(1), "{target} closed after {elapsed:?}");
+    }
+    for (transport, n) in [("sse", 2), ("stream", 2), ("longpoll", 2), ("websocket", 2)] {
+        assert_eq!(metric(server, &format!("token_expiries_total{{transport=\"{transport}\"}}")), n);
+    }
+    assert_eq!(metric(server, "token_expiry_closes_total"), 2);
+    // The connection admitted by the long-lived token was not touched.
+    let published =
+        request(server, "POST", "/channels/private.a", &format!("Authorization: Bearer {long}\r\n"));
+    assert!((200..300).contains(&published.status), "{}", published.text());
+    let event = loop {
+        let event = lasting.next_event(IO_TIMEOUT).expect("the lasting stream's event");
+        if event.data == "hello" {
+            break event;
+        }
+    };
+    assert!(event.id.is_some(), "{event:?}");
+}
+
+/// A long poll whose token is valid past its wait is answered by a publish, as any other.
+#[test]
+fn a_long_poll_whose_token_outlives_it_is_answered_by_a_publish() {
+    let server = server();
     let long = token("alice", "private.*", 600);
     let poll = std::thread::spawn({
         let addr = server.addr;

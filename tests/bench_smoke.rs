@@ -88,6 +88,47 @@ fn bench_fanout_sse_delivers_every_message_to_every_subscriber() {
 }
 
 #[test]
+fn bench_fanout_with_three_channels_per_subscriber_delivers_every_message_once() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/channels/rooms", server.addr);
+    for transport in ["sse", "longpoll"] {
+        // Each subscriber on rooms, rooms.1 and rooms.2 on one connection; the 30 messages go
+        // to the three channels in turn.
+        let args = [
+            "fanout",
+            "--url",
+            &url,
+            "--transport",
+            transport,
+            "-c",
+            "3",
+            "-k",
+            "30",
+            "--channels-per-subscriber",
+            "3",
+        ];
+        let (output, json) = bench(&args, Duration::from_secs(60));
+        assert!(output.status.success(), "{json} {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            json.contains("\"subscribe_url\":\"http://")
+                && json.contains("/channels/rooms,rooms.1,rooms.2\""),
+            "{json}"
+        );
+        assert_eq!(number(&json, "channels_per_subscriber"), 3.0, "{json}");
+        assert_eq!(number(&json, "deliveries"), 90.0, "{transport}: {json}");
+        assert_eq!(number(&json, "missing"), 0.0, "{json}");
+        assert_eq!(number(&json, "duplicates"), 0.0, "{json}");
+    }
+    // A stream or a WebSocket opens each channel with its own line: refused, clearly.
+    let (output, _) = bench(
+        &["fanout", "--url", &url, "--transport", "ws", "--channels-per-subscriber", "2"],
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs --transport sse or longpoll"));
+}
+
+#[test]
 fn bench_fanout_on_several_threads_counts_every_delivery_once() {
     let server = Server::start(&[]);
     let url = format!("http://{}/channels/threads", server.addr);

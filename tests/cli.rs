@@ -314,3 +314,60 @@ fn cli_sub_survives_server_restart_stream() {
 fn cli_sub_survives_server_restart_short_poll() {
     survives_restart("poll");
 }
+
+/// Issue #13 item 6: `pushwire presence URL CHANNEL` prints `CHANNEL COUNT` and one line per
+/// member (`ID<TAB>USER<TAB>INFO`), follows a leave, and fails with one line on a bad name or
+/// a refusal.
+#[test]
+fn cli_presence_lists_members_and_count() {
+    let server = Server::start(&["--threads", "1", "--subscribe-token", "s3cret"]);
+    let mut ann = common::v1::V1::connect(&server, Some("s3cret"));
+    let mut bob = common::v1::V1::connect(&server, Some("s3cret"));
+    let sub = |info: serde_json::Value| {
+        let mut command = serde_json::json!({"type":"subscribe","channel":"lobby","req":1});
+        if !info.is_null() {
+            command["info"] = info;
+        }
+        command
+    };
+    assert_eq!(ann.ask(sub(serde_json::json!({"name":"ann"})))["type"], "ok");
+    assert_eq!(bob.ask(sub(serde_json::Value::Null))["type"], "ok");
+    let url = format!("http://{}", server.addr);
+    let listed = |channel: &str| {
+        let out = run(&["presence", &url, channel, "--token", "s3cret"], b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        stdout(&out)
+    };
+    let text = listed("lobby");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "lobby 2");
+    let mut members: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split('\t').collect()).collect();
+    members.sort_by_key(|m| m[2] == "-");
+    assert_eq!(&members[0][1..], ["-", r#"{"name":"ann"}"#], "{text}");
+    assert_eq!(&members[1][1..], ["-", "-"], "{text}");
+    assert_ne!(members[0][0], members[1][0], "{text}");
+    // Bob leaves (his connection closes): the list follows, within a bounded wait.
+    drop(bob);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut text = listed("lobby");
+    while text.lines().next() != Some("lobby 1") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        text = listed("lobby");
+    }
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with("lobby 1\n") && text.contains(r#"{"name":"ann"}"#), "{text}");
+    assert_eq!(listed("empty"), "empty 0\n");
+    for (args, needle) in [
+        (vec!["presence", url.as_str(), "not a name"], "not a channel name"),
+        (vec!["presence", url.as_str(), "lobby"], "401"),
+        (vec!["presence", url.as_str(), "lobby", "--token", "wrong"], "403"),
+    ] {
+        let out = run(&args, b"");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    drop(ann);
+}

@@ -162,7 +162,8 @@ fn index_page_and_health_check() {
     let script = exchange(&server, b"GET /pushwire.js HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(script.status, 200);
     assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
-    assert!(script.text().contains("class Pushwire extends EventTarget"));
+    assert!(script.text().contains("class Pushwire extends Reconnecting"));
+    assert!(script.text().contains("class PushwireClient extends Reconnecting"));
     assert_eq!(exchange(&server, b"GET /healthz HTTP/1.0\r\n\r\n").text(), "ok\n");
 }
 

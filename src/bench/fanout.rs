@@ -25,6 +25,14 @@
 //! (the publisher is the main thread); each keeps its own latency histogram and delivery bits,
 //! and the histograms are merged exactly at the end (counts per bucket added).
 //!
+//! Rooms (`--channels-per-subscriber K`, pushwire only): every subscriber holds K channels on
+//! its one connection (`/channels/NAME,NAME.1,…,NAME.{K-1}`, README "Several channels on one
+//! request") and the publisher sends message `i` to channel `i mod K`, so every subscriber still
+//! gets every message while the server keeps K subscriptions per connection and writes the
+//! labelled envelope and, over SSE, each connection's own composite `id:`. SSE and long polling
+//! only: their first cursor covers every channel (a stream or WebSocket opens each channel with
+//! its own line, which this client does not wait for).
+//!
 //! Does not: resume subscribers that drop (a dropped subscriber's messages count as missing).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +90,11 @@ pub struct FanoutOptions {
     /// Spread subscribers over this many source addresses 127.0.0.1.. (0: as needed).
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub source_addrs: usize,
+    /// Channels each subscriber holds on its one connection: --url's channel and K-1 more
+    /// named CHANNEL.1 … (pushwire's `/channels/a,b`); messages go to them in turn. SSE and long
+    /// polling only.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub channels_per_subscriber: usize,
     /// Client threads: the subscribers are spread over them (each its own poll), so that
     /// reading thousands of sockets is not one core's work; their latency histograms are merged.
     #[arg(long, value_name = "COUNT", default_value_t = 1)]
@@ -129,7 +142,39 @@ impl FanoutOptions {
         if self.timeout > Duration::from_secs(3600) || self.settle > Duration::from_secs(3600) {
             return Err("--timeout and --settle must be at most 3600 seconds".into());
         }
+        if !(1..=64).contains(&self.channels_per_subscriber) {
+            return Err("--channels-per-subscriber must be between 1 and 64 (the server's limit)".into());
+        }
+        if self.channels_per_subscriber > 1 {
+            if !matches!(self.transport, Transport::Sse | Transport::LongPoll) {
+                return Err("--channels-per-subscriber above 1 needs --transport sse or longpoll".into());
+            }
+            if self.publish_url.is_some() || self.subscribe_url.is_some() || self.no_open_cursor {
+                return Err("--channels-per-subscriber above 1 is for pushwire: only --url".into());
+            }
+        }
         Ok(())
+    }
+
+    /// The publish URLs (one per channel, used in turn) and the subscribe URL.
+    fn urls(&self) -> Result<(Vec<Url>, Url), String> {
+        let publish = Url::parse(self.publish_url.as_deref().unwrap_or(&self.url))?;
+        let subscribe = Url::parse(self.subscribe_url.as_deref().unwrap_or(&self.url))?;
+        let k = self.channels_per_subscriber;
+        if k == 1 {
+            return Ok((vec![publish], subscribe));
+        }
+        let name = subscribe
+            .path
+            .strip_prefix("/channels/")
+            .filter(|n| !n.is_empty() && !n.contains([',', '?', '/']))
+            .ok_or("--channels-per-subscriber needs --url http://HOST/channels/NAME")?;
+        let names: Vec<String> =
+            std::iter::once(name.to_string()).chain((1..k).map(|i| format!("{name}.{i}"))).collect();
+        let publish =
+            names.iter().map(|n| Url { path: format!("/channels/{n}"), ..subscribe.clone() }).collect();
+        let subscribe = Url { path: format!("/channels/{}", names.join(",")), ..subscribe.clone() };
+        Ok((publish, subscribe))
     }
 }
 
@@ -273,8 +318,8 @@ fn receive(options: &FanoutOptions, count: usize, clients: &mut Clients, run: &R
 /// Runs the fan-out benchmark; `Err` when it could not run at all.
 pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     options.validate()?;
-    let publish_url = Url::parse(options.publish_url.as_deref().unwrap_or(&options.url))?;
-    let subscribe_url = Url::parse(options.subscribe_url.as_deref().unwrap_or(&options.url))?;
+    let (publish_urls, subscribe_url) = options.urls()?;
+    let publish_url = &publish_urls[0];
     let window = Window::new(&options.server)?;
     ensure_open_files(options.subscribers)?;
     let wait_for_cursor = !options.no_open_cursor;
@@ -334,7 +379,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
             let (count, size, json, rate) =
                 (options.messages, options.size_bytes, options.json_payload, options.rate);
             let result = opened.and_then(|opened| {
-                publish(&publish_url, run.run_id, count, size, json, rate, start, &run.abandoned)
+                publish(&publish_urls, run.run_id, count, size, json, rate, start, &run.abandoned)
                     .map(|p| (p, opened))
             });
             match &result {
@@ -381,6 +426,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     report.text("subscribe_url", format!("http://{}{}", subscribe_url.host, subscribe_url.path));
     report.text("transport", options.transport.name());
     report.count("subscribers", options.subscribers as u64);
+    report.count("channels_per_subscriber", options.channels_per_subscriber as u64);
     report.count("threads", options.threads as u64);
     report.real("subscribe_s", opened_in.as_secs_f64());
     report.count("messages", published.messages);

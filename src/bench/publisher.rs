@@ -35,12 +35,13 @@ pub struct Published {
     pub elapsed: Duration,
 }
 
-/// Publishes `count` messages of `size_bytes` to `url`, marked with `run` and numbered 0..,
+/// Publishes `count` messages of `size_bytes` to `urls` in turn (message `seq` to
+/// `urls[seq % len]`, all on one server), marked with `run` and numbered 0..,
 /// each stamped with the microseconds since `start` at which its request was written. Stops
 /// early when `stop` is set. `json`: a JSON document (see [`encode_json`]) instead of padding.
 #[allow(clippy::too_many_arguments)]
 pub fn publish(
-    url: &Url,
+    urls: &[Url],
     run: u64,
     count: u64,
     size_bytes: usize,
@@ -62,9 +63,10 @@ pub fn publish(
                 std::thread::sleep(due - now);
             }
         }
+        let url = &urls[(seq % urls.len() as u64) as usize];
         let stream = match connection.take() {
             Some(stream) => stream,
-            None => open(url)?,
+            None => open(url)?, // every URL has the same address
         };
         let sent_us = start.elapsed().as_micros() as u64;
         let body = if json {

@@ -2,7 +2,8 @@
 //!
 //! Implements: [`Subscriber`] ([`subscribe`]), one API over the five transports that
 //! reconnects with backoff and resumes by cursor, exactly once and in order; [`Publisher`]
-//! ([`publish`]) over HTTP or WebSocket; [`http`], a minimal HTTP/1.1 client (RFC 9112) that
+//! ([`publish`]) over HTTP or WebSocket; [`presence()`] ([`mod@presence`]), a channel's
+//! members; [`http`], a minimal HTTP/1.1 client (RFC 9112) that
 //! both share; [`crate::protocol::envelope`], reading pushwire's JSON; [`ws`], a blocking WebSocket client
 //! (RFC 6455, client role) over
 //! [`std::net::TcpStream`]; [`tls`], TLS under both for `wss://` and `https://` (`rustls`);
@@ -19,6 +20,7 @@
 //! (`ToSocketAddrs`), or accept user info in a URL.
 
 pub mod http;
+pub mod presence;
 pub mod publish;
 mod socket;
 pub mod subscribe;
@@ -29,6 +31,7 @@ use std::fmt;
 use std::io;
 
 pub use self::http::{HttpConn, HttpOptions};
+pub use self::presence::{presence, Presence, PresenceMember, PresenceOptions};
 pub use self::publish::{PublishOptions, Publisher};
 pub use self::subscribe::{Backoff, Item, SubscribeOptions, Subscriber, Timeouts, Transport};
 pub use self::tls::TlsOptions;

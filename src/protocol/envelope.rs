@@ -12,6 +12,7 @@
 //! {"channel":"a","id":…,"data":…}                         any of these on a multi-channel
 //!                                                          connection: the channel first
 //! {"messages":[…],"next":"E:O,E:O","gaps":["b"]}           a multi-channel poll answer
+//! {"type":"presence","channel":"a","count":N,"members":[…]}  a channel's presence
 //! ```
 //!
 //! Implements: writing JSON text ([RFC 8259](https://www.rfc-editor.org/rfc/rfc8259)) for
@@ -305,9 +306,93 @@ pub fn parse_created(json: &[u8]) -> Result<Cursor, Invalid> {
     cursor_field(&parse_json(json)?, "id")
 }
 
+/// One presence member, as `GET /channels/NAME/presence` and the `presence` command list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceMember {
+    /// The connection's id (hex), unique on the server.
+    pub id: String,
+    /// The user id (`sub`) of the signed token the member subscribed with, if any.
+    pub user: Option<String>,
+    /// The client-supplied info, as its JSON text (an object), if any.
+    pub info: Option<String>,
+}
+
+/// A channel's presence: its members and their count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The channel.
+    pub channel: String,
+    /// How many members the server counted (may exceed `members.len()` when the list is
+    /// capped).
+    pub count: u64,
+    /// The members listed.
+    pub members: Vec<PresenceMember>,
+}
+
+/// Parses a presence answer: `{"channel":"a","count":N,"members":[{"id":…,"user":…,"info":…}]}`.
+pub fn parse_presence(json: &[u8]) -> Result<Presence, Invalid> {
+    let value = parse_json(json)?;
+    let channel = value
+        .get("channel")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a presence answer without a \"channel\""))?
+        .to_string();
+    let count = value
+        .get("count")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| invalid("a presence answer without \"count\""))?;
+    let members = value
+        .get("members")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("a presence answer without a \"members\" array"))?
+        .iter()
+        .map(|member| {
+            let id = member
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("a presence member without an \"id\""))?
+                .to_string();
+            let user = match member.get("user") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(user)) => Some(user.clone()),
+                Some(_) => return Err(invalid("a presence member's \"user\" is not a string")),
+            };
+            let info = match member.get("info") {
+                None | Some(Value::Null) => None,
+                Some(info @ Value::Object(_)) => Some(info.to_string()),
+                Some(_) => return Err(invalid("a presence member's \"info\" is not an object")),
+            };
+            Ok(PresenceMember { id, user, info })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Presence { channel, count, members })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_answers_read_back_with_optional_user_and_info() {
+        let json = br#"{"type":"presence","channel":"room","count":2,"members":[{"id":"01","user":"al\"ice","info":{"n":1}},{"id":"02"}]}"#;
+        let presence = parse_presence(json).unwrap();
+        assert_eq!(presence.channel, "room");
+        assert_eq!(presence.count, 2);
+        assert_eq!(
+            presence.members,
+            vec![
+                PresenceMember {
+                    id: "01".into(),
+                    user: Some("al\"ice".into()),
+                    info: Some(r#"{"n":1}"#.into())
+                },
+                PresenceMember { id: "02".into(), user: None, info: None },
+            ]
+        );
+        assert!(parse_presence(br#"{"channel":"a","count":1,"members":[{"user":"x"}]}"#).is_err());
+        assert!(parse_presence(br#"{"channel":"a","members":[]}"#).is_err());
+        assert!(parse_presence(b"nope").is_err());
+    }
 
     #[test]
     fn rfc8259_7_strings_escape_quotes_backslash_and_controls() {

@@ -413,6 +413,19 @@ impl MultiStream {
         Flow::Close(CloseReason::Draining)
     }
 
+    /// The token that admitted the stream expired: the format's notice (once the head is
+    /// written: `event: token_expired` or the line `{"type":"token_expired"}`), then the end.
+    pub fn handle_token_expired(&mut self, ctx: &mut Ctx<'_>) -> (bool, Flow) {
+        if self.next_keepalive.is_some() {
+            ctx.out.push_bytes(match self.kind {
+                StreamKind::Sse => super::sse::TOKEN_EXPIRED_EVENT,
+                StreamKind::Ndjson => super::stream::TOKEN_EXPIRED_CHUNK,
+            });
+            ctx.out.push_bytes(self.kind.end());
+        }
+        (true, Flow::Close(CloseReason::TokenExpired))
+    }
+
     /// When the next heartbeat is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_keepalive
@@ -618,6 +631,16 @@ impl MultiPoll {
             return self.answer(ctx);
         }
         Flow::Continue
+    }
+
+    /// The token that admitted the poll expired: a parked poll is answered now, as at its
+    /// deadline (the connection stays for the next request, with a fresh token).
+    pub fn handle_token_expired(&mut self, ctx: &mut Ctx<'_>) -> (bool, Flow) {
+        if self.is_parked() {
+            ctx.metrics.unpark();
+            return (true, self.answer(ctx));
+        }
+        (false, Flow::Continue)
     }
 
     /// The server is shutting down: a parked poll is answered now, with `Connection: close`.

@@ -345,9 +345,12 @@ fn check(raw: Raw<'_>, limits: &CommandLimits) -> Result<Command, CommandError> 
                 Some(name)
                     if name.is_empty()
                         || !name.bytes().all(crate::http1::chunked::is_tchar)
-                        || name == "gap" =>
+                        || name == "gap"
+                        || name == "token_expired" =>
                 {
-                    return Err(CommandError::BadCommand("event must be a token other than gap".into()))
+                    return Err(CommandError::BadCommand(
+                        "event must be a token other than gap and token_expired".into(),
+                    ))
                 }
                 Some(name) => Some(name),
             };
@@ -492,6 +495,9 @@ mod tests {
         assert_eq!(code(r#"{"type":"publish","channel":"a","data":"x","data_b64":"AA=="}"#), "bad_command");
         assert_eq!(code(r#"{"type":"publish","channel":"a","data_b64":"!!"}"#), "bad_command");
         assert_eq!(code(r#"{"type":"publish","channel":"a","data":"x","event":"gap"}"#), "bad_command");
+        let big = CommandLimits { max_event_name_bytes: 16, ..LIMITS };
+        let token_expired = r#"{"type":"publish","channel":"a","data":"x","event":"token_expired"}"#;
+        assert_eq!(parse(token_expired, &big).command.unwrap_err().code(), "bad_command");
         assert_eq!(code(r#"{"type":"publish","channel":"a","data":"x","event":"a b"}"#), "bad_command");
         assert_eq!(
             code(r#"{"type":"publish","channel":"a","data":"x","event":"longer-than-8"}"#),

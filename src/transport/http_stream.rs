@@ -1,9 +1,10 @@
 //! What an HTTP response that streams a channel does, whatever its format: subscribe, write
-//! the head, replay, deliver live messages, beat the heart, and end (slow consumer, drain).
+//! the head, replay, deliver live messages, beat the heart, and end (slow consumer, drain, the
+//! expiry of the token that admitted it).
 //!
 //! Implements: the session shared by [`super::sse`] (Server-Sent Events) and [`super::stream`]
 //! (chunked NDJSON, RFC 6202 §3). A [`StreamFormat`] says how its head, messages, gap and
-//! opening signals, heartbeat and end look on the wire; the cursor, catch-up and slow-consumer
+//! opening signals, heartbeat, token-expiry notice and end look on the wire; the cursor, catch-up and slow-consumer
 //! rules are the [`Feed`]'s.
 //!
 //! Does not: read from the client (a streaming response's client has nothing more to say; the
@@ -30,6 +31,9 @@ pub trait StreamFormat: Wire + Default {
     const END: &'static [u8];
     /// The transport this format is (counted per subscription by the hub).
     const TRANSPORT: Transport;
+    /// Tells the client, before [`StreamFormat::END`], that the token that admitted the
+    /// subscription expired (it should come back with a fresh one).
+    const TOKEN_EXPIRED: &'static [u8];
 }
 
 /// A streaming response subscribed to one channel.
@@ -89,6 +93,16 @@ impl<F: StreamFormat> HttpStream<F> {
     pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         ctx.out.push_bytes(F::END);
         Flow::Close(CloseReason::Draining)
+    }
+
+    /// The token that admitted the subscription expired: the notice (once the head is
+    /// written), then the end of the response.
+    pub fn handle_token_expired(&mut self, ctx: &mut Ctx<'_>) -> (bool, Flow) {
+        if self.next_keepalive.is_some() {
+            ctx.out.push_bytes(F::TOKEN_EXPIRED);
+            ctx.out.push_bytes(F::END);
+        }
+        (true, Flow::Close(CloseReason::TokenExpired))
     }
 
     /// Output drained: continue catching up.

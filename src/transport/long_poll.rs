@@ -146,6 +146,16 @@ impl LongPollSession {
         Flow::Continue
     }
 
+    /// The token that admitted the poll expired: a parked poll is answered now as at its
+    /// deadline (no messages, the same `next`); the connection stays for the next request,
+    /// which brings a fresh token.
+    pub fn handle_token_expired(&mut self, ctx: &mut Ctx<'_>) -> (bool, Flow) {
+        if self.is_parked() {
+            return (true, self.answer(&Replay { messages: Vec::new(), gap: false, next: self.next }, ctx));
+        }
+        (false, Flow::Continue)
+    }
+
     /// The server is shutting down: a parked poll is answered now (no messages, the same
     /// `next`), with `Connection: close`.
     pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {

@@ -133,7 +133,7 @@ impl Refusal {
             Refusal::BadSince => "since must be a cursor EPOCH:OFFSET",
             Refusal::BadLastEventId => "last_event_id must be a cursor EPOCH:OFFSET",
             Refusal::BadEventName => "event must be a token of at most max-event-name-bytes",
-            Refusal::ReservedEventName => "the event name gap is reserved for gap signals",
+            Refusal::ReservedEventName => "the event names gap and token_expired are reserved for the server's signals",
             Refusal::Denied(denied) => denied.reason(),
             Refusal::Handshake(_) => "WebSocket handshake refused",
             Refusal::CommandsNeedV1 => "/ws needs the WebSocket subprotocol pushwire.v1",

@@ -123,6 +123,11 @@ pub struct Routed {
     /// The request's origin when it is allowed and cross-origin: the answer (a refusal's too)
     /// names it in its CORS fields (see [`super::access`]).
     pub cors_origin: Option<String>,
+    /// For a subscription admitted by signed tokens (a `--channel-policy` asked for them): the
+    /// earliest of their expiries, in seconds since the Unix epoch. The connection ends the
+    /// subscription then, whatever its transport (issue #13: an expired token on a live
+    /// connection); `/ws` command mode keeps its own (it can `refresh`).
+    pub token_expires_at: Option<u64>,
 }
 
 /// Routes a request head at Unix time 0 (see [`route_request`], which also gives the CORS
@@ -138,7 +143,10 @@ pub fn route(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
 pub fn route_request(head: &RequestHead, config: &Config, unix_now_s: u64) -> Routed {
     let origin = config.access.check_origin(head);
     let cors_origin = origin.as_ref().ok().and_then(Clone::clone);
-    Routed { route: route_with(head, config, origin.map(drop), unix_now_s), cors_origin }
+    let mut token_expires_at = None;
+    let route = route_with(head, config, origin.map(drop), unix_now_s, &mut token_expires_at);
+    let token_expires_at = token_expires_at.filter(|_| route.is_ok());
+    Routed { route, cors_origin, token_expires_at }
 }
 
 /// Checks `action` on `channel`: the signed token when a channel policy asks for one (its
@@ -158,20 +166,12 @@ fn check_channel(
     }
 }
 
-/// A long poll's wait, cut at the token's expiry: a poll authorized by a token answers at most
-/// when the token expires (the client must come back with a fresh one).
-fn wait_until_expiry(wait: Duration, expires_at: Option<u64>, unix_now_s: u64) -> Duration {
-    match expires_at {
-        Some(at) => wait.min(Duration::from_secs(at.saturating_sub(unix_now_s))),
-        None => wait,
-    }
-}
-
 fn route_with(
     head: &RequestHead,
     config: &Config,
     origin: Result<(), Denied>,
     unix_now_s: u64,
+    token_expires_at: &mut Option<u64>,
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let target = Target::parse(&head.target).ok_or(Refusal::BadTarget)?;
@@ -219,7 +219,7 @@ fn route_with(
         }
         path if path == "/channels" || path.strip_prefix("/channels/").is_some_and(|l| l.contains(',')) => {
             match method {
-                "GET" | "HEAD" => channels_route(head, &target, config, unix_now_s),
+                "GET" | "HEAD" => channels_route(head, &target, config, unix_now_s, token_expires_at),
                 "POST" => Err(Refusal::PublishNeedsOneChannel),
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
@@ -255,7 +255,7 @@ fn route_with(
                 }
                 "GET" | "HEAD" => {
                     let static_check = || config.access.check_subscribe(head, &target);
-                    let expires_at = check_channel(
+                    *token_expires_at = check_channel(
                         head,
                         &target,
                         config,
@@ -264,7 +264,7 @@ fn route_with(
                         unix_now_s,
                         static_check,
                     )?;
-                    subscribe_route(head, &target, channel, config, unix_now_s, expires_at)
+                    subscribe_route(head, &target, channel, config, unix_now_s)
                 }
                 _ => Err(not_allowed(CHANNEL_METHODS)),
             }
@@ -303,7 +303,8 @@ fn wait_param(target: &Target<'_>, limits: &Limits) -> Result<Duration, Refusal>
 }
 
 /// Routes a multi-channel subscription (issue #13): the channel list (counted before any name
-/// is copied), each channel's access (its policy and token, as a single-channel subscription's),
+/// is copied), each channel's access (its policy and token, as a single-channel subscription's,
+/// the earliest expiry of the tokens that admitted them set in `token_expires_at`),
 /// the transport, and where each channel starts: `Last-Event-ID` on an event stream (never
 /// refused: unreadable is a gap on every channel), else `?since=` (a composite cursor; a bad
 /// one is 400).
@@ -312,6 +313,7 @@ fn channels_route(
     target: &Target<'_>,
     config: &Config,
     unix_now_s: u64,
+    token_expires_at: &mut Option<u64>,
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let channels = match parse_channels(target, &RoomLimits::default()) {
@@ -319,13 +321,11 @@ fn channels_route(
         Some(Err(e)) => return Err(Refusal::BadChannelList(e)),
         None => return Err(Refusal::NotFound),
     };
-    // The earliest expiry of the tokens that authorized the channels.
-    let mut expires_at: Option<u64> = None;
     for channel in &channels {
         let static_check = || config.access.check_subscribe(head, target);
         let expiry =
             check_channel(head, target, config, channel, Action::Subscribe, unix_now_s, static_check)?;
-        expires_at = match (expires_at, expiry) {
+        *token_expires_at = match (*token_expires_at, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -339,11 +339,7 @@ fn channels_route(
     let last_event_id = if mode == Transport::Sse { head.header("last-event-id") } else { None };
     let resume = resume_points(channels.len(), since.as_deref(), last_event_id)
         .map_err(|_| Refusal::BadCompositeSince)?;
-    let wait = if mode == Transport::LongPoll {
-        wait_until_expiry(wait_param(target, limits)?, expires_at, unix_now_s)
-    } else {
-        Duration::ZERO
-    };
+    let wait = if mode == Transport::LongPoll { wait_param(target, limits)? } else { Duration::ZERO };
     match mode {
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
@@ -355,25 +351,20 @@ fn channels_route(
     }
 }
 
-/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order);
-/// `expires_at` is the expiry of the token that authorized it, if one did.
+/// Picks the transport of a `GET /channels/{name}` (see the module docs for the order).
 fn subscribe_route(
     head: &RequestHead,
     target: &Target<'_>,
     channel: ChannelName,
     config: &Config,
     unix_now_s: u64,
-    expires_at: Option<u64>,
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
     let mode = pick_mode(head, target, limits)?;
     let since = since_param(target)?;
     match mode {
         Transport::Poll => Ok(Route::ShortPoll { channel, since }),
-        Transport::LongPoll => {
-            let wait = wait_until_expiry(wait_param(target, limits)?, expires_at, unix_now_s);
-            Ok(Route::LongPoll { channel, since, wait })
-        }
+        Transport::LongPoll => Ok(Route::LongPoll { channel, since, wait: wait_param(target, limits)? }),
         Transport::Sse => Ok(Route::Sse { channel, since: sse::since(head, target)? }),
         // RFC 9112 §7: a server MUST NOT send chunked to an HTTP/1.0 client.
         Transport::Stream if head.minor_version == 0 => Err(Refusal::StreamNeedsHttp11),
@@ -453,7 +444,8 @@ pub fn since_param(target: &Target<'_>) -> Result<Since, Refusal> {
     }
 }
 
-/// The `event` name of a publish: an RFC 9110 §5.6.2 token, not the reserved `gap`.
+/// The `event` name of a publish: an RFC 9110 §5.6.2 token, not the reserved `gap` or
+/// `token_expired`.
 fn event_param(target: &Target<'_>, limits: &Limits) -> Result<Option<String>, Refusal> {
     let Some(value) = target.param("event") else {
         return Ok(None);
@@ -462,7 +454,8 @@ fn event_param(target: &Target<'_>, limits: &Limits) -> Result<Option<String>, R
     if name.is_empty() || name.len() > limits.max_event_name_bytes || !name.bytes().all(is_tchar) {
         return Err(Refusal::BadEventName);
     }
-    if name == "gap" {
+    // The names of the server's own SSE events (a gap, a token's expiry) cannot be spoofed.
+    if name == "gap" || name == "token_expired" {
         return Err(Refusal::ReservedEventName);
     }
     Ok(Some(name))

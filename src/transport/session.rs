@@ -44,6 +44,8 @@ pub enum CloseReason {
     WebSocketCloseTimeout,
     /// The server API's `disconnect` ended the connection.
     Disconnected,
+    /// The signed token that admitted the subscription expired.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -62,6 +64,7 @@ impl CloseReason {
             CloseReason::WebSocketClosed => "websocket closed",
             CloseReason::WebSocketCloseTimeout => "websocket close timeout",
             CloseReason::Disconnected => "disconnected by the server API",
+            CloseReason::TokenExpired => "token expired",
         }
     }
 }
@@ -341,6 +344,24 @@ impl Session {
             Session::WebSocket(s) => s.handle_drain(ctx),
             Session::MultiStream(s) => s.handle_drain(ctx),
             Session::MultiPoll(s) => s.handle_drain(ctx),
+        }
+    }
+
+    /// The signed token that admitted the subscription expired (issue #13; Centrifugo's rule:
+    /// the client comes back with a fresh token). A WebSocket closes with 4001 `token
+    /// expired`; an event stream sends the event `token_expired` and ends; a chunked stream
+    /// sends the line `{"type":"token_expired"}` and its last chunk; a parked long poll is
+    /// answered as at the end of its wait (the connection stays open for the next request).
+    /// Returns false when there was nothing left to end (a poll already answered, a WebSocket
+    /// already closing).
+    pub fn handle_token_expired(&mut self, ctx: &mut Ctx<'_>) -> (bool, Flow) {
+        match self {
+            Session::LongPoll(s) => s.handle_token_expired(ctx),
+            Session::Sse(s) => s.handle_token_expired(ctx),
+            Session::Stream(s) => s.handle_token_expired(ctx),
+            Session::WebSocket(s) => s.handle_token_expired(ctx),
+            Session::MultiStream(s) => s.handle_token_expired(ctx),
+            Session::MultiPoll(s) => s.handle_token_expired(ctx),
         }
     }
 

@@ -30,6 +30,9 @@
 //! - **Gap:** an event named `gap` whose data is `{"next":"EPOCH:OFFSET"}` and whose `id` is that
 //!   cursor, so a browser reconnecting after it resumes from there and is not told twice.
 //!   Publishing with the event name `gap` is refused.
+//! - **Token expiry:** a stream admitted by a signed token (`--channel-policy`) ends when the
+//!   token expires, after the event `token_expired` ([`TOKEN_EXPIRED_EVENT`], no `id:`): the
+//!   client reconnects with a fresh token and its last event ID, and resumes exactly.
 //! - **Binary messages:** the data is the payload in base64 (RFC 4648 §4) and the event type is
 //!   `b64:` followed by the published event name or `message` (`:` is not a token character,
 //!   so no published name can collide with it).
@@ -75,6 +78,10 @@ pub fn since(head: &RequestHead, target: &Target<'_>) -> Result<Start, Refusal> 
         None => since_param(target).map(Start::from),
     }
 }
+
+/// The event that ends a stream whose token expired: named `token_expired` (a name publishers
+/// may not use), with no `id:` so the browser's last event ID stays that of the last message.
+pub const TOKEN_EXPIRED_EVENT: &[u8] = b"event: token_expired\ndata: {\"type\":\"token_expired\"}\n\n";
 
 /// One message as an event, encoded once and shared by every SSE subscriber.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
@@ -133,6 +140,7 @@ impl StreamFormat for SseFormat {
     /// The body is close-delimited: closing the connection ends it.
     const END: &'static [u8] = b"";
     const TRANSPORT: Transport = Transport::Sse;
+    const TOKEN_EXPIRED: &'static [u8] = TOKEN_EXPIRED_EVENT;
 
     fn write_head(ctx: &mut Ctx<'_>) {
         let mut head = Vec::new();

@@ -17,7 +17,8 @@
 //! every subscriber. A gap is the line `{"type":"gap","next":"EPOCH:OFFSET"}`. A heartbeat line
 //! keeps idle proxies from closing the stream. The first line, `{"type":"open","next":CURSOR}`,
 //! tells the client where its subscription starts (unless a gap line does). The stream ends
-//! with the last-chunk only when the server ends it (slow consumer, drain): never a
+//! with the last-chunk only when the server ends it (slow consumer, drain, or after the line
+//! `{"type":"token_expired"}` when the signed token that admitted it expires): never a
 //! zero-length chunk otherwise (§7.1: a chunk of size zero is the last-chunk).
 //!
 //! Does not: serve HTTP/1.0 clients (they cannot receive chunked bodies; the router refuses
@@ -34,6 +35,10 @@ use super::http_stream::{HttpStream, StreamFormat};
 use super::Ctx;
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
 use crate::protocol::Transport;
+
+/// The line `{"type":"token_expired"}` in its own chunk (0x19 = 25 bytes): the stream's token
+/// expired and the last chunk follows.
+pub const TOKEN_EXPIRED_CHUNK: &[u8] = b"19\r\n{\"type\":\"token_expired\"}\n\r\n";
 
 /// One message as a chunk holding its envelope line, encoded once and shared.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
@@ -75,6 +80,7 @@ impl StreamFormat for NdjsonFormat {
     /// RFC 9112 §7.1: the last-chunk (a chunk of size zero) ends the body; never sent before.
     const END: &'static [u8] = LAST_CHUNK;
     const TRANSPORT: Transport = Transport::Stream;
+    const TOKEN_EXPIRED: &'static [u8] = TOKEN_EXPIRED_CHUNK;
 
     fn write_head(ctx: &mut Ctx<'_>) {
         let mut head = Vec::new();
@@ -105,5 +111,12 @@ mod tests {
         let mut chunk = Vec::new();
         encode_chunk(b"{\"type\":\"heartbeat\"}\n", &mut chunk);
         assert_eq!(chunk, NdjsonFormat::HEARTBEAT);
+    }
+
+    #[test]
+    fn rfc9112_7_1_token_expired_notice_is_one_well_formed_chunk() {
+        let mut chunk = Vec::new();
+        encode_chunk(b"{\"type\":\"token_expired\"}\n", &mut chunk);
+        assert_eq!(chunk, TOKEN_EXPIRED_CHUNK);
     }
 }

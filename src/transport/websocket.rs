@@ -17,7 +17,9 @@
 //!   connection open. Each command is authorized per channel ([`super::rooms`]: the
 //!   connection token from the upgrade, a subscribe's own `token`, `--channel-policy`); a
 //!   `refresh` replaces the connection token, and one that expires closes the connection with
-//!   4001 ([`CLOSE_TOKEN_EXPIRED`]). Each subscription is a presence member (with the
+//!   4001 ([`CLOSE_TOKEN_EXPIRED`]). A one-channel or `/channels/a,b` connection admitted by a
+//!   signed token is closed with 4001 when that token expires (it has no `refresh`: the client
+//!   reconnects with a fresh token and its cursor). Each subscription is a presence member (with the
 //!   token's user id and the `info` given); `presence` and `presence_stats` read a channel's
 //!   members, and `joins: true` sends `join`/`leave` frames of the others.
 //! - **Echo.** `/echo` sends every text and binary message back, for conformance tools and
@@ -704,6 +706,18 @@ impl WsSession {
         flow
     }
 
+    /// The token that admitted a one-channel or fixed-channels connection expired: close 4001
+    /// `token expired` (command mode, which can `refresh`, keeps its own expiry).
+    pub fn handle_token_expired(&mut self, ctx: &mut Ctx<'_>) -> (bool, Flow) {
+        if matches!(self.liveness(), Liveness::Closing { .. }) {
+            return (false, Flow::Continue);
+        }
+        // Centrifugo's rule, as command mode's; 4001 is in RFC 6455 §7.4.2's private-use range.
+        self.close(CloseCode(CLOSE_TOKEN_EXPIRED), "token expired", ctx);
+        Metrics::inc(&ctx.metrics.token_expiry_closes);
+        (true, Flow::Continue)
+    }
+
     /// The server is shutting down: close 1001 (going away, RFC 6455 §7.4.1) and wait for the
     /// client's close.
     pub fn handle_drain(&mut self, ctx: &mut Ctx<'_>) -> Flow {
@@ -779,6 +793,7 @@ impl WsSession {
             // Centrifugo's rule: a connection whose token expired without a `refresh` ends;
             // 4001 is in RFC 6455 §7.4.2's private-use range (4000-4999).
             Metrics::inc(&ctx.metrics.token_expiry_closes);
+            ctx.metrics.token_expired(crate::metrics::Transport::WebSocket);
             self.close(CloseCode(CLOSE_TOKEN_EXPIRED), "token expired", ctx);
             return Flow::Continue;
         }

@@ -6,6 +6,12 @@
 // refused mid-stream, delivering ids 1..N exactly once and in order across the switch; the demo
 // page over https:// (`--tls-cert`, a test CA made here with openssl and trusted by its SPKI
 // hash) receiving over wss:// with permessage-deflate (RSV1 frames counted by the server) and SSE.
+// PushwireClient (rooms): three channels on one connection per transport, resuming each channel
+// exactly after the proxy drops and refuses everything, with a gap on exactly the channel past
+// its history; the chain WebSocket -> SSE -> long poll with three channels; exceptSelf, presence
+// and join/leave; a bare EventSource on two channels resuming by itself (composite
+// Last-Event-ID); the chat demo with two pages in rooms (messages per room, member lists on
+// join, leave and page close; a screenshot of a member list in target/browser/chat-members.png).
 // Saves a screenshot of the demo page to target/browser/demo.png.
 //
 // Run: scripts/setup-browser.sh once, `cargo build`, then `npm test` here (or scripts/test.sh).
@@ -15,7 +21,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -88,9 +94,12 @@ async function publish(server, channel, text) {
 // answers upgrades 403 (and `cutWebSockets()` drops the open ones); `holdStreams` never answers
 // `?mode=stream` requests, like a proxy that buffers the whole response.
 async function startProxy(server) {
-  const state = { refuseWebSocket: false, holdStreams: false, sockets: new Set() };
+  const state = { refuseWebSocket: false, holdStreams: false, refuseSse: false, down: false, sockets: new Set(), requests: [] };
   const proxy = http.createServer((req, res) => {
+    state.requests.push({ url: req.url, headers: req.headers });
+    if (state.down) return res.writeHead(503, { "Content-Length": "0", Connection: "close" }).end();
     if (state.holdStreams && /[?&]mode=stream/.test(req.url)) return; // held until the client gives up
+    if (state.refuseSse && /[?&]mode=sse/.test(req.url)) return res.writeHead(403, { "Content-Length": "0" }).end();
     const up = http.request({ host: "127.0.0.1", port: server.port, method: req.method, path: req.url, headers: req.headers });
     up.on("response", (upRes) => {
       res.writeHead(upRes.statusCode, upRes.headers);
@@ -101,8 +110,14 @@ async function startProxy(server) {
     res.on("close", () => up.destroy());
     req.pipe(up);
   });
+  const clientSockets = new Set(); // every connection to the proxy, for cutAll()
+  proxy.on("connection", (socket) => {
+    clientSockets.add(socket);
+    socket.on("close", () => clientSockets.delete(socket));
+  });
   proxy.on("upgrade", (req, socket, head) => {
-    if (state.refuseWebSocket) return socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    state.requests.push({ url: req.url, headers: req.headers });
+    if (state.refuseWebSocket || state.down) return socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     const up = net.connect(server.port, "127.0.0.1", () => {
       let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
       for (let i = 0; i < req.rawHeaders.length; i += 2) lines += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
@@ -126,6 +141,11 @@ async function startProxy(server) {
     cutWebSockets() {
       state.refuseWebSocket = true;
       for (const drop of [...state.sockets]) drop();
+    },
+    // The server side of every open connection goes away (WebSockets, streams, parked polls).
+    cutAll() {
+      for (const drop of [...state.sockets]) drop();
+      for (const socket of [...clientSockets]) socket.destroy();
     },
     stop() {
       for (const drop of [...state.sockets]) drop();
@@ -294,6 +314,299 @@ test("a WebSocket cut and refused mid-stream: the switch to SSE loses and repeat
   assert.deepEqual(page.errors, []);
   await page.close();
   proxy.stop();
+  server.stop();
+});
+
+// A page on `origin` with a PushwireClient (rooms) joined to `channels`, logging into `window.log`;
+// `window.join(channel, options)` joins one more.
+async function roomsPage(origin, channels, options) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  await page.goto(`${origin}/healthz`);
+  await page.addScriptTag({ url: "/pushwire.js" });
+  await page.evaluate(
+    ([channels, options]) => {
+      const log = (window.log = { messages: {}, gaps: {}, opens: [], switches: [], joins: [], leaves: [], errors: [] });
+      const client = (window.rooms = new PushwireClient("/", options));
+      client.addEventListener("open", (e) => log.opens.push(e.detail.transport));
+      client.addEventListener("transport", (e) => log.switches.push(`${e.detail.from}->${e.detail.to}`));
+      window.join = (channel, opts = {}) => {
+        log.messages[channel] = [];
+        log.gaps[channel] = [];
+        return client.subscribe(
+          channel,
+          {
+            message: (m) => log.messages[channel].push({ id: m.id, data: m.data, transport: client.transport }),
+            gap: (g) => log.gaps[channel].push(g.next),
+            join: (j) => log.joins.push([channel, j.member.info]),
+            leave: (l) => log.leaves.push([channel, l.member.info]),
+            error: (e) => log.errors.push([channel, e.code]),
+          },
+          opts,
+        );
+      };
+      for (const channel of channels) window.join(channel);
+    },
+    [channels, options],
+  );
+  page.errors = errors;
+  return page;
+}
+
+// Every subscription knows where it starts: nothing published from here on is missed.
+const roomsReady = (page) =>
+  waitFor(page, () => window.log.opens.length > 0 && [...window.rooms.subscriptions.values()].every((s) => s.cursor));
+const dataOf = (page, channel) => page.evaluate((c) => window.log.messages[c].map((m) => m.data), channel);
+
+test("PushwireClient over WebSocket: three channels on one connection, exceptSelf, presence, join/leave, unsubscribe", { timeout: 90_000 }, async () => {
+  const server = await startServer();
+  const a = await roomsPage(server.url, ["r.a", "r.b", "r.c"], { transports: ["websocket"] });
+  await roomsReady(a);
+  for (let i = 1; i <= 2; i++) for (const c of ["r.a", "r.b", "r.c"]) await publish(server, c, `${c}-${i}`);
+  await waitFor(a, () => Object.values(window.log.messages).every((m) => m.length >= 2));
+  for (const c of ["r.a", "r.b", "r.c"]) assert.deepEqual(await dataOf(a, c), [`${c}-1`, `${c}-2`], c);
+
+  // Presence: A watches joins on r.p; B joins it with its info, then its page closes.
+  await a.evaluate(() => window.join("r.p", { joins: true, info: { name: "A" } }));
+  await waitFor(a, () => window.rooms.subscriptions.get("r.p").cursor);
+  const b = await roomsPage(server.url, ["r.a"], { transports: ["websocket"] });
+  await roomsReady(b);
+  await b.evaluate(() => window.join("r.p", { info: { name: "B" } }));
+  await waitFor(a, () => window.log.joins.length >= 1);
+  const present = await a.evaluate(() => window.rooms.presence("r.p"));
+  assert.equal(present.count, 2);
+  assert.deepEqual(present.members.map((m) => m.info.name).sort(), ["A", "B"]);
+
+  // exceptSelf: B gets A's message, A does not; without it A gets its own too.
+  const own = await a.evaluate(() => window.rooms.publish("r.a", "own", { exceptSelf: true }));
+  assert.match(own, /^[0-9a-f]+:3$/);
+  await a.evaluate(() => window.rooms.publish("r.a", "echo"));
+  await waitFor(b, () => window.log.messages["r.a"].length >= 2);
+  await waitFor(a, () => window.log.messages["r.a"].length >= 3);
+  assert.deepEqual(await dataOf(b, "r.a"), ["own", "echo"]);
+  assert.deepEqual(await dataOf(a, "r.a"), ["r.a-1", "r.a-2", "echo"]);
+
+  // Unsubscribe: nothing more from r.c, the others go on on the same connection.
+  await a.evaluate(() => window.rooms.unsubscribe("r.c"));
+  await publish(server, "r.c", "r.c-late");
+  await publish(server, "r.b", "r.b-3");
+  await waitFor(a, () => window.log.messages["r.b"].length >= 3);
+  assert.deepEqual(await dataOf(a, "r.c"), ["r.c-1", "r.c-2"]);
+
+  await b.close();
+  await waitFor(a, () => window.log.leaves.length >= 1);
+  const got = await log(a);
+  assert.deepEqual(got.joins, [["r.p", { name: "B" }]]);
+  assert.deepEqual(got.leaves, [["r.p", { name: "B" }]]);
+  assert.deepEqual(got.opens, ["websocket"]);
+  assert.deepEqual(got.errors, []);
+  assert.deepEqual(a.errors, []);
+  await a.close();
+  server.stop();
+});
+
+for (const transport of ["websocket", "sse", "stream", "longpoll", "poll"]) {
+  test(`PushwireClient over ${transport}: three channels resume exactly per channel after a server-side disconnect; a gap only on the channel past its history`, { timeout: 90_000 }, async () => {
+    const server = await startServer(["--history-messages", "5"]);
+    const proxy = await startProxy(server);
+    const channels = ["f.a", "f.b", "f.c"];
+    const page = await roomsPage(proxy.url, channels, {
+      transports: [transport],
+      backoffBaseMs: 50,
+      backoffMaxMs: 500,
+      sseRetryMs: 100,
+      pollIntervalMs: 100,
+    });
+    await roomsReady(page);
+    const ids = Object.fromEntries(channels.map((c) => [c, []]));
+    const send = async (c, n) => {
+      for (let i = 0; i < n; i++) ids[c].push(await publish(server, c, `${c}-${ids[c].length + 1}`));
+    };
+    for (const c of channels) await send(c, 3);
+    await waitFor(page, () => Object.values(window.log.messages).every((m) => m.length >= 3));
+    // The server side goes away and refuses for a while; meanwhile f.b outgrows its history.
+    proxy.state.down = true;
+    proxy.cutAll();
+    const mark = proxy.state.requests.length;
+    await send("f.a", 2);
+    await send("f.b", 8);
+    await send("f.c", 2);
+    await new Promise((r) => setTimeout(r, 300));
+    proxy.state.down = false;
+    await waitFor(page, () => {
+      const m = window.log.messages;
+      return m["f.a"].length >= 5 && m["f.b"].length >= 8 && m["f.c"].length >= 5;
+    });
+    await new Promise((r) => setTimeout(r, 500)); // time for a repeat to show, had there been one
+    const got = await log(page);
+    assert.deepEqual(offsets(got.messages["f.a"]), range(1, 5));
+    assert.deepEqual(offsets(got.messages["f.c"]), range(1, 5));
+    assert.deepEqual(offsets(got.messages["f.b"]), [1, 2, 3, ...range(7, 11)]);
+    assert.deepEqual(got.messages["f.b"].map((m) => m.data), [1, 2, 3, 7, 8, 9, 10, 11].map((i) => `f.b-${i}`));
+    assert.deepEqual(got.gaps["f.a"], []);
+    assert.deepEqual(got.gaps["f.c"], []);
+    assert.equal(got.gaps["f.b"].length, 1);
+    assert.ok(got.gaps["f.b"][0].endsWith(":6"), `gap ${got.gaps["f.b"][0]}`);
+    assert.deepEqual(got.switches, []);
+    assert.ok(got.opens.length >= 2 && got.opens.every((t) => t === transport), `opens ${got.opens}`);
+    if (transport !== "websocket") {
+      // On the wire: the first request after the outage resumed each channel after its third message.
+      const resumed = proxy.state.requests.slice(mark).map((r) => new URL(r.url, proxy.url)).find((u) => u.searchParams.get("since"));
+      assert.ok(resumed, "no request resumed with since");
+      assert.deepEqual(resumed.searchParams.getAll("channel"), channels);
+      assert.equal(resumed.searchParams.get("since"), channels.map((c) => ids[c][2]).join(","));
+    }
+    assert.deepEqual(page.errors, []);
+    await page.close();
+    proxy.stop();
+    server.stop();
+  });
+}
+
+test("PushwireClient falls back WebSocket -> SSE -> long poll with three channels, each switch resuming every channel exactly", { timeout: 90_000 }, async () => {
+  const server = await startServer();
+  const proxy = await startProxy(server);
+  const channels = ["s.a", "s.b", "s.c"];
+  const page = await roomsPage(proxy.url, channels, {
+    transports: ["websocket", "sse", "longpoll"],
+    backoffBaseMs: 50,
+    backoffMaxMs: 500,
+    sseRetryMs: 100,
+  });
+  await roomsReady(page);
+  const round = async (i) => {
+    for (const c of channels) await publish(server, c, `${c}-${i}`);
+  };
+  const each = (n) => waitFor(page, (n) => Object.values(window.log.messages).every((m) => m.length >= n), n);
+  for (let i = 1; i <= 2; i++) await round(i);
+  await each(2);
+  proxy.cutWebSockets(); // cut and refused from now: after three failures, SSE
+  for (let i = 3; i <= 4; i++) await round(i);
+  await each(4);
+  proxy.state.refuseSse = true; // the same for SSE: long polling next
+  proxy.cutAll();
+  for (let i = 5; i <= 6; i++) await round(i);
+  await each(6);
+  await new Promise((r) => setTimeout(r, 500)); // time for a repeat to show, had there been one
+  const got = await log(page);
+  assert.deepEqual(got.switches, ["websocket->sse", "sse->longpoll"]);
+  for (const c of channels) {
+    assert.deepEqual(offsets(got.messages[c]), range(1, 6), c);
+    assert.deepEqual(got.messages[c].map((m) => m.data), range(1, 6).map((i) => `${c}-${i}`));
+    assert.deepEqual(got.gaps[c], [], c);
+    assert.deepEqual(got.messages[c].slice(0, 2).map((m) => m.transport), ["websocket", "websocket"]);
+    assert.deepEqual(got.messages[c].slice(4).map((m) => m.transport), ["longpoll", "longpoll"]);
+  }
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  proxy.stop();
+  server.stop();
+});
+
+test("an EventSource on two channels reconnects by itself after the server drops it and resumes exactly (composite Last-Event-ID)", { timeout: 60_000 }, async () => {
+  const server = await startServer(["--sse-retry", "0.2"]);
+  const proxy = await startProxy(server);
+  const page = await context.newPage();
+  await page.goto(`${proxy.url}/healthz`);
+  await page.evaluate(() => {
+    window.got = [];
+    window.gaps = 0;
+    window.opens = 0;
+    const es = new EventSource("/channels/e.a,e.b");
+    es.onopen = () => window.opens++;
+    es.onmessage = (e) => window.got.push(JSON.parse(e.data));
+    es.addEventListener("gap", () => window.gaps++);
+  });
+  await waitFor(page, () => window.opens >= 1);
+  for (let i = 1; i <= 3; i++) for (const c of ["e.a", "e.b"]) await publish(server, c, `${c}-${i}`);
+  await waitFor(page, () => window.got.length >= 6);
+  const mark = proxy.state.requests.length;
+  proxy.cutAll();
+  for (let i = 4; i <= 6; i++) for (const c of ["e.a", "e.b"]) await publish(server, c, `${c}-${i}`);
+  await waitFor(page, () => window.got.length >= 12 && window.opens >= 2);
+  await new Promise((r) => setTimeout(r, 500));
+  const got = await page.evaluate(() => ({ got: window.got, gaps: window.gaps }));
+  for (const c of ["e.a", "e.b"]) {
+    const mine = got.got.filter((m) => m.channel === c);
+    assert.deepEqual(offsets(mine), range(1, 6), c);
+    assert.deepEqual(mine.map((m) => m.data), range(1, 6).map((i) => `${c}-${i}`));
+  }
+  assert.equal(got.got.length, 12);
+  assert.equal(got.gaps, 0);
+  // The browser's own reconnect sent the compact composite id: HASH.OFFSET.OFFSET.
+  const again = proxy.state.requests.slice(mark).find((r) => r.url.startsWith("/channels/e.a,e.b"));
+  assert.match(again.headers["last-event-id"], /^[0-9a-f]{16}\.3\.3$/);
+  await page.close();
+  proxy.stop();
+  server.stop();
+});
+
+test("chat demo: two pages in rooms; messages reach exactly their room, member lists follow joins, leaves and a closed page", { timeout: 90_000 }, async () => {
+  const server = await startServer();
+  const open = async (query) => {
+    const page = await context.newPage();
+    page.errors = [];
+    page.on("pageerror", (e) => page.errors.push(e));
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.goto(`${server.url}/?channel=chat-demo&${query}`);
+    return page;
+  };
+  const members = (page, room) => page.$$eval(`#room-${room} .members li`, (lis) => lis.map((li) => li.textContent));
+  const lines = (page, room) =>
+    page.$$eval(`#room-${room} .messages li:not(.notice)`, (lis) => lis.map((li) => li.firstChild.textContent));
+  const waitMembers = (page, room, names) =>
+    waitFor(page, ([room, names]) => {
+      const got = [...document.querySelectorAll(`#room-${room} .members li`)].map((li) => li.textContent);
+      return JSON.stringify(got) === JSON.stringify(names);
+    }, [room, names]);
+  const say = async (page, room, text) => {
+    await page.fill(`#room-${room} .say input`, text);
+    await page.click(`#room-${room} .say button`);
+  };
+
+  const ann = await open("name=Ann&rooms=lobby,games");
+  const bob = await open("name=Bob&rooms=lobby,music");
+  await waitMembers(ann, "lobby", ["Ann", "Bob"]);
+  await waitMembers(bob, "lobby", ["Ann", "Bob"]);
+  await waitMembers(ann, "games", ["Ann"]);
+  await waitMembers(bob, "music", ["Bob"]);
+
+  await say(ann, "lobby", "hi lobby");
+  await say(ann, "games", "hi games");
+  await say(bob, "music", "hi music");
+  await say(bob, "lobby", "hello Ann");
+  await waitFor(ann, () => document.querySelectorAll("#room-lobby .messages li:not(.notice)").length >= 2);
+  await waitFor(bob, () => document.querySelectorAll("#room-lobby .messages li:not(.notice)").length >= 2);
+  await waitFor(bob, () => document.querySelectorAll("#room-music .messages li:not(.notice)").length >= 1);
+  await waitFor(ann, () => document.querySelectorAll("#room-games .messages li:not(.notice)").length >= 1);
+  await new Promise((r) => setTimeout(r, 300)); // time for a stray message to show, had there been one
+  for (const page of [ann, bob]) assert.deepEqual(await lines(page, "lobby"), ["Ann: hi lobby", "Bob: hello Ann"]);
+  assert.deepEqual(await lines(ann, "games"), ["Ann: hi games"]);
+  assert.deepEqual(await lines(bob, "music"), ["Bob: hi music"]);
+  assert.equal(await ann.$("#room-music"), null);
+  assert.equal(await bob.$("#room-games"), null);
+
+  // Bob joins games from the form: Ann's list grows and she sees the notice.
+  await bob.fill("#room", "games");
+  await bob.click("#join button");
+  await waitMembers(bob, "games", ["Ann", "Bob"]);
+  await waitMembers(ann, "games", ["Ann", "Bob"]);
+  assert.ok((await ann.textContent("#room-games .messages")).includes("Bob joined"));
+  mkdirSync(join(ROOT, "target/browser"), { recursive: true });
+  const shot = join(ROOT, "target/browser/chat-members.png");
+  await ann.locator("#room-games").screenshot({ path: shot });
+  assert.ok(statSync(shot).size > 1000, "the member list screenshot is empty");
+  // Ann leaves games with its button: Bob's list shrinks.
+  await ann.click("#room-games .leave");
+  await waitMembers(bob, "games", ["Bob"]);
+  // Bob's page closes: he leaves every room he was in.
+  assert.deepEqual(bob.errors, []);
+  await bob.close();
+  await waitMembers(ann, "lobby", ["Ann"]);
+  assert.ok((await ann.textContent("#room-lobby .messages")).includes("Bob left"));
+  assert.deepEqual(ann.errors, []);
+  await ann.close();
   server.stop();
 });
 
