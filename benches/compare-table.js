@@ -24,6 +24,8 @@ const TARGETS = [
   { case: 'echo-32', peer: 'mio-raw', cpuMax: 1.1 },
   { case: 'echo-32', peer: 'tokio-tungstenite', cpuMax: 0.6 },
   { case: 'echo-16384', peer: 'mio-raw', cpuMax: 1.05 },
+  // Issue #15: "TLS echo at 32 B >= 1.3x tokio-tungstenite+rustls".
+  { case: 'echo-tls-32', peer: 'tokio-tungstenite', min: 1.3 },
   { case: 'fanout-ws', peer: 'nchan', min: 10.0 },
   { case: 'fanout-sse', peer: 'nchan', min: 10.0 },
   { case: 'latency-ws', peer: 'nchan', min: 2.0 },
@@ -36,6 +38,8 @@ const TARGETS = [
 const CASES = {
   'echo-32': { label: 'echo 32 B, C=100 W=8', metric: 'messages_per_s', higher: true, unit: 'msg/s' },
   'echo-16384': { label: 'echo 16 KiB, C=100 W=8', metric: 'messages_per_s', higher: true, unit: 'msg/s' },
+  'echo-tls-32': { label: 'echo over TLS 32 B, C=100 W=8', metric: 'messages_per_s', higher: true, unit: 'msg/s' },
+  'echo-tls-16384': { label: 'echo over TLS 16 KiB, C=100 W=8', metric: 'messages_per_s', higher: true, unit: 'msg/s' },
   'fanout-ws': { label: 'fan-out ws, 64 B back to back', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
   'fanout-sse': { label: 'fan-out SSE, 64 B back to back', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
   'latency-ws': { label: 'fan-out ws at 5 msg/s, p99', metric: 'latency_p99_us', higher: false, unit: 'us' },

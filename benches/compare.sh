@@ -21,9 +21,12 @@
 #            THREADS client threads and a 60 s `--timeout`: inflating 1 M messages is more client
 #            work than the server's one compression per message, and with one client thread and
 #            the default 10 s a loaded machine counted written but unread messages as missing
-#   tls      IDLE_TLS_CONNECTIONS (2,000) idle subscriptions over wss:// and, measured the same
-#            way, over ws:// (benches/idle_tls.py: `pushwire bench` has no TLS client), a test
-#            certificate made with openssl; server RSS per connection
+#   tls      echo over wss:// as the echo group (C=100, W=8, 32 B and 16 KiB, every round):
+#            pushwire (--tls-cert) and tokio-tungstenite with tokio-rustls (tt-peer --tls), both
+#            on rustls' ring provider, `pushwire bench echo` speaking TLS with the same client;
+#            then IDLE_TLS_CONNECTIONS (2,000) idle subscriptions over wss:// and, measured the
+#            same way, over ws:// (benches/idle_tls.py); server RSS per connection. One test
+#            CA and certificate (P-256, made with openssl) for all of it
 #
 # The echo and fan-out groups run ROUNDS times (3), every server once per round in turn, so a
 # burst of load from other jobs falls on one round rather than on one server; the table shows
@@ -253,12 +256,26 @@ fi
 } >"$RUN_DIR/conditions.txt"
 cat "$RUN_DIR/conditions.txt" >&2
 
+# A test CA and a `localhost` certificate it signs for the TLS runs (openssl; the clients trust
+# the CA through --cacert: rustls refuses a CA certificate used as the server's own).
+if part tls; then
+    pki="$RUN_DIR/pki"
+    mkdir -p "$pki"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$pki/ca-key.pem" -out "$pki/ca.pem" -days 2 \
+        -subj "/CN=pushwire bench CA" 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$pki/key.pem" -out "$pki/leaf.csr" -subj /CN=localhost 2>/dev/null
+    openssl x509 -req -in "$pki/leaf.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca-key.pem" -CAcreateserial \
+        -out "$pki/cert.pem" -days 2 -extfile <(printf '%s\n' subjectAltName=DNS:localhost \
+        basicConstraints=critical,CA:FALSE keyUsage=digitalSignature extendedKeyUsage=serverAuth) 2>/dev/null
+fi
+
 # --- echo ----------------------------------------------------------------------------------------
-echo_runs() {
+echo_runs() { # echo_runs SERVER URL [ARGS...]; ECHO_CASE names the cases (default echo-SIZE)
     local server=$1 url=$2
     shift 2
     for size in 32 16384; do
-        bench "echo-$size" "$server" echo --url "$url" "$@" -c 100 -w 8 -s "$size" --duration "$ECHO_SECONDS"
+        bench "${ECHO_CASE:-echo}-$size" "$server" echo --url "$url" "$@" -c 100 -w 8 -s "$size" --duration "$ECHO_SECONDS"
     done
 }
 for round in $(seq "$ROUNDS"); do
@@ -282,6 +299,20 @@ if have mio; then
     echo_runs mio-raw "tcp://$ADDR" --protocol raw
     stop_server
 else not_installed echo-32 echo-16384 mio-raw; fi
+fi
+
+# --- echo over TLS: the same load through `pushwire bench echo`'s TLS client -------------------
+if part tls; then
+say "TLS echo, round $round of $ROUNDS: wss://, C=100, W=8, 32 B and 16 KiB, $ECHO_SECONDS s each"
+start_server pushwire-tls-echo "$PUSHWIRE" serve --listen 127.0.0.1:0 --max-connections 30000 \
+    --max-connections-per-ip 30000 --tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem"
+ECHO_CASE=echo-tls echo_runs pushwire "wss://localhost:${ADDR##*:}/echo" --cacert "$pki/ca.pem"
+stop_server
+if have tt; then
+    start_server tt-tls-echo "$TT_PEER" 127.0.0.1:0 --tls "$pki/cert.pem" "$pki/key.pem"
+    ECHO_CASE=echo-tls echo_runs tokio-tungstenite "wss://localhost:${ADDR##*:}/echo" --cacert "$pki/ca.pem"
+    stop_server
+else not_installed echo-tls-32 echo-tls-16384 tokio-tungstenite; fi
 fi
 
 # --- fan-out, back to back, and at 5 messages/s ---------------------------------------------------
@@ -375,10 +406,6 @@ fi
 # --- idle subscriptions over TLS, beside plain ones measured the same way -------------------------
 if part tls; then
 say "tls: $IDLE_TLS_CONNECTIONS idle ws subscriptions over wss:// and ws:// (benches/idle_tls.py)"
-pki="$RUN_DIR/pki"
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$pki/key.pem" \
-    -out "$pki/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
 for scheme in ws wss; do
     tls_flags=()
     [ "$scheme" = ws ] || tls_flags=(--tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem")
@@ -386,7 +413,7 @@ for scheme in ws wss; do
         --max-connections 30000 --max-connections-per-ip 30000 "${tls_flags[@]}"
     echo "-- idle-$scheme-py: pushwire" >&2
     line=$(python3 benches/idle_tls.py "$scheme://localhost:${ADDR##*:}/channels/i" "$PID" \
-        "$IDLE_TLS_CONNECTIONS" 2 "$pki/cert.pem" 2>>"$RUN_DIR/bench.err") ||
+        "$IDLE_TLS_CONNECTIONS" 2 "$pki/ca.pem" 2>>"$RUN_DIR/bench.err") ||
         line="{\"error\":\"idle_tls.py failed: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     [[ $line == *'"error"'* ]] || line=${line%\}}',"ok":true}'
     echo "{\"case\":\"idle-$scheme-py\",\"server\":\"pushwire\",\"round\":1,${line#\{}" | tee -a "$RESULTS" >&2

@@ -190,6 +190,12 @@ struct ServeArgs {
     /// chain to, besides Mozilla's roots (a private CA).
     #[arg(long, value_name = "PATH", requires = "redis")]
     redis_ca_file: Option<PathBuf>,
+    /// With --redis: spread the channels this node subscribes to over this many pub/sub
+    /// connections (by a consistent hash of the channel name), so a lost connection or a
+    /// full Redis output buffer touches only their share.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=pushwire::net::redis_broker::MAX_PUBSUB_SHARDS as i64))]
+    redis_pubsub_shards: u16,
     /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -666,7 +672,8 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
             }
             Ok(url) => {
                 let tls = pushwire::client::TlsOptions { extra_roots_pem: args.redis_ca_file.clone() };
-                let redis = pushwire::net::redis_broker::RedisOptions { url, tls };
+                let pubsub_shards = usize::from(args.redis_pubsub_shards);
+                let redis = pushwire::net::redis_broker::RedisOptions { url, tls, pubsub_shards };
                 pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
             }
             Err(e) => {

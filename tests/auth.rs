@@ -414,6 +414,48 @@ fn a_long_poll_whose_token_outlives_it_is_answered_by_a_publish() {
     assert!(answer.text().contains("hello"), "{}", answer.text());
 }
 
+/// The authorization matrix on the multi-channel form (`/channels/a,b`) of the five
+/// transports: missing 401, each bad token 401 `invalid_token`, a token granting only one of
+/// the channels 403, a good one served; each refusal counted by reason.
+#[test]
+fn rfc6750_authorization_matrix_on_the_multi_channel_form_of_the_five_transports() {
+    let server = server();
+    let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pushwire.v1\r\n";
+    let forms = [
+        ("poll", "/channels/private.a,private.b?mode=poll", ""),
+        ("longpoll", "/channels/private.a,private.b?mode=longpoll&wait=0.05", ""),
+        ("sse", "/channels/private.a,private.b?mode=sse", "Connection: close\r\n"),
+        ("stream", "/channels/private.a,private.b?mode=stream", "Connection: close\r\n"),
+        ("ws", "/channels?channel=private.a&channel=private.b", ws),
+    ];
+    let good = token("alice", "private.*", 600);
+    let one_only = token("alice", "private.a", 600);
+    for (transport, target, fields) in forms {
+        let r = request(&server, "GET", target, fields);
+        assert_eq!(r.status, 401, "{transport} without a token: {}", r.text());
+        for (why, bad) in bad_tokens() {
+            let r = request(&server, "GET", &with_query(target, &format!("token={bad}")), fields);
+            assert_eq!(r.status, 401, "{transport} {why}: {}", r.text());
+            assert!(
+                r.header("www-authenticate").is_some_and(|v| v.contains("invalid_token")),
+                "{transport} {why}"
+            );
+        }
+        let r = request(&server, "GET", &with_query(target, &format!("token={one_only}")), fields);
+        assert_eq!(r.status, 403, "{transport} a token for one channel: {}", r.text());
+        if matches!(transport, "poll" | "longpoll") {
+            let r = request(&server, "GET", &with_query(target, &format!("token={good}")), fields);
+            assert_eq!(r.status, 200, "{transport} good: {}", r.text());
+        }
+    }
+    assert_eq!(metric(&server, "token_refusals_total{reason=\"missing\"}"), 5);
+    assert_eq!(metric(&server, "token_refusals_total{reason=\"not_granted\"}"), 5);
+    for (why, _) in bad_tokens() {
+        assert_eq!(metric(&server, &format!("token_refusals_total{{reason=\"{why}\"}}")), 5, "{why}");
+    }
+}
+
 #[test]
 fn a_policy_without_a_secret_is_refused_at_startup() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))

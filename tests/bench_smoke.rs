@@ -128,6 +128,49 @@ fn bench_fanout_with_three_channels_per_subscriber_delivers_every_message_once()
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs --transport sse or longpoll"));
 }
 
+/// Rooms at random (issue #13's benchmark): 12 subscribers each on 3 of 8 channels drawn at
+/// random, over 2 client threads, 40 messages to random channels; every subscriber gets exactly
+/// the messages of its channels (the expected count follows the draws).
+#[test]
+fn bench_fanout_with_random_rooms_delivers_each_message_to_its_channels_subscribers() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/channels/pool", server.addr);
+    for transport in ["sse", "longpoll"] {
+        let args = [
+            "fanout",
+            "--url",
+            &url,
+            "--transport",
+            transport,
+            "-c",
+            "12",
+            "-k",
+            "40",
+            "--channels-per-subscriber",
+            "3",
+            "--channels",
+            "8",
+            "--threads",
+            "2",
+        ];
+        let (output, json) = bench(&args, Duration::from_secs(60));
+        assert!(output.status.success(), "{json} {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(number(&json, "channels"), 8.0, "{json}");
+        let expected = number(&json, "expected_deliveries");
+        // Each message reaches the subscribers of one channel: between none and all 12.
+        assert!(expected > 0.0 && expected < 480.0, "{json}");
+        assert_eq!(number(&json, "deliveries"), expected, "{transport}: {json}");
+        assert_eq!(number(&json, "missing"), 0.0, "{json}");
+        assert_eq!(number(&json, "duplicates"), 0.0, "{json}");
+    }
+    let (output, _) = bench(
+        &["fanout", "--url", &url, "--channels-per-subscriber", "4", "--channels", "3"],
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--channels must be at least"));
+}
+
 #[test]
 fn bench_fanout_on_several_threads_counts_every_delivery_once() {
     let server = Server::start(&[]);

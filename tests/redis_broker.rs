@@ -137,6 +137,7 @@ fn config(port: u16, node: &str, max_history_messages: usize) -> BrokerConfig {
     BrokerConfig {
         url: RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap(),
         tls: Default::default(),
+        pubsub_shards: 1,
         namespace: Namespace::default(),
         history_ttl: Duration::from_secs(300),
         max_history_messages,
@@ -538,4 +539,98 @@ fn redis_broker_answers_a_publish_before_delivering_its_message_to_the_same_sink
         }
     }
     assert!(a.events.read(200).unwrap().messages.len() == 40);
+}
+
+/// `CLIENT LIST TYPE pubsub` lines of `node`'s connections.
+fn pubsub_clients(server: &RedisServer, node: &str) -> Vec<String> {
+    let list = server.client().call(&Command::new("CLIENT").arg("LIST").arg("TYPE").arg("pubsub"));
+    let Value::BulkString(list) = list else { panic!("CLIENT LIST is a bulk string: {list:?}") };
+    let name = format!(" name=pushwire-sub-{node}-");
+    String::from_utf8(list).unwrap().lines().filter(|l| l.contains(&name)).map(String::from).collect()
+}
+
+/// The value of `field=` in a `CLIENT LIST` line.
+fn client_field<'a>(line: &'a str, field: &str) -> &'a str {
+    let key = format!("{field}=");
+    line.split(' ').find_map(|f| f.strip_prefix(key.as_str())).unwrap_or_else(|| panic!("{field} in {line}"))
+}
+
+#[test]
+fn redis_broker_pubsub_shards_spread_channels_and_a_killed_shard_loses_nothing() {
+    const CHANNELS: usize = 24;
+    const ROUNDS: u64 = 60;
+    let server = RedisServer::start();
+    let events = Arc::new(Recorder::default());
+    let sharded = BrokerConfig { pubsub_shards: 4, ..config(server.port, "sharded", 1_000) };
+    let broker = Broker::start(sharded, events.clone()).unwrap();
+    let a = Node { client: broker.client(), _broker: broker, events };
+    let names: Vec<String> = (0..CHANNELS).map(|i| format!("shard-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        a.subscribe(sink(0), 1 + i as u64, name, Since::Tail).unwrap();
+    }
+    // Four pub/sub connections, every channel on exactly one, each carrying some.
+    let clients = pubsub_clients(&server, "sharded");
+    assert_eq!(clients.len(), 4, "{clients:#?}");
+    let counts: Vec<usize> = clients.iter().map(|l| client_field(l, "sub").parse().unwrap()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), CHANNELS, "{clients:#?}");
+    assert!(counts.iter().all(|&n| n > 0), "every shard carries channels: {counts:?}");
+
+    let b = node(&server, "b");
+    let publisher = {
+        let names = names.clone();
+        std::thread::spawn(move || {
+            let mut token = 0;
+            for round in 1..=ROUNDS {
+                for name in &names {
+                    token += 1;
+                    b.publish(token, name, &format!("{name}/{round}"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            for t in 1..=token {
+                b.events.published(t).unwrap();
+            }
+            b
+        })
+    };
+    // Cut one shard's connection mid-stream: its channels are caught up from the history.
+    a.events.deliveries(sink(0), CHANNELS * 10);
+    let victim = &clients[1];
+    let killed =
+        server.client().call(&Command::new("CLIENT").arg("KILL").arg("ID").arg(client_field(victim, "id")));
+    assert_eq!(killed, Value::Integer(1), "{killed:?}");
+    let _b = publisher.join().unwrap();
+    let all = CHANNELS * ROUNDS as usize;
+    let got = a.events.wait("every delivery", |events| {
+        let got: Vec<(String, u64, String)> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                BrokerEvent::Delivery(m) => {
+                    Some((m.channel.as_str().to_string(), m.id.offset, body(&m.payload)))
+                }
+                _ => None,
+            })
+            .collect();
+        (got.len() >= all).then_some(got)
+    });
+    assert_eq!(got.len(), all, "no duplicates");
+    for name in &names {
+        let mine: Vec<&(String, u64, String)> = got.iter().filter(|(c, _, _)| c == name).collect();
+        let offsets: Vec<u64> = mine.iter().map(|(_, o, _)| *o).collect();
+        assert_eq!(offsets, (1..=ROUNDS).collect::<Vec<_>>(), "{name}: every message once, in order");
+        assert!(mine.iter().enumerate().all(|(i, (_, _, text))| *text == format!("{name}/{}", i + 1)));
+    }
+    let stats = a.client.stats();
+    assert!(stats.disconnects.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // The killed shard came back: four connections again, the same channels on them.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let clients = pubsub_clients(&server, "sharded");
+        let sum: usize = clients.iter().map(|l| client_field(l, "sub").parse::<usize>().unwrap()).sum();
+        if clients.len() == 4 && sum == CHANNELS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shard not back: {clients:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -9,6 +9,7 @@
 //! | plain HTTP to the TLS port: a plain `400` saying so | curl `http://` |
 //! | SIGHUP reload under live connections; a failed reload keeps the pair (counted) | `Subscriber`, `Publisher`, curl |
 //! | bad certificate or key at start: one clear line, exit code 2 | the binary |
+//! | `pushwire bench echo` over wss://, and refused without the test CA | the binary |
 //! | handshake timeout; a handshake flood (stalled and completing) while an established client keeps its latency | raw TCP, `WsClient` |
 //!
 //! Python `websockets` over wss:// is in `tests/interop.rs`, Chromium over https:// in
@@ -382,4 +383,47 @@ fn a_handshake_flood_does_not_starve_an_established_client() {
     assert!(worst < Duration::from_secs(1), "an echo took {worst:?} during the handshake flood");
     assert!(completed > 10, "only {completed} flooding handshakes completed");
     assert!(plain_metric(&server, "tls_handshakes_total") > u64::from(completed));
+}
+
+#[test]
+fn rfc6455_4_1_bench_echo_over_wss_echoes_every_message_and_checks_the_certificate() {
+    // `pushwire bench echo` with a wss:// URL: the TLS handshake before the opening handshake
+    // (RFC 6455 §4.1), every message echoed through TLS records, in both message sizes the
+    // comparison uses; without the test CA the certificate is refused.
+    let pki = TestPki::new("bench", &["localhost"]);
+    let (_server, tls) = start(&pki, &[]);
+    let url = format!("wss://localhost:{}/echo", tls.port());
+    let ca = pki.ca().display().to_string();
+    let bench = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
+            .args(["bench", "echo", "--url", &url, "-c", "3", "-w", "4", "--duration", "1", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let began = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if began.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("pushwire bench echo {args:?} took over 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    for size in ["32", "16384"] {
+        let (ok, json, err) = bench(&["--cacert", &ca, "-s", size]);
+        assert!(ok, "{json} {err}");
+        assert!(json.contains("\"protocol\":\"wss\""), "{json}");
+        assert!(json.contains("\"ok\":true") && json.contains("\"lost\":0,"), "{json}");
+        assert!(!json.contains("\"messages\":0,"), "{json}");
+    }
+    let (ok, json, err) = bench(&["-s", "32"]);
+    assert!(!ok && err.contains("certificate"), "{json} {err}");
 }

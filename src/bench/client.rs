@@ -11,10 +11,16 @@
 //! opening cursor, one unit of data (a WebSocket message, an SSE event's data, an NDJSON line,
 //! a poll answer body), or the end.
 //!
+//! A `wss://` connection ([`Request::tls`]) runs a rustls `ClientConnection` between the socket
+//! and the same state machine: the TLS handshake first (RFC 6455 §4.1: "If /secure/ is true,
+//! the client MUST perform a TLS handshake over the connection after opening the connection and
+//! before sending the handshake data"), then every byte through TLS records.
+//!
 //! Does not: reconnect, follow redirects, send cookies or custom headers, or keep more than one
 //! request outstanding per connection.
 
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -76,6 +82,35 @@ pub struct Request {
     pub max_message_bytes: usize,
     /// WebSocket: offer permessage-deflate (RFC 7692) and inflate compressed messages.
     pub deflate: bool,
+    /// `wss://`: speak TLS to this server; `None` for plain TCP.
+    pub tls: Option<TlsTarget>,
+}
+
+/// Where a `wss://` connection's TLS goes: what it trusts and the name it checks.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    /// The client configuration (trusted roots, protocol versions), shared by every connection.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The server name sent (SNI, RFC 6066 §3) and checked against the certificate.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsTarget {
+    /// The target for `url`'s host, trusting Mozilla's roots and the CA certificates in the PEM
+    /// file `extra_roots_pem`; `None` when the URL is not `wss://`.
+    pub fn for_url(
+        url: &super::url::Url,
+        extra_roots_pem: Option<&std::path::Path>,
+    ) -> Result<Option<TlsTarget>, String> {
+        if !url.secure {
+            return Ok(None);
+        }
+        let options = crate::client::TlsOptions { extra_roots_pem: extra_roots_pem.map(Into::into) };
+        let config = crate::client::tls::client_config(&options).map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(url.hostname().to_string())
+            .map_err(|e| format!("{:?} is not a TLS server name: {e}", url.hostname()))?;
+        Ok(Some(TlsTarget { config, name }))
+    }
 }
 
 /// What one connection reported.
@@ -129,6 +164,8 @@ enum State {
 #[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
+    /// `wss://`: the TLS connection between the socket and the state machine.
+    tls: Option<Box<rustls::ClientConnection>>,
     request: Request,
     state: State,
     out: Output,
@@ -145,8 +182,16 @@ fn fresh_mask() -> [u8; 4] {
 impl Client {
     /// Wraps a connecting socket and queues the request; it goes out once connected.
     pub fn start(stream: TcpStream, request: Request) -> Result<Client, String> {
+        let tls = match &request.tls {
+            Some(target) => Some(Box::new(
+                rustls::ClientConnection::new(target.config.clone(), target.name.clone())
+                    .map_err(|e| format!("TLS: {e}"))?,
+            )),
+            None => None,
+        };
         let mut client = Client {
             stream,
+            tls,
             state: State::Done,
             out: Output::new(),
             connected: false,
@@ -233,6 +278,9 @@ impl Client {
     /// Writes what is queued until the socket would block. Before the connect completes there
     /// is nothing to do: the writable event that signals it calls this again.
     fn flush(&mut self) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         while self.connected && !self.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); 64];
             let n = self.out.io_slices(&mut slices);
@@ -245,6 +293,81 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// [`Client::flush`] through TLS: the queued bytes go into rustls (which holds them until
+    /// the handshake is done, and takes no more than its buffer limit), its records to the
+    /// socket, until both are empty or the socket would block.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        while self.connected {
+            while !self.out.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 64];
+                let n = self.out.io_slices(&mut slices);
+                let taken = tls.writer().write_vectored(&slices[..n])?;
+                if taken == 0 {
+                    break;
+                }
+                self.out.consume(taken);
+            }
+            if !tls.wants_write() {
+                break;
+            }
+            match tls.write_tls(&mut self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Client::handle_readable`] through TLS: records from the socket into rustls, the
+    /// plaintext it yields to the state machine.
+    fn handle_readable_tls(
+        &mut self,
+        scratch: &mut [u8],
+        received: &mut Vec<Received>,
+    ) -> Result<(), String> {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Ok(());
+            };
+            let eof = match tls.read_tls(&mut self.stream) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read: {e}")),
+            };
+            tls.process_new_packets().map_err(|e| format!("TLS: {e}"))?;
+            loop {
+                let Some(tls) = self.tls.as_mut() else {
+                    return Ok(());
+                };
+                match tls.reader().read(scratch) {
+                    // close_notify: the server ended the TLS stream.
+                    Ok(0) => return Err(self.eof_reason()),
+                    Ok(n) => {
+                        self.handle_input(&scratch[..n], received)?;
+                        if matches!(self.state, State::Done) {
+                            return Err("finished".into());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // A TCP close without close_notify: the end, as for the crate's client.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.eof_reason()),
+                    Err(e) => return Err(format!("TLS read: {e}")),
+                }
+            }
+            if eof {
+                return Err(self.eof_reason());
+            }
+        }
     }
 
     /// The socket became writable: the connect finished (or failed), or room opened up.
@@ -264,6 +387,9 @@ impl Client {
 
     /// Reads until the socket would block, handing the bytes to the state machine.
     fn handle_readable(&mut self, scratch: &mut [u8], received: &mut Vec<Received>) -> Result<(), String> {
+        if self.tls.is_some() {
+            return self.handle_readable_tls(scratch, received);
+        }
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Err(self.eof_reason()),
@@ -625,6 +751,9 @@ pub struct Opening<'a> {
     pub addr: std::net::SocketAddr,
     /// What each connection asks for.
     pub request: &'a Request,
+    /// Each connection's own path instead of the request's, by index (empty: the request's
+    /// for every one).
+    pub paths: &'a [String],
     /// How many connections.
     pub count: usize,
     /// Source addresses to spread them over, round-robin; empty lets the kernel pick.
@@ -650,7 +779,11 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
             let source = (!plan.sources.is_empty()).then(|| plan.sources[started % plan.sources.len()]);
             let stream = super::system::connect_from(source, plan.addr)
                 .map_err(|e| format!("connection {started}: connect to {}: {e}", plan.addr))?;
-            clients.add(Client::start(stream, plan.request.clone())?).map_err(|e| e.to_string())?;
+            let mut request = plan.request.clone();
+            if let Some(path) = plan.paths.get(started) {
+                request.path.clone_from(path);
+            }
+            clients.add(Client::start(stream, request)?).map_err(|e| e.to_string())?;
             started += 1;
         }
         let now = std::time::Instant::now();
@@ -679,7 +812,8 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
                 Received::Cursor if plan.wait_for_cursor => ready += 1,
                 Received::Closed(reason) => {
                     let request = plan.request;
-                    return Err(format!("connection {index} to {}{}: {reason}", request.host, request.path));
+                    let path = plan.paths.get(index).unwrap_or(&request.path);
+                    return Err(format!("connection {index} to {}{path}: {reason}", request.host));
                 }
                 _ => {}
             }

@@ -52,6 +52,7 @@ pub fn run(options: &ConnectOptions) -> Result<Report, String> {
         return Err("-c must be between 1 and 10000000, --concurrency between 1 and 100000".into());
     }
     let url = Url::parse(&options.url)?;
+    url.require_plain("connect")?;
     ensure_open_files(options.concurrency)?;
     let request = Request {
         wire: Wire::Push(Transport::WebSocket),
@@ -60,6 +61,7 @@ pub fn run(options: &ConnectOptions) -> Result<Report, String> {
         protocols: Vec::new(),
         max_message_bytes: 64 * 1024,
         deflate: false,
+        tls: None,
     };
     let sources = source_addrs(url.addr, options.concurrency, options.source_addrs);
     let mut clients = Clients::new().map_err(|e| e.to_string())?;

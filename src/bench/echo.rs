@@ -7,7 +7,9 @@
 //! [`super::payload`]), so each echo's round-trip latency is measured when it comes back; every
 //! frame is masked with a fresh random key (RFC 6455 §5.3). After the duration no new messages
 //! are sent; the ones in flight get `--drain` seconds to return, then each connection is closed
-//! with the closing handshake (§7.1.2).
+//! with the closing handshake (§7.1.2). A `wss://` URL runs the same over TLS (rustls, the
+//! `ring` provider, as the crate's client): each connection's TLS handshake completes before
+//! the measured window opens; `--cacert` adds a CA to trust (a test certificate).
 //!
 //! Reports: echoed messages per second (over the time from the first send to the last echo),
 //! payload bytes per second in each direction, latency p50/p99/max, and messages lost or
@@ -19,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{open_all, Clients, Opening, Received, Request, Wire};
+use super::client::{open_all, Clients, Opening, Received, Request, TlsTarget, Wire};
 use super::histogram::Histogram;
 use super::payload::{decode_binary, encode_binary, BINARY_HEADER_BYTES};
 use super::report::Report;
@@ -42,7 +44,7 @@ pub enum EchoProtocol {
 /// Options of `pushwire bench echo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EchoOptions {
-    /// The echo endpoint (`tcp://HOST:PORT` with `--protocol raw`).
+    /// The echo endpoint: `ws://` or `wss://` (`tcp://HOST:PORT` with `--protocol raw`).
     #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
     pub url: String,
     /// WebSocket, or raw length-prefixed messages over TCP (against a plain TCP echo).
@@ -66,6 +68,9 @@ pub struct EchoOptions {
     /// Spread connections over this many source addresses 127.0.0.1.. (0: as needed).
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub source_addrs: usize,
+    /// wss://: a PEM file of CA certificates to trust besides Mozilla's roots.
+    #[arg(long, value_name = "PATH")]
+    pub cacert: Option<std::path::PathBuf>,
     /// The server under test (its CPU over the measured window).
     #[command(flatten)]
     pub server: ServerOptions,
@@ -93,6 +98,10 @@ impl EchoOptions {
 pub fn run(options: &EchoOptions) -> Result<Report, String> {
     options.validate()?;
     let url = Url::parse(&options.url)?;
+    if url.secure && options.protocol == EchoProtocol::Raw {
+        return Err("--protocol raw takes a tcp:// URL, not wss://".into());
+    }
+    let tls = TlsTarget::for_url(&url, options.cacert.as_deref())?;
     let window = Window::new(&options.server)?;
     ensure_open_files(options.connections)?;
     let request = Request {
@@ -105,6 +114,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
         protocols: Vec::new(),
         max_message_bytes: options.size_bytes,
         deflate: false,
+        tls,
     };
     let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(url.addr, options.connections, options.source_addrs);
@@ -113,6 +123,7 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
         &Opening {
             addr: url.addr,
             request: &request,
+            paths: &[],
             count: options.connections,
             sources: &sources,
             concurrency: OPEN_CONCURRENCY,
@@ -181,7 +192,14 @@ pub fn run(options: &EchoOptions) -> Result<Report, String> {
     let elapsed = last_echo.duration_since(start).as_secs_f64().max(1e-6);
     let mut report = Report::new("echo");
     report.text("url", options.url.clone());
-    report.text("protocol", if options.protocol == EchoProtocol::Raw { "raw" } else { "ws" });
+    report.text(
+        "protocol",
+        match (options.protocol, url.secure) {
+            (EchoProtocol::Raw, _) => "raw",
+            (EchoProtocol::Ws, false) => "ws",
+            (EchoProtocol::Ws, true) => "wss",
+        },
+    );
     report.count("connections", options.connections as u64);
     report.count("size_bytes", options.size_bytes as u64);
     report.count("in_flight", options.in_flight as u64);

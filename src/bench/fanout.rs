@@ -33,6 +33,14 @@
 //! only: their first cursor covers every channel (a stream or WebSocket opens each channel with
 //! its own line, which this client does not wait for).
 //!
+//! Rooms at random (`--channels N` with `--channels-per-subscriber K`): the channels are
+//! `NAME, NAME.1, …, NAME.{N-1}`; every subscriber holds K distinct ones drawn at random, and
+//! each message goes to one drawn at random, so a message reaches about `c × K / N`
+//! subscribers (issue #13's "10,000 connections each join 10 of 1,000 channels"). The draws are
+//! made once, before opening, from the run's id (SplitMix64), so each subscriber knows which
+//! messages it must get: missing and duplicate deliveries are counted exactly as in the other
+//! modes.
+//!
 //! Does not: resume subscribers that drop (a dropped subscriber's messages count as missing).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,6 +103,11 @@ pub struct FanoutOptions {
     /// polling only.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub channels_per_subscriber: usize,
+    /// Rooms at random: N channels (--url's and NAME.1 … NAME.{N-1}); each subscriber holds
+    /// --channels-per-subscriber of them drawn at random and each message goes to one drawn at
+    /// random (0: off, messages go to a subscriber's channels in turn).
+    #[arg(long = "channels", value_name = "N", default_value_t = 0)]
+    pub channel_pool: usize,
     /// Client threads: the subscribers are spread over them (each its own poll), so that
     /// reading thousands of sockets is not one core's work; their latency histograms are merged.
     #[arg(long, value_name = "COUNT", default_value_t = 1)]
@@ -145,7 +158,10 @@ impl FanoutOptions {
         if !(1..=64).contains(&self.channels_per_subscriber) {
             return Err("--channels-per-subscriber must be between 1 and 64 (the server's limit)".into());
         }
-        if self.channels_per_subscriber > 1 {
+        if self.channel_pool > 0 && !(self.channels_per_subscriber..=100_000).contains(&self.channel_pool) {
+            return Err("--channels must be at least --channels-per-subscriber and at most 100000".into());
+        }
+        if self.channels_per_subscriber > 1 || self.channel_pool > 0 {
             if !matches!(self.transport, Transport::Sse | Transport::LongPoll) {
                 return Err("--channels-per-subscriber above 1 needs --transport sse or longpoll".into());
             }
@@ -161,20 +177,74 @@ impl FanoutOptions {
         let publish = Url::parse(self.publish_url.as_deref().unwrap_or(&self.url))?;
         let subscribe = Url::parse(self.subscribe_url.as_deref().unwrap_or(&self.url))?;
         let k = self.channels_per_subscriber;
-        if k == 1 {
+        if k == 1 && self.channel_pool == 0 {
             return Ok((vec![publish], subscribe));
         }
-        let name = subscribe
-            .path
-            .strip_prefix("/channels/")
-            .filter(|n| !n.is_empty() && !n.contains([',', '?', '/']))
-            .ok_or("--channels-per-subscriber needs --url http://HOST/channels/NAME")?;
-        let names: Vec<String> =
-            std::iter::once(name.to_string()).chain((1..k).map(|i| format!("{name}.{i}"))).collect();
+        let names = channel_names(&subscribe, k)?;
         let publish =
             names.iter().map(|n| Url { path: format!("/channels/{n}"), ..subscribe.clone() }).collect();
         let subscribe = Url { path: format!("/channels/{}", names.join(",")), ..subscribe.clone() };
         Ok((publish, subscribe))
+    }
+}
+
+/// `NAME, NAME.1, …, NAME.{n-1}` for `--url http://HOST/channels/NAME`.
+fn channel_names(url: &Url, n: usize) -> Result<Vec<String>, String> {
+    let name = url
+        .path
+        .strip_prefix("/channels/")
+        .filter(|n| !n.is_empty() && !n.contains([',', '?', '/']))
+        .ok_or("--channels-per-subscriber and --channels need --url http://HOST/channels/NAME")?;
+    Ok(std::iter::once(name.to_string()).chain((1..n).map(|i| format!("{name}.{i}"))).collect())
+}
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): the draws of a rooms run, reproducible from its id.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Rooms at random: each subscriber's path (its K channels), each message's publish URL, and
+/// how many deliveries each subscriber must get.
+struct RandomRooms {
+    paths: Vec<String>,
+    publish: Vec<Url>,
+    expected: Vec<u64>,
+}
+
+impl RandomRooms {
+    fn draw(options: &FanoutOptions, url: &Url, seed: u64) -> Result<RandomRooms, String> {
+        let (n, k) = (options.channel_pool, options.channels_per_subscriber);
+        let names = channel_names(url, n)?;
+        let mut state = seed;
+        let mut below = |n: usize| (splitmix64(&mut state) % n as u64) as usize;
+        let mut per_channel = vec![0u64; n];
+        let publish = (0..options.messages)
+            .map(|_| {
+                let c = below(n);
+                per_channel[c] += 1;
+                Url { path: format!("/channels/{}", names[c]), ..url.clone() }
+            })
+            .collect();
+        let mut paths = Vec::with_capacity(options.subscribers);
+        let mut expected = Vec::with_capacity(options.subscribers);
+        for _ in 0..options.subscribers {
+            // K distinct of N (K ≤ 64 ≤ N in practice: a few redraws at most).
+            let mut chosen: Vec<usize> = Vec::with_capacity(k);
+            while chosen.len() < k {
+                let c = below(n);
+                if !chosen.contains(&c) {
+                    chosen.push(c);
+                }
+            }
+            expected.push(chosen.iter().map(|&c| per_channel[c]).sum());
+            let list: Vec<&str> = chosen.iter().map(|&c| names[c].as_str()).collect();
+            paths.push(format!("/channels/{}", list.join(",")));
+        }
+        Ok(RandomRooms { paths, publish, expected })
     }
 }
 
@@ -228,7 +298,12 @@ struct Run {
 
 /// The subscribers `first..first + count` of `options`, on their own poll, until every one has
 /// every message or the timeout after the last publish.
-fn subscribe_share(options: &FanoutOptions, plan: &Opening<'_>, run: &Run) -> Result<Share, String> {
+fn subscribe_share(
+    options: &FanoutOptions,
+    plan: &Opening<'_>,
+    expected: Option<u64>,
+    run: &Run,
+) -> Result<Share, String> {
     let mut clients = Clients::new().map_err(|e| e.to_string());
     let opened = clients.as_mut().map_err(|e| e.clone()).and_then(|clients| open_all(clients, plan));
     // Every thread reaches each barrier, opened or not, so none waits for ever.
@@ -237,7 +312,7 @@ fn subscribe_share(options: &FanoutOptions, plan: &Opening<'_>, run: &Run) -> Re
     }
     run.ready.wait();
     let share = match (opened, clients.as_mut()) {
-        (Ok(_), Ok(clients)) => receive(options, plan.count, clients, run),
+        (Ok(_), Ok(clients)) => receive(options, plan.count, expected, clients, run),
         (Err(e), _) => Err(e),
         (_, Err(e)) => Err(e.clone()),
     };
@@ -254,9 +329,15 @@ fn subscribe_share(options: &FanoutOptions, plan: &Opening<'_>, run: &Run) -> Re
 }
 
 /// Receives on `clients` (subscribers `0..count` of this thread) from the start of publishing
-/// until every one has every message, the timeout after the last publish, or the run is called
-/// off.
-fn receive(options: &FanoutOptions, count: usize, clients: &mut Clients, run: &Run) -> Result<Share, String> {
+/// until every one has every message (`expected` deliveries in all with random rooms), the
+/// timeout after the last publish, or the run is called off.
+fn receive(
+    options: &FanoutOptions,
+    count: usize,
+    expected: Option<u64>,
+    clients: &mut Clients,
+    run: &Run,
+) -> Result<Share, String> {
     let mut received = Vec::new();
     let start = loop {
         if run.abandoned.load(Ordering::SeqCst) {
@@ -281,7 +362,7 @@ fn receive(options: &FanoutOptions, count: usize, clients: &mut Clients, run: &R
     loop {
         let now = Instant::now();
         let done = run.published.get().is_some_and(|&(messages, at)| {
-            share.delivered >= messages * count as u64 || now >= at + options.timeout
+            share.delivered >= expected.unwrap_or(messages * count as u64) || now >= at + options.timeout
         });
         if done || clients.open() == 0 || run.abandoned.load(Ordering::SeqCst) {
             break;
@@ -318,8 +399,20 @@ fn receive(options: &FanoutOptions, count: usize, clients: &mut Clients, run: &R
 /// Runs the fan-out benchmark; `Err` when it could not run at all.
 pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     options.validate()?;
-    let (publish_urls, subscribe_url) = options.urls()?;
+    let (mut publish_urls, subscribe_url) = options.urls()?;
+    let run_id: u64 = rand::random::<u32>().into();
+    let rooms = match options.channel_pool {
+        0 => None,
+        _ => Some(RandomRooms::draw(options, &Url::parse(&options.url)?, run_id)?),
+    };
+    if let Some(rooms) = &rooms {
+        publish_urls.clone_from(&rooms.publish);
+    }
     let publish_url = &publish_urls[0];
+    subscribe_url.require_plain("fanout")?;
+    for url in &publish_urls {
+        url.require_plain("fanout")?;
+    }
     let window = Window::new(&options.server)?;
     ensure_open_files(options.subscribers)?;
     let wait_for_cursor = !options.no_open_cursor;
@@ -335,10 +428,11 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         // A long poll answer holds a batch of messages in JSON.
         max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
         deflate: options.deflate,
+        tls: None,
     };
     let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
     let run = Run {
-        run_id: rand::random::<u32>().into(),
+        run_id,
         start: OnceLock::new(),
         published: OnceLock::new(),
         abandoned: AtomicBool::new(false),
@@ -350,13 +444,21 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     // at most `threads` × OPEN_CONCURRENCY connections opening.
     let opening_began = Instant::now();
     let (shares, published) = std::thread::scope(|scope| {
+        let mut first = 0;
         let workers: Vec<_> = (0..options.threads)
             .map(|t| {
                 let count = options.subscribers / options.threads
                     + usize::from(t < options.subscribers % options.threads);
+                let share = first..first + count;
+                first += count;
+                let (paths, expected) = match &rooms {
+                    Some(rooms) => (&rooms.paths[share.clone()], Some(rooms.expected[share].iter().sum())),
+                    None => (&[][..], None),
+                };
                 let plan = Opening {
                     addr: subscribe_url.addr,
                     request: &request,
+                    paths,
                     count,
                     sources: &sources,
                     concurrency: OPEN_CONCURRENCY,
@@ -364,7 +466,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
                     timeout: Duration::from_secs(10) + Duration::from_millis(options.subscribers as u64),
                 };
                 let run = &run;
-                scope.spawn(move || subscribe_share(options, &plan, run))
+                scope.spawn(move || subscribe_share(options, &plan, expected, run))
             })
             .collect();
         run.ready.wait();
@@ -418,15 +520,21 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         last_delivery = last_delivery.max(share.last_delivery.unwrap_or(start));
     }
 
-    let expected = published.messages * options.subscribers as u64;
+    let expected = match &rooms {
+        Some(rooms) => rooms.expected.iter().sum(),
+        None => published.messages * options.subscribers as u64,
+    };
     let missing = expected.saturating_sub(delivered);
     let elapsed = last_delivery.duration_since(start).as_secs_f64().max(1e-6);
     let mut report = Report::new("fanout");
     report.text("publish_url", format!("http://{}{}", publish_url.host, publish_url.path));
-    report.text("subscribe_url", format!("http://{}{}", subscribe_url.host, subscribe_url.path));
+    let subscribe_path = rooms.as_ref().map_or(&subscribe_url.path, |r| &r.paths[0]);
+    report.text("subscribe_url", format!("http://{}{subscribe_path}", subscribe_url.host));
     report.text("transport", options.transport.name());
     report.count("subscribers", options.subscribers as u64);
     report.count("channels_per_subscriber", options.channels_per_subscriber as u64);
+    report.count("channels", options.channel_pool.max(options.channels_per_subscriber) as u64);
+    report.count("expected_deliveries", expected);
     report.count("threads", options.threads as u64);
     report.real("subscribe_s", opened_in.as_secs_f64());
     report.count("messages", published.messages);

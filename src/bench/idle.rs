@@ -57,6 +57,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
         return Err("--hold must be at most 3600 seconds".into());
     }
     let url = Url::parse(&options.url)?;
+    url.require_plain("idle")?;
     let own_limit = ensure_open_files(options.connections)?;
     let server_limit = options.pid.and_then(open_files_limit_of);
     if let Some(limit) = server_limit.filter(|&l| l < options.connections as u64 + 16) {
@@ -80,6 +81,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
         },
         max_message_bytes: 64 * 1024,
         deflate: false,
+        tls: None,
     };
     let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(url.addr, options.connections, options.source_addrs);
@@ -88,6 +90,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
         &Opening {
             addr: url.addr,
             request: &request,
+            paths: &[],
             count: options.connections,
             sources: &sources,
             concurrency: OPEN_CONCURRENCY,

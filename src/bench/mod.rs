@@ -20,7 +20,9 @@
 //! `fanout --threads N` spreads the subscribers over N client threads, each with its own poll,
 //! and merges their latency histograms exactly.
 //!
-//! Does not: speak TLS (`wss://`, `https://`), HTTP/2, or follow redirects; claim any
+//! `echo` also speaks `wss://` (rustls, [`client`]).
+//!
+//! Does not: speak TLS in `fanout`, `idle` or `connect` (no `https://`), HTTP/2, or follow redirects; claim any
 //! performance target; spread `echo`, `idle` or `connect` over threads (a single client thread
 //! may become the bottleneck before a server does: the reports say how fast the client went,
 //! not how fast the server could go).

@@ -131,7 +131,7 @@ impl Write for Stream {
 }
 
 /// The client configuration for `options`: Mozilla's roots plus the extra ones (also the Redis
-/// broker's for `rediss://`).
+/// broker's for `rediss://`, and what `pushwire bench` connects to `wss://` with).
 pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &options.extra_roots_pem {

@@ -131,6 +131,7 @@ impl RedisHub {
         let broker_config = BrokerConfig {
             url: redis.url,
             tls: redis.tls,
+            pubsub_shards: redis.pubsub_shards,
             namespace: Namespace::default(),
             history_ttl: config.hub.max_history_age,
             max_history_messages: config.hub.max_history_messages,

@@ -16,7 +16,10 @@
 //!   pending requests fail with [`BrokerError::Unavailable`] (HTTP 503) and the broker
 //!   reconnects with exponential backoff ([`Limits::reconnect_min`] to
 //!   [`Limits::reconnect_max`]).
-//! - **The pub/sub connection**: `SUBSCRIBE` when a channel's first subscriber on this node
+//! - **The pub/sub connections** ([`BrokerConfig::pubsub_shards`], default one; a channel is
+//!   on the one [`crate::redis::shard::shard_of`] picks, each connection has its own
+//!   handshake, ping, backoff and reconnect, and a reconnect catches up only its channels):
+//!   `SUBSCRIBE` when a channel's first subscriber on this node
 //!   appears, `UNSUBSCRIBE` after [`Limits::unsubscribe_linger`] once the last left, batched
 //!   per turn; a `PING` every [`Limits::ping_interval`] whose `pong` must come back within
 //!   [`Limits::request_timeout`]. On reconnect every live channel is subscribed again and
@@ -64,8 +67,9 @@
 //! connect wait in rustls until the handshake is done, and a handshake not done within
 //! [`Limits::request_timeout`] closes the connection like a late reply.
 //!
-//! Does not (yet): several shards ([`crate::redis::shard`] picks one; one connection pair per shard
-//! would be needed), or Redis Cluster (see the notes in [`crate::redis`]). Its figures ([`BrokerStats`]) reach
+//! Does not (yet): several independent Redis servers as shards (one broker per server behind
+//! [`RedisHub`] would do, each request routed by [`crate::redis::shard::shard_of`]), or Redis
+//! Cluster (see the notes in [`crate::redis`]). Its figures ([`BrokerStats`]) reach
 //! `/metrics` as `HubStats::backend` and `/readyz` through `Command::Ready`.
 
 mod backend;
@@ -199,6 +203,9 @@ impl Limits {
     }
 }
 
+/// Most pub/sub connections one broker opens (`--redis-pubsub-shards`).
+pub const MAX_PUBSUB_SHARDS: usize = 64;
+
 /// What `pushwire serve --redis URL` was told about Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -206,6 +213,8 @@ pub struct RedisOptions {
     pub url: RedisUrl,
     /// `--redis-ca-file`: more roots a `rediss://` server's certificate may chain to.
     pub tls: TlsOptions,
+    /// `--redis-pubsub-shards`: see [`BrokerConfig::pubsub_shards`].
+    pub pubsub_shards: usize,
 }
 
 /// What one node's broker needs to know.
@@ -223,8 +232,12 @@ pub struct BrokerConfig {
     pub history_ttl: Duration,
     /// About how many messages each channel's history keeps (`XADD MAXLEN ~`).
     pub max_history_messages: usize,
-    /// Names this node's connections in `CLIENT LIST` (`pushwire-cmd-NODE`, `pushwire-sub-NODE`).
+    /// Names this node's connections in `CLIENT LIST` (`pushwire-cmd-NODE`,
+    /// `pushwire-sub-NODE-SHARD`).
     pub node_name: String,
+    /// How many pub/sub connections the live channels are spread over (by a consistent hash
+    /// of the channel name), 1 to [`MAX_PUBSUB_SHARDS`].
+    pub pubsub_shards: usize,
     /// This node's id in presence members (drawn at start, never 0).
     pub node_id: u64,
     /// Bounds and timings.
@@ -411,7 +424,7 @@ impl std::error::Error for BrokerError {}
 pub struct BrokerStats {
     /// The command connection is ready (handshake, `INFO` and scripts done).
     pub command_up: AtomicBool,
-    /// The pub/sub connection is ready.
+    /// Every pub/sub connection is ready.
     pub pubsub_up: AtomicBool,
     /// Connections opened (both kinds), the first ones included.
     pub connects: AtomicU64,
@@ -539,6 +552,11 @@ impl Broker {
     /// a second. An unreachable or unusable Redis is an error naming the URL and the reason.
     pub fn start(config: BrokerConfig, outbox: Arc<dyn BrokerOutbox>) -> Result<Broker, BrokerError> {
         config.limits.validate().map_err(BrokerError::Unavailable)?;
+        if !(1..=MAX_PUBSUB_SHARDS).contains(&config.pubsub_shards) {
+            return Err(BrokerError::Unavailable(format!(
+                "redis broker: pub/sub shards must be 1 to {MAX_PUBSUB_SHARDS}"
+            )));
+        }
         let tls = match config.url.tls {
             false => None,
             true => Some(link::TlsSetup {

@@ -36,12 +36,14 @@ use crate::redis::script::{
     Invoke, ScriptContext,
 };
 use crate::redis::sequence::{ChannelSequence, SequenceAction};
+use crate::redis::shard::shard_of;
 use crate::redis::ReplyError;
 
 /// The token of the broker's waker.
 pub(super) const WAKER: Token = Token(0);
 const COMMAND: Token = Token(1);
-const PUBSUB: Token = Token(2);
+/// The token of pub/sub connection (shard) 0; shard `i` has `PUBSUB_FIRST + i`.
+const PUBSUB_FIRST: usize = 2;
 /// Most pub/sub channels named in one `SUBSCRIBE` or `UNSUBSCRIBE`.
 const CHANNELS_PER_COMMAND: usize = 1_000;
 /// Most reads one subscriber's replay takes (pages, and reads again to reach live delivery).
@@ -182,6 +184,32 @@ impl Connection {
     }
 }
 
+/// One pub/sub connection (a shard of the live channels: [`shard_of`] the channel name over
+/// [`BrokerConfig::pubsub_shards`]) and the (un)subscriptions it has to send.
+#[derive(Debug)]
+struct PubSub {
+    conn: Connection,
+    /// Replies still expected for the handshake.
+    handshake_left: usize,
+    next_ping_at: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    to_subscribe: Vec<ChannelName>,
+    to_unsubscribe: Vec<String>,
+}
+
+impl PubSub {
+    fn new(now: Instant, limits: &Limits) -> PubSub {
+        PubSub {
+            conn: Connection::new(now, limits),
+            handshake_left: 0,
+            next_ping_at: None,
+            pong_deadline: None,
+            to_subscribe: Vec::new(),
+            to_unsubscribe: Vec::new(),
+        }
+    }
+}
+
 /// A subscriber waiting for its channel to be live before its replay is read.
 #[derive(Debug)]
 struct Waiter {
@@ -200,6 +228,8 @@ struct Live {
     /// earlier life are dropped).
     id: u64,
     keys: ChannelKeys,
+    /// The pub/sub connection that carries it.
+    shard: usize,
     /// Subscriptions per sink (only sinks with at least one).
     sinks: Vec<(SinkId, usize)>,
     /// The same subscriptions per transport (the server API's `info`).
@@ -253,14 +283,9 @@ struct Worker {
     pending: VecDeque<InFlight>,
     incarnation: Option<Incarnation>,
     next_info_at: Option<Instant>,
-    sub: Connection,
-    /// Replies still expected for the pub/sub connection's handshake.
-    sub_handshake_left: usize,
-    next_ping_at: Option<Instant>,
-    pong_deadline: Option<Instant>,
+    /// The pub/sub connections, one per shard.
+    subs: Vec<PubSub>,
     ping_count: u64,
-    to_subscribe: Vec<ChannelName>,
-    to_unsubscribe: Vec<String>,
     /// Presence changes of this turn, in order.
     presence_ops: Vec<(ChannelName, PresenceOp)>,
     /// This node's publishes in flight (sent, not answered), per channel.
@@ -290,7 +315,7 @@ pub(super) fn run(
     let now = Instant::now();
     let mut worker = Worker {
         cmd: Connection::new(now, &config.limits),
-        sub: Connection::new(now, &config.limits),
+        subs: (0..config.pubsub_shards).map(|_| PubSub::new(now, &config.limits)).collect(),
         config,
         tls,
         poll,
@@ -300,12 +325,7 @@ pub(super) fn run(
         pending: VecDeque::new(),
         incarnation: None,
         next_info_at: None,
-        sub_handshake_left: 0,
-        next_ping_at: None,
-        pong_deadline: None,
         ping_count: 0,
-        to_subscribe: Vec::new(),
-        to_unsubscribe: Vec::new(),
         presence_ops: Vec::new(),
         publishing: HashMap::new(),
         next_presence_refresh_at: now,
@@ -319,7 +339,7 @@ pub(super) fn run(
     };
     let mut events = Events::with_capacity(64);
     loop {
-        let timeout = if worker.cmd.read_pending || worker.sub.read_pending {
+        let timeout = if worker.cmd.read_pending || worker.subs.iter().any(|sub| sub.conn.read_pending) {
             Some(Duration::ZERO)
         } else {
             worker.next_deadline().map(|at| at.saturating_duration_since(Instant::now()))
@@ -331,11 +351,14 @@ pub(super) fn run(
             }
         }
         let now = Instant::now();
-        let (mut command_io, mut pubsub_io) = (worker.cmd.read_pending, worker.sub.read_pending);
+        let mut command_io = worker.cmd.read_pending;
+        let mut pubsub_io: Vec<bool> = worker.subs.iter().map(|sub| sub.conn.read_pending).collect();
         for event in events.iter() {
             match event.token() {
                 COMMAND => command_io = true,
-                PUBSUB => pubsub_io = true,
+                Token(n) if n >= PUBSUB_FIRST && n - PUBSUB_FIRST < pubsub_io.len() => {
+                    pubsub_io[n - PUBSUB_FIRST] = true
+                }
                 _ => {}
             }
         }
@@ -350,8 +373,10 @@ pub(super) fn run(
         if command_io {
             worker.command_io(now);
         }
-        if pubsub_io {
-            worker.pubsub_io(now);
+        for (shard, io) in pubsub_io.into_iter().enumerate() {
+            if io {
+                worker.pubsub_io(shard, now);
+            }
         }
         for request in requests {
             worker.handle_request(request, now);
@@ -387,11 +412,15 @@ impl Worker {
             self.cmd.setup_deadline,
             self.pending.front().map(|p| p.sent_at + self.limits().request_timeout),
             self.next_info_at,
-            self.sub.retry_at,
-            self.sub.setup_deadline,
-            self.next_ping_at,
-            self.pong_deadline,
         ];
+        for sub in &self.subs {
+            deadlines.extend([
+                sub.conn.retry_at,
+                sub.conn.setup_deadline,
+                sub.next_ping_at,
+                sub.pong_deadline,
+            ]);
+        }
         if !self.channels.is_empty() {
             deadlines.push(Some(self.next_scan_at));
             deadlines.push(Some(self.next_presence_refresh_at));
@@ -403,8 +432,10 @@ impl Worker {
         if let Some(link) = self.cmd.link.take() {
             link.close(self.poll.registry());
         }
-        if let Some(link) = self.sub.link.take() {
-            link.close(self.poll.registry());
+        for sub in &mut self.subs {
+            if let Some(link) = sub.conn.link.take() {
+                link.close(self.poll.registry());
+            }
         }
         self.stats.command_up.store(false, Ordering::Relaxed);
         self.stats.pubsub_up.store(false, Ordering::Relaxed);
@@ -623,9 +654,11 @@ impl Worker {
                 SequenceAction::Read(since) => Some(since),
                 SequenceAction::Deliver(_) => None,
             };
+            let shard = shard_of(channel, self.subs.len());
             let live = Live {
                 id: self.next_channel_id,
                 keys: ChannelKeys::new(&self.config.namespace, channel),
+                shard,
                 sinks: Vec::new(),
                 by_transport: TransportCounts::default(),
                 subscribed: false,
@@ -641,8 +674,8 @@ impl Worker {
                 last_epoch: None,
             };
             self.next_channel_id += 1;
-            if self.sub.ready {
-                self.to_subscribe.push(channel.clone());
+            if self.subs[shard].conn.ready {
+                self.subs[shard].to_subscribe.push(channel.clone());
             }
             self.channels.insert(channel.clone(), live);
             self.stats.live_channels.store(self.channels.len() as u64, Ordering::Relaxed);
@@ -1153,114 +1186,123 @@ impl Worker {
 
     // ---- the pub/sub connection ----
 
-    fn connect_pubsub(&mut self, now: Instant) {
-        self.sub.retry_at = None;
+    fn connect_pubsub(&mut self, shard: usize, now: Instant) {
+        self.subs[shard].conn.retry_at = None;
         BrokerStats::add(&self.stats.connects, 1);
         let limits = self.config.limits.resp;
+        let token = Token(PUBSUB_FIRST + shard);
         let opened = resolve(&self.config)
-            .and_then(|addr| Link::open(addr, self.tls.as_ref(), self.poll.registry(), PUBSUB, limits));
+            .and_then(|addr| Link::open(addr, self.tls.as_ref(), self.poll.registry(), token, limits));
         let mut link = match opened {
             Ok(link) => link,
-            Err(e) => return self.pubsub_down(&format!("connect: {e}"), now),
+            Err(e) => return self.pubsub_down(shard, &format!("connect: {e}"), now),
         };
-        let name = format!("pushwire-sub-{}", self.config.node_name);
+        let name = format!("pushwire-sub-{}-{shard}", self.config.node_name);
         let handshake = self.config.url.handshake_commands(&name);
         for command in &handshake {
             link.queue(command);
         }
-        self.sub_handshake_left = handshake.len();
-        self.sub.link = Some(link);
-        self.sub.setup_deadline = Some(now + self.config.limits.request_timeout);
+        let sub = &mut self.subs[shard];
+        sub.handshake_left = handshake.len();
+        sub.conn.link = Some(link);
+        sub.conn.setup_deadline = Some(now + self.config.limits.request_timeout);
     }
 
-    fn pubsub_down(&mut self, reason: &str, now: Instant) {
-        if let Some(link) = self.sub.link.take() {
+    fn pubsub_down(&mut self, shard: usize, reason: &str, now: Instant) {
+        let sub = &mut self.subs[shard];
+        if let Some(link) = sub.conn.link.take() {
             link.close(self.poll.registry());
             BrokerStats::add(&self.stats.disconnects, 1);
         }
-        if self.sub.ready {
-            warn!("redis pub/sub connection lost: {reason}");
+        if sub.conn.ready {
+            warn!("redis pub/sub connection {shard} lost: {reason}");
         } else {
-            debug!("redis pub/sub connection failed: {reason}");
+            debug!("redis pub/sub connection {shard} failed: {reason}");
         }
-        self.sub.ready = false;
-        self.sub.read_pending = false;
-        self.sub.setup_deadline = None;
+        sub.conn.ready = false;
+        sub.conn.read_pending = false;
+        sub.conn.setup_deadline = None;
         self.stats.pubsub_up.store(false, Ordering::Relaxed);
-        self.sub.retry_at = Some(now + self.sub.backoff);
-        self.sub.backoff = (self.sub.backoff * 2).min(self.config.limits.reconnect_max);
-        self.next_ping_at = None;
-        self.pong_deadline = None;
-        self.to_subscribe.clear();
-        self.to_unsubscribe.clear();
-        for live in self.channels.values_mut() {
+        sub.conn.retry_at = Some(now + sub.conn.backoff);
+        sub.conn.backoff = (sub.conn.backoff * 2).min(self.config.limits.reconnect_max);
+        sub.next_ping_at = None;
+        sub.pong_deadline = None;
+        sub.to_subscribe.clear();
+        sub.to_unsubscribe.clear();
+        for live in self.channels.values_mut().filter(|live| live.shard == shard) {
             live.subscribed = false;
         }
     }
 
-    fn pubsub_ready(&mut self, now: Instant) {
-        if self.sub.was_ready {
+    fn pubsub_ready(&mut self, shard: usize, now: Instant) {
+        let sub = &mut self.subs[shard];
+        if sub.conn.was_ready {
             BrokerStats::add(&self.stats.reconnects, 1);
         }
-        self.sub.was_ready = true;
-        self.sub.ready = true;
-        self.sub.setup_deadline = None;
-        self.sub.backoff = self.config.limits.reconnect_min;
-        self.stats.pubsub_up.store(true, Ordering::Relaxed);
-        self.next_ping_at = Some(now + self.config.limits.ping_interval);
-        self.to_subscribe = self.channels.keys().cloned().collect();
-        self.to_unsubscribe.clear();
-        info!("redis pub/sub connection ready ({} channels to subscribe)", self.to_subscribe.len());
+        sub.conn.was_ready = true;
+        sub.conn.ready = true;
+        sub.conn.setup_deadline = None;
+        sub.conn.backoff = self.config.limits.reconnect_min;
+        sub.next_ping_at = Some(now + self.config.limits.ping_interval);
+        sub.to_subscribe =
+            self.channels.iter().filter(|(_, live)| live.shard == shard).map(|(c, _)| c.clone()).collect();
+        sub.to_unsubscribe.clear();
+        info!("redis pub/sub connection {shard} ready ({} channels to subscribe)", sub.to_subscribe.len());
+        let all_up = self.subs.iter().all(|sub| sub.conn.ready);
+        self.stats.pubsub_up.store(all_up, Ordering::Relaxed);
     }
 
-    fn pubsub_io(&mut self, now: Instant) {
-        let Some(link) = self.sub.link.as_mut() else { return };
+    fn pubsub_io(&mut self, shard: usize, now: Instant) {
+        let sub = &mut self.subs[shard];
+        let Some(link) = sub.conn.link.as_mut() else { return };
         match link.check_connected() {
             Ok(true) => {}
             Ok(false) => return,
-            Err(e) => return self.pubsub_down(&format!("connect: {e}"), now),
+            Err(e) => return self.pubsub_down(shard, &format!("connect: {e}"), now),
         }
-        if self.sub_handshake_left == 0 && !self.sub.ready {
-            self.pubsub_ready(now);
+        if sub.handshake_left == 0 && !sub.conn.ready {
+            self.pubsub_ready(shard, now);
         }
-        let Some(link) = self.sub.link.as_mut() else { return };
+        let sub = &mut self.subs[shard];
+        let Some(link) = sub.conn.link.as_mut() else { return };
         let mut values = Vec::new();
         let budget = self.config.limits.read_budget_bytes;
         let result = link.read(&mut self.buf, budget, &mut values);
-        self.sub.read_pending = matches!(result, Ok(ReadOutcome::BudgetSpent));
+        sub.conn.read_pending = matches!(result, Ok(ReadOutcome::BudgetSpent));
         for value in values {
-            self.pubsub_value(value, now);
-            if self.sub.link.is_none() {
+            self.pubsub_value(shard, value, now);
+            if self.subs[shard].conn.link.is_none() {
                 return;
             }
         }
         if let Err(e) = result {
-            self.pubsub_down(&e.to_string(), now);
+            self.pubsub_down(shard, &e.to_string(), now);
         }
     }
 
-    fn pubsub_value(&mut self, value: Value, now: Instant) {
-        if self.sub_handshake_left > 0 {
-            self.sub_handshake_left -= 1;
+    fn pubsub_value(&mut self, shard: usize, value: Value, now: Instant) {
+        let sub = &mut self.subs[shard];
+        if sub.handshake_left > 0 {
+            sub.handshake_left -= 1;
             if let Err(e) = ReplyError::check(&value) {
-                return self.pubsub_down(&format!("handshake: {e}"), now);
+                return self.pubsub_down(shard, &format!("handshake: {e}"), now);
             }
-            if self.sub_handshake_left == 0 {
-                self.pubsub_ready(now);
+            if sub.handshake_left == 0 {
+                self.pubsub_ready(shard, now);
             }
             return;
         }
         // A PING on a connection with no subscription yet is answered like a normal PING.
         if let Value::BulkString(_) = value {
-            self.pong_deadline = None;
+            sub.pong_deadline = None;
             return;
         }
         match parse_pubsub(value) {
             Ok(PubSubEvent::Message { channel, payload }) => self.pubsub_message(&channel, &payload, now),
             Ok(PubSubEvent::Subscribed { channel, .. }) => self.pubsub_subscribed(&channel, now),
             Ok(PubSubEvent::Unsubscribed { .. }) => {}
-            Ok(PubSubEvent::Pong(_)) => self.pong_deadline = None,
-            Err(e) => self.pubsub_down(&format!("pub/sub: {e}"), now),
+            Ok(PubSubEvent::Pong(_)) => sub.pong_deadline = None,
+            Err(e) => self.pubsub_down(shard, &format!("pub/sub: {e}"), now),
         }
     }
 
@@ -1323,22 +1365,8 @@ impl Worker {
             self.next_info_at = Some(now + self.config.limits.info_interval);
             self.send_or_fail(Pending::Info { initial: false }, now);
         }
-        if self.sub.link.is_none() && self.sub.retry_at.is_some_and(|at| at <= now) {
-            self.connect_pubsub(now);
-        }
-        let pubsub_late = self.sub.setup_deadline.is_some_and(|at| at <= now)
-            || self.pong_deadline.is_some_and(|at| at <= now);
-        if self.sub.link.is_some() && pubsub_late {
-            BrokerStats::add(&self.stats.timeouts, 1);
-            self.pubsub_down(&format!("no answer within {timeout:?}"), now);
-        }
-        if self.sub.ready && self.next_ping_at.is_some_and(|at| at <= now) {
-            self.next_ping_at = Some(now + self.config.limits.ping_interval);
-            self.ping_count += 1;
-            if let Some(link) = self.sub.link.as_mut() {
-                link.queue(&ping_command(self.ping_count.to_string().as_bytes()));
-                self.pong_deadline.get_or_insert(now + timeout);
-            }
+        for shard in 0..self.subs.len() {
+            self.pubsub_timers(shard, now);
         }
         if now >= self.next_scan_at {
             self.next_scan_at = now + CHANNEL_SCAN_INTERVAL;
@@ -1348,6 +1376,35 @@ impl Worker {
             self.next_presence_refresh_at = now + self.config.limits.presence_ttl / 3;
             if self.cmd.ready {
                 self.refresh_presence();
+            }
+        }
+    }
+
+    /// One pub/sub connection's reconnect, setup and pong deadlines, and its ping.
+    fn pubsub_timers(&mut self, shard: usize, now: Instant) {
+        let timeout = self.config.limits.request_timeout;
+        let sub = &self.subs[shard];
+        if sub.conn.link.is_none() && sub.conn.retry_at.is_some_and(|at| at <= now) {
+            self.connect_pubsub(shard, now);
+        }
+        let sub = &self.subs[shard];
+        let late = sub.conn.setup_deadline.is_some_and(|at| at <= now)
+            || sub.pong_deadline.is_some_and(|at| at <= now);
+        if sub.conn.link.is_some() && late {
+            BrokerStats::add(&self.stats.timeouts, 1);
+            let reason = match sub.conn.link.as_ref().is_some_and(Link::is_tls_handshaking) {
+                true => format!("TLS handshake not done within {timeout:?} (does this port speak TLS?)"),
+                false => format!("no answer within {timeout:?}"),
+            };
+            self.pubsub_down(shard, &reason, now);
+        }
+        let sub = &mut self.subs[shard];
+        if sub.conn.ready && sub.next_ping_at.is_some_and(|at| at <= now) {
+            sub.next_ping_at = Some(now + self.config.limits.ping_interval);
+            self.ping_count += 1;
+            if let Some(link) = sub.conn.link.as_mut() {
+                link.queue(&ping_command(self.ping_count.to_string().as_bytes()));
+                sub.pong_deadline.get_or_insert(now + timeout);
             }
         }
     }
@@ -1370,8 +1427,9 @@ impl Worker {
         }
         for channel in ended {
             let Some(live) = self.channels.remove(&channel) else { continue };
-            if self.sub.ready {
-                self.to_unsubscribe.push(live.keys.pubsub);
+            let sub = &mut self.subs[live.shard];
+            if sub.conn.ready {
+                sub.to_unsubscribe.push(live.keys.pubsub);
             }
         }
         self.stats.live_channels.store(self.channels.len() as u64, Ordering::Relaxed);
@@ -1389,19 +1447,18 @@ impl Worker {
         if !self.presence_ops.is_empty() {
             self.flush_presence(now);
         }
-        if self.sub.ready {
-            if let Some(link) = self.sub.link.as_mut() {
-                let subscribe: Vec<String> = std::mem::take(&mut self.to_subscribe)
-                    .iter()
-                    .filter_map(|c| self.channels.get(c).map(|live| live.keys.pubsub.clone()))
-                    .collect();
-                for names in subscribe.chunks(CHANNELS_PER_COMMAND) {
-                    link.queue(&subscribe_command(names.iter().map(String::as_str)));
-                }
-                let unsubscribe = std::mem::take(&mut self.to_unsubscribe);
-                for names in unsubscribe.chunks(CHANNELS_PER_COMMAND) {
-                    link.queue(&unsubscribe_command(names.iter().map(String::as_str)));
-                }
+        for sub in &mut self.subs {
+            let Some(link) = sub.conn.link.as_mut().filter(|_| sub.conn.ready) else { continue };
+            let subscribe: Vec<String> = std::mem::take(&mut sub.to_subscribe)
+                .iter()
+                .filter_map(|c| self.channels.get(c).map(|live| live.keys.pubsub.clone()))
+                .collect();
+            for names in subscribe.chunks(CHANNELS_PER_COMMAND) {
+                link.queue(&subscribe_command(names.iter().map(String::as_str)));
+            }
+            let unsubscribe = std::mem::take(&mut sub.to_unsubscribe);
+            for names in unsubscribe.chunks(CHANNELS_PER_COMMAND) {
+                link.queue(&unsubscribe_command(names.iter().map(String::as_str)));
             }
         }
         if let Some(link) = self.cmd.link.as_mut() {
@@ -1409,9 +1466,11 @@ impl Worker {
                 self.command_down(&format!("write: {e}"), now);
             }
         }
-        if let Some(link) = self.sub.link.as_mut() {
-            if let Err(e) = link.flush() {
-                self.pubsub_down(&format!("write: {e}"), now);
+        for shard in 0..self.subs.len() {
+            if let Some(link) = self.subs[shard].conn.link.as_mut() {
+                if let Err(e) = link.flush() {
+                    self.pubsub_down(shard, &format!("write: {e}"), now);
+                }
             }
         }
     }

@@ -7,19 +7,28 @@
 //! message to every subscriber of NAME through a `tokio::sync::broadcast` channel and answers
 //! `201`. One tokio multi-thread runtime with a worker per core.
 //!
+//! With `--tls CERT.pem KEY.pem`, every connection is TLS first (tokio-rustls, rustls' `ring`
+//! provider and its default TLS 1.2/1.3 settings, ALPN `http/1.1`, as pushwire's server) and
+//! serves the WebSocket endpoints only (no publishing): the TLS echo of `benches/compare.sh`.
+//!
 //! Does not: keep history, chunked request bodies, pipelining, or anything but what the
 //! benchmark needs. Not part of pushwire: its own Cargo project and workspace.
 //!
-//! Usage: `tt-peer 127.0.0.1:PORT`; prints `tt-peer listening on http://ADDR` when ready.
+//! Usage: `tt-peer 127.0.0.1:PORT [--tls CERT.pem KEY.pem]`; prints `tt-peer listening on
+//! http://ADDR` (or `https://ADDR`) when ready.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{future, SinkExt, StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -34,9 +43,16 @@ type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<Message>>>>;
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let args: Vec<String> = std::env::args().collect();
+    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:0".into());
+    let acceptor = match args.get(2).map(String::as_str) {
+        Some("--tls") if args.len() == 5 => Some(tls_acceptor(&args[3], &args[4])),
+        None => None,
+        _ => panic!("usage: tt-peer ADDR [--tls CERT.pem KEY.pem]"),
+    };
     let listener = TcpListener::bind(&addr).await.expect("bind");
-    println!("tt-peer listening on http://{}", listener.local_addr().expect("local addr"));
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    println!("tt-peer listening on {scheme}://{}", listener.local_addr().expect("local addr"));
     let channels: Channels = Arc::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -45,8 +61,38 @@ async fn main() {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream, channels.clone()));
+        match &acceptor {
+            Some(acceptor) => {
+                let (acceptor, channels) = (acceptor.clone(), channels.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        websocket(stream, channels).await;
+                    }
+                });
+            }
+            None => {
+                tokio::spawn(serve(stream, channels.clone()));
+            }
+        }
     }
+}
+
+/// The TLS server configuration: the certificate chain and key from PEM files.
+fn tls_acceptor(cert_path: &str, key_path: &str) -> TlsAcceptor {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .expect("certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_file(key_path).expect("key PEM");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Peeks at the request head (leaving it in the socket) and hands the connection on.
@@ -74,7 +120,7 @@ async fn serve(stream: TcpStream, channels: Channels) {
 }
 
 /// A WebSocket: `/echo` echoes, `/channels/NAME` subscribes.
-async fn websocket(stream: TcpStream, channels: Channels) {
+async fn websocket<S: AsyncRead + AsyncWrite + Unpin>(stream: S, channels: Channels) {
     let mut path = String::new();
     let callback = |request: &Request, response: Response| {
         path = request.uri().path().to_string();
