@@ -329,7 +329,7 @@ impl Conn {
             Phase::Serving { .. } => {
                 let to = self.serving_to;
                 match reply {
-                    Reply::Subscribed { channel, replay: Ok(replay) } => {
+                    Reply::Subscribed { channel, replay: Ok(replay), .. } => {
                         self.drive(now, |s, ctx| s.handle_subscribed(channel, replay, ctx))
                     }
                     Reply::Read(Ok(replay)) => self.drive(now, |s, ctx| s.handle_read(replay, ctx)),

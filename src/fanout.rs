@@ -23,39 +23,58 @@ use crate::hub::backend::{ConnAddr, ConnId, HubBackend, Submitted};
 use crate::hub::{ChannelName, Command, Reply};
 use crate::metrics::Metrics;
 use crate::output::{Output, MAX_IO_SLICES};
+use crate::protocol::Transport;
 
 /// The channels one connection is subscribed to. Every session subscribes to one channel, so
 /// that one is held inline (no allocation per idle subscriber, 16 bytes in the loop's slot);
-/// further ones, which only a connection between two requests' subscriptions can hold, are
-/// kept by the loop's [`Fanout`], keyed by connection. There are overflow entries only while
-/// the inline one is set.
+/// further ones, which only a multi-channel session or a connection between two requests'
+/// subscriptions can hold, are kept by the loop's [`Fanout`], keyed by connection, each with
+/// its transport. There are overflow entries only while the inline one is set. The inline
+/// one's transport is kept beside it by the slot (a byte its padding holds): the two are lent
+/// together as [`SlotSubscriptions`].
 #[derive(Debug, Default)]
 pub struct Subscriptions(Option<ChannelName>);
 
-/// The loop's subscriptions beyond each connection's first.
-type Overflow = HashMap<ConnId, Vec<ChannelName>>;
+/// One connection's subscriptions as its slot keeps them: the channels and the transport of the
+/// inline one (named again in its `Unsubscribe`; meaningless while there is none).
+#[derive(Debug)]
+pub struct SlotSubscriptions<'a> {
+    /// The channels.
+    pub channels: &'a mut Subscriptions,
+    /// The inline subscription's transport.
+    pub transport: &'a mut Transport,
+}
 
-impl Subscriptions {
+/// The loop's subscriptions beyond each connection's first.
+type Overflow = HashMap<ConnId, Vec<(ChannelName, Transport)>>;
+
+impl SlotSubscriptions<'_> {
     /// No subscription.
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.channels.0.is_none()
     }
 
-    fn push(&mut self, channel: ChannelName, id: ConnId, overflow: &mut Overflow) {
-        match &self.0 {
-            None => self.0 = Some(channel),
-            Some(_) => overflow.entry(id).or_default().push(channel),
+    fn push(&mut self, channel: ChannelName, transport: Transport, id: ConnId, overflow: &mut Overflow) {
+        match &self.channels.0 {
+            None => {
+                self.channels.0 = Some(channel);
+                *self.transport = transport;
+            }
+            Some(_) => overflow.entry(id).or_default().push((channel, transport)),
         }
     }
 
     /// Forgets one subscription to `channel`; false when there was none.
     fn remove(&mut self, channel: &ChannelName, id: ConnId, overflow: &mut Overflow) -> bool {
-        let Some(first) = &self.0 else { return false };
+        let Some(first) = &self.channels.0 else { return false };
         if first == channel {
             // The next one, if any, moves inline.
-            self.0 = None;
+            self.channels.0 = None;
             if let Some(more) = overflow.get_mut(&id) {
-                self.0 = more.pop();
+                if let Some((next, transport)) = more.pop() {
+                    self.channels.0 = Some(next);
+                    *self.transport = transport;
+                }
                 if more.is_empty() {
                     overflow.remove(&id);
                 }
@@ -63,7 +82,7 @@ impl Subscriptions {
             return true;
         }
         let Some(more) = overflow.get_mut(&id) else { return false };
-        let Some(i) = more.iter().position(|c| c == channel) else { return false };
+        let Some(i) = more.iter().position(|(c, _)| c == channel) else { return false };
         more.swap_remove(i);
         if more.is_empty() {
             overflow.remove(&id);
@@ -72,9 +91,9 @@ impl Subscriptions {
     }
 
     /// Takes every subscription out, leaving none.
-    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<ChannelName> {
+    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<(ChannelName, Transport)> {
         let mut all = overflow.remove(&id).unwrap_or_default();
-        all.extend(self.0.take());
+        all.extend(self.channels.0.take().map(|channel| (channel, *self.transport)));
         all
     }
 }
@@ -93,25 +112,35 @@ impl Fanout {
         self.subscribers.get(channel).map_or(&[], Vec::as_slice)
     }
 
-    fn subscribed(&mut self, id: ConnId, subs: &mut Subscriptions, channel: ChannelName) {
+    fn subscribed(
+        &mut self,
+        id: ConnId,
+        subs: &mut SlotSubscriptions<'_>,
+        channel: ChannelName,
+        transport: Transport,
+    ) {
         self.subscribers.entry(channel.clone()).or_default().push(id);
-        subs.push(channel, id, &mut self.overflow);
+        subs.push(channel, transport, id, &mut self.overflow);
     }
 
-    fn unsubscribed(&mut self, id: ConnId, subs: &mut Subscriptions, channel: &ChannelName) {
+    fn unsubscribed(&mut self, id: ConnId, subs: &mut SlotSubscriptions<'_>, channel: &ChannelName) {
         if subs.remove(channel, id, &mut self.overflow) {
             self.forget(channel, id);
         }
     }
 
     /// The connection `id` is going away: forgets its subscriptions and returns their
-    /// channels, each of which the loop then unsubscribes at the backend.
-    pub fn remove_conn(&mut self, id: ConnId, subs: &mut Subscriptions) -> Vec<ChannelName> {
+    /// channels and transports, each of which the loop then unsubscribes at the backend.
+    pub fn remove_conn(
+        &mut self,
+        id: ConnId,
+        subs: &mut SlotSubscriptions<'_>,
+    ) -> Vec<(ChannelName, Transport)> {
         if subs.is_empty() {
             return Vec::new();
         }
         let channels = subs.take_all(id, &mut self.overflow);
-        for channel in &channels {
+        for (channel, _) in &channels {
             self.forget(channel, id);
         }
         channels
@@ -132,7 +161,7 @@ impl Fanout {
 /// `Unsubscribe` is forgotten here as it is submitted.
 pub fn pump(
     conn: &mut Conn,
-    subs: &mut Subscriptions,
+    subs: &mut SlotSubscriptions<'_>,
     fanout: &mut Fanout,
     backend: &dyn HubBackend,
     from: ConnAddr,
@@ -141,7 +170,7 @@ pub fn pump(
 ) {
     while let Some(command) = conn.poll_command() {
         let unsubscribe = match &command {
-            Command::Unsubscribe { channel } => Some(channel.clone()),
+            Command::Unsubscribe { channel, .. } => Some(channel.clone()),
             _ => None,
         };
         match backend.submit(from, command, now) {
@@ -158,7 +187,7 @@ pub fn pump(
 /// recorded for fan-out, a publish is counted.
 pub fn handle_reply(
     conn: &mut Conn,
-    subs: &mut Subscriptions,
+    subs: &mut SlotSubscriptions<'_>,
     fanout: &mut Fanout,
     id: ConnId,
     reply: Reply,
@@ -166,7 +195,9 @@ pub fn handle_reply(
     now: Instant,
 ) {
     match &reply {
-        Reply::Subscribed { channel, replay: Ok(_) } => fanout.subscribed(id, subs, channel.clone()),
+        Reply::Subscribed { channel, transport, replay: Ok(_) } => {
+            fanout.subscribed(id, subs, channel.clone(), *transport)
+        }
         Reply::Published(Ok(_)) => Metrics::inc(&metrics.messages_published),
         _ => {}
     }
@@ -236,6 +267,7 @@ mod tests {
     struct Rig {
         conn: Conn,
         subs: Subscriptions,
+        transport: Transport,
         fanout: Fanout,
         metrics: Arc<Metrics>,
         from: ConnAddr,
@@ -249,6 +281,7 @@ mod tests {
             Rig {
                 conn: Conn::new(Arc::new(Config::default()), metrics.clone(), now),
                 subs: Subscriptions::default(),
+                transport: Transport::Poll,
                 fanout: Fanout::default(),
                 metrics,
                 from: ConnAddr { sink: SinkId::new(0).unwrap(), conn: ConnId::new(5, 1) },
@@ -263,7 +296,7 @@ mod tests {
         fn pump(&mut self, backend: &TestBackend) {
             pump(
                 &mut self.conn,
-                &mut self.subs,
+                &mut SlotSubscriptions { channels: &mut self.subs, transport: &mut self.transport },
                 &mut self.fanout,
                 backend,
                 self.from,
@@ -273,11 +306,14 @@ mod tests {
         }
 
         fn reply(&mut self, reply: Reply) {
-            let Rig { conn, subs, fanout, metrics, from, now } = self;
+            let Rig { conn, subs, transport, fanout, metrics, from, now } = self;
+            let subs = &mut SlotSubscriptions { channels: subs, transport };
             handle_reply(conn, subs, fanout, from.conn, reply, metrics, *now);
         }
     }
 
+    const WS: Transport = Transport::WebSocket;
+    const SSE_T: Transport = Transport::Sse;
     const SSE: &str = "GET /channels/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
     const PUBLISH: &str = "POST /channels/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
 
@@ -286,28 +322,30 @@ mod tests {
         let mut overflow = Overflow::new();
         let id = ConnId::new(3, 1);
         let other = ConnId::new(3, 2);
-        let mut subs = Subscriptions::default();
+        let (mut mine, mut theirs_inline) = (Subscriptions::default(), Subscriptions::default());
+        let (mut my_transport, mut their_transport) = (WS, WS);
+        let mut subs = SlotSubscriptions { channels: &mut mine, transport: &mut my_transport };
         assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
-        subs.push(name("a"), id, &mut overflow);
-        assert!(subs.0.is_some() && overflow.is_empty());
-        subs.push(name("b"), id, &mut overflow);
-        subs.push(name("a"), id, &mut overflow);
+        subs.push(name("a"), SSE_T, id, &mut overflow);
+        assert!(subs.channels.0.is_some() && overflow.is_empty() && *subs.transport == SSE_T);
+        subs.push(name("b"), WS, id, &mut overflow);
+        subs.push(name("a"), WS, id, &mut overflow);
         // Another connection's subscriptions are apart.
-        let mut theirs = Subscriptions::default();
-        theirs.push(name("x"), other, &mut overflow);
-        theirs.push(name("b"), other, &mut overflow);
+        let mut theirs = SlotSubscriptions { channels: &mut theirs_inline, transport: &mut their_transport };
+        theirs.push(name("x"), WS, other, &mut overflow);
+        theirs.push(name("b"), WS, other, &mut overflow);
         assert!(subs.remove(&name("a"), id, &mut overflow) && !subs.is_empty());
         assert!(!subs.remove(&name("c"), id, &mut overflow));
         assert!(!subs.remove(&name("x"), id, &mut overflow));
         let mut left = subs.take_all(id, &mut overflow);
-        left.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-        assert_eq!(left, [name("a"), name("b")]);
+        left.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+        assert_eq!(left, [(name("a"), WS), (name("b"), WS)], "the inline one moved up with its transport");
         assert!(subs.is_empty());
-        subs.push(name("a"), id, &mut overflow);
+        subs.push(name("a"), WS, id, &mut overflow);
         assert!(subs.remove(&name("a"), id, &mut overflow) && subs.is_empty());
         // Removing the inline one moves the next one inline.
         assert!(theirs.remove(&name("x"), other, &mut overflow));
-        assert_eq!(theirs.0.as_ref().map(|c| c.as_str()), Some("b"));
+        assert_eq!(theirs.channels.0.as_ref().map(|c| c.as_str()), Some("b"));
         assert!(overflow.is_empty());
         assert!(theirs.remove(&name("b"), other, &mut overflow) && theirs.is_empty());
     }
@@ -321,9 +359,10 @@ mod tests {
         assert_eq!(rig.fanout.subscribers(&name("a")), [rig.from.conn]);
         assert!(String::from_utf8(rig.conn.pending_output().to_vec()).unwrap().starts_with("HTTP/1.1 200"));
         // The loop removes the connection: its channels come back to be unsubscribed.
-        let Rig { fanout, subs, from, .. } = &mut rig;
-        assert_eq!(fanout.remove_conn(from.conn, subs), [name("a")]);
-        assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.is_empty());
+        let Rig { fanout, subs, transport, from, .. } = &mut rig;
+        let subs = &mut SlotSubscriptions { channels: subs, transport };
+        assert_eq!(fanout.remove_conn(from.conn, subs), [(name("a"), Transport::Sse)]);
+        assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.0.is_none());
     }
 
     #[test]
@@ -373,7 +412,7 @@ mod tests {
         let published = backend.hub.lock().unwrap().publish(&name("a"), None, text, rig.now).unwrap();
         rig.conn.handle_delivery(&published.message, rig.now);
         rig.pump(&backend);
-        assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.is_empty());
+        assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.0.is_none());
         let submitted: Vec<String> =
             backend.submitted.lock().unwrap().iter().map(|(_, c)| c.clone()).collect();
         assert_eq!(submitted.first().map(String::as_str), Some("Subscribe"));

@@ -878,14 +878,15 @@ pub fn hub_ops(data: &[u8]) {
             }
             3 => {
                 let since = since(&mut r, &model);
-                if let Ok(replay) = hub.subscribe(&channel, since, sink, now) {
+                if let Ok(replay) = hub.subscribe(&channel, since, sink, crate::protocol::Transport::Sse, now)
+                {
                     // Checked first: this subscribe may have created a new incarnation.
                     model.check_replay(name, since, usize::MAX, &replay, &limits, now);
                     *model.subscriptions.entry((name.to_string(), sink.index())).or_default() += 1;
                 }
             }
             4 => {
-                hub.unsubscribe(&channel, sink, now);
+                hub.unsubscribe(&channel, sink, crate::protocol::Transport::Sse, now);
                 if let Some(n) = model.subscriptions.get_mut(&(name.to_string(), sink.index())) {
                     *n = n.saturating_sub(1);
                 }

@@ -15,6 +15,7 @@ use pushwire::hub::{ChannelName, Cursor, Payload, Replay, Since, SinkId};
 use pushwire::net::redis_broker::{
     Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, Limits,
 };
+use pushwire::protocol::Transport;
 use pushwire::redis::keys::Namespace;
 use pushwire::redis::resp::{Command, Value};
 use pushwire::redis::url::RedisUrl;
@@ -190,6 +191,7 @@ impl Node {
                 token,
                 channel: channel(channel_name),
                 since,
+                transport: Transport::Sse,
                 member: None,
             })
             .unwrap();
@@ -316,6 +318,7 @@ fn redis_broker_subscribe_while_publishing_misses_nothing() {
             token: 7,
             channel: channel("merge"),
             since: Since::After(first),
+            transport: Transport::Sse,
             member: None,
         })
         .unwrap();

@@ -228,6 +228,8 @@ fn info_gives_subscribers_last_cursor_and_history_size() {
     let (status, json) = call(&server, "info", body.clone());
     assert_eq!(status, 200, "{json}");
     assert_eq!((json["exists"].clone(), json["last"].clone()), (json!(false), Value::Null));
+    let zero = json!({"websocket":0,"sse":0,"stream":0,"long_poll":0});
+    assert_eq!(json["transports"], zero, "{json}");
     publish(&server, "inf", "12345");
     let last = publish(&server, "inf", "abc");
     let _sse = SseClient::connect(&server, "/channels/inf", "Accept: text/event-stream\r\n");
@@ -239,6 +241,62 @@ fn info_gives_subscribers_last_cursor_and_history_size() {
     assert_eq!(json["last"], last.as_str());
     assert_eq!(json["history_messages"], 2);
     assert_eq!(json["history_bytes"], 8);
+}
+
+/// A raw request whose response head (its status line) has arrived: the server subscribed it.
+fn open_request(server: &Server, request: &str) -> BufReader<std::net::TcpStream> {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 101"), "{line}");
+    reader
+}
+
+/// Polls `info` until its `transports` are `want` (bounded); the last answer.
+fn wait_transports(server: &Server, channel: &str, want: &Value) -> Value {
+    let mut info = Value::Null;
+    for _ in 0..500 {
+        info = call(server, "info", json!({"channel":channel})).1;
+        if &info["transports"] == want {
+            return info;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{channel}: transports never became {want}: {info}");
+}
+
+/// Issue #17 "channel info: subscribers by transport": one subscriber of each transport, each
+/// counted under its own; a short poll holds nothing; a subscriber that leaves is uncounted.
+#[test]
+fn info_counts_subscribers_by_transport() {
+    let server = server(&[]);
+    let ch = "bytr";
+    let (_ws, _) = RawWs::connect(&server, &format!("/channels/{ch}"), &[]);
+    let mut v1 = V1::connect(&server, None);
+    assert_eq!(v1.ask(json!({"type":"subscribe","channel":ch,"req":1}))["type"], "ok");
+    let sse = SseClient::connect(&server, &format!("/channels/{ch}"), "Accept: text/event-stream\r\n");
+    let _stream = open_request(
+        &server,
+        &format!("GET /channels/{ch} HTTP/1.1\r\nHost: t\r\nAccept: application/x-ndjson\r\n\r\n"),
+    );
+    let mut long_poll = server.connect();
+    long_poll
+        .write_all(format!("GET /channels/{ch}?wait=30 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(poll(&server, ch, None).status, 200, "a short poll is answered and holds nothing");
+    let all = json!({"websocket":2,"sse":1,"stream":1,"long_poll":1});
+    let info = wait_transports(&server, ch, &all);
+    assert_eq!(info["subscribers"], 5, "{info}");
+    drop(sse);
+    let info = wait_transports(&server, ch, &json!({"websocket":2,"sse":0,"stream":1,"long_poll":1}));
+    assert_eq!(info["subscribers"], 4, "{info}");
+    // The long poll is answered by a message and ends its subscription.
+    publish(&server, ch, "m");
+    let answer = read_response(&mut BufReader::new(long_poll), false);
+    assert_eq!(answer.status, 200);
+    wait_transports(&server, ch, &json!({"websocket":2,"sse":0,"stream":1,"long_poll":0}));
 }
 
 #[test]

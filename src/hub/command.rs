@@ -14,6 +14,7 @@ use super::presence::{Joining, Member, PresenceError, PresenceEvent};
 use super::{
     ChannelInfo, ChannelName, ChannelPage, Cursor, Hub, HubError, HubStats, Payload, Published, Replay, Since,
 };
+use crate::protocol::Transport;
 
 /// A request for the hub.
 #[derive(Debug)]
@@ -43,10 +44,13 @@ pub enum Command {
         channel: ChannelName,
         /// Where the client's history ends.
         since: Since,
+        /// The transport that holds the subscription (counted per transport for `info`).
+        transport: Transport,
     },
     /// Subscribe like [`Command::Subscribe`] and join the channel's presence as a member;
     /// answered by [`Reply::Subscribed`] (refused as a whole when presence is full or the info
-    /// too large). The [`Command::Unsubscribe`] that ends the subscription also leaves.
+    /// too large). The [`Command::Unsubscribe`] that ends the subscription also leaves. Only
+    /// a command-mode WebSocket joins presence: the subscription counts as a WebSocket's.
     SubscribeMember {
         /// The channel.
         channel: ChannelName,
@@ -67,6 +71,9 @@ pub enum Command {
     Unsubscribe {
         /// The channel.
         channel: ChannelName,
+        /// The transport it subscribed with (as its `Subscribe` said and its `Subscribed`
+        /// reply echoed).
+        transport: Transport,
     },
     /// Read one channel's figures without creating it (the server API's `info`); answered by
     /// [`Reply::Info`].
@@ -108,6 +115,9 @@ pub enum Reply {
         /// The hub's own copy of the channel's name: a subscriber keeps it instead of the
         /// copy its request made, so idle subscribers of one channel share one name.
         channel: ChannelName,
+        /// The transport the `Subscribe` named, echoed: a loop that must end a subscription
+        /// whose connection is gone names it in its `Unsubscribe`.
+        transport: Transport,
         /// The replay, or the refusal.
         replay: Result<Replay, HubError>,
     },
@@ -178,18 +188,19 @@ impl Command {
                 reply: Some(Reply::Read(hub.read(&channel, since, max_messages, now))),
                 ..Applied::default()
             },
-            Command::Subscribe { channel, since } => {
-                let replay = hub.subscribe(&channel, since, sink, now);
+            Command::Subscribe { channel, since, transport } => {
+                let replay = hub.subscribe(&channel, since, sink, transport, now);
                 let channel = hub.channel_name(&channel).unwrap_or(channel);
                 let subscribed = replay.is_ok().then(|| channel.clone());
                 Applied {
-                    reply: Some(Reply::Subscribed { channel, replay }),
+                    reply: Some(Reply::Subscribed { channel, transport, replay }),
                     subscribed,
                     ..Applied::default()
                 }
             }
             Command::SubscribeMember { channel, since, member } => {
-                let replay = hub.subscribe(&channel, since, sink, now);
+                let transport = Transport::WebSocket;
+                let replay = hub.subscribe(&channel, since, sink, transport, now);
                 let channel = hub.channel_name(&channel).unwrap_or(channel);
                 let mut presence = None;
                 let replay = replay.and_then(|replay| {
@@ -202,7 +213,7 @@ impl Command {
                         Err(PresenceError::AlreadyMember) => {}
                         Err(e) => {
                             // Refused as a whole: the subscription just made is undone.
-                            hub.unsubscribe(&channel, sink, now);
+                            hub.unsubscribe(&channel, sink, transport, now);
                             return Err(match e {
                                 PresenceError::InfoTooLarge => HubError::InfoTooLarge,
                                 _ => HubError::PresenceFull,
@@ -213,7 +224,7 @@ impl Command {
                 });
                 let subscribed = replay.is_ok().then(|| channel.clone());
                 Applied {
-                    reply: Some(Reply::Subscribed { channel, replay }),
+                    reply: Some(Reply::Subscribed { channel, transport, replay }),
                     subscribed,
                     presence,
                     ..Applied::default()
@@ -225,8 +236,8 @@ impl Command {
                 let result = Ok(PresenceList { count: presence.count(&channel), members });
                 Applied { reply: Some(Reply::Presence { channel, result }), ..Applied::default() }
             }
-            Command::Unsubscribe { channel } => {
-                hub.unsubscribe(&channel, sink, now);
+            Command::Unsubscribe { channel, transport } => {
+                hub.unsubscribe(&channel, sink, transport, now);
                 // Every way a subscription ends submits this (hub/backend.rs, "Ownership of a
                 // subscription"), so presence never outlives it; not a member: nothing.
                 let presence = hub.presence_mut().leave(&channel, from);

@@ -84,6 +84,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::protocol::Transport;
+
 /// Bounds on the memory the hub holds, whatever publishers and subscribers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -245,11 +247,68 @@ pub struct HubStats {
     pub backend: Option<Box<backend::BackendFigures>>,
 }
 
+/// Subscriptions counted per transport (the server API's `info`): one number per entry of
+/// [`Transport::ALL`]. A short poll holds no subscription, so its count stays 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportCounts([usize; Transport::ALL.len()]);
+
+impl TransportCounts {
+    fn index(transport: Transport) -> usize {
+        match transport {
+            Transport::WebSocket => 0,
+            Transport::Sse => 1,
+            Transport::Stream => 2,
+            Transport::LongPoll => 3,
+            Transport::Poll => 4,
+        }
+    }
+
+    /// The subscriptions held over `transport`.
+    pub fn get(&self, transport: Transport) -> usize {
+        self.0[Self::index(transport)]
+    }
+
+    /// Counts one more subscription over `transport`.
+    pub fn add(&mut self, transport: Transport) {
+        self.0[Self::index(transport)] += 1;
+    }
+
+    /// Counts one subscription over `transport` fewer (never below zero).
+    pub fn remove(&mut self, transport: Transport) {
+        let count = &mut self.0[Self::index(transport)];
+        *count = count.saturating_sub(1);
+    }
+
+    /// Sets the count of `transport` (a node's figure read back from elsewhere).
+    pub fn set(&mut self, transport: Transport, count: usize) {
+        self.0[Self::index(transport)] = count;
+    }
+
+    /// Adds `other`'s counts to these (summing nodes).
+    pub fn merge(&mut self, other: &TransportCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine = mine.saturating_add(theirs);
+        }
+    }
+
+    /// Every transport's count summed.
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
+    /// True when no transport holds a subscription.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
 /// What the hub holds for one channel (the server API's `info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelInfo {
     /// Subscriptions across every event loop.
     pub subscribers: usize,
+    /// The same subscriptions by the transport that holds each.
+    pub by_transport: TransportCounts,
     /// The tail cursor: the newest message's id (`EPOCH:0` before any).
     pub last: Cursor,
     /// Messages held in its history.
@@ -341,6 +400,8 @@ struct Channel {
     history_bytes: usize,
     /// Subscription count per sink, only sinks with a count above zero.
     subscribers: Vec<(SinkId, usize)>,
+    /// The same subscriptions counted per transport.
+    by_transport: TransportCounts,
     /// Latest instant seen by any operation on the channel; never decreases.
     last_active: Instant,
 }
@@ -474,6 +535,7 @@ impl Hub {
         channel: &ChannelName,
         since: Since,
         sink: SinkId,
+        transport: Transport,
         now: Instant,
     ) -> Result<Replay, HubError> {
         let ch = self.channels.access(channel, now, &self.limits, &mut self.totals)?;
@@ -482,6 +544,7 @@ impl Hub {
             Some((_, count)) => *count += 1,
             None => ch.subscribers.push((sink, 1)),
         }
+        ch.by_transport.add(transport);
         let replay = ch.replay(since, usize::MAX);
         self.totals.subscriptions += 1;
         Ok(replay)
@@ -492,10 +555,11 @@ impl Hub {
         self.channels.by_name.get_key_value(name).map(|(key, _)| key.clone())
     }
 
-    /// Removes one subscription of `sink` on `channel`; once its count is zero the sink is no
-    /// longer in [`Published::sinks`]. Without such a subscription this does nothing (it does
-    /// not create the channel).
-    pub fn unsubscribe(&mut self, channel: &ChannelName, sink: SinkId, now: Instant) {
+    /// Removes one subscription of `sink` over `transport` on `channel` (the transport it
+    /// subscribed with); once its count is zero the sink is no longer in
+    /// [`Published::sinks`]. Without such a subscription this does nothing (it does not create
+    /// the channel).
+    pub fn unsubscribe(&mut self, channel: &ChannelName, sink: SinkId, transport: Transport, now: Instant) {
         let Some(ch) = self.channels.by_name.get_mut(channel) else {
             return;
         };
@@ -508,6 +572,7 @@ impl Hub {
         if *count == 0 {
             ch.subscribers.swap_remove(index);
         }
+        ch.by_transport.remove(transport);
         self.totals.subscriptions -= 1;
         ch.last_active = ch.last_active.max(now);
         let now = ch.last_active;
@@ -532,6 +597,7 @@ impl Hub {
         let ch = self.channels.by_name.get(channel)?;
         Some(ChannelInfo {
             subscribers: ch.subscribers.iter().map(|(_, count)| count).sum(),
+            by_transport: ch.by_transport,
             last: Cursor { epoch: ch.epoch, offset: ch.last_offset },
             history_messages: ch.history.len(),
             history_bytes: ch.history_bytes,
@@ -596,6 +662,7 @@ impl Channels {
                     history: VecDeque::new(),
                     history_bytes: 0,
                     subscribers: Vec::new(),
+                    by_transport: TransportCounts::default(),
                     last_active: now,
                 })
             }

@@ -156,7 +156,7 @@ fn channel_created_on_first_access_with_fresh_epoch() {
     assert_eq!(m1.id, Cursor { epoch, offset: 1 });
     assert_eq!(m2.id, Cursor { epoch, offset: 2 });
     assert_eq!(m2.channel, news);
-    let other = hub.subscribe(&name("other"), Since::Tail, sink(0), now).unwrap();
+    let other = hub.subscribe(&name("other"), Since::Tail, sink(0), Transport::Sse, now).unwrap();
     assert_ne!(other.next.epoch, epoch);
     assert_eq!(hub.stats().channels, 2);
     check_invariants(&hub);
@@ -365,7 +365,7 @@ fn too_many_channels_refused() {
     let refused = HubError::TooManyChannels;
     assert_eq!(hub.publish(&c, None, text("x"), now).unwrap_err(), refused);
     assert_eq!(hub.read(&c, Since::Tail, 1, now).unwrap_err(), refused);
-    assert_eq!(hub.subscribe(&c, Since::Tail, sink(0), now).unwrap_err(), refused);
+    assert_eq!(hub.subscribe(&c, Since::Tail, sink(0), Transport::Sse, now).unwrap_err(), refused);
     assert_eq!(hub.stats().subscriptions, 0);
     // Existing channels still work; once `b` is freed, `c` can be created.
     hub.publish(&name("b"), None, text("y"), now).unwrap();
@@ -422,10 +422,10 @@ fn channel_with_subscribers_never_freed() {
     let now = t0();
     let mut hub = Hub::new(small_limits(), 1);
     let ch = name("c");
-    let epoch = hub.subscribe(&ch, Since::Tail, sink(1), now).unwrap().next.epoch;
+    let epoch = hub.subscribe(&ch, Since::Tail, sink(1), Transport::Sse, now).unwrap().next.epoch;
     hub.expire(now + secs(1_000));
     assert_eq!(hub.stats().channels, 1);
-    hub.unsubscribe(&ch, sink(1), now + secs(1_000));
+    hub.unsubscribe(&ch, sink(1), Transport::Sse, now + secs(1_000));
     hub.expire(now + secs(1_009));
     assert_eq!(hub.stats().channels, 1);
     let still = hub.read(&ch, Since::Tail, 1, now + secs(1_009)).unwrap();
@@ -460,7 +460,7 @@ fn subscribe_replays_and_registers_atomically() {
     let mut hub = Hub::new(Limits::default(), 1);
     let ch = name("c");
     let epoch = publish_n(&mut hub, &ch, 2, now);
-    let replay = hub.subscribe(&ch, at(epoch, 1), sink(3), now).unwrap();
+    let replay = hub.subscribe(&ch, at(epoch, 1), sink(3), Transport::Sse, now).unwrap();
     assert!(!replay.gap);
     assert_eq!(offsets(&replay), [2]);
     assert_eq!(replay.next, Cursor { epoch, offset: 2 });
@@ -469,7 +469,7 @@ fn subscribe_replays_and_registers_atomically() {
     assert!(live.sinks.contains(sink(3)));
     assert_eq!(live.message.id.offset, replay.next.offset + 1);
     // From the tail: nothing replayed, live continues right after.
-    let tail = hub.subscribe(&ch, Since::Tail, sink(4), now).unwrap();
+    let tail = hub.subscribe(&ch, Since::Tail, sink(4), Transport::Sse, now).unwrap();
     assert!(tail.messages.is_empty());
     let live = hub.publish(&ch, None, text("m4"), now).unwrap();
     assert!(live.sinks.contains(sink(4)));
@@ -483,14 +483,18 @@ fn subscribers_share_the_hubs_channel_name() {
     let now = t0();
     let mut hub = Hub::new(Limits::default(), 1);
     let first = name("shared");
-    let command = |channel: &ChannelName| Command::Subscribe { channel: channel.clone(), since: Since::Tail };
+    let command = |channel: &ChannelName| Command::Subscribe {
+        channel: channel.clone(),
+        since: Since::Tail,
+        transport: Transport::Sse,
+    };
     let applied = command(&first).apply(&mut hub, ConnAddr { sink: sink(0), conn: ConnId::new(0, 0) }, now);
     let second = name("shared");
     assert_ne!(first.as_str().as_ptr(), second.as_str().as_ptr());
     let applied_again =
         command(&second).apply(&mut hub, ConnAddr { sink: sink(0), conn: ConnId::new(0, 0) }, now);
     for applied in [applied, applied_again] {
-        let Some(Reply::Subscribed { channel, replay: Ok(_) }) = applied.reply else { panic!() };
+        let Some(Reply::Subscribed { channel, replay: Ok(_), .. }) = applied.reply else { panic!() };
         assert_eq!(channel.as_str().as_ptr(), first.as_str().as_ptr());
         assert_eq!(applied.subscribed.unwrap().as_str().as_ptr(), first.as_str().as_ptr());
     }
@@ -503,7 +507,7 @@ fn subscribe_replays_everything_available() {
     let mut hub = Hub::new(limits, 1);
     let ch = name("c");
     let epoch = publish_n(&mut hub, &ch, 1_500, now);
-    let replay = hub.subscribe(&ch, at(epoch, 0), sink(0), now).unwrap();
+    let replay = hub.subscribe(&ch, at(epoch, 0), sink(0), Transport::Sse, now).unwrap();
     assert!(!replay.gap);
     assert_eq!(replay.messages.len(), 1_500);
     assert_eq!(replay.next, Cursor { epoch, offset: 1_500 });
@@ -516,23 +520,23 @@ fn publish_returns_exactly_the_sinks_with_subscribers() {
     let ch = name("c");
     assert!(hub.publish(&ch, None, text("x"), now).unwrap().sinks.is_empty());
     for index in [0, 5, 5, 63] {
-        hub.subscribe(&ch, Since::Tail, sink(index), now).unwrap();
+        hub.subscribe(&ch, Since::Tail, sink(index), Transport::Sse, now).unwrap();
     }
-    hub.subscribe(&name("elsewhere"), Since::Tail, sink(9), now).unwrap();
+    hub.subscribe(&name("elsewhere"), Since::Tail, sink(9), Transport::Sse, now).unwrap();
     let sinks = |hub: &mut Hub| {
         let published = hub.publish(&ch, None, text("x"), now).unwrap();
         published.sinks.iter().map(SinkId::index).collect::<Vec<_>>()
     };
     assert_eq!(sinks(&mut hub), [0, 5, 63]);
     assert_eq!(hub.stats().subscriptions, 5);
-    hub.unsubscribe(&ch, sink(5), now);
+    hub.unsubscribe(&ch, sink(5), Transport::Sse, now);
     assert_eq!(sinks(&mut hub), [0, 5, 63]);
-    hub.unsubscribe(&ch, sink(5), now);
+    hub.unsubscribe(&ch, sink(5), Transport::Sse, now);
     assert_eq!(sinks(&mut hub), [0, 63]);
     // Unknown registrations are no-ops and create nothing.
-    hub.unsubscribe(&ch, sink(5), now);
-    hub.unsubscribe(&ch, sink(7), now);
-    hub.unsubscribe(&name("nowhere"), sink(0), now);
+    hub.unsubscribe(&ch, sink(5), Transport::Sse, now);
+    hub.unsubscribe(&ch, sink(7), Transport::Sse, now);
+    hub.unsubscribe(&name("nowhere"), sink(0), Transport::Sse, now);
     assert_eq!(sinks(&mut hub), [0, 63]);
     let stats = hub.stats();
     assert_eq!((stats.channels, stats.subscriptions), (2, 3));
@@ -738,7 +742,7 @@ fn random_operations_keep_hub_invariants() {
                         }
                     }
                 }
-                7 => match hub.subscribe(&channel, since, sink, now) {
+                7 => match hub.subscribe(&channel, since, sink, Transport::Sse, now) {
                     Ok(replay) => {
                         model.check_replay(&hub, &channel, since, usize::MAX, &replay);
                         let last = model.log[&replay.next.epoch].len() as u64;
@@ -760,7 +764,7 @@ fn random_operations_keep_hub_invariants() {
                         n if rng.below(4) > 0 => live[rng.below(n as u64) as usize].clone(),
                         _ => (channel, sink),
                     };
-                    hub.unsubscribe(&channel, sink, now);
+                    hub.unsubscribe(&channel, sink, Transport::Sse, now);
                     if let Some(count) = model.subscriptions.get_mut(&(channel.clone(), sink)) {
                         *count = count.saturating_sub(1);
                     }
@@ -796,10 +800,19 @@ fn info_reads_a_channels_figures_without_creating_it() {
     assert_eq!(hub.info(&name("a")), None);
     assert_eq!(hub.stats().channels, 0, "not created by asking");
     let epoch = publish_n(&mut hub, &name("a"), 3, now);
-    hub.subscribe(&name("a"), Since::Tail, sink(0), now).unwrap();
-    hub.subscribe(&name("a"), Since::Tail, sink(1), now).unwrap();
+    hub.subscribe(&name("a"), Since::Tail, sink(0), Transport::Sse, now).unwrap();
+    hub.subscribe(&name("a"), Since::Tail, sink(1), Transport::Sse, now).unwrap();
+    hub.subscribe(&name("a"), Since::Tail, sink(1), Transport::WebSocket, now).unwrap();
+    hub.subscribe(&name("a"), Since::Tail, sink(0), Transport::LongPoll, now).unwrap();
+    hub.unsubscribe(&name("a"), sink(0), Transport::LongPoll, now);
     let info = hub.info(&name("a")).unwrap();
-    assert_eq!(info.subscribers, 2);
+    assert_eq!(info.subscribers, 3);
+    let by = info.by_transport;
+    assert_eq!(
+        (by.get(Transport::Sse), by.get(Transport::WebSocket), by.get(Transport::LongPoll)),
+        (2, 1, 0)
+    );
+    assert_eq!((by.get(Transport::Stream), by.get(Transport::Poll), by.total()), (0, 0, 3));
     assert_eq!(info.last, Cursor { epoch, offset: 3 });
     assert_eq!(info.history_messages, 3);
     assert_eq!(info.history_bytes, hub.stats().history_bytes);

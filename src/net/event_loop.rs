@@ -19,12 +19,13 @@ use super::timers::{ConnId, Tick, Timers};
 use super::tls::{TlsAcceptor, TlsStreamError};
 use super::{IpEntry, Shared};
 use crate::conn::{Conn, ConnEnv};
-use crate::fanout::{self, Fanout, Subscriptions};
+use crate::fanout::{self, Fanout, SlotSubscriptions, Subscriptions};
 use crate::http1::response::write_full;
 use crate::hub::backend::{ConnAddr, Disconnect, DisconnectTarget, LoopEvent};
 use crate::hub::{Command, Reply, SinkId};
 use crate::metrics::{LocalHistogram, Metrics};
 use crate::output::{Cork, MAX_IO_SLICES};
+use crate::protocol::Transport;
 
 const LISTENER: Token = Token(usize::MAX);
 /// The TLS listener's token.
@@ -64,6 +65,8 @@ struct Slot {
     write_shut: bool,
     /// Channels this connection is subscribed to (usually one, held inline).
     subscriptions: Subscriptions,
+    /// The transport of the inline subscription (apart, so this byte fills padding).
+    subscribed_as: Transport,
     /// Queued in the loop's `dirty` list: output from deliveries waits for its slice's write.
     dirty: bool,
     /// The peer's address, counted against the per-IP limit.
@@ -472,6 +475,7 @@ impl EventLoop {
             read_pending: false,
             write_shut: false,
             subscriptions: Subscriptions::default(),
+            subscribed_as: Transport::Poll,
             dirty: false,
             ip_entry,
         });
@@ -638,16 +642,16 @@ impl EventLoop {
     /// with the next slice. A subscription confirmed for a connection that is gone is ended.
     fn hand_reply(&mut self, id: ConnId, reply: Reply, now: Instant) {
         let Some(slot) = live(&mut self.slots, id) else {
-            if let Reply::Subscribed { channel, replay: Ok(_) } = reply {
+            if let Reply::Subscribed { channel, transport, replay: Ok(_) } = reply {
                 let from = ConnAddr { sink: self.sink, conn: id };
-                self.shared.backend.submit(from, Command::Unsubscribe { channel }, now);
+                self.shared.backend.submit(from, Command::Unsubscribe { channel, transport }, now);
             }
             return;
         };
         let metrics = &self.shared.metrics;
         fanout::handle_reply(
             &mut slot.conn,
-            &mut slot.subscriptions,
+            &mut SlotSubscriptions { channels: &mut slot.subscriptions, transport: &mut slot.subscribed_as },
             &mut self.fanout,
             id,
             reply,
@@ -750,12 +754,14 @@ impl EventLoop {
         }
         // The connection's subscriptions end with it (whatever closed it).
         let id = ConnId::new(key, slot.generation);
-        let channels = self.fanout.remove_conn(id, &mut slot.subscriptions);
+        let subs =
+            &mut SlotSubscriptions { channels: &mut slot.subscriptions, transport: &mut slot.subscribed_as };
+        let channels = self.fanout.remove_conn(id, subs);
         if !channels.is_empty() {
             let now = Instant::now();
             let from = ConnAddr { sink: self.sink, conn: id };
-            for channel in channels {
-                self.shared.backend.submit(from, Command::Unsubscribe { channel }, now);
+            for (channel, transport) in channels {
+                self.shared.backend.submit(from, Command::Unsubscribe { channel, transport }, now);
             }
         }
         debug!("closed {key}: {}", slot.conn.close_reason().unwrap_or("error"));
@@ -900,7 +906,7 @@ impl Pump<'_> {
         let backend = &*self.shared.backend;
         fanout::pump(
             &mut slot.conn,
-            &mut slot.subscriptions,
+            &mut SlotSubscriptions { channels: &mut slot.subscriptions, transport: &mut slot.subscribed_as },
             self.fanout,
             backend,
             from,

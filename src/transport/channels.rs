@@ -30,6 +30,7 @@ use crate::hub::composite::{write_compact, write_full as write_full_composite};
 use crate::hub::{ChannelName, Command, Cursor, Encoding, Epoch, HubError, Message, Replay, Since};
 use crate::metrics::Metrics;
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope, with_channel};
+use crate::protocol::Transport;
 use crate::sse::{encode_event, encode_retry};
 
 use super::feed::{self, Feed, Wire};
@@ -124,6 +125,14 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    /// The transport this stream is.
+    pub fn transport(self) -> Transport {
+        match self {
+            StreamKind::Sse => Transport::Sse,
+            StreamKind::Ndjson => Transport::Stream,
+        }
+    }
+
     fn heartbeat(self) -> &'static [u8] {
         match self {
             StreamKind::Sse => b": keepalive\n",
@@ -284,7 +293,8 @@ impl MultiStream {
             Metrics::inc(&ctx.metrics.last_event_id_unreadable);
         }
         for (feed, start) in self.feeds.iter_mut().zip(starts) {
-            let (started, command) = Feed::starting(feed.channel.clone(), feed_start(start));
+            let (started, command) =
+                Feed::starting(feed.channel.clone(), feed_start(start), self.kind.transport());
             *feed = started;
             ctx.commands.push_back(command);
         }
@@ -523,7 +533,7 @@ impl MultiPoll {
             };
             let channel = self.channels[i].clone();
             ctx.commands.push_back(if self.is_long() {
-                Command::Subscribe { channel, since }
+                Command::Subscribe { channel, since, transport: Transport::LongPoll }
             } else {
                 Command::Read { channel, since, max_messages }
             });
@@ -707,7 +717,10 @@ impl MultiPoll {
         ctx.out.push_owned(out);
         if self.is_long() {
             for channel in &self.channels {
-                ctx.commands.push_back(Command::Unsubscribe { channel: channel.clone() });
+                ctx.commands.push_back(Command::Unsubscribe {
+                    channel: channel.clone(),
+                    transport: Transport::LongPoll,
+                });
             }
         }
         if self.keep_alive {

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
+use crate::protocol::Transport;
 
 use super::{CloseReason, Ctx, Flow};
 use crate::metrics::Metrics;
@@ -117,8 +118,8 @@ impl Feed {
         }
     }
 
-    /// A feed for `channel` and the command that starts it from `start`.
-    pub fn starting(channel: ChannelName, start: Start) -> (Feed, Command) {
+    /// A feed for `channel` and the command that starts it from `start`, held by `transport`.
+    pub fn starting(channel: ChannelName, start: Start, transport: Transport) -> (Feed, Command) {
         let mut feed = Feed::new(channel);
         let since = match start {
             Start::Since(since) => since,
@@ -127,7 +128,7 @@ impl Feed {
                 Since::Tail
             }
         };
-        let command = feed.subscribe(since);
+        let command = feed.subscribe(since, transport);
         (feed, command)
     }
 
@@ -145,9 +146,9 @@ impl Feed {
         }
     }
 
-    /// The command that starts the subscription.
-    pub fn subscribe(&self, since: Since) -> Command {
-        Command::Subscribe { channel: self.channel.clone(), since }
+    /// The command that starts the subscription, held by `transport`.
+    pub fn subscribe(&self, since: Since, transport: Transport) -> Command {
+        Command::Subscribe { channel: self.channel.clone(), since, transport }
     }
 
     /// True when deliveries are written as they come (not starting, not catching up).

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::hub::{ChannelName, Message, Replay};
 use crate::metrics::Metrics;
+use crate::protocol::Transport;
 
 use super::feed::{Feed, Start, Wire};
 use super::{CloseReason, Ctx, Flow};
@@ -28,6 +29,8 @@ pub trait StreamFormat: Wire + Default {
     /// Ends the body when the server ends the response (empty when the body is
     /// close-delimited).
     const END: &'static [u8];
+    /// The transport this format is (counted per subscription by the hub).
+    const TRANSPORT: Transport;
     /// Tells the client, before [`StreamFormat::END`], that the token that admitted the
     /// subscription expired (it should come back with a fresh one).
     const TOKEN_EXPIRED: &'static [u8];
@@ -49,7 +52,7 @@ impl<F: StreamFormat> HttpStream<F> {
         if start == Start::Lost {
             Metrics::inc(&ctx.metrics.last_event_id_unreadable);
         }
-        let (feed, command) = Feed::starting(channel, start);
+        let (feed, command) = Feed::starting(channel, start, F::TRANSPORT);
         ctx.commands.push_back(command);
         HttpStream { feed, format: F::default(), next_keepalive: None }
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::http1::response::write_full;
 use crate::hub::{ChannelName, Command, Cursor, Message, Replay, Since};
+use crate::protocol::Transport;
 
 use super::short_poll::{body, count};
 use super::{CloseReason, Ctx, Flow};
@@ -60,7 +61,11 @@ impl LongPollSession {
         head_only: bool,
         ctx: &mut Ctx<'_>,
     ) -> LongPollSession {
-        ctx.commands.push_back(Command::Subscribe { channel: channel.clone(), since });
+        ctx.commands.push_back(Command::Subscribe {
+            channel: channel.clone(),
+            since,
+            transport: Transport::LongPoll,
+        });
         LongPollSession {
             channel,
             deadline: ctx.now + wait,
@@ -169,7 +174,10 @@ impl LongPollSession {
         let fields = ctx.fields(&[("Content-Type", "application/json"), ("Cache-Control", "no-store")]);
         write_full(&mut out, 200, &fields, &body(replay), self.head_only, !self.keep_alive);
         ctx.out.push_owned(out);
-        ctx.commands.push_back(Command::Unsubscribe { channel: self.channel.clone() });
+        ctx.commands.push_back(Command::Unsubscribe {
+            channel: self.channel.clone(),
+            transport: Transport::LongPoll,
+        });
         if self.keep_alive {
             Flow::Complete
         } else {

@@ -56,6 +56,7 @@ use crate::http1::target::Target;
 use crate::hub::{Cursor, Encoding, Message, Payload, Since};
 
 use super::feed::Start;
+use crate::protocol::Transport;
 use crate::sse::{encode_event, encode_retry};
 
 use super::feed::Wire;
@@ -138,6 +139,7 @@ impl StreamFormat for SseFormat {
     const HEARTBEAT: &'static [u8] = b": keepalive\n";
     /// The body is close-delimited: closing the connection ends it.
     const END: &'static [u8] = b"";
+    const TRANSPORT: Transport = Transport::Sse;
     const TOKEN_EXPIRED: &'static [u8] = TOKEN_EXPIRED_EVENT;
 
     fn write_head(ctx: &mut Ctx<'_>) {

@@ -34,6 +34,7 @@ use super::feed::Wire;
 use super::http_stream::{HttpStream, StreamFormat};
 use super::Ctx;
 use crate::protocol::envelope::{gap_envelope, message_envelope, open_envelope};
+use crate::protocol::Transport;
 
 /// The line `{"type":"token_expired"}` in its own chunk (0x19 = 25 bytes): the stream's token
 /// expired and the last chunk follows.
@@ -78,6 +79,7 @@ impl StreamFormat for NdjsonFormat {
     const HEARTBEAT: &'static [u8] = b"15\r\n{\"type\":\"heartbeat\"}\n\r\n";
     /// RFC 9112 §7.1: the last-chunk (a chunk of size zero) ends the body; never sent before.
     const END: &'static [u8] = LAST_CHUNK;
+    const TRANSPORT: Transport = Transport::Stream;
     const TOKEN_EXPIRED: &'static [u8] = TOKEN_EXPIRED_CHUNK;
 
     fn write_head(ctx: &mut Ctx<'_>) {

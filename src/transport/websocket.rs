@@ -44,6 +44,7 @@ use std::time::Instant;
 
 use crate::hub::{ChannelName, Command, Cursor, Encoding, HubError, Message, Payload, Replay, Since};
 use crate::metrics::Metrics;
+use crate::protocol::Transport;
 use crate::ws::conn::{Incoming, RSV1};
 use crate::ws::deflate::{Codec, SharedCodec};
 use crate::ws::frame::{encode_frame, encode_frame_rsv};
@@ -307,7 +308,7 @@ impl CommandMode {
             .into_iter()
             .zip(starts)
             .map(|(channel, start)| {
-                let (feed, command) = Feed::starting(channel, feed_start(start));
+                let (feed, command) = Feed::starting(channel, feed_start(start), Transport::WebSocket);
                 ctx.commands.push_back(command);
                 feed
             })
@@ -349,7 +350,7 @@ impl WsSession {
             WsTarget::Echo => Serving::Echo,
             WsTarget::Channel(channel, since) => {
                 let feed = Feed::new(channel);
-                ctx.commands.push_back(feed.subscribe(since));
+                ctx.commands.push_back(feed.subscribe(since, Transport::WebSocket));
                 Serving::Channel(feed)
             }
             WsTarget::Commands(_) | WsTarget::Channels(..) => {
@@ -538,7 +539,7 @@ impl WsSession {
             }
             Some(Action::Unsubscribe { channel }) => {
                 mode.feeds.retain(|f| f.channel != channel);
-                ctx.commands.push_back(Command::Unsubscribe { channel });
+                ctx.commands.push_back(Command::Unsubscribe { channel, transport: Transport::WebSocket });
             }
             Some(Action::Publish { channel, event, payload, except_self }) => {
                 mode.publishes.push_back(except_self.then(|| channel.clone()));
@@ -731,7 +732,8 @@ impl WsSession {
         if let Serving::Commands(mode) = &mut self.serving {
             if mode.rooms.remove(channel) {
                 mode.feeds.retain(|f| &f.channel != channel);
-                ctx.commands.push_back(Command::Unsubscribe { channel: channel.clone() });
+                let transport = Transport::WebSocket;
+                ctx.commands.push_back(Command::Unsubscribe { channel: channel.clone(), transport });
                 let mut notice =
                     format!("{{\"type\":\"unsubscribe\",\"channel\":\"{}\",\"reason\":", channel.as_str())
                         .into_bytes();

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::hub::backend::{ConnAddr, ConnId, HubBackend, LoopEvent, Submitted};
 use crate::hub::{ChannelName, Command, HubError, HubStats, Reply, SinkId};
 use crate::net::{serve_with, Bound, Inbox, Listen};
+use crate::protocol::Transport;
 use crate::redis::keys::Namespace;
 
 /// The request token for a connection: its slab key and generation.
@@ -61,9 +62,13 @@ impl BrokerOutbox for InboxOutbox {
                     conn: conn_of(token),
                     reply: Box::new(Reply::Read(result.map_err(|e| log_error(&e)))),
                 },
-                BrokerEvent::Subscribed { token, channel, result } => LoopEvent::Reply {
+                BrokerEvent::Subscribed { token, channel, transport, result } => LoopEvent::Reply {
                     conn: conn_of(token),
-                    reply: Box::new(Reply::Subscribed { channel, replay: result.map_err(|e| log_error(&e)) }),
+                    reply: Box::new(Reply::Subscribed {
+                        channel,
+                        transport,
+                        replay: result.map_err(|e| log_error(&e)),
+                    }),
                 },
                 BrokerEvent::Presence { token, channel, result } => LoopEvent::Reply {
                     conn: conn_of(token),
@@ -85,7 +90,7 @@ fn log_error(error: &BrokerError) -> HubError {
 enum Refused {
     Publish,
     Read,
-    Subscribe(ChannelName),
+    Subscribe(ChannelName, Transport),
     Presence(ChannelName),
 }
 
@@ -170,8 +175,8 @@ impl HubBackend for RedisHub {
             Command::Read { channel, since, max_messages } => {
                 BrokerRequest::Read { sink, token, channel, since, max_messages }
             }
-            Command::Subscribe { channel, since } => {
-                BrokerRequest::Subscribe { sink, token, channel, since, member: None }
+            Command::Subscribe { channel, since, transport } => {
+                BrokerRequest::Subscribe { sink, token, channel, since, transport, member: None }
             }
             Command::SubscribeMember { channel, since, member } => {
                 // Bounded before it is sent: the same limit as the in-memory hub's, and what
@@ -180,14 +185,20 @@ impl HubBackend for RedisHub {
                     || member.user.as_ref().is_some_and(|u| u.len() > self.max_user_bytes)
                 {
                     let replay = Err(HubError::InfoTooLarge);
-                    return Submitted::Reply(Reply::Subscribed { channel, replay });
+                    return Submitted::Reply(Reply::Subscribed {
+                        channel,
+                        transport: Transport::WebSocket,
+                        replay,
+                    });
                 }
                 let member = Some(Box::new(BrokerMember { conn: from.conn, joining: *member }));
-                BrokerRequest::Subscribe { sink, token, channel, since, member }
+                let transport = Transport::WebSocket;
+                BrokerRequest::Subscribe { sink, token, channel, since, transport, member }
             }
             Command::Presence { channel, list } => BrokerRequest::Presence { sink, token, channel, list },
-            Command::Unsubscribe { channel } => {
-                let _ = self.client.submit(BrokerRequest::Unsubscribe { sink, channel, conn: from.conn });
+            Command::Unsubscribe { channel, transport } => {
+                let request = BrokerRequest::Unsubscribe { sink, channel, transport, conn: from.conn };
+                let _ = self.client.submit(request);
                 return Submitted::NoReply;
             }
             Command::Ready => {
@@ -211,7 +222,9 @@ impl HubBackend for RedisHub {
         let refused = match &request {
             BrokerRequest::Publish { .. } => Refused::Publish,
             BrokerRequest::Read { .. } => Refused::Read,
-            BrokerRequest::Subscribe { channel, .. } => Refused::Subscribe(channel.clone()),
+            BrokerRequest::Subscribe { channel, transport, .. } => {
+                Refused::Subscribe(channel.clone(), *transport)
+            }
             BrokerRequest::Presence { channel, .. } => Refused::Presence(channel.clone()),
             BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
         };
@@ -223,7 +236,9 @@ impl HubBackend for RedisHub {
                 Submitted::Reply(match refused {
                     Refused::Publish => Reply::Published(Err(error)),
                     Refused::Read => Reply::Read(Err(error)),
-                    Refused::Subscribe(channel) => Reply::Subscribed { channel, replay: Err(error) },
+                    Refused::Subscribe(channel, transport) => {
+                        Reply::Subscribed { channel, transport, replay: Err(error) }
+                    }
                     Refused::Presence(channel) => Reply::Presence { channel, result: Err(error) },
                 })
             }

@@ -92,6 +92,7 @@ use crate::hub::backend::{BackendFigures, ConnId};
 use crate::hub::presence::{Joining, PresenceEvent};
 use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
 use crate::metrics::LatencyHistogram;
+use crate::protocol::Transport;
 use crate::redis::frame::FrameLimits;
 use crate::redis::keys::Namespace;
 use crate::redis::url::RedisUrl;
@@ -285,6 +286,8 @@ pub enum BrokerRequest {
         channel: ChannelName,
         /// Where the client's history ends.
         since: Since,
+        /// The transport holding it (this node's counts per transport), echoed.
+        transport: Transport,
         /// The connection joins the channel's presence (a `pushwire.v1` subscriber).
         member: Option<Box<BrokerMember>>,
     },
@@ -295,6 +298,8 @@ pub enum BrokerRequest {
         sink: SinkId,
         /// The channel.
         channel: ChannelName,
+        /// The transport it subscribed with.
+        transport: Transport,
         /// The connection.
         conn: ConnId,
     },
@@ -343,6 +348,8 @@ pub enum BrokerEvent {
         token: u64,
         /// The channel.
         channel: ChannelName,
+        /// The request's transport.
+        transport: Transport,
         /// The replay; on an error the subscription was not made.
         result: Result<Replay, BrokerError>,
     },

@@ -17,8 +17,11 @@ use super::{
 };
 use crate::hub::backend::{ConnAddr, ConnId};
 use crate::hub::presence::{Change, Joining, Member, PresenceEvent};
-use crate::hub::{ChannelName, Cursor, Epoch, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::hub::{
+    ChannelName, Cursor, Epoch, Message, Payload, PresenceList, Replay, Since, SinkId, TransportCounts,
+};
 use crate::metrics::LocalHistogram;
+use crate::protocol::Transport;
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
 use crate::redis::keys::ChannelKeys;
@@ -133,6 +136,7 @@ struct SubscribeRead {
     channel: ChannelName,
     sink: SinkId,
     token: u64,
+    transport: Transport,
     /// The connection, when it joined presence with the subscription.
     member: Option<ConnId>,
     /// Where this round reads from.
@@ -211,6 +215,7 @@ impl PubSub {
 struct Waiter {
     sink: SinkId,
     token: u64,
+    transport: Transport,
     member: Option<ConnId>,
     since: Since,
     deadline: Instant,
@@ -227,6 +232,8 @@ struct Live {
     shard: usize,
     /// Subscriptions per sink (only sinks with at least one).
     sinks: Vec<(SinkId, usize)>,
+    /// The same subscriptions per transport (the server API's `info`).
+    by_transport: TransportCounts,
     /// `SUBSCRIBE` confirmed on the current pub/sub connection.
     subscribed: bool,
     sequence: ChannelSequence,
@@ -460,20 +467,13 @@ impl Worker {
         }
     }
 
-    fn fail_subscribe(
-        &mut self,
-        sink: SinkId,
-        token: u64,
-        member: Option<ConnId>,
-        channel: ChannelName,
-        error: BrokerError,
-        now: Instant,
-    ) {
+    fn fail_subscribe(&mut self, waiter: Waiter, channel: ChannelName, error: BrokerError, now: Instant) {
+        let Waiter { sink, token, transport, member, .. } = waiter;
         if let Some(conn) = member {
             self.leave_presence(&channel, ConnAddr { sink, conn });
         }
-        self.remove_subscription(&channel, sink, now);
-        self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Err(error) });
+        self.remove_subscription(&channel, sink, transport, now);
+        self.answer(sink, BrokerEvent::Subscribed { token, channel, transport, result: Err(error) });
     }
 
     // ---- requests ----
@@ -507,10 +507,11 @@ impl Worker {
                     Pending::Read { sink, token, channel, since, max_messages, invoke: Invoke::Sha };
                 self.send_or_fail(pending, now);
             }
-            BrokerRequest::Subscribe { sink, token, channel, since, member } => {
+            BrokerRequest::Subscribe { sink, token, channel, since, transport, member } => {
                 if !self.cmd.ready {
                     let error = BrokerError::Unavailable("not connected to redis".into());
-                    self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Err(error) });
+                    let event = BrokerEvent::Subscribed { token, channel, transport, result: Err(error) };
+                    self.answer(sink, event);
                     return;
                 }
                 let deadline = now + self.limits().request_timeout;
@@ -520,16 +521,17 @@ impl Worker {
                     Some((_, n)) => *n += 1,
                     None => live.sinks.push((sink, 1)),
                 }
+                live.by_transport.add(transport);
                 let member_conn = member.as_ref().map(|m| m.conn);
-                live.waiting.push(Waiter { sink, token, member: member_conn, since, deadline });
+                live.waiting.push(Waiter { sink, token, transport, member: member_conn, since, deadline });
                 if let Some(member) = member {
                     self.join_presence(&channel, ConnAddr { sink, conn: member.conn }, member.joining);
                 }
                 self.settle_waiters(&channel, now);
             }
-            BrokerRequest::Unsubscribe { sink, channel, conn } => {
+            BrokerRequest::Unsubscribe { sink, channel, transport, conn } => {
                 self.leave_presence(&channel, ConnAddr { sink, conn });
-                self.remove_subscription(&channel, sink, now);
+                self.remove_subscription(&channel, sink, transport, now);
             }
             BrokerRequest::Presence { sink, token, channel, list } => {
                 let pending = Pending::PresenceList { sink, token, channel, list, invoke: Invoke::Sha };
@@ -658,6 +660,7 @@ impl Worker {
                 keys: ChannelKeys::new(&self.config.namespace, channel),
                 shard,
                 sinks: Vec::new(),
+                by_transport: TransportCounts::default(),
                 subscribed: false,
                 sequence,
                 first_read,
@@ -680,13 +683,20 @@ impl Worker {
         self.channels.get_mut(channel).expect("inserted above")
     }
 
-    fn remove_subscription(&mut self, channel: &ChannelName, sink: SinkId, now: Instant) {
+    fn remove_subscription(
+        &mut self,
+        channel: &ChannelName,
+        sink: SinkId,
+        transport: Transport,
+        now: Instant,
+    ) {
         let Some(live) = self.channels.get_mut(channel) else { return };
         if let Some(i) = live.sinks.iter().position(|&(s, _)| s == sink) {
             live.sinks[i].1 -= 1;
             if live.sinks[i].1 == 0 {
                 live.sinks.swap_remove(i);
             }
+            live.by_transport.remove(transport);
         }
         if live.subscriptions() == 0 && live.waiting.is_empty() {
             live.linger_until = Some(now + self.config.limits.unsubscribe_linger);
@@ -701,13 +711,14 @@ impl Worker {
         }
         let delivered = live.sequence.delivered().expect("settled");
         for waiter in std::mem::take(&mut live.waiting) {
-            let Waiter { sink, token, member, since, .. } = waiter;
+            let Waiter { sink, token, transport, member, since, .. } = waiter;
             match since {
                 Since::After(cursor) if cursor != delivered => {
                     let read = SubscribeRead {
                         channel: channel.clone(),
                         sink,
                         token,
+                        transport,
                         member,
                         since,
                         replay: None,
@@ -720,7 +731,8 @@ impl Worker {
                 _ => {
                     let replay = Replay { messages: Vec::new(), gap: false, next: delivered };
                     let channel = channel.clone();
-                    self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Ok(replay) });
+                    let event = BrokerEvent::Subscribed { token, channel, transport, result: Ok(replay) };
+                    self.answer(sink, event);
                 }
             }
         }
@@ -816,8 +828,9 @@ impl Worker {
                 }
             }
             Pending::SubscribeRead(read) => {
-                let SubscribeRead { channel, sink, token, member, .. } = *read;
-                self.fail_subscribe(sink, token, member, channel, error, now);
+                let SubscribeRead { channel, sink, token, transport, member, since, .. } = *read;
+                let waiter = Waiter { sink, token, transport, member, since, deadline: now };
+                self.fail_subscribe(waiter, channel, error, now);
             }
             // The next refresh writes the members again; a lost remove expires.
             Pending::PresenceWrite { .. } => {}
@@ -1108,9 +1121,9 @@ impl Worker {
             read.since = Since::After(next);
             return self.send_or_fail(Pending::SubscribeRead(read), now);
         }
-        let SubscribeRead { channel, sink, token, replay, .. } = *read;
+        let SubscribeRead { channel, sink, token, transport, replay, .. } = *read;
         let replay = replay.expect("set above");
-        self.answer(sink, BrokerEvent::Subscribed { token, channel, result: Ok(replay) });
+        self.answer(sink, BrokerEvent::Subscribed { token, channel, transport, result: Ok(replay) });
     }
 
     /// Carries out what a channel's sequence asked for.
@@ -1407,14 +1420,10 @@ impl Worker {
             {
                 ended.push(channel.clone());
             }
-            live.waiting.retain(|w| {
-                if w.deadline <= now {
-                    late.push((channel.clone(), w.sink, w.token, w.member));
-                    false
-                } else {
-                    true
-                }
-            });
+            let (gone, waiting) =
+                std::mem::take(&mut live.waiting).into_iter().partition(|w| w.deadline <= now);
+            live.waiting = waiting;
+            late.extend(gone.into_iter().map(|w: Waiter| (channel.clone(), w)));
         }
         for channel in ended {
             let Some(live) = self.channels.remove(&channel) else { continue };
@@ -1424,10 +1433,10 @@ impl Worker {
             }
         }
         self.stats.live_channels.store(self.channels.len() as u64, Ordering::Relaxed);
-        for (channel, sink, token, member) in late {
+        for (channel, waiter) in late {
             BrokerStats::add(&self.stats.timeouts, 1);
             let error = BrokerError::Unavailable("the channel's redis subscription is not live yet".into());
-            self.fail_subscribe(sink, token, member, channel, error, now);
+            self.fail_subscribe(waiter, channel, error, now);
         }
         if self.cmd.ready {
             self.retry_failed_reads(now);

@@ -13,7 +13,8 @@
 //! - each call as hub [`Command`]s, answered once every reply is in ([`answer`]):
 //!   `publish` (one `Publish`), `broadcast` (one `Publish` per channel, each answered with its
 //!   own cursor or error), `history` (`Read` after a cursor), `presence` and `presence_stats`
-//!   (`Presence`), `info` (`Info`: subscribers, last cursor, history length and bytes, without
+//!   (`Presence`), `info` (`Info`: subscribers, in total and per transport, last cursor,
+//!   history length and bytes, without
 //!   creating the channel), `channels` (`Channels`: names by prefix, a bounded page after a
 //!   name), `disconnect` (`Disconnect`, handed to every event loop of this node: a connection
 //!   by its presence id, or every connection whose signed token's `sub` is the user; a
@@ -43,9 +44,10 @@ use crate::http1::chunked::is_tchar;
 use crate::http1::head::{Headers, RequestHead};
 use crate::hub::backend::{ConnAddr, ConnId, Disconnect, DisconnectTarget};
 use crate::hub::Command;
-use crate::hub::{ChannelName, Cursor, HubError, Payload, Reply, Since, SinkId};
+use crate::hub::{ChannelInfo, ChannelName, Cursor, HubError, Payload, Reply, Since, SinkId};
 use crate::metrics::Metrics;
 use crate::protocol::envelope::write_json_string;
+use crate::protocol::Transport;
 
 /// Every API call is a POST (RFC 9110 §15.5.6: a 405 carries `Allow`).
 pub const API_METHODS: &[(&str, &str)] = &[("Allow", "POST")];
@@ -428,6 +430,40 @@ fn write_published(out: &mut Vec<u8>, channel: &ChannelName, result: Result<Curs
     }
 }
 
+/// The transports `info` counts, by their name in its answer. A short poll holds no
+/// subscription (it reads and answers at once), so it has no count.
+pub const INFO_TRANSPORTS: [(Transport, &str); 4] = [
+    (Transport::WebSocket, "websocket"),
+    (Transport::Sse, "sse"),
+    (Transport::Stream, "stream"),
+    (Transport::LongPoll, "long_poll"),
+];
+
+/// `{"channel":NAME,"exists":…,"subscribers":N,"transports":{"websocket":N,…},"last":…,
+/// "history_messages":N,"history_bytes":N}` (zeros and `"last":null` for no such channel).
+fn write_info(out: &mut Vec<u8>, channel: &ChannelName, info: Option<&ChannelInfo>) {
+    out.extend_from_slice(b"{\"channel\":\"");
+    out.extend_from_slice(channel.as_str().as_bytes());
+    let subscribers = info.map_or(0, |i| i.subscribers);
+    out.extend_from_slice(
+        format!("\",\"exists\":{},\"subscribers\":{subscribers},\"transports\":{{", info.is_some())
+            .as_bytes(),
+    );
+    for (i, (transport, name)) in INFO_TRANSPORTS.iter().enumerate() {
+        let count = info.map_or(0, |info| info.by_transport.get(*transport));
+        let comma = if i > 0 { "," } else { "" };
+        out.extend_from_slice(format!("{comma}\"{name}\":{count}").as_bytes());
+    }
+    let text = match info {
+        Some(i) => format!(
+            "}},\"last\":\"{}\",\"history_messages\":{},\"history_bytes\":{}}}\n",
+            i.last, i.history_messages, i.history_bytes
+        ),
+        None => "},\"last\":null,\"history_messages\":0,\"history_bytes\":0}\n".into(),
+    };
+    out.extend_from_slice(text.as_bytes());
+}
+
 /// The answer once every reply of the call is in (`replies` in the commands' order).
 pub fn answer(pending: Pending, replies: Vec<Reply>, metrics: &Metrics) -> ApiAnswer {
     let unexpected = |reply: &Reply| ApiAnswer::Error(500, format!("unexpected hub reply {reply:?}"));
@@ -489,17 +525,8 @@ pub fn answer(pending: Pending, replies: Vec<Reply>, metrics: &Metrics) -> ApiAn
         },
         Pending::Info => match replies.next() {
             Some(Reply::Info { channel, result: Ok(info) }) => {
-                let mut out = Vec::with_capacity(160);
-                out.extend_from_slice(b"{\"channel\":\"");
-                out.extend_from_slice(channel.as_str().as_bytes());
-                let text = match info {
-                    Some(i) => format!(
-                        "\",\"exists\":true,\"subscribers\":{},\"last\":\"{}\",\"history_messages\":{},\"history_bytes\":{}}}\n",
-                        i.subscribers, i.last, i.history_messages, i.history_bytes
-                    ),
-                    None => "\",\"exists\":false,\"subscribers\":0,\"last\":null,\"history_messages\":0,\"history_bytes\":0}\n".into(),
-                };
-                out.extend_from_slice(text.as_bytes());
+                let mut out = Vec::with_capacity(200);
+                write_info(&mut out, &channel, info.as_ref());
                 ApiAnswer::Json(200, out)
             }
             Some(Reply::Info { result: Err(e), .. }) => hub_error(e),
