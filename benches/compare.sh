@@ -221,12 +221,12 @@ bench() {
     fi
     # METRICS_URL set: pushwire's bytes written during the run are added as server_bytes_out.
     [ -z "${METRICS_URL:-}" ] || bytes_before=$(bytes_out)
-    # REDIS_PID set: redis-server's CPU over the whole run (subscribing included) as redis_cpu_s.
-    [ -z "${REDIS_PID:-}" ] || redis_before=$(cpu_ticks "$REDIS_PID")
+    # REDIS_CPU_PID set: redis-server's CPU over the whole run (subscribing included) as redis_cpu_s.
+    [ -z "${REDIS_CPU_PID:-}" ] || redis_before=$(cpu_ticks "$REDIS_CPU_PID")
     line=$("$PUSHWIRE" bench "$@" "${probe[@]}" --json 2>>"$RUN_DIR/bench.err") || status=$?
     [ -z "${METRICS_URL:-}" ] || extra="\"server_bytes_out\":$(($(bytes_out) - bytes_before)),"
-    [ -z "${REDIS_PID:-}" ] ||
-        extra+="\"redis_cpu_s\":$(awk -v t=$(($(cpu_ticks "$REDIS_PID") - redis_before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'),"
+    [ -z "${REDIS_CPU_PID:-}" ] ||
+        extra+="\"redis_cpu_s\":$(awk -v t=$(($(cpu_ticks "$REDIS_CPU_PID") - redis_before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'),"
     if [ -z "$line" ]; then
         line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     fi
@@ -508,7 +508,7 @@ if have redis; then
     }
     redis_node pushwire-node-a; a=$ADDR; a_pid=$PID
     redis_node pushwire-node-b; b=$ADDR; b_pid=$PID
-    BENCH_PIDS="$a_pid $b_pid $REDIS_PID" REDIS_PID=$REDIS_PID xnode_runs pushwire \
+    BENCH_PIDS="$a_pid $b_pid $REDIS_PID" REDIS_CPU_PID=$REDIS_PID xnode_runs pushwire \
         "http://$a/channels/x" "http://$a/channels/x" "http://$b/channels/x"
     kill "$a_pid" "$b_pid" 2>/dev/null || true
     wait "$a_pid" "$b_pid" 2>/dev/null || true
@@ -517,7 +517,7 @@ if have redis; then
     if have nchan; then
         start_nchan "nchan-redis-a-r$round" "$NODE_THREADS" "redis://127.0.0.1:$REDIS_PORT"; a=$ADDR; a_pid=$PID
         start_nchan "nchan-redis-b-r$round" "$NODE_THREADS" "redis://127.0.0.1:$REDIS_PORT"; b=$ADDR; b_pid=$PID
-        BENCH_PIDS="$a_pid $b_pid $REDIS_PID" REDIS_PID=$REDIS_PID xnode_runs nchan-redis \
+        BENCH_PIDS="$a_pid $b_pid $REDIS_PID" REDIS_CPU_PID=$REDIS_PID xnode_runs nchan-redis \
             "http://$a/pub?id=x" "http://$a/sub/x" "http://$b/sub/x" --no-open-cursor --settle 1
         kill "$a_pid" "$b_pid" 2>/dev/null || true
         wait "$a_pid" "$b_pid" 2>/dev/null || true
