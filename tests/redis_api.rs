@@ -5,7 +5,8 @@
 //! routed to its node; Redis down answers 503. `info` and `channels` survey every node: counts
 //! by transport summed over the nodes, channels whose subscribers live on another node, and a
 //! killed node drops out of the survey (the call still answers, first at the survey timeout,
-//! then at once once the registry dropped it).
+//! then at once once the registry dropped it); a stalled node's reply after the timeout is
+//! dropped and counted late.
 
 mod common;
 mod redis_support;
@@ -298,4 +299,29 @@ fn redis_api_a_killed_node_drops_out_of_the_survey_after_the_timeout() {
     let (status, page) = call(&a, "channels", json!({"prefix":"k"}));
     assert_eq!((status, page["channels"].clone()), (200, json!(["k"])), "{page}");
     assert_eq!(redis_metric(&a, "survey_timeouts_total"), timeouts, "B answered: no timeout");
+}
+
+#[test]
+fn redis_api_a_stalled_nodes_reply_after_the_survey_timeout_is_counted_late() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let _on_b = sse(&b, "s", None);
+    wait_info(&a, "s", |info| info["transports"]["sse"] == 1);
+    let late = redis_metric(&a, "survey_late_replies_total");
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, &b.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    // Node B stopped (still in A's registry): A answers at the survey timeout without it.
+    signal("-STOP");
+    let (status, info) = call(&a, "info", json!({"channel":"s"}));
+    signal("-CONT");
+    assert_eq!((status, info["transports"]["sse"].clone()), (200, json!(0)), "{info}");
+    // B answers once it runs again: too late, dropped and counted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis_metric(&a, "survey_late_replies_total") == late {
+        assert!(Instant::now() < deadline, "the late reply was never counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_info(&a, "s", |info| info["transports"]["sse"] == 1);
 }
