@@ -1,6 +1,6 @@
 //! Several `pushwire serve --redis` nodes on loopback sharing one real `redis-server`: a
-//! publish on one node reaches subscribers on the others over all five transports with the
-//! same cursor, a client resumes on another node with its last cursor (long polls answered
+//! publish on any node reaches subscribers on all of them over all five transports, once and
+//! in order, with the same cursor, a client resumes on another node with its last cursor (long polls answered
 //! by alternating nodes, no stickiness), publishes answer 503
 //! while Redis is down and get a new epoch after it restarts, and a cursor of an
 //! epoch Redis never had is a gap. Presence is cluster-wide: members on one node are listed
@@ -32,7 +32,7 @@ fn tail(server: &Server, channel: &str) -> String {
 }
 
 #[test]
-fn redis_nodes_publish_on_one_reaches_every_transport_on_the_others_with_the_same_cursor() {
+fn redis_nodes_publish_on_any_node_reaches_every_transport_once_in_order_with_the_same_cursor() {
     let redis = RedisServer::start();
     let (a, b, c) = (node(&redis), node(&redis), node(&redis));
     // Every subscriber starts from the same cursor, read on yet another node.
@@ -80,6 +80,21 @@ fn redis_nodes_publish_on_one_reaches_every_transport_on_the_others_with_the_sam
     let short = poll(&c, "x", Some(&since)).text();
     assert_eq!(data_values(&short), vec!["hello"]);
     assert_eq!(json_field(&short, "next").as_deref(), Some(id.as_str()));
+
+    // Published on the other nodes too (B holds the SSE subscriber, C the stream and the
+    // WebSocket): each message once, in offset order, with the id every node hands out.
+    let two = publish(&b, "x", "two");
+    let three = publish(&c, "x", "three");
+    for (id, body) in [(&two, "two"), (&three, "three")] {
+        assert_eq!(sse.until(|l| l.starts_with("id:")), format!("id: {id}"));
+        assert_eq!(sse.next(), Some(format!("data: {body}")));
+        let line = stream.until(|l| l.contains("\"data\""));
+        assert_eq!(json_field(&line, "id").as_deref(), Some(id.as_str()), "{line}");
+        assert_eq!(ws.recv_text(), body);
+    }
+    let short = poll(&a, "x", Some(&since)).text();
+    assert_eq!(data_values(&short), vec!["hello", "two", "three"]);
+    assert_eq!(json_field(&short, "next").as_deref(), Some(three.as_str()));
 }
 
 #[test]
