@@ -1126,7 +1126,7 @@ pub fn composite_cursor(data: &[u8]) {
         })
         .collect();
     let mut compact = String::new();
-    composite::write_compact(&mut compact, &cursors);
+    composite::write_compact(&mut compact, cursors.iter().copied());
     let Ok(Composite::Compact { epochs_hash, offsets }) = Composite::parse(&compact, channels) else {
         panic!("compact form does not parse: {compact}")
     };

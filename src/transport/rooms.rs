@@ -419,7 +419,7 @@ impl Rooms {
     pub fn write_event_id(&self, out: &mut String) {
         let cursors: Option<Vec<Cursor>> = self.rooms.iter().map(|r| r.cursor).collect();
         match cursors {
-            Some(cursors) => composite::write_compact(out, &cursors),
+            Some(cursors) => composite::write_compact(out, cursors),
             None => composite::write_full(out, self.rooms.iter().map(|r| r.cursor)),
         }
     }
