@@ -1539,9 +1539,6 @@ pub fn rooms_request(data: &[u8]) {
             assert!(!set[..i].iter().any(|r| r.channel == room.channel));
         }
     }
-    let mut id = String::new();
-    rooms.write_event_id(&mut id);
-    assert!(id.len() <= crate::hub::composite::Composite::max_text_bytes(rooms.rooms().len().max(1)));
 }
 
 #[cfg(test)]
