@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::output::{Output, MAX_IO_SLICES};
 use crate::protocol::Transport;
 
-/// The subscription a connection's slot keeps inline: its first one (16 bytes in the slot,
+/// The subscription a connection's slot keeps inline: its first one (8 bytes in the slot,
 /// no allocation per idle subscriber). A connection's further subscriptions, which only a
 /// multi-channel session holds, are recorded only in the loop's [`Fanout`] (channel →
 /// connections); the loop finds them again through the session, which names its channels
