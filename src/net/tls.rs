@@ -274,10 +274,11 @@ impl TlsStreamError {
 pub const MAX_RECORD_BYTES: usize = 5 + (1 << 14) + 2048;
 
 /// The most ciphertext a connection keeps between reads: one handshake message being joined
-/// from several records (rustls refuses handshake messages above 2^16 - 1 bytes, 4 of header)
-/// and the start of the record after it. Only held while a record or handshake message is
-/// split across reads; a connection that would need more is a protocol error.
-pub const MAX_INCOMING_BYTES: usize = 4 + 0xffff + MAX_RECORD_BYTES;
+/// from several records (rustls refuses handshake messages above 2^16 - 1 bytes, 4 of header;
+/// with their record headers, less than a record more) and the start of the record after it.
+/// Only held while a record or handshake message is split across reads; a connection that
+/// would need more is a protocol error.
+pub const MAX_INCOMING_BYTES: usize = (1 << 16) + 2 * MAX_RECORD_BYTES;
 
 /// The most plaintext encrypted per [`TlsStream::write_vectored`] call (four full records), so
 /// the records waiting for the socket stay bounded.
@@ -1189,6 +1190,37 @@ mod tests {
         }
         assert_eq!(got, message);
         assert!(most_held > 0 && most_held <= MAX_INCOMING_BYTES + (1 << 14), "{most_held}");
+        assert_eq!(pair.server.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn rfc8446_5_1_a_client_hello_fragmented_over_two_records_is_joined_across_reads() {
+        let pki = Pki::new("fragmented");
+        let acceptor = TlsAcceptor::new(pki.pair("server-one"), 16).unwrap();
+        let mut pair = Pair::new(&acceptor, pki.client(&[&rustls::version::TLS13], &[b"http/1.1"]));
+        let mut hello = Vec::new();
+        pair.client.write_tls(&mut hello).unwrap();
+        assert_eq!(hello[0], HANDSHAKE_RECORD);
+        // RFC 8446 §5.1: a handshake message may be fragmented across records.
+        let body = &hello[5..];
+        let (one, two) = body.split_at(body.len() / 2);
+        let record = |part: &[u8]| {
+            let mut r = vec![HANDSHAKE_RECORD, 3, 1, (part.len() >> 8) as u8, part.len() as u8];
+            r.extend_from_slice(part);
+            r
+        };
+        pair.client_sock.write_all(&record(one)).unwrap();
+        let mut buf = [0u8; 4096];
+        let err = pair.server.read(&mut pair.server_sock, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(pair.server.buffered_bytes() > 0, "the first fragment is held");
+        // Writing and closing meanwhile hand rustls the held fragment again, not nothing.
+        let err = pair.server.write_vectored(&mut pair.server_sock, &[IoSlice::new(b"early")]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        pair.client_sock.write_all(&record(two)).unwrap();
+        pair.client.writer().write_all(b"joined").unwrap();
+        pair.until(|p| p.server_got == b"joined");
+        assert_eq!(pair.server.alpn_protocol(), Some(&b"http/1.1"[..]));
         assert_eq!(pair.server.buffered_bytes(), 0);
     }
 
