@@ -32,6 +32,12 @@ const TARGETS = [
   { case: 'latency-sse', peer: 'nchan', min: 2.0 },
   { case: 'idle-ws', maxAbs: 256 },
   { case: 'idle-sse', maxAbs: 256 },
+  // Issue #14: across two nodes on one Redis, ">= 3x Nchan+Redis deliveries/s and p99 <= half
+  // of Nchan's" (the p99 of the paced run, as for one node above).
+  { case: 'xnode-fanout-ws', peer: 'nchan-redis', min: 3.0 },
+  { case: 'xnode-fanout-sse', peer: 'nchan-redis', min: 3.0 },
+  { case: 'xnode-latency-ws', peer: 'nchan-redis', min: 2.0 },
+  { case: 'xnode-latency-sse', peer: 'nchan-redis', min: 2.0 },
 ];
 
 // What each case measures: the figure, whether higher is better, how it is shown.
@@ -50,6 +56,12 @@ const CASES = {
   'fanout-ws-json-deflate': { label: 'fan-out ws, 1 KiB JSON, permessage-deflate', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
   'idle-ws-py': { label: 'idle ws (idle_tls.py), RSS per connection', metric: 'bytes_per_connection', higher: false, unit: 'B' },
   'idle-wss-py': { label: 'idle wss:// (idle_tls.py), RSS per connection', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  // Issue #14: subscribers over two nodes sharing one Redis, publishes into one ("pushwire": two
+  // `--redis` nodes; "pushwire-memory": one node without Redis; "nchan-redis": two nginx on it).
+  'xnode-fanout-ws': { label: 'two nodes, fan-out ws, 64 B back to back', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'xnode-fanout-sse': { label: 'two nodes, fan-out SSE, 64 B back to back', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'xnode-latency-ws': { label: 'two nodes, fan-out ws at 5 msg/s, p99', metric: 'latency_p99_us', higher: false, unit: 'us' },
+  'xnode-latency-sse': { label: 'two nodes, fan-out SSE at 5 msg/s, p99', metric: 'latency_p99_us', higher: false, unit: 'us' },
 };
 
 const [resultsPath, conditionsPath] = process.argv.slice(2);
@@ -105,6 +117,8 @@ function figure(run, spec) {
     text += `  (p50 ${number(run.latency_p50_us)}, p99 ${number(run.latency_p99_us)} us, missing ${run.missing})`;
   }
   if (run.server_bytes_out > 0 && run.deliveries > 0) text += `; ${number(run.server_bytes_out / run.deliveries)} B written per delivery`;
+  // Across nodes: redis-server's own CPU over the whole run (counted in the server CPU too).
+  if (run.redis_cpu_s !== undefined) text += `; redis-server ${run.redis_cpu_s.toFixed(2)} CPU-s`;
   if (!run.ok) text += '  FAILED';
   return text;
 }

@@ -27,6 +27,16 @@
 #            then IDLE_TLS_CONNECTIONS (2,000) idle subscriptions over wss:// and, measured the
 #            same way, over ws:// (benches/idle_tls.py); server RSS per connection. One test
 #            CA and certificate (P-256, made with openssl) for all of it
+#   xnode    across nodes (issue #14): one redis-server (--save '' --appendonly no, a free
+#            port), SUBSCRIBERS (10,000) subscribers spread over two nodes (half each: one
+#            `--subscribe-url` per node, THREADS client threads split between them), publishes
+#            into the first node, FANOUT_MESSAGES back to back and LATENCY_MESSAGES at 5/s, over
+#            XNODE_TRANSPORTS ("ws sse"): pushwire-memory (one node, no Redis, every subscriber
+#            on it), pushwire (two `pushwire serve --redis` nodes) and nchan-redis (two nginx
+#            instances with `nchan_redis_url` on the same Redis). NODE_THREADS (1) event loops
+#            per node and nginx workers per instance; the single node gets 2 × NODE_THREADS.
+#            Server CPU is every server process's: both nodes and redis-server (whose own share
+#            is shown apart)
 #
 # The echo and fan-out groups run ROUNDS times (3), every server once per round in turn, so a
 # burst of load from other jobs falls on one round rather than on one server; the table shows
@@ -45,11 +55,11 @@
 # /metrics before and after the window (`--server-metrics`) and show the server-side p50/p99 of
 # publish -> each subscriber's write and publish -> a fan-out's last write.
 #
-# Environment: PARTS ("echo fanout idle deflate tls": which groups to run), IDLE_TLS_CONNECTIONS
+# Environment: PARTS ("echo fanout idle deflate tls xnode": which groups to run), IDLE_TLS_CONNECTIONS
 # (2,000), ROUNDS (3), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
 # (10000), THREADS (2: client threads of the fan-out load generator), SKIP_INSTALL=1 (use what
 # is installed and built; a peer not installed is shown as not run), PUSHWIRE (the binary to
-# test, default target/release/pushwire), OUT_DIR (where the run's directory goes, default
+# test, default target/release/pushwire), XNODE_TRANSPORTS and NODE_THREADS (xnode), OUT_DIR (where the run's directory goes, default
 # target/compare), PEERS ("tt node mio nchan": which peers may run; the others are shown as
 # not run). QUICK=1: small counts (1 round, 1 s echoes, 300 subscribers, 20 messages),
 # SKIP_INSTALL=1, about 30 s: checks that the script works, measures nothing worth quoting.
@@ -68,7 +78,9 @@ LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
 THREADS=${THREADS:-2}
 PEERS=${PEERS-tt node mio nchan}
-PARTS=${PARTS:-echo fanout idle deflate tls}
+PARTS=${PARTS:-echo fanout idle deflate tls xnode}
+XNODE_TRANSPORTS=${XNODE_TRANSPORTS:-ws sse}
+NODE_THREADS=${NODE_THREADS:-1}
 IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-2000}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 RUN_DIR="${OUT_DIR:-$ROOT/target/compare}/$(date -u +%Y%m%dT%H%M%SZ)"
@@ -129,14 +141,16 @@ free_port() {
     node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
 
-# start_nchan NAME WORKERS: nginx with benches/peers/nchan/nginx.conf.in in its own directory;
-# sets ADDR, PID (the master) and WORKER_PID (the first worker).
+# start_nchan NAME WORKERS [REDIS_URL]: nginx with benches/peers/nchan/nginx.conf.in in its own
+# directory (with REDIS_URL: Nchan's Redis storage, `nchan_redis_url`); sets ADDR, PID (the
+# master) and WORKER_PID (the first worker).
 start_nchan() {
-    local name=$1 workers=$2 dir="$RUN_DIR/$1" port
+    local name=$1 workers=$2 dir="$RUN_DIR/$1" port redis=
     port=$(free_port)
     mkdir -p "$dir"
+    [ -z "${3:-}" ] || redis="nchan_redis_url \"$3\"; nchan_use_redis on;"
     sed -e "s#@DIR@#$dir#g; s#@PORT@#$port#g; s#@WORKERS@#$workers#g; s#@NOFILE@#$(ulimit -Hn)#g" \
-        benches/peers/nchan/nginx.conf.in >"$dir/nginx.conf"
+        -e "s#@REDIS@#$redis#g" benches/peers/nchan/nginx.conf.in >"$dir/nginx.conf"
     nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$RUN_DIR/$name.log" 2>&1 &
     PID=$!
     SERVER_PIDS+=("$PID")
@@ -162,20 +176,43 @@ start_tt() { start_server "$1" "$TT_PEER" 127.0.0.1:0; }
 start_node() { start_server "$1" node benches/peers/node-ws/server.js 127.0.0.1:0; }
 start_mio() { start_server "$1" "$MIO_ECHO" 127.0.0.1:0; }
 
-# The server's processes as `--server-pid` flags: its PID and, for nginx, its workers (their
-# CPU is summed over the measured window by `pushwire bench`, from /proc/PID/stat).
+# start_redis: a redis-server without persistence on a free port; sets REDIS_PORT, REDIS_PID.
+start_redis() {
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN_DIR" \
+        >"$RUN_DIR/redis${round:+-r$round}.log" 2>&1 &
+    REDIS_PID=$!
+    SERVER_PIDS+=("$REDIS_PID")
+    for _ in $(seq 100); do
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" != PONG ] || return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "compare.sh: redis-server did not start; its log:" >&2
+    cat "$RUN_DIR/redis${round:+-r$round}.log" >&2
+    exit 2
+}
+
+# The server's processes as `--server-pid` flags: its PID (or every PID in BENCH_PIDS, for a
+# server of several nodes) and, for nginx, its workers (their CPU is summed over the measured
+# window by `pushwire bench`, from /proc/PID/stat).
 server_pid_flags() {
     local pid
-    for pid in "$PID" $(pgrep -P "$PID" || true); do
+    for pid in ${BENCH_PIDS:-$PID} $(for p in ${BENCH_PIDS:-$PID}; do pgrep -P "$p" || true; done); do
         printf -- '--server-pid\n%s\n' "$pid"
     done
+}
+
+# CPU clock ticks (user + system) of a process so far: fields 14 and 15 of /proc/PID/stat.
+cpu_ticks() {
+    sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
 # bench CASE SERVER MODE ARGS...: one `pushwire bench` run with the server's CPU over the
 # measured window (and for pushwire, with METRICS set, its /metrics histograms); its JSON line
 # goes to RESULTS with the case and the server added (an `error` line when it could not run).
 bench() {
-    local case=$1 server=$2 line status=0 probe=() bytes_before extra=
+    local case=$1 server=$2 line status=0 probe=() bytes_before redis_before extra=
     shift 2
     echo "-- $case: $server" >&2
     if [ "$1" = echo ] || [ "$1" = fanout ]; then
@@ -184,8 +221,12 @@ bench() {
     fi
     # METRICS_URL set: pushwire's bytes written during the run are added as server_bytes_out.
     [ -z "${METRICS_URL:-}" ] || bytes_before=$(bytes_out)
+    # REDIS_CPU_PID set: redis-server's CPU over the whole run (subscribing included) as redis_cpu_s.
+    [ -z "${REDIS_CPU_PID:-}" ] || redis_before=$(cpu_ticks "$REDIS_CPU_PID")
     line=$("$PUSHWIRE" bench "$@" "${probe[@]}" --json 2>>"$RUN_DIR/bench.err") || status=$?
     [ -z "${METRICS_URL:-}" ] || extra="\"server_bytes_out\":$(($(bytes_out) - bytes_before)),"
+    [ -z "${REDIS_CPU_PID:-}" ] ||
+        extra+="\"redis_cpu_s\":$(awk -v t=$(($(cpu_ticks "$REDIS_CPU_PID") - redis_before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'),"
     if [ -z "$line" ]; then
         line="{\"error\":\"pushwire bench exited $status: $(tail -1 "$RUN_DIR/bench.err" | tr -d '"\\')\"}"
     fi
@@ -206,7 +247,11 @@ not_installed() {
         echo "{\"case\":\"$case\",\"server\":\"$server\",\"round\":${round:-1},\"error\":\"not run (not installed, or not in PEERS)\"}" >>"$RESULTS"
     done
 }
-have() { # have PEER: whether a peer's server may and can be started
+have() { # have PEER: whether a peer's server may and can be started (redis: installed; not a peer)
+    if [ "$1" = redis ]; then
+        command -v redis-server >/dev/null && command -v redis-cli >/dev/null
+        return
+    fi
     [[ " $PEERS " == *" $1 "* ]] || return 1
     case $1 in
         tt) [ -x "$TT_PEER" ] ;;
@@ -221,6 +266,7 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     say "installing peers (apt: nginx, libnginx-mod-nchan; npm: ws; crates.io via Cargo.lock)"
     missing=()
     [ -e "$NCHAN_MODULE" ] || missing+=(nginx libnginx-mod-nchan)
+    ! part xnode || command -v redis-server >/dev/null || missing+=(redis-server)
     command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
     if [ ${#missing[@]} -gt 0 ]; then
         apt_get=(apt-get)
@@ -251,6 +297,7 @@ fi
     [ "${QUICK:-0}" != 1 ] || echo "QUICK=1: $SUBSCRIBERS subscribers, $ECHO_SECONDS s echoes, one round: a check that the script works, not figures to quote"
     echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's#.*/##' || echo 'not installed');" \
         "Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?');" \
+        "redis $(redis-server --version 2>/dev/null | sed -n 's/.*v=\([0-9.]*\).*/\1/p');" \
         "node $(node --version); ws $(node -p 'require("./benches/peers/node-ws/node_modules/ws/package.json").version' 2>/dev/null || echo '?');" \
         "tokio-tungstenite $(grep -A1 'name = "tokio-tungstenite"' benches/peers/tokio-tungstenite/Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
 } >"$RUN_DIR/conditions.txt"
@@ -419,6 +466,67 @@ for scheme in ws wss; do
     echo "{\"case\":\"idle-$scheme-py\",\"server\":\"pushwire\",\"round\":1,${line#\{}" | tee -a "$RESULTS" >&2
     stop_server
 done
+fi
+
+# --- across nodes: SUBSCRIBERS over two nodes sharing one Redis, publishes into the first -------
+# xfan CASE SERVER TRANSPORT PUBLISH_URL SUBSCRIBE_URL_A SUBSCRIBE_URL_B [ARGS...]
+xfan() {
+    local case=$1 server=$2 transport=$3 pub=$4 a=$5 b=$6
+    shift 6
+    bench "$case" "$server" fanout --publish-url "$pub" --subscribe-url "$a" --subscribe-url "$b" \
+        --transport "$transport" -c "$SUBSCRIBERS" --threads "$THREADS" --size 64 "$@"
+}
+if part xnode; then
+if [ $((THREADS % 2)) != 0 ]; then
+    echo "compare.sh: xnode needs an even THREADS (half the client threads subscribe on each node)" >&2
+    exit 2
+fi
+for round in $(seq "$ROUNDS"); do
+say "across nodes, round $round of $ROUNDS: $SUBSCRIBERS subscribers over two nodes on one Redis, publishes into one"
+xcases=()
+for t in $XNODE_TRANSPORTS; do xcases+=("xnode-fanout-$t" "xnode-latency-$t"); done
+# xnode_runs SERVER PUBLISH_URL SUB_A SUB_B [ARGS...]: back to back, then 5 messages/s.
+xnode_runs() {
+    local server=$1 pub=$2 a=$3 b=$4 t
+    shift 4
+    for t in $XNODE_TRANSPORTS; do
+        xfan "xnode-fanout-$t" "$server" $t "$pub$t" "$a$t" "$b$t" -k "$FANOUT_MESSAGES" "$@"
+        xfan "xnode-latency-$t" "$server" $t "$pub${t}l" "$a${t}l" "$b${t}l" -k "$LATENCY_MESSAGES" --rate 5 "$@"
+    done
+}
+# (a) one node in memory, every subscriber on it (the same load, no Redis).
+start_server pushwire-memory "$PUSHWIRE" serve --listen 127.0.0.1:0 --threads $((2 * NODE_THREADS)) \
+    --max-connections 30000 --max-connections-per-ip 30000
+xnode_runs pushwire-memory "http://$ADDR/channels/x" "http://$ADDR/channels/x" "http://$ADDR/channels/x"
+stop_server
+if have redis; then
+    # (b) two pushwire nodes on one Redis.
+    start_redis
+    redis_node() { # redis_node NAME: a pushwire node on this round's Redis; sets ADDR and PID
+        start_server "$1" "$PUSHWIRE" serve --listen 127.0.0.1:0 --threads "$NODE_THREADS" \
+            --max-connections 30000 --max-connections-per-ip 30000 --redis "redis://127.0.0.1:$REDIS_PORT"
+    }
+    redis_node pushwire-node-a; a=$ADDR; a_pid=$PID
+    redis_node pushwire-node-b; b=$ADDR; b_pid=$PID
+    BENCH_PIDS="$a_pid $b_pid $REDIS_PID" REDIS_CPU_PID=$REDIS_PID xnode_runs pushwire \
+        "http://$a/channels/x" "http://$a/channels/x" "http://$b/channels/x"
+    kill "$a_pid" "$b_pid" 2>/dev/null || true
+    wait "$a_pid" "$b_pid" 2>/dev/null || true
+    # (c) two nginx instances with Nchan on the same Redis (a fresh one: no pushwire keys).
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    if have nchan; then
+        start_nchan "nchan-redis-a-r$round" "$NODE_THREADS" "redis://127.0.0.1:$REDIS_PORT"; a=$ADDR; a_pid=$PID
+        start_nchan "nchan-redis-b-r$round" "$NODE_THREADS" "redis://127.0.0.1:$REDIS_PORT"; b=$ADDR; b_pid=$PID
+        BENCH_PIDS="$a_pid $b_pid $REDIS_PID" REDIS_CPU_PID=$REDIS_PID xnode_runs nchan-redis \
+            "http://$a/pub?id=x" "http://$a/sub/x" "http://$b/sub/x" --no-open-cursor --settle 1
+        kill "$a_pid" "$b_pid" 2>/dev/null || true
+        wait "$a_pid" "$b_pid" 2>/dev/null || true
+    else not_installed "${xcases[@]}" nchan-redis; fi
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+else not_installed "${xcases[@]}" pushwire; not_installed "${xcases[@]}" nchan-redis; fi
+done # rounds
+unset round
 fi
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - began)) s" >>"$RUN_DIR/conditions.txt"

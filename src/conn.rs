@@ -361,7 +361,7 @@ impl Conn {
                     | Reply::Ready(_)
                     | Reply::Info { .. }
                     | Reply::Channels(_)
-                    | Reply::Sent => {}
+                    | Reply::Sent(_) => {}
                 }
             }
             // Replies for a connection already closing are dropped.

@@ -1456,6 +1456,35 @@ pub fn redis_frame(data: &[u8]) {
     assert_eq!(parse_frame(&encode_leave(&member), &generous), Ok(Frame::Leave { member }));
 }
 
+/// The control frames nodes exchange through Redis (`crate::redis::control`): byte 0 sets the
+/// frame and name bounds; parsing the rest never panics and respects them; a parsed frame
+/// re-encodes to JSON that parses to the same frame.
+pub fn redis_control(data: &[u8]) {
+    use crate::redis::control::{encode, parse, Control, ControlLimits};
+    let mut r = Bytes::new(data);
+    let bound = r.u8();
+    let limits = ControlLimits {
+        max_frame_bytes: usize::from(bound) * 16,
+        max_names: usize::from(bound % 16) + 1,
+        ..ControlLimits::default()
+    };
+    let rest = r.rest();
+    let Ok(frame) = parse(rest, &limits) else { return };
+    assert!(rest.len() <= limits.max_frame_bytes && frame.from != 0);
+    match &frame.control {
+        Control::ChannelsReply { page, .. } => assert!(page.channels.len() <= limits.max_names),
+        Control::ChannelsRequest { limit, .. } => assert!(*limit >= 1 && *limit < limits.max_names),
+        Control::Disconnect { disconnect, .. } => {
+            assert!(disconnect.reason.len() <= limits.max_reason_bytes);
+            assert!((4000..=4999).contains(&disconnect.code));
+        }
+        _ => {}
+    }
+    let again = encode(&frame);
+    let generous = ControlLimits { max_frame_bytes: again.len(), ..limits };
+    assert_eq!(parse(&again, &generous), Ok(frame));
+}
+
 /// `rooms_request`: a connection's channel set (`transport/rooms.rs`) and the multi-channel
 /// request forms. Byte 0 is the channel limit (1 to 8), byte 1 the number of channels a
 /// composite cursor must have (1 to 8); the rest is lines: the first is a request-target whose

@@ -481,6 +481,20 @@ fn render_backend(out: &mut String, b: &crate::hub::backend::BackendFigures) {
             "Presence script calls for this node's members.",
             b.presence_writes,
         ),
+        ("nodes", "gauge", "Other nodes heard on the control channel lately.", b.nodes),
+        ("bad_control_frames_total", "counter", "Control frames that did not parse.", b.bad_control_frames),
+        (
+            "survey_timeouts_total",
+            "counter",
+            "Surveys answered without every node's reply.",
+            b.survey_timeouts,
+        ),
+        (
+            "survey_late_replies_total",
+            "counter",
+            "Survey replies that came after their survey was answered.",
+            b.survey_late_replies,
+        ),
     ] {
         let _ = writeln!(
             out,

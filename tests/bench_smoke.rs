@@ -2,6 +2,7 @@
 //! counts, checking the JSON report (every message echoed or delivered, none missing).
 
 mod common;
+mod redis_support;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -214,6 +215,79 @@ fn bench_fanout_fails_when_messages_go_missing() {
     assert!(json.contains("\"ok\":false"), "{json}");
 }
 
+#[test]
+fn bench_fanout_spreads_subscribers_over_every_subscribe_url() {
+    // Two nodes that share nothing (in memory): publishing into A reaches only the subscribers
+    // opened on A, so exactly the half opened on B (client thread 1 of 2) misses every message.
+    let (a, b) = (Server::start(&[]), Server::start(&[]));
+    let (on_a, on_b) =
+        (format!("http://{}/channels/spread", a.addr), format!("http://{}/channels/spread", b.addr));
+    let args = [
+        "fanout",
+        "--publish-url",
+        &on_a,
+        "--subscribe-url",
+        &on_a,
+        "--subscribe-url",
+        &on_b,
+        "--transport",
+        "ws",
+        "-c",
+        "6",
+        "-k",
+        "5",
+        "--threads",
+        "2",
+        "--timeout",
+        "0.5",
+    ];
+    let (output, json) = bench(&args, Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(1), "{json} {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(number(&json, "subscribe_urls"), 2.0, "{json}");
+    assert_eq!(number(&json, "deliveries"), 15.0, "{json}");
+    assert_eq!(number(&json, "missing"), 15.0, "{json}");
+    assert!(json.contains(&format!("\"subscribe_url\":\"{on_a} {on_b}\"")), "{json}");
+
+    // Each client thread subscribes at one URL: three threads cannot split over two.
+    let args = ["fanout", "--subscribe-url", &on_a, "--subscribe-url", &on_b, "-c", "6", "--threads", "3"];
+    let (output, _) = bench(&args, Duration::from_secs(30));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--threads must be a multiple"));
+}
+
+#[test]
+fn bench_fanout_across_two_redis_nodes_delivers_every_message_once() {
+    // Two nodes on one real Redis, subscribers spread over both, publishes into one.
+    let redis = redis_support::RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (a, b) = (Server::start(&["--redis", &url]), Server::start(&["--redis", &url]));
+    let (on_a, on_b) = (format!("http://{}/channels/x", a.addr), format!("http://{}/channels/x", b.addr));
+    for transport in ["ws", "sse"] {
+        let args = [
+            "fanout",
+            "--publish-url",
+            &on_a,
+            "--subscribe-url",
+            &on_a,
+            "--subscribe-url",
+            &on_b,
+            "--transport",
+            transport,
+            "-c",
+            "8",
+            "-k",
+            "20",
+            "--threads",
+            "2",
+        ];
+        let (output, json) = bench(&args, Duration::from_secs(60));
+        assert!(output.status.success(), "{json} {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(number(&json, "deliveries"), 160.0, "{json}");
+        assert_eq!(number(&json, "missing"), 0.0, "{json}");
+        assert_eq!(number(&json, "duplicates"), 0.0, "{json}");
+    }
+}
+
 /// A plain TCP echo on a free loopback port, one thread per connection, for `--protocol raw`;
 /// it stops echoing a connection at its EOF (every read times out after 10 s).
 fn tcp_echo() -> std::net::SocketAddr {
@@ -294,7 +368,8 @@ fn compare_sh_quick_reports_server_cpu_per_message_and_server_side_latency() {
         .env("PUSHWIRE", env!("CARGO_BIN_EXE_pushwire"))
         .env("OUT_DIR", &out)
         .env("PEERS", "")
-        .env("PARTS", "echo fanout")
+        .env("PARTS", "echo fanout xnode")
+        .env("XNODE_TRANSPORTS", "ws")
         // Enough deliveries that the server's CPU is many clock ticks (10 ms each).
         .env("SUBSCRIBERS", "400")
         .env("FANOUT_MESSAGES", "50")
@@ -343,6 +418,24 @@ fn compare_sh_quick_reports_server_cpu_per_message_and_server_side_latency() {
         let line = result_line(&results, case, "pushwire");
         assert!(number(&line, "server_cpu_s_per_million_deliveries") > 0.0, "{line}");
     }
+    // Across nodes: one node in memory, and two nodes on the script's own redis-server, each
+    // with the subscribers spread over two URLs (the same node twice for the single node).
+    for server in ["pushwire-memory", "pushwire"] {
+        for case in ["xnode-fanout-ws", "xnode-latency-ws"] {
+            let line = result_line(&results, case, server);
+            assert!(line.contains("\"ok\":true"), "{line}");
+            assert_eq!(number(&line, "subscribe_urls"), 2.0, "{line}");
+            assert_eq!(number(&line, "missing"), 0.0, "{line}");
+        }
+    }
+    let two_nodes = result_line(&results, "xnode-fanout-ws", "pushwire");
+    assert!(number(&two_nodes, "server_cpu_s") > 0.0, "{two_nodes}");
+    assert!(number(&two_nodes, "redis_cpu_s") >= 0.0, "{two_nodes}");
+    assert!(
+        result_line(&results, "xnode-fanout-ws", "nchan-redis").contains("\"error\":\"not run"),
+        "{results}"
+    );
+    assert!(table.contains("two nodes, fan-out ws at 5 msg/s, p99: target >= 2.00x nchan-redis"), "{table}");
     assert!(table.contains("| server CPU-s per 1M msgs/deliveries | server-side p50 / p99 |"), "{table}");
     assert!(table.contains("each write "), "{table}");
     let _ = std::fs::remove_dir_all(&out);

@@ -27,6 +27,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("rooms_request", fuzzing::rooms_request),
     ("resp_decode", fuzzing::resp_decode),
     ("redis_frame", fuzzing::redis_frame),
+    ("redis_control", fuzzing::redis_control),
     ("ws_inflate", fuzzing::ws_inflate),
     ("ws_extensions", fuzzing::ws_extensions),
 ];

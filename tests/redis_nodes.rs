@@ -540,8 +540,9 @@ fn redis_nodes_pubsub_shards_flag_spreads_a_nodes_channels_over_connections() {
         assert_eq!(sse.until(|l| l.starts_with("id:")), format!("id: {id}"));
         assert_eq!(sse.next(), Some(format!("data: to {channel}")));
     }
-    // Node b's pub/sub connections: three, carrying the nine channels between them (node a's
-    // one connection carries none: it has no subscriber).
+    // Node b's pub/sub connections: three, carrying the nine channels between them; each
+    // node's first connection also carries its control and reply channels (so node a's one
+    // connection carries those two only: it has no subscriber).
     let mut client = redis.client();
     let list =
         client.call(&pushwire::redis::resp::Command::new("CLIENT").arg("LIST").arg("TYPE").arg("pubsub"));
@@ -553,8 +554,8 @@ fn redis_nodes_pubsub_shards_flag_spreads_a_nodes_channels_over_connections() {
         .map(|n| n.parse().unwrap())
         .filter(|&n| n > 0)
         .collect();
-    assert_eq!(subs.len(), 3, "{list}");
-    assert_eq!(subs.iter().sum::<usize>(), channels.len(), "{list}");
+    assert_eq!(subs.len(), 4, "{list}");
+    assert_eq!(subs.iter().sum::<usize>(), channels.len() + 2 * 2, "{list}");
     // Out of range: a usage error.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
         .args([

@@ -21,6 +21,11 @@
 //! Peers: the publish and subscribe URLs are separate (`--publish-url`, `--subscribe-url`), e.g.
 //! Nchan's `POST /pub?id=NAME` and `GET /sub/NAME` with `--no-open-cursor`.
 //!
+//! Several nodes: `--subscribe-url` repeated N times spreads the subscribers over N servers
+//! (e.g. pushwire nodes sharing one Redis, README "Many nodes"): client thread `t` opens its
+//! share at the `(t mod N)`-th URL, so `--threads` must be a multiple of N and each URL gets
+//! `-c / N` subscribers (±1 per thread). The publisher still posts to one URL.
+//!
 //! With `--threads N` the subscribers are spread over N client threads, each with its own poll
 //! (the publisher is the main thread); each keeps its own latency histogram and delivery bits,
 //! and the histograms are merged exactly at the end (counts per bucket added).
@@ -67,9 +72,11 @@ pub struct FanoutOptions {
     /// Where to POST messages instead of --url (Nchan: http://HOST/pub?id=NAME).
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
-    /// Where subscribers GET instead of --url (Nchan: http://HOST/sub/NAME).
-    #[arg(long, value_name = "URL")]
-    pub subscribe_url: Option<String>,
+    /// Where subscribers GET instead of --url (Nchan: http://HOST/sub/NAME). Repeat to spread
+    /// the subscribers over several servers: client thread t subscribes at the (t mod N)-th
+    /// (--threads must be a multiple of N).
+    #[arg(long = "subscribe-url", value_name = "URL")]
+    pub subscribe_urls: Vec<String>,
     /// How subscribers receive.
     #[arg(long, value_parser = transport_parser(), default_value = "sse")]
     pub transport: Transport,
@@ -152,6 +159,13 @@ impl FanoutOptions {
         if !(1..=64).contains(&self.threads) || self.threads > self.subscribers {
             return Err("--threads must be between 1 and 64, and at most -c".into());
         }
+        if self.subscribe_urls.len() > 1 && !self.threads.is_multiple_of(self.subscribe_urls.len()) {
+            return Err(format!(
+                "--threads must be a multiple of the {} --subscribe-url given (each client thread \
+                 subscribes at one of them)",
+                self.subscribe_urls.len()
+            ));
+        }
         if self.timeout > Duration::from_secs(3600) || self.settle > Duration::from_secs(3600) {
             return Err("--timeout and --settle must be at most 3600 seconds".into());
         }
@@ -165,26 +179,32 @@ impl FanoutOptions {
             if !matches!(self.transport, Transport::Sse | Transport::LongPoll) {
                 return Err("--channels-per-subscriber above 1 needs --transport sse or longpoll".into());
             }
-            if self.publish_url.is_some() || self.subscribe_url.is_some() || self.no_open_cursor {
+            if self.publish_url.is_some() || !self.subscribe_urls.is_empty() || self.no_open_cursor {
                 return Err("--channels-per-subscriber above 1 is for pushwire: only --url".into());
             }
         }
         Ok(())
     }
 
-    /// The publish URLs (one per channel, used in turn) and the subscribe URL.
-    fn urls(&self) -> Result<(Vec<Url>, Url), String> {
+    /// The publish URLs (one per channel, used in turn) and the subscribe URLs (client thread
+    /// `t` uses the `(t mod N)`-th).
+    fn urls(&self) -> Result<(Vec<Url>, Vec<Url>), String> {
         let publish = Url::parse(self.publish_url.as_deref().unwrap_or(&self.url))?;
-        let subscribe = Url::parse(self.subscribe_url.as_deref().unwrap_or(&self.url))?;
+        let subscribe = match self.subscribe_urls.as_slice() {
+            [] => vec![Url::parse(&self.url)?],
+            urls => urls.iter().map(|u| Url::parse(u)).collect::<Result<Vec<_>, _>>()?,
+        };
         let k = self.channels_per_subscriber;
         if k == 1 && self.channel_pool == 0 {
             return Ok((vec![publish], subscribe));
         }
-        let names = channel_names(&subscribe, k)?;
+        // Rooms: --url only (checked in `validate`), so one subscribe URL.
+        let subscribe = &subscribe[0];
+        let names = channel_names(subscribe, k)?;
         let publish =
             names.iter().map(|n| Url { path: format!("/channels/{n}"), ..subscribe.clone() }).collect();
         let subscribe = Url { path: format!("/channels/{}", names.join(",")), ..subscribe.clone() };
-        Ok((publish, subscribe))
+        Ok((publish, vec![subscribe]))
     }
 }
 
@@ -399,7 +419,7 @@ fn receive(
 /// Runs the fan-out benchmark; `Err` when it could not run at all.
 pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     options.validate()?;
-    let (mut publish_urls, subscribe_url) = options.urls()?;
+    let (mut publish_urls, subscribe_urls) = options.urls()?;
     let run_id: u64 = rand::random::<u32>().into();
     let rooms = match options.channel_pool {
         0 => None,
@@ -409,28 +429,37 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
         publish_urls.clone_from(&rooms.publish);
     }
     let publish_url = &publish_urls[0];
-    subscribe_url.require_plain("fanout")?;
+    for url in &subscribe_urls {
+        url.require_plain("fanout")?;
+    }
     for url in &publish_urls {
         url.require_plain("fanout")?;
     }
     let window = Window::new(&options.server)?;
     ensure_open_files(options.subscribers)?;
     let wait_for_cursor = !options.no_open_cursor;
-    let request = Request {
-        wire: Wire::Push(options.transport),
-        host: subscribe_url.host.clone(),
-        path: subscribe_url.path.clone(),
-        protocols: if wait_for_cursor && options.transport == Transport::WebSocket {
-            vec!["pushwire.v1".to_string()]
-        } else {
-            Vec::new()
-        },
-        // A long poll answer holds a batch of messages in JSON.
-        max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
-        deflate: options.deflate,
-        tls: None,
-    };
-    let sources = source_addrs(subscribe_url.addr, options.subscribers, options.source_addrs);
+    // Per subscribe URL: the request its subscribers make, and the source addresses they use.
+    let targets: Vec<(Request, Vec<std::net::IpAddr>)> = subscribe_urls
+        .iter()
+        .map(|url| {
+            let request = Request {
+                wire: Wire::Push(options.transport),
+                host: url.host.clone(),
+                path: url.path.clone(),
+                protocols: if wait_for_cursor && options.transport == Transport::WebSocket {
+                    vec!["pushwire.v1".to_string()]
+                } else {
+                    Vec::new()
+                },
+                // A long poll answer holds a batch of messages in JSON.
+                max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
+                deflate: options.deflate,
+                tls: None,
+            };
+            let per_url = options.subscribers.div_ceil(subscribe_urls.len());
+            (request, source_addrs(url.addr, per_url, options.source_addrs))
+        })
+        .collect();
     let run = Run {
         run_id,
         start: OnceLock::new(),
@@ -455,12 +484,14 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
                     Some(rooms) => (&rooms.paths[share.clone()], Some(rooms.expected[share].iter().sum())),
                     None => (&[][..], None),
                 };
+                let target = t % subscribe_urls.len();
+                let (request, sources) = &targets[target];
                 let plan = Opening {
-                    addr: subscribe_url.addr,
-                    request: &request,
+                    addr: subscribe_urls[target].addr,
+                    request,
                     paths,
                     count,
-                    sources: &sources,
+                    sources,
                     concurrency: OPEN_CONCURRENCY,
                     wait_for_cursor,
                     timeout: Duration::from_secs(10) + Duration::from_millis(options.subscribers as u64),
@@ -528,8 +559,11 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
     let elapsed = last_delivery.duration_since(start).as_secs_f64().max(1e-6);
     let mut report = Report::new("fanout");
     report.text("publish_url", format!("http://{}{}", publish_url.host, publish_url.path));
-    let subscribe_path = rooms.as_ref().map_or(&subscribe_url.path, |r| &r.paths[0]);
-    report.text("subscribe_url", format!("http://{}{subscribe_path}", subscribe_url.host));
+    let subscribe_path = |url: &Url| rooms.as_ref().map_or(&url.path, |r| &r.paths[0]).clone();
+    let shown: Vec<String> =
+        subscribe_urls.iter().map(|url| format!("http://{}{}", url.host, subscribe_path(url))).collect();
+    report.text("subscribe_url", shown.join(" "));
+    report.count("subscribe_urls", subscribe_urls.len() as u64);
     report.text("transport", options.transport.name());
     report.count("subscribers", options.subscribers as u64);
     report.count("channels_per_subscriber", options.channels_per_subscriber as u64);

@@ -54,6 +54,10 @@ pub struct Disconnect {
     /// Set: only unsubscribe the connections from this channel (a command-mode WebSocket is
     /// told with an `unsubscribe` notice) instead of closing them.
     pub channel: Option<ChannelName>,
+    /// The node a `Conn` target's id named (the Redis backend's `NODE-CONN` form): the Redis
+    /// backend applies it on that node only. `None`: this node (an id without a node part)
+    /// or, for a user, every node. The in-memory hub ignores it.
+    pub node: Option<u64>,
 }
 
 /// A connection by its address, or every connection of a user.

@@ -66,6 +66,14 @@ pub struct BackendFigures {
     pub bad_frames: u64,
     /// Presence script calls that wrote this node's members.
     pub presence_writes: u64,
+    /// Other nodes in this node's registry (heard on the control channel lately).
+    pub nodes: u64,
+    /// Control frames from other nodes that did not parse.
+    pub bad_control_frames: u64,
+    /// `info` / `channels` surveys answered at their timeout without every node's reply.
+    pub survey_timeouts: u64,
+    /// Survey replies that came after their survey was answered.
+    pub survey_late_replies: u64,
     /// Publish round trips (sent to answered), per bucket (not cumulative), in microseconds.
     pub publish_latency_buckets: [u64; LATENCY_BUCKETS],
     /// Their sum, in microseconds.

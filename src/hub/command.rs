@@ -91,9 +91,9 @@ pub enum Command {
         /// The most names (already capped by the caller).
         limit: usize,
     },
-    /// End connections of this node (the server API's `disconnect`): the backend hands it to
-    /// every event loop as [`super::backend::LoopEvent::Disconnect`]; answered by
-    /// [`Reply::Sent`]. Never reaches the hub itself.
+    /// End connections (the server API's `disconnect`): the backend hands it to every event
+    /// loop as [`super::backend::LoopEvent::Disconnect`] (the Redis backend: of every node, by
+    /// its control channel); answered by [`Reply::Sent`]. Never reaches the hub itself.
     Disconnect(Arc<Disconnect>),
     /// Read the hub's figures for monitoring; answered by [`Reply::Stats`].
     Stats,
@@ -123,8 +123,9 @@ pub enum Reply {
     },
     /// The hub's figures.
     Stats(HubStats),
-    /// A [`Command::Disconnect`] was handed to every event loop.
-    Sent,
+    /// A [`Command::Disconnect`] was handed to every event loop (with Redis: published to the
+    /// other nodes too), or why not ([`HubError::BackendUnavailable`]).
+    Sent(Result<(), HubError>),
     /// One channel's figures (`None`: no such channel), or why they cannot be read.
     Info {
         /// The channel.
@@ -253,7 +254,7 @@ impl Command {
             }
             Command::Stats => Applied { reply: Some(Reply::Stats(hub.stats())), ..Applied::default() },
             // The backend hands it to the loops before the hub would see it.
-            Command::Disconnect(_) => Applied { reply: Some(Reply::Sent), ..Applied::default() },
+            Command::Disconnect(_) => Applied { reply: Some(Reply::Sent(Ok(()))), ..Applied::default() },
             Command::Ready => Applied { reply: Some(Reply::Ready(Ok(()))), ..Applied::default() },
         }
     }

@@ -309,12 +309,14 @@ pub struct ChannelInfo {
     pub subscribers: usize,
     /// The same subscriptions by the transport that holds each.
     pub by_transport: TransportCounts,
-    /// The tail cursor: the newest message's id (`EPOCH:0` before any).
-    pub last: Cursor,
+    /// The tail cursor: the newest message's id (`EPOCH:0` before any). `None` with Redis when
+    /// the channel has subscribers but no epoch in Redis (expired, or Redis restarted).
+    pub last: Option<Cursor>,
     /// Messages held in its history.
     pub history_messages: usize,
-    /// Bytes (payload plus event name) held in its history.
-    pub history_bytes: usize,
+    /// Bytes (payload plus event name) held in its history; `None` with Redis (a stream's
+    /// payload bytes cannot be read without reading every entry).
+    pub history_bytes: Option<usize>,
 }
 
 /// One page of channel names (the server API's `channels`).
@@ -348,9 +350,6 @@ pub enum HubError {
     PresenceFull,
     /// A member's info is over [`PresenceLimits::max_info_bytes`] (peer fault).
     InfoTooLarge,
-    /// The backend does not answer this request (the server API's `info` and `channels` on
-    /// the Redis backend).
-    Unsupported,
 }
 
 impl HubError {
@@ -360,7 +359,6 @@ impl HubError {
         match self {
             HubError::InvalidChannelName => 400,
             HubError::MessageTooLarge | HubError::InfoTooLarge => 413,
-            HubError::Unsupported => 501,
             HubError::PresenceFull
             | HubError::TooManyChannels
             | HubError::HistoryFull
@@ -381,7 +379,6 @@ impl fmt::Display for HubError {
             HubError::BackendUnavailable => "the shared backend (redis) is unavailable",
             HubError::PresenceFull => "the channel has too many members",
             HubError::InfoTooLarge => "info is too large",
-            HubError::Unsupported => "not available with this hub backend",
         })
     }
 }
@@ -598,9 +595,9 @@ impl Hub {
         Some(ChannelInfo {
             subscribers: ch.subscribers.iter().map(|(_, count)| count).sum(),
             by_transport: ch.by_transport,
-            last: Cursor { epoch: ch.epoch, offset: ch.last_offset },
+            last: Some(Cursor { epoch: ch.epoch, offset: ch.last_offset }),
             history_messages: ch.history.len(),
-            history_bytes: ch.history_bytes,
+            history_bytes: Some(ch.history_bytes),
         })
     }
 

@@ -813,9 +813,9 @@ fn info_reads_a_channels_figures_without_creating_it() {
         (2, 1, 0)
     );
     assert_eq!((by.get(Transport::Stream), by.get(Transport::Poll), by.total()), (0, 0, 3));
-    assert_eq!(info.last, Cursor { epoch, offset: 3 });
+    assert_eq!(info.last, Some(Cursor { epoch, offset: 3 }));
     assert_eq!(info.history_messages, 3);
-    assert_eq!(info.history_bytes, hub.stats().history_bytes);
+    assert_eq!(info.history_bytes, Some(hub.stats().history_bytes));
 }
 
 /// Issue #17 (server API `channels`): names by prefix in byte order, a bounded page at a time.

@@ -649,6 +649,7 @@ impl EventLoop {
             return;
         };
         let metrics = &self.shared.metrics;
+        let published = matches!(reply, Reply::Published(_));
         fanout::handle_reply(
             &mut slot.conn,
             &mut SlotSubscriptions { channels: &mut slot.subscriptions, transport: &mut slot.subscribed_as },
@@ -663,7 +664,15 @@ impl EventLoop {
             &mut self.slots[id.key()],
             now,
         );
-        self.mark_dirty(id);
+        if published && !self.slots[id.key()].dirty {
+            // A publisher waits for this answer before its next publish (one keep-alive
+            // request at a time): written now, not behind the connections of a fan-out
+            // already queued, which would hold every publish for the time of a whole fan-out
+            // (the in-memory hub answers a publish at once, too).
+            self.service(id, false, now);
+        } else {
+            self.mark_dirty(id);
+        }
     }
 
     /// A server API `disconnect`: ends this loop's connections it names (one by address, or

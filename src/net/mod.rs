@@ -150,13 +150,13 @@ impl Inbox {
 }
 
 /// Hands a server API `disconnect` to every event loop of this node (each ends its matching
-/// connections); what every backend does with `Command::Disconnect`. Node-local: another
-/// node's connections are not reached.
+/// connections): what the in-memory hub does with `Command::Disconnect`, and the Redis
+/// backend for a connection of this node (it publishes any other to every node).
 pub fn send_disconnect(inboxes: &[Inbox], from: ConnAddr, disconnect: Arc<Disconnect>) -> Submitted {
     for (index, inbox) in inboxes.iter().enumerate() {
         inbox.push(LoopEvent::Disconnect(disconnect.clone()), index != usize::from(from.sink.index()));
     }
-    Submitted::Reply(Reply::Sent)
+    Submitted::Reply(Reply::Sent(Ok(())))
 }
 
 /// Where to listen: plain HTTP, TLS, or both (each on its own address).

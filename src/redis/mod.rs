@@ -16,6 +16,7 @@
 //! | [`presence`] | presence keys, the presence script, join/leave | [ZADD](https://redis.io/docs/latest/commands/zadd/) |
 //! | [`pubsub`] | `SUBSCRIBE`/`UNSUBSCRIBE`/`PING`, pushes classified | [Pub/Sub](https://redis.io/docs/latest/develop/interact/pubsub/) |
 //! | [`url`] | `redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]`, the connection handshake | [IANA `redis` scheme](https://www.iana.org/assignments/uri-schemes/prov/redis) |
+//! | [`control`] | the nodes' control channel: cluster-wide disconnect, heartbeats, `info` / `channels` surveys | [Pub/Sub](https://redis.io/docs/latest/develop/interact/pubsub/), Centrifugo's node registry |
 //! | [`shard`] | consistent hash of a channel over independent shards | [jump hash](https://arxiv.org/abs/1406.2294) |
 //!
 //! Reading order: `resp`, `keys`, `frame`, `script` (the heart: its docs state the guarantee),
@@ -115,6 +116,7 @@
 //! - Not possible in a cluster: multi-channel atomic operations (a publish to several
 //!   channels is several scripts, ordered per channel only), which pushwire never needs.
 
+pub mod control;
 pub mod frame;
 pub mod history;
 pub mod info;

@@ -184,7 +184,7 @@ pub fn answer_reply(reply: Reply, metrics: &Metrics) -> Answer {
             Answer::Error { status: 500, reason: "unexpected subscription".into() }
         }
         // Only server API calls ask these (answered by `answer_api`).
-        Reply::Info { .. } | Reply::Channels(_) | Reply::Sent => {
+        Reply::Info { .. } | Reply::Channels(_) | Reply::Sent(_) => {
             Answer::Error { status: 500, reason: "unexpected server API reply".into() }
         }
     }

@@ -2,7 +2,9 @@
 //! runs its channels on Redis and any number of nodes share them.
 //!
 //! Implements: every [`Command`] but `Stats` and `Ready` is submitted to the broker and answered
-//! [`Submitted::Later`]; the broker's answers and deliveries become [`LoopEvent`]s in the
+//! [`Submitted::Later`] (a server API `disconnect` of one connection of this node is handed to
+//! this node's loops at once, as on one node; any other goes to every node through the
+//! broker's control channel; `info` and `channels` are the broker's surveys of every node); the broker's answers and deliveries become [`LoopEvent`]s in the
 //! loops' [`Inbox`]es (the request token carries the connection's [`ConnId`]). A request the
 //! broker cannot take (queue full, Redis down) is answered at once with
 //! [`HubError::BackendUnavailable`] (503).
@@ -21,7 +23,7 @@ use super::{
     Limits, RedisOptions,
 };
 use crate::config::Config;
-use crate::hub::backend::{ConnAddr, ConnId, HubBackend, LoopEvent, Submitted};
+use crate::hub::backend::{ConnAddr, ConnId, Disconnect, DisconnectTarget, HubBackend, LoopEvent, Submitted};
 use crate::hub::{ChannelName, Command, HubError, HubStats, Reply, SinkId};
 use crate::net::{serve_with, Bound, Inbox, Listen};
 use crate::protocol::Transport;
@@ -75,8 +77,26 @@ impl BrokerOutbox for InboxOutbox {
                     reply: Box::new(Reply::Presence { channel, result: result.map_err(|e| log_error(&e)) }),
                 },
                 BrokerEvent::PresenceChange(event) => LoopEvent::Presence(event),
+                BrokerEvent::Disconnected { token, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Sent(result.map_err(|e| log_error(&e)))),
+                },
+                BrokerEvent::Info { token, channel, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Info { channel, result: result.map_err(|e| log_error(&e)) }),
+                },
+                BrokerEvent::Channels { token, result } => LoopEvent::Reply {
+                    conn: conn_of(token),
+                    reply: Box::new(Reply::Channels(result.map_err(|e| log_error(&e)))),
+                },
             };
             inbox.push(event, true);
+        }
+    }
+
+    fn disconnect(&self, disconnect: Arc<Disconnect>) {
+        for inbox in self.inboxes.iter() {
+            inbox.push(LoopEvent::Disconnect(disconnect.clone()), true);
         }
     }
 }
@@ -92,6 +112,9 @@ enum Refused {
     Read,
     Subscribe(ChannelName, Transport),
     Presence(ChannelName),
+    Disconnect,
+    Info(ChannelName),
+    Channels,
 }
 
 /// The Redis backend: the broker thread and the way to it.
@@ -101,8 +124,11 @@ pub struct RedisHub {
     max_info_bytes: usize,
     /// The longest user id other nodes accept in a join frame.
     max_user_bytes: usize,
-    /// This node's loops' inboxes (a server API `disconnect` goes to each, node-local).
+    /// This node's loops' inboxes (a server API `disconnect` for this node only goes to each
+    /// without Redis).
     inboxes: Arc<[Inbox]>,
+    /// This node's id (presence members, control frames).
+    node_id: u64,
     /// Stops the broker thread when the backend is dropped.
     _broker: Broker,
 }
@@ -128,6 +154,8 @@ impl RedisHub {
         limits.max_presence_members = presence.max_members_per_channel;
         limits.frames.max_info_bytes = limits.frames.max_info_bytes.max(presence.max_info_bytes);
         let max_user_bytes = limits.frames.max_user_bytes;
+        // A `channels` survey asks at most the API's page; each node answers one more name.
+        limits.control.max_names = config.api.limits.max_page_channels.saturating_add(1);
         let broker_config = BrokerConfig {
             url: redis.url,
             tls: redis.tls,
@@ -145,6 +173,7 @@ impl RedisHub {
             max_info_bytes: presence.max_info_bytes,
             max_user_bytes,
             inboxes,
+            node_id,
             _broker: broker,
         })
     }
@@ -159,15 +188,21 @@ impl HubBackend for RedisHub {
     fn submit(&self, from: ConnAddr, command: Command, _now: Instant) -> Submitted {
         let (sink, token) = (from.sink, token(from.conn));
         let request = match command {
-            // The server API's per-channel figures and channel list are the in-memory hub's;
-            // Redis would need a scan of its keyspace (README "Server API").
-            Command::Info { channel } => {
-                return Submitted::Reply(Reply::Info { channel, result: Err(HubError::Unsupported) })
+            // Surveys of every node (README "Server API").
+            Command::Info { channel } => BrokerRequest::Info { sink, token, channel },
+            Command::Channels { prefix, after, limit } => {
+                BrokerRequest::Channels { sink, token, prefix, after, limit }
             }
-            Command::Channels { .. } => return Submitted::Reply(Reply::Channels(Err(HubError::Unsupported))),
-            // Node-local, as on one node (README "Server API").
+            // A connection of this node (its id names this node, or no node): applied here
+            // only, as on one node; else published on the control channel (README "Server
+            // API").
             Command::Disconnect(disconnect) => {
-                return crate::net::send_disconnect(&self.inboxes, from, disconnect)
+                let here = matches!(disconnect.target, DisconnectTarget::Conn(_))
+                    && disconnect.node.is_none_or(|node| node == self.node_id);
+                if here {
+                    return crate::net::send_disconnect(&self.inboxes, from, disconnect);
+                }
+                BrokerRequest::Disconnect { sink, token, disconnect }
             }
             Command::Publish { channel, event, payload } => {
                 BrokerRequest::Publish { sink, token, channel, event, payload }
@@ -226,6 +261,9 @@ impl HubBackend for RedisHub {
                 Refused::Subscribe(channel.clone(), *transport)
             }
             BrokerRequest::Presence { channel, .. } => Refused::Presence(channel.clone()),
+            BrokerRequest::Disconnect { .. } => Refused::Disconnect,
+            BrokerRequest::Info { channel, .. } => Refused::Info(channel.clone()),
+            BrokerRequest::Channels { .. } => Refused::Channels,
             BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
         };
         match self.client.submit(request) {
@@ -240,6 +278,9 @@ impl HubBackend for RedisHub {
                         Reply::Subscribed { channel, transport, replay: Err(error) }
                     }
                     Refused::Presence(channel) => Reply::Presence { channel, result: Err(error) },
+                    Refused::Disconnect => Reply::Sent(Err(error)),
+                    Refused::Info(channel) => Reply::Info { channel, result: Err(error) },
+                    Refused::Channels => Reply::Channels(Err(error)),
                 })
             }
         }

@@ -62,6 +62,18 @@
 //! frames on pub/sub into [`BrokerEvent::PresenceChange`] for the sinks of its members that
 //! asked for them.
 //!
+//! **The control channel** ([`crate::redis::control`]): pub/sub shard 0 also subscribes
+//! `PREFIX:control` and this node's reply channel `PREFIX:node:NODE` (again after each
+//! reconnect). The broker publishes a heartbeat there every [`Limits::heartbeat_interval`]
+//! (and a `hello` one once subscribed, which the others answer at once), keeps the other
+//! nodes heard within [`Limits::node_timeout`] (the registry), publishes the server API's
+//! `disconnect` / `unsubscribe` ([`BrokerRequest::Disconnect`]) and applies the other nodes'
+//! through [`BrokerOutbox::disconnect`], and answers `info` / `channels` by a survey
+//! ([`BrokerRequest::Info`], [`BrokerRequest::Channels`]): its own figures, every registry
+//! node's reply on its reply channel, and for `info` the channel's meta (`HMGET`) and history
+//! length (`XLEN`), answered when all are in or at [`Limits::survey_timeout`] (late replies are
+//! counted and dropped; at most [`Limits::max_surveys`] wait at once).
+//!
 //! **TLS** (`rediss://`): every connection runs a rustls client session over its socket
 //! (`link.rs`), trusting Mozilla's roots plus [`BrokerConfig::tls`]; the commands queued at
 //! connect wait in rustls until the handshake is done, and a handshake not done within
@@ -88,11 +100,14 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 
 use crate::client::TlsOptions;
-use crate::hub::backend::{BackendFigures, ConnId};
+use crate::hub::backend::{BackendFigures, ConnId, Disconnect};
 use crate::hub::presence::{Joining, PresenceEvent};
-use crate::hub::{ChannelName, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId};
+use crate::hub::{
+    ChannelInfo, ChannelName, ChannelPage, Cursor, Message, Payload, PresenceList, Replay, Since, SinkId,
+};
 use crate::metrics::LatencyHistogram;
 use crate::protocol::Transport;
+use crate::redis::control::ControlLimits;
 use crate::redis::frame::FrameLimits;
 use crate::redis::keys::Namespace;
 use crate::redis::url::RedisUrl;
@@ -146,6 +161,20 @@ pub struct Limits {
     pub presence_ttl: Duration,
     /// Most members a presence answer lists (`ZRANGE` bound). Default 10 000.
     pub max_presence_members: usize,
+    /// How often this node announces itself on the control channel (the node registry of
+    /// [`crate::redis::control`]). Default 2 s.
+    pub heartbeat_interval: Duration,
+    /// A node not heard from for this long is dropped from the registry (surveys stop waiting
+    /// for it). Default 6 s (three heartbeats).
+    pub node_timeout: Duration,
+    /// Longest wait for the other nodes' answers to an `info` or `channels` survey; past it
+    /// the call is answered with the replies in (late ones are counted). Default 2 s.
+    pub survey_timeout: Duration,
+    /// Most surveys of this node waiting for replies; beyond, a survey fails with
+    /// [`BrokerError::Overloaded`]. Default 1 024.
+    pub max_surveys: usize,
+    /// Bounds of control frames from other nodes.
+    pub control: ControlLimits,
 }
 
 impl Default for Limits {
@@ -168,6 +197,11 @@ impl Default for Limits {
             frames: FrameLimits::default(),
             presence_ttl: Duration::from_secs(30),
             max_presence_members: 10_000,
+            heartbeat_interval: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(6),
+            survey_timeout: Duration::from_secs(2),
+            max_surveys: 1_024,
+            control: ControlLimits::default(),
         }
     }
 }
@@ -195,6 +229,15 @@ impl Limits {
             return Err(
                 "redis broker: presence ttl must be at least 300 ms and the list bound at least 1".into()
             );
+        }
+        if self.heartbeat_interval.is_zero()
+            || self.node_timeout <= self.heartbeat_interval
+            || self.survey_timeout.is_zero()
+            || self.max_surveys == 0
+        {
+            return Err("redis broker: heartbeat and survey timings must be positive, the node \
+                 timeout longer than the heartbeat, and at least 1 survey allowed"
+                .into());
         }
         if self.read_budget_bytes < 4096 {
             return Err("redis broker: read budget must be at least 4096 bytes".into());
@@ -314,6 +357,41 @@ pub enum BrokerRequest {
         /// List the members (else only the count).
         list: bool,
     },
+    /// The server API's `disconnect` / `unsubscribe` for other nodes: published on the control
+    /// channel (to every node, or to `disconnect.node` only); answered by
+    /// [`BrokerEvent::Disconnected`] once Redis took it. A user's disconnect (no node) is
+    /// applied on this node too, through [`BrokerOutbox::disconnect`], once published.
+    Disconnect {
+        /// The loop to answer.
+        sink: SinkId,
+        /// Echoed in the answer.
+        token: u64,
+        /// What to apply.
+        disconnect: Arc<Disconnect>,
+    },
+    /// A channel's figures across every node (a survey); answered by [`BrokerEvent::Info`].
+    Info {
+        /// The loop to answer.
+        sink: SinkId,
+        /// Echoed in the answer.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// Channel names with a subscriber on some node (a survey); answered by
+    /// [`BrokerEvent::Channels`].
+    Channels {
+        /// The loop to answer.
+        sink: SinkId,
+        /// Echoed in the answer.
+        token: u64,
+        /// Names starting with this.
+        prefix: String,
+        /// Names after this one.
+        after: Option<String>,
+        /// The most names (capped by the server API).
+        limit: usize,
+    },
 }
 
 /// A connection joining a channel's presence with its subscription.
@@ -368,6 +446,30 @@ pub enum BrokerEvent {
     /// A member joined or left a channel (on any node): tell the connections of `notify` on
     /// this sink.
     PresenceChange(Arc<PresenceEvent>),
+    /// The answer to [`BrokerRequest::Disconnect`]: published on the control channel.
+    Disconnected {
+        /// The request's token.
+        token: u64,
+        /// Published, or why not.
+        result: Result<(), BrokerError>,
+    },
+    /// The answer to [`BrokerRequest::Info`].
+    Info {
+        /// The request's token.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// Its figures summed over the nodes that answered (`None`: no such channel in Redis
+        /// and no subscriber anywhere), or why not.
+        result: Result<Option<ChannelInfo>, BrokerError>,
+    },
+    /// The answer to [`BrokerRequest::Channels`].
+    Channels {
+        /// The request's token.
+        token: u64,
+        /// The merged page, or why not.
+        result: Result<ChannelPage, BrokerError>,
+    },
 }
 
 /// Where the broker pushes answers and deliveries: the event loops' inboxes.
@@ -375,6 +477,10 @@ pub trait BrokerOutbox: Send + Sync {
     /// Hands `events` (in order) to the loop `sink` and wakes it. Called once per sink per
     /// broker turn; must not block for long.
     fn deliver(&self, sink: SinkId, events: Vec<BrokerEvent>);
+
+    /// Hands a server API `disconnect` (from another node, or this node's own once published)
+    /// to every event loop of this node.
+    fn disconnect(&self, disconnect: Arc<Disconnect>);
 }
 
 /// Why the broker could not serve a request. Every variant answers HTTP 503 but
@@ -454,6 +560,14 @@ pub struct BrokerStats {
     pub epoch_changes: AtomicU64,
     /// Publish round trips, sent to answered (merged once per broker turn).
     pub publish_latency: LatencyHistogram,
+    /// Other nodes in the registry now (heard from within [`Limits::node_timeout`]).
+    pub nodes: AtomicU64,
+    /// Control frames from other nodes that did not parse (dropped).
+    pub bad_control_frames: AtomicU64,
+    /// Surveys answered at their timeout without every node's reply.
+    pub survey_timeouts: AtomicU64,
+    /// Survey replies that came after their survey was answered (dropped).
+    pub survey_late_replies: AtomicU64,
 }
 
 impl BrokerStats {
@@ -475,6 +589,10 @@ impl BrokerStats {
             epoch_changes: load(&self.epoch_changes),
             bad_frames: load(&self.bad_frames),
             presence_writes: load(&self.presence_writes),
+            nodes: load(&self.nodes),
+            bad_control_frames: load(&self.bad_control_frames),
+            survey_timeouts: load(&self.survey_timeouts),
+            survey_late_replies: load(&self.survey_late_replies),
             publish_latency_buckets: latency.buckets(),
             publish_latency_sum_us: latency.sum_us(),
         }

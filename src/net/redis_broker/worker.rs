@@ -1,7 +1,7 @@
 //! The broker thread: its `mio::Poll`, the command and pub/sub connections, and the live
 //! channels (see the module docs of [`super`] for the behaviour).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
@@ -15,13 +15,18 @@ use super::link::{Link, ReadOutcome, TlsSetup};
 use super::{
     BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, BrokerStats, Limits, Queue,
 };
-use crate::hub::backend::{ConnAddr, ConnId};
+use crate::hub::backend::{ConnAddr, ConnId, Disconnect};
 use crate::hub::presence::{Change, Joining, Member, PresenceEvent};
 use crate::hub::{
-    ChannelName, Cursor, Epoch, Message, Payload, PresenceList, Replay, Since, SinkId, TransportCounts,
+    ChannelInfo, ChannelName, ChannelPage, Cursor, Epoch, Message, Payload, PresenceList, Replay, Since,
+    SinkId, TransportCounts,
 };
 use crate::metrics::LocalHistogram;
 use crate::protocol::Transport;
+use crate::redis::control::{
+    self, control_channel, length_command, local_page, merge_pages, meta_command, node_channel,
+    parse_length_reply, parse_meta_reply, Control, ControlFrame,
+};
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
 use crate::redis::keys::ChannelKeys;
@@ -30,7 +35,7 @@ use crate::redis::presence::{
     PresenceMember, PresenceValue,
 };
 use crate::redis::pubsub::{parse_pubsub, ping_command, subscribe_command, unsubscribe_command, PubSubEvent};
-use crate::redis::resp::Value;
+use crate::redis::resp::{Command, Value};
 use crate::redis::script::{
     epoch_candidate, load_commands, parse_publish_reply, parse_read_reply, publish_command, read_command,
     Invoke, ScriptContext,
@@ -105,6 +110,59 @@ enum Pending {
         channel: ChannelName,
         list: bool,
         invoke: Invoke,
+    },
+    /// A `PUBLISH` on a control or node channel; `answer`: a server API disconnect waits.
+    ControlPublish {
+        command: Command,
+        answer: Option<DisconnectAnswer>,
+    },
+    /// An `info` survey's read of the channel's meta (`HMGET`).
+    SurveyMeta {
+        survey: u64,
+    },
+    /// An `info` survey's read of the history length (`XLEN`).
+    SurveyLength {
+        survey: u64,
+    },
+}
+
+/// Who waits for a control `disconnect` to be published, and what this node applies then.
+#[derive(Debug)]
+struct DisconnectAnswer {
+    sink: SinkId,
+    token: u64,
+    /// Applied on this node once published (a user's disconnect: every node's).
+    local: Option<Arc<Disconnect>>,
+}
+
+/// A server API `info` or `channels` asked of every node, waiting for their replies.
+#[derive(Debug)]
+struct Survey {
+    sink: SinkId,
+    token: u64,
+    /// Nodes of the registry that have not answered yet.
+    waiting: HashSet<u64>,
+    /// Nodes that answered (one reply each is merged).
+    answered: HashSet<u64>,
+    deadline: Instant,
+    kind: SurveyKind,
+}
+
+#[derive(Debug)]
+enum SurveyKind {
+    Info {
+        channel: ChannelName,
+        /// Subscriptions summed over this node and the nodes that answered.
+        counts: TransportCounts,
+        /// The last cursor from Redis, once read.
+        meta: Option<Result<Option<Cursor>, BrokerError>>,
+        /// The history length from Redis, once read.
+        length: Option<Result<usize, BrokerError>>,
+    },
+    Channels {
+        limit: usize,
+        /// This node's page and each answer's.
+        pages: Vec<ChannelPage>,
     },
 }
 
@@ -195,6 +253,8 @@ struct PubSub {
     pong_deadline: Option<Instant>,
     to_subscribe: Vec<ChannelName>,
     to_unsubscribe: Vec<String>,
+    /// Shard 0 only: `SUBSCRIBE` the control and node channels at the next flush.
+    control_to_subscribe: bool,
 }
 
 impl PubSub {
@@ -206,6 +266,7 @@ impl PubSub {
             pong_deadline: None,
             to_subscribe: Vec::new(),
             to_unsubscribe: Vec::new(),
+            control_to_subscribe: false,
         }
     }
 }
@@ -300,6 +361,18 @@ struct Worker {
     ready_tx: Option<mpsc::Sender<Result<(), String>>>,
     /// Publish round trips of this turn (merged into the stats at its end).
     publish_latency: LocalHistogram,
+    /// `PREFIX:control`, subscribed on pub/sub shard 0.
+    control_name: String,
+    /// `PREFIX:node:NODE`: this node's survey replies, subscribed with it.
+    reply_name: String,
+    /// Both confirmed on the current shard-0 connection.
+    control_subscribed: bool,
+    /// The other nodes heard on the control channel, with when.
+    nodes: HashMap<u64, Instant>,
+    next_heartbeat_at: Option<Instant>,
+    /// This node's surveys waiting for replies, by id.
+    surveys: HashMap<u64, Survey>,
+    next_survey_id: u64,
 }
 
 /// The thread's body: runs until [`super::Broker::stop`].
@@ -313,6 +386,7 @@ pub(super) fn run(
     ready_tx: mpsc::Sender<Result<(), String>>,
 ) {
     let now = Instant::now();
+    let (config_namespace, config_node) = (config.namespace.clone(), config.node_id);
     let mut worker = Worker {
         cmd: Connection::new(now, &config.limits),
         subs: (0..config.pubsub_shards).map(|_| PubSub::new(now, &config.limits)).collect(),
@@ -336,6 +410,13 @@ pub(super) fn run(
         buf: vec![0; 64 << 10],
         ready_tx: Some(ready_tx),
         publish_latency: LocalHistogram::default(),
+        control_name: control_channel(&config_namespace),
+        reply_name: node_channel(&config_namespace, config_node),
+        control_subscribed: false,
+        nodes: HashMap::new(),
+        next_heartbeat_at: None,
+        surveys: HashMap::new(),
+        next_survey_id: 0,
     };
     let mut events = Events::with_capacity(64);
     loop {
@@ -421,6 +502,8 @@ impl Worker {
                 sub.pong_deadline,
             ]);
         }
+        deadlines.push(self.next_heartbeat_at);
+        deadlines.push(self.surveys.values().map(|s| s.deadline).min());
         if !self.channels.is_empty() {
             deadlines.push(Some(self.next_scan_at));
             deadlines.push(Some(self.next_presence_refresh_at));
@@ -450,6 +533,9 @@ impl Worker {
                 | BrokerEvent::Read { result: Err(_), .. }
                 | BrokerEvent::Subscribed { result: Err(_), .. }
                 | BrokerEvent::Presence { result: Err(_), .. }
+                | BrokerEvent::Disconnected { result: Err(_), .. }
+                | BrokerEvent::Info { result: Err(_), .. }
+                | BrokerEvent::Channels { result: Err(_), .. }
         );
         if failed {
             BrokerStats::add(&self.stats.failed, 1);
@@ -537,6 +623,240 @@ impl Worker {
                 let pending = Pending::PresenceList { sink, token, channel, list, invoke: Invoke::Sha };
                 self.send_or_fail(pending, now);
             }
+            BrokerRequest::Disconnect { sink, token, disconnect } => {
+                // One node named: only it applies it. A user: every node, this one once
+                // Redis took it (its own echo is ignored).
+                let to = disconnect.node;
+                let local = to.is_none().then(|| disconnect.clone());
+                let control = Control::Disconnect { to, disconnect: (*disconnect).clone() };
+                let command = self.control_command(&self.control_name, control);
+                let answer = Some(DisconnectAnswer { sink, token, local });
+                self.send_or_fail(Pending::ControlPublish { command, answer }, now);
+            }
+            BrokerRequest::Info { sink, token, channel } => {
+                let counts = self.channels.get(&channel).map(|live| live.by_transport).unwrap_or_default();
+                let request = |id| Control::InfoRequest { id, channel: channel.clone() };
+                let kind = SurveyKind::Info { channel: channel.clone(), counts, meta: None, length: None };
+                let Some(id) = self.start_survey(sink, token, kind, request, now) else { return };
+                self.send_or_fail(Pending::SurveyMeta { survey: id }, now);
+                self.send_or_fail(Pending::SurveyLength { survey: id }, now);
+                self.finish_survey(id, now);
+            }
+            BrokerRequest::Channels { sink, token, prefix, after, limit } => {
+                let page = self.local_page(&prefix, after.as_deref(), limit);
+                let request =
+                    |id| Control::ChannelsRequest { id, prefix: prefix.clone(), after: after.clone(), limit };
+                let kind = SurveyKind::Channels { limit, pages: vec![page] };
+                let Some(id) = self.start_survey(sink, token, kind, request, now) else { return };
+                self.finish_survey(id, now);
+            }
+        }
+    }
+
+    // ---- the control channel (see `crate::redis::control`) ----
+
+    /// `PUBLISH` of `control` from this node on the pub/sub channel `name`.
+    fn control_command(&self, name: &str, control: Control) -> Command {
+        let frame = control::encode(&ControlFrame { from: self.config.node_id, control });
+        control::publish_command(name, &frame)
+    }
+
+    fn publish_control(&mut self, name: String, control: Control, now: Instant) {
+        let command = self.control_command(&name, control);
+        self.send_or_fail(Pending::ControlPublish { command, answer: None }, now);
+    }
+
+    /// This node's channels with a subscriber, as a `channels` page.
+    fn local_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> ChannelPage {
+        let names =
+            self.channels.iter().filter(|(_, live)| !live.by_transport.is_empty()).map(|(name, _)| name);
+        local_page(names, prefix, after, limit)
+    }
+
+    /// Records a survey and asks every node (`request` with its id); `None` when it cannot
+    /// be made (answered with the reason).
+    fn start_survey(
+        &mut self,
+        sink: SinkId,
+        token: u64,
+        kind: SurveyKind,
+        request: impl FnOnce(u64) -> Control,
+        now: Instant,
+    ) -> Option<u64> {
+        let refused = if !self.cmd.ready {
+            Some(BrokerError::Unavailable("not connected to redis".into()))
+        } else if !self.control_subscribed {
+            Some(BrokerError::Unavailable("not subscribed to the redis control channel".into()))
+        } else if self.surveys.len() >= self.config.limits.max_surveys {
+            Some(BrokerError::Overloaded)
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            let event = match kind {
+                SurveyKind::Info { channel, .. } => BrokerEvent::Info { token, channel, result: Err(error) },
+                SurveyKind::Channels { .. } => BrokerEvent::Channels { token, result: Err(error) },
+            };
+            self.answer(sink, event);
+            return None;
+        }
+        self.next_survey_id += 1;
+        let id = self.next_survey_id;
+        let survey = Survey {
+            sink,
+            token,
+            waiting: self.nodes.keys().copied().collect(),
+            answered: HashSet::new(),
+            deadline: now + self.config.limits.survey_timeout,
+            kind,
+        };
+        self.surveys.insert(id, survey);
+        self.publish_control(self.control_name.clone(), request(id), now);
+        Some(id)
+    }
+
+    /// Answers survey `id` once every node of the registry answered (or its deadline passed)
+    /// and, for `info`, Redis's reads are in.
+    fn finish_survey(&mut self, id: u64, now: Instant) {
+        let Some(survey) = self.surveys.get(&id) else { return };
+        let reads_in = match &survey.kind {
+            SurveyKind::Info { meta, length, .. } => meta.is_some() && length.is_some(),
+            SurveyKind::Channels { .. } => true,
+        };
+        let late = survey.deadline <= now;
+        if !reads_in || (!survey.waiting.is_empty() && !late) {
+            return;
+        }
+        let survey = self.surveys.remove(&id).expect("found above");
+        if !survey.waiting.is_empty() {
+            BrokerStats::add(&self.stats.survey_timeouts, 1);
+            debug!("redis: survey {id} answered without {} node(s)", survey.waiting.len());
+        }
+        let event = match survey.kind {
+            SurveyKind::Info { channel, counts, meta, length } => {
+                let result = match (meta.expect("read"), length.expect("read")) {
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                    (Ok(last), Ok(length)) => {
+                        let subscribers = counts.total();
+                        Ok((last.is_some() || subscribers > 0).then_some(ChannelInfo {
+                            subscribers,
+                            by_transport: counts,
+                            last,
+                            // A stream left from an earlier incarnation is not this epoch's.
+                            history_messages: if last.is_some() { length } else { 0 },
+                            history_bytes: None,
+                        }))
+                    }
+                };
+                BrokerEvent::Info { token: survey.token, channel, result }
+            }
+            SurveyKind::Channels { limit, pages } => {
+                BrokerEvent::Channels { token: survey.token, result: Ok(merge_pages(pages, limit)) }
+            }
+        };
+        self.answer(survey.sink, event);
+    }
+
+    /// A frame on the control channel or this node's reply channel.
+    fn control_message(&mut self, payload: &[u8], now: Instant) {
+        let frame = match control::parse(payload, &self.config.limits.control) {
+            Ok(frame) => frame,
+            Err(e) => {
+                debug!("redis: {e}");
+                BrokerStats::add(&self.stats.bad_control_frames, 1);
+                return;
+            }
+        };
+        let from = frame.from;
+        // This node's own frames come back too: it applied (or asked) already.
+        if from == self.config.node_id {
+            return;
+        }
+        if self.nodes.insert(from, now).is_none() {
+            info!("redis: node {from:016x} joined");
+            self.stats.nodes.store(self.nodes.len() as u64, Ordering::Relaxed);
+        }
+        match frame.control {
+            Control::Heartbeat { hello } => {
+                if hello && self.cmd.ready {
+                    let name = self.control_name.clone();
+                    self.publish_control(name, Control::Heartbeat { hello: false }, now);
+                }
+            }
+            Control::Disconnect { to, disconnect } => {
+                if to.is_none_or(|node| node == self.config.node_id) {
+                    self.outbox.disconnect(Arc::new(disconnect));
+                }
+            }
+            Control::InfoRequest { id, channel } => {
+                let counts = self.channels.get(&channel).map(|live| live.by_transport).unwrap_or_default();
+                let name = node_channel(&self.config.namespace, from);
+                self.publish_control(name, Control::InfoReply { id, counts }, now);
+            }
+            Control::ChannelsRequest { id, prefix, after, limit } => {
+                let page = self.local_page(&prefix, after.as_deref(), limit);
+                let name = node_channel(&self.config.namespace, from);
+                self.publish_control(name, Control::ChannelsReply { id, page }, now);
+            }
+            Control::InfoReply { id, counts: theirs } => {
+                let Some(survey) = self.surveys.get_mut(&id) else {
+                    return BrokerStats::add(&self.stats.survey_late_replies, 1);
+                };
+                if let SurveyKind::Info { counts, .. } = &mut survey.kind {
+                    if survey.answered.insert(from) {
+                        counts.merge(&theirs);
+                    }
+                }
+                survey.waiting.remove(&from);
+                self.finish_survey(id, now);
+            }
+            Control::ChannelsReply { id, page } => {
+                let Some(survey) = self.surveys.get_mut(&id) else {
+                    return BrokerStats::add(&self.stats.survey_late_replies, 1);
+                };
+                if let SurveyKind::Channels { pages, .. } = &mut survey.kind {
+                    if survey.answered.insert(from) {
+                        pages.push(page);
+                    }
+                }
+                survey.waiting.remove(&from);
+                self.finish_survey(id, now);
+            }
+        }
+    }
+
+    /// The heartbeat, the registry's expiry, and surveys past their deadline.
+    fn control_timers(&mut self, now: Instant) {
+        if self.next_heartbeat_at.is_some_and(|at| at <= now) {
+            self.next_heartbeat_at = Some(now + self.config.limits.heartbeat_interval);
+            if self.cmd.ready && self.control_subscribed {
+                let name = self.control_name.clone();
+                self.publish_control(name, Control::Heartbeat { hello: false }, now);
+            }
+            let timeout = self.config.limits.node_timeout;
+            let before = self.nodes.len();
+            self.nodes.retain(|node, seen| {
+                let alive = now.saturating_duration_since(*seen) < timeout;
+                if !alive {
+                    info!("redis: node {node:016x} not heard for {timeout:?}: dropped");
+                }
+                alive
+            });
+            if self.nodes.len() != before {
+                self.stats.nodes.store(self.nodes.len() as u64, Ordering::Relaxed);
+                for survey in self.surveys.values_mut() {
+                    survey.waiting.retain(|node| self.nodes.contains_key(node));
+                }
+            }
+        }
+        let due: Vec<u64> = self
+            .surveys
+            .iter()
+            .filter(|(_, s)| s.deadline <= now || s.waiting.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.finish_survey(id, now);
         }
     }
 
@@ -798,6 +1118,17 @@ impl Worker {
                 list_command(&keys(channel), self.config.limits.max_presence_members, *invoke)
             }
             Pending::Info { .. } => info_command(),
+            Pending::ControlPublish { command, .. } => command.clone(),
+            Pending::SurveyMeta { survey } | Pending::SurveyLength { survey } => {
+                let channel = match self.surveys.get(survey).map(|s| &s.kind) {
+                    Some(SurveyKind::Info { channel, .. }) => channel,
+                    _ => unreachable!("sent for an info survey it was made for"),
+                };
+                match &pending {
+                    Pending::SurveyMeta { .. } => meta_command(&keys(channel)),
+                    _ => length_command(&keys(channel)),
+                }
+            }
             Pending::Handshake | Pending::ScriptLoad { .. } => {
                 unreachable!("setup commands are sent by connect_command")
             }
@@ -837,7 +1168,33 @@ impl Worker {
             Pending::PresenceList { sink, token, channel, .. } => {
                 self.answer(sink, BrokerEvent::Presence { token, channel, result: Err(error) })
             }
+            Pending::ControlPublish { answer, .. } => {
+                if let Some(DisconnectAnswer { sink, token, .. }) = answer {
+                    self.answer(sink, BrokerEvent::Disconnected { token, result: Err(error) });
+                }
+            }
+            Pending::SurveyMeta { survey } => self.survey_read(survey, Some(Err(error)), None, now),
+            Pending::SurveyLength { survey } => self.survey_read(survey, None, Some(Err(error)), now),
         }
+    }
+
+    /// An `info` survey's Redis read came back (or failed).
+    fn survey_read(
+        &mut self,
+        id: u64,
+        meta_read: Option<Result<Option<Cursor>, BrokerError>>,
+        length_read: Option<Result<usize, BrokerError>>,
+        now: Instant,
+    ) {
+        if let Some(Survey { kind: SurveyKind::Info { meta, length, .. }, .. }) = self.surveys.get_mut(&id) {
+            if meta_read.is_some() {
+                *meta = meta_read;
+            }
+            if length_read.is_some() {
+                *length = length_read;
+            }
+        }
+        self.finish_survey(id, now);
     }
 
     fn connect_command(&mut self, now: Instant) {
@@ -916,6 +1273,7 @@ impl Worker {
         }
         self.retry_failed_reads(now);
         self.refresh_presence();
+        self.next_heartbeat_at.get_or_insert(now);
     }
 
     fn retry_failed_reads(&mut self, now: Instant) {
@@ -1079,6 +1437,28 @@ impl Worker {
                     ),
                 }
             }
+            Pending::ControlPublish { command, answer } => match ReplyError::check(&value) {
+                Ok(()) => {
+                    if let Some(DisconnectAnswer { sink, token, local }) = answer {
+                        if let Some(disconnect) = local {
+                            self.outbox.disconnect(disconnect);
+                        }
+                        self.answer(sink, BrokerEvent::Disconnected { token, result: Ok(()) });
+                    }
+                }
+                Err(e) => self.reply_failed(Pending::ControlPublish { command, answer }, e, now),
+            },
+            Pending::SurveyMeta { survey } => {
+                let incarnation = self.incarnation.expect("ready after INFO");
+                match parse_meta_reply(&value, incarnation) {
+                    Ok(last) => self.survey_read(survey, Some(Ok(last)), None, now),
+                    Err(e) => self.reply_failed(Pending::SurveyMeta { survey }, e, now),
+                }
+            }
+            Pending::SurveyLength { survey } => match parse_length_reply(&value) {
+                Ok(length) => self.survey_read(survey, None, Some(Ok(length)), now),
+                Err(e) => self.reply_failed(Pending::SurveyLength { survey }, e, now),
+            },
         }
     }
 
@@ -1232,6 +1612,10 @@ impl Worker {
         for live in self.channels.values_mut().filter(|live| live.shard == shard) {
             live.subscribed = false;
         }
+        if shard == 0 {
+            self.control_subscribed = false;
+            sub.control_to_subscribe = false;
+        }
     }
 
     fn pubsub_ready(&mut self, shard: usize, now: Instant) {
@@ -1247,6 +1631,7 @@ impl Worker {
         sub.to_subscribe =
             self.channels.iter().filter(|(_, live)| live.shard == shard).map(|(c, _)| c.clone()).collect();
         sub.to_unsubscribe.clear();
+        sub.control_to_subscribe = shard == 0;
         info!("redis pub/sub connection {shard} ready ({} channels to subscribe)", sub.to_subscribe.len());
         let all_up = self.subs.iter().all(|sub| sub.conn.ready);
         self.stats.pubsub_up.store(all_up, Ordering::Relaxed);
@@ -1298,7 +1683,19 @@ impl Worker {
             return;
         }
         match parse_pubsub(value) {
+            Ok(PubSubEvent::Message { channel, payload })
+                if channel == self.control_name.as_bytes() || channel == self.reply_name.as_bytes() =>
+            {
+                self.control_message(&payload, now)
+            }
             Ok(PubSubEvent::Message { channel, payload }) => self.pubsub_message(&channel, &payload, now),
+            Ok(PubSubEvent::Subscribed { channel, .. }) if channel == self.reply_name.as_bytes() => {
+                // Subscribed after the control channel (one SUBSCRIBE names both, in order):
+                // both are live. Tell the other nodes at once, so they answer with theirs.
+                self.control_subscribed = true;
+                let name = self.control_name.clone();
+                self.publish_control(name, Control::Heartbeat { hello: true }, now);
+            }
             Ok(PubSubEvent::Subscribed { channel, .. }) => self.pubsub_subscribed(&channel, now),
             Ok(PubSubEvent::Unsubscribed { .. }) => {}
             Ok(PubSubEvent::Pong(_)) => sub.pong_deadline = None,
@@ -1372,6 +1769,7 @@ impl Worker {
             self.next_scan_at = now + CHANNEL_SCAN_INTERVAL;
             self.scan_channels(now);
         }
+        self.control_timers(now);
         if now >= self.next_presence_refresh_at {
             self.next_presence_refresh_at = now + self.config.limits.presence_ttl / 3;
             if self.cmd.ready {
@@ -1449,6 +1847,9 @@ impl Worker {
         }
         for sub in &mut self.subs {
             let Some(link) = sub.conn.link.as_mut().filter(|_| sub.conn.ready) else { continue };
+            if std::mem::take(&mut sub.control_to_subscribe) {
+                link.queue(&subscribe_command([self.control_name.as_str(), self.reply_name.as_str()]));
+            }
             let subscribe: Vec<String> = std::mem::take(&mut sub.to_subscribe)
                 .iter()
                 .filter_map(|c| self.channels.get(c).map(|live| live.keys.pubsub.clone()))

@@ -16,15 +16,15 @@
 //!   (`Presence`), `info` (`Info`: subscribers, in total and per transport, last cursor,
 //!   history length and bytes, without
 //!   creating the channel), `channels` (`Channels`: names by prefix, a bounded page after a
-//!   name), `disconnect` (`Disconnect`, handed to every event loop of this node: a connection
-//!   by its presence id, or every connection whose signed token's `sub` is the user; a
-//!   WebSocket is closed with [`CLOSE_DISCONNECTED`] and the reason, SSE, stream and polls end
-//!   their response; node-local, also with `--redis`), `unsubscribe` (the same `Disconnect`
-//!   with a channel: a command-mode WebSocket leaves it with an `unsubscribe` notice).
+//!   name), `disconnect` (`Disconnect`, handed to every event loop: a connection by its
+//!   presence id, or every connection whose signed token's `sub` is the user; a WebSocket is
+//!   closed with [`CLOSE_DISCONNECTED`] and the reason, SSE, stream and polls end their
+//!   response), `unsubscribe` (the same `Disconnect` with a channel: a command-mode WebSocket
+//!   leaves it with an `unsubscribe` notice).
 //!
-//! Every call goes through the hub backend, so with `--redis` `publish`, `broadcast` and
-//! `history` act on the shared channels (cluster-wide); presence is what the backend answers
-//! (see README "Server API").
+//! Every call goes through the hub backend, so with `--redis` every call acts cluster-wide:
+//! the Redis backend publishes `disconnect` / `unsubscribe` to the other nodes and surveys
+//! them for `info` / `channels` ([`crate::redis::control`]; README "Server API").
 //!
 //! Does not: parse JSON itself (serde_json does: no own parser, no fuzz target of its own).
 
@@ -48,6 +48,10 @@ use crate::hub::{ChannelInfo, ChannelName, Cursor, HubError, Payload, Reply, Sin
 use crate::metrics::Metrics;
 use crate::protocol::envelope::write_json_string;
 use crate::protocol::Transport;
+
+/// Longest `user` of a `disconnect` or `unsubscribe`, in bytes (the Redis control frame's
+/// bound, [`crate::redis::control::ControlLimits::max_user_bytes`]).
+pub const MAX_USER_BYTES: usize = 255;
 
 /// Every API call is a POST (RFC 9110 §15.5.6: a 405 carries `Allow`).
 pub const API_METHODS: &[(&str, &str)] = &[("Allow", "POST")];
@@ -235,17 +239,25 @@ struct UnsubscribeBody {
 }
 
 /// A connection id as presence shows it: `LLKKKKKKKKGGGGGGGG` (loop, slot, generation in hex),
-/// optionally after a node id and `-` (the Redis backend's form; the node is not checked:
-/// `disconnect` is node-local).
-fn parse_client(text: &str) -> Option<ConnAddr> {
-    let local = text.rsplit('-').next()?;
+/// optionally after a node id (16 hex digits) and `-` (the Redis backend's form: the call is
+/// applied on that node only).
+fn parse_client(text: &str) -> Option<(Option<u64>, ConnAddr)> {
+    let (node, local) = match text.split_once('-') {
+        Some((node, local)) => {
+            if node.len() != 16 || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            (Some(u64::from_str_radix(node, 16).ok()?), local)
+        }
+        None => (None, text),
+    };
     if local.len() != 18 || !local.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let sink = SinkId::new(u8::from_str_radix(&local[..2], 16).ok()?)?;
     let key = u32::from_str_radix(&local[2..10], 16).ok()?;
     let generation = u32::from_str_radix(&local[10..], 16).ok()?;
-    Some(ConnAddr { sink, conn: ConnId::new(key as usize, generation) })
+    Some((node, ConnAddr { sink, conn: ConnId::new(key as usize, generation) }))
 }
 
 /// A prefix or `after` of `channels`: at most a channel name's length, of its alphabet.
@@ -385,11 +397,26 @@ pub fn handle(call: Call, body: &[u8], config: &Config) -> Result<Submit, ApiAns
                 let channel = channel(&b.channel)?;
                 (DisconnectBody { client: b.client, user: b.user, reason: b.reason }, Some(channel))
             };
-            let target = match (body.client, body.user) {
-                (Some(client), None) => DisconnectTarget::Conn(parse_client(&client).ok_or_else(|| {
-                    ApiAnswer::bad_request(format!("client {client:?} is not a connection id from presence"))
-                })?),
-                (None, Some(user)) if !user.is_empty() => DisconnectTarget::User(user.into()),
+            let (target, node) = match (body.client, body.user) {
+                (Some(client), None) => {
+                    let (node, addr) = parse_client(&client).ok_or_else(|| {
+                        ApiAnswer::bad_request(format!(
+                            "client {client:?} is not a connection id from presence"
+                        ))
+                    })?;
+                    (DisconnectTarget::Conn(addr), node)
+                }
+                (None, Some(user)) if !user.is_empty() => {
+                    // What another node accepts in a control frame (and a token's `sub` longer
+                    // than this matches no connection anywhere).
+                    if user.len() > MAX_USER_BYTES {
+                        return Err(ApiAnswer::bad_request(format!(
+                            "user is {} bytes, more than {MAX_USER_BYTES}",
+                            user.len()
+                        )));
+                    }
+                    (DisconnectTarget::User(user.into()), None)
+                }
                 _ => return Err(ApiAnswer::bad_request("name exactly one of client or user (not empty)")),
             };
             let reason = body.reason.unwrap_or_else(|| "disconnected".into());
@@ -401,7 +428,8 @@ pub fn handle(call: Call, body: &[u8], config: &Config) -> Result<Submit, ApiAns
                     limits.max_reason_bytes
                 )));
             }
-            let disconnect = Disconnect { target, code: CLOSE_DISCONNECTED, reason: reason.into(), channel };
+            let disconnect =
+                Disconnect { target, code: CLOSE_DISCONNECTED, reason: reason.into(), channel, node };
             one(Command::Disconnect(Arc::new(disconnect)), Pending::Disconnect)
         }
         Call::Presence | Call::PresenceStats => {
@@ -454,13 +482,16 @@ fn write_info(out: &mut Vec<u8>, channel: &ChannelName, info: Option<&ChannelInf
         let comma = if i > 0 { "," } else { "" };
         out.extend_from_slice(format!("{comma}\"{name}\":{count}").as_bytes());
     }
-    let text = match info {
-        Some(i) => format!(
-            "}},\"last\":\"{}\",\"history_messages\":{},\"history_bytes\":{}}}\n",
-            i.last, i.history_messages, i.history_bytes
-        ),
-        None => "},\"last\":null,\"history_messages\":0,\"history_bytes\":0}\n".into(),
+    let last = match info.and_then(|i| i.last) {
+        Some(cursor) => format!("\"{cursor}\""),
+        None => "null".into(),
     };
+    let messages = info.map_or(0, |i| i.history_messages);
+    let bytes = match info.map_or(Some(0), |i| i.history_bytes) {
+        Some(bytes) => bytes.to_string(),
+        None => "null".into(),
+    };
+    let text = format!("}},\"last\":{last},\"history_messages\":{messages},\"history_bytes\":{bytes}}}\n");
     out.extend_from_slice(text.as_bytes());
 }
 
@@ -533,8 +564,10 @@ pub fn answer(pending: Pending, replies: Vec<Reply>, metrics: &Metrics) -> ApiAn
             other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
         },
         Pending::Disconnect => match replies.next() {
-            // Handed to every event loop of this node; how many matched is not counted.
-            Some(Reply::Sent) => ApiAnswer::Json(202, b"{\"sent\":true}\n".to_vec()),
+            // Handed to every event loop of this node (with Redis: published to the other nodes
+            // too); how many matched is not counted.
+            Some(Reply::Sent(Ok(()))) => ApiAnswer::Json(202, b"{\"sent\":true}\n".to_vec()),
+            Some(Reply::Sent(Err(e))) => hub_error(e),
             other => unexpected(&other.unwrap_or(Reply::Ready(Ok(())))),
         },
         Pending::Channels => match replies.next() {
@@ -640,6 +673,26 @@ mod tests {
         );
         assert!(bad(Call::History, r#"{"channel":"a","since":"0000000000000001:0","limit":-1}"#)
             .contains("invalid"));
+    }
+
+    #[test]
+    fn a_client_id_names_its_node_when_it_has_a_node_part() {
+        let (node, addr) = parse_client("00000000000000ab-030000000500000007").unwrap();
+        assert_eq!(node, Some(0xab));
+        assert_eq!((addr.sink.index(), addr.conn.key(), addr.conn.generation), (3, 5, 7));
+        assert_eq!(parse_client("030000000500000007").map(|(node, _)| node), Some(None));
+        for bad in ["ab-030000000500000007", "00000000000000ab-0300000005", "x-y", "-030000000500000007"] {
+            assert!(parse_client(bad).is_none(), "{bad}");
+        }
+        let Ok(Submit { mut commands, .. }) =
+            handle(Call::Disconnect, br#"{"client":"00000000000000ab-030000000500000007"}"#, &config())
+        else {
+            panic!()
+        };
+        let Some(Command::Disconnect(disconnect)) = commands.pop() else { panic!() };
+        assert_eq!(disconnect.node, Some(0xab));
+        let long = format!(r#"{{"user":"{}"}}"#, "u".repeat(MAX_USER_BYTES + 1));
+        assert!(bad(Call::Disconnect, &long).contains("user is 256 bytes"));
     }
 
     #[test]
