@@ -26,7 +26,7 @@ use crate::output::{Output, MAX_IO_SLICES};
 use crate::protocol::Transport;
 
 /// The channels one connection is subscribed to. Every session subscribes to one channel, so
-/// that one is held inline (no allocation per idle subscriber, 16 bytes in the loop's slot);
+/// that one is held inline (no allocation per idle subscriber, 8 bytes in the loop's slot);
 /// further ones, which only a multi-channel session or a connection between two requests'
 /// subscriptions can hold, are kept by the loop's [`Fanout`], keyed by connection, each with
 /// its transport. There are overflow entries only while the inline one is set. The inline

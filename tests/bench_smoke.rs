@@ -473,3 +473,37 @@ fn compare_table_shows_cpu_ratios_and_checks_cpu_targets() {
     assert!(table.contains("server CPU per message <= 0.60x tokio-tungstenite's | 0.50x | met |"), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bench idle` over both transports: the measured subscriptions held, a per-connection
+/// figure reported, and the warm-up subscriptions (opened and closed before the baseline is
+/// read) seen by the server as connections of their own.
+#[test]
+fn bench_idle_warms_up_then_reports_bytes_per_held_connection() {
+    let server = Server::start(&[]);
+    let pid = server.pid().to_string();
+    let url = format!("http://{}/channels/idle-smoke", server.addr);
+    let mut accepted_before = 0.0;
+    for transport in ["ws", "sse"] {
+        let (output, json) = bench(
+            &["idle", "--url", &url, "--pid", &pid, "-c", "20", "--hold", "0.2", "--transport", transport],
+            Duration::from_secs(60),
+        );
+        assert!(output.status.success(), "{json} {}", String::from_utf8_lossy(&output.stderr));
+        assert!(json.starts_with("{\"mode\":\"idle\"") && json.contains("\"ok\":true"), "{json}");
+        assert_eq!(number(&json, "connections"), 20.0, "{json}");
+        assert_eq!(number(&json, "closed_early"), 0.0, "{json}");
+        let warm_up = number(&json, "warm_up_connections");
+        assert!(warm_up >= 1.0, "{json}");
+        assert!(number(&json, "server_rss_after_bytes") > 0.0, "{json}");
+        number(&json, "bytes_per_connection");
+        let metrics =
+            common::exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let text = metrics.text();
+        let line =
+            text.lines().find(|l| l.starts_with("pushwire_connections_accepted_total")).expect("accepted");
+        let accepted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        // The metrics request itself is one more connection.
+        assert_eq!(accepted - accepted_before, 20.0 + warm_up + 1.0, "{transport}: {text}");
+        accepted_before = accepted;
+    }
+}

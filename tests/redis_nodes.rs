@@ -1,6 +1,7 @@
 //! Several `pushwire serve --redis` nodes on loopback sharing one real `redis-server`: a
-//! publish on one node reaches subscribers on the others over all five transports with the
-//! same cursor, a client resumes on another node with its last cursor, publishes answer 503
+//! publish on any node reaches subscribers on all of them over all five transports, once and
+//! in order, with the same cursor, a client resumes on another node with its last cursor (long polls answered
+//! by alternating nodes, no stickiness), publishes answer 503
 //! while Redis is down and get a new epoch after it restarts, and a cursor of an
 //! epoch Redis never had is a gap. Presence is cluster-wide: members on one node are listed
 //! on the others, join and leave reach watchers on every node, and a killed node's members
@@ -31,7 +32,7 @@ fn tail(server: &Server, channel: &str) -> String {
 }
 
 #[test]
-fn redis_nodes_publish_on_one_reaches_every_transport_on_the_others_with_the_same_cursor() {
+fn redis_nodes_publish_on_any_node_reaches_every_transport_once_in_order_with_the_same_cursor() {
     let redis = RedisServer::start();
     let (a, b, c) = (node(&redis), node(&redis), node(&redis));
     // Every subscriber starts from the same cursor, read on yet another node.
@@ -79,6 +80,21 @@ fn redis_nodes_publish_on_one_reaches_every_transport_on_the_others_with_the_sam
     let short = poll(&c, "x", Some(&since)).text();
     assert_eq!(data_values(&short), vec!["hello"]);
     assert_eq!(json_field(&short, "next").as_deref(), Some(id.as_str()));
+
+    // Published on the other nodes too (B holds the SSE subscriber, C the stream and the
+    // WebSocket): each message once, in offset order, with the id every node hands out.
+    let two = publish(&b, "x", "two");
+    let three = publish(&c, "x", "three");
+    for (id, body) in [(&two, "two"), (&three, "three")] {
+        assert_eq!(sse.until(|l| l.starts_with("id:")), format!("id: {id}"));
+        assert_eq!(sse.next(), Some(format!("data: {body}")));
+        let line = stream.until(|l| l.contains("\"data\""));
+        assert_eq!(json_field(&line, "id").as_deref(), Some(id.as_str()), "{line}");
+        assert_eq!(ws.recv_text(), body);
+    }
+    let short = poll(&a, "x", Some(&since)).text();
+    assert_eq!(data_values(&short), vec!["hello", "two", "three"]);
+    assert_eq!(json_field(&short, "next").as_deref(), Some(three.as_str()));
 }
 
 #[test]
@@ -111,6 +127,38 @@ fn redis_nodes_resume_on_another_node_with_the_last_cursor() {
     // A cursor of an epoch this Redis never handed out is a gap.
     let res = poll(&b, "r", Some("0123456789abcdef:3"));
     assert!(res.text().contains("\"gap\":true"), "{}", res.text());
+}
+
+#[test]
+fn redis_nodes_long_poll_answered_by_alternating_nodes_gets_every_message_once_in_order() {
+    // No stickiness: each long poll goes to the next of three nodes with the previous answer's
+    // `next`, while a publisher posts to the nodes in turn.
+    let redis = RedisServer::start();
+    let nodes = [node(&redis), node(&redis), node(&redis)];
+    let mut cursor = tail(&nodes[0], "lp");
+    let sent: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    let mut got = Vec::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (i, body) in sent.iter().enumerate() {
+                publish(&nodes[i % 3], "lp", body);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut turn = 0;
+        while got.len() < sent.len() && Instant::now() < deadline {
+            let since = cursor.replace(':', "%3A");
+            let request = format!("GET /channels/lp?wait=5&since={since} HTTP/1.1\r\nHost: t\r\n\r\n");
+            let answer = exchange(&nodes[turn % 3], request.as_bytes()).text();
+            assert!(answer.contains("\"gap\":false"), "node {}: {answer}", turn % 3);
+            got.extend(data_values(&answer));
+            cursor = json_field(&answer, "next").expect("next in a long poll answer");
+            turn += 1;
+        }
+        assert!(turn >= 3, "answered by every node at least once ({turn} polls)");
+    });
+    assert_eq!(got, sent, "every message once, in order, whichever node answered");
 }
 
 #[test]

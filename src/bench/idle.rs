@@ -1,8 +1,10 @@
 //! `pushwire bench idle`: what an idle subscription costs the server in memory.
 //!
-//! Implements: given the server's PID, reads its resident set size (`VmRSS`, proc(5)), opens
-//! `-c` WebSocket or SSE subscriptions and waits until each is subscribed (its opening cursor,
-//! or its response head with `--no-open-cursor`), keeps them open for `--hold` seconds (answering
+//! Implements: given the server's PID, opens and closes a few subscriptions first (a warm-up,
+//! so that what the server pays once, such as its code pages faulted in on first use, is not
+//! counted per connection), reads its resident set size (`VmRSS`, proc(5)), opens `-c`
+//! WebSocket or SSE subscriptions and waits until each is subscribed (its opening cursor, or
+//! its response head with `--no-open-cursor`), keeps them open for `--hold` seconds (answering
 //! pings, reading heartbeats), reads the resident size again and reports the difference per
 //! connection. Connections are spread over several loopback source addresses when one port
 //! range is not enough, and RLIMIT_NOFILE is raised to fit them (or the run says what to raise).
@@ -18,6 +20,9 @@ use super::system::{ensure_open_files, open_files_limit_of, resident_bytes, sour
 use super::url::Url;
 use super::{parse_seconds, OPEN_CONCURRENCY};
 use crate::protocol::Transport;
+
+/// Subscriptions opened and closed before the baseline (see [`run`]).
+const WARM_UP_CONNECTIONS: usize = 4;
 
 /// Options of `pushwire bench idle`.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,8 +72,6 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
             options.connections
         ));
     }
-    let rss_before = options.pid.map(resident_bytes).transpose()?;
-
     let wait_for_cursor = !options.no_open_cursor;
     let request = Request {
         wire: Wire::Push(options.transport),
@@ -83,8 +86,33 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
         deflate: false,
         tls: None,
     };
-    let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let sources = source_addrs(url.addr, options.connections, options.source_addrs);
+    // A few subscriptions like the measured ones, opened and closed before the baseline is
+    // read: what the server pays once (the code that serves a subscription, faulted in from
+    // its binary on first use; the channel itself) is then not divided among the measured
+    // connections. Without it, 10,000 ws subscriptions to pushwire read 26 bytes more each,
+    // all of it the binary's code pages (`/proc/PID/smaps`, 2026-12-05).
+    let mut warm = Clients::new().map_err(|e| e.to_string())?;
+    open_all(
+        &mut warm,
+        &Opening {
+            addr: url.addr,
+            request: &request,
+            paths: &[],
+            count: WARM_UP_CONNECTIONS,
+            sources: &sources,
+            concurrency: OPEN_CONCURRENCY,
+            wait_for_cursor,
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .map_err(|e| format!("warm-up: {e}"))?;
+    drop(warm);
+    // The server sees the warm-up connections end before the baseline.
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = options.pid.map(resident_bytes).transpose()?;
+
+    let mut clients = Clients::new().map_err(|e| e.to_string())?;
     let opened_in = open_all(
         &mut clients,
         &Opening {
@@ -120,6 +148,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
     report.text("url", options.url.clone());
     report.text("transport", options.transport.name());
     report.count("connections", options.connections as u64);
+    report.count("warm_up_connections", WARM_UP_CONNECTIONS as u64);
     report.count("source_addrs", sources.len().max(1) as u64);
     report.real("open_s", opened_in.as_secs_f64());
     report.real("hold_s", options.hold.as_secs_f64());

@@ -8,13 +8,15 @@
 //! Does not: percent-decode (the transport hands over the decoded text) or normalise case
 //! (`News` and `news` are two channels).
 
-use std::sync::Arc;
+use arcstr::ArcStr;
 
 use crate::hub::HubError;
 
 /// A validated channel name. Cloning is a reference-count increment; names order by bytes.
+/// One pointer (8 bytes; `Arc<str>` is 16): every idle subscription holds one in its slot and
+/// one in its session's feed (issue #16, idle memory), and `Option<ChannelName>` is 8 bytes too.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ChannelName(Arc<str>);
+pub struct ChannelName(ArcStr);
 
 impl ChannelName {
     /// Longest channel name, in bytes.
@@ -34,7 +36,7 @@ impl ChannelName {
         if !valid {
             return Err(HubError::InvalidChannelName);
         }
-        Ok(ChannelName(Arc::from(text)))
+        Ok(ChannelName(ArcStr::from(text)))
     }
 
     /// The name as text.
@@ -72,6 +74,12 @@ mod tests {
         for text in ["...", ".a", "a..", "..a"] {
             assert!(ChannelName::parse(text).is_ok(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn channel_name_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<ChannelName>(), 8);
+        assert_eq!(std::mem::size_of::<Option<ChannelName>>(), 8);
     }
 
     #[test]

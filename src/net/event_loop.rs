@@ -935,8 +935,8 @@ mod tests {
     fn slot_size_stays_pinned() {
         use std::mem::size_of;
         let slot = size_of::<Slot>() - size_of::<ConnStream>();
-        assert!(slot <= 184, "Slot is {slot} bytes besides its socket");
-        assert_eq!(size_of::<Subscriptions>(), 16);
+        assert!(slot <= 168, "Slot is {slot} bytes besides its socket");
+        assert_eq!(size_of::<Subscriptions>(), 8);
         assert_eq!(size_of::<ConnId>(), 8);
     }
 }
