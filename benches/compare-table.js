@@ -62,6 +62,16 @@ const CASES = {
   'xnode-fanout-sse': { label: 'two nodes, fan-out SSE, 64 B back to back', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
   'xnode-latency-ws': { label: 'two nodes, fan-out ws at 5 msg/s, p99', metric: 'latency_p99_us', higher: false, unit: 'us' },
   'xnode-latency-sse': { label: 'two nodes, fan-out SSE at 5 msg/s, p99', metric: 'latency_p99_us', higher: false, unit: 'us' },
+  // Issue #13 (rooms): one SSE connection per subscriber, one channel or several.
+  'rooms-fanout-one': { label: 'rooms: fan-out SSE, one channel (reference)', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'rooms-fanout-random': { label: 'rooms: fan-out SSE, ROOMS_K of ROOMS_CHANNELS channels each, random channels', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'rooms-fanout-turn': { label: 'rooms: fan-out SSE, the same ROOMS_K channels each, in turn', metric: 'deliveries_per_s', higher: true, unit: 'deliveries/s' },
+  'rooms-idle-sse-one': { label: 'rooms: idle SSE, /channels/NAME', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'rooms-idle-sse-multi': { label: 'rooms: idle SSE, /channels?channel=NAME (multi form, 1 channel)', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'rooms-idle-sse-many': { label: 'rooms: idle SSE, ROOMS_K channels', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'rooms-idle-ws-one': { label: 'rooms: idle ws (pushwire.v1), /channels/NAME', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'rooms-idle-ws-multi': { label: 'rooms: idle ws (pushwire.v1), /channels?channel=NAME (1 channel)', metric: 'bytes_per_connection', higher: false, unit: 'B' },
+  'rooms-idle-ws-many': { label: 'rooms: idle ws (pushwire.v1), ROOMS_K channels', metric: 'bytes_per_connection', higher: false, unit: 'B' },
 };
 
 const [resultsPath, conditionsPath] = process.argv.slice(2);
@@ -188,5 +198,25 @@ for (const t of TARGETS) {
   const [plain, deflated] = [cpuPerUnit(find('fanout-ws-json', 'pushwire')), cpuPerUnit(find('fanout-ws-json-deflate', 'pushwire'))];
   const r = plain && deflated ? deflated / plain : undefined;
   lines.push(`| fan-out 1 KiB JSON: server CPU per delivery with deflate <= 1.20x without | ${r === undefined ? 'n/a' : `${r.toFixed(2)}x`} | ${r === undefined ? 'not measured' : r <= 1.2 ? 'met' : 'NOT met'} |`);
+}
+// Issue #13: rooms against one channel in the same run, and bytes per idle subscription beyond
+// a connection's first: (K channels - the multi form's one) / (K - 1), target <= 64 B (K is
+// compare.sh's ROOMS_K, passed in the environment).
+{
+  const one = find('rooms-fanout-one', 'pushwire');
+  for (const c of ['rooms-fanout-random', 'rooms-fanout-turn']) {
+    const run = find(c, 'pushwire');
+    if (!one || !run || one.error || run.error) continue;
+    const cpu = cpuPerUnit(run) && cpuPerUnit(one) ? `${(cpuPerUnit(run) / cpuPerUnit(one)).toFixed(2)}x` : 'n/a';
+    lines.push(`| ${CASES[c].label}: against one channel | ${(run.deliveries_per_s / one.deliveries_per_s).toFixed(2)}x deliveries/s, ${(run.latency_p99_us / one.latency_p99_us).toFixed(2)}x p99, ${cpu} server CPU per delivery | (no target) |`);
+  }
+  const k = Number(process.env.ROOMS_K || 10);
+  for (const t of ['sse', 'ws']) {
+    const [multi, many] = [find(`rooms-idle-${t}-multi`, 'pushwire'), find(`rooms-idle-${t}-many`, 'pushwire')];
+    const ok = multi && many && multi.ok && many.ok;
+    const beyond = ok ? (many.bytes_per_connection - multi.bytes_per_connection) / (k - 1) : undefined;
+    const verdict = beyond === undefined ? 'not measured' : beyond <= 64 ? 'met' : 'NOT met';
+    lines.push(`| rooms: idle ${t}, bytes per subscription beyond the first <= 64 B | ${beyond === undefined ? 'n/a' : `${beyond.toFixed(0)} B`} | ${verdict} |`);
+  }
 }
 console.log(lines.join('\n'));

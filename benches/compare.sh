@@ -21,6 +21,16 @@
 #            THREADS client threads and a 60 s `--timeout`: inflating 1 M messages is more client
 #            work than the server's one compression per message, and with one client thread and
 #            the default 10 s a loaded machine counted written but unread messages as missing
+#   rooms    issue #13, many channels on one connection (what benches/rooms.sh runs alone), one
+#            pushwire server: fan-out to SUBSCRIBERS SSE connections, one channel and ROOMS_MESSAGES
+#            (20) messages as the reference; each connection on ROOMS_K (10) of ROOMS_CHANNELS
+#            (1,000) channels drawn at random, as many deliveries in messages to random channels;
+#            each on the same ROOMS_K channels, ROOMS_MESSAGES messages in turn. Then idle memory,
+#            a fresh server each, SUBSCRIBERS connections over SSE and over ws (`pushwire.v1`):
+#            one channel (`/channels/NAME`), one channel in the multi-channel form
+#            (`/channels?channel=NAME`, the same session as several channels) and ROOMS_K
+#            channels (`/channels/NAME,NAME.1,…`); the table derives the bytes per idle
+#            subscription beyond the first, (K channels - multi form) / (K - 1), target <= 64
 #   tls      echo over wss:// as the echo group (C=100, W=8, 32 B and 16 KiB, every round):
 #            pushwire (--tls-cert) and tokio-tungstenite with tokio-rustls (tt-peer --tls), both
 #            on rustls' ring provider, `pushwire bench echo` speaking TLS with the same client;
@@ -55,9 +65,11 @@
 # /metrics before and after the window (`--server-metrics`) and show the server-side p50/p99 of
 # publish -> each subscriber's write and publish -> a fan-out's last write.
 #
-# Environment: PARTS ("echo fanout idle deflate tls xnode": which groups to run), IDLE_TLS_CONNECTIONS
+# Environment: PARTS ("echo fanout idle deflate tls xnode rooms": which groups to run; the
+# script's arguments, when given, are the parts instead: `bash benches/compare.sh rooms`), IDLE_TLS_CONNECTIONS
 # (2,000), ROUNDS (3), ECHO_SECONDS (5), FANOUT_MESSAGES (100), LATENCY_MESSAGES (25), SUBSCRIBERS
-# (10000), THREADS (2: client threads of the fan-out load generator), SKIP_INSTALL=1 (use what
+# (10000), THREADS (2: client threads of the fan-out load generator), ROOMS_K (10), ROOMS_CHANNELS
+# (1000), ROOMS_MESSAGES (20), SKIP_INSTALL=1 (use what
 # is installed and built; a peer not installed is shown as not run), PUSHWIRE (the binary to
 # test, default target/release/pushwire), XNODE_TRANSPORTS and NODE_THREADS (xnode), OUT_DIR (where the run's directory goes, default
 # target/compare), PEERS ("tt node mio nchan": which peers may run; the others are shown as
@@ -78,9 +90,13 @@ LATENCY_MESSAGES=${LATENCY_MESSAGES:-25}
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
 THREADS=${THREADS:-2}
 PEERS=${PEERS-tt node mio nchan}
-PARTS=${PARTS:-echo fanout idle deflate tls xnode}
+PARTS=${PARTS:-echo fanout idle deflate tls xnode rooms}
+[ $# -eq 0 ] || PARTS="$*"
 XNODE_TRANSPORTS=${XNODE_TRANSPORTS:-ws sse}
 NODE_THREADS=${NODE_THREADS:-1}
+ROOMS_K=${ROOMS_K:-10}
+ROOMS_CHANNELS=${ROOMS_CHANNELS:-1000}
+ROOMS_MESSAGES=${ROOMS_MESSAGES:-20}
 IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-2000}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 RUN_DIR="${OUT_DIR:-$ROOT/target/compare}/$(date -u +%Y%m%dT%H%M%SZ)"
@@ -529,8 +545,39 @@ done # rounds
 unset round
 fi
 
+# --- rooms: many channels on one connection (issue #13) -------------------------------------------
+if part rooms; then
+say "rooms: $SUBSCRIBERS SSE subscribers, one channel / $ROOMS_K of $ROOMS_CHANNELS at random / $ROOMS_K in turn; idle with 1 and $ROOMS_K channels"
+start_pushwire pushwire-rooms
+rooms_fan() { # rooms_fan CASE URL ARGS...
+    local case=$1 url=$2
+    shift 2
+    METRICS="http://$ADDR/metrics" bench "$case" pushwire fanout --url "$url" --transport sse \
+        -c "$SUBSCRIBERS" --threads "$THREADS" --size 64 --timeout 60 "$@"
+}
+rooms_fan rooms-fanout-one "http://$ADDR/channels/single" -k "$ROOMS_MESSAGES"
+rooms_fan rooms-fanout-random "http://$ADDR/channels/room" -k $((ROOMS_MESSAGES * ROOMS_CHANNELS / ROOMS_K)) \
+    --channels-per-subscriber "$ROOMS_K" --channels "$ROOMS_CHANNELS"
+rooms_fan rooms-fanout-turn "http://$ADDR/channels/turn" -k "$ROOMS_MESSAGES" --channels-per-subscriber "$ROOMS_K"
+stop_server
+list=i
+for i in $(seq 1 $((ROOMS_K - 1))); do list="$list,i.$i"; done
+for t in sse ws; do
+    for form in one multi many; do
+        case $form in
+            one) path=/channels/i ;;
+            multi) path="/channels?channel=i" ;;
+            many) path="/channels/$list" ;;
+        esac
+        start_pushwire "pushwire-rooms-idle-$t-$form"
+        idle "rooms-idle-$t-$form" pushwire "$PID" "http://$ADDR$path" --transport $t
+        stop_server
+    done
+done
+fi
+
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - began)) s" >>"$RUN_DIR/conditions.txt"
 
 # --- the table -----------------------------------------------------------------------------------
 say "results ($RESULTS)"
-node benches/compare-table.js "$RESULTS" "$RUN_DIR/conditions.txt" | tee "$RUN_DIR/table.txt"
+ROOMS_K=$ROOMS_K node benches/compare-table.js "$RESULTS" "$RUN_DIR/conditions.txt" | tee "$RUN_DIR/table.txt"

@@ -26,13 +26,14 @@ use crate::http1::head::{leading_empty_lines, parse_request_head, HeadScanner, H
 use crate::http1::response::{write_full, write_head, Framing};
 use crate::http1::Error as HttpError;
 use crate::hub::presence::PresenceEvent;
-use crate::hub::{Command, Message, Reply};
+use crate::hub::{ChannelName, Command, Message, Reply};
 use crate::metrics::{Metrics, Transport};
 use crate::output::{Cork, Output};
 use crate::protocol::envelope::write_json_string;
 use crate::transport::channels::{MultiPoll, MultiStream, StreamKind};
 use crate::transport::endpoint::{self, Answer, Endpoint};
 use crate::transport::long_poll::LongPollSession;
+use crate::transport::session::HeldChannels;
 use crate::transport::sse::SseSession;
 use crate::transport::stream::StreamSession;
 use crate::transport::token::UnixClock;
@@ -210,6 +211,10 @@ struct Rare {
     /// When the signed token that admitted the current request's subscription expires: a
     /// session still serving then is ended (`Session::handle_token_expired`).
     token_expires_at: Option<Instant>,
+    /// The channels of a multi-channel session that ended by closing: the loop ends the
+    /// subscriptions it recorded for them when it removes the connection
+    /// ([`Conn::for_each_held_channel`]).
+    held: Option<HeldChannels>,
 }
 
 impl Rare {
@@ -220,6 +225,7 @@ impl Rare {
             && self.refused.is_empty()
             && self.user.is_none()
             && self.token_expires_at.is_none()
+            && self.held.is_none()
     }
 }
 
@@ -382,6 +388,28 @@ impl Conn {
     /// of.
     pub fn handle_presence(&mut self, event: &PresenceEvent, now: Instant) {
         self.drive(now, |s, ctx| s.handle_presence(event, ctx));
+    }
+
+    /// Calls `f` with every channel this connection's multi-channel session may hold a
+    /// subscription to, with its transport: while it serves, and after it ended by closing.
+    /// The loop records only a connection's first subscription in its slot; it finds the
+    /// others here ([`crate::fanout::Fanout::remove_conn`]), so it keeps no list of them.
+    pub fn for_each_held_channel(&self, mut f: impl FnMut(&ChannelName, crate::protocol::Transport)) {
+        match &self.phase {
+            Phase::Serving { session } => session.for_each_held_channel(f),
+            _ => {
+                if let Some(held) = self.rare.as_deref().and_then(|r| r.held.as_ref()) {
+                    held.channels.iter().for_each(|c| f(c, held.transport));
+                }
+            }
+        }
+    }
+
+    /// True when [`Conn::for_each_held_channel`] names `channel`.
+    pub fn holds_channel(&self, channel: &ChannelName) -> bool {
+        let mut held = false;
+        self.for_each_held_channel(|c, _| held |= c == channel);
+        held
     }
 
     /// The user id of the last request's valid signed token (its `sub`), if any.
@@ -1045,6 +1073,14 @@ impl Conn {
     /// every connection).
     fn set_phase(&mut self, phase: Phase) -> Phase {
         if let Phase::Serving { session, .. } = &self.phase {
+            // Ending by closing, a multi-channel session's channels are kept until the loop
+            // removes the connection (a poll that completes on keep-alive queued its own
+            // `Unsubscribe`s).
+            if matches!(phase, Phase::Closing { .. } | Phase::Closed) {
+                if let Some(held) = session.held_channels() {
+                    self.rare.get_or_insert_default().held = Some(held);
+                }
+            }
             self.env.metrics.close_transport(session.transport());
             if let Session::LongPoll(poll) = session {
                 poll.uncount(&self.env.metrics);

@@ -3,14 +3,17 @@
 //! [`HubBackend`] and hands replies back, and the delivery policy (when a connection's queued
 //! output is written before another delivery joins it).
 //!
-//! Implements: [`Fanout`] (channel → connections, each connection's channels in
+//! Implements: [`Fanout`] (channel → connections, each connection's first channel in
 //! [`Subscriptions`]), [`pump`], [`handle_reply`] and [`write_before_delivery`]. The event loop
 //! (`crate::net`) owns the connections and the sockets and calls these; nothing here does I/O.
 //!
 //! Ownership of a subscription: it is recorded here when the backend's `Subscribed` reply
 //! reaches the connection ([`handle_reply`]), and forgotten when the connection's session
 //! queues `Unsubscribe` ([`pump`]) or when the loop removes the connection
-//! ([`Fanout::remove_conn`], whose channels the loop then unsubscribes at the backend).
+//! ([`Fanout::remove_conn`], whose channels the loop then unsubscribes at the backend). A
+//! connection's first subscription is kept in its slot ([`Subscriptions`]); further ones are
+//! found through its session's channels, so an idle subscription beyond the first costs the
+//! loop only its connection id in the channel's list (issue #13).
 //!
 //! Does not: decide what a session subscribes to (the transports do), or write, register or
 //! schedule anything (the loop does).
@@ -25,76 +28,52 @@ use crate::metrics::Metrics;
 use crate::output::{Output, MAX_IO_SLICES};
 use crate::protocol::Transport;
 
-/// The channels one connection is subscribed to. Every session subscribes to one channel, so
-/// that one is held inline (no allocation per idle subscriber, 8 bytes in the loop's slot);
-/// further ones, which only a multi-channel session or a connection between two requests'
-/// subscriptions can hold, are kept by the loop's [`Fanout`], keyed by connection, each with
-/// its transport. There are overflow entries only while the inline one is set. The inline
-/// one's transport is kept beside it by the slot (a byte its padding holds): the two are lent
-/// together as [`SlotSubscriptions`].
+/// The subscription a connection's slot keeps inline: its first one (8 bytes in the slot,
+/// no allocation per idle subscriber). A connection's further subscriptions, which only a
+/// multi-channel session holds, are recorded only in the loop's [`Fanout`] (channel →
+/// connections); the loop finds them again through the session, which names its channels
+/// ([`Conn::for_each_held_channel`], also after it ended by closing), so it keeps no list of
+/// channel names per connection. The inline one's transport is kept beside it by the slot (a
+/// byte its padding holds): the two are lent together as [`SlotSubscriptions`].
 #[derive(Debug, Default)]
 pub struct Subscriptions(Option<ChannelName>);
 
-/// One connection's subscriptions as its slot keeps them: the channels and the transport of the
-/// inline one (named again in its `Unsubscribe`; meaningless while there is none).
+/// One connection's inline subscription as its slot keeps it: the channel and its transport
+/// (named again in its `Unsubscribe`; meaningless while there is none).
 #[derive(Debug)]
 pub struct SlotSubscriptions<'a> {
-    /// The channels.
+    /// The inline channel.
     pub channels: &'a mut Subscriptions,
     /// The inline subscription's transport.
     pub transport: &'a mut Transport,
 }
 
-/// The loop's subscriptions beyond each connection's first.
-type Overflow = HashMap<ConnId, Vec<(ChannelName, Transport)>>;
-
 impl SlotSubscriptions<'_> {
-    /// No subscription.
+    /// No inline subscription (the connection may still hold others, see [`Subscriptions`]).
     pub fn is_empty(&self) -> bool {
         self.channels.0.is_none()
     }
 
-    fn push(&mut self, channel: ChannelName, transport: Transport, id: ConnId, overflow: &mut Overflow) {
-        match &self.channels.0 {
-            None => {
-                self.channels.0 = Some(channel);
-                *self.transport = transport;
-            }
-            Some(_) => overflow.entry(id).or_default().push((channel, transport)),
+    /// Keeps `channel` inline when there is room; false when the inline one is taken.
+    fn push_inline(&mut self, channel: &ChannelName, transport: Transport) -> bool {
+        if self.channels.0.is_some() {
+            return false;
         }
-    }
-
-    /// Forgets one subscription to `channel`; false when there was none.
-    fn remove(&mut self, channel: &ChannelName, id: ConnId, overflow: &mut Overflow) -> bool {
-        let Some(first) = &self.channels.0 else { return false };
-        if first == channel {
-            // The next one, if any, moves inline.
-            self.channels.0 = None;
-            if let Some(more) = overflow.get_mut(&id) {
-                if let Some((next, transport)) = more.pop() {
-                    self.channels.0 = Some(next);
-                    *self.transport = transport;
-                }
-                if more.is_empty() {
-                    overflow.remove(&id);
-                }
-            }
-            return true;
-        }
-        let Some(more) = overflow.get_mut(&id) else { return false };
-        let Some(i) = more.iter().position(|(c, _)| c == channel) else { return false };
-        more.swap_remove(i);
-        if more.is_empty() {
-            overflow.remove(&id);
-        }
+        self.channels.0 = Some(channel.clone());
+        *self.transport = transport;
         true
     }
 
-    /// Takes every subscription out, leaving none.
-    fn take_all(&mut self, id: ConnId, overflow: &mut Overflow) -> Vec<(ChannelName, Transport)> {
-        let mut all = overflow.remove(&id).unwrap_or_default();
-        all.extend(self.channels.0.take().map(|channel| (channel, *self.transport)));
-        all
+    /// Forgets the inline subscription if it is to `channel`.
+    fn remove_inline(&mut self, channel: &ChannelName) {
+        if self.channels.0.as_ref() == Some(channel) {
+            self.channels.0 = None;
+        }
+    }
+
+    /// Takes the inline subscription out, leaving none.
+    fn take(&mut self) -> Option<(ChannelName, Transport)> {
+        self.channels.0.take().map(|channel| (channel, *self.transport))
     }
 }
 
@@ -102,8 +81,6 @@ impl SlotSubscriptions<'_> {
 #[derive(Debug, Default)]
 pub struct Fanout {
     subscribers: HashMap<ChannelName, Vec<ConnId>>,
-    /// Subscriptions beyond a connection's first (see [`Subscriptions`]).
-    overflow: Overflow,
 }
 
 impl Fanout {
@@ -112,47 +89,60 @@ impl Fanout {
         self.subscribers.get(channel).map_or(&[], Vec::as_slice)
     }
 
+    /// Records a subscription that started: inline when the connection has none, else only
+    /// here, and then only while its session names the channel. A session that no longer
+    /// names it queued its `Unsubscribe` before this reply arrived (a backend answering
+    /// later), and the backend applied both in order: there is nothing left to record, and
+    /// nothing for the loop to end when it removes the connection.
     fn subscribed(
         &mut self,
         id: ConnId,
         subs: &mut SlotSubscriptions<'_>,
+        conn: &Conn,
         channel: ChannelName,
         transport: Transport,
     ) {
-        self.subscribers.entry(channel.clone()).or_default().push(id);
-        subs.push(channel, transport, id, &mut self.overflow);
-    }
-
-    fn unsubscribed(&mut self, id: ConnId, subs: &mut SlotSubscriptions<'_>, channel: &ChannelName) {
-        if subs.remove(channel, id, &mut self.overflow) {
-            self.forget(channel, id);
+        if subs.push_inline(&channel, transport) || conn.holds_channel(&channel) {
+            self.subscribers.entry(channel).or_default().push(id);
         }
     }
 
-    /// The connection `id` is going away: forgets its subscriptions and returns their
-    /// channels and transports, each of which the loop then unsubscribes at the backend.
+    fn unsubscribed(&mut self, id: ConnId, subs: &mut SlotSubscriptions<'_>, channel: &ChannelName) {
+        subs.remove_inline(channel);
+        self.forget(channel, id);
+    }
+
+    /// The connection `id` is going away: forgets its subscriptions (the inline one, and each
+    /// channel its session names that is recorded here) and returns their channels and
+    /// transports, each of which the loop then unsubscribes at the backend.
     pub fn remove_conn(
         &mut self,
         id: ConnId,
         subs: &mut SlotSubscriptions<'_>,
+        conn: &Conn,
     ) -> Vec<(ChannelName, Transport)> {
-        if subs.is_empty() {
-            return Vec::new();
+        let mut ended = Vec::new();
+        if let Some((channel, transport)) = subs.take() {
+            self.forget(&channel, id);
+            ended.push((channel, transport));
         }
-        let channels = subs.take_all(id, &mut self.overflow);
-        for (channel, _) in &channels {
-            self.forget(channel, id);
-        }
-        channels
+        conn.for_each_held_channel(|channel, transport| {
+            if self.forget(channel, id) {
+                ended.push((channel.clone(), transport));
+            }
+        });
+        ended
     }
 
-    fn forget(&mut self, channel: &ChannelName, id: ConnId) {
-        if let Some(ids) = self.subscribers.get_mut(channel) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.subscribers.remove(channel);
-            }
+    /// Forgets `id`'s subscription to `channel`; false when there was none.
+    fn forget(&mut self, channel: &ChannelName, id: ConnId) -> bool {
+        let Some(ids) = self.subscribers.get_mut(channel) else { return false };
+        let Some(i) = ids.iter().position(|i| *i == id) else { return false };
+        ids.remove(i);
+        if ids.is_empty() {
+            self.subscribers.remove(channel);
         }
+        true
     }
 }
 
@@ -196,7 +186,7 @@ pub fn handle_reply(
 ) {
     match &reply {
         Reply::Subscribed { channel, transport, replay: Ok(_) } => {
-            fanout.subscribed(id, subs, channel.clone(), *transport)
+            fanout.subscribed(id, subs, conn, channel.clone(), *transport)
         }
         Reply::Published(Ok(_)) => Metrics::inc(&metrics.messages_published),
         _ => {}
@@ -317,37 +307,71 @@ mod tests {
     const SSE: &str = "GET /channels/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
     const PUBLISH: &str = "POST /channels/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
 
+    const ROOMS: &str = "GET /channels/a,b,c HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+
+    fn sorted(mut ended: Vec<(ChannelName, Transport)>) -> Vec<(ChannelName, Transport)> {
+        ended.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+        ended
+    }
+
+    /// Issue #13: a connection's first subscription is kept inline, the others only in the
+    /// channels' lists; the loop finds them through the session, also after the session ended
+    /// by closing, and every one ends with the connection, once.
     #[test]
-    fn one_subscription_is_inline_and_several_are_kept() {
-        let mut overflow = Overflow::new();
-        let id = ConnId::new(3, 1);
-        let other = ConnId::new(3, 2);
-        let (mut mine, mut theirs_inline) = (Subscriptions::default(), Subscriptions::default());
-        let (mut my_transport, mut their_transport) = (WS, WS);
-        let mut subs = SlotSubscriptions { channels: &mut mine, transport: &mut my_transport };
-        assert!(subs.is_empty() && !subs.remove(&name("a"), id, &mut overflow));
-        subs.push(name("a"), SSE_T, id, &mut overflow);
-        assert!(subs.channels.0.is_some() && overflow.is_empty() && *subs.transport == SSE_T);
-        subs.push(name("b"), WS, id, &mut overflow);
-        subs.push(name("a"), WS, id, &mut overflow);
-        // Another connection's subscriptions are apart.
-        let mut theirs = SlotSubscriptions { channels: &mut theirs_inline, transport: &mut their_transport };
-        theirs.push(name("x"), WS, other, &mut overflow);
-        theirs.push(name("b"), WS, other, &mut overflow);
-        assert!(subs.remove(&name("a"), id, &mut overflow) && !subs.is_empty());
-        assert!(!subs.remove(&name("c"), id, &mut overflow));
-        assert!(!subs.remove(&name("x"), id, &mut overflow));
-        let mut left = subs.take_all(id, &mut overflow);
-        left.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
-        assert_eq!(left, [(name("a"), WS), (name("b"), WS)], "the inline one moved up with its transport");
-        assert!(subs.is_empty());
-        subs.push(name("a"), WS, id, &mut overflow);
-        assert!(subs.remove(&name("a"), id, &mut overflow) && subs.is_empty());
-        // Removing the inline one moves the next one inline.
-        assert!(theirs.remove(&name("x"), other, &mut overflow));
-        assert_eq!(theirs.channels.0.as_ref().map(|c| c.as_str()), Some("b"));
-        assert!(overflow.is_empty());
-        assert!(theirs.remove(&name("b"), other, &mut overflow) && theirs.is_empty());
+    fn the_first_subscription_is_inline_and_the_others_are_found_through_the_session() {
+        for (later, close_first) in [(false, false), (false, true), (true, false), (true, true)] {
+            let backend = TestBackend::new(later);
+            let mut rig = Rig::new();
+            rig.input(ROOMS);
+            rig.pump(&backend);
+            if close_first {
+                // The stream ends (a server API disconnect) before or after its replies came.
+                rig.conn.handle_disconnect(4002, "bye", rig.now);
+                rig.pump(&backend);
+            }
+            let replies = std::mem::take(&mut *backend.replies.lock().unwrap());
+            assert_eq!(replies.len(), if later { 3 } else { 0 });
+            for (_, reply) in replies {
+                rig.reply(reply);
+            }
+            for c in ["a", "b", "c"] {
+                assert_eq!(rig.fanout.subscribers(&name(c)), [rig.from.conn], "{c} later={later}");
+            }
+            assert_eq!(rig.subs.0.as_ref().map(ChannelName::as_str), Some("a"));
+            let Rig { conn, fanout, subs, transport, from, .. } = &mut rig;
+            let subs = &mut SlotSubscriptions { channels: subs, transport };
+            let ended = sorted(fanout.remove_conn(from.conn, subs, conn));
+            assert_eq!(ended, [(name("a"), SSE_T), (name("b"), SSE_T), (name("c"), SSE_T)]);
+            for c in ["a", "b", "c"] {
+                assert!(rig.fanout.subscribers(&name(c)).is_empty());
+            }
+            assert!(rig.subs.0.is_none());
+        }
+    }
+
+    #[test]
+    fn an_unsubscribed_inline_channel_is_not_ended_again_and_another_takes_its_place() {
+        let backend = TestBackend::new(false);
+        let mut rig = Rig::new();
+        rig.input(ROOMS);
+        rig.pump(&backend);
+        let id = rig.from.conn;
+        let Rig { conn, fanout, subs, transport, .. } = &mut rig;
+        let mut subs = SlotSubscriptions { channels: subs, transport };
+        fanout.unsubscribed(id, &mut subs, &name("a"));
+        fanout.unsubscribed(id, &mut subs, &name("a"));
+        assert!(subs.is_empty() && fanout.subscribers(&name("a")).is_empty());
+        // The inline place takes the next subscription; beyond it, a reply for a channel the
+        // session does not name is not recorded: its session already queued the
+        // `Unsubscribe` the backend applied after it.
+        fanout.subscribed(id, &mut subs, conn, name("z"), WS);
+        assert_eq!(subs.channels.0.as_ref().map(ChannelName::as_str), Some("z"));
+        fanout.subscribed(id, &mut subs, conn, name("y"), WS);
+        assert!(fanout.subscribers(&name("y")).is_empty());
+        let ended = sorted(fanout.remove_conn(id, &mut subs, conn));
+        // z inline (its transport as recorded), b and c through the session; a and y not at all.
+        assert_eq!(ended, [(name("b"), SSE_T), (name("c"), SSE_T), (name("z"), WS)]);
+        assert!(["b", "c", "z"].iter().all(|c| fanout.subscribers(&name(c)).is_empty()));
     }
 
     #[test]
@@ -359,9 +383,9 @@ mod tests {
         assert_eq!(rig.fanout.subscribers(&name("a")), [rig.from.conn]);
         assert!(String::from_utf8(rig.conn.pending_output().to_vec()).unwrap().starts_with("HTTP/1.1 200"));
         // The loop removes the connection: its channels come back to be unsubscribed.
-        let Rig { fanout, subs, transport, from, .. } = &mut rig;
+        let Rig { conn, fanout, subs, transport, from, .. } = &mut rig;
         let subs = &mut SlotSubscriptions { channels: subs, transport };
-        assert_eq!(fanout.remove_conn(from.conn, subs), [(name("a"), Transport::Sse)]);
+        assert_eq!(fanout.remove_conn(from.conn, subs, conn), [(name("a"), Transport::Sse)]);
         assert!(rig.fanout.subscribers(&name("a")).is_empty() && rig.subs.0.is_none());
     }
 

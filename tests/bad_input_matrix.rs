@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -34,6 +34,8 @@ enum Input {
     WsScript(&'static str, fn(&mut RawWs)),
     /// Raw bytes on a new connection to the TLS port, then the end of the client's output.
     Tls(Vec<u8>),
+    /// A few steps on a `pushwire.v1` WebSocket (`/ws` command mode), then the expected answer.
+    V1(fn(&mut RawWs)),
 }
 
 /// What the server must answer.
@@ -55,6 +57,14 @@ enum Expect {
     CloseNotify,
     /// The TCP close with nothing sent (rustls sends no alert for these).
     SilentClose,
+    /// `pushwire.v1`: an `error` reply with this code to the command (and its `req`, 7), and
+    /// the connection stays open: a further `subscribe` is answered `ok` (issue #13: per-command
+    /// errors answer that command, only protocol violations close).
+    CommandError(&'static str),
+    /// A `200` event stream whose first events are a `gap` on each of these channels: an
+    /// unreadable `Last-Event-ID` is answered from now with a gap, never refused (issue #13
+    /// item 7; HTML "server-sent events": a browser stops reconnecting after an error status).
+    GapOn(&'static [&'static str]),
 }
 
 struct Case {
@@ -81,7 +91,47 @@ fn ws_script(name: &'static str, path: &'static str, script: fn(&mut RawWs), cod
     Case { name, input: Input::WsScript(path, script), expect: Expect::CloseCode(code), closes: CLOSES }
 }
 
+/// A `pushwire.v1` row: `script` sends a bad command, answered `error` with `code`.
+fn v1(name: &'static str, script: fn(&mut RawWs), code: &'static str) -> Case {
+    Case { name, input: Input::V1(script), expect: Expect::CommandError(code), closes: KEEPS }
+}
+
+/// A `pushwire.v1` row that violates the protocol: closed with `code`.
+fn v1_closes(name: &'static str, script: fn(&mut RawWs), code: u16) -> Case {
+    Case { name, input: Input::V1(script), expect: Expect::CloseCode(code), closes: CLOSES }
+}
+
+/// Sends one command frame's text.
+fn command(ws: &mut RawWs, text: &str) {
+    ws.send(OpCode::Text, text.as_bytes());
+}
+
+/// The next text frame as JSON.
+fn reply(ws: &mut RawWs) -> serde_json::Value {
+    let text = ws.recv_text();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Subscribes to `channel` and reads its `ok` and its `open`.
+fn v1_subscribe(ws: &mut RawWs, channel: &str) {
+    command(ws, &format!(r#"{{"type":"subscribe","channel":"{channel}","req":"s"}}"#));
+    let ok = reply(ws);
+    assert_eq!((ok["type"].as_str(), ok["channel"].as_str()), (Some("ok"), Some(channel)), "{ok}");
+    let open = reply(ws);
+    assert_eq!((open["type"].as_str(), open["channel"].as_str()), (Some("open"), Some(channel)), "{open}");
+}
+
+/// `GET target` as an event stream with `fields`.
+fn sse_get(target: &str, fields: &str) -> Vec<u8> {
+    get(target, &format!("Accept: text/event-stream\r\n{fields}"))
+}
+
+fn gap_on(name: &'static str, bytes: Vec<u8>, channels: &'static [&'static str]) -> Case {
+    Case { name, input: Input::Raw(bytes), expect: Expect::GapOn(channels), closes: KEEPS }
+}
+
 use Expect::{CloseCode, CloseNotify, ClosingHandshake, SilentClose, Status, StatusWith, TlsAlert};
+use Expect::{CommandError, GapOn};
 
 /// `GET target` with `fields` (each ending in CRLF).
 fn get(target: &str, fields: &str) -> Vec<u8> {
@@ -541,6 +591,160 @@ fn default_server_cases() -> Vec<Case> {
             KEEPS,
         ),
         raw("since garbage on a long poll", get("/channels/a?wait=1&since=x", ""), Status(400), KEEPS),
+        // --- Composite cursors (issue #13: `/channels/a,b`, README "Several channels on one
+        // request"): a bad `?since=` is a 400; a bad `Last-Event-ID` is a gap on every channel.
+        raw("composite since garbage", get("/channels/a,b?since=nope", ""), Status(400), KEEPS),
+        raw(
+            "composite since with one entry for two channels",
+            get("/channels/a,b?since=0123456789abcdef%3A1", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "composite since with three entries for two channels",
+            get("/channels/a,b?since=0123456789abcdef%3A1,,", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "composite since with a bad entry",
+            get("/channels/a,b?since=0123456789abcdef%3A1,0123456789abcdef%3Ax", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "compact since with a non-hex hash",
+            get("/channels/a,b?since=0123456789abcdeg.1.2", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "compact since with an offset past u64",
+            get("/channels/a,b?since=0123456789abcdef.1.18446744073709551616", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "compact since with an empty offset",
+            get("/channels/a,b?since=0123456789abcdef.1.", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "composite since longer than the channels allow",
+            get(&format!("/channels/a,b?since={}", "1".repeat(200)), ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "composite since garbage on a multi-channel stream",
+            get("/channels/a,b?since=x", "Accept: application/x-ndjson\r\n"),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "composite since garbage on a multi-channel event stream",
+            sse_get("/channels/a,b?since=x", ""),
+            Status(400),
+            KEEPS,
+        ),
+        raw(
+            "composite since garbage on a multi-channel long poll",
+            get("/channels/a,b?wait=1&since=x", ""),
+            Status(400),
+            KEEPS,
+        ),
+        gap_on(
+            "Last-Event-ID garbage on one channel",
+            sse_get("/channels/a", "Last-Event-ID: x\r\n"),
+            &["a"],
+        ),
+        gap_on(
+            "Last-Event-ID garbage on two channels",
+            sse_get("/channels/a,b", "Last-Event-ID: garbage\r\n"),
+            &["a", "b"],
+        ),
+        gap_on(
+            "Last-Event-ID with one entry for two channels",
+            sse_get("/channels/a,b", "Last-Event-ID: 0123456789abcdef.1\r\n"),
+            &["a", "b"],
+        ),
+        gap_on(
+            "Last-Event-ID compact with a bad offset",
+            sse_get("/channels/a,b", "Last-Event-ID: 0123456789abcdef.1.-2\r\n"),
+            &["a", "b"],
+        ),
+        gap_on(
+            "Last-Event-ID longer than the channels allow",
+            sse_get("/channels/a,b", &format!("Last-Event-ID: {}\r\n", "9".repeat(300))),
+            &["a", "b"],
+        ),
+        // --- `pushwire.v1` commands on `/ws` (README "Several channels on one WebSocket"): each
+        // bad command is answered `error` and the connection stays; only a protocol violation
+        // closes it.
+        v1("malformed JSON command", |ws| command(ws, r#"{"type":"subscribe","req":7"#), "bad_command"),
+        v1("a JSON command that is not an object", |ws| command(ws, r#"[7]"#), "bad_command"),
+        v1(
+            "a binary command",
+            |ws| ws.send(OpCode::Binary, br#"{"type":"subscribe","req":7}"#),
+            "bad_command",
+        ),
+        v1("unknown command", |ws| command(ws, r#"{"type":"dance","req":7}"#), "unknown_command"),
+        v1(
+            "unknown field in a command",
+            |ws| command(ws, r#"{"type":"subscribe","channel":"a","colour":"red","req":7}"#),
+            "bad_command",
+        ),
+        v1(
+            "bad channel name in a command",
+            |ws| command(ws, r#"{"type":"subscribe","channel":"a b","req":7}"#),
+            "bad_channel",
+        ),
+        v1(
+            "129-byte channel name in a command",
+            |ws| command(ws, &format!(r#"{{"type":"subscribe","channel":"{}","req":7}}"#, "c".repeat(129))),
+            "bad_channel",
+        ),
+        v1(
+            "bad cursor in a command",
+            |ws| command(ws, r#"{"type":"subscribe","channel":"a","since":"x:1","req":7}"#),
+            "bad_cursor",
+        ),
+        v1(
+            "oversized info in a command",
+            |ws| {
+                let info = format!(r#"{{"k":"{}"}}"#, "i".repeat(2048));
+                command(ws, &format!(r#"{{"type":"subscribe","channel":"a","info":{info},"req":7}}"#));
+            },
+            "too_large",
+        ),
+        v1(
+            "unsubscribe from a channel not subscribed",
+            |ws| command(ws, r#"{"type":"unsubscribe","channel":"a","req":7}"#),
+            "not_subscribed",
+        ),
+        v1(
+            "too many channels",
+            |ws| {
+                for i in 0..64 {
+                    v1_subscribe(ws, &format!("many.{i}"));
+                }
+                command(ws, r#"{"type":"subscribe","channel":"many.64","req":7}"#);
+            },
+            "too_many_channels",
+        ),
+        v1_closes(
+            "oversized command frame",
+            |ws| {
+                command(ws, &format!(r#"{{"type":"publish","channel":"a","data":"{}"}}"#, "d".repeat(70_000)))
+            },
+            1009,
+        ),
+        v1_closes(
+            "unmasked command frame",
+            |ws| ws.stream.write_all(&[FIN_TEXT, 2, b'{', b'}']).unwrap(),
+            1002,
+        ),
         // --- Channel names.
         raw("empty channel name", get("/channels/", ""), Status(400), KEEPS),
         raw("129-byte channel name", get(&format!("/channels/{}", "c".repeat(129)), ""), Status(400), KEEPS),
@@ -998,11 +1202,15 @@ fn run_case(server: &Server, tls: Option<SocketAddr>, case: &Case) {
             // must still arrive (RFC 9112 §9.6 lingering close).
             let _ = stream.write_all(bytes);
             let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if let GapOn(channels) = case.expect {
+                return expect_gaps(reader, channels);
+            }
             let res = read_response(&mut reader, false);
             let (status, field) = match case.expect {
                 Status(status) => (status, None),
                 StatusWith(status, name, value) => (status, Some((name, value))),
-                CloseCode(_) | ClosingHandshake(_) | TlsAlert(_) | CloseNotify | SilentClose => {
+                CloseCode(_) | ClosingHandshake(_) | TlsAlert(_) | CloseNotify | SilentClose
+                | CommandError(_) | GapOn(_) => {
                     unreachable!("raw rows expect a status")
                 }
             };
@@ -1021,18 +1229,24 @@ fn run_case(server: &Server, tls: Option<SocketAddr>, case: &Case) {
                 assert_eq!((next.status, next.text().as_str()), (200, "ok\n"), "the connection still serves");
             }
         }
-        Input::Ws(path, _) | Input::WsScript(path, _) => {
-            let (mut ws, head) = RawWs::connect(server, path, &[]);
+        Input::Ws(..) | Input::WsScript(..) | Input::V1(_) => {
+            let (path, protocols): (&str, &[&str]) = match &case.input {
+                Input::Ws(path, _) | Input::WsScript(path, _) => (path, &[]),
+                _ => ("/ws", &["pushwire.v1"]),
+            };
+            let (mut ws, head) = RawWs::connect(server, path, protocols);
             assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            ws.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             match &case.input {
                 Input::Ws(_, bytes) => ws.stream.write_all(bytes).unwrap(),
-                Input::WsScript(_, script) => script(&mut ws),
+                Input::WsScript(_, script) | Input::V1(script) => script(&mut ws),
                 Input::Raw(_) | Input::Tls(_) => unreachable!(),
             }
             let (code, answer) = match case.expect {
                 CloseCode(code) => (code, false),
                 ClosingHandshake(code) => (code, true),
-                Status(_) | StatusWith(..) | TlsAlert(_) | CloseNotify | SilentClose => {
+                CommandError(code) => return expect_command_error(ws, code),
+                Status(_) | StatusWith(..) | TlsAlert(_) | CloseNotify | SilentClose | GapOn(_) => {
                     unreachable!("WebSocket rows expect a close code")
                 }
             };
@@ -1052,6 +1266,50 @@ fn run_case(server: &Server, tls: Option<SocketAddr>, case: &Case) {
             assert_eq!(ws.recv(), None, "the server closes the connection after its close frame");
         }
     }
+}
+
+/// A `pushwire.v1` row's answer: `error` with `code` (and the `req` 7 when the command had one
+/// readable), then the connection still serves a good command.
+fn expect_command_error(mut ws: RawWs, code: &str) {
+    let error = reply(&mut ws);
+    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some(code)), "{error}");
+    assert!(error["req"].is_null() || error["req"] == 7, "the req is echoed: {error}");
+    command(&mut ws, r#"{"type":"presence_stats","channel":"after.error","req":"p"}"#);
+    let stats = reply(&mut ws);
+    assert_eq!(
+        (stats["type"].as_str(), stats["req"].as_str()),
+        (Some("presence_stats"), Some("p")),
+        "{stats}"
+    );
+}
+
+/// A `GapOn` row's answer: `200`, then a `gap` event naming each of `channels` (in any
+/// order, before any message), each with its composite `id:`.
+fn expect_gaps(mut reader: BufReader<TcpStream>, channels: &[&str]) {
+    let mut line = || {
+        let mut l = String::new();
+        assert!(reader.read_line(&mut l).expect("read the event stream") > 0, "closed early");
+        l.trim_end().to_string()
+    };
+    let status = line();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    while !line().is_empty() {} // The head's fields.
+    let mut gaps = Vec::new();
+    let mut event = None;
+    while gaps.len() < channels.len() {
+        let l = line();
+        if let Some(name) = l.strip_prefix("event: ") {
+            event = Some(name.to_string());
+        } else if let Some(data) = l.strip_prefix("data: ") {
+            assert_eq!(event.as_deref(), Some("gap"), "an event before the gaps: {data}");
+            let data: serde_json::Value = serde_json::from_str(data).unwrap();
+            gaps.push(data["channel"].as_str().unwrap_or(channels[0]).to_string());
+        } else if l.is_empty() {
+            event = None;
+        }
+    }
+    gaps.sort();
+    assert_eq!(gaps, channels, "one gap per channel");
 }
 
 /// Runs every row, with the well-behaved checks after each; reports all failures at once.

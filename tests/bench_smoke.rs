@@ -474,6 +474,45 @@ fn compare_table_shows_cpu_ratios_and_checks_cpu_targets() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn compare_table_derives_bytes_per_idle_subscription_beyond_the_first() {
+    // Issue #13: (K channels - the multi form's one channel) / (K - 1) against 64 B, per
+    // transport, from idle results written by hand (K = 4: SSE 600 - 420 = 60 B each, met; ws
+    // 700 - 400 = 100 B each, missed).
+    let dir = scratch_dir("compare-table-rooms");
+    let idle = |case: &str, bytes: u32| {
+        format!(
+            "{{\"case\":\"{case}\",\"server\":\"pushwire\",\"round\":1,\"mode\":\"idle\",\
+             \"connections\":10000,\"bytes_per_connection\":{bytes},\"closed_early\":0,\"ok\":true}}\n"
+        )
+    };
+    let results = dir.join("results.jsonl");
+    let text = idle("rooms-idle-sse-multi", 420)
+        + &idle("rooms-idle-sse-many", 600)
+        + &idle("rooms-idle-ws-multi", 400)
+        + &idle("rooms-idle-ws-many", 700);
+    std::fs::write(&results, text).unwrap();
+    let output = Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare-table.js"))
+        .arg(&results)
+        .env("ROOMS_K", "4")
+        .output()
+        .expect("node benches/compare-table.js");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        table.contains("| rooms: idle sse, bytes per subscription beyond the first <= 64 B | 60 B | met |"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "| rooms: idle ws, bytes per subscription beyond the first <= 64 B | 100 B | NOT met |"
+        ),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `bench idle` over both transports: the measured subscriptions held, a per-connection
 /// figure reported, and the warm-up subscriptions (opened and closed before the baseline is
 /// read) seen by the server as connections of their own.

@@ -29,7 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::http1::body::ResponseBody;
 use crate::http1::head::{parse_response_head, HeadScanner, ResponseHead};
 use crate::output::Output;
-use crate::protocol::envelope::is_open_envelope;
+use crate::protocol::envelope::{is_channel_open_envelope, is_open_envelope};
 use crate::protocol::Transport;
 use crate::sse::{EventStreamParser, ParseLimits};
 use crate::ws::deflate::Codec;
@@ -597,9 +597,10 @@ fn head_state(ws_request: Option<ClientRequest>, first_poll: bool) -> State {
     State::Head { buf: Vec::new(), scanner: HeadScanner::new(), ws_request, first_poll }
 }
 
-/// pushwire's `{"type":"open",…}` envelope (WebSocket `pushwire.v1`, the stream) or data.
+/// pushwire's `{"type":"open",…}` envelope (WebSocket `pushwire.v1`, the stream), also
+/// labelled with its channel (a multi-channel WebSocket: open once its first channel is), or data.
 fn data_or_cursor(bytes: Vec<u8>) -> Received {
-    if is_open_envelope(&bytes) {
+    if is_open_envelope(&bytes) || is_channel_open_envelope(&bytes) {
         Received::Cursor
     } else {
         Received::Data(bytes)
@@ -773,6 +774,9 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
     let began = std::time::Instant::now();
     let deadline = began + plan.timeout;
     let (mut started, mut opened, mut ready) = (0, 0, 0);
+    // Whether each connection (by index) was counted ready: a multi-channel WebSocket sends an
+    // opening cursor per channel, and counts once.
+    let mut counted: Vec<bool> = Vec::new();
     let mut received = Vec::new();
     while ready < plan.count {
         while started < plan.count && started - ready < plan.concurrency.max(1) {
@@ -807,15 +811,23 @@ pub fn open_all(clients: &mut Clients, plan: &Opening<'_>) -> Result<Duration, S
             if news == Received::Opened {
                 opened += 1;
             }
-            match news {
-                Received::Opened if !plan.wait_for_cursor => ready += 1,
-                Received::Cursor if plan.wait_for_cursor => ready += 1,
-                Received::Closed(reason) => {
-                    let request = plan.request;
-                    let path = plan.paths.get(index).unwrap_or(&request.path);
-                    return Err(format!("connection {index} to {}{path}: {reason}", request.host));
+            let became_ready = match news {
+                Received::Opened => !plan.wait_for_cursor,
+                Received::Cursor => plan.wait_for_cursor,
+                _ => false,
+            };
+            if became_ready {
+                if counted.len() <= index {
+                    counted.resize(index + 1, false);
                 }
-                _ => {}
+                if !std::mem::replace(&mut counted[index], true) {
+                    ready += 1;
+                }
+            }
+            if let Received::Closed(reason) = news {
+                let request = plan.request;
+                let path = plan.paths.get(index).unwrap_or(&request.path);
+                return Err(format!("connection {index} to {}{path}: {reason}", request.host));
             }
         }
     }
@@ -844,6 +856,12 @@ mod tests {
     #[test]
     fn pushwire_open_envelope_is_the_cursor() {
         assert_eq!(data_or_cursor(br#"{"type":"open","next":"e:0"}"#.to_vec()), Received::Cursor);
+        assert_eq!(
+            data_or_cursor(br#"{"channel":"a.1","type":"open","next":"e:0"}"#.to_vec()),
+            Received::Cursor
+        );
+        let labelled = br#"{"channel":"a","id":"e:1","data":"{\"type\":\"open\"}"}"#.to_vec();
+        assert_eq!(data_or_cursor(labelled.clone()), Received::Data(labelled));
         assert_eq!(data_or_cursor(b"pwbench:1:2:3;".to_vec()), Received::Data(b"pwbench:1:2:3;".to_vec()));
     }
 }

@@ -197,9 +197,16 @@ pub fn write_full(out: &mut String, entries: impl IntoIterator<Item = Option<Cur
     }
 }
 
-/// Appends the compact form of `cursors` (every channel has a position).
-pub fn write_compact(out: &mut String, cursors: &[Cursor]) {
-    let _ = write!(out, "{:016x}", epochs_hash(cursors.iter().map(|c| c.epoch)));
+/// Appends the compact form of `cursors` (every channel has a position). The cursors are
+/// walked twice (the epochs' hash, then the offsets), so a caller holding them in its own
+/// structures (a stream's feeds) need not collect them first.
+pub fn write_compact<I>(out: &mut String, cursors: I)
+where
+    I: IntoIterator<Item = Cursor>,
+    I::IntoIter: Clone,
+{
+    let cursors = cursors.into_iter();
+    let _ = write!(out, "{:016x}", epochs_hash(cursors.clone().map(|c| c.epoch)));
     for cursor in cursors {
         let _ = write!(out, ".{}", cursor.offset);
     }
@@ -232,7 +239,7 @@ mod tests {
     fn compact_form_round_trips_and_resolves_against_the_same_epochs() {
         let cursors = [c(1, 5), c(2, 0), c(u64::MAX, u64::MAX)];
         let mut text = String::new();
-        write_compact(&mut text, &cursors);
+        write_compact(&mut text, cursors);
         assert_eq!(text.len(), 16 + 3 + 1 + 1 + 20);
         let Ok(Composite::Compact { epochs_hash, offsets }) = Composite::parse(&text, 3) else {
             panic!("{text}")
@@ -252,7 +259,7 @@ mod tests {
     fn compact_is_shorter_than_full_at_many_channels() {
         let cursors: Vec<Cursor> = (0..64).map(|i| c(0x9e37_79b9_7f4a_7c15 ^ i, 1000 + i)).collect();
         let (mut compact, mut full) = (String::new(), String::new());
-        write_compact(&mut compact, &cursors);
+        write_compact(&mut compact, cursors.iter().copied());
         write_full(&mut full, cursors.iter().copied().map(Some));
         assert!(compact.len() * 3 < full.len(), "{} vs {}", compact.len(), full.len());
         assert!(full.len() <= Composite::max_text_bytes(64));

@@ -767,7 +767,7 @@ impl EventLoop {
         let id = ConnId::new(key, slot.generation);
         let subs =
             &mut SlotSubscriptions { channels: &mut slot.subscriptions, transport: &mut slot.subscribed_as };
-        let channels = self.fanout.remove_conn(id, subs);
+        let channels = self.fanout.remove_conn(id, subs, &slot.conn);
         if !channels.is_empty() {
             let now = Instant::now();
             let from = ConnAddr { sink: self.sink, conn: id };

@@ -5,10 +5,11 @@
 //! TLS over TCP (issue #15). The loop calls nothing but [`ConnStream::read`],
 //! [`ConnStream::write_vectored`], [`ConnStream::flush_records`], [`ConnStream::shutdown_write`]
 //! and [`interest`], so a TLS variant (`Tls { tcp, tls: Box<super::tls::TlsStream> }`, rustls'
-//! `ServerConnection` over the socket) slots in here without touching `Conn` or the protocol
-//! code: its `read` pulls records (`read_tls`, `process_new_packets`) and hands out plaintext
-//! ([`super::tls::TlsStream::read`]); its `write_vectored` takes plaintext into the session and
-//! its `flush_records` pushes records out (`write_tls`, [`super::tls::TlsStream::flush_tls`]);
+//! `UnbufferedServerConnection` over the socket) slots in here without touching `Conn` or the
+//! protocol code: its `read` reads records into the loop's buffer, hands them to rustls and
+//! hands out plaintext ([`super::tls::TlsStream::read`]); its `write_vectored` seals plaintext
+//! into records and writes them, and its `flush_records` writes the records the socket did not
+//! take yet ([`super::tls::TlsStream::flush_tls`]);
 //! its `wants_write` says records are waiting (a handshake answer, a close_notify) even when
 //! the connection has nothing to write, and [`interest`] then asks for writability; its
 //! `shutdown_write` sends close_notify before the FIN. A TLS stream also carries its

@@ -112,6 +112,16 @@ pub fn is_open_envelope(bytes: &[u8]) -> bool {
     bytes.starts_with(OPEN_PREFIX)
 }
 
+/// True for an [`open_envelope`] labelled with its channel by [`with_channel`]
+/// (`{"channel":"a","type":"open",…}`: a multi-channel WebSocket's or stream's), told the same
+/// way.
+pub fn is_channel_open_envelope(bytes: &[u8]) -> bool {
+    let Some(rest) = bytes.strip_prefix(b"{\"channel\":\"") else { return false };
+    // Channel names hold no quote (their alphabet is unreserved URL characters).
+    let Some(end) = rest.iter().position(|&b| b == b'"') else { return false };
+    rest[end + 1..].strip_prefix(b",").is_some_and(|rest| rest.starts_with(&OPEN_PREFIX[1..]))
+}
+
 /// A message body as received (the reader's side of [`crate::hub::Payload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {

@@ -83,15 +83,6 @@ impl Resolver {
     }
 }
 
-/// Appends the composite id of `cursors`: compact when every channel has a position, else the
-/// full form with empty entries ("from now") for the others.
-pub fn write_composite(out: &mut String, cursors: &[Option<Cursor>]) {
-    match cursors.iter().copied().collect::<Option<Vec<Cursor>>>() {
-        Some(all) => write_compact(out, &all),
-        None => write_full_composite(out, cursors.iter().copied()),
-    }
-}
-
 /// The JSON envelope of `msg` naming its channel.
 pub fn channel_envelope(msg: &Message) -> Vec<u8> {
     with_channel(&msg.channel, message_envelope(msg))
@@ -169,23 +160,42 @@ impl StreamKind {
 }
 
 /// One channel's view of a multi-channel stream: writes its messages, gaps and opening in the
-/// stream's format and keeps the composite position up to date.
+/// stream's format. An event's `id:` names every channel's position: the other channels' as
+/// their feeds hold them (`before` and `after` this one), this one's as the call names it (its
+/// feed is the one being stepped). Each cursor is kept once, in its feed: no second list of
+/// positions per connection (issue #13's bytes per idle subscription).
 struct ChannelWire<'a> {
     kind: StreamKind,
-    channel: &'a ChannelName,
-    index: usize,
-    cursors: &'a mut [Option<Cursor>],
+    channel: ChannelName,
+    before: &'a [Feed],
+    after: &'a [Feed],
 }
 
-impl ChannelWire<'_> {
-    fn composite(&self) -> String {
+impl<'a> ChannelWire<'a> {
+    /// Feed `i` of `feeds`, and the wire it writes through; `None` when there is no such feed.
+    fn of(kind: StreamKind, feeds: &'a mut [Feed], i: usize) -> Option<(&'a mut Feed, ChannelWire<'a>)> {
+        let (before, rest) = feeds.split_at_mut(i);
+        let (feed, after) = rest.split_first_mut()?;
+        let channel = feed.channel.clone();
+        Some((feed, ChannelWire { kind, channel, before, after }))
+    }
+
+    /// The compact composite id with this channel at `this`. Every channel has a position
+    /// once the stream is streaming (each feed's start is set before any replay is written).
+    fn composite(&self, this: Cursor) -> String {
         let mut id = String::new();
-        write_composite(&mut id, self.cursors);
+        let cursors = self
+            .before
+            .iter()
+            .map(Feed::position)
+            .chain(std::iter::once(this))
+            .chain(self.after.iter().map(Feed::position));
+        write_compact(&mut id, cursors);
         id
     }
 
     fn write_line(&self, json: Vec<u8>, ctx: &mut Ctx<'_>) {
-        let mut line = with_channel(self.channel, json);
+        let mut line = with_channel(&self.channel, json);
         line.push(b'\n');
         let mut out = Vec::new();
         encode_chunk(&line, &mut out);
@@ -206,23 +216,21 @@ impl Wire for ChannelWire<'_> {
     }
 
     fn write_message_at(&mut self, id: Cursor, bytes: Arc<[u8]>, ctx: &mut Ctx<'_>) {
-        self.cursors[self.index] = Some(id);
         if self.kind == StreamKind::Sse {
             // The event's `id:` is this connection's own (every channel's position), written
             // before the shared `data:` line and blank line that dispatch the event.
-            ctx.out.push_owned(format!("id: {}\n", self.composite()).into_bytes());
+            ctx.out.push_owned(format!("id: {}\n", self.composite(id)).into_bytes());
         }
         ctx.out.push_shared(bytes);
     }
 
     fn write_gap(&mut self, next: Cursor, ctx: &mut Ctx<'_>) {
-        self.cursors[self.index] = Some(next);
         match self.kind {
             StreamKind::Sse => {
                 let data =
-                    String::from_utf8(with_channel(self.channel, gap_envelope(next))).unwrap_or_default();
+                    String::from_utf8(with_channel(&self.channel, gap_envelope(next))).unwrap_or_default();
                 let mut out = Vec::new();
-                let _ = encode_event(Some(&self.composite()), Some("gap"), &data, &mut out);
+                let _ = encode_event(Some(&self.composite(next)), Some("gap"), &data, &mut out);
                 ctx.out.push_owned(out);
             }
             StreamKind::Ndjson => self.write_line(gap_envelope(next), ctx),
@@ -230,7 +238,6 @@ impl Wire for ChannelWire<'_> {
     }
 
     fn write_open(&mut self, start: Cursor, ctx: &mut Ctx<'_>) {
-        self.cursors[self.index] = Some(start);
         // An event stream tells its start once, as one `id:` for every channel (see
         // `MultiStream::handle_subscribed`).
         if self.kind == StreamKind::Ndjson {
@@ -255,8 +262,9 @@ enum StreamPhase {
 #[derive(Debug)]
 pub struct MultiStream {
     kind: StreamKind,
+    /// One feed per channel, in the request's order (the composite id's order); each holds its
+    /// channel's cursor, the only copy.
     feeds: Vec<Feed>,
-    cursors: Vec<Option<Cursor>>,
     phase: StreamPhase,
     /// The feed of each page read in flight, oldest first (a `Read` reply names no channel).
     reads: VecDeque<usize>,
@@ -271,11 +279,9 @@ impl MultiStream {
         resume: Resume,
         ctx: &mut Ctx<'_>,
     ) -> MultiStream {
-        let n = channels.len();
         let mut stream = MultiStream {
             kind,
             feeds: channels.into_iter().map(Feed::new).collect(),
-            cursors: vec![None; n],
             phase: StreamPhase::Streaming,
             reads: VecDeque::new(),
             next_keepalive: None,
@@ -316,24 +322,25 @@ impl MultiStream {
         };
         self.kind.write_head(ctx);
         self.next_keepalive = Some(ctx.now + ctx.config.transport.keepalive_interval);
-        if self.kind == StreamKind::Sse {
-            // Every channel's start, before any replay: HTML "dispatch the event", step 1 sets
-            // the last event ID even with no data, so the browser knows where every channel
-            // starts before its first message.
-            for (cursor, replay) in self.cursors.iter_mut().zip(&replays) {
-                *cursor = replay.as_ref().map(|r| r.messages.first().map_or(r.next, |m| m.id.before()));
+        // Every channel's start, before any replay, so that every `id:` written by a replay
+        // names every channel.
+        for (feed, replay) in self.feeds.iter_mut().zip(&replays) {
+            if let Some(r) = replay {
+                feed.set_start(r.messages.first().map_or(r.next, |m| m.id.before()));
             }
+        }
+        if self.kind == StreamKind::Sse {
+            // HTML "dispatch the event", step 1 sets the last event ID even with no data, so
+            // the browser knows where every channel starts before its first message.
             let mut id = String::new();
-            write_composite(&mut id, &self.cursors);
+            write_compact(&mut id, self.feeds.iter().map(Feed::position));
             ctx.out.push_owned(format!("id: {id}\n\n").into_bytes());
         }
         for (i, replay) in replays.into_iter().enumerate() {
             let Some(replay) = replay else { continue };
             let before = ctx.commands.len();
-            let channel = self.feeds[i].channel.clone();
-            let mut wire =
-                ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
-            self.feeds[i].handle_replay(replay, true, &mut wire, ctx);
+            let Some((feed, mut wire)) = ChannelWire::of(self.kind, &mut self.feeds, i) else { continue };
+            feed.handle_replay(replay, true, &mut wire, ctx);
             if ctx.commands.len() > before {
                 self.reads.push_back(i);
             }
@@ -351,10 +358,10 @@ impl MultiStream {
         }
         let Some(i) = self.reads.pop_front() else { return Flow::Continue };
         let before = ctx.commands.len();
-        let channel = self.feeds[i].channel.clone();
-        let mut wire =
-            ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
-        self.feeds[i].handle_page(replay, &mut wire, ctx);
+        let Some((feed, mut wire)) = ChannelWire::of(self.kind, &mut self.feeds, i) else {
+            return Flow::Continue;
+        };
+        feed.handle_page(replay, &mut wire, ctx);
         if ctx.commands.len() > before {
             self.reads.push_back(i);
         }
@@ -367,10 +374,10 @@ impl MultiStream {
             return Flow::Continue; // The replay that starts the channel has it.
         }
         let Some(i) = self.feeds.iter().position(|f| f.channel == msg.channel) else { return Flow::Continue };
-        let channel = self.feeds[i].channel.clone();
-        let mut wire =
-            ChannelWire { kind: self.kind, channel: &channel, index: i, cursors: &mut self.cursors };
-        let flow = self.feeds[i].handle_delivery(msg, &mut wire, ctx);
+        let Some((feed, mut wire)) = ChannelWire::of(self.kind, &mut self.feeds, i) else {
+            return Flow::Continue;
+        };
+        let flow = feed.handle_delivery(msg, &mut wire, ctx);
         if matches!(flow, Flow::Close(_)) {
             ctx.out.push_bytes(self.kind.end());
         }
@@ -444,6 +451,11 @@ impl MultiStream {
     pub fn kind(&self) -> StreamKind {
         self.kind
     }
+
+    /// The channels, in the request's order.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.feeds.iter().map(|f| &f.channel)
+    }
 }
 
 /// Where a multi-channel poll is.
@@ -501,6 +513,11 @@ impl MultiPoll {
             Err(resolver) => poll.phase = PollPhase::Resolving(resolver),
         }
         poll
+    }
+
+    /// The channels, in the request's order.
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.channels
     }
 
     /// True for a long poll.

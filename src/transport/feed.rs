@@ -138,6 +138,20 @@ impl Feed {
         (!matches!(self.mode, Mode::Starting { .. })).then_some(self.cursor)
     }
 
+    /// The cursor as it stands, also while starting: where a multi-channel stream's
+    /// composite id puts this channel. Meaningful once the replay is written, or once
+    /// [`Feed::set_start`] gave it the replay's start.
+    pub fn position(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// Where the client starts, known before the replay is written: a multi-channel stream
+    /// writes every channel's start in one id before any channel's replay (the replay sets the
+    /// same cursor again).
+    pub fn set_start(&mut self, start: Cursor) {
+        self.cursor = start;
+    }
+
     /// Keeps `channel`, the hub's copy of the same name, instead of the request's own copy, so
     /// that every subscriber of a channel shares one allocation.
     pub fn share_name(&mut self, channel: ChannelName) {

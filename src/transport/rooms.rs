@@ -1,6 +1,6 @@
-//! One connection's channel set ("rooms", issue #13): the channels it is subscribed to, each
-//! with its cursor; the `pushwire.v1` commands applied to it; and the multi-channel request
-//! forms of the HTTP transports.
+//! One connection's channel set ("rooms", issue #13): the channels it is subscribed to; the
+//! `pushwire.v1` commands applied to it; and the multi-channel request forms of the HTTP
+//! transports.
 //!
 //! Implements:
 //! - [`Rooms::handle_request`]: a parsed command ([`super::commands`]) checked against the
@@ -11,11 +11,6 @@
 //! - Replies that wait for the hub ([`Rooms::handle_answer`]): the backend answers one
 //!   connection's commands in submission order (`hub/backend.rs`), so one FIFO of pending
 //!   commands (bounded by [`RoomLimits::max_pending_commands`]) matches answers to `req`s.
-//! - Per-channel cursors advanced by deliveries ([`Rooms::handle_delivery`], which drops a
-//!   message at or before the cursor: a replay and a live delivery overlapping), and the
-//!   composite event id of a multi-channel event stream ([`Rooms::write_event_id`]): the
-//!   compact form `HASH.O1.O2` once every channel has a position, else the full form
-//!   (`hub/composite.rs`).
 //! - The token's expiry on a live connection, as Centrifugo does: [`Rooms::token_expires_at`]
 //!   tells the loop when; a `refresh` command with a new token moves it; when it passes the
 //!   connection is closed with [`CLOSE_TOKEN_EXPIRED`] (4001, in RFC 6455 §7.4.2's private-use
@@ -24,8 +19,9 @@
 //!   `/channels/a,b,c` or repeated `channel=` parameters on `/channels`; and [`resume_points`]:
 //!   where each starts from a composite `since` or `Last-Event-ID`.
 //!
-//! Does not: hold presence (`hub/presence.rs`), encode messages, or do I/O: the clock comes in
-//! as `unix_now_s`.
+//! Does not: hold presence (`hub/presence.rs`), keep cursors (each channel's is its session's
+//! [`super::feed::Feed`]'s, kept once: issue #13's bytes per idle subscription), encode
+//! messages, or do I/O: the clock comes in as `unix_now_s`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,7 +29,7 @@ use std::sync::Arc;
 
 use crate::http1::target::{decode, Target};
 use crate::hub::backend::ConnAddr;
-use crate::hub::composite::{self, Composite, CompositeError, Mismatch};
+use crate::hub::composite::{Composite, CompositeError, Mismatch};
 use crate::hub::presence::{Change, Member, PresenceEvent};
 use crate::hub::{ChannelName, Cursor, Epoch, HubError, Payload, PresenceList};
 use crate::protocol::envelope::write_json_string;
@@ -183,8 +179,6 @@ struct Pending {
 pub struct Room {
     /// The channel.
     pub channel: ChannelName,
-    /// The last position delivered; `None` before the subscription's answer.
-    pub cursor: Option<Cursor>,
 }
 
 /// A connection's channels and its token.
@@ -293,7 +287,7 @@ impl Rooms {
                     Ok(user) => user,
                     Err(e) => return refuse(e),
                 };
-                self.rooms.push(Room { channel: channel.clone(), cursor: None });
+                self.rooms.push(Room { channel: channel.clone() });
                 self.pending.push_back(Pending { kind: Kind::Subscribe, req, channel: channel.clone() });
                 Outcome {
                     action: Some(Action::Subscribe { channel, since, user, info, joins }),
@@ -354,14 +348,9 @@ impl Rooms {
         let pending = self.pending.pop_front()?;
         let (req, channel) = (pending.req.as_deref(), Some(&pending.channel));
         Some(match (pending.kind, answer) {
-            (Kind::Subscribe, Answer::Subscribed(Ok(next))) => {
-                // Unsubscribed meanwhile: the client still gets its ok, the room stays gone
-                // (the backend applied the Unsubscribe after the Subscribe).
-                if let Some(i) = self.position(&pending.channel) {
-                    self.rooms[i].cursor = Some(next);
-                }
-                ok_reply(req, channel, None)
-            }
+            // Unsubscribed meanwhile: the client still gets its ok, the room stays gone (the
+            // backend applied the Unsubscribe after the Subscribe).
+            (Kind::Subscribe, Answer::Subscribed(Ok(_))) => ok_reply(req, channel, None),
             (Kind::Subscribe, Answer::Subscribed(Err(e))) => {
                 if let Some(i) = self.position(&pending.channel) {
                     self.rooms.remove(i);
@@ -390,38 +379,6 @@ impl Rooms {
             .then(|| self.position(&pending.channel).map(|i| self.rooms.remove(i).channel))
             .flatten();
         Some(Refused { reply, unsubscribed, was_publish: pending.kind == Kind::Publish })
-    }
-
-    /// A message `id` of `channel` is about to be delivered: true when it follows the
-    /// channel's cursor (then the cursor moves to it), false for a channel not in the set, one
-    /// not yet answered, or a message at or before the cursor (already delivered by a replay).
-    pub fn handle_delivery(&mut self, channel: &ChannelName, id: Cursor) -> bool {
-        let Some(room) = self.rooms.iter_mut().find(|r| &r.channel == channel) else { return false };
-        match room.cursor {
-            Some(c) if c.epoch == id.epoch && id.offset <= c.offset => false,
-            Some(_) => {
-                room.cursor = Some(id);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Moves a channel's cursor (a replay's or a gap's `next`).
-    pub fn set_cursor(&mut self, channel: &ChannelName, next: Cursor) {
-        if let Some(room) = self.rooms.iter_mut().find(|r| &r.channel == channel) {
-            room.cursor = Some(next);
-        }
-    }
-
-    /// Appends the set's composite event id (a multi-channel SSE `id:`): compact when every
-    /// channel has a position, else full with empty entries for the others.
-    pub fn write_event_id(&self, out: &mut String) {
-        let cursors: Option<Vec<Cursor>> = self.rooms.iter().map(|r| r.cursor).collect();
-        match cursors {
-            Some(cursors) => composite::write_compact(out, &cursors),
-            None => composite::write_full(out, self.rooms.iter().map(|r| r.cursor)),
-        }
     }
 }
 

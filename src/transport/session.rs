@@ -211,7 +211,49 @@ pub enum InputPolicy {
     Discard,
 }
 
+/// The channels a multi-channel session named, and their transport: kept by its connection
+/// once the session ends by closing, so that the loop, which records only each connection's
+/// first subscription in its slot, can still find the others when it removes the connection
+/// (see [`crate::fanout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldChannels {
+    /// The transport every one of them was subscribed with.
+    pub transport: Transport,
+    /// The channels, in the session's order.
+    pub channels: Box<[ChannelName]>,
+}
+
 impl Session {
+    /// Calls `f` with every channel this session may hold a subscription to (subscribed, or
+    /// its `Subscribe` queued) beyond a single-channel session's one, and its transport: a
+    /// multi-channel stream's or long poll's channels, a command-mode WebSocket's. Nothing for
+    /// a single-channel session (its one subscription is its slot's, [`crate::fanout`]).
+    pub fn for_each_held_channel(&self, mut f: impl FnMut(&ChannelName, Transport)) {
+        match self {
+            Session::MultiStream(s) => {
+                let transport = s.kind().transport();
+                s.channels().for_each(|c| f(c, transport));
+            }
+            Session::MultiPoll(s) if s.is_long() => {
+                s.channels().iter().for_each(|c| f(c, Transport::LongPoll));
+            }
+            Session::WebSocket(s) => s.command_channels().for_each(|c| f(c, Transport::WebSocket)),
+            Session::MultiPoll(_) | Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => {}
+        }
+    }
+
+    /// What [`Session::for_each_held_channel`] names, kept for after the session; `None` when
+    /// it names nothing (no allocation for a single-channel session).
+    pub fn held_channels(&self) -> Option<HeldChannels> {
+        let mut transport = None;
+        let mut channels = Vec::new();
+        self.for_each_held_channel(|c, t| {
+            transport = Some(t);
+            channels.push(c.clone());
+        });
+        Some(HeldChannels { transport: transport?, channels: channels.into_boxed_slice() })
+    }
+
     /// The subscription's replay, and the hub's copy of the channel's name (kept instead of
     /// the request's, so idle subscribers of a channel share one).
     pub fn handle_subscribed(

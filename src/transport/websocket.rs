@@ -339,6 +339,16 @@ enum Liveness {
 }
 
 impl WsSession {
+    /// A command-mode connection's channels (subscribed, or their `Subscribe` queued), in
+    /// subscription order; none otherwise.
+    pub fn command_channels(&self) -> impl Iterator<Item = &ChannelName> {
+        let feeds: &[Feed] = match &self.serving {
+            Serving::Commands(mode) => &mode.feeds,
+            Serving::Echo | Serving::Channel(_) => &[],
+        };
+        feeds.iter().map(|f| &f.channel)
+    }
+
     /// Writes the 101 response and, on a channel, queues the subscription.
     pub fn start(accepted: &Accepted, channel: WsTarget, may_publish: bool, ctx: &mut Ctx<'_>) -> WsSession {
         let limits = &ctx.config.websocket;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::hub::backend::ConnId;
+use crate::hub::composite;
 use crate::hub::SinkId;
 use crate::transport::commands::{parse, CommandLimits};
 use crate::transport::policy::{ChannelPattern, ChannelPolicy};
@@ -86,7 +87,7 @@ fn subscribe_waits_for_the_hub_then_answers_with_req() {
     assert_eq!((channel.as_str(), &*info), ("a", r#"{"n":1}"#));
     let reply = rooms.handle_answer(Answer::Subscribed(Ok(c(1, 4)))).unwrap();
     assert_eq!(json(&reply), serde_json::json!({"type":"ok","req":1,"channel":"a"}));
-    assert_eq!(rooms.rooms(), &[Room { channel: name("a"), cursor: Some(c(1, 4)) }]);
+    assert_eq!(rooms.rooms(), &[Room { channel: name("a") }]);
     assert_eq!(rooms.handle_answer(Answer::Subscribed(Ok(c(1, 4)))), None, "nothing waits");
 }
 
@@ -258,33 +259,15 @@ fn the_connection_token_is_refreshed_and_its_expiry_told() {
 }
 
 #[test]
-fn deliveries_advance_cursors_and_drop_duplicates() {
-    let world = World::new();
-    let mut rooms = Rooms::new(RoomLimits::default(), None);
-    send(&mut rooms, &world, r#"{"type":"subscribe","channel":"a"}"#);
-    assert!(!rooms.handle_delivery(&name("a"), c(1, 5)), "not answered yet");
-    rooms.handle_answer(Answer::Subscribed(Ok(c(1, 4))));
-    assert!(!rooms.handle_delivery(&name("a"), c(1, 4)), "the replay had it");
-    assert!(rooms.handle_delivery(&name("a"), c(1, 5)));
-    assert!(!rooms.handle_delivery(&name("a"), c(1, 5)));
-    assert!(!rooms.handle_delivery(&name("b"), c(1, 1)), "not in the set");
-    assert!(rooms.handle_delivery(&name("a"), c(2, 1)), "a new epoch is taken (the hub reports the gap)");
-}
-
-#[test]
-fn composite_event_id_is_compact_once_every_channel_has_a_position() {
+fn a_composite_event_id_resumes_every_channel_while_their_epochs_hold() {
     let world = World::new();
     let mut rooms = Rooms::new(RoomLimits::default(), None);
     send(&mut rooms, &world, r#"{"type":"subscribe","channel":"a"}"#);
     send(&mut rooms, &world, r#"{"type":"subscribe","channel":"b"}"#);
     rooms.handle_answer(Answer::Subscribed(Ok(c(1, 4))));
-    let mut id = String::new();
-    rooms.write_event_id(&mut id);
-    assert_eq!(id, "0000000000000001:4,");
     rooms.handle_answer(Answer::Subscribed(Ok(c(2, 0))));
-    rooms.handle_delivery(&name("b"), c(2, 1));
-    id.clear();
-    rooms.write_event_id(&mut id);
+    let mut id = String::new();
+    composite::write_compact(&mut id, [c(1, 4), c(2, 1)]);
     // It resumes both channels exactly while their epochs hold, and is Lost on both otherwise.
     let resume = resume_points(2, None, Some(id.as_bytes())).unwrap();
     assert_eq!(
