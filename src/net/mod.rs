@@ -234,7 +234,7 @@ pub fn serve_with(
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         backend,
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::with_loops(threads)),
         inboxes,
         draining: AtomicBool::new(false),
         per_ip: Mutex::new(PerIp::default()),
