@@ -13,6 +13,10 @@
 //! (WebSocket and SSE, on both nodes) gets the same sequence: consecutive offsets in one epoch,
 //! no gap (Redis lost nothing), every acknowledged publish once and in order.
 //!
+//! And with the pipeline full on a live Redis (frozen, then thawed before the timeout): each
+//! WebSocket reply names its own command, a refused publish never takes the answer (and the
+//! cursor) of an earlier publish of the same connection still in the pipeline.
+//!
 //! Time bounds here detect hangs, with room for a loaded machine; they are not performance
 //! claims. Redis is killed by its guard (SIGKILL also ends a stopped process) and the nodes by
 //! theirs, even when an assertion fails.
@@ -264,47 +268,52 @@ fn redis_stall_sigstop_keeps_loops_serving_bounds_the_pipeline_and_recovers_in_o
     // Freeze Redis: its sockets stay open, nothing is answered.
     redis.freeze();
 
-    // A flood of WebSocket publishes on node A, in two writes: the pipeline takes at most
-    // MAX_PENDING commands (publishes and the broker's own), every other publish is refused at
-    // once (`unavailable`), while the connection is still considered up.
-    let mut floods: Vec<V1> = (0..2).map(|_| V1::connect(&a, None)).collect();
-    for (n, flood) in floods.iter_mut().enumerate() {
+    // A flood of WebSocket publishes on node A. The first connection's burst fills the
+    // pipeline (MAX_PENDING commands: its publishes and the broker's own); its publishes
+    // beyond the bound are refused, answered after its earlier ones (each connection's answers
+    // come in the order of its commands). The second connection, with nothing in flight, is
+    // then refused at once (`unavailable`) while the connection to Redis still counts as up.
+    let burst = |n: usize| {
         let mut burst = Vec::new();
         for i in 0..FLOOD_PER_CONNECTION {
             let command = json!({"type":"publish","channel":CHANNEL,"data":format!("flood-{n}-{i}"),"req":i});
+            let text = command.to_string();
             pushwire::ws::frame::encode_frame(
                 true,
                 OpCode::Text,
-                command.to_string().as_bytes(),
+                text.as_bytes(),
                 Some([1, 2, 3, 4]),
                 &mut burst,
             );
         }
-        flood.ws.stream.write_all(&burst).unwrap();
-    }
+        burst
+    };
     let flood_total = 2 * FLOOD_PER_CONNECTION;
     let flood_start = Instant::now();
-    let replies: Arc<Mutex<Vec<(Value, Duration)>>> = Arc::default();
-    let readers: Vec<_> = floods
-        .into_iter()
-        .map(|mut flood| {
-            let replies = replies.clone();
-            thread::spawn(move || {
-                flood.ws.stream.set_read_timeout(Some(HANG + Duration::from_secs(5))).unwrap();
-                for _ in 0..FLOOD_PER_CONNECTION {
-                    let reply = flood.reply();
-                    replies.lock().unwrap().push((reply, flood_start.elapsed()));
-                }
-            })
-        })
-        .collect();
-    // The refusals come at once, while the connection is still up (they cannot be the request
-    // timeout's doing): wait for them, or for the timeout to show in /metrics.
-    let refused_at_once = flood_total - MAX_PENDING as usize;
+    // (connection, reply, when)
+    let replies: Arc<Mutex<Vec<(usize, Value, Duration)>>> = Arc::default();
+    let mut readers = Vec::new();
+    for n in 0..2 {
+        let mut flood = V1::connect(&a, None);
+        flood.ws.stream.write_all(&burst(n)).unwrap();
+        if n == 0 {
+            metrics_until(&a, "a full pipeline", |t| sample(t, IN_FLIGHT) == MAX_PENDING);
+        }
+        let replies = replies.clone();
+        readers.push(thread::spawn(move || {
+            flood.ws.stream.set_read_timeout(Some(HANG + Duration::from_secs(5))).unwrap();
+            for _ in 0..FLOOD_PER_CONNECTION {
+                let reply = flood.reply();
+                replies.lock().unwrap().push((n, reply, flood_start.elapsed()));
+            }
+        }));
+    }
+    let second = |replies: &[(usize, Value, Duration)]| replies.iter().filter(|(n, ..)| *n == 1).count();
     let full = loop {
         let text = metrics(&a);
-        let got = replies.lock().unwrap().len();
-        if got >= refused_at_once || sample(&text, TIMEOUTS) != timeouts_before {
+        if second(&replies.lock().unwrap()) == FLOOD_PER_CONNECTION
+            || sample(&text, TIMEOUTS) != timeouts_before
+        {
             break text;
         }
         thread::sleep(Duration::from_millis(20));
@@ -315,8 +324,8 @@ fn redis_stall_sigstop_keeps_loops_serving_bounds_the_pipeline_and_recovers_in_o
         sample(&full, TIMEOUTS),
         timeouts_before,
         "the refusals did not come before the request timeout (or the flood reached the broker \
-         after it: machine too loaded?): {} replies\n{full}",
-        replies.lock().unwrap().len()
+         after it: machine too loaded?): {:?}\n{full}",
+        replies.lock().unwrap()
     );
     assert_eq!(sample(&full, IN_FLIGHT), MAX_PENDING, "the pipeline at its bound:\n{full}");
     // The publishes that got into the pipeline are answered when the request timeout closes
@@ -332,7 +341,7 @@ fn redis_stall_sigstop_keeps_loops_serving_bounds_the_pipeline_and_recovers_in_o
     }
     let replies = std::mem::take(&mut *replies.lock().unwrap());
     assert!(max_in_flight <= MAX_PENDING, "{max_in_flight} commands in flight");
-    for (reply, took) in &replies {
+    for (_, reply, took) in &replies {
         assert_eq!(reply["type"], "error", "every flood publish fails while Redis is frozen: {reply}");
         assert!(*took < HANG, "a flood publish answered after {took:?}");
     }
@@ -439,4 +448,78 @@ fn redis_stall_sigstop_keeps_loops_serving_bounds_the_pipeline_and_recovers_in_o
         sequences[0].len(),
         acked.len()
     );
+}
+
+/// A full pipeline on a live Redis: a frozen Redis fills it, the WebSocket publishes beyond
+/// the bound are refused at once, then Redis thaws before the request timeout and answers the
+/// ones in the pipeline. Each reply must name its own command (`req`): the refusals must not
+/// overtake the earlier publishes of the same connection, which succeed.
+#[test]
+fn redis_stall_a_refused_publish_never_takes_the_answer_of_an_earlier_one() {
+    const SENT: usize = 40;
+    let redis = RedisServer::start();
+    let a = Server::start(&[
+        "--redis",
+        &format!("redis://127.0.0.1:{}", redis.port),
+        "--threads",
+        "1",
+        // Long enough for the thaw to come before it.
+        "--redis-request-timeout",
+        "30",
+        "--redis-max-pending",
+        &MAX_PENDING.to_string(),
+    ]);
+    readyz_until(&a, 200);
+    let first = publish(&a, CHANNEL, "first");
+    redis.freeze();
+    let mut v1 = V1::connect(&a, None);
+    let mut burst = Vec::new();
+    for i in 0..SENT {
+        let command = json!({"type":"publish","channel":CHANNEL,"data":format!("p-{i}"),"req":i});
+        pushwire::ws::frame::encode_frame(
+            true,
+            OpCode::Text,
+            command.to_string().as_bytes(),
+            Some([1, 2, 3, 4]),
+            &mut burst,
+        );
+    }
+    v1.ws.stream.write_all(&burst).unwrap();
+    metrics_until(&a, "a full pipeline", |t| sample(t, IN_FLIGHT) == MAX_PENDING);
+    // Let the refusals reach the connection before Redis answers anything.
+    thread::sleep(Duration::from_millis(300));
+    redis.thaw();
+    v1.ws.stream.set_read_timeout(Some(SETTLE)).unwrap();
+    let replies: Vec<Value> = (0..SENT).map(|_| v1.reply()).collect();
+    // What Redis holds, from the first message on.
+    let history = poll(&a, CHANNEL, Some(&first)).text();
+    let stored: Vec<String> = data_values(&history);
+    let ids: Vec<String> =
+        history.split("\"id\":\"").skip(1).map(|s| s[..s.find('"').unwrap()].to_string()).collect();
+    let by_id: HashMap<&str, &str> =
+        ids.iter().map(String::as_str).zip(stored.iter().map(String::as_str)).collect();
+    let (mut ok, mut refused) = (0, 0);
+    for reply in &replies {
+        let req = reply["req"].as_u64().unwrap_or_else(|| panic!("{reply}"));
+        match reply["type"].as_str() {
+            Some("ok") => {
+                ok += 1;
+                let id = reply["id"].as_str().unwrap();
+                assert_eq!(
+                    by_id.get(id).copied(),
+                    Some(format!("p-{req}").as_str()),
+                    "reply {reply} names another publish's message: {history}"
+                );
+            }
+            Some("error") => {
+                refused += 1;
+                assert!(
+                    !stored.contains(&format!("p-{req}")),
+                    "req {req} answered {reply} but stored: {history}"
+                );
+            }
+            _ => panic!("{reply}"),
+        }
+    }
+    assert!(ok >= 1 && refused >= SENT - MAX_PENDING as usize, "{ok} ok, {refused} refused: {replies:?}");
 }

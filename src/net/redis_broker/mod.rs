@@ -120,15 +120,17 @@ pub struct Limits {
     /// [`BrokerClient::submit`] fails with [`BrokerError::Overloaded`]. Default 65 536.
     pub max_queued_requests: usize,
     /// Most commands sent on the command connection and not yet answered (the pipeline);
-    /// beyond, a request fails at once with [`BrokerError::Overloaded`] (HTTP 503) rather
-    /// than waiting. Default 65 536.
+    /// beyond, a request is refused at once with [`BrokerError::Overloaded`] (HTTP 503)
+    /// rather than waiting in memory; the refusal is handed over right after the answers to
+    /// the same connection's earlier requests still in the pipeline, so each connection's
+    /// answers keep the order of its requests. Default 65 536 (`--redis-max-pending`).
     pub max_pending_requests: usize,
     /// Most bytes waiting to be written to Redis; beyond, a publish fails with
     /// [`BrokerError::Overloaded`]. Default 64 MiB.
     pub max_unsent_bytes: usize,
     /// How long Redis may take to answer a command (or a pub/sub `PING`), or to accept a
     /// connection; past it the connection is closed and reopened, and what was pending fails
-    /// with [`BrokerError::Unavailable`]. Default 5 s.
+    /// with [`BrokerError::Unavailable`]. Default 5 s (`--redis-request-timeout`).
     pub request_timeout: Duration,
     /// First delay before reconnecting after a lost connection; doubled at each failure.
     /// Default 100 ms.

@@ -209,6 +209,27 @@ struct SubscribeRead {
 struct InFlight {
     pending: Pending,
     sent_at: Instant,
+    /// Increases with each command sent: the pipeline is sorted by it.
+    seq: u64,
+    /// Answers to later requests of the same connection that were refused while this one was
+    /// in flight, handed over right after this one's own answer (see [`Worker::answer_in_order`]).
+    then: Vec<(SinkId, BrokerEvent)>,
+}
+
+impl Pending {
+    /// The connection waiting for this command's answer (its sink and token), for the
+    /// requests the loops match to their commands in order.
+    fn requester(&self) -> Option<(SinkId, u64)> {
+        match self {
+            Pending::Publish { sink, token, .. }
+            | Pending::Read { sink, token, .. }
+            | Pending::PresenceList { sink, token, .. } => Some((*sink, *token)),
+            Pending::ControlPublish { answer: Some(DisconnectAnswer { sink, token, .. }), .. } => {
+                Some((*sink, *token))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A connection's lifecycle around its [`Link`].
@@ -342,6 +363,10 @@ struct Worker {
     outbox: Arc<dyn BrokerOutbox>,
     cmd: Connection,
     pending: VecDeque<InFlight>,
+    /// The `seq` of the next command sent.
+    next_seq: u64,
+    /// Per connection with requests in the pipeline: the `seq` of its latest one.
+    last_sent: HashMap<(SinkId, u64), u64>,
     incarnation: Option<Incarnation>,
     next_info_at: Option<Instant>,
     /// The pub/sub connections, one per shard.
@@ -397,6 +422,8 @@ pub(super) fn run(
         stats,
         outbox,
         pending: VecDeque::new(),
+        next_seq: 0,
+        last_sent: HashMap::new(),
         incarnation: None,
         next_info_at: None,
         ping_count: 0,
@@ -571,10 +598,8 @@ impl Worker {
                 if payload.len_bytes() > frames.max_payload_bytes
                     || event.as_ref().is_some_and(|e| e.len() > frames.max_event_bytes)
                 {
-                    self.answer(
-                        sink,
-                        BrokerEvent::Published { token, result: Err(BrokerError::MessageTooLarge) },
-                    );
+                    let event = BrokerEvent::Published { token, result: Err(BrokerError::MessageTooLarge) };
+                    self.answer_in_order(sink, token, event);
                     return;
                 }
                 let pending = Pending::Publish {
@@ -1063,8 +1088,48 @@ impl Worker {
     /// Sends `pending`'s command, or answers its request with the reason it cannot be sent.
     fn send_or_fail(&mut self, pending: Pending, now: Instant) {
         if let Err((pending, error)) = self.send(pending, now) {
-            self.fail_pending(pending, error, now);
+            match client_failure(&pending, error.clone()) {
+                Some((sink, token, event)) => self.answer_in_order(sink, token, event),
+                None => self.fail_pending(pending, error, now),
+            }
         }
+    }
+
+    /// Answers a request refused without reaching Redis (pipeline full, not connected, too
+    /// large) after the connection's earlier requests still in the pipeline: the loops match a
+    /// connection's answers to its commands in order (`transport/rooms.rs`, one FIFO per
+    /// connection), so a refusal handed over at once would take the answer of the oldest one
+    /// in flight, and that publish's cursor would go to the refused command (found by
+    /// `redis_stall_a_refused_publish_never_takes_the_answer_of_an_earlier_one`).
+    fn answer_in_order(&mut self, sink: SinkId, token: u64, event: BrokerEvent) {
+        let behind = self
+            .last_sent
+            .get(&(sink, token))
+            .and_then(|seq| self.pending.binary_search_by_key(seq, |f| f.seq).ok());
+        match behind {
+            Some(i) => self.pending[i].then.push((sink, event)),
+            None => self.answer(sink, event),
+        }
+    }
+
+    /// Takes `in_flight` out of the pipeline's bookkeeping; its deferred answers, to hand over
+    /// once its own is.
+    fn retire(&mut self, in_flight: &mut InFlight) -> Vec<(SinkId, BrokerEvent)> {
+        if let Some(key) = in_flight.pending.requester() {
+            if self.last_sent.get(&key) == Some(&in_flight.seq) {
+                self.last_sent.remove(&key);
+            }
+        }
+        std::mem::take(&mut in_flight.then)
+    }
+
+    fn push_in_flight(&mut self, pending: Pending, now: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(key) = pending.requester() {
+            self.last_sent.insert(key, seq);
+        }
+        self.pending.push_back(InFlight { pending, sent_at: now, seq, then: Vec::new() });
     }
 
     fn send(&mut self, pending: Pending, now: Instant) -> Result<(), (Pending, BrokerError)> {
@@ -1137,7 +1202,7 @@ impl Worker {
         if let Pending::Publish { channel, .. } = &pending {
             *self.publishing.entry(channel.clone()).or_default() += 1;
         }
-        self.pending.push_back(InFlight { pending, sent_at: now });
+        self.push_in_flight(pending, now);
         Ok(())
     }
 
@@ -1210,15 +1275,14 @@ impl Worker {
         let name = format!("pushwire-cmd-{}", self.config.node_name);
         for command in self.config.url.handshake_commands(&name) {
             link.queue(&command);
-            self.pending.push_back(InFlight { pending: Pending::Handshake, sent_at: now });
+            self.push_in_flight(Pending::Handshake, now);
         }
         link.queue(&info_command());
-        self.pending.push_back(InFlight { pending: Pending::Info { initial: true }, sent_at: now });
+        self.push_in_flight(Pending::Info { initial: true }, now);
         let loads = load_commands();
         for (i, command) in loads.iter().enumerate() {
             link.queue(command);
-            let pending = Pending::ScriptLoad { last: i + 1 == loads.len() };
-            self.pending.push_back(InFlight { pending, sent_at: now });
+            self.push_in_flight(Pending::ScriptLoad { last: i + 1 == loads.len() }, now);
         }
         self.cmd.link = Some(link);
         self.cmd.setup_deadline = Some(now + self.config.limits.request_timeout);
@@ -1245,12 +1309,16 @@ impl Worker {
         self.cmd.retry_at = Some(now + self.cmd.backoff);
         self.cmd.backoff = (self.cmd.backoff * 2).min(self.config.limits.reconnect_max);
         let error = BrokerError::Unavailable(format!("redis connection lost: {reason}"));
-        for in_flight in std::mem::take(&mut self.pending) {
+        for mut in_flight in std::mem::take(&mut self.pending) {
+            let then = self.retire(&mut in_flight);
             let publish = match &in_flight.pending {
                 Pending::Publish { channel, .. } => Some(channel.clone()),
                 _ => None,
             };
             self.fail_pending(in_flight.pending, error.clone(), now);
+            for (sink, event) in then {
+                self.answer(sink, event);
+            }
             if let Some(channel) = publish {
                 self.publish_settled(&channel, None);
             }
@@ -1311,9 +1379,18 @@ impl Worker {
     }
 
     fn command_reply(&mut self, value: Value, now: Instant) {
-        let Some(InFlight { pending, sent_at }) = self.pending.pop_front() else {
+        let Some(mut in_flight) = self.pending.pop_front() else {
             return self.command_down("a reply without a request", now);
         };
+        let then = self.retire(&mut in_flight);
+        self.command_reply_to(in_flight.pending, in_flight.sent_at, value, now);
+        // (After a resend, NOSCRIPT or an epoch collision, the resent one answers later.)
+        for (sink, event) in then {
+            self.answer(sink, event);
+        }
+    }
+
+    fn command_reply_to(&mut self, pending: Pending, sent_at: Instant, value: Value, now: Instant) {
         match pending {
             Pending::Handshake => {
                 if let Err(e) = ReplyError::check(&value) {
@@ -1875,6 +1952,22 @@ impl Worker {
             }
         }
     }
+}
+
+/// The answer to a loop's request (`Pending::requester`) that failed with `error`: its sink,
+/// token and event; `None` for the broker's own commands.
+fn client_failure(pending: &Pending, error: BrokerError) -> Option<(SinkId, u64, BrokerEvent)> {
+    let (sink, token) = pending.requester()?;
+    let event = match pending {
+        Pending::Publish { .. } => BrokerEvent::Published { token, result: Err(error) },
+        Pending::Read { .. } => BrokerEvent::Read { token, result: Err(error) },
+        Pending::PresenceList { channel, .. } => {
+            BrokerEvent::Presence { token, channel: channel.clone(), result: Err(error) }
+        }
+        Pending::ControlPublish { .. } => BrokerEvent::Disconnected { token, result: Err(error) },
+        _ => return None,
+    };
+    Some((sink, token, event))
 }
 
 /// A member as the hub shows it, from its Redis form (any node's; a leave carries no value).
