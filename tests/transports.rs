@@ -399,6 +399,43 @@ fn connections_spread_over_the_event_loops_reuseport_listeners() {
     }
 }
 
+/// socket(7) SO_REUSEPORT would let a second server of the same user join the first one's
+/// listeners and take part of its connections; it must fail to start instead, and the first
+/// one keeps every connection.
+#[test]
+fn a_second_server_on_a_busy_address_fails_to_start_instead_of_sharing_it() {
+    let first = Server::start(&["--threads", "2"]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
+        .args(["serve", "--threads", "2", "--listen", &first.addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on {}", first.addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    let conns: Vec<_> = (0..50).map(|_| first.connect()).collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while loop_connections(&first).iter().sum::<u64>() != 51 {
+        assert!(Instant::now() < deadline, "the first server holds all 50: {:?}", loop_connections(&first));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conns);
+}
+
 #[test]
 fn a_fan_out_written_in_slices_reaches_everyone_in_order_and_the_loop_then_rests() {
     // One connection written per turn: 8 subscribers take 8 turns per message, so publishes
