@@ -351,6 +351,28 @@ fn sigterm_drains_every_transport_and_exits_zero() {
     assert!(std::net::TcpStream::connect(server.addr).is_err(), "no longer accepting");
 }
 
+/// A draining server closes its listeners at once (while its subscribers are still being
+/// ended over the drain period): a new client is refused, not left waiting on a listener
+/// nobody accepts from.
+#[test]
+fn sigterm_closes_the_listeners_before_the_drain_ends() {
+    let mut server = Server::start(&["--threads", "2", "--drain-seconds", "4"]);
+    let subscribers: Vec<_> = (0..8).map(|_| SseClient::connect(&server, "/channels/d", "")).collect();
+    let ok = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::net::TcpStream::connect(server.addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ if Instant::now() > deadline => panic!("still accepting handshakes 2 s into the drain"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert!(server.wait_exit(Duration::from_millis(1)).is_none(), "refused while still draining");
+    drop(subscribers);
+    assert!(server.wait_exit(IO_TIMEOUT).expect("exits after the drain").success());
+}
+
 #[test]
 fn with_several_event_loops_every_subscriber_sees_every_message_in_channel_order() {
     every_subscriber_sees_every_message_in_channel_order(&Server::start(&["--threads", "4"]));
