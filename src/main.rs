@@ -170,6 +170,9 @@ fn api() -> ApiLimits {
 fn net() -> NetLimits {
     NetLimits::default()
 }
+fn redis() -> pushwire::net::redis_broker::Limits {
+    pushwire::net::redis_broker::Limits::default()
+}
 
 #[derive(Args)]
 struct ServeArgs {
@@ -196,6 +199,17 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=pushwire::net::redis_broker::MAX_PUBSUB_SHARDS as i64))]
     redis_pubsub_shards: u16,
+    /// With --redis: how long Redis may take to answer a command (or a pub/sub PING), or to
+    /// accept a connection; past it the connection is dropped and reopened (counted in
+    /// pushwire_redis_timeouts_total) and what waited on it answers 503. A stalled Redis is
+    /// noticed within this.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(redis().request_timeout))]
+    redis_request_timeout: Seconds,
+    /// With --redis: most commands sent to Redis and not yet answered (the pipeline); a
+    /// publish beyond it answers 503 at once instead of waiting in memory.
+    #[arg(long, value_name = "N", default_value_t = redis().max_pending_requests as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    redis_max_pending: u64,
     /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -673,7 +687,13 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
             Ok(url) => {
                 let tls = pushwire::client::TlsOptions { extra_roots_pem: args.redis_ca_file.clone() };
                 let pubsub_shards = usize::from(args.redis_pubsub_shards);
-                let redis = pushwire::net::redis_broker::RedisOptions { url, tls, pubsub_shards };
+                let redis = pushwire::net::redis_broker::RedisOptions {
+                    url,
+                    tls,
+                    pubsub_shards,
+                    request_timeout: args.redis_request_timeout.0,
+                    max_pending_requests: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
+                };
                 pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
             }
             Err(e) => {

@@ -172,6 +172,9 @@ pub struct Metrics {
     /// Connections refused at the connection limit.
     pub connections_refused: AtomicU64,
     open_by_transport: [AtomicU64; TRANSPORTS.len() + 1],
+    /// Connections open on each event loop, indexed by its sink (empty outside a server):
+    /// shows how the kernel spread them over the loops' SO_REUSEPORT listeners.
+    open_by_loop: Box<[AtomicU64]>,
     /// Messages published (HTTP and WebSocket).
     pub messages_published: AtomicU64,
     /// Messages written to subscribers (each subscriber counts).
@@ -234,6 +237,26 @@ pub struct TlsMetrics {
 }
 
 impl Metrics {
+    /// Counters for a server of `loops` event loops (see [`Metrics::open_on_loop`]).
+    pub fn with_loops(loops: usize) -> Metrics {
+        Metrics { open_by_loop: (0..loops).map(|_| AtomicU64::new(0)).collect(), ..Metrics::default() }
+    }
+
+    /// Counts a connection as open on event loop `index` until [`Metrics::close_on_loop`]
+    /// (ignored past the loops given to [`Metrics::with_loops`]).
+    pub fn open_on_loop(&self, index: usize) {
+        if let Some(c) = self.open_by_loop.get(index) {
+            Self::inc(c);
+        }
+    }
+
+    /// Uncounts a connection counted by [`Metrics::open_on_loop`].
+    pub fn close_on_loop(&self, index: usize) {
+        if let Some(c) = self.open_by_loop.get(index) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -309,6 +332,15 @@ impl Metrics {
             .map(|((_, name), c)| (format!("{{transport=\"{name}\"}}"), load(c)))
             .collect();
         metric("transport_connections_open", "gauge", "Connections served by each transport.", &by_transport);
+        let by_loop: Vec<_> = self
+            .open_by_loop
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("{{loop=\"{i}\"}}"), load(c)))
+            .collect();
+        if !by_loop.is_empty() {
+            metric("loop_connections", "gauge", "Connections open on each event loop.", &by_loop);
+        }
         metric("channels", "gauge", "Channels in the hub.", &one(hub.channels as u64));
         metric(
             "subscriptions",
@@ -548,6 +580,23 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+    }
+
+    #[test]
+    fn per_loop_gauges_count_each_loop_apart_and_render_one_line_per_loop() {
+        let metrics = Metrics::with_loops(2);
+        metrics.open_on_loop(1);
+        metrics.open_on_loop(1);
+        metrics.open_on_loop(0);
+        metrics.open_on_loop(2); // no such loop: ignored
+        metrics.close_on_loop(1);
+        let text = metrics.render(&HubStats::default());
+        assert!(text.contains("# TYPE pushwire_loop_connections gauge\n"), "{text}");
+        assert!(text.contains("pushwire_loop_connections{loop=\"0\"} 1\n"), "{text}");
+        assert!(text.contains("pushwire_loop_connections{loop=\"1\"} 1\n"), "{text}");
+        assert!(!text.contains("loop=\"2\""), "{text}");
+        let text = Metrics::default().render(&HubStats::default());
+        assert!(!text.contains("pushwire_loop_connections"), "no loops, no series: {text}");
     }
 
     #[test]

@@ -356,6 +356,86 @@ fn with_several_event_loops_every_subscriber_sees_every_message_in_channel_order
     every_subscriber_sees_every_message_in_channel_order(&Server::start(&["--threads", "4"]));
 }
 
+/// Each loop's open connections, from `pushwire_loop_connections{loop="N"}` in `/metrics`
+/// (the metrics request counts itself on the loop that serves it).
+fn loop_connections(server: &Server) -> Vec<u64> {
+    let text = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("pushwire_loop_connections{loop=\""))
+        .map(|l| l.split_once("} ").expect("a sample").1.parse().expect("a count"))
+        .collect()
+}
+
+/// socket(7) SO_REUSEPORT: every loop listens on the same address and the kernel picks one of
+/// the group's listeners per connection by a hash of its 4-tuple. 200 connections from distinct
+/// source ports fall on either of 2 loops like coin flips (mean 100, sd 7), so a loop holding
+/// fewer than 20 (13 sd below) means the spread is broken (e.g. a loop not listening, or
+/// accepting from every listener), not bad luck. The gauges go back down as they close.
+#[test]
+fn connections_spread_over_the_event_loops_reuseport_listeners() {
+    let server = Server::start(&["--threads", "2"]);
+    let conns: Vec<_> = (0..200).map(|_| server.connect()).collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let counts = loop {
+        let counts = loop_connections(&server);
+        assert_eq!(counts.len(), 2, "one gauge per loop: {counts:?}");
+        // 200 held and the metrics request.
+        if counts.iter().sum::<u64>() == 201 || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(counts.iter().sum::<u64>(), 201, "every connection accepted: {counts:?}");
+    assert!(counts.iter().all(|&n| n >= 20), "each loop holds at least 10%: {counts:?}");
+    drop(conns);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while loop_connections(&server).iter().sum::<u64>() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections are uncounted: {:?}",
+            loop_connections(&server)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// socket(7) SO_REUSEPORT would let a second server of the same user join the first one's
+/// listeners and take part of its connections; it must fail to start instead, and the first
+/// one keeps every connection.
+#[test]
+fn a_second_server_on_a_busy_address_fails_to_start_instead_of_sharing_it() {
+    let first = Server::start(&["--threads", "2"]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
+        .args(["serve", "--threads", "2", "--listen", &first.addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on {}", first.addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    let conns: Vec<_> = (0..50).map(|_| first.connect()).collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while loop_connections(&first).iter().sum::<u64>() != 51 {
+        assert!(Instant::now() < deadline, "the first server holds all 50: {:?}", loop_connections(&first));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conns);
+}
+
 #[test]
 fn a_fan_out_written_in_slices_reaches_everyone_in_order_and_the_loop_then_rests() {
     // One connection written per turn: 8 subscribers take 8 turns per message, so publishes

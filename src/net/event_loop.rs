@@ -466,6 +466,7 @@ impl EventLoop {
                 ConnStream::Tls(Box::new(TlsConn::new(stream, session, deadline)))
             }
         };
+        self.shared.metrics.open_on_loop(self.sink.index().into());
         entry.insert(Slot {
             conn: Conn::with_env(self.env.clone(), now),
             stream,
@@ -756,6 +757,7 @@ impl EventLoop {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.close_on_loop(self.sink.index().into());
         self.shared.release_ip(slot.ip_entry);
         if slot.stream.handshake_deadline().is_some() {
             self.tls_handshakes -= 1;

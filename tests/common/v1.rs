@@ -37,6 +37,12 @@ impl V1 {
     /// Sends `command` and returns its reply (`ok`, `error`, `presence`, `presence_stats`).
     pub fn ask(&mut self, command: Value) -> Value {
         self.send(&command);
+        self.reply()
+    }
+
+    /// The next reply (`ok`, `error`, `presence`, `presence_stats`) to a command sent before;
+    /// other frames are kept for `next`.
+    pub fn reply(&mut self) -> Value {
         loop {
             let frame = self.frame();
             if matches!(frame["type"].as_str(), Some("ok" | "error" | "presence" | "presence_stats")) {

@@ -132,6 +132,25 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server with SIGSTOP: its sockets stay open (the kernel still accepts
+    /// connections into the backlog and takes bytes into the buffers) and nothing is answered,
+    /// as with a stalled Redis. [`RedisServer::thaw`] resumes it; dropping it kills it anyway
+    /// (SIGKILL ends a stopped process).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a server frozen by [`RedisServer::freeze`] (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// Starts the server again on the same port and directory (loading `dump.rdb` if
     /// persistent), after [`RedisServer::kill9`].
     pub fn restart(&mut self) {

@@ -150,7 +150,12 @@ impl RedisHub {
         // Never 0: that is the in-memory hub's members' node.
         let node_id = rand::random::<u64>().max(1);
         let presence = config.hub.presence;
-        let mut limits = Limits { presence_ttl: presence.member_ttl, ..Limits::default() };
+        let mut limits = Limits {
+            presence_ttl: presence.member_ttl,
+            request_timeout: redis.request_timeout,
+            max_pending_requests: redis.max_pending_requests,
+            ..Limits::default()
+        };
         limits.max_presence_members = presence.max_members_per_channel;
         limits.frames.max_info_bytes = limits.frames.max_info_bytes.max(presence.max_info_bytes);
         let max_user_bytes = limits.frames.max_user_bytes;

@@ -258,6 +258,10 @@ pub struct RedisOptions {
     pub tls: TlsOptions,
     /// `--redis-pubsub-shards`: see [`BrokerConfig::pubsub_shards`].
     pub pubsub_shards: usize,
+    /// `--redis-request-timeout`: [`Limits::request_timeout`].
+    pub request_timeout: Duration,
+    /// `--redis-max-pending`: [`Limits::max_pending_requests`].
+    pub max_pending_requests: usize,
 }
 
 /// What one node's broker needs to know.

@@ -1,0 +1,442 @@
+//! A stalled Redis (issue 14, "Faults": "A slow Redis must not stall the event loops (bounded
+//! queues, timeouts, counted)"): two `pushwire serve --redis` nodes on one real `redis-server`
+//! that is frozen with SIGSTOP. The TCP connections stay open and nothing answers, which is
+//! what a Redis stuck in a long `KEYS *`, a fork on a huge dataset or a paused VM looks like,
+//! and unlike a killed server no connection is refused or reset.
+//!
+//! While Redis is frozen: `/healthz` answers 200, `/readyz` 503 once the broker gave up on the
+//! connections (`--redis-request-timeout`), `/echo` echoes, `/metrics` answers with the timeout
+//! counted and the connections down; every subscriber stays connected; every publish (HTTP and
+//! WebSocket) gets an answer, 503 / an `unavailable` error; a publish flood is refused at the
+//! pipeline bound `--redis-max-pending` (`pushwire_redis_commands_in_flight` never above it),
+//! not buffered. After SIGCONT: both nodes reconnect, publishes succeed, and every subscriber
+//! (WebSocket and SSE, on both nodes) gets the same sequence: consecutive offsets in one epoch,
+//! no gap (Redis lost nothing), every acknowledged publish once and in order.
+//!
+//! Time bounds here detect hangs, with room for a loaded machine; they are not performance
+//! claims. Redis is killed by its guard (SIGKILL also ends a stopped process) and the nodes by
+//! theirs, even when an assertion fails.
+
+mod common;
+mod redis_support;
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::v1::V1;
+use common::*;
+use pushwire::ws::OpCode;
+use redis_support::RedisServer;
+use serde_json::{json, Value};
+
+/// `--redis-request-timeout`: how long the broker waits for Redis.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// `--redis-max-pending`: the pipeline bound.
+const MAX_PENDING: u64 = 16;
+/// Publishes sent over WebSocket at once while Redis is frozen: well past the pipeline bound.
+const FLOOD_PER_CONNECTION: usize = 40;
+/// An answer that takes longer than this is a hang: the design answers a publish within one
+/// request timeout (when it waited in the pipeline) or at once, and a page at once.
+const HANG: Duration = Duration::from_secs(3 * 3 + 10);
+/// Longest wait for a state the broker reaches by itself (a reconnect after backoff).
+const SETTLE: Duration = Duration::from_secs(40);
+const CHANNEL: &str = "stall";
+
+fn node(redis: &RedisServer) -> Server {
+    Server::start(&[
+        "--redis",
+        &format!("redis://127.0.0.1:{}", redis.port),
+        "--threads",
+        "1",
+        "--redis-request-timeout",
+        &REQUEST_TIMEOUT.as_secs().to_string(),
+        "--redis-max-pending",
+        &MAX_PENDING.to_string(),
+    ])
+}
+
+/// `GET path` on a new connection; the answer and how long it took.
+fn get(server: &Server, path: &str) -> (Response, Duration) {
+    let start = Instant::now();
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let res = exchange(server, raw.as_bytes());
+    (res, start.elapsed())
+}
+
+/// The value of the sample `name` (with its labels) in a `/metrics` text.
+fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+fn metrics(server: &Server) -> String {
+    let (res, took) = get(server, "/metrics");
+    assert_eq!(res.status, 200);
+    assert!(took < HANG, "/metrics took {took:?}");
+    res.text()
+}
+
+const COMMAND_UP: &str = "pushwire_redis_up{connection=\"command\"}";
+const PUBSUB_UP: &str = "pushwire_redis_up{connection=\"pubsub\"}";
+const TIMEOUTS: &str = "pushwire_redis_timeouts_total";
+const IN_FLIGHT: &str = "pushwire_redis_commands_in_flight";
+
+/// Waits (bounded) until the node's `/metrics` satisfies `check`.
+fn metrics_until(server: &Server, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let text = metrics(server);
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never {what}:\n{text}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until `/readyz` answers `status`; each answer itself within [`HANG`].
+fn readyz_until(server: &Server, status: u16) -> Response {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (res, took) = get(server, "/readyz");
+        assert!(took < HANG, "/readyz took {took:?}");
+        if res.status == status {
+            return res;
+        }
+        assert!(Instant::now() < deadline, "/readyz never {status}: {} {}", res.status, res.text());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `POST /channels/stall`: the status, the body, and how long the answer took.
+fn publish_timed(server: &Server, body: &str) -> (u16, String, Duration) {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(HANG + Duration::from_secs(5))).unwrap();
+    let raw = publish_request(CHANNEL, body).replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1);
+    stream.write_all(raw.as_bytes()).unwrap();
+    let res = read_response(&mut BufReader::new(stream), false);
+    (res.status, res.text(), start.elapsed())
+}
+
+/// One item a subscriber received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got {
+    Message { id: String, data: String },
+    Gap { next: String },
+}
+
+/// What a subscriber thread saw: its items, and whether its connection ended early.
+#[derive(Default)]
+struct Seen {
+    items: Mutex<Vec<Got>>,
+    closed: AtomicBool,
+}
+
+impl Seen {
+    fn messages(&self) -> usize {
+        self.items.lock().unwrap().iter().filter(|g| matches!(g, Got::Message { .. })).count()
+    }
+}
+
+fn done(got: &Got) -> bool {
+    matches!(got, Got::Message { data, .. } if data == "end")
+}
+
+/// A `/ws` command-mode subscriber that answers pings (so the server's heartbeat never closes
+/// it for silence) and records messages and gaps until `end`.
+fn ws_subscriber(server: &Server) -> (Arc<Seen>, thread::JoinHandle<()>) {
+    let mut v1 = V1::connect(server, None);
+    let ok = v1.ask(json!({"type":"subscribe","channel":CHANNEL,"req":"s"}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    // Generous: the stall leaves the channel silent for a while.
+    v1.ws.stream.set_read_timeout(Some(SETTLE * 3)).unwrap();
+    let seen = Arc::new(Seen::default());
+    let out = seen.clone();
+    let handle = thread::spawn(move || loop {
+        let (op, payload) = match v1.ws.recv() {
+            Some(frame) => frame,
+            None => {
+                out.closed.store(true, Ordering::SeqCst);
+                return;
+            }
+        };
+        match op {
+            OpCode::Ping => v1.ws.send(OpCode::Pong, &payload),
+            OpCode::Text => {
+                let frame: Value = serde_json::from_slice(&payload).unwrap();
+                let got = match (frame["type"].as_str(), frame["id"].as_str()) {
+                    (Some("gap"), _) => Got::Gap { next: frame["next"].as_str().unwrap().into() },
+                    (None, Some(id)) => {
+                        Got::Message { id: id.into(), data: frame["data"].as_str().unwrap().into() }
+                    }
+                    _ => continue, // open
+                };
+                let end = done(&got);
+                out.items.lock().unwrap().push(got);
+                if end {
+                    return;
+                }
+            }
+            OpCode::Close => {
+                out.closed.store(true, Ordering::SeqCst);
+                return;
+            }
+            _ => {}
+        }
+    });
+    (seen, handle)
+}
+
+/// An SSE subscriber recording messages and gaps until `end`.
+fn sse_subscriber(server: &Server) -> (Arc<Seen>, thread::JoinHandle<()>) {
+    let mut sse = SseClient::connect(server, &format!("/channels/{CHANNEL}"), "");
+    let seen = Arc::new(Seen::default());
+    let out = seen.clone();
+    let handle = thread::spawn(move || loop {
+        let Some(event) = sse.next_event(SETTLE * 3) else {
+            out.closed.store(true, Ordering::SeqCst);
+            return;
+        };
+        let id = event.id.expect("every event has an id");
+        let got = match event.event.as_deref() {
+            Some("gap") => Got::Gap { next: id },
+            None | Some("message") => Got::Message { id, data: event.data },
+            Some(other) => panic!("unexpected event {other}"),
+        };
+        let end = done(&got);
+        out.items.lock().unwrap().push(got);
+        if end {
+            return;
+        }
+    });
+    (seen, handle)
+}
+
+fn offset(id: &str) -> u64 {
+    id.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn epoch(id: &str) -> &str {
+    id.split(':').next().unwrap()
+}
+
+/// A WebSocket echo round trip on `/echo`, within [`HANG`].
+fn echo(server: &Server, text: &str) {
+    let start = Instant::now();
+    let (mut ws, head) = RawWs::connect(server, "/echo", &[]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws.send(OpCode::Text, text.as_bytes());
+    assert_eq!(ws.recv_text(), text);
+    assert!(start.elapsed() < HANG, "/echo took {:?}", start.elapsed());
+}
+
+#[test]
+fn redis_stall_sigstop_keeps_loops_serving_bounds_the_pipeline_and_recovers_in_order() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    readyz_until(&a, 200);
+    readyz_until(&b, 200);
+    let subscribers = [ws_subscriber(&a), sse_subscriber(&a), ws_subscriber(&b), sse_subscriber(&b)];
+
+    // Before the stall: messages flow from both nodes to all four subscribers.
+    let mut acked: Vec<(String, String)> = Vec::new();
+    for i in 0..6 {
+        let body = format!("before-{i}");
+        acked.push((publish(if i % 2 == 0 { &a } else { &b }, CHANNEL, &body), body));
+    }
+    let deadline = Instant::now() + SETTLE;
+    while subscribers.iter().any(|(seen, _)| seen.messages() < 6) {
+        assert!(Instant::now() < deadline, "the messages before the stall did not arrive");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let before = metrics(&a);
+    assert_eq!(sample(&before, COMMAND_UP), 1, "{before}");
+    let timeouts_before = sample(&before, TIMEOUTS);
+
+    // Freeze Redis: its sockets stay open, nothing is answered.
+    redis.freeze();
+
+    // A flood of WebSocket publishes on node A, in two writes: the pipeline takes at most
+    // MAX_PENDING commands (publishes and the broker's own), every other publish is refused at
+    // once (`unavailable`), while the connection is still considered up.
+    let mut floods: Vec<V1> = (0..2).map(|_| V1::connect(&a, None)).collect();
+    for (n, flood) in floods.iter_mut().enumerate() {
+        let mut burst = Vec::new();
+        for i in 0..FLOOD_PER_CONNECTION {
+            let command = json!({"type":"publish","channel":CHANNEL,"data":format!("flood-{n}-{i}"),"req":i});
+            pushwire::ws::frame::encode_frame(
+                true,
+                OpCode::Text,
+                command.to_string().as_bytes(),
+                Some([1, 2, 3, 4]),
+                &mut burst,
+            );
+        }
+        flood.ws.stream.write_all(&burst).unwrap();
+    }
+    let flood_total = 2 * FLOOD_PER_CONNECTION;
+    let flood_start = Instant::now();
+    let replies: Arc<Mutex<Vec<(Value, Duration)>>> = Arc::default();
+    let readers: Vec<_> = floods
+        .into_iter()
+        .map(|mut flood| {
+            let replies = replies.clone();
+            thread::spawn(move || {
+                flood.ws.stream.set_read_timeout(Some(HANG + Duration::from_secs(5))).unwrap();
+                for _ in 0..FLOOD_PER_CONNECTION {
+                    let reply = flood.reply();
+                    replies.lock().unwrap().push((reply, flood_start.elapsed()));
+                }
+            })
+        })
+        .collect();
+    // The refusals come at once, while the connection is still up (they cannot be the request
+    // timeout's doing): wait for them, or for the timeout to show in /metrics.
+    let refused_at_once = flood_total - MAX_PENDING as usize;
+    let full = loop {
+        let text = metrics(&a);
+        let got = replies.lock().unwrap().len();
+        if got >= refused_at_once || sample(&text, TIMEOUTS) != timeouts_before {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The pipeline is full, not over, and the connection has not timed out yet: the refusals
+    // came from the bound, not from a lost connection.
+    assert_eq!(
+        sample(&full, TIMEOUTS),
+        timeouts_before,
+        "the refusals did not come before the request timeout (or the flood reached the broker \
+         after it: machine too loaded?): {} replies\n{full}",
+        replies.lock().unwrap().len()
+    );
+    assert_eq!(sample(&full, IN_FLIGHT), MAX_PENDING, "the pipeline at its bound:\n{full}");
+    // The publishes that got into the pipeline are answered when the request timeout closes
+    // the connection; meanwhile the gauge never passes the bound.
+    let mut max_in_flight = 0;
+    while replies.lock().unwrap().len() < flood_total {
+        assert!(flood_start.elapsed() < HANG, "flood publishes unanswered after {HANG:?}");
+        max_in_flight = max_in_flight.max(sample(&metrics(&a), IN_FLIGHT));
+        thread::sleep(Duration::from_millis(20));
+    }
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let replies = std::mem::take(&mut *replies.lock().unwrap());
+    assert!(max_in_flight <= MAX_PENDING, "{max_in_flight} commands in flight");
+    for (reply, took) in &replies {
+        assert_eq!(reply["type"], "error", "every flood publish fails while Redis is frozen: {reply}");
+        assert!(*took < HANG, "a flood publish answered after {took:?}");
+    }
+    assert_eq!(replies.len(), flood_total);
+
+    // The broker gives up on the frozen connections: /readyz 503 on both nodes, the timeout
+    // counted, the connections shown down.
+    for node in [&a, &b] {
+        let res = readyz_until(node, 503);
+        assert!(res.text().contains("not ready"), "{}", res.text());
+        metrics_until(node, "the command connection timed out and the pub/sub one too", |t| {
+            sample(t, COMMAND_UP) == 0 && sample(t, PUBSUB_UP) == 0 && sample(t, TIMEOUTS) >= 1
+        });
+    }
+    let after_stall = metrics(&a);
+    assert!(sample(&after_stall, TIMEOUTS) > timeouts_before, "{after_stall}");
+    // Every flood publish is counted as failed (the refusals and the timed-out ones).
+    assert!(sample(&after_stall, "pushwire_redis_failed_total") >= flood_total as u64, "{after_stall}");
+
+    // The event loops keep serving: liveness, pages, the echo WebSocket.
+    for node in [&a, &b] {
+        let (res, took) = get(node, "/healthz");
+        assert_eq!(res.status, 200);
+        assert!(took < HANG, "/healthz took {took:?}");
+        echo(node, "still here");
+    }
+
+    // Publishes while frozen: a clear 503 with the reason over HTTP, an error reply over
+    // WebSocket, never a hang (a few at once on each node).
+    for (n, node) in [&a, &b].into_iter().enumerate() {
+        for i in 0..4 {
+            let (status, text, took) = publish_timed(node, &format!("frozen-{n}-{i}"));
+            assert_eq!(status, 503, "{text}");
+            assert!(text.contains("redis"), "the reason names Redis: {text}");
+            assert!(took < HANG, "a publish answered after {took:?}");
+        }
+        let mut v1 = V1::connect(node, None);
+        let start = Instant::now();
+        let reply = v1.ask(json!({"type":"publish","channel":CHANNEL,"data":"frozen-ws","req":"p"}));
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("unavailable")),
+            "{reply}"
+        );
+        assert!(start.elapsed() < HANG, "a WebSocket publish answered after {:?}", start.elapsed());
+    }
+    for (i, (seen, _)) in subscribers.iter().enumerate() {
+        assert!(!seen.closed.load(Ordering::SeqCst), "subscriber {i} was disconnected by the stall");
+    }
+
+    // Thaw: both nodes reconnect (backoff), publishes succeed again.
+    redis.thaw();
+    for node in [&a, &b] {
+        readyz_until(node, 200);
+        let text = metrics_until(node, "a reconnect", |t| {
+            sample(t, COMMAND_UP) == 1
+                && sample(t, PUBSUB_UP) == 1
+                && sample(t, "pushwire_redis_reconnects_total") >= 2
+        });
+        assert_eq!(sample(&text, "pushwire_redis_epoch_changes_total"), 0, "Redis lost nothing: {text}");
+    }
+    for i in 0..6 {
+        let body = format!("after-{i}");
+        acked.push((publish(if i % 2 == 0 { &b } else { &a }, CHANNEL, &body), body));
+    }
+    acked.push((publish(&a, CHANNEL, "end"), "end".into()));
+
+    let mut sequences = Vec::new();
+    for (i, (seen, handle)) in subscribers.into_iter().enumerate() {
+        handle.join().unwrap();
+        assert!(!seen.closed.load(Ordering::SeqCst), "subscriber {i} ended before `end`");
+        sequences.push(seen.items.lock().unwrap().clone());
+    }
+    // Every subscriber: consecutive offsets in one epoch, no gap (Redis lost nothing), every
+    // acknowledged publish once with its body. A publish answered 503 may still have run (its
+    // command reached Redis before the broker gave up on the connection): it then shows as
+    // one more message, in its place, on every subscriber alike.
+    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    for (i, items) in sequences.iter().enumerate() {
+        let mut previous: Option<&str> = None;
+        for item in items {
+            let Got::Message { id, data } = item else {
+                panic!("subscriber {i}: a gap although Redis lost nothing: {items:?}");
+            };
+            if let Some(prev) = previous {
+                assert_eq!(epoch(prev), epoch(id), "subscriber {i}: the epoch changed at {id}");
+                assert_eq!(offset(id), offset(prev) + 1, "subscriber {i}: {prev} then {id}");
+            }
+            previous = Some(id);
+            let seen = by_id.entry(id).or_insert(data);
+            assert_eq!(seen, data, "subscriber {i}: {id} carries another message elsewhere");
+        }
+        for (id, body) in &acked {
+            let count =
+                items.iter().filter(|g| matches!(g, Got::Message { id: got, .. } if got == id)).count();
+            assert_eq!(count, 1, "subscriber {i}: {id} ({body}) seen {count} times: {items:?}");
+            assert_eq!(by_id.get(id.as_str()).copied(), Some(body.as_str()));
+        }
+        assert_eq!(items, &sequences[0], "subscriber {i} saw another sequence than subscriber 0");
+    }
+    let extra = sequences[0].len() - acked.len();
+    eprintln!(
+        "{} messages per subscriber: {} acknowledged, {extra} answered 503 but run by Redis after the thaw",
+        sequences[0].len(),
+        acked.len()
+    );
+}
