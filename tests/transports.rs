@@ -351,6 +351,28 @@ fn sigterm_drains_every_transport_and_exits_zero() {
     assert!(std::net::TcpStream::connect(server.addr).is_err(), "no longer accepting");
 }
 
+/// A draining server closes its listeners at once (while its subscribers are still being
+/// ended over the drain period): a new client is refused, not left waiting on a listener
+/// nobody accepts from.
+#[test]
+fn sigterm_closes_the_listeners_before_the_drain_ends() {
+    let mut server = Server::start(&["--threads", "2", "--drain-seconds", "4"]);
+    let subscribers: Vec<_> = (0..8).map(|_| SseClient::connect(&server, "/channels/d", "")).collect();
+    let ok = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::net::TcpStream::connect(server.addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ if Instant::now() > deadline => panic!("still accepting handshakes 2 s into the drain"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert!(server.wait_exit(Duration::from_millis(1)).is_none(), "refused while still draining");
+    drop(subscribers);
+    assert!(server.wait_exit(IO_TIMEOUT).expect("exits after the drain").success());
+}
+
 #[test]
 fn with_several_event_loops_every_subscriber_sees_every_message_in_channel_order() {
     every_subscriber_sees_every_message_in_channel_order(&Server::start(&["--threads", "4"]));
@@ -397,6 +419,43 @@ fn connections_spread_over_the_event_loops_reuseport_listeners() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// socket(7) SO_REUSEPORT would let a second server of the same user join the first one's
+/// listeners and take part of its connections; it must fail to start instead, and the first
+/// one keeps every connection.
+#[test]
+fn a_second_server_on_a_busy_address_fails_to_start_instead_of_sharing_it() {
+    let first = Server::start(&["--threads", "2"]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
+        .args(["serve", "--threads", "2", "--listen", &first.addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on {}", first.addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    let conns: Vec<_> = (0..50).map(|_| first.connect()).collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while loop_connections(&first).iter().sum::<u64>() != 51 {
+        assert!(Instant::now() < deadline, "the first server holds all 50: {:?}", loop_connections(&first));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conns);
 }
 
 #[test]

@@ -296,9 +296,12 @@ impl EventLoop {
     fn begin_drain(&mut self, now: Instant) {
         let period = self.shared.config.net.drain_period;
         info!("draining {} connections over {period:?}", self.slots.len());
-        for listener in &mut self.listeners {
+        // Closed, not only deregistered: an open listener stays in the SO_REUSEPORT group
+        // (socket(7)), so the kernel would go on completing handshakes for it that nobody
+        // accepts (clients hang until the process exits). Closed, new clients are refused at
+        // once, and the address is free for a server that takes over.
+        for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener.socket);
-            listener.pending = false;
         }
         self.drain_deadline = Some(now + period + std::time::Duration::from_secs(1));
         let ids: Vec<ConnId> = self.slots.iter().map(|(key, s)| ConnId::new(key, s.generation)).collect();

@@ -213,6 +213,9 @@ pub fn serve_with(
     // spreads new connections over them, and no loop hands sockets to another.
     let mut per_loop: Vec<Vec<(StdListener, bool)>> = (0..threads).map(|_| Vec::new()).collect();
     let mut bind = |addr: SocketAddr, secure: bool| -> io::Result<SocketAddr> {
+        if addr.port() != 0 {
+            refuse_if_listened(addr)?;
+        }
         let first = reuseport_listener(addr)?;
         let addr = first.local_addr()?;
         per_loop[0].push((first, secure));
@@ -262,6 +265,23 @@ pub fn serve_with(
         }
     }
     result
+}
+
+/// Fails with `AddrInUse` when something already listens on `addr`.
+///
+/// socket(7), SO_REUSEPORT: any later socket of the same effective user that sets the option
+/// may bind the same address and join the group, and the kernel then spreads new connections
+/// over every listener of the group by a hash of the 4-tuple. So a second `pushwire serve` (or
+/// a forgotten one) on a busy address would start without error and silently take its share
+/// of the other's connections (measured: two 2-loop servers on one port got 196 and 204 of
+/// 400). A probe without SO_REUSEPORT conflicts with any listener there; it has SO_REUSEADDR,
+/// so the TIME_WAIT connections of a server that just stopped do not count. It is closed
+/// before the loops' listeners bind (a process binding in between still joins; the probe is a
+/// guard against mistakes, not against a hostile process of the same user).
+fn refuse_if_listened(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("{addr} is already in use: {e}")))
 }
 
 /// A non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
