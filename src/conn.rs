@@ -405,6 +405,16 @@ impl Conn {
         }
     }
 
+    /// True when this connection's session (serving, or ended by closing) is one whose
+    /// channels [`Conn::for_each_held_channel`] names, also when it names none now: a
+    /// multi-channel stream or long poll, a command-mode WebSocket.
+    pub fn names_channels(&self) -> bool {
+        match &self.phase {
+            Phase::Serving { session } => session.names_channels_as().is_some(),
+            _ => self.rare.as_deref().is_some_and(|r| r.held.is_some()),
+        }
+    }
+
     /// True when [`Conn::for_each_held_channel`] names `channel`.
     pub fn holds_channel(&self, channel: &ChannelName) -> bool {
         let mut held = false;

@@ -90,10 +90,13 @@ impl Fanout {
     }
 
     /// Records a subscription that started: inline when the connection has none, else only
-    /// here, and then only while its session names the channel. A session that no longer
-    /// names it queued its `Unsubscribe` before this reply arrived (a backend answering
-    /// later), and the backend applied both in order: there is nothing left to record, and
-    /// nothing for the loop to end when it removes the connection.
+    /// here. A session that names its channels ([`Conn::names_channels`]) has it recorded,
+    /// inline or not, only while it names the channel: one that no longer names it queued its
+    /// `Unsubscribe` before this reply arrived (a backend answering later), and the backend
+    /// applied both in order, so there is nothing left to record, and nothing for the loop to
+    /// end when it removes the connection (recorded inline, the loop would unsubscribe it a
+    /// second time, taking another connection's count on this loop). A single-channel
+    /// session's one subscription is always recorded inline.
     fn subscribed(
         &mut self,
         id: ConnId,
@@ -102,7 +105,11 @@ impl Fanout {
         channel: ChannelName,
         transport: Transport,
     ) {
-        if subs.push_inline(&channel, transport) || conn.holds_channel(&channel) {
+        let named = conn.names_channels();
+        if named && !conn.holds_channel(&channel) {
+            return;
+        }
+        if subs.push_inline(&channel, transport) || named {
             self.subscribers.entry(channel).or_default().push(id);
         }
     }
@@ -349,8 +356,83 @@ mod tests {
         }
     }
 
+    const WS_COMMANDS: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Protocol: pushwire.v1\r\n\r\n";
+    const WS_CHANNEL: &str =
+        "GET /channels/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    /// A text frame as a client sends it (masked).
+    fn client_text(text: &str) -> Vec<u8> {
+        let mut frame = Vec::new();
+        crate::ws::frame::encode_frame(
+            true,
+            crate::ws::frame::OpCode::Text,
+            text.as_bytes(),
+            Some([1, 2, 3, 4]),
+            &mut frame,
+        );
+        frame
+    }
+
+    /// A command-mode WebSocket unsubscribes its first channel before a backend that answers
+    /// later replied: the late `Subscribed` is not recorded (inline), so the loop does not
+    /// unsubscribe the channel a second time when it removes the connection, which would take
+    /// another connection's count on the same loop (the Redis broker then UNSUBSCRIBEs it).
+    /// A later channel still takes the inline place, and a single-channel session's late
+    /// reply is still recorded.
     #[test]
-    fn an_unsubscribed_inline_channel_is_not_ended_again_and_another_takes_its_place() {
+    fn a_late_reply_to_a_command_websockets_unsubscribed_first_channel_is_not_recorded() {
+        for close_first in [false, true] {
+            let backend = TestBackend::new(true);
+            let mut rig = Rig::new();
+            rig.input(WS_COMMANDS);
+            rig.pump(&backend);
+            for frame in [
+                r#"{"type":"subscribe","channel":"a","req":1}"#,
+                r#"{"type":"unsubscribe","channel":"a","req":2}"#,
+                r#"{"type":"subscribe","channel":"b","req":3}"#,
+            ] {
+                rig.conn.handle_input(&mut client_text(frame), rig.now);
+                rig.pump(&backend);
+            }
+            if close_first {
+                rig.conn.handle_disconnect(4002, "bye", rig.now);
+                rig.pump(&backend);
+            }
+            let replies = std::mem::take(&mut *backend.replies.lock().unwrap());
+            assert_eq!(replies.len(), 2, "two Subscribed replies, close_first={close_first}");
+            for (_, reply) in replies {
+                rig.reply(reply);
+            }
+            assert!(rig.fanout.subscribers(&name("a")).is_empty(), "close_first={close_first}");
+            assert_eq!(rig.fanout.subscribers(&name("b")), [rig.from.conn]);
+            assert_eq!(rig.subs.0.as_ref().map(ChannelName::as_str), Some("b"));
+            let Rig { conn, fanout, subs, transport, from, .. } = &mut rig;
+            let subs = &mut SlotSubscriptions { channels: subs, transport };
+            assert_eq!(
+                fanout.remove_conn(from.conn, subs, conn),
+                [(name("b"), WS)],
+                "close_first={close_first}"
+            );
+        }
+        // A single-channel WebSocket's late reply is recorded inline and ended once.
+        let backend = TestBackend::new(true);
+        let mut rig = Rig::new();
+        rig.input(WS_CHANNEL);
+        rig.pump(&backend);
+        for (_, reply) in std::mem::take(&mut *backend.replies.lock().unwrap()) {
+            rig.reply(reply);
+        }
+        assert_eq!(rig.fanout.subscribers(&name("a")), [rig.from.conn]);
+        let Rig { conn, fanout, subs, transport, from, .. } = &mut rig;
+        let subs = &mut SlotSubscriptions { channels: subs, transport };
+        assert_eq!(fanout.remove_conn(from.conn, subs, conn), [(name("a"), WS)]);
+    }
+
+    #[test]
+    fn an_unsubscribed_inline_channel_is_not_ended_again_nor_replaced_by_one_not_named() {
         let backend = TestBackend::new(false);
         let mut rig = Rig::new();
         rig.input(ROOMS);
@@ -361,17 +443,16 @@ mod tests {
         fanout.unsubscribed(id, &mut subs, &name("a"));
         fanout.unsubscribed(id, &mut subs, &name("a"));
         assert!(subs.is_empty() && fanout.subscribers(&name("a")).is_empty());
-        // The inline place takes the next subscription; beyond it, a reply for a channel the
-        // session does not name is not recorded: its session already queued the
-        // `Unsubscribe` the backend applied after it.
+        // A reply for a channel the session does not name is not recorded, inline or not: its
+        // session already queued the `Unsubscribe` the backend applied after it.
         fanout.subscribed(id, &mut subs, conn, name("z"), WS);
-        assert_eq!(subs.channels.0.as_ref().map(ChannelName::as_str), Some("z"));
+        assert!(subs.is_empty() && fanout.subscribers(&name("z")).is_empty());
         fanout.subscribed(id, &mut subs, conn, name("y"), WS);
         assert!(fanout.subscribers(&name("y")).is_empty());
         let ended = sorted(fanout.remove_conn(id, &mut subs, conn));
-        // z inline (its transport as recorded), b and c through the session; a and y not at all.
-        assert_eq!(ended, [(name("b"), SSE_T), (name("c"), SSE_T), (name("z"), WS)]);
-        assert!(["b", "c", "z"].iter().all(|c| fanout.subscribers(&name(c)).is_empty()));
+        // b and c through the session; a, y and z not at all.
+        assert_eq!(ended, [(name("b"), SSE_T), (name("c"), SSE_T)]);
+        assert!(["b", "c"].iter().all(|c| fanout.subscribers(&name(c)).is_empty()));
     }
 
     #[test]

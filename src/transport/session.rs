@@ -224,34 +224,45 @@ pub struct HeldChannels {
 }
 
 impl Session {
+    /// The transport of a session whose channels [`Session::for_each_held_channel`] names (a
+    /// multi-channel stream or long poll, a command-mode WebSocket), also while it names none;
+    /// `None` for a single-channel session, whose one subscription is its slot's
+    /// ([`crate::fanout`]).
+    pub fn names_channels_as(&self) -> Option<Transport> {
+        match self {
+            Session::MultiStream(s) => Some(s.kind().transport()),
+            Session::MultiPoll(s) if s.is_long() => Some(Transport::LongPoll),
+            Session::WebSocket(s) if s.is_command_mode() => Some(Transport::WebSocket),
+            Session::WebSocket(_)
+            | Session::MultiPoll(_)
+            | Session::LongPoll(_)
+            | Session::Sse(_)
+            | Session::Stream(_) => None,
+        }
+    }
+
     /// Calls `f` with every channel this session may hold a subscription to (subscribed, or
     /// its `Subscribe` queued) beyond a single-channel session's one, and its transport: a
     /// multi-channel stream's or long poll's channels, a command-mode WebSocket's. Nothing for
     /// a single-channel session (its one subscription is its slot's, [`crate::fanout`]).
     pub fn for_each_held_channel(&self, mut f: impl FnMut(&ChannelName, Transport)) {
+        let Some(transport) = self.names_channels_as() else { return };
         match self {
-            Session::MultiStream(s) => {
-                let transport = s.kind().transport();
-                s.channels().for_each(|c| f(c, transport));
-            }
-            Session::MultiPoll(s) if s.is_long() => {
-                s.channels().iter().for_each(|c| f(c, Transport::LongPoll));
-            }
-            Session::WebSocket(s) => s.command_channels().for_each(|c| f(c, Transport::WebSocket)),
-            Session::MultiPoll(_) | Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => {}
+            Session::MultiStream(s) => s.channels().for_each(|c| f(c, transport)),
+            Session::MultiPoll(s) => s.channels().iter().for_each(|c| f(c, transport)),
+            Session::WebSocket(s) => s.command_channels().for_each(|c| f(c, transport)),
+            Session::LongPoll(_) | Session::Sse(_) | Session::Stream(_) => {}
         }
     }
 
-    /// What [`Session::for_each_held_channel`] names, kept for after the session; `None` when
-    /// it names nothing (no allocation for a single-channel session).
+    /// What [`Session::for_each_held_channel`] names, kept for after the session, also when
+    /// that is no channel (so a late `Subscribed` is still judged by the channels it names);
+    /// `None` for a single-channel session (no allocation for it).
     pub fn held_channels(&self) -> Option<HeldChannels> {
-        let mut transport = None;
+        let transport = self.names_channels_as()?;
         let mut channels = Vec::new();
-        self.for_each_held_channel(|c, t| {
-            transport = Some(t);
-            channels.push(c.clone());
-        });
-        Some(HeldChannels { transport: transport?, channels: channels.into_boxed_slice() })
+        self.for_each_held_channel(|c, _| channels.push(c.clone()));
+        Some(HeldChannels { transport, channels: channels.into_boxed_slice() })
     }
 
     /// The subscription's replay, and the hub's copy of the channel's name (kept instead of

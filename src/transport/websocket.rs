@@ -339,6 +339,12 @@ enum Liveness {
 }
 
 impl WsSession {
+    /// True in command mode (`pushwire.v1`), whose channels [`WsSession::command_channels`]
+    /// names, also when it names none.
+    pub fn is_command_mode(&self) -> bool {
+        matches!(self.serving, Serving::Commands(_))
+    }
+
     /// A command-mode connection's channels (subscribed, or their `Subscribe` queued), in
     /// subscription order; none otherwise.
     pub fn command_channels(&self) -> impl Iterator<Item = &ChannelName> {
