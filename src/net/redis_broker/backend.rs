@@ -6,8 +6,10 @@
 //! this node's loops at once, as on one node; any other goes to every node through the
 //! broker's control channel; `info` and `channels` are the broker's surveys of every node); the broker's answers and deliveries become [`LoopEvent`]s in the
 //! loops' [`Inbox`]es (the request token carries the connection's [`ConnId`]). A request the
-//! broker cannot take (queue full, Redis down) is answered at once with
-//! [`HubError::BackendUnavailable`] (503).
+//! broker cannot take is refused with [`HubError::BackendUnavailable`] (503): through the
+//! broker, after the connection's earlier requests, when its queue is full (the broker queues
+//! the refusal, `redis_broker::Limits::max_queued_requests`); at once when the broker stopped
+//! or even its refusals fill the queue.
 //!
 //! Does not: keep one connection's replies in submission order across kinds (a publish may be
 //! answered before an earlier subscribe of the same connection that waits for its channel to
@@ -272,6 +274,7 @@ impl HubBackend for RedisHub {
             BrokerRequest::Info { channel, .. } => Refused::Info(channel.clone()),
             BrokerRequest::Channels { .. } => Refused::Channels,
             BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
+            BrokerRequest::Refused { .. } => unreachable!("only queued by the client"),
         };
         match self.client.submit(request) {
             Ok(()) => Submitted::Later,

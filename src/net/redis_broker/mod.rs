@@ -117,7 +117,11 @@ use crate::redis::{resp, ReplyError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Most requests queued from the loops and not yet taken by the broker thread; beyond,
-    /// [`BrokerClient::submit`] fails with [`BrokerError::Overloaded`]. Default 65 536.
+    /// a request is refused with [`BrokerError::Overloaded`], the refusal itself queued (as
+    /// [`BrokerRequest::Refused`]) so that it is handed over after the same connection's
+    /// earlier requests, as a pipeline refusal is ([`Limits::max_pending_requests`]). At most
+    /// as many refusals again are queued; beyond those, [`BrokerClient::submit`] fails at once.
+    /// Default 65 536.
     pub max_queued_requests: usize,
     /// Most commands sent on the command connection and not yet answered (the pipeline);
     /// beyond, a request is refused at once with [`BrokerError::Overloaded`] (HTTP 503)
@@ -398,6 +402,64 @@ pub enum BrokerRequest {
         /// The most names (capped by the server API).
         limit: usize,
     },
+    /// Queued by [`BrokerClient::submit`] in place of a request it refused (the queue was
+    /// full, [`Limits::max_queued_requests`]): the broker hands `event` to `sink` after the
+    /// answers to the same connection's earlier requests, which are ahead of it in the queue
+    /// or in the pipeline (the loops match a connection's answers to its commands in order).
+    Refused {
+        /// The loop to answer.
+        sink: SinkId,
+        /// The refused request's token.
+        token: u64,
+        /// Its answer (an [`BrokerError::Overloaded`] error).
+        event: Box<BrokerEvent>,
+    },
+}
+
+impl BrokerRequest {
+    /// The answer to this request when it fails with `error`: its sink, token and event;
+    /// `None` for one that has no answer (`Unsubscribe`, `Refused`).
+    fn refusal(&self, error: BrokerError) -> Option<(SinkId, u64, BrokerEvent)> {
+        let (sink, token, event) = match self {
+            BrokerRequest::Publish { sink, token, .. } => {
+                (sink, token, BrokerEvent::Published { token: *token, result: Err(error) })
+            }
+            BrokerRequest::Read { sink, token, .. } => {
+                (sink, token, BrokerEvent::Read { token: *token, result: Err(error) })
+            }
+            BrokerRequest::Subscribe { sink, token, channel, transport, .. } => {
+                let channel = channel.clone();
+                (
+                    sink,
+                    token,
+                    BrokerEvent::Subscribed {
+                        token: *token,
+                        channel,
+                        transport: *transport,
+                        result: Err(error),
+                    },
+                )
+            }
+            BrokerRequest::Presence { sink, token, channel, .. } => (
+                sink,
+                token,
+                BrokerEvent::Presence { token: *token, channel: channel.clone(), result: Err(error) },
+            ),
+            BrokerRequest::Disconnect { sink, token, .. } => {
+                (sink, token, BrokerEvent::Disconnected { token: *token, result: Err(error) })
+            }
+            BrokerRequest::Info { sink, token, channel } => (
+                sink,
+                token,
+                BrokerEvent::Info { token: *token, channel: channel.clone(), result: Err(error) },
+            ),
+            BrokerRequest::Channels { sink, token, .. } => {
+                (sink, token, BrokerEvent::Channels { token: *token, result: Err(error) })
+            }
+            BrokerRequest::Unsubscribe { .. } | BrokerRequest::Refused { .. } => return None,
+        };
+        Some((*sink, *token, event))
+    }
 }
 
 /// A connection joining a channel's presence with its subscription.
@@ -646,7 +708,15 @@ impl BrokerClient {
         }
         if state.requests.len() >= self.queue.max {
             BrokerStats::add(&self.stats.failed, 1);
-            return Err(BrokerError::Overloaded);
+            // The refusal waits its turn behind the connection's earlier requests (at most
+            // `max` refusals beyond the `max` requests, see `Limits::max_queued_requests`).
+            let refusal = request.refusal(BrokerError::Overloaded);
+            let Some((sink, token, event)) = refusal.filter(|_| state.requests.len() < 2 * self.queue.max)
+            else {
+                return Err(BrokerError::Overloaded);
+            };
+            state.requests.push_back(BrokerRequest::Refused { sink, token, event: Box::new(event) });
+            return Ok(());
         }
         let first = state.requests.is_empty();
         state.requests.push_back(request);
@@ -736,5 +806,81 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose queue no broker thread drains (the queue stays as `submit` left it).
+    fn undrained(max: usize) -> (BrokerClient, Poll) {
+        let poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let queue = Arc::new(Queue {
+            requests: Mutex::new(QueueState { requests: VecDeque::new(), stopping: false }),
+            waker,
+            max,
+        });
+        (BrokerClient { queue, stats: Arc::new(BrokerStats::default()) }, poll)
+    }
+
+    fn read(sink: SinkId, token: u64) -> BrokerRequest {
+        let channel = ChannelName::parse("a").unwrap();
+        BrokerRequest::Read { sink, token, channel, since: Since::Tail, max_messages: 10 }
+    }
+
+    /// A request refused because the queue is full is queued as its refusal, behind the
+    /// requests already queued (so the broker answers it after the same connection's earlier
+    /// ones, as it does a pipeline refusal), up to as many refusals again; then at once.
+    #[test]
+    fn a_full_queue_queues_the_refusal_behind_earlier_requests_up_to_a_bound() {
+        let (client, _poll) = undrained(2);
+        let sink = SinkId::new(1).unwrap();
+        assert!(client.submit(read(sink, 1)).is_ok() && client.submit(read(sink, 2)).is_ok());
+        assert!(client.submit(read(sink, 3)).is_ok(), "queued as a refusal");
+        let channel = ChannelName::parse("b").unwrap();
+        let subscribe = BrokerRequest::Subscribe {
+            sink,
+            token: 4,
+            channel: channel.clone(),
+            since: Since::Tail,
+            transport: Transport::WebSocket,
+            member: None,
+        };
+        assert!(client.submit(subscribe).is_ok());
+        let unsubscribe = BrokerRequest::Unsubscribe {
+            sink,
+            channel,
+            transport: Transport::WebSocket,
+            conn: ConnId::new(1, 1),
+        };
+        assert!(matches!(client.submit(unsubscribe), Err(BrokerError::Overloaded)), "no answer to queue");
+        assert!(matches!(client.submit(read(sink, 5)), Err(BrokerError::Overloaded)), "past the bound");
+        assert_eq!(client.stats().failed.load(Ordering::Relaxed), 4);
+        let state = client.queue.requests.lock().unwrap();
+        let queued: Vec<String> = state
+            .requests
+            .iter()
+            .map(|r| match r {
+                BrokerRequest::Read { token, .. } => format!("read {token}"),
+                BrokerRequest::Refused { sink: s, token, event } if *s == sink => match &**event {
+                    BrokerEvent::Read { token: t, result: Err(BrokerError::Overloaded) } if t == token => {
+                        format!("refused read {token}")
+                    }
+                    BrokerEvent::Subscribed {
+                        token: t,
+                        channel,
+                        result: Err(BrokerError::Overloaded),
+                        ..
+                    } if t == token => {
+                        format!("refused subscribe {token} {}", channel.as_str())
+                    }
+                    other => format!("unexpected {other:?}"),
+                },
+                other => format!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(queued, ["read 1", "read 2", "refused read 3", "refused subscribe 4 b"]);
     }
 }

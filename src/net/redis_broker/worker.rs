@@ -640,6 +640,7 @@ impl Worker {
                 }
                 self.settle_waiters(&channel, now);
             }
+            BrokerRequest::Refused { sink, token, event } => self.answer_in_order(sink, token, *event),
             BrokerRequest::Unsubscribe { sink, channel, transport, conn } => {
                 self.leave_presence(&channel, ConnAddr { sink, conn });
                 self.remove_subscription(&channel, sink, transport, now);
