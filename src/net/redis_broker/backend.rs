@@ -242,6 +242,8 @@ impl HubBackend for RedisHub {
             Command::Presence { channel, list } => BrokerRequest::Presence { sink, token, channel, list },
             Command::Unsubscribe { channel, transport } => {
                 let request = BrokerRequest::Unsubscribe { sink, channel, transport, conn: from.conn };
+                // Never refused for a full queue (`Limits::max_queued_requests`); it fails only
+                // when the broker stops, and then every subscription ends with it.
                 let _ = self.client.submit(request);
                 return Submitted::NoReply;
             }

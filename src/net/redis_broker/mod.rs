@@ -121,7 +121,9 @@ pub struct Limits {
     /// [`BrokerRequest::Refused`]) so that it is handed over after the same connection's
     /// earlier requests, as a pipeline refusal is ([`Limits::max_pending_requests`]). At most
     /// as many refusals again are queued; beyond those, [`BrokerClient::submit`] fails at once.
-    /// Default 65 536.
+    /// An `Unsubscribe` is always queued: it has no answer to refuse with, dropping it would
+    /// leave a subscription counted that nothing ends, and there is at most one per
+    /// subscription the broker accepted, so live subscriptions bound them. Default 65 536.
     pub max_queued_requests: usize,
     /// Most commands sent on the command connection and not yet answered (the pipeline);
     /// beyond, a request is refused at once with [`BrokerError::Overloaded`] (HTTP 503)
@@ -706,7 +708,8 @@ impl BrokerClient {
         if state.stopping {
             return Err(BrokerError::Stopped);
         }
-        if state.requests.len() >= self.queue.max {
+        let unsubscribe = matches!(request, BrokerRequest::Unsubscribe { .. });
+        if state.requests.len() >= self.queue.max && !unsubscribe {
             BrokerStats::add(&self.stats.failed, 1);
             // The refusal waits its turn behind the connection's earlier requests (at most
             // `max` refusals beyond the `max` requests, see `Limits::max_queued_requests`).
@@ -832,7 +835,8 @@ mod tests {
 
     /// A request refused because the queue is full is queued as its refusal, behind the
     /// requests already queued (so the broker answers it after the same connection's earlier
-    /// ones, as it does a pipeline refusal), up to as many refusals again; then at once.
+    /// ones, as it does a pipeline refusal), up to as many refusals again; then at once. An
+    /// unsubscribe is queued even on a full queue (dropping it would leave its count).
     #[test]
     fn a_full_queue_queues_the_refusal_behind_earlier_requests_up_to_a_bound() {
         let (client, _poll) = undrained(2);
@@ -855,15 +859,16 @@ mod tests {
             transport: Transport::WebSocket,
             conn: ConnId::new(1, 1),
         };
-        assert!(matches!(client.submit(unsubscribe), Err(BrokerError::Overloaded)), "no answer to queue");
+        assert!(client.submit(unsubscribe).is_ok(), "an unsubscribe is never dropped");
         assert!(matches!(client.submit(read(sink, 5)), Err(BrokerError::Overloaded)), "past the bound");
-        assert_eq!(client.stats().failed.load(Ordering::Relaxed), 4);
+        assert_eq!(client.stats().failed.load(Ordering::Relaxed), 3);
         let state = client.queue.requests.lock().unwrap();
         let queued: Vec<String> = state
             .requests
             .iter()
             .map(|r| match r {
                 BrokerRequest::Read { token, .. } => format!("read {token}"),
+                BrokerRequest::Unsubscribe { channel, .. } => format!("unsubscribe {}", channel.as_str()),
                 BrokerRequest::Refused { sink: s, token, event } if *s == sink => match &**event {
                     BrokerEvent::Read { token: t, result: Err(BrokerError::Overloaded) } if t == token => {
                         format!("refused read {token}")
@@ -881,6 +886,6 @@ mod tests {
                 other => format!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(queued, ["read 1", "read 2", "refused read 3", "refused subscribe 4 b"]);
+        assert_eq!(queued, ["read 1", "read 2", "refused read 3", "refused subscribe 4 b", "unsubscribe b"]);
     }
 }
