@@ -328,6 +328,34 @@ pub struct ChannelPage {
     pub more: bool,
 }
 
+impl ChannelPage {
+    /// The names of `names` starting with `prefix` and sorting after `after` (byte order), the
+    /// smallest `limit` of them, and whether more match. Costs one step per name and holds at
+    /// most `limit + 1` names while it looks.
+    pub fn of<'a>(
+        names: impl Iterator<Item = &'a ChannelName>,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ChannelPage {
+        let mut smallest = std::collections::BinaryHeap::new();
+        for name in names {
+            let text = name.as_str();
+            if !text.starts_with(prefix) || after.is_some_and(|a| text <= a) {
+                continue;
+            }
+            smallest.push(name);
+            if smallest.len() > limit.saturating_add(1) {
+                smallest.pop();
+            }
+        }
+        let mut channels: Vec<ChannelName> = smallest.into_sorted_vec().into_iter().cloned().collect();
+        let more = channels.len() > limit;
+        channels.truncate(limit);
+        ChannelPage { channels, more }
+    }
+}
+
 /// Why the hub refused an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -605,21 +633,7 @@ impl Hub {
     /// of them, smallest first. Costs one step per channel and holds at most `limit + 1`
     /// names while it looks.
     pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> ChannelPage {
-        let mut smallest = std::collections::BinaryHeap::new();
-        for name in self.channels.by_name.keys() {
-            let text = name.as_str();
-            if !text.starts_with(prefix) || after.is_some_and(|a| text <= a) {
-                continue;
-            }
-            smallest.push(name);
-            if smallest.len() > limit.saturating_add(1) {
-                smallest.pop();
-            }
-        }
-        let mut channels: Vec<ChannelName> = smallest.into_sorted_vec().into_iter().cloned().collect();
-        let more = channels.len() > limit;
-        channels.truncate(limit);
-        ChannelPage { channels, more }
+        ChannelPage::of(self.channels.by_name.keys(), prefix, after, limit)
     }
 
     /// Current counters.

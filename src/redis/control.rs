@@ -5,7 +5,7 @@
 //! Implements: the JSON form of [`ControlFrame`] ([`encode`], [`parse`], every field bounded
 //! by [`ControlLimits`] before it is kept), the pub/sub names ([`control_channel`], every
 //! node subscribes it; [`node_channel`], one node's replies), and the pure halves of a survey:
-//! a node's local page of channel names ([`local_page`]) and the merge of every node's page
+//! a node's local page of channel names ([`ChannelPage::of`]) and the merge of every node's page
 //! ([`merge_pages`]).
 //!
 //! The messages (Centrifugo's design: one control channel, a node registry by heartbeat,
@@ -315,32 +315,6 @@ pub fn parse(bytes: &[u8], limits: &ControlLimits) -> Result<ControlFrame, Contr
     Ok(ControlFrame { from, control })
 }
 
-/// The names of `names` starting with `prefix` and sorting after `after` (byte order), the
-/// smallest `limit` of them, and whether more match. Holds at most `limit + 1` names while it
-/// looks.
-pub fn local_page<'a>(
-    names: impl Iterator<Item = &'a ChannelName>,
-    prefix: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> ChannelPage {
-    let mut smallest = std::collections::BinaryHeap::new();
-    for name in names {
-        let text = name.as_str();
-        if !text.starts_with(prefix) || after.is_some_and(|a| text <= a) {
-            continue;
-        }
-        smallest.push(name);
-        if smallest.len() > limit.saturating_add(1) {
-            smallest.pop();
-        }
-    }
-    let mut channels: Vec<ChannelName> = smallest.into_sorted_vec().into_iter().cloned().collect();
-    let more = channels.len() > limit;
-    channels.truncate(limit);
-    ChannelPage { channels, more }
-}
-
 /// Every node's page merged into one of at most `limit` names: each node gave its smallest
 /// `limit` matches (and whether it had more), so the union holds the cluster's smallest
 /// `limit`; a name on several nodes counts once.
@@ -522,14 +496,17 @@ mod tests {
     fn pages_merge_to_the_smallest_names_of_every_node() {
         let a: Vec<ChannelName> = ["r.1", "r.3", "r.5", "x"].map(name).to_vec();
         let b: Vec<ChannelName> = ["r.2", "r.3", "r.4"].map(name).to_vec();
-        let pa = local_page(a.iter(), "r.", Some("r.1"), 2);
+        let pa = ChannelPage::of(a.iter(), "r.", Some("r.1"), 2);
         assert_eq!((pa.channels.clone(), pa.more), (vec![name("r.3"), name("r.5")], false));
-        let pb = local_page(b.iter(), "r.", Some("r.1"), 2);
+        let pb = ChannelPage::of(b.iter(), "r.", Some("r.1"), 2);
         assert_eq!((pb.channels.clone(), pb.more), (vec![name("r.2"), name("r.3")], true));
         let merged = merge_pages([pa, pb], 2);
         assert_eq!((merged.channels, merged.more), (vec![name("r.2"), name("r.3")], true));
         let last = merge_pages(
-            [local_page(a.iter(), "r.", Some("r.3"), 5), local_page(b.iter(), "r.", Some("r.3"), 5)],
+            [
+                ChannelPage::of(a.iter(), "r.", Some("r.3"), 5),
+                ChannelPage::of(b.iter(), "r.", Some("r.3"), 5),
+            ],
             5,
         );
         assert_eq!((last.channels, last.more), (vec![name("r.4"), name("r.5")], false));

@@ -24,8 +24,8 @@ use crate::hub::{
 use crate::metrics::LocalHistogram;
 use crate::protocol::Transport;
 use crate::redis::control::{
-    self, control_channel, length_command, local_page, merge_pages, meta_command, node_channel,
-    parse_length_reply, parse_meta_reply, Control, ControlFrame,
+    self, control_channel, length_command, merge_pages, meta_command, node_channel, parse_length_reply,
+    parse_meta_reply, Control, ControlFrame,
 };
 use crate::redis::frame::{parse_frame, Frame};
 use crate::redis::info::{info_command, parse_info, Incarnation};
@@ -696,7 +696,7 @@ impl Worker {
     fn local_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> ChannelPage {
         let names =
             self.channels.iter().filter(|(_, live)| !live.by_transport.is_empty()).map(|(name, _)| name);
-        local_page(names, prefix, after, limit)
+        ChannelPage::of(names, prefix, after, limit)
     }
 
     /// Records a survey and asks every node (`request` with its id); `None` when it cannot
