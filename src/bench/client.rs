@@ -67,6 +67,16 @@ pub fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Transp
     .try_map(|name: String| Transport::parse(&name).ok_or(format!("`{name}` is not a transport")))
 }
 
+/// The WebSocket subprotocols a push subscriber of `bench idle` and `bench fanout` offers:
+/// `pushwire.v1` over WebSocket when it waits for the opening cursor, none otherwise.
+pub fn subscriber_protocols(transport: Transport, wait_for_cursor: bool) -> Vec<String> {
+    if wait_for_cursor && transport == Transport::WebSocket {
+        vec!["pushwire.v1".to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// What to ask for on a new connection.
 #[derive(Debug, Clone)]
 pub struct Request {

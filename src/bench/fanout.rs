@@ -52,7 +52,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::client::{open_all, transport_parser, Clients, Opening, Received, Request, Wire};
+use super::client::{
+    open_all, subscriber_protocols, transport_parser, Clients, Opening, Received, Request, Wire,
+};
 use super::histogram::Histogram;
 use super::payload::find_text;
 use super::publisher::publish;
@@ -446,11 +448,7 @@ pub fn run(options: &FanoutOptions) -> Result<Report, String> {
                 wire: Wire::Push(options.transport),
                 host: url.host.clone(),
                 path: url.path.clone(),
-                protocols: if wait_for_cursor && options.transport == Transport::WebSocket {
-                    vec!["pushwire.v1".to_string()]
-                } else {
-                    Vec::new()
-                },
+                protocols: subscriber_protocols(options.transport, wait_for_cursor),
                 // A long poll answer holds a batch of messages in JSON.
                 max_message_bytes: (options.size_bytes * 2 + 1024) * 128,
                 deflate: options.deflate,

@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{open_all, transport_parser, Clients, Opening, Received, Request, Wire};
+use super::client::{
+    open_all, subscriber_protocols, transport_parser, Clients, Opening, Received, Request, Wire,
+};
 use super::report::Report;
 use super::system::{ensure_open_files, open_files_limit_of, resident_bytes, source_addrs};
 use super::url::Url;
@@ -77,11 +79,7 @@ pub fn run(options: &IdleOptions) -> Result<Report, String> {
         wire: Wire::Push(options.transport),
         host: url.host.clone(),
         path: url.path.clone(),
-        protocols: if wait_for_cursor && options.transport == Transport::WebSocket {
-            vec!["pushwire.v1".to_string()]
-        } else {
-            Vec::new()
-        },
+        protocols: subscriber_protocols(options.transport, wait_for_cursor),
         max_message_bytes: 64 * 1024,
         deflate: false,
         tls: None,
