@@ -103,7 +103,7 @@ fn html_sse_three_channels_labelled_and_browser_resume_is_exact_per_channel() {
 fn html_sse_curl_with_repeated_channel_parameters() {
     let server = Server::start(&[]);
     let url = format!("http://{}/channels?channel=qa&channel=qb", server.addr);
-    let lines = Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: text/event-stream", &url]);
+    let lines = Lines::curl_sse(&url);
     lines.until(|l| l.starts_with("id:"));
     lines.until(|l| l.is_empty());
     publish(&server, "qb", "to-b");

@@ -36,17 +36,7 @@ fn failed_start(redis_url: &str, extra: &[&str]) -> (Option<i32>, String) {
 fn assert_shared(a: &Server, b: &Server, channel: &str) {
     let since = json_field(&poll(b, channel, None).text(), "next").unwrap();
     let query = format!("since={}", since.replace(':', "%3A"));
-    let sse = Lines::spawn(
-        "curl",
-        &[
-            "-sN",
-            "--max-time",
-            "20",
-            "-H",
-            "Accept: text/event-stream",
-            &url(b, &format!("/channels/{channel}?{query}")),
-        ],
-    );
+    let sse = Lines::curl_sse(&url(b, &format!("/channels/{channel}?{query}")));
     // The stream opens with the starting cursor: then the subscription is live.
     let opened = format!("id: {since}");
     assert_eq!(sse.until(|l| l.starts_with("id:")), opened);

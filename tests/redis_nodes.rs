@@ -38,17 +38,7 @@ fn redis_nodes_publish_on_any_node_reaches_every_transport_once_in_order_with_th
     // Every subscriber starts from the same cursor, read on yet another node.
     let since = tail(&c, "x");
     let query = format!("since={}", since.replace(':', "%3A"));
-    let sse = Lines::spawn(
-        "curl",
-        &[
-            "-sN",
-            "--max-time",
-            "20",
-            "-H",
-            "Accept: text/event-stream",
-            &url(&b, &format!("/channels/x?{query}")),
-        ],
-    );
+    let sse = Lines::curl_sse(&url(&b, &format!("/channels/x?{query}")));
     let stream = Lines::spawn(
         "curl",
         &[
@@ -567,17 +557,7 @@ fn redis_nodes_pubsub_shards_flag_spreads_a_nodes_channels_over_connections() {
         .map(|channel| {
             let since = json_field(&poll(&b, channel, None).text(), "next").unwrap();
             let query = format!("since={}", since.replace(':', "%3A"));
-            let sse = Lines::spawn(
-                "curl",
-                &[
-                    "-sN",
-                    "--max-time",
-                    "20",
-                    "-H",
-                    "Accept: text/event-stream",
-                    &url(&b, &format!("/channels/{channel}?{query}")),
-                ],
-            );
+            let sse = Lines::curl_sse(&url(&b, &format!("/channels/{channel}?{query}")));
             // Opened with its cursor: the subscription is live.
             assert_eq!(sse.until(|l| l.starts_with("id:")), format!("id: {since}"));
             sse

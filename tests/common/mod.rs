@@ -253,6 +253,12 @@ pub struct Lines {
 }
 
 impl Lines {
+    /// curl as an EventSource would subscribe: `url` with `Accept: text/event-stream`,
+    /// unbuffered, for at most 20 s.
+    pub fn curl_sse(url: &str) -> Lines {
+        Lines::spawn("curl", &["-sN", "--max-time", "20", "-H", "Accept: text/event-stream", url])
+    }
+
     /// Spawns `program args…` with stdout piped line by line.
     pub fn spawn(program: &str, args: &[&str]) -> Lines {
         let mut child = Command::new(program)
