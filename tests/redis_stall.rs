@@ -17,6 +17,9 @@
 //! WebSocket reply names its own command, a refused publish never takes the answer (and the
 //! cursor) of an earlier publish of the same connection still in the pipeline.
 //!
+//! And with Redis's script cache flushed again and again (`SCRIPT FLUSH`) under a pipelined
+//! WebSocket publisher: publishes re-sent after `NOSCRIPT` keep every reply in its place.
+//!
 //! Time bounds here detect hangs, with room for a loaded machine; they are not performance
 //! claims. Redis is killed by its guard (SIGKILL also ends a stopped process) and the nodes by
 //! theirs, even when an assertion fails.
@@ -522,4 +525,96 @@ fn redis_stall_a_refused_publish_never_takes_the_answer_of_an_earlier_one() {
         }
     }
     assert!(ok >= 1 && refused >= SENT - MAX_PENDING as usize, "{ok} ok, {refused} refused: {replies:?}");
+}
+
+/// Redis loses its script cache (`SCRIPT FLUSH`, as a restart or a failover also does) again
+/// and again while one WebSocket connection pipelines publishes: the broker re-sends each
+/// publish answered `NOSCRIPT` with `EVAL`, and later publishes of the same connection already
+/// in the pipeline may run (and be answered by Redis) before it. Every ack must still come in
+/// the order of the connection's publishes and name its own message, the publisher (itself
+/// subscribed) is sent none of its `except_self` messages, and another subscriber gets every
+/// message once, in offset order.
+#[test]
+fn redis_stall_script_flush_keeps_each_connections_answers_in_order() {
+    const SENT: usize = 10_000;
+    /// Publishes in flight on the connection (the loop refuses beyond 64).
+    const WINDOW: usize = 32;
+    let redis = RedisServer::start();
+    let a = Server::start(&["--redis", &format!("redis://127.0.0.1:{}", redis.port), "--threads", "1"]);
+    readyz_until(&a, 200);
+    let (seen, subscriber) = ws_subscriber(&a);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let stop = stop.clone();
+        let mut client = redis.client();
+        thread::spawn(move || {
+            let mut flushes = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                client.call(&pushwire::redis::resp::Command::new("SCRIPT").arg("FLUSH"));
+                flushes += 1;
+                thread::sleep(Duration::from_micros(200));
+            }
+            flushes
+        })
+    };
+
+    // The publisher is subscribed too, and never sent its own messages (`except_self`): the
+    // broker holds a channel's deliveries while an answer of this node waits for an earlier
+    // one, so the loop has each id before its message.
+    let mut v1 = V1::connect(&a, None);
+    let ok = v1.ask(json!({"type":"subscribe","channel":CHANNEL,"req":"s"}));
+    assert_eq!(ok["type"], "ok", "{ok}");
+    v1.ws.stream.set_read_timeout(Some(SETTLE)).unwrap();
+    let publish = |v1: &mut V1, i: usize| {
+        let data = format!("p-{i}");
+        v1.send(&json!({"type":"publish","channel":CHANNEL,"data":data,"except_self":true,"req":i}));
+    };
+    for i in 0..WINDOW {
+        publish(&mut v1, i);
+    }
+    let mut acks: Vec<String> = Vec::with_capacity(SENT);
+    for i in 0..SENT {
+        let reply = v1.reply();
+        assert_eq!(
+            (reply["type"].as_str(), reply["req"].as_u64()),
+            (Some("ok"), Some(i as u64)),
+            "reply {i} out of turn (after {} acks): {reply}",
+            acks.len()
+        );
+        acks.push(reply["id"].as_str().unwrap().to_string());
+        if i + WINDOW < SENT {
+            publish(&mut v1, i + WINDOW);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let flushes = flusher.join().unwrap();
+    let end = v1.ask(json!({"type":"publish","channel":CHANNEL,"data":"end","req":"end"}));
+    assert_eq!(end["type"], "ok", "{end}");
+    assert_eq!(v1.message()["data"], "end", "the publisher got none of its except_self messages");
+    subscriber.join().unwrap();
+    assert!(!seen.closed.load(Ordering::SeqCst), "the subscriber ended before `end`");
+
+    let items = seen.items.lock().unwrap().clone();
+    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    let mut previous: Option<&str> = None;
+    for item in &items {
+        let Got::Message { id, data } = item else { panic!("a gap although Redis lost nothing: {items:?}") };
+        if let Some(prev) = previous {
+            assert_eq!(epoch(prev), epoch(id), "the epoch changed at {id}");
+            assert_eq!(offset(id), offset(prev) + 1, "{prev} then {id}");
+        }
+        previous = Some(id);
+        assert!(by_id.insert(id, data).is_none(), "{id} delivered twice");
+    }
+    assert_eq!(items.len(), SENT + 1, "every message once");
+    for (i, id) in acks.iter().enumerate() {
+        assert_eq!(by_id.get(id.as_str()).copied(), Some(format!("p-{i}").as_str()), "ack {i} names {id}");
+    }
+    // Acks whose message Redis stored before an earlier publish's: that one was re-sent.
+    let overtaken = acks.windows(2).filter(|w| offset(&w[1]) < offset(&w[0])).count();
+    eprintln!(
+        "{flushes} script flushes during {SENT} publishes; {overtaken} acks overtook an earlier publish"
+    );
+    assert!(flushes > 0);
 }

@@ -13,8 +13,8 @@
 //!
 //! Does not: keep one connection's replies in submission order across kinds (a publish may be
 //! answered before an earlier subscribe of the same connection that waits for its channel to
-//! be live; publishes and reads keep their order, a refused one included: the broker hands
-//! its refusal over after the connection's earlier requests still in flight), expire anything
+//! be live; publishes and reads keep their order, a refused or re-sent one included: the
+//! broker hands each answer over after the connection's earlier requests' answers), expire anything
 //! (Redis expires the keys),
 //! or count history in `Stats` (only live channels).
 

@@ -10,7 +10,9 @@
 //!   then publishes and reads in the order asked, matched to replies by a FIFO of pending
 //!   requests bounded by [`Limits::max_pending_requests`] (full: the request fails at once
 //!   with [`BrokerError::Overloaded`]). `NOSCRIPT` re-sends that one request with `EVAL`; an
-//!   epoch collision re-sends it with a new candidate. `READONLY`, `LOADING`, `MASTERDOWN`, a
+//!   epoch collision re-sends it with a new candidate; either way the same connection's later
+//!   requests may be answered first, and a refusal comes at once: each connection's answers
+//!   are still handed over in the order of its requests (`order.rs`). `READONLY`, `LOADING`, `MASTERDOWN`, a
 //!   codec error, EOF, a request older than [`Limits::request_timeout`], or an `INFO` re-read
 //!   (every [`Limits::info_interval`]) showing another incarnation close the connection: the
 //!   pending requests fail with [`BrokerError::Unavailable`] (HTTP 503) and the broker
@@ -51,7 +53,8 @@
 //! **A publish is answered before its delivery** to the same sink: while this node has
 //! publishes in flight to a channel, that channel's deliveries are held until the answers
 //! covering them are handed over (the answer comes on the command connection, the message on
-//! pub/sub, in either order), so `except_self` can skip the delivery by the answered id.
+//! pub/sub, in either order), so `except_self` can skip the delivery by the answered id; an
+//! answer kept behind an earlier one of its connection holds the channel's deliveries too.
 //!
 //! **Presence** ([`BrokerRequest::Subscribe`] with a [`BrokerMember`]): the broker keeps this
 //! node's members per live channel, writes them with the presence script
@@ -86,6 +89,7 @@
 
 mod backend;
 mod link;
+mod order;
 mod worker;
 
 pub use backend::{serve, RedisHub};

@@ -12,6 +12,7 @@ use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
 
 use super::link::{Link, ReadOutcome, TlsSetup};
+use super::order::AnswerOrder;
 use super::{
     BrokerConfig, BrokerError, BrokerEvent, BrokerOutbox, BrokerRequest, BrokerStats, Limits, Queue,
 };
@@ -64,16 +65,14 @@ enum Pending {
     /// `AUTH`, `SELECT`, `CLIENT SETNAME`: `+OK`.
     Handshake,
     /// `INFO`: right after connecting (`initial`), then every `info_interval`.
-    Info {
-        initial: bool,
-    },
+    Info { initial: bool },
     /// `SCRIPT LOAD`; the connection is ready after the `last` one.
-    ScriptLoad {
-        last: bool,
-    },
+    ScriptLoad { last: bool },
     Publish {
         sink: SinkId,
         token: u64,
+        /// Its place among the connection's answers (`AnswerOrder::ticket`), kept on a resend.
+        ticket: u64,
         channel: ChannelName,
         event: Option<Arc<str>>,
         payload: Payload,
@@ -83,47 +82,26 @@ enum Pending {
     Read {
         sink: SinkId,
         token: u64,
+        ticket: u64,
         channel: ChannelName,
         since: Since,
         max_messages: usize,
         invoke: Invoke,
     },
     /// A read the channel's sequence asked for (live channel `id`).
-    SequenceRead {
-        channel: ChannelName,
-        id: u64,
-        since: Since,
-        invoke: Invoke,
-    },
+    SequenceRead { channel: ChannelName, id: u64, since: Since, invoke: Invoke },
     /// A subscriber's replay, one page or round of it.
     SubscribeRead(Box<SubscribeRead>),
     /// Presence members added (or refreshed) or removed; the reply is a count.
-    PresenceWrite {
-        channel: ChannelName,
-        batch: PresenceBatch,
-        invoke: Invoke,
-    },
+    PresenceWrite { channel: ChannelName, batch: PresenceBatch, invoke: Invoke },
     /// A presence list asked by a loop.
-    PresenceList {
-        sink: SinkId,
-        token: u64,
-        channel: ChannelName,
-        list: bool,
-        invoke: Invoke,
-    },
+    PresenceList { sink: SinkId, token: u64, ticket: u64, channel: ChannelName, list: bool, invoke: Invoke },
     /// A `PUBLISH` on a control or node channel; `answer`: a server API disconnect waits.
-    ControlPublish {
-        command: Command,
-        answer: Option<DisconnectAnswer>,
-    },
+    ControlPublish { command: Command, answer: Option<DisconnectAnswer> },
     /// An `info` survey's read of the channel's meta (`HMGET`).
-    SurveyMeta {
-        survey: u64,
-    },
+    SurveyMeta { survey: u64 },
     /// An `info` survey's read of the history length (`XLEN`).
-    SurveyLength {
-        survey: u64,
-    },
+    SurveyLength { survey: u64 },
 }
 
 /// Who waits for a control `disconnect` to be published, and what this node applies then.
@@ -131,6 +109,7 @@ enum Pending {
 struct DisconnectAnswer {
     sink: SinkId,
     token: u64,
+    ticket: u64,
     /// Applied on this node once published (a user's disconnect: every node's).
     local: Option<Arc<Disconnect>>,
 }
@@ -209,27 +188,17 @@ struct SubscribeRead {
 struct InFlight {
     pending: Pending,
     sent_at: Instant,
-    /// Increases with each command sent: the pipeline is sorted by it.
-    seq: u64,
-    /// Answers to later requests of the same connection that were refused while this one was
-    /// in flight, handed over right after this one's own answer (see [`Worker::answer_in_order`]).
-    then: Vec<(SinkId, BrokerEvent)>,
 }
 
-impl Pending {
-    /// The connection waiting for this command's answer (its sink and token), for the
-    /// requests the loops match to their commands in order.
-    fn requester(&self) -> Option<(SinkId, u64)> {
-        match self {
-            Pending::Publish { sink, token, .. }
-            | Pending::Read { sink, token, .. }
-            | Pending::PresenceList { sink, token, .. } => Some((*sink, *token)),
-            Pending::ControlPublish { answer: Some(DisconnectAnswer { sink, token, .. }), .. } => {
-                Some((*sink, *token))
-            }
-            _ => None,
-        }
-    }
+/// This node's publishes to one channel whose answers are not handed over yet (see
+/// `Live::held`).
+#[derive(Debug, Default)]
+struct Publishing {
+    /// Sent and not answered by Redis.
+    in_flight: usize,
+    /// Answered with a cursor, the answer waiting behind an earlier one of its connection
+    /// (`AnswerOrder`).
+    behind: usize,
 }
 
 /// A connection's lifecycle around its [`Link`].
@@ -335,8 +304,10 @@ struct Live {
     /// Messages ready for the sinks but held until this node's publishes in flight to the
     /// channel are answered, so a sink always gets a publish's answer before the message's
     /// delivery (`except_self` skips the delivery by the id the answer carries), whichever
-    /// connection Redis answers on first. Released as the answers come; bounded in time by
-    /// `request_timeout` (a late answer closes the connection and fails the publishes).
+    /// connection Redis answers on first, and while an answer of this node's waits behind an
+    /// earlier one of its connection (`Publishing::behind`). Released as the answers are
+    /// handed over; bounded in time by `request_timeout` (a late answer closes the connection
+    /// and fails the publishes).
     held: VecDeque<Arc<Message>>,
     /// The epoch of the last message handed to the sinks (a change is counted).
     last_epoch: Option<Epoch>,
@@ -363,10 +334,9 @@ struct Worker {
     outbox: Arc<dyn BrokerOutbox>,
     cmd: Connection,
     pending: VecDeque<InFlight>,
-    /// The `seq` of the next command sent.
-    next_seq: u64,
-    /// Per connection with requests in the pipeline: the `seq` of its latest one.
-    last_sent: HashMap<(SinkId, u64), u64>,
+    /// Each connection's answers in the order of its requests (publishes, reads, presence
+    /// lists, disconnects, and the refusals of any request), by sink and token.
+    order: AnswerOrder<(SinkId, u64), (BrokerEvent, Option<ChannelName>)>,
     incarnation: Option<Incarnation>,
     next_info_at: Option<Instant>,
     /// The pub/sub connections, one per shard.
@@ -374,8 +344,8 @@ struct Worker {
     ping_count: u64,
     /// Presence changes of this turn, in order.
     presence_ops: Vec<(ChannelName, PresenceOp)>,
-    /// This node's publishes in flight (sent, not answered), per channel.
-    publishing: HashMap<ChannelName, usize>,
+    /// This node's publishes not handed over yet, per channel.
+    publishing: HashMap<ChannelName, Publishing>,
     next_presence_refresh_at: Instant,
     channels: HashMap<ChannelName, Live>,
     next_channel_id: u64,
@@ -422,8 +392,7 @@ pub(super) fn run(
         stats,
         outbox,
         pending: VecDeque::new(),
-        next_seq: 0,
-        last_sent: HashMap::new(),
+        order: AnswerOrder::new(),
         incarnation: None,
         next_info_at: None,
         ping_count: 0,
@@ -594,17 +563,19 @@ impl Worker {
     fn handle_request(&mut self, request: BrokerRequest, now: Instant) {
         match request {
             BrokerRequest::Publish { sink, token, channel, event, payload } => {
+                let ticket = self.order.ticket((sink, token));
                 let frames = &self.limits().frames;
                 if payload.len_bytes() > frames.max_payload_bytes
                     || event.as_ref().is_some_and(|e| e.len() > frames.max_event_bytes)
                 {
                     let event = BrokerEvent::Published { token, result: Err(BrokerError::MessageTooLarge) };
-                    self.answer_in_order(sink, token, event);
+                    self.hand_over(sink, token, ticket, event, None);
                     return;
                 }
                 let pending = Pending::Publish {
                     sink,
                     token,
+                    ticket,
                     channel,
                     event,
                     payload,
@@ -614,8 +585,9 @@ impl Worker {
                 self.send_or_fail(pending, now);
             }
             BrokerRequest::Read { sink, token, channel, since, max_messages } => {
+                let ticket = self.order.ticket((sink, token));
                 let pending =
-                    Pending::Read { sink, token, channel, since, max_messages, invoke: Invoke::Sha };
+                    Pending::Read { sink, token, ticket, channel, since, max_messages, invoke: Invoke::Sha };
                 self.send_or_fail(pending, now);
             }
             BrokerRequest::Subscribe { sink, token, channel, since, transport, member } => {
@@ -640,13 +612,18 @@ impl Worker {
                 }
                 self.settle_waiters(&channel, now);
             }
-            BrokerRequest::Refused { sink, token, event } => self.answer_in_order(sink, token, *event),
+            BrokerRequest::Refused { sink, token, event } => {
+                let ticket = self.order.ticket((sink, token));
+                self.hand_over(sink, token, ticket, *event, None);
+            }
             BrokerRequest::Unsubscribe { sink, channel, transport, conn } => {
                 self.leave_presence(&channel, ConnAddr { sink, conn });
                 self.remove_subscription(&channel, sink, transport, now);
             }
             BrokerRequest::Presence { sink, token, channel, list } => {
-                let pending = Pending::PresenceList { sink, token, channel, list, invoke: Invoke::Sha };
+                let ticket = self.order.ticket((sink, token));
+                let pending =
+                    Pending::PresenceList { sink, token, ticket, channel, list, invoke: Invoke::Sha };
                 self.send_or_fail(pending, now);
             }
             BrokerRequest::Disconnect { sink, token, disconnect } => {
@@ -656,7 +633,8 @@ impl Worker {
                 let local = to.is_none().then(|| disconnect.clone());
                 let control = Control::Disconnect { to, disconnect: (*disconnect).clone() };
                 let command = self.control_command(&self.control_name, control);
-                let answer = Some(DisconnectAnswer { sink, token, local });
+                let ticket = self.order.ticket((sink, token));
+                let answer = Some(DisconnectAnswer { sink, token, ticket, local });
                 self.send_or_fail(Pending::ControlPublish { command, answer }, now);
             }
             BrokerRequest::Info { sink, token, channel } => {
@@ -1089,48 +1067,55 @@ impl Worker {
     /// Sends `pending`'s command, or answers its request with the reason it cannot be sent.
     fn send_or_fail(&mut self, pending: Pending, now: Instant) {
         if let Err((pending, error)) = self.send(pending, now) {
-            match client_failure(&pending, error.clone()) {
-                Some((sink, token, event)) => self.answer_in_order(sink, token, event),
-                None => self.fail_pending(pending, error, now),
-            }
+            self.fail_pending(pending, error, now);
         }
     }
 
-    /// Answers a request refused without reaching Redis (pipeline full, not connected, too
-    /// large) after the connection's earlier requests still in the pipeline: the loops match a
-    /// connection's answers to its commands in order (`transport/rooms.rs`, one FIFO per
-    /// connection), so a refusal handed over at once would take the answer of the oldest one
-    /// in flight, and that publish's cursor would go to the refused command (found by
-    /// `redis_stall_a_refused_publish_never_takes_the_answer_of_an_earlier_one`).
-    fn answer_in_order(&mut self, sink: SinkId, token: u64, event: BrokerEvent) {
-        let behind = self
-            .last_sent
-            .get(&(sink, token))
-            .and_then(|seq| self.pending.binary_search_by_key(seq, |f| f.seq).ok());
-        match behind {
-            Some(i) => self.pending[i].then.push((sink, event)),
-            None => self.answer(sink, event),
-        }
-    }
-
-    /// Takes `in_flight` out of the pipeline's bookkeeping; its deferred answers, to hand over
-    /// once its own is.
-    fn retire(&mut self, in_flight: &mut InFlight) -> Vec<(SinkId, BrokerEvent)> {
-        if let Some(key) = in_flight.pending.requester() {
-            if self.last_sent.get(&key) == Some(&in_flight.seq) {
-                self.last_sent.remove(&key);
+    /// Hands `event`, the answer to the request of connection (`sink`, `token`) that took
+    /// `ticket`, over after the connection's earlier answers, then those of its later requests
+    /// that were in before it (`order.rs`): the loops match a connection's answers to its
+    /// commands in order, so an answer handed over early would take an earlier command's
+    /// place, and a publish's cursor would go to another command (a refusal ahead of the
+    /// pipeline: `redis_stall_a_refused_publish_never_takes_the_answer_of_an_earlier_one`;
+    /// a publish re-sent after `NOSCRIPT`: `redis_stall_script_flush_keeps_each_connections_answers_in_order`).
+    /// `published`: the channel of a publish answered with its cursor, whose deliveries are
+    /// held while the answer waits (`Live::held`).
+    fn hand_over(
+        &mut self,
+        sink: SinkId,
+        token: u64,
+        ticket: u64,
+        event: BrokerEvent,
+        published: Option<ChannelName>,
+    ) {
+        let key = (sink, token);
+        let waits = published.clone();
+        let Some((event, _)) = self.order.answer(key, ticket, (event, published)) else {
+            if let Some(channel) = waits {
+                self.publishing.entry(channel).or_default().behind += 1;
             }
+            return;
+        };
+        self.answer(sink, event);
+        let mut released = Vec::new();
+        while let Some((event, published)) = self.order.next_ready(key) {
+            self.answer(sink, event);
+            released.extend(published);
         }
-        std::mem::take(&mut in_flight.then)
+        // Every answer first, then the deliveries they release.
+        for channel in released {
+            if let Some(publishing) = self.publishing.get_mut(&channel) {
+                publishing.behind -= 1;
+                if publishing.in_flight == 0 && publishing.behind == 0 {
+                    self.publishing.remove(&channel);
+                }
+            }
+            self.release_held(&channel);
+        }
     }
 
     fn push_in_flight(&mut self, pending: Pending, now: Instant) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(key) = pending.requester() {
-            self.last_sent.insert(key, seq);
-        }
-        self.pending.push_back(InFlight { pending, sent_at: now, seq, then: Vec::new() });
+        self.pending.push_back(InFlight { pending, sent_at: now });
     }
 
     fn send(&mut self, pending: Pending, now: Instant) -> Result<(), (Pending, BrokerError)> {
@@ -1201,7 +1186,7 @@ impl Worker {
         };
         link.queue(&command);
         if let Pending::Publish { channel, .. } = &pending {
-            *self.publishing.entry(channel.clone()).or_default() += 1;
+            self.publishing.entry(channel.clone()).or_default().in_flight += 1;
         }
         self.push_in_flight(pending, now);
         Ok(())
@@ -1212,11 +1197,17 @@ impl Worker {
     fn fail_pending(&mut self, pending: Pending, error: BrokerError, now: Instant) {
         match pending {
             Pending::Handshake | Pending::Info { .. } | Pending::ScriptLoad { .. } => {}
-            Pending::Publish { sink, token, .. } => {
-                self.answer(sink, BrokerEvent::Published { token, result: Err(error) });
+            Pending::Publish { sink, token, ticket, .. } => {
+                self.hand_over(
+                    sink,
+                    token,
+                    ticket,
+                    BrokerEvent::Published { token, result: Err(error) },
+                    None,
+                );
             }
-            Pending::Read { sink, token, .. } => {
-                self.answer(sink, BrokerEvent::Read { token, result: Err(error) })
+            Pending::Read { sink, token, ticket, .. } => {
+                self.hand_over(sink, token, ticket, BrokerEvent::Read { token, result: Err(error) }, None)
             }
             Pending::SequenceRead { channel, id, .. } => {
                 if let Some(live) = self.channels.get_mut(&channel).filter(|live| live.id == id) {
@@ -1231,12 +1222,14 @@ impl Worker {
             }
             // The next refresh writes the members again; a lost remove expires.
             Pending::PresenceWrite { .. } => {}
-            Pending::PresenceList { sink, token, channel, .. } => {
-                self.answer(sink, BrokerEvent::Presence { token, channel, result: Err(error) })
+            Pending::PresenceList { sink, token, ticket, channel, .. } => {
+                let event = BrokerEvent::Presence { token, channel, result: Err(error) };
+                self.hand_over(sink, token, ticket, event, None)
             }
             Pending::ControlPublish { answer, .. } => {
-                if let Some(DisconnectAnswer { sink, token, .. }) = answer {
-                    self.answer(sink, BrokerEvent::Disconnected { token, result: Err(error) });
+                if let Some(DisconnectAnswer { sink, token, ticket, .. }) = answer {
+                    let event = BrokerEvent::Disconnected { token, result: Err(error) };
+                    self.hand_over(sink, token, ticket, event, None);
                 }
             }
             Pending::SurveyMeta { survey } => self.survey_read(survey, Some(Err(error)), None, now),
@@ -1310,16 +1303,12 @@ impl Worker {
         self.cmd.retry_at = Some(now + self.cmd.backoff);
         self.cmd.backoff = (self.cmd.backoff * 2).min(self.config.limits.reconnect_max);
         let error = BrokerError::Unavailable(format!("redis connection lost: {reason}"));
-        for mut in_flight in std::mem::take(&mut self.pending) {
-            let then = self.retire(&mut in_flight);
+        for in_flight in std::mem::take(&mut self.pending) {
             let publish = match &in_flight.pending {
                 Pending::Publish { channel, .. } => Some(channel.clone()),
                 _ => None,
             };
             self.fail_pending(in_flight.pending, error.clone(), now);
-            for (sink, event) in then {
-                self.answer(sink, event);
-            }
             if let Some(channel) = publish {
                 self.publish_settled(&channel, None);
             }
@@ -1380,15 +1369,10 @@ impl Worker {
     }
 
     fn command_reply(&mut self, value: Value, now: Instant) {
-        let Some(mut in_flight) = self.pending.pop_front() else {
+        let Some(in_flight) = self.pending.pop_front() else {
             return self.command_down("a reply without a request", now);
         };
-        let then = self.retire(&mut in_flight);
         self.command_reply_to(in_flight.pending, in_flight.sent_at, value, now);
-        // (After a resend, NOSCRIPT or an epoch collision, the resent one answers later.)
-        for (sink, event) in then {
-            self.answer(sink, event);
-        }
     }
 
     fn command_reply_to(&mut self, pending: Pending, sent_at: Instant, value: Value, now: Instant) {
@@ -1422,37 +1406,49 @@ impl Worker {
                     self.command_ready(now);
                 }
             }
-            Pending::Publish { sink, token, channel, event, payload, invoke, retried } => {
+            Pending::Publish { sink, token, ticket, channel, event, payload, invoke, retried } => {
                 let parsed = parse_publish_reply(&value);
-                // The answer first, then the deliveries it releases.
+                // The answer first (or it waits, and the deliveries with it), then the
+                // deliveries it releases.
                 if let Ok(reply) = &parsed {
                     BrokerStats::add(&self.stats.published, 1);
                     self.publish_latency.observe(now.saturating_duration_since(sent_at));
-                    self.answer(sink, BrokerEvent::Published { token, result: Ok(reply.id) });
+                    let answer = BrokerEvent::Published { token, result: Ok(reply.id) };
+                    self.hand_over(sink, token, ticket, answer, Some(channel.clone()));
                 }
                 self.publish_settled(&channel, parsed.as_ref().ok().map(|reply| reply.id));
+                let publish = |invoke, retried| Pending::Publish {
+                    sink,
+                    token,
+                    ticket,
+                    channel,
+                    event,
+                    payload,
+                    invoke,
+                    retried,
+                };
                 match parsed {
                     Ok(_) => {}
+                    // Sent again with the same ticket: answered in its place among the
+                    // connection's answers, whatever Redis answers first.
                     Err(e @ (ReplyError::NoScript | ReplyError::EpochCollision)) if !retried => {
                         let invoke = if e == ReplyError::NoScript { Invoke::Source } else { invoke };
-                        let again =
-                            Pending::Publish { sink, token, channel, event, payload, invoke, retried: true };
-                        self.send_or_fail(again, now);
+                        self.send_or_fail(publish(invoke, true), now);
                     }
-                    Err(e) => self.reply_failed(
-                        Pending::Publish { sink, token, channel, event, payload, invoke, retried },
-                        e,
-                        now,
-                    ),
+                    Err(e) => self.reply_failed(publish(invoke, retried), e, now),
                 }
             }
-            Pending::Read { sink, token, channel, since, max_messages, invoke } => {
+            Pending::Read { sink, token, ticket, channel, since, max_messages, invoke } => {
                 match parse_read_reply(&channel, since, &value, &self.config.limits.frames, now) {
-                    Ok(read) => self.answer(sink, BrokerEvent::Read { token, result: Ok(read.replay) }),
+                    Ok(read) => {
+                        let event = BrokerEvent::Read { token, result: Ok(read.replay) };
+                        self.hand_over(sink, token, ticket, event, None)
+                    }
                     Err(ReplyError::NoScript) if invoke == Invoke::Sha => {
                         let again = Pending::Read {
                             sink,
                             token,
+                            ticket,
                             channel,
                             since,
                             max_messages,
@@ -1461,7 +1457,7 @@ impl Worker {
                         self.send_or_fail(again, now);
                     }
                     Err(e) => self.reply_failed(
-                        Pending::Read { sink, token, channel, since, max_messages, invoke },
+                        Pending::Read { sink, token, ticket, channel, since, max_messages, invoke },
                         e,
                         now,
                     ),
@@ -1491,7 +1487,7 @@ impl Worker {
                 }
                 Err(e) => self.reply_failed(Pending::PresenceWrite { channel, batch, invoke }, e, now),
             },
-            Pending::PresenceList { sink, token, channel, list, invoke } => {
+            Pending::PresenceList { sink, token, ticket, channel, list, invoke } => {
                 match parse_list_reply(&value, &self.config.limits.frames) {
                     Ok(members) => {
                         let count = members.len();
@@ -1501,15 +1497,16 @@ impl Worker {
                             Vec::new()
                         };
                         let result = Ok(PresenceList { count, members });
-                        self.answer(sink, BrokerEvent::Presence { token, channel, result });
+                        let event = BrokerEvent::Presence { token, channel, result };
+                        self.hand_over(sink, token, ticket, event, None);
                     }
                     Err(ReplyError::NoScript) if invoke == Invoke::Sha => {
-                        let again =
-                            Pending::PresenceList { sink, token, channel, list, invoke: Invoke::Source };
+                        let invoke = Invoke::Source;
+                        let again = Pending::PresenceList { sink, token, ticket, channel, list, invoke };
                         self.send_or_fail(again, now);
                     }
                     Err(e) => self.reply_failed(
-                        Pending::PresenceList { sink, token, channel, list, invoke },
+                        Pending::PresenceList { sink, token, ticket, channel, list, invoke },
                         e,
                         now,
                     ),
@@ -1517,11 +1514,12 @@ impl Worker {
             }
             Pending::ControlPublish { command, answer } => match ReplyError::check(&value) {
                 Ok(()) => {
-                    if let Some(DisconnectAnswer { sink, token, local }) = answer {
+                    if let Some(DisconnectAnswer { sink, token, ticket, local }) = answer {
                         if let Some(disconnect) = local {
                             self.outbox.disconnect(disconnect);
                         }
-                        self.answer(sink, BrokerEvent::Disconnected { token, result: Ok(()) });
+                        let event = BrokerEvent::Disconnected { token, result: Ok(()) };
+                        self.hand_over(sink, token, ticket, event, None);
                     }
                 }
                 Err(e) => self.reply_failed(Pending::ControlPublish { command, answer }, e, now),
@@ -1589,9 +1587,9 @@ impl Worker {
         for action in actions {
             match action {
                 SequenceAction::Deliver(message) => {
-                    let in_flight = self.publishing.get(channel).copied().unwrap_or(0);
+                    let publishing = self.publishing.get(channel);
                     let Some(live) = self.channels.get_mut(channel) else { return };
-                    if !live.held.is_empty() || (in_flight > 0 && !answered(live.answered, &message)) {
+                    if !live.held.is_empty() || holds(publishing, live.answered, &message) {
                         live.held.push_back(message);
                         continue;
                     }
@@ -1615,26 +1613,31 @@ impl Worker {
         self.settle_waiters(channel, now);
     }
 
-    /// One publish of this node to `channel` is answered (with the message's cursor) or
-    /// failed: deliveries held for it are released in order, up to the next one still
+    /// Redis answered one publish of this node to `channel` (with the message's cursor) or
+    /// it failed: deliveries held for it are released in order, up to the next one still
     /// waiting for its answer.
     fn publish_settled(&mut self, channel: &ChannelName, cursor: Option<Cursor>) {
-        let in_flight = match self.publishing.get_mut(channel) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                *n
-            }
-            _ => {
+        if let Some(publishing) = self.publishing.get_mut(channel) {
+            publishing.in_flight = publishing.in_flight.saturating_sub(1);
+            if publishing.in_flight == 0 && publishing.behind == 0 {
                 self.publishing.remove(channel);
-                0
             }
-        };
-        let Some(live) = self.channels.get_mut(channel) else { return };
-        if cursor.is_some() {
-            live.answered = cursor;
         }
+        if let Some(live) = self.channels.get_mut(channel) {
+            if cursor.is_some() {
+                live.answered = cursor;
+            }
+        }
+        self.release_held(channel);
+    }
+
+    /// Hands `channel`'s held deliveries to the sinks in order, up to the first one this
+    /// node's publishes still hold.
+    fn release_held(&mut self, channel: &ChannelName) {
+        let publishing = self.publishing.get(channel);
+        let Some(live) = self.channels.get_mut(channel) else { return };
         while let Some(front) = live.held.front() {
-            if in_flight > 0 && !answered(live.answered, front) {
+            if holds(publishing, live.answered, front) {
                 break;
             }
             let message = live.held.pop_front().expect("front exists");
@@ -1955,22 +1958,6 @@ impl Worker {
     }
 }
 
-/// The answer to a loop's request (`Pending::requester`) that failed with `error`: its sink,
-/// token and event; `None` for the broker's own commands.
-fn client_failure(pending: &Pending, error: BrokerError) -> Option<(SinkId, u64, BrokerEvent)> {
-    let (sink, token) = pending.requester()?;
-    let event = match pending {
-        Pending::Publish { .. } => BrokerEvent::Published { token, result: Err(error) },
-        Pending::Read { .. } => BrokerEvent::Read { token, result: Err(error) },
-        Pending::PresenceList { channel, .. } => {
-            BrokerEvent::Presence { token, channel: channel.clone(), result: Err(error) }
-        }
-        Pending::ControlPublish { .. } => BrokerEvent::Disconnected { token, result: Err(error) },
-        _ => return None,
-    };
-    Some((sink, token, event))
-}
-
 /// A member as the hub shows it, from its Redis form (any node's; a leave carries no value).
 fn remote_member(who: PresenceMember, value: Option<PresenceValue>) -> Member {
     let (user, info) = match value {
@@ -1985,8 +1972,16 @@ fn remote_member(who: PresenceMember, value: Option<PresenceValue>) -> Member {
     Member { node: who.node, conn: conn_addr(who.conn), user, info, joins: false }
 }
 
-/// The message is at or before the last answered publish of this node (same epoch): if it is
-/// one of this node's, its answer has been handed to the sinks.
+/// `message` waits for an answer of this node's publishes to its channel: one Redis has
+/// answered waits behind an earlier answer of its connection (any delivery waits: it may be
+/// that publish's), or one is in flight and the message is not at or before the last answered
+/// (it may be that publish's).
+fn holds(publishing: Option<&Publishing>, last_answered: Option<Cursor>, message: &Message) -> bool {
+    publishing.is_some_and(|p| p.behind > 0 || (p.in_flight > 0 && !answered(last_answered, message)))
+}
+
+/// The message is at or before the last publish of this node Redis answered (same epoch):
+/// Redis runs this node's commands in order, so a publish still in flight has a later cursor.
 fn answered(answered: Option<Cursor>, message: &Message) -> bool {
     answered.is_some_and(|c| c.epoch == message.id.epoch && c.offset >= message.id.offset)
 }
