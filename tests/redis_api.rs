@@ -11,81 +11,18 @@
 mod common;
 mod redis_support;
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
+use common::api::{call, jwt, wait_for, wait_info, wait_presence, KEY, SECRET};
 use common::v1::V1;
 use common::*;
 use redis_support::RedisServer;
 use serde_json::{json, Value};
 
-const KEY: &str = "test-api-key-0123456789";
-const SECRET: &str = "an-hs256-test-secret-of-32-bytes-or-more";
-
 fn node(redis: &RedisServer) -> Server {
     let url = format!("redis://127.0.0.1:{}", redis.port);
     Server::start(&["--redis", &url, "--threads", "2", "--api-key", KEY, "--token-secret", SECRET])
-}
-
-/// `POST /api/CALL` with the key: status and JSON.
-fn call(server: &Server, call: &str, body: Value) -> (u16, Value) {
-    let body = body.to_string();
-    let raw = format!(
-        "POST /api/{call} HTTP/1.1\r\nHost: t\r\nAuthorization: apikey {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let res = exchange(server, raw.as_bytes());
-    let json = serde_json::from_slice(&res.body).unwrap_or_else(|e| panic!("{e}: {}", res.text()));
-    (res.status, json)
-}
-
-/// An HS256 JWT for `user` (RFC 7519), granting everything for ten minutes.
-fn jwt(user: &str) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use hmac::{Hmac, KeyInit, Mac};
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
-    let claims = json!({"sub":user,"exp":exp,"subscribe":["*"],"publish":["*"],"presence":["*"]});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
-}
-
-/// A raw request whose response head (its status line) has arrived.
-fn open_request(server: &Server, request: &str) -> BufReader<std::net::TcpStream> {
-    let mut stream = server.connect();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    reader
-}
-
-fn sse(server: &Server, channel: &str, token: Option<&str>) -> BufReader<std::net::TcpStream> {
-    let query = token.map_or(String::new(), |t| format!("?token={t}"));
-    open_request(
-        server,
-        &format!("GET /channels/{channel}{query} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"),
-    )
-}
-
-/// Asks `info` on `server` until `check` accepts it (bounded); the last answer.
-fn wait_info(server: &Server, channel: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, info) = call(server, "info", json!({"channel":channel}));
-        if status == 200 && check(&info) {
-            return info;
-        }
-        assert!(Instant::now() < deadline, "{channel}: info never as wanted: {status} {info}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A `pushwire_redis_NAME` figure from `/metrics`.
@@ -111,7 +48,7 @@ fn redis_api_disconnect_and_unsubscribe_called_on_one_node_reach_the_others() {
     assert_eq!(ws_b.ask(json!({"type":"subscribe","channel":"d.ws","req":1}))["type"], "ok");
     let mut ws_a = V1::connect(&a, Some(&alice));
     assert_eq!(ws_a.ask(json!({"type":"subscribe","channel":"d.ws","req":1}))["type"], "ok");
-    let mut sse_c = sse(&c, "d.sse", Some(&alice));
+    let mut sse_c = open_sse(&c, "d.sse", Some(&alice));
     // Carol on node B, in two rooms; Bob in one of them on node C.
     let mut carol = V1::connect(&b, Some(&jwt("carol")));
     for (i, channel) in ["u.a", "u.b"].iter().enumerate() {
@@ -167,15 +104,7 @@ fn redis_api_a_client_id_from_presence_reaches_its_node_only() {
     assert_eq!(on_b.close_frame(), (4002, "only you".to_string()));
     publish(&a, "room", "still here");
     assert_eq!(on_c.message()["data"], "still here", "node C's connection stays");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, stats) = call(&a, "presence_stats", json!({"channel":"room"}));
-        if stats["count"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{stats}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_presence(&a, "room", 1);
 }
 
 #[test]
@@ -213,7 +142,7 @@ fn redis_api_info_counts_subscribers_of_every_node_by_transport() {
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     let mut v1 = V1::connect(&a, None);
     assert_eq!(v1.ask(json!({"type":"subscribe","channel":"i","req":1}))["type"], "ok");
-    let _sse = sse(&b, "i", None);
+    let _sse = open_sse(&b, "i", None);
     let _stream =
         open_request(&b, "GET /channels/i HTTP/1.1\r\nHost: t\r\nAccept: application/x-ndjson\r\n\r\n");
     let mut long_poll = b.connect();
@@ -246,26 +175,19 @@ fn redis_api_channels_lists_channels_whose_subscribers_live_on_another_node() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
     let _subscribers: Vec<_> =
-        ["room.1", "room.2", "room.3", "lobby"].iter().map(|ch| sse(&b, ch, None)).collect();
+        ["room.1", "room.2", "room.3", "lobby"].iter().map(|ch| open_sse(&b, ch, None)).collect();
     // Published to, but nobody subscribed: not listed (Centrifugo's `channels`).
     publish(&a, "room.0", "history only");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let page = loop {
-        let (status, page) = call(&a, "channels", json!({"prefix":"room.","limit":2}));
-        assert_eq!(status, 200, "{page}");
-        if page["channels"] == json!(["room.1", "room.2"]) {
-            break page;
-        }
-        assert!(Instant::now() < deadline, "{page}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let first_two = json!(["room.1", "room.2"]);
+    let page =
+        wait_for(&a, "channels", json!({"prefix":"room.","limit":2}), |page| page["channels"] == first_two);
     assert_eq!(page["next"], "room.2");
     let (_, rest) = call(&a, "channels", json!({"prefix":"room.","after":"room.2","limit":2}));
     assert_eq!((rest["channels"].clone(), rest["next"].clone()), (json!(["room.3"]), Value::Null));
     let (_, all) = call(&a, "channels", json!({}));
     assert_eq!(all["channels"], json!(["lobby", "room.1", "room.2", "room.3"]), "{all}");
     // A subscriber on node A too: listed once.
-    let _here = sse(&a, "room.1", None);
+    let _here = open_sse(&a, "room.1", None);
     wait_info(&a, "room.1", |info| info["subscribers"] == 2);
     let (_, all) = call(&a, "channels", json!({"prefix":"room."}));
     assert_eq!(all["channels"], json!(["room.1", "room.2", "room.3"]), "{all}");
@@ -277,8 +199,8 @@ fn redis_api_a_killed_node_drops_out_of_the_survey_after_the_timeout() {
     let a = node(&redis);
     let b = node(&redis);
     let mut doomed = node(&redis);
-    let _on_b = sse(&b, "k", None);
-    let _on_doomed = sse(&doomed, "k", None);
+    let _on_b = open_sse(&b, "k", None);
+    let _on_doomed = open_sse(&doomed, "k", None);
     wait_info(&a, "k", |info| info["transports"]["sse"] == 2);
     assert_eq!(redis_metric(&a, "nodes"), 2);
     let timeouts = redis_metric(&a, "survey_timeouts_total");
@@ -305,7 +227,7 @@ fn redis_api_a_killed_node_drops_out_of_the_survey_after_the_timeout() {
 fn redis_api_a_stalled_nodes_reply_after_the_survey_timeout_is_counted_late() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let _on_b = sse(&b, "s", None);
+    let _on_b = open_sse(&b, "s", None);
     wait_info(&a, "s", |info| info["transports"]["sse"] == 1);
     let late = redis_metric(&a, "survey_late_replies_total");
     let signal = |sig: &str| {

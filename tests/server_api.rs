@@ -6,35 +6,15 @@ mod common;
 
 use std::io::{BufReader, Write};
 
+use common::api::{call, call_raw, jwt, wait_info, wait_presence, KEY, SECRET};
 use common::v1::V1;
 use common::*;
 use serde_json::{json, Value};
-
-const KEY: &str = "test-api-key-0123456789";
 
 fn server(extra: &[&str]) -> Server {
     let mut flags = vec!["--api-key", KEY];
     flags.extend_from_slice(extra);
     Server::start(&flags)
-}
-
-/// `POST /api/CALL` with `body` and an `Authorization` value (`None`: no field).
-fn call_raw(server: &Server, call: &str, auth: Option<&str>, body: &[u8]) -> Response {
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let mut raw = format!(
-        "POST /api/{call} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    exchange(server, &raw)
-}
-
-/// A call with the good key; the answer's status and JSON.
-fn call(server: &Server, call: &str, body: Value) -> (u16, Value) {
-    let res = call_raw(server, call, Some(&format!("apikey {KEY}")), body.to_string().as_bytes());
-    let json = serde_json::from_slice(&res.body).unwrap_or_else(|e| panic!("{e}: {}", res.text()));
-    (res.status, json)
 }
 
 /// Every call answers 401 without a key (with the challenge) and 403 with a wrong one.
@@ -243,30 +223,6 @@ fn info_gives_subscribers_last_cursor_and_history_size() {
     assert_eq!(json["history_bytes"], 8);
 }
 
-/// A raw request whose response head (its status line) has arrived: the server subscribed it.
-fn open_request(server: &Server, request: &str) -> BufReader<std::net::TcpStream> {
-    let mut stream = server.connect();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 101"), "{line}");
-    reader
-}
-
-/// Polls `info` until its `transports` are `want` (bounded); the last answer.
-fn wait_transports(server: &Server, channel: &str, want: &Value) -> Value {
-    let mut info = Value::Null;
-    for _ in 0..500 {
-        info = call(server, "info", json!({"channel":channel})).1;
-        if &info["transports"] == want {
-            return info;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{channel}: transports never became {want}: {info}");
-}
-
 /// Issue #17 "channel info: subscribers by transport": one subscriber of each transport, each
 /// counted under its own; a short poll holds nothing; a subscriber that leaves is uncounted.
 #[test]
@@ -287,16 +243,18 @@ fn info_counts_subscribers_by_transport() {
         .unwrap();
     assert_eq!(poll(&server, ch, None).status, 200, "a short poll is answered and holds nothing");
     let all = json!({"websocket":2,"sse":1,"stream":1,"long_poll":1});
-    let info = wait_transports(&server, ch, &all);
+    let info = wait_info(&server, ch, |info| info["transports"] == all);
     assert_eq!(info["subscribers"], 5, "{info}");
     drop(sse);
-    let info = wait_transports(&server, ch, &json!({"websocket":2,"sse":0,"stream":1,"long_poll":1}));
+    let fewer = json!({"websocket":2,"sse":0,"stream":1,"long_poll":1});
+    let info = wait_info(&server, ch, |info| info["transports"] == fewer);
     assert_eq!(info["subscribers"], 4, "{info}");
     // The long poll is answered by a message and ends its subscription.
     publish(&server, ch, "m");
     let answer = read_response(&mut BufReader::new(long_poll), false);
     assert_eq!(answer.status, 200);
-    wait_transports(&server, ch, &json!({"websocket":2,"sse":0,"stream":1,"long_poll":0}));
+    let answered = json!({"websocket":2,"sse":0,"stream":1,"long_poll":0});
+    wait_info(&server, ch, |info| info["transports"] == answered);
 }
 
 #[test]
@@ -317,63 +275,18 @@ fn channels_lists_names_by_prefix_a_page_at_a_time() {
     assert_eq!(status, 400, "{bad}");
 }
 
-const SECRET: &str = "an-hs256-test-secret-of-32-bytes-or-more";
-
-/// An HS256 JWT for `user` (RFC 7519), granting everything for ten minutes.
-fn jwt(user: &str) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use hmac::{Hmac, KeyInit, Mac};
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
-    let claims = json!({"sub":user,"exp":exp,"subscribe":["*"],"publish":["*"],"presence":["*"]});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
-}
-
-/// A raw subscription request whose response head has arrived (so the server routed it).
-fn sse_with_token(server: &Server, channel: &str, token: &str) -> BufReader<std::net::TcpStream> {
-    let mut stream = server.connect();
-    let req = format!(
-        "GET /channels/{channel}?token={token} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    reader
-}
-
-/// Polls `info` until `channel` has `count` subscriptions (bounded).
-fn wait_subscribers(server: &Server, channel: &str, count: u64) {
-    for _ in 0..500 {
-        let (_, info) = call(server, "info", json!({"channel":channel}));
-        if info["subscribers"] == count {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{channel} never had {count} subscribers");
-}
-
 #[test]
 fn disconnect_by_user_closes_websocket_with_4002_and_ends_sse_and_long_poll() {
     let server = server(&["--token-secret", SECRET]);
     let alice = jwt("alice");
     let mut ws = V1::connect(&server, Some(&alice));
     assert_eq!(ws.ask(json!({"type":"subscribe","channel":"d.ws","req":1}))["type"], "ok");
-    let mut sse = sse_with_token(&server, "d.sse", &alice);
+    let mut sse = open_sse(&server, "d.sse", Some(&alice));
     let mut long_poll = server.connect();
     long_poll
         .write_all(format!("GET /channels/d.lp?wait=30&token={alice} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .unwrap();
-    wait_subscribers(&server, "d.lp", 1);
+    wait_info(&server, "d.lp", |info| info["subscribers"] == 1);
     // Bob's subscription is not touched.
     let bob = SseClient::connect(&server, &format!("/channels/d.bob?token={}", jwt("bob")), "");
     let body = json!({"user":"alice","reason":"account closed"});
@@ -427,17 +340,6 @@ fn disconnect_by_the_connection_id_presence_shows() {
         assert_eq!(status, 400);
         assert!(json["error"].as_str().unwrap().contains(reason), "{json}");
     }
-}
-
-fn wait_presence(server: &Server, channel: &str, count: u64) {
-    for _ in 0..500 {
-        let (_, stats) = call(server, "presence_stats", json!({"channel":channel}));
-        if stats["count"] == count {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{channel} never had {count} members");
 }
 
 #[test]

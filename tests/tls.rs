@@ -395,22 +395,11 @@ fn rfc6455_4_1_bench_echo_over_wss_echoes_every_message_and_checks_the_certifica
     let url = format!("wss://localhost:{}/echo", tls.port());
     let ca = pki.ca().display().to_string();
     let bench = |args: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pushwire"));
+        command
             .args(["bench", "echo", "--url", &url, "-c", "3", "-w", "4", "--duration", "1", "--json"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let began = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if began.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("pushwire bench echo {args:?} took over 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().unwrap();
+            .args(args);
+        let output = common::output_within(&mut command, Duration::from_secs(60));
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),

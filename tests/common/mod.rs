@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod pki;
 pub mod v1;
 
@@ -139,6 +140,39 @@ impl Drop for Server {
     }
 }
 
+/// Runs `command` with stdout and stderr piped (each read to its end by a thread of its own,
+/// so a chatty child never blocks on a full pipe); kills it and fails the test if it outlives
+/// `limit`. Its output.
+pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
@@ -206,6 +240,28 @@ pub fn exchange(server: &Server, raw: &[u8]) -> Response {
 pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).is_ok()
+}
+
+/// Sends a raw request on a new connection and reads its status line, which must be 200 or
+/// 101 (the server routed it: a subscription is registered); the rest is left to read.
+pub fn open_request(server: &Server, request: &str) -> BufReader<TcpStream> {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 101"), "{line}");
+    reader
+}
+
+/// An event-stream request for `channel` (with `?token=` when given) whose status line has
+/// arrived; unlike [`SseClient`] it does not wait for the opening cursor.
+pub fn open_sse(server: &Server, channel: &str, token: Option<&str>) -> BufReader<TcpStream> {
+    let query = token.map_or(String::new(), |t| format!("?token={t}"));
+    open_request(
+        server,
+        &format!("GET /channels/{channel}{query} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"),
+    )
 }
 
 /// The bytes of a keep-alive `POST /channels/{channel}` with a text body.
