@@ -313,6 +313,24 @@ impl Conn {
         self.commands.pop_front()
     }
 
+    /// The next hub command, left queued: the loop holds back an `Unsubscribe` (and what
+    /// follows it) while the answer to its channel's `Subscribe` is still to come
+    /// ([`crate::fanout::pump`]).
+    pub fn peek_command(&self) -> Option<&Command> {
+        self.commands.front()
+    }
+
+    /// True when an `Unsubscribe` of `channel` is queued (not yet polled).
+    pub fn has_queued_unsubscribe(&self, channel: &ChannelName) -> bool {
+        self.commands.iter().any(|c| is_unsubscribe(c, channel))
+    }
+
+    /// Takes the first queued `Unsubscribe` of `channel` out of the queue, unsent: the
+    /// subscription it ends was refused, so there is nothing to end. False when none is queued.
+    pub fn drop_queued_unsubscribe(&mut self, channel: &ChannelName) -> bool {
+        self.commands.remove_first(|c| is_unsubscribe(c, channel)).is_some()
+    }
+
     /// The hub's reply to the last command polled. Then call [`Conn::poll_command`] again:
     /// pipelined requests may queue more.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
@@ -1111,6 +1129,10 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.set_phase(Phase::Closed);
     }
+}
+
+fn is_unsubscribe(command: &Command, channel: &ChannelName) -> bool {
+    matches!(command, Command::Unsubscribe { channel: c, .. } if c == channel)
 }
 
 fn expects_continue(head: &RequestHead) -> bool {

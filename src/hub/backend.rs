@@ -19,7 +19,10 @@
 //! subscribers per loop ([`SinkId`]); the loop (`crate::fanout`) records which of its
 //! connections hold which channel, from the `Subscribed` reply to the `Unsubscribe` it submits
 //! when the session ends, the connection closes (any reason: EOF, error, slow consumer, drain)
-//! or a `Subscribed` reply arrives for a connection that is already gone.
+//! or a `Subscribed` reply arrives for a connection that is already gone: one `Unsubscribe`
+//! per subscription answered `Ok`, none for one refused, and never one before the answer to
+//! its `Subscribe` (a backend may count a subscription when it takes the `Subscribe` and
+//! uncount it when it fails it).
 //!
 //! Does not: define how a backend reaches a loop's inbox (the I/O layer gives it the inboxes),
 //! or bound what a backend queues (see `net::Inbox`).

@@ -642,23 +642,25 @@ impl EventLoop {
         metrics.fanout_last_write_latency.merge(&mut self.fanout_last_write_latency);
     }
 
-    /// A reply the backend answered `Later`: handed to its connection, which is then written
-    /// with the next slice. A subscription confirmed for a connection that is gone is ended.
+    /// A reply the backend answered `Later`: handed to its connection, whose commands held for
+    /// it are then pumped, and which is written with the next slice. A subscription that
+    /// started for a connection that is gone is ended ([`Fanout::reply_to_gone`]).
     fn hand_reply(&mut self, id: ConnId, reply: Reply, now: Instant) {
+        let from = ConnAddr { sink: self.sink, conn: id };
         let Some(slot) = live(&mut self.slots, id) else {
-            if let Reply::Subscribed { channel, transport, replay: Ok(_) } = reply {
-                let from = ConnAddr { sink: self.sink, conn: id };
-                self.shared.backend.submit(from, Command::Unsubscribe { channel, transport }, now);
+            if let Some(unsubscribe) = self.fanout.reply_to_gone(id, reply) {
+                self.shared.backend.submit(from, unsubscribe, now);
             }
             return;
         };
         let metrics = &self.shared.metrics;
         let published = matches!(reply, Reply::Published(_));
-        fanout::handle_reply(
+        fanout::handle_late_reply(
             &mut slot.conn,
             &mut SlotSubscriptions { channels: &mut slot.subscriptions, transport: &mut slot.subscribed_as },
             &mut self.fanout,
-            id,
+            &*self.shared.backend,
+            from,
             reply,
             metrics,
             now,
@@ -865,16 +867,17 @@ fn read_into_conn(
 }
 
 /// Pumps the connection's commands and writes its output, again while writing lets it queue
-/// more commands (a catching-up feed reads its next page as its output drains).
+/// more commands (a catching-up feed reads its next page as its output drains), unless its
+/// commands are held for a subscribe's answer ([`fanout::pump`]; the answer pumps them).
 fn pump_and_write(slot: &mut Slot, id: ConnId, pump: &mut Pump<'_>, now: Instant) -> Result<(), Gone> {
     loop {
-        pump.commands(id, slot, now);
+        let held = pump.commands(id, slot, now);
         log_conn_refusals(slot);
         if let Err(e) = write_from_conn(slot, &pump.shared.metrics, now) {
             debug!("write: {e}");
             return Err(Gone);
         }
-        if !slot.conn.has_commands() {
+        if held || !slot.conn.has_commands() {
             return Ok(());
         }
     }
@@ -914,8 +917,9 @@ struct Pump<'a> {
 }
 
 impl Pump<'_> {
-    /// Takes the connection's queued hub commands to the backend ([`fanout::pump`]).
-    fn commands(&mut self, id: ConnId, slot: &mut Slot, now: Instant) {
+    /// Takes the connection's queued hub commands to the backend ([`fanout::pump`]); true
+    /// when some stay queued, held for a subscribe's answer.
+    fn commands(&mut self, id: ConnId, slot: &mut Slot, now: Instant) -> bool {
         let from = ConnAddr { sink: self.sink, conn: id };
         let backend = &*self.shared.backend;
         fanout::pump(
@@ -926,7 +930,7 @@ impl Pump<'_> {
             from,
             &self.shared.metrics,
             now,
-        );
+        )
     }
 }
 

@@ -342,9 +342,21 @@ impl Rooms {
         }
     }
 
+    /// True when the oldest action still waiting is a subscribe whose channel the client
+    /// has since unsubscribed and subscribed again (a later subscribe to it waits too): its
+    /// answer is not the current subscription's, whose own answer comes after it, so its
+    /// replay must not start the channel's feed and its refusal must not take the room away.
+    pub fn oldest_is_superseded(&self) -> bool {
+        let mut waiting = self.pending.iter();
+        let Some(oldest) = waiting.next() else { return false };
+        oldest.kind == Kind::Subscribe
+            && waiting.any(|p| p.kind == Kind::Subscribe && p.channel == oldest.channel)
+    }
+
     /// The hub's answer to the oldest action still waiting; returns the reply to send, or
     /// `None` for an answer nothing waits for (a protocol error of the caller's).
     pub fn handle_answer(&mut self, answer: Answer) -> Option<Vec<u8>> {
+        let superseded = self.oldest_is_superseded();
         let pending = self.pending.pop_front()?;
         let (req, channel) = (pending.req.as_deref(), Some(&pending.channel));
         Some(match (pending.kind, answer) {
@@ -352,7 +364,7 @@ impl Rooms {
             // backend applied the Unsubscribe after the Subscribe).
             (Kind::Subscribe, Answer::Subscribed(Ok(_))) => ok_reply(req, channel, None),
             (Kind::Subscribe, Answer::Subscribed(Err(e))) => {
-                if let Some(i) = self.position(&pending.channel) {
+                if let Some(i) = self.position(&pending.channel).filter(|_| !superseded) {
                     self.rooms.remove(i);
                 }
                 error_reply(req, channel, &hub_error(e))
@@ -373,9 +385,10 @@ impl Rooms {
     /// The hub refused the oldest action still waiting: its `error` reply, and for a
     /// subscribe the channel that left the set. `None` when nothing waits.
     pub fn handle_refused(&mut self, error: HubError) -> Option<Refused> {
+        let superseded = self.oldest_is_superseded();
         let pending = self.pending.pop_front()?;
         let reply = error_reply(pending.req.as_deref(), Some(&pending.channel), &hub_error(error));
-        let unsubscribed = (pending.kind == Kind::Subscribe)
+        let unsubscribed = (pending.kind == Kind::Subscribe && !superseded)
             .then(|| self.position(&pending.channel).map(|i| self.rooms.remove(i).channel))
             .flatten();
         Some(Refused { reply, unsubscribed, was_publish: pending.kind == Kind::Publish })

@@ -141,6 +141,26 @@ impl CommandQueue {
         command
     }
 
+    /// The oldest command, left in the queue.
+    pub fn front(&self) -> Option<&Command> {
+        self.0.as_ref()?.front()
+    }
+
+    /// The commands waiting, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Command> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    /// Takes out the oldest command that `f` picks, keeping the others in order.
+    pub fn remove_first(&mut self, f: impl Fn(&Command) -> bool) -> Option<Command> {
+        let queue = self.0.as_mut()?;
+        let command = queue.remove(queue.iter().position(f)?);
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        command
+    }
+
     /// How many commands wait.
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |q| q.len())

@@ -596,11 +596,14 @@ impl WsSession {
     pub fn handle_subscribed(&mut self, channel: ChannelName, replay: Replay, ctx: &mut Ctx<'_>) -> Flow {
         if let Serving::Commands(mode) = &mut self.serving {
             let start = replay.messages.first().map_or(replay.next, |m| m.id.before());
+            let superseded = mode.rooms.oldest_is_superseded();
             if let Some(reply) = mode.rooms.handle_answer(Answer::Subscribed(Ok(start))) {
                 send_json(&mut self.ws, reply, ctx);
             }
-            // Absent when unsubscribed meanwhile: the ok above is all the client gets.
-            if let Some(feed) = mode.feeds.iter_mut().find(|f| f.channel == channel) {
+            // Absent when unsubscribed meanwhile, the feed of a later subscribe when subscribed
+            // again: the ok above is all the client gets.
+            let feed = mode.feeds.iter_mut().find(|f| f.channel == channel).filter(|_| !superseded);
+            if let Some(feed) = feed {
                 feed.share_name(channel.clone());
                 let before = ctx.commands.len();
                 let wire = &mut WsWire::new(&mut self.ws, true, Some(&channel), ctx).skipping(&mut mode.skip);

@@ -135,6 +135,36 @@ fn a_refused_subscription_leaves_the_set() {
     assert!(rooms.rooms().is_empty());
 }
 
+/// Issue #14 item 2: subscribed, unsubscribed and subscribed again before the answers: the
+/// first answer is the ended subscription's (superseded), so refused it leaves the room,
+/// which is the second subscribe's, in place; refused too, the second takes it away.
+#[test]
+fn a_refused_answer_to_a_superseded_subscribe_leaves_the_new_room() {
+    for refuse in [HubError::BackendUnavailable, HubError::TooManyChannels] {
+        let world = World::new();
+        let mut rooms = Rooms::new(RoomLimits::default(), None);
+        send(&mut rooms, &world, r#"{"type":"subscribe","channel":"a","req":1}"#);
+        send(&mut rooms, &world, r#"{"type":"unsubscribe","channel":"a","req":2}"#);
+        send(&mut rooms, &world, r#"{"type":"subscribe","channel":"a","req":3}"#);
+        assert!(rooms.oldest_is_superseded());
+        // One through the hub's answer, one through a refusal before the hub (both paths).
+        let reply = match refuse {
+            HubError::BackendUnavailable => rooms.handle_answer(Answer::Subscribed(Err(refuse))).unwrap(),
+            _ => {
+                let refused = rooms.handle_refused(refuse).unwrap();
+                assert_eq!(refused.unsubscribed, None);
+                refused.reply
+            }
+        };
+        assert_eq!(json(&reply)["req"], 1);
+        assert_eq!(rooms.rooms(), [Room { channel: name("a") }]);
+        assert!(!rooms.oldest_is_superseded(), "the second one's answer is its own");
+        let refused = rooms.handle_refused(HubError::BackendUnavailable).unwrap();
+        assert_eq!(refused.unsubscribed, Some(name("a")));
+        assert!(rooms.rooms().is_empty());
+    }
+}
+
 #[test]
 fn answers_match_commands_in_submission_order() {
     let world = World::new();
