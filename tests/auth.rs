@@ -1,23 +1,22 @@
 //! Loopback tests of per-channel authorization (issue #13 item 4): `--token-secret` and
-//! `--channel-policy` against the real binary. Tokens are made here with `hmac`/`sha2`
-//! (independently of the server's own signer): the authorization matrix (missing, malformed,
-//! forged, expired, wrong-channel and good tokens) on the single-channel URL of all five
-//! transports and on `pushwire.v1` commands; expiry, `refresh` and close 4001; the
-//! `/metrics` counters; and connections that are not affected by another one's refusal.
+//! `--channel-policy` against the real binary. Tokens are made by the tests' own signer
+//! (`common::api::jwt_with`, on `hmac`/`sha2`, independent of the server's): the authorization
+//! matrix (missing, malformed, forged, expired, wrong-channel and good tokens) on the
+//! single-channel URL of all five transports and on `pushwire.v1` commands; expiry, `refresh`
+//! and close 4001; the `/metrics` counters; and connections that are not affected by another
+//! one's refusal.
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use common::api::{jwt_with, unix_now, HS256_HEADER, SECRET};
 use common::v1::V1;
 use common::*;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
-const SECRET: &str = "an-hs256-test-secret-of-32-bytes-or-more";
 const POLICIES: [&str; 4] =
     ["--channel-policy", "private.*=token", "--channel-policy", "news.*=publish-token"];
 
@@ -27,25 +26,12 @@ fn server() -> Server {
     Server::start(&flags)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// An HS256 JWT (RFC 7515 §7.1) over `claims`, signed with `secret`.
-fn jwt_with(secret: &str, header: &str, claims: &Value) -> String {
-    let signing_input =
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims.to_string()));
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
-}
-
 /// A good token for `user` granting `channels` for every action, expiring in `ttl_s`.
 fn token(user: &str, channels: &str, ttl_s: i64) -> String {
     let exp = unix_now() as i64 + ttl_s;
     let claims =
         json!({"sub":user,"exp":exp,"subscribe":[channels],"publish":[channels],"presence":[channels]});
-    jwt_with(SECRET, r#"{"alg":"HS256","typ":"JWT"}"#, &claims)
+    jwt_with(SECRET, HS256_HEADER, &claims)
 }
 
 /// The bad tokens of the matrix, with the `/metrics` reason each is counted under.
@@ -146,7 +132,7 @@ fn rfc6750_authorization_matrix_on_the_five_single_channel_transports() {
     // read anonymously and published to with a token only.
     let reader_only = {
         let claims = json!({"sub":"r","exp":unix_now() + 600,"subscribe":["private.a"]});
-        jwt_with(SECRET, r#"{"alg":"HS256","typ":"JWT"}"#, &claims)
+        jwt_with(SECRET, HS256_HEADER, &claims)
     };
     let post = |target: &str, token: Option<&str>| {
         let fields = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();

@@ -9,15 +9,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use common::api::{jwt_with, unix_now, HS256_HEADER, SECRET};
 use common::v1::V1;
 use common::*;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 fn sub(channel: &str, req: u64) -> Value {
     json!({"type":"subscribe","channel":channel,"req":req})
@@ -101,21 +98,12 @@ fn presence_lists_members_and_join_leave_reach_only_watchers_in_order() {
     assert_eq!(b.next()["data"], "x");
 }
 
-const SECRET: &str = "an-hs256-test-secret-of-32-bytes-or-more";
-
+/// A token for `user` with `claims`, valid for ten minutes.
 fn token(user: &str, claims: Value) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
     let mut claims = claims;
     claims["sub"] = user.into();
-    claims["exp"] = exp.into();
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    claims["exp"] = (unix_now() + 600).into();
+    jwt_with(SECRET, HS256_HEADER, &claims)
 }
 
 #[test]
@@ -155,18 +143,6 @@ fn await_presence(server: &Server, want: &BTreeMap<String, usize>) {
         }
         assert!(Instant::now() < deadline, "presence {seen:?}, live subscriptions {want:?}");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A deterministic generator (xorshift), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
     }
 }
 

@@ -45,19 +45,6 @@ fn offset(id: &str) -> u64 {
     id.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-/// A small xorshift generator: the faults and choices differ between runs (the seed is
-/// printed) without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 type Nodes = Arc<Mutex<Vec<Option<SocketAddr>>>>;
 
 fn live_node(nodes: &Nodes, rng: &mut Rng) -> SocketAddr {

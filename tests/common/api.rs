@@ -1,6 +1,8 @@
 //! The server API (`POST /api/CALL`, issue #17) and signed tokens, for tests of one node
 //! (server_api.rs) and of several on Redis (redis_api.rs): one key, one token secret, a call
-//! with or without the key, a call repeated until its answer is as wanted, and HS256 JWTs.
+//! with or without the key, a call repeated until its answer is as wanted; and HS256 JWTs
+//! signed here with `hmac`/`sha2`, independently of the server's own code (also for auth.rs
+//! and presence.rs).
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,9 @@ pub fn wait_info(server: &Server, channel: &str, check: impl Fn(&Value) -> bool)
     wait_for(server, "info", json!({ "channel": channel }), check)
 }
 
+/// The JOSE header of an HS256 JWT.
+pub const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
 /// An HS256 JWT (RFC 7515 §7.1) with `header` over `claims`, signed with `secret`.
 pub fn jwt_with(secret: &str, header: &str, claims: &Value) -> String {
     let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims.to_string()));
@@ -72,7 +77,7 @@ pub fn unix_now() -> u64 {
 pub fn jwt(user: &str) -> String {
     let claims =
         json!({"sub":user,"exp":unix_now() + 600,"subscribe":["*"],"publish":["*"],"presence":["*"]});
-    jwt_with(SECRET, r#"{"alg":"HS256","typ":"JWT"}"#, &claims)
+    jwt_with(SECRET, HS256_HEADER, &claims)
 }
 
 /// Asks `presence_stats` on `channel` until it counts `count` members (bounded).

@@ -566,6 +566,20 @@ impl SseClient {
     }
 }
 
+/// A small xorshift generator: the same seed gives the same draws (print the seed and a failure
+/// replays), without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
 /// CPU time (user + system) the process `pid` spends in the next second, in clock ticks.
 pub fn cpu_ticks_in_one_second(pid: u32) -> u64 {
     let before = cpu_ticks(pid);
