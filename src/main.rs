@@ -150,6 +150,14 @@ impl std::fmt::Display for Seconds {
     }
 }
 
+/// A [`Seconds`] that must be more than zero.
+fn positive_seconds(text: &str) -> Result<Seconds, String> {
+    match seconds(text)? {
+        d if d.is_zero() => Err(format!("`{text}` is not a positive number of seconds")),
+        d => Ok(Seconds(d)),
+    }
+}
+
 // Every flag's default is read from the layer's own `Default` (the one place a default is
 // written); `serve_without_flags_is_the_default_config` checks that they agree.
 fn http() -> HttpLimits {
@@ -210,6 +218,13 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = redis().max_pending_requests as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     redis_max_pending: u64,
+    /// With --redis: how often each pub/sub connection is pinged (its pong due within
+    /// --redis-request-timeout). A stalled pub/sub connection is noticed at the latest this
+    /// plus --redis-request-timeout after it stopped, or within --redis-request-timeout of
+    /// this node's next publish to one of its channels (README "Many nodes"). More than 0.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(redis().ping_interval),
+          value_parser = positive_seconds)]
+    redis_ping_interval: Seconds,
     /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -693,6 +708,7 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
                     pubsub_shards,
                     request_timeout: args.redis_request_timeout.0,
                     max_pending_requests: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
+                    ping_interval: args.redis_ping_interval.0,
                 };
                 pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
             }

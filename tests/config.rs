@@ -218,6 +218,10 @@ fn config_check_names_key_position_and_what_is_allowed() {
             "pushwire config check: FILE:1:15: not valid TOML: string values must be quoted, expected literal string",
         ),
         (
+            "redis_ping_interval = 0\n",
+            "pushwire config check: FILE:1:23: redis_ping_interval: invalid value '0' for '--redis-ping-interval <SECONDS>': `0` is not a positive number of seconds",
+        ),
+        (
             "tls_cert = \"/nonexistent.pem\"\n",
             "pushwire config check: FILE: the following required arguments were not provided: --tls-key <PATH>",
         ),

@@ -20,6 +20,9 @@
 //! And with Redis's script cache flushed again and again (`SCRIPT FLUSH`) under a pipelined
 //! WebSocket publisher: publishes re-sent after `NOSCRIPT` keep every reply in its place.
 //!
+//! And a pub/sub connection alone stalled (`RedisProxy` stops forwarding it): noticed within
+//! the bounds README "Many nodes" documents, then caught up after the reconnect.
+//!
 //! Time bounds here detect hangs, with room for a loaded machine; they are not performance
 //! claims. Redis is killed by its guard (SIGKILL also ends a stopped process) and the nodes by
 //! theirs, even when an assertion fails.
@@ -617,4 +620,155 @@ fn redis_stall_script_flush_keeps_each_connections_answers_in_order() {
         "{flushes} script flushes during {SENT} publishes; {overtaken} acks overtook an earlier publish"
     );
     assert!(flushes > 0);
+}
+
+/// Waits until the node counts one more Redis timeout than `before`; how long after `since`.
+fn timeout_counted(server: &Server, before: u64, since: Instant, bound: Duration) -> Duration {
+    loop {
+        let text = metrics(server);
+        if sample(&text, TIMEOUTS) > before {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < bound, "no timeout counted within {bound:?}:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A subscriber's items are the messages `want`, in order, once each, with consecutive
+/// offsets in one epoch and no gap.
+fn assert_exactly(items: &[Got], want: &[String]) {
+    let mut data = Vec::new();
+    let mut previous: Option<&str> = None;
+    for item in items {
+        let Got::Message { id, data: d } = item else {
+            panic!("a gap although Redis lost nothing: {items:?}")
+        };
+        if let Some(prev) = previous {
+            assert_eq!(
+                (epoch(prev), offset(id)),
+                (epoch(id), offset(prev) + 1),
+                "{prev} then {id}: {items:?}"
+            );
+        }
+        previous = Some(id);
+        data.push(d.clone());
+    }
+    assert_eq!(data, want);
+}
+
+/// Slack for a loaded machine on top of a documented detection bound.
+const DETECTION_SLACK: Duration = Duration::from_millis(1_500);
+
+/// A pub/sub connection stalled on its path (the proxy stops forwarding it; the command
+/// connection still works) is noticed within `--redis-request-timeout` of the first publish
+/// of this node to one of its channels answered on the command connection (that answer sends
+/// a `PING` at once), not at the next periodic `PING` (`--redis-ping-interval 60` here); the
+/// broker reconnects and the subscriber gets what was published meanwhile, once, in order.
+#[test]
+fn redis_stall_a_stalled_pubsub_connection_is_noticed_at_the_next_publish_answered() {
+    const REQUEST: Duration = Duration::from_secs(1);
+    let redis = RedisServer::start();
+    let proxy = redis_support::RedisProxy::start(redis.port);
+    let a = Server::start(&[
+        "--redis",
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        "--threads",
+        "1",
+        "--redis-request-timeout",
+        "1",
+        "--redis-ping-interval",
+        "60",
+    ]);
+    readyz_until(&a, 200);
+    let (seen, subscriber) = ws_subscriber(&a);
+    let mut want = vec!["before".to_string()];
+    publish(&a, CHANNEL, "before");
+    let deadline = Instant::now() + SETTLE;
+    while seen.messages() < 1 {
+        assert!(Instant::now() < deadline, "the first message did not arrive");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(proxy.pubsub_connections(), 1);
+    let timeouts = sample(&metrics(&a), TIMEOUTS);
+
+    assert_eq!(proxy.stall_pubsub(), 1);
+    // Past the probes' least gap (100 ms) after the last one, that of `before`.
+    thread::sleep(Duration::from_millis(200));
+    let answered = Instant::now();
+    for i in 0..3 {
+        want.push(format!("during-{i}"));
+        publish(&a, CHANNEL, &want[want.len() - 1]);
+    }
+    let took = timeout_counted(&a, timeouts, answered, REQUEST + DETECTION_SLACK);
+    eprintln!("the stalled pub/sub connection was noticed {took:?} after the publish was answered");
+    assert_eq!(seen.messages(), 1, "nothing came through the stalled connection");
+
+    let deadline = Instant::now() + SETTLE;
+    while proxy.pubsub_connections() < 2 {
+        assert!(Instant::now() < deadline, "no new pub/sub connection");
+        thread::sleep(Duration::from_millis(10));
+    }
+    readyz_until(&a, 200);
+    for body in ["after", "end"] {
+        want.push(body.to_string());
+        publish(&a, CHANNEL, body);
+    }
+    subscriber.join().unwrap();
+    assert!(!seen.closed.load(Ordering::SeqCst), "the subscriber ended before `end`");
+    assert_exactly(&seen.items.lock().unwrap(), &want);
+}
+
+/// With no publish of this node to notice it sooner (the messages come from another node),
+/// a stalled pub/sub connection is noticed within `--redis-ping-interval` +
+/// `--redis-request-timeout` of the stall, and its channel is caught up after the reconnect.
+#[test]
+fn redis_stall_a_stalled_pubsub_connection_is_noticed_within_the_ping_interval_and_timeout() {
+    const BOUND: Duration = Duration::from_secs(1 + 1);
+    let redis = RedisServer::start();
+    let proxy = redis_support::RedisProxy::start(redis.port);
+    let a = Server::start(&[
+        "--redis",
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        "--threads",
+        "1",
+        "--redis-request-timeout",
+        "1",
+        "--redis-ping-interval",
+        "1",
+    ]);
+    let b = node(&redis);
+    readyz_until(&a, 200);
+    readyz_until(&b, 200);
+    let (seen, subscriber) = ws_subscriber(&a);
+    let mut want = vec!["before".to_string()];
+    publish(&b, CHANNEL, "before");
+    let deadline = Instant::now() + SETTLE;
+    while seen.messages() < 1 {
+        assert!(Instant::now() < deadline, "the first message did not arrive");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let timeouts = sample(&metrics(&a), TIMEOUTS);
+
+    let stalled = Instant::now();
+    assert_eq!(proxy.stall_pubsub(), 1);
+    for i in 0..3 {
+        want.push(format!("during-{i}"));
+        publish(&b, CHANNEL, &want[want.len() - 1]);
+    }
+    let took = timeout_counted(&a, timeouts, stalled, BOUND + DETECTION_SLACK);
+    eprintln!("the stalled pub/sub connection was noticed {took:?} after it stalled");
+
+    let deadline = Instant::now() + SETTLE;
+    while proxy.pubsub_connections() < 2 {
+        assert!(Instant::now() < deadline, "no new pub/sub connection");
+        thread::sleep(Duration::from_millis(10));
+    }
+    readyz_until(&a, 200);
+    for body in ["after", "end"] {
+        want.push(body.to_string());
+        publish(&b, CHANNEL, body);
+    }
+    subscriber.join().unwrap();
+    assert!(!seen.closed.load(Ordering::SeqCst), "the subscriber ended before `end`");
+    assert_exactly(&seen.items.lock().unwrap(), &want);
 }

@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pushwire::redis::resp::{Command as RespCommand, Decoded, Decoder, Limits, RespError, Value};
@@ -357,5 +358,122 @@ impl Client {
     pub fn pipeline(&mut self, commands: &[RespCommand]) -> Vec<Value> {
         self.send(commands);
         commands.iter().map(|_| self.read()).collect()
+    }
+}
+
+/// A TCP proxy in front of a [`RedisServer`] that can stall pushwire's pub/sub connections
+/// alone: each connection is copied both ways by its own thread, and one whose first bytes
+/// name it `pushwire-sub-…` (`CLIENT SETNAME`) is a pub/sub connection. The proxy stops when
+/// dropped (a stalled connection's thread then ends too).
+pub struct RedisProxy {
+    /// Its loopback port (give `redis://127.0.0.1:PORT` to the node).
+    pub port: u16,
+    shared: Arc<ProxyShared>,
+}
+
+struct ProxyShared {
+    upstream: u16,
+    stop: AtomicBool,
+    conns: Mutex<Vec<Arc<ProxyConn>>>,
+}
+
+#[derive(Default)]
+struct ProxyConn {
+    pubsub: AtomicBool,
+    stalled: AtomicBool,
+}
+
+impl RedisProxy {
+    /// A proxy to the server on `upstream` (its port).
+    pub fn start(upstream: u16) -> RedisProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared =
+            Arc::new(ProxyShared { upstream, stop: AtomicBool::new(false), conns: Mutex::new(Vec::new()) });
+        let accepting = shared.clone();
+        std::thread::spawn(move || {
+            // Bounded by `stop`, set when the proxy is dropped.
+            while !accepting.stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", accepting.upstream)) else {
+                            continue;
+                        };
+                        let conn = Arc::new(ProxyConn::default());
+                        accepting.conns.lock().unwrap().push(conn.clone());
+                        let shared = accepting.clone();
+                        std::thread::spawn(move || copy_both_ways(client, server, &conn, &shared));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        RedisProxy { port, shared }
+    }
+
+    /// Stops copying, both ways, on every pub/sub connection open now: its sockets stay open
+    /// and nothing more reaches either side, as on a stalled path (SIGSTOP would stall the
+    /// command connection too). Later connections are copied as usual. Returns how many
+    /// connections stalled.
+    pub fn stall_pubsub(&self) -> usize {
+        let conns = self.shared.conns.lock().unwrap();
+        let pubsub = conns.iter().filter(|c| c.pubsub.load(Ordering::SeqCst));
+        pubsub.map(|c| c.stalled.store(true, Ordering::SeqCst)).count()
+    }
+
+    /// Pub/sub connections opened through the proxy so far.
+    pub fn pubsub_connections(&self) -> usize {
+        let conns = self.shared.conns.lock().unwrap();
+        conns.iter().filter(|c| c.pubsub.load(Ordering::SeqCst)).count()
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes both ways until either side ends or the proxy stops; while `conn` is stalled
+/// nothing is read or written.
+fn copy_both_ways(client: TcpStream, server: TcpStream, conn: &ProxyConn, shared: &ProxyShared) {
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    // The client's first bytes, until the connection's kind is known.
+    let mut head = Vec::new();
+    // Bounded: ends on EOF, an error or the proxy's drop.
+    while !shared.stop.load(Ordering::SeqCst) {
+        if conn.stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        for (mut from, mut to, from_client) in [(&client, &server, true), (&server, &client, false)] {
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if from_client && head.len() < 4096 {
+                        head.extend_from_slice(&buf[..n]);
+                        if head.windows(13).any(|w| w == b"pushwire-sub-") {
+                            conn.pubsub.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
     }
 }

@@ -158,6 +158,7 @@ impl RedisHub {
             presence_ttl: presence.member_ttl,
             request_timeout: redis.request_timeout,
             max_pending_requests: redis.max_pending_requests,
+            ping_interval: redis.ping_interval,
             ..Limits::default()
         };
         limits.max_presence_members = presence.max_members_per_channel;

@@ -24,7 +24,10 @@
 //!   `SUBSCRIBE` when a channel's first subscriber on this node
 //!   appears, `UNSUBSCRIBE` after [`Limits::unsubscribe_linger`] once the last left, batched
 //!   per turn; a `PING` every [`Limits::ping_interval`] whose `pong` must come back within
-//!   [`Limits::request_timeout`]. On reconnect every live channel is subscribed again and
+//!   [`Limits::request_timeout`], and one at once (at most one per 100 ms, never two waiting)
+//!   when this node's publish to one of its channels is answered on the command connection:
+//!   Redis wrote the message to pub/sub before that answer, so a missing pong means a stalled
+//!   connection, noticed within the request timeout of the answer. On reconnect every live channel is subscribed again and
 //!   caught up from its last delivered cursor
 //!   ([`crate::redis::sequence::ChannelSequence::handle_resubscribed`]).
 //!
@@ -150,7 +153,11 @@ pub struct Limits {
     /// How long a channel stays subscribed on pub/sub after its last subscriber on this node
     /// left, so a subscriber that comes back at once does not churn `SUBSCRIBE`. Default 3 s.
     pub unsubscribe_linger: Duration,
-    /// How often the pub/sub connection is pinged. Default 5 s.
+    /// How often each pub/sub connection is pinged (one `PING` waiting at a time, its pong due
+    /// within [`Limits::request_timeout`]), so a stalled one is noticed at the latest this plus
+    /// the request timeout after it stopped; sooner when this node publishes to one of its
+    /// channels (a publish answered sends a `PING` at once, see the module docs). Default 5 s
+    /// (`--redis-ping-interval`).
     pub ping_interval: Duration,
     /// How often `INFO` is read again to notice a restarted or promoted server. Default 5 s.
     pub info_interval: Duration,
@@ -274,6 +281,8 @@ pub struct RedisOptions {
     pub request_timeout: Duration,
     /// `--redis-max-pending`: [`Limits::max_pending_requests`].
     pub max_pending_requests: usize,
+    /// `--redis-ping-interval`: [`Limits::ping_interval`].
+    pub ping_interval: Duration,
 }
 
 /// What one node's broker needs to know.

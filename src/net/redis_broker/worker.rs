@@ -58,6 +58,9 @@ const MAX_REPLAY_ROUNDS: u32 = 1_000;
 const CHANNEL_SCAN_INTERVAL: Duration = Duration::from_millis(50);
 /// Most presence members named in one script call (a refresh of a larger room is several).
 const MEMBERS_PER_CALL: usize = 1_000;
+/// Least time between a pub/sub connection's `PING` and a probe `PING` sent because one of
+/// this node's publishes to its channels was answered (see [`Worker::probe_pubsub`]).
+const PROBE_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// A command sent on the command connection, waiting for its reply.
 #[derive(Debug)]
@@ -239,8 +242,12 @@ struct PubSub {
     conn: Connection,
     /// Replies still expected for the handshake.
     handshake_left: usize,
+    /// When the next periodic `PING` is due.
     next_ping_at: Option<Instant>,
+    /// A `PING` is waiting for its pong (one at a time), due by then.
     pong_deadline: Option<Instant>,
+    /// When the last `PING` was sent.
+    last_ping_at: Option<Instant>,
     to_subscribe: Vec<ChannelName>,
     to_unsubscribe: Vec<String>,
     /// Shard 0 only: `SUBSCRIBE` the control and node channels at the next flush.
@@ -254,6 +261,7 @@ impl PubSub {
             handshake_left: 0,
             next_ping_at: None,
             pong_deadline: None,
+            last_ping_at: None,
             to_subscribe: Vec::new(),
             to_unsubscribe: Vec::new(),
             control_to_subscribe: false,
@@ -1415,6 +1423,9 @@ impl Worker {
                     self.publish_latency.observe(now.saturating_duration_since(sent_at));
                     let answer = BrokerEvent::Published { token, result: Ok(reply.id) };
                     self.hand_over(sink, token, ticket, answer, Some(channel.clone()));
+                    if let Some(live) = self.channels.get(&channel).filter(|live| live.subscribed) {
+                        self.probe_pubsub(live.shard, now);
+                    }
                 }
                 self.publish_settled(&channel, parsed.as_ref().ok().map(|reply| reply.id));
                 let publish = |invoke, retried| Pending::Publish {
@@ -1880,11 +1891,34 @@ impl Worker {
         let sub = &mut self.subs[shard];
         if sub.conn.ready && sub.next_ping_at.is_some_and(|at| at <= now) {
             sub.next_ping_at = Some(now + self.config.limits.ping_interval);
-            self.ping_count += 1;
-            if let Some(link) = sub.conn.link.as_mut() {
-                link.queue(&ping_command(self.ping_count.to_string().as_bytes()));
-                sub.pong_deadline.get_or_insert(now + timeout);
-            }
+            self.ping_pubsub(shard, now);
+        }
+    }
+
+    /// Sends a `PING` on the ready pub/sub connection `shard`, its pong due within the request
+    /// timeout; none while one is waiting (its deadline is earlier).
+    fn ping_pubsub(&mut self, shard: usize, now: Instant) {
+        let sub = &mut self.subs[shard];
+        let Some(link) = sub.conn.link.as_mut().filter(|_| sub.conn.ready) else { return };
+        if sub.pong_deadline.is_some() {
+            return;
+        }
+        self.ping_count += 1;
+        link.queue(&ping_command(self.ping_count.to_string().as_bytes()));
+        sub.pong_deadline = Some(now + self.config.limits.request_timeout);
+        sub.last_ping_at = Some(now);
+    }
+
+    /// One of this node's publishes to a channel subscribed on pub/sub connection `shard` was
+    /// answered: Redis wrote the message to that connection before the answer, so a `PING`
+    /// sent now is answered after it, unless the connection stalled. Sent at once (at most
+    /// one per [`PROBE_MIN_GAP`], none while one waits), so a stalled pub/sub connection is
+    /// noticed within the request timeout of such an answer instead of up to a ping interval
+    /// later.
+    fn probe_pubsub(&mut self, shard: usize, now: Instant) {
+        let sub = &self.subs[shard];
+        if sub.last_ping_at.is_none_or(|at| now >= at + PROBE_MIN_GAP) {
+            self.ping_pubsub(shard, now);
         }
     }
 
