@@ -194,9 +194,12 @@ struct ServeArgs {
     listen: SocketAddr,
     /// Run the channels on this Redis server, shared with every node given the same URL:
     /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://...` for TLS (see README
-    /// "Many nodes"). Without it the channels live in this process.
+    /// "Many nodes"). Repeatable, up to 64 distinct servers: each channel lives on one of them
+    /// (a consistent hash of its name), so every node must list the same servers in the same
+    /// order, and a server is added only at the end. Without it the channels live in this
+    /// process.
     #[arg(long, value_name = "URL")]
-    redis: Option<String>,
+    redis: Vec<String>,
     /// With a rediss:// URL: a PEM file of CA certificates the Redis server's certificate may
     /// chain to, besides Mozilla's roots (a private CA).
     #[arg(long, value_name = "PATH", requires = "redis")]
@@ -692,31 +695,30 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
         }
         startup.log(&bound);
     };
-    let result = match &args.redis {
-        None => pushwire::net::serve(config, listen, on_ready),
-        Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
-            Ok(url) if !url.tls && args.redis_ca_file.is_some() => {
-                eprintln!("pushwire: --redis-ca-file needs a rediss:// URL (TLS to Redis)");
-                return ExitCode::from(2);
-            }
-            Ok(url) => {
-                let tls = pushwire::client::TlsOptions { extra_roots_pem: args.redis_ca_file.clone() };
-                let pubsub_shards = usize::from(args.redis_pubsub_shards);
-                let redis = pushwire::net::redis_broker::RedisOptions {
-                    url,
-                    tls,
-                    pubsub_shards,
-                    request_timeout: args.redis_request_timeout.0,
-                    max_pending_requests: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
-                    ping_interval: args.redis_ping_interval.0,
-                };
-                pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
-            }
+    let result = if args.redis.is_empty() {
+        pushwire::net::serve(config, listen, on_ready)
+    } else {
+        let urls = match redis_urls(&args.redis) {
+            Ok(urls) => urls,
             Err(e) => {
                 eprintln!("pushwire: --redis: {e}");
                 return ExitCode::from(2);
             }
-        },
+        };
+        if args.redis_ca_file.is_some() && !urls.iter().any(|url| url.tls) {
+            eprintln!("pushwire: --redis-ca-file needs a rediss:// URL (TLS to Redis)");
+            return ExitCode::from(2);
+        }
+        let tls = pushwire::client::TlsOptions { extra_roots_pem: args.redis_ca_file.clone() };
+        let redis = pushwire::net::redis_broker::RedisOptions {
+            urls,
+            tls,
+            pubsub_shards: usize::from(args.redis_pubsub_shards),
+            request_timeout: args.redis_request_timeout.0,
+            max_pending_requests: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
+            ping_interval: args.redis_ping_interval.0,
+        };
+        pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -725,6 +727,24 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `--redis` URLs, parsed, in order: 1 to `MAX_REDIS_SHARDS`, no server twice (the same
+/// URL once parsed, the password aside).
+fn redis_urls(given: &[String]) -> Result<Vec<pushwire::redis::url::RedisUrl>, String> {
+    let max = pushwire::net::redis_broker::MAX_REDIS_SHARDS;
+    if given.len() > max {
+        return Err(format!("{} servers given; at most {max}", given.len()));
+    }
+    let mut urls: Vec<pushwire::redis::url::RedisUrl> = Vec::with_capacity(given.len());
+    for text in given {
+        let url = pushwire::redis::url::RedisUrl::parse(text).map_err(|e| e.to_string())?;
+        if urls.iter().any(|u| u.to_string() == url.to_string()) {
+            return Err(format!("{url} is given twice (each shard is a distinct server)"));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
 }
 
 /// Raises the soft open-file limit to the hard one and derives `--max-connections` from it
@@ -783,13 +803,11 @@ impl StartupFields {
     /// The values of `args` and the validated `config` (its connection limit derived from
     /// `files` unless `--max-connections` was given).
     fn new(args: &ServeArgs, config: &Config, files: pushwire::net::open_files::OpenFiles) -> StartupFields {
-        let backend = match &args.redis {
-            None => "memory".to_owned(),
+        let backend = match redis_urls(&args.redis) {
+            Ok(urls) if urls.is_empty() => "memory".to_owned(),
             // Display leaves the password out.
-            Some(url) => match pushwire::redis::url::RedisUrl::parse(url) {
-                Ok(url) => url.to_string(),
-                Err(_) => "redis (bad URL)".to_owned(),
-            },
+            Ok(urls) => urls.iter().map(|url| url.to_string()).collect::<Vec<_>>().join(","),
+            Err(_) => "redis (bad URL)".to_owned(),
         };
         let disabled: Vec<&str> = config.transport.disabled.iter().map(|t| t.name()).collect();
         StartupFields {
@@ -815,7 +833,7 @@ impl StartupFields {
             publish_token: config.access.publish_token.is_some(),
             subscribe_token: config.access.subscribe_token.is_some(),
             api_key: config.api.key.is_some(),
-            redis: args.redis.is_some(),
+            redis: !args.redis.is_empty(),
             disabled: disabled.join(","),
         }
     }

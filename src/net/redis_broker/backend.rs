@@ -18,10 +18,12 @@
 //! (Redis expires the keys),
 //! or count history in `Stats` (only live channels).
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use std::{fmt, io};
 
+use super::shards::{sum_figures, ShardOrder, MAX_REDIS_SHARDS};
 use super::{
     Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerMember, BrokerOutbox, BrokerRequest,
     Limits, RedisOptions,
@@ -32,6 +34,7 @@ use crate::hub::{ChannelName, Command, HubError, HubStats, Reply, SinkId};
 use crate::net::{serve_with, Bound, Inbox, Listen};
 use crate::protocol::Transport;
 use crate::redis::keys::Namespace;
+use crate::redis::shard::shard_of;
 
 /// The request token for a connection: its slab key and generation.
 fn token(conn: ConnId) -> u64 {
@@ -121,9 +124,55 @@ enum Refused {
     Channels,
 }
 
-/// The Redis backend: the broker thread and the way to it.
+/// The brokers' answers and deliveries with several shards: each loop's [`ShardOrder`] puts
+/// them back in the order its connections asked before they reach its inbox.
+struct Sharded {
+    /// One per loop (sink index).
+    orders: Box<[Mutex<ShardOrder>]>,
+    inboxes: InboxOutbox,
+}
+
+impl Sharded {
+    /// Hands `events` from the broker of `shard` to the loop `sink` as its order allows. The
+    /// order stays locked while they are pushed, so two brokers' batches never interleave.
+    fn hand_over(&self, shard: usize, sink: SinkId, events: Vec<BrokerEvent>) {
+        let Some(order) = self.orders.get(usize::from(sink.index())) else { return };
+        let mut order = order.lock().unwrap_or_else(|e| e.into_inner());
+        let events = order.handle_events(shard, events);
+        if !events.is_empty() {
+            self.inboxes.deliver(sink, events);
+        }
+    }
+
+    fn order(&self, sink: SinkId) -> Option<std::sync::MutexGuard<'_, ShardOrder>> {
+        let order = self.orders.get(usize::from(sink.index()))?;
+        Some(order.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The outbox of one shard's broker when there are several.
+struct ShardOutbox {
+    shard: usize,
+    sharded: Arc<Sharded>,
+}
+
+impl BrokerOutbox for ShardOutbox {
+    fn deliver(&self, sink: SinkId, events: Vec<BrokerEvent>) {
+        self.sharded.hand_over(self.shard, sink, events);
+    }
+
+    fn disconnect(&self, disconnect: Arc<Disconnect>) {
+        self.sharded.inboxes.disconnect(disconnect);
+    }
+}
+
+/// The Redis backend: one broker thread per Redis server (shard) and the way to them.
 pub struct RedisHub {
-    client: BrokerClient,
+    /// One per shard, in the order of the URLs.
+    shards: Box<[BrokerClient]>,
+    /// With several shards: the loops' answer orders (`None` with one: answers go straight
+    /// to the inboxes, as the broker hands them).
+    sharded: Option<Arc<Sharded>>,
     /// The hub's `PresenceLimits::max_info_bytes`, checked before a member is sent.
     max_info_bytes: usize,
     /// The longest user id other nodes accept in a join frame.
@@ -131,26 +180,33 @@ pub struct RedisHub {
     /// This node's loops' inboxes (a server API `disconnect` for this node only goes to each
     /// without Redis).
     inboxes: Arc<[Inbox]>,
-    /// This node's id (presence members, control frames).
+    /// This node's id (presence members, control frames), the same on every shard.
     node_id: u64,
-    /// Stops the broker thread when the backend is dropped.
-    _broker: Broker,
+    /// Stops the broker threads when the backend is dropped.
+    _brokers: Vec<Broker>,
 }
 
 impl fmt::Debug for RedisHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisHub").finish_non_exhaustive()
+        f.debug_struct("RedisHub").field("shards", &self.shards.len()).finish_non_exhaustive()
     }
 }
 
 impl RedisHub {
-    /// Starts the broker for `redis` with the hub limits of `config` (history length and age),
-    /// pushing into `inboxes`; an unreachable or unusable Redis is an error.
+    /// Starts one broker per Redis server of `redis` (in order) with the hub limits of
+    /// `config` (history length and age), pushing into `inboxes`; an unreachable or unusable
+    /// Redis is an error naming its URL, and no broker is left running.
     pub fn start(
         config: &Config,
         redis: RedisOptions,
         inboxes: Arc<[Inbox]>,
     ) -> Result<RedisHub, BrokerError> {
+        let count = redis.urls.len();
+        if !(1..=MAX_REDIS_SHARDS).contains(&count) {
+            return Err(BrokerError::Unavailable(format!(
+                "redis: 1 to {MAX_REDIS_SHARDS} servers, not {count}"
+            )));
+        }
         // Never 0: that is the in-memory hub's members' node.
         let node_id = rand::random::<u64>().max(1);
         let presence = config.hub.presence;
@@ -166,31 +222,100 @@ impl RedisHub {
         let max_user_bytes = limits.frames.max_user_bytes;
         // A `channels` survey asks at most the API's page; each node answers one more name.
         limits.control.max_names = config.api.limits.max_page_channels.saturating_add(1);
-        let broker_config = BrokerConfig {
-            url: redis.url,
-            tls: redis.tls,
-            pubsub_shards: redis.pubsub_shards,
-            namespace: Namespace::default(),
-            history_ttl: config.hub.max_history_age,
-            max_history_messages: config.hub.max_history_messages,
-            node_name: format!("{node_id:016x}"),
-            node_id,
-            limits,
-        };
-        let broker = Broker::start(broker_config, Arc::new(InboxOutbox { inboxes: inboxes.clone() }))?;
+        let outbox = InboxOutbox { inboxes: inboxes.clone() };
+        let sharded = (count > 1).then(|| {
+            let orders = (0..inboxes.len()).map(|_| Mutex::new(ShardOrder::new(count))).collect();
+            Arc::new(Sharded { orders, inboxes: InboxOutbox { inboxes: inboxes.clone() } })
+        });
+        let mut brokers = Vec::with_capacity(count);
+        let mut outbox = Some(outbox);
+        for (shard, url) in redis.urls.into_iter().enumerate() {
+            let broker_config = BrokerConfig {
+                url,
+                tls: redis.tls.clone(),
+                pubsub_shards: redis.pubsub_shards,
+                namespace: Namespace::default(),
+                history_ttl: config.hub.max_history_age,
+                max_history_messages: config.hub.max_history_messages,
+                node_name: format!("{node_id:016x}"),
+                node_id,
+                limits: limits.clone(),
+            };
+            let outbox: Arc<dyn BrokerOutbox> = match (&sharded, outbox.take()) {
+                (Some(sharded), _) => Arc::new(ShardOutbox { shard, sharded: sharded.clone() }),
+                (None, Some(outbox)) => Arc::new(outbox),
+                (None, None) => unreachable!("one shard, one outbox"),
+            };
+            brokers.push(Broker::start(broker_config, outbox)?);
+        }
         Ok(RedisHub {
-            client: broker.client(),
+            shards: brokers.iter().map(Broker::client).collect(),
+            sharded,
             max_info_bytes: presence.max_info_bytes,
             max_user_bytes,
             inboxes,
             node_id,
-            _broker: broker,
+            _brokers: brokers,
         })
     }
 
-    /// The broker's counters.
-    pub fn client(&self) -> &BrokerClient {
-        &self.client
+    /// The brokers, one per shard in the order of the URLs (their counters).
+    pub fn clients(&self) -> &[BrokerClient] {
+        &self.shards
+    }
+
+    /// The shard of `channel`.
+    fn shard(&self, channel: &ChannelName) -> usize {
+        match self.shards.len() {
+            1 => 0,
+            n => shard_of(channel, n),
+        }
+    }
+
+    /// Submits `request` (not an `Unsubscribe`) with several shards: to its channel's shard
+    /// (a `disconnect` to shard 0, whose control channel every node hears; `channels` to
+    /// every shard), recorded first in its loop's answer order. A request a broker refuses
+    /// at once is answered through the order too, after the connection's earlier answers.
+    fn submit_sharded(&self, sharded: &Sharded, request: BrokerRequest) -> Submitted {
+        if let BrokerRequest::Channels { sink, token, prefix, after, limit } = request {
+            let Some(mut order) = sharded.order(sink) else { return Submitted::NoReply };
+            order.expect_channels(token, limit);
+            drop(order);
+            for (shard, client) in self.shards.iter().enumerate() {
+                let (prefix, after) = (prefix.clone(), after.clone());
+                if let Err(error) =
+                    client.submit(BrokerRequest::Channels { sink, token, prefix, after, limit })
+                {
+                    log::debug!("redis backend: {error}");
+                    sharded.hand_over(shard, sink, vec![BrokerEvent::Channels { token, result: Err(error) }]);
+                }
+            }
+            return Submitted::Later;
+        }
+        let (shard, channel) = match &request {
+            BrokerRequest::Publish { channel, .. }
+            | BrokerRequest::Read { channel, .. }
+            | BrokerRequest::Subscribe { channel, .. }
+            | BrokerRequest::Presence { channel, .. }
+            | BrokerRequest::Info { channel, .. } => (self.shard(channel), Some(channel.clone())),
+            BrokerRequest::Disconnect { .. } => (0, None),
+            BrokerRequest::Channels { .. }
+            | BrokerRequest::Unsubscribe { .. }
+            | BrokerRequest::Refused { .. } => {
+                unreachable!("answered above or only queued by the client")
+            }
+        };
+        let Some((sink, token, refusal)) = request.refusal(BrokerError::Stopped) else {
+            unreachable!("every request here is answered")
+        };
+        let Some(mut order) = sharded.order(sink) else { return Submitted::NoReply };
+        order.expect_one(token, shard, channel);
+        drop(order);
+        if let Err(error) = self.shards[shard].submit(request) {
+            log::debug!("redis backend: {error}");
+            sharded.hand_over(shard, sink, vec![refusal.with_error(error)]);
+        }
+        Submitted::Later
     }
 }
 
@@ -242,16 +367,19 @@ impl HubBackend for RedisHub {
             }
             Command::Presence { channel, list } => BrokerRequest::Presence { sink, token, channel, list },
             Command::Unsubscribe { channel, transport } => {
+                let shard = self.shard(&channel);
                 let request = BrokerRequest::Unsubscribe { sink, channel, transport, conn: from.conn };
                 // Never refused for a full queue (`Limits::max_queued_requests`); it fails only
                 // when the broker stops, and then every subscription ends with it.
-                let _ = self.client.submit(request);
+                let _ = self.shards[shard].submit(request);
                 return Submitted::NoReply;
             }
             Command::Ready => {
-                let stats = self.client.stats();
-                let up = stats.command_up.load(std::sync::atomic::Ordering::Relaxed)
-                    && stats.pubsub_up.load(std::sync::atomic::Ordering::Relaxed);
+                // Ready when every shard is: a channel on a shard that is down fails.
+                let up = self.shards.iter().all(|client| {
+                    let stats = client.stats();
+                    stats.command_up.load(Ordering::Relaxed) && stats.pubsub_up.load(Ordering::Relaxed)
+                });
                 return Submitted::Reply(Reply::Ready(if up {
                     Ok(())
                 } else {
@@ -259,13 +387,21 @@ impl HubBackend for RedisHub {
                 }));
             }
             Command::Stats => {
-                let channels = self.client.stats().live_channels.load(std::sync::atomic::Ordering::Relaxed);
-                let backend = Some(Box::new(self.client.stats().figures()));
+                let figures = match &*self.shards {
+                    [one] => one.stats().figures(),
+                    several => sum_figures(several.iter().map(|client| client.stats().figures())),
+                };
+                let channels = figures.pubsub_channels;
+                let backend = Some(Box::new(figures));
                 let stats = HubStats { channels: channels as usize, backend, ..HubStats::default() };
                 return Submitted::Reply(Reply::Stats(stats));
             }
         };
-        // What an error answered at once must look like (submit takes the request).
+        if let Some(sharded) = &self.sharded {
+            return self.submit_sharded(sharded, request);
+        }
+        // One shard: straight to its broker. What an error answered at once must look like
+        // (submit takes the request).
         let refused = match &request {
             BrokerRequest::Publish { .. } => Refused::Publish,
             BrokerRequest::Read { .. } => Refused::Read,
@@ -279,7 +415,7 @@ impl HubBackend for RedisHub {
             BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
             BrokerRequest::Refused { .. } => unreachable!("only queued by the client"),
         };
-        match self.client.submit(request) {
+        match self.shards[0].submit(request) {
             Ok(()) => Submitted::Later,
             Err(error) => {
                 log::debug!("redis backend: {error}");

@@ -93,9 +93,11 @@
 mod backend;
 mod link;
 mod order;
+mod shards;
 mod worker;
 
 pub use backend::{serve, RedisHub};
+pub use shards::MAX_REDIS_SHARDS;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -271,9 +273,11 @@ pub const MAX_PUBSUB_SHARDS: usize = 64;
 /// What `pushwire serve --redis URL` was told about Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `--redis`.
-    pub url: RedisUrl,
-    /// `--redis-ca-file`: more roots a `rediss://` server's certificate may chain to.
+    /// `--redis`, once per shard (1 to [`MAX_REDIS_SHARDS`]): each channel lives on the one
+    /// [`crate::redis::shard::shard_of`] picks, so the order must be the same on every node.
+    pub urls: Vec<RedisUrl>,
+    /// `--redis-ca-file`: more roots a `rediss://` server's certificate may chain to (every
+    /// shard's).
     pub tls: TlsOptions,
     /// `--redis-pubsub-shards`: see [`BrokerConfig::pubsub_shards`].
     pub pubsub_shards: usize,
@@ -553,6 +557,23 @@ pub enum BrokerEvent {
         /// The merged page, or why not.
         result: Result<ChannelPage, BrokerError>,
     },
+}
+
+impl BrokerEvent {
+    /// This answer with its result replaced by `error` (a delivery or presence change is
+    /// returned as it is).
+    fn with_error(mut self, error: BrokerError) -> BrokerEvent {
+        match &mut self {
+            BrokerEvent::Published { result, .. } => *result = Err(error),
+            BrokerEvent::Read { result, .. } | BrokerEvent::Subscribed { result, .. } => *result = Err(error),
+            BrokerEvent::Presence { result, .. } => *result = Err(error),
+            BrokerEvent::Disconnected { result, .. } => *result = Err(error),
+            BrokerEvent::Info { result, .. } => *result = Err(error),
+            BrokerEvent::Channels { result, .. } => *result = Err(error),
+            BrokerEvent::Delivery(_) | BrokerEvent::PresenceChange(_) => {}
+        }
+        self
+    }
 }
 
 /// Where the broker pushes answers and deliveries: the event loops' inboxes.
