@@ -106,6 +106,38 @@ PUSHWIRE=${PUSHWIRE:-"$ROOT/target/release/pushwire"}
 TT_PEER="$BUILD/tt/release/tt-peer"
 MIO_ECHO="$BUILD/mio-echo/release/mio-echo"
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+# Debian installs nginx in /usr/sbin, which a user's PATH may lack.
+[[ ":$PATH:" == *:/usr/sbin:* ]] || PATH="$PATH:/usr/sbin"
+
+# --- system packages: checked before anything is built or run ------------------------------------
+# The Debian packages this run needs and lacks: nginx and libnginx-mod-nchan (the Nchan peer, when
+# nchan is in PEERS and a part runs it: fanout, idle, xnode), redis-server (xnode), nodejs (free
+# ports, the table) and npm (installing the node-ws peer; not with SKIP_INSTALL=1). Without
+# SKIP_INSTALL=1 they are installed below (as root, or through sudo); where that cannot be done,
+# or with SKIP_INSTALL=1, the exact command is printed: the run stops if node is missing and
+# otherwise goes on, showing a missing peer's runs as not run.
+apt_missing=()
+if [[ " $PEERS " == *" nchan "* ]] && { part fanout || part idle || part xnode; }; then
+    command -v nginx >/dev/null || apt_missing+=(nginx)
+    [ -e "$NCHAN_MODULE" ] || apt_missing+=(libnginx-mod-nchan)
+fi
+! part xnode || command -v redis-server >/dev/null || apt_missing+=(redis-server)
+command -v node >/dev/null || apt_missing+=(nodejs)
+[ "${SKIP_INSTALL:-0}" = 1 ] || command -v npm >/dev/null || apt_missing+=(npm)
+apt_install="apt-get update && apt-get install -y --no-install-recommends ${apt_missing[*]}"
+if [ ${#apt_missing[@]} -gt 0 ]; then
+    can_install=1
+    [ "${SKIP_INSTALL:-0}" != 1 ] || can_install=0
+    [ "$(id -u)" = 0 ] || command -v sudo >/dev/null || can_install=0
+    if [ $can_install = 0 ]; then
+        echo "compare.sh: not installed: ${apt_missing[*]}; to install them, as root: $apt_install" >&2
+        # Without node there is no table; without SKIP_INSTALL=1 the run was to install them.
+        if [ "${SKIP_INSTALL:-0}" != 1 ] || ! command -v node >/dev/null; then
+            exit 2
+        fi
+        echo "compare.sh: SKIP_INSTALL=1: going on; the runs of a missing peer are shown as not run" >&2
+    fi
+fi
 mkdir -p "$RUN_DIR"
 : >"$RESULTS"
 began=$(date +%s)
@@ -279,16 +311,12 @@ have() { # have PEER: whether a peer's server may and can be started (redis: ins
 
 # --- install and build -------------------------------------------------------------------------
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-    say "installing peers (apt: nginx, libnginx-mod-nchan; npm: ws; crates.io via Cargo.lock)"
-    missing=()
-    [ -e "$NCHAN_MODULE" ] || missing+=(nginx libnginx-mod-nchan)
-    ! part xnode || command -v redis-server >/dev/null || missing+=(redis-server)
-    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
-    if [ ${#missing[@]} -gt 0 ]; then
+    say "installing peers (apt: ${apt_missing[*]:-nothing missing}; npm: ws; crates.io via Cargo.lock)"
+    if [ ${#apt_missing[@]} -gt 0 ]; then
         apt_get=(apt-get)
         [ "$(id -u)" = 0 ] || apt_get=(sudo apt-get)
         "${apt_get[@]}" update -qq
-        DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+        DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${apt_missing[@]}"
     fi
     (cd benches/peers/node-ws && npm ci --no-audit --no-fund --silent)
     cargo build --release --quiet
