@@ -729,8 +729,9 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
     }
 }
 
-/// The `--redis` URLs, parsed, in order: 1 to `MAX_REDIS_SHARDS`, no server twice (the same
-/// URL once parsed, the password aside).
+/// The `--redis` URLs, parsed, in order: at most `MAX_REDIS_SHARDS`, no server twice (the
+/// same host and port; two databases of one server share its pub/sub, so they cannot be two
+/// shards).
 fn redis_urls(given: &[String]) -> Result<Vec<pushwire::redis::url::RedisUrl>, String> {
     let max = pushwire::net::redis_broker::MAX_REDIS_SHARDS;
     if given.len() > max {
@@ -739,8 +740,13 @@ fn redis_urls(given: &[String]) -> Result<Vec<pushwire::redis::url::RedisUrl>, S
     let mut urls: Vec<pushwire::redis::url::RedisUrl> = Vec::with_capacity(given.len());
     for text in given {
         let url = pushwire::redis::url::RedisUrl::parse(text).map_err(|e| e.to_string())?;
-        if urls.iter().any(|u| u.to_string() == url.to_string()) {
-            return Err(format!("{url} is given twice (each shard is a distinct server)"));
+        if let Some(first) =
+            urls.iter().find(|u| u.host.eq_ignore_ascii_case(&url.host) && u.port == url.port)
+        {
+            return Err(format!(
+                "{url} is the server of {first} again (each shard must be a distinct server: \
+                 databases of one server share its pub/sub)"
+            ));
         }
         urls.push(url);
     }

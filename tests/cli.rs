@@ -6,6 +6,7 @@
 //! Every child is killed when its test ends, and every read has a deadline.
 
 mod common;
+mod redis_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -202,6 +203,44 @@ fn cli_errors_are_one_line_with_a_failing_exit_code() {
     }
     let out = run(&["pub", &url, "x", "--token", "secret"], b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `serve --redis A --redis B`: the same server twice (even another database of it), more
+/// than 64 servers, or one that does not answer is a one-line error and a failing exit, the
+/// unreachable one named.
+#[test]
+fn cli_serve_redis_shards_refuse_a_server_twice_too_many_and_an_unreachable_one() {
+    let redis = redis_support::RedisServer::start();
+    let good = format!("redis://127.0.0.1:{}", redis.port);
+    let other_db = format!("{good}/1");
+    // Nothing listens there once the listener is dropped.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("redis://127.0.0.1:{dead_port}");
+    let many: Vec<String> = (0..65).map(|i| format!("redis://127.0.0.1:{}", 20_000 + i)).collect();
+    let mut too_many = vec!["serve", "--listen", "127.0.0.1:0"];
+    for url in &many {
+        too_many.extend(["--redis", url.as_str()]);
+    }
+    let serve = |urls: &[&str]| {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--redis-request-timeout", "1"];
+        for url in urls {
+            args.extend(["--redis", url]);
+        }
+        args.iter().map(|a| a.to_string()).collect::<Vec<String>>()
+    };
+    for (args, needle) in [
+        (serve(&[&good, &good]), format!("{good}/0 again")),
+        (serve(&[&good, &other_db]), "distinct server".to_string()),
+        (too_many.iter().map(|a| a.to_string()).collect(), "65 servers given; at most 64".to_string()),
+        (serve(&[&good, &dead]), format!("{dead}/0")),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, b"");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{needle}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("pushwire: ") && last.contains(&needle), "{needle}: {err}");
+    }
 }
 
 #[test]
