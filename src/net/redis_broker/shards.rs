@@ -24,7 +24,7 @@
 //! differently from how that broker answers (see `backend.rs`: a publish may pass an earlier
 //! subscribe waiting for its channel to be live).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::{BrokerError, BrokerEvent};
 use crate::hub::backend::BackendFigures;
@@ -40,8 +40,9 @@ enum Slot {
     One {
         /// The shard asked.
         shard: usize,
-        /// The channel of the request, if it has one (its deliveries wait behind the answer).
-        channel: Option<ChannelName>,
+        /// The channel of the request, if it has one (its deliveries wait behind the answer),
+        /// and the answer's marker in that channel's queue once it is in.
+        channel: Option<(ChannelName, u64)>,
         /// The answer, once in.
         answer: Option<BrokerEvent>,
     },
@@ -63,6 +64,16 @@ impl Slot {
     }
 }
 
+/// What waits on one channel: answers not handed over yet (by marker) and the deliveries and
+/// presence changes that came after them, in arrival order.
+#[derive(Debug)]
+enum Held {
+    /// An answer of the channel, held in its connection's queue.
+    Answer(u64),
+    /// A delivery or presence change of the channel.
+    Event(BrokerEvent),
+}
+
 /// The answers of one event loop's connections, put back in the order asked (see the module
 /// docs). Used only with more than one shard.
 #[derive(Debug)]
@@ -70,10 +81,14 @@ pub struct ShardOrder {
     shards: usize,
     /// Per connection (its request token), what it waits for, oldest first; no empty queue.
     conns: HashMap<u64, VecDeque<Slot>>,
-    /// Per channel, answers in and not handed over yet.
-    held_answers: HashMap<ChannelName, usize>,
-    /// Per channel, deliveries and presence changes waiting behind those answers, in order.
-    held_events: HashMap<ChannelName, VecDeque<BrokerEvent>>,
+    /// Per channel with an answer held: the answers' markers and the events behind them; no
+    /// empty queue. An event waits only for the answers in before it, so a connection that
+    /// keeps publishing does not hold its channel's deliveries for longer than one answer.
+    held: HashMap<ChannelName, VecDeque<Held>>,
+    /// Markers of answers handed over while not at the front of their channel's queue.
+    released: HashSet<u64>,
+    /// The next answer's marker.
+    next_marker: u64,
 }
 
 impl ShardOrder {
@@ -82,15 +97,17 @@ impl ShardOrder {
         ShardOrder {
             shards,
             conns: HashMap::new(),
-            held_answers: HashMap::new(),
-            held_events: HashMap::new(),
+            held: HashMap::new(),
+            released: HashSet::new(),
+            next_marker: 0,
         }
     }
 
     /// Records that the connection of `token` asked `shard` for something answered (call before
     /// submitting it). `channel` is the request's channel, if any.
     pub fn expect_one(&mut self, token: u64, shard: usize, channel: Option<ChannelName>) {
-        self.conns.entry(token).or_default().push_back(Slot::One { shard, channel, answer: None });
+        let slot = Slot::One { shard, channel: channel.map(|c| (c, 0)), answer: None };
+        self.conns.entry(token).or_default().push_back(slot);
     }
 
     /// Records that the connection of `token` asked every shard for a `channels` page of at most
@@ -113,7 +130,7 @@ impl ShardOrder {
     /// Nothing is waiting or held.
     #[cfg(test)]
     fn is_idle(&self) -> bool {
-        self.conns.is_empty() && self.held_answers.is_empty() && self.held_events.is_empty()
+        self.conns.is_empty() && self.held.is_empty() && self.released.is_empty()
     }
 
     fn handle_event(&mut self, shard: usize, event: BrokerEvent, out: &mut Vec<BrokerEvent>) {
@@ -155,8 +172,10 @@ impl ShardOrder {
             });
             match slot {
                 Some((channel, answer)) => {
-                    if let Some(channel) = channel {
-                        *self.held_answers.entry(channel.clone()).or_default() += 1;
+                    if let Some((channel, marker)) = channel {
+                        *marker = self.next_marker;
+                        self.next_marker += 1;
+                        self.held.entry(channel.clone()).or_default().push_back(Held::Answer(*marker));
                     }
                     *answer = Some(event);
                 }
@@ -173,8 +192,9 @@ impl ShardOrder {
             match slots.pop_front() {
                 Some(Slot::One { channel, answer: Some(answer), .. }) => {
                     out.push(answer);
-                    if let Some(channel) = channel {
-                        Self::answer_released(&mut self.held_answers, &mut self.held_events, channel, out);
+                    if let Some((channel, marker)) = channel {
+                        self.released.insert(marker);
+                        Self::drain(&mut self.held, &mut self.released, channel, out);
                     }
                 }
                 Some(Slot::Channels { pages, limit }) => {
@@ -189,27 +209,33 @@ impl ShardOrder {
         }
     }
 
-    fn answer_released(
-        held_answers: &mut HashMap<ChannelName, usize>,
-        held_events: &mut HashMap<ChannelName, VecDeque<BrokerEvent>>,
+    /// Hands over the front of `channel`'s queue up to its first answer still held.
+    fn drain(
+        held: &mut HashMap<ChannelName, VecDeque<Held>>,
+        released: &mut HashSet<u64>,
         channel: ChannelName,
         out: &mut Vec<BrokerEvent>,
     ) {
-        let Some(count) = held_answers.get_mut(&channel) else { return };
-        *count -= 1;
-        if *count == 0 {
-            held_answers.remove(&channel);
-            if let Some(events) = held_events.remove(&channel) {
-                out.extend(events);
+        let Some(queue) = held.get_mut(&channel) else { return };
+        while let Some(front) = queue.front() {
+            match front {
+                Held::Answer(marker) if !released.remove(marker) => break,
+                Held::Answer(_) => {}
+                Held::Event(_) => {}
             }
+            if let Some(Held::Event(event)) = queue.pop_front() {
+                out.push(event);
+            }
+        }
+        if queue.is_empty() {
+            held.remove(&channel);
         }
     }
 
     fn pass_or_hold(&mut self, channel: &ChannelName, event: BrokerEvent, out: &mut Vec<BrokerEvent>) {
-        if self.held_answers.contains_key(channel) {
-            self.held_events.entry(channel.clone()).or_default().push_back(event);
-        } else {
-            out.push(event);
+        match self.held.get_mut(channel) {
+            Some(queue) => queue.push_back(Held::Event(event)),
+            None => out.push(event),
         }
     }
 }
@@ -329,6 +355,25 @@ mod tests {
         assert!(out.is_empty(), "{:?}", show(&out));
         let out = order.handle_events(0, vec![published(1, 3), delivery("a", 3)]);
         assert_eq!(show(&out), ["ack 1 3", "ack 1 5", "msg b 5", "msg b 6", "msg a 3"]);
+        assert!(order.is_idle());
+    }
+
+    /// A delivery waits only for the answers of its channel that were in before it: a
+    /// connection that keeps publishing does not hold its channel's deliveries for longer.
+    #[test]
+    fn a_delivery_waits_only_for_the_answers_in_before_it() {
+        let mut order = ShardOrder::new(2);
+        for _ in 0..2 {
+            order.expect_one(1, 0, Some(name("a")));
+            order.expect_one(1, 1, Some(name("x")));
+        }
+        let out = order
+            .handle_events(1, vec![published(1, 1), delivery("x", 1), published(1, 2), delivery("x", 2)]);
+        assert!(out.is_empty(), "{:?}", show(&out));
+        let out = order.handle_events(0, vec![published(1, 11)]);
+        assert_eq!(show(&out), ["ack 1 11", "ack 1 1", "msg x 1"]);
+        let out = order.handle_events(0, vec![published(1, 12), delivery("a", 11), delivery("a", 12)]);
+        assert_eq!(show(&out), ["ack 1 12", "ack 1 2", "msg x 2", "msg a 11", "msg a 12"]);
         assert!(order.is_idle());
     }
 
