@@ -1,7 +1,17 @@
-//! The Redis hub backend: [`HubBackend`] over the broker, so `pushwire serve --redis URL`
-//! runs its channels on Redis and any number of nodes share them.
+//! The Redis hub backend: [`HubBackend`] over the brokers, so `pushwire serve --redis URL`
+//! runs its channels on Redis (one server, or several as shards) and any number of nodes
+//! share them.
 //!
-//! Implements: every [`Command`] but `Stats` and `Ready` is submitted to the broker and answered
+//! Implements: one broker per `--redis` server; every per-channel request (publish, read,
+//! subscribe, unsubscribe, presence, info) goes to the broker of
+//! [`crate::redis::shard::shard_of`] its channel, a server API `disconnect` / `unsubscribe`
+//! for other nodes to shard 0 (whose control channel every node hears, so it is applied once
+//! per node), `channels` to every shard (pages merged); `Ready` is up when every shard is,
+//! `Stats` sums them. With several shards each request is first recorded in its loop's
+//! `ShardOrder` (`shards.rs`), through which the brokers' answers reach the inbox in the
+//! order the connection asked (the loops match a connection's answers to its commands in
+//! order); with one there is no order and no lock, the answers go straight to the inboxes.
+//! Every [`Command`] but `Stats` and `Ready` is submitted to a broker and answered
 //! [`Submitted::Later`] (a server API `disconnect` of one connection of this node is handed to
 //! this node's loops at once, as on one node; any other goes to every node through the
 //! broker's control channel; `info` and `channels` are the broker's surveys of every node); the broker's answers and deliveries become [`LoopEvent`]s in the
@@ -11,7 +21,8 @@
 //! the refusal, `redis_broker::Limits::max_queued_requests`); at once when the broker stopped
 //! or even its refusals fill the queue.
 //!
-//! Does not: keep one connection's replies in submission order across kinds (a publish may be
+//! Does not: keep one connection's replies in submission order across kinds within one shard
+//! (a publish may be
 //! answered before an earlier subscribe of the same connection that waits for its channel to
 //! be live; publishes and reads keep their order, a refused or re-sent one included: the
 //! broker hands each answer over after the connection's earlier requests' answers), expire anything

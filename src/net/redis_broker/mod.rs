@@ -85,10 +85,16 @@
 //! connect wait in rustls until the handshake is done, and a handshake not done within
 //! [`Limits::request_timeout`] closes the connection like a late reply.
 //!
-//! Does not (yet): several independent Redis servers as shards (one broker per server behind
-//! [`RedisHub`] would do, each request routed by [`crate::redis::shard::shard_of`]), or Redis
-//! Cluster (see the notes in [`crate::redis`]). Its figures ([`BrokerStats`]) reach
-//! `/metrics` as `HubStats::backend` and `/readyz` through `Command::Ready`.
+//! **Several Redis servers as shards** (`--redis` given several times, at most
+//! [`MAX_REDIS_SHARDS`]): one broker per server, each knowing only its own server (its own
+//! thread, `Poll`, connections, incarnation, node registry and control channel) and the
+//! channels [`crate::redis::shard::shard_of`] gives it; [`RedisHub`] routes each request and,
+//! with more than one, restores each connection's answer order across the brokers
+//! (`shards.rs`). Its figures ([`BrokerStats`], summed over the shards) reach `/metrics` as
+//! `HubStats::backend` and `/readyz` through `Command::Ready`.
+//!
+//! Does not (yet): Redis Cluster (see the notes in [`crate::redis`]), or check that every
+//! node lists the same shards in the same order.
 
 mod backend;
 mod link;
