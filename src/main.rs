@@ -228,6 +228,22 @@ struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(redis().ping_interval),
           value_parser = positive_seconds)]
     redis_ping_interval: Seconds,
+    /// With --redis: how often this node announces itself to the others on the control channel
+    /// (the node registry the server API's info and channels surveys wait for). More than 0.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(redis().heartbeat_interval),
+          value_parser = positive_seconds)]
+    redis_heartbeat_interval: Seconds,
+    /// With --redis: a node not heard from for this long is dropped from the registry, so
+    /// surveys stop waiting for it. Longer than --redis-heartbeat-interval (give every node the
+    /// same values: a node heartbeating less often than this is dropped between heartbeats).
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(redis().node_timeout),
+          value_parser = positive_seconds)]
+    redis_node_timeout: Seconds,
+    /// With --redis: longest wait for the other nodes' replies to an info or channels call of
+    /// the server API; past it the call answers with the replies in. More than 0.
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(redis().survey_timeout),
+          value_parser = positive_seconds)]
+    redis_survey_timeout: Seconds,
     /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. SIGHUP reloads both files (a pair that fails to load keeps the current one).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -510,6 +526,11 @@ impl ServeArgs {
         }
         config.api.limits.max_body_bytes = self.api_max_body_bytes;
         config.api.limits.max_broadcast_channels = self.api_max_broadcast_channels;
+        // The broker's own limits are not in `Config`; this pair is checked here, so that
+        // `config check` refuses it too (each alone is checked by its parser).
+        if self.redis_node_timeout.0 <= self.redis_heartbeat_interval.0 {
+            return Err("--redis-node-timeout must be longer than --redis-heartbeat-interval".into());
+        }
         Ok(config)
     }
 }
@@ -717,6 +738,9 @@ fn serve(args: &ServeArgs, mut config: Config) -> ExitCode {
             request_timeout: args.redis_request_timeout.0,
             max_pending_requests: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
             ping_interval: args.redis_ping_interval.0,
+            heartbeat_interval: args.redis_heartbeat_interval.0,
+            node_timeout: args.redis_node_timeout.0,
+            survey_timeout: args.redis_survey_timeout.0,
         };
         pushwire::net::redis_broker::serve(config, listen, redis, on_ready)
     };

@@ -222,6 +222,14 @@ fn config_check_names_key_position_and_what_is_allowed() {
             "pushwire config check: FILE:1:23: redis_ping_interval: invalid value '0' for '--redis-ping-interval <SECONDS>': `0` is not a positive number of seconds",
         ),
         (
+            "redis_survey_timeout = 0\n",
+            "pushwire config check: FILE:1:24: redis_survey_timeout: invalid value '0' for '--redis-survey-timeout <SECONDS>': `0` is not a positive number of seconds",
+        ),
+        (
+            "redis_heartbeat_interval = 6\n",
+            "pushwire config check: invalid configuration: --redis-node-timeout must be longer than --redis-heartbeat-interval",
+        ),
+        (
             "tls_cert = \"/nonexistent.pem\"\n",
             "pushwire config check: FILE: the following required arguments were not provided: --tls-key <PATH>",
         ),

@@ -6,7 +6,8 @@
 //! by transport summed over the nodes, channels whose subscribers live on another node, and a
 //! killed node drops out of the survey (the call still answers, first at the survey timeout,
 //! then at once once the registry dropped it); a stalled node's reply after the timeout is
-//! dropped and counted late.
+//! dropped and counted late; `--redis-survey-timeout`, `--redis-node-timeout` and
+//! `--redis-heartbeat-interval` set those timings.
 
 mod common;
 mod redis_support;
@@ -246,4 +247,49 @@ fn redis_api_a_stalled_nodes_reply_after_the_survey_timeout_is_counted_late() {
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_info(&a, "s", |info| info["transports"]["sse"] == 1);
+}
+
+/// The control channel's timings follow their flags (every node given the same):
+/// `--redis-survey-timeout 0.5` answers a survey waiting for a stopped node after half a
+/// second (not the default 2 s), and `--redis-node-timeout 2` with
+/// `--redis-heartbeat-interval 0.25` drops it from the registry within 2 s of its last
+/// heartbeat (not the default 6 s).
+#[test]
+fn redis_api_control_timings_follow_their_flags() {
+    let redis = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let timed = || {
+        Server::start(&[
+            "--redis",
+            &url,
+            "--threads",
+            "1",
+            "--api-key",
+            KEY,
+            "--redis-heartbeat-interval",
+            "0.25",
+            "--redis-node-timeout",
+            "2",
+            "--redis-survey-timeout",
+            "0.5",
+        ])
+    };
+    let (a, mut b) = (timed(), timed());
+    let _on_b = open_sse(&b, "t", None);
+    wait_info(&a, "t", |info| info["transports"]["sse"] == 1);
+    let timeouts = redis_metric(&a, "survey_timeouts_total");
+    let status = std::process::Command::new("kill").args(["-STOP", &b.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let stopped = Instant::now();
+    let (status, info) = call(&a, "info", json!({"channel":"t"}));
+    let took = stopped.elapsed();
+    assert_eq!((status, info["transports"]["sse"].clone()), (200, json!(0)), "{info}");
+    assert_eq!(redis_metric(&a, "survey_timeouts_total"), timeouts + 1, "answered at the survey timeout");
+    assert!(took < Duration::from_millis(1_500), "the survey took {took:?}");
+    while redis_metric(&a, "nodes") != 0 {
+        let waited = stopped.elapsed();
+        assert!(waited < Duration::from_millis(3_500), "still in the registry after {waited:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.kill9();
 }

@@ -226,6 +226,9 @@ impl RedisHub {
             request_timeout: redis.request_timeout,
             max_pending_requests: redis.max_pending_requests,
             ping_interval: redis.ping_interval,
+            heartbeat_interval: redis.heartbeat_interval,
+            node_timeout: redis.node_timeout,
+            survey_timeout: redis.survey_timeout,
             ..Limits::default()
         };
         limits.max_presence_members = presence.max_members_per_channel;

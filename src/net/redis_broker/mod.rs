@@ -189,13 +189,15 @@ pub struct Limits {
     /// Most members a presence answer lists (`ZRANGE` bound). Default 10 000.
     pub max_presence_members: usize,
     /// How often this node announces itself on the control channel (the node registry of
-    /// [`crate::redis::control`]). Default 2 s.
+    /// [`crate::redis::control`]). Default 2 s (`--redis-heartbeat-interval`).
     pub heartbeat_interval: Duration,
     /// A node not heard from for this long is dropped from the registry (surveys stop waiting
-    /// for it). Default 6 s (three heartbeats).
+    /// for it); longer than [`Limits::heartbeat_interval`]. Default 6 s (three heartbeats,
+    /// `--redis-node-timeout`).
     pub node_timeout: Duration,
     /// Longest wait for the other nodes' answers to an `info` or `channels` survey; past it
-    /// the call is answered with the replies in (late ones are counted). Default 2 s.
+    /// the call is answered with the replies in (late ones are counted). Default 2 s
+    /// (`--redis-survey-timeout`).
     pub survey_timeout: Duration,
     /// Most surveys of this node waiting for replies; beyond, a survey fails with
     /// [`BrokerError::Overloaded`]. Default 1 024.
@@ -293,6 +295,12 @@ pub struct RedisOptions {
     pub max_pending_requests: usize,
     /// `--redis-ping-interval`: [`Limits::ping_interval`].
     pub ping_interval: Duration,
+    /// `--redis-heartbeat-interval`: [`Limits::heartbeat_interval`].
+    pub heartbeat_interval: Duration,
+    /// `--redis-node-timeout`: [`Limits::node_timeout`].
+    pub node_timeout: Duration,
+    /// `--redis-survey-timeout`: [`Limits::survey_timeout`].
+    pub survey_timeout: Duration,
 }
 
 /// What one node's broker needs to know.
