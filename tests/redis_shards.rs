@@ -153,6 +153,38 @@ fn redis_shards_ws_acks_keep_the_order_of_publishes_across_a_slow_shard() {
     }
 }
 
+/// A short poll of two channels, one on frozen shard 0 and one on shard 1, on one request: the
+/// two reads are answered by different brokers, the shard-1 one first, and each channel still
+/// gets its own messages and cursor (without the answer order they were swapped).
+#[test]
+fn redis_shards_a_poll_of_channels_on_both_shards_gets_each_its_own_answer() {
+    let shards = [RedisServer::start(), RedisServer::start()];
+    let server = node(&shards);
+    let slow = on_shard("multi", 0);
+    let fast = on_shard("multi", 1);
+    let slow_id = publish(&server, &slow, "s1");
+    let fast_id = publish(&server, &fast, "f1");
+    let since = format!("{}:0,{}:0", epoch(&slow_id), epoch(&fast_id));
+    shards[0].freeze();
+    let answer = std::thread::scope(|scope| {
+        let poll = scope.spawn(|| {
+            let raw = format!("GET /channels/{slow},{fast}?since={since} HTTP/1.1\r\nHost: t\r\n\r\n");
+            exchange(&server, raw.as_bytes())
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        shards[0].thaw();
+        poll.join().unwrap()
+    });
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let json: Value = serde_json::from_slice(&answer.body).unwrap();
+    let want = json!([
+        {"channel": slow, "id": slow_id, "data": "s1"},
+        {"channel": fast, "id": fast_id, "data": "f1"},
+    ]);
+    assert_eq!(json["messages"], want, "{json}");
+    assert_eq!(json["next"], format!("{slow_id},{fast_id}"), "{json}");
+}
+
 #[test]
 fn redis_shards_server_api_channels_merges_both_shards_and_info_finds_a_shard_1_channel() {
     let shards = [RedisServer::start(), RedisServer::start()];
