@@ -3,8 +3,9 @@
 //! other), publishes on any node reach subscribers on every node once, in order, with the same
 //! cursor, a client resumes on another node; one WebSocket connection publishing to channels
 //! on both shards gets its acks in the order of its publishes even when one shard is slow; the
-//! server API's `channels` merges both shards and `info` finds a shard-1 channel; one shard
-//! down fails only its channels (503) and `/readyz`, and they come back with it.
+//! server API's `channels` merges both shards and `info` finds a shard-1 channel; presence
+//! works per shard; one shard down fails only its channels (503) and `/readyz`, and they come
+//! back with it.
 
 mod common;
 mod redis_support;
@@ -131,7 +132,10 @@ fn redis_shards_ws_acks_keep_the_order_of_publishes_across_a_slow_shard() {
     shards[0].freeze();
     v1.send(&json!({"type":"publish","channel":slow,"data":"slow","req":0}));
     for i in 1..=4 {
-        v1.send(&json!({"type":"publish","channel":fast,"data":format!("fast-{i}"),"req":i}));
+        // The second one skips its sender: its delivery arrives while its ack waits for the
+        // slow shard's, and must wait too.
+        let except_self = i == 2;
+        v1.send(&json!({"type":"publish","channel":fast,"data":format!("fast-{i}"),"except_self":except_self,"req":i}));
     }
     // Shard 1 answers meanwhile; the answers wait for shard 0's.
     std::thread::sleep(Duration::from_millis(600));
@@ -146,8 +150,9 @@ fn redis_shards_ws_acks_keep_the_order_of_publishes_across_a_slow_shard() {
         assert_eq!(reply["channel"], channel.as_str(), "{reply}");
         assert_eq!(id, format!("{want_epoch}:{offset}"), "ack {i} carries its own publish's cursor: {reply}");
     }
-    // The subscription got the four fast messages, in order, after their acks.
-    for i in 1..=4 {
+    // The subscription got the fast messages, in order, after their acks, but its own
+    // except_self one.
+    for i in [1, 3, 4] {
         let message = v1.message();
         assert_eq!(message["data"], format!("fast-{i}"), "{message}");
     }
@@ -211,6 +216,53 @@ fn redis_shards_server_api_channels_merges_both_shards_and_info_finds_a_shard_1_
     assert_eq!((info["exists"].clone(), info["subscribers"].clone()), (json!(true), json!(1)), "{info}");
     assert_eq!(info["last"], id.as_str(), "{info}");
     assert_eq!(info["history_messages"], 1, "{info}");
+}
+
+/// Presence per shard as on one server: a member of channels on both shards is listed on
+/// every node, its keys on each channel's shard, and its node killed, it leaves both.
+#[test]
+fn redis_shards_presence_on_both_shards_and_a_killed_nodes_members_leave_both() {
+    let shards = [RedisServer::start(), RedisServer::start()];
+    let (first, second) = (redis_url(&shards[0]), redis_url(&shards[1]));
+    let flags = ["--redis", &first, "--redis", &second, "--threads", "2", "--presence-ttl", "3"];
+    let (a, mut doomed) = (Server::start(&flags), Server::start(&flags));
+    let rooms = [on_shard("room", 0), on_shard("room", 1)];
+    let mut watcher = V1::connect(&a, None);
+    let mut member = V1::connect(&doomed, None);
+    for (req, room) in rooms.iter().enumerate() {
+        let ok = watcher.ask(json!({"type":"subscribe","channel":room,"joins":true,"req":req}));
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    for (req, room) in rooms.iter().enumerate() {
+        let ok = member.ask(json!({"type":"subscribe","channel":room,"info":{"name":"m"},"req":req}));
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    let heard = |watcher: &mut V1, kind: &str| {
+        let mut channels: Vec<String> = (0..2)
+            .map(|_| {
+                let frame = watcher.next();
+                assert_eq!(frame["type"], kind, "{frame}");
+                frame["channel"].as_str().unwrap().to_string()
+            })
+            .collect();
+        channels.sort();
+        channels
+    };
+    let mut sorted = rooms.to_vec();
+    sorted.sort();
+    assert_eq!(heard(&mut watcher, "join"), sorted);
+    for (shard, room) in rooms.iter().enumerate() {
+        let listed = watcher.ask(json!({"type":"presence","channel":room,"req":"p"}));
+        assert_eq!(listed["count"], 2, "{listed}");
+        let keys = [format!("pushwire:{{{room}}}:pres")];
+        assert_eq!(existing(&shards[shard], &keys), 1, "{room} presence on shard {shard}");
+        assert_eq!(existing(&shards[1 - shard], &keys), 0, "{room} presence not on the other");
+    }
+    let killed_at = Instant::now();
+    doomed.kill9();
+    assert_eq!(heard(&mut watcher, "leave"), sorted);
+    assert!(killed_at.elapsed() < Duration::from_secs(15), "left after {:?}", killed_at.elapsed());
+    drop(member);
 }
 
 #[test]
