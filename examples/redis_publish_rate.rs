@@ -71,6 +71,7 @@ fn run(url: &RedisUrl, messages: u64, channels: &[ChannelName], window: u64) {
         max_history_messages: 1_000,
         node_name: format!("rate-{window}"),
         node_id: 1,
+        shard_index: 0,
         pubsub_shards: 1,
         limits: Limits::default(),
     };

@@ -146,6 +146,7 @@ fn config(port: u16, node: &str, max_history_messages: usize) -> BrokerConfig {
         max_history_messages,
         node_name: node.into(),
         node_id: 1 + node.len() as u64,
+        shard_index: 0,
         limits: fast_limits(),
     }
 }

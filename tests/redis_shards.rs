@@ -77,6 +77,27 @@ fn readyz_until(server: &Server, status: u16) {
     }
 }
 
+/// Each broker claims its server's place in the list: a node listing the servers in another
+/// order than the node before it is refused at start, naming the place; one listing them in
+/// the same order, or with a server added at the end, starts.
+#[test]
+fn redis_shards_a_node_listing_the_servers_in_another_order_is_refused_at_start() {
+    let shards = [RedisServer::start(), RedisServer::start(), RedisServer::start()];
+    let (first, second, third) = (redis_url(&shards[0]), redis_url(&shards[1]), redis_url(&shards[2]));
+    let _node = Server::start(&["--redis", &first, "--redis", &second]);
+    let swapped = [second.clone(), first.clone()];
+    let output = output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis", &swapped[0], "--redis", &swapped[1]])
+            .env("RUST_LOG", "warn"),
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("shard 1 (counting from 0)") && err.contains("shard 0 here"), "{err}");
+    let _grown = Server::start(&["--redis", &first, "--redis", &second, "--redis", &third]);
+}
+
 #[test]
 fn redis_shards_publish_on_any_node_reaches_every_node_once_in_order_from_the_channels_shard() {
     let shards = [RedisServer::start(), RedisServer::start()];

@@ -12,13 +12,57 @@
 //! all of them to the new shard, and no others. A moved channel finds no meta on its new
 //! shard and starts a new epoch there (its subscribers see a gap, never wrong data); its old
 //! keys expire with their ttl. Shards must therefore be added at the end of the list, and the
-//! list must be the same on every node (the broker can check by publishing the list's digest
-//! at start; not done here). Removing a shard other than the last moves many channels.
+//! list must be the same on every node. Removing a shard other than the last moves many
+//! channels.
+//!
+//! The place check ([`claim_command`], [`check_claim`]): each broker claims its server's place
+//! in the list, `SET PREFIX:shard INDEX NX GET`, every time its command connection opens; a
+//! server already claimed at another place (another node lists the servers in another order,
+//! or without one before it) is refused, so a misordered node fails at start instead of
+//! splitting channels between servers. Adding a server at the end keeps every place; a
+//! deliberate reshuffle needs `DEL PREFIX:shard` on the moved servers. A node listing fewer
+//! servers (the last ones missing) is not caught: its places agree.
 //!
 //! Does not: talk to the shards, or know Redis Cluster (which routes by hash slot; see
 //! [`crate::redis::keys::key_slot`] and the notes in [`crate::redis`]).
 
 use crate::hub::ChannelName;
+use crate::redis::keys::Namespace;
+use crate::redis::resp::{Command, Value};
+
+/// The key holding a server's place in the shard list: `PREFIX:shard` (no hash tag: it is
+/// per server, never a channel's).
+pub fn claim_key(namespace: &Namespace) -> String {
+    format!("{}:shard", namespace.as_str())
+}
+
+/// `SET PREFIX:shard INDEX NX GET` (Redis 7.0 or later): claims place `index` for this server
+/// unless one is claimed, and returns the claimed one.
+pub fn claim_command(namespace: &Namespace, index: usize) -> Command {
+    Command::new("SET").arg(claim_key(namespace)).arg(index.to_string()).arg("NX").arg("GET")
+}
+
+/// Checks the reply to [`claim_command`] for place `index`: unclaimed before (now claimed) or
+/// claimed at the same place is fine; another place, or an error, is why not.
+pub fn check_claim(reply: &Value, index: usize, namespace: &Namespace) -> Result<(), String> {
+    let claimed = match reply {
+        Value::NullBulkString => return Ok(()),
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::Error(e) => {
+            return Err(format!("SET {}: {}", claim_key(namespace), String::from_utf8_lossy(e)))
+        }
+        other => return Err(format!("SET {}: unexpected reply {other:?}", claim_key(namespace))),
+    };
+    if claimed == index.to_string() {
+        return Ok(());
+    }
+    Err(format!(
+        "this server is shard {claimed} (counting from 0) of the nodes that claimed it, but --redis \
+         lists it as shard {index} here: every node must list the same servers in the same order \
+         (after moving shards on purpose: DEL {} on the moved servers)",
+        claim_key(namespace)
+    ))
+}
 
 /// The index (below `shards`) of the shard that holds `channel`. `shards` must be at least 1.
 pub fn shard_of(channel: &ChannelName, shards: usize) -> usize {
@@ -112,6 +156,20 @@ mod tests {
                 "n={n}: moved {moved}, expected about {expected}"
             );
         }
+    }
+
+    #[test]
+    fn a_claim_is_kept_at_its_place_and_refused_at_another() {
+        let namespace = Namespace::default();
+        let command = claim_command(&namespace, 1);
+        assert_eq!(command.argc(), 5);
+        assert_eq!(check_claim(&Value::NullBulkString, 1, &namespace), Ok(()));
+        assert_eq!(check_claim(&Value::BulkString(b"1".to_vec()), 1, &namespace), Ok(()));
+        let refused = check_claim(&Value::BulkString(b"0".to_vec()), 1, &namespace).unwrap_err();
+        assert!(refused.contains("shard 0") && refused.contains("shard 1 here"), "{refused}");
+        assert!(refused.contains("DEL pushwire:shard"), "{refused}");
+        let error = check_claim(&Value::Error(b"NOPERM no".to_vec()), 1, &namespace).unwrap_err();
+        assert!(error.contains("NOPERM"), "{error}");
     }
 
     #[test]

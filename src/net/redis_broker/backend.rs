@@ -253,6 +253,7 @@ impl RedisHub {
                 max_history_messages: config.hub.max_history_messages,
                 node_name: format!("{node_id:016x}"),
                 node_id,
+                shard_index: shard,
                 limits: limits.clone(),
             };
             let outbox: Arc<dyn BrokerOutbox> = match (&sharded, outbox.take()) {

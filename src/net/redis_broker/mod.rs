@@ -93,8 +93,12 @@
 //! (`shards.rs`). Its figures ([`BrokerStats`], summed over the shards) reach `/metrics` as
 //! `HubStats::backend` and `/readyz` through `Command::Ready`.
 //!
-//! Does not (yet): Redis Cluster (see the notes in [`crate::redis`]), or check that every
-//! node lists the same shards in the same order.
+//! Each broker claims its server's place in the list at every connect
+//! ([`crate::redis::shard::claim_command`], after `INFO`, before `SCRIPT LOAD`): a server
+//! claimed at another place (another node lists the servers in another order) fails the
+//! connection, and at start the node.
+//!
+//! Does not (yet): Redis Cluster (see the notes in [`crate::redis`]).
 
 mod backend;
 mod link;
@@ -326,6 +330,10 @@ pub struct BrokerConfig {
     pub pubsub_shards: usize,
     /// This node's id in presence members (drawn at start, never 0).
     pub node_id: u64,
+    /// This server's place in the `--redis` list (0 with one server): claimed on the server
+    /// at every connect, and a server claimed at another place is refused
+    /// ([`crate::redis::shard::check_claim`]).
+    pub shard_index: usize,
     /// Bounds and timings.
     pub limits: Limits,
 }

@@ -69,6 +69,9 @@ enum Pending {
     Handshake,
     /// `INFO`: right after connecting (`initial`), then every `info_interval`.
     Info { initial: bool },
+    /// `SET PREFIX:shard INDEX NX GET`: this server's place in the shard list
+    /// ([`crate::redis::shard::claim_command`]).
+    ShardClaim,
     /// `SCRIPT LOAD`; the connection is ready after the `last` one.
     ScriptLoad { last: bool },
     Publish {
@@ -1188,7 +1191,7 @@ impl Worker {
                     _ => length_command(&keys(channel)),
                 }
             }
-            Pending::Handshake | Pending::ScriptLoad { .. } => {
+            Pending::Handshake | Pending::ShardClaim | Pending::ScriptLoad { .. } => {
                 unreachable!("setup commands are sent by connect_command")
             }
         };
@@ -1204,7 +1207,7 @@ impl Worker {
     /// once the command connection is ready).
     fn fail_pending(&mut self, pending: Pending, error: BrokerError, now: Instant) {
         match pending {
-            Pending::Handshake | Pending::Info { .. } | Pending::ScriptLoad { .. } => {}
+            Pending::Handshake | Pending::Info { .. } | Pending::ShardClaim | Pending::ScriptLoad { .. } => {}
             Pending::Publish { sink, token, ticket, .. } => {
                 self.hand_over(
                     sink,
@@ -1281,6 +1284,8 @@ impl Worker {
         }
         link.queue(&info_command());
         self.push_in_flight(Pending::Info { initial: true }, now);
+        link.queue(&crate::redis::shard::claim_command(&self.config.namespace, self.config.shard_index));
+        self.push_in_flight(Pending::ShardClaim, now);
         let loads = load_commands();
         for (i, command) in loads.iter().enumerate() {
             link.queue(command);
@@ -1407,6 +1412,12 @@ impl Worker {
                     }
                 }
             },
+            Pending::ShardClaim => {
+                let index = self.config.shard_index;
+                if let Err(e) = crate::redis::shard::check_claim(&value, index, &self.config.namespace) {
+                    self.command_down(&e, now);
+                }
+            }
             Pending::ScriptLoad { last } => {
                 if let Err(e) = ReplyError::check(&value) {
                     self.command_down(&format!("SCRIPT LOAD: {e}"), now);
