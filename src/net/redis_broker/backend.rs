@@ -293,9 +293,10 @@ impl RedisHub {
     /// at once is answered through the order too, after the connection's earlier answers.
     fn submit_sharded(&self, sharded: &Sharded, request: BrokerRequest) -> Submitted {
         if let BrokerRequest::Channels { sink, token, prefix, after, limit } = request {
-            let Some(mut order) = sharded.order(sink) else { return Submitted::NoReply };
-            order.expect_channels(token, limit);
-            drop(order);
+            // (Every sink has an order: one per inbox, as `InboxOutbox` has an inbox.)
+            if let Some(mut order) = sharded.order(sink) {
+                order.expect_channels(token, limit);
+            }
             for (shard, client) in self.shards.iter().enumerate() {
                 let (prefix, after) = (prefix.clone(), after.clone());
                 if let Err(error) =
@@ -323,9 +324,9 @@ impl RedisHub {
         let Some((sink, token, refusal)) = request.refusal(BrokerError::Stopped) else {
             unreachable!("every request here is answered")
         };
-        let Some(mut order) = sharded.order(sink) else { return Submitted::NoReply };
-        order.expect_one(token, shard, channel);
-        drop(order);
+        if let Some(mut order) = sharded.order(sink) {
+            order.expect_one(token, shard, channel);
+        }
         if let Err(error) = self.shards[shard].submit(request) {
             log::debug!("redis backend: {error}");
             sharded.hand_over(shard, sink, vec![refusal.with_error(error)]);
