@@ -209,7 +209,11 @@ impl Fanout {
 /// answer arrives: a backend counts a subscription that starts (`Ok`) and not one it refuses
 /// (`Err`), so only then is it known whether there is anything to end (the answer drops it for
 /// a refusal). Sent ahead of a refusal, it would end another connection's subscription
-/// to the channel on this loop. Returns true when commands stay queued, held.
+/// to the channel on this loop. What a client can queue behind it is bounded by its session:
+/// a command-mode WebSocket's commands that wait for an answer by
+/// `RoomLimits::max_pending_commands` (held ones get none), its unsubscribes by its channels
+/// (`RoomLimits::max_channels_per_connection`), a feed's reads to one at a time. Returns true
+/// when commands stay queued, held.
 pub fn pump(
     conn: &mut Conn,
     subs: &mut SlotSubscriptions<'_>,
