@@ -11,6 +11,7 @@
 //! | `PREFIX:{CHANNEL}:pres` | sorted set | presence: member → expiry time (ms, Redis clock) |
 //! | `PREFIX:{CHANNEL}:pinfo` | hash | presence: member → user id and info |
 //! | `PREFIX:{CHANNEL}` | pub/sub channel | message, join and leave frames |
+//! | `PREFIX:shard` | string | this server's place in the `--redis` list ([`crate::redis::shard::claim_key`]; per server, no tag) |
 //!
 //! The tag rule ([cluster spec][tags]): "if the key contains a `{` character, and if there is a
 //! `}` character on its right, and if there are one or more characters between the first
