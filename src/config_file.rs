@@ -374,7 +374,13 @@ pub fn raw_values(matches: &ArgMatches, arg: &Arg) -> Option<Vec<String>> {
     if is_secret(id) {
         return Some(vec!["(redacted)".into()]);
     }
-    Some(raw.map(|v| v.to_string_lossy().into_owned()).collect())
+    let values = raw.map(|v| v.to_string_lossy().into_owned());
+    if id == "redis" {
+        // A Redis URL may carry a password: shown redacted, the rest as given.
+        let redact = |v: String| pushwire::redis::url::RedisUrl::parse(&v).map_or(v, |url| url.redacted());
+        return Some(values.map(redact).collect());
+    }
+    Some(values.collect())
 }
 
 /// A setting's default values, as `--help` shows them.

@@ -275,3 +275,24 @@ fn config_file_environment_and_secret_file_reach_the_running_server() {
     assert_eq!(post("fifteen bytes..", Some("wrong")), 403);
     assert_eq!(post("fifteen bytes..", None), 401);
 }
+
+/// `--redis` servers (several, as shards) from a file: `config show` lists them in order with
+/// any password redacted (a Redis URL carries its password).
+#[test]
+fn config_show_lists_redis_shards_in_order_with_passwords_redacted() {
+    let file =
+        Scratch::new("redis = [\"redis://:hunter2@10.0.0.1:6379\", \"redis://alice:pw@10.0.0.2:6380/1\"]\n");
+    let shown = shown(&["--config", file.path()], &[]);
+    assert_eq!(
+        shown["redis"],
+        "[\"redis://:(redacted)@10.0.0.1:6379/0\", \"redis://alice:(redacted)@10.0.0.2:6380/1\"]"
+    );
+    let file = Scratch::new("redis = \"redis://10.0.0.1\"\n");
+    let check = run(&["config", "check", file.path()], &[]);
+    assert!(!check.status.success());
+    assert!(
+        stderr(&check).contains("redis: expected an array of strings, found a string"),
+        "{}",
+        stderr(&check)
+    );
+}

@@ -66,6 +66,21 @@ impl fmt::Display for RedisUrl {
     }
 }
 
+impl RedisUrl {
+    /// The URL with its password, if any, shown as `(redacted)` (`pushwire config show`).
+    pub fn redacted(&self) -> String {
+        let shown = self.to_string();
+        if self.password.is_none() {
+            return shown;
+        }
+        let scheme = if self.tls { "rediss://" } else { "redis://" };
+        let rest = &shown[scheme.len()..];
+        let user = self.username.as_deref().unwrap_or("");
+        let rest = rest.strip_prefix(&format!("{user}@")).unwrap_or(rest);
+        format!("{scheme}{user}:(redacted)@{rest}")
+    }
+}
+
 /// Why a `--redis` URL was refused (an operator's mistake: the process exits with a usage
 /// error before serving).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +331,9 @@ mod tests {
         let secure = RedisUrl::parse("rediss://:hunter2@h").unwrap();
         assert_eq!(secure.to_string(), "rediss://h:6379/0");
         assert!(!format!("{secure:?}").contains("hunter2"));
+        assert_eq!(parsed.redacted(), "redis://alice:(redacted)@[::1]:7000/3");
+        assert_eq!(secure.redacted(), "rediss://:(redacted)@h:6379/0");
+        assert_eq!(RedisUrl::parse("redis://h").unwrap().redacted(), "redis://h:6379/0");
     }
 
     #[test]
