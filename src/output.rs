@@ -121,7 +121,7 @@ impl Output {
 
     /// Appends what `write` appends to the `Vec` it is given, with no intermediate buffer: the
     /// `Vec` is the owned tail segment when it is empty or stays within its capacity or
-    /// [`TAIL_GROW_BYTES`] with `reserve_bytes` more, else a new segment of that capacity.
+    /// `TAIL_GROW_BYTES` (128 KiB) with `reserve_bytes` more, else a new segment of that capacity.
     /// `write` must only append (what it appends is counted).
     pub fn push_with(&mut self, reserve_bytes: usize, write: impl FnOnce(&mut Vec<u8>)) {
         let q = self.queue();
@@ -257,7 +257,7 @@ const MAX_CORK_BYTES: usize = 8 * 1024 * 1024;
 /// [`Cork::reclaim`] after its output was written. A connection whose socket took everything
 /// gives the buffers back, so an idle connection holds none; one left with unwritten bytes keeps
 /// them (they are its queue). The cork keeps a stack of spare queues (bounded by
-/// [`MAX_CORK_BYTES`]): a fan-out queues a delivery on many connections before writing any, and
+/// `MAX_CORK_BYTES` (8 MiB)): a fan-out queues a delivery on many connections before writing any, and
 /// each takes a spare, so a steady fan-out allocates no queue per subscriber.
 ///
 /// Does not: copy bytes. The buffers change owner by moving one box.
@@ -288,8 +288,8 @@ impl Cork {
     }
 
     /// Takes the buffers of an `out` that was written out, leaving it holding none; they become
-    /// a spare unless they are over [`MAX_SPARE_BYTES`] or the spares would pass
-    /// [`MAX_CORK_BYTES`] (then they are freed). An `out` with bytes left keeps everything.
+    /// a spare unless they are over `MAX_SPARE_BYTES` (256 KiB) or the spares would pass
+    /// `MAX_CORK_BYTES` (then they are freed). An `out` with bytes left keeps everything.
     pub fn reclaim(&mut self, out: &mut Output) {
         if !out.is_empty() {
             return;

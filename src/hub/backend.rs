@@ -16,7 +16,7 @@
 //! answers `Later` and pushes replies and deliveries from its own thread.
 //!
 //! Ownership of a subscription (ARCHITECTURE.md "Who owns a subscription"): the backend counts
-//! subscribers per loop ([`SinkId`]); the loop (`crate::fanout`) records which of its
+//! subscribers per loop ([`SinkId`](crate::hub::SinkId)); the loop (`crate::fanout`) records which of its
 //! connections hold which channel, from the `Subscribed` reply to the `Unsubscribe` it submits
 //! when the session ends, the connection closes (any reason: EOF, error, slow consumer, drain)
 //! or a `Subscribed` reply arrives for a connection that is already gone: one `Unsubscribe`

@@ -305,7 +305,7 @@ const SEAL_OVERHEAD_PER_RECORD: usize = 64;
 ///   reads is kept, in `incoming`, until the record is complete (at most
 ///   [`MAX_INCOMING_BYTES`]);
 /// - records are sealed into `outgoing` and written at once; what the socket does not take
-///   waits there for writability (at most [`MAX_SEAL_PLAINTEXT`] of plaintext per call);
+///   waits there for writability (at most `MAX_SEAL_PLAINTEXT` (64 KiB) of plaintext per call);
 /// - plaintext that did not fit the caller's buffer waits in `plain` for the next read.
 pub struct TlsStream {
     conn: UnbufferedServerConnection,
@@ -668,7 +668,7 @@ impl TlsStream {
         }
     }
 
-    /// Encrypts plaintext from `bufs` (at most [`MAX_SEAL_PLAINTEXT`] bytes) and writes it to
+    /// Encrypts plaintext from `bufs` (at most `MAX_SEAL_PLAINTEXT` (64 KiB) bytes) and writes it to
     /// `sock`; returns how much plaintext was taken (which may still wait encrypted when the
     /// socket is full: see [`TlsStream::wants_write`]). `WouldBlock` while earlier records are
     /// still unwritten, or while the handshake is not done.

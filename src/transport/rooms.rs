@@ -207,13 +207,6 @@ impl Rooms {
         self.claims.as_ref().map(|c| c.expires_at)
     }
 
-    /// The `Unsubscribe` actions that end every subscription: what the loop submits when the
-    /// connection ends, whatever the reason. Empties the set.
-    pub fn close(&mut self) -> Vec<Action> {
-        self.pending.clear();
-        self.rooms.drain(..).map(|r| Action::Unsubscribe { channel: r.channel }).collect()
-    }
-
     /// Leaves `channel` without a command (the server API's `unsubscribe`); false when the
     /// connection does not hold it.
     pub fn remove(&mut self, channel: &ChannelName) -> bool {
