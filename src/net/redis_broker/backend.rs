@@ -21,12 +21,12 @@
 //! the refusal, `redis_broker::Limits::max_queued_requests`); at once when the broker stopped
 //! or even its refusals fill the queue.
 //!
-//! Does not: keep one connection's replies in submission order across kinds within one shard
-//! (a publish may be
-//! answered before an earlier subscribe of the same connection that waits for its channel to
-//! be live; publishes and reads keep their order, a refused or re-sent one included: the
-//! broker hands each answer over after the connection's earlier requests' answers), expire anything
-//! (Redis expires the keys),
+//! Does not: with one server, keep one connection's replies in submission order across
+//! kinds (a publish may be answered before an earlier subscribe of the same connection that
+//! waits for its channel to be live; publishes and reads keep their order, a refused or
+//! re-sent one included: the broker hands each answer over after the connection's earlier
+//! requests' answers; with several servers the `ShardOrder` keeps every kind in order),
+//! expire anything (Redis expires the keys),
 //! or count history in `Stats` (only live channels).
 
 use std::sync::atomic::Ordering;
@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use std::{fmt, io};
 
-use super::shards::{sum_figures, ShardOrder, MAX_REDIS_SHARDS};
+use super::shards::{sum_figures, Answered, ShardOrder, MAX_REDIS_SHARDS};
 use super::{
     Broker, BrokerClient, BrokerConfig, BrokerError, BrokerEvent, BrokerMember, BrokerOutbox, BrokerRequest,
     Limits, RedisOptions,
@@ -308,13 +308,19 @@ impl RedisHub {
             }
             return Submitted::Later;
         }
-        let (shard, channel) = match &request {
+        let in_order =
+            |channel: &ChannelName| (self.shard(channel), Answered::InOrder, Some(channel.clone()));
+        let (shard, kind, channel) = match &request {
             BrokerRequest::Publish { channel, .. }
             | BrokerRequest::Read { channel, .. }
-            | BrokerRequest::Subscribe { channel, .. }
-            | BrokerRequest::Presence { channel, .. }
-            | BrokerRequest::Info { channel, .. } => (self.shard(channel), Some(channel.clone())),
-            BrokerRequest::Disconnect { .. } => (0, None),
+            | BrokerRequest::Presence { channel, .. } => in_order(channel),
+            BrokerRequest::Subscribe { channel, .. } => {
+                (self.shard(channel), Answered::Subscribe, Some(channel.clone()))
+            }
+            BrokerRequest::Info { channel, .. } => {
+                (self.shard(channel), Answered::Info, Some(channel.clone()))
+            }
+            BrokerRequest::Disconnect { .. } => (0, Answered::InOrder, None),
             BrokerRequest::Channels { .. }
             | BrokerRequest::Unsubscribe { .. }
             | BrokerRequest::Refused { .. } => {
@@ -325,7 +331,7 @@ impl RedisHub {
             unreachable!("every request here is answered")
         };
         if let Some(mut order) = sharded.order(sink) {
-            order.expect_one(token, shard, channel);
+            order.expect_one(token, shard, kind, channel);
         }
         if let Err(error) = self.shards[shard].submit(request) {
             log::debug!("redis backend: {error}");

@@ -5,7 +5,11 @@
 //! Implements:
 //! - [`ShardOrder`], one per event loop (sink): a FIFO per connection of the shards its
 //!   answered requests went to. An answer is handed over once every earlier answer of the
-//!   same connection was; until then it is held. A `channels` request goes to every shard and
+//!   same connection was; until then it is held. An answer finds its request by shard and
+//!   [`Answered`] kind: a broker answers a connection's publishes, reads, presence reads and
+//!   disconnects in request order (its tickets), but a subscribe when its channel is live and
+//!   an `info` when its survey is done, so those two are matched by their channel. A
+//!   `channels` request goes to every shard and
 //!   its answer is the pages merged ([`merge_pages`]) once all are in. While an answer
 //!   carrying a channel (publish, read, subscribe, presence, info) is held, that channel's
 //!   deliveries and presence changes are held behind it, so what one broker guarantees still
@@ -19,10 +23,11 @@
 //! within its broker's `request_timeout` (a survey within `survey_timeout`), and its held
 //! deliveries go with it.
 //!
+//! So with several shards a connection's answers come in request order across kinds too (one
+//! broker may answer a publish before an earlier subscribe waiting for its channel).
+//!
 //! Does not: do I/O (the caller hands the events to the loop's inbox while it holds this
-//! loop's order, so two brokers never interleave), or order the answers within one shard
-//! differently from how that broker answers (see `backend.rs`: a publish may pass an earlier
-//! subscribe waiting for its channel to be live).
+//! loop's order, so two brokers never interleave).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -33,6 +38,18 @@ use crate::hub::{ChannelName, ChannelPage};
 /// The most Redis servers one node spreads its channels over (`--redis` given this many times).
 pub const MAX_REDIS_SHARDS: usize = 64;
 
+/// How a broker answers a request, which tells which request an answer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// In request order among the connection's others of this kind: a publish, read,
+    /// presence read or disconnect (each takes a ticket in the broker).
+    InOrder,
+    /// When its channel is live: a subscribe (matched by its channel).
+    Subscribe,
+    /// When its survey is done: an `info` (matched by its channel).
+    Info,
+}
+
 /// What a connection waits for, in the order it asked.
 #[derive(Debug)]
 enum Slot {
@@ -40,6 +57,8 @@ enum Slot {
     One {
         /// The shard asked.
         shard: usize,
+        /// How it is answered.
+        kind: Answered,
         /// The channel of the request, if it has one (its deliveries wait behind the answer),
         /// and the answer's marker in that channel's queue once it is in.
         channel: Option<(ChannelName, u64)>,
@@ -103,10 +122,11 @@ impl ShardOrder {
         }
     }
 
-    /// Records that the connection of `token` asked `shard` for something answered (call before
-    /// submitting it). `channel` is the request's channel, if any.
-    pub fn expect_one(&mut self, token: u64, shard: usize, channel: Option<ChannelName>) {
-        let slot = Slot::One { shard, channel: channel.map(|c| (c, 0)), answer: None };
+    /// Records that the connection of `token` asked `shard` for something answered `kind`
+    /// (call before submitting it). `channel` is the request's channel, if any (a subscribe
+    /// and an `info` have one).
+    pub fn expect_one(&mut self, token: u64, shard: usize, kind: Answered, channel: Option<ChannelName>) {
+        let slot = Slot::One { shard, kind, channel: channel.map(|c| (c, 0)), answer: None };
         self.conns.entry(token).or_default().push_back(slot);
     }
 
@@ -164,8 +184,17 @@ impl ShardOrder {
                 None => out.push(BrokerEvent::Channels { token, result }),
             }
         } else {
+            let (kind, named) = match &event {
+                BrokerEvent::Subscribed { channel, .. } => (Answered::Subscribe, Some(channel.clone())),
+                BrokerEvent::Info { channel, .. } => (Answered::Info, Some(channel.clone())),
+                _ => (Answered::InOrder, None),
+            };
             let slot = slots.iter_mut().find_map(|slot| match slot {
-                Slot::One { shard: s, channel, answer: answer @ None } if *s == shard => {
+                Slot::One { shard: s, kind: k, channel, answer: answer @ None }
+                    if *s == shard
+                        && *k == kind
+                        && (named.is_none() || channel.as_ref().map(|(c, _)| c) == named.as_ref()) =>
+                {
                     Some((channel, answer))
                 }
                 _ => None,
@@ -343,9 +372,9 @@ mod tests {
     #[test]
     fn a_later_shards_answer_and_its_delivery_wait_for_an_earlier_shards_answer() {
         let mut order = ShardOrder::new(2);
-        order.expect_one(1, 0, Some(name("a")));
-        order.expect_one(1, 1, Some(name("b")));
-        order.expect_one(2, 1, Some(name("c")));
+        order.expect_one(1, 0, Answered::InOrder, Some(name("a")));
+        order.expect_one(1, 1, Answered::InOrder, Some(name("b")));
+        order.expect_one(2, 1, Answered::InOrder, Some(name("c")));
         // Shard 1 answers first: connection 1's is held, connection 2's passes; b's delivery
         // waits behind its answer, c's does not.
         let out = order
@@ -364,8 +393,8 @@ mod tests {
     fn a_delivery_waits_only_for_the_answers_in_before_it() {
         let mut order = ShardOrder::new(2);
         for _ in 0..2 {
-            order.expect_one(1, 0, Some(name("a")));
-            order.expect_one(1, 1, Some(name("x")));
+            order.expect_one(1, 0, Answered::InOrder, Some(name("a")));
+            order.expect_one(1, 1, Answered::InOrder, Some(name("x")));
         }
         let out = order
             .handle_events(1, vec![published(1, 1), delivery("x", 1), published(1, 2), delivery("x", 2)]);
@@ -381,12 +410,34 @@ mod tests {
     #[test]
     fn one_shards_answers_keep_its_order() {
         let mut order = ShardOrder::new(2);
-        order.expect_one(1, 1, Some(name("a")));
-        order.expect_one(1, 1, Some(name("b")));
+        order.expect_one(1, 1, Answered::InOrder, Some(name("a")));
+        order.expect_one(1, 1, Answered::InOrder, Some(name("b")));
         let out = order.handle_events(1, vec![published(1, 2)]);
         assert_eq!(show(&out), ["ack 1 2"]);
         let out = order.handle_events(1, vec![published(1, 1)]);
         assert_eq!(show(&out), ["ack 1 1"]);
+        assert!(order.is_idle());
+    }
+
+    /// One broker answers a publish before an earlier subscribe of the same connection (it
+    /// waits for its channel to be live): the publish's answer waits for the subscribe's, and
+    /// its channel's delivery for it (not the subscribe's channel's).
+    #[test]
+    fn a_publish_answered_before_an_earlier_subscribe_waits_with_its_own_channel() {
+        let mut order = ShardOrder::new(2);
+        order.expect_one(1, 1, Answered::Subscribe, Some(name("x")));
+        order.expect_one(1, 1, Answered::InOrder, Some(name("y")));
+        let out = order.handle_events(1, vec![published(1, 1), delivery("y", 1)]);
+        assert!(out.is_empty(), "the delivery of y waits for its answer: {:?}", show(&out));
+        let subscribed = BrokerEvent::Subscribed {
+            token: 1,
+            channel: name("x"),
+            transport: crate::protocol::Transport::WebSocket,
+            result: Err(BrokerError::Overloaded),
+        };
+        let out = order.handle_events(1, vec![subscribed, delivery("x", 4)]);
+        assert_eq!(show(&out)[1..], ["ack 1 1", "msg y 1", "msg x 4"]);
+        assert!(matches!(out[0], BrokerEvent::Subscribed { .. }));
         assert!(order.is_idle());
     }
 
@@ -395,7 +446,7 @@ mod tests {
     fn channels_pages_of_every_shard_are_merged_in_order() {
         let mut order = ShardOrder::new(2);
         order.expect_channels(4, 2);
-        order.expect_one(4, 0, None);
+        order.expect_one(4, 0, Answered::InOrder, None);
         let page =
             |names: &[&str], more| ChannelPage { channels: names.iter().map(|n| name(n)).collect(), more };
         let out = order.handle_events(
