@@ -16,18 +16,9 @@ use redis_support::RedisServer;
 const READYZ: &[u8] = b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 
-/// Asks `/readyz` until it answers `status` (the backend's state changes asynchronously);
-/// panics with the last answer after a generous bound.
+/// Asks `/readyz` until it answers `status`, for at most a generous bound.
 fn wait_ready_status(server: &Server, status: u16) -> Response {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = exchange(server, READYZ);
-        if answer.status == status || Instant::now() > deadline {
-            assert_eq!(answer.status, status, "{}", answer.text());
-            return answer;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::readyz_until(server, status, Duration::from_secs(30))
 }
 
 #[test]

@@ -18,7 +18,7 @@ mod common;
 mod redis_support;
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::v1::V1;
 use common::*;
@@ -48,15 +48,7 @@ fn node(redis: &RedisServer) -> Server {
 }
 
 fn readyz_until_ready(server: &Server) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let res = exchange(server, b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        if res.status == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/readyz never 200: {} {}", res.status, res.text());
-        thread::sleep(Duration::from_millis(50));
-    }
+    common::readyz_until(server, 200, SETTLE);
 }
 
 /// A `/ws` client that subscribed the channel (answer still to come) and, if `unsubscribe`,

@@ -66,15 +66,7 @@ fn publish_status(server: &Server, channel: &str, body: &str) -> u16 {
 
 /// Waits (bounded) until `/readyz` answers `status`.
 fn readyz_until(server: &Server, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let res = exchange(server, b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        if res.status == status {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/readyz never {status}: {} {}", res.status, res.text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::readyz_until(server, status, Duration::from_secs(20));
 }
 
 /// Each broker claims its server's place in the list: a node listing the servers in another

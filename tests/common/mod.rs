@@ -236,6 +236,20 @@ pub fn exchange(server: &Server, raw: &[u8]) -> Response {
     read_response(&mut BufReader::new(stream), head_request)
 }
 
+/// Asks `/readyz` on new connections until it answers `status` (a backend's state changes
+/// asynchronously); panics with the last answer once `within` has passed.
+pub fn readyz_until(server: &Server, status: u16, within: Duration) -> Response {
+    let deadline = Instant::now() + within;
+    loop {
+        let res = exchange(server, b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        if res.status == status {
+            return res;
+        }
+        assert!(Instant::now() < deadline, "/readyz never {status}: {} {}", res.status, res.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// True when the server closed the connection (EOF) within the IO timeout.
 pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
     let mut rest = Vec::new();
