@@ -686,6 +686,20 @@ mod tests {
         backend.submitted.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
     }
 
+    /// A command-mode WebSocket that subscribed `a` and unsubscribed it, with a backend that
+    /// answers later and will refuse `a` unless `ok`; nothing answered yet.
+    fn unsubscribed_before_the_answer(ok: bool) -> (TestBackend, Rig) {
+        let backend = TestBackend::new(true);
+        if !ok {
+            backend.refuse("a");
+        }
+        let mut rig = Rig::new();
+        rig.input(WS_COMMANDS);
+        rig.command(&backend, SUB_A);
+        rig.command(&backend, UNSUB_A);
+        (backend, rig)
+    }
+
     /// Issue #14 item 1: a command-mode WebSocket subscribes and unsubscribes `a` before the
     /// backend's later answer, and is removed before that answer arrives. The `Unsubscribe`
     /// waited for the answer and went with the connection; the answer then ends what the
@@ -695,14 +709,7 @@ mod tests {
     #[test]
     fn a_late_answer_for_a_removed_connection_that_unsubscribed_is_ended_once() {
         for ok in [true, false] {
-            let backend = TestBackend::new(true);
-            if !ok {
-                backend.refuse("a");
-            }
-            let mut rig = Rig::new();
-            rig.input(WS_COMMANDS);
-            rig.command(&backend, SUB_A);
-            rig.command(&backend, UNSUB_A);
+            let (backend, mut rig) = unsubscribed_before_the_answer(ok);
             assert_eq!(backend.unsubscribes("a"), 0, "held for the answer, ok={ok}");
             rig.remove(&backend);
             rig.reply_until_done(&backend);
@@ -718,14 +725,7 @@ mod tests {
     #[test]
     fn an_unsubscribe_waits_for_its_subscribes_answer_and_is_dropped_for_a_refusal() {
         for ok in [true, false] {
-            let backend = TestBackend::new(true);
-            if !ok {
-                backend.refuse("a");
-            }
-            let mut rig = Rig::new();
-            rig.input(WS_COMMANDS);
-            rig.command(&backend, SUB_A);
-            rig.command(&backend, UNSUB_A);
+            let (backend, mut rig) = unsubscribed_before_the_answer(ok);
             rig.command(&backend, r#"{"type":"publish","channel":"b","data":"x","req":3}"#);
             assert_eq!(submitted(&backend), ["SubscribeMember"], "the rest waits, ok={ok}");
             rig.reply_until_done(&backend);
@@ -754,14 +754,7 @@ mod tests {
     #[test]
     fn subscribing_again_before_the_answers_is_recorded_once_and_ended_once() {
         for first_ok in [true, false] {
-            let backend = TestBackend::new(true);
-            if !first_ok {
-                backend.refuse("a");
-            }
-            let mut rig = Rig::new();
-            rig.input(WS_COMMANDS);
-            rig.command(&backend, SUB_A);
-            rig.command(&backend, UNSUB_A);
+            let (backend, mut rig) = unsubscribed_before_the_answer(first_ok);
             rig.command(&backend, r#"{"type":"subscribe","channel":"a","req":3}"#);
             rig.reply_until_done(&backend);
             let case = format!("first_ok={first_ok}");
