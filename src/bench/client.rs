@@ -148,26 +148,43 @@ const LONG_POLL_WAIT_S: u32 = 25;
 #[derive(Debug)]
 enum BodyKind {
     /// An event stream; `cursor_seen` once the first event ID was reported.
-    Sse { parser: Box<EventStreamParser>, cursor_seen: bool },
+    Sse { parser: EventStreamParser, cursor_seen: bool },
     /// NDJSON lines; `line` holds a partial line.
     Stream { line: Vec<u8> },
     /// A poll answer, collected whole; `first` for the short poll that finds the cursor.
     Poll { body: Vec<u8>, first: bool },
 }
 
-/// Where a connection is.
+/// Where a connection is. Small (the head's state is boxed), so that a connection's hot fields
+/// share a cache line or two: a fan-out reads thousands of connections once each per message.
 #[derive(Debug)]
 enum State {
-    /// Waiting for the response head; `buf` holds its bytes so far.
-    Head { buf: Vec<u8>, scanner: HeadScanner, ws_request: Option<ClientRequest>, first_poll: bool },
-    /// Speaking WebSocket.
-    Ws(Box<WsConn>),
+    /// Waiting for the response head.
+    Head(Box<HeadState>),
+    /// Speaking WebSocket (inline: a `WsConn` between frames is a few words).
+    Ws(WsConn),
     /// Reading a response body.
-    Body { framing: Box<ResponseBody>, kind: BodyKind },
+    Body(Box<BodyState>),
     /// Raw length-prefixed messages; `buf` holds a partial one.
     Raw { buf: Vec<u8> },
     /// Over; the connection is dropped after reporting why.
     Done,
+}
+
+/// Waiting for the response head: `buf` holds its bytes so far.
+#[derive(Debug)]
+struct HeadState {
+    buf: Vec<u8>,
+    scanner: HeadScanner,
+    ws_request: Option<ClientRequest>,
+    first_poll: bool,
+}
+
+/// Reading a response body: its framing and what it carries, in one box.
+#[derive(Debug)]
+struct BodyState {
+    framing: ResponseBody,
+    kind: BodyKind,
 }
 
 /// One client connection.
@@ -176,7 +193,8 @@ pub struct Client {
     stream: TcpStream,
     /// `wss://`: the TLS connection between the socket and the state machine.
     tls: Option<Box<rustls::ClientConnection>>,
-    request: Request,
+    /// Boxed: read only when a request is sent or a head arrives.
+    request: Box<Request>,
     state: State,
     out: Output,
     connected: bool,
@@ -206,7 +224,7 @@ impl Client {
             out: Output::new(),
             connected: false,
             close_received: None,
-            request: request.clone(),
+            request: Box::new(request.clone()),
         };
         match request.wire {
             Wire::Push(Transport::WebSocket) => {
@@ -302,6 +320,11 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+        if self.out.is_empty() {
+            // Frees the queue's box: the check above, made after every read, then needs no
+            // second cache line (a fan-out subscriber writes nothing after its request).
+            self.out = Output::new();
+        }
         Ok(())
     }
 
@@ -395,8 +418,17 @@ impl Client {
         self.flush().map_err(|e| format!("write: {e}"))
     }
 
-    /// Reads until the socket would block, handing the bytes to the state machine.
-    fn handle_readable(&mut self, scratch: &mut [u8], received: &mut Vec<Received>) -> Result<(), String> {
+    /// Reads until the socket is drained, handing the bytes to the state machine. A read that
+    /// does not fill `scratch` drained it: the poll is edge-triggered (mio), and bytes that
+    /// arrive after it raise a new event, so the read that would only say `WouldBlock` is
+    /// skipped (half the reads of a fan-out, where each message is one short read), unless
+    /// the peer's FIN was reported (`read_closed`): the EOF is then read now.
+    fn handle_readable(
+        &mut self,
+        scratch: &mut [u8],
+        read_closed: bool,
+        received: &mut Vec<Received>,
+    ) -> Result<(), String> {
         if self.tls.is_some() {
             return self.handle_readable_tls(scratch, received);
         }
@@ -407,6 +439,9 @@ impl Client {
                     self.handle_input(&scratch[..n], received)?;
                     if matches!(self.state, State::Done) {
                         return Err("finished".into());
+                    }
+                    if n < scratch.len() && !read_closed {
+                        return Ok(());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -422,14 +457,15 @@ impl Client {
         }
         match &self.state {
             State::Ws(_) => "EOF without a close frame".into(),
-            State::Head { .. } => "EOF before a response".into(),
+            State::Head(_) => "EOF before a response".into(),
             _ => "EOF".into(),
         }
     }
 
     fn handle_input(&mut self, input: &[u8], received: &mut Vec<Received>) -> Result<(), String> {
         match &mut self.state {
-            State::Head { buf, scanner, .. } => {
+            State::Head(head) => {
+                let HeadState { buf, scanner, .. } = &mut **head;
                 buf.extend_from_slice(input);
                 let limits = crate::http1::Limits { max_head_bytes: MAX_HEAD_BYTES, ..Default::default() };
                 let Some(len) = scanner.scan(buf, &limits).map_err(|e| format!("response head: {e}"))? else {
@@ -440,12 +476,10 @@ impl Client {
                     return Err("malformed response head".into());
                 };
                 let rest = buf.split_off(len);
-                let State::Head { ws_request, first_poll, .. } =
-                    std::mem::replace(&mut self.state, State::Done)
-                else {
+                let State::Head(head_state) = std::mem::replace(&mut self.state, State::Done) else {
                     unreachable!("matched above")
                 };
-                self.handle_head(&head, ws_request, first_poll)?;
+                self.handle_head(&head, head_state.ws_request, head_state.first_poll)?;
                 received.push(Received::Opened);
                 // Even with nothing left: an empty Content-Length body is complete already.
                 self.handle_input(&rest, received)
@@ -472,7 +506,7 @@ impl Client {
                 }
                 result.map_err(|e| format!("WebSocket: {e}"))
             }
-            State::Body { .. } => self.handle_body(input, received),
+            State::Body(_) => self.handle_body(input, received),
             State::Raw { buf } => {
                 buf.extend_from_slice(input);
                 let max = self.request.max_message_bytes;
@@ -509,7 +543,7 @@ impl Client {
                 max_frame_payload_bytes: self.request.max_message_bytes as u64,
                 max_message_bytes: self.request.max_message_bytes as u64,
             };
-            self.state = State::Ws(Box::new(WsConn::with_deflate(Role::Client, limits, selected.deflate)));
+            self.state = State::Ws(WsConn::with_deflate(Role::Client, limits, selected.deflate));
             return Ok(());
         }
         if head.status != 200 {
@@ -530,29 +564,29 @@ impl Client {
                     max_line_bytes: self.request.max_message_bytes + 1024,
                     max_data_bytes: self.request.max_message_bytes + 1024,
                 };
-                BodyKind::Sse { parser: Box::new(EventStreamParser::new(limits)), cursor_seen: false }
+                BodyKind::Sse { parser: EventStreamParser::new(limits), cursor_seen: false }
             }
             Wire::Push(Transport::Stream) => BodyKind::Stream { line: Vec::new() },
             Wire::Push(Transport::LongPoll | Transport::Poll | Transport::WebSocket) | Wire::Raw => {
                 BodyKind::Poll { body: Vec::new(), first: first_poll }
             }
         };
-        self.state = State::Body { framing: Box::new(framing), kind };
+        self.state = State::Body(Box::new(BodyState { framing, kind }));
         Ok(())
     }
 
     /// Removes the transfer framing, then reads the body as its transport says.
     fn handle_body(&mut self, input: &[u8], received: &mut Vec<Received>) -> Result<(), String> {
-        let State::Body { framing, kind } = &mut self.state else {
+        let State::Body(body_state) = &mut self.state else {
             return Ok(());
         };
+        let BodyState { framing, kind } = &mut **body_state;
         let mut body = Vec::new();
         let progress = framing.read(input, &mut body).map_err(|e| format!("response body: {e}"))?;
         if progress.consumed < input.len() {
             return Err("bytes after the response body".into());
         }
         let complete = progress.done;
-        let max = self.request.max_message_bytes;
         match kind {
             BodyKind::Sse { parser, cursor_seen } => {
                 let mut events = Vec::new();
@@ -566,6 +600,8 @@ impl Client {
                 received.extend(events.into_iter().map(|e| Received::Data(e.data.into_bytes())));
             }
             BodyKind::Stream { line } => {
+                // Read here, not for every event: the request is boxed apart from the hot fields.
+                let max = self.request.max_message_bytes;
                 let mut rest: &[u8] = &body;
                 while let Some(end) = rest.iter().position(|&b| b == b'\n') {
                     line.extend_from_slice(&rest[..end]);
@@ -580,6 +616,7 @@ impl Client {
                 line.extend_from_slice(rest);
             }
             BodyKind::Poll { body: answer, first } => {
+                let max = self.request.max_message_bytes;
                 if answer.len() + body.len() > max {
                     return Err(format!("poll answer over {max} bytes"));
                 }
@@ -604,7 +641,7 @@ impl Client {
 }
 
 fn head_state(ws_request: Option<ClientRequest>, first_poll: bool) -> State {
-    State::Head { buf: Vec::new(), scanner: HeadScanner::new(), ws_request, first_poll }
+    State::Head(Box::new(HeadState { buf: Vec::new(), scanner: HeadScanner::new(), ws_request, first_poll }))
 }
 
 /// pushwire's `{"type":"open",…}` envelope (WebSocket `pushwire.v1`, the stream), also
@@ -721,13 +758,13 @@ impl Clients {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let ready: Vec<(usize, bool, bool)> = self
+        let ready: Vec<(usize, bool, bool, bool)> = self
             .events
             .iter()
-            .map(|e| (e.token().0, e.is_writable(), e.is_readable() || e.is_read_closed()))
+            .map(|e| (e.token().0, e.is_writable(), e.is_readable(), e.is_read_closed()))
             .collect();
         let mut news = Vec::new();
-        for (index, writable, readable) in ready {
+        for (index, writable, readable, read_closed) in ready {
             let Some(client) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
@@ -740,8 +777,8 @@ impl Clients {
                     news.push(Received::Opened);
                 }
             }
-            if result.is_ok() && readable && client.connected {
-                result = client.handle_readable(&mut self.scratch, &mut news);
+            if result.is_ok() && (readable || read_closed) && client.connected {
+                result = client.handle_readable(&mut self.scratch, read_closed, &mut news);
                 if result.is_ok() {
                     result = client.flush().map_err(|e| format!("write: {e}"));
                 }
