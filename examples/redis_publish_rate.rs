@@ -72,6 +72,7 @@ fn run(url: &RedisUrl, messages: u64, channels: &[ChannelName], window: u64) {
         node_name: format!("rate-{window}"),
         node_id: 1,
         shard_index: 0,
+        shard_count: 1,
         pubsub_shards: 1,
         limits: Limits::default(),
     };

@@ -147,6 +147,7 @@ fn config(port: u16, node: &str, max_history_messages: usize) -> BrokerConfig {
         node_name: node.into(),
         node_id: 1 + node.len() as u64,
         shard_index: 0,
+        shard_count: 1,
         limits: fast_limits(),
     }
 }

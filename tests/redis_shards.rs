@@ -69,24 +69,43 @@ fn readyz_until(server: &Server, status: u16) {
     common::readyz_until(server, status, Duration::from_secs(20));
 }
 
-/// Each broker claims its server's place in the list: a node listing the servers in another
-/// order than the node before it is refused at start, naming the place; one listing them in
-/// the same order, or with a server added at the end, starts.
-#[test]
-fn redis_shards_a_node_listing_the_servers_in_another_order_is_refused_at_start() {
-    let shards = [RedisServer::start(), RedisServer::start(), RedisServer::start()];
-    let (first, second, third) = (redis_url(&shards[0]), redis_url(&shards[1]), redis_url(&shards[2]));
-    let _node = Server::start(&["--redis", &first, "--redis", &second]);
-    let swapped = [second.clone(), first.clone()];
+/// `pushwire serve --redis URL...` run to its end (it must fail at start): its stderr.
+fn refused_at_start(urls: &[&String]) -> String {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    for url in urls {
+        args.extend(["--redis", url.as_str()]);
+    }
     let output = output_within(
-        std::process::Command::new(env!("CARGO_BIN_EXE_pushwire"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--redis", &swapped[0], "--redis", &swapped[1]])
-            .env("RUST_LOG", "warn"),
+        std::process::Command::new(env!("CARGO_BIN_EXE_pushwire")).args(&args).env("RUST_LOG", "warn"),
         Duration::from_secs(20),
     );
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "{err}");
-    assert!(err.contains("shard 1 (counting from 0)") && err.contains("shard 0 here"), "{err}");
+    err
+}
+
+/// Each broker claims its server's place in the list and the list's length: a node listing
+/// the servers in another order than the node before it, or fewer or more of them, is refused
+/// at start, naming both places (with `n` and `n + 1` shards the nodes would send about
+/// `1 / (n + 1)` of the channels to different servers); one listing them the same starts, and
+/// after `DEL pushwire:shard` on every server a longer list starts.
+#[test]
+fn redis_shards_a_node_listing_other_servers_or_another_order_is_refused_at_start() {
+    let shards = [RedisServer::start(), RedisServer::start(), RedisServer::start()];
+    let (first, second, third) = (redis_url(&shards[0]), redis_url(&shards[1]), redis_url(&shards[2]));
+    let node = Server::start(&["--redis", &first, "--redis", &second]);
+    let err = refused_at_start(&[&second, &first]);
+    assert!(err.contains("shard 1 (counting from 0) of 2") && err.contains("shard 0 of 2 here"), "{err}");
+    let err = refused_at_start(&[&first]);
+    assert!(err.contains("shard 0 (counting from 0) of 2") && err.contains("shard 0 of 1 here"), "{err}");
+    let err = refused_at_start(&[&first, &second, &third]);
+    assert!(err.contains("of 2") && err.contains("of 3 here") && err.contains("DEL pushwire:shard"), "{err}");
+    let _same = Server::start(&["--redis", &first, "--redis", &second]);
+    drop((node, _same));
+    for shard in &shards[..2] {
+        let deleted: i64 = redis::cmd("DEL").arg("pushwire:shard").query(&mut shard.checker()).unwrap();
+        assert_eq!(deleted, 1);
+    }
     let _grown = Server::start(&["--redis", &first, "--redis", &second, "--redis", &third]);
 }
 

@@ -16,12 +16,14 @@
 //! channels.
 //!
 //! The place check ([`claim_command`], [`check_claim`]): each broker claims its server's place
-//! in the list, `SET PREFIX:shard INDEX NX GET`, every time its command connection opens; a
-//! server already claimed at another place (another node lists the servers in another order,
-//! or without one before it) is refused, so a misordered node fails at start instead of
-//! splitting channels between servers. Adding a server at the end keeps every place; a
-//! deliberate reshuffle needs `DEL PREFIX:shard` on the moved servers. A node listing fewer
-//! servers (the last ones missing) is not caught: its places agree.
+//! in the list and the list's length, `SET PREFIX:shard INDEX/COUNT NX GET`, every time its
+//! command connection opens; a server already claimed at another place or in a list of another
+//! length is refused, so a node whose list differs from the others' (another order, a server
+//! missing or added) fails at start instead of splitting channels between servers: with `n`
+//! and `n + 1` shards the nodes disagree on about `1 / (n + 1)` of the channels, whose messages
+//! would then miss the other nodes' subscribers without a gap. Changing the list on purpose
+//! (adding a shard) is therefore a restart of every node, with `DEL PREFIX:shard` on every
+//! server in between.
 //!
 //! Does not: talk to the shards, or know Redis Cluster (which routes by hash slot; see
 //! [`crate::redis::keys::key_slot`] and the notes in [`crate::redis`]).
@@ -36,15 +38,16 @@ pub fn claim_key(namespace: &Namespace) -> String {
     format!("{}:shard", namespace.as_str())
 }
 
-/// `SET PREFIX:shard INDEX NX GET` (Redis 7.0 or later): claims place `index` for this server
-/// unless one is claimed, and returns the claimed one.
-pub fn claim_command(namespace: &Namespace, index: usize) -> Command {
-    Command::new("SET").arg(claim_key(namespace)).arg(index.to_string()).arg("NX").arg("GET")
+/// `SET PREFIX:shard INDEX/COUNT NX GET` (Redis 7.0 or later): claims place `index` in a list
+/// of `count` servers for this server unless one is claimed, and returns the claimed one.
+pub fn claim_command(namespace: &Namespace, index: usize, count: usize) -> Command {
+    Command::new("SET").arg(claim_key(namespace)).arg(format!("{index}/{count}")).arg("NX").arg("GET")
 }
 
-/// Checks the reply to [`claim_command`] for place `index`: unclaimed before (now claimed) or
-/// claimed at the same place is fine; another place, or an error, is why not.
-pub fn check_claim(reply: &Value, index: usize, namespace: &Namespace) -> Result<(), String> {
+/// Checks the reply to [`claim_command`] for place `index` of `count`: unclaimed before (now
+/// claimed) or claimed at the same place of a list as long is fine; another place, another
+/// length, or an error, is why not.
+pub fn check_claim(reply: &Value, index: usize, count: usize, namespace: &Namespace) -> Result<(), String> {
     let claimed = match reply {
         Value::NullBulkString => return Ok(()),
         Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
@@ -53,13 +56,15 @@ pub fn check_claim(reply: &Value, index: usize, namespace: &Namespace) -> Result
         }
         other => return Err(format!("SET {}: unexpected reply {other:?}", claim_key(namespace))),
     };
-    if claimed == index.to_string() {
+    if claimed == format!("{index}/{count}") {
         return Ok(());
     }
+    let (claimed_index, claimed_count) = claimed.split_once('/').unwrap_or((&claimed, "?"));
     Err(format!(
-        "this server is shard {claimed} (counting from 0) of the nodes that claimed it, but --redis \
-         lists it as shard {index} here: every node must list the same servers in the same order \
-         (after moving shards on purpose: DEL {} on the moved servers)",
+        "this server is shard {claimed_index} (counting from 0) of {claimed_count} for the nodes that \
+         claimed it, but --redis lists it as shard {index} of {count} here: every node must list the \
+         same servers in the same order (to change the list on purpose, stop every node and run \
+         DEL {} on every server first)",
         claim_key(namespace)
     ))
 }
@@ -159,16 +164,24 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_is_kept_at_its_place_and_refused_at_another() {
+    fn a_claim_is_kept_at_its_place_and_refused_at_another_place_or_length() {
         let namespace = Namespace::default();
-        let command = claim_command(&namespace, 1);
+        let command = claim_command(&namespace, 1, 2);
         assert_eq!(command.argc(), 5);
-        assert_eq!(check_claim(&Value::NullBulkString, 1, &namespace), Ok(()));
-        assert_eq!(check_claim(&Value::BulkString(b"1".to_vec()), 1, &namespace), Ok(()));
-        let refused = check_claim(&Value::BulkString(b"0".to_vec()), 1, &namespace).unwrap_err();
-        assert!(refused.contains("shard 0") && refused.contains("shard 1 here"), "{refused}");
+        assert_eq!(check_claim(&Value::NullBulkString, 1, 2, &namespace), Ok(()));
+        assert_eq!(check_claim(&Value::BulkString(b"1/2".to_vec()), 1, 2, &namespace), Ok(()));
+        let refused = check_claim(&Value::BulkString(b"0/2".to_vec()), 1, 2, &namespace).unwrap_err();
+        assert!(
+            refused.contains("shard 0 (counting from 0) of 2") && refused.contains("shard 1 of 2 here"),
+            "{refused}"
+        );
         assert!(refused.contains("DEL pushwire:shard"), "{refused}");
-        let error = check_claim(&Value::Error(b"NOPERM no".to_vec()), 1, &namespace).unwrap_err();
+        // The same place in a longer or shorter list: the nodes would split channels.
+        for other in ["1/3", "1/1", "1"] {
+            let refused = check_claim(&Value::BulkString(other.as_bytes().to_vec()), 1, 2, &namespace);
+            assert!(refused.is_err(), "{other}");
+        }
+        let error = check_claim(&Value::Error(b"NOPERM no".to_vec()), 1, 2, &namespace).unwrap_err();
         assert!(error.contains("NOPERM"), "{error}");
     }
 

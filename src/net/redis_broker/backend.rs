@@ -254,6 +254,7 @@ impl RedisHub {
                 node_name: format!("{node_id:016x}"),
                 node_id,
                 shard_index: shard,
+                shard_count: count,
                 limits: limits.clone(),
             };
             let outbox: Arc<dyn BrokerOutbox> = match (&sharded, outbox.take()) {

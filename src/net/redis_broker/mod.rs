@@ -95,8 +95,8 @@
 //!
 //! Each broker claims its server's place in the list at every connect
 //! ([`crate::redis::shard::claim_command`], after `INFO`, before `SCRIPT LOAD`): a server
-//! claimed at another place (another node lists the servers in another order) fails the
-//! connection, and at start the node.
+//! claimed at another place or in a list of another length (another node lists other servers
+//! or another order) fails the connection, and at start the node.
 //!
 //! Does not (yet): Redis Cluster (see the notes in [`crate::redis`]).
 
@@ -330,10 +330,12 @@ pub struct BrokerConfig {
     pub pubsub_shards: usize,
     /// This node's id in presence members (drawn at start, never 0).
     pub node_id: u64,
-    /// This server's place in the `--redis` list (0 with one server): claimed on the server
-    /// at every connect, and a server claimed at another place is refused
-    /// ([`crate::redis::shard::check_claim`]).
+    /// This server's place in the `--redis` list (0 with one server) and the list's length:
+    /// claimed on the server at every connect, and a server claimed at another place or in a
+    /// list of another length is refused ([`crate::redis::shard::check_claim`]).
     pub shard_index: usize,
+    /// How many servers the `--redis` list has (1 with one server).
+    pub shard_count: usize,
     /// Bounds and timings.
     pub limits: Limits,
 }

@@ -69,7 +69,7 @@ enum Pending {
     Handshake,
     /// `INFO`: right after connecting (`initial`), then every `info_interval`.
     Info { initial: bool },
-    /// `SET PREFIX:shard INDEX NX GET`: this server's place in the shard list
+    /// `SET PREFIX:shard INDEX/COUNT NX GET`: this server's place in the shard list and its length
     /// ([`crate::redis::shard::claim_command`]).
     ShardClaim,
     /// `SCRIPT LOAD`; the connection is ready after the `last` one.
@@ -1284,7 +1284,8 @@ impl Worker {
         }
         link.queue(&info_command());
         self.push_in_flight(Pending::Info { initial: true }, now);
-        link.queue(&crate::redis::shard::claim_command(&self.config.namespace, self.config.shard_index));
+        let (index, count) = (self.config.shard_index, self.config.shard_count);
+        link.queue(&crate::redis::shard::claim_command(&self.config.namespace, index, count));
         self.push_in_flight(Pending::ShardClaim, now);
         let loads = load_commands();
         for (i, command) in loads.iter().enumerate() {
@@ -1413,8 +1414,9 @@ impl Worker {
                 }
             },
             Pending::ShardClaim => {
-                let index = self.config.shard_index;
-                if let Err(e) = crate::redis::shard::check_claim(&value, index, &self.config.namespace) {
+                let (index, count) = (self.config.shard_index, self.config.shard_count);
+                if let Err(e) = crate::redis::shard::check_claim(&value, index, count, &self.config.namespace)
+                {
                     self.command_down(&e, now);
                 }
             }
