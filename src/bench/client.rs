@@ -312,7 +312,7 @@ impl Client {
         while self.connected && !self.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); 64];
             let n = self.out.io_slices(&mut slices);
-            match self.stream.write_vectored(&slices[..n]) {
+            match crate::net::stream::send_vectored(&self.stream, &slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.out.consume(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -433,7 +433,7 @@ impl Client {
             return self.handle_readable_tls(scratch, received);
         }
         loop {
-            match self.stream.read(scratch) {
+            match crate::net::stream::recv(&self.stream, scratch) {
                 Ok(0) => return Err(self.eof_reason()),
                 Ok(n) => {
                     self.handle_input(&scratch[..n], received)?;
