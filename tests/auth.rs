@@ -84,13 +84,8 @@ fn with_query(target: &str, query: &str) -> String {
 }
 
 /// `pushwire_NAME{LABELS} VALUE` from `/metrics`.
-fn metric(server: &Server, sample: &str) -> u64 {
-    let text = request(server, "GET", "/metrics", "").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("pushwire_{sample} ")))
-        .unwrap_or_else(|| panic!("no {sample} in {text}"))
-        .parse()
-        .unwrap()
+fn metric(server: &Server, name: &str) -> u64 {
+    sample(&metrics_text(server), &format!("pushwire_{name}"))
 }
 
 #[test]

@@ -398,12 +398,8 @@ fn bench_idle_warms_up_then_reports_bytes_per_held_connection() {
         assert!(warm_up >= 1.0, "{json}");
         assert!(number(&json, "server_rss_after_bytes") > 0.0, "{json}");
         number(&json, "bytes_per_connection");
-        let metrics =
-            common::exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        let text = metrics.text();
-        let line =
-            text.lines().find(|l| l.starts_with("pushwire_connections_accepted_total")).expect("accepted");
-        let accepted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let text = common::metrics_text(&server);
+        let accepted = common::sample(&text, "pushwire_connections_accepted_total") as f64;
         // The metrics request itself is one more connection.
         assert_eq!(accepted - accepted_before, 20.0 + warm_up + 1.0, "{transport}: {text}");
         accepted_before = accepted;

@@ -294,7 +294,7 @@ fn chaos(history: &str) -> Vec<(Transport, Seen)> {
     assert!(cuts > 100, "the injector cut only {cuts} connections");
     assert!(reconnects > 100, "subscribers reconnected only {reconnects} times");
     // The slow readers made the server close slow consumers (who then resumed).
-    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let metrics = metrics_text(&server);
     let slow: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("pushwire_slow_consumer_closes_total "))

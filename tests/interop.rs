@@ -30,7 +30,7 @@ use pushwire::client::{
 use pushwire::ws::{self, CloseCode, Event, Message};
 
 use common::pki::TestPki;
-use common::{exchange, Server, IO_TIMEOUT};
+use common::{metrics_text, Server, IO_TIMEOUT};
 
 /// How long one peer script may run before the test kills it and fails.
 const PEER_LIMIT: Duration = Duration::from_secs(60);
@@ -207,7 +207,7 @@ fn rfc7692_node_ws_client_deflate_rsv1_on_the_wire_and_broadcast_compressed_once
         ],
     );
     // One publish to five deflate subscribers: compressed once, sent five times.
-    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let metrics = metrics_text(&server);
     let metric = |name: &str| {
         metrics
             .lines()
@@ -231,7 +231,7 @@ fn rfc7692_python_websockets_client_deflate_echo_and_broadcast() {
         &["permessage-deflate negotiated", "compressed 1 KiB echoed", "compressed broadcast inflated"],
     );
     // RSV1 on the wire: the broadcast went out compressed, and Python inflated it.
-    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let metrics = metrics_text(&server);
     let sent = metrics
         .lines()
         .find_map(|l| l.strip_prefix("pushwire_ws_deflate_frames_sent_total "))

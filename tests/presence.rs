@@ -255,7 +255,7 @@ fn presence_under_churn_matches_live_subscriptions_and_never_leaks() {
         &want.iter().map(|(c, n)| (c.clone(), if c == "churn.slow" { *n } else { n + 1 })).collect(),
     );
     let closes = || {
-        let text = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+        let text = metrics_text(&server);
         text.lines()
             .find_map(|l| l.strip_prefix("pushwire_slow_consumer_closes_total "))
             .unwrap()

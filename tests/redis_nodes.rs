@@ -366,40 +366,13 @@ fn redis_nodes_except_self_never_reaches_the_sender_whatever_arrives_first() {
     assert_eq!(seen, OWN + OTHERS);
 }
 
-/// The value of the sample `name` (with its labels) in a `/metrics` text.
-fn sample(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-        .parse::<f64>()
-        .unwrap() as u64
-}
-
-fn metrics_text(server: &Server) -> String {
-    exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text()
-}
-
-/// Waits until `check` holds for the node's `/metrics` (bounded).
-fn metrics_until(server: &Server, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = metrics_text(server);
-        if check(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what}:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn redis_nodes_metrics_show_the_connections_publish_latency_reconnects_repairs_and_epoch_changes() {
     let redis = RedisServer::start();
     let a = node(&redis);
     // The node starts serving once its command connection is ready; the pub/sub connection
     // may still be finishing its handshake (a loaded machine).
-    let text = metrics_until(&a, "both connections up", |t| {
+    let text = metrics_until(&a, "both connections up", Duration::from_secs(20), |t| {
         sample(t, "pushwire_redis_up{connection=\"pubsub\"}") == 1
     });
     assert_eq!(sample(&text, "pushwire_redis_up{connection=\"command\"}"), 1);
@@ -425,7 +398,7 @@ fn redis_nodes_metrics_show_the_connections_publish_latency_reconnects_repairs_a
     let killed =
         admin.call(&pushwire::redis::resp::Command::new("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"));
     assert_eq!(killed, pushwire::redis::resp::Value::Integer(1));
-    let text = metrics_until(&a, "a reconnect and a repair read", |t| {
+    let text = metrics_until(&a, "a reconnect and a repair read", Duration::from_secs(20), |t| {
         sample(t, "pushwire_redis_reconnects_total") >= 1
             && sample(t, "pushwire_redis_repair_reads_total") >= 1
     });
@@ -441,7 +414,9 @@ fn redis_nodes_metrics_show_the_connections_publish_latency_reconnects_repairs_a
     while frame["data"] != "after" {
         frame = sub.next();
     }
-    metrics_until(&a, "an epoch change", |t| sample(t, "pushwire_redis_epoch_changes_total") == 1);
+    metrics_until(&a, "an epoch change", Duration::from_secs(20), |t| {
+        sample(t, "pushwire_redis_epoch_changes_total") == 1
+    });
 }
 
 /// Node death: a subscriber's node is killed (SIGKILL) mid-stream while another node

@@ -78,14 +78,6 @@ fn get(server: &Server, path: &str) -> (Response, Duration) {
     (res, start.elapsed())
 }
 
-/// The value of the sample `name` (with its labels) in a `/metrics` text.
-fn sample(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-}
-
 fn metrics(server: &Server) -> String {
     let (res, took) = get(server, "/metrics");
     assert_eq!(res.status, 200);

@@ -311,8 +311,7 @@ fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
 
 /// A counter from `/metrics` on the plain port.
 fn plain_metric(server: &Server, name: &str) -> u64 {
-    let text =
-        common::exchange(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").text();
+    let text = common::metrics_text(server);
     let prefix = format!("pushwire_{name} ");
     text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name}")).parse().unwrap()
 }

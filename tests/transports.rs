@@ -381,7 +381,7 @@ fn with_several_event_loops_every_subscriber_sees_every_message_in_channel_order
 /// Each loop's open connections, from `pushwire_loop_connections{loop="N"}` in `/metrics`
 /// (the metrics request counts itself on the loop that serves it).
 fn loop_connections(server: &Server) -> Vec<u64> {
-    let text = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").text();
+    let text = metrics_text(server);
     text.lines()
         .filter_map(|l| l.strip_prefix("pushwire_loop_connections{loop=\""))
         .map(|l| l.split_once("} ").expect("a sample").1.parse().expect("a count"))
@@ -549,13 +549,13 @@ fn html_sse_unreadable_last_event_id_resumes_from_now_with_a_gap() {
         }
         assert_eq!(seen, ["new"], "nothing old is replayed");
     }
-    let metrics = exchange(&server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let metrics = metrics_text(&server);
     assert!(metrics.contains("pushwire_last_event_id_unreadable_total 2"), "{metrics}");
 }
 
 /// `pushwire_{name}` sample lines of `/metrics`, as (line without the value, value).
 fn metric_samples(server: &Server, name: &str) -> Vec<(String, f64)> {
-    let text = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    let text = metrics_text(server);
     let prefix = format!("pushwire_{name}");
     text.lines()
         .filter(|l| l.starts_with(&prefix))

@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::{exchange, publish, Server};
+use common::{publish, Server};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use pushwire::ws::{FrameHeader, OpCode};
 
@@ -101,10 +101,7 @@ fn json_kib() -> String {
 }
 
 fn metric(server: &Server, name: &str) -> u64 {
-    let text = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+    common::sample(&common::metrics_text(server), name)
 }
 
 #[test]

@@ -236,6 +236,34 @@ pub fn exchange(server: &Server, raw: &[u8]) -> Response {
     read_response(&mut BufReader::new(stream), head_request)
 }
 
+/// The `/metrics` text of `server`, asked on a new connection.
+pub fn metrics_text(server: &Server) -> String {
+    exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").text()
+}
+
+/// The value of the sample `name` (the metric with its labels, if any: `pushwire_x{a="b"}`) in
+/// a `/metrics` text; panics naming it when it is absent.
+pub fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}")) as u64
+}
+
+/// Asks `/metrics` until `check` holds for its text (a backend's figures change
+/// asynchronously); panics with `what` and the last text once `within` has passed.
+pub fn metrics_until(server: &Server, what: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = metrics_text(server);
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never {what}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Asks `/readyz` on new connections until it answers `status` (a backend's state changes
 /// asynchronously); panics with the last answer once `within` has passed.
 pub fn readyz_until(server: &Server, status: u16, within: Duration) -> Response {
