@@ -900,6 +900,43 @@ mod tests {
         assert_eq!(json_string_field(br#"{"messages":[]}"#, "next"), None);
     }
 
+    /// A short read ends reading (the poll is edge-triggered), except when the event also
+    /// reported the peer's FIN: data and FIN in one event must still end in `Closed`, or the
+    /// connection would wait for an event that never comes.
+    #[test]
+    fn data_and_fin_in_one_event_are_both_reported() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Clients::new().unwrap();
+        let request = Request {
+            wire: Wire::Raw,
+            host: addr.to_string(),
+            path: String::new(),
+            protocols: Vec::new(),
+            max_message_bytes: 1024,
+            deflate: false,
+            tls: None,
+        };
+        let stream = TcpStream::connect(addr).unwrap();
+        let index = clients.add(Client::start(stream, request).unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(&[0, 0, 0, 2, b'h', b'i']).unwrap();
+        drop(peer);
+        // Both are in the socket before the first poll: one event carries them.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut received = Vec::new();
+        for _ in 0..20 {
+            clients.turn(Duration::from_millis(50), &mut received).unwrap();
+            if received.iter().any(|(_, r)| matches!(r, Received::Closed(_))) {
+                break;
+            }
+        }
+        let news: Vec<&Received> = received.iter().filter(|(i, _)| *i == index).map(|(_, r)| r).collect();
+        assert!(news.contains(&&Received::Data(b"hi".to_vec())), "{news:?}");
+        assert!(matches!(news.last(), Some(Received::Closed(_))), "{news:?}");
+    }
+
     #[test]
     fn pushwire_open_envelope_is_the_cursor() {
         assert_eq!(data_or_cursor(br#"{"type":"open","next":"e:0"}"#.to_vec()), Received::Cursor);
