@@ -271,6 +271,26 @@ fn slow_request_gets_408_and_is_closed() {
     assert_eq!(exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
 }
 
+/// A client that sends its requests and then its FIN (a half-close: it will send nothing
+/// more) gets every answer, then the server's close at once, not at the keep-alive timeout
+/// (60 s): the FIN usually comes in the same poll event as the bytes, and must not be missed
+/// when a short read ends reading.
+#[test]
+fn rfc9112_9_6_requests_then_the_clients_fin_are_answered_then_closed() {
+    let server = Server::start(&[]);
+    for _ in 0..20 {
+        let mut stream = server.connect();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reader = BufReader::new(stream);
+        assert_eq!(read_response(&mut reader, false).status, 200);
+        assert_eq!(read_response(&mut reader, false).status, 200);
+        assert!(closed_by_server(&mut reader), "the connection stays open after the client's FIN");
+    }
+}
+
 #[test]
 fn idle_keep_alive_connection_is_closed_quietly() {
     let server = Server::start(&["--keep-alive-timeout", "0.3"]);

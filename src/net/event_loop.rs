@@ -267,14 +267,21 @@ impl EventLoop {
                     }
                     // Woken for the inbox (drained in `fan_out`) or the drain.
                     WAKER => {}
-                    token => self.service(conn_id(token), event.is_readable() || event.is_read_closed(), now),
+                    token => {
+                        let read = match (event.is_readable(), event.is_read_closed()) {
+                            (_, true) => Read::UntilWouldBlock,
+                            (true, false) => Read::UntilShort,
+                            (false, false) => Read::No,
+                        };
+                        self.service(conn_id(token), read, now)
+                    }
                 }
             }
             if self.drain_deadline.is_none() && self.shared.draining.load(Ordering::SeqCst) {
                 self.begin_drain(now);
             }
             for id in revisit {
-                self.service(id, true, now);
+                self.service(id, Read::UntilWouldBlock, now);
             }
             self.accept(now);
             self.fire_timers(now);
@@ -490,12 +497,12 @@ impl EventLoop {
 
     /// One connection's turn, as named steps: read into the connection, pump its commands
     /// and write from it, then register the interest it now has and reschedule it.
-    fn service(&mut self, id: ConnId, readable: bool, now: Instant) {
+    fn service(&mut self, id: ConnId, read: Read, now: Instant) {
         let Some(slot) = live(&mut self.slots, id) else {
             return; // A stale token of a closed connection.
         };
         let mut pump = Pump { shared: &self.shared, sink: self.sink, fanout: &mut self.fanout };
-        let turn = read_into_conn(slot, id, readable, &mut self.scratch, &mut self.cork, &mut pump, now)
+        let turn = read_into_conn(slot, id, read, &mut self.scratch, &mut self.cork, &mut pump, now)
             .and_then(|()| pump_and_write(slot, id, &mut pump, now));
         if let Some(resumed) = slot.stream.take_handshake_finished() {
             self.tls_handshakes -= 1;
@@ -608,7 +615,7 @@ impl EventLoop {
                 self.dirty_popped += 1;
                 if let Some(slot) = live(&mut self.slots, id) {
                     slot.dirty = false;
-                    self.service(id, false, now);
+                    self.service(id, Read::No, now);
                     self.slice_published.extend(published_at);
                 }
             }
@@ -675,7 +682,7 @@ impl EventLoop {
             // request at a time): written now, not behind the connections of a fan-out
             // already queued, which would hold every publish for the time of a whole fan-out
             // (the in-memory hub answers a publish at once, too).
-            self.service(id, false, now);
+            self.service(id, Read::No, now);
         } else {
             self.mark_dirty(id);
         }
@@ -754,7 +761,7 @@ impl EventLoop {
                 continue;
             }
             slot.conn.handle_timeout(now);
-            self.service(id, false, now);
+            self.service(id, Read::No, now);
         }
     }
 
@@ -795,6 +802,22 @@ fn log_conn_refusals(slot: &mut Slot) {
     }
 }
 
+/// What a connection's turn reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Nothing was reported readable (a write, a timer, a delivery): only reading left
+    /// pending (`read_pending`) goes on, until the socket would block.
+    No,
+    /// Until the socket would block: the poll reported the peer's FIN (its EOF is read now),
+    /// or reading left pending is resumed.
+    UntilWouldBlock,
+    /// The poll reported readable without a FIN: a plain TCP read that returns less than it
+    /// asked for drained the socket (the poll is edge-triggered, and bytes that arrive after
+    /// it raise a new event), so reading ends there without the `recv` that would only say
+    /// `WouldBlock`.
+    UntilShort,
+}
+
 /// A step found that the connection cannot go on (an I/O error, logged where found).
 struct Gone;
 
@@ -806,19 +829,20 @@ fn live(slots: &mut Slab<Slot>, id: ConnId) -> Option<&mut Slot> {
 /// Reads what the socket has into the connection (when it is readable or reading was left
 /// pending), within the per-turn read budget, pumping its commands after each read. Reading
 /// stops early when the budget is spent or the connection wants no more input (backpressure);
-/// `read_pending` then brings the loop back.
+/// `read_pending` then brings the loop back. A short plain read ends it ([`Read::UntilShort`]).
 fn read_into_conn(
     slot: &mut Slot,
     id: ConnId,
-    readable: bool,
+    read: Read,
     scratch: &mut [u8],
     cork: &mut Cork,
     pump: &mut Pump<'_>,
     now: Instant,
 ) -> Result<(), Gone> {
-    if !readable && !slot.read_pending {
+    if read == Read::No && !slot.read_pending {
         return Ok(());
     }
+    let short_read_drains = read == Read::UntilShort && slot.stream.short_read_drains();
     slot.read_pending = false;
     // Answers go into the loop's spare buffers, not freshly allocated ones.
     slot.conn.lend_output(cork);
@@ -839,6 +863,9 @@ fn read_into_conn(
                 slot.conn.handle_input(&mut scratch[..n], now);
                 pump.commands(id, slot, now);
                 log_conn_refusals(slot);
+                if short_read_drains && n < scratch.len() {
+                    break;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

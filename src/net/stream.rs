@@ -82,6 +82,13 @@ impl ConnStream {
         }
     }
 
+    /// Whether a read that returned fewer bytes than asked for emptied the socket: true for
+    /// plain TCP (`recv` copies until the receive queue is empty or the buffer full), false
+    /// for TLS (the session may hold records back).
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, ConnStream::Plain(_))
+    }
+
     /// Writes the connection's bytes from `slices`; returns how many it took.
     pub fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
