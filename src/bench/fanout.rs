@@ -412,16 +412,16 @@ fn receive(
             clients.turn(Duration::ZERO, &mut received).map_err(|e| e.to_string())?;
         }
         if received.is_empty() {
-            if last_news.elapsed() < POLL_TICK_FOR {
+            if now.duration_since(last_news) < POLL_TICK_FOR {
                 std::thread::sleep(POLL_TICK);
             } else {
                 clients.turn(Duration::from_millis(20), &mut received).map_err(|e| e.to_string())?;
             }
         }
-        if !received.is_empty() {
-            last_news = Instant::now();
-        }
         let now = Instant::now();
+        if !received.is_empty() {
+            last_news = now;
+        }
         let now_us = now.duration_since(start).as_micros() as u64;
         for (index, news) in received.drain(..) {
             match news {

@@ -41,7 +41,12 @@ pub fn claim_key(namespace: &Namespace) -> String {
 /// `SET PREFIX:shard INDEX/COUNT NX GET` (Redis 7.0 or later): claims place `index` in a list
 /// of `count` servers for this server unless one is claimed, and returns the claimed one.
 pub fn claim_command(namespace: &Namespace, index: usize, count: usize) -> Command {
-    Command::new("SET").arg(claim_key(namespace)).arg(format!("{index}/{count}")).arg("NX").arg("GET")
+    Command::new("SET").arg(claim_key(namespace)).arg(claim_value(index, count)).arg("NX").arg("GET")
+}
+
+/// The value a claim stores: `INDEX/COUNT`.
+fn claim_value(index: usize, count: usize) -> String {
+    format!("{index}/{count}")
 }
 
 /// Checks the reply to [`claim_command`] for place `index` of `count`: unclaimed before (now
@@ -56,7 +61,7 @@ pub fn check_claim(reply: &Value, index: usize, count: usize, namespace: &Namesp
         }
         other => return Err(format!("SET {}: unexpected reply {other:?}", claim_key(namespace))),
     };
-    if claimed == format!("{index}/{count}") {
+    if claimed == claim_value(index, count) {
         return Ok(());
     }
     let (claimed_index, claimed_count) = claimed.split_once('/').unwrap_or((&claimed, "?"));
