@@ -290,13 +290,18 @@ impl Client {
         Client { stream, decoder: Decoder::new(Limits::default()), pending: Vec::new() }
     }
 
-    /// Sends commands without waiting (a pipeline).
+    /// Sends commands without waiting (a pipeline); panics if the write fails.
     pub fn send(&mut self, commands: &[RespCommand]) {
+        self.try_send(commands).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Sends commands without waiting, or says why not.
+    fn try_send(&mut self, commands: &[RespCommand]) -> Result<(), String> {
         let mut out = Vec::new();
         for command in commands {
             command.encode(&mut out);
         }
-        self.stream.write_all(&out).unwrap();
+        self.stream.write_all(&out).map_err(|e| format!("write: {e}"))
     }
 
     /// Reads the next value; panics on a codec error, EOF or timeout.
@@ -349,8 +354,10 @@ impl Client {
         self.read()
     }
 
+    /// Sends one command and reads its reply, or says why not (the start probe: a server
+    /// still starting may reset the connection).
     fn try_call(&mut self, command: &RespCommand) -> Result<Value, String> {
-        self.send(std::slice::from_ref(command));
+        self.try_send(std::slice::from_ref(command))?;
         self.try_read()
     }
 
