@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::api::{call, jwt, wait_for, wait_info, wait_presence, KEY, SECRET};
 use common::v1::V1;
 use common::*;
-use redis_support::RedisServer;
+use redis_support::{sigcont, sigstop, RedisServer};
 use serde_json::{json, Value};
 
 fn node(redis: &RedisServer) -> Server {
@@ -28,15 +28,7 @@ fn node(redis: &RedisServer) -> Server {
 
 /// A `pushwire_redis_NAME` figure from `/metrics`.
 fn redis_metric(server: &Server, name: &str) -> u64 {
-    let res = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-    let text = res.text();
-    let prefix = format!("pushwire_redis_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    sample(&metrics_text(server), &format!("pushwire_redis_{name}"))
 }
 
 #[test]
@@ -231,14 +223,10 @@ fn redis_api_a_stalled_nodes_reply_after_the_survey_timeout_is_counted_late() {
     let _on_b = open_sse(&b, "s", None);
     wait_info(&a, "s", |info| info["transports"]["sse"] == 1);
     let late = redis_metric(&a, "survey_late_replies_total");
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill").args([sig, &b.pid().to_string()]).status().unwrap();
-        assert!(status.success());
-    };
     // Node B stopped (still in A's registry): A answers at the survey timeout without it.
-    signal("-STOP");
+    sigstop(b.pid());
     let (status, info) = call(&a, "info", json!({"channel":"s"}));
-    signal("-CONT");
+    sigcont(b.pid());
     assert_eq!((status, info["transports"]["sse"].clone()), (200, json!(0)), "{info}");
     // B answers once it runs again: too late, dropped and counted.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -278,8 +266,7 @@ fn redis_api_control_timings_follow_their_flags() {
     let _on_b = open_sse(&b, "t", None);
     wait_info(&a, "t", |info| info["transports"]["sse"] == 1);
     let timeouts = redis_metric(&a, "survey_timeouts_total");
-    let status = std::process::Command::new("kill").args(["-STOP", &b.pid().to_string()]).status().unwrap();
-    assert!(status.success());
+    sigstop(b.pid());
     let stopped = Instant::now();
     let (status, info) = call(&a, "info", json!({"channel":"t"}));
     let took = stopped.elapsed();

@@ -58,12 +58,7 @@ fn curl(pki: &TestPki, port: u16, args: &[&str]) -> (bool, String, String) {
 fn metric(pki: &TestPki, port: u16, name: &str) -> u64 {
     let (ok, text, err) = curl(pki, port, &[&format!("https://localhost:{port}/metrics")]);
     assert!(ok, "{err}");
-    let prefix = format!("pushwire_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .parse()
-        .unwrap()
+    common::sample(&text, &format!("pushwire_{name}"))
 }
 
 fn ws_options(tls: TlsOptions) -> WsOptions {
@@ -311,9 +306,7 @@ fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
 
 /// A counter from `/metrics` on the plain port.
 fn plain_metric(server: &Server, name: &str) -> u64 {
-    let text = common::metrics_text(server);
-    let prefix = format!("pushwire_{name} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name}")).parse().unwrap()
+    common::sample(&common::metrics_text(server), &format!("pushwire_{name}"))
 }
 
 /// Echoes `count` messages 10 ms apart; returns the slowest round trip.

@@ -138,18 +138,16 @@ impl RedisServer {
     /// as with a stalled Redis. [`RedisServer::thaw`] resumes it; dropping it kills it anyway
     /// (SIGKILL ends a stopped process).
     pub fn freeze(&self) {
-        self.signal("STOP");
+        sigstop(self.pid());
     }
 
     /// Resumes a server frozen by [`RedisServer::freeze`] (SIGCONT).
     pub fn thaw(&self) {
-        self.signal("CONT");
+        sigcont(self.pid());
     }
 
-    fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("a running server").id();
-        let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill -{name} {pid}");
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running server").id()
     }
 
     /// Starts the server again on the same port and directory (loading `dump.rdb` if
@@ -483,4 +481,38 @@ fn copy_both_ways(client: TcpStream, server: TcpStream, conn: &ProxyConn, shared
             }
         }
     }
+}
+
+/// Stops process `pid` with SIGSTOP and waits until every thread of it has stopped. kill(2)
+/// returns once the signal is queued; the kernel wakes one thread to take it, and the others
+/// stop only when that one runs, so on a busy machine they may go on serving for a moment.
+pub fn sigstop(pid: u32) {
+    signal(pid, "STOP");
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !every_thread_stopped(pid) {
+        assert!(Instant::now() < deadline, "process {pid} never stopped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Resumes process `pid` after [`sigstop`] (SIGCONT).
+pub fn sigcont(pid: u32) {
+    signal(pid, "CONT");
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Whether every thread of `pid` is in state `T` (stopped by a signal, proc(5)
+/// `/proc/PID/task/TID/stat`).
+fn every_thread_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows `(comm)`, whose name may itself hold spaces or parentheses.
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T")
+        })
+    })
 }
