@@ -73,7 +73,9 @@
 # is installed and built; a peer not installed is shown as not run), PUSHWIRE (the binary to
 # test, default target/release/pushwire), XNODE_TRANSPORTS and NODE_THREADS (xnode), OUT_DIR (where the run's directory goes, default
 # target/compare), PEERS ("tt node mio nchan": which peers may run; the others are shown as
-# not run). QUICK=1: small counts (1 round, 1 s echoes, 300 subscribers, 20 messages),
+# not run), SERVER_CPUS and CLIENT_CPUS (`taskset -c` lists, e.g. 0 and 1: the servers, Redis
+# included, run on the first CPUs and `pushwire bench` on the second, so the load generator does
+# not take the servers' cores; unset: no pinning). QUICK=1: small counts (1 round, 1 s echoes, 300 subscribers, 20 messages),
 # SKIP_INSTALL=1, about 30 s: checks that the script works, measures nothing worth quoting.
 set -euo pipefail
 
@@ -98,6 +100,10 @@ ROOMS_K=${ROOMS_K:-10}
 ROOMS_CHANNELS=${ROOMS_CHANNELS:-1000}
 ROOMS_MESSAGES=${ROOMS_MESSAGES:-20}
 IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-2000}
+PIN_SERVER=()
+[ -z "${SERVER_CPUS:-}" ] || PIN_SERVER=(taskset -c "$SERVER_CPUS")
+PIN_CLIENT=()
+[ -z "${CLIENT_CPUS:-}" ] || PIN_CLIENT=(taskset -c "$CLIENT_CPUS")
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 RUN_DIR="${OUT_DIR:-$ROOT/target/compare}/$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS="$RUN_DIR/results.jsonl"
@@ -163,7 +169,7 @@ trap 'exit 130' INT TERM
 start_server() {
     local name=$1 log="$RUN_DIR/$1${round:+-r$round}.log"
     shift
-    "$@" >"$log" 2>&1 &
+    "${PIN_SERVER[@]}" "$@" >"$log" 2>&1 &
     PID=$!
     SERVER_PIDS+=("$PID")
     for _ in $(seq 100); do
@@ -199,7 +205,7 @@ start_nchan() {
     [ -z "${3:-}" ] || redis="nchan_redis_url \"$3\"; nchan_use_redis on;"
     sed -e "s#@DIR@#$dir#g; s#@PORT@#$port#g; s#@WORKERS@#$workers#g; s#@NOFILE@#$(ulimit -Hn)#g" \
         -e "s#@REDIS@#$redis#g" benches/peers/nchan/nginx.conf.in >"$dir/nginx.conf"
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$RUN_DIR/$name.log" 2>&1 &
+    "${PIN_SERVER[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$RUN_DIR/$name.log" 2>&1 &
     PID=$!
     SERVER_PIDS+=("$PID")
     ADDR="127.0.0.1:$port"
@@ -227,7 +233,7 @@ start_mio() { start_server "$1" "$MIO_ECHO" 127.0.0.1:0; }
 # start_redis: a redis-server without persistence on a free port; sets REDIS_PORT, REDIS_PID.
 start_redis() {
     REDIS_PORT=$(free_port)
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN_DIR" \
+    "${PIN_SERVER[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN_DIR" \
         >"$RUN_DIR/redis${round:+-r$round}.log" 2>&1 &
     REDIS_PID=$!
     SERVER_PIDS+=("$REDIS_PID")
@@ -271,7 +277,7 @@ bench() {
     [ -z "${METRICS_URL:-}" ] || bytes_before=$(bytes_out)
     # REDIS_CPU_PID set: redis-server's CPU over the whole run (subscribing included) as redis_cpu_s.
     [ -z "${REDIS_CPU_PID:-}" ] || redis_before=$(cpu_ticks "$REDIS_CPU_PID")
-    line=$("$PUSHWIRE" bench "$@" "${probe[@]}" --json 2>>"$RUN_DIR/bench.err") || status=$?
+    line=$("${PIN_CLIENT[@]}" "$PUSHWIRE" bench "$@" "${probe[@]}" --json 2>>"$RUN_DIR/bench.err") || status=$?
     [ -z "${METRICS_URL:-}" ] || extra="\"server_bytes_out\":$(($(bytes_out) - bytes_before)),"
     [ -z "${REDIS_CPU_PID:-}" ] ||
         extra+="\"redis_cpu_s\":$(awk -v t=$(($(cpu_ticks "$REDIS_CPU_PID") - redis_before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'),"
@@ -338,6 +344,8 @@ fi
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    [ -z "${SERVER_CPUS:-}${CLIENT_CPUS:-}" ] ||
+        echo "pinned: servers on CPUs ${SERVER_CPUS:-any}, load generator on CPUs ${CLIENT_CPUS:-any}"
     [ "${QUICK:-0}" != 1 ] || echo "QUICK=1: $SUBSCRIBERS subscribers, $ECHO_SECONDS s echoes, one round: a check that the script works, not figures to quote"
     echo "pushwire: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's#.*/##' || echo 'not installed');" \
         "Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?');" \
