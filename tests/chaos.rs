@@ -196,14 +196,14 @@ fn run_subscriber(
     };
     let mut seen = Seen { items2: since2.map(|_| Vec::new()), ..Seen::default() };
     let (mut last, mut last2) = (0, if since2.is_some() { 0 } else { MESSAGES2 });
-    let mut progress = Instant::now();
     loop {
-        if progress.elapsed() > STALL || start.elapsed() > DEADLINE {
-            let (items, since) = (seen.items.len(), progress.elapsed());
-            return Err(format!("{transport:?}: only {items} items, the last {since:?} ago"));
-        }
+        let asked = Instant::now();
         let item = sub.recv().map_err(|e| format!("{transport:?}: {e}"))?;
-        progress = Instant::now();
+        let waited = asked.elapsed();
+        if waited > STALL || start.elapsed() > DEADLINE {
+            let items = seen.items.len();
+            return Err(format!("{transport:?}: {items} items, then none for {waited:?}"));
+        }
         match item {
             Item::Message { channel, id, .. } => {
                 if channel.as_deref() == Some("chaos2") {
