@@ -83,11 +83,6 @@ fn with_query(target: &str, query: &str) -> String {
     }
 }
 
-/// `pushwire_NAME{LABELS} VALUE` from `/metrics`.
-fn metric(server: &Server, name: &str) -> u64 {
-    sample(&metrics_text(server), &format!("pushwire_{name}"))
-}
-
 #[test]
 fn rfc6750_authorization_matrix_on_the_five_single_channel_transports() {
     let server = server();

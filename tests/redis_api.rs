@@ -28,7 +28,7 @@ fn node(redis: &RedisServer) -> Server {
 
 /// A `pushwire_redis_NAME` figure from `/metrics`.
 fn redis_metric(server: &Server, name: &str) -> u64 {
-    sample(&metrics_text(server), &format!("pushwire_redis_{name}"))
+    metric(server, &format!("redis_{name}"))
 }
 
 #[test]

@@ -304,11 +304,6 @@ fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
     assert_eq!(metric(&pki, tls.port(), "tls_handshake_timeouts_total"), 2);
 }
 
-/// A counter from `/metrics` on the plain port.
-fn plain_metric(server: &Server, name: &str) -> u64 {
-    common::sample(&common::metrics_text(server), &format!("pushwire_{name}"))
-}
-
 /// Echoes `count` messages 10 ms apart; returns the slowest round trip.
 fn echo_worst(echo: &mut WsClient, count: usize) -> Duration {
     let mut worst = Duration::ZERO;
@@ -344,11 +339,11 @@ fn a_handshake_flood_does_not_starve_an_established_client() {
         .collect();
     let worst = echo_worst(&mut echo, 50);
     assert!(worst < Duration::from_secs(1), "an echo took {worst:?} during the stalled flood");
-    assert_eq!(plain_metric(&server, "tls_handshakes_in_progress"), 16);
-    assert_eq!(plain_metric(&server, "tls_handshakes_refused_total"), 200 - 16);
+    assert_eq!(common::metric(&server, "tls_handshakes_in_progress"), 16);
+    assert_eq!(common::metric(&server, "tls_handshakes_refused_total"), 200 - 16);
     drop(stalled);
     let deadline = Instant::now() + IO_TIMEOUT;
-    while plain_metric(&server, "tls_handshakes_in_progress") > 0 {
+    while common::metric(&server, "tls_handshakes_in_progress") > 0 {
         assert!(Instant::now() < deadline, "stalled handshakes were not released on close");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -374,7 +369,7 @@ fn a_handshake_flood_does_not_starve_an_established_client() {
     let completed: u32 = flooders.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(worst < Duration::from_secs(1), "an echo took {worst:?} during the handshake flood");
     assert!(completed > 10, "only {completed} flooding handshakes completed");
-    assert!(plain_metric(&server, "tls_handshakes_total") > u64::from(completed));
+    assert!(common::metric(&server, "tls_handshakes_total") > u64::from(completed));
 }
 
 #[test]

@@ -100,10 +100,6 @@ fn json_kib() -> String {
     s + "]}"
 }
 
-fn metric(server: &Server, name: &str) -> u64 {
-    common::sample(&common::metrics_text(server), name)
-}
-
 #[test]
 fn rfc7692_5_echo_negotiates_and_compresses_both_ways() {
     let server = Server::start(&[]);
@@ -137,7 +133,7 @@ fn rfc7692_broadcast_to_many_subscribers_is_compressed_once() {
         (0..20).map(|_| DeflateWs::connect(&server, "/channels/ticks", Some(OFFER)).0).collect();
     let (mut plain, head) = DeflateWs::connect(&server, "/channels/ticks", None);
     assert!(!head.contains("Sec-WebSocket-Extensions"), "{head}");
-    let before = metric(&server, "pushwire_ws_deflate_compressions_total");
+    let before = common::metric(&server, "ws_deflate_compressions_total");
     let text = json_kib();
     publish(&server, "ticks", &text);
     let mut frames = Vec::new();
@@ -151,11 +147,11 @@ fn rfc7692_broadcast_to_many_subscribers_is_compressed_once() {
     let frame = plain.recv().unwrap();
     assert_eq!((frame.rsv, frame.payload), (0, text.as_bytes().to_vec()));
     assert_eq!(
-        metric(&server, "pushwire_ws_deflate_compressions_total") - before,
+        common::metric(&server, "ws_deflate_compressions_total") - before,
         1,
         "compressed once for 20"
     );
-    assert!(metric(&server, "pushwire_ws_deflate_frames_sent_total") >= 20);
+    assert!(common::metric(&server, "ws_deflate_frames_sent_total") >= 20);
 }
 
 #[test]

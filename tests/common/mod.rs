@@ -250,6 +250,11 @@ pub fn sample(metrics: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}")) as u64
 }
 
+/// The value of `pushwire_NAME` (with its labels, if any) in `server`'s `/metrics`.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    sample(&metrics_text(server), &format!("pushwire_{name}"))
+}
+
 /// Asks `/metrics` until `check` holds for its text (a backend's figures change
 /// asynchronously); panics with `what` and the last text once `within` has passed.
 pub fn metrics_until(server: &Server, what: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
