@@ -75,8 +75,9 @@
 # target/compare), PEERS ("tt node mio nchan": which peers may run; the others are shown as
 # not run), SERVER_CPUS and CLIENT_CPUS (`taskset -c` lists, e.g. 0 and 1: the servers, Redis
 # included, run on the first CPUs and `pushwire bench` on the second, so the load generator does
-# not take the servers' cores; unset: no pinning). QUICK=1: small counts (1 round, 1 s echoes, 300 subscribers, 20 messages),
-# SKIP_INSTALL=1, about 30 s: checks that the script works, measures nothing worth quoting.
+# not take the servers' cores; unset: no pinning). QUICK=1: small counts (1 round, 1 s
+# echoes, 300 subscribers, 20 messages), SKIP_INSTALL=1, about 30 s: checks that the script
+# works, measures nothing worth quoting.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
