@@ -11,8 +11,8 @@
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
 //! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
-//! `conn_server`, `composite_cursor`, `v1_command`, `rooms_request`, `resp_decode`, `redis_frame`, `ws_inflate`
-//! and `ws_extensions`.
+//! `conn_server`, `composite_cursor`, `v1_command`, `rooms_request`, `resp_decode`, `redis_frame`,
+//! `redis_control`, `ws_inflate`, `ws_extensions`, `envelope` and `token_verify`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an
@@ -1570,6 +1570,120 @@ pub fn rooms_request(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// What the clients read, and signed tokens
+
+/// `envelope`: the JSON envelope (`crate::protocol::envelope`), the server's writers against
+/// the clients' readers. Every reader takes the input as it is without panicking, and an
+/// envelope read with its channel label is the envelope read without it. Then a message built
+/// from the input (byte 0: text or binary, with or without an event name; then its cursor, and
+/// any event name and text: quotes, backslashes, control characters) reads back as itself from
+/// `message_envelope`, labelled by `with_channel`, and twice in a poll answer
+/// (`short_poll::body`); its cursor round-trips in gap and open envelopes, and only the open
+/// envelope is told as one by its first bytes.
+pub fn envelope(data: &[u8]) {
+    use crate::protocol::envelope::{
+        gap_envelope, is_channel_open_envelope, is_open_envelope, message_envelope, open_envelope,
+        parse_created, parse_envelope, parse_labelled_envelope, parse_multi_poll_answer, parse_poll_answer,
+        parse_presence, with_channel, Envelope, Payload as Read, PollAnswer, Received,
+    };
+    if let Ok((_, labelled)) = parse_labelled_envelope(data) {
+        assert_eq!(parse_envelope(data), Ok(labelled));
+    }
+    let _ = parse_poll_answer(data);
+    let _ = parse_multi_poll_answer(data);
+    let _ = parse_created(data);
+    let _ = parse_presence(data);
+
+    let mut r = Bytes::new(data);
+    let flags = r.u8();
+    let id = Cursor {
+        epoch: Epoch(u64::from_be_bytes(std::array::from_fn(|_| r.u8()))),
+        offset: u64::from_be_bytes(std::array::from_fn(|_| r.u8())),
+    };
+    let event_len = usize::from(r.u8() % 64);
+    let event = (flags & 2 != 0).then(|| String::from_utf8_lossy(r.take(event_len)).into_owned());
+    let body = r.rest();
+    let (payload, read) = if flags & 1 == 0 {
+        let text = String::from_utf8_lossy(body);
+        (Payload::Text(Arc::from(&*text)), Read::Text(text.into_owned()))
+    } else {
+        (Payload::Binary(Arc::from(body)), Read::Binary(body.to_vec()))
+    };
+    let channel = ChannelName::parse("fuzz").expect("valid name");
+    let message =
+        Arc::new(Message::new(channel.clone(), id, event.as_deref().map(Arc::from), payload, Instant::now()));
+    let expected = Received { id, event, payload: read };
+    let json = message_envelope(&message);
+    assert_eq!(parse_envelope(&json), Ok(Envelope::Message(expected.clone())));
+    assert!(!is_open_envelope(&json));
+    assert_eq!(
+        parse_labelled_envelope(&with_channel(&channel, json)),
+        Ok((Some("fuzz".to_string()), Envelope::Message(expected.clone())))
+    );
+    let gap = flags & 4 != 0;
+    let answer = crate::transport::short_poll::body(&Replay {
+        messages: vec![message.clone(), message],
+        gap,
+        next: id,
+    });
+    assert_eq!(
+        parse_poll_answer(&answer),
+        Ok(PollAnswer { messages: vec![expected.clone(), expected], next: id, gap })
+    );
+    let gap_json = gap_envelope(id);
+    assert_eq!(parse_envelope(&gap_json), Ok(Envelope::Gap { next: id }));
+    assert!(!is_open_envelope(&gap_json));
+    let open = open_envelope(id);
+    assert_eq!(parse_envelope(&open), Ok(Envelope::Open { next: id }));
+    assert!(is_open_envelope(&open));
+    assert!(is_channel_open_envelope(&with_channel(&channel, open)));
+    assert!(!is_channel_open_envelope(&with_channel(&channel, gap_json)));
+}
+
+/// `token_verify`: signed tokens (`crate::transport::token`). Byte 0 bit 0 gives the key an
+/// audience; bit 1 picks what the rest is: a whole token, or a header and claims (split at the
+/// first NUL) that the harness signs with the key, so the claim checks run. Bytes 1–4 are the
+/// clock, byte 5 the token limit. A token over the limit is `TooLong` and nothing else is;
+/// verifying never panics. A token that verifies has claims within their bounds (a user id of
+/// 1 to `MAX_USER_ID_BYTES`, an expiry after now), is refused under another key, and its
+/// claims signed again by `sign` verify to the same claims.
+pub fn token_verify(data: &[u8]) {
+    use crate::transport::token::{
+        sign, sign_raw, verify, Grant, TokenError, TokenKey, TokenLimits, MAX_USER_ID_BYTES,
+    };
+    let mut r = Bytes::new(data);
+    let flags = r.u8();
+    let unix_now = u64::from(u32::from_be_bytes([r.u8(), r.u8(), r.u8(), r.u8()]));
+    let limits = TokenLimits { max_token_bytes: usize::from(r.u8()) * 32 };
+    let audience = (flags & 1 != 0).then(|| "pushwire".to_string());
+    let key = TokenKey::new(&[7; TokenKey::MIN_SECRET_BYTES], audience.clone()).expect("long enough");
+    let other = TokenKey::new(&[8; TokenKey::MIN_SECRET_BYTES], audience).expect("long enough");
+    let rest = r.rest();
+    let token = if flags & 2 == 0 {
+        String::from_utf8_lossy(rest).into_owned()
+    } else {
+        let (header, claims) = rest.split_at(rest.iter().position(|&b| b == 0).unwrap_or(rest.len()));
+        sign_raw(header, claims.get(1..).unwrap_or_default(), &key)
+    };
+    let verified = verify(&token, &key, unix_now, &limits);
+    assert_eq!(verified == Err(TokenError::TooLong), token.len() > limits.max_token_bytes, "{verified:?}");
+    let Ok(claims) = verified else { return };
+    assert!(claims.expires_at > unix_now);
+    assert!(claims.user.as_deref().is_none_or(|user| (1..=MAX_USER_ID_BYTES).contains(&user.len())));
+    assert_eq!(verify(&token, &other, unix_now, &limits), Err(TokenError::BadSignature));
+    let grant = Grant {
+        user: claims.user.as_deref(),
+        expires_at: claims.expires_at,
+        subscribe: &claims.subscribe,
+        publish: &claims.publish,
+        presence: &claims.presence,
+    };
+    let again = sign(&grant, &key);
+    let generous = TokenLimits { max_token_bytes: again.len() };
+    assert_eq!(verify(&again, &key, unix_now, &generous).as_ref(), Ok(&claims));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1591,6 +1705,8 @@ mod tests {
             conn_server(input);
             resp_decode(input);
             redis_frame(input);
+            envelope(input);
+            token_verify(input);
         }
     }
 

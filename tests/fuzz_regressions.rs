@@ -30,6 +30,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("redis_control", fuzzing::redis_control),
     ("ws_inflate", fuzzing::ws_inflate),
     ("ws_extensions", fuzzing::ws_extensions),
+    ("envelope", fuzzing::envelope),
+    ("token_verify", fuzzing::token_verify),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.
