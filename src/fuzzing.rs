@@ -12,7 +12,7 @@
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
 //! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
 //! `conn_server`, `composite_cursor`, `v1_command`, `rooms_request`, `resp_decode`, `redis_frame`,
-//! `redis_control`, `ws_inflate`, `ws_extensions`, `envelope` and `token_verify`.
+//! `redis_control`, `ws_inflate`, `ws_extensions`, `envelope`, `token_verify` and `api_call`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an
@@ -1684,6 +1684,168 @@ pub fn token_verify(data: &[u8]) {
     assert_eq!(verify(&again, &key, unix_now, &generous).as_ref(), Ok(&claims));
 }
 
+/// `api_call`: the server API's request bodies and answers (`crate::transport::api`). Byte 0
+/// picks the call, byte 1 the bounds (1 to 8 channels per broadcast and per page, messages per
+/// history), byte 2 which replies refuse; the rest is the body. Reading a body never panics: it
+/// is a 400 with a reason, or commands within the bounds (a broadcast's channels distinct, an
+/// event name a token other than `gap`, a disconnect's reason within its bound). Answered by
+/// replies the hub could give, with the body's text in every name, text and member the reply
+/// may carry, the answer is never a 500: it is JSON with a success status, or a refused
+/// call's status and reason; a history answer reads back, text for text, as a poll answer.
+pub fn api_call(data: &[u8]) {
+    use crate::hub::Command;
+    use crate::protocol::envelope::parse_poll_answer;
+    use crate::transport::api::{answer, handle, ApiAnswer, ApiLimits, Call, Pending, CLOSE_DISCONNECTED};
+    const CALLS: [Call; 9] = [
+        Call::Publish,
+        Call::Broadcast,
+        Call::History,
+        Call::Presence,
+        Call::PresenceStats,
+        Call::Info,
+        Call::Channels,
+        Call::Disconnect,
+        Call::Unsubscribe,
+    ];
+    let mut r = Bytes::new(data);
+    let call = CALLS[usize::from(r.u8()) % CALLS.len()];
+    let bound = usize::from(r.u8() % 8) + 1;
+    let refusals = r.u8();
+    let mut config = Config::default();
+    config.api.limits = ApiLimits {
+        max_broadcast_channels: bound,
+        max_page_channels: bound,
+        max_history_messages: bound,
+        ..ApiLimits::default()
+    };
+    let body = r.rest();
+    let submit = match handle(call, body, &config) {
+        Ok(submit) => submit,
+        Err(ApiAnswer::Error(status, reason)) => {
+            assert!(status == 400 && !reason.is_empty(), "{status} {reason:?}");
+            return;
+        }
+        Err(other) => panic!("a body is read into commands or refused: {other:?}"),
+    };
+    for command in &submit.commands {
+        match command {
+            Command::Publish { event, .. } => assert!(event.as_deref().is_none_or(|e| {
+                !e.is_empty()
+                    && e.len() <= config.transport.max_event_name_bytes
+                    && e != "gap"
+                    && e.bytes().all(crate::http1::chunked::is_tchar)
+            })),
+            Command::Read { max_messages, .. } => assert!((1..=bound).contains(max_messages)),
+            Command::Channels { limit, .. } => assert!((1..=bound).contains(limit)),
+            Command::Disconnect(disconnect) => {
+                assert!(disconnect.reason.len() <= config.api.limits.max_reason_bytes);
+                assert_eq!(disconnect.code, CLOSE_DISCONNECTED);
+            }
+            Command::Presence { .. } | Command::Info { .. } => {}
+            other => panic!("the API never submits {other:?}"),
+        }
+    }
+    if let Pending::Broadcast(channels) = &submit.pending {
+        assert!(channels.len() == submit.commands.len() && channels.len() <= bound);
+        for (i, channel) in channels.iter().enumerate() {
+            assert!(!channels[..i].contains(channel), "{channel:?} twice");
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let now = Instant::now();
+    let history = match submit.commands.first() {
+        Some(Command::Read { max_messages, .. }) if refusals & 1 == 0 => Some(*max_messages),
+        _ => None,
+    };
+    let replies = submit
+        .commands
+        .iter()
+        .enumerate()
+        .map(|(i, command)| api_reply(command, (refusals >> (i % 8)) & 1 == 0, &text, now))
+        .collect();
+    let broadcast = matches!(submit.pending, Pending::Broadcast(_));
+    let metrics = crate::metrics::Metrics::default();
+    match answer(submit.pending, replies, &metrics) {
+        ApiAnswer::Json(status, json) => {
+            assert!(status == 200 || status == 202, "{status}");
+            let value: serde_json::Value = serde_json::from_slice(&json).expect("answers are JSON");
+            assert!(value.is_object());
+            if let Some(count) = history {
+                let poll = parse_poll_answer(&json).expect("a history answer is a poll answer");
+                assert_eq!(poll.messages.len(), count);
+                for m in poll.messages {
+                    assert_eq!(m.payload, crate::protocol::envelope::Payload::Text(text.to_string()));
+                    assert_eq!(m.event.as_deref(), Some(&*text));
+                }
+            }
+        }
+        ApiAnswer::Error(status, reason) => {
+            assert!(!broadcast, "a broadcast answers each channel in its JSON");
+            assert_eq!((status, reason), (503, HubError::BackendUnavailable.to_string()));
+        }
+    }
+}
+
+/// A reply the hub could give to `command`: `accept`ed, carrying `text` wherever the reply
+/// carries a name or text, or refused as when Redis is down.
+fn api_reply(command: &crate::hub::Command, accept: bool, text: &str, now: Instant) -> crate::hub::Reply {
+    use crate::hub::backend::{ConnAddr, ConnId};
+    use crate::hub::presence::Member;
+    use crate::hub::{ChannelInfo, ChannelPage, Command, PresenceList, Reply, TransportCounts};
+    fn result<T>(accept: bool, ok: T) -> Result<T, HubError> {
+        if accept {
+            Ok(ok)
+        } else {
+            Err(HubError::BackendUnavailable)
+        }
+    }
+    let id = Cursor { epoch: Epoch(0xab), offset: 7 };
+    // Whether a gap, a channel that exists, a page with more after it.
+    let even = text.len().is_multiple_of(2);
+    match command {
+        Command::Publish { .. } => Reply::Published(result(accept, id)),
+        Command::Read { channel, max_messages, .. } => {
+            // One message, shared as the hub shares a message with every reader.
+            let message =
+                Message::new(channel.clone(), id, Some(Arc::from(text)), Payload::Text(Arc::from(text)), now);
+            let message = Arc::new(message);
+            let messages = vec![message; *max_messages];
+            Reply::Read(result(accept, Replay { messages, gap: even, next: id }))
+        }
+        Command::Presence { channel, .. } => {
+            let member = Member {
+                node: 1,
+                conn: ConnAddr { sink: SinkId::new(0).expect("sink 0"), conn: ConnId::new(1, 1) },
+                user: Some(text.into()),
+                info: Some(serde_json::json!({ "text": text }).to_string().into()),
+                joins: false,
+            };
+            let members = vec![member.clone(), Member { user: None, info: None, ..member }];
+            Reply::Presence {
+                channel: channel.clone(),
+                result: result(accept, PresenceList { count: 3, members }),
+            }
+        }
+        Command::Info { channel } => {
+            let info = even.then_some(ChannelInfo {
+                subscribers: 3,
+                by_transport: TransportCounts::default(),
+                last: Some(id),
+                history_messages: 2,
+                history_bytes: None,
+            });
+            Reply::Info { channel: channel.clone(), result: result(accept, info) }
+        }
+        Command::Channels { prefix, limit, .. } => {
+            let channels =
+                (0..*limit).filter_map(|i| ChannelName::parse(&format!("{prefix}{i}")).ok()).collect();
+            Reply::Channels(result(accept, ChannelPage { channels, more: even }))
+        }
+        Command::Disconnect(_) => Reply::Sent(result(accept, ())),
+        other => panic!("the API never submits {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1707,6 +1869,7 @@ mod tests {
             redis_frame(input);
             envelope(input);
             token_verify(input);
+            api_call(input);
         }
     }
 

@@ -32,6 +32,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("ws_extensions", fuzzing::ws_extensions),
     ("envelope", fuzzing::envelope),
     ("token_verify", fuzzing::token_verify),
+    ("api_call", fuzzing::api_call),
 ];
 
 /// Runs every file under `fuzz/<kind>/<target>/` through its harness; returns how many ran.
