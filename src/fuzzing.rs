@@ -1644,9 +1644,9 @@ pub fn envelope(data: &[u8]) {
 /// `token_verify`: signed tokens (`crate::transport::token`). Byte 0 bit 0 gives the key an
 /// audience; bit 1 picks what the rest is: a whole token, or a header and claims (split at the
 /// first NUL) that the harness signs with the key, so the claim checks run. Bytes 1–4 are the
-/// clock, byte 5 the token limit. A token over the limit is `TooLong` and nothing else is;
-/// verifying never panics. A token that verifies has claims within their bounds (a user id of
-/// 1 to `MAX_USER_ID_BYTES`, an expiry after now), is refused under another key, and its
+/// clock, byte 5 the token limit in units of 32 bytes. A token over the limit is `TooLong` and
+/// nothing else is; verifying never panics. A token that verifies has claims within their bounds (a
+/// user id of 1 to `MAX_USER_ID_BYTES`, an expiry after now), is refused under another key, and its
 /// claims signed again by `sign` verify to the same claims.
 pub fn token_verify(data: &[u8]) {
     use crate::transport::token::{
