@@ -1,11 +1,12 @@
-//! The client subcommands of the `pushwire` binary: `sub`, `pub`, `presence` and `ws`.
+//! The client subcommands of the `pushwire` binary: `sub`, `pub`, `presence`, `ws` and `token`.
 //!
 //! Implements: command-line front ends over [`pushwire::client`]: a subscriber that prints
 //! messages and reports gaps, a publisher of arguments or stdin lines, a channel's presence
 //! list (`GET /channels/NAME/presence`), and an interactive
 //! WebSocket shell (stdin read on its own thread, the socket polled with a short read timeout;
 //! at the end of stdin it waits until the server is quiet for `--linger`, then performs the
-//! closing handshake, printing what arrives before the server's close).
+//! closing handshake, printing what arrives before the server's close), and a signed token
+//! for a server's secret (`token`, as Centrifugo's `gentoken`).
 //!
 //! `https://` and `wss://` URLs go over TLS, trusting Mozilla's roots and `--ca-file`.
 //!
@@ -16,7 +17,7 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use clap::Args;
@@ -26,6 +27,8 @@ use pushwire::client::{
     Timeouts, TlsOptions, Transport, WsClient, WsOptions,
 };
 use pushwire::hub::Cursor;
+use pushwire::transport::policy::ChannelPattern;
+use pushwire::transport::token::{sign, Grant, TokenKey, MAX_USER_ID_BYTES};
 use pushwire::ws::{CloseCode, Event, Message};
 
 use crate::seconds;
@@ -333,6 +336,83 @@ pub fn presence(args: PresenceArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail("presence", format!("stdout: {e}")),
     }
+}
+
+/// `pushwire token`.
+#[derive(Args)]
+pub struct TokenArgs {
+    /// The server's --token-secret (prefer --token-secret-file, which keeps it out of the
+    /// process list).
+    #[arg(long, value_name = "SECRET", conflicts_with = "token_secret_file")]
+    token_secret: Option<String>,
+    /// Read the secret from FILE (one trailing newline is dropped), as the server does.
+    #[arg(long, value_name = "FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// The user id (`sub`), shown in presence and matched by the API's `disconnect`.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Seconds from now until the token expires (`exp`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    ttl: u64,
+    /// A channel pattern the token grants subscribing to: `*`, a prefix ending in `*`, or a
+    /// channel name (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    subscribe: Vec<String>,
+    /// A channel pattern the token grants publishing to (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    publish: Vec<String>,
+    /// A channel pattern whose presence the token grants (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    presence: Vec<String>,
+}
+
+/// Runs `pushwire token`: prints the token on its own line.
+pub fn token(args: TokenArgs) -> ExitCode {
+    match mint(&args) {
+        Ok(token) => {
+            let mut out = io::stdout().lock();
+            match writeln!(out, "{token}").and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail("token", format!("stdout: {e}")),
+            }
+        }
+        Err(e) => fail("token", e),
+    }
+}
+
+/// The token `args` ask for, checked as the server will check it.
+fn mint(args: &TokenArgs) -> Result<String, String> {
+    let secret = crate::token_secret(args.token_secret.as_deref(), args.token_secret_file.as_deref())?
+        .ok_or("give the server's secret: --token-secret-file FILE or --token-secret SECRET")?;
+    let key = TokenKey::new(&secret, None)?;
+    if args.user.as_ref().is_some_and(|u| u.is_empty() || u.len() > MAX_USER_ID_BYTES) {
+        return Err(format!("--user must be 1 to {MAX_USER_ID_BYTES} bytes"));
+    }
+    if args.ttl == 0 {
+        return Err("--ttl must be at least 1 second".into());
+    }
+    let patterns = |flag: &str, texts: &[String]| {
+        texts
+            .iter()
+            .map(|t| ChannelPattern::parse(t).map_err(|e| format!("--{flag} {t:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (subscribe, publish, presence) = (
+        patterns("subscribe", &args.subscribe)?,
+        patterns("publish", &args.publish)?,
+        patterns("presence", &args.presence)?,
+    );
+    let unix_now_s =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| format!("clock: {e}"))?.as_secs();
+    let expires_at = unix_now_s.checked_add(args.ttl).ok_or("--ttl is too large")?;
+    let grant = Grant {
+        user: args.user.as_deref(),
+        expires_at,
+        subscribe: &subscribe,
+        publish: &publish,
+        presence: &presence,
+    };
+    Ok(sign(&grant, &key))
 }
 
 /// How often the shell looks at stdin's lines while waiting for the socket.

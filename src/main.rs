@@ -5,7 +5,7 @@
 //! `pushwire::bench`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,9 @@ enum Command {
     /// An interactive WebSocket shell against any RFC 6455 server: stdin lines become
     /// messages, received messages go to stdout.
     Ws(cli::WsArgs),
+    /// Print a signed token (HS256 JWT) for a server's --token-secret: its user and the
+    /// channel patterns it grants.
+    Token(cli::TokenArgs),
     /// Load generator: measure pushwire or a peer over loopback.
     Bench(BenchArgs),
 }
@@ -453,20 +456,7 @@ impl ServeArgs {
     /// The configuration these settings give; reads secret files.
     fn config(&self) -> Result<Config, String> {
         let mut config = Config::default();
-        // The token secret: bytes, one trailing newline dropped from its file.
-        let token_secret = match (&self.token_secret, &self.token_secret_file) {
-            (Some(secret), _) => Some(secret.clone().into_bytes()),
-            (None, Some(path)) => {
-                let mut bytes = std::fs::read(path)
-                    .map_err(|e| format!("--token-secret-file {}: {e}", path.display()))?;
-                if bytes.last() == Some(&b'\n') {
-                    bytes.pop();
-                }
-                Some(bytes)
-            }
-            (None, None) => None,
-        };
-        if let Some(secret) = token_secret {
+        if let Some(secret) = token_secret(self.token_secret.as_deref(), self.token_secret_file.as_deref())? {
             config.access.token_key = Some(TokenKey::new(&secret, None)?);
         }
         let http = &mut config.http;
@@ -606,6 +596,23 @@ fn rest_of_argv(depth: usize) -> Vec<std::ffi::OsString> {
     std::env::args_os().skip(depth).collect()
 }
 
+/// The token secret of `--token-secret` or of `--token-secret-file` (one trailing newline
+/// dropped), as `serve` and `token` take it.
+fn token_secret(secret: Option<&str>, file: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+    match (secret, file) {
+        (Some(secret), _) => Ok(Some(secret.as_bytes().to_vec())),
+        (None, Some(path)) => {
+            let mut bytes =
+                std::fs::read(path).map_err(|e| format!("--token-secret-file {}: {e}", path.display()))?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            Ok(Some(bytes))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 fn main() -> ExitCode {
     let command = Cli::command()
         .mut_subcommand("serve", config_file::with_env)
@@ -622,6 +629,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => cli::publish(args),
         Command::Presence(args) => cli::presence(args),
         Command::Ws(args) => cli::ws(args),
+        Command::Token(args) => cli::token(args),
         Command::Config(ConfigCommand::Defaults) => {
             let header = format!(
                 "pushwire {} configuration: every setting at its default.\n\

@@ -1,7 +1,8 @@
 //! The client subcommands of the real binary, on loopback: `pushwire sub` / `pushwire pub`
 //! round trips on every transport, `pushwire ws` against `/echo` and against a Python
 //! `websockets` echo server, and a `pushwire sub` that outlives a server restart on the same
-//! port and reports the gap (new epoch) on stderr.
+//! port and reports the gap (new epoch) on stderr; a `pushwire token` taken by a server with
+//! the same secret.
 //!
 //! Every child is killed when its test ends, and every read has a deadline.
 
@@ -409,4 +410,61 @@ fn cli_presence_lists_members_and_count() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     drop(ann);
+}
+
+/// `pushwire token` mints what a server with the same `--token-secret-file` takes: each grant
+/// holds for its action and channels only, and the user shows in presence. A bad pattern, a
+/// short secret, a zero TTL or no secret is one line on stderr with a failing exit code.
+#[test]
+fn cli_token_is_taken_by_a_server_with_the_same_secret_for_what_it_grants() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let secret_file = std::env::temp_dir().join(format!("pushwire-cli-token-{}", std::process::id()));
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let file = secret_file.to_str().unwrap();
+    let server = Server::start(&[
+        "--threads",
+        "1",
+        "--token-secret-file",
+        file,
+        "--channel-policy",
+        "private.*=token",
+    ]);
+    let out = run(
+        &["token", "--token-secret-file", file, "--user", "alice", "--ttl", "60"]
+            .into_iter()
+            .chain(["--subscribe", "private.*", "--publish", "private.a", "--presence", "private.a"])
+            .collect::<Vec<_>>(),
+        b"",
+    );
+    std::fs::remove_file(&secret_file).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = stdout(&out).trim().to_string();
+    let url = |channel: &str| format!("http://{}/channels/{channel}", server.addr);
+
+    let mut alice = common::v1::V1::connect(&server, Some(&token));
+    let subscribe = serde_json::json!({"type":"subscribe","channel":"private.a","req":1});
+    assert_eq!(alice.ask(subscribe)["type"], "ok");
+    let out = run(&["pub", &url("private.a"), "hi", "--token", &token], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(alice.message()["data"], "hi");
+    let out = run(&["pub", &url("private.b"), "hi", "--token", &token], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "private.b is not granted");
+    let address = format!("http://{}", server.addr);
+    let out = run(&["presence", &address, "private.a", "--token", &token], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = stdout(&out);
+    assert!(listed.starts_with("private.a 1\n") && listed.contains("\talice\t"), "{listed}");
+
+    for (args, needle) in [
+        (vec!["token", "--token-secret", "short"], "32 bytes"),
+        (vec!["token", "--token-secret", secret, "--subscribe", "a b"], "--subscribe \"a b\""),
+        (vec!["token", "--token-secret", secret, "--ttl", "0"], "--ttl"),
+        (vec!["token", "--user", "alice"], "--token-secret-file"),
+    ] {
+        let out = run(&args, b"");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 }
