@@ -1684,14 +1684,14 @@ pub fn token_verify(data: &[u8]) {
     assert_eq!(verify(&again, &key, unix_now, &generous).as_ref(), Ok(&claims));
 }
 
-/// `api_call`: the server API's request bodies and answers (`crate::transport::api`). Byte 0
-/// picks the call, byte 1 the bounds (1 to 8 channels per broadcast and per page, messages per
-/// history), byte 2 which replies refuse; the rest is the body. Reading a body never panics: it
-/// is a 400 with a reason, or commands within the bounds (a broadcast's channels distinct, an
-/// event name a token other than `gap`, a disconnect's reason within its bound). Answered by
-/// replies the hub could give, with the body's text in every name, text and member the reply
-/// may carry, the answer is never a 500: it is JSON with a success status, or a refused
-/// call's status and reason; a history answer reads back, text for text, as a poll answer.
+/// `api_call`: the server API's request bodies and answers (`crate::transport::api`). Byte 0 picks
+/// the call, byte 1 the bounds (1 to 8 channels per broadcast and per page, messages per history),
+/// byte 2 which replies refuse; the rest is the body. Reading a body never panics: it is a 400 with
+/// a reason, or commands within the bounds (a broadcast's channels distinct, an event name a token
+/// other than the reserved names, a disconnect's reason within its bound). Answered by replies the
+/// hub could give, with the body's text in every name, text and member the reply may carry, the
+/// answer is never a 500: it is JSON with a success status, or a refused call's status and reason;
+/// a history answer reads back, text for text, as a poll answer.
 pub fn api_call(data: &[u8]) {
     use crate::hub::Command;
     use crate::protocol::envelope::parse_poll_answer;
@@ -1732,7 +1732,7 @@ pub fn api_call(data: &[u8]) {
             Command::Publish { event, .. } => assert!(event.as_deref().is_none_or(|e| {
                 !e.is_empty()
                     && e.len() <= config.transport.max_event_name_bytes
-                    && e != "gap"
+                    && !crate::transport::publish::RESERVED_EVENT_NAMES.contains(&e)
                     && e.bytes().all(crate::http1::chunked::is_tchar)
             })),
             Command::Read { max_messages, .. } => assert!((1..=bound).contains(max_messages)),

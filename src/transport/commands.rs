@@ -33,6 +33,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::publish::{check_event_name, EventNameError};
 use crate::hub::{ChannelName, Cursor, Payload};
 use crate::protocol::envelope::write_json_string;
 
@@ -337,23 +338,18 @@ fn check(raw: Raw<'_>, limits: &CommandLimits) -> Result<Command, CommandError> 
                 }
                 _ => return Err(CommandError::BadCommand("publish needs one of data and data_b64".into())),
             };
-            let event = match raw.event {
-                None => None,
-                Some(name) if name.len() > limits.max_event_name_bytes => {
-                    return Err(CommandError::TooLarge("event"))
+            if let Some(name) = &raw.event {
+                match check_event_name(name, limits.max_event_name_bytes) {
+                    Ok(()) => {}
+                    Err(EventNameError::TooLong) => return Err(CommandError::TooLarge("event")),
+                    Err(EventNameError::NotAToken | EventNameError::Reserved) => {
+                        return Err(CommandError::BadCommand(
+                            "event must be a token other than gap and token_expired".into(),
+                        ))
+                    }
                 }
-                Some(name)
-                    if name.is_empty()
-                        || !name.bytes().all(crate::http1::chunked::is_tchar)
-                        || name == "gap"
-                        || name == "token_expired" =>
-                {
-                    return Err(CommandError::BadCommand(
-                        "event must be a token other than gap and token_expired".into(),
-                    ))
-                }
-                Some(name) => Some(name),
-            };
+            }
+            let event = raw.event;
             Ok(Command::Publish { channel, payload, event, except_self: raw.except_self.unwrap_or(false) })
         }
     }

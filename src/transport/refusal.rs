@@ -10,6 +10,7 @@
 //! answered by the session in its own format).
 
 use super::access::Denied;
+use super::publish::EventNameError;
 use super::rooms::ChannelsError;
 use crate::ws::HandshakeError;
 
@@ -144,6 +145,16 @@ impl Refusal {
             Refusal::PublishNeedsOneChannel => "publish to one channel at a time",
             Refusal::ApiKeyMissing => "the server API needs Authorization: apikey KEY",
             Refusal::ApiKeyWrong => "wrong API key",
+        }
+    }
+}
+
+/// `?event=` and the server API answer a refused event name with 400 and its reason.
+impl From<EventNameError> for Refusal {
+    fn from(error: EventNameError) -> Refusal {
+        match error {
+            EventNameError::TooLong | EventNameError::NotAToken => Refusal::BadEventName,
+            EventNameError::Reserved => Refusal::ReservedEventName,
         }
     }
 }

@@ -14,11 +14,11 @@ use std::time::Duration;
 use super::access::Denied;
 use super::feed::Start;
 use super::policy::Action;
+use super::publish::check_event_name;
 use super::refusal::Refusal;
 use super::rooms::{parse_channels, resume_points, Resume, RoomLimits};
 use super::{sse, websocket, Limits};
 use crate::config::Config;
-use crate::http1::chunked::is_tchar;
 use crate::http1::head::{Headers, RequestHead};
 use crate::http1::target::Target;
 use crate::hub::{ChannelName, Cursor, Since};
@@ -451,13 +451,7 @@ fn event_param(target: &Target<'_>, limits: &Limits) -> Result<Option<String>, R
         return Ok(None);
     };
     let name = value.map_err(|_| Refusal::BadQueryEncoding)?;
-    if name.is_empty() || name.len() > limits.max_event_name_bytes || !name.bytes().all(is_tchar) {
-        return Err(Refusal::BadEventName);
-    }
-    // The names of the server's own SSE events (a gap, a token's expiry) cannot be spoofed.
-    if name == "gap" || name == "token_expired" {
-        return Err(Refusal::ReservedEventName);
-    }
+    check_event_name(&name, limits.max_event_name_bytes).map_err(Refusal::from)?;
     Ok(Some(name))
 }
 

@@ -38,10 +38,10 @@ use serde_json::value::RawValue;
 
 pub use limits::{ApiConfig, ApiKey, ApiLimits};
 
+use super::publish::check_event_name;
 use super::refusal::Refusal;
 use super::{rooms, short_poll};
 use crate::config::Config;
-use crate::http1::chunked::is_tchar;
 use crate::http1::head::{Headers, RequestHead};
 use crate::hub::backend::{ConnAddr, ConnId, Disconnect, DisconnectTarget};
 use crate::hub::Command;
@@ -291,15 +291,12 @@ fn payload(data: &RawValue) -> Payload {
     Payload::Text(Arc::from(text))
 }
 
-/// An event name: an RFC 9110 §5.6.2 token of at most `max_event_name_bytes`, not `gap`.
+/// An event name: an RFC 9110 §5.6.2 token of at most `max_event_name_bytes`, not a reserved
+/// name (`transport::publish::check_event_name`).
 fn event(name: Option<String>, config: &Config) -> Result<Option<Arc<str>>, ApiAnswer> {
     let Some(name) = name else { return Ok(None) };
-    if name.is_empty() || name.len() > config.transport.max_event_name_bytes || !name.bytes().all(is_tchar) {
-        return Err(ApiAnswer::bad_request(Refusal::BadEventName.reason()));
-    }
-    if name == "gap" {
-        return Err(ApiAnswer::bad_request(Refusal::ReservedEventName.reason()));
-    }
+    check_event_name(&name, config.transport.max_event_name_bytes)
+        .map_err(|e| ApiAnswer::bad_request(Refusal::from(e).reason()))?;
     Ok(Some(Arc::from(name)))
 }
 
@@ -663,6 +660,8 @@ mod tests {
         assert!(bad(Call::Publish, r#"{"channel":"a"}"#).contains("missing field `data`"));
         assert!(bad(Call::Publish, r#"{"channel":"a b","data":1}"#).contains("channel"));
         assert!(bad(Call::Publish, r#"{"channel":"a","data":1,"event":"gap"}"#).contains("reserved"));
+        let token_expired = r#"{"channel":"a","data":1,"event":"token_expired"}"#;
+        assert!(bad(Call::Publish, token_expired).contains("reserved"), "a server signal cannot be spoofed");
         assert!(bad(Call::Broadcast, r#"{"channels":[],"data":1}"#).contains("at least one"));
         assert!(bad(Call::Broadcast, r#"{"channels":["a","b","a"],"data":1}"#).contains("twice"));
         let many: Vec<String> = (0..1001).map(|i| format!("\"c{i}\"")).collect();
