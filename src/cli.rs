@@ -28,7 +28,7 @@ use pushwire::client::{
 };
 use pushwire::hub::Cursor;
 use pushwire::transport::policy::ChannelPattern;
-use pushwire::transport::token::{sign, Grant, TokenKey, MAX_USER_ID_BYTES};
+use pushwire::transport::token::{sign, verify, Grant, TokenKey, TokenLimits, MAX_USER_ID_BYTES};
 use pushwire::ws::{CloseCode, Event, Message};
 
 use crate::seconds;
@@ -412,7 +412,11 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
         publish: &publish,
         presence: &presence,
     };
-    Ok(sign(&grant, &key))
+    let token = sign(&grant, &key);
+    // The server's own check, for what the flags above cannot tell (its length limit).
+    verify(&token, &key, unix_now_s, &TokenLimits::default())
+        .map_err(|e| format!("a server would refuse this token: {e}"))?;
+    Ok(token)
 }
 
 /// How often the shell looks at stdin's lines while waiting for the socket.

@@ -414,7 +414,8 @@ fn cli_presence_lists_members_and_count() {
 
 /// `pushwire token` mints what a server with the same `--token-secret-file` takes: each grant
 /// holds for its action and channels only, and the user shows in presence. A bad pattern, a
-/// short secret, a zero TTL or no secret is one line on stderr with a failing exit code.
+/// short secret, a zero TTL, no secret or a token past the server's length limit is one line on
+/// stderr with a failing exit code.
 #[test]
 fn cli_token_is_taken_by_a_server_with_the_same_secret_for_what_it_grants() {
     let secret = "0123456789abcdef0123456789abcdef";
@@ -455,11 +456,17 @@ fn cli_token_is_taken_by_a_server_with_the_same_secret_for_what_it_grants() {
     let listed = stdout(&out);
     assert!(listed.starts_with("private.a 1\n") && listed.contains("\talice\t"), "{listed}");
 
+    // 200 grants of 30 bytes each: past the server's 4,096-byte token limit.
+    let mut many_patterns: Vec<String> = ["token", "--token-secret", secret].map(String::from).to_vec();
+    for i in 0..200 {
+        many_patterns.extend(["--subscribe".to_string(), format!("private.room-{i:0>16}")]);
+    }
     for (args, needle) in [
         (vec!["token", "--token-secret", "short"], "32 bytes"),
         (vec!["token", "--token-secret", secret, "--subscribe", "a b"], "--subscribe \"a b\""),
         (vec!["token", "--token-secret", secret, "--ttl", "0"], "--ttl"),
         (vec!["token", "--user", "alice"], "--token-secret-file"),
+        (many_patterns.iter().map(String::as_str).collect(), "token too long"),
     ] {
         let out = run(&args, b"");
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
