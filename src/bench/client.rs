@@ -298,11 +298,6 @@ impl Client {
         }
     }
 
-    /// Bytes queued and not yet written.
-    pub fn pending_output_bytes(&self) -> usize {
-        self.out.len_bytes()
-    }
-
     /// Writes what is queued until the socket would block. Before the connect completes there
     /// is nothing to do: the writable event that signals it calls this again.
     fn flush(&mut self) -> io::Result<()> {

@@ -165,16 +165,6 @@ impl Feed {
         Command::Subscribe { channel: self.channel.clone(), since, transport }
     }
 
-    /// True when deliveries are written as they come (not starting, not catching up).
-    pub fn is_live(&self) -> bool {
-        self.mode == Mode::Live
-    }
-
-    /// True while the feed is catching up from the history.
-    pub fn is_catching_up(&self) -> bool {
-        matches!(self.mode, Mode::CatchingUp { .. })
-    }
-
     /// Decides what to do with a live `msg`, and advances the cursor past it unless skipped.
     pub fn step(&mut self, msg: &Message) -> Step {
         let step = match self.cursor() {
