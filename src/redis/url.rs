@@ -52,7 +52,7 @@ impl fmt::Debug for RedisUrl {
 }
 
 impl fmt::Display for RedisUrl {
-    /// The URL without its password, for logs and `/healthz`.
+    /// The URL without its password, for logs and errors.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
         if let Some(user) = &self.username {

@@ -653,7 +653,7 @@ impl fmt::Display for BrokerError {
 
 impl std::error::Error for BrokerError {}
 
-/// Counters and state for `/metrics` and `/healthz`.
+/// Counters and state for `/metrics` and `/readyz`.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
     /// The command connection is ready (handshake, `INFO` and scripts done).
