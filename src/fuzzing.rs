@@ -1183,7 +1183,7 @@ pub fn ws_inflate(data: &[u8]) {
 /// server's answer agrees on exactly the same parameters; the user-agent check never panics.
 pub fn ws_extensions(data: &[u8]) {
     use crate::ws::deflate::extensions::{encode_extension, MAX_EXTENSIONS, MAX_PARAMS};
-    use crate::ws::deflate::negotiate::has_broken_deflate;
+    use crate::ws::deflate::negotiate::{accept_offer, has_broken_deflate};
     use crate::ws::deflate::{negotiate_client, negotiate_server, parse_extensions};
     let _ = has_broken_deflate(data);
     let mut offers = Vec::new();
@@ -1205,7 +1205,16 @@ pub fn ws_extensions(data: &[u8]) {
     assert_eq!(again, offers);
     if let Some(agreed) = negotiate_server(&offers, None) {
         assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
-        assert!((9..=15).contains(&agreed.server_max_window_bits));
+        // RFC 7692 §7.1.2.1: the answer states the server's window exactly when the accepted
+        // (first acceptable) offer did, at most the value offered.
+        let accepted = offers
+            .iter()
+            .filter(|o| o.name.eq_ignore_ascii_case("permessage-deflate"))
+            .find_map(|o| accept_offer(&o.params).ok().map(|_| o))
+            .unwrap();
+        let offered = accepted.params.iter().find(|p| p.name.eq_ignore_ascii_case("server_max_window_bits"));
+        assert_eq!(agreed.server_max_window_bits.is_some(), offered.is_some());
+        assert!((9..=15).contains(&agreed.server_max_window_bits.unwrap_or(15)));
         let mut answer = Vec::new();
         parse_extensions(agreed.response_value().as_bytes(), &mut answer).unwrap();
         assert_eq!(negotiate_client(&answer), Ok(Some(agreed)));

@@ -228,7 +228,13 @@ fn rfc7692_python_websockets_client_deflate_echo_and_broadcast() {
     run_client(
         cmd,
         "python websockets client (deflate)",
-        &["permessage-deflate negotiated", "compressed 1 KiB echoed", "compressed broadcast inflated"],
+        &[
+            "permessage-deflate negotiated",
+            "compressed 1 KiB echoed",
+            "compressed broadcast inflated",
+            "server_max_window_bits=15 offered and answered",
+            "echoed within a 10-bit window",
+        ],
     );
     // RSV1 on the wire: the broadcast went out compressed, and Python inflated it.
     let metrics = metrics_text(&server);

@@ -767,7 +767,10 @@ mod tests {
             ("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=8"),
             ("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=10"),
         ]);
-        assert_eq!(accept(&head, &deflate_options()).unwrap().deflate.unwrap().server_max_window_bits, 10);
+        assert_eq!(
+            accept(&head, &deflate_options()).unwrap().deflate.unwrap().server_max_window_bits,
+            Some(10)
+        );
         // Safari 15.0-15.3 (uWebSockets' rule).
         let safari = sample(&[
             ("Sec-WebSocket-Extensions", "permessage-deflate"),

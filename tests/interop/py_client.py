@@ -5,7 +5,8 @@ Run by tests/interop.rs with the venv made by scripts/setup-interop.sh:
     py_client.py echo HOST:PORT [CA_PEM]    text, binary, 1 MiB of each, ping, close on /echo;
                                             with CA_PEM over wss:// trusting that CA
     py_client.py channel HOST:PORT CHANNEL  subscribe (plain and pushwire.v1), publish over HTTP
-    py_client.py deflate HOST:PORT CHANNEL  permessage-deflate negotiated; 1 KiB echoed and broadcast
+    py_client.py deflate HOST:PORT CHANNEL  permessage-deflate negotiated; 1 KiB echoed and broadcast;
+                                            offers naming the server's window (15, 10) accepted
 
 Prints one line per check and "ok" at the end; any failure raises (non-zero exit). Every wait
 has a timeout and only loopback addresses are used.
@@ -17,6 +18,7 @@ import os
 import sys
 
 try:
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
     from websockets.sync.client import connect
 except ImportError:
     sys.exit("websockets is not installed: run `bash scripts/setup-interop.sh`")
@@ -115,6 +117,15 @@ def deflate(addr, name):
         status, _ = http_request(addr, "POST", f"/channels/{name}", doc)
         check(status == 201, "publish 1 KiB over HTTP")
         check(sub.recv(timeout=TIMEOUT_S) == doc, "compressed broadcast inflated")
+    # An offer naming server_max_window_bits is accepted only by an answer naming it (RFC 7692
+    # §7.1.2.1); websockets fails the handshake otherwise, even at 15.
+    for bits in (15, 10):
+        offer = ClientPerMessageDeflateFactory(server_max_window_bits=bits, client_max_window_bits=True)
+        with ws_connect(f"ws://{addr}/echo", extensions=[offer], compression=None) as ws:
+            answer = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            check(f"server_max_window_bits={bits}" in answer, f"server_max_window_bits={bits} offered and answered")
+            ws.send(doc)
+            check(ws.recv(timeout=TIMEOUT_S) == doc, f"echoed within a {bits}-bit window")
 
 
 def main():
