@@ -174,8 +174,12 @@ pub fn parse(text: &str, command: &Command, seconds: std::any::TypeId) -> Result
         at: e.span().map(|span| Position::of(text, span.start)),
         message: format!("not valid TOML: {}", e.message().trim()),
     })?;
+    // The table is sorted by key: take its entries in file order, so the first fault reported
+    // is the first in the file.
+    let mut in_file_order: Vec<_> = table.get_ref().iter().collect();
+    in_file_order.sort_by_key(|(key, _)| key.span().start);
     let mut entries = Vec::new();
-    for (key, value) in table.get_ref().iter() {
+    for (key, value) in in_file_order {
         let id: &str = key.get_ref();
         let arg = command.get_arguments().find(|a| a.get_id().as_str() == id && !NOT_SETTINGS.contains(&id));
         let Some(arg) = arg else {

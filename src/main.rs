@@ -67,8 +67,8 @@ enum Command {
 enum ConfigCommand {
     /// Print a complete, commented TOML file of every setting at its default.
     Defaults,
-    /// Check a TOML file: exit 0, or 1 with one line naming the key, its line:column and what
-    /// is allowed.
+    /// Check a TOML file: exit 0, or 2 with one line naming the file's first faulty key, its
+    /// line:column and what is allowed.
     Check {
         /// The file to check.
         file: PathBuf,

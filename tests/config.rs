@@ -173,6 +173,15 @@ fn config_check_names_key_position_and_what_is_allowed() {
             "max_headers = \"many\"\n",
             "pushwire config check: FILE:1:15: max_headers: expected a whole number (0 or more), found a string",
         ),
+        // Two faults: the first in the file is named (README's example), whatever the keys' order.
+        (
+            "max_headers = \"many\"\nbogus = 1\n",
+            "pushwire config check: FILE:1:15: max_headers: expected a whole number (0 or more), found a string",
+        ),
+        (
+            "zz = 1\nmax_headers = \"many\"\n",
+            "pushwire config check: FILE:1:1: unknown key `zz`; the keys are `pushwire serve`'s flags without `--` and with `_` for `-` (`pushwire config defaults` lists them)",
+        ),
         (
             "max_headers = 1.5\n",
             "pushwire config check: FILE:1:15: max_headers: expected a whole number (0 or more), found a float",
