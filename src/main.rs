@@ -378,7 +378,8 @@ struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` (or `?token=`) to subscribe or poll.
     #[arg(long, value_name = "TOKEN", conflicts_with = "subscribe_token_file")]
     subscribe_token: Option<String>,
-    /// Most channels one `/ws` command-mode connection holds.
+    /// Most channels one `/ws` command-mode connection holds, and one multi-channel HTTP
+    /// request names (there at most 64).
     #[arg(long, value_name = "N", default_value_t = transport().rooms.max_channels_per_connection)]
     max_channels_per_connection: usize,
     /// Most presence members of one channel; another subscribe is refused.

@@ -324,6 +324,21 @@ fn a_compact_since_resolves_against_the_channels_epochs_on_every_transport() {
 }
 
 #[test]
+fn max_channels_per_connection_bounds_http_channel_lists_too() {
+    let server = Server::start(&["--max-channels-per-connection", "2"]);
+    assert_eq!(get(&server, "/channels/a,b?mode=poll", "").status, 200);
+    let res = get(&server, "/channels/a,b,c?mode=poll", "");
+    assert_eq!(res.status, 400);
+    assert!(res.text().contains("too many channels"), "{}", res.text());
+    assert_eq!(get(&server, "/channels?channel=a&channel=b&channel=c", "").status, 400);
+    // Above 64 it raises the /ws limit only: an HTTP list stays at 64 (its composite id).
+    let server = Server::start(&["--max-channels-per-connection", "100"]);
+    let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+    assert_eq!(get(&server, &format!("/channels/{}?mode=poll", names(64)), "").status, 200);
+    assert_eq!(get(&server, &format!("/channels/{}?mode=poll", names(65)), "").status, 400);
+}
+
+#[test]
 fn limits_and_bad_composite_ids_are_400_and_an_unreadable_last_event_id_is_a_gap() {
     let server = Server::start(&[]);
     let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();

@@ -11,11 +11,8 @@ use crate::ws;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomLimits {
     /// Most channels one connection holds; another subscribe is refused with
-    /// `too_many_channels`, a longer HTTP channel list with 400. Default 64, below Nchan's
-    /// 255: a multi-channel SSE id carries every channel's offset, and at 64 channels its
-    /// compact form is at most 16 + 64 × 21 = 1,360 bytes (the full form 64 × 38 = 2,432), well
-    /// within a request head when the browser sends it back as `Last-Event-ID`; at 255 the full
-    /// form would be 9.7 KB.
+    /// `too_many_channels`, a longer HTTP channel list with 400 (that list also stops at
+    /// [`MAX_CHANNELS_PER_REQUEST`]: [`RoomLimits::max_channels_per_request`]). Default 64.
     pub max_channels_per_connection: usize,
     /// Most commands awaiting the hub's answer on one connection; another is refused with
     /// `unavailable` until answers arrive. Default 64.
@@ -24,7 +21,23 @@ pub struct RoomLimits {
 
 impl Default for RoomLimits {
     fn default() -> RoomLimits {
-        RoomLimits { max_channels_per_connection: 64, max_pending_commands: 64 }
+        RoomLimits { max_channels_per_connection: MAX_CHANNELS_PER_REQUEST, max_pending_commands: 64 }
+    }
+}
+
+/// Most channels one multi-channel HTTP request names, whatever
+/// [`RoomLimits::max_channels_per_connection`] allows a `/ws` connection: below Nchan's 255
+/// because a multi-channel SSE id carries every channel's offset, and at 64 channels its
+/// compact form is at most 16 + 64 × 21 = 1,360 bytes (the full form 64 × 38 = 2,432), well
+/// within a request head when the browser sends it back as `Last-Event-ID`; at 255 the full
+/// form would be 9.7 KB, on every event.
+pub const MAX_CHANNELS_PER_REQUEST: usize = 64;
+
+impl RoomLimits {
+    /// Most channels of one multi-channel HTTP request: the connection's limit, at most
+    /// [`MAX_CHANNELS_PER_REQUEST`].
+    pub fn max_channels_per_request(&self) -> usize {
+        self.max_channels_per_connection.min(MAX_CHANNELS_PER_REQUEST)
     }
 }
 

@@ -485,7 +485,7 @@ pub fn presence_event(event: &PresenceEvent) -> Vec<u8> {
 pub enum ChannelsError {
     /// No channel named.
     Empty,
-    /// More than [`RoomLimits::max_channels_per_connection`].
+    /// More than [`RoomLimits::max_channels_per_request`].
     TooMany,
     /// A name is not a channel name.
     BadName,
@@ -531,7 +531,7 @@ pub fn parse_channels(
     target: &Target<'_>,
     limits: &RoomLimits,
 ) -> Option<Result<Vec<ChannelName>, ChannelsError>> {
-    let max = limits.max_channels_per_connection;
+    let max = limits.max_channels_per_request();
     let names: Vec<String> = if let Some(list) = target.path.strip_prefix("/channels/") {
         if list.split(',').count() > max {
             return Some(Err(ChannelsError::TooMany));

@@ -16,7 +16,7 @@ use super::feed::Start;
 use super::policy::Action;
 use super::publish::check_event_name;
 use super::refusal::Refusal;
-use super::rooms::{parse_channels, resume_points, Resume, RoomLimits};
+use super::rooms::{parse_channels, resume_points, Resume};
 use super::{sse, websocket, Limits};
 use crate::config::Config;
 use crate::http1::head::{Headers, RequestHead};
@@ -316,7 +316,7 @@ fn channels_route(
     token_expires_at: &mut Option<u64>,
 ) -> Result<Route, Refusal> {
     let limits = &config.transport;
-    let channels = match parse_channels(target, &RoomLimits::default()) {
+    let channels = match parse_channels(target, &limits.rooms) {
         Some(Ok(channels)) => channels,
         Some(Err(e)) => return Err(Refusal::BadChannelList(e)),
         None => return Err(Refusal::NotFound),

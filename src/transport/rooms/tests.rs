@@ -355,6 +355,11 @@ fn multi_channel_requests_name_channels_by_path_or_parameters() {
     assert_eq!(channels("/metrics", 3), None);
     let long = format!("/channels/{}", vec!["x"; 10_000].join(","));
     assert_eq!(channels(&long, 64), Some(Err(ChannelsError::TooMany)), "counted before copying");
+    // A connection limit above 64 is for /ws: an HTTP list stops at MAX_CHANNELS_PER_REQUEST.
+    let list =
+        |n: usize| format!("/channels/{}", (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(","));
+    assert_eq!(channels(&list(64), 255).map(|r| r.map(|v| v.len())), Some(Ok(64)));
+    assert_eq!(channels(&list(65), 255), Some(Err(ChannelsError::TooMany)));
 }
 
 #[test]
