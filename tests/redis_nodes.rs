@@ -574,3 +574,42 @@ fn redis_nodes_pubsub_shards_flag_spreads_a_nodes_channels_over_connections() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn redis_nodes_pipelined_ws_commands_are_answered_in_order_on_one_server() {
+    // One broker answers a subscribe once its channel is live (SUBSCRIBE confirmed, then a
+    // read), after a later publish of the same connection; the /ws session matches replies to
+    // commands in order, so the node must hand them over in order. Before the fix a
+    // publish's cursor answered the subscribe before it ("internal" errors) and the next
+    // publish got its neighbour's id.
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let mut ws = V1::connect(&a, None);
+    const ROUNDS: usize = 5;
+    for i in 0..ROUNDS {
+        ws.send(&json!({"type":"subscribe","channel":format!("fresh{i}"),"req":format!("s{i}")}));
+        ws.send(&json!({"type":"publish","channel":"busy","data":format!("m{i}"),"req":format!("p{i}")}));
+    }
+    let replies: Vec<Value> = (0..2 * ROUNDS).map(|_| ws.reply()).collect();
+    let reqs: Vec<&str> = replies.iter().map(|r| r["req"].as_str().unwrap_or("?")).collect();
+    let asked: Vec<String> = (0..ROUNDS).flat_map(|i| [format!("s{i}"), format!("p{i}")]).collect();
+    assert_eq!(reqs, asked, "{replies:#?}");
+    assert!(replies.iter().all(|r| r["type"] == "ok"), "{replies:#?}");
+    // Each publish's id is the one its message has in the history.
+    let history = poll(&a, "busy", Some(&format!("{}:0", epoch_of(&replies[1])))).text();
+    let stored: Vec<(String, String)> = serde_json::from_str::<Value>(&history).unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["data"].as_str().unwrap().to_string(), m["id"].as_str().unwrap().to_string()))
+        .collect();
+    let acked: Vec<(String, String)> = (0..ROUNDS)
+        .map(|i| (format!("m{i}"), replies[2 * i + 1]["id"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(acked, stored, "{history}");
+}
+
+fn epoch_of(reply: &Value) -> String {
+    let id = reply["id"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    id.split(':').next().unwrap().to_string()
+}

@@ -7,10 +7,11 @@
 //! [`crate::redis::shard::shard_of`] its channel, a server API `disconnect` / `unsubscribe`
 //! for other nodes to shard 0 (whose control channel every node hears, so it is applied once
 //! per node), `channels` to every shard (pages merged); `Ready` is up when every shard is,
-//! `Stats` sums them. With several shards each request is first recorded in its loop's
-//! `ShardOrder` (`shards.rs`), through which the brokers' answers reach the inbox in the
-//! order the connection asked (the loops match a connection's answers to its commands in
-//! order); with one there is no order and no lock, the answers go straight to the inboxes.
+//! `Stats` sums them. Each request is first recorded in its loop's `ShardOrder` (`shards.rs`),
+//! through which the brokers' answers reach the inbox in the order the connection asked (the
+//! loops match a connection's answers to its commands in order), with one server as with
+//! several: one broker answers a subscribe when its channel is live, after later publishes of
+//! the same connection (`redis_nodes_pipelined_ws_commands_are_answered_in_order_on_one_server`).
 //! Every [`Command`] but `Stats` and `Ready` is submitted to a broker and answered
 //! [`Submitted::Later`] (a server API `disconnect` of one connection of this node is handed to
 //! this node's loops at once, as on one node; any other goes to every node through the
@@ -21,13 +22,8 @@
 //! the refusal, `redis_broker::Limits::max_queued_requests`); at once when the broker stopped
 //! or even its refusals fill the queue.
 //!
-//! Does not: with one server, keep one connection's replies in submission order across
-//! kinds (a publish may be answered before an earlier subscribe of the same connection that
-//! waits for its channel to be live; publishes and reads keep their order, a refused or
-//! re-sent one included: the broker hands each answer over after the connection's earlier
-//! requests' answers; with several servers the `ShardOrder` keeps every kind in order),
-//! expire anything (Redis expires the keys),
-//! or count history in `Stats` (only live channels).
+//! Does not: expire anything (Redis expires the keys), or count history in `Stats` (only live
+//! channels).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -124,26 +120,15 @@ fn log_error(error: &BrokerError) -> HubError {
     hub_error(error)
 }
 
-/// The reply shape of a request the broker refused at once.
-enum Refused {
-    Publish,
-    Read,
-    Subscribe(ChannelName, Transport),
-    Presence(ChannelName),
-    Disconnect,
-    Info(ChannelName),
-    Channels,
-}
-
-/// The brokers' answers and deliveries with several shards: each loop's [`ShardOrder`] puts
-/// them back in the order its connections asked before they reach its inbox.
-struct Sharded {
+/// The brokers' answers and deliveries: each loop's [`ShardOrder`] puts them back in the order
+/// its connections asked before they reach its inbox.
+struct Ordered {
     /// One per loop (sink index).
     orders: Box<[Mutex<ShardOrder>]>,
     inboxes: InboxOutbox,
 }
 
-impl Sharded {
+impl Ordered {
     /// Hands `events` from the broker of `shard` to the loop `sink` as its order allows. The
     /// order stays locked while they are pushed, so two brokers' batches never interleave.
     fn hand_over(&self, shard: usize, sink: SinkId, events: Vec<BrokerEvent>) {
@@ -161,19 +146,19 @@ impl Sharded {
     }
 }
 
-/// The outbox of one shard's broker when there are several.
+/// The outbox of one shard's broker.
 struct ShardOutbox {
     shard: usize,
-    sharded: Arc<Sharded>,
+    ordered: Arc<Ordered>,
 }
 
 impl BrokerOutbox for ShardOutbox {
     fn deliver(&self, sink: SinkId, events: Vec<BrokerEvent>) {
-        self.sharded.hand_over(self.shard, sink, events);
+        self.ordered.hand_over(self.shard, sink, events);
     }
 
     fn disconnect(&self, disconnect: Arc<Disconnect>) {
-        self.sharded.inboxes.disconnect(disconnect);
+        self.ordered.inboxes.disconnect(disconnect);
     }
 }
 
@@ -181,9 +166,8 @@ impl BrokerOutbox for ShardOutbox {
 pub struct RedisHub {
     /// One per shard, in the order of the URLs.
     shards: Box<[BrokerClient]>,
-    /// With several shards: the loops' answer orders (`None` with one: answers go straight
-    /// to the inboxes, as the broker hands them).
-    sharded: Option<Arc<Sharded>>,
+    /// The loops' answer orders.
+    ordered: Arc<Ordered>,
     /// The hub's `PresenceLimits::max_info_bytes`, checked before a member is sent.
     max_info_bytes: usize,
     /// The longest user id other nodes accept in a join frame.
@@ -236,13 +220,9 @@ impl RedisHub {
         let max_user_bytes = limits.frames.max_user_bytes;
         // A `channels` survey asks at most the API's page; each node answers one more name.
         limits.control.max_names = config.api.limits.max_page_channels.saturating_add(1);
-        let outbox = InboxOutbox { inboxes: inboxes.clone() };
-        let sharded = (count > 1).then(|| {
-            let orders = (0..inboxes.len()).map(|_| Mutex::new(ShardOrder::new(count))).collect();
-            Arc::new(Sharded { orders, inboxes: InboxOutbox { inboxes: inboxes.clone() } })
-        });
+        let orders = (0..inboxes.len()).map(|_| Mutex::new(ShardOrder::new(count))).collect();
+        let ordered = Arc::new(Ordered { orders, inboxes: InboxOutbox { inboxes: inboxes.clone() } });
         let mut brokers = Vec::with_capacity(count);
-        let mut outbox = Some(outbox);
         for (shard, url) in redis.urls.into_iter().enumerate() {
             let broker_config = BrokerConfig {
                 url,
@@ -257,16 +237,12 @@ impl RedisHub {
                 shard_count: count,
                 limits: limits.clone(),
             };
-            let outbox: Arc<dyn BrokerOutbox> = match (&sharded, outbox.take()) {
-                (Some(sharded), _) => Arc::new(ShardOutbox { shard, sharded: sharded.clone() }),
-                (None, Some(outbox)) => Arc::new(outbox),
-                (None, None) => unreachable!("one shard, one outbox"),
-            };
+            let outbox = Arc::new(ShardOutbox { shard, ordered: ordered.clone() });
             brokers.push(Broker::start(broker_config, outbox)?);
         }
         Ok(RedisHub {
             shards: brokers.iter().map(Broker::client).collect(),
-            sharded,
+            ordered,
             max_info_bytes: presence.max_info_bytes,
             max_user_bytes,
             inboxes,
@@ -288,14 +264,15 @@ impl RedisHub {
         }
     }
 
-    /// Submits `request` (not an `Unsubscribe`) with several shards: to its channel's shard
-    /// (a `disconnect` to shard 0, whose control channel every node hears; `channels` to
-    /// every shard), recorded first in its loop's answer order. A request a broker refuses
-    /// at once is answered through the order too, after the connection's earlier answers.
-    fn submit_sharded(&self, sharded: &Sharded, request: BrokerRequest) -> Submitted {
+    /// Submits `request` (not an `Unsubscribe`): to its channel's shard (a `disconnect` to
+    /// shard 0, whose control channel every node hears; `channels` to every shard), recorded
+    /// first in its loop's answer order. A request a broker refuses at once is answered
+    /// through the order too, after the connection's earlier answers.
+    fn submit_ordered(&self, request: BrokerRequest) -> Submitted {
+        let ordered = &self.ordered;
         if let BrokerRequest::Channels { sink, token, prefix, after, limit } = request {
             // (Every sink has an order: one per inbox, as `InboxOutbox` has an inbox.)
-            if let Some(mut order) = sharded.order(sink) {
+            if let Some(mut order) = ordered.order(sink) {
                 order.expect_channels(token, limit);
             }
             for (shard, client) in self.shards.iter().enumerate() {
@@ -304,7 +281,7 @@ impl RedisHub {
                     client.submit(BrokerRequest::Channels { sink, token, prefix, after, limit })
                 {
                     log::debug!("redis backend: {error}");
-                    sharded.hand_over(shard, sink, vec![BrokerEvent::Channels { token, result: Err(error) }]);
+                    ordered.hand_over(shard, sink, vec![BrokerEvent::Channels { token, result: Err(error) }]);
                 }
             }
             return Submitted::Later;
@@ -331,12 +308,12 @@ impl RedisHub {
         let Some((sink, token, refusal)) = request.refusal(BrokerError::Stopped) else {
             unreachable!("every request here is answered")
         };
-        if let Some(mut order) = sharded.order(sink) {
+        if let Some(mut order) = ordered.order(sink) {
             order.expect_one(token, shard, kind, channel);
         }
         if let Err(error) = self.shards[shard].submit(request) {
             log::debug!("redis backend: {error}");
-            sharded.hand_over(shard, sink, vec![refusal.with_error(error)]);
+            ordered.hand_over(shard, sink, vec![refusal.with_error(error)]);
         }
         Submitted::Later
     }
@@ -420,42 +397,7 @@ impl HubBackend for RedisHub {
                 return Submitted::Reply(Reply::Stats(stats));
             }
         };
-        if let Some(sharded) = &self.sharded {
-            return self.submit_sharded(sharded, request);
-        }
-        // One shard: straight to its broker. What an error answered at once must look like
-        // (submit takes the request).
-        let refused = match &request {
-            BrokerRequest::Publish { .. } => Refused::Publish,
-            BrokerRequest::Read { .. } => Refused::Read,
-            BrokerRequest::Subscribe { channel, transport, .. } => {
-                Refused::Subscribe(channel.clone(), *transport)
-            }
-            BrokerRequest::Presence { channel, .. } => Refused::Presence(channel.clone()),
-            BrokerRequest::Disconnect { .. } => Refused::Disconnect,
-            BrokerRequest::Info { channel, .. } => Refused::Info(channel.clone()),
-            BrokerRequest::Channels { .. } => Refused::Channels,
-            BrokerRequest::Unsubscribe { .. } => unreachable!("answered above"),
-            BrokerRequest::Refused { .. } => unreachable!("only queued by the client"),
-        };
-        match self.shards[0].submit(request) {
-            Ok(()) => Submitted::Later,
-            Err(error) => {
-                log::debug!("redis backend: {error}");
-                let error = hub_error(&error);
-                Submitted::Reply(match refused {
-                    Refused::Publish => Reply::Published(Err(error)),
-                    Refused::Read => Reply::Read(Err(error)),
-                    Refused::Subscribe(channel, transport) => {
-                        Reply::Subscribed { channel, transport, replay: Err(error) }
-                    }
-                    Refused::Presence(channel) => Reply::Presence { channel, result: Err(error) },
-                    Refused::Disconnect => Reply::Sent(Err(error)),
-                    Refused::Info(channel) => Reply::Info { channel, result: Err(error) },
-                    Refused::Channels => Reply::Channels(Err(error)),
-                })
-            }
-        }
+        self.submit_ordered(request)
     }
 
     fn expire(&self, _now: Instant) {}

@@ -1,6 +1,6 @@
-//! Several independent Redis servers as shards: which shard a request goes to, and how the
-//! answers of several brokers (one per shard, each on its own thread) are handed to a loop in
-//! the order its connections asked, as one broker hands them.
+//! Independent Redis servers as shards: which shard a request goes to, and how the answers of
+//! the brokers (one per shard, each on its own thread; one server is one shard) are handed to
+//! a loop in the order its connections asked.
 //!
 //! Implements:
 //! - [`ShardOrder`], one per event loop (sink): a FIFO per connection of the shards its
@@ -23,8 +23,9 @@
 //! within its broker's `request_timeout` (a survey within `survey_timeout`), and its held
 //! deliveries go with it.
 //!
-//! So with several shards a connection's answers come in request order across kinds too (one
-//! broker may answer a publish before an earlier subscribe waiting for its channel).
+//! So a connection's answers come in request order across kinds too, with one shard as with
+//! several (one broker may answer a publish before an earlier subscribe waiting for its
+//! channel).
 //!
 //! Does not: do I/O (the caller hands the events to the loop's inbox while it holds this
 //! loop's order, so two brokers never interleave).
@@ -94,7 +95,7 @@ enum Held {
 }
 
 /// The answers of one event loop's connections, put back in the order asked (see the module
-/// docs). Used only with more than one shard.
+/// docs).
 #[derive(Debug)]
 pub struct ShardOrder {
     shards: usize,
