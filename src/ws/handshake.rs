@@ -768,7 +768,12 @@ mod tests {
             ("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=10"),
         ]);
         assert_eq!(
-            accept(&head, &deflate_options()).unwrap().deflate.unwrap().server_max_window_bits,
+            accept(&head, &deflate_options())
+                .unwrap()
+                .deflate
+                .unwrap()
+                .server_max_window_bits
+                .map(|b| b.get()),
             Some(10)
         );
         // Safari 15.0-15.3 (uWebSockets' rule).

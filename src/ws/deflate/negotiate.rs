@@ -28,6 +28,7 @@
 //! [`super::codec`]).
 
 use std::fmt;
+use std::num::NonZeroU8;
 
 use super::extensions::{Extension, Param};
 
@@ -46,8 +47,9 @@ pub struct PerMessageDeflate {
     pub client_no_context_takeover: bool,
     /// The largest LZ77 window the server compresses with, in bits, 8 to 15, as the answer
     /// states it (§7.1.2.1); `None` when it is not stated: 15. The server states it exactly when
-    /// the offer did, since it accepts such an offer only "by including" it.
-    pub server_max_window_bits: Option<u8>,
+    /// the offer did, since it accepts such an offer only "by including" it. (`NonZeroU8`:
+    /// no byte more than a `u8` in every WebSocket connection.)
+    pub server_max_window_bits: Option<NonZeroU8>,
     /// The largest LZ77 window the client compresses with, in bits, 8 to 15 (§7.1.2.2).
     pub client_max_window_bits: u8,
 }
@@ -56,8 +58,11 @@ impl PerMessageDeflate {
     /// The window this role compresses with, in bits; `None` when it must not compress because
     /// zlib cannot honour an 8-bit window.
     pub fn send_window_bits(&self, server: bool) -> Option<u8> {
-        let bits =
-            if server { self.server_max_window_bits.unwrap_or(15) } else { self.client_max_window_bits };
+        let bits = if server {
+            self.server_max_window_bits.map_or(15, NonZeroU8::get)
+        } else {
+            self.client_max_window_bits
+        };
         (bits >= 9).then_some(bits)
     }
 
@@ -209,7 +214,7 @@ pub fn accept_offer(params: &[Param]) -> Result<PerMessageDeflate, NegotiateErro
         Some(8) => return Err(NegotiateError::UnsupportedWindow),
         // RFC 7692 §7.1.2.1: a server accepts "by including" the parameter with "the same or
         // smaller value" (15 included: Python websockets fails the handshake without it).
-        other => other,
+        other => other.and_then(NonZeroU8::new),
     };
     Ok(PerMessageDeflate {
         server_no_context_takeover: true,
@@ -254,7 +259,7 @@ pub fn negotiate_client(response: &[Extension]) -> Result<Option<PerMessageDefla
     Ok(Some(PerMessageDeflate {
         server_no_context_takeover: answer.server_no_context_takeover,
         client_no_context_takeover: answer.client_no_context_takeover,
-        server_max_window_bits: answer.server_max_window_bits,
+        server_max_window_bits: answer.server_max_window_bits.and_then(NonZeroU8::new),
         client_max_window_bits,
     }))
 }
@@ -296,6 +301,10 @@ mod tests {
         negotiate_server(&offers(value), None)
     }
 
+    fn bits(n: u8) -> Option<NonZeroU8> {
+        NonZeroU8::new(n)
+    }
+
     const DEFAULT: PerMessageDeflate = PerMessageDeflate {
         server_no_context_takeover: true,
         client_no_context_takeover: true,
@@ -313,11 +322,11 @@ mod tests {
         assert_eq!(server("permessage-deflate; client_max_window_bits=8"), Some(DEFAULT));
         assert_eq!(
             server("Permessage-Deflate; Server_Max_Window_Bits=10; client_max_window_bits"),
-            Some(PerMessageDeflate { server_max_window_bits: Some(10), ..DEFAULT })
+            Some(PerMessageDeflate { server_max_window_bits: bits(10), ..DEFAULT })
         );
         assert_eq!(
             server("permessage-deflate; server_max_window_bits=\"12\""),
-            Some(PerMessageDeflate { server_max_window_bits: Some(12), ..DEFAULT })
+            Some(PerMessageDeflate { server_max_window_bits: bits(12), ..DEFAULT })
         );
     }
 
@@ -328,7 +337,7 @@ mod tests {
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
         assert_eq!(
-            PerMessageDeflate { server_max_window_bits: Some(11), ..DEFAULT }.response_value(),
+            PerMessageDeflate { server_max_window_bits: bits(11), ..DEFAULT }.response_value(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=11"
         );
     }
@@ -336,7 +345,7 @@ mod tests {
     #[test]
     fn rfc7692_7_1_2_1_a_server_window_offered_is_stated_in_the_answer_even_at_15() {
         let agreed = server("permessage-deflate; server_max_window_bits=15; client_max_window_bits").unwrap();
-        assert_eq!(agreed, PerMessageDeflate { server_max_window_bits: Some(15), ..DEFAULT });
+        assert_eq!(agreed, PerMessageDeflate { server_max_window_bits: bits(15), ..DEFAULT });
         assert_eq!(
             agreed.response_value(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15"
@@ -390,7 +399,7 @@ mod tests {
     fn rfc7692_5_first_acceptable_of_several_offers_wins() {
         assert_eq!(
             server("permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=9, permessage-deflate"),
-            Some(PerMessageDeflate { server_max_window_bits: Some(9), ..DEFAULT })
+            Some(PerMessageDeflate { server_max_window_bits: bits(9), ..DEFAULT })
         );
         assert_eq!(
             server("x-webkit-deflate-frame, permessage-deflate; foo, permessage-deflate"),
@@ -429,7 +438,7 @@ mod tests {
             Ok(Some(PerMessageDeflate {
                 server_no_context_takeover: false,
                 client_no_context_takeover: false,
-                server_max_window_bits: Some(8),
+                server_max_window_bits: bits(8),
                 client_max_window_bits: 9,
             }))
         );
@@ -449,7 +458,7 @@ mod tests {
 
     #[test]
     fn rfc7692_7_1_2_window_used_for_sending() {
-        let p = PerMessageDeflate { server_max_window_bits: Some(10), client_max_window_bits: 8, ..DEFAULT };
+        let p = PerMessageDeflate { server_max_window_bits: bits(10), client_max_window_bits: 8, ..DEFAULT };
         assert_eq!(p.send_window_bits(true), Some(10));
         assert_eq!(p.send_window_bits(false), None);
         assert!(DEFAULT.receive_resets(true) && DEFAULT.receive_resets(false));
