@@ -382,6 +382,10 @@ struct ServeArgs {
     /// request names (there at most 64).
     #[arg(long, value_name = "N", default_value_t = transport().rooms.max_channels_per_connection)]
     max_channels_per_connection: usize,
+    /// Longest event name a publish may give (`?event=`, a `/ws` publish, the server API), in
+    /// bytes; longer is refused (400, or the command's `too_large`).
+    #[arg(long, value_name = "BYTES", default_value_t = transport().max_event_name_bytes)]
+    max_event_name_bytes: usize,
     /// Most presence members of one channel; another subscribe is refused.
     #[arg(long, value_name = "N", default_value_t = hub().presence.max_members_per_channel)]
     max_presence_members: usize,
@@ -493,6 +497,7 @@ impl ServeArgs {
         config.transport.longpoll_max_wait = self.longpoll_max_wait.0;
         config.transport.disabled = self.disable.clone();
         config.transport.rooms.max_channels_per_connection = self.max_channels_per_connection;
+        config.transport.max_event_name_bytes = self.max_event_name_bytes;
         config.hub.presence.max_members_per_channel = self.max_presence_members;
         config.hub.presence.max_info_bytes = self.max_presence_info_bytes;
         config.hub.presence.member_ttl = self.presence_ttl.0;

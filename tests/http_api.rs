@@ -93,6 +93,20 @@ fn event_names_are_kept() {
 }
 
 #[test]
+fn max_event_name_bytes_flag_bounds_event_names() {
+    let server = Server::start(&["--max-event-name-bytes", "5"]);
+    let publish = |event: &str| {
+        let raw =
+            format!("POST /channels/ev?event={event} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+        exchange(&server, raw.as_bytes())
+    };
+    assert_eq!(publish("price").status, 201);
+    let refused = publish("prices");
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().contains("max-event-name-bytes"), "{}", refused.text());
+}
+
+#[test]
 fn rfc9112_7_1_chunked_publish_body() {
     let server = Server::start(&[]);
     let since = json_field(&poll(&server, "c", None).text(), "next").unwrap();
