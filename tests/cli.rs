@@ -190,7 +190,8 @@ fn cli_errors_are_one_line_with_a_failing_exit_code() {
     // comes, and the client for a ServerHello, until the connect deadline.
     let wss = format!("wss://{}/echo", server.addr);
     for (args, needle) in [
-        (vec!["pub", url.as_str(), "x"], "401"),
+        // The reason of the server's JSON error body, not the JSON.
+        (vec!["pub", url.as_str(), "x"], "the server answered 401: a bearer token is required\n"),
         (vec!["pub", url.as_str(), "x", "--token", "wrong"], "403"),
         (vec!["sub", "https://127.0.0.1:1/channels/c", "--ca-file", "/nonexistent/ca.pem"], "CA file"),
         (vec!["ws", wss.as_str(), "--timeout", "0.3"], "timed out waiting for the TLS handshake"),

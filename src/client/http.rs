@@ -69,9 +69,17 @@ pub struct Response {
 }
 
 impl Response {
-    /// The body as text for an error message: its first line, at most 200 bytes.
+    /// The body as text for an error message, at most 200 characters: the reason of a JSON
+    /// error body (`{"error":"…"}`, what pushwire answers), else the body's first line.
     pub fn body_summary(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            error: String,
+        }
+        let text = match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(body) => body.error,
+            Err(_) => String::from_utf8_lossy(&self.body).into_owned(),
+        };
         let line = text.lines().next().unwrap_or("").trim();
         line.chars().take(200).collect()
     }
@@ -360,6 +368,19 @@ mod tests {
         assert_eq!(r.body, b"hello");
         let r = get(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n").unwrap();
         assert_eq!((r.head.status, r.body.len()), (204, 0));
+    }
+
+    #[test]
+    fn error_bodies_are_summarized_by_their_reason() {
+        let summary = |body: &str| {
+            let head =
+                ResponseHead { status: 401, reason: String::new(), minor_version: 1, headers: Vec::new() };
+            Response { head, body: body.as_bytes().to_vec() }.body_summary()
+        };
+        assert_eq!(summary(r#"{"error":"a bearer token is required"}"#), "a bearer token is required");
+        assert_eq!(summary("not ready: draining\nmore"), "not ready: draining");
+        assert_eq!(summary(r#"{"error":1}"#), r#"{"error":1}"#);
+        assert_eq!(summary(&"x".repeat(300)).len(), 200);
     }
 
     #[test]
