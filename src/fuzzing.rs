@@ -10,9 +10,10 @@
 //! property breaks; that is what the fuzzer reports.
 //!
 //! Implements: the harnesses `ws_frame_header`, `ws_conn_server`, `ws_conn_client`,
-//! `ws_handshake`, `http_head`, `chunked_decode`, `sse_parse`, `cursor_parse`, `hub_ops`,
-//! `conn_server`, `composite_cursor`, `v1_command`, `rooms_request`, `resp_decode`, `redis_frame`,
-//! `redis_control`, `ws_inflate`, `ws_extensions`, `envelope`, `token_verify` and `api_call`.
+//! `ws_handshake`, `http_head`, `chunked_decode`, `response_body`, `sse_parse`, `cursor_parse`,
+//! `hub_ops`, `conn_server`, `composite_cursor`, `v1_command`, `rooms_request`, `resp_decode`,
+//! `redis_frame`, `redis_control`, `ws_inflate`, `ws_extensions`, `envelope`, `token_verify` and
+//! `api_call`.
 //!
 //! Does not: belong to the server (it is `#[doc(hidden)]` and only called by fuzz targets and
 //! tests), touch sockets, or draw randomness. It reads the clock once per run, only to have an

@@ -1,7 +1,8 @@
-//! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults (every
-//! limit has a flag, a `PUSHWIRE_*` environment variable and a key of the `--config` file, see
+//! The `pushwire` command: `pushwire serve` runs the server on its embedded defaults (each
+//! setting is a flag, a `PUSHWIRE_*` environment variable and a key of the `--config` file, see
 //! `config_file.rs`); `pushwire config` prints, checks and shows configurations; `pushwire sub`,
-//! `pub` and `ws` are clients (see `cli.rs`); `pushwire bench MODE` is the load generator (see
+//! `pub`, `presence` and `ws` are clients, and `pushwire token` prints a signed token for a
+//! server's secret (see `cli.rs`); `pushwire bench MODE` is the load generator (see
 //! `pushwire::bench`).
 
 use std::net::SocketAddr;

@@ -3,13 +3,15 @@
 //!
 //! Implements: one `Metrics` of atomics shared by every event loop and connection; gauges
 //! counted up and down by their owner (a connection counts itself open under its transport in
-//! `Conn::set_phase` and uncounts itself there or when it is dropped, whatever ends it: a guard
-//! would cost every connection a pointer); the rejected-request counters by status; and the
-//! rendering of a snapshot with the hub's figures.
+//! `Conn::serve` and uncounts itself in `Conn::set_phase` when it leaves serving, which its drop
+//! also goes through, whatever ends it: a guard would cost every connection a pointer); the
+//! rejected-request counters by status; and the rendering of a snapshot with the hub's figures.
 //!
-//! Two latency histograms, with fixed buckets ([`LATENCY_BUCKETS_US`]): an event loop fills its
-//! own [`LocalHistogram`] (plain integers, no atomics, no allocation) and merges it into the
-//! shared [`LatencyHistogram`] once per turn, so the hot path pays an add per observation.
+//! Latency histograms, with fixed buckets ([`LATENCY_BUCKETS_US`]): two filled by the event
+//! loops, and with `--redis` a third, `pushwire_redis_publish_seconds`, filled by the broker
+//! threads (summed over the `--redis` servers). Each event loop and broker fills its own
+//! [`LocalHistogram`] (plain integers, no atomics, no allocation) and merges it into a shared
+//! [`LatencyHistogram`] once per turn, so the hot path pays an add per observation.
 //!
 //! Does not: keep per-channel series (unbounded label sets are a memory hazard), or quantiles
 //! (Prometheus computes them from the buckets: `histogram_quantile`).

@@ -1,5 +1,5 @@
 //! The layering invariants: pure protocol code never touches a socket, reads the clock or draws
-//! randomness (GUIDE §1; only `src/net/`, `src/client/`, `src/bench/` and the binary may), and
+//! randomness (ARCHITECTURE.md "Layer rules"; only `src/net/`, `src/client/`, `src/bench/` and the binary may), and
 //! no two source files import each other, directly or through others (ARCHITECTURE.md
 //! "Layer rules").
 

@@ -11,10 +11,11 @@
 //! [RFC 6455 §3](https://www.rfc-editor.org/rfc/rfc6455#section-3) (and `http://` and
 //! `https://`, which name the same servers); [`Error`], everything a client call can fail with.
 //!
-//! This is one of the places allowed to do I/O (GUIDE §1): it owns the socket, the deadlines and
-//! the randomness (handshake nonces and mask keys are drawn here with `rand`, never in
-//! `crate::ws`). Every protocol decision is made by the pure code it drives
-//! ([`crate::ws::handshake`], [`crate::ws::WsConn`], [`crate::http1::head`]).
+//! This is one of the places allowed to do I/O (ARCHITECTURE.md, "Layer rules" and invariant 1
+//! "Pure code does no I/O"): it owns the socket, the deadlines and the randomness (handshake
+//! nonces, mask keys and backoff jitter are drawn here with `rand`, never in `crate::ws`). Every
+//! protocol decision is made by the pure code it drives ([`crate::ws::handshake`],
+//! [`crate::ws::WsConn`], [`crate::http1::head`]).
 //!
 //! Does not: follow redirects, use proxies, resolve names other than through the system resolver
 //! (`ToSocketAddrs`), or accept user info in a URL.

@@ -1,4 +1,5 @@
-//! The event loop's and sockets' limits, a leaf (it names no other part of the server) so that
+//! The event loop's and sockets' limits, a leaf (it names no other part of the server but the
+//! pure hub's [`crate::hub::SinkId`], whose `MAX_SINKS` bounds the threads) so that
 //! [`crate::config`] composes it without importing the event loop.
 
 use std::time::Duration;

@@ -2,10 +2,12 @@
 //! what it waits for.
 //!
 //! Implements: [`ConnStream`], one variant per way of carrying HTTP/1.1 bytes: plain TCP, and
-//! TLS over TCP (issue #15). The loop calls nothing but [`ConnStream::read`],
-//! [`ConnStream::write_vectored`], [`ConnStream::flush_records`], [`ConnStream::shutdown_write`]
-//! and [`interest`], so a TLS variant (`Tls { tcp, tls: Box<super::tls::TlsStream> }`, rustls'
-//! `UnbufferedServerConnection` over the socket) slots in here without touching `Conn` or the
+//! TLS over TCP (issue #15). Besides registering it with mio, the loop calls nothing but
+//! [`ConnStream::read`], [`ConnStream::short_read_drains`], [`ConnStream::write_vectored`],
+//! [`ConnStream::flush_records`], [`ConnStream::shutdown_write`],
+//! [`ConnStream::handshake_deadline`], [`ConnStream::take_handshake_finished`],
+//! [`ConnStream::tcp`] and [`interest`], so the TLS variant (`Tls(Box<TlsConn>)`, rustls'
+//! `UnbufferedServerConnection` over the socket) lives here without touching `Conn` or the
 //! protocol code: its `read` reads records into the loop's buffer, hands them to rustls and
 //! hands out plaintext ([`super::tls::TlsStream::read`]); its `write_vectored` seals plaintext
 //! into records and writes them, and its `flush_records` writes the records the socket did not

@@ -27,13 +27,15 @@
 //! [`url::UrlError`] for the operator's `--redis` URL (the process exits).
 //!
 //! Does not: open sockets, read the clock, draw randomness (the epoch candidate and the node
-//! id come in as arguments), or hold any state across calls; there is no broker here yet.
+//! id come in as arguments), or hold any state across calls; the broker that does is
+//! [`crate::net::redis_broker`].
 //!
-//! # How the broker will use these pieces
+//! # How the broker uses these pieces
 //!
-//! One broker thread per node with its own `mio::Poll`, reached by the event loops through
-//! the hub backend's queues and wakers (issue #12's seam). Per shard ([`shard::shard_of`]
-//! picks it; one shard is the common case) it keeps two non-blocking connections:
+//! One broker thread per node and shard (`--redis` server; [`shard::shard_of`] picks a
+//! channel's, one shard is the common case) with its own `mio::Poll`, reached by the event
+//! loops through the hub backend's queues and wakers (issue #12's seam). It keeps a
+//! non-blocking command connection and one or more pub/sub connections:
 //!
 //! - **The command connection**, pipelined: on connect it sends
 //!   [`url::RedisUrl::handshake_commands`], [`info::info_command`] (refusing a server whose
@@ -46,12 +48,13 @@
 //!   `MASTERDOWN` or a [`resp::RespError`] closes the connection (the pending requests fail
 //!   with 503) and reconnects with backoff, re-reading `INFO`; so does an `INFO` re-read every
 //!   few seconds that shows another incarnation (see the guarantee in [`script`]).
-//! - **The pub/sub connection**: [`pubsub::subscribe_command`] when a channel's first local
-//!   subscriber appears, [`pubsub::unsubscribe_command`] after a short linger (a few seconds)
-//!   once the last one left, so a flapping subscriber does not churn; batched per turn (one
-//!   `SUBSCRIBE` naming many channels). Never one connection per channel or per client. A
-//!   periodic [`pubsub::ping_command`] detects a dead connection. Pushes go through
-//!   [`pubsub::parse_pubsub`], [`keys::Namespace::channel_of_pubsub`] and
+//! - **The pub/sub connections** (one by default; `--redis-pubsub-shards` spreads the
+//!   channels over several with [`shard::shard_of`]): [`pubsub::subscribe_command`] when a
+//!   channel's first local subscriber appears, [`pubsub::unsubscribe_command`] after a short
+//!   linger (a few seconds) once the last one left, so a flapping subscriber does not churn;
+//!   batched per turn (one `SUBSCRIBE` naming many channels). Never one connection per channel
+//!   or per client. A periodic [`pubsub::ping_command`] detects a dead connection. Pushes go
+//!   through [`pubsub::parse_pubsub`], [`keys::Namespace::channel_of_pubsub`] and
 //!   [`frame::parse_frame`].
 //!
 //! Per live channel the broker keeps a [`sequence::ChannelSequence`] (the last cursor it

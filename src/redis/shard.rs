@@ -1,6 +1,6 @@
-//! Choosing the shard of a channel: a consistent hash of the channel name over an ordered list
-//! (of independent Redis servers, or of one broker's pub/sub connections, which is what the
-//! broker uses it for today), the same on every node.
+//! Choosing the shard of a channel: a consistent hash of the channel name over an ordered list,
+//! the same on every node: of independent Redis servers (the `--redis` list: `RedisHub` sends
+//! each request to its channel's server) and of one broker's pub/sub connections.
 //!
 //! Implements: [`shard_of`] = jump consistent hash (Lamping and Veach, "A Fast, Minimal
 //! Memory, Consistent Hash Algorithm", 2014, <https://arxiv.org/abs/1406.2294>) of the 64-bit

@@ -1,5 +1,6 @@
-//! The commands a `pushwire.v1` client sends in command mode (`/ws`, `/channels/a,b`), one JSON
-//! object per text frame, and the replies that answer them.
+//! The commands a `pushwire.v1` client sends in command mode (`/ws` only: a `/channels/a,b`
+//! WebSocket takes no commands), one JSON object per text frame, and the replies that answer
+//! them.
 //!
 //! ```text
 //! {"type":"subscribe","channel":"a","since":"E:O","joins":true,"token":"JWT","info":{…},"req":1}

@@ -3,7 +3,8 @@
 //! touch while it does ([`Ctx`]) and what it gives back ([`Flow`], [`CloseReason`]).
 //!
 //! Implements: the dispatch of each call to the transport's own session type in
-//! [`super::long_poll`], [`super::sse`], [`super::stream`] and [`super::websocket`].
+//! [`super::long_poll`], [`super::sse`], [`super::stream`], [`super::websocket`] and
+//! [`super::channels`] ([`MultiStream`], [`MultiPoll`]: several channels on one request).
 //!
 //! Does not: route requests ([`mod@super::route`]) or own the connection's phase (`crate::conn`).
 

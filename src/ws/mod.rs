@@ -18,13 +18,16 @@
 //!
 //! Implements: RFC 6455 framing, masking, fragmentation, control frames, the closing handshake
 //! and "Fail the WebSocket Connection" (§7.1.7) for the server and the client role, the opening
-//! handshake of §4 for both roles, and the size limits of §10.4 ([`Limits`]).
+//! handshake of §4 for both roles, the size limits of §10.4 ([`Limits`]), and permessage-deflate
+//! (RFC 7692, [`deflate`]): RSV1 is accepted, on the first frame of a data message, once it was
+//! negotiated.
 //!
 //! Does not: touch a socket, read the clock or draw randomness (mask keys and handshake nonces
-//! come in as arguments); negotiate extensions (none is implemented here yet, so any RSV bit
-//! fails the connection; permessage-deflate, RFC 7692, belongs in `ws/deflate/`); fragment outgoing messages; reject non-minimal payload
-//! length encodings (§5.2's "minimal number of bytes MUST be used" binds the sender, and
-//! accepting them costs nothing); send pings on its own (the owner schedules heartbeats).
+//! come in as arguments); negotiate any other extension (RSV2 and RSV3 always fail the
+//! connection, and so does RSV1 without permessage-deflate); fragment outgoing messages; reject
+//! non-minimal payload length encodings (§5.2's "minimal number of bytes MUST be used" binds
+//! the sender, and accepting them costs nothing); send pings on its own (the owner schedules
+//! heartbeats).
 
 pub mod close;
 pub mod conn;

@@ -12,15 +12,19 @@
 //! loops match a connection's answers to its commands in order), with one server as with
 //! several: one broker answers a subscribe when its channel is live, after later publishes of
 //! the same connection (`redis_nodes_pipelined_ws_commands_are_answered_in_order_on_one_server`).
-//! Every [`Command`] but `Stats` and `Ready` is submitted to a broker and answered
-//! [`Submitted::Later`] (a server API `disconnect` of one connection of this node is handed to
-//! this node's loops at once, as on one node; any other goes to every node through the
-//! broker's control channel; `info` and `channels` are the broker's surveys of every node); the broker's answers and deliveries become [`LoopEvent`]s in the
-//! loops' [`Inbox`]es (the request token carries the connection's [`ConnId`]). A request the
-//! broker cannot take is refused with [`HubError::BackendUnavailable`] (503): through the
-//! broker, after the connection's earlier requests, when its queue is full (the broker queues
-//! the refusal, `redis_broker::Limits::max_queued_requests`); at once when the broker stopped
-//! or even its refusals fill the queue.
+//! Every [`Command`] is submitted to a broker and answered [`Submitted::Later`] but these:
+//! `Stats` and `Ready` are answered at once from the brokers' counters; `Unsubscribe` is
+//! submitted and answered [`Submitted::NoReply`]; a `SubscribeMember` whose info or user is too
+//! large is answered at once ([`HubError::InfoTooLarge`]) without reaching a broker; a server
+//! API `disconnect` of one connection of this node is handed to this node's loops and answered
+//! at once, as on one node. Any other `disconnect` goes to every node through the broker's
+//! control channel; `info` and `channels` are the broker's surveys of every node. The broker's
+//! answers and deliveries become [`LoopEvent`]s in the loops' [`Inbox`]es (the request token
+//! carries the connection's [`ConnId`]). A request the broker cannot take is refused with
+//! [`HubError::BackendUnavailable`] (503): through the broker, after the connection's earlier
+//! requests, when its queue is full (the broker queues the refusal,
+//! `redis_broker::Limits::max_queued_requests`); at once when the broker stopped or even its
+//! refusals fill the queue.
 //!
 //! Does not: expire anything (Redis expires the keys), or count history in `Stats` (only live
 //! channels).

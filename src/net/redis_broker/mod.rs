@@ -1,8 +1,10 @@
-//! The Redis broker: one thread per node with its own `mio::Poll` that runs pushwire's
-//! channels on a Redis server, so any number of nodes share channels, history and cursors.
+//! The Redis broker: one thread per node and `--redis` server, with its own `mio::Poll`, that
+//! runs pushwire's channels on that server, so any number of nodes share channels, history and
+//! cursors.
 //!
-//! Implements the design of [`crate::redis`] ("How the broker will use these pieces") with the
-//! pure pieces there, around two non-blocking connections:
+//! Implements the design of [`crate::redis`] ("How the broker uses these pieces") with the
+//! pure pieces there, around one non-blocking command connection and
+//! [`BrokerConfig::pubsub_shards`] non-blocking pub/sub connections:
 //!
 //! - **The command connection**, pipelined: handshake (TLS for `rediss://`, then `AUTH`,
 //!   `SELECT`, `CLIENT SETNAME`),
@@ -47,8 +49,11 @@
 //! the remaining hole as a gap.
 //!
 //! The loops reach the broker through [`BrokerClient::submit`] (a bounded queue and the
-//! broker's waker; full: [`BrokerError::Overloaded`] at once, never blocking a loop) and get
-//! answers and deliveries through their [`BrokerOutbox`], one batch per sink per broker turn.
+//! broker's waker, never blocking a loop; full: the refusal, [`BrokerError::Overloaded`], is
+//! queued in order behind the connection's earlier requests, and `submit` fails at once only
+//! when the queue holds twice the bound ([`Limits::max_queued_requests`]) or the broker has
+//! stopped) and get answers and deliveries through their [`BrokerOutbox`], one batch per sink
+//! per broker turn.
 //!
 //! [`RedisHub`] (`backend.rs`) is the [`crate::hub::backend::HubBackend`] over the broker, and
 //! [`serve`] what `pushwire serve --redis URL` runs.
@@ -759,8 +764,11 @@ pub struct BrokerClient {
 }
 
 impl BrokerClient {
-    /// Queues a request and wakes the broker; never blocks. A full queue or a stopped broker
-    /// is an error at once (answer the client with its [`BrokerError::status_hint`]).
+    /// Queues a request and wakes the broker; never blocks. A full queue queues the request's
+    /// [`BrokerError::Overloaded`] refusal instead (an `Unsubscribe` is queued anyway, see
+    /// [`Limits::max_queued_requests`]); a stopped broker, or a queue already holding twice
+    /// its bound, is an error at once (answer the client with its
+    /// [`BrokerError::status_hint`]).
     pub fn submit(&self, request: BrokerRequest) -> Result<(), BrokerError> {
         let mut state = self.queue.requests.lock().unwrap_or_else(|e| e.into_inner());
         if state.stopping {
