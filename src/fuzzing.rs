@@ -1425,7 +1425,12 @@ pub fn redis_frame(data: &[u8]) {
             assert!(value.user.len() <= limits.max_user_bytes && value.info.len() <= limits.max_info_bytes);
             Some(encode_join(&member, &value))
         }
-        Ok(Frame::Leave { member }) => Some(encode_leave(&member)),
+        Ok(Frame::Leave { member, value }) => {
+            assert!(value.as_ref().is_none_or(|v| {
+                v.user.len() <= limits.max_user_bytes && v.info.len() <= limits.max_info_bytes
+            }));
+            Some(encode_leave(&member, value.as_ref()))
+        }
         Err(_) => None,
     };
     if let Some(bytes) = reencoded {
@@ -1462,8 +1467,16 @@ pub fn redis_frame(data: &[u8]) {
     let user = String::from_utf8_lossy(&body[..body.len().min(usize::from(flags))]).into_owned();
     let value = PresenceValue { user: Arc::from(user.as_str()), info: Arc::from(body) };
     let generous = FrameLimits { max_user_bytes: user.len(), ..generous };
-    assert_eq!(parse_frame(&encode_join(&member, &value), &generous), Ok(Frame::Join { member, value }));
-    assert_eq!(parse_frame(&encode_leave(&member), &generous), Ok(Frame::Leave { member }));
+    assert_eq!(
+        parse_frame(&encode_join(&member, &value), &generous),
+        Ok(Frame::Join { member, value: value.clone() })
+    );
+    assert_eq!(
+        parse_frame(&encode_leave(&member, None), &generous),
+        Ok(Frame::Leave { member, value: None })
+    );
+    let part = encode_leave(&member, Some(&value));
+    assert_eq!(parse_frame(&part, &generous), Ok(Frame::Leave { member, value: Some(value) }));
 }
 
 /// The control frames nodes exchange through Redis (`crate::redis::control`): byte 0 sets the

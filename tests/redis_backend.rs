@@ -491,13 +491,17 @@ fn redis_presence_members_expire_and_every_node_hears_join_and_leave() {
     std::thread::sleep(Duration::from_millis(600));
     let listed = parse_list_reply(&node.eval(|i| list_command(&keys, 100, i)), &limits).unwrap();
     assert_eq!(listed, [(long, bob.clone())]);
-    assert_eq!(parse_frame(&heard(&mut listener), &limits), Ok(Frame::Leave { member: short }));
+    // (With its value, which Redis still held: watchers learn who left.)
+    assert_eq!(
+        parse_frame(&heard(&mut listener), &limits),
+        Ok(Frame::Leave { member: short, value: Some(alice.clone()) })
+    );
     assert!(!checker.hexists::<_, _, bool>(&keys.presence_info, short.to_string()).unwrap());
 
     // An explicit remove publishes a leave; the empty set and hash vanish.
     let removed = node.eval(|i| remove_command(&keys, &[long, short], i));
     assert_eq!(parse_count_reply(&removed), Ok(1));
-    assert_eq!(heard(&mut listener), encode_leave(&long));
+    assert_eq!(heard(&mut listener), encode_leave(&long, Some(&bob)));
     let exists: usize = checker.exists(&[&keys.presence, &keys.presence_info]).unwrap();
     assert_eq!(exists, 0);
 

@@ -268,13 +268,15 @@ fn redis_nodes_presence_is_cluster_wide_with_join_leave_and_expiry_of_a_killed_n
     assert_ne!(doomed_id[..16], a_id[..16], "ids carry their node");
     assert_eq!(http_presence(&a, "room").1["count"], 3);
 
-    // The member on A closes: the watcher hears its leave, every node lists it no more.
+    // The member on A closes: the watcher hears its leave, with its info as without Redis,
+    // and every node lists it no more.
     drop(on_a);
     let leave = watcher.next();
     assert_eq!(
         (leave["type"].as_str(), leave["member"]["id"].as_str()),
         (Some("leave"), Some(a_id.as_str()))
     );
+    assert_eq!(leave["member"]["info"], json!({"name":"a"}), "{leave}");
     assert!(!member_ids(&http_presence(&b, "room").1).contains(&a_id));
 
     // The doomed node is killed (SIGKILL: no unsubscribe, no remove): its member stops being

@@ -12,6 +12,7 @@
 //! | message | `'M'`, cursor length (u8), cursor text `EPOCH:OFFSET`, flags (u8: bit 0 set = binary, else UTF-8 text; other bits 0), event length (u16; 0 = no event), event name, payload (the rest) |
 //! | join | `'J'`, member length (u8), member text, user id length (u16), user id (UTF-8, empty = anonymous), info (the rest) |
 //! | leave | `'L'`, member length (u8), member text |
+//! | part (a leave with the member's value) | `'P'`, then as a join |
 //!
 //! The first byte names the layout: a change of layout gets a new kind byte, and a node that
 //! does not know it refuses the frame ([`ReplyError::UnknownFrameKind`]), so a rolling
@@ -33,8 +34,11 @@ use crate::redis::ReplyError;
 pub const KIND_MESSAGE: u8 = b'M';
 /// Kind byte of a join frame.
 pub const KIND_JOIN: u8 = b'J';
-/// Kind byte of a leave frame.
+/// Kind byte of a leave frame without the member's value (its value was gone).
 pub const KIND_LEAVE: u8 = b'L';
+/// Kind byte of a leave frame with the member's value ("part"), so watchers get the user id
+/// and info of who left, as they do without Redis.
+pub const KIND_PART: u8 = b'P';
 /// Flag bit of a binary payload.
 const FLAG_BINARY: u8 = 0x01;
 
@@ -158,6 +162,8 @@ pub enum Frame {
     Leave {
         /// Who left.
         member: PresenceMember,
+        /// Their user id and info, when Redis still had them (a `'P'` frame).
+        value: Option<PresenceValue>,
     },
 }
 
@@ -194,20 +200,23 @@ pub fn encode_message(id: Cursor, event: Option<&str>, payload: &Payload) -> Vec
 
 /// A join frame, as the presence script writes it.
 pub fn encode_join(member: &PresenceMember, value: &PresenceValue) -> Vec<u8> {
-    let mut out = encode_leave(member);
+    let mut out = encode_leave(member, Some(value));
     out[0] = KIND_JOIN;
-    value.encode(&mut out);
     out
 }
 
-/// A leave frame, as the presence script writes it.
-pub fn encode_leave(member: &PresenceMember) -> Vec<u8> {
+/// A leave frame, as the presence script writes it: with the member's value (`'P'`) when it
+/// has one, else `'L'`.
+pub fn encode_leave(member: &PresenceMember, value: Option<&PresenceValue>) -> Vec<u8> {
     let text = member.to_string();
     let mut out = Vec::with_capacity(2 + text.len());
-    out.push(KIND_LEAVE);
+    out.push(if value.is_some() { KIND_PART } else { KIND_LEAVE });
     // A member's text is 33 bytes.
     out.push(text.len() as u8);
     out.extend_from_slice(text.as_bytes());
+    if let Some(value) = value {
+        value.encode(&mut out);
+    }
     out
 }
 
@@ -267,17 +276,20 @@ pub fn parse_frame(mut bytes: &[u8], limits: &FrameLimits) -> Result<Frame, Repl
             };
             Ok(Frame::Message { id, event, payload })
         }
-        KIND_JOIN | KIND_LEAVE => {
+        KIND_JOIN | KIND_LEAVE | KIND_PART => {
             let member_len = usize::from(take(rest, 1)?[0]);
             let member = PresenceMember::parse(take(rest, member_len)?).ok_or(ReplyError::FrameBadMember)?;
             if kind == KIND_LEAVE {
                 if !rest.is_empty() {
                     return Err(ReplyError::FrameTrailingBytes);
                 }
-                return Ok(Frame::Leave { member });
+                return Ok(Frame::Leave { member, value: None });
             }
             let value = PresenceValue::parse(rest, limits)?;
-            Ok(Frame::Join { member, value })
+            Ok(match kind {
+                KIND_JOIN => Frame::Join { member, value },
+                _ => Frame::Leave { member, value: Some(value) },
+            })
         }
         other => Err(ReplyError::UnknownFrameKind(other)),
     }
@@ -340,7 +352,14 @@ mod tests {
             parse_frame(&encode_join(&member, &anonymous), &limits),
             Ok(Frame::Join { member, value: anonymous })
         );
-        assert_eq!(parse_frame(&encode_leave(&member), &limits), Ok(Frame::Leave { member }));
+        assert_eq!(
+            parse_frame(&encode_leave(&member, None), &limits),
+            Ok(Frame::Leave { member, value: None })
+        );
+        let part = encode_leave(&member, Some(&value));
+        assert_eq!(part[0], b'P');
+        assert_eq!(part[1..], encode_join(&member, &value)[1..], "a part is laid out as a join");
+        assert_eq!(parse_frame(&part, &limits), Ok(Frame::Leave { member, value: Some(value) }));
     }
 
     #[test]
@@ -367,7 +386,7 @@ mod tests {
             ([&good[..20], b"\x00\x00\x00\xff"].concat(), ReplyError::FrameTextNotUtf8),
             (b"L\x01x".to_vec(), ReplyError::FrameBadMember),
             (
-                [encode_leave(&PresenceMember { node: 1, conn: 2 }), b"x".to_vec()].concat(),
+                [encode_leave(&PresenceMember { node: 1, conn: 2 }, None), b"x".to_vec()].concat(),
                 ReplyError::FrameTrailingBytes,
             ),
         ];
@@ -379,5 +398,10 @@ mod tests {
         assert_eq!(parse_frame(&encode_join(&member, &long_user), &limits), Err(ReplyError::FrameTooLarge));
         let long_info = PresenceValue { user: Arc::from(""), info: Arc::from(&b"abc"[..]) };
         assert_eq!(parse_frame(&encode_join(&member, &long_info), &limits), Err(ReplyError::FrameTooLarge));
+        assert_eq!(
+            parse_frame(&encode_leave(&member, Some(&long_info)), &limits),
+            Err(ReplyError::FrameTooLarge)
+        );
+        assert_eq!(parse_frame(b"P\x01x", &limits), Err(ReplyError::FrameBadMember));
     }
 }

@@ -169,12 +169,22 @@ local zkey, hkey = KEYS[1], KEYS[2]
 local op, ttl, chan, max_prune = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A member gone from the set: its value deleted, and every node told who left, with the
+-- value when it is still there ('P', laid out as a join), else without ('L').
+local function leave(m)
+  local v = redis.call('HGET', hkey, m)
+  redis.call('HDEL', hkey, m)
+  if v then
+    redis.call('PUBLISH', chan, 'P' .. string.char(#m) .. m .. v)
+  else
+    redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
+  end
+end
 -- Members whose node stopped refreshing them: removed, and every node told.
 local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, max_prune)
 for _, m in ipairs(expired) do
   redis.call('ZREM', zkey, m)
-  redis.call('HDEL', hkey, m)
-  redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
+  leave(m)
 end
 if op == 'add' then
   local added = 0
@@ -196,8 +206,7 @@ elseif op == 'remove' then
     local m = ARGV[i]
     if redis.call('ZREM', zkey, m) == 1 then
       removed = removed + 1
-      redis.call('HDEL', hkey, m)
-      redis.call('PUBLISH', chan, 'L' .. string.char(#m) .. m)
+      leave(m)
     end
   end
   return removed

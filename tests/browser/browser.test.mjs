@@ -11,7 +11,9 @@
 // its history; the chain WebSocket -> SSE -> long poll with three channels; exceptSelf, presence
 // and join/leave; a bare EventSource on two channels resuming by itself (composite
 // Last-Event-ID); the chat demo with two pages in rooms (messages per room, member lists on
-// join, leave and page close; a screenshot of a member list in target/browser/chat-members.png).
+// join, leave and page close; a screenshot of a member list in target/browser/chat-members.png);
+// PushwireClient on two nodes sharing a real redis-server (commands pipelined on one connection,
+// messages, exceptSelf and presence across the nodes).
 // Saves a screenshot of the demo page to target/browser/demo.png.
 //
 // Run: scripts/setup-browser.sh once, `cargo build`, then `npm test` here (or scripts/test.sh).
@@ -71,6 +73,39 @@ async function startServer(flags = []) {
   return {
     url,
     port: Number(new URL(url).port),
+    stop() {
+      child.kill("SIGKILL");
+      children.delete(child);
+    },
+  };
+}
+
+// Starts `redis-server` (no persistence) on a free loopback port; resolves once it accepts.
+async function startRedis() {
+  const port = await new Promise((resolve) => {
+    const probe = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  children.add(child);
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("redis-server did not start within 10 s")), 10_000);
+    let out = "";
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      if (out.includes("Ready to accept connections")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}: ${out}`)));
+  });
+  return {
+    url: `redis://127.0.0.1:${port}`,
     stop() {
       child.kill("SIGKILL");
       children.delete(child);
@@ -404,6 +439,57 @@ test("PushwireClient over WebSocket: three channels on one connection, exceptSel
   assert.deepEqual(a.errors, []);
   await a.close();
   server.stop();
+});
+
+test("PushwireClient on two nodes sharing Redis: pipelined commands, messages, exceptSelf and presence across the nodes", { timeout: 90_000 }, async () => {
+  const redis = await startRedis();
+  const one = await startServer(["--redis", redis.url]);
+  const two = await startServer(["--redis", redis.url]);
+  const a = await roomsPage(one.url, ["n.a", "n.b", "n.c"], { transports: ["websocket"] });
+  const b = await roomsPage(two.url, ["n.a"], { transports: ["sse"] });
+  await roomsReady(a);
+  await roomsReady(b);
+  for (const c of ["n.a", "n.b", "n.c"]) await publish(two, c, `${c}-1`);
+  await waitFor(a, () => Object.values(window.log.messages).every((m) => m.length >= 1));
+  for (const c of ["n.a", "n.b", "n.c"]) assert.deepEqual(await dataOf(a, c), [`${c}-1`], c);
+
+  // Commands sent back to back on one connection, the subscribes waiting for their channels to
+  // go live on Redis while the publishes are answered: each answer is its own command's.
+  const ids = await a.evaluate(async () => {
+    window.join("n.x");
+    const first = window.rooms.publish("n.a", "own", { exceptSelf: true });
+    window.join("n.y", { joins: true, info: { name: "A" } });
+    const second = window.rooms.publish("n.b", "piped");
+    return Promise.all([first, second]);
+  });
+  assert.match(ids[0], /^[0-9a-f]+:2$/);
+  assert.match(ids[1], /^[0-9a-f]+:2$/);
+  await waitFor(b, () => window.log.messages["n.a"].length >= 2);
+  await waitFor(a, () => window.log.messages["n.b"].length >= 2);
+  assert.deepEqual(await dataOf(b, "n.a"), ["n.a-1", "own"]);
+  assert.deepEqual(await dataOf(a, "n.a"), ["n.a-1"], "exceptSelf across nodes");
+  assert.deepEqual(await dataOf(a, "n.b"), ["n.b-1", "piped"]);
+
+  // Presence across the nodes: C joins n.y on node two; A on node one sees it come and go.
+  const c = await roomsPage(two.url, [], { transports: ["websocket"] });
+  await c.evaluate(() => window.join("n.y", { info: { name: "C" } }));
+  await waitFor(a, () => window.log.joins.length >= 1);
+  const present = await a.evaluate(() => window.rooms.presence("n.y"));
+  assert.deepEqual(present.members.map((m) => m.info.name).sort(), ["A", "C"]);
+  await c.close();
+  await waitFor(a, () => window.log.leaves.length >= 1);
+  const got = await log(a);
+  assert.deepEqual(got.joins, [["n.y", { name: "C" }]]);
+  assert.deepEqual(got.leaves, [["n.y", { name: "C" }]]);
+  assert.deepEqual(got.errors, []);
+  assert.deepEqual((await log(b)).errors, []);
+  assert.deepEqual(a.errors, []);
+  assert.deepEqual(b.errors, []);
+  await a.close();
+  await b.close();
+  one.stop();
+  two.stop();
+  redis.stop();
 });
 
 for (const transport of ["websocket", "sse", "stream", "longpoll", "poll"]) {

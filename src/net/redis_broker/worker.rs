@@ -1833,7 +1833,9 @@ impl Worker {
             Ok(Frame::Join { member, value }) => {
                 return self.presence_frame(&channel, Change::Join, member, Some(value));
             }
-            Ok(Frame::Leave { member }) => return self.presence_frame(&channel, Change::Leave, member, None),
+            Ok(Frame::Leave { member, value }) => {
+                return self.presence_frame(&channel, Change::Leave, member, value);
+            }
             Err(e) => {
                 // The hole it leaves is read from the history when the next frame comes.
                 debug!("redis: bad frame on {}: {e}", channel.as_str());
