@@ -615,3 +615,27 @@ fn epoch_of(reply: &Value) -> String {
     let id = reply["id"].as_str().unwrap_or_else(|| panic!("{reply}"));
     id.split(':').next().unwrap().to_string()
 }
+
+#[test]
+fn redis_nodes_a_channel_with_subscribers_keeps_its_epoch_past_the_history_age() {
+    // Without Redis a channel with subscribers keeps its epoch however long it stays quiet;
+    // on Redis its meta would expire --history-age after the last publish, and the next
+    // publish would start a new epoch: a gap where nothing was lost. The node with
+    // subscribers refreshes the meta every third of the age.
+    let redis = RedisServer::start();
+    let a = Server::start(&["--redis", &format!("redis://127.0.0.1:{}", redis.port), "--history-age", "2"]);
+    let mut ws = V1::connect(&a, None);
+    assert_eq!(ws.ask(json!({"type":"subscribe","channel":"quiet","req":1}))["type"], "ok");
+    let first = publish(&a, "quiet", "one");
+    assert_eq!(ws.message()["id"].as_str(), Some(first.as_str()));
+    std::thread::sleep(Duration::from_millis(3_500));
+    let second = publish(&a, "quiet", "two");
+    let (epoch, offset) = first.split_once(':').unwrap();
+    assert_eq!(
+        second,
+        format!("{epoch}:{}", offset.parse::<u64>().unwrap() + 1),
+        "the same epoch, the next offset"
+    );
+    let next = ws.next();
+    assert_eq!((next["type"].as_str(), next["id"].as_str()), (None, Some(second.as_str())), "no gap: {next}");
+}

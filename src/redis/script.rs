@@ -20,7 +20,8 @@
 //!    channel. Replies `[epoch, offset, created]`. Redis runs a script atomically, so every
 //!    node hands out the same `EPOCH:OFFSET` and pub/sub carries the frames in offset order.
 //! 3. `read`: refreshes the meta's expiry (so a polled epoch stays valid, as in the
-//!    in-memory hub) and returns `[epoch, last offset, created, entries]`, the entries being
+//!    in-memory hub; a node with subscribers of the channel refreshes it too, every third of
+//!    the ttl: [`touch_command`]) and returns `[epoch, last offset, created, entries]`, the entries being
 //!    `XRANGE` from the first offset after the caller's cursor (from the oldest for a cursor of
 //!    another epoch; none for the tail), with `COUNT`. Meta and entries come from one atomic
 //!    step, so the gap rules see a consistent channel.
@@ -338,6 +339,15 @@ pub fn read_command(
         .arg(epoch)
         .arg_u64(offset)
         .arg_u64(max_messages.max(1) as u64)
+}
+
+/// `PEXPIRE meta ttl`: keeps a channel's epoch while subscribers on some node wait for its next
+/// message, as the in-memory hub keeps a channel that has subscribers (its meta would else
+/// expire `ttl` after the last publish or read, and the next publish would start a new epoch:
+/// a gap where nothing was lost). A meta already gone stays gone (`PEXPIRE` creates nothing).
+/// The reply is an integer, 1 or 0.
+pub fn touch_command(keys: &ChannelKeys, ttl: Duration) -> Command {
+    Command::new("PEXPIRE").arg(&keys.meta).arg_u64(ttl_millis(ttl))
 }
 
 /// The reply to a publish.

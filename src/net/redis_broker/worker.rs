@@ -39,7 +39,7 @@ use crate::redis::pubsub::{parse_pubsub, ping_command, subscribe_command, unsubs
 use crate::redis::resp::{Command, Value};
 use crate::redis::script::{
     epoch_candidate, load_commands, parse_publish_reply, parse_read_reply, publish_command, read_command,
-    Invoke, ScriptContext,
+    touch_command, Invoke, ScriptContext,
 };
 use crate::redis::sequence::{ChannelSequence, SequenceAction};
 use crate::redis::shard::shard_of;
@@ -56,6 +56,9 @@ const CHANNELS_PER_COMMAND: usize = 1_000;
 const MAX_REPLAY_ROUNDS: u32 = 1_000;
 /// How often live channels are scanned for lingers, retries and waiting subscribers.
 const CHANNEL_SCAN_INTERVAL: Duration = Duration::from_millis(50);
+/// Most channel metas one scan refreshes (`Pending::MetaTouch`); the rest wait for the next
+/// scan, so a node that subscribed many channels at once spreads their refreshes out.
+const MAX_TOUCHES_PER_SCAN: usize = 1_000;
 /// Most presence members named in one script call (a refresh of a larger room is several).
 const MEMBERS_PER_CALL: usize = 1_000;
 /// Least time between a pub/sub connection's `PING` and a probe `PING` sent because one of
@@ -108,6 +111,8 @@ enum Pending {
     SurveyMeta { survey: u64 },
     /// An `info` survey's read of the history length (`XLEN`).
     SurveyLength { survey: u64 },
+    /// `PEXPIRE` of a channel's meta that has subscribers here (`touch_command`).
+    MetaTouch { channel: ChannelName },
 }
 
 /// Who waits for a control `disconnect` to be published, and what this node applies then.
@@ -322,6 +327,10 @@ struct Live {
     held: VecDeque<Arc<Message>>,
     /// The epoch of the last message handed to the sinks (a change is counted).
     last_epoch: Option<Epoch>,
+    /// When the channel's meta is next refreshed while it has subscribers (every third of the
+    /// history ttl, so its epoch outlives a quiet spell as it does without Redis); `None`
+    /// until the first scan that sees a subscriber.
+    touch_at: Option<Instant>,
 }
 
 impl Live {
@@ -1007,6 +1016,7 @@ impl Worker {
                 answered: None,
                 held: VecDeque::new(),
                 last_epoch: None,
+                touch_at: None,
             };
             self.next_channel_id += 1;
             if self.subs[shard].conn.ready {
@@ -1181,6 +1191,7 @@ impl Worker {
             }
             Pending::Info { .. } => info_command(),
             Pending::ControlPublish { command, .. } => command.clone(),
+            Pending::MetaTouch { channel } => touch_command(&keys(channel), self.config.history_ttl),
             Pending::SurveyMeta { survey } | Pending::SurveyLength { survey } => {
                 let channel = match self.surveys.get(survey).map(|s| &s.kind) {
                     Some(SurveyKind::Info { channel, .. }) => channel,
@@ -1245,6 +1256,8 @@ impl Worker {
             }
             Pending::SurveyMeta { survey } => self.survey_read(survey, Some(Err(error)), None, now),
             Pending::SurveyLength { survey } => self.survey_read(survey, None, Some(Err(error)), now),
+            // The next scan refreshes it again.
+            Pending::MetaTouch { .. } => {}
         }
     }
 
@@ -1559,6 +1572,11 @@ impl Worker {
                 Ok(length) => self.survey_read(survey, None, Some(Ok(length)), now),
                 Err(e) => self.reply_failed(Pending::SurveyLength { survey }, e, now),
             },
+            Pending::MetaTouch { channel } => {
+                if let Err(e) = ReplyError::check(&value) {
+                    self.reply_failed(Pending::MetaTouch { channel }, e, now);
+                }
+            }
         }
     }
 
@@ -1941,7 +1959,19 @@ impl Worker {
     fn scan_channels(&mut self, now: Instant) {
         let mut ended = Vec::new();
         let mut late = Vec::new();
+        let mut touches = Vec::new();
+        let touch_period = self.config.history_ttl / 3;
         for (channel, live) in &mut self.channels {
+            if live.subscriptions() > 0 {
+                match live.touch_at {
+                    None => live.touch_at = Some(now + touch_period),
+                    Some(at) if at <= now && self.cmd.ready && touches.len() < MAX_TOUCHES_PER_SCAN => {
+                        live.touch_at = Some(now + touch_period);
+                        touches.push(channel.clone());
+                    }
+                    Some(_) => {}
+                }
+            }
             if live.linger_until.is_some_and(|at| at <= now)
                 && live.subscriptions() == 0
                 && live.waiting.is_empty()
@@ -1965,6 +1995,9 @@ impl Worker {
             BrokerStats::add(&self.stats.timeouts, 1);
             let error = BrokerError::Unavailable("the channel's redis subscription is not live yet".into());
             self.fail_subscribe(waiter, channel, error, now);
+        }
+        for channel in touches {
+            self.send_or_fail(Pending::MetaTouch { channel }, now);
         }
         if self.cmd.ready {
             self.retry_failed_reads(now);
