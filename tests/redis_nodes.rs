@@ -639,3 +639,24 @@ fn redis_nodes_a_channel_with_subscribers_keeps_its_epoch_past_the_history_age()
     let next = ws.next();
     assert_eq!((next["type"].as_str(), next["id"].as_str()), (None, Some(second.as_str())), "no gap: {next}");
 }
+
+#[test]
+fn redis_nodes_presence_counts_every_member_past_the_most_listed() {
+    // --max-presence-members bounds what one answer lists; the count is every member's, as
+    // presence_stats promises (a subscribe is not refused for it with --redis: see README).
+    let redis = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let a = Server::start(&["--redis", &url, "--max-presence-members", "2"]);
+    let mut members: Vec<V1> = (0..3).map(|_| V1::connect(&a, None)).collect();
+    for ws in &mut members {
+        assert_eq!(ws.ask(json!({"type":"subscribe","channel":"crowd","req":1}))["type"], "ok");
+    }
+    let stats = members[0].ask(json!({"type":"presence_stats","channel":"crowd","req":2}));
+    assert_eq!(stats["count"], 3, "{stats}");
+    let list = members[0].ask(json!({"type":"presence","channel":"crowd","req":3}));
+    assert_eq!(
+        (list["count"].as_u64(), list["members"].as_array().map(Vec::len)),
+        (Some(3), Some(2)),
+        "{list}"
+    );
+}

@@ -122,18 +122,29 @@ pub fn parse_count_reply(value: &Value) -> Result<u64, ReplyError> {
     value.as_integer().and_then(|n| u64::try_from(n).ok()).ok_or(ReplyError::Unexpected("a count"))
 }
 
-/// The reply of `list`: members and their values. Members or values that do not parse are
-/// errors (only pushwire writes these keys).
-pub fn parse_list_reply(
-    value: &Value,
-    limits: &FrameLimits,
-) -> Result<Vec<(PresenceMember, PresenceValue)>, ReplyError> {
+/// A channel's presence as `list` read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// How many members the channel has, those past the most listed included.
+    pub count: u64,
+    /// The members listed and their values.
+    pub members: Vec<(PresenceMember, PresenceValue)>,
+}
+
+/// The reply of `list`: the member count, then members and their values. Members or values
+/// that do not parse are errors (only pushwire writes these keys).
+pub fn parse_list_reply(value: &Value, limits: &FrameLimits) -> Result<Listing, ReplyError> {
     ReplyError::check(value)?;
     let items = value.as_array().ok_or(ReplyError::Unexpected("an array of members and values"))?;
-    if items.len() % 2 != 0 {
+    let [count, pairs @ ..] = items else {
+        return Err(ReplyError::Unexpected("a member count"));
+    };
+    let count =
+        count.as_integer().and_then(|n| u64::try_from(n).ok()).ok_or(ReplyError::Unexpected("a count"))?;
+    if pairs.len() % 2 != 0 {
         return Err(ReplyError::Unexpected("member and value pairs"));
     }
-    items
+    let members = pairs
         .chunks(2)
         .map(|pair| {
             let member =
@@ -141,7 +152,8 @@ pub fn parse_list_reply(
             let value = pair[1].as_bytes().ok_or(ReplyError::Unexpected("a presence value"))?;
             Ok((member, PresenceValue::parse(value, limits)?))
         })
-        .collect()
+        .collect::<Result<_, ReplyError>>()?;
+    Ok(Listing { count, members })
 }
 
 #[cfg(test)]
@@ -192,12 +204,21 @@ mod tests {
         let mut encoded = Vec::new();
         value.encode(&mut encoded);
         let reply = Value::Array(vec![
+            Value::Integer(3),
             Value::BulkString(member.to_string().into_bytes()),
             Value::BulkString(encoded),
         ]);
-        assert_eq!(parse_list_reply(&reply, &FrameLimits::default()), Ok(vec![(member, value)]));
-        let odd = Value::Array(vec![Value::BulkString(member.to_string().into_bytes())]);
+        assert_eq!(
+            parse_list_reply(&reply, &FrameLimits::default()),
+            Ok(Listing { count: 3, members: vec![(member, value)] }),
+            "a count past the members listed"
+        );
+        let odd = Value::Array(vec![Value::Integer(1), Value::BulkString(member.to_string().into_bytes())]);
         assert!(parse_list_reply(&odd, &FrameLimits::default()).is_err());
+        let no_count = Value::Array(vec![]);
+        assert!(parse_list_reply(&no_count, &FrameLimits::default()).is_err());
+        let bad_count = Value::Array(vec![Value::Integer(-1)]);
+        assert!(parse_list_reply(&bad_count, &FrameLimits::default()).is_err());
         assert_eq!(parse_count_reply(&Value::Integer(3)), Ok(3));
         assert!(parse_count_reply(&Value::Integer(-1)).is_err());
         assert!(matches!(parse_count_reply(&Value::Error(b"ERR x".to_vec())), Err(ReplyError::Server(_))));

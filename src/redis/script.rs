@@ -164,7 +164,8 @@ pub fn channel_script_sha1() -> &'static str {
 /// the most members to return.
 ///
 /// Replies: `add` the number of new members, `remove` the number removed, `list` a flat
-/// array member, value, member, value, ...
+/// array: the number of members (all of them, past the most listed too), then member, value,
+/// member, value, ...
 pub const PRESENCE_SCRIPT: &str = r#"-- pushwire presence v1 (src/redis/presence.rs)
 local zkey, hkey = KEYS[1], KEYS[2]
 local op, ttl, chan, max_prune = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -212,7 +213,7 @@ elseif op == 'remove' then
   end
   return removed
 elseif op == 'list' then
-  local out = {}
+  local out = {redis.call('ZCARD', zkey)}
   local members = redis.call('ZRANGE', zkey, 0, tonumber(ARGV[5]) - 1)
   for _, m in ipairs(members) do
     -- A member whose info is gone (evicted under maxmemory) is left out.

@@ -110,7 +110,7 @@ pub fn handle(
 
 /// `{"channel":"a","count":N,"members":[{"id":…,"user":…,"info":…}]}`.
 fn presence_body(channel: &ChannelName, list: &PresenceList) -> Vec<u8> {
-    let mut body = rooms::presence_reply(None, channel, &list.members);
+    let mut body = rooms::presence_reply(None, channel, list);
     body.push(b'\n');
     body
 }

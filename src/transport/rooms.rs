@@ -364,7 +364,7 @@ impl Rooms {
             }
             (Kind::Publish, Answer::Published(Ok(id))) => ok_reply(req, channel, Some(id)),
             (Kind::Publish, Answer::Published(Err(e))) => error_reply(req, channel, &hub_error(e)),
-            (Kind::Presence, Answer::Presence(list)) => presence_reply(req, &pending.channel, &list.members),
+            (Kind::Presence, Answer::Presence(list)) => presence_reply(req, &pending.channel, &list),
             (Kind::PresenceStats, Answer::Presence(list)) => {
                 presence_stats_reply(req, &pending.channel, list.count)
             }
@@ -430,8 +430,11 @@ fn write_member(out: &mut Vec<u8>, member: &Member) {
 }
 
 /// `{"type":"presence","req":…,"channel":"a","count":N,"members":[{"id":…,"user":…,"info":…}]}`;
-/// also the body of `GET /channels/NAME/presence` (without `type` and `req` mattering).
-pub fn presence_reply(req: Option<&str>, channel: &ChannelName, members: &[Member]) -> Vec<u8> {
+/// also the body of `GET /channels/NAME/presence` (without `type` and `req` mattering). `N` is
+/// every member's count, which with `--redis` may pass the members listed
+/// (`--max-presence-members` bounds the list).
+pub fn presence_reply(req: Option<&str>, channel: &ChannelName, list: &PresenceList) -> Vec<u8> {
+    let members = &list.members;
     let mut out = Vec::with_capacity(64 + members.len() * 48);
     out.extend_from_slice(b"{\"type\":\"presence\"");
     if let Some(req) = req {
@@ -439,7 +442,7 @@ pub fn presence_reply(req: Option<&str>, channel: &ChannelName, members: &[Membe
         out.extend_from_slice(req.as_bytes());
     }
     out.extend_from_slice(
-        format!(",\"channel\":\"{}\",\"count\":{},\"members\":[", channel.as_str(), members.len()).as_bytes(),
+        format!(",\"channel\":\"{}\",\"count\":{},\"members\":[", channel.as_str(), list.count).as_bytes(),
     );
     for (i, member) in members.iter().enumerate() {
         if i > 0 {

@@ -1526,10 +1526,10 @@ impl Worker {
             },
             Pending::PresenceList { sink, token, ticket, channel, list, invoke } => {
                 match parse_list_reply(&value, &self.config.limits.frames) {
-                    Ok(members) => {
-                        let count = members.len();
+                    Ok(listing) => {
+                        let count = usize::try_from(listing.count).unwrap_or(usize::MAX);
                         let members = if list {
-                            members.into_iter().map(|(m, v)| remote_member(m, Some(v))).collect()
+                            listing.members.into_iter().map(|(m, v)| remote_member(m, Some(v))).collect()
                         } else {
                             Vec::new()
                         };

@@ -542,7 +542,7 @@ pub fn answer(pending: Pending, replies: Vec<Reply>, metrics: &Metrics) -> ApiAn
         Pending::Presence { list } => match replies.next() {
             Some(Reply::Presence { channel, result: Ok(presence) }) => {
                 let mut out = if list {
-                    rooms::presence_reply(None, &channel, &presence.members)
+                    rooms::presence_reply(None, &channel, &presence)
                 } else {
                     rooms::presence_stats_reply(None, &channel, presence.count)
                 };
