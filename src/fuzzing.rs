@@ -1513,9 +1513,11 @@ pub fn redis_control(data: &[u8]) {
 /// composite cursor must have (1 to 8); the rest is lines: the first is a request-target whose
 /// channel list must parse within the limit, without duplicates; the second is a
 /// `Last-Event-ID` that never fails and always resumes every channel; each further line is a
-/// `pushwire.v1` command applied to the set, answered by the hub at once (accepted or refused
-/// by a bit of the line's length). Throughout, the set stays within its limit, never holds a
-/// channel twice, and every reply is a JSON object echoing the command's `req`.
+/// `pushwire.v1` command applied to the set, answered by the hub (accepted or refused by a bit
+/// of the line's length) at once or later (by another bit: later answers come, oldest first,
+/// after a line of even length). Throughout, the set stays within its limit, never holds a
+/// channel twice, every reply is a JSON object, and the replies come in the order of the
+/// commands, each echoing its command's `req`, whether answered here or by the hub.
 pub fn rooms_request(data: &[u8]) {
     use crate::http1::target::Target;
     use crate::transport::commands::{parse, CommandLimits};
@@ -1550,19 +1552,27 @@ pub fn rooms_request(data: &[u8]) {
         unix_now_s: 0,
     };
     let mut rooms = Rooms::new(limits, None);
-    let check = |reply: &[u8], req: Option<&str>| {
+    // The `req` of every command, in order, and of every reply sent, in order.
+    let mut asked: Vec<serde_json::Value> = Vec::new();
+    let mut replied: Vec<serde_json::Value> = Vec::new();
+    let sent = |reply: &[u8], replied: &mut Vec<serde_json::Value>| {
         let value: serde_json::Value = serde_json::from_slice(reply).expect("replies are JSON");
         assert!(value.is_object());
-        if let Some(req) = req {
-            assert_eq!(value["req"], serde_json::from_str::<serde_json::Value>(req).unwrap());
-        }
+        replied.push(value["req"].clone());
     };
+    let mut later = std::collections::VecDeque::new();
     for line in lines.take(64) {
+        if rooms.backlog_full() {
+            // The connection is closed (1008) before the next command.
+            break;
+        }
         let request = parse(line, &command_limits);
-        let req = request.req.clone();
+        asked.push(
+            request.req.as_deref().map_or(serde_json::Value::Null, |r| serde_json::from_str(r).unwrap()),
+        );
         let outcome = rooms.handle_request(request, &auth);
         if let Some(reply) = &outcome.reply {
-            check(reply, req.as_deref());
+            sent(reply, &mut replied);
         }
         let accept = line.len() % 2 == 0;
         let answer = match outcome.action {
@@ -1581,10 +1591,17 @@ pub fn rooms_request(data: &[u8]) {
             }
             _ => None,
         };
-        if let Some(answer) = answer {
+        later.extend(answer);
+        // Answered at once, or with the earlier ones still waiting.
+        while (line.len() % 4 < 2 || later.len() > 3) && !later.is_empty() {
+            let answer = later.pop_front().expect("not empty");
             let reply = rooms.handle_answer(answer).expect("an action awaiting an answer gets one");
-            check(&reply, req.as_deref());
+            sent(&reply, &mut replied);
+            for reply in rooms.take_ready() {
+                sent(&reply, &mut replied);
+            }
         }
+        assert_eq!(replied[..], asked[..replied.len()], "replies in the order of the commands");
         let set = rooms.rooms();
         assert!(set.len() <= limits.max_channels_per_connection);
         for (i, room) in set.iter().enumerate() {

@@ -660,3 +660,10 @@ fn redis_nodes_presence_counts_every_member_past_the_most_listed() {
         "{list}"
     );
 }
+
+#[test]
+fn redis_nodes_replies_follow_command_order_in_one_write() {
+    // Subscribes wait for Redis; the replies made by the connection itself wait behind them.
+    let redis = RedisServer::start();
+    common::v1::assert_replies_follow_command_order(&node(&redis));
+}

@@ -230,3 +230,8 @@ fn except_self_is_skipped_while_the_channel_catches_up_from_history() {
     let own: u64 = own_id.unwrap().split(':').nth(1).unwrap().parse().unwrap();
     assert_eq!(own, 301, "the skipped message sits between the history and the marker");
 }
+
+#[test]
+fn rooms_replies_follow_command_order_in_one_write() {
+    common::v1::assert_replies_follow_command_order(&Server::start(&[]));
+}

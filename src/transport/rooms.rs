@@ -11,6 +11,10 @@
 //! - Replies that wait for the hub ([`Rooms::handle_answer`]): the backend answers one
 //!   connection's commands in submission order (`hub/backend.rs`), so one FIFO of pending
 //!   commands (bounded by [`RoomLimits::max_pending_commands`]) matches answers to `req`s.
+//!   Replies keep the order of the commands: the reply of a command answered here (an
+//!   `unsubscribe`, a `refresh`, a refusal) waits in the same FIFO behind the earlier
+//!   commands still waiting for the hub ([`Rooms::in_order`], [`Rooms::take_ready`]), at most
+//!   [`RoomLimits::max_pending_commands`] of them ([`Rooms::backlog_full`]).
 //! - The token's expiry on a live connection, as Centrifugo does: [`Rooms::token_expires_at`]
 //!   tells the loop when; a `refresh` command with a new token moves it; when it passes the
 //!   connection is closed with [`CLOSE_TOKEN_EXPIRED`] (4001, in RFC 6455 §7.4.2's private-use
@@ -123,7 +127,8 @@ pub enum Answer {
 pub struct Outcome {
     /// What the hub must do.
     pub action: Option<Action>,
-    /// A reply frame's text, to send now.
+    /// A reply frame's text, to send now (a reply that must wait for earlier commands'
+    /// answers is held by the [`Rooms`] instead, [`Rooms::take_ready`]).
     pub reply: Option<Vec<u8>>,
     /// For a command refused over its token, the reason counted in `/metrics`
     /// (`pushwire_token_refusals_total`).
@@ -174,6 +179,15 @@ struct Pending {
     channel: ChannelName,
 }
 
+/// What a connection's next replies wait for, in command order.
+#[derive(Debug)]
+enum Waiting {
+    /// A command the hub answers.
+    Hub(Pending),
+    /// The reply of a command answered here, held behind earlier commands the hub answers.
+    Reply(Vec<u8>),
+}
+
 /// One channel of the set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
@@ -187,7 +201,8 @@ pub struct Rooms {
     limits: RoomLimits,
     rooms: Vec<Room>,
     claims: Option<Claims>,
-    pending: VecDeque<Pending>,
+    /// Oldest first; never starts with a `Reply` (those are taken as soon as they are first).
+    pending: VecDeque<Waiting>,
 }
 
 impl Rooms {
@@ -251,8 +266,15 @@ impl Rooms {
         Ok(claims.and_then(|c| c.user.clone()))
     }
 
-    /// Applies one command. Refusals come back as `reply` with no `action`.
+    /// Applies one command. Refusals come back as `reply` with no `action`; a reply is held
+    /// while earlier commands wait for the hub ([`Rooms::in_order`]).
     pub fn handle_request(&mut self, request: Request, auth: &Authority<'_>) -> Outcome {
+        let mut outcome = self.apply(request, auth);
+        outcome.reply = outcome.reply.and_then(|reply| self.in_order(reply));
+        outcome
+    }
+
+    fn apply(&mut self, request: Request, auth: &Authority<'_>) -> Outcome {
         let Request { req, channel, command } = request;
         let refuse = |e: CommandError| Outcome {
             action: None,
@@ -265,7 +287,7 @@ impl Rooms {
         };
         let waits =
             matches!(command, Command::Subscribe { .. } | Command::Publish { .. } | Command::Presence { .. });
-        if waits && self.pending.len() >= self.limits.max_pending_commands {
+        if waits && self.hub_waiting() >= self.limits.max_pending_commands {
             return refuse(CommandError::Unavailable("too many commands awaiting an answer".into()));
         }
         match command {
@@ -281,7 +303,11 @@ impl Rooms {
                     Err(e) => return refuse(e),
                 };
                 self.rooms.push(Room { channel: channel.clone() });
-                self.pending.push_back(Pending { kind: Kind::Subscribe, req, channel: channel.clone() });
+                self.pending.push_back(Waiting::Hub(Pending {
+                    kind: Kind::Subscribe,
+                    req,
+                    channel: channel.clone(),
+                }));
                 Outcome {
                     action: Some(Action::Subscribe { channel, since, user, info, joins }),
                     reply: None,
@@ -304,7 +330,11 @@ impl Rooms {
                 if let Err(e) = self.authorize(Grant::Publish, &channel, None, auth) {
                     return refuse(e);
                 }
-                self.pending.push_back(Pending { kind: Kind::Publish, req, channel: channel.clone() });
+                self.pending.push_back(Waiting::Hub(Pending {
+                    kind: Kind::Publish,
+                    req,
+                    channel: channel.clone(),
+                }));
                 let event = event.map(Arc::from);
                 Outcome {
                     action: Some(Action::Publish { channel, event, payload, except_self }),
@@ -317,7 +347,7 @@ impl Rooms {
                     return refuse(e);
                 }
                 let kind = if stats { Kind::PresenceStats } else { Kind::Presence };
-                self.pending.push_back(Pending { kind, req, channel: channel.clone() });
+                self.pending.push_back(Waiting::Hub(Pending { kind, req, channel: channel.clone() }));
                 let action = Action::Presence { channel, list: !stats };
                 Outcome { action: Some(action), reply: None, token_refusal: None }
             }
@@ -340,17 +370,65 @@ impl Rooms {
     /// answer is not the current subscription's, whose own answer comes after it, so its
     /// replay must not start the channel's feed and its refusal must not take the room away.
     pub fn oldest_is_superseded(&self) -> bool {
-        let mut waiting = self.pending.iter();
+        let mut waiting = self.pending.iter().filter_map(|w| match w {
+            Waiting::Hub(pending) => Some(pending),
+            Waiting::Reply(_) => None,
+        });
         let Some(oldest) = waiting.next() else { return false };
         oldest.kind == Kind::Subscribe
             && waiting.any(|p| p.kind == Kind::Subscribe && p.channel == oldest.channel)
+    }
+
+    /// Commands waiting for the hub's answer.
+    fn hub_waiting(&self) -> usize {
+        self.pending.iter().filter(|w| matches!(w, Waiting::Hub(_))).count()
+    }
+
+    /// The oldest command waiting for the hub (the front: replies held behind it come after).
+    fn pop_hub(&mut self) -> Option<Pending> {
+        match self.pending.pop_front()? {
+            Waiting::Hub(pending) => Some(pending),
+            // Not held at the front (`take_ready` takes them): nothing waits for the hub.
+            Waiting::Reply(reply) => {
+                self.pending.push_front(Waiting::Reply(reply));
+                None
+            }
+        }
+    }
+
+    /// The reply of a command answered without the hub: `Some` to send now when nothing
+    /// before it waits, else held until the earlier commands are answered ([`Rooms::take_ready`]).
+    pub fn in_order(&mut self, reply: Vec<u8>) -> Option<Vec<u8>> {
+        if self.pending.is_empty() {
+            return Some(reply);
+        }
+        self.pending.push_back(Waiting::Reply(reply));
+        None
+    }
+
+    /// The held replies that may go now (in order), after an answer from the hub was sent.
+    pub fn take_ready(&mut self) -> Vec<Vec<u8>> {
+        let mut ready = Vec::new();
+        while let Some(Waiting::Reply(_)) = self.pending.front() {
+            if let Some(Waiting::Reply(reply)) = self.pending.pop_front() {
+                ready.push(reply);
+            }
+        }
+        ready
+    }
+
+    /// True when as many replies are held as commands may wait for the hub: a client that
+    /// keeps sending commands answered here faster than the hub answers (misbehaving) is
+    /// closed rather than held without bound.
+    pub fn backlog_full(&self) -> bool {
+        self.pending.len() - self.hub_waiting() >= self.limits.max_pending_commands
     }
 
     /// The hub's answer to the oldest action still waiting; returns the reply to send, or
     /// `None` for an answer nothing waits for (a protocol error of the caller's).
     pub fn handle_answer(&mut self, answer: Answer) -> Option<Vec<u8>> {
         let superseded = self.oldest_is_superseded();
-        let pending = self.pending.pop_front()?;
+        let pending = self.pop_hub()?;
         let (req, channel) = (pending.req.as_deref(), Some(&pending.channel));
         Some(match (pending.kind, answer) {
             // Unsubscribed meanwhile: the client still gets its ok, the room stays gone (the
@@ -379,7 +457,7 @@ impl Rooms {
     /// subscribe the channel that left the set. `None` when nothing waits.
     pub fn handle_refused(&mut self, error: HubError) -> Option<Refused> {
         let superseded = self.oldest_is_superseded();
-        let pending = self.pending.pop_front()?;
+        let pending = self.pop_hub()?;
         let reply = error_reply(pending.req.as_deref(), Some(&pending.channel), &hub_error(error));
         let unsubscribed = (pending.kind == Kind::Subscribe && !superseded)
             .then(|| self.position(&pending.channel).map(|i| self.rooms.remove(i).channel))

@@ -493,6 +493,12 @@ impl WsSession {
 
     /// One command-mode frame: a `pushwire.v1` command (a binary frame is a bad command).
     fn handle_command(&mut self, msg: MessageRef<'_>, ctx: &mut Ctx<'_>) {
+        if matches!(&self.serving, Serving::Commands(mode) if mode.rooms.backlog_full()) {
+            // As many replies held behind commands waiting for the hub as commands may wait:
+            // more would be held without bound (§7.4.1: 1008 for a policy violation).
+            self.close(CloseCode::POLICY_VIOLATION, "too many commands awaiting an answer", ctx);
+            return;
+        }
         let Serving::Commands(mode) = &mut self.serving else { return };
         let access = &ctx.config.access;
         let limits = CommandLimits {
@@ -506,7 +512,10 @@ impl WsSession {
             MessageRef::Text(text) => parse(text, &limits),
             MessageRef::Binary(_) => {
                 let e = CommandError::BadCommand("command mode takes JSON text frames".into());
-                return send_json(&mut self.ws, error_reply(None, None, &e), ctx);
+                if let Some(reply) = mode.rooms.in_order(error_reply(None, None, &e)) {
+                    send_json(&mut self.ws, reply, ctx);
+                }
+                return;
             }
         };
         // Refused here, before the channel set records anything: publishing needs what a
@@ -524,7 +533,10 @@ impl WsSession {
         };
         if let Some(e) = early {
             let reply = error_reply(request.req.as_deref(), request.channel.as_ref(), &e);
-            return send_json(&mut self.ws, reply, ctx);
+            if let Some(reply) = mode.rooms.in_order(reply) {
+                send_json(&mut self.ws, reply, ctx);
+            }
+            return;
         }
         let auth = Authority {
             policies: &access.policies,
@@ -578,6 +590,9 @@ impl WsSession {
             if let Some(reply) = mode.rooms.handle_answer(Answer::Presence(list)) {
                 send_json(&mut self.ws, reply, ctx);
             }
+            for reply in mode.rooms.take_ready() {
+                send_json(&mut self.ws, reply, ctx);
+            }
         }
         Flow::Continue
     }
@@ -611,6 +626,10 @@ impl WsSession {
                 if ctx.commands.len() > before {
                     mode.reads.push_back(channel);
                 }
+            }
+            // Replies of later commands held behind this one, after its replay.
+            for reply in mode.rooms.take_ready() {
+                send_json(&mut self.ws, reply, ctx);
             }
             return Flow::Continue;
         }
@@ -666,6 +685,9 @@ impl WsSession {
         if let Some(reply) = mode.rooms.handle_answer(Answer::Published(Ok(id))) {
             send_json(&mut self.ws, reply, ctx);
         }
+        for reply in mode.rooms.take_ready() {
+            send_json(&mut self.ws, reply, ctx);
+        }
         Flow::Continue
     }
 
@@ -682,6 +704,9 @@ impl WsSession {
                     mode.feeds.retain(|f| &f.channel != channel);
                 }
                 send_json(&mut self.ws, refused.reply, ctx);
+                for reply in mode.rooms.take_ready() {
+                    send_json(&mut self.ws, reply, ctx);
+                }
                 return Flow::Continue;
             }
             // A page read failed: nothing to answer, the connection cannot go on exactly.

@@ -88,3 +88,42 @@ impl V1 {
         }
     }
 }
+
+/// Commands sent in one write, some answered by the hub (subscribe, publish) and some by the
+/// connection itself (a bad command, unsubscribe): the replies come in command order.
+pub fn assert_replies_follow_command_order(server: &Server) {
+    let (mut ws, head) = RawWs::connect(server, "/ws", &["pushwire.v1"]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let commands = [
+        serde_json::json!({"type":"subscribe","channel":"order","req":1}),
+        serde_json::json!({"type":"dance","req":2}),
+        serde_json::json!({"type":"publish","channel":"elsewhere","data":"x","req":3}),
+        serde_json::json!({"type":"unsubscribe","channel":"order","req":4}),
+        serde_json::json!({"type":"subscribe","channel":"order","req":5}),
+        serde_json::json!({"type":"subscribe","channel":"order","req":6}),
+    ];
+    let mut out = Vec::new();
+    for command in &commands {
+        pushwire::ws::frame::encode_frame(
+            true,
+            OpCode::Text,
+            command.to_string().as_bytes(),
+            Some([1, 2, 3, 4]),
+            &mut out,
+        );
+    }
+    std::io::Write::write_all(&mut ws.stream, &out).unwrap();
+    let mut reqs = Vec::new();
+    while reqs.len() < commands.len() {
+        let frame: Value = serde_json::from_str(&ws.recv_text()).unwrap();
+        if matches!(frame["type"].as_str(), Some("ok" | "error")) {
+            reqs.push((frame["req"].as_u64().unwrap(), frame["type"].as_str().unwrap().to_string()));
+        }
+    }
+    let expected: Vec<(u64, String)> =
+        [(1, "ok"), (2, "error"), (3, "ok"), (4, "ok"), (5, "ok"), (6, "error")]
+            .map(|(r, t)| (r, t.to_string()))
+            .into();
+    assert_eq!(reqs, expected);
+}

@@ -59,8 +59,20 @@ impl World {
     }
 }
 
+/// Applies `text`. The outcome's reply is also one held behind commands waiting for the hub (a
+/// copy: it stays held), so a test reads every command's reply, sent now or later.
 fn send(rooms: &mut Rooms, world: &World, text: &str) -> Outcome {
-    rooms.handle_request(parse(text, &CMD), &world.auth())
+    send_as(rooms, &world.auth(), text)
+}
+
+fn send_as(rooms: &mut Rooms, auth: &Authority<'_>, text: &str) -> Outcome {
+    let mut out = rooms.handle_request(parse(text, &CMD), auth);
+    if out.reply.is_none() {
+        if let Some(Waiting::Reply(reply)) = rooms.pending.back() {
+            out.reply = Some(reply.clone());
+        }
+    }
+    out
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {
@@ -111,18 +123,62 @@ fn per_channel_errors_answer_the_command_only() {
 }
 
 #[test]
-fn unsubscribe_frees_a_slot_and_answers_at_once() {
+fn unsubscribe_frees_a_slot_at_once_and_its_ok_follows_the_subscribes() {
     let world = World::new();
     let mut rooms = Rooms::new(RoomLimits { max_channels_per_connection: 1, max_pending_commands: 8 }, None);
-    send(&mut rooms, &world, r#"{"type":"subscribe","channel":"a"}"#);
-    let out = send(&mut rooms, &world, r#"{"type":"unsubscribe","channel":"a","req":2}"#);
+    rooms.handle_request(parse(r#"{"type":"subscribe","channel":"a","req":1}"#, &CMD), &world.auth());
+    let out =
+        rooms.handle_request(parse(r#"{"type":"unsubscribe","channel":"a","req":2}"#, &CMD), &world.auth());
     assert_eq!(out.action, Some(Action::Unsubscribe { channel: name("a") }));
-    assert_eq!(json(&out.reply.unwrap()), serde_json::json!({"type":"ok","req":2,"channel":"a"}));
-    // The subscribe's answer still arrives (the backend applied both in order): ok, no room.
+    assert_eq!(out.reply, None, "held behind the subscribe's answer");
+    assert!(rooms.rooms().is_empty(), "the slot is free at once");
+    assert!(rooms.take_ready().is_empty());
+    // The subscribe's answer still arrives (the backend applied both in order): ok, no room;
+    // then the unsubscribe's ok.
     let reply = rooms.handle_answer(Answer::Subscribed(Ok(c(1, 0)))).unwrap();
-    assert_eq!(json(&reply)["type"], "ok");
+    assert_eq!(json(&reply), serde_json::json!({"type":"ok","req":1,"channel":"a"}));
+    let ready: Vec<_> = rooms.take_ready().iter().map(|r| json(r)).collect();
+    assert_eq!(ready, [serde_json::json!({"type":"ok","req":2,"channel":"a"})]);
     assert!(rooms.rooms().is_empty());
+    // Nothing waits now: a reply goes at once.
+    let out = send(&mut rooms, &world, r#"{"type":"unsubscribe","channel":"z","req":3}"#);
+    assert_eq!(code(&out), "not_subscribed");
+    assert!(rooms.pending.is_empty());
     assert!(send(&mut rooms, &world, r#"{"type":"subscribe","channel":"b"}"#).action.is_some());
+}
+
+/// Replies keep the order of the commands: replies made here wait behind commands waiting for
+/// the hub, at most `max_pending_commands` of them.
+#[test]
+fn replies_made_here_wait_behind_earlier_commands_and_are_bounded() {
+    let world = World::new();
+    let mut rooms = Rooms::new(RoomLimits { max_channels_per_connection: 8, max_pending_commands: 2 }, None);
+    let sent = |rooms: &mut Rooms, text: &str| rooms.handle_request(parse(text, &CMD), &world.auth()).reply;
+    assert_eq!(sent(&mut rooms, r#"{"type":"publish","channel":"a","data":"x","req":1}"#), None);
+    assert_eq!(sent(&mut rooms, r#"{"type":"dance","req":2}"#), None);
+    assert_eq!(sent(&mut rooms, r#"{"type":"presence","channel":"a","req":3}"#), None);
+    assert!(!rooms.backlog_full());
+    assert_eq!(sent(&mut rooms, r#"{"type":"unsubscribe","channel":"z","req":4}"#), None);
+    assert!(rooms.backlog_full(), "two replies held, as many as commands may wait");
+    let reqs = |replies: Vec<Vec<u8>>| replies.iter().map(|r| json(r)["req"].clone()).collect::<Vec<_>>();
+    let one = rooms.handle_answer(Answer::Published(Ok(c(1, 1)))).unwrap();
+    assert_eq!(json(&one)["req"], 1);
+    assert_eq!(reqs(rooms.take_ready()), [serde_json::json!(2)]);
+    let list = crate::hub::PresenceList { count: 0, members: Vec::new() };
+    let three = rooms.handle_answer(Answer::Presence(list)).unwrap();
+    assert_eq!(json(&three)["req"], 3);
+    assert_eq!(reqs(rooms.take_ready()), [serde_json::json!(4)]);
+    assert!(rooms.pending.is_empty() && !rooms.backlog_full());
+    // A refusal by the hub releases the replies behind it the same way.
+    sent(&mut rooms, r#"{"type":"subscribe","channel":"b","req":5}"#);
+    sent(&mut rooms, r#"{"type":"subscribe","channel":"b","req":6}"#);
+    let refused = rooms.handle_refused(HubError::BackendUnavailable).unwrap();
+    assert_eq!(json(&refused.reply)["req"], 5);
+    let six = rooms.take_ready();
+    assert_eq!(
+        (json(&six[0])["req"].clone(), json(&six[0])["code"].clone()),
+        (serde_json::json!(6), serde_json::json!("already_subscribed"))
+    );
 }
 
 #[test]
@@ -147,6 +203,8 @@ fn a_refused_answer_to_a_superseded_subscribe_leaves_the_new_room() {
         send(&mut rooms, &world, r#"{"type":"unsubscribe","channel":"a","req":2}"#);
         send(&mut rooms, &world, r#"{"type":"subscribe","channel":"a","req":3}"#);
         assert!(rooms.oldest_is_superseded());
+        let ready_after =
+            |rooms: &mut Rooms| rooms.take_ready().iter().map(|r| json(r)["req"].clone()).collect::<Vec<_>>();
         // One through the hub's answer, one through a refusal before the hub (both paths).
         let reply = match refuse {
             HubError::BackendUnavailable => rooms.handle_answer(Answer::Subscribed(Err(refuse))).unwrap(),
@@ -157,6 +215,7 @@ fn a_refused_answer_to_a_superseded_subscribe_leaves_the_new_room() {
             }
         };
         assert_eq!(json(&reply)["req"], 1);
+        assert_eq!(ready_after(&mut rooms), [serde_json::json!(2)], "the unsubscribe's ok, held behind it");
         assert_eq!(rooms.rooms(), [Room { channel: name("a") }]);
         assert!(!rooms.oldest_is_superseded(), "the second one's answer is its own");
         let refused = rooms.handle_refused(HubError::BackendUnavailable).unwrap();
@@ -283,7 +342,7 @@ fn the_connection_token_is_refreshed_and_its_expiry_told() {
     assert_eq!(rooms.token_expires_at(), Some(NOW + 3600));
     // Past its expiry, the connection's own token no longer grants anything.
     let late = Authority { unix_now_s: NOW + 3600, ..world.auth() };
-    let out = rooms.handle_request(parse(r#"{"type":"subscribe","channel":"private.y"}"#, &CMD), &late);
+    let out = send_as(&mut rooms, &late, r#"{"type":"subscribe","channel":"private.y"}"#);
     assert_eq!(code(&out), "bad_token");
     assert_eq!(CLOSE_TOKEN_EXPIRED, 4001);
 }
