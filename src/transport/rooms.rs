@@ -6,8 +6,9 @@
 //! - [`Rooms::handle_request`]: a parsed command ([`super::commands`]) checked against the
 //!   set (already subscribed, not subscribed, [`RoomLimits::max_channels_per_connection`]) and
 //!   the channel policies and tokens ([`super::policy`], [`super::token`]), then turned into an
-//!   [`Action`] for the hub and/or an immediate reply. Every refusal is a per-command `error`
-//!   reply with the command's `req` echoed; none closes the connection.
+//!   [`Action`] for the hub and/or a reply. Every refusal is a per-command `error` reply with
+//!   the command's `req` echoed; none closes the connection (a client that keeps too many
+//!   replies waiting is closed by its session, [`Rooms::backlog_full`]).
 //! - Replies that wait for the hub ([`Rooms::handle_answer`]): the backend answers one
 //!   connection's commands in submission order (`hub/backend.rs`), so one FIFO of pending
 //!   commands (bounded by [`RoomLimits::max_pending_commands`]) matches answers to `req`s.
