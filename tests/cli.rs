@@ -431,11 +431,9 @@ fn cli_token_is_taken_by_a_server_with_the_same_secret_for_what_it_grants() {
         "--channel-policy",
         "private.*=token",
     ]);
+    let grants = ["--subscribe", "private.*", "--publish", "private.a", "--presence", "private.a"];
     let out = run(
-        &["token", "--token-secret-file", file, "--user", "alice", "--ttl", "60"]
-            .into_iter()
-            .chain(["--subscribe", "private.*", "--publish", "private.a", "--presence", "private.a"])
-            .collect::<Vec<_>>(),
+        &[&["token", "--token-secret-file", file, "--user", "alice", "--ttl", "60"][..], &grants].concat(),
         b"",
     );
     std::fs::remove_file(&secret_file).unwrap();

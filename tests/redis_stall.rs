@@ -471,18 +471,10 @@ fn redis_stall_a_refused_publish_never_takes_the_answer_of_an_earlier_one() {
     let first = publish(&a, CHANNEL, "first");
     redis.freeze();
     let mut v1 = V1::connect(&a, None);
-    let mut burst = Vec::new();
-    for i in 0..SENT {
-        let command = json!({"type":"publish","channel":CHANNEL,"data":format!("p-{i}"),"req":i});
-        pushwire::ws::frame::encode_frame(
-            true,
-            OpCode::Text,
-            command.to_string().as_bytes(),
-            Some([1, 2, 3, 4]),
-            &mut burst,
-        );
-    }
-    v1.ws.stream.write_all(&burst).unwrap();
+    let burst: Vec<Value> = (0..SENT)
+        .map(|i| json!({"type":"publish","channel":CHANNEL,"data":format!("p-{i}"),"req":i}))
+        .collect();
+    v1.send_in_one_write(&burst);
     metrics_until(&a, "a full pipeline", |t| sample(t, IN_FLIGHT) == MAX_PENDING);
     // Let the refusals reach the connection before Redis answers anything.
     thread::sleep(Duration::from_millis(300));

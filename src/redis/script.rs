@@ -21,10 +21,10 @@
 //!    node hands out the same `EPOCH:OFFSET` and pub/sub carries the frames in offset order.
 //! 3. `read`: refreshes the meta's expiry (so a polled epoch stays valid, as in the
 //!    in-memory hub; a node with subscribers of the channel refreshes it too, every third of
-//!    the ttl: [`touch_command`]) and returns `[epoch, last offset, created, entries]`, the entries being
-//!    `XRANGE` from the first offset after the caller's cursor (from the oldest for a cursor of
-//!    another epoch; none for the tail), with `COUNT`. Meta and entries come from one atomic
-//!    step, so the gap rules see a consistent channel.
+//!    the ttl: [`touch_command`]) and returns `[epoch, last offset, created, entries]`, the
+//!    entries being `XRANGE` from the first offset after the caller's cursor (from the oldest
+//!    for a cursor of another epoch; none for the tail), with `COUNT`. Meta and entries come
+//!    from one atomic step, so the gap rules see a consistent channel.
 //!
 //! Stream entry ids are `OFFSET-0`: the millisecond part of a stream id is a free 64-bit
 //! number, ids compare by it first, and the incomplete id `N` in `XRANGE key N +` means `N-0`,

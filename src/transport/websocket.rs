@@ -246,6 +246,21 @@ fn send_json(ws: &mut WsConn, json: Vec<u8>, ctx: &mut Ctx<'_>) {
     let _ = ws.send_message(MessageRef::Text(&text), &mut no_mask, ctx.out);
 }
 
+/// A command mode reply made here: sent now, or held behind earlier commands still waiting for
+/// the hub ([`Rooms::in_order`]).
+fn send_in_order(ws: &mut WsConn, rooms: &mut Rooms, reply: Vec<u8>, ctx: &mut Ctx<'_>) {
+    if let Some(reply) = rooms.in_order(reply) {
+        send_json(ws, reply, ctx);
+    }
+}
+
+/// The replies held behind the command the hub just answered ([`Rooms::take_ready`]).
+fn send_ready(ws: &mut WsConn, rooms: &mut Rooms, ctx: &mut Ctx<'_>) {
+    for reply in rooms.take_ready() {
+        send_json(ws, reply, ctx);
+    }
+}
+
 /// One WebSocket connection after its handshake.
 #[derive(Debug)]
 pub struct WsSession {
@@ -512,10 +527,7 @@ impl WsSession {
             MessageRef::Text(text) => parse(text, &limits),
             MessageRef::Binary(_) => {
                 let e = CommandError::BadCommand("command mode takes JSON text frames".into());
-                if let Some(reply) = mode.rooms.in_order(error_reply(None, None, &e)) {
-                    send_json(&mut self.ws, reply, ctx);
-                }
-                return;
+                return send_in_order(&mut self.ws, &mut mode.rooms, error_reply(None, None, &e), ctx);
             }
         };
         // Refused here, before the channel set records anything: publishing needs what a
@@ -533,10 +545,7 @@ impl WsSession {
         };
         if let Some(e) = early {
             let reply = error_reply(request.req.as_deref(), request.channel.as_ref(), &e);
-            if let Some(reply) = mode.rooms.in_order(reply) {
-                send_json(&mut self.ws, reply, ctx);
-            }
-            return;
+            return send_in_order(&mut self.ws, &mut mode.rooms, reply, ctx);
         }
         let auth = Authority {
             policies: &access.policies,
@@ -590,9 +599,7 @@ impl WsSession {
             if let Some(reply) = mode.rooms.handle_answer(Answer::Presence(list)) {
                 send_json(&mut self.ws, reply, ctx);
             }
-            for reply in mode.rooms.take_ready() {
-                send_json(&mut self.ws, reply, ctx);
-            }
+            send_ready(&mut self.ws, &mut mode.rooms, ctx);
         }
         Flow::Continue
     }
@@ -628,9 +635,7 @@ impl WsSession {
                 }
             }
             // Replies of later commands held behind this one, after its replay.
-            for reply in mode.rooms.take_ready() {
-                send_json(&mut self.ws, reply, ctx);
-            }
+            send_ready(&mut self.ws, &mut mode.rooms, ctx);
             return Flow::Continue;
         }
         if let Serving::Channel(feed) = &mut self.serving {
@@ -685,9 +690,7 @@ impl WsSession {
         if let Some(reply) = mode.rooms.handle_answer(Answer::Published(Ok(id))) {
             send_json(&mut self.ws, reply, ctx);
         }
-        for reply in mode.rooms.take_ready() {
-            send_json(&mut self.ws, reply, ctx);
-        }
+        send_ready(&mut self.ws, &mut mode.rooms, ctx);
         Flow::Continue
     }
 
@@ -704,9 +707,7 @@ impl WsSession {
                     mode.feeds.retain(|f| &f.channel != channel);
                 }
                 send_json(&mut self.ws, refused.reply, ctx);
-                for reply in mode.rooms.take_ready() {
-                    send_json(&mut self.ws, reply, ctx);
-                }
+                send_ready(&mut self.ws, &mut mode.rooms, ctx);
                 return Flow::Continue;
             }
             // A page read failed: nothing to answer, the connection cannot go on exactly.

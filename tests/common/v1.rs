@@ -34,6 +34,22 @@ impl V1 {
         self.ws.send(OpCode::Text, command.to_string().as_bytes());
     }
 
+    /// Sends `commands` without waiting, every frame in one write (so the server reads them
+    /// together).
+    pub fn send_in_one_write(&mut self, commands: &[Value]) {
+        let mut out = Vec::new();
+        for command in commands {
+            pushwire::ws::frame::encode_frame(
+                true,
+                OpCode::Text,
+                command.to_string().as_bytes(),
+                Some([1, 2, 3, 4]),
+                &mut out,
+            );
+        }
+        std::io::Write::write_all(&mut self.ws.stream, &out).unwrap();
+    }
+
     /// Sends `command` and returns its reply (`ok`, `error`, `presence`, `presence_stats`).
     pub fn ask(&mut self, command: Value) -> Value {
         self.send(&command);
@@ -92,9 +108,7 @@ impl V1 {
 /// Commands sent in one write, some answered by the hub (subscribe, publish) and some by the
 /// connection itself (a bad command, unsubscribe): the replies come in command order.
 pub fn assert_replies_follow_command_order(server: &Server) {
-    let (mut ws, head) = RawWs::connect(server, "/ws", &["pushwire.v1"]);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    ws.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut v1 = V1::connect(server, None);
     let commands = [
         serde_json::json!({"type":"subscribe","channel":"order","req":1}),
         serde_json::json!({"type":"dance","req":2}),
@@ -103,24 +117,13 @@ pub fn assert_replies_follow_command_order(server: &Server) {
         serde_json::json!({"type":"subscribe","channel":"order","req":5}),
         serde_json::json!({"type":"subscribe","channel":"order","req":6}),
     ];
-    let mut out = Vec::new();
-    for command in &commands {
-        pushwire::ws::frame::encode_frame(
-            true,
-            OpCode::Text,
-            command.to_string().as_bytes(),
-            Some([1, 2, 3, 4]),
-            &mut out,
-        );
-    }
-    std::io::Write::write_all(&mut ws.stream, &out).unwrap();
-    let mut reqs = Vec::new();
-    while reqs.len() < commands.len() {
-        let frame: Value = serde_json::from_str(&ws.recv_text()).unwrap();
-        if matches!(frame["type"].as_str(), Some("ok" | "error")) {
-            reqs.push((frame["req"].as_u64().unwrap(), frame["type"].as_str().unwrap().to_string()));
-        }
-    }
+    v1.send_in_one_write(&commands);
+    let reqs: Vec<(u64, String)> = (0..commands.len())
+        .map(|_| {
+            let frame = v1.reply();
+            (frame["req"].as_u64().unwrap(), frame["type"].as_str().unwrap().to_string())
+        })
+        .collect();
     let expected: Vec<(u64, String)> =
         [(1, "ok"), (2, "error"), (3, "ok"), (4, "ok"), (5, "ok"), (6, "error")]
             .map(|(r, t)| (r, t.to_string()))
